@@ -1,0 +1,104 @@
+/*
+ * ctx.c - open the state directory (one daemon at a time), load the
+ * sandboxes, start the timeout timer; and shut all of it down again.
+ */
+#include "core/ctx.h"
+#include "core/sandbox.h"
+#include "core/provider.h"
+#include "core/jobs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+void sandbox_recover_all(struct seer_ctx *ctx);
+
+int seer_ctx_open(struct seer_ctx *ctx, char *err, size_t n)
+{
+	char p[4096];
+	int r = mkdir_p(ctx->state_dir, 0700);
+	if (r < 0) {
+		snprintf(err, n, "cannot create the state directory %s: %s", ctx->state_dir, strerror(-r));
+		return r;
+	}
+	snprintf(p, sizeof(p), "%s/lock", ctx->state_dir);
+	ctx->lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (ctx->lock_fd < 0) {
+		r = -errno;
+		snprintf(err, n, "cannot open %s: %s", p, strerror(-r));
+		return r;
+	}
+	if (flock(ctx->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		r = -errno;
+		char *holder = NULL;
+		read_file(p, 4096, &holder, NULL);
+		if (holder)
+			holder[strcspn(holder, "\n")] = '\0';
+		snprintf(err, n, "the state directory %s is in use by another seerfs (%s); unmount that one first, or pick another with -o state=DIR",
+			 ctx->state_dir, holder && *holder ? holder : "pid unknown");
+		free(holder);
+		close(ctx->lock_fd);
+		ctx->lock_fd = -1;
+		return r == -EWOULDBLOCK ? -EBUSY : r;
+	}
+	char who[4200];
+	int len = snprintf(who, sizeof(who), "pid %d, mounted at %s\n", (int)getpid(), ctx->mountpoint);
+	if (ftruncate(ctx->lock_fd, 0) < 0 || pwrite(ctx->lock_fd, who, (size_t)len, 0) < 0) {
+		/* the lock itself is what counts; the text only helps people */
+	}
+	const char *sub[] = {"sandboxes", "snapshots", "models", "empty", NULL};
+	for (int i = 0; sub[i]; i++) {
+		snprintf(p, sizeof(p), "%s/%s", ctx->state_dir, sub[i]);
+		if ((r = mkdir_p(p, 0700)) < 0) {
+			snprintf(err, n, "cannot create %s: %s", p, strerror(-r));
+			return r;
+		}
+	}
+	pthread_mutex_init(&ctx->lock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_cond_init(&ctx->timer_cond, &ca);
+	pthread_condattr_destroy(&ca);
+	r = sandbox_load_all(ctx);
+	if (r < 0) {
+		snprintf(err, n, "cannot read the sandboxes in %s: %s", ctx->state_dir, strerror(-r));
+		return r;
+	}
+	return 0;
+}
+
+int seer_ctx_start(struct seer_ctx *ctx)
+{
+	sandbox_recover_all(ctx);
+	return -pthread_create(&ctx->timer, NULL, sandbox_timer_main, ctx);
+}
+
+void seer_ctx_close(struct seer_ctx *ctx)
+{
+	pthread_mutex_lock(&ctx->lock);
+	ctx->stopping = 1;
+	pthread_cond_broadcast(&ctx->timer_cond);
+	pthread_mutex_unlock(&ctx->lock);
+	pthread_join(ctx->timer, NULL);
+	/* Stop every sandbox's processes; states stay as they are on disk so
+	 * that a remount brings running sandboxes back. */
+	for (;;) {
+		pthread_mutex_lock(&ctx->lock);
+		struct sandbox *sb = ctx->sandboxes;
+		if (sb)
+			ctx->sandboxes = sb->next;
+		pthread_mutex_unlock(&ctx->lock);
+		if (!sb)
+			break;
+		jobs_shutdown(sb);
+		if (sb->prov)
+			sb->prov->stop(sb);
+		sandbox_put(sb);
+	}
+	if (ctx->lock_fd >= 0)
+		close(ctx->lock_fd);
+}

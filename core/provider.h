@@ -1,0 +1,69 @@
+/*
+ * provider.h - the interface every sandbox provider implements.
+ *
+ * A provider is one const struct of function pointers in a file of its own
+ * (provider_local.c, ...), in the manner of curl's TLS backends: the core
+ * calls through this table and never knows which provider it holds. Each
+ * sandbox keeps its provider's private data in sb->priv.
+ *
+ * All functions return 0 or a negative errno; where a person needs to act,
+ * they also write a message into err (naming what is missing and what to do).
+ */
+#ifndef SEER_PROVIDER_H
+#define SEER_PROVIDER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct sandbox;
+struct seer_config;
+
+/* A process to start inside a sandbox. */
+struct seer_spawn {
+	char *const *argv;
+	char *const *envp;       /* complete environment */
+	const char *cwd;
+	int fd_in, fd_out, fd_err;   /* the provider dups these into the child */
+	uint64_t cookie;         /* handed back in the exit callback */
+};
+
+/* What the provider reports when a spawned process ends. */
+struct seer_exit {
+	uint64_t cookie;
+	int status;              /* as from waitpid() */
+	uint64_t utime_us, stime_us;
+};
+
+typedef void (*seer_exit_fn)(struct sandbox *sb, const struct seer_exit *e);
+
+struct seer_provider {
+	const char *name;
+	/* Refuses what this provider cannot honour (a GPU the host lacks...). */
+	int (*check)(struct sandbox *sb, const struct seer_config *cfg, char *err, size_t errlen);
+	/* Creates (first time) or restarts the sandbox's environment; blocking. */
+	int (*start)(struct sandbox *sb, const struct seer_config *cfg, char *err, size_t errlen);
+	/* Ends every process of the sandbox; its files stay. */
+	int (*stop)(struct sandbox *sb);
+	/* Removes the sandbox's files for good (after stop). */
+	int (*destroy)(struct sandbox *sb);
+	/* An O_PATH fd on "/" as the sandbox's processes see it; -ENOTCONN when not running. */
+	int (*root_fd)(struct sandbox *sb);
+	/* Starts a process; *pid receives its id as the provider names it. */
+	int (*spawn)(struct sandbox *sb, const struct seer_spawn *req, int *pid, char *err, size_t errlen);
+	/* Signals a spawned process, or with tree set its whole process tree. */
+	int (*signal)(struct sandbox *sb, int pid, int sig, int tree);
+	/* Stops (freeze=1) or resumes (0) every process of the sandbox. */
+	int (*freeze)(struct sandbox *sb, int freeze);
+	/* Whether any process other than the provider's own is alive. */
+	int (*busy)(struct sandbox *sb);
+	/* Frees sb->priv (the sandbox object is going away). */
+	void (*release)(struct sandbox *sb);
+};
+
+extern const struct seer_provider seer_provider_local;
+
+/* Finds a provider by the name in a config ("local", or a named provider). */
+const struct seer_provider *seer_provider_find(const char *name);
+
+#endif

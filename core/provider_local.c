@@ -1,0 +1,720 @@
+/*
+ * provider_local.c - the `local` provider: sandboxes on this machine,
+ * isolated by Linux namespaces through bubblewrap.
+ *
+ * Start-up of one sandbox:
+ *   seerfs forks a child that makes a user and mount namespace of its own
+ *   (the mounting user is root there), mounts the sandbox's writable tree as
+ *   an overlay (lower: the snapshot layers or an empty directory; upper:
+ *   state/sandboxes/NAME/fs/upper) and execs bubblewrap. bubblewrap builds
+ *   the sandbox's root (host /usr and /etc read-only, the overlay's
+ *   workspace, root, tmp, var, opt writable), drops every capability and
+ *   runs seerfs-agent as PID 1 of a new PID namespace. seerfs then reaches
+ *   the sandbox's files through /proc/AGENT/root, exactly as its processes
+ *   see them, and runs commands by asking the agent over a socket.
+ */
+#include "core/provider.h"
+#include "core/agentproto.h"
+#include "core/jobs.h"
+#include "core/sandbox.h"
+#include "core/snapshot.h"
+#include "core/gpu.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define RPC_TIMEOUT_S 20
+
+struct rpc_wait {
+	uint32_t seq;
+	int done;
+	struct agent_msg reply;
+	struct rpc_wait *next;
+};
+
+struct local_sb {
+	pid_t holder;               /* our child: bubblewrap */
+	pid_t agent;                /* the agent (PID 1 inside), host pid */
+	int sock;                   /* to the agent */
+	int rootfd;                 /* O_PATH on /proc/AGENT/root */
+	pthread_t reader;
+	int reader_started;
+	pthread_mutex_t lock;       /* sock writes, waits, seq */
+	pthread_cond_t cond;
+	uint32_t seq;
+	struct rpc_wait *waits;
+	int dead;                   /* the agent went away */
+	int stopping;
+};
+
+static struct local_sb *priv_of(struct sandbox *sb)
+{
+	if (!sb->priv) {
+		struct local_sb *l = xcalloc(1, sizeof(*l));
+		l->sock = l->rootfd = -1;
+		l->dead = 1;
+		pthread_mutex_init(&l->lock, NULL);
+		pthread_cond_init(&l->cond, NULL);
+		sb->priv = l;
+	}
+	return sb->priv;
+}
+
+static const char *find_bwrap(void)
+{
+	static const char *const cands[] = {"/usr/bin/bwrap", "/usr/local/bin/bwrap", "/bin/bwrap"};
+	for (size_t i = 0; i < ARRAY_SIZE(cands); i++)
+		if (access(cands[i], X_OK) == 0)
+			return cands[i];
+	return NULL;
+}
+
+static int local_check(struct sandbox *sb, const struct seer_config *cfg, char *err, size_t n)
+{
+	if (!find_bwrap()) {
+		snprintf(err, n, "sandbox %s: bubblewrap is not installed on this host; install it (apt-get install bubblewrap) and write config.json again",
+			 sb->name);
+		return -ENOENT;
+	}
+	if (access(sb->ctx->agent_path, X_OK) != 0) {
+		snprintf(err, n, "sandbox %s: the sandbox init %s is missing; reinstall seerfs (meson install)", sb->name,
+			 sb->ctx->agent_path);
+		return -ENOENT;
+	}
+	if (cfg->gpu)
+		return gpu_check(cfg->gpu, cfg->gpu_count, sb->name, err, n);
+	return 0;
+}
+
+/* ---- talking to the agent ------------------------------------------------ */
+
+static int send_agent(struct local_sb *l, struct agent_msg *m, const void *payload, size_t len, const int *fds, int nfds)
+{
+	char cbuf[CMSG_SPACE(sizeof(int) * 3)];
+	struct iovec iov[2] = {{m, sizeof(*m)}, {(void *)payload, len}};
+	struct msghdr mh = {.msg_iov = iov, .msg_iovlen = len ? 2 : 1};
+	if (nfds) {
+		memset(cbuf, 0, sizeof(cbuf));
+		mh.msg_control = cbuf;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+		memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+	}
+	m->len = (uint32_t)len;
+	ssize_t r;
+	do
+		r = sendmsg(l->sock, &mh, MSG_NOSIGNAL);
+	while (r < 0 && errno == EINTR);
+	return r < 0 ? -errno : 0;
+}
+
+/* Sends a request and waits for its reply (the reader thread delivers it). */
+static int rpc(struct local_sb *l, struct agent_msg *m, const void *payload, size_t len, const int *fds, int nfds,
+	       struct agent_msg *out)
+{
+	struct rpc_wait w = {0};
+	pthread_mutex_lock(&l->lock);
+	if (l->dead || l->sock < 0) {
+		pthread_mutex_unlock(&l->lock);
+		return -ENOTCONN;
+	}
+	w.seq = m->seq = ++l->seq ? l->seq : ++l->seq;
+	w.next = l->waits;
+	l->waits = &w;
+	int r = send_agent(l, m, payload, len, fds, nfds);
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += RPC_TIMEOUT_S;
+	while (r == 0 && !w.done && !l->dead)
+		if (pthread_cond_timedwait(&l->cond, &l->lock, &ts) == ETIMEDOUT)
+			r = -ETIMEDOUT;
+	if (r == 0 && !w.done)
+		r = -ENOTCONN;
+	for (struct rpc_wait **pp = &l->waits; *pp; pp = &(*pp)->next) {
+		if (*pp == &w) {
+			*pp = w.next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&l->lock);
+	if (r == 0)
+		*out = w.reply;
+	return r;
+}
+
+static void *reader_main(void *arg)
+{
+	struct sandbox *sb = arg;
+	struct local_sb *l = sb->priv;
+	for (;;) {
+		struct agent_msg m;
+		ssize_t n = recv(l->sock, &m, sizeof(m), 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < (ssize_t)sizeof(m))
+			break;
+		if (m.type == AG_EXIT) {
+			struct seer_exit e = {.cookie = (uint64_t)m.pid, .status = m.arg,
+					      .utime_us = (uint64_t)m.val1, .stime_us = (uint64_t)m.val2};
+			jobs_on_exit(sb, &e);
+			continue;
+		}
+		pthread_mutex_lock(&l->lock);
+		for (struct rpc_wait *w = l->waits; w; w = w->next) {
+			if (w->seq == m.seq) {
+				w->reply = m;
+				w->done = 1;
+			}
+		}
+		pthread_cond_broadcast(&l->cond);
+		pthread_mutex_unlock(&l->lock);
+	}
+	pthread_mutex_lock(&l->lock);
+	l->dead = 1;
+	int expected = l->stopping;
+	pthread_cond_broadcast(&l->cond);
+	pthread_mutex_unlock(&l->lock);
+	if (!expected) {
+		sandbox_log(sb, "the sandbox's init process ended unexpectedly; its processes are gone");
+		jobs_sandbox_stopping(sb);
+	}
+	return NULL;
+}
+
+/* ---- the sandbox's tree ----------------------------------------------------- */
+
+static const char *const writable_dirs[] = {"workspace", "root", "tmp", "var", "opt", "run", NULL};
+
+/* /etc files that must never be readable inside (the sandbox's root is the
+ * host's root when seerfs runs as root). */
+static const char *const hidden_etc[] = {"/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-",
+					 "/etc/sudoers", "/etc/ssh", "/etc/ssl/private", "/etc/security/opasswd",
+					 "/etc/seerfs", NULL};
+
+static int prepare_dirs(struct sandbox *sb, char *err, size_t n)
+{
+	char p[4096];
+	const char *sub[] = {"fs", "fs/upper", "fs/work", "fs/merged", "gen", NULL};
+	for (int i = 0; sub[i]; i++) {
+		snprintf(p, sizeof(p), "%s/%s", sb->dir, sub[i]);
+		int r = mkdir_p(p, 0700);
+		if (r < 0) {
+			snprintf(err, n, "sandbox %s: cannot create %s: %s", sb->name, p, strerror(-r));
+			return r;
+		}
+	}
+	snprintf(p, sizeof(p), "%s/empty", sb->ctx->state_dir);
+	mkdir_p(p, 0755);
+	/* passwd and group with the sandbox's root user, so ls -l shows names. */
+	struct sbuf b = {0};
+	sbuf_printf(&b, "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n");
+	snprintf(p, sizeof(p), "%s/gen/passwd", sb->dir);
+	write_file_atomic(p, b.data, b.len, 0644);
+	sbuf_free(&b);
+	sbuf_printf(&b, "root:x:0:\nnogroup:x:65534:\n");
+	snprintf(p, sizeof(p), "%s/gen/group", sb->dir);
+	write_file_atomic(p, b.data, b.len, 0644);
+	sbuf_free(&b);
+	sbuf_printf(&b, "%s\n", sb->name);
+	snprintf(p, sizeof(p), "%s/gen/hostname", sb->dir);
+	write_file_atomic(p, b.data, b.len, 0644);
+	sbuf_free(&b);
+	sbuf_printf(&b, "127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\tlocalhost ip6-localhost ip6-loopback\n", sb->name);
+	snprintf(p, sizeof(p), "%s/gen/hosts", sb->dir);
+	write_file_atomic(p, b.data, b.len, 0644);
+	sbuf_free(&b);
+	snprintf(p, sizeof(p), "%s/gen/empty", sb->dir);
+	mkdir_p(p, 0755);
+	snprintf(p, sizeof(p), "%s/gen/null", sb->dir);
+	write_file_atomic(p, "", 0, 0644);
+	return 0;
+}
+
+struct argv_b {
+	char **v;
+	size_t n, cap;
+};
+
+static void av_add(struct argv_b *a, const char *s)
+{
+	if (a->n + 2 > a->cap) {
+		a->cap = a->cap ? a->cap * 2 : 64;
+		a->v = realloc(a->v, a->cap * sizeof(char *));
+		if (!a->v)
+			abort();
+	}
+	a->v[a->n++] = xstrdup(s);
+	a->v[a->n] = NULL;
+}
+
+static void av_addf(struct argv_b *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void av_addf(struct argv_b *a, const char *fmt, ...)
+{
+	struct sbuf b = {0};
+	va_list ap;
+	va_start(ap, fmt);
+	sbuf_vprintf(&b, fmt, ap);
+	va_end(ap);
+	av_add(a, b.data);
+	sbuf_free(&b);
+}
+
+/* The host's top-level entries that programs need, mirrored read-only:
+ * merged-/usr symlinks stay symlinks. */
+static void add_system(struct argv_b *a)
+{
+	static const char *const top[] = {"bin", "sbin", "lib", "lib32", "lib64", "libx32", NULL};
+	av_add(a, "--ro-bind");
+	av_add(a, "/usr");
+	av_add(a, "/usr");
+	for (int i = 0; top[i]; i++) {
+		char path[64], target[256];
+		snprintf(path, sizeof(path), "/%s", top[i]);
+		struct stat st;
+		if (lstat(path, &st) < 0)
+			continue;
+		if (S_ISLNK(st.st_mode)) {
+			ssize_t n = readlink(path, target, sizeof(target) - 1);
+			if (n <= 0)
+				continue;
+			target[n] = '\0';
+			av_add(a, "--symlink");
+			av_add(a, target);
+			av_add(a, path);
+		} else if (S_ISDIR(st.st_mode)) {
+			av_add(a, "--ro-bind");
+			av_add(a, path);
+			av_add(a, path);
+		}
+	}
+}
+
+static void build_argv(struct sandbox *sb, const struct seer_config *cfg, struct argv_b *a)
+{
+	const char *d = sb->dir;
+	av_add(a, find_bwrap());
+	av_add(a, "--unshare-pid");
+	av_add(a, "--unshare-ipc");
+	av_add(a, "--unshare-uts");
+	av_add(a, "--unshare-cgroup-try");
+	if (!cfg->network)
+		av_add(a, "--unshare-net");
+	av_add(a, "--hostname");
+	av_add(a, sb->name);
+	av_add(a, "--die-with-parent");
+	av_add(a, "--as-pid-1");
+	av_add(a, "--cap-drop");
+	av_add(a, "ALL");
+	av_add(a, "--info-fd");
+	av_add(a, "4");
+	add_system(a);
+	av_add(a, "--ro-bind");
+	av_add(a, "/etc");
+	av_add(a, "/etc");
+	for (int i = 0; hidden_etc[i]; i++) {
+		struct stat st;
+		if (lstat(hidden_etc[i], &st) < 0)
+			continue;
+		av_add(a, "--ro-bind");
+		av_addf(a, "%s/gen/%s", d, S_ISDIR(st.st_mode) ? "empty" : "null");
+		av_add(a, hidden_etc[i]);
+	}
+	static const char *const gen[] = {"passwd", "group", "hostname", "hosts", NULL};
+	for (int i = 0; gen[i]; i++) {
+		av_add(a, "--ro-bind");
+		av_addf(a, "%s/gen/%s", d, gen[i]);
+		av_addf(a, "/etc/%s", gen[i]);
+	}
+	av_add(a, "--proc");
+	av_add(a, "/proc");
+	av_add(a, "--dev");
+	av_add(a, "/dev");
+	for (int i = 0; writable_dirs[i]; i++) {
+		av_add(a, "--bind");
+		av_addf(a, "%s/fs/merged/%s", d, writable_dirs[i]);
+		av_addf(a, "/%s", writable_dirs[i]);
+	}
+	if (cfg->gpu)
+		gpu_bwrap_args(cfg->gpu_count, (void (*)(void *, const char *))av_add, a);
+	av_add(a, "--ro-bind");
+	av_add(a, sb->ctx->agent_path);
+	av_add(a, "/.seerfs/agent");
+	av_add(a, "--chdir");
+	av_add(a, "/workspace");
+	av_add(a, "--clearenv");
+	av_add(a, "--setenv");
+	av_add(a, "PATH");
+	av_add(a, "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+	av_add(a, "/.seerfs/agent");
+}
+
+/* The overlay's lowerdir option: the snapshot chain, newest first, or an
+ * empty directory for a fresh sandbox. */
+static int lower_dirs(struct sandbox *sb, const struct seer_config *cfg, struct sbuf *out, char *err, size_t n)
+{
+	int r = snapshot_lowerdirs(sb, out, err, n);
+	if (r < 0)
+		return r;
+	if (out->len == 0)
+		sbuf_printf(out, "%s/empty", sb->ctx->state_dir);
+	return 0;
+}
+
+static void child_fail(int fd, const char *stage, int e)
+{
+	char msg[160];
+	int len = snprintf(msg, sizeof(msg), "ERR %s: %s", stage, strerror(e));
+	if (write(fd, msg, (size_t)len) < 0) {
+		/* the parent reports a start failure either way */
+	}
+	_exit(126);
+}
+
+static int write_str(const char *path, const char *s)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = write(fd, s, strlen(s));
+	close(fd);
+	return n == (ssize_t)strlen(s) ? 0 : -1;
+}
+
+static int local_start(struct sandbox *sb, const struct seer_config *cfg, char *err, size_t n)
+{
+	struct local_sb *l = priv_of(sb);
+	int r = prepare_dirs(sb, err, n);
+	if (r < 0)
+		return r;
+	struct sbuf lower = {0};
+	if ((r = lower_dirs(sb, cfg, &lower, err, n)) < 0) {
+		sbuf_free(&lower);
+		return r;
+	}
+	/* Everything the child needs is built before fork: after fork in a
+	 * threaded process only async-signal-safe calls are allowed. */
+	char merged[4096], uidmap[64], gidmap[64], errpath[4096];
+	struct sbuf opts = {0};
+	snprintf(merged, sizeof(merged), "%s/fs/merged", sb->dir);
+	sbuf_printf(&opts, "lowerdir=%s,upperdir=%s/fs/upper,workdir=%s/fs/work,userxattr", lower.data, sb->dir, sb->dir);
+	sbuf_free(&lower);
+	snprintf(uidmap, sizeof(uidmap), "0 %u 1\n", (unsigned)sb->ctx->uid);
+	snprintf(gidmap, sizeof(gidmap), "0 %u 1\n", (unsigned)sb->ctx->gid);
+	snprintf(errpath, sizeof(errpath), "%s/bwrap.err", sb->dir);
+	char *wdirs[ARRAY_SIZE(writable_dirs)];
+	for (size_t i = 0; writable_dirs[i]; i++) {
+		struct sbuf b = {0};
+		sbuf_printf(&b, "%s/%s", merged, writable_dirs[i]);
+		wdirs[i] = b.data;
+	}
+	struct argv_b av = {0};
+	build_argv(sb, cfg, &av);
+
+	int sv[2] = {-1, -1}, info[2] = {-1, -1};
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0 || pipe2(info, O_CLOEXEC) < 0) {
+		r = -errno;
+		snprintf(err, n, "sandbox %s: cannot create the agent socket: %s", sb->name, strerror(-r));
+		goto out;
+	}
+	int sndbuf = 1 << 20;
+	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+	int errfd = open(errpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	pid_t pid = fork();
+	if (pid < 0) {
+		r = -errno;
+		snprintf(err, n, "sandbox %s: fork: %s", sb->name, strerror(-r));
+		if (errfd >= 0)
+			close(errfd);
+		goto out;
+	}
+	if (pid == 0) {
+		/* fds: 0 /dev/null, 2 bwrap.err, 3 the agent's socket, 4 info */
+		int nul = open("/dev/null", O_RDWR);
+		if (dup2(sv[1], 3) < 0 || dup2(info[1], 4) < 0)
+			child_fail(info[1], "dup2", errno);
+		dup2(nul, 0);
+		dup2(nul, 1);
+		if (errfd >= 0)
+			dup2(errfd, 2);
+		syscall(SYS_close_range, 5, ~0U, 0);
+		if (unshare(CLONE_NEWUSER | CLONE_NEWNS) < 0)
+			child_fail(4, "unshare(user, mount namespace)", errno);
+		if (write_str("/proc/self/setgroups", "deny") < 0 || write_str("/proc/self/uid_map", uidmap) < 0 ||
+		    write_str("/proc/self/gid_map", gidmap) < 0)
+			child_fail(4, "uid_map", errno);
+		if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+			child_fail(4, "make mounts private", errno);
+		if (mount("overlay", merged, "overlay", 0, opts.data) < 0)
+			child_fail(4, "mount the overlay", errno);
+		for (size_t i = 0; writable_dirs[i]; i++)
+			mkdir(wdirs[i], i == 2 ? 01777 : 0755);
+		execv(av.v[0], av.v);
+		child_fail(4, "exec bwrap", errno);
+	}
+	if (errfd >= 0)
+		close(errfd);
+	close(sv[1]);
+	sv[1] = -1;
+	close(info[1]);
+	info[1] = -1;
+
+	/* bubblewrap writes its info JSON once the sandbox runs; the child
+	 * writes "ERR ..." if it failed before that. */
+	struct sbuf ib = {0};
+	double deadline = mono_s() + 30;
+	for (;;) {
+		struct pollfd p = {info[0], POLLIN, 0};
+		int left = (int)((deadline - mono_s()) * 1000);
+		if (left <= 0) {
+			r = -ETIMEDOUT;
+			break;
+		}
+		if (poll(&p, 1, left) < 0 && errno != EINTR) {
+			r = -errno;
+			break;
+		}
+		char buf[1024];
+		ssize_t k = read(info[0], buf, sizeof(buf));
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			break;
+		sbuf_append(&ib, buf, (size_t)k);
+		if (strchr(ib.data, '}'))
+			break;
+	}
+	pid_t agent = 0;
+	if (ib.data && strstr(ib.data, "child-pid")) {
+		struct json_object *o = json_tokener_parse(ib.data), *v;
+		if (o && json_object_object_get_ex(o, "child-pid", &v))
+			agent = json_object_get_int(v);
+		json_object_put(o);
+	}
+	if (!agent) {
+		char *why = NULL;
+		read_file(errpath, 4096, &why, NULL);
+		if (why) {
+			char *nl = strrchr(why, '\n');
+			if (nl && !nl[1])
+				*nl = '\0';
+		}
+		snprintf(err, n, "sandbox %s: bubblewrap could not start the sandbox: %s%s%s", sb->name,
+			 ib.data && !strncmp(ib.data, "ERR ", 4) ? ib.data + 4 : "",
+			 why && *why ? " " : "", why && *why ? why : (r == -ETIMEDOUT ? "(timed out)" : ""));
+		free(why);
+		sbuf_free(&ib);
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		if (r == 0)
+			r = -EIO;
+		goto out;
+	}
+	sbuf_free(&ib);
+	pthread_mutex_lock(&l->lock);
+	l->holder = pid;
+	l->agent = agent;
+	l->sock = sv[0];
+	sv[0] = -1;
+	l->dead = 0;
+	l->stopping = 0;
+	pthread_mutex_unlock(&l->lock);
+	if (pthread_create(&l->reader, NULL, reader_main, sb) != 0) {
+		r = -EAGAIN;
+		snprintf(err, n, "sandbox %s: cannot start the agent reader thread", sb->name);
+		goto out;
+	}
+	l->reader_started = 1;
+	struct agent_msg m = {.type = AG_PING}, rep;
+	r = rpc(l, &m, NULL, 0, NULL, 0, &rep);
+	if (r < 0) {
+		snprintf(err, n, "sandbox %s: the sandbox's init did not answer: %s", sb->name, strerror(-r));
+		goto out;
+	}
+	char rp[64];
+	snprintf(rp, sizeof(rp), "/proc/%d/root", (int)agent);
+	int rfd = open(rp, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (rfd < 0) {
+		r = -errno;
+		snprintf(err, n, "sandbox %s: cannot reach the sandbox's files at %s: %s", sb->name, rp, strerror(-r));
+		goto out;
+	}
+	pthread_mutex_lock(&l->lock);
+	l->rootfd = rfd;
+	pthread_mutex_unlock(&l->lock);
+	sandbox_log(sb, "sandbox started: bubblewrap pid %d, init pid %d", (int)pid, (int)agent);
+	r = 0;
+out:
+	if (sv[0] >= 0)
+		close(sv[0]);
+	if (sv[1] >= 0)
+		close(sv[1]);
+	if (info[0] >= 0)
+		close(info[0]);
+	if (info[1] >= 0)
+		close(info[1]);
+	sbuf_free(&opts);
+	for (size_t i = 0; writable_dirs[i]; i++)
+		free(wdirs[i]);
+	for (size_t i = 0; i < av.n; i++)
+		free(av.v[i]);
+	free(av.v);
+	return r;
+}
+
+static int local_stop(struct sandbox *sb)
+{
+	struct local_sb *l = priv_of(sb);
+	pthread_mutex_lock(&l->lock);
+	l->stopping = 1;
+	int sock = l->sock;
+	pid_t holder = l->holder, agent = l->agent;
+	int rootfd = l->rootfd;
+	l->rootfd = -1;
+	pthread_mutex_unlock(&l->lock);
+	if (sock >= 0)
+		shutdown(sock, SHUT_RDWR);   /* the agent kills everything and exits */
+	if (l->reader_started) {
+		pthread_join(l->reader, NULL);
+		l->reader_started = 0;
+	}
+	if (holder > 0) {
+		for (int i = 0; i < 200; i++) {
+			if (waitpid(holder, NULL, WNOHANG) == holder) {
+				holder = 0;
+				break;
+			}
+			struct timespec ts = {0, 10000000};
+			nanosleep(&ts, NULL);
+		}
+		if (holder) {
+			if (agent > 0)
+				kill(agent, SIGKILL);
+			kill(holder, SIGKILL);
+			waitpid(holder, NULL, 0);
+		}
+	}
+	pthread_mutex_lock(&l->lock);
+	if (l->sock >= 0)
+		close(l->sock);
+	l->sock = -1;
+	l->holder = l->agent = 0;
+	l->dead = 1;
+	pthread_mutex_unlock(&l->lock);
+	if (rootfd >= 0)
+		close(rootfd);
+	return 0;
+}
+
+static int local_destroy(struct sandbox *sb)
+{
+	char p[4096];
+	snprintf(p, sizeof(p), "%s/fs", sb->dir);
+	return rm_rf(p);
+}
+
+static int local_root_fd(struct sandbox *sb)
+{
+	struct local_sb *l = priv_of(sb);
+	pthread_mutex_lock(&l->lock);
+	int fd = l->rootfd >= 0 && !l->dead ? fcntl(l->rootfd, F_DUPFD_CLOEXEC, 3) : -1;
+	int e = l->rootfd >= 0 && !l->dead ? -errno : -ENOTCONN;
+	pthread_mutex_unlock(&l->lock);
+	return fd >= 0 ? fd : e;
+}
+
+static int local_spawn(struct sandbox *sb, const struct seer_spawn *req, int *pid, char *err, size_t n)
+{
+	struct local_sb *l = priv_of(sb);
+	struct sbuf p = {0};
+	int argc = 0, envc = 0;
+	sbuf_append(&p, req->cwd ? req->cwd : "/workspace", strlen(req->cwd ? req->cwd : "/workspace") + 1);
+	for (; req->argv[argc]; argc++)
+		sbuf_append(&p, req->argv[argc], strlen(req->argv[argc]) + 1);
+	for (; req->envp && req->envp[envc]; envc++)
+		sbuf_append(&p, req->envp[envc], strlen(req->envp[envc]) + 1);
+	if (p.len > AGENT_MAX_PAYLOAD) {
+		snprintf(err, n, "sandbox %s: the command and its environment are %zu bytes, over the limit of %d", sb->name,
+			 p.len, AGENT_MAX_PAYLOAD);
+		sbuf_free(&p);
+		return -E2BIG;
+	}
+	int fds[3] = {req->fd_in, req->fd_out, req->fd_err};
+	struct agent_msg m = {.type = AG_SPAWN, .arg = argc, .val1 = envc}, rep;
+	int r = rpc(l, &m, p.data, p.len, fds, 3, &rep);
+	sbuf_free(&p);
+	if (r < 0) {
+		snprintf(err, n, "sandbox %s: its init did not take the command: %s", sb->name, strerror(-r));
+		return r;
+	}
+	if (rep.pid < 0) {
+		snprintf(err, n, "sandbox %s: cannot start %s: %s", sb->name, req->argv[0], strerror(-rep.pid));
+		return rep.pid;
+	}
+	*pid = rep.pid;
+	return 0;
+}
+
+static int local_signal(struct sandbox *sb, int pid, int sig, int tree)
+{
+	struct agent_msg m = {.type = AG_SIGNAL, .pid = pid, .arg = sig, .val1 = tree}, rep;
+	int r = rpc(priv_of(sb), &m, NULL, 0, NULL, 0, &rep);
+	return r < 0 ? r : rep.arg;
+}
+
+static int local_freeze(struct sandbox *sb, int freeze)
+{
+	struct agent_msg m = {.type = AG_FREEZE, .arg = freeze}, rep;
+	int r = rpc(priv_of(sb), &m, NULL, 0, NULL, 0, &rep);
+	return r < 0 ? r : rep.arg;
+}
+
+static int local_busy(struct sandbox *sb)
+{
+	struct agent_msg m = {.type = AG_COUNT}, rep;
+	int r = rpc(priv_of(sb), &m, NULL, 0, NULL, 0, &rep);
+	return r < 0 ? r : rep.val1 > 0;
+}
+
+static void local_release(struct sandbox *sb)
+{
+	struct local_sb *l = sb->priv;
+	if (!l)
+		return;
+	if (l->sock >= 0 || l->holder > 0)
+		local_stop(sb);
+	pthread_mutex_destroy(&l->lock);
+	pthread_cond_destroy(&l->cond);
+	free(l);
+	sb->priv = NULL;
+}
+
+const struct seer_provider seer_provider_local = {
+	.name = "local",
+	.check = local_check,
+	.start = local_start,
+	.stop = local_stop,
+	.destroy = local_destroy,
+	.root_fd = local_root_fd,
+	.spawn = local_spawn,
+	.signal = local_signal,
+	.freeze = local_freeze,
+	.busy = local_busy,
+	.release = local_release,
+};

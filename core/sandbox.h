@@ -1,0 +1,114 @@
+/*
+ * sandbox.h - a sandbox: its state machine, its files in the state
+ * directory, provisioning and termination, and the log and error it shows.
+ *
+ * States: new -> provisioning -> running | failed; running -> terminating ->
+ * terminated; failed or terminated -> provisioning again on a new config
+ * (or `retry`). Every change is written to state.json before it is shown,
+ * so a restarted seerfs shows the same states.
+ */
+#ifndef SEER_SANDBOX_H
+#define SEER_SANDBOX_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "core/config.h"
+#include "core/ctx.h"
+#include "core/util.h"
+
+enum sb_state {
+	SB_NEW,
+	SB_PROVISIONING,
+	SB_RUNNING,
+	SB_FAILED,
+	SB_TERMINATING,
+	SB_TERMINATED,
+};
+
+const char *sb_state_name(enum sb_state s);
+
+struct seer_provider;
+struct jobtab;
+
+struct sandbox {
+	struct seer_ctx *ctx;
+	struct sandbox *next;          /* ctx->sandboxes, under ctx->lock */
+	char name[72];
+	char *dir;                     /* state_dir/sandboxes/NAME */
+	uint32_t serial;               /* names its inodes for this session */
+	int refs;                      /* under ctx->lock; the list holds one */
+	int removed;                   /* rmdir'd; no new lookups */
+
+	pthread_mutex_t lock;          /* everything below */
+	pthread_cond_t cond;           /* state changes */
+	enum sb_state state;
+	uint64_t created_ns, since_ns;
+	char id[40];
+	char *reason;                  /* why failed/terminated */
+	char *progress;                /* one line while provisioning */
+	char *error;                   /* last error a person can act on */
+	char *config_text;             /* config.json as written (NULL: none yet) */
+	struct seer_config cfg;        /* parsed config_text */
+	const struct seer_provider *prov;
+	void *priv;                    /* the provider's */
+	uint64_t deadline_ns;          /* timeout; 0 = none */
+	int busy_op;                   /* a provisioning/terminating thread runs */
+	volatile int cancel;           /* ask provisioning to stop */
+	char *terminate_snapshot;      /* snapshot before terminating */
+	struct jobtab *jobs;
+	uint64_t gen;                  /* bumped on every visible change */
+};
+
+/* Lookup by name or serial; returns a referenced sandbox or NULL. */
+struct sandbox *sandbox_get(struct seer_ctx *ctx, const char *name);
+struct sandbox *sandbox_get_serial(struct seer_ctx *ctx, uint32_t serial);
+void sandbox_ref(struct sandbox *sb);
+void sandbox_put(struct sandbox *sb);
+
+/* mkdir: -EINVAL bad name, -EEXIST. Returns a referenced sandbox. */
+int sandbox_create(struct seer_ctx *ctx, const char *name, struct sandbox **out);
+/* rmdir: -EBUSY while provisioning, running or terminating. */
+int sandbox_remove(struct sandbox *sb);
+/* Loads every sandbox of the state directory (at start-up). */
+int sandbox_load_all(struct seer_ctx *ctx);
+
+/* A complete config landed (close of config.json or rename over it).
+ * Validates, stores and starts provisioning: -EINVAL/-EFBIG (error set),
+ * -EBUSY when the state forbids it. On success the state is already
+ * `provisioning` (or the live change applied) when this returns. */
+int sandbox_apply_config(struct sandbox *sb, const char *text, size_t len);
+
+/* One line written to ctl: terminate, retry, snapshot NAME, ... */
+int sandbox_ctl(struct sandbox *sb, const char *text, size_t len);
+
+/* Texts shown by the control files; the caller frees them. */
+char *sandbox_status_text(struct sandbox *sb);
+char *sandbox_info_json(struct sandbox *sb);
+char *sandbox_error_text(struct sandbox *sb);
+char *sandbox_config_text(struct sandbox *sb);
+/* Path of the log file. */
+void sandbox_log_path(struct sandbox *sb, char *buf, size_t len);
+
+/* Appends a timestamped line to the log. */
+void sandbox_log(struct sandbox *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Sets the last error (also logged). */
+void sandbox_set_error(struct sandbox *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Sets the provisioning progress line shown in status (NULL clears). */
+void sandbox_set_progress(struct sandbox *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Whether the state is one a `wait` read must block on. */
+int sandbox_settling(struct sandbox *sb);
+
+/* Tells fs/ that something visible changed (status, log, jobs...). */
+void sandbox_changed(struct sandbox *sb);
+
+/* The timeout timer: terminates sandboxes past their deadline. */
+void *sandbox_timer_main(void *arg);
+
+/* Environment for a process in the sandbox: config env, secrets, basics.
+ * NULL-terminated; free with strv_free. */
+char **sandbox_environ(struct sandbox *sb);
+void strv_free(char **v);
+
+#endif

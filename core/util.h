@@ -1,0 +1,57 @@
+/*
+ * util.h - small helpers shared by core/ and fs/: files, paths, time, text.
+ *
+ * Everything here returns 0 (or a length) on success and a negative errno on
+ * failure, so callers can pass errors straight up to the FUSE reply.
+ */
+#ifndef SEER_UTIL_H
+#define SEER_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdarg.h>
+#include <sys/types.h>
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* A growable byte buffer; the data is always NUL terminated. */
+struct sbuf {
+	char *data;
+	size_t len, cap;
+};
+int sbuf_append(struct sbuf *b, const void *data, size_t len);
+int sbuf_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int sbuf_vprintf(struct sbuf *b, const char *fmt, va_list ap);
+void sbuf_free(struct sbuf *b);
+
+/* Reads a whole file (at most max bytes, else -EFBIG) into a new buffer. */
+int read_file(const char *path, size_t max, char **out, size_t *outlen);
+int read_file_at(int dirfd, const char *path, size_t max, char **out, size_t *outlen);
+/* Writes a file so that readers see the old or the new content, never a mix:
+ * temporary file, fsync, rename, fsync of the directory. */
+int write_file_atomic(const char *path, const void *data, size_t len, mode_t mode);
+int mkdir_p(const char *path, mode_t mode);
+/* Removes a tree without following symlinks; tolerant of missing entries. */
+int rm_rf(const char *path);
+int rm_rf_at(int dirfd, const char *name);
+int fsync_dir(const char *path);
+
+/* Wall clock in nanoseconds, and monotonic seconds. */
+uint64_t now_ns(void);
+double mono_s(void);
+/* "2026-11-26T09:40:00.123Z" into buf (at least 32 bytes). */
+void fmt_time_iso(uint64_t ns, char *buf, size_t len);
+
+/* Sandbox and snapshot names: letters, digits, '-', '_', '.', 1..64, not "." or "..". */
+int name_valid(const char *name);
+
+/* True when s ends in the given suffix. */
+int str_endswith(const char *s, const char *suffix);
+/* strdup that aborts on out-of-memory (used for small bookkeeping strings). */
+char *xstrdup(const char *s);
+void *xcalloc(size_t n, size_t sz);
+
+/* Closes every fd >= lowfd except those listed (for child processes). */
+void close_fds_from(int lowfd, const int *keep, int nkeep);
+
+#endif

@@ -1,0 +1,63 @@
+/*
+ * fs.h - what the FUSE side shares between its files: the filesystem
+ * context, inode numbering, and the entry points of the root/ passthrough.
+ *
+ * Inode numbers: 1 is the mount's root. Numbers with the top bit set are
+ * virtual files (README, a sandbox's control files, jobs/...): they encode
+ * the sandbox's session serial, a sub-id and a kind, so they need no table
+ * and a removed sandbox's numbers simply stop resolving. Every other number
+ * is a pointer to a struct pnode of the root/ passthrough (fs/pass.c).
+ */
+#ifndef SEER_FS_H
+#define SEER_FS_H
+
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <stdint.h>
+
+#include "core/ctx.h"
+
+struct sandbox;
+
+struct fs_sb;
+struct pend;
+
+struct seer_fs {
+	struct seer_ctx *ctx;
+	struct fuse_session *se;
+	int debug;
+	double pass_timeout;     /* entry/attr timeout for root/ while the sandbox is idle */
+	int writeback;           /* -o writeback: kernel writeback cache for root/ */
+	int no_splice;
+
+	pthread_mutex_t lock;    /* the two lists below */
+	struct fs_sb *sbs;       /* fs/'s per-sandbox data (root/, scratch files) */
+	struct pend *pends;      /* reads parked until something changes */
+};
+
+#define VINO_FLAG (1ULL << 63)
+
+static inline int ino_is_virtual(fuse_ino_t ino)
+{
+	return ino == FUSE_ROOT_ID || (ino & VINO_FLAG);
+}
+
+/* ---- fs/pass.c: root/, a passthrough over the sandbox's own root ------- */
+
+struct pass_fs;
+
+/* Serves root/ over root_fd (an O_PATH fd on the sandbox's "/"; ownership
+ * passes to the pass_fs). */
+struct pass_fs *pass_new(struct seer_fs *fs, struct sandbox *sb, int root_fd);
+/* The sandbox stopped: later operations fail with ENOTCONN, fds are closed,
+ * nodes are freed as the kernel forgets them. Drops the caller's reference. */
+void pass_kill(struct pass_fs *p);
+/* Fills the entry of root/ itself and counts the lookup. */
+int pass_root_entry(struct pass_fs *p, struct fuse_entry_param *e);
+/* The sandbox may have changed its files behind our back (a job ran):
+ * drop what the kernel caches about this tree. */
+void pass_invalidate(struct pass_fs *p);
+/* The operations for passthrough inodes; fs/ll.c forwards to these. */
+extern const struct fuse_lowlevel_ops pass_ops;
+
+#endif

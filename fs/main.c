@@ -1,0 +1,299 @@
+/*
+ * main.c - the seerfs command: options, the state directory, the FUSE
+ * session and its multithreaded loop.
+ *
+ *   seerfs [SOURCE] MOUNTPOINT [-f] [-d] [-o OPTIONS]
+ *
+ * SOURCE is optional ("local"): mount(8) and /etc/fstab pass one, as they do
+ * for every FUSE filesystem.
+ */
+#include "fs/fs.h"
+#include "core/ctx.h"
+#include "core/util.h"
+
+#include <errno.h>
+#include <fuse_lowlevel.h>
+#include <limits.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+extern const struct fuse_lowlevel_ops seer_ll_ops;
+void ll_install_hooks(struct seer_fs *fs);
+
+struct options {
+	char *state;
+	char *agent;
+	char *providers;
+	char *model_cache;
+	double pass_timeout;
+	int writeback;
+	int no_splice;
+	int show_help;
+	int show_version;
+	int foreground;
+	int debug;
+	int clone_fd;
+	unsigned max_threads;
+	char *source;
+	char *mountpoint;
+};
+
+#define OPT(t, p) {t, offsetof(struct options, p), 1}
+static const struct fuse_opt opt_spec[] = {
+	OPT("state=%s", state),
+	OPT("agent=%s", agent),
+	OPT("providers=%s", providers),
+	OPT("model_cache=%s", model_cache),
+	OPT("pass_timeout=%lf", pass_timeout),
+	OPT("writeback", writeback),
+	OPT("no_splice", no_splice),
+	OPT("max_threads=%u", max_threads),
+	OPT("--help", show_help),
+	OPT("-h", show_help),
+	OPT("--version", show_version),
+	OPT("-V", show_version),
+	OPT("-f", foreground),
+	OPT("-d", debug),
+	OPT("debug", debug),
+	FUSE_OPT_END};
+
+enum { KEY_FG_DEBUG };
+
+static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	struct options *o = data;
+	if (key == FUSE_OPT_KEY_NONOPT) {
+		if (!o->mountpoint) {
+			o->mountpoint = strdup(arg);
+			return 0;
+		}
+		if (!o->source) {
+			/* Two positional words: the first was the source. */
+			o->source = o->mountpoint;
+			o->mountpoint = strdup(arg);
+			return 0;
+		}
+		fprintf(stderr, "seerfs: unexpected argument '%s'\n", arg);
+		return -1;
+	}
+	/* Options mount(8) passes that mean nothing to us. */
+	if (!strcmp(arg, "rw") || !strcmp(arg, "noauto") || !strcmp(arg, "user") || !strcmp(arg, "users") ||
+	    !strcmp(arg, "_netdev") || !strcmp(arg, "nofail") || !strcmp(arg, "auto") || !strncmp(arg, "x-", 2) ||
+	    !strncmp(arg, "comment=", 8))
+		return 0;
+	(void)outargs;
+	return 1;
+}
+
+static void usage(const char *prog)
+{
+	printf("usage: %s [local] MOUNTPOINT [options]\n\n"
+	       "A FUSE filesystem that turns sandboxes into directories. After mounting,\n"
+	       "read MOUNTPOINT/README.\n\n"
+	       "seerfs options:\n"
+	       "    -o state=DIR           state directory (default $XDG_DATA_HOME/seerfs,\n"
+	       "                           ~/.local/share/seerfs, or /var/lib/seerfs for root)\n"
+	       "    -o providers=FILE      named providers (default $XDG_CONFIG_HOME/seerfs/providers.json)\n"
+	       "    -o model_cache=DIR     shared cache of hub models (default STATE/models)\n"
+	       "    -o pass_timeout=SECS   how long the kernel may cache root/ entries while a\n"
+	       "                           sandbox runs nothing (default 1)\n"
+	       "    -o writeback           kernel writeback cache for root/ (off: it can lose data)\n"
+	       "    -o no_splice           no splice for root/ data\n"
+	       "    -o max_threads=N       FUSE worker threads (default 64)\n"
+	       "    -f                     stay in the foreground\n"
+	       "    -d, -o debug           foreground with FUSE debug output\n"
+	       "    -V, --version          print the version\n\n"
+	       "FUSE options:\n", prog);
+	fuse_lowlevel_help();
+	printf("    -o allow_other         let other users in (needs user_allow_other in /etc/fuse.conf)\n");
+}
+
+static char *abs_path(const char *p)
+{
+	char *r = realpath(p, NULL);
+	return r ? r : xstrdup(p);
+}
+
+static char *default_state_dir(void)
+{
+	struct sbuf b = {0};
+	const char *x = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
+	if (getuid() == 0 && !x)
+		sbuf_printf(&b, "/var/lib/seerfs");
+	else if (x && *x)
+		sbuf_printf(&b, "%s/seerfs", x);
+	else
+		sbuf_printf(&b, "%s/.local/share/seerfs", home ? home : "/tmp");
+	return b.data;
+}
+
+static char *default_providers(void)
+{
+	struct sbuf b = {0};
+	const char *x = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
+	if (x && *x)
+		sbuf_printf(&b, "%s/seerfs/providers.json", x);
+	else
+		sbuf_printf(&b, "%s/.config/seerfs/providers.json", home ? home : "/");
+	return b.data;
+}
+
+/* The agent binary: beside us (build tree: ../core/), else the libexec dir. */
+static char *find_agent(void)
+{
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n > 0) {
+		self[n] = '\0';
+		char *slash = strrchr(self, '/');
+		if (slash) {
+			*slash = '\0';
+			const char *cands[] = {"seerfs-agent", "../core/seerfs-agent", NULL};
+			for (int i = 0; cands[i]; i++) {
+				struct sbuf b = {0};
+				sbuf_printf(&b, "%s/%s", self, cands[i]);
+				if (access(b.data, X_OK) == 0) {
+					char *r = abs_path(b.data);
+					sbuf_free(&b);
+					return r;
+				}
+				sbuf_free(&b);
+			}
+		}
+	}
+	return xstrdup(SEERFS_LIBEXECDIR "/seerfs-agent");
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct options o = {.pass_timeout = 1.0, .max_threads = 64, .clone_fd = 1};
+	int ret = 1;
+
+	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) == -1)
+		return 1;
+	if (o.show_help) {
+		usage(argv[0]);
+		return 0;
+	}
+	if (o.show_version) {
+		printf("seerfs %s\nFUSE library version %s\n", SEERFS_VERSION, fuse_pkgversion());
+		fuse_lowlevel_version();
+		return 0;
+	}
+	if (!o.mountpoint) {
+		fprintf(stderr, "usage: %s [local] MOUNTPOINT [options]  (--help for more)\n", argv[0]);
+		return 2;
+	}
+	if (o.source && strcmp(o.source, "local") && strcmp(o.source, "seerfs")) {
+		fprintf(stderr, "seerfs: unknown source '%s': use 'local' (other providers are named in a sandbox's config)\n",
+			o.source);
+		return 2;
+	}
+	if (o.debug) {
+		o.foreground = 1;
+		fuse_opt_add_arg(&args, "-odebug");
+	}
+	/* Other users stay out unless allow_other; permissions are checked by
+	 * the kernel against the attributes we report. */
+	fuse_opt_add_arg(&args, "-odefault_permissions");
+	fuse_opt_add_arg(&args, "-ofsname=seerfs");
+	fuse_opt_add_arg(&args, "-osubtype=seerfs");
+
+	struct seer_ctx ctx;
+	memset(&ctx, 0, sizeof(ctx));
+	ctx.lock_fd = -1;
+	ctx.uid = getuid();
+	ctx.gid = getgid();
+	ctx.mountpoint = abs_path(o.mountpoint);
+	ctx.state_dir = o.state ? xstrdup(o.state) : default_state_dir();
+	mkdir_p(ctx.state_dir, 0700);
+	char *sd = abs_path(ctx.state_dir);
+	free(ctx.state_dir);
+	ctx.state_dir = sd;
+	char cwd[PATH_MAX];
+	ctx.start_cwd = xstrdup(getcwd(cwd, sizeof(cwd)) ? cwd : "/");
+	ctx.agent_path = o.agent ? abs_path(o.agent) : find_agent();
+	ctx.providers_file = o.providers ? abs_path(o.providers) : default_providers();
+	if (o.model_cache) {
+		ctx.model_cache = abs_path(o.model_cache);
+	} else {
+		struct sbuf b = {0};
+		sbuf_printf(&b, "%s/models", ctx.state_dir);
+		ctx.model_cache = b.data;
+	}
+
+	char err[1024];
+	int r = seer_ctx_open(&ctx, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "seerfs: %s\n", err);
+		return 1;
+	}
+
+	struct seer_fs fs;
+	memset(&fs, 0, sizeof(fs));
+	fs.ctx = &ctx;
+	fs.debug = o.debug;
+	fs.pass_timeout = o.pass_timeout;
+	fs.writeback = o.writeback;
+	fs.no_splice = o.no_splice;
+	pthread_mutex_init(&fs.lock, NULL);
+	ll_install_hooks(&fs);
+
+	struct fuse_session *se = fuse_session_new(&args, &seer_ll_ops, sizeof(seer_ll_ops), &fs);
+	if (!se)
+		goto out_ctx;
+	fs.se = se;
+	if (fuse_set_signal_handlers(se) != 0)
+		goto out_session;
+	if (fuse_session_mount(se, ctx.mountpoint) != 0)
+		goto out_signals;
+	if (fuse_daemonize(o.foreground) != 0)
+		goto out_unmount;
+	{
+		/* After daemonizing: threads do not survive fork, and the lock file
+		 * should name the process that really holds it. */
+		char who[4200];
+		int len = snprintf(who, sizeof(who), "pid %d, mounted at %s\n", (int)getpid(), ctx.mountpoint);
+		if (ftruncate(ctx.lock_fd, 0) < 0 || pwrite(ctx.lock_fd, who, (size_t)len, 0) < 0) {
+			/* informational only */
+		}
+	}
+	signal(SIGPIPE, SIG_IGN);
+	if (seer_ctx_start(&ctx) < 0) {
+		fprintf(stderr, "seerfs: cannot start the timer thread\n");
+		goto out_unmount;
+	}
+	struct fuse_loop_config *lc = fuse_loop_cfg_create();
+	fuse_loop_cfg_set_clone_fd(lc, (unsigned)o.clone_fd);
+	fuse_loop_cfg_set_max_threads(lc, o.max_threads);
+	fuse_loop_cfg_set_idle_threads(lc, 8);
+	ret = fuse_session_loop_mt(se, lc);
+	fuse_loop_cfg_destroy(lc);
+	seer_ctx_close(&ctx);
+out_unmount:
+	fuse_session_unmount(se);
+out_signals:
+	fuse_remove_signal_handlers(se);
+out_session:
+	fuse_session_destroy(se);
+out_ctx:
+	free(ctx.mountpoint);
+	free(ctx.state_dir);
+	free(ctx.start_cwd);
+	free(ctx.agent_path);
+	free(ctx.providers_file);
+	free(ctx.model_cache);
+	free(o.state);
+	free(o.agent);
+	free(o.providers);
+	free(o.model_cache);
+	free(o.source);
+	free(o.mountpoint);
+	fuse_opt_free_args(&args);
+	return ret ? 1 : 0;
+}
