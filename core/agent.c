@@ -173,6 +173,8 @@ static int signal_tree(pid_t root, int sig)
 static int freeze_all(int stop)
 {
 	static struct proc_ent procs[MAX_PROCS];
+	if (getpid() != 1)
+		return -EPERM;
 	kill(-1, stop ? SIGSTOP : SIGCONT);
 	if (!stop)
 		return 0;
@@ -336,7 +338,8 @@ static int handle(struct agent *a)
 		} else if (m.val1) {
 			reply(a, m.seq, 0, 0, signal_tree(m.pid, m.arg));
 		} else {
-			int r = kill(m.pid, m.arg) < 0 ? -errno : 0;
+			/* the job leader runs setsid(): its group is its pid */
+			int r = kill(-m.pid, m.arg) < 0 && kill(m.pid, m.arg) < 0 ? -errno : 0;
 			reply(a, m.seq, 0, r, r == 0);
 		}
 		break;
@@ -393,7 +396,9 @@ int main(void)
 			break;
 		}
 	}
-	/* seerfs is gone: end the sandbox's processes with us. */
-	kill(-1, SIGKILL);
+	/* seerfs is gone: end the sandbox's processes with us. Only as PID 1
+	 * of its own namespace: anywhere else kill(-1) would hit the host. */
+	if (getpid() == 1)
+		kill(-1, SIGKILL);
 	return 0;
 }

@@ -14,12 +14,15 @@
 
 struct sandbox;
 struct seer_snapshot;
+struct jobio;
+struct forker_req;
 
 /* How core/ tells fs/ that what a file shows changed (for kernel cache
  * invalidation and for pending blocking reads). Set by fs/ at start-up. */
 struct seer_fs_hooks {
 	void (*changed)(void *arg, struct sandbox *sb);    /* state, status, log, jobs */
 	void (*root_gone)(void *arg, struct sandbox *sb);  /* root/ must be dropped */
+	void (*job_started)(void *arg, struct sandbox *sb); /* its files may change now */
 	void *arg;
 };
 
@@ -42,7 +45,15 @@ struct seer_ctx {
 	pthread_cond_t timer_cond;
 	int stopping;
 
+	/* Sandboxes are forked from this one long-lived thread: bubblewrap sets
+	 * PR_SET_PDEATHSIG, which fires when the *thread* that forked it ends. */
+	pthread_t forker;
+	pthread_cond_t forker_cond;
+	struct forker_req *forker_q;
+	int forker_started;
+
 	struct seer_fs_hooks hooks;
+	struct jobio *jobio;    /* the thread that moves job output to disk (core/jobs.c) */
 };
 
 /* Opens (creating) the state directory, takes its lock and loads every
@@ -50,6 +61,8 @@ struct seer_ctx {
 int seer_ctx_open(struct seer_ctx *ctx, char *err, size_t errlen);
 /* Starts sandboxes that were running before and the timeout timer. */
 int seer_ctx_start(struct seer_ctx *ctx);
+/* Runs fn(arg) on the forker thread and returns its result. */
+int seer_in_forker(struct seer_ctx *ctx, int (*fn)(void *), void *arg);
 /* Stops the timer and every sandbox's processes; the state stays on disk. */
 void seer_ctx_close(struct seer_ctx *ctx);
 

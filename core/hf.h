@@ -9,6 +9,9 @@
  *   {cache}/models--{org}--{name}/refs/{revision}            (holds the commit)
  *   {cache}/.locks/models--{org}--{name}/{blob}.lock          (flock, shared
  *                                                 with huggingface_hub)
+ *   {cache}/models--{org}--{name}/.seerfs/{commit}.complete   (ours: the file
+ *        list of a finished snapshot, so a later call - or an offline one -
+ *        knows the snapshot is whole; huggingface_hub ignores it)
  *
  * Downloads go to blobs/{hash}.incomplete, resume with HTTP Range, run in
  * parallel, and are verified (sha256 for LFS files, git blob sha1 and size
@@ -65,10 +68,12 @@ struct hf_opts {
  * commit hash, or with HF_HUB_OFFLINE=1); when the endpoint is unreachable a
  * complete cached snapshot named by refs/{revision} is used instead.
  *
- * Errors: -ENOENT repo/revision not found, -EACCES gated/private/bad token,
- * -ECONNREFUSED/-EHOSTUNREACH/-ETIMEDOUT/-EIO network, -ENOSPC disk full,
- * -EBADMSG checksum or size mismatch, -ECANCELED, -EINVAL bad arguments,
- * -EPROTO unexpected server reply.
+ * Errors: -ENOENT repo/revision/file not found, -EACCES gated/private/bad
+ * token, -ECONNREFUSED/-EHOSTUNREACH/-ETIMEDOUT/-EIO network or HTTP 5xx,
+ * -EAGAIN rate limited (429), -ENOSPC/-EDQUOT disk full, -EBADMSG checksum
+ * mismatch, -ECANCELED, -EINVAL bad arguments, -EPROTO unexpected reply.
+ * The token is only what the caller passes: to honour HF_TOKEN or a
+ * sandbox secret, pass it in o->token (the messages tell people to set it).
  */
 int hf_fetch(const struct hf_opts *o, const char *id, const char *revision,
 	     char *out_path, size_t out_len, char *err, size_t errlen);

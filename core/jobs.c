@@ -1,13 +1,1014 @@
 /*
- * jobs.c - placeholder until the exec issue lands.
+ * jobs.c - commands run in a sandbox: starting them through the provider,
+ * moving their output to disk, their records, stdin, signals and timeouts.
+ *
+ * Output path: the job writes into pipes; one I/O thread per seerfs (epoll)
+ * appends what arrives to the job's stdout or stderr file and to its
+ * interleaved output file, then tells fs/ so that parked readers move on.
+ * A job is finished when its process has ended and its pipes are drained;
+ * a background daemon that keeps the pipes open gets half a second of grace,
+ * then the job counts as finished and its later output is still appended.
+ *
+ * Locking: a sandbox's jobtab lock guards its jobs' fields; the I/O thread
+ * takes it only to update lengths and states, never while writing files.
  */
 #include "core/jobs.h"
 #include "core/sandbox.h"
 
-void jobs_load(struct sandbox *sb) { (void)sb; }
-void jobs_free(struct sandbox *sb) { (void)sb; }
-void jobs_close_all(struct sandbox *sb) { (void)sb; }
-void jobs_sandbox_stopping(struct sandbox *sb) { (void)sb; }
-void jobs_status_lines(struct sandbox *sb, struct sbuf *b) { (void)sb; (void)b; }
-void jobs_on_exit(struct sandbox *sb, const struct seer_exit *e) { (void)sb; (void)e; }
-void jobs_shutdown(struct sandbox *sb) { (void)sb; }
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define GRACE_NS 500000000ull
+#define IO_CHUNK (1 << 20)
+
+struct job {
+	struct sandbox *sb;
+	int refs;                  /* under the jobtab lock */
+	uint32_t n;
+	char *dir;
+	char *cmd;
+	int python;
+	pid_t caller;
+	enum job_state state;
+	int pid;
+	uint64_t start_ns, end_ns;
+	int wstatus, exited;
+	uint64_t utime_us, stime_us;
+	int fd[3];                 /* stdout, stderr, output files (append) */
+	uint64_t len[3];
+	int capped[3];
+	uint64_t cap;
+	int pipes_open;            /* stdout and stderr pipes not yet at EOF */
+	int stdin_w;
+	int stdin_writers;
+	int owner_open;
+	uint64_t deadline_ns;      /* 0: none */
+	int kill_reason;           /* JOB_KILLED or JOB_TIMED_OUT once asked */
+	int removed;
+};
+
+struct jobtab {
+	pthread_mutex_t lock;
+	struct job **v;
+	size_t n, cap;
+	uint32_t next;
+};
+
+/* One pipe the I/O thread watches. */
+struct jpipe {
+	struct job *j;
+	int which;                 /* JS_STDOUT or JS_STDERR */
+	int fd;
+};
+
+struct jobio {
+	int epfd;
+	int wake;
+	pthread_t thread;
+	pthread_mutex_t lock;      /* the list of running jobs below */
+	struct job **running;
+	size_t n, cap;
+	char *buf;
+};
+
+static struct jobtab *tab(struct sandbox *sb)
+{
+	if (!sb->jobs) {
+		/* Created at load or first use; sandbox.c never frees it before
+		 * the sandbox, so no lock is needed for the pointer itself. */
+		struct jobtab *t = xcalloc(1, sizeof(*t));
+		pthread_mutex_init(&t->lock, NULL);
+		t->next = 1;
+		sb->jobs = t;
+	}
+	return sb->jobs;
+}
+
+static const char *const stream_file[3] = {"stdout", "stderr", "output"};
+static const char *const state_word[] = {
+	[JOB_RUNNING] = "running", [JOB_EXITED] = "exited", [JOB_KILLED] = "killed",
+	[JOB_TIMED_OUT] = "timed-out", [JOB_LOST] = "lost",
+};
+
+void job_ref(struct job *j)
+{
+	struct jobtab *t = j->sb->jobs;
+	pthread_mutex_lock(&t->lock);
+	j->refs++;
+	pthread_mutex_unlock(&t->lock);
+}
+
+static void job_free(struct job *j)
+{
+	for (int i = 0; i < 3; i++)
+		if (j->fd[i] >= 0)
+			close(j->fd[i]);
+	if (j->stdin_w >= 0)
+		close(j->stdin_w);
+	free(j->dir);
+	free(j->cmd);
+	free(j);
+}
+
+void job_put(struct job *j)
+{
+	if (!j)
+		return;
+	struct jobtab *t = j->sb->jobs;
+	pthread_mutex_lock(&t->lock);
+	int last = --j->refs == 0;
+	pthread_mutex_unlock(&t->lock);
+	if (last) {
+		struct sandbox *sb = j->sb;
+		job_free(j);
+		sandbox_put(sb);
+	}
+}
+
+uint32_t job_number(const struct job *j)
+{
+	return j->n;
+}
+
+/* ---- the record on disk ------------------------------------------------------ */
+
+static void persist_locked(struct job *j)
+{
+	struct json_object *o = json_object_new_object();
+	json_object_object_add(o, "state", json_object_new_string(state_word[j->state]));
+	json_object_object_add(o, "pid", json_object_new_int(j->pid));
+	json_object_object_add(o, "python", json_object_new_boolean(j->python));
+	json_object_object_add(o, "start_ns", json_object_new_int64((int64_t)j->start_ns));
+	json_object_object_add(o, "end_ns", json_object_new_int64((int64_t)j->end_ns));
+	json_object_object_add(o, "exited", json_object_new_boolean(j->exited));
+	json_object_object_add(o, "wstatus", json_object_new_int(j->wstatus));
+	json_object_object_add(o, "utime_us", json_object_new_int64((int64_t)j->utime_us));
+	json_object_object_add(o, "stime_us", json_object_new_int64((int64_t)j->stime_us));
+	json_object_object_add(o, "cap", json_object_new_int64((int64_t)j->cap));
+	json_object_object_add(o, "caller", json_object_new_int(j->caller));
+	const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/meta.json", j->dir);
+	write_file_atomic(path, s, strlen(s), 0600);
+	json_object_put(o);
+}
+
+static struct job *job_new(struct sandbox *sb, uint32_t n)
+{
+	struct job *j = xcalloc(1, sizeof(*j));
+	j->sb = sb;
+	sandbox_ref(sb);
+	j->refs = 1;   /* the table's */
+	j->n = n;
+	struct sbuf b = {0};
+	sbuf_printf(&b, "%s/jobs/%u", sb->dir, n);
+	j->dir = b.data;
+	j->fd[0] = j->fd[1] = j->fd[2] = -1;
+	j->stdin_w = -1;
+	return j;
+}
+
+static void tab_add_locked(struct jobtab *t, struct job *j)
+{
+	if (t->n == t->cap) {
+		t->cap = t->cap ? t->cap * 2 : 16;
+		t->v = realloc(t->v, t->cap * sizeof(*t->v));
+		if (!t->v)
+			abort();
+	}
+	t->v[t->n++] = j;
+	if (j->n >= t->next)
+		t->next = j->n + 1;
+}
+
+void jobs_load(struct sandbox *sb)
+{
+	struct jobtab *t = tab(sb);
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/jobs", sb->dir);
+	DIR *d = opendir(path);
+	if (!d)
+		return;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		char *end;
+		unsigned long n = strtoul(de->d_name, &end, 10);
+		if (*end || n == 0 || n > 0xffffffffUL)
+			continue;
+		struct job *j = job_new(sb, (uint32_t)n);
+		char p[4200], *text = NULL;
+		snprintf(p, sizeof(p), "%s/cmd", j->dir);
+		if (read_file(p, 1 << 20, &text, NULL) == 0)
+			j->cmd = text;
+		else
+			j->cmd = xstrdup("");
+		snprintf(p, sizeof(p), "%s/meta.json", j->dir);
+		j->state = JOB_LOST;
+		if (read_file(p, 1 << 20, &text, NULL) == 0) {
+			struct json_object *o = json_tokener_parse(text), *v;
+			free(text);
+			if (o) {
+				if (json_object_object_get_ex(o, "state", &v))
+					for (int s = 0; s <= JOB_LOST; s++)
+						if (!strcmp(json_object_get_string(v), state_word[s]))
+							j->state = (enum job_state)s;
+				if (json_object_object_get_ex(o, "pid", &v))
+					j->pid = json_object_get_int(v);
+				if (json_object_object_get_ex(o, "python", &v))
+					j->python = json_object_get_boolean(v);
+				if (json_object_object_get_ex(o, "start_ns", &v))
+					j->start_ns = (uint64_t)json_object_get_int64(v);
+				if (json_object_object_get_ex(o, "end_ns", &v))
+					j->end_ns = (uint64_t)json_object_get_int64(v);
+				if (json_object_object_get_ex(o, "exited", &v))
+					j->exited = json_object_get_boolean(v);
+				if (json_object_object_get_ex(o, "wstatus", &v))
+					j->wstatus = json_object_get_int(v);
+				if (json_object_object_get_ex(o, "utime_us", &v))
+					j->utime_us = (uint64_t)json_object_get_int64(v);
+				if (json_object_object_get_ex(o, "stime_us", &v))
+					j->stime_us = (uint64_t)json_object_get_int64(v);
+				if (json_object_object_get_ex(o, "cap", &v))
+					j->cap = (uint64_t)json_object_get_int64(v);
+				json_object_put(o);
+			}
+		}
+		for (int i = 0; i < 3; i++) {
+			struct stat st;
+			snprintf(p, sizeof(p), "%s/%s", j->dir, stream_file[i]);
+			if (stat(p, &st) == 0)
+				j->len[i] = (uint64_t)st.st_size;
+			if (j->cap && j->len[i] >= j->cap)
+				j->capped[i] = 1;
+		}
+		if (j->state == JOB_RUNNING) {
+			/* seerfs died while it ran: its process did not survive. */
+			j->state = JOB_LOST;
+			if (!j->end_ns)
+				j->end_ns = now_ns();
+			persist_locked(j);
+		}
+		j->exited = 1;
+		pthread_mutex_lock(&t->lock);
+		tab_add_locked(t, j);
+		pthread_mutex_unlock(&t->lock);
+	}
+	closedir(d);
+}
+
+/* ---- the I/O thread ------------------------------------------------------------- */
+
+/* Appends one chunk to a stream file and the interleaved file. */
+static void store_chunk(struct job *j, int which, const char *buf, size_t n)
+{
+	struct jobtab *t = j->sb->jobs;
+	int targets[2] = {which, JS_OUTPUT};
+	for (int k = 0; k < 2; k++) {
+		int s = targets[k];
+		pthread_mutex_lock(&t->lock);
+		uint64_t room = j->cap > j->len[s] ? j->cap - j->len[s] : 0;
+		size_t w = n < room ? n : (size_t)room;
+		if (w < n && !j->capped[s])
+			j->capped[s] = 1;
+		int fd = j->fd[s];
+		pthread_mutex_unlock(&t->lock);
+		size_t done = 0;
+		while (done < w && fd >= 0) {
+			ssize_t r = write(fd, buf + done, w - done);
+			if (r < 0) {
+				if (errno == EINTR)
+					continue;
+				/* A full disk stops storing output, not the job. */
+				pthread_mutex_lock(&t->lock);
+				j->capped[s] = 1;
+				pthread_mutex_unlock(&t->lock);
+				break;
+			}
+			done += (size_t)r;
+		}
+		pthread_mutex_lock(&t->lock);
+		j->len[s] += done;
+		pthread_mutex_unlock(&t->lock);
+	}
+}
+
+static void io_drop_running(struct jobio *io, struct job *j)
+{
+	pthread_mutex_lock(&io->lock);
+	for (size_t i = 0; i < io->n; i++) {
+		if (io->running[i] == j) {
+			io->running[i] = io->running[--io->n];
+			pthread_mutex_unlock(&io->lock);
+			job_put(j);
+			return;
+		}
+	}
+	pthread_mutex_unlock(&io->lock);
+}
+
+static void check_deadlines(struct jobio *io)
+{
+	uint64_t now = now_ns();
+	pthread_mutex_lock(&io->lock);
+	size_t n = io->n;
+	struct job **list = xcalloc(n + 1, sizeof(*list));
+	for (size_t i = 0; i < n; i++) {
+		list[i] = io->running[i];
+		job_ref(list[i]);
+	}
+	pthread_mutex_unlock(&io->lock);
+	for (size_t i = 0; i < n; i++) {
+		struct job *j = list[i];
+		struct jobtab *t = j->sb->jobs;
+		pthread_mutex_lock(&t->lock);
+		int due = j->state == JOB_RUNNING && !j->exited && j->deadline_ns && j->deadline_ns <= now &&
+			  !j->kill_reason;
+		int grace_over = j->exited && j->pipes_open && j->end_ns + GRACE_NS <= now;
+		int done = j->exited && (!j->pipes_open || grace_over);
+		if (due)
+			j->kill_reason = JOB_TIMED_OUT;
+		int pid = j->pid;
+		pthread_mutex_unlock(&t->lock);
+		if (due) {
+			sandbox_log(j->sb, "job %u reached its timeout: killing its process tree", j->n);
+			if (j->sb->prov)
+				j->sb->prov->signal(j->sb, pid, SIGKILL, 1);
+		}
+		if (grace_over)
+			sandbox_changed(j->sb);
+		if (done)
+			io_drop_running(io, j);
+		job_put(j);
+	}
+	free(list);
+}
+
+static void *io_main(void *arg)
+{
+	struct seer_ctx *ctx = arg;
+	struct jobio *io = ctx->jobio;
+	struct epoll_event ev[64];
+	for (;;) {
+		int n = epoll_wait(io->epfd, ev, 64, 100);
+		if (n < 0 && errno != EINTR)
+			break;
+		for (int i = 0; i < n; i++) {
+			struct jpipe *p = ev[i].data.ptr;
+			if (!p) {
+				uint64_t v;
+				if (read(io->wake, &v, sizeof(v)) < 0) {
+					/* only a wake-up */
+				}
+				continue;
+			}
+			ssize_t r = read(p->fd, io->buf, IO_CHUNK);
+			if (r < 0 && (errno == EINTR || errno == EAGAIN))
+				continue;
+			struct job *j = p->j;
+			if (r > 0) {
+				store_chunk(j, p->which, io->buf, (size_t)r);
+				sandbox_changed(j->sb);
+				continue;
+			}
+			epoll_ctl(io->epfd, EPOLL_CTL_DEL, p->fd, NULL);
+			close(p->fd);
+			struct jobtab *t = j->sb->jobs;
+			pthread_mutex_lock(&t->lock);
+			j->pipes_open--;
+			pthread_mutex_unlock(&t->lock);
+			sandbox_changed(j->sb);
+			job_put(j);
+			free(p);
+		}
+		pthread_mutex_lock(&ctx->lock);
+		int stop = ctx->stopping;
+		pthread_mutex_unlock(&ctx->lock);
+		check_deadlines(io);
+		if (stop && io->n == 0)
+			break;
+	}
+	return NULL;
+}
+
+static struct jobio *jobio_get(struct seer_ctx *ctx)
+{
+	pthread_mutex_lock(&ctx->lock);
+	if (!ctx->jobio) {
+		struct jobio *io = xcalloc(1, sizeof(*io));
+		io->epfd = epoll_create1(EPOLL_CLOEXEC);
+		io->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		io->buf = malloc(IO_CHUNK);
+		pthread_mutex_init(&io->lock, NULL);
+		struct epoll_event e = {.events = EPOLLIN, .data.ptr = NULL};
+		epoll_ctl(io->epfd, EPOLL_CTL_ADD, io->wake, &e);
+		ctx->jobio = io;
+		if (pthread_create(&io->thread, NULL, io_main, ctx) != 0) {
+			ctx->jobio = NULL;
+			close(io->epfd);
+			close(io->wake);
+			free(io->buf);
+			free(io);
+		} else {
+			pthread_detach(io->thread);
+		}
+	}
+	struct jobio *io = ctx->jobio;
+	pthread_mutex_unlock(&ctx->lock);
+	return io;
+}
+
+static int io_watch(struct jobio *io, struct job *j, int which, int fd)
+{
+	struct jpipe *p = xcalloc(1, sizeof(*p));
+	p->j = j;
+	p->which = which;
+	p->fd = fd;
+	job_ref(j);
+	fcntl(fd, F_SETFL, O_NONBLOCK);
+	struct epoll_event e = {.events = EPOLLIN, .data.ptr = p};
+	if (epoll_ctl(io->epfd, EPOLL_CTL_ADD, fd, &e) < 0) {
+		int r = -errno;
+		job_put(j);
+		free(p);
+		return r;
+	}
+	return 0;
+}
+
+/* ---- starting a job ----------------------------------------------------------------- */
+
+int jobs_start(struct sandbox *sb, const char *text, size_t len, int python, pid_t caller, struct job **out)
+{
+	while (len && (text[len - 1] == '\n' || text[len - 1] == '\r'))
+		len--;
+	if (len == 0) {
+		sandbox_set_error(sb, "sandbox %s: exec: empty command; write a command line", sb->name);
+		return -EINVAL;
+	}
+	if (memchr(text, '\0', len)) {
+		sandbox_set_error(sb, "sandbox %s: exec: the command contains a NUL byte", sb->name);
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&sb->lock);
+	enum sb_state st = sb->state;
+	int busy = sb->busy_op;
+	uint64_t cap = (uint64_t)sb->cfg.output_cap;
+	int64_t exec_timeout = sb->cfg.exec_timeout;
+	pthread_mutex_unlock(&sb->lock);
+	if (st != SB_RUNNING || busy || !sb->prov) {
+		int e = st == SB_PROVISIONING || busy ? -EAGAIN : -ENOTCONN;
+		sandbox_set_error(sb, "sandbox %s: exec: the sandbox is %s, not running; %s", sb->name,
+				  busy && st == SB_RUNNING ? "restarting" : sb_state_name(st),
+				  e == -EAGAIN ? "wait for it (cat wait) and try again"
+					       : "write config.json to provision it first");
+		return e;
+	}
+	struct jobio *io = jobio_get(sb->ctx);
+	if (!io)
+		return -EAGAIN;
+	struct jobtab *t = tab(sb);
+	pthread_mutex_lock(&t->lock);
+	uint32_t n = t->next++;
+	pthread_mutex_unlock(&t->lock);
+
+	struct job *j = job_new(sb, n);
+	j->cmd = malloc(len + 1);
+	memcpy(j->cmd, text, len);
+	j->cmd[len] = '\0';
+	j->python = python;
+	j->caller = caller;
+	j->cap = cap;
+	j->owner_open = 1;
+	j->state = JOB_RUNNING;
+	int r = mkdir_p(j->dir, 0700);
+	char p[4200];
+	if (r == 0) {
+		snprintf(p, sizeof(p), "%s/cmd", j->dir);
+		r = write_file_atomic(p, j->cmd, len, 0600);
+	}
+	for (int i = 0; r == 0 && i < 3; i++) {
+		snprintf(p, sizeof(p), "%s/%s", j->dir, stream_file[i]);
+		j->fd[i] = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+		if (j->fd[i] < 0)
+			r = -errno;
+	}
+	int po[2] = {-1, -1}, pe[2] = {-1, -1}, pi[2] = {-1, -1};
+	if (r == 0 && (pipe2(po, O_CLOEXEC) < 0 || pipe2(pe, O_CLOEXEC) < 0 || pipe2(pi, O_CLOEXEC) < 0))
+		r = -errno;
+	if (r < 0) {
+		sandbox_set_error(sb, "sandbox %s: exec: cannot create job %u's files in %s: %s", sb->name, n, j->dir,
+				  strerror(-r));
+		goto fail;
+	}
+	fcntl(po[0], F_SETPIPE_SZ, 1 << 20);
+	char *argv_sh[] = {"/bin/sh", "-c", j->cmd, NULL};
+	char *argv_py[] = {"python3", "-c", j->cmd, NULL};
+	char **envp = sandbox_environ(sb);
+	struct seer_spawn req = {.argv = python ? argv_py : argv_sh, .envp = envp, .cwd = "/workspace",
+				 .fd_in = pi[0], .fd_out = po[1], .fd_err = pe[1]};
+	char err[512];
+	int pid = 0;
+	j->start_ns = now_ns();
+	if (exec_timeout > 0)
+		j->deadline_ns = j->start_ns + (uint64_t)exec_timeout * 1000000000ull;
+	/* Registered before the spawn so that an instant exit finds the job. */
+	pthread_mutex_lock(&t->lock);
+	j->pid = -1;
+	j->pipes_open = 2;
+	tab_add_locked(t, j);
+	j->refs++;   /* the caller's */
+	pthread_mutex_unlock(&t->lock);
+	if (sb->ctx->hooks.job_started)
+		sb->ctx->hooks.job_started(sb->ctx->hooks.arg, sb);
+	r = sb->prov->spawn(sb, &req, &pid, err, sizeof(err));
+	strv_free(envp);
+	close(pi[0]);
+	close(po[1]);
+	close(pe[1]);
+	if (r < 0) {
+		close(po[0]);
+		close(pe[0]);
+		close(pi[1]);
+		pthread_mutex_lock(&t->lock);
+		j->state = JOB_LOST;
+		j->exited = 1;
+		j->pipes_open = 0;
+		j->end_ns = now_ns();
+		j->wstatus = 127 << 8;
+		persist_locked(j);
+		pthread_mutex_unlock(&t->lock);
+		sandbox_set_error(sb, "sandbox %s: exec: %s", sb->name, err);
+		job_put(j);
+		return r;
+	}
+	pthread_mutex_lock(&t->lock);
+	j->pid = pid;
+	j->stdin_w = pi[1];
+	persist_locked(j);
+	pthread_mutex_unlock(&t->lock);
+	io_watch(io, j, JS_STDOUT, po[0]);
+	io_watch(io, j, JS_STDERR, pe[0]);
+	job_ref(j);
+	pthread_mutex_lock(&io->lock);
+	if (io->n == io->cap) {
+		io->cap = io->cap ? io->cap * 2 : 16;
+		io->running = realloc(io->running, io->cap * sizeof(*io->running));
+		if (!io->running)
+			abort();
+	}
+	io->running[io->n++] = j;
+	pthread_mutex_unlock(&io->lock);
+	sandbox_log(sb, "job %u started (pid %d): %.200s%s", n, pid, j->cmd, strlen(j->cmd) > 200 ? "..." : "");
+	*out = j;
+	return 0;
+fail:
+	for (int i = 0; i < 2; i++) {
+		if (po[i] >= 0)
+			close(po[i]);
+		if (pe[i] >= 0)
+			close(pe[i]);
+		if (pi[i] >= 0)
+			close(pi[i]);
+	}
+	rm_rf(j->dir);
+	job_free(j);
+	sandbox_put(sb);
+	return r;
+}
+
+void jobs_on_exit(struct sandbox *sb, const struct seer_exit *e)
+{
+	struct jobtab *t = tab(sb);
+	pthread_mutex_lock(&t->lock);
+	struct job *j = NULL;
+	for (size_t i = 0; i < t->n; i++)
+		if (t->v[i]->pid == (int)e->cookie && t->v[i]->state == JOB_RUNNING)
+			j = t->v[i];
+	if (j) {
+		j->exited = 1;
+		j->wstatus = e->status;
+		j->utime_us = e->utime_us;
+		j->stime_us = e->stime_us;
+		j->end_ns = now_ns();
+		j->state = j->kill_reason ? (enum job_state)j->kill_reason : JOB_EXITED;
+		persist_locked(j);
+	}
+	pthread_mutex_unlock(&t->lock);
+	if (j) {
+		char *ex = job_exit_text(j);
+		ex[strcspn(ex, "\n")] = '\0';
+		sandbox_log(sb, "job %u ended: %s (%s)", j->n, state_word[j->state], ex);
+		free(ex);
+		sandbox_changed(sb);
+	}
+}
+
+void job_owner_closed(struct job *j)
+{
+	struct jobtab *t = j->sb->jobs;
+	pthread_mutex_lock(&t->lock);
+	j->owner_open = 0;
+	if (j->stdin_writers == 0 && j->stdin_w >= 0) {
+		close(j->stdin_w);
+		j->stdin_w = -1;
+	}
+	pthread_mutex_unlock(&t->lock);
+}
+
+/* ---- lookups ------------------------------------------------------------------------- */
+
+struct job *jobs_find(struct sandbox *sb, uint32_t n)
+{
+	struct jobtab *t = tab(sb);
+	struct job *j = NULL;
+	pthread_mutex_lock(&t->lock);
+	for (size_t i = 0; i < t->n; i++) {
+		if (t->v[i]->n == n) {
+			j = t->v[i];
+			j->refs++;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+	return j;
+}
+
+uint32_t jobs_latest(struct sandbox *sb, pid_t caller)
+{
+	struct jobtab *t = tab(sb);
+	uint32_t best = 0;
+	pthread_mutex_lock(&t->lock);
+	for (size_t i = 0; i < t->n; i++)
+		if (t->v[i]->n > best && (!caller || t->v[i]->caller == caller))
+			best = t->v[i]->n;
+	pthread_mutex_unlock(&t->lock);
+	return best;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+size_t jobs_numbers(struct sandbox *sb, uint32_t **out)
+{
+	struct jobtab *t = tab(sb);
+	pthread_mutex_lock(&t->lock);
+	uint32_t *v = xcalloc(t->n + 1, sizeof(*v));
+	size_t n = t->n;
+	for (size_t i = 0; i < n; i++)
+		v[i] = t->v[i]->n;
+	pthread_mutex_unlock(&t->lock);
+	qsort(v, n, sizeof(*v), cmp_u32);
+	*out = v;
+	return n;
+}
+
+int jobs_remove(struct sandbox *sb, uint32_t n)
+{
+	struct jobtab *t = tab(sb);
+	pthread_mutex_lock(&t->lock);
+	for (size_t i = 0; i < t->n; i++) {
+		struct job *j = t->v[i];
+		if (j->n != n)
+			continue;
+		if (j->state == JOB_RUNNING) {
+			pthread_mutex_unlock(&t->lock);
+			sandbox_set_error(sb, "sandbox %s: job %u is still running: kill it first (echo kill > jobs/%u/ctl)",
+					  sb->name, n, n);
+			return -EBUSY;
+		}
+		t->v[i] = t->v[--t->n];
+		j->removed = 1;
+		pthread_mutex_unlock(&t->lock);
+		rm_rf(j->dir);
+		job_put(j);
+		sandbox_changed(sb);
+		return 0;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return -ENOENT;
+}
+
+/* ---- state for readers ------------------------------------------------------------------ */
+
+enum job_state job_state(struct job *j)
+{
+	pthread_mutex_lock(&j->sb->jobs->lock);
+	enum job_state s = j->state;
+	pthread_mutex_unlock(&j->sb->jobs->lock);
+	return s;
+}
+
+int job_finished(struct job *j)
+{
+	pthread_mutex_lock(&j->sb->jobs->lock);
+	int r = j->state != JOB_RUNNING && (j->pipes_open <= 0 || j->end_ns + GRACE_NS <= now_ns());
+	pthread_mutex_unlock(&j->sb->jobs->lock);
+	return r;
+}
+
+uint64_t job_length(struct job *j, enum job_stream s)
+{
+	pthread_mutex_lock(&j->sb->jobs->lock);
+	uint64_t n = j->len[s];
+	pthread_mutex_unlock(&j->sb->jobs->lock);
+	return n;
+}
+
+uint64_t job_mtime_ns(struct job *j)
+{
+	pthread_mutex_lock(&j->sb->jobs->lock);
+	uint64_t t = j->end_ns ? j->end_ns : j->start_ns;
+	pthread_mutex_unlock(&j->sb->jobs->lock);
+	return t;
+}
+
+int job_open_stream(struct job *j, enum job_stream s)
+{
+	char p[4200];
+	snprintf(p, sizeof(p), "%s/%s", j->dir, stream_file[s]);
+	int fd = open(p, O_RDONLY | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+char *job_cmd(struct job *j)
+{
+	struct sbuf b = {0};
+	sbuf_printf(&b, "%s\n", j->cmd);
+	return b.data;
+}
+
+char *job_exit_text(struct job *j)
+{
+	struct sbuf b = {0};
+	pthread_mutex_lock(&j->sb->jobs->lock);
+	if (j->state == JOB_LOST)
+		sbuf_printf(&b, "%s\n", j->pid <= 0 ? "127" : "lost");
+	else if (WIFSIGNALED(j->wstatus))
+		sbuf_printf(&b, "signal %d\n", WTERMSIG(j->wstatus));
+	else
+		sbuf_printf(&b, "%d\n", WEXITSTATUS(j->wstatus));
+	pthread_mutex_unlock(&j->sb->jobs->lock);
+	return b.data;
+}
+
+char *job_status_text(struct job *j)
+{
+	struct sbuf b = {0};
+	char t[40];
+	char *ex = job_exit_text(j);
+	pthread_mutex_lock(&j->sb->jobs->lock);
+	sbuf_printf(&b, "%s\n", state_word[j->state]);
+	sbuf_printf(&b, "job: %u\n", j->n);
+	sbuf_printf(&b, "pid: %d\n", j->pid);
+	fmt_time_iso(j->start_ns, t, sizeof(t));
+	sbuf_printf(&b, "started: %s\n", t);
+	if (j->state != JOB_RUNNING) {
+		if (j->end_ns) {
+			fmt_time_iso(j->end_ns, t, sizeof(t));
+			sbuf_printf(&b, "ended: %s\n", t);
+		}
+		sbuf_printf(&b, "exit: %s", ex);
+	}
+	if (j->end_ns || j->state == JOB_RUNNING) {
+		uint64_t end = j->end_ns ? j->end_ns : now_ns();
+		sbuf_printf(&b, "elapsed: %.3f s\n", (double)(end - j->start_ns) / 1e9);
+	}
+	sbuf_printf(&b, "cpu: user %.3f s, system %.3f s\n", (double)j->utime_us / 1e6, (double)j->stime_us / 1e6);
+	if (j->deadline_ns && j->state == JOB_RUNNING) {
+		fmt_time_iso(j->deadline_ns, t, sizeof(t));
+		sbuf_printf(&b, "timeout: at %s\n", t);
+	}
+	for (int i = 0; i < 3; i++)
+		sbuf_printf(&b, "%s: %llu bytes%s\n", stream_file[i], (unsigned long long)j->len[i],
+			    j->capped[i] ? " (capped: output_cap reached, later output dropped)" : "");
+	if (j->capped[0] || j->capped[1] || j->capped[2])
+		sbuf_printf(&b, "output_cap: %llu bytes per stream\n", (unsigned long long)j->cap);
+	if (j->state == JOB_LOST)
+		sbuf_printf(&b, "note: seerfs stopped while this job ran; its output up to then is kept\n");
+	pthread_mutex_unlock(&j->sb->jobs->lock);
+	free(ex);
+	return b.data;
+}
+
+/* ---- stdin ------------------------------------------------------------------------------ */
+
+int job_stdin_open(struct job *j)
+{
+	struct jobtab *t = j->sb->jobs;
+	pthread_mutex_lock(&t->lock);
+	int r = j->stdin_w >= 0 ? 0 : -EPIPE;
+	if (r == 0)
+		j->stdin_writers++;
+	pthread_mutex_unlock(&t->lock);
+	return r;
+}
+
+int job_stdin_write(struct job *j, const char *data, size_t len)
+{
+	struct jobtab *t = j->sb->jobs;
+	pthread_mutex_lock(&t->lock);
+	int fd = j->stdin_w >= 0 ? dup(j->stdin_w) : -1;
+	pthread_mutex_unlock(&t->lock);
+	if (fd < 0)
+		return -EPIPE;
+	size_t done = 0;
+	int r = 0;
+	while (done < len) {
+		ssize_t n = write(fd, data + done, len - done);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			r = -errno;
+			break;
+		}
+		done += (size_t)n;
+	}
+	close(fd);
+	return r < 0 ? r : (int)done;
+}
+
+void job_stdin_close(struct job *j)
+{
+	struct jobtab *t = j->sb->jobs;
+	pthread_mutex_lock(&t->lock);
+	if (j->stdin_writers > 0)
+		j->stdin_writers--;
+	if (j->stdin_writers == 0 && !j->owner_open && j->stdin_w >= 0) {
+		close(j->stdin_w);
+		j->stdin_w = -1;
+	}
+	pthread_mutex_unlock(&t->lock);
+}
+
+/* ---- ctl ----------------------------------------------------------------------------------- */
+
+int job_ctl(struct job *j, const char *text, size_t len)
+{
+	struct sandbox *sb = j->sb;
+	char buf[128];
+	while (len && (text[len - 1] == '\n' || text[len - 1] == ' '))
+		len--;
+	if (len == 0 || len >= sizeof(buf) || memchr(text, '\0', len)) {
+		sandbox_set_error(sb, "sandbox %s: jobs/%u/ctl: commands are kill, signal N, timeout SECONDS, eof", sb->name, j->n);
+		return -EINVAL;
+	}
+	memcpy(buf, text, len);
+	buf[len] = '\0';
+	struct jobtab *t = sb->jobs;
+	long v = 0;
+	char extra;
+	if (!strcmp(buf, "eof")) {
+		pthread_mutex_lock(&t->lock);
+		if (j->stdin_w >= 0) {
+			close(j->stdin_w);
+			j->stdin_w = -1;
+		}
+		pthread_mutex_unlock(&t->lock);
+		return 0;
+	}
+	pthread_mutex_lock(&t->lock);
+	int running = j->state == JOB_RUNNING && j->pid > 0;
+	int pid = j->pid;
+	pthread_mutex_unlock(&t->lock);
+	if (!strcmp(buf, "kill")) {
+		if (!running) {
+			sandbox_set_error(sb, "sandbox %s: jobs/%u/ctl: kill: the job is not running", sb->name, j->n);
+			return -ESRCH;
+		}
+		pthread_mutex_lock(&t->lock);
+		if (!j->kill_reason)
+			j->kill_reason = JOB_KILLED;
+		pthread_mutex_unlock(&t->lock);
+		sandbox_log(sb, "job %u: killing its process tree", j->n);
+		int r = sb->prov->signal(sb, pid, SIGKILL, 1);
+		return r < 0 ? r : 0;
+	}
+	if (sscanf(buf, "signal %ld%c", &v, &extra) == 1) {
+		if (v < 1 || v > 64) {
+			sandbox_set_error(sb, "sandbox %s: jobs/%u/ctl: signal %ld is not a signal number (1-64)", sb->name, j->n, v);
+			return -EINVAL;
+		}
+		if (!running) {
+			sandbox_set_error(sb, "sandbox %s: jobs/%u/ctl: signal: the job is not running", sb->name, j->n);
+			return -ESRCH;
+		}
+		if (v == SIGKILL) {
+			pthread_mutex_lock(&t->lock);
+			if (!j->kill_reason)
+				j->kill_reason = JOB_KILLED;
+			pthread_mutex_unlock(&t->lock);
+		}
+		int r = sb->prov->signal(sb, pid, (int)v, 0);
+		return r < 0 ? r : 0;
+	}
+	if (sscanf(buf, "timeout %ld%c", &v, &extra) == 1) {
+		if (v < 0) {
+			sandbox_set_error(sb, "sandbox %s: jobs/%u/ctl: timeout must be 0 (none) or a number of seconds", sb->name, j->n);
+			return -EINVAL;
+		}
+		if (!running) {
+			sandbox_set_error(sb, "sandbox %s: jobs/%u/ctl: timeout: the job is not running", sb->name, j->n);
+			return -ESRCH;
+		}
+		pthread_mutex_lock(&t->lock);
+		j->deadline_ns = v ? now_ns() + (uint64_t)v * 1000000000ull : 0;
+		pthread_mutex_unlock(&t->lock);
+		sandbox_log(sb, "job %u: timeout set to %ld s from now", j->n, v);
+		return 0;
+	}
+	sandbox_set_error(sb, "sandbox %s: jobs/%u/ctl: unknown command \"%.40s\"; commands are kill, signal N, timeout SECONDS, eof",
+			  sb->name, j->n, buf);
+	return -EINVAL;
+}
+
+/* ---- sandbox-wide ---------------------------------------------------------------------------- */
+
+void jobs_status_lines(struct sandbox *sb, struct sbuf *b)
+{
+	if (!sb->jobs)
+		return;
+	struct jobtab *t = sb->jobs;
+	pthread_mutex_lock(&t->lock);
+	size_t running = 0;
+	for (size_t i = 0; i < t->n; i++)
+		if (t->v[i]->state == JOB_RUNNING)
+			running++;
+	if (t->n)
+		sbuf_printf(b, "jobs: %zu running, %zu in all\n", running, t->n);
+	pthread_mutex_unlock(&t->lock);
+}
+
+static void end_running(struct sandbox *sb, enum job_state as)
+{
+	if (!sb->jobs)
+		return;
+	struct jobtab *t = sb->jobs;
+	pthread_mutex_lock(&t->lock);
+	for (size_t i = 0; i < t->n; i++) {
+		struct job *j = t->v[i];
+		if (j->state != JOB_RUNNING)
+			continue;
+		j->state = as;
+		j->exited = 1;
+		if (as == JOB_KILLED)
+			j->wstatus = SIGKILL;
+		j->end_ns = now_ns();
+		persist_locked(j);
+	}
+	pthread_mutex_unlock(&t->lock);
+	sandbox_changed(sb);
+}
+
+void jobs_sandbox_stopping(struct sandbox *sb)
+{
+	end_running(sb, JOB_KILLED);
+}
+
+void jobs_shutdown(struct sandbox *sb)
+{
+	end_running(sb, JOB_LOST);
+}
+
+void jobs_close_all(struct sandbox *sb)
+{
+	if (!sb->jobs)
+		return;
+	struct jobtab *t = sb->jobs;
+	pthread_mutex_lock(&t->lock);
+	size_t n = t->n;
+	struct job **v = t->v;
+	t->v = NULL;
+	t->n = t->cap = 0;
+	pthread_mutex_unlock(&t->lock);
+	for (size_t i = 0; i < n; i++) {
+		v[i]->removed = 1;
+		job_put(v[i]);
+	}
+	free(v);
+}
+
+void jobs_free(struct sandbox *sb)
+{
+	if (!sb->jobs)
+		return;
+	/* Jobs hold a reference on their sandbox, so none is left here. */
+	pthread_mutex_destroy(&sb->jobs->lock);
+	free(sb->jobs->v);
+	free(sb->jobs);
+	sb->jobs = NULL;
+}

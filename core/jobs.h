@@ -1,7 +1,11 @@
 /*
- * jobs.h - commands run in a sandbox through its exec file: each is a job
- * with a directory of files (cmd, stdout, stderr, output, stdin, exit,
- * status, ctl), kept on disk under the state directory.
+ * jobs.h - commands run in a sandbox through its exec file.
+ *
+ * Each command is a job with a number (1, 2, ... per sandbox) and a record
+ * on disk under state/sandboxes/NAME/jobs/N/: cmd, stdout, stderr, output
+ * (both interleaved as produced) and meta.json. One I/O thread per seerfs
+ * moves every job's pipes into those files, so output can be read again
+ * from any offset, during the job and after it, across restarts.
  */
 #ifndef SEER_JOBS_H
 #define SEER_JOBS_H
@@ -13,6 +17,10 @@
 #include "core/util.h"
 
 struct sandbox;
+struct job;
+
+enum job_state { JOB_RUNNING, JOB_EXITED, JOB_KILLED, JOB_TIMED_OUT, JOB_LOST };
+enum job_stream { JS_STDOUT, JS_STDERR, JS_OUTPUT };
 
 /* Called from sandbox.c */
 void jobs_load(struct sandbox *sb);              /* at start-up: records; running ones become lost */
@@ -23,5 +31,44 @@ void jobs_shutdown(struct sandbox *sb);          /* seerfs stops: running jobs a
 void jobs_status_lines(struct sandbox *sb, struct sbuf *b);
 /* Called by providers when a spawned process ends (cookie = its pid). */
 void jobs_on_exit(struct sandbox *sb, const struct seer_exit *e);
+
+/* Starts a job from text written to exec (python: exec_python). `caller` is
+ * the pid of the process that wrote it (for jobs/mine). Returns a
+ * referenced job. -ENOTCONN when the sandbox is not running, -EAGAIN while
+ * it provisions; the reason is in the sandbox's error. */
+int jobs_start(struct sandbox *sb, const char *text, size_t len, int python, pid_t caller, struct job **out);
+/* The process that started the job closed its exec file: it counts as a
+ * writer of the job's stdin until then. */
+void job_owner_closed(struct job *j);
+
+struct job *jobs_find(struct sandbox *sb, uint32_t n);   /* referenced, or NULL */
+void job_ref(struct job *j);
+void job_put(struct job *j);
+uint32_t job_number(const struct job *j);
+/* Newest job, or newest started by `caller`; 0 when none. */
+uint32_t jobs_latest(struct sandbox *sb, pid_t caller);
+/* Numbers of all jobs, ascending; caller frees. */
+size_t jobs_numbers(struct sandbox *sb, uint32_t **out);
+/* rm -r jobs/N: -EBUSY while running. */
+int jobs_remove(struct sandbox *sb, uint32_t n);
+
+/* State for readers. */
+enum job_state job_state(struct job *j);
+int job_finished(struct job *j);                 /* ended and all output on disk */
+uint64_t job_length(struct job *j, enum job_stream s);
+/* An fd to read a stream's file from. */
+int job_open_stream(struct job *j, enum job_stream s);
+char *job_cmd(struct job *j);
+char *job_status_text(struct job *j);
+char *job_exit_text(struct job *j);              /* "0\n", "3\n", "signal 9\n" */
+uint64_t job_mtime_ns(struct job *j);
+
+/* stdin: writers are counted; the last one to close sends EOF. */
+int job_stdin_open(struct job *j);
+int job_stdin_write(struct job *j, const char *data, size_t len);
+void job_stdin_close(struct job *j);
+
+/* One line written to jobs/N/ctl: kill, signal N, timeout SECONDS, eof. */
+int job_ctl(struct job *j, const char *text, size_t len);
 
 #endif

@@ -318,7 +318,9 @@ static void build_argv(struct sandbox *sb, const struct seer_config *cfg, struct
 		av_add(a, "--unshare-net");
 	av_add(a, "--hostname");
 	av_add(a, sb->name);
-	av_add(a, "--die-with-parent");
+	/* No --die-with-parent: it is tied to the thread that forked, and the
+	 * provisioning thread ends right after. The agent ends the sandbox when
+	 * its socket to seerfs closes, which covers seerfs dying. */
 	av_add(a, "--as-pid-1");
 	av_add(a, "--cap-drop");
 	av_add(a, "ALL");
@@ -397,6 +399,49 @@ static int write_str(const char *path, const char *s)
 	return n == (ssize_t)strlen(s) ? 0 : -1;
 }
 
+struct fork_args {
+	const char *errpath;
+	int sv1, info1, errfd;
+	const char *uidmap, *gidmap, *merged, *opts;
+	char **wdirs, **argv;
+};
+
+/* Forks the sandbox's first process (runs on the forker thread). Returns
+ * the child's pid or -errno. */
+static int fork_sandbox(void *p)
+{
+	struct fork_args *fa = p;
+	fa->errfd = open(fa->errpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	pid_t pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid > 0)
+		return pid;
+	/* The child: fds 0 /dev/null, 2 bwrap.err, 3 the agent's socket, 4 info. */
+	int nul = open("/dev/null", O_RDWR);
+	if (dup2(fa->sv1, 3) < 0 || dup2(fa->info1, 4) < 0)
+		child_fail(fa->info1, "dup2", errno);
+	dup2(nul, 0);
+	dup2(nul, 1);
+	if (fa->errfd >= 0)
+		dup2(fa->errfd, 2);
+	syscall(SYS_close_range, 5, ~0U, 0);
+	if (unshare(CLONE_NEWUSER | CLONE_NEWNS) < 0)
+		child_fail(4, "unshare(user, mount namespace)", errno);
+	if (write_str("/proc/self/setgroups", "deny") < 0 || write_str("/proc/self/uid_map", fa->uidmap) < 0 ||
+	    write_str("/proc/self/gid_map", fa->gidmap) < 0)
+		child_fail(4, "uid_map", errno);
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		child_fail(4, "make mounts private", errno);
+	if (mount("overlay", fa->merged, "overlay", 0, fa->opts) < 0)
+		child_fail(4, "mount the overlay", errno);
+	for (size_t i = 0; writable_dirs[i]; i++)
+		mkdir(fa->wdirs[i], i == 2 ? 01777 : 0755);
+	execv(fa->argv[0], fa->argv);
+	child_fail(4, "exec bwrap", errno);
+	return -1;
+}
+
 static int local_start(struct sandbox *sb, const struct seer_config *cfg, char *err, size_t n)
 {
 	struct local_sb *l = priv_of(sb);
@@ -435,38 +480,16 @@ static int local_start(struct sandbox *sb, const struct seer_config *cfg, char *
 	}
 	int sndbuf = 1 << 20;
 	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
-	int errfd = open(errpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	pid_t pid = fork();
+	struct fork_args fa = {.errpath = errpath, .sv1 = sv[1], .info1 = info[1], .uidmap = uidmap, .gidmap = gidmap,
+			       .merged = merged, .opts = opts.data, .wdirs = wdirs, .argv = av.v};
+	pid_t pid = seer_in_forker(sb->ctx, fork_sandbox, &fa);
+	int errfd = fa.errfd;
 	if (pid < 0) {
-		r = -errno;
+		r = pid;
 		snprintf(err, n, "sandbox %s: fork: %s", sb->name, strerror(-r));
 		if (errfd >= 0)
 			close(errfd);
 		goto out;
-	}
-	if (pid == 0) {
-		/* fds: 0 /dev/null, 2 bwrap.err, 3 the agent's socket, 4 info */
-		int nul = open("/dev/null", O_RDWR);
-		if (dup2(sv[1], 3) < 0 || dup2(info[1], 4) < 0)
-			child_fail(info[1], "dup2", errno);
-		dup2(nul, 0);
-		dup2(nul, 1);
-		if (errfd >= 0)
-			dup2(errfd, 2);
-		syscall(SYS_close_range, 5, ~0U, 0);
-		if (unshare(CLONE_NEWUSER | CLONE_NEWNS) < 0)
-			child_fail(4, "unshare(user, mount namespace)", errno);
-		if (write_str("/proc/self/setgroups", "deny") < 0 || write_str("/proc/self/uid_map", uidmap) < 0 ||
-		    write_str("/proc/self/gid_map", gidmap) < 0)
-			child_fail(4, "uid_map", errno);
-		if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
-			child_fail(4, "make mounts private", errno);
-		if (mount("overlay", merged, "overlay", 0, opts.data) < 0)
-			child_fail(4, "mount the overlay", errno);
-		for (size_t i = 0; writable_dirs[i]; i++)
-			mkdir(wdirs[i], i == 2 ? 01777 : 0755);
-		execv(av.v[0], av.v);
-		child_fail(4, "exec bwrap", errno);
 	}
 	if (errfd >= 0)
 		close(errfd);

@@ -1,11 +1,18 @@
 /*
  * sha256.c - streaming SHA-256 and SHA-1 (FIPS 180-4) for verifying hub
- * downloads in core/hf.c.  Plain portable C: the download loop hashes data
- * as it arrives, so this only has to keep up with the network.
+ * downloads in core/hf.c.  The download loop hashes data as it arrives, so
+ * SHA-256 (multi-GB weight files) has an x86 SHA-extensions path chosen per
+ * context at init; SHA-1 only sees small non-LFS files and stays portable.
  */
 #include "sha256.h"
 
 #include <string.h>
+
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(SHA256_NO_ACCEL)
+#define SHA256_X86 1
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
 
 static inline uint32_t ror32(uint32_t x, unsigned n)
 {
@@ -70,6 +77,77 @@ static void sha256_block(uint32_t h[8], const uint8_t *p)
 	h[4] += e; h[5] += f; h[6] += g; h[7] += hh;
 }
 
+#ifdef SHA256_X86
+/* CPUID: SHA (leaf 7 EBX bit 29), SSSE3 and SSE4.1 (leaf 1 ECX bits 9, 19). */
+static int cpu_has_sha(void)
+{
+	unsigned a, b, c, d;
+	if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 9)) || !(c & (1u << 19)))
+		return 0;
+	if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
+		return 0;
+	return (b >> 29) & 1;
+}
+
+/*
+ * n blocks with SHA-NI.  The state lives as ABEF/CDGH vectors; each group of
+ * four rounds adds K, runs two sha256rnds2, and extends the message schedule
+ * (msg1/msg2) for the group four ahead, rotating through m[0..3].
+ */
+__attribute__((target("sha,sse4.1,ssse3")))
+static void sha256_blocks_ni(uint32_t h[8], const uint8_t *p, size_t n)
+{
+	const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+	__m128i tmp = _mm_loadu_si128((const __m128i *)&h[0]);
+	__m128i s1 = _mm_loadu_si128((const __m128i *)&h[4]);
+	tmp = _mm_shuffle_epi32(tmp, 0xB1);		/* CDAB */
+	s1 = _mm_shuffle_epi32(s1, 0x1B);		/* EFGH */
+	__m128i s0 = _mm_alignr_epi8(tmp, s1, 8);	/* ABEF */
+	s1 = _mm_blend_epi16(s1, tmp, 0xF0);		/* CDGH */
+
+	for (; n; n--, p += 64) {
+		__m128i abef = s0, cdgh = s1, m[4], msg;
+#pragma GCC unroll 16
+		for (int g = 0; g < 16; g++) {
+			if (g < 4)
+				m[g] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * g)), bswap);
+			msg = _mm_add_epi32(m[g & 3], _mm_loadu_si128((const __m128i *)&K256[4 * g]));
+			s1 = _mm_sha256rnds2_epu32(s1, s0, msg);
+			if (g >= 3 && g <= 14) {
+				tmp = _mm_alignr_epi8(m[g & 3], m[(g + 3) & 3], 4);
+				m[(g + 1) & 3] = _mm_add_epi32(m[(g + 1) & 3], tmp);
+				m[(g + 1) & 3] = _mm_sha256msg2_epu32(m[(g + 1) & 3], m[g & 3]);
+			}
+			msg = _mm_shuffle_epi32(msg, 0x0E);
+			s0 = _mm_sha256rnds2_epu32(s0, s1, msg);
+			if (g >= 1 && g <= 12)
+				m[(g + 3) & 3] = _mm_sha256msg1_epu32(m[(g + 3) & 3], m[g & 3]);
+		}
+		s0 = _mm_add_epi32(s0, abef);
+		s1 = _mm_add_epi32(s1, cdgh);
+	}
+
+	tmp = _mm_shuffle_epi32(s0, 0x1B);		/* FEBA */
+	s1 = _mm_shuffle_epi32(s1, 0xB1);		/* DCHG */
+	s0 = _mm_blend_epi16(tmp, s1, 0xF0);		/* DCBA */
+	s1 = _mm_alignr_epi8(s1, tmp, 8);		/* ABEF */
+	_mm_storeu_si128((__m128i *)&h[0], s0);
+	_mm_storeu_si128((__m128i *)&h[4], s1);
+}
+#endif
+
+static void sha256_blocks(struct sha256_ctx *c, const uint8_t *p, size_t n)
+{
+#ifdef SHA256_X86
+	if (c->accel) {
+		sha256_blocks_ni(c->h, p, n);
+		return;
+	}
+#endif
+	for (; n; n--, p += 64)
+		sha256_block(c->h, p);
+}
+
 void sha256_init(struct sha256_ctx *c)
 {
 	static const uint32_t iv[8] = {
@@ -78,6 +156,11 @@ void sha256_init(struct sha256_ctx *c)
 	memcpy(c->h, iv, sizeof(iv));
 	c->len = 0;
 	c->n = 0;
+#ifdef SHA256_X86
+	c->accel = cpu_has_sha();
+#else
+	c->accel = 0;
+#endif
 }
 
 void sha256_update(struct sha256_ctx *c, const void *data, size_t len)
@@ -92,12 +175,13 @@ void sha256_update(struct sha256_ctx *c, const void *data, size_t len)
 		len -= take;
 		if (c->n < 64)
 			return;
-		sha256_block(c->h, c->buf);
+		sha256_blocks(c, c->buf, 1);
 		c->n = 0;
 	}
 	/* Whole blocks straight from the caller's buffer: no copy. */
-	for (; len >= 64; p += 64, len -= 64)
-		sha256_block(c->h, p);
+	sha256_blocks(c, p, len / 64);
+	p += len / 64 * 64;
+	len %= 64;
 	memcpy(c->buf, p, len);
 	c->n = len;
 }

@@ -8,6 +8,10 @@
  * links no crypto library, so both live here (public-domain style code
  * written from FIPS 180-4).  Neither is meant for anything security critical
  * beyond comparing a download against a published digest.
+ *
+ * SHA-256 uses the x86 SHA extensions when the CPU has them (~10x faster,
+ * which matters because hashing runs on the download loop's thread); define
+ * SHA256_NO_ACCEL to force the portable code.
  */
 #ifndef SEER_SHA256_H
 #define SEER_SHA256_H
@@ -23,6 +27,7 @@ struct sha256_ctx {
 	uint64_t len;		/* bytes hashed so far */
 	uint8_t buf[64];
 	size_t n;		/* bytes waiting in buf */
+	int accel;		/* use the x86 SHA extensions (probed at init) */
 };
 
 struct sha1_ctx {

@@ -30,7 +30,9 @@
  *    peer is then detected by TCP (SO_KEEPALIVE and TCP_USER_TIMEOUT), and
  *    callers are protected by their own per-operation deadlines.
  */
+#ifndef _GNU_SOURCE /* the meson build defines it project-wide */
 #define _GNU_SOURCE
+#endif
 #include "sshconn.h"
 
 #include <errno.h>
@@ -62,6 +64,8 @@
 #define TASK_BUDGET 16
 /* How long the I/O thread sleeps in poll() when idle (keepalive clock). */
 #define IDLE_POLL_MS 1000
+/* How long ssh_conn_close lets released channels finish closing. */
+#define SHUTDOWN_GRACE_MS 300
 
 /* The only process-wide mutable state of this module. */
 static struct sshconn_global_ctx {
@@ -652,24 +656,18 @@ static int verify_hostkey(ssh_conn *c, struct kh_file *k, const char *host,
                c->hostdesc, human, c->fingerprint, khpath, khpath,
                c->hostdesc);
         return -EKEYREJECTED;
-    case LIBSSH2_KNOWNHOST_CHECK_NOTFOUND:
+    case LIBSSH2_KNOWNHOST_CHECK_NOTFOUND: {
+        char portopt[32] = "";
+        if (port != 22)
+            snprintf(portopt, sizeof portopt, " -p %d", port);
         seterr(err, errlen, "host key verification failed: no %s host key "
                "for %s in %s. The server's %s key fingerprint is %s. If you "
                "trust this host, verify the fingerprint with its "
-               "administrator, then add the key, e.g.: ssh-keyscan%s%.0d "
-               "-t %s %s >> '%s'", human, c->hostdesc, khpath, human,
-               c->fingerprint, port != 22 ? " -p " : "",
-               port != 22 ? port : 0, t->keyscan, host, khpath);
-        if (port != 22) {
-            /* %.0d prints nothing for 0; rebuild with the port for clarity */
-            seterr(err, errlen, "host key verification failed: no %s host "
-                   "key for %s in %s. The server's %s key fingerprint is %s. "
-                   "If you trust this host, verify the fingerprint with its "
-                   "administrator, then add the key, e.g.: ssh-keyscan -p %d "
-                   "-t %s %s >> '%s'", human, c->hostdesc, khpath, human,
-                   c->fingerprint, port, t->keyscan, host, khpath);
-        }
+               "administrator, then add the key, e.g.: ssh-keyscan%s -t %s "
+               "%s >> '%s'", human, c->hostdesc, khpath, human,
+               c->fingerprint, portopt, t->keyscan, host, khpath);
         return -EKEYREJECTED;
+    }
     default:
         seterr(err, errlen, "host key verification failed for %s: cannot "
                "check %s (%s)", c->hostdesc, khpath, l2_msg(c->sess));
@@ -725,10 +723,11 @@ static int auth_agent(ssh_conn *c, const char *user, char *why, size_t wlen)
             LIBSSH2_ERROR_SOCKET_DISCONNECT)
             break;
     }
-    if (!ok)
-        snprintf(why, wlen, tried ? "the server accepted none of the %d "
-                 "key(s) offered by ssh-agent" : "ssh-agent holds no keys%.0d",
-                 tried);
+    if (!ok && tried)
+        snprintf(why, wlen, "the server accepted none of the %d key(s) "
+                 "offered by ssh-agent", tried);
+    else if (!ok)
+        snprintf(why, wlen, "ssh-agent holds no keys");
 out:
     libssh2_agent_disconnect(agent);
     libssh2_agent_free(agent);
@@ -961,6 +960,8 @@ static int task_prepare(ssh_conn *c, ssh_chan *ch, enum task_kind kind,
         int64_t idle = ssh_now_ms() -
                        __atomic_load_n(&c->last_tx_ms, __ATOMIC_RELAXED);
         if (c->keepalive_s <= 0 || idle < (int64_t)c->keepalive_s * 1000)
+            return 0;
+        if (c->shutdown)
             return 0;
         /* Only when nothing else is being sent: libssh2_keepalive_send
          * cannot be resumed if its packet is only partly written. */
@@ -1266,6 +1267,16 @@ static void io_wait(ssh_conn *c, int timeout_ms, int want_in, int want_out)
     }
 }
 
+/* Released channels that still need libssh2 work to close cleanly. */
+static int closing_work(ssh_conn *c)
+{
+    ssh_chan *ch;
+    for (ch = c->chans; ch; ch = ch->next)
+        if (!ch->attached && ch->state != CH_NEW && ch->state != CH_DONE)
+            return 1;
+    return 0;
+}
+
 static void *io_main(void *arg)
 {
     ssh_conn *c = arg;
@@ -1274,6 +1285,7 @@ static void *io_main(void *arg)
     int cur_kind, keepalive_done;
     int progress = 0, want_in = 0;
     uint64_t rx_mark;
+    int64_t grace_end = 0;
 
     memset(&pending, 0, sizeof pending);
     pthread_mutex_lock(&c->mu);
@@ -1282,8 +1294,18 @@ static void *io_main(void *arg)
     keepalive_done = 0;
     rx_mark = __atomic_load_n(&c->rx_bytes, __ATOMIC_RELAXED);
 
-    while (!c->shutdown && !c->dead) {
+    for (;;) {
         enum io_result r;
+        if (c->dead)
+            break;
+        if (c->shutdown) {
+            /* Give channels released just before close a moment to be
+             * closed properly, so the server sees a clean end. */
+            if (!grace_end)
+                grace_end = ssh_now_ms() + SHUTDOWN_GRACE_MS;
+            if (!closing_work(c) || ssh_now_ms() >= grace_end)
+                break;
+        }
         if (pending.kind != T_NONE) {
             t = pending;
         } else {
@@ -1308,7 +1330,7 @@ static void *io_main(void *arg)
                                               __ATOMIC_RELAXED);
                 sweep(c);
                 if (!progress && rx == rx_mark)
-                    io_wait(c, IDLE_POLL_MS, want_in, 0);
+                    io_wait(c, c->shutdown ? 20 : IDLE_POLL_MS, want_in, 0);
                 progress = 0;
                 want_in = 0;
                 rx_mark = __atomic_load_n(&c->rx_bytes, __ATOMIC_RELAXED);
@@ -1326,10 +1348,27 @@ again:
         pthread_mutex_lock(&c->mu);
         r = io_finish(c, &t);
         pending.kind = T_NONE;
+        if (r != R_FATAL && r != R_OUT_PENDING && t.outbound_pending) {
+            /* The call itself finished, but a reply libssh2 sends on its
+             * own (to a server request that wants one) is half written.
+             * It resumes inside the transport read of the same call chain,
+             * so only the same kind of task may run next. */
+            struct io_task t2;
+            if (t.ch && t.kind != T_OPEN &&
+                task_prepare(c, t.ch, t.kind, &t2)) {
+                t = t2;
+                r = R_OUT_PENDING;
+            } else {
+                conn_die(c, -ENOTCONN, "connection to %s abandoned: libssh2 "
+                         "left a partly sent packet that cannot be resumed",
+                         c->hostdesc);
+                r = R_FATAL;
+            }
+        }
         switch (r) {
         case R_OUT_PENDING:
             pending = t;
-            io_wait(c, IDLE_POLL_MS, 0, 1);
+            io_wait(c, c->shutdown ? 20 : IDLE_POLL_MS, 0, 1);
             break;
         case R_AGAIN:
             progress = 1;
@@ -1531,6 +1570,17 @@ void ssh_conn_close(ssh_conn *c)
     pthread_mutex_unlock(&c->mu);
     if (refs == 0)
         conn_free(c);
+}
+
+void ssh_conn_abort(ssh_conn *c, const char *why)
+{
+    pthread_mutex_lock(&c->mu);
+    if (!c->shutdown)
+        conn_die(c, -ENOTCONN, "connection to %s aborted: %s", c->hostdesc,
+                 why && *why ? why : "by the caller");
+    /* The I/O thread sees `dead` at its next step and tears down. */
+    wake_io(c);
+    pthread_mutex_unlock(&c->mu);
 }
 
 int ssh_conn_alive(ssh_conn *c)

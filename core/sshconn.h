@@ -70,6 +70,11 @@ int ssh_conn_open(const ssh_conn_opts *opts, ssh_conn **out,
  * ssh_chan_release (which is then cheap).  Safe on a dead connection. */
 void ssh_conn_close(ssh_conn *c);
 
+/* Declares the link dead (e.g. after an operation timed out against a
+ * frozen server): everything in flight and every later call fails promptly
+ * with -ENOTCONN, so the caller can close this object and reconnect. */
+void ssh_conn_abort(ssh_conn *c, const char *why);
+
 /* 1 while the link is usable, 0 once it died or was closed. */
 int ssh_conn_alive(ssh_conn *c);
 

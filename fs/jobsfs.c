@@ -1,63 +1,456 @@
 /*
- * jobsfs.c - placeholder until the exec issue lands: exec refuses with a
- * clear error, jobs/ is empty.
+ * jobsfs.c - the exec files and the jobs/ directory of a sandbox.
+ *
+ *   exec, exec_python   each write starts a job; a reader of the same open
+ *                       file gets that job's output until it ends
+ *   jobs/N/             cmd stdout stderr output stdin exit status ctl
+ *   jobs/latest         symlink to the newest job
+ *   jobs/mine           symlink to the newest job started by the reading
+ *                       process (race-free for tools such as seer-exec)
+ *
+ * Output files are served from the job's files on disk with direct I/O and
+ * their current length as size, so `cat` gives what is there and `tail -f`
+ * follows. Reads that must wait (exit, the exec read) are parked.
  */
 #include "fs/jobsfs.h"
+#include "core/jobs.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+struct jdesc {
+	const char *name;
+	enum vkind kind;
+	mode_t mode;
+	int stream;   /* enum job_stream, or -1 */
+};
+
+static const struct jdesc job_files[] = {
+	{"cmd", K_JOB_CMD, S_IFREG | 0444, -1},
+	{"stdout", K_JOB_STDOUT, S_IFREG | 0444, JS_STDOUT},
+	{"stderr", K_JOB_STDERR, S_IFREG | 0444, JS_STDERR},
+	{"output", K_JOB_OUTPUT, S_IFREG | 0444, JS_OUTPUT},
+	{"stdin", K_JOB_STDIN, S_IFREG | 0222, -1},
+	{"exit", K_JOB_EXIT, S_IFREG | 0444, -1},
+	{"status", K_JOB_STATUS, S_IFREG | 0444, -1},
+	{"ctl", K_JOB_CTL, S_IFREG | 0200, -1},
+};
+
+static const struct jdesc *jd_kind(enum vkind k)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(job_files); i++)
+		if (job_files[i].kind == k)
+			return &job_files[i];
+	return NULL;
+}
+
+/* What an open exec file remembers: the jobs it started and where its
+ * reader is in the newest one's output. */
+struct exec_fh {
+	struct job **jobs;
+	size_t n;
+	uint64_t pos;
+};
+
+static void fill(struct seer_fs *fs, struct stat *st, fuse_ino_t ino, mode_t mode, off_t size, uint64_t t)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = ino;
+	st->st_mode = mode;
+	st->st_nlink = S_ISDIR(mode) ? 2 : 1;
+	st->st_uid = fs->ctx->uid;
+	st->st_gid = fs->ctx->gid;
+	st->st_size = size;
+	st->st_blksize = 65536;
+	st->st_blocks = (size + 511) / 512;
+	st->st_mtim.tv_sec = st->st_ctim.tv_sec = st->st_atim.tv_sec = (time_t)(t / 1000000000ull);
+	st->st_mtim.tv_nsec = st->st_ctim.tv_nsec = st->st_atim.tv_nsec = (long)(t % 1000000000ull);
+}
+
+int jobsfs_readlink(struct sandbox *sb, fuse_ino_t ino, pid_t caller, char *buf, size_t len)
+{
+	uint32_t n = jobs_latest(sb, vino_kind(ino) == K_JOBS_MINE ? caller : 0);
+	if (!n)
+		return -ENOENT;
+	snprintf(buf, len, "%u", n);
+	return 0;
+}
 
 int jobsfs_stat(struct seer_fs *fs, struct sandbox *sb, fuse_ino_t ino, struct stat *st)
 {
-	(void)fs; (void)sb;
-	memset(st, 0, sizeof(*st));
-	st->st_ino = ino;
 	enum vkind k = vino_kind(ino);
 	if (k == K_JOBSDIR) {
-		st->st_mode = S_IFDIR | 0755;
-		st->st_nlink = 2;
+		fill(fs, st, ino, S_IFDIR | 0755, 0, now_ns());
 		return 0;
 	}
-	return -ENOENT;
+	if (k == K_JOBS_LATEST || k == K_JOBS_MINE) {
+		char buf[32];
+		if (jobsfs_readlink(sb, ino, 0, buf, sizeof(buf)) < 0)
+			strcpy(buf, "0");
+		fill(fs, st, ino, S_IFLNK | 0777, (off_t)strlen(buf), now_ns());
+		return 0;
+	}
+	struct job *j = jobs_find(sb, vino_sub(ino));
+	if (!j)
+		return -ENOENT;
+	uint64_t t = job_mtime_ns(j);
+	int r = 0;
+	if (k == K_JOBDIR) {
+		fill(fs, st, ino, S_IFDIR | 0755, 0, t);
+	} else {
+		const struct jdesc *d = jd_kind(k);
+		off_t size = 0;
+		if (!d) {
+			r = -ENOENT;
+		} else {
+			if (d->stream >= 0) {
+				size = (off_t)job_length(j, (enum job_stream)d->stream);
+			} else if (k == K_JOB_CMD || k == K_JOB_STATUS || (k == K_JOB_EXIT && job_finished(j))) {
+				char *c = k == K_JOB_CMD ? job_cmd(j) : k == K_JOB_STATUS ? job_status_text(j) : job_exit_text(j);
+				size = (off_t)strlen(c);
+				free(c);
+			}
+			fill(fs, st, ino, d->mode, size, t);
+		}
+	}
+	job_put(j);
+	return r;
+}
+
+static int parse_num(const char *name, uint32_t *out)
+{
+	char *end;
+	if (!*name || *name == '0' || *name == '+' || *name == '-')
+		return -ENOENT;
+	unsigned long v = strtoul(name, &end, 10);
+	if (*end || v == 0 || v > 0xffffffffUL)
+		return -ENOENT;
+	*out = (uint32_t)v;
+	return 0;
 }
 
 int jobsfs_lookup(struct seer_fs *fs, struct sandbox *sb, fuse_ino_t parent, const char *name, fuse_ino_t *out)
 {
-	(void)fs; (void)sb; (void)parent; (void)name; (void)out;
+	(void)fs;
+	if (vino_kind(parent) == K_JOBSDIR) {
+		if (!strcmp(name, "latest") || !strcmp(name, "mine")) {
+			*out = vino(sb->serial, 0, !strcmp(name, "latest") ? K_JOBS_LATEST : K_JOBS_MINE);
+			return 0;
+		}
+		uint32_t n;
+		if (parse_num(name, &n) < 0)
+			return -ENOENT;
+		struct job *j = jobs_find(sb, n);
+		if (!j)
+			return -ENOENT;
+		job_put(j);
+		*out = vino(sb->serial, n, K_JOBDIR);
+		return 0;
+	}
+	struct job *j = jobs_find(sb, vino_sub(parent));
+	if (!j)
+		return -ENOENT;
+	job_put(j);
+	for (size_t i = 0; i < ARRAY_SIZE(job_files); i++) {
+		if (!strcmp(job_files[i].name, name)) {
+			*out = vino(sb->serial, vino_sub(parent), job_files[i].kind);
+			return 0;
+		}
+	}
 	return -ENOENT;
 }
 
 void jobsfs_list(struct seer_fs *fs, struct sandbox *sb, fuse_ino_t dir, vdir_add_fn add, void *d)
 {
-	(void)fs; (void)sb; (void)dir; (void)add; (void)d;
+	(void)fs;
+	if (vino_kind(dir) == K_JOBSDIR) {
+		uint32_t *v;
+		size_t n = jobs_numbers(sb, &v);
+		if (n) {
+			add(d, "latest", vino(sb->serial, 0, K_JOBS_LATEST), S_IFLNK);
+			add(d, "mine", vino(sb->serial, 0, K_JOBS_MINE), S_IFLNK);
+		}
+		for (size_t i = 0; i < n; i++) {
+			char name[16];
+			snprintf(name, sizeof(name), "%u", v[i]);
+			add(d, name, vino(sb->serial, v[i], K_JOBDIR), S_IFDIR);
+		}
+		free(v);
+		return;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(job_files); i++)
+		add(d, job_files[i].name, vino(sb->serial, vino_sub(dir), job_files[i].kind), job_files[i].mode);
 }
 
 int jobsfs_rmdir(struct seer_fs *fs, struct sandbox *sb, const char *name)
 {
-	(void)fs; (void)sb; (void)name;
-	return -ENOENT;
+	(void)fs;
+	uint32_t n;
+	if (parse_num(name, &n) < 0)
+		return !strcmp(name, "latest") || !strcmp(name, "mine") ? -ENOTDIR : -ENOENT;
+	return jobs_remove(sb, n);
+}
+
+int jobsfs_unlink(struct seer_fs *fs, struct sandbox *sb, fuse_ino_t parent, const char *name)
+{
+	(void)fs;
+	/* `rm -r jobs/N` unlinks each file before the rmdir that removes the
+	 * record: the files go with the record, so each unlink only checks. */
+	struct job *j = jobs_find(sb, vino_sub(parent));
+	if (!j)
+		return -ENOENT;
+	int r = 0;
+	int known = 0;
+	for (size_t i = 0; i < ARRAY_SIZE(job_files); i++)
+		if (!strcmp(job_files[i].name, name))
+			known = 1;
+	if (!known)
+		r = -ENOENT;
+	else if (job_state(j) == JOB_RUNNING)
+		r = -EBUSY;
+	job_put(j);
+	return r;
 }
 
 int jobsfs_open(struct seer_fs *fs, struct sandbox *sb, fuse_ino_t ino, struct fuse_file_info *fi, struct vfh *h)
 {
-	(void)fs; (void)ino; (void)fi; (void)h;
-	sandbox_set_error(sb, "sandbox %s: exec is not supported yet by this seerfs build", sb->name);
-	return -ENOTSUP;
+	(void)fs;
+	enum vkind k = vino_kind(ino);
+	int acc = fi->flags & O_ACCMODE;
+	fi->direct_io = 1;
+	if (k == K_EXEC || k == K_EXEC_PY) {
+		h->priv = xcalloc(1, sizeof(struct exec_fh));
+		fi->nonseekable = 1;
+		return 0;
+	}
+	const struct jdesc *d = jd_kind(k);
+	if (!d)
+		return -EISDIR;
+	struct job *j = jobs_find(sb, vino_sub(ino));
+	if (!j)
+		return -ENOENT;
+	int r = 0;
+	if (k == K_JOB_STDIN || k == K_JOB_CTL) {
+		if (acc == O_RDONLY)
+			r = -EACCES;
+		else if (k == K_JOB_STDIN)
+			r = job_stdin_open(j);
+	} else if (acc != O_RDONLY) {
+		r = -EACCES;
+	} else if (d->stream >= 0) {
+		h->fd = job_open_stream(j, (enum job_stream)d->stream);
+		if (h->fd < 0)
+			r = h->fd;
+	}
+	if (r < 0) {
+		job_put(j);
+		return r;
+	}
+	h->priv = j;
+	return 0;
+}
+
+static void reply_text(fuse_req_t req, struct vfh *h, char *(*make)(struct job *), size_t size, off_t off)
+{
+	if (!h->have_content || off == 0) {
+		char *c = make(h->priv);
+		h->buf.len = 0;
+		sbuf_append(&h->buf, c, strlen(c));
+		free(c);
+		h->have_content = 1;
+	}
+	if ((size_t)off >= h->buf.len) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	size_t n = h->buf.len - (size_t)off;
+	fuse_reply_buf(req, h->buf.data + off, n < size ? n : size);
+}
+
+/* Reads up to size bytes of a stream at pos; 0 bytes means "nothing yet". */
+static void reply_stream(fuse_req_t req, int fd, size_t size, uint64_t pos, size_t *got)
+{
+	char *buf = malloc(size ? size : 1);
+	ssize_t n = buf ? pread(fd, buf, size, (off_t)pos) : -1;
+	if (n < 0) {
+		fuse_reply_err(req, buf ? errno : ENOMEM);
+		n = 0;
+	} else {
+		fuse_reply_buf(req, buf, (size_t)n);
+	}
+	free(buf);
+	if (got)
+		*got = (size_t)n;
+}
+
+static int exit_try_answer(struct seer_fs *fs, struct pend *p)
+{
+	(void)fs;
+	struct vfh *h = p->fh;
+	if (!job_finished(h->priv))
+		return 0;
+	reply_text(p->req, h, job_exit_text, p->size, p->off);
+	return 1;
+}
+
+/* The exec read: output of the handle's newest job from its own position;
+ * waits while the job runs and nothing new is there. */
+static int exec_try_answer(struct seer_fs *fs, struct pend *p)
+{
+	(void)fs;
+	struct vfh *h = p->fh;
+	struct exec_fh *e = h->priv;
+	struct job *j = e->jobs[e->n - 1];
+	int finished = job_finished(j);   /* before the length: no output lost */
+	uint64_t len = job_length(j, JS_OUTPUT);
+	if (e->pos >= len && !finished)
+		return 0;
+	if (e->pos >= len) {
+		fuse_reply_buf(p->req, NULL, 0);
+		return 1;
+	}
+	if (h->fd < 0)
+		h->fd = job_open_stream(j, JS_OUTPUT);
+	if (h->fd < 0) {
+		fuse_reply_err(p->req, -h->fd);
+		return 1;
+	}
+	size_t got = 0;
+	size_t want = p->size;
+	if (want > len - e->pos)
+		want = (size_t)(len - e->pos);
+	reply_stream(p->req, h->fd, want, e->pos, &got);
+	e->pos += got;
+	return 1;
 }
 
 void jobsfs_read(struct seer_fs *fs, fuse_req_t req, struct vfh *h, size_t size, off_t off)
 {
-	(void)fs; (void)h; (void)size; (void)off;
-	fuse_reply_err(req, EBADF);
+	struct pend *p;
+	switch (h->kind) {
+	case K_EXEC:
+	case K_EXEC_PY: {
+		struct exec_fh *e = h->priv;
+		if (!e->n) {
+			fuse_reply_buf(req, NULL, 0);
+			return;
+		}
+		p = xcalloc(1, sizeof(*p));
+		p->req = req;
+		p->serial = h->sb->serial;
+		p->fh = h;
+		p->size = size;
+		p->try_answer = exec_try_answer;
+		if (exec_try_answer(fs, p)) {
+			free(p);
+			return;
+		}
+		pend_park(fs, p);
+		return;
+	}
+	case K_JOB_EXIT:
+		if (job_finished(h->priv)) {
+			reply_text(req, h, job_exit_text, size, off);
+			return;
+		}
+		p = xcalloc(1, sizeof(*p));
+		p->req = req;
+		p->serial = h->sb->serial;
+		p->fh = h;
+		p->size = size;
+		p->off = off;
+		p->try_answer = exit_try_answer;
+		pend_park(fs, p);
+		return;
+	case K_JOB_CMD:
+		reply_text(req, h, job_cmd, size, off);
+		return;
+	case K_JOB_STATUS:
+		reply_text(req, h, job_status_text, size, off);
+		return;
+	case K_JOB_STDOUT:
+	case K_JOB_STDERR:
+	case K_JOB_OUTPUT:
+		reply_stream(req, h->fd, size, (uint64_t)off, NULL);
+		return;
+	default:
+		fuse_reply_err(req, EBADF);
+		return;
+	}
 }
 
-int jobsfs_write(struct seer_fs *fs, struct vfh *h, const char *data, size_t size, off_t off, struct fuse_file_info *fi)
+int jobsfs_write(struct seer_fs *fs, struct vfh *h, const char *data, size_t size, off_t off, struct fuse_file_info *fi,
+		 pid_t caller)
 {
-	(void)fs; (void)h; (void)data; (void)size; (void)off; (void)fi;
-	return -EBADF;
+	(void)fs;
+	(void)off;
+	(void)fi;
+	switch (h->kind) {
+	case K_EXEC:
+	case K_EXEC_PY: {
+		struct exec_fh *e = h->priv;
+		struct job *j;
+		int r = jobs_start(h->sb, data, size, h->kind == K_EXEC_PY, caller, &j);
+		if (r < 0)
+			return r;
+		struct job **nv = realloc(e->jobs, (e->n + 1) * sizeof(*nv));
+		if (!nv) {
+			job_owner_closed(j);
+			job_put(j);
+			return -ENOMEM;
+		}
+		e->jobs = nv;
+		e->jobs[e->n++] = j;
+		e->pos = 0;
+		if (h->fd >= 0) {
+			close(h->fd);
+			h->fd = -1;
+		}
+		return 0;
+	}
+	case K_JOB_STDIN: {
+		int r = job_stdin_write(h->priv, data, size);
+		return r < 0 ? r : 0;
+	}
+	case K_JOB_CTL:
+		return job_ctl(h->priv, data, size);
+	default:
+		return -EBADF;
+	}
 }
 
-int jobsfs_flush(struct seer_fs *fs, struct vfh *h) { (void)fs; (void)h; return 0; }
-void jobsfs_release(struct seer_fs *fs, struct vfh *h) { (void)fs; (void)h; }
-void jobsfs_fh_free(struct vfh *h) { (void)h; }
-int jobsfs_latest(struct sandbox *sb, char *buf, size_t len) { (void)sb; (void)buf; (void)len; return -ENOENT; }
+int jobsfs_flush(struct seer_fs *fs, struct vfh *h)
+{
+	(void)fs;
+	(void)h;
+	return 0;
+}
+
+void jobsfs_release(struct seer_fs *fs, struct vfh *h)
+{
+	(void)fs;
+	if (h->kind == K_JOB_STDIN && h->priv)
+		job_stdin_close(h->priv);
+}
+
+void jobsfs_fh_free(struct vfh *h)
+{
+	if (!h->priv)
+		return;
+	if (h->kind == K_EXEC || h->kind == K_EXEC_PY) {
+		struct exec_fh *e = h->priv;
+		for (size_t i = 0; i < e->n; i++) {
+			job_owner_closed(e->jobs[i]);
+			job_put(e->jobs[i]);
+		}
+		free(e->jobs);
+		free(e);
+	} else {
+		job_put(h->priv);
+	}
+	h->priv = NULL;
+}

@@ -15,10 +15,12 @@ void jobsfs_list(struct seer_fs *fs, struct sandbox *sb, fuse_ino_t dir, vdir_ad
 int jobsfs_rmdir(struct seer_fs *fs, struct sandbox *sb, const char *name);
 int jobsfs_open(struct seer_fs *fs, struct sandbox *sb, fuse_ino_t ino, struct fuse_file_info *fi, struct vfh *h);
 void jobsfs_read(struct seer_fs *fs, fuse_req_t req, struct vfh *h, size_t size, off_t off);
-int jobsfs_write(struct seer_fs *fs, struct vfh *h, const char *data, size_t size, off_t off, struct fuse_file_info *fi);
+int jobsfs_write(struct seer_fs *fs, struct vfh *h, const char *data, size_t size, off_t off, struct fuse_file_info *fi,
+		 pid_t caller);
+int jobsfs_unlink(struct seer_fs *fs, struct sandbox *sb, fuse_ino_t parent, const char *name);
 int jobsfs_flush(struct seer_fs *fs, struct vfh *h);
 void jobsfs_release(struct seer_fs *fs, struct vfh *h);
 void jobsfs_fh_free(struct vfh *h);
-int jobsfs_latest(struct sandbox *sb, char *buf, size_t len);
+int jobsfs_readlink(struct sandbox *sb, fuse_ino_t ino, pid_t caller, char *buf, size_t len);
 
 #endif

@@ -167,6 +167,21 @@ static void hook_changed(void *arg, struct sandbox *sb)
 	pend_kick(fs, sb->serial);
 }
 
+static void hook_job_started(void *arg, struct sandbox *sb)
+{
+	struct seer_fs *fs = arg;
+	struct pass_fs *pass = NULL;
+	pthread_mutex_lock(&fs->lock);
+	struct fs_sb *s = fs_sb_get(fs, sb->serial, 0);
+	if (s)
+		pass = s->pass;
+	pthread_mutex_unlock(&fs->lock);
+	/* The job may change any file: nothing cached while the sandbox was idle
+	 * may outlive this moment. */
+	if (pass)
+		pass_invalidate(pass);
+}
+
 static void hook_root_gone(void *arg, struct sandbox *sb)
 {
 	struct seer_fs *fs = arg;
@@ -188,6 +203,7 @@ void ll_install_hooks(struct seer_fs *fs)
 {
 	fs->ctx->hooks.changed = hook_changed;
 	fs->ctx->hooks.root_gone = hook_root_gone;
+	fs->ctx->hooks.job_started = hook_job_started;
 	fs->ctx->hooks.arg = fs;
 }
 
@@ -307,6 +323,7 @@ static int vstat(struct seer_fs *fs, fuse_ino_t ino, struct stat *st)
 		}
 		pthread_mutex_unlock(&fs->lock);
 	} else if (k >= K_JOBSDIR && k <= K_JOBS_LATEST) {
+		/* jobs/ and what is in it */
 		r = jobsfs_stat(fs, sb, ino, st);
 	} else {
 		const struct vdesc *d = sb_file_by_kind(k);
@@ -1009,7 +1026,7 @@ static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
 		break;
 	}
 	default:
-		r = jobsfs_write(fs, h, data, size, off, fi);
+		r = jobsfs_write(fs, h, data, size, off, fi, fuse_req_ctx(req)->pid);
 		break;
 	}
 	if (r < 0)
@@ -1230,6 +1247,13 @@ static void ll_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		pass_ops.unlink(req, parent, name);
 		return;
 	}
+	if (vino_kind(parent) == K_JOBDIR) {
+		struct sandbox *sb = sandbox_get_serial(fs->ctx, vino_serial(parent));
+		int r = sb ? jobsfs_unlink(fs, sb, parent, name) : -ENOENT;
+		sandbox_put(sb);
+		fuse_reply_err(req, -r);
+		return;
+	}
 	if (vino_kind(parent) != K_SBDIR || sb_file_by_name(name)) {
 		fuse_reply_err(req, EPERM);
 		return;
@@ -1328,10 +1352,10 @@ static void ll_readlink(fuse_req_t req, fuse_ino_t ino)
 		pass_ops.readlink(req, ino);
 		return;
 	}
-	if (vino_kind(ino) == K_JOBS_LATEST) {
+	if (vino_kind(ino) == K_JOBS_LATEST || vino_kind(ino) == K_JOBS_MINE) {
 		struct sandbox *sb = sandbox_get_serial(fs_of(req)->ctx, vino_serial(ino));
 		char buf[32];
-		int r = sb ? jobsfs_latest(sb, buf, sizeof(buf)) : -ENOENT;
+		int r = sb ? jobsfs_readlink(sb, ino, fuse_req_ctx(req)->pid, buf, sizeof(buf)) : -ENOENT;
 		sandbox_put(sb);
 		if (r < 0)
 			fuse_reply_err(req, -r);

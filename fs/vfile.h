@@ -37,6 +37,7 @@ enum vkind {
 	K_JOB_EXIT,
 	K_JOB_STATUS,
 	K_JOB_CTL,
+	K_JOBS_MINE,    /* symlink to the newest job the reader's process started */
 	K_JOBS_LATEST,  /* symlink to the newest job */
 	K_SNAPSHOT,     /* MOUNT/snapshots/NAME (sub = snapshot id) */
 	K_SNAP_INFO,

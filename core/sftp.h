@@ -1,0 +1,173 @@
+/*
+ * sftp.h - SFTP version 3 client (draft-ietf-secsh-filexfer-02) with the
+ * OpenSSH extensions posix-rename, hardlink, fsync, statvfs/fstatvfs,
+ * lsetstat and limits, running over one "sftp" subsystem channel of an
+ * ssh_conn (sshconn.h).
+ *
+ * Why our own client: libssh2 1.10's SFTP layer lacks the OpenSSH
+ * extensions above and serialises requests, while a filesystem needs many
+ * requests in flight from many threads.  Here every call is thread-safe;
+ * requests carry an id and replies are matched to the waiting caller by the
+ * connection's I/O thread, so any number of calls can be outstanding.  The
+ * range helpers keep N reads or writes in flight (e.g. 32 x 64 KiB) the way
+ * sshfs does, which is what makes bulk transfers fast on latency.
+ *
+ * All functions return 0 (or a count where stated) or a negative errno:
+ *   SSH_FX_NO_SUCH_FILE -> -ENOENT, SSH_FX_PERMISSION_DENIED -> -EACCES,
+ *   SSH_FX_FAILURE -> a per-operation guess (-EEXIST for mkdir, -ENOTEMPTY
+ *   for rmdir, ...) or -EIO, SSH_FX_OP_UNSUPPORTED -> -ENOTSUP,
+ *   SSH_FX_BAD_MESSAGE -> -EINVAL (OpenSSH sends it for EINVAL);
+ *   link loss -> -ENOTCONN, a request past its deadline -> -ETIMEDOUT,
+ *   an extension the server does not offer -> -ENOTSUP (no round trip).
+ * Once the channel or connection is dead every call fails fast with
+ * -ENOTCONN; sftp_client_error() says why.
+ */
+#ifndef SEERFS_SFTP_H
+#define SEERFS_SFTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "sshconn.h"
+
+/* SSH_FILEXFER_ATTR_* */
+#define SFTP_ATTR_SIZE 0x00000001u
+#define SFTP_ATTR_UIDGID 0x00000002u
+#define SFTP_ATTR_PERMISSIONS 0x00000004u
+#define SFTP_ATTR_ACMODTIME 0x00000008u
+
+/* SSH_FXF_* open flags */
+#define SFTP_READ 0x01u
+#define SFTP_WRITE 0x02u
+#define SFTP_APPEND 0x04u
+#define SFTP_CREAT 0x08u
+#define SFTP_TRUNC 0x10u
+#define SFTP_EXCL 0x20u
+
+/* Extensions the server offered (sftp_extensions()). */
+#define SFTP_EXT_POSIX_RENAME 0x01u
+#define SFTP_EXT_STATVFS 0x02u
+#define SFTP_EXT_FSTATVFS 0x04u
+#define SFTP_EXT_HARDLINK 0x08u
+#define SFTP_EXT_FSYNC 0x10u
+#define SFTP_EXT_LSETSTAT 0x20u
+#define SFTP_EXT_LIMITS 0x40u
+
+/* Defaults of the range helpers: as sshfs, 32 requests of 64 KiB. */
+#define SFTP_DEFAULT_DEPTH 32u
+#define SFTP_DEFAULT_CHUNK (64u * 1024u)
+
+typedef struct sftp_client sftp_client;
+typedef struct sftp_handle sftp_handle; /* an open file or directory */
+
+typedef struct sftp_attrs {
+    uint32_t flags; /* which fields are valid, SFTP_ATTR_* */
+    uint64_t size;
+    uint32_t uid, gid;
+    uint32_t perm;  /* st_mode bits, file type included */
+    uint32_t atime, mtime;
+} sftp_attrs;
+
+typedef struct sftp_dirent {
+    char *name;
+    char *longname; /* "ls -l" style line from the server */
+    sftp_attrs attrs;
+} sftp_dirent;
+
+typedef struct sftp_statvfs {
+    uint64_t bsize, frsize, blocks, bfree, bavail, files, ffree, favail;
+    uint64_t fsid, flag, namemax;
+} sftp_vfsinfo;
+
+/* Opens the "sftp" subsystem on c and negotiates version 3. */
+int sftp_client_open(ssh_conn *c, sftp_client **out, char *err,
+                     size_t errlen);
+/* Fails what is in flight with -ENOTCONN and closes the channel.  Handles
+ * still open are not closed on the server (the channel close does that). */
+void sftp_client_close(sftp_client *s);
+
+uint32_t sftp_extensions(const sftp_client *s);
+/* Server limits (limits@openssh.com) or conservative defaults. */
+size_t sftp_max_read(const sftp_client *s);
+size_t sftp_max_write(const sftp_client *s);
+/* Per-request timeout; defaults to the connection's. */
+void sftp_set_timeout(sftp_client *s, int timeout_ms);
+/* 0 while usable, else the errno it died with; copies the reason. */
+int sftp_client_error(sftp_client *s, char *buf, size_t len);
+
+/* open(2) O_* flags to SFTP_* flags. */
+uint32_t sftp_flags_from_posix(int oflags);
+
+int sftp_open(sftp_client *s, const char *path, uint32_t pflags,
+              const sftp_attrs *attrs, sftp_handle **out);
+/* Always frees h, even when the server reports an error. */
+int sftp_close(sftp_client *s, sftp_handle *h);
+
+/* One READ request: *got is 0 at end of file; it can be short. */
+int sftp_read(sftp_client *s, sftp_handle *h, uint64_t off, void *buf,
+              size_t len, size_t *got);
+/* One WRITE request (len <= sftp_max_write). */
+int sftp_write(sftp_client *s, sftp_handle *h, uint64_t off,
+               const void *buf, size_t len);
+
+int sftp_stat(sftp_client *s, const char *path, sftp_attrs *a);
+int sftp_lstat(sftp_client *s, const char *path, sftp_attrs *a);
+int sftp_fstat(sftp_client *s, sftp_handle *h, sftp_attrs *a);
+int sftp_setstat(sftp_client *s, const char *path, const sftp_attrs *a);
+/* Does not follow symlinks; -ENOTSUP without lsetstat@openssh.com. */
+int sftp_lsetstat(sftp_client *s, const char *path, const sftp_attrs *a);
+int sftp_fsetstat(sftp_client *s, sftp_handle *h, const sftp_attrs *a);
+
+int sftp_opendir(sftp_client *s, const char *path, sftp_handle **out);
+/* One batch of entries; *n == 0 at the end.  Free with sftp_dirents_free. */
+int sftp_readdir(sftp_client *s, sftp_handle *h, sftp_dirent **ents,
+                 size_t *n);
+void sftp_dirents_free(sftp_dirent *ents, size_t n);
+
+int sftp_mkdir(sftp_client *s, const char *path, uint32_t mode);
+int sftp_rmdir(sftp_client *s, const char *path);
+int sftp_remove(sftp_client *s, const char *path);
+/* Plain SFTP rename: fails if newpath exists (on OpenSSH). */
+int sftp_rename(sftp_client *s, const char *oldpath, const char *newpath);
+/* rename(2) semantics, replacing newpath (posix-rename@openssh.com). */
+int sftp_posix_rename(sftp_client *s, const char *oldpath,
+                      const char *newpath);
+/* Creates linkpath pointing to target. */
+int sftp_symlink(sftp_client *s, const char *target, const char *linkpath);
+/* *out is malloc'd. */
+int sftp_readlink(sftp_client *s, const char *path, char **out);
+int sftp_realpath(sftp_client *s, const char *path, char **out);
+int sftp_hardlink(sftp_client *s, const char *oldpath, const char *newpath);
+int sftp_fsync(sftp_client *s, sftp_handle *h);
+int sftp_statvfs(sftp_client *s, const char *path, sftp_vfsinfo *st);
+int sftp_fstatvfs(sftp_client *s, sftp_handle *h, sftp_vfsinfo *st);
+
+/*
+ * Pipelined transfers.  depth requests of chunk bytes are kept in flight
+ * (0 selects SFTP_DEFAULT_DEPTH / SFTP_DEFAULT_CHUNK; chunk is capped by the
+ * server's limits).  Short replies are re-requested, so the result is exact.
+ */
+
+/* Reads up to len bytes at off into buf; *got < len only at end of file. */
+int sftp_pread_range(sftp_client *s, sftp_handle *h, uint64_t off, void *buf,
+                     size_t len, size_t *got, unsigned depth, size_t chunk);
+/* Writes all of buf at off. */
+int sftp_pwrite_range(sftp_client *s, sftp_handle *h, uint64_t off,
+                      const void *buf, size_t len, unsigned depth,
+                      size_t chunk);
+
+/* Streaming forms for files larger than memory.  The sink gets the data in
+ * file order; the source fills buf and returns a count, 0 at its end, or a
+ * negative errno.  Either callback returning < 0 aborts the transfer with
+ * that value.  `limit` bounds the download (UINT64_MAX: to end of file). */
+typedef int (*sftp_sink_fn)(void *ud, const void *buf, size_t len);
+typedef ssize_t (*sftp_source_fn)(void *ud, void *buf, size_t len);
+int sftp_download(sftp_client *s, sftp_handle *h, uint64_t off,
+                  uint64_t limit, sftp_sink_fn sink, void *ud,
+                  unsigned depth, size_t chunk, uint64_t *total);
+int sftp_upload(sftp_client *s, sftp_handle *h, uint64_t off,
+                sftp_source_fn source, void *ud, unsigned depth,
+                size_t chunk, uint64_t *total);
+
+#endif /* SEERFS_SFTP_H */

@@ -1,0 +1,2820 @@
+/*
+ * pass.c - root/: a passthrough over a running sandbox's own "/".
+ *
+ * MOUNT/NAME/root/ shows the sandbox's files exactly as its processes see
+ * them. The provider hands us an O_PATH fd on the sandbox's "/" (for the
+ * local provider, /proc/AGENT/root); every path we walk from it goes
+ * through the sandbox's mount namespace, so root/usr is the read-only bind
+ * the sandbox sees, root/workspace its overlay, root/proc its procfs.
+ *
+ * Model: libfuse's passthrough_ll.c / passthrough_hp.cc. One struct pnode
+ * per inode the kernel knows, keyed by (st_dev, st_ino), with a lookup
+ * count; its address is the FUSE inode number. Each node holds an O_PATH
+ * fd, obtained by a single-component openat2(parent, name, O_PATH |
+ * O_NOFOLLOW, RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_BENEATH),
+ * so the daemon itself never follows a symlink or a /proc magic link of
+ * the sandbox. I/O reopens a node's fd through /proc/self/fd/N, and only
+ * for regular files and directories.
+ *
+ * Confinement of symlinks: the kernel resolves a symlink's text relative to
+ * the reader's root, so "/etc/passwd" planted in the sandbox would reach
+ * the host's file. readlink therefore rewrites absolute targets (and
+ * relative ones that climb above the sandbox's "/") into relative paths
+ * that stay inside root/; see rewrite_link() and docs/rootfs.md.
+ *
+ * Coherence: while the sandbox is idle (only its init runs, asked through
+ * provider->busy() at most every 50 ms) nothing but this mount changes the
+ * tree, so replies carry long timeouts and open files keep their page
+ * cache; every entry and inode given a long timeout is remembered, and
+ * pass_invalidate() (called by fs/ll.c when a job starts) and an observed
+ * idle->busy change expire them all. While busy, timeouts are 0 and cached
+ * pages are kept only when mtime/ctime/size are unchanged.
+ *
+ * File descriptors: a node's O_PATH fd is a cache. When this pass_fs holds
+ * more than its budget (half of RLIMIT_NOFILE) the least recently used are
+ * closed (CLOCK) and reopened on demand from (parent, name), checking that
+ * (st_dev, st_ino) still match (else ESTALE), so a directory of 100,000
+ * entries can be listed under a 20,000 fd limit.
+ *
+ * Locks: POSIX locks become OFD locks on one fd per (inode, lock owner)
+ * (an owner is a process's files table, as in virtiofsd), so they conflict
+ * with the sandbox's own POSIX and OFD locks on the same file, and the
+ * owner's fd is closed on flush, which is POSIX's "any close drops the
+ * process's locks". flock() goes to the per-open fd, which is flock's own
+ * unit. A blocking request is not allowed to hold a FUSE worker thread: it
+ * is queued and retried by a per-pass_fs worker thread, which replies when
+ * the lock is taken, on interrupt (EINTR) or when the sandbox stops.
+ *
+ * FUSE capabilities pass_init_conn() asks for (fs/ll.c's init calls it):
+ *   want  SPLICE_READ | SPLICE_WRITE | SPLICE_MOVE (unless fs->no_splice),
+ *         AUTO_INVAL_DATA (busy-mode coherence of cached pages),
+ *         READDIRPLUS | READDIRPLUS_AUTO, PARALLEL_DIROPS, ASYNC_READ,
+ *         ASYNC_DIO, ATOMIC_O_TRUNC, POSIX_LOCKS, FLOCK_LOCKS (real locks
+ *         on the underlying files: fs/ll.c must define getlk, setlk and
+ *         flock so that libfuse keeps them), WRITEBACK_CACHE only with
+ *         fs->writeback.
+ *   clear HANDLE_KILLPRIV (the daemon may be root, whose writes would not
+ *         clear setuid bits: let the kernel send the setattr), DONT_MASK
+ *         (the kernel applies the caller's umask; we run with umask 0),
+ *         CACHE_SYMLINKS (a link's text depends on its depth), POSIX_ACL,
+ *         EXPORT_SUPPORT.
+ *   max_background 64, congestion_threshold 48, time_gran 1; max_write
+ *   (1 MiB) and max_readahead stay as fs/ll.c sets them.
+ *
+ * Every function returns 0 or a negative errno; every FUSE op replies
+ * exactly once (the lock waits reply later, from the worker).
+ */
+#include "fs/fs.h"
+#include "core/provider.h"
+#include "core/sandbox.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/magic.h>
+#include <linux/openat2.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+_Static_assert(sizeof(fuse_ino_t) >= sizeof(uintptr_t), "inode numbers hold pointers");
+
+/* Timeout while idle when fs->pass_timeout is not set. Every idle->busy
+ * change expires what was cached, so the timeout only bounds how long a
+ * change nobody announced (a host-side edit of the sandbox's upper
+ * directory, a missed pass_invalidate) can stay hidden: 30 s keeps repeated
+ * git status / find runs cached between jobs without leaving such a change
+ * unseen for long. */
+#define PASS_IDLE_TIMEOUT 30.0
+/* How long an answer of provider->busy() is trusted (it is an RPC). */
+#define PASS_BUSY_TTL_NS (50ULL * 1000 * 1000)
+/* Entries given a long timeout and remembered for expiry; past this the
+ * set is swept early rather than grown. */
+#define PASS_MAX_LONG_ENTRIES (1u << 20)
+/* Directories a node may have a dentry in that we track for the depth of
+ * symlinks; more than this and the node's depth counts as unknown. */
+#define PASS_PARENTS 4
+/* Nodes visited when bounding a symlink's depth; past this, depth 0. */
+#define PASS_DEPTH_BUDGET 256
+/* getdents64 buffer of an open directory. */
+#define PASS_DIRBUF 32768
+/* Lock retry interval bounds of the worker, in ms. */
+#define PASS_LOCK_POLL_MIN_MS 1
+#define PASS_LOCK_POLL_MAX_MS 16
+
+struct pass_fs;
+struct pnode;
+
+struct pkey {
+	dev_t dev;
+	ino_t ino;
+};
+
+/* One fd per (inode, POSIX lock owner): its OFD locks are the owner's. */
+struct lockowner {
+	struct lockowner *next;
+	uint64_t owner;
+	int fd;
+	int acc;                       /* O_RDONLY / O_WRONLY / O_RDWR */
+};
+
+/* What the kernel's page cache of a file corresponds to (for keep_cache). */
+struct stamp {
+	struct timespec mtim, ctim;
+	off_t size;
+	uint64_t epoch;                /* p->epoch when taken */
+	int idle;                      /* taken while idle */
+	int valid;
+};
+
+struct pnode {
+	struct pass_fs *p;
+	struct pnode *hnext;           /* hash chain; under p->lock */
+	struct pnode *cprev, *cnext;   /* CLOCK ring of evictable fds; under p->lock */
+	dev_t dev;
+	ino_t ino;
+	mode_t type;                   /* S_IFMT bits */
+	atomic_int fd;                 /* O_PATH (or -1 while evicted) */
+	atomic_int pins;               /* users of fd right now */
+	atomic_int used;               /* CLOCK reference bit */
+	atomic_int attr_long;          /* attrs given a long timeout since the last sweep */
+	/* under p->lock: */
+	uint64_t nlookup;
+	unsigned refs;                 /* nodes whose hint_parent is this one, temporary holds */
+	unsigned nopen;
+	struct pnode *hint_parent;     /* where to reopen an evicted fd */
+	char *hint_name;
+	struct pkey parents[PASS_PARENTS];
+	unsigned char nparents, parents_overflow;
+	signed char synthetic;         /* -1 unknown, 0 no, 1 procfs-like: direct_io */
+	struct lockowner *owners;
+	struct stamp stamp;
+};
+
+/* An open file or directory (fi->fh). */
+struct pfile {
+	struct pfile *prev, *next;     /* p->files; under p->lock */
+	struct pnode *n;
+	int fd;                        /* -1 after pass_kill */
+	int flags;
+	/* directories */
+	pthread_mutex_t dlock;
+	int is_dir;
+	off_t pos;                     /* offset of the next unread entry */
+	size_t len, cur;
+	int eof;
+	char *buf;
+};
+
+/* A lock request that must wait: retried by the worker. */
+struct lockwait {
+	struct lockwait *next;
+	fuse_req_t req;
+	int fd;                        /* dup: same open file description */
+	int is_flock;
+	int op;                        /* flock */
+	struct flock fl;               /* POSIX (OFD) */
+	struct pfile *f;
+};
+
+/* An entry (parent, name) given a long timeout: expired on the next sweep. */
+struct pent {
+	struct pent *next;
+	fuse_ino_t parent;
+	size_t hash;
+	char name[];
+};
+
+struct pass_fs {
+	struct seer_fs *fs;
+	struct sandbox *sb;
+	const struct seer_provider *prov;
+	int (*busy_fn)(void *arg);     /* tests; else prov->busy(sb) */
+	void *busy_arg;
+	atomic_int refs;               /* caller, every node, the worker */
+	atomic_int dead;
+	atomic_long active;            /* ops running right now */
+	int toplevel;                  /* root is the mount's FUSE_ROOT_ID (passmount) */
+	int killed;                    /* pass_kill dropped the caller's reference */
+	int no_openat2;
+
+	pthread_mutex_t lock;          /* nodes, table, files, CLOCK ring */
+	pthread_cond_t drained;        /* active reached 0 after dead */
+	struct pnode **tab;
+	size_t tabsize, nnodes;
+	struct pnode *root;
+	struct pnode *hand;            /* CLOCK hand */
+	size_t nfds, fd_budget;
+	struct pfile *files;
+	int warned_fds;
+
+	/* idle/busy */
+	atomic_int busy;               /* last answer: 1 busy */
+	atomic_ullong busy_at;         /* when it was taken (monotonic ns) */
+	atomic_int refreshing;
+	atomic_ullong epoch;           /* bumped on every idle<->busy change */
+
+	pthread_mutex_t elock;         /* the entry set */
+	struct pent **etab;
+	size_t etabsize, nent;
+
+	pthread_mutex_t wlock;         /* worker */
+	pthread_cond_t wcond;
+	int worker_on, worker_stop, sweep_req;
+	struct lockwait *waits;
+};
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static struct pnode *node_of(fuse_ino_t ino)
+{
+	return (struct pnode *)(uintptr_t)ino;
+}
+
+static fuse_ino_t ino_of(struct pass_fs *p, struct pnode *n)
+{
+	return p->toplevel && n == p->root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)n;
+}
+
+/* The kernel only sends single names, but this is the confinement line:
+ * refuse anything that is not one plain component. */
+static int name_check(const char *name)
+{
+	if (!name[0] || strchr(name, '/'))
+		return -EINVAL;
+	if (name[0] == '.' && (!name[1] || (name[1] == '.' && !name[2])))
+		return -EINVAL;
+	if (strlen(name) > NAME_MAX)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+static void proc_path(char *buf, size_t len, int fd)
+{
+	snprintf(buf, len, "/proc/self/fd/%d", fd);
+}
+
+static double idle_timeout(struct pass_fs *p)
+{
+	return p->fs && p->fs->pass_timeout > 0 ? p->fs->pass_timeout : PASS_IDLE_TIMEOUT;
+}
+
+static enum fuse_buf_copy_flags copy_flags(struct pass_fs *p)
+{
+	return p->fs && p->fs->no_splice ? FUSE_BUF_NO_SPLICE : FUSE_BUF_SPLICE_MOVE;
+}
+
+static int dbg(struct pass_fs *p)
+{
+	return p->fs && p->fs->debug;
+}
+
+/* ---- lifetime ------------------------------------------------------------ */
+
+static void pass_free(struct pass_fs *p)
+{
+	for (size_t i = 0; i < p->etabsize; i++) {
+		for (struct pent *e = p->etab[i], *nx; e; e = nx) {
+			nx = e->next;
+			free(e);
+		}
+	}
+	free(p->etab);
+	free(p->tab);
+	pthread_mutex_destroy(&p->lock);
+	pthread_mutex_destroy(&p->elock);
+	pthread_mutex_destroy(&p->wlock);
+	pthread_cond_destroy(&p->drained);
+	pthread_cond_destroy(&p->wcond);
+	free(p);
+}
+
+static void pass_put(struct pass_fs *p, int n)
+{
+	if (n > 0 && atomic_fetch_sub(&p->refs, n) == n)
+		pass_free(p);
+}
+
+/* Every op runs between enter and leave, so that pass_kill can wait for
+ * the ops in flight before it closes the fds they use. */
+static int enter(struct pass_fs *p)
+{
+	atomic_fetch_add(&p->active, 1);
+	if (atomic_load(&p->dead)) {
+		if (atomic_fetch_sub(&p->active, 1) == 1) {
+			pthread_mutex_lock(&p->lock);
+			pthread_cond_broadcast(&p->drained);
+			pthread_mutex_unlock(&p->lock);
+		}
+		return -ENOTCONN;
+	}
+	return 0;
+}
+
+static void leave(struct pass_fs *p)
+{
+	if (atomic_fetch_sub(&p->active, 1) == 1 && atomic_load(&p->dead)) {
+		pthread_mutex_lock(&p->lock);
+		pthread_cond_broadcast(&p->drained);
+		pthread_mutex_unlock(&p->lock);
+	}
+}
+
+/* ---- the node table ------------------------------------------------------- */
+
+static size_t key_hash(dev_t dev, ino_t ino)
+{
+	uint64_t h = (uint64_t)ino * 0x9e3779b97f4a7c15ULL ^ (uint64_t)dev * 0xc2b2ae3d27d4eb4fULL;
+	return (size_t)(h ^ (h >> 29));
+}
+
+static struct pnode *tab_find(struct pass_fs *p, dev_t dev, ino_t ino)
+{
+	if (!p->tabsize)
+		return NULL;
+	for (struct pnode *n = p->tab[key_hash(dev, ino) & (p->tabsize - 1)]; n; n = n->hnext)
+		if (n->ino == ino && n->dev == dev)
+			return n;
+	return NULL;
+}
+
+static int tab_insert(struct pass_fs *p, struct pnode *n)
+{
+	if (p->nnodes + 1 > p->tabsize) {
+		size_t nsize = p->tabsize ? p->tabsize * 2 : 1024;
+		struct pnode **nt = calloc(nsize, sizeof(*nt));
+		if (!nt)
+			return -ENOMEM;
+		for (size_t i = 0; i < p->tabsize; i++) {
+			for (struct pnode *x = p->tab[i], *nx; x; x = nx) {
+				nx = x->hnext;
+				size_t b = key_hash(x->dev, x->ino) & (nsize - 1);
+				x->hnext = nt[b];
+				nt[b] = x;
+			}
+		}
+		free(p->tab);
+		p->tab = nt;
+		p->tabsize = nsize;
+	}
+	size_t b = key_hash(n->dev, n->ino) & (p->tabsize - 1);
+	n->hnext = p->tab[b];
+	p->tab[b] = n;
+	p->nnodes++;
+	return 0;
+}
+
+static void tab_remove(struct pass_fs *p, struct pnode *n)
+{
+	for (struct pnode **pp = &p->tab[key_hash(n->dev, n->ino) & (p->tabsize - 1)]; *pp; pp = &(*pp)->hnext) {
+		if (*pp == n) {
+			*pp = n->hnext;
+			p->nnodes--;
+			return;
+		}
+	}
+}
+
+static void ring_add(struct pass_fs *p, struct pnode *n)
+{
+	if (!p->hand) {
+		n->cprev = n->cnext = n;
+		p->hand = n;
+	} else {
+		n->cnext = p->hand;
+		n->cprev = p->hand->cprev;
+		n->cprev->cnext = n;
+		p->hand->cprev = n;
+	}
+}
+
+static void ring_del(struct pass_fs *p, struct pnode *n)
+{
+	if (!n->cnext)
+		return;
+	if (n->cnext == n) {
+		p->hand = NULL;
+	} else {
+		n->cprev->cnext = n->cnext;
+		n->cnext->cprev = n->cprev;
+		if (p->hand == n)
+			p->hand = n->cnext;
+	}
+	n->cprev = n->cnext = NULL;
+}
+
+static void owners_close(struct pnode *n)
+{
+	for (struct lockowner *o = n->owners, *nx; o; o = nx) {
+		nx = o->next;
+		if (o->fd >= 0)
+			close(o->fd);
+		free(o);
+	}
+	n->owners = NULL;
+}
+
+/* Frees n and then every hint parent it kept alive, while nothing
+ * references them. Under p->lock; returns how many pass_fs references the
+ * caller must drop once it has unlocked. */
+static int node_maybe_free(struct pass_fs *p, struct pnode *n)
+{
+	int freed = 0;
+	while (n && !n->nlookup && !n->refs && (n != p->root || atomic_load(&p->dead))) {
+		struct pnode *parent = n->hint_parent;
+		tab_remove(p, n);
+		ring_del(p, n);
+		int fd = atomic_exchange(&n->fd, -1);
+		if (fd >= 0) {
+			close(fd);
+			if (n != p->root)
+				p->nfds--;
+		}
+		owners_close(n);
+		if (n == p->root)
+			p->root = NULL;
+		free(n->hint_name);
+		free(n);
+		freed++;
+		if (parent)
+			parent->refs--;
+		n = parent;
+	}
+	return freed;
+}
+
+/* Closes the fds of unused nodes until at most target are open: a CLOCK
+ * sweep that spares recently used nodes, and directories (the parents
+ * every reopen needs) and open files on its first two laps. Under p->lock. */
+static void evict(struct pass_fs *p, size_t target)
+{
+	size_t steps = 0, limit = 3 * (p->nfds + 1) + 16;
+	while (p->nfds > target && p->hand && steps++ < limit) {
+		struct pnode *n = p->hand;
+		p->hand = n->cnext;
+		if (atomic_exchange(&n->used, 0))
+			continue;
+		size_t lap = steps / (p->nfds + 1);
+		if (lap < 2 && (S_ISDIR(n->type) || n->nopen))
+			continue;
+		if (atomic_load(&n->pins))
+			continue;
+		/* Dekker with node_fd(): it increments pins and then reads fd;
+		 * we clear fd and then read pins. One of us sees the other. */
+		int fd = atomic_exchange(&n->fd, -1);
+		if (atomic_load(&n->pins)) {
+			atomic_store(&n->fd, fd);
+			continue;
+		}
+		ring_del(p, n);
+		p->nfds--;
+		close(fd);
+	}
+}
+
+/* Gives n the O_PATH fd if it has none (else closes fd). Under p->lock. */
+static void node_install_fd(struct pass_fs *p, struct pnode *n, int fd)
+{
+	if (fd < 0)
+		return;
+	if (atomic_load(&n->fd) >= 0 || atomic_load(&p->dead)) {
+		close(fd);
+		return;
+	}
+	atomic_store(&n->fd, fd);
+	if (n != p->root) {
+		ring_add(p, n);
+		p->nfds++;
+		if (p->nfds > p->fd_budget)
+			evict(p, p->fd_budget - p->fd_budget / 8);
+	}
+}
+
+static int openat2_raw(struct pass_fs *p, int dfd, const char *name, int flags, mode_t mode)
+{
+	if (!p->no_openat2) {
+		struct open_how how = {
+			.flags = (uint64_t)(flags | O_NOFOLLOW | O_CLOEXEC),
+			.mode = (flags & O_CREAT) ? mode : 0,
+			.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_BENEATH,
+		};
+		long r = syscall(SYS_openat2, dfd, name, &how, sizeof(how));
+		if (r >= 0 || errno != ENOSYS)
+			return r >= 0 ? (int)r : -errno;
+		p->no_openat2 = 1;
+	}
+	int r = openat(dfd, name, flags | O_NOFOLLOW | O_CLOEXEC, mode);
+	return r >= 0 ? r : -errno;
+}
+
+/* The only way the daemon opens a name: one component below dfd, never
+ * following a symlink or magic link. Out of fds, it closes some of ours. */
+static int open_child(struct pass_fs *p, int dfd, const char *name, int flags, mode_t mode)
+{
+	int r = openat2_raw(p, dfd, name, flags, mode);
+	if (r == -EMFILE || r == -ENFILE) {
+		pthread_mutex_lock(&p->lock);
+		if (!p->warned_fds && p->sb)
+			sandbox_log(p->sb, "root/: out of file descriptors with %zu cached; closing unused ones", p->nfds);
+		p->warned_fds = 1;
+		evict(p, p->nfds / 2);
+		pthread_mutex_unlock(&p->lock);
+		r = openat2_raw(p, dfd, name, flags, mode);
+	}
+	return r;
+}
+
+static int node_fd_depth(struct pass_fs *p, struct pnode *n, int depth);
+
+static void node_unpin(struct pnode *n)
+{
+	atomic_fetch_sub(&n->pins, 1);
+}
+
+/* Reopens an evicted node from its hint (parent, name); the object found
+ * there must still be the same (dev, ino), else ESTALE. */
+static int node_reopen(struct pass_fs *p, struct pnode *n, int depth)
+{
+	if (depth > 256)
+		return -ESTALE;
+	pthread_mutex_lock(&p->lock);
+	struct pnode *par = n->hint_parent;
+	char *name = par && n->hint_name ? strdup(n->hint_name) : NULL;
+	if (par)
+		par->refs++;    /* keeps par while we use it */
+	pthread_mutex_unlock(&p->lock);
+	int r;
+	if (!par) {
+		r = -ESTALE;
+	} else if (!name) {
+		r = -ENOMEM;
+	} else {
+		int pfd = node_fd_depth(p, par, depth + 1);
+		if (pfd < 0) {
+			r = pfd;
+		} else {
+			r = open_child(p, pfd, name, O_PATH, 0);
+			node_unpin(par);
+			if (r == -ENOENT || r == -ENOTDIR || r == -ELOOP)
+				r = -ESTALE;
+		}
+		struct stat st;
+		if (r >= 0 && (fstatat(r, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 || st.st_dev != n->dev ||
+			       st.st_ino != n->ino)) {
+			close(r);
+			r = -ESTALE;
+		}
+	}
+	free(name);
+	pthread_mutex_lock(&p->lock);
+	int freed = 0;
+	if (par) {
+		par->refs--;
+		freed = node_maybe_free(p, par);
+	}
+	if (r >= 0) {
+		node_install_fd(p, n, r);
+		r = 0;
+	}
+	pthread_mutex_unlock(&p->lock);
+	pass_put(p, freed);
+	return r;
+}
+
+/* A usable O_PATH fd of n, pinned so that eviction leaves it alone until
+ * node_unpin(). */
+static int node_fd_depth(struct pass_fs *p, struct pnode *n, int depth)
+{
+	for (int tries = 0; tries < 4; tries++) {
+		atomic_fetch_add(&n->pins, 1);
+		int fd = atomic_load(&n->fd);
+		if (fd >= 0) {
+			atomic_store(&n->used, 1);
+			return fd;
+		}
+		node_unpin(n);
+		if (atomic_load(&p->dead))
+			return -ENOTCONN;
+		int r = node_reopen(p, n, depth);
+		if (r < 0)
+			return r;
+	}
+	return -ESTALE;
+}
+
+static int node_fd(struct pass_fs *p, struct pnode *n)
+{
+	return node_fd_depth(p, n, 0);
+}
+
+/* Remembers that the kernel may have a dentry of n in dir. Under p->lock. */
+static void add_parent(struct pnode *n, struct pnode *dir)
+{
+	if (!dir)
+		return;
+	for (int i = 0; i < n->nparents; i++)
+		if (n->parents[i].dev == dir->dev && n->parents[i].ino == dir->ino)
+			return;
+	if (n->nparents < PASS_PARENTS)
+		n->parents[n->nparents++] = (struct pkey){dir->dev, dir->ino};
+	else
+		n->parents_overflow = 1;
+}
+
+/* Points n's hint at (dir, name). Under p->lock. */
+static void set_hint(struct pass_fs *p, struct pnode *n, struct pnode *dir, const char *name, int *freed)
+{
+	if (!dir || n == p->root)
+		return;
+	if (n->hint_parent == dir && n->hint_name && !strcmp(n->hint_name, name))
+		return;
+	char *nm = strdup(name);
+	if (!nm)
+		return;
+	struct pnode *old = n->hint_parent;
+	dir->refs++;
+	n->hint_parent = dir;
+	free(n->hint_name);
+	n->hint_name = nm;
+	if (old) {
+		old->refs--;
+		*freed += node_maybe_free(p, old);
+	}
+}
+
+/* Finds or creates the node of st (fd: an O_PATH fd on it, consumed) and
+ * counts one lookup. dir/name: where the kernel will see it. */
+static int node_get(struct pass_fs *p, struct pnode *dir, const char *name, int fd, const struct stat *st,
+		    struct pnode **out)
+{
+	int freed = 0;
+	pthread_mutex_lock(&p->lock);
+	if (atomic_load(&p->dead)) {
+		pthread_mutex_unlock(&p->lock);
+		if (fd >= 0)
+			close(fd);
+		return -ENOTCONN;
+	}
+	struct pnode *n = tab_find(p, st->st_dev, st->st_ino);
+	if (n) {
+		n->nlookup++;
+		node_install_fd(p, n, fd);
+	} else {
+		n = calloc(1, sizeof(*n));
+		if (n) {
+			n->p = p;
+			n->dev = st->st_dev;
+			n->ino = st->st_ino;
+			n->type = st->st_mode & S_IFMT;
+		}
+		if (!n || tab_insert(p, n) < 0) {
+			pthread_mutex_unlock(&p->lock);
+			free(n);
+			if (fd >= 0)
+				close(fd);
+			return -ENOMEM;
+		}
+		n->synthetic = -1;
+		n->nlookup = 1;
+		atomic_init(&n->fd, -1);
+		atomic_fetch_add(&p->refs, 1);
+		node_install_fd(p, n, fd);
+	}
+	set_hint(p, n, dir, name, &freed);
+	add_parent(n, dir);
+	*out = n;
+	pthread_mutex_unlock(&p->lock);
+	pass_put(p, freed);
+	return 0;
+}
+
+/* fuse_reply_* failed: the kernel never saw that lookup. */
+static void forget_node(struct pnode *n, uint64_t count)
+{
+	struct pass_fs *p = n->p;
+	pthread_mutex_lock(&p->lock);
+	n->nlookup = n->nlookup >= count ? n->nlookup - count : 0;
+	int freed = node_maybe_free(p, n);
+	pthread_mutex_unlock(&p->lock);
+	pass_put(p, freed);
+}
+
+/* ---- the depth of a symlink, as the kernel may see it --------------------- */
+
+/* A lower bound of the depth below root/ of the directory the kernel found
+ * link n in. Every dentry the kernel has was created or moved by one of
+ * our replies, and we recorded each such (node, parent) pair: the shortest
+ * path up to the root through them cannot be longer than the kernel's real
+ * chain. So "../" repeated this many times never climbs above root/, even
+ * with hard-linked symlinks or directories moved behind the kernel's back;
+ * it may only undershoot, which resolves inside root/ (documented). */
+static int link_depth(struct pass_fs *p, struct pnode *n)
+{
+	struct {
+		struct pnode *n;
+		int d;
+	} q[PASS_DEPTH_BUDGET];
+	int qh = 0, qt = 0, best = INT_MAX;
+	pthread_mutex_lock(&p->lock);
+	q[qt++] = (typeof(q[0])){n, 0};
+	while (qh < qt) {
+		struct pnode *x = q[qh].n;
+		int d = q[qh++].d;
+		if (d >= best)
+			break;
+		if (x == p->root) {
+			best = d;
+			break;
+		}
+		int usable = 0;
+		for (int i = 0; i < x->nparents; i++) {
+			struct pnode *y = tab_find(p, x->parents[i].dev, x->parents[i].ino);
+			if (!y)
+				continue;
+			usable++;
+			int seen = 0;
+			for (int k = 0; k < qt; k++)
+				seen |= q[k].n == y;
+			if (seen)
+				continue;
+			if (qt == PASS_DEPTH_BUDGET) {
+				best = 1;       /* parent depth 0 */
+				goto out;
+			}
+			q[qt++] = (typeof(q[0])){y, d + 1};
+		}
+		/* Parents we do not know: x's parent is at depth >= 0. */
+		if (x->parents_overflow || !usable)
+			best = best < d + 1 ? best : d + 1;
+	}
+out:
+	pthread_mutex_unlock(&p->lock);
+	if (best == INT_MAX || best < 1)
+		return 0;
+	return best - 1;
+}
+
+/* Rewrites a link's text so that it resolves inside root/ (see the top of
+ * the file). Relative texts whose ".." stay below the sandbox's "/" are
+ * returned unchanged; others are normalised lexically ("a/../b" -> "b",
+ * ".." at "/" stays at "/") and prefixed with one "../" per level between
+ * the link's directory and root/. */
+static int rewrite_link(struct pass_fs *p, struct pnode *n, const char *t, char *out, size_t outsz)
+{
+	int abs = t[0] == '/';
+	size_t tl = strlen(t);
+	char *copy = strdup(t);
+	const char **comp = calloc(tl / 2 + 2, sizeof(*comp));
+	if (!copy || !comp) {
+		free(copy);
+		free(comp);
+		return -ENOMEM;
+	}
+	int ups = 0, nc = 0, inner_dotdot = 0, seen_name = 0;
+	for (char *s = copy, *save = NULL, *c; (c = strtok_r(s, "/", &save)); s = NULL) {
+		if (!strcmp(c, "."))
+			continue;
+		if (!strcmp(c, "..")) {
+			if (seen_name)
+				inner_dotdot = 1;
+			if (nc > 0)
+				nc--;
+			else if (!abs)
+				ups++;
+			continue;
+		}
+		seen_name = 1;
+		comp[nc++] = c;
+	}
+	int r = 0;
+	if (!abs && !ups && !inner_dotdot) {
+		/* Goes down only: every step is a lookup through us. */
+		r = snprintf(out, outsz, "%s", t) >= (int)outsz ? -ENAMETOOLONG : 0;
+		goto done;
+	}
+	int depth = link_depth(p, n);
+	if (!abs && !inner_dotdot && ups <= depth) {
+		r = snprintf(out, outsz, "%s", t) >= (int)outsz ? -ENAMETOOLONG : 0;
+		goto done;
+	}
+	int up = abs ? depth : (ups < depth ? ups : depth);
+	size_t o = 0;
+	for (int i = 0; i < up; i++) {
+		if (o + 4 >= outsz) {
+			r = -ENAMETOOLONG;
+			goto done;
+		}
+		memcpy(out + o, "../", 3);
+		o += 3;
+	}
+	if (o && !nc)
+		o--;    /* ".." rather than "../" */
+	for (int i = 0; i < nc; i++) {
+		size_t l = strlen(comp[i]);
+		if (o + l + 2 >= outsz) {
+			r = -ENAMETOOLONG;
+			goto done;
+		}
+		memcpy(out + o, comp[i], l);
+		o += l;
+		if (i + 1 < nc)
+			out[o++] = '/';
+	}
+	if (!o)
+		out[o++] = '.';
+	/* "dir/" must still mean a directory. */
+	if (tl > 1 && t[tl - 1] == '/' && o + 1 < outsz)
+		out[o++] = '/';
+	out[o] = '\0';
+done:
+	free(copy);
+	free(comp);
+	return r;
+}
+
+/* ---- idle / busy, the remembered entries, sweeping ------------------------ */
+
+struct idlectx {
+	int idle;
+	uint64_t epoch;
+	double t;
+};
+
+static void request_sweep(struct pass_fs *p);
+
+static int ask_busy(struct pass_fs *p)
+{
+	if (p->busy_fn)
+		return p->busy_fn(p->busy_arg);
+	if (p->sb && p->prov && p->prov->busy)
+		return p->prov->busy(p->sb);
+	return 1;       /* nobody can tell us: never trust the cache */
+}
+
+/* Whether replies may carry long timeouts now. */
+static void state_get(struct pass_fs *p, struct idlectx *c)
+{
+	c->t = idle_timeout(p);
+	c->epoch = atomic_load(&p->epoch);
+	uint64_t now = mono_ns();
+	if (now - atomic_load(&p->busy_at) < PASS_BUSY_TTL_NS) {
+		c->idle = !atomic_load(&p->busy);
+		return;
+	}
+	if (atomic_exchange(&p->refreshing, 1)) {
+		c->idle = 0;    /* someone is asking: assume the worst meanwhile */
+		return;
+	}
+	int b = ask_busy(p);
+	b = b != 0;     /* an error (agent gone) counts as busy */
+	int old = atomic_exchange(&p->busy, b);
+	if (old != b) {
+		atomic_fetch_add(&p->epoch, 1);
+		/* A job we were not told about: what idle replies cached must go. */
+		if (b)
+			request_sweep(p);
+	}
+	atomic_store(&p->busy_at, mono_ns());
+	atomic_store(&p->refreshing, 0);
+	c->epoch = atomic_load(&p->epoch);
+	c->idle = !b;
+}
+
+/* Remembers (parent, name) for expiry; 0 when the set is full. */
+static int record_entry(struct pass_fs *p, fuse_ino_t parent, const char *name)
+{
+	size_t len = strlen(name);
+	size_t h = (size_t)parent * 0x9e3779b97f4a7c15ULL;
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (unsigned char)name[i]) * 0x100000001b3ULL;
+	int ok = 1;
+	pthread_mutex_lock(&p->elock);
+	if (p->nent >= PASS_MAX_LONG_ENTRIES) {
+		ok = 0;
+		goto out;
+	}
+	if (p->nent + 1 > p->etabsize) {
+		size_t ns = p->etabsize ? p->etabsize * 2 : 1024;
+		struct pent **nt = calloc(ns, sizeof(*nt));
+		if (!nt) {
+			ok = 0;
+			goto out;
+		}
+		for (size_t i = 0; i < p->etabsize; i++) {
+			for (struct pent *e = p->etab[i], *nx; e; e = nx) {
+				nx = e->next;
+				e->next = nt[e->hash & (ns - 1)];
+				nt[e->hash & (ns - 1)] = e;
+			}
+		}
+		free(p->etab);
+		p->etab = nt;
+		p->etabsize = ns;
+	}
+	for (struct pent *e = p->etab[h & (p->etabsize - 1)]; e; e = e->next)
+		if (e->hash == h && e->parent == parent && !strcmp(e->name, name))
+			goto out;
+	struct pent *e = malloc(sizeof(*e) + len + 1);
+	if (!e) {
+		ok = 0;
+		goto out;
+	}
+	e->parent = parent;
+	e->hash = h;
+	memcpy(e->name, name, len + 1);
+	e->next = p->etab[h & (p->etabsize - 1)];
+	p->etab[h & (p->etabsize - 1)] = e;
+	p->nent++;
+out:
+	pthread_mutex_unlock(&p->elock);
+	if (!ok)
+		request_sweep(p);
+	return ok;
+}
+
+/* Expires every entry and attribute the kernel got with a long timeout.
+ * No lock is held while notifying: the kernel may need one of our worker
+ * threads to answer a request before a notification completes. */
+static void sweep(struct pass_fs *p)
+{
+	pthread_mutex_lock(&p->elock);
+	struct pent **etab = p->etab;
+	size_t esize = p->etabsize;
+	p->etab = NULL;
+	p->etabsize = p->nent = 0;
+	pthread_mutex_unlock(&p->elock);
+
+	fuse_ino_t *inos = NULL;
+	size_t ni = 0;
+	pthread_mutex_lock(&p->lock);
+	if (p->nnodes)
+		inos = malloc(p->nnodes * sizeof(*inos));
+	for (size_t i = 0; inos && i < p->tabsize; i++)
+		for (struct pnode *n = p->tab[i]; n; n = n->hnext)
+			if (atomic_exchange(&n->attr_long, 0))
+				inos[ni++] = ino_of(p, n);
+	pthread_mutex_unlock(&p->lock);
+
+	struct fuse_session *se = p->fs ? p->fs->se : NULL;
+	size_t ne = 0;
+	for (size_t i = 0; i < esize; i++) {
+		for (struct pent *e = etab[i], *nx; e; e = nx) {
+			nx = e->next;
+			if (se)
+				fuse_lowlevel_notify_expire_entry(se, e->parent, e->name, strlen(e->name),
+								  FUSE_LL_EXPIRE_ONLY);
+			free(e);
+			ne++;
+		}
+	}
+	free(etab);
+	/* Attributes only: with AUTO_INVAL_DATA the kernel drops a file's
+	 * pages when it next sees its mtime or size change, and keeps those
+	 * of the files the job did not touch. */
+	for (size_t i = 0; se && i < ni; i++)
+		fuse_lowlevel_notify_inval_inode(se, inos[i], -1, 0);
+	free(inos);
+	if (dbg(p))
+		fuse_log(FUSE_LOG_DEBUG, "pass: swept %zu entries, %zu inodes\n", ne, ni);
+}
+
+/* ---- the worker: async sweeps and lock waits --------------------------------- */
+
+static int try_lock(struct lockwait *w)
+{
+	if (w->is_flock)
+		return flock(w->fd, w->op | LOCK_NB) < 0 ? -errno : 0;
+	struct flock fl = w->fl;
+	return fcntl(w->fd, F_OFD_SETLK, &fl) < 0 ? -errno : 0;
+}
+
+static int lock_again(int r)
+{
+	return r == -EAGAIN || r == -EACCES || r == -EWOULDBLOCK;
+}
+
+static void *worker_main(void *arg)
+{
+	struct pass_fs *p = arg;
+	int interval = PASS_LOCK_POLL_MIN_MS;
+	pthread_mutex_lock(&p->wlock);
+	for (;;) {
+		while (!p->worker_stop && !p->sweep_req && !p->waits)
+			pthread_cond_wait(&p->wcond, &p->wlock);
+		if (p->worker_stop)
+			break;
+		if (p->sweep_req) {
+			p->sweep_req = 0;
+			pthread_mutex_unlock(&p->wlock);
+			sweep(p);
+			pthread_mutex_lock(&p->wlock);
+			continue;
+		}
+		struct lockwait *list = p->waits, *keep = NULL;
+		p->waits = NULL;
+		pthread_mutex_unlock(&p->wlock);
+		int progress = 0;
+		for (struct lockwait *w = list, *nx; w; w = nx) {
+			nx = w->next;
+			int r = fuse_req_interrupted(w->req) ? -EINTR : try_lock(w);
+			if (lock_again(r)) {
+				w->next = keep;
+				keep = w;
+				continue;
+			}
+			fuse_reply_err(w->req, -r);
+			close(w->fd);
+			free(w);
+			progress = 1;
+		}
+		pthread_mutex_lock(&p->wlock);
+		if (keep) {
+			struct lockwait *t = keep;
+			while (t->next)
+				t = t->next;
+			t->next = p->waits;
+			p->waits = keep;
+		}
+		if (p->waits && !p->worker_stop && !p->sweep_req) {
+			interval = progress ? PASS_LOCK_POLL_MIN_MS
+					    : (interval * 2 > PASS_LOCK_POLL_MAX_MS ? PASS_LOCK_POLL_MAX_MS : interval * 2);
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += interval * 1000000L;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&p->wcond, &p->wlock, &ts);
+		}
+	}
+	struct lockwait *list = p->waits;
+	p->waits = NULL;
+	p->worker_on = 0;
+	pthread_mutex_unlock(&p->wlock);
+	for (struct lockwait *w = list, *nx; w; w = nx) {
+		nx = w->next;
+		fuse_reply_err(w->req, ENOTCONN);
+		close(w->fd);
+		free(w);
+	}
+	pass_put(p, 1);
+	return NULL;
+}
+
+/* Under p->wlock. */
+static int worker_start(struct pass_fs *p)
+{
+	if (p->worker_on)
+		return 0;
+	if (p->worker_stop)
+		return -ENOTCONN;
+	pthread_t t;
+	pthread_attr_t a;
+	pthread_attr_init(&a);
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	atomic_fetch_add(&p->refs, 1);
+	int e = pthread_create(&t, &a, worker_main, p);
+	pthread_attr_destroy(&a);
+	if (e) {
+		atomic_fetch_sub(&p->refs, 1);
+		return -e;
+	}
+	p->worker_on = 1;
+	return 0;
+}
+
+static void request_sweep(struct pass_fs *p)
+{
+	pthread_mutex_lock(&p->wlock);
+	if (!p->worker_stop && worker_start(p) == 0) {
+		p->sweep_req = 1;
+		pthread_cond_signal(&p->wcond);
+	}
+	pthread_mutex_unlock(&p->wlock);
+}
+
+static int queue_wait(struct pass_fs *p, struct lockwait *w)
+{
+	pthread_mutex_lock(&p->wlock);
+	int r = worker_start(p);
+	if (r == 0) {
+		w->next = p->waits;
+		p->waits = w;
+		pthread_cond_signal(&p->wcond);
+	}
+	pthread_mutex_unlock(&p->wlock);
+	return r;
+}
+
+/* ---- replies ---------------------------------------------------------------------- */
+
+static void reply_entry(fuse_req_t req, struct pass_fs *p, struct pnode *dir, const char *name,
+			struct fuse_entry_param *e, const struct idlectx *c)
+{
+	e->entry_timeout = e->attr_timeout = 0;
+	if (c->idle) {
+		e->attr_timeout = c->t;
+		if (record_entry(p, ino_of(p, dir), name))
+			e->entry_timeout = c->t;
+		if (e->ino)
+			atomic_store(&node_of(e->ino)->attr_long, 1);
+	}
+	struct pnode *n = e->ino ? node_of(e->ino) : NULL;
+	if (n)
+		e->ino = ino_of(p, n);
+	if (fuse_reply_entry(req, e) == -ENOENT && n)
+		forget_node(n, 1);
+	/* A job started while we answered: expire what we just gave. */
+	if (c->idle && atomic_load(&p->epoch) != c->epoch)
+		request_sweep(p);
+}
+
+static void reply_attr(fuse_req_t req, struct pass_fs *p, struct pnode *n, const struct stat *st)
+{
+	struct idlectx c;
+	state_get(p, &c);
+	if (c.idle)
+		atomic_store(&n->attr_long, 1);
+	fuse_reply_attr(req, st, c.idle ? c.t : 0);
+	if (c.idle && atomic_load(&p->epoch) != c.epoch)
+		request_sweep(p);
+}
+
+/* A symlink's st_size is the length of the text readlink returns: some
+ * programs (tar) read exactly that many bytes. */
+static void link_size(struct pass_fs *p, struct pnode *n, int fd, struct stat *st)
+{
+	char buf[PATH_MAX + 1], out[PATH_MAX + 1];
+	if (!S_ISLNK(st->st_mode))
+		return;
+	ssize_t len = readlinkat(fd, "", buf, sizeof(buf));
+	if (len < 0 || (size_t)len >= sizeof(buf))
+		return;
+	buf[len] = '\0';
+	if (rewrite_link(p, n, buf, out, sizeof(out)) == 0)
+		st->st_size = (off_t)strlen(out);
+}
+
+/* Looks name up in dir and counts it. e->ino == 0 with -ENOENT. */
+static int lookup_core(struct pass_fs *p, struct pnode *dir, const char *name, struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof(*e));
+	int r = name_check(name);
+	if (r < 0)
+		return r == -EINVAL ? -ENOENT : r;
+	int dfd = node_fd(p, dir);
+	if (dfd < 0)
+		return dfd;
+	int fd = open_child(p, dfd, name, O_PATH, 0);
+	node_unpin(dir);
+	if (fd < 0)
+		return fd;
+	if (fstatat(fd, "", &e->attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
+		r = -errno;
+		close(fd);
+		return r;
+	}
+	struct pnode *n;
+	int lfd = S_ISLNK(e->attr.st_mode) ? dup(fd) : -1;
+	r = node_get(p, dir, name, fd, &e->attr, &n);
+	if (r == 0 && lfd >= 0)
+		link_size(p, n, lfd, &e->attr);
+	if (lfd >= 0)
+		close(lfd);
+	if (r < 0)
+		return r;
+	e->ino = (fuse_ino_t)(uintptr_t)n;
+	return 0;
+}
+
+#define OP_ENTER(p, req)                                     \
+	do {                                                 \
+		if (enter(p) < 0) {                          \
+			fuse_reply_err((req), ENOTCONN);     \
+			return;                              \
+		}                                            \
+	} while (0)
+
+/* Ops are only ever called with our inode numbers; a virtual one reaching
+ * us is a dispatcher bug, answered without touching memory. */
+#define NODE(req, ino, n, p)                                 \
+	if (ino_is_virtual(ino)) {                           \
+		fuse_reply_err((req), EIO);                  \
+		return;                                      \
+	}                                                    \
+	struct pnode *n = node_of(ino);                      \
+	struct pass_fs *p = n->p
+
+/* ---- lookup, forget, attributes ---------------------------------------------------- */
+
+static void pass_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	NODE(req, parent, dir, p);
+	OP_ENTER(p, req);
+	struct idlectx c;
+	state_get(p, &c);
+	struct fuse_entry_param e;
+	int r = lookup_core(p, dir, name, &e);
+	if (r == -ENOENT && c.idle) {
+		/* A negative entry, cached like the rest while idle. */
+		memset(&e, 0, sizeof(e));
+		reply_entry(req, p, dir, name, &e, &c);
+	} else if (r < 0) {
+		fuse_reply_err(req, -r);
+	} else {
+		reply_entry(req, p, dir, name, &e, &c);
+	}
+	leave(p);
+}
+
+void pass_forget_one(fuse_ino_t ino, uint64_t nlookup)
+{
+	if (ino_is_virtual(ino))
+		return;
+	forget_node(node_of(ino), nlookup);
+}
+
+static void pass_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	pass_forget_one(ino, nlookup);
+	fuse_reply_none(req);
+}
+
+static void pass_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	for (size_t i = 0; i < count; i++)
+		pass_forget_one(forgets[i].ino, forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+static void pass_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	NODE(req, ino, n, p);
+	OP_ENTER(p, req);
+	struct stat st;
+	int r = 0;
+	struct pfile *f = fi ? (struct pfile *)(uintptr_t)fi->fh : NULL;
+	if (f && f->fd >= 0 && !f->is_dir) {
+		if (fstat(f->fd, &st) < 0)
+			r = -errno;
+	} else {
+		int fd = node_fd(p, n);
+		if (fd < 0)
+			r = fd;
+		else if (fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
+			r = -errno;
+		else
+			link_size(p, n, fd, &st);
+		if (fd >= 0)
+			node_unpin(n);
+	}
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		reply_attr(req, p, n, &st);
+	leave(p);
+}
+
+static void pass_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid, struct fuse_file_info *fi)
+{
+	NODE(req, ino, n, p);
+	OP_ENTER(p, req);
+	struct pfile *f = fi ? (struct pfile *)(uintptr_t)fi->fh : NULL;
+	int ffd = f && !f->is_dir ? f->fd : -1;
+	int nfd = node_fd(p, n);
+	char path[64];
+	int r = 0;
+	if (nfd < 0 && ffd < 0) {
+		r = nfd;
+		nfd = -1;
+		goto out;
+	}
+	if (nfd >= 0)
+		proc_path(path, sizeof(path), nfd);
+	if (valid & FUSE_SET_ATTR_MODE) {
+		if (ffd >= 0)
+			r = fchmod(ffd, attr->st_mode & 07777);
+		else if (S_ISLNK(n->type))
+			r = (errno = EOPNOTSUPP, -1);
+		else
+			r = chmod(path, attr->st_mode & 07777);  /* no open: safe for fifos */
+		if (r < 0)
+			goto err;
+	}
+	if (valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+		uid_t uid = (valid & FUSE_SET_ATTR_UID) ? attr->st_uid : (uid_t)-1;
+		gid_t gid = (valid & FUSE_SET_ATTR_GID) ? attr->st_gid : (gid_t)-1;
+		if (ffd >= 0)
+			r = fchown(ffd, uid, gid);
+		else
+			r = fchownat(nfd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+		if (r < 0)
+			goto err;
+	}
+	if (valid & FUSE_SET_ATTR_SIZE) {
+		r = -1;
+		if (ffd >= 0 && (f->flags & O_ACCMODE) != O_RDONLY)
+			r = ftruncate(ffd, attr->st_size);
+		else if (S_ISDIR(n->type))
+			errno = EISDIR;
+		else if (!S_ISREG(n->type))
+			errno = EINVAL;
+		else if (nfd >= 0)
+			r = truncate(path, attr->st_size);
+		else
+			errno = ESTALE;
+		if (r < 0)
+			goto err;
+	}
+	if (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
+		struct timespec tv[2] = {{0, UTIME_OMIT}, {0, UTIME_OMIT}};
+		if (valid & FUSE_SET_ATTR_ATIME_NOW)
+			tv[0].tv_nsec = UTIME_NOW;
+		else if (valid & FUSE_SET_ATTR_ATIME)
+			tv[0] = attr->st_atim;
+		if (valid & FUSE_SET_ATTR_MTIME_NOW)
+			tv[1].tv_nsec = UTIME_NOW;
+		else if (valid & FUSE_SET_ATTR_MTIME)
+			tv[1] = attr->st_mtim;
+		if (ffd >= 0)
+			r = futimens(ffd, tv);
+		else
+			r = utimensat(nfd, "", tv, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+		if (r < 0)
+			goto err;
+	}
+	struct stat st;
+	r = ffd >= 0 ? fstat(ffd, &st) : fstatat(nfd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+	if (r < 0)
+		goto err;
+	if (ffd < 0)
+		link_size(p, n, nfd, &st);
+	reply_attr(req, p, n, &st);
+	goto done;
+err:
+	r = -errno;
+out:
+	fuse_reply_err(req, -r);
+done:
+	if (nfd >= 0)
+		node_unpin(n);
+	leave(p);
+}
+
+static void pass_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	NODE(req, ino, n, p);
+	OP_ENTER(p, req);
+	char buf[PATH_MAX + 1], out[PATH_MAX + 1];
+	int r;
+	int fd = node_fd(p, n);
+	if (fd < 0) {
+		r = fd;
+		goto out;
+	}
+	ssize_t len = readlinkat(fd, "", buf, sizeof(buf));
+	node_unpin(n);
+	if (len < 0) {
+		r = -errno;
+		goto out;
+	}
+	if ((size_t)len >= sizeof(buf)) {
+		r = -ENAMETOOLONG;
+		goto out;
+	}
+	buf[len] = '\0';
+	r = rewrite_link(p, n, buf, out, sizeof(out));
+	if (r == 0) {
+		fuse_reply_readlink(req, out);
+		leave(p);
+		return;
+	}
+out:
+	fuse_reply_err(req, -r);
+	leave(p);
+}
+
+/* ---- creating and removing names -------------------------------------------------- */
+
+/* Finishes mkdir/mknod/symlink/link: the entry of what is now at name. */
+static void reply_new(fuse_req_t req, struct pass_fs *p, struct pnode *dir, const char *name)
+{
+	struct idlectx c;
+	state_get(p, &c);
+	struct fuse_entry_param e;
+	int r = lookup_core(p, dir, name, &e);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		reply_entry(req, p, dir, name, &e, &c);
+}
+
+static int dir_op_begin(fuse_req_t req, struct pass_fs *p, struct pnode *dir, const char *name, int *dfd)
+{
+	int r = name_check(name);
+	if (r == 0 && !S_ISDIR(dir->type))
+		r = -ENOTDIR;
+	if (r == 0) {
+		*dfd = node_fd(p, dir);
+		if (*dfd < 0)
+			r = *dfd;
+	}
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	return r;
+}
+
+static void pass_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	NODE(req, parent, dir, p);
+	OP_ENTER(p, req);
+	int dfd = -1;
+	if (dir_op_begin(req, p, dir, name, &dfd) < 0)
+		goto done;
+	int r;
+	/* Device nodes: what the sandbox's own root gets (no CAP_MKNOD). */
+	if (S_ISCHR(mode) || S_ISBLK(mode))
+		r = -EPERM;
+	else
+		r = mknodat(dfd, name, mode, rdev) < 0 ? -errno : 0;
+	node_unpin(dir);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		reply_new(req, p, dir, name);
+done:
+	leave(p);
+}
+
+static void pass_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	NODE(req, parent, dir, p);
+	OP_ENTER(p, req);
+	int dfd = -1;
+	if (dir_op_begin(req, p, dir, name, &dfd) < 0)
+		goto done;
+	int r = mkdirat(dfd, name, mode) < 0 ? -errno : 0;
+	node_unpin(dir);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		reply_new(req, p, dir, name);
+done:
+	leave(p);
+}
+
+static void pass_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	NODE(req, parent, dir, p);
+	OP_ENTER(p, req);
+	int dfd = -1;
+	if (dir_op_begin(req, p, dir, name, &dfd) < 0)
+		goto done;
+	/* The text is stored as given: inside, the sandbox resolves it. */
+	int r = symlinkat(link, dfd, name) < 0 ? -errno : 0;
+	node_unpin(dir);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		reply_new(req, p, dir, name);
+done:
+	leave(p);
+}
+
+static void pass_unlink_common(fuse_req_t req, fuse_ino_t parent, const char *name, int flags)
+{
+	NODE(req, parent, dir, p);
+	OP_ENTER(p, req);
+	int dfd = -1;
+	if (dir_op_begin(req, p, dir, name, &dfd) < 0)
+		goto done;
+	int r = unlinkat(dfd, name, flags) < 0 ? -errno : 0;
+	node_unpin(dir);
+	fuse_reply_err(req, -r);
+done:
+	leave(p);
+}
+
+static void pass_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	pass_unlink_common(req, parent, name, 0);
+}
+
+static void pass_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	pass_unlink_common(req, parent, name, AT_REMOVEDIR);
+}
+
+/* After a rename the kernel moves its dentry of the renamed node(s):
+ * record the new place for the depth bound and the fd hint. */
+static void moved(struct pass_fs *p, const struct stat *st, struct pnode *dir, const char *name,
+		  const struct idlectx *c)
+{
+	int freed = 0;
+	pthread_mutex_lock(&p->lock);
+	struct pnode *n = tab_find(p, st->st_dev, st->st_ino);
+	if (n) {
+		add_parent(n, dir);
+		set_hint(p, n, dir, name, &freed);
+	}
+	pthread_mutex_unlock(&p->lock);
+	pass_put(p, freed);
+	/* The moved dentry keeps the timeout it had. */
+	if (c->idle)
+		record_entry(p, ino_of(p, dir), name);
+}
+
+static void pass_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+			const char *newname, unsigned int flags)
+{
+	NODE(req, parent, dir, p);
+	if (ino_is_virtual(newparent) || node_of(newparent)->p != p) {
+		fuse_reply_err(req, EXDEV);
+		return;
+	}
+	struct pnode *ndir = node_of(newparent);
+	OP_ENTER(p, req);
+	int dfd = -1, ndfd = -1, r;
+	if (dir_op_begin(req, p, dir, name, &dfd) < 0)
+		goto done;
+	if ((r = name_check(newname)) < 0 || (ndfd = node_fd(p, ndir)) < 0) {
+		fuse_reply_err(req, r < 0 ? -r : -ndfd);
+		node_unpin(dir);
+		goto done;
+	}
+	struct stat a, b;
+	int have_a = fstatat(dfd, name, &a, AT_SYMLINK_NOFOLLOW) == 0;
+	int have_b = (flags & RENAME_EXCHANGE) && fstatat(ndfd, newname, &b, AT_SYMLINK_NOFOLLOW) == 0;
+	r = renameat2(dfd, name, ndfd, newname, flags) < 0 ? -errno : 0;
+	node_unpin(dir);
+	node_unpin(ndir);
+	if (r == 0) {
+		struct idlectx c;
+		state_get(p, &c);
+		if (have_a)
+			moved(p, &a, ndir, newname, &c);
+		if (have_b)
+			moved(p, &b, dir, name, &c);
+	}
+	fuse_reply_err(req, -r);
+done:
+	leave(p);
+}
+
+static void pass_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	NODE(req, ino, n, p);
+	if (ino_is_virtual(newparent) || node_of(newparent)->p != p) {
+		fuse_reply_err(req, EXDEV);
+		return;
+	}
+	struct pnode *dir = node_of(newparent);
+	OP_ENTER(p, req);
+	int dfd = -1;
+	if (dir_op_begin(req, p, dir, newname, &dfd) < 0)
+		goto done;
+	int fd = node_fd(p, n);
+	int r;
+	if (fd < 0) {
+		r = fd;
+	} else {
+		char path[64];
+		proc_path(path, sizeof(path), fd);
+		/* linkat(fd, "", AT_EMPTY_PATH) would need CAP_DAC_READ_SEARCH;
+		 * the magic link of our own fd names exactly this inode. */
+		r = linkat(AT_FDCWD, path, dfd, newname, AT_SYMLINK_FOLLOW) < 0 ? -errno : 0;
+		node_unpin(n);
+	}
+	node_unpin(dir);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		reply_new(req, p, dir, newname);
+done:
+	leave(p);
+}
+
+/* ---- open files --------------------------------------------------------------------- */
+
+static struct pfile *pfile_new(struct pass_fs *p, struct pnode *n, int fd, int flags, int is_dir)
+{
+	struct pfile *f = calloc(1, sizeof(*f));
+	if (!f)
+		return NULL;
+	if (is_dir) {
+		f->buf = malloc(PASS_DIRBUF);
+		if (!f->buf) {
+			free(f);
+			return NULL;
+		}
+		pthread_mutex_init(&f->dlock, NULL);
+	}
+	f->n = n;
+	f->fd = fd;
+	f->flags = flags;
+	f->is_dir = is_dir;
+	pthread_mutex_lock(&p->lock);
+	f->next = p->files;
+	if (p->files)
+		p->files->prev = f;
+	p->files = f;
+	n->nopen++;
+	pthread_mutex_unlock(&p->lock);
+	return f;
+}
+
+static void pfile_free(struct pass_fs *p, struct pfile *f)
+{
+	pthread_mutex_lock(&p->lock);
+	if (f->prev)
+		f->prev->next = f->next;
+	else
+		p->files = f->next;
+	if (f->next)
+		f->next->prev = f->prev;
+	int fd = f->fd;
+	f->fd = -1;
+	/* Without open files no process can hold POSIX locks on the file. */
+	if (--f->n->nopen == 0)
+		owners_close(f->n);
+	pthread_mutex_unlock(&p->lock);
+	if (fd >= 0)
+		close(fd);
+	/* A lock wait on this file cannot outlive it. */
+	pthread_mutex_lock(&p->wlock);
+	struct lockwait *gone = NULL;
+	for (struct lockwait **pp = &p->waits; *pp;) {
+		struct lockwait *w = *pp;
+		if (w->f == f) {
+			*pp = w->next;
+			w->next = gone;
+			gone = w;
+		} else {
+			pp = &w->next;
+		}
+	}
+	pthread_mutex_unlock(&p->wlock);
+	for (struct lockwait *w = gone, *nx; w; w = nx) {
+		nx = w->next;
+		fuse_reply_err(w->req, EINTR);
+		close(w->fd);
+		free(w);
+	}
+	if (f->is_dir) {
+		pthread_mutex_destroy(&f->dlock);
+		free(f->buf);
+	}
+	free(f);
+}
+
+/* Files of procfs and the like claim size 0: read them with direct_io. */
+static int is_synthetic(struct pnode *n, int fd)
+{
+	if (n->synthetic < 0) {
+		struct statfs sf;
+		int s = 0;
+		if (fstatfs(fd, &sf) == 0) {
+			switch ((unsigned long)sf.f_type) {
+			case PROC_SUPER_MAGIC:
+			case SYSFS_MAGIC:
+			case CGROUP_SUPER_MAGIC:
+			case CGROUP2_SUPER_MAGIC:
+			case DEBUGFS_MAGIC:
+			case TRACEFS_MAGIC:
+			case SECURITYFS_MAGIC:
+				s = 1;
+				break;
+			}
+		}
+		n->synthetic = (signed char)s;
+	}
+	return n->synthetic;
+}
+
+static int writeback(struct pass_fs *p)
+{
+	return p->fs && p->fs->writeback;
+}
+
+/* Flags for our own open of a file the kernel opens with flags. */
+static int io_flags(struct pass_fs *p, int flags)
+{
+	flags &= ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW | O_DIRECT);
+	if (writeback(p)) {
+		/* The kernel reads pages of write-only files to fill them, and
+		 * appends at its own idea of the end. */
+		if ((flags & O_ACCMODE) == O_WRONLY)
+			flags = (flags & ~O_ACCMODE) | O_RDWR;
+		flags &= ~O_APPEND;
+	}
+	/* O_NONBLOCK: a lease held inside, or /proc/kmsg, must not block a
+	 * worker thread; regular files ignore it otherwise. */
+	return flags | O_CLOEXEC | O_NONBLOCK;
+}
+
+/* Decides keep_cache and remembers what the kernel's cache now holds.
+ * While idle, pages cached during this same idle period are good (only we
+ * changed the file, through the kernel's own cache); otherwise only if
+ * mtime, ctime and size are what they were when we last looked. */
+static int keep_cache(struct pass_fs *p, struct pnode *n, const struct stat *st, const struct idlectx *c)
+{
+	pthread_mutex_lock(&p->lock);
+	struct stamp *s = &n->stamp;
+	int keep = s->valid && ((c->idle && s->idle && s->epoch == c->epoch) ||
+				(s->size == st->st_size && s->mtim.tv_sec == st->st_mtim.tv_sec &&
+				 s->mtim.tv_nsec == st->st_mtim.tv_nsec && s->ctim.tv_sec == st->st_ctim.tv_sec &&
+				 s->ctim.tv_nsec == st->st_ctim.tv_nsec));
+	s->mtim = st->st_mtim;
+	s->ctim = st->st_ctim;
+	s->size = st->st_size;
+	s->epoch = c->epoch;
+	s->idle = c->idle;
+	s->valid = 1;
+	pthread_mutex_unlock(&p->lock);
+	return keep;
+}
+
+static void set_open_flags(struct pass_fs *p, struct pnode *n, int fd, struct fuse_file_info *fi,
+			   const struct stat *st, const struct idlectx *c)
+{
+	/* Shared writable mmap needs the page cache: no direct_io for
+	 * regular files, except O_DIRECT opens and synthetic files. */
+	fi->direct_io = (fi->flags & O_DIRECT) || is_synthetic(n, fd);
+	fi->keep_cache = !fi->direct_io && keep_cache(p, n, st, c);
+	/* flush must reach us: it drops the closing process's locks. */
+	fi->noflush = 0;
+}
+
+static void pass_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	NODE(req, ino, n, p);
+	OP_ENTER(p, req);
+	int r;
+	if (!S_ISREG(n->type)) {
+		/* Only regular files are ever reopened (the kernel opens
+		 * fifos and devices itself; symlinks are never opened). */
+		r = S_ISDIR(n->type) ? -EISDIR : -ENXIO;
+		goto err;
+	}
+	int nfd = node_fd(p, n);
+	if (nfd < 0) {
+		r = nfd;
+		goto err;
+	}
+	char path[64];
+	proc_path(path, sizeof(path), nfd);
+	int fd = open(path, io_flags(p, fi->flags));
+	r = fd < 0 ? -errno : 0;
+	node_unpin(n);
+	if (r < 0)
+		goto err;
+	struct stat st;
+	struct idlectx c;
+	state_get(p, &c);
+	if (fstat(fd, &st) < 0) {
+		r = -errno;
+		close(fd);
+		goto err;
+	}
+	struct pfile *f = pfile_new(p, n, fd, fi->flags, 0);
+	if (!f) {
+		close(fd);
+		r = -ENOMEM;
+		goto err;
+	}
+	set_open_flags(p, n, fd, fi, &st, &c);
+	fi->fh = (uint64_t)(uintptr_t)f;
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		pfile_free(p, f);      /* the open was interrupted */
+	leave(p);
+	return;
+err:
+	fuse_reply_err(req, -r);
+	leave(p);
+}
+
+static void pass_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
+{
+	NODE(req, parent, dir, p);
+	OP_ENTER(p, req);
+	int dfd = -1;
+	if (dir_op_begin(req, p, dir, name, &dfd) < 0)
+		goto done;
+	int r, fd;
+	/* Create exclusively first: O_CREAT on a name that a symlink took
+	 * meanwhile would otherwise follow it. */
+	fd = open_child(p, dfd, name, io_flags(p, fi->flags) | O_CREAT | O_EXCL, mode & 07777);
+	if (fd == -EEXIST && !(fi->flags & O_EXCL)) {
+		int pfd = open_child(p, dfd, name, O_PATH, 0);
+		struct stat st;
+		if (pfd < 0) {
+			fd = pfd;
+		} else if (fstatat(pfd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
+			fd = -errno;
+		} else if (S_ISREG(st.st_mode)) {
+			char path[64];
+			proc_path(path, sizeof(path), pfd);
+			fd = open(path, io_flags(p, fi->flags));
+			if (fd < 0)
+				fd = -errno;
+		} else {
+			fd = S_ISDIR(st.st_mode) ? -EISDIR : S_ISLNK(st.st_mode) ? -ELOOP : -ENXIO;
+		}
+		if (pfd >= 0)
+			close(pfd);
+	}
+	if (fd < 0) {
+		node_unpin(dir);
+		fuse_reply_err(req, -fd);
+		goto done;
+	}
+	struct fuse_entry_param e;
+	memset(&e, 0, sizeof(e));
+	struct idlectx c;
+	state_get(p, &c);
+	if (fstat(fd, &e.attr) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	/* The node's own O_PATH fd: the name, if it is still this file
+	 * (never a dup of fd, which would share its flock/OFD locks). */
+	int pfd = open_child(p, dfd, name, O_PATH, 0);
+	struct stat pst;
+	if (pfd >= 0 && (fstatat(pfd, "", &pst, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 ||
+			 pst.st_dev != e.attr.st_dev || pst.st_ino != e.attr.st_ino)) {
+		close(pfd);
+		pfd = -1;
+	}
+	if (pfd < 0) {
+		char path[64];
+		proc_path(path, sizeof(path), fd);
+		pfd = open(path, O_PATH | O_CLOEXEC);
+	}
+	struct pnode *n;
+	r = node_get(p, dir, name, pfd, &e.attr, &n);
+	if (r < 0)
+		goto fail;
+	struct pfile *f = pfile_new(p, n, fd, fi->flags, 0);
+	if (!f) {
+		forget_node(n, 1);
+		r = -ENOMEM;
+		goto fail;
+	}
+	node_unpin(dir);
+	set_open_flags(p, n, fd, fi, &e.attr, &c);
+	fi->fh = (uint64_t)(uintptr_t)f;
+	e.ino = (fuse_ino_t)(uintptr_t)n;
+	if (c.idle) {
+		e.attr_timeout = c.t;
+		if (record_entry(p, ino_of(p, dir), name))
+			e.entry_timeout = c.t;
+		atomic_store(&n->attr_long, 1);
+	}
+	e.ino = ino_of(p, n);
+	if (fuse_reply_create(req, &e, fi) == -ENOENT) {
+		pfile_free(p, f);
+		forget_node(n, 1);
+	}
+	goto done;
+fail:
+	node_unpin(dir);
+	close(fd);
+	fuse_reply_err(req, -r);
+done:
+	leave(p);
+}
+
+static void pass_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	NODE(req, ino, n, p);
+	(void)n;
+	OP_ENTER(p, req);
+	struct pfile *f = (struct pfile *)(uintptr_t)fi->fh;
+	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	buf.buf[0].fd = f->fd;
+	buf.buf[0].pos = off;
+	fuse_reply_data(req, &buf, copy_flags(p));
+	leave(p);
+}
+
+static void pass_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off, struct fuse_file_info *fi)
+{
+	NODE(req, ino, n, p);
+	(void)n;
+	OP_ENTER(p, req);
+	struct pfile *f = (struct pfile *)(uintptr_t)fi->fh;
+	struct fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
+	out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	out.buf[0].fd = f->fd;
+	out.buf[0].pos = off;
+	/* With O_APPEND our fd appends wherever off says (pwrite on an
+	 * O_APPEND fd appends), so concurrent appenders never overwrite. */
+	ssize_t r = fuse_buf_copy(&out, in, copy_flags(p));
+	if (r < 0)
+		fuse_reply_err(req, (int)-r);
+	else
+		fuse_reply_write(req, (size_t)r);
+	leave(p);
+}
+
+static void pass_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	NODE(req, ino, n, p);
+	OP_ENTER(p, req);
+	struct pfile *f = (struct pfile *)(uintptr_t)fi->fh;
+	/* POSIX: any close by a process drops its locks on the file. */
+	pthread_mutex_lock(&p->lock);
+	struct lockowner *gone = NULL;
+	for (struct lockowner **pp = &n->owners; *pp; pp = &(*pp)->next) {
+		if ((*pp)->owner == fi->lock_owner) {
+			gone = *pp;
+			*pp = gone->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (gone) {
+		close(gone->fd);
+		free(gone);
+	}
+	/* Errors the file system reports at close (quota, network fs). */
+	int d = dup(f->fd);
+	int r = d < 0 ? -errno : close(d) < 0 ? -errno : 0;
+	fuse_reply_err(req, -r);
+	leave(p);
+}
+
+static void pass_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	NODE(req, ino, n, p);
+	(void)n;
+	/* No enter(): a release after pass_kill must still free the handle. */
+	pfile_free(p, (struct pfile *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+static void pass_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	NODE(req, ino, n, p);
+	(void)n;
+	OP_ENTER(p, req);
+	struct pfile *f = (struct pfile *)(uintptr_t)fi->fh;
+	int r = (datasync ? fdatasync(f->fd) : fsync(f->fd)) < 0 ? errno : 0;
+	fuse_reply_err(req, r);
+	leave(p);
+}
+
+static void pass_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+			   struct fuse_file_info *fi)
+{
+	NODE(req, ino, n, p);
+	(void)n;
+	OP_ENTER(p, req);
+	struct pfile *f = (struct pfile *)(uintptr_t)fi->fh;
+	fuse_reply_err(req, fallocate(f->fd, mode, offset, length) < 0 ? errno : 0);
+	leave(p);
+}
+
+static void pass_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, struct fuse_file_info *fi_in,
+				 fuse_ino_t ino_out, off_t off_out, struct fuse_file_info *fi_out, size_t len,
+				 int flags)
+{
+	NODE(req, ino_in, n, p);
+	(void)n;
+	if (ino_is_virtual(ino_out) || node_of(ino_out)->p != p) {
+		fuse_reply_err(req, EXDEV);     /* the kernel falls back to copying */
+		return;
+	}
+	OP_ENTER(p, req);
+	struct pfile *fin = (struct pfile *)(uintptr_t)fi_in->fh, *fout = (struct pfile *)(uintptr_t)fi_out->fh;
+	loff_t a = off_in, b = off_out;
+	ssize_t r = copy_file_range(fin->fd, &a, fout->fd, &b, len, (unsigned)flags);
+	if (r < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_write(req, (size_t)r);
+	leave(p);
+}
+
+static void pass_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi)
+{
+	NODE(req, ino, n, p);
+	(void)n;
+	OP_ENTER(p, req);
+	struct pfile *f = (struct pfile *)(uintptr_t)fi->fh;
+	off_t r = lseek(f->fd, off, whence);
+	if (r < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_lseek(req, r);
+	leave(p);
+}
+
+/* ---- locks ---------------------------------------------------------------------------- */
+
+/* The fd whose OFD locks are owner's on n (created on demand); -ENOENT
+ * when it has none and create is 0. Returned fd is a dup: close it. */
+static int owner_fd(struct pass_fs *p, struct pnode *n, struct pfile *f, uint64_t owner, int create, int need)
+{
+	pthread_mutex_lock(&p->lock);
+	for (struct lockowner *o = n->owners; o; o = o->next) {
+		if (o->owner == owner) {
+			int ok = o->acc == O_RDWR || o->acc == need || need < 0;
+			int fd = ok ? fcntl(o->fd, F_DUPFD_CLOEXEC, 0) : -1;
+			int e = ok ? -errno : -EBADF;
+			pthread_mutex_unlock(&p->lock);
+			return fd >= 0 ? fd : e;
+		}
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (!create)
+		return -ENOENT;
+	/* A separate open file description per owner: locks of different
+	 * owners conflict even when they share f (after fork). */
+	char path[64];
+	proc_path(path, sizeof(path), f->fd);
+	int acc = O_RDWR;
+	int fd = open(path, O_RDWR | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0) {
+		acc = f->flags & O_ACCMODE;
+		fd = open(path, acc | O_CLOEXEC | O_NONBLOCK);
+		if (fd < 0)
+			return -errno;
+	}
+	struct lockowner *o = calloc(1, sizeof(*o));
+	if (!o) {
+		close(fd);
+		return -ENOMEM;
+	}
+	o->owner = owner;
+	o->fd = fd;
+	o->acc = acc;
+	pthread_mutex_lock(&p->lock);
+	for (struct lockowner *x = n->owners; x; x = x->next) {
+		if (x->owner == owner) {        /* raced with another thread */
+			pthread_mutex_unlock(&p->lock);
+			close(fd);
+			free(o);
+			return owner_fd(p, n, f, owner, 0, need);
+		}
+	}
+	o->next = n->owners;
+	n->owners = o;
+	int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	int e = -errno;
+	pthread_mutex_unlock(&p->lock);
+	return d >= 0 ? d : e;
+}
+
+static void pass_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock)
+{
+	NODE(req, ino, n, p);
+	OP_ENTER(p, req);
+	struct pfile *f = (struct pfile *)(uintptr_t)fi->fh;
+	int fd = owner_fd(p, n, f, fi->lock_owner, 0, -1);
+	int own = fd >= 0;
+	if (!own)
+		fd = f->fd;     /* holds no OFD locks itself: sees everyone's */
+	struct flock fl = *lock;
+	fl.l_pid = 0;
+	int r = fcntl(fd, F_OFD_GETLK, &fl) < 0 ? -errno : 0;
+	if (own)
+		close(fd);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_lock(req, &fl);
+	leave(p);
+}
+
+static void pass_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock, int sleep)
+{
+	NODE(req, ino, n, p);
+	OP_ENTER(p, req);
+	struct pfile *f = (struct pfile *)(uintptr_t)fi->fh;
+	int unlock = lock->l_type == F_UNLCK;
+	int need = lock->l_type == F_WRLCK ? O_WRONLY : lock->l_type == F_RDLCK ? O_RDONLY : -1;
+	int fd = owner_fd(p, n, f, fi->lock_owner, !unlock, need);
+	if (fd == -ENOENT && unlock) {
+		fuse_reply_err(req, 0);         /* the owner holds nothing here */
+		goto done;
+	}
+	if (fd < 0) {
+		fuse_reply_err(req, -fd);
+		goto done;
+	}
+	struct flock fl = *lock;
+	fl.l_pid = 0;
+	int r = fcntl(fd, F_OFD_SETLK, &fl) < 0 ? -errno : 0;
+	if (r < 0 && sleep && lock_again(r)) {
+		struct lockwait *w = calloc(1, sizeof(*w));
+		if (w) {
+			w->req = req;
+			w->fd = fd;
+			w->fl = fl;
+			w->f = f;
+			if (queue_wait(p, w) == 0)
+				goto done;      /* the worker replies */
+			free(w);
+		}
+		r = -ENOLCK;
+	}
+	close(fd);
+	fuse_reply_err(req, -r);
+done:
+	leave(p);
+}
+
+static void pass_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, int op)
+{
+	NODE(req, ino, n, p);
+	(void)n;
+	OP_ENTER(p, req);
+	struct pfile *f = (struct pfile *)(uintptr_t)fi->fh;
+	int r = flock(f->fd, op | LOCK_NB) < 0 ? -errno : 0;
+	if (r < 0 && !(op & LOCK_NB) && lock_again(r)) {
+		struct lockwait *w = calloc(1, sizeof(*w));
+		int fd = w ? fcntl(f->fd, F_DUPFD_CLOEXEC, 0) : -1;
+		if (w && fd >= 0) {
+			w->req = req;
+			w->fd = fd;
+			w->is_flock = 1;
+			w->op = op & ~LOCK_NB;
+			w->f = f;
+			if (queue_wait(p, w) == 0)
+				goto done;
+		}
+		if (fd >= 0)
+			close(fd);
+		free(w);
+		r = -ENOLCK;
+	}
+	fuse_reply_err(req, -r);
+done:
+	leave(p);
+}
+
+/* ---- directories ------------------------------------------------------------------------ */
+
+static void pass_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	NODE(req, ino, n, p);
+	OP_ENTER(p, req);
+	int r;
+	if (!S_ISDIR(n->type)) {
+		r = -ENOTDIR;
+		goto err;
+	}
+	int nfd = node_fd(p, n);
+	if (nfd < 0) {
+		r = nfd;
+		goto err;
+	}
+	char path[64];
+	proc_path(path, sizeof(path), nfd);
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	r = fd < 0 ? -errno : 0;
+	node_unpin(n);
+	if (r < 0)
+		goto err;
+	struct pfile *f = pfile_new(p, n, fd, O_RDONLY, 1);
+	if (!f) {
+		close(fd);
+		r = -ENOMEM;
+		goto err;
+	}
+	struct idlectx c;
+	state_get(p, &c);
+	/* Listings are cached only while idle; a sweep expires the
+	 * directory's attributes, and the kernel then drops the cached
+	 * listing when it sees the new mtime. */
+	fi->cache_readdir = c.idle;
+	fi->keep_cache = c.idle;
+	if (c.idle)
+		atomic_store(&n->attr_long, 1);
+	fi->fh = (uint64_t)(uintptr_t)f;
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		pfile_free(p, f);
+	leave(p);
+	return;
+err:
+	fuse_reply_err(req, -r);
+	leave(p);
+}
+
+struct linux_dirent64 {
+	uint64_t d_ino;
+	int64_t d_off;
+	unsigned short d_reclen;
+	unsigned char d_type;
+	char d_name[];
+};
+
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi, int plus)
+{
+	NODE(req, ino, dir, p);
+	OP_ENTER(p, req);
+	struct pfile *f = (struct pfile *)(uintptr_t)fi->fh;
+	char *out = malloc(size ? size : 1);
+	fuse_ino_t *counted = NULL;
+	size_t ncounted = 0, cap = 0;
+	if (!out) {
+		fuse_reply_err(req, ENOMEM);
+		leave(p);
+		return;
+	}
+	struct idlectx c;
+	state_get(p, &c);
+	size_t rem = size;
+	int err = 0;
+	pthread_mutex_lock(&f->dlock);
+	if (off != f->pos) {
+		/* The kernel restarts from an offset (seekdir, rewinddir, or
+		 * a reply it could not use): the fs's own cookies. */
+		if (lseek(f->fd, off, SEEK_SET) < 0) {
+			err = errno;
+			goto out;
+		}
+		f->pos = off;
+		f->len = f->cur = 0;
+		f->eof = 0;
+	}
+	for (;;) {
+		if (f->cur >= f->len) {
+			if (f->eof)
+				break;
+			long got = syscall(SYS_getdents64, f->fd, f->buf, PASS_DIRBUF);
+			if (got < 0) {
+				err = errno;
+				break;
+			}
+			if (got == 0) {
+				f->eof = 1;
+				break;
+			}
+			f->len = (size_t)got;
+			f->cur = 0;
+		}
+		struct linux_dirent64 *d = (struct linux_dirent64 *)(f->buf + f->cur);
+		const char *name = d->d_name;
+		int dots = name[0] == '.' && (!name[1] || (name[1] == '.' && !name[2]));
+		size_t need = plus ? fuse_add_direntry_plus(req, NULL, 0, name, NULL, 0)
+				   : fuse_add_direntry(req, NULL, 0, name, NULL, 0);
+		if (need > rem)
+			break;
+		if (!plus) {
+			struct stat st = {.st_ino = d->d_ino, .st_mode = (mode_t)d->d_type << 12};
+			fuse_add_direntry(req, out + size - rem, rem, name, &st, d->d_off);
+		} else {
+			struct fuse_entry_param e;
+			memset(&e, 0, sizeof(e));
+			int r = dots ? -1 : lookup_core(p, dir, name, &e);
+			if (r == -ENOENT) {
+				/* Removed since the listing was read: leave it out. */
+				f->cur += d->d_reclen;
+				f->pos = d->d_off;
+				continue;
+			}
+			if (r < 0) {
+				/* "." and "..", or no node (out of fds...): a
+				 * plain entry; ino 0 tells the kernel to skip it. */
+				memset(&e, 0, sizeof(e));
+				e.attr.st_ino = d->d_ino;
+				e.attr.st_mode = (mode_t)d->d_type << 12;
+			} else {
+				struct pnode *n = node_of(e.ino);
+				if (ncounted == cap) {
+					size_t nc = cap ? cap * 2 : 64;
+					fuse_ino_t *t = realloc(counted, nc * sizeof(*t));
+					if (!t) {
+						forget_node(n, 1);
+						err = ENOMEM;
+						break;
+					}
+					counted = t;
+					cap = nc;
+				}
+				counted[ncounted++] = e.ino;
+				if (c.idle) {
+					e.attr_timeout = c.t;
+					if (record_entry(p, ino_of(p, dir), name))
+						e.entry_timeout = c.t;
+					atomic_store(&n->attr_long, 1);
+				}
+				e.ino = ino_of(p, n);
+			}
+			fuse_add_direntry_plus(req, out + size - rem, rem, name, &e, d->d_off);
+		}
+		rem -= need;
+		f->cur += d->d_reclen;
+		f->pos = d->d_off;
+	}
+out:
+	pthread_mutex_unlock(&f->dlock);
+	/* An error after some entries: return those (their lookups are
+	 * counted); the error comes again on the next call. */
+	int sent;
+	if (err && rem == size)
+		sent = fuse_reply_err(req, err);
+	else
+		sent = fuse_reply_buf(req, out, size - rem);
+	if (sent == -ENOENT)
+		for (size_t i = 0; i < ncounted; i++)
+			forget_node(node_of(counted[i]), 1);
+	if (c.idle && ncounted && atomic_load(&p->epoch) != c.epoch)
+		request_sweep(p);
+	free(counted);
+	free(out);
+	leave(p);
+}
+
+static void pass_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, fi, 0);
+}
+
+static void pass_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, fi, 1);
+}
+
+static void pass_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	NODE(req, ino, n, p);
+	(void)n;
+	pfile_free(p, (struct pfile *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+static void pass_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	NODE(req, ino, n, p);
+	(void)n;
+	OP_ENTER(p, req);
+	struct pfile *f = (struct pfile *)(uintptr_t)fi->fh;
+	fuse_reply_err(req, (datasync ? fdatasync(f->fd) : fsync(f->fd)) < 0 ? errno : 0);
+	leave(p);
+}
+
+static void pass_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	NODE(req, ino, n, p);
+	OP_ENTER(p, req);
+	struct statvfs sv;
+	int fd = node_fd(p, n);
+	int r = fd < 0 ? fd : fstatvfs(fd, &sv) < 0 ? -errno : 0;
+	if (fd >= 0)
+		node_unpin(n);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_statfs(req, &sv);
+	leave(p);
+}
+
+/* ---- extended attributes ---------------------------------------------------------------- */
+
+/* trusted.* needs CAP_SYS_ADMIN on the host and security.* carries file
+ * capabilities and LSM labels: neither may depend on whether seerfs runs
+ * as root, nor give a host process what the sandbox set. Reads say "no
+ * such attribute" (exec through root/ asks for security.capability), writes
+ * are refused, listings leave them out. */
+static int xattr_hidden(const char *name)
+{
+	return !strncmp(name, "trusted.", 8) || !strncmp(name, "security.", 9);
+}
+
+/* Path for the *xattr calls: the magic link of our fd. Symlinks answer
+ * without a syscall (user.* is not allowed on them anyway). */
+static int xattr_begin(fuse_req_t req, struct pass_fs *p, struct pnode *n, char *path, size_t len, int *fd)
+{
+	*fd = node_fd(p, n);
+	if (*fd < 0) {
+		fuse_reply_err(req, -*fd);
+		return -1;
+	}
+	proc_path(path, len, *fd);
+	return 0;
+}
+
+static void pass_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	NODE(req, ino, n, p);
+	OP_ENTER(p, req);
+	char path[64];
+	int fd;
+	if (xattr_hidden(name) || S_ISLNK(n->type)) {
+		fuse_reply_err(req, ENODATA);
+		goto done;
+	}
+	if (xattr_begin(req, p, n, path, sizeof(path), &fd) < 0)
+		goto done;
+	char *buf = size ? malloc(size) : NULL;
+	ssize_t r = size && !buf ? (errno = ENOMEM, -1) : getxattr(path, name, buf, size);
+	node_unpin(n);
+	if (r < 0)
+		fuse_reply_err(req, errno);
+	else if (!size)
+		fuse_reply_xattr(req, (size_t)r);
+	else
+		fuse_reply_buf(req, buf, (size_t)r);
+	free(buf);
+done:
+	leave(p);
+}
+
+static void pass_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	NODE(req, ino, n, p);
+	OP_ENTER(p, req);
+	char path[64];
+	int fd;
+	if (S_ISLNK(n->type)) {
+		if (size)
+			fuse_reply_buf(req, NULL, 0);
+		else
+			fuse_reply_xattr(req, 0);
+		goto done;
+	}
+	if (xattr_begin(req, p, n, path, sizeof(path), &fd) < 0)
+		goto done;
+	/* Filtering needs the whole list, whatever size the caller has. */
+	ssize_t len = 0;
+	char *buf = NULL;
+	for (int tries = 0; tries < 8; tries++) {
+		len = listxattr(path, NULL, 0);
+		if (len <= 0)
+			break;
+		free(buf);
+		buf = malloc((size_t)len);
+		if (!buf) {
+			len = -1;
+			errno = ENOMEM;
+			break;
+		}
+		len = listxattr(path, buf, (size_t)len);
+		if (len >= 0 || errno != ERANGE)
+			break;
+	}
+	int e = errno;
+	node_unpin(n);
+	if (len < 0) {
+		fuse_reply_err(req, e);
+	} else {
+		size_t o = 0;
+		for (ssize_t i = 0; i < len;) {
+			size_t l = strlen(buf + i) + 1;
+			if (!xattr_hidden(buf + i)) {
+				memmove(buf + o, buf + i, l);
+				o += l;
+			}
+			i += (ssize_t)l;
+		}
+		if (!size)
+			fuse_reply_xattr(req, o);
+		else if (o > size)
+			fuse_reply_err(req, ERANGE);
+		else
+			fuse_reply_buf(req, buf, o);
+	}
+	free(buf);
+done:
+	leave(p);
+}
+
+static void pass_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags)
+{
+	NODE(req, ino, n, p);
+	OP_ENTER(p, req);
+	char path[64];
+	int fd;
+	if (xattr_hidden(name) || S_ISLNK(n->type)) {
+		fuse_reply_err(req, EPERM);
+		goto done;
+	}
+	if (xattr_begin(req, p, n, path, sizeof(path), &fd) < 0)
+		goto done;
+	int r = setxattr(path, name, value, size, flags) < 0 ? errno : 0;
+	node_unpin(n);
+	fuse_reply_err(req, r);
+done:
+	leave(p);
+}
+
+static void pass_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	NODE(req, ino, n, p);
+	OP_ENTER(p, req);
+	char path[64];
+	int fd;
+	if (xattr_hidden(name) || S_ISLNK(n->type)) {
+		fuse_reply_err(req, EPERM);
+		goto done;
+	}
+	if (xattr_begin(req, p, n, path, sizeof(path), &fd) < 0)
+		goto done;
+	int r = removexattr(path, name) < 0 ? errno : 0;
+	node_unpin(n);
+	fuse_reply_err(req, r);
+done:
+	leave(p);
+}
+
+/* ---- the public side ---------------------------------------------------------------------- */
+
+const struct fuse_lowlevel_ops pass_ops = {
+	.lookup = pass_lookup,
+	.forget = pass_forget,
+	.forget_multi = pass_forget_multi,
+	.getattr = pass_getattr,
+	.setattr = pass_setattr,
+	.readlink = pass_readlink,
+	.mknod = pass_mknod,
+	.mkdir = pass_mkdir,
+	.unlink = pass_unlink,
+	.rmdir = pass_rmdir,
+	.symlink = pass_symlink,
+	.rename = pass_rename,
+	.link = pass_link,
+	.open = pass_open,
+	.read = pass_read,
+	.write_buf = pass_write_buf,
+	.flush = pass_flush,
+	.release = pass_release,
+	.fsync = pass_fsync,
+	.opendir = pass_opendir,
+	.readdir = pass_readdir,
+	.readdirplus = pass_readdirplus,
+	.releasedir = pass_releasedir,
+	.fsyncdir = pass_fsyncdir,
+	.statfs = pass_statfs,
+	.setxattr = pass_setxattr,
+	.getxattr = pass_getxattr,
+	.listxattr = pass_listxattr,
+	.removexattr = pass_removexattr,
+	.create = pass_create,
+	.getlk = pass_getlk,
+	.setlk = pass_setlk,
+	.flock = pass_flock,
+	.fallocate = pass_fallocate,
+	.copy_file_range = pass_copy_file_range,
+	.lseek = pass_lseek,
+};
+
+struct pass_fs *pass_new(struct seer_fs *fs, struct sandbox *sb, int root_fd)
+{
+	struct stat st;
+	if (root_fd < 0)
+		return NULL;
+	if (fstatat(root_fd, "", &st, AT_EMPTY_PATH) < 0 || !S_ISDIR(st.st_mode)) {
+		close(root_fd);
+		return NULL;
+	}
+	struct pass_fs *p = calloc(1, sizeof(*p));
+	struct pnode *root = calloc(1, sizeof(*root));
+	if (!p || !root) {
+		free(p);
+		free(root);
+		close(root_fd);
+		return NULL;
+	}
+	p->fs = fs;
+	p->sb = sb;
+	/* Read once: the sandbox is running, its provider is set and stays. */
+	p->prov = sb ? sb->prov : NULL;
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_mutex_init(&p->elock, NULL);
+	pthread_mutex_init(&p->wlock, NULL);
+	pthread_cond_init(&p->drained, NULL);
+	pthread_cond_init(&p->wcond, NULL);
+	atomic_init(&p->refs, 2);       /* the caller's, the root node's */
+	atomic_init(&p->busy, 1);
+	atomic_init(&p->epoch, 1);
+	struct rlimit rl;
+	size_t lim = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? (size_t)rl.rlim_cur : 1024;
+	p->fd_budget = lim / 2 > 64 ? lim / 2 : 64;
+	root->p = p;
+	root->dev = st.st_dev;
+	root->ino = st.st_ino;
+	root->type = S_IFDIR;
+	root->synthetic = -1;
+	atomic_init(&root->fd, root_fd);
+	p->root = root;
+	if (tab_insert(p, root) < 0) {
+		close(root_fd);
+		free(root);
+		pass_free(p);
+		return NULL;
+	}
+	return p;
+}
+
+int pass_root_entry(struct pass_fs *p, struct fuse_entry_param *e)
+{
+	if (enter(p) < 0)
+		return -ENOTCONN;
+	memset(e, 0, sizeof(*e));
+	int r = 0;
+	struct pnode *root = p->root;
+	int fd = node_fd(p, root);
+	if (fd < 0)
+		r = fd;
+	else if (fstatat(fd, "", &e->attr, AT_EMPTY_PATH) < 0)
+		r = -errno;
+	if (fd >= 0)
+		node_unpin(root);
+	if (r == 0) {
+		struct idlectx c;
+		state_get(p, &c);
+		pthread_mutex_lock(&p->lock);
+		root->nlookup++;
+		pthread_mutex_unlock(&p->lock);
+		e->ino = ino_of(p, root);
+		if (c.idle) {
+			e->attr_timeout = c.t;
+			atomic_store(&root->attr_long, 1);
+		}
+		/* The "root" name itself lives in fs/ll.c's directory; its
+		 * entry timeout is fs/ll.c's to choose. */
+	}
+	leave(p);
+	return r;
+}
+
+void pass_invalidate(struct pass_fs *p)
+{
+	if (!p || atomic_load(&p->dead))
+		return;
+	/* Busy from now until provider->busy() says otherwise, and nothing
+	 * cached while idle survives: the job may change anything. */
+	atomic_fetch_add(&p->epoch, 1);
+	atomic_store(&p->busy, 1);
+	atomic_store(&p->busy_at, mono_ns());
+	sweep(p);
+}
+
+static void kill_common(struct pass_fs *p)
+{
+	if (atomic_exchange(&p->dead, 1))
+		return;
+	pthread_mutex_lock(&p->lock);
+	while (atomic_load(&p->active) > 0)
+		pthread_cond_wait(&p->drained, &p->lock);
+	/* Nothing runs now: close every fd that reaches the sandbox, so that
+	 * its mounts can go away with it. */
+	for (size_t i = 0; i < p->tabsize; i++) {
+		for (struct pnode *n = p->tab[i]; n; n = n->hnext) {
+			int fd = atomic_exchange(&n->fd, -1);
+			if (fd >= 0)
+				close(fd);
+			ring_del(p, n);
+			owners_close(n);
+		}
+	}
+	p->nfds = 0;
+	for (struct pfile *f = p->files; f; f = f->next) {
+		if (f->fd >= 0)
+			close(f->fd);
+		f->fd = -1;
+	}
+	pthread_mutex_unlock(&p->lock);
+	pthread_mutex_lock(&p->wlock);
+	p->worker_stop = 1;
+	pthread_cond_broadcast(&p->wcond);
+	pthread_mutex_unlock(&p->wlock);
+}
+
+void pass_kill(struct pass_fs *p)
+{
+	if (!p)
+		return;
+	kill_common(p);
+	pthread_mutex_lock(&p->lock);
+	int freed = p->root ? node_maybe_free(p, p->root) : 0;
+	int caller = !p->killed;
+	p->killed = 1;
+	pthread_mutex_unlock(&p->lock);
+	pass_put(p, freed + caller);
+}
+
+void pass_destroy(struct pass_fs *p)
+{
+	if (!p)
+		return;
+	kill_common(p);
+	/* The session is over: no forget will come. Wait for the worker to
+	 * reply to its waits and go, then free every node. */
+	for (;;) {
+		pthread_mutex_lock(&p->wlock);
+		int on = p->worker_on;
+		pthread_mutex_unlock(&p->wlock);
+		if (!on)
+			break;
+		struct timespec ts = {0, 1000000};
+		nanosleep(&ts, NULL);
+	}
+	pthread_mutex_lock(&p->lock);
+	int freed = 0;
+	for (struct pfile *f = p->files, *nx; f; f = nx) {
+		nx = f->next;
+		if (f->is_dir) {
+			pthread_mutex_destroy(&f->dlock);
+			free(f->buf);
+		}
+		free(f);
+	}
+	p->files = NULL;
+	for (size_t i = 0; i < p->tabsize; i++) {
+		for (struct pnode *n = p->tab[i], *nx; n; n = nx) {
+			nx = n->hnext;
+			free(n->hint_name);
+			free(n);
+			freed++;
+		}
+		p->tab[i] = NULL;
+	}
+	p->nnodes = 0;
+	p->root = NULL;
+	int caller = !p->killed;
+	p->killed = 1;
+	pthread_mutex_unlock(&p->lock);
+	pass_put(p, freed + caller);
+}
+
+fuse_ino_t pass_make_toplevel(struct pass_fs *p)
+{
+	pthread_mutex_lock(&p->lock);
+	p->toplevel = 1;
+	p->root->nlookup++;     /* the kernel never forgets its root */
+	fuse_ino_t ino = (fuse_ino_t)(uintptr_t)p->root;
+	pthread_mutex_unlock(&p->lock);
+	return ino;
+}
+
+void pass_set_busy_fn(struct pass_fs *p, int (*fn)(void *arg), void *arg)
+{
+	p->busy_fn = fn;
+	p->busy_arg = arg;
+	atomic_store(&p->busy_at, 0);
+}
+
+void pass_set_fd_budget(struct pass_fs *p, size_t n)
+{
+	pthread_mutex_lock(&p->lock);
+	p->fd_budget = n < 8 ? 8 : n;
+	pthread_mutex_unlock(&p->lock);
+}
+
+void pass_init_conn(struct fuse_conn_info *conn, struct seer_fs *fs)
+{
+	/* Creation modes come from the kernel already masked with the
+	 * caller's umask; ours must not mask them again. */
+	umask(0);
+	/* One O_PATH fd per cached inode: take the whole soft limit. */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	unsigned want = FUSE_CAP_AUTO_INVAL_DATA | FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO |
+			FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_ASYNC_READ | FUSE_CAP_ASYNC_DIO | FUSE_CAP_ATOMIC_O_TRUNC |
+			FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS;
+	unsigned splice = FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
+	if (!fs || !fs->no_splice)
+		want |= splice;
+	else
+		conn->want &= ~splice;
+	if (fs && fs->writeback)
+		want |= FUSE_CAP_WRITEBACK_CACHE;
+	else
+		conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	conn->want |= want & conn->capable;
+	conn->want &= ~(FUSE_CAP_HANDLE_KILLPRIV | FUSE_CAP_DONT_MASK | FUSE_CAP_CACHE_SYMLINKS | FUSE_CAP_POSIX_ACL |
+			FUSE_CAP_EXPORT_SUPPORT);
+	conn->max_background = 64;
+	conn->congestion_threshold = 48;
+	conn->time_gran = 1;
+}
