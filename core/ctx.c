@@ -128,6 +128,29 @@ int seer_ctx_start(struct seer_ctx *ctx)
 	return -pthread_create(&ctx->timer, NULL, sandbox_timer_main, ctx);
 }
 
+void seer_ctx_stop_processes(struct seer_ctx *ctx)
+{
+	pthread_mutex_lock(&ctx->lock);
+	size_t n = 0;
+	for (struct sandbox *sb = ctx->sandboxes; sb; sb = sb->next)
+		n++;
+	struct sandbox **all = calloc(n + 1, sizeof(*all));
+	n = 0;
+	for (struct sandbox *sb = ctx->sandboxes; all && sb; sb = sb->next) {
+		all[n++] = sb;
+		sb->refs++;
+	}
+	pthread_mutex_unlock(&ctx->lock);
+	for (size_t i = 0; i < n; i++) {
+		if (all[i]->prov)
+			all[i]->prov->stop(all[i]);
+		sandbox_put(all[i]);
+	}
+	free(all);
+	if (ctx->hooks.stop_helpers)
+		ctx->hooks.stop_helpers(ctx->hooks.arg);
+}
+
 void seer_ctx_close(struct seer_ctx *ctx)
 {
 	pthread_mutex_lock(&ctx->lock);

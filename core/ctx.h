@@ -23,6 +23,7 @@ struct seer_fs_hooks {
 	void (*changed)(void *arg, struct sandbox *sb);    /* state, status, log, jobs */
 	void (*root_gone)(void *arg, struct sandbox *sb);  /* root/ must be dropped */
 	void (*job_started)(void *arg, struct sandbox *sb); /* its files may change now */
+	void (*stop_helpers)(void *arg);                    /* end helper processes (snapshot views) */
 	void *arg;
 };
 
@@ -61,6 +62,9 @@ struct seer_ctx {
 int seer_ctx_open(struct seer_ctx *ctx, char *err, size_t errlen);
 /* Starts sandboxes that were running before and the timeout timer. */
 int seer_ctx_start(struct seer_ctx *ctx);
+/* Ends every sandbox's processes (states stay): used when the mount went
+ * away under us. */
+void seer_ctx_stop_processes(struct seer_ctx *ctx);
 /* Runs fn(arg) on the forker thread and returns its result. */
 int seer_in_forker(struct seer_ctx *ctx, int (*fn)(void *), void *arg);
 /* Stops the timer and every sandbox's processes; the state stays on disk. */

@@ -64,6 +64,10 @@ struct jobtab {
 	struct job **v;
 	size_t n, cap;
 	uint32_t next;
+	/* Exits that arrived before their spawn's reply was handled: a fast
+	 * command can end before jobs_start learns its pid. */
+	struct seer_exit early[16];
+	size_t n_early;
 };
 
 /* One pipe the I/O thread watches. */
@@ -447,6 +451,8 @@ static int io_watch(struct jobio *io, struct job *j, int which, int fd)
 	return 0;
 }
 
+static void apply_exit_locked(struct job *j, const struct seer_exit *e);
+
 /* ---- starting a job ----------------------------------------------------------------- */
 
 int jobs_start(struct sandbox *sb, const char *text, size_t len, int python, pid_t caller, struct job **out)
@@ -557,7 +563,18 @@ int jobs_start(struct sandbox *sb, const char *text, size_t len, int python, pid
 	j->pid = pid;
 	j->stdin_w = pi[1];
 	persist_locked(j);
+	int early = 0;
+	for (size_t i = 0; i < t->n_early; i++) {
+		if ((int)t->early[i].cookie == pid) {
+			apply_exit_locked(j, &t->early[i]);
+			t->early[i] = t->early[--t->n_early];
+			early = 1;
+			break;
+		}
+	}
 	pthread_mutex_unlock(&t->lock);
+	if (early)
+		sandbox_changed(sb);
 	io_watch(io, j, JS_STDOUT, po[0]);
 	io_watch(io, j, JS_STDERR, pe[0]);
 	job_ref(j);
@@ -588,6 +605,18 @@ fail:
 	return r;
 }
 
+/* Records an exit on its job; sb's jobtab lock held. */
+static void apply_exit_locked(struct job *j, const struct seer_exit *e)
+{
+	j->exited = 1;
+	j->wstatus = e->status;
+	j->utime_us = e->utime_us;
+	j->stime_us = e->stime_us;
+	j->end_ns = now_ns();
+	j->state = j->kill_reason ? (enum job_state)j->kill_reason : JOB_EXITED;
+	persist_locked(j);
+}
+
 void jobs_on_exit(struct sandbox *sb, const struct seer_exit *e)
 {
 	struct jobtab *t = tab(sb);
@@ -596,15 +625,15 @@ void jobs_on_exit(struct sandbox *sb, const struct seer_exit *e)
 	for (size_t i = 0; i < t->n; i++)
 		if (t->v[i]->pid == (int)e->cookie && t->v[i]->state == JOB_RUNNING)
 			j = t->v[i];
-	if (j) {
-		j->exited = 1;
-		j->wstatus = e->status;
-		j->utime_us = e->utime_us;
-		j->stime_us = e->stime_us;
-		j->end_ns = now_ns();
-		j->state = j->kill_reason ? (enum job_state)j->kill_reason : JOB_EXITED;
-		persist_locked(j);
+	if (!j) {
+		if (t->n_early == ARRAY_SIZE(t->early))
+			memmove(t->early, t->early + 1, sizeof(t->early) - sizeof(t->early[0]));
+		else
+			t->n_early++;
+		t->early[t->n_early - 1] = *e;
 	}
+	else
+		apply_exit_locked(j, e);
 	pthread_mutex_unlock(&t->lock);
 	if (j) {
 		char *ex = job_exit_text(j);
@@ -812,8 +841,12 @@ int job_stdin_open(struct job *j)
 	struct jobtab *t = j->sb->jobs;
 	pthread_mutex_lock(&t->lock);
 	int r = j->stdin_w >= 0 ? 0 : -EPIPE;
-	if (r == 0)
+	if (r == 0) {
+		/* An explicit writer takes over from the exec file's holder: EOF
+		 * comes when the last of the writers closes. */
 		j->stdin_writers++;
+		j->owner_open = 0;
+	}
 	pthread_mutex_unlock(&t->lock);
 	return r;
 }

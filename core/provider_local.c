@@ -19,6 +19,7 @@
 #include "core/sandbox.h"
 #include "core/snapshot.h"
 #include "core/gpu.h"
+#include "core/provision.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -355,6 +356,8 @@ static void build_argv(struct sandbox *sb, const struct seer_config *cfg, struct
 	}
 	if (cfg->gpu)
 		gpu_bwrap_args(cfg->gpu_count, (void (*)(void *, const char *))av_add, a);
+	/* Hub models, read-only at /models/ORG--NAME (core/provision.c). */
+	provision_bwrap_args(sb, (void (*)(void *, const char *))av_add, a);
 	av_add(a, "--ro-bind");
 	av_add(a, sb->ctx->agent_path);
 	av_add(a, "/.seerfs/agent");

@@ -12,6 +12,7 @@
 #include "core/provider.h"
 #include "core/jobs.h"
 #include "core/snapshot.h"
+#include "core/provision.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -444,36 +445,6 @@ struct thread_arg {
 	int restart;   /* coming back after a seerfs restart: keep `running` */
 };
 
-/* Checks the config fields that the provisioning steps of this build do not
- * carry out yet, so that nothing pretends to work. */
-static int unsupported(struct sandbox *sb, const struct seer_config *c, char *err, size_t n)
-{
-	const char *what = NULL;
-	if (c->n_models)
-		what = "models";
-	else if (c->n_repos)
-		what = "repos";
-	else if (c->n_python_packages)
-		what = "python_packages";
-	else if (c->n_system_packages)
-		what = "system_packages";
-	else if (c->n_local_files)
-		what = "local_files";
-	else if (c->n_local_dirs)
-		what = "local_dirs";
-	else if (c->execution_mode == SEER_MODE_NOTEBOOK)
-		what = "execution_mode \"notebook\"";
-	else if (c->debug)
-		what = "debug (code-server)";
-	else if (c->python_version)
-		what = "python_version";
-	if (!what)
-		return 0;
-	snprintf(err, n, "sandbox %s: config field %s is not supported yet by this seerfs build; remove it from config.json",
-		 sb->name, what);
-	return -ENOTSUP;
-}
-
 static int check_secrets(struct sandbox *sb, const struct seer_config *c, char *err, size_t n)
 {
 	for (size_t i = 0; i < c->n_secrets; i++) {
@@ -508,13 +479,16 @@ static void *provision_main(void *p)
 	sandbox_log(sb, "%s on provider %s", restart ? "restarting after a seerfs restart" : "provisioning", prov->name);
 	int r = prov->check(sb, cfg, err, sizeof(err));
 	if (r == 0)
-		r = unsupported(sb, cfg, err, sizeof(err));
-	if (r == 0)
 		r = check_secrets(sb, cfg, err, sizeof(err));
+	/* Models are downloaded before the start: bubblewrap binds them in. */
+	if (r == 0)
+		r = provision_prepare(sb, cfg, err, sizeof(err));
 	if (r == 0) {
 		sandbox_set_progress(sb, "starting the sandbox");
 		r = prov->start(sb, cfg, err, sizeof(err));
 	}
+	if (r == 0)
+		r = provision_run(sb, cfg, err, sizeof(err));
 	if (r == 0 && sb->cancel)
 		r = -ECANCELED;
 
@@ -852,6 +826,7 @@ char *sandbox_info_json(struct sandbox *sb)
 	json_object_object_add(o, "jupyter_url", NULL);
 	json_object_object_add(o, "code_server_url", NULL);
 	pthread_mutex_unlock(&sb->lock);
+	provision_info(sb, o);   /* reads provisioned.json: outside sb->lock */
 	struct sbuf b = {0};
 	sbuf_printf(&b, "%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
 	json_object_put(o);
@@ -914,6 +889,10 @@ char **sandbox_environ(struct sandbox *sb)
 	char **v = xcalloc(1, sizeof(char *));
 	size_t n = 0;
 	env_set(&v, &n, "PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+	if (provision_venv_ready(sb)) {
+		env_set(&v, &n, "PATH", "/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+		env_set(&v, &n, "VIRTUAL_ENV", "/opt/venv");
+	}
 	env_set(&v, &n, "HOME", "/root");
 	env_set(&v, &n, "USER", "root");
 	env_set(&v, &n, "LOGNAME", "root");

@@ -1,24 +1,693 @@
 /*
- * snapshot.c - snapshots of a sandbox's writable tree (not built yet: every
- * entry point refuses with a message that says so).
+ * snapshot.c - snapshots of a sandbox's writable tree.
+ *
+ * Taking one: freeze the sandbox (its agent stops every process), syncfs,
+ * copy the overlay's upper dir - only what the sandbox changed - into
+ * STATE/snapshots/NAME.tmp/layer keeping everything overlayfs reads (modes,
+ * owners, times, user.* xattrs such as user.overlay.opaque/redirect,
+ * whiteouts as 0/0 character devices, hard links), thaw, write info.json,
+ * syncfs, rename NAME.tmp -> NAME. A crash leaves NAME complete or a NAME.tmp
+ * that snapshot_recover() deletes. The builder holds flock on NAME.tmp so
+ * a cleanup running beside it never removes a live build.
+ *
+ * Restoring is O(1): a sandbox whose config says "snapshot": "NAME" mounts
+ * NAME's layer stack (its own layer, then its parent's stack) as the
+ * overlay's lower dirs under a fresh upper dir.
  */
 #include "core/snapshot.h"
+#include "core/provider.h"
 #include "core/sandbox.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <linux/fs.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <limits.h>
+#include <time.h>
+#include <unistd.h>
 
-int snapshot_take(struct sandbox *sb, const char *name, char *err, size_t n)
+/* The kernel parses mount options from one page; keep a margin for
+ * upperdir/workdir that the provider adds. */
+#define LOWER_MAX 3000
+#define TMP_SUFFIX ".tmp"
+/* A NAME.tmp younger than this may belong to a builder that has not taken
+ * its lock yet; only start-up (no builder can exist) ignores the age. */
+#define TMP_GRACE_S 5
+
+static void snap_path(struct seer_ctx *ctx, const char *name, const char *sub, char *out, size_t n)
 {
-	snprintf(err, n, "snapshots are not supported yet by this seerfs build (sandbox %s, snapshot %s)", sb->name, name);
-	return -ENOTSUP;
+	snprintf(out, n, "%s/snapshots/%s%s%s", ctx->state_dir, name, sub ? "/" : "", sub ? sub : "");
+}
+
+int snapshot_exists(struct seer_ctx *ctx, const char *name)
+{
+	char p[4096];
+	if (!name_valid(name) || str_endswith(name, TMP_SUFFIX))
+		return 0;
+	snap_path(ctx, name, "info.json", p, sizeof(p));
+	return access(p, F_OK) == 0;
+}
+
+/* info.json of a snapshot, parsed; NULL when missing or unreadable. */
+static struct json_object *load_info(struct seer_ctx *ctx, const char *name)
+{
+	char p[4096], *text = NULL;
+	snap_path(ctx, name, "info.json", p, sizeof(p));
+	if (read_file(p, 1 << 22, &text, NULL) < 0)
+		return NULL;
+	struct json_object *o = json_tokener_parse(text);
+	free(text);
+	return o;
+}
+
+/* The "layers" array of a snapshot's info.json (borrowed from o). */
+static struct json_object *info_layers(struct json_object *o)
+{
+	struct json_object *v;
+	if (o && json_object_object_get_ex(o, "layers", &v) && json_object_is_type(v, json_type_array))
+		return v;
+	return NULL;
+}
+
+int snapshot_stack(struct seer_ctx *ctx, const char *name, struct sbuf *out, char *err, size_t n)
+{
+	struct json_object *o = snapshot_exists(ctx, name) ? load_info(ctx, name) : NULL;
+	struct json_object *layers = info_layers(o);
+	if (!layers) {
+		snprintf(err, n, "snapshot %s does not exist (or its info.json is unreadable); ls MOUNT/snapshots lists the ones that do",
+			 name);
+		json_object_put(o);
+		return -ENOENT;
+	}
+	int r = 0;
+	size_t k = json_object_array_length(layers);
+	for (size_t i = 0; i < k && r == 0; i++) {
+		const char *l = json_object_get_string(json_object_array_get_idx(layers, i));
+		char p[4096];
+		struct stat st;
+		if (!l || !name_valid(l)) {
+			snprintf(err, n, "snapshot %s: its info.json names an invalid layer; the snapshot is damaged, delete it", name);
+			r = -EINVAL;
+			break;
+		}
+		snap_path(ctx, l, "layer", p, sizeof(p));
+		if (stat(p, &st) < 0 || !S_ISDIR(st.st_mode)) {
+			snprintf(err, n, "snapshot %s: its layer from snapshot %s is missing (%s); the snapshot is damaged, delete it",
+				 name, l, p);
+			r = -ENOENT;
+			break;
+		}
+		if (strpbrk(p, ":,\\")) {
+			snprintf(err, n, "snapshot %s: the path %s holds ':' ',' or '\\', which overlayfs options cannot carry; use a state directory without them",
+				 name, p);
+			r = -EINVAL;
+			break;
+		}
+		sbuf_printf(out, "%s%s", i ? ":" : "", p);
+	}
+	if (r == 0 && out->len > LOWER_MAX) {
+		snprintf(err, n, "snapshot %s: its %zu layers make a lowerdir option of %zu bytes, over the kernel's limit of one page; use a shorter state directory path or restore from a less deep snapshot",
+			 name, k, out->len);
+		r = -E2BIG;
+	}
+	json_object_put(o);
+	return r;
 }
 
 int snapshot_lowerdirs(struct sandbox *sb, struct sbuf *out, char *err, size_t n)
 {
-	if (sb->cfg.snapshot) {
-		snprintf(err, n, "sandbox %s: config field snapshot is not supported yet by this seerfs build; remove it", sb->name);
+	if (!sb->cfg.snapshot)
+		return 0;
+	char e[1024];
+	int r = snapshot_stack(sb->ctx, sb->cfg.snapshot, out, e, sizeof(e));
+	if (r < 0)
+		snprintf(err, n, "sandbox %s: config field \"snapshot\": %s", sb->name, e);
+	return r;
+}
+
+/* ---- the copy --------------------------------------------------------------------- */
+
+struct hl {
+	dev_t dev;
+	ino_t ino;
+	char *path;
+};
+
+struct copyctx {
+	int can_clone;             /* FICLONE worked or was not tried yet */
+	int can_chown;
+	uint64_t bytes, entries;
+	struct hl *links;          /* files with more than one link, copied once */
+	size_t nlinks, caplinks;
+	char what[4200];           /* the path that failed */
+};
+
+static int copy_xattrs(const char *src, const char *dst, struct copyctx *c)
+{
+	ssize_t n = llistxattr(src, NULL, 0);
+	if (n <= 0)
+		return n < 0 && errno != ENOTSUP && errno != EPERM ? -errno : 0;
+	char *list = malloc((size_t)n), *val = malloc(65536);
+	int r = 0;
+	if (!list || !val) {
+		r = -ENOMEM;
+		goto out;
+	}
+	n = llistxattr(src, list, (size_t)n);
+	for (char *k = list; n > 0 && k < list + n; k += strlen(k) + 1) {
+		ssize_t v = lgetxattr(src, k, val, 65536);
+		if (v < 0) {
+			if (errno == ENODATA)
+				continue;
+			r = -errno;
+			break;
+		}
+		if (lsetxattr(dst, k, val, (size_t)v, 0) < 0) {
+			/* Overlay's own xattrs carry meaning (opaque dirs,
+			 * redirects): losing one changes the snapshot's files.
+			 * Others (security.*, trusted.* when not root) are
+			 * dropped as cp -a would. */
+			if (!strncmp(k, "user.overlay.", 13) || errno == ENOSPC || errno == EDQUOT) {
+				r = -errno;
+				break;
+			}
+		}
+	}
+out:
+	if (r < 0)
+		snprintf(c->what, sizeof(c->what), "copying the extended attributes of %s", src);
+	free(list);
+	free(val);
+	return r;
+}
+
+static int copy_meta(const char *src, const char *dst, const struct stat *st, struct copyctx *c)
+{
+	int r = copy_xattrs(src, dst, c);
+	if (r < 0)
+		return r;
+	if (c->can_chown && lchown(dst, st->st_uid, st->st_gid) < 0) {
+		if (errno != EPERM)
+			return -errno;
+		c->can_chown = 0;   /* not root: files stay ours, as the sandbox sees them */
+	}
+	if (!S_ISLNK(st->st_mode) && chmod(dst, st->st_mode & 07777) < 0)
+		return -errno;
+	struct timespec ts[2] = {st->st_atim, st->st_mtim};
+	if (utimensat(AT_FDCWD, dst, ts, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	return 0;
+}
+
+static int copy_data(int in, int out, off_t size, struct copyctx *c)
+{
+	if (c->can_clone) {
+		if (ioctl(out, FICLONE, in) == 0)
+			return 0;
+		if (errno == ENOSPC || errno == EDQUOT)
+			return -errno;
+		c->can_clone = 0;   /* this filesystem cannot share extents */
+	}
+	off_t done = 0;
+	while (done < size) {
+		ssize_t k = copy_file_range(in, NULL, out, NULL, (size_t)(size - done), 0);
+		if (k < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP))
+			break;   /* fall back to read/write below */
+		if (k < 0)
+			return -errno;
+		if (k == 0)
+			return 0;   /* the file shrank: the sandbox is frozen, so it was truncated before */
+		done += k;
+	}
+	char buf[65536];
+	for (;;) {
+		ssize_t k = pread(in, buf, sizeof(buf), done);
+		if (k < 0)
+			return -errno;
+		if (k == 0)
+			return 0;
+		for (ssize_t w = 0; w < k;) {
+			ssize_t m = pwrite(out, buf + w, (size_t)(k - w), done + w);
+			if (m < 0)
+				return -errno;
+			w += m;
+		}
+		done += k;
+	}
+}
+
+static int copy_reg(const char *src, const char *dst, const struct stat *st, struct copyctx *c)
+{
+	if (st->st_nlink > 1) {
+		for (size_t i = 0; i < c->nlinks; i++) {
+			if (c->links[i].dev == st->st_dev && c->links[i].ino == st->st_ino)
+				return link(c->links[i].path, dst) < 0 ? -errno : 0;
+		}
+	}
+	int in = open(src, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
+	if (in < 0 && errno == EPERM)
+		in = open(src, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (in < 0)
+		return -errno;
+	int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (out < 0) {
+		int e = -errno;
+		close(in);
+		return e;
+	}
+	int r = copy_data(in, out, st->st_size, c);
+	close(in);
+	if (close(out) < 0 && r == 0)
+		r = -errno;
+	if (r < 0)
+		return r;
+	c->bytes += (uint64_t)st->st_size;
+	if (st->st_nlink > 1) {
+		if (c->nlinks == c->caplinks) {
+			c->caplinks = c->caplinks ? c->caplinks * 2 : 64;
+			struct hl *nl = realloc(c->links, c->caplinks * sizeof(*nl));
+			if (!nl)
+				return -ENOMEM;
+			c->links = nl;
+		}
+		c->links[c->nlinks++] = (struct hl){st->st_dev, st->st_ino, xstrdup(dst)};
+	}
+	return copy_meta(src, dst, st, c);
+}
+
+/* Copies the tree at src (a directory that exists) to dst (created here). */
+static int copy_tree(const char *src, const char *dst, struct copyctx *c)
+{
+	struct stat st;
+	if (lstat(src, &st) < 0)
+		return -errno;
+	if (mkdir(dst, 0700) < 0)
+		return -errno;
+	DIR *d = opendir(src);
+	if (!d)
+		return -errno;
+	int r = 0;
+	struct dirent *de;
+	size_t ls = strlen(src), ld = strlen(dst);
+	char *s = malloc(ls + 258), *t = malloc(ld + 258);
+	if (!s || !t) {
+		r = -ENOMEM;
+		goto out;
+	}
+	while (r == 0 && (errno = 0, de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		snprintf(s, ls + 258, "%s/%s", src, de->d_name);
+		snprintf(t, ld + 258, "%s/%s", dst, de->d_name);
+		struct stat cs;
+		if (lstat(s, &cs) < 0) {
+			r = -errno;
+			break;
+		}
+		c->entries++;
+		if (S_ISDIR(cs.st_mode)) {
+			r = copy_tree(s, t, c);
+			continue;   /* copy_tree set its own metadata */
+		} else if (S_ISREG(cs.st_mode)) {
+			r = copy_reg(s, t, &cs, c);
+			continue;
+		} else if (S_ISLNK(cs.st_mode)) {
+			char target[PATH_MAX + 1];
+			ssize_t k = readlink(s, target, PATH_MAX);
+			if (k < 0 || symlink((target[k < 0 ? 0 : k] = '\0', target), t) < 0)
+				r = -errno;
+		} else {
+			/* Whiteouts (0/0 character devices), fifos, sockets.
+			 * mknod of a whiteout needs no capability since 5.8. */
+			if (mknod(t, cs.st_mode, cs.st_rdev) < 0)
+				r = -errno;
+		}
+		if (r == 0)
+			r = copy_meta(s, t, &cs, c);
+		if (r < 0 && !c->what[0])
+			snprintf(c->what, sizeof(c->what), "copying %s", s);
+	}
+	if (r == 0 && errno)
+		r = -errno;
+	if (r == 0)
+		r = copy_meta(src, dst, &st, c);
+	if (r < 0 && !c->what[0])
+		snprintf(c->what, sizeof(c->what), "copying %s", src);
+out:
+	free(s);
+	free(t);
+	closedir(d);
+	return r;
+}
+
+static void recover(struct seer_ctx *ctx, int min_age);
+
+/* ---- taking one ------------------------------------------------------------------- */
+
+static int sync_path(const char *p)
+{
+	int fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int r = syncfs(fd) < 0 ? -errno : 0;
+	close(fd);
+	return r;
+}
+
+static int write_info(struct sandbox *sb, const char *name, const char *tmp, const struct copyctx *c, uint64_t t0,
+		      char *err, size_t n)
+{
+	pthread_mutex_lock(&sb->lock);
+	char *config = xstrdup(sb->config_text ? sb->config_text : "");
+	char *parent = sb->cfg.snapshot ? xstrdup(sb->cfg.snapshot) : NULL;
+	pthread_mutex_unlock(&sb->lock);
+
+	struct json_object *o = json_object_new_object(), *layers = json_object_new_array();
+	json_object_array_add(layers, json_object_new_string(name));
+	int r = 0;
+	if (parent) {
+		struct json_object *pi = load_info(sb->ctx, parent);
+		struct json_object *pl = info_layers(pi);
+		if (!pl) {
+			snprintf(err, n, "sandbox %s: snapshot %s: its parent snapshot %s is gone or damaged", sb->name, name, parent);
+			r = -ENOENT;
+		}
+		for (size_t i = 0; pl && i < json_object_array_length(pl); i++)
+			json_object_array_add(layers, json_object_get(json_object_array_get_idx(pl, i)));
+		json_object_put(pi);
+	}
+	char when[40];
+	fmt_time_iso(t0, when, sizeof(when));
+	json_object_object_add(o, "name", json_object_new_string(name));
+	json_object_object_add(o, "source", json_object_new_string(sb->name));
+	json_object_object_add(o, "created", json_object_new_string(when));
+	json_object_object_add(o, "size", json_object_new_int64((int64_t)c->bytes));
+	json_object_object_add(o, "entries", json_object_new_int64((int64_t)c->entries));
+	json_object_object_add(o, "config", json_object_new_string(config));
+	json_object_object_add(o, "parent", parent ? json_object_new_string(parent) : NULL);
+	json_object_object_add(o, "layers", layers);
+	if (r == 0) {
+		const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
+		char p[4400];
+		snprintf(p, sizeof(p), "%s/info.json", tmp);
+		struct sbuf b = {0};
+		sbuf_printf(&b, "%s\n", text);
+		r = write_file_atomic(p, b.data, b.len, 0644);
+		sbuf_free(&b);
+		if (r < 0)
+			snprintf(err, n, "sandbox %s: snapshot %s: cannot write %s: %s", sb->name, name, p, strerror(-r));
+	}
+	json_object_put(o);
+	free(config);
+	free(parent);
+	return r;
+}
+
+int snapshot_take(struct sandbox *sb, const char *name, char *err, size_t n)
+{
+	struct seer_ctx *ctx = sb->ctx;
+	if (!name_valid(name) || str_endswith(name, TMP_SUFFIX)) {
+		snprintf(err, n, "sandbox %s: \"%s\" is not a valid snapshot name (letters, digits, '-', '_', '.', at most 64, not ending in .tmp)",
+			 sb->name, name);
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&sb->lock);
+	enum sb_state st = sb->state;
+	const struct seer_provider *prov = sb->prov;
+	pthread_mutex_unlock(&sb->lock);
+	if (st != SB_RUNNING) {
+		snprintf(err, n, "sandbox %s: snapshot %s needs a running sandbox; this one is %s%s", sb->name, name,
+			 sb_state_name(st), st == SB_PROVISIONING ? ": wait for it (cat wait) and try again" : "");
+		return st == SB_PROVISIONING || st == SB_TERMINATING ? -EBUSY : -EINVAL;
+	}
+	char upper[4096], tmp[4200], fin[4096], layer[4300], lockp[4096];
+	snprintf(upper, sizeof(upper), "%s/fs/upper", sb->dir);
+	if (!prov || !prov->freeze || access(upper, F_OK) < 0) {
+		snprintf(err, n, "sandbox %s: snapshot %s: its provider %s keeps no local overlay, so it cannot be snapshotted",
+			 sb->name, name, prov ? prov->name : "(none)");
 		return -ENOTSUP;
 	}
+	recover(ctx, TMP_GRACE_S);
+	snap_path(ctx, name, NULL, fin, sizeof(fin));
+	snprintf(tmp, sizeof(tmp), "%s%s", fin, TMP_SUFFIX);
+	snprintf(layer, sizeof(layer), "%s/layer", tmp);
+	if (access(fin, F_OK) == 0) {
+		snprintf(err, n, "sandbox %s: snapshot %s already exists; pick another name or rmdir MOUNT/snapshots/%s first",
+			 sb->name, name, name);
+		return -EEXIST;
+	}
+	/* One snapshot of a sandbox at a time: freeze/thaw do not nest. */
+	snprintf(lockp, sizeof(lockp), "%s/fs", sb->dir);
+	int sbl = open(lockp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (sbl < 0 || flock(sbl, LOCK_EX) < 0) {
+		int e = -errno;
+		snprintf(err, n, "sandbox %s: snapshot %s: cannot open %s: %s", sb->name, name, lockp, strerror(-e));
+		if (sbl >= 0)
+			close(sbl);
+		return e;
+	}
+	int r;
+	if (mkdir(tmp, 0700) < 0) {
+		r = -errno;
+		if (r == -EEXIST)
+			snprintf(err, n, "sandbox %s: snapshot %s is being taken right now; pick another name", sb->name, name);
+		else
+			snprintf(err, n, "sandbox %s: snapshot %s: cannot create %s: %s", sb->name, name, tmp, strerror(-r));
+		close(sbl);
+		return r;
+	}
+	int tl = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (tl >= 0)
+		flock(tl, LOCK_EX);   /* tells snapshot_recover this build is alive */
+	uint64_t t0 = now_ns();
+	double m0 = mono_s();
+	struct copyctx c = {.can_clone = 1, .can_chown = 1};
+	sandbox_log(sb, "snapshot %s: freezing the sandbox to copy its changes", name);
+	r = prov->freeze(sb, 1);
+	if (r < 0) {
+		snprintf(err, n, "sandbox %s: snapshot %s: cannot freeze the sandbox: %s", sb->name, name, strerror(-r));
+		prov->freeze(sb, 0);
+		goto fail;
+	}
+	/* The copy reads the upper dir through the page cache, which already
+	 * holds what the frozen processes wrote; syncfs makes the source
+	 * durable too, so a crash cannot leave a snapshot newer than its
+	 * sandbox's disk. */
+	sync_path(upper);
+	r = copy_tree(upper, layer, &c);
+	int tr = prov->freeze(sb, 0);
+	double frozen = mono_s() - m0;
+	if (tr < 0)
+		sandbox_log(sb, "snapshot %s: resuming the sandbox failed: %s; its processes may stay stopped (terminate and retry)",
+			    name, strerror(-tr));
+	if (r < 0) {
+		snprintf(err, n, "sandbox %s: snapshot %s failed while %s: %s%s", sb->name, name, c.what[0] ? c.what : "copying",
+			 strerror(-r), r == -ENOSPC ? "; free space in the state directory and try again" : "");
+		goto fail;
+	}
+	if ((r = write_info(sb, name, tmp, &c, t0, err, n)) < 0)
+		goto fail;
+	if ((r = sync_path(tmp)) < 0) {
+		snprintf(err, n, "sandbox %s: snapshot %s: syncfs: %s", sb->name, name, strerror(-r));
+		goto fail;
+	}
+	if (renameat2(AT_FDCWD, tmp, AT_FDCWD, fin, RENAME_NOREPLACE) < 0) {
+		r = -errno;
+		snprintf(err, n, "sandbox %s: snapshot %s: %s", sb->name, name,
+			 r == -EEXIST ? "a snapshot of that name appeared meanwhile; pick another name" : strerror(-r));
+		goto fail;
+	}
+	char parent[4096];
+	snprintf(parent, sizeof(parent), "%s/snapshots", ctx->state_dir);
+	fsync_dir(parent);
+	for (size_t i = 0; i < c.nlinks; i++)
+		free(c.links[i].path);
+	free(c.links);
+	if (tl >= 0)
+		close(tl);
+	close(sbl);
+	sandbox_log(sb, "snapshot %s taken: %llu bytes in %llu entries, sandbox frozen %.3f s", name,
+		    (unsigned long long)c.bytes, (unsigned long long)c.entries, frozen);
 	return 0;
+fail:
+	rm_rf(tmp);
+	for (size_t i = 0; i < c.nlinks; i++)
+		free(c.links[i].path);
+	free(c.links);
+	if (tl >= 0)
+		close(tl);
+	close(sbl);
+	sandbox_log(sb, "%s", err);
+	return r;
+}
+
+/* ---- listing, removing, recovering ------------------------------------------------ */
+
+int snapshot_list(struct seer_ctx *ctx, void (*fn)(void *arg, const char *name), void *arg)
+{
+	char p[4096];
+	snprintf(p, sizeof(p), "%s/snapshots", ctx->state_dir);
+	DIR *d = opendir(p);
+	if (!d)
+		return -errno;
+	struct dirent *de;
+	while ((de = readdir(d)))
+		if (snapshot_exists(ctx, de->d_name))
+			fn(arg, de->d_name);
+	closedir(d);
+	return 0;
+}
+
+static void recover(struct seer_ctx *ctx, int min_age)
+{
+	char p[4096];
+	snprintf(p, sizeof(p), "%s/snapshots", ctx->state_dir);
+	DIR *d = opendir(p);
+	if (!d)
+		return;
+	struct dirent *de;
+	time_t now = time(NULL);
+	/* seer_ctx_open rewrites the state dir's lock file when this seerfs
+	 * starts: a NAME.tmp changed before that belongs to an earlier one. */
+	struct stat ls;
+	struct timespec started = {0, 0};
+	if (ctx->lock_fd >= 0 && fstat(ctx->lock_fd, &ls) == 0)
+		started = ls.st_mtim;
+	while ((de = readdir(d))) {
+		if (!str_endswith(de->d_name, TMP_SUFFIX) || de->d_name[0] == '.')
+			continue;
+		int fd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		struct stat st;
+		if (fd < 0)
+			continue;
+		/* A live builder holds the lock; a crashed one released it. */
+		int stale = fstat(fd, &st) == 0 &&
+			    (now - st.st_ctime >= min_age || st.st_ctim.tv_sec < started.tv_sec ||
+			     (st.st_ctim.tv_sec == started.tv_sec && st.st_ctim.tv_nsec < started.tv_nsec));
+		if (stale && flock(fd, LOCK_EX | LOCK_NB) == 0)
+			rm_rf_at(dirfd(d), de->d_name);
+		close(fd);
+	}
+	closedir(d);
+}
+
+void snapshot_recover(struct seer_ctx *ctx)
+{
+	recover(ctx, 0);
+}
+
+void snapshot_cleanup(struct seer_ctx *ctx)
+{
+	recover(ctx, TMP_GRACE_S);
+}
+
+/* Whether snapshot `name` is in the stack of snapshot `other`. */
+static int in_stack(struct seer_ctx *ctx, const char *other, const char *name)
+{
+	struct json_object *o = load_info(ctx, other);
+	struct json_object *l = info_layers(o);
+	int found = 0;
+	for (size_t i = 0; l && i < json_object_array_length(l) && !found; i++) {
+		const char *s = json_object_get_string(json_object_array_get_idx(l, i));
+		found = s && !strcmp(s, name);
+	}
+	json_object_put(o);
+	return found;
+}
+
+struct deps {
+	struct seer_ctx *ctx;
+	const char *name;
+	char *user;
+};
+
+static void dep_snap(void *arg, const char *other)
+{
+	struct deps *d = arg;
+	if (!d->user && strcmp(other, d->name) && in_stack(d->ctx, other, d->name))
+		d->user = xstrdup(other);
+}
+
+static void set_snap_error(struct seer_ctx *ctx, const char *name, const char *msg)
+{
+	char p[4096];
+	snap_path(ctx, name, "error", p, sizeof(p));
+	struct sbuf b = {0};
+	sbuf_printf(&b, "%s\n", msg);
+	write_file_atomic(p, b.data, b.len, 0644);
+	sbuf_free(&b);
+}
+
+char *snapshot_error_text(struct seer_ctx *ctx, const char *name)
+{
+	char p[4096], *t = NULL;
+	snap_path(ctx, name, "error", p, sizeof(p));
+	if (read_file(p, 65536, &t, NULL) < 0)
+		return xstrdup("");
+	return t;
+}
+
+int snapshot_remove(struct seer_ctx *ctx, const char *name, char *err, size_t n)
+{
+	if (!snapshot_exists(ctx, name)) {
+		snprintf(err, n, "snapshot %s does not exist", name);
+		return -ENOENT;
+	}
+	/* Sandboxes based on it, in any state: a terminated one can be
+	 * retried and would then need its layers. */
+	char *dep_sb = NULL;
+	pthread_mutex_lock(&ctx->lock);
+	for (struct sandbox *sb = ctx->sandboxes; sb && !dep_sb; sb = sb->next) {
+		pthread_mutex_lock(&sb->lock);
+		char *s = sb->cfg.snapshot ? xstrdup(sb->cfg.snapshot) : NULL;
+		pthread_mutex_unlock(&sb->lock);
+		if (s && (!strcmp(s, name) || in_stack(ctx, s, name)))
+			dep_sb = xstrdup(sb->name);
+		free(s);
+	}
+	pthread_mutex_unlock(&ctx->lock);
+	if (dep_sb) {
+		snprintf(err, n, "snapshot %s cannot be deleted: sandbox %s is based on it; remove that sandbox (rmdir MOUNT/%s) first",
+			 name, dep_sb, dep_sb);
+		set_snap_error(ctx, name, err);
+		struct sandbox *sb = sandbox_get(ctx, dep_sb);
+		if (sb) {
+			sandbox_log(sb, "snapshot %s was not deleted because this sandbox is based on it; remove this sandbox first",
+				    name);
+			sandbox_put(sb);
+		}
+		free(dep_sb);
+		return -EBUSY;
+	}
+	struct deps d = {ctx, name, NULL};
+	snapshot_list(ctx, dep_snap, &d);
+	if (d.user) {
+		snprintf(err, n, "snapshot %s cannot be deleted: snapshot %s is built on it; delete snapshot %s first", name,
+			 d.user, d.user);
+		set_snap_error(ctx, name, err);
+		free(d.user);
+		return -EBUSY;
+	}
+	/* Rename out of sight first, so a crash mid-delete leaves a NAME.tmp
+	 * that recovery removes rather than half a snapshot. */
+	char fin[4096], tmp[4200];
+	snap_path(ctx, name, NULL, fin, sizeof(fin));
+	snprintf(tmp, sizeof(tmp), "%s%s", fin, TMP_SUFFIX);
+	int r;
+	if (renameat2(AT_FDCWD, fin, AT_FDCWD, tmp, RENAME_NOREPLACE) == 0)
+		r = rm_rf(tmp);
+	else
+		r = rm_rf(fin);
+	if (r < 0)
+		snprintf(err, n, "snapshot %s: cannot remove %s: %s", name, fin, strerror(-r));
+	return r;
 }

@@ -1,5 +1,13 @@
 /*
  * snapshot.h - point-in-time snapshots of a sandbox's writable tree.
+ *
+ * A snapshot is STATE/snapshots/NAME/ holding layer/ (a copy of the
+ * sandbox's overlay upper dir, whiteouts and user.overlay.* xattrs
+ * included) and info.json (source, time, size, config, parent, and the
+ * full layer stack, newest first). A sandbox started from a snapshot mounts
+ * those layers as its overlay's lower dirs, so restore costs nothing.
+ * NAME.tmp is a snapshot being built; it is never shown and is removed once
+ * no process holds its lock (the builder crashed). See docs/snapshots.md.
  */
 #ifndef SEER_SNAPSHOT_H
 #define SEER_SNAPSHOT_H
@@ -8,11 +16,32 @@
 #include "core/util.h"
 
 struct sandbox;
+struct seer_ctx;
 
-/* Takes snapshot NAME of a running sandbox; returns when it is durable. */
+/* Takes snapshot NAME of a running sandbox; returns when it is durable.
+ * -EEXIST name in use, -EBUSY provisioning/terminating, -ENOSPC passes
+ * through (nothing is left behind and the sandbox keeps running). */
 int snapshot_take(struct sandbox *sb, const char *name, char *err, size_t errlen);
 /* The overlay lowerdir list for a sandbox started from a snapshot (empty
  * when the config names none). */
 int snapshot_lowerdirs(struct sandbox *sb, struct sbuf *out, char *err, size_t errlen);
+
+/* The lowerdir list (colon separated, newest first) of snapshot NAME. */
+int snapshot_stack(struct seer_ctx *ctx, const char *name, struct sbuf *out, char *err, size_t errlen);
+/* Whether STATE/snapshots/NAME is a complete snapshot (1) or not (0). */
+int snapshot_exists(struct seer_ctx *ctx, const char *name);
+/* Removes snapshot NAME: -ENOENT, or -EBUSY (err says who depends on it,
+ * and the dependent sandbox's log says so too). */
+int snapshot_remove(struct seer_ctx *ctx, const char *name, char *err, size_t errlen);
+/* Removes NAME.tmp directories that no live snapshot_take holds (a crash
+ * left them). Safe to call at any time; call it at start-up. */
+void snapshot_recover(struct seer_ctx *ctx);
+/* The same for use while seerfs runs: spares builds too young to hold
+ * their lock yet. */
+void snapshot_cleanup(struct seer_ctx *ctx);
+/* Calls fn for every complete snapshot, in directory order. */
+int snapshot_list(struct seer_ctx *ctx, void (*fn)(void *arg, const char *name), void *arg);
+/* The last error of snapshot NAME ("" when none); the caller frees it. */
+char *snapshot_error_text(struct seer_ctx *ctx, const char *name);
 
 #endif

@@ -96,7 +96,9 @@ struct ssh_chan {
     char *req, *arg;
     ssh_chan_cbs cbs;
     void *ud;
-    int attached;            /* the user has not released it */
+    int attached;            /* the user has not released it; sweep()
+                                frees only detached channels */
+    int detaching;           /* release in progress: no new callbacks */
     int notified;            /* on_closed delivered */
     int cb_busy;             /* a callback runs right now */
     int open_done, open_err;
@@ -106,6 +108,7 @@ struct ssh_chan {
     int eof_req, eof_sent;
     int rx_eof[2];
     int rx_paused;
+    unsigned resume_seq;     /* bumped by ssh_chan_resume */
     int closed;              /* remote closed or link died: writes refused */
     ssh_chan_exit exit;
 };
@@ -835,12 +838,30 @@ static void conn_free(ssh_conn *c)
     free(c);
 }
 
+/* May the I/O thread start a user callback on ch?  (lock held) */
+static int cb_allowed(const ssh_chan *ch)
+{
+    return ch->attached && !ch->detaching;
+}
+
+/* Detaches the user from ch (lock held).  Order matters: first stop new
+ * callbacks, then wait for a running one, and only then clear `attached`,
+ * because from that moment sweep() may free ch as soon as the lock drops. */
+static void detach_locked(ssh_conn *c, ssh_chan *ch)
+{
+    ch->detaching = 1;
+    if (!(c->io_started && pthread_equal(pthread_self(), c->io)))
+        while (ch->cb_busy)
+            pthread_cond_wait(&c->cv, &c->mu);
+    ch->attached = 0;
+}
+
 /* Runs a user callback without the lock; release() waits on cb_busy. */
 static void notify_closed(ssh_conn *c, ssh_chan *ch, int err)
 {
     ssh_chan_exit ex;
     ch->closed = 1;
-    if (!ch->attached || ch->notified || !ch->open_done || ch->open_err)
+    if (!cb_allowed(ch) || ch->notified || !ch->open_done || ch->open_err)
         return;
     ch->notified = 1;
     if (!ch->cbs.on_closed)
@@ -1152,7 +1173,7 @@ static enum io_result io_finish(ssh_conn *c, struct io_task *t)
             free(q);
             if (c->writers_waiting)
                 pthread_cond_broadcast(&c->cv);
-            if (ch->oq_bytes < OQ_LOW && ch->cbs.on_drain && ch->attached) {
+            if (ch->oq_bytes < OQ_LOW && ch->cbs.on_drain && cb_allowed(ch)) {
                 ch->cb_busy = 1;
                 pthread_mutex_unlock(&c->mu);
                 ch->cbs.on_drain(ch->ud);
@@ -1184,8 +1205,9 @@ static enum io_result io_finish(ssh_conn *c, struct io_task *t)
             }
             return R_IDLE;
         }
-        if (ch->attached && ch->cbs.on_data) {
+        if (cb_allowed(ch) && ch->cbs.on_data) {
             int pause;
+            unsigned resumes = ch->resume_seq;
             ch->cb_busy = 1;
             pthread_mutex_unlock(&c->mu);
             pause = ch->cbs.on_data(ch->ud, stream, (const char *)c->rxbuf,
@@ -1193,7 +1215,11 @@ static enum io_result io_finish(ssh_conn *c, struct io_task *t)
             pthread_mutex_lock(&c->mu);
             ch->cb_busy = 0;
             pthread_cond_broadcast(&c->cv);
-            if (pause)
+            /* A resume that arrived while the callback ran (its consumer
+             * already drained what made it ask for the pause) wins;
+             * otherwise that resume would be lost and reading would stop
+             * for good. */
+            if (pause && ch->resume_seq == resumes)
                 ch->rx_paused = 1;
         }
         return R_AGAIN;
@@ -1682,7 +1708,9 @@ int ssh_chan_open(ssh_conn *c, const char *request, const char *arg,
                    ch->open_msg);
     }
     if (rc) {
-        ch->attached = 0; /* the I/O thread closes and frees it */
+        /* The I/O thread closes and frees it; a callback that raced with
+         * the failure must be over before the caller frees `ud`. */
+        detach_locked(c, ch);
         wake_io(c);
         pthread_mutex_unlock(&c->mu);
         return rc;
@@ -1814,6 +1842,7 @@ void ssh_chan_resume(ssh_chan *ch)
 {
     ssh_conn *c = ch->conn;
     pthread_mutex_lock(&c->mu);
+    ch->resume_seq++;
     if (ch->rx_paused) {
         ch->rx_paused = 0;
         wake_io(c);
@@ -1829,10 +1858,7 @@ void ssh_chan_release(ssh_chan *ch)
         return;
     c = ch->conn;
     pthread_mutex_lock(&c->mu);
-    ch->attached = 0;
-    if (!(c->io_started && pthread_equal(pthread_self(), c->io)))
-        while (ch->cb_busy)
-            pthread_cond_wait(&c->cv, &c->mu);
+    detach_locked(c, ch);
     if (c->io_exited) {
         /* No I/O thread any more: free it here. */
         ch->state = CH_DONE;

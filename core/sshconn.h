@@ -138,7 +138,8 @@ ssize_t ssh_chan_try_write(ssh_chan *ch, const void *buf, size_t len);
 /* Sends EOF (end of stdin) once everything queued before it is sent. */
 int ssh_chan_send_eof(ssh_chan *ch);
 
-/* Undoes a pause requested by on_data's return value. */
+/* Undoes a pause requested by on_data's return value.  A resume issued
+ * while on_data is still running cancels the pause that call asks for. */
 void ssh_chan_resume(ssh_chan *ch);
 
 /* Detaches the caller: after return no callback runs; the I/O thread closes

@@ -30,6 +30,7 @@ struct seer_fs {
 	int writeback;           /* -o writeback: kernel writeback cache for root/ */
 	int no_splice;
 
+	pthread_mutex_t pend_mu; /* held while parked reads are retried or purged */
 	pthread_mutex_t lock;    /* the two lists below */
 	struct fs_sb *sbs;       /* fs/'s per-sandbox data (root/, scratch files) */
 	struct pend *pends;      /* reads parked until something changes */

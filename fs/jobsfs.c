@@ -271,20 +271,21 @@ static void reply_text(fuse_req_t req, struct vfh *h, char *(*make)(struct job *
 	fuse_reply_buf(req, h->buf.data + off, n < size ? n : size);
 }
 
-/* Reads up to size bytes of a stream at pos; 0 bytes means "nothing yet". */
-static void reply_stream(fuse_req_t req, int fd, size_t size, uint64_t pos, size_t *got)
+/* Reads up to size bytes of a stream at pos and answers with them; the
+ * count is returned before the answer goes out, so that a caller keeping
+ * its own position moves it before the reader can ask again. */
+static void reply_stream(fuse_req_t req, int fd, size_t size, uint64_t pos, uint64_t *advance)
 {
 	char *buf = malloc(size ? size : 1);
 	ssize_t n = buf ? pread(fd, buf, size, (off_t)pos) : -1;
 	if (n < 0) {
 		fuse_reply_err(req, buf ? errno : ENOMEM);
-		n = 0;
 	} else {
+		if (advance)
+			*advance += (uint64_t)n;
 		fuse_reply_buf(req, buf, (size_t)n);
 	}
 	free(buf);
-	if (got)
-		*got = (size_t)n;
 }
 
 static int exit_try_answer(struct seer_fs *fs, struct pend *p)
@@ -319,12 +320,10 @@ static int exec_try_answer(struct seer_fs *fs, struct pend *p)
 		fuse_reply_err(p->req, -h->fd);
 		return 1;
 	}
-	size_t got = 0;
 	size_t want = p->size;
 	if (want > len - e->pos)
 		want = (size_t)(len - e->pos);
-	reply_stream(p->req, h->fd, want, e->pos, &got);
-	e->pos += got;
+	reply_stream(p->req, h->fd, want, e->pos, &e->pos);
 	return 1;
 }
 

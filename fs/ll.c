@@ -11,6 +11,7 @@
 #include "fs/vfile.h"
 #include "fs/jobsfs.h"
 #include "fs/readme.h"
+#include "fs/snapfs.h"
 #include "core/provider.h"
 
 #include <errno.h>
@@ -104,7 +105,41 @@ void pend_park(struct seer_fs *fs, struct pend *p)
 	pend_kick(fs, p->serial);
 }
 
+static void pend_kick_locked(struct seer_fs *fs, uint32_t serial);
+
 void pend_kick(struct seer_fs *fs, uint32_t serial)
+{
+	/* One retry pass at a time, and never while a release frees the open
+	 * file a parked read points to. */
+	pthread_mutex_lock(&fs->pend_mu);
+	pend_kick_locked(fs, serial);
+	pthread_mutex_unlock(&fs->pend_mu);
+}
+
+/* Answers (EINTR) and drops the parked reads of an open file being released. */
+static void pend_purge(struct seer_fs *fs, struct vfh *h)
+{
+	pthread_mutex_lock(&fs->pend_mu);
+	for (;;) {
+		struct pend *found = NULL;
+		pthread_mutex_lock(&fs->lock);
+		for (struct pend **pp = &fs->pends; *pp; pp = &(*pp)->next) {
+			if ((*pp)->fh == h) {
+				found = *pp;
+				*pp = found->next;
+				break;
+			}
+		}
+		pthread_mutex_unlock(&fs->lock);
+		if (!found)
+			break;
+		fuse_reply_err(found->req, EINTR);
+		free(found);
+	}
+	pthread_mutex_unlock(&fs->pend_mu);
+}
+
+static void pend_kick_locked(struct seer_fs *fs, uint32_t serial)
 {
 	for (;;) {
 		struct pend *p = NULL;
@@ -294,6 +329,8 @@ static int vstat(struct seer_fs *fs, fuse_ino_t ino, struct stat *st)
 		fill_stat(fs, st, ino, S_IFDIR | 0755, 0, now_ns());
 		return 0;
 	}
+	if (snapfs_owns(ino))
+		return snapfs_stat(fs, ino, st);
 	struct sandbox *sb = sandbox_get_serial(fs->ctx, vino_serial(ino));
 	if (!sb)
 		return -ENOENT;
@@ -422,6 +459,15 @@ static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		uint32_t serial = sb->serial;
 		sandbox_put(sb);
 		reply_ventry(req, vino(serial, 0, K_SBDIR), VTIMEOUT);
+		return;
+	}
+	if (pk == K_SNAPDIR || snapfs_owns(parent)) {
+		struct fuse_entry_param e;
+		int r = snapfs_lookup(fs, parent, name, &e);
+		if (r < 0)
+			fuse_reply_err(req, -r);
+		else
+			fuse_reply_entry(req, &e);
 		return;
 	}
 	if (pk == K_SNAPDIR || pk == K_ROOT_EMPTY) {
@@ -598,6 +644,13 @@ static void ll_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 			jobsfs_list(fs, sb, ino, vdir_add_cb, d);
 		}
 		sandbox_put(sb);
+	} else if (k == K_SNAPDIR || k == K_SNAPSHOT) {
+		int r = snapfs_list(fs, ino, vdir_add_cb, d);
+		if (r < 0) {
+			vdir_free(d);
+			fuse_reply_err(req, -r);
+			return;
+		}
 	} else if (k != K_SNAPDIR && k != K_ROOT_EMPTY) {
 		vdir_free(d);
 		fuse_reply_err(req, ENOTDIR);
@@ -716,6 +769,10 @@ static void ll_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, -r);
 		return;
 	}
+	if (pk == K_SNAPDIR) {
+		fuse_reply_err(req, -snapfs_rmdir(fs, name));
+		return;
+	}
 	if (pk != K_TOP) {
 		fuse_reply_err(req, EPERM);
 		return;
@@ -779,8 +836,22 @@ static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_open(req, fi);
 		return;
 	}
-	if (k == K_TOP || k == K_SNAPDIR || k == K_SBDIR || k == K_ROOT_EMPTY) {
+	if (k == K_TOP || k == K_SNAPDIR || k == K_SBDIR || k == K_ROOT_EMPTY || k == K_SNAPSHOT) {
 		fuse_reply_err(req, EISDIR);
+		return;
+	}
+	if (snapfs_owns(ino)) {
+		/* info.json / error of a snapshot: read-only, read once at open. */
+		struct vfh *h = vfh_new(k, NULL, vino_sub(ino));
+		int r = acc != O_RDONLY ? -EROFS : snapfs_read(fs, ino, &h->buf);
+		if (r < 0) {
+			vfh_free(h);
+			fuse_reply_err(req, -r);
+			return;
+		}
+		h->have_content = 1;
+		fi->fh = (uintptr_t)h;
+		fuse_reply_open(req, fi);
 		return;
 	}
 	struct sandbox *sb = sandbox_get_serial(fs->ctx, vino_serial(ino));
@@ -883,6 +954,10 @@ static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 		return;
 	}
 	struct vfh *h = (struct vfh *)(uintptr_t)fi->fh;
+	if (h->kind == K_SNAP_INFO) {
+		reply_slice(req, &h->buf, size, off);
+		return;
+	}
 	switch (h->kind) {
 	case K_WAIT:
 		if (!h->have_content && sandbox_settling(h->sb)) {
@@ -1069,6 +1144,7 @@ static void ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		sandbox_apply_config(h->sb, h->buf.data ? h->buf.data : "", h->buf.len);
 	}
 	jobsfs_release(fs_of(req), h);
+	pend_purge(fs_of(req), h);
 	vfh_free(h);
 	fuse_reply_err(req, 0);
 }

@@ -12,6 +12,8 @@
 #include "core/util.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <fuse_lowlevel.h>
 #include <limits.h>
 #include <signal.h>
@@ -168,6 +170,50 @@ static char *find_agent(void)
 	return xstrdup(SEERFS_LIBEXECDIR "/seerfs-agent");
 }
 
+/* Whether our mountpoint is still mounted in our namespace. */
+static int still_mounted(const char *mp)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return 1;
+	char line[8192];
+	int found = 0;
+	while (!found && fgets(line, sizeof(line), f)) {
+		char path[4096];
+		/* id parent major:minor root mountpoint ... - fstype source */
+		if (sscanf(line, "%*s %*s %*s %*s %4095s", path) == 1 && !strcmp(path, mp) && strstr(line, " - fuse.seerfs "))
+			found = 1;
+	}
+	fclose(f);
+	return found;
+}
+
+/* Every sandbox's mount namespace holds a copy of our FUSE mount (it was
+ * made after we mounted), so after `fusermount3 -u` the kernel keeps the
+ * connection open and we would never hear of it. This thread notices the
+ * unmount (mountinfo polls POLLPRI on changes), stops the sandboxes, which
+ * drops those copies, and so the FUSE loop ends. */
+static void *mount_watcher(void *arg)
+{
+	struct seer_fs *fs = arg;
+	int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	for (;;) {
+		struct pollfd p = {fd, POLLPRI, 0};
+		int r = poll(&p, 1, 1000);
+		if (r < 0 && errno != EINTR)
+			break;
+		if (!still_mounted(fs->ctx->mountpoint)) {
+			fuse_session_exit(fs->se);
+			seer_ctx_stop_processes(fs->ctx);
+			break;
+		}
+	}
+	close(fd);
+	return NULL;
+}
+
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -242,6 +288,7 @@ int main(int argc, char *argv[])
 	fs.writeback = o.writeback;
 	fs.no_splice = o.no_splice;
 	pthread_mutex_init(&fs.lock, NULL);
+	pthread_mutex_init(&fs.pend_mu, NULL);
 	ll_install_hooks(&fs);
 
 	struct fuse_session *se = fuse_session_new(&args, &seer_ll_ops, sizeof(seer_ll_ops), &fs);
@@ -272,8 +319,18 @@ int main(int argc, char *argv[])
 	fuse_loop_cfg_set_clone_fd(lc, (unsigned)o.clone_fd);
 	fuse_loop_cfg_set_max_threads(lc, o.max_threads);
 	fuse_loop_cfg_set_idle_threads(lc, 8);
+	pthread_t watcher;
+	int watching = pthread_create(&watcher, NULL, mount_watcher, &fs) == 0;
 	ret = fuse_session_loop_mt(se, lc);
+	/* libfuse returns the signal that ended the loop (SIGTERM from a
+	 * service manager, Ctrl-C in the foreground): a normal end. */
+	if (ret == SIGTERM || ret == SIGINT || ret == SIGHUP || fuse_session_exited(se))
+		ret = 0;
 	fuse_loop_cfg_destroy(lc);
+	if (watching) {
+		pthread_cancel(watcher);
+		pthread_join(watcher, NULL);
+	}
 	seer_ctx_close(&ctx);
 out_unmount:
 	fuse_session_unmount(se);

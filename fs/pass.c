@@ -55,7 +55,8 @@
  *         fs->writeback.
  *   clear HANDLE_KILLPRIV (the daemon may be root, whose writes would not
  *         clear setuid bits: let the kernel send the setattr), DONT_MASK
- *         (the kernel applies the caller's umask; we run with umask 0),
+ *         (the kernel applies the caller's umask; fix_mode() undoes what
+ *         the daemon's own umask takes away, without touching it),
  *         CACHE_SYMLINKS (a link's text depends on its depth), POSIX_ACL,
  *         EXPORT_SUPPORT.
  *   max_background 64, congestion_threshold 48, time_gran 1; max_write
@@ -86,6 +87,7 @@
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <sys/xattr.h>
 #include <time.h>
@@ -124,6 +126,16 @@ struct pkey {
 	ino_t ino;
 };
 
+/* What tells two inodes with one (st_dev, st_ino) apart: a number is only
+ * reused after the inode is gone, which a held O_PATH fd prevents, but an
+ * evicted node holds none. */
+struct pident {
+	mode_t type;
+	int has_btime;
+	int64_t btime_sec;
+	uint32_t btime_nsec;
+};
+
 /* One fd per (inode, POSIX lock owner): its OFD locks are the owner's. */
 struct lockowner {
 	struct lockowner *next;
@@ -148,6 +160,8 @@ struct pnode {
 	dev_t dev;
 	ino_t ino;
 	mode_t type;                   /* S_IFMT bits */
+	struct pident id;
+	int stale;                     /* its inode is gone; off the table */
 	atomic_int fd;                 /* O_PATH (or -1 while evicted) */
 	atomic_int pins;               /* users of fd right now */
 	atomic_int used;               /* CLOCK reference bit */
@@ -208,6 +222,7 @@ struct pass_fs {
 	atomic_int refs;               /* caller, every node, the worker */
 	atomic_int dead;
 	atomic_long active;            /* ops running right now */
+	mode_t umask;                  /* the daemon's, read at pass_new */
 	int toplevel;                  /* root is the mount's FUSE_ROOT_ID (passmount) */
 	int killed;                    /* pass_kill dropped the caller's reference */
 	int no_openat2;
@@ -217,6 +232,7 @@ struct pass_fs {
 	struct pnode **tab;
 	size_t tabsize, nnodes;
 	struct pnode *root;
+	struct pnode *stale;           /* nodes off the table (see node_get), by hnext */
 	struct pnode *hand;            /* CLOCK hand */
 	size_t nfds, fd_budget;
 	struct pfile *files;
@@ -273,6 +289,79 @@ static int name_check(const char *name)
 static void proc_path(char *buf, size_t len, int fd)
 {
 	snprintf(buf, len, "/proc/self/fd/%d", fd);
+}
+
+/* fstat with the birth time (statx), which tells inodes apart. */
+static int stat_id(int fd, struct stat *st, struct pident *id)
+{
+	struct statx x;
+	if (statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS | STATX_BTIME, &x) < 0)
+		return -errno;
+	memset(st, 0, sizeof(*st));
+	st->st_dev = makedev(x.stx_dev_major, x.stx_dev_minor);
+	st->st_ino = x.stx_ino;
+	st->st_mode = x.stx_mode;
+	st->st_nlink = x.stx_nlink;
+	st->st_uid = x.stx_uid;
+	st->st_gid = x.stx_gid;
+	st->st_rdev = makedev(x.stx_rdev_major, x.stx_rdev_minor);
+	st->st_size = (off_t)x.stx_size;
+	st->st_blksize = x.stx_blksize;
+	st->st_blocks = (blkcnt_t)x.stx_blocks;
+	st->st_atim = (struct timespec){x.stx_atime.tv_sec, x.stx_atime.tv_nsec};
+	st->st_mtim = (struct timespec){x.stx_mtime.tv_sec, x.stx_mtime.tv_nsec};
+	st->st_ctim = (struct timespec){x.stx_ctime.tv_sec, x.stx_ctime.tv_nsec};
+	if (id) {
+		id->type = x.stx_mode & S_IFMT;
+		id->has_btime = !!(x.stx_mask & STATX_BTIME);
+		id->btime_sec = x.stx_btime.tv_sec;
+		id->btime_nsec = x.stx_btime.tv_nsec;
+	}
+	return 0;
+}
+
+static int same_id(const struct pident *a, const struct pident *b)
+{
+	if (a->type != b->type)
+		return 0;
+	if (a->has_btime && b->has_btime)
+		return a->btime_sec == b->btime_sec && a->btime_nsec == b->btime_nsec;
+	return 1;
+}
+
+/* The process umask, without changing it (other threads create files). */
+static mode_t read_umask(void)
+{
+	FILE *f = fopen("/proc/self/status", "re");
+	unsigned m = 022;
+	char line[128];
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "Umask: %o", &m) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return (mode_t)(m & 0777);
+}
+
+/* The kernel already applied the caller's umask to mode; our own umask
+ * must not take more away. Add back what it removed (only that: a setgid
+ * bit the file system added stays). st is updated. */
+static void fix_mode(struct pass_fs *p, int fd, int is_open, mode_t mode, struct stat *st)
+{
+	mode_t lost = mode & p->umask & 0777 & ~st->st_mode;
+	if (!lost || S_ISLNK(st->st_mode) || fd < 0)
+		return;
+	mode_t want = (st->st_mode | lost) & 07777;
+	int r;
+	if (is_open) {
+		r = fchmod(fd, want);
+	} else {
+		char path[64];
+		proc_path(path, sizeof(path), fd);
+		r = chmod(path, want);  /* the magic link of our O_PATH fd: this inode */
+	}
+	if (r == 0)
+		st->st_mode = (st->st_mode & S_IFMT) | want;
 }
 
 static double idle_timeout(struct pass_fs *p)
@@ -443,7 +532,16 @@ static int node_maybe_free(struct pass_fs *p, struct pnode *n)
 	int freed = 0;
 	while (n && !n->nlookup && !n->refs && (n != p->root || atomic_load(&p->dead))) {
 		struct pnode *parent = n->hint_parent;
-		tab_remove(p, n);
+		if (!n->stale) {
+			tab_remove(p, n);
+		} else {
+			for (struct pnode **pp = &p->stale; *pp; pp = &(*pp)->hnext) {
+				if (*pp == n) {
+					*pp = n->hnext;
+					break;
+				}
+			}
+		}
 		ring_del(p, n);
 		int fd = atomic_exchange(&n->fd, -1);
 		if (fd >= 0) {
@@ -565,7 +663,7 @@ static int node_reopen(struct pass_fs *p, struct pnode *n, int depth)
 		par->refs++;    /* keeps par while we use it */
 	pthread_mutex_unlock(&p->lock);
 	int r;
-	if (!par) {
+	if (!par || n->stale) {
 		r = -ESTALE;
 	} else if (!name) {
 		r = -ENOMEM;
@@ -580,8 +678,9 @@ static int node_reopen(struct pass_fs *p, struct pnode *n, int depth)
 				r = -ESTALE;
 		}
 		struct stat st;
-		if (r >= 0 && (fstatat(r, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 || st.st_dev != n->dev ||
-			       st.st_ino != n->ino)) {
+		struct pident id;
+		if (r >= 0 && (stat_id(r, &st, &id) < 0 || st.st_dev != n->dev || st.st_ino != n->ino ||
+			       !same_id(&id, &n->id))) {
 			close(r);
 			r = -ESTALE;
 		}
@@ -666,7 +765,7 @@ static void set_hint(struct pass_fs *p, struct pnode *n, struct pnode *dir, cons
 /* Finds or creates the node of st (fd: an O_PATH fd on it, consumed) and
  * counts one lookup. dir/name: where the kernel will see it. */
 static int node_get(struct pass_fs *p, struct pnode *dir, const char *name, int fd, const struct stat *st,
-		    struct pnode **out)
+		    const struct pident *id, struct pnode **out)
 {
 	int freed = 0;
 	pthread_mutex_lock(&p->lock);
@@ -677,6 +776,16 @@ static int node_get(struct pass_fs *p, struct pnode *dir, const char *name, int 
 		return -ENOTCONN;
 	}
 	struct pnode *n = tab_find(p, st->st_dev, st->st_ino);
+	if (n && atomic_load(&n->fd) < 0 && !same_id(&n->id, id)) {
+		/* An evicted node whose inode was deleted and its number
+		 * reused: a different file. The old node stays for the kernel
+		 * (ESTALE) until forgotten, off the table. */
+		tab_remove(p, n);
+		n->stale = 1;
+		n->hnext = p->stale;
+		p->stale = n;
+		n = NULL;
+	}
 	if (n) {
 		n->nlookup++;
 		node_install_fd(p, n, fd);
@@ -687,6 +796,7 @@ static int node_get(struct pass_fs *p, struct pnode *dir, const char *name, int 
 			n->dev = st->st_dev;
 			n->ino = st->st_ino;
 			n->type = st->st_mode & S_IFMT;
+			n->id = *id;
 		}
 		if (!n || tab_insert(p, n) < 0) {
 			pthread_mutex_unlock(&p->lock);
@@ -870,6 +980,14 @@ static int ask_busy(struct pass_fs *p)
 	if (p->sb && p->prov && p->prov->busy)
 		return p->prov->busy(p->sb);
 	return 1;       /* nobody can tell us: never trust the cache */
+}
+
+/* The last answer if it is fresh; otherwise busy. */
+static void state_peek(struct pass_fs *p, struct idlectx *c)
+{
+	c->t = idle_timeout(p);
+	c->epoch = atomic_load(&p->epoch);
+	c->idle = mono_ns() - atomic_load(&p->busy_at) < PASS_BUSY_TTL_NS && !atomic_load(&p->busy);
 }
 
 /* Whether replies may carry long timeouts now. */
@@ -1191,14 +1309,15 @@ static int lookup_core(struct pass_fs *p, struct pnode *dir, const char *name, s
 	node_unpin(dir);
 	if (fd < 0)
 		return fd;
-	if (fstatat(fd, "", &e->attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
-		r = -errno;
+	struct pident id;
+	r = stat_id(fd, &e->attr, &id);
+	if (r < 0) {
 		close(fd);
 		return r;
 	}
 	struct pnode *n;
 	int lfd = S_ISLNK(e->attr.st_mode) ? dup(fd) : -1;
-	r = node_get(p, dir, name, fd, &e->attr, &n);
+	r = node_get(p, dir, name, fd, &e->attr, &id, &n);
 	if (r == 0 && lfd >= 0)
 		link_size(p, n, lfd, &e->attr);
 	if (lfd >= 0)
@@ -1418,17 +1537,27 @@ out:
 
 /* ---- creating and removing names -------------------------------------------------- */
 
-/* Finishes mkdir/mknod/symlink/link: the entry of what is now at name. */
-static void reply_new(fuse_req_t req, struct pass_fs *p, struct pnode *dir, const char *name)
+/* Finishes mkdir/mknod/symlink/link: the entry of what is now at name.
+ * mode: what was asked for a new inode (0: none). */
+static void reply_new(fuse_req_t req, struct pass_fs *p, struct pnode *dir, const char *name, mode_t mode)
 {
 	struct idlectx c;
 	state_get(p, &c);
 	struct fuse_entry_param e;
 	int r = lookup_core(p, dir, name, &e);
-	if (r < 0)
+	if (r < 0) {
 		fuse_reply_err(req, -r);
-	else
-		reply_entry(req, p, dir, name, &e, &c);
+		return;
+	}
+	if (mode && (mode & p->umask & 0777)) {
+		struct pnode *n = node_of(e.ino);
+		int fd = node_fd(p, n);
+		if (fd >= 0) {
+			fix_mode(p, fd, 0, mode, &e.attr);
+			node_unpin(n);
+		}
+	}
+	reply_entry(req, p, dir, name, &e, &c);
 }
 
 static int dir_op_begin(fuse_req_t req, struct pass_fs *p, struct pnode *dir, const char *name, int *dfd)
@@ -1463,7 +1592,7 @@ static void pass_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
-		reply_new(req, p, dir, name);
+		reply_new(req, p, dir, name, mode & 07777);
 done:
 	leave(p);
 }
@@ -1480,7 +1609,7 @@ static void pass_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
-		reply_new(req, p, dir, name);
+		reply_new(req, p, dir, name, mode & 07777);
 done:
 	leave(p);
 }
@@ -1498,7 +1627,7 @@ static void pass_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, co
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
-		reply_new(req, p, dir, name);
+		reply_new(req, p, dir, name, 0);
 done:
 	leave(p);
 }
@@ -1611,7 +1740,7 @@ static void pass_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, cons
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
-		reply_new(req, p, dir, newname);
+		reply_new(req, p, dir, newname, 0);
 done:
 	leave(p);
 }
@@ -1826,6 +1955,7 @@ static void pass_create(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 	/* Create exclusively first: O_CREAT on a name that a symlink took
 	 * meanwhile would otherwise follow it. */
 	fd = open_child(p, dfd, name, io_flags(p, fi->flags) | O_CREAT | O_EXCL, mode & 07777);
+	int created = fd >= 0;
 	if (fd == -EEXIST && !(fi->flags & O_EXCL)) {
 		int pfd = open_child(p, dfd, name, O_PATH, 0);
 		struct stat st;
@@ -1854,10 +1984,12 @@ static void pass_create(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 	memset(&e, 0, sizeof(e));
 	struct idlectx c;
 	state_get(p, &c);
-	if (fstat(fd, &e.attr) < 0) {
-		r = -errno;
+	struct pident id;
+	r = stat_id(fd, &e.attr, &id);
+	if (r < 0)
 		goto fail;
-	}
+	if (created)
+		fix_mode(p, fd, 1, mode & 07777, &e.attr);
 	/* The node's own O_PATH fd: the name, if it is still this file
 	 * (never a dup of fd, which would share its flock/OFD locks). */
 	int pfd = open_child(p, dfd, name, O_PATH, 0);
@@ -1873,7 +2005,7 @@ static void pass_create(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 		pfd = open(path, O_PATH | O_CLOEXEC);
 	}
 	struct pnode *n;
-	r = node_get(p, dir, name, pfd, &e.attr, &n);
+	r = node_get(p, dir, name, pfd, &e.attr, &id, &n);
 	if (r < 0)
 		goto fail;
 	struct pfile *f = pfile_new(p, n, fd, fi->flags, 0);
@@ -1943,7 +2075,12 @@ static void pass_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *i
 static void pass_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	NODE(req, ino, n, p);
-	OP_ENTER(p, req);
+	if (enter(p) < 0) {
+		/* The sandbox is gone and so are its locks: a close must not
+		 * fail for that. */
+		fuse_reply_err(req, 0);
+		return;
+	}
 	struct pfile *f = (struct pfile *)(uintptr_t)fi->fh;
 	/* POSIX: any close by a process drops its locks on the file. */
 	pthread_mutex_lock(&p->lock);
@@ -2584,6 +2721,17 @@ const struct fuse_lowlevel_ops pass_ops = {
 	.lseek = pass_lseek,
 };
 
+/* One O_PATH fd per cached inode: take the whole soft limit (as
+ * passthrough_hp does; idempotent, so pass_new and init both call it). */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
 struct pass_fs *pass_new(struct seer_fs *fs, struct sandbox *sb, int root_fd)
 {
 	struct stat st;
@@ -2603,6 +2751,7 @@ struct pass_fs *pass_new(struct seer_fs *fs, struct sandbox *sb, int root_fd)
 	}
 	p->fs = fs;
 	p->sb = sb;
+	p->umask = read_umask();
 	/* Read once: the sandbox is running, its provider is set and stays. */
 	p->prov = sb ? sb->prov : NULL;
 	pthread_mutex_init(&p->lock, NULL);
@@ -2614,12 +2763,14 @@ struct pass_fs *pass_new(struct seer_fs *fs, struct sandbox *sb, int root_fd)
 	atomic_init(&p->busy, 1);
 	atomic_init(&p->epoch, 1);
 	struct rlimit rl;
+	raise_nofile();
 	size_t lim = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? (size_t)rl.rlim_cur : 1024;
 	p->fd_budget = lim / 2 > 64 ? lim / 2 : 64;
 	root->p = p;
 	root->dev = st.st_dev;
 	root->ino = st.st_ino;
 	root->type = S_IFDIR;
+	root->id.type = S_IFDIR;
 	root->synthetic = -1;
 	atomic_init(&root->fd, root_fd);
 	p->root = root;
@@ -2647,8 +2798,10 @@ int pass_root_entry(struct pass_fs *p, struct fuse_entry_param *e)
 	if (fd >= 0)
 		node_unpin(root);
 	if (r == 0) {
+		/* fs/ll.c may hold its own lock here: no busy() RPC, only
+		 * what is already known (stale counts as busy). */
 		struct idlectx c;
-		state_get(p, &c);
+		state_peek(p, &c);
 		pthread_mutex_lock(&p->lock);
 		root->nlookup++;
 		pthread_mutex_unlock(&p->lock);
@@ -2694,6 +2847,8 @@ static void kill_common(struct pass_fs *p)
 			owners_close(n);
 		}
 	}
+	for (struct pnode *n = p->stale; n; n = n->hnext)
+		owners_close(n);
 	p->nfds = 0;
 	for (struct pfile *f = p->files; f; f = f->next) {
 		if (f->fd >= 0)
@@ -2756,6 +2911,13 @@ void pass_destroy(struct pass_fs *p)
 		}
 		p->tab[i] = NULL;
 	}
+	for (struct pnode *n = p->stale, *nx; n; n = nx) {
+		nx = n->hnext;
+		free(n->hint_name);
+		free(n);
+		freed++;
+	}
+	p->stale = NULL;
 	p->nnodes = 0;
 	p->root = NULL;
 	int caller = !p->killed;
@@ -2790,15 +2952,7 @@ void pass_set_fd_budget(struct pass_fs *p, size_t n)
 
 void pass_init_conn(struct fuse_conn_info *conn, struct seer_fs *fs)
 {
-	/* Creation modes come from the kernel already masked with the
-	 * caller's umask; ours must not mask them again. */
-	umask(0);
-	/* One O_PATH fd per cached inode: take the whole soft limit. */
-	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
+	raise_nofile();
 	unsigned want = FUSE_CAP_AUTO_INVAL_DATA | FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO |
 			FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_ASYNC_READ | FUSE_CAP_ASYNC_DIO | FUSE_CAP_ATOMIC_O_TRUNC |
 			FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS;

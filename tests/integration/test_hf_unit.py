@@ -15,8 +15,6 @@ import pathlib
 import socket
 import subprocess
 import sys
-import threading
-import time
 import urllib.request
 
 import pytest

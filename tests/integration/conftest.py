@@ -1,0 +1,525 @@
+"""conftest.py - what the integration tests share: a real seerfs on a
+temporary mountpoint with a state directory of its own, sandboxes in it, and
+helpers that drive them through their files only.
+
+Binaries come from $SEERFS_BUILD (default <repo>/build; a relative path is
+taken from the repository root): fs/seerfs and core/seerfs-agent.
+
+The tests run as whoever runs pytest. tools/test.sh runs them once as root
+and once as the ordinary user `seer` (SEERFS_TEST_USER=seer, under runuser),
+so nothing here may assume root: tests that need it skip with a reason.
+
+Fixtures:
+  seerfs_factory   start(state=None, env=None, args=(), mountpoint=None) -> Seerfs;
+                   every seerfs started is unmounted at teardown, and must
+                   then exit with status 0 (its stderr is shown otherwise)
+  mnt              one Seerfs, freshly mounted
+  sandbox          Path of MOUNT/sb: made, given config {}, running; at
+                   teardown terminated and removed
+  sandbox_run      run(cmd, timeout=60) -> (exit, text) in `sandbox`: the output
+                   decoded as str; when the test also uses posix_root, the
+                   command runs in that directory (as _pass_fixtures.py did)
+  posix_root       Path of a fresh empty directory under sandbox/root/workspace/
+
+Every test that starts a seerfs gets a time limit ($SEERFS_TEST_TIMEOUT,
+default 180 s, SIGALRM): a hung filesystem fails that test, not the run.
+
+Helpers (plain functions, usable from any test module):
+  sandbox_run(sbdir, cmd)  runs cmd with /bin/sh -c through sbdir/exec: open
+                           O_RDWR, write, read to EOF (stdout and stderr as
+                           they come); the exit is jobs/latest/exit: an int
+                           (0, 3) or a str ("signal 9")
+  write_config, state, wait_text, wait_settled, poll_state, ctl, error_text
+"""
+
+import contextlib
+import errno
+import os
+import pathlib
+import re
+import shlex
+import signal
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _build_dir():
+    b = pathlib.Path(os.environ.get("SEERFS_BUILD", "build"))
+    return b if b.is_absolute() else REPO / b
+
+
+BUILD = _build_dir()
+SEERFS = BUILD / "fs" / "seerfs"
+AGENT = BUILD / "core" / "seerfs-agent"
+MOUNT_HELPER = REPO / "tools" / "mount.seerfs"
+IS_ROOT = os.geteuid() == 0
+TEST_USER = os.environ.get("SEERFS_TEST_USER", "")
+
+# Control files every sandbox directory has (from the issue; names are fixed).
+CONTROL_FILES = ("config.json", "status", "wait", "log", "error", "info.json", "ctl")
+STATES = ("new", "provisioning", "running", "failed", "terminating", "terminated")
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \S")
+
+# How long a state change may take. ASan builds are slower; this is generous.
+SETTLE_S = float(os.environ.get("SEERFS_TEST_SETTLE_S", "30"))
+# The most one test that mounts a seerfs may take, set-up and teardown apart.
+TEST_TIMEOUT_S = int(os.environ.get("SEERFS_TEST_TIMEOUT", "180"))
+
+
+def pytest_report_header(config):
+    return [f"seerfs: {SEERFS} (uid {os.geteuid()}{', SEERFS_TEST_USER=' + TEST_USER if TEST_USER else ''})"]
+
+
+# ---- small helpers -------------------------------------------------------------
+
+
+def read_text(path, timeout=SETTLE_S):
+    """Reads a whole file through `cat` with a time limit, so that a read the
+    filesystem parks forever fails the test instead of hanging it."""
+    try:
+        p = subprocess.run(["cat", str(path)], capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"reading {path} did not return within {timeout} s") from None
+    if p.returncode != 0:
+        raise OSError(_errno_of(p.stderr), p.stderr.decode(errors="replace").strip(), str(path))
+    return p.stdout.decode(errors="replace")
+
+
+def _errno_of(msg):
+    m = msg.decode(errors="replace") if isinstance(msg, bytes) else msg
+    for code, words in ((errno.ENOENT, "No such file"), (errno.EACCES, "Permission denied"),
+                        (errno.EINVAL, "Invalid argument"), (errno.EBUSY, "busy"),
+                        (errno.ENOTCONN, "not connected"), (errno.EINTR, "Interrupted")):
+        if words in m:
+            return code
+    return errno.EIO
+
+
+def write_file(path, data, flags=os.O_WRONLY | os.O_TRUNC):
+    """open + one write + close, as `echo > file` does; OSError carries the
+    errno of whichever step failed."""
+    if isinstance(data, str):
+        data = data.encode()
+    fd = os.open(path, flags)
+    try:
+        if data:
+            os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def write_config(sbdir, text):
+    write_file(pathlib.Path(sbdir) / "config.json", text)
+
+
+def ctl(sbdir, cmd):
+    write_file(pathlib.Path(sbdir) / "ctl", cmd, os.O_WRONLY)
+
+
+def status_text(sbdir):
+    return (pathlib.Path(sbdir) / "status").read_text()
+
+
+def state(sbdir):
+    return status_text(sbdir).split("\n", 1)[0]
+
+
+def status_fields(text):
+    """The key: value lines after the state line."""
+    out = {}
+    for line in text.splitlines()[1:]:
+        k, sep, v = line.partition(": ")
+        if sep:
+            out[k] = v
+    return out
+
+
+def error_text(sbdir):
+    return (pathlib.Path(sbdir) / "error").read_text()
+
+
+def log_text(sbdir):
+    return (pathlib.Path(sbdir) / "log").read_text()
+
+
+def wait_text(sbdir, timeout=SETTLE_S):
+    """What a read of `wait` returns (it blocks while provisioning or terminating)."""
+    return read_text(pathlib.Path(sbdir) / "wait", timeout)
+
+
+def wait_settled(sbdir, timeout=SETTLE_S):
+    """The state once `wait` returns."""
+    return wait_text(sbdir, timeout).split("\n", 1)[0]
+
+
+def poll(fn, timeout=SETTLE_S, interval=0.05, what="condition"):
+    """Calls fn until it returns something true; returns that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        time.sleep(interval)
+
+
+def poll_state(sbdir, want, timeout=SETTLE_S):
+    want = (want,) if isinstance(want, str) else tuple(want)
+    poll(lambda: state(sbdir) in want, timeout, what=f"state {want} of {sbdir}")
+    return state(sbdir)
+
+
+def _exit_value(text):
+    t = text.strip()
+    return int(t) if re.fullmatch(r"-?\d+", t) else t
+
+
+def sandbox_run(sbdir, cmd, timeout=60.0):
+    """Runs cmd in the sandbox through its exec file; returns (exit, output).
+
+    exit is an int (0, 3) or a str ("signal 9"); output is bytes, stdout and
+    stderr interleaved as the job wrote them."""
+    sbdir = pathlib.Path(sbdir)
+    data = cmd.encode() if isinstance(cmd, str) else bytes(cmd)
+    res = {}
+
+    def work():
+        try:
+            fd = os.open(sbdir / "exec", os.O_RDWR)
+            try:
+                os.write(fd, data)
+                chunks = []
+                while True:
+                    b = os.read(fd, 1 << 16)
+                    if not b:
+                        break
+                    chunks.append(b)
+                res["out"] = b"".join(chunks)
+            finally:
+                os.close(fd)
+        except BaseException as e:  # handed to the caller's thread
+            res["exc"] = e
+
+    t = threading.Thread(target=work, daemon=True, name="sandbox_run")
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise AssertionError(f"{cmd!r} in {sbdir.name} gave no end of output within {timeout} s")
+    if "exc" in res:
+        raise res["exc"]
+    return _exit_value(read_text(sbdir / "jobs" / "latest" / "exit", timeout)), res["out"]
+
+
+def mounted(mountpoint):
+    """Whether mountpoint is a seerfs mount (from /proc/self/mountinfo)."""
+    mp = os.path.realpath(mountpoint)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split()
+            sep = parts.index("-")
+            path = parts[4].replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")
+            if path == mp and parts[sep + 1] == "fuse.seerfs":
+                return True
+    return False
+
+
+def unmount(mountpoint, timeout=10.0):
+    """fusermount3 -u, retried while the mount is busy; lazy as a last resort.
+    Returns the last fusermount3 result text when it had to go lazy."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while mounted(mountpoint):
+        p = subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True, text=True)
+        if p.returncode == 0:
+            return ""
+        last = p.stderr.strip()
+        if time.monotonic() > deadline:
+            subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], capture_output=True)
+            return last or "lazy unmount"
+        time.sleep(0.1)
+    return ""
+
+
+def grep_tree(top, needle):
+    """Paths of the regular files under top that hold needle (bytes)."""
+    hits = []
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in filenames:
+            p = os.path.join(dirpath, name)
+            try:
+                if not os.path.isfile(p) or os.path.islink(p):
+                    continue
+                with open(p, "rb") as f:
+                    if needle in f.read():
+                        hits.append(p)
+            except OSError:
+                pass
+    return hits
+
+
+# ---- one seerfs ------------------------------------------------------------------
+
+
+class Seerfs:
+    """A seerfs process started with -f on a mountpoint, with its own state dir."""
+
+    def __init__(self, mountpoint, state, env=None, args=()):
+        self.path = pathlib.Path(mountpoint)
+        self.state = pathlib.Path(state)
+        self.env = env
+        self.args = tuple(args)
+        self.proc = None
+        self.stderr_path = self.state.parent / f"{self.path.name}.seerfs-{uuid.uuid4().hex[:6]}.stderr"
+        self.stopped = False
+
+    def start(self, timeout=SETTLE_S):
+        self.path.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ if self.env is None else self.env)
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=0:abort_on_error=0")
+        env.setdefault("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1")
+        with open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [str(SEERFS), str(self.path), "-f", "-o", f"state={self.state}", *self.args],
+                stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while not mounted(self.path):
+            if self.proc.poll() is not None:
+                raise AssertionError(f"seerfs exited with {self.proc.returncode} before mounting:\n{self.stderr()}")
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                raise AssertionError(f"seerfs did not mount {self.path} within {timeout} s:\n{self.stderr()}")
+            time.sleep(0.02)
+        return self
+
+    def stderr(self):
+        try:
+            return self.stderr_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def terminate_all(self):
+        """Terminates every running sandbox (what a person does before unmounting)."""
+        if not mounted(self.path):
+            return
+        names = [n for n in os.listdir(self.path) if n not in ("README", "snapshots")]
+        started = []
+        for n in names:
+            with contextlib.suppress(OSError):
+                if state(self.path / n) in ("running", "provisioning"):
+                    ctl(self.path / n, "terminate")
+                    started.append(n)
+        for n in started:
+            with contextlib.suppress(OSError, AssertionError):
+                wait_settled(self.path / n)
+
+    def stop(self, check=True, how="fusermount", terminate_first=True, timeout=SETTLE_S):
+        """Stops seerfs and waits for it; with check, asserts it exited 0 (an
+        ASan or UBSan report makes it exit non-zero).
+
+        how="fusermount": fusermount3 -u, as a person unmounts; how="signal":
+        SIGTERM, which ends the FUSE loop from inside and unmounts. Running
+        sandboxes are terminated first unless terminate_first is False."""
+        if self.stopped:
+            return self.proc.returncode
+        self.stopped = True
+        if terminate_first:
+            self.terminate_all()
+        lazy = ""
+        if how == "signal":
+            self.proc.send_signal(signal.SIGTERM)
+        else:
+            lazy = unmount(self.path)
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            unmount(self.path)
+            raise AssertionError(f"seerfs did not exit within {timeout} s after {how}:\n{self.stderr()}") from None
+        if check:
+            assert rc == 0, f"seerfs exited with status {rc}:\n{self.stderr()}"
+            assert not lazy, f"{self.path} could not be unmounted cleanly: {lazy}"
+        return rc
+
+    def sandbox(self, name, config=None, want="running"):
+        """mkdir NAME, optionally write a config and wait until it settles in `want`."""
+        d = self.path / name
+        d.mkdir()
+        if config is not None:
+            write_config(d, config)
+            st = wait_settled(d)
+            if want is not None:
+                assert st == want, f"{name}: {st}, want {want}\n{status_text(d)}\n{error_text(d)}\n{log_text(d)}"
+        return d
+
+    def __fspath__(self):
+        return str(self.path)
+
+
+@pytest.fixture(scope="session")
+def seerfs_binary():
+    if not SEERFS.is_file() or not os.access(SEERFS, os.X_OK):
+        pytest.fail(f"{SEERFS} not found: build first (meson setup build && ninja -C build) "
+                    f"or point SEERFS_BUILD at a build directory", pytrace=False)
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        pytest.fail("/dev/fuse is not usable by this user: chmod 666 /dev/fuse (as root)", pytrace=False)
+    return SEERFS
+
+
+class TestTimeout(AssertionError):
+    pass
+
+
+@contextlib.contextmanager
+def time_limit(seconds, what):
+    """Raises TestTimeout in the main thread after `seconds` (SIGALRM): a
+    blocked read on the mount returns EINTR and the test fails cleanly."""
+    def on_alarm(signum, frame):
+        raise TestTimeout(f"{what} took more than {seconds} s")
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+@pytest.fixture
+def seerfs_factory(tmp_path, seerfs_binary, request):
+    started = []
+    counter = iter(range(1000))
+
+    def start(state=None, env=None, args=(), mountpoint=None):
+        n = next(counter)
+        m = Seerfs(mountpoint or tmp_path / f"mnt{n}", state or tmp_path / f"state{n}", env, args)
+        started.append(m)
+        return m.start()
+
+    with time_limit(TEST_TIMEOUT_S, request.node.nodeid):
+        yield start
+    problems = []
+    for m in reversed(started):
+        try:
+            m.stop()
+        except AssertionError as e:
+            problems.append(str(e))
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def mnt(seerfs_factory):
+    return seerfs_factory()
+
+
+def _teardown_sandbox(d):
+    """Terminates (when it runs) and removes a sandbox; quiet when it is gone."""
+    try:
+        st = wait_settled(d)
+        if st in ("running", "failed"):
+            ctl(d, "terminate")
+            wait_settled(d)
+        os.rmdir(d)
+    except FileNotFoundError:
+        pass
+
+
+@pytest.fixture
+def sandbox(mnt):
+    d = mnt.sandbox("sb", "{}")
+    yield d
+    if mounted(mnt.path):
+        _teardown_sandbox(d)
+
+
+@pytest.fixture(name="sandbox_run")
+def sandbox_run_fixture(sandbox, request):
+    """run(cmd, timeout=60) -> (exit, text) in the `sandbox` fixture's sandbox.
+
+    Unlike the helper it returns the output as str, and when the test uses
+    posix_root too the command runs in that directory: the contract of the
+    temporary fixtures in _pass_fixtures.py, which test_posix.py was written
+    against."""
+    cwd = None
+    if "posix_root" in request.fixturenames:
+        cwd = "/workspace/" + request.getfixturevalue("posix_root").name
+
+    def run(cmd, timeout=60.0):
+        if cwd:
+            cmd = f"cd {shlex.quote(cwd)} && {cmd}"
+        code, out = sandbox_run(sandbox, cmd, timeout)
+        return code, out.decode(errors="replace")
+
+    return run
+
+
+@pytest.fixture
+def posix_root(sandbox):
+    d = sandbox / "root" / "workspace" / f"posix-{uuid.uuid4().hex[:8]}"
+    d.mkdir()
+    return d
+
+
+# ---- holding a sandbox in `provisioning` ------------------------------------------
+
+
+class Held:
+    """A sandbox kept in `provisioning` until release().
+
+    There is no slow provisioning step to rely on, so this uses what the
+    local provider does first: it opens STATE/sandboxes/NAME/bwrap.err for
+    writing. Made a FIFO beforehand, that open blocks until a reader comes.
+    White-box on purpose; `held` skips when the trick stops holding."""
+
+    def __init__(self, m, name):
+        self.dir = m.path / name
+        self.fifo = m.state / "sandboxes" / name / "bwrap.err"
+        self.fd = None
+        self.drain = None
+
+    def release(self):
+        if self.fd is not None:
+            return
+        self.fd = os.open(self.fifo, os.O_RDONLY | os.O_NONBLOCK)
+        os.set_blocking(self.fd, True)
+
+        def drain(fd=self.fd):
+            with contextlib.suppress(OSError):
+                while os.read(fd, 4096):
+                    pass
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+        self.drain = threading.Thread(target=drain, daemon=True)
+        self.drain.start()
+
+
+@pytest.fixture
+def held(mnt):
+    name = "held"
+    d = mnt.path / name
+    d.mkdir()
+    h = Held(mnt, name)
+    os.mkfifo(h.fifo, 0o600)
+    write_config(d, "{}")
+    time.sleep(0.3)
+    if state(d) != "provisioning":
+        h.release()
+        pytest.skip("cannot hold a sandbox in provisioning: the local provider no longer opens "
+                    f"bwrap.err first (state {state(d)})")
+    yield h
+    h.release()
+    if mounted(mnt.path):
+        _teardown_sandbox(d)
