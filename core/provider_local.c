@@ -77,6 +77,11 @@ static struct local_sb *priv_of(struct sandbox *sb)
 
 static const char *find_bwrap(void)
 {
+	/* SEERFS_BWRAP names another bubblewrap (a machine without the package,
+	 * a newer build); it is the mounting user's own choice, like PATH. */
+	const char *env = getenv("SEERFS_BWRAP");
+	if (env && *env && access(env, X_OK) == 0)
+		return env;
 	static const char *const cands[] = {"/usr/bin/bwrap", "/usr/local/bin/bwrap", "/bin/bwrap"};
 	for (size_t i = 0; i < ARRAY_SIZE(cands); i++)
 		if (access(cands[i], X_OK) == 0)
