@@ -715,7 +715,7 @@ int sandbox_ctl(struct sandbox *sb, const char *text, size_t len)
 	int busy = sb->busy_op;
 	switch (cmd.op) {
 	case CTL_TERMINATE:
-		if (st == SB_PROVISIONING) {
+		if (st == SB_PROVISIONING || (st == SB_RUNNING && busy)) {
 			sb->cancel = 1;
 			pthread_mutex_unlock(&sb->lock);
 			sandbox_log(sb, "terminate asked while provisioning: cancelling");
@@ -769,7 +769,9 @@ int sandbox_ctl(struct sandbox *sb, const char *text, size_t len)
 int sandbox_settling(struct sandbox *sb)
 {
 	pthread_mutex_lock(&sb->lock);
-	int r = sb->state == SB_PROVISIONING || sb->state == SB_TERMINATING;
+	/* busy_op covers a running sandbox being started again after a remount:
+	 * it cannot run anything until that ends. */
+	int r = sb->state == SB_PROVISIONING || sb->state == SB_TERMINATING || sb->busy_op;
 	pthread_mutex_unlock(&sb->lock);
 	return r;
 }

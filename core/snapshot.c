@@ -473,6 +473,21 @@ int snapshot_take(struct sandbox *sb, const char *name, char *err, size_t n)
 	struct copyctx c = {.can_clone = 1, .can_chown = 1};
 	sandbox_log(sb, "snapshot %s: freezing the sandbox to copy its changes", name);
 	r = prov->freeze(sb, 1);
+	/* The agent sends SIGSTOP to all once: a child forked while that
+	 * signal was being delivered escapes it. Asking again stops the
+	 * escapees (the others stay stopped). */
+	if (r == -ETIMEDOUT)
+		r = prov->freeze(sb, 1);
+	if (r == -ETIMEDOUT) {
+		/* What is left is a process that never shows 'T': a shell waiting
+		 * in vfork for a child that is stopped (dash vforks), or one deep
+		 * in a syscall. Every one has SIGSTOP pending, so none can run
+		 * its own code again; at worst a syscall already under way ends
+		 * during the copy. Go on, and say so. */
+		sandbox_log(sb, "snapshot %s: some processes of the sandbox are still inside the kernel (a vfork parent waiting on a stopped child, or a long system call); they cannot run, copying anyway",
+			    name);
+		r = 0;
+	}
 	if (r < 0) {
 		snprintf(err, n, "sandbox %s: snapshot %s: cannot freeze the sandbox: %s", sb->name, name, strerror(-r));
 		prov->freeze(sb, 0);

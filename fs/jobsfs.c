@@ -263,12 +263,7 @@ static void reply_text(fuse_req_t req, struct vfh *h, char *(*make)(struct job *
 		free(c);
 		h->have_content = 1;
 	}
-	if ((size_t)off >= h->buf.len) {
-		fuse_reply_buf(req, NULL, 0);
-		return;
-	}
-	size_t n = h->buf.len - (size_t)off;
-	fuse_reply_buf(req, h->buf.data + off, n < size ? n : size);
+	reply_slice(req, &h->buf, size, off);
 }
 
 /* Reads up to size bytes of a stream at pos and answers with them; the

@@ -921,14 +921,26 @@ static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_open(req, fi);
 }
 
-static void reply_slice(fuse_req_t req, const struct sbuf *b, size_t size, off_t off)
+/* Answers a read with a copy of part of an open file's buffer. The copy
+ * matters: once the kernel has the answer, the reader may close the file
+ * and its release free the buffer while writev() is still returning. */
+void reply_slice(fuse_req_t req, const struct sbuf *b, size_t size, off_t off)
 {
 	if ((size_t)off >= b->len) {
 		fuse_reply_buf(req, NULL, 0);
 		return;
 	}
 	size_t n = b->len - (size_t)off;
-	fuse_reply_buf(req, b->data + off, n < size ? n : size);
+	if (n > size)
+		n = size;
+	char *copy = malloc(n);
+	if (!copy) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	memcpy(copy, b->data + off, n);
+	fuse_reply_buf(req, copy, n);
+	free(copy);
 }
 
 static int wait_try_answer(struct seer_fs *fs, struct pend *p)
@@ -1060,6 +1072,7 @@ static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
 		if (r == -EFBIG) {
 			sandbox_set_error(h->sb, "sandbox %s: config.json is limited to %d bytes; nothing was applied",
 					  h->sb->name, SEER_CONFIG_MAX);
+			h->too_big = 1;   /* the close fails the same way and applies nothing */
 			break;
 		}
 		/* A text that is already complete and wrong fails this write, so
@@ -1073,6 +1086,7 @@ static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
 				sandbox_set_error(h->sb, "sandbox %s: config.json was not applied: %s; the previous config stays",
 						  h->sb->name, err);
 				h->buf.len = before;
+				h->dirty = 0;   /* refused whole: the close must not apply an empty text */
 				break;
 			}
 		}
@@ -1118,7 +1132,9 @@ static void ll_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	struct vfh *h = (struct vfh *)(uintptr_t)fi->fh;
 	int r = 0;
-	if (h->kind == K_CONFIG && h->dirty && h->written) {
+	if (h->kind == K_CONFIG && h->too_big) {
+		r = -EFBIG;
+	} else if (h->kind == K_CONFIG && h->dirty && h->written) {
 		/* close() is where a written config lands: its error is the
 		 * close's error, and the state is `provisioning` before it returns.
 		 * A flush before any write (a shell's dup2 of the fresh fd) is not
@@ -1138,7 +1154,7 @@ static void ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		return;
 	}
 	struct vfh *h = (struct vfh *)(uintptr_t)fi->fh;
-	if (h->kind == K_CONFIG && h->dirty) {
+	if (h->kind == K_CONFIG && h->dirty && !h->too_big) {
 		/* Truncated and closed without a write (`: > config.json`): that
 		 * empty text is the new config, and it is refused; say so. */
 		sandbox_apply_config(h->sb, h->buf.data ? h->buf.data : "", h->buf.len);

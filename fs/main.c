@@ -222,13 +222,20 @@ int main(int argc, char *argv[])
 
 	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) == -1)
 		return 1;
-	if (o.show_help) {
-		usage(argv[0]);
-		return 0;
-	}
-	if (o.show_version) {
-		printf("seerfs %s\nFUSE library version %s\n", SEERFS_VERSION, fuse_pkgversion());
-		fuse_lowlevel_version();
+	if (o.show_help || o.show_version) {
+		if (o.show_help) {
+			usage(argv[0]);
+		} else {
+			printf("seerfs %s\nFUSE library version %s\n", SEERFS_VERSION, fuse_pkgversion());
+			fuse_lowlevel_version();
+		}
+		free(o.mountpoint);
+		free(o.source);
+		free(o.state);
+		free(o.agent);
+		free(o.providers);
+		free(o.model_cache);
+		fuse_opt_free_args(&args);
 		return 0;
 	}
 	if (!o.mountpoint) {

@@ -223,6 +223,7 @@ struct pass_fs {
 	atomic_int dead;
 	atomic_long active;            /* ops running right now */
 	mode_t umask;                  /* the daemon's, read at pass_new */
+	char *root_path;               /* root/ on the host (MOUNT/NAME/root), or NULL */
 	int toplevel;                  /* root is the mount's FUSE_ROOT_ID (passmount) */
 	int killed;                    /* pass_kill dropped the caller's reference */
 	int no_openat2;
@@ -391,6 +392,7 @@ static void pass_free(struct pass_fs *p)
 	}
 	free(p->etab);
 	free(p->tab);
+	free(p->root_path);
 	pthread_mutex_destroy(&p->lock);
 	pthread_mutex_destroy(&p->elock);
 	pthread_mutex_destroy(&p->wlock);
@@ -836,16 +838,19 @@ static void forget_node(struct pnode *n, uint64_t count)
  * link n in. Every dentry the kernel has was created or moved by one of
  * our replies, and we recorded each such (node, parent) pair: the shortest
  * path up to the root through them cannot be longer than the kernel's real
- * chain. So "../" repeated this many times never climbs above root/, even
- * with hard-linked symlinks or directories moved behind the kernel's back;
- * it may only undershoot, which resolves inside root/ (documented). */
-static int link_depth(struct pass_fs *p, struct pnode *n)
+ * chain, so "../" repeated this many times never climbs above root/.
+ * *amb is set unless that path is the only one (a hard-linked symlink, a
+ * directory moved behind the kernel's back, parents we lost track of):
+ * then the bound may undershoot and rewrite_link() prefers an absolute
+ * path, which does not depend on the kernel's chain at all. */
+static int link_depth(struct pass_fs *p, struct pnode *n, int *amb)
 {
 	struct {
 		struct pnode *n;
 		int d;
 	} q[PASS_DEPTH_BUDGET];
 	int qh = 0, qt = 0, best = INT_MAX;
+	*amb = 0;
 	pthread_mutex_lock(&p->lock);
 	q[qt++] = (typeof(q[0])){n, 0};
 	while (qh < qt) {
@@ -870,10 +875,13 @@ static int link_depth(struct pass_fs *p, struct pnode *n)
 				continue;
 			if (qt == PASS_DEPTH_BUDGET) {
 				best = 1;       /* parent depth 0 */
+				*amb = 1;
 				goto out;
 			}
 			q[qt++] = (typeof(q[0])){y, d + 1};
 		}
+		if (usable != 1 || x->parents_overflow)
+			*amb = 1;
 		/* Parents we do not know: x's parent is at depth >= 0. */
 		if (x->parents_overflow || !usable)
 			best = best < d + 1 ? best : d + 1;
@@ -885,47 +893,142 @@ out:
 	return best - 1;
 }
 
-/* Rewrites a link's text so that it resolves inside root/ (see the top of
- * the file). Relative texts whose ".." stay below the sandbox's "/" are
- * returned unchanged; others are normalised lexically ("a/../b" -> "b",
- * ".." at "/" stays at "/") and prefixed with one "../" per level between
- * the link's directory and root/. */
-static int rewrite_link(struct pass_fs *p, struct pnode *n, const char *t, char *out, size_t outsz)
+/* The path below root/ of the directory n was last looked up in, from the
+ * fd hints ("" when the chain is lost). */
+static char *hint_dir_path(struct pass_fs *p, struct pnode *n)
 {
-	int abs = t[0] == '/';
-	size_t tl = strlen(t);
-	char *copy = strdup(t);
-	const char **comp = calloc(tl / 2 + 2, sizeof(*comp));
-	if (!copy || !comp) {
-		free(copy);
-		free(comp);
-		return -ENOMEM;
+	struct sbuf_lite {
+		const char **v;
+		size_t n, cap;
+	} names = {0};
+	char *out = NULL;
+	pthread_mutex_lock(&p->lock);
+	struct pnode *x = n->hint_parent;
+	for (int guard = 0; x && x != p->root && guard < 4096; x = x->hint_parent, guard++) {
+		if (names.n == names.cap) {
+			size_t nc = names.cap ? names.cap * 2 : 16;
+			const char **t = realloc(names.v, nc * sizeof(*t));
+			if (!t)
+				break;
+			names.v = t;
+			names.cap = nc;
+		}
+		names.v[names.n++] = x->hint_name;
 	}
-	int ups = 0, nc = 0, inner_dotdot = 0, seen_name = 0;
-	for (char *s = copy, *save = NULL, *c; (c = strtok_r(s, "/", &save)); s = NULL) {
+	size_t len = 1;
+	if (x == p->root)
+		for (size_t i = 0; i < names.n; i++)
+			len += strlen(names.v[i]) + 1;
+	out = malloc(len);
+	if (out) {
+		size_t o = 0;
+		for (size_t i = names.n; x == p->root && i-- > 0;) {
+			size_t l = strlen(names.v[i]);
+			memcpy(out + o, names.v[i], l);
+			o += l;
+			out[o++] = '/';
+		}
+		out[o] = '\0';
+	}
+	pthread_mutex_unlock(&p->lock);
+	free(names.v);
+	return out;
+}
+
+/* Splits t on '/' into comp (in place), dropping "" and "."; folds
+ * "name/.." pairs. Returns the number kept; *ups: ".." left over at the
+ * front (relative texts), *inner: a ".." followed a name. */
+static int fold_path(char *t, const char **comp, int clamp, int *ups, int *inner)
+{
+	int nc = 0, seen_name = 0;
+	*ups = 0;
+	*inner = 0;
+	for (char *s = t, *save = NULL, *c; (c = strtok_r(s, "/", &save)); s = NULL) {
 		if (!strcmp(c, "."))
 			continue;
 		if (!strcmp(c, "..")) {
 			if (seen_name)
-				inner_dotdot = 1;
+				*inner = 1;
 			if (nc > 0)
 				nc--;
-			else if (!abs)
-				ups++;
+			else if (!clamp)
+				(*ups)++;
 			continue;
 		}
 		seen_name = 1;
 		comp[nc++] = c;
 	}
-	int r = 0;
-	if (!abs && !ups && !inner_dotdot) {
+	return nc;
+}
+
+static int join_path(char *out, size_t outsz, size_t o, const char **comp, int nc, int trailing)
+{
+	for (int i = 0; i < nc; i++) {
+		size_t l = strlen(comp[i]);
+		if (o + l + 2 >= outsz)
+			return -ENAMETOOLONG;
+		if (o && out[o - 1] != '/')
+			out[o++] = '/';
+		memcpy(out + o, comp[i], l);
+		o += l;
+	}
+	if (!o)
+		out[o++] = '.';
+	if (trailing && out[o - 1] != '/' && o + 1 < outsz)
+		out[o++] = '/';
+	out[o] = '\0';
+	return 0;
+}
+
+/* Rewrites a link's text so that it resolves inside root/ (see the top of
+ * the file and docs/rootfs.md). Texts that only go down, and relative ones
+ * whose ".." stay below the sandbox's "/", are returned unchanged. Others
+ * are normalised lexically ("a/../b" -> "b", ".." at "/" stays at "/") and
+ * become "../" once per level between the link's directory and root/ plus
+ * the path from the sandbox's "/", or, where that level is not known for
+ * sure and root/'s absolute path is, that path plus the one inside. */
+static int rewrite_link(struct pass_fs *p, struct pnode *n, const char *t, char *out, size_t outsz)
+{
+	int abs = t[0] == '/';
+	size_t tl = strlen(t);
+	int trailing = tl > 1 && t[tl - 1] == '/';
+	char *copy = strdup(t), *full = NULL;
+	const char **comp = calloc(tl / 2 + 2, sizeof(*comp));
+	int r = -ENOMEM;
+	if (!copy || !comp)
+		goto done;
+	int ups, inner;
+	int nc = fold_path(copy, comp, abs, &ups, &inner);
+	r = 0;
+	if (!abs && !ups && !inner) {
 		/* Goes down only: every step is a lookup through us. */
 		r = snprintf(out, outsz, "%s", t) >= (int)outsz ? -ENAMETOOLONG : 0;
 		goto done;
 	}
-	int depth = link_depth(p, n);
-	if (!abs && !inner_dotdot && ups <= depth) {
+	int amb;
+	int depth = link_depth(p, n, &amb);
+	if (!abs && !inner && ups <= depth) {
 		r = snprintf(out, outsz, "%s", t) >= (int)outsz ? -ENAMETOOLONG : 0;
+		goto done;
+	}
+	if (amb && p->root_path) {
+		/* Where the link is seen from does not matter then. */
+		char *base = abs ? strdup("") : hint_dir_path(p, n);
+		size_t fl = (base ? strlen(base) : 0) + tl + 2;
+		full = base ? malloc(fl) : NULL;
+		const char **fc = full ? calloc(fl / 2 + 2, sizeof(*fc)) : NULL;
+		if (!fc) {
+			free(base);
+			r = -ENOMEM;
+			goto done;
+		}
+		snprintf(full, fl, "%s%s", base, abs ? t + 1 : t);
+		free(base);
+		int u, in;
+		int fn = fold_path(full, fc, 1, &u, &in);
+		int w = snprintf(out, outsz, "%s", p->root_path);
+		r = w >= (int)outsz ? -ENAMETOOLONG : join_path(out, outsz, (size_t)w, fc, fn, trailing);
+		free(fc);
 		goto done;
 	}
 	int up = abs ? depth : (ups < depth ? ups : depth);
@@ -940,25 +1043,10 @@ static int rewrite_link(struct pass_fs *p, struct pnode *n, const char *t, char 
 	}
 	if (o && !nc)
 		o--;    /* ".." rather than "../" */
-	for (int i = 0; i < nc; i++) {
-		size_t l = strlen(comp[i]);
-		if (o + l + 2 >= outsz) {
-			r = -ENAMETOOLONG;
-			goto done;
-		}
-		memcpy(out + o, comp[i], l);
-		o += l;
-		if (i + 1 < nc)
-			out[o++] = '/';
-	}
-	if (!o)
-		out[o++] = '.';
-	/* "dir/" must still mean a directory. */
-	if (tl > 1 && t[tl - 1] == '/' && o + 1 < outsz)
-		out[o++] = '/';
-	out[o] = '\0';
+	r = join_path(out, outsz, o, comp, nc, trailing);
 done:
 	free(copy);
+	free(full);
 	free(comp);
 	return r;
 }
@@ -2752,6 +2840,12 @@ struct pass_fs *pass_new(struct seer_fs *fs, struct sandbox *sb, int root_fd)
 	p->fs = fs;
 	p->sb = sb;
 	p->umask = read_umask();
+	if (fs && fs->ctx && fs->ctx->mountpoint && sb) {
+		size_t l = strlen(fs->ctx->mountpoint) + strlen(sb->name) + 8;
+		p->root_path = malloc(l);
+		if (p->root_path)
+			snprintf(p->root_path, l, "%s/%s/root", fs->ctx->mountpoint, sb->name);
+	}
 	/* Read once: the sandbox is running, its provider is set and stays. */
 	p->prov = sb ? sb->prov : NULL;
 	pthread_mutex_init(&p->lock, NULL);
@@ -2941,6 +3035,25 @@ void pass_set_busy_fn(struct pass_fs *p, int (*fn)(void *arg), void *arg)
 	p->busy_fn = fn;
 	p->busy_arg = arg;
 	atomic_store(&p->busy_at, 0);
+}
+
+void pass_set_root_path(struct pass_fs *p, const char *path)
+{
+	char *c = path ? strdup(path) : NULL;
+	pthread_mutex_lock(&p->lock);
+	free(p->root_path);
+	p->root_path = c;
+	pthread_mutex_unlock(&p->lock);
+}
+
+void pass_ref(struct pass_fs *p)
+{
+	atomic_fetch_add(&p->refs, 1);
+}
+
+void pass_unref(struct pass_fs *p)
+{
+	pass_put(p, 1);
 }
 
 void pass_set_fd_budget(struct pass_fs *p, size_t n)

@@ -64,6 +64,7 @@ struct vfh {
 	int have_content;          /* buf holds the read snapshot */
 	int dirty;                 /* written or truncated: apply on flush */
 	int written;               /* a write came: the next flush applies */
+	int too_big;               /* a write passed the size limit: nothing applies */
 	int fd;                    /* a real file behind it (log, job output), else -1 */
 	void *priv;                /* kind-specific (jobs) */
 };
@@ -103,6 +104,9 @@ struct fs_sb {
 	struct scratch *scratch;
 	uint32_t next_scratch;
 };
+
+/* Answers a read from part of a buffer (copied first). */
+void reply_slice(fuse_req_t req, const struct sbuf *b, size_t size, off_t off);
 
 /* Finds (creating) fs/'s data of a sandbox; fs->lock must be held. */
 struct fs_sb *fs_sb_get(struct seer_fs *fs, uint32_t serial, int create);

@@ -44,6 +44,7 @@ void pass_destroy(struct pass_fs *p);
 fuse_ino_t pass_make_toplevel(struct pass_fs *p);
 void pass_set_busy_fn(struct pass_fs *p, int (*fn)(void *arg), void *arg);
 void pass_set_fd_budget(struct pass_fs *p, size_t n);
+void pass_set_root_path(struct pass_fs *p, const char *path);
 
 /* fs/pass.c logs through the sandbox's log; there is no sandbox here. */
 __attribute__((weak)) void sandbox_log(struct sandbox *sb, const char *fmt, ...)
@@ -456,6 +457,11 @@ int main(int argc, char *argv[])
 	if (h.fd_budget)
 		pass_set_fd_budget(h.p, h.fd_budget);
 	h.root = pass_make_toplevel(h.p);
+	/* Absolute symlink rewrites point into the mount, as fs/ll.c's do
+	 * into MOUNT/NAME/root. */
+	char *rp = realpath(mnt, NULL);
+	pass_set_root_path(h.p, rp);
+	free(rp);
 
 	int ret = 1;
 	if (fuse_set_signal_handlers(se) != 0)

@@ -355,17 +355,20 @@ static void test_failed(struct seer_ctx *ctx)
 	sandbox_put(sb);
 }
 
-/* Fields this build does not carry out, and secrets. */
+/* Provisioning steps that fail before the start, and secrets. */
 static void test_unsupported_and_secrets(struct seer_ctx *ctx)
 {
 	set_agent(ctx, "/bin/true");
+	/* Steps that fail before the sandbox starts, each naming what is wrong. */
 	static const struct {
 		const char *name, *cfg, *w;
 	} cases[] = {
-		{"u1", "{\"debug\": true}", "debug"},
-		{"u2", "{\"python_packages\": [\"six\"]}", "python_packages"},
-		{"u3", "{\"secrets\": [\"SEERFS_UNIT_MISSING_SECRET\"]}", "SEERFS_UNIT_MISSING_SECRET"},
-		{"u4", "{\"gpu\": \"A100\"}", "A100"},
+		{"u1", "{\"gpu\": \"A100\"}", "A100"},
+		{"u2", "{\"secrets\": [\"SEERFS_UNIT_MISSING_SECRET\"]}", "SEERFS_UNIT_MISSING_SECRET"},
+		{"u3", "{\"local_files\": [[\"/nonexistent/seerfs-unit-src\", \"/workspace/x\"]]}",
+		 "/nonexistent/seerfs-unit-src"},
+		{"u4", "{\"local_dirs\": [[\"/nonexistent/seerfs-unit-dir\", \"/workspace/d\"]]}",
+		 "/nonexistent/seerfs-unit-dir"},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
 		struct sandbox *sb = create(ctx, cases[i].name);
@@ -374,7 +377,6 @@ static void test_unsupported_and_secrets(struct seer_ctx *ctx)
 		CHECK(sandbox_apply_config(sb, cases[i].cfg, strlen(cases[i].cfg)) == 0, "apply %s", cases[i].cfg);
 		enum sb_state st = settle(sb, 2);
 		char *e = text_of(sandbox_error_text, sb);
-		/* Loose on purpose: another engineer may make the field work. */
 		CHECK(st == SB_FAILED, "%s: %s (%s)", cases[i].cfg, sb_state_name(st), nn(e));
 		CHECK(has(e, cases[i].w), "%s: error \"%s\" does not name %s", cases[i].cfg, e, cases[i].w);
 		free(e);

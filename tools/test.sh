@@ -1,0 +1,211 @@
+#!/bin/bash
+# tools/test.sh - every test of seerfs, on a fresh Debian 12 machine.
+#
+# Needs root (it re-runs itself through sudo when started by another user):
+# it installs what is missing, creates the user `seer`, makes /dev/fuse
+# usable by everyone, then
+#   1. builds three trees: build (debugoptimized), build-asan (ASan+UBSan)
+#      and build-fuzz (clang, libFuzzer targets only);
+#   2. runs the unit tests (meson test) in build and build-asan;
+#   3. runs the two fuzzers for $SEERFS_FUZZ_SECONDS (default 20) each;
+#   4. runs the integration tests (pytest, tests/integration) as root against
+#      build-asan, then as the ordinary user seer against build.
+# It ends with one line, "N passed, N failed" (", N skipped" when some were
+# skipped or are expected failures marking known bugs), and exits non-zero
+# when anything failed.
+#
+# Environment: SEERFS_FUZZ_SECONDS, SEERFS_TEST_ONLY (a pytest -k expression),
+# SEERFS_TEST_SKIP_FUZZ=1, SEERFS_TEST_SKIP_SEER=1 (for quick local runs).
+set -u
+
+if [ "$(id -u)" != 0 ]; then
+	if command -v sudo >/dev/null 2>&1; then
+		exec sudo --preserve-env=SEERFS_FUZZ_SECONDS,SEERFS_TEST_ONLY,SEERFS_TEST_SKIP_FUZZ,SEERFS_TEST_SKIP_SEER \
+			"$0" "$@"
+	fi
+	echo "tools/test.sh: run me as root (it installs packages and mounts as two users)" >&2
+	exit 2
+fi
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+cd "$REPO" || exit 2
+PY=/usr/bin/python3            # Debian's, with python3-pytest; not a pyenv one on PATH
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export PYTHONDONTWRITEBYTECODE=1
+export DEBIAN_FRONTEND=noninteractive
+LOGDIR=$(mktemp -d /tmp/seerfs-test-logs.XXXXXX)
+chmod 755 "$LOGDIR"
+START=$(date +%s)
+
+PASSED=0 FAILED=0 SKIPPED=0
+SUMMARY=()
+
+note() { printf '\n==== %s\n' "$*"; }
+record() {   # stage passed failed skipped [extra words]
+	PASSED=$((PASSED + $2)) FAILED=$((FAILED + $3)) SKIPPED=$((SKIPPED + $4))
+	SUMMARY+=("$(printf '%-28s %4d passed, %d failed, %d skipped %s' "$1" "$2" "$3" "$4" "${5:-}")")
+}
+fail_step() { record "$1" 0 1 0 "($2)"; echo "tools/test.sh: $1: $2" >&2; }
+
+# ---- 1. packages, user, /dev/fuse ---------------------------------------------------
+
+PKGS="meson ninja-build gcc clang libclang-rt-14-dev pkg-config libfuse3-dev fuse3 libjson-c-dev
+libcurl4-openssl-dev libssh2-1-dev bubblewrap python3 python3-pytest openssh-server openssh-client git
+vim-tiny attr rsync util-linux procps"
+missing=""
+for p in $PKGS; do
+	dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+	note "installing:$missing"
+	if ! { apt-get update -q && apt-get install -y -q --no-install-recommends $missing; }; then
+		fail_step "install packages" "apt-get install failed:$missing"
+	fi
+fi
+id -u seer >/dev/null 2>&1 || useradd -m -s /bin/bash seer
+if [ -e /dev/fuse ]; then
+	chmod 666 /dev/fuse
+else
+	fail_step "/dev/fuse" "no /dev/fuse on this machine: FUSE is unavailable"
+fi
+
+# ---- 2. builds ---------------------------------------------------------------------------
+
+build() {   # dir [setup args...]; CC may be set by the caller
+	local dir=$1
+	shift
+	if [ ! -f "$dir/build.ninja" ]; then
+		meson setup "$dir" "$@" >"$LOGDIR/$dir-setup.log" 2>&1 || {
+			cat "$LOGDIR/$dir-setup.log"
+			return 1
+		}
+	fi
+	return 0
+}
+
+note "building build (debugoptimized), build-asan (ASan+UBSan), build-fuzz (clang)"
+BUILD_OK=1 ASAN_OK=1 FUZZ_OK=1
+if build build --buildtype=debugoptimized && ninja -C build >"$LOGDIR/build.log" 2>&1; then :; else
+	tail -40 "$LOGDIR/build.log" 2>/dev/null
+	fail_step "build" "see $LOGDIR/build.log"
+	BUILD_OK=0
+fi
+if build build-asan --buildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false &&
+	ninja -C build-asan >"$LOGDIR/build-asan.log" 2>&1; then :; else
+	tail -40 "$LOGDIR/build-asan.log" 2>/dev/null
+	fail_step "build-asan" "see $LOGDIR/build-asan.log"
+	ASAN_OK=0
+fi
+if [ "${SEERFS_TEST_SKIP_FUZZ:-0}" = 1 ]; then
+	FUZZ_OK=0
+elif CC=clang build build-fuzz -Dfuzz=true && ninja -C build-fuzz tests/fuzz_config tests/fuzz_ctlcmd \
+	>"$LOGDIR/build-fuzz.log" 2>&1; then :; else
+	tail -40 "$LOGDIR/build-fuzz.log" 2>/dev/null
+	fail_step "build-fuzz" "see $LOGDIR/build-fuzz.log"
+	FUZZ_OK=0
+fi
+
+# ---- 3. unit tests and fuzzers (meson test) ----------------------------------------------
+
+meson_counts() {   # stage logfile: adds the counts of a meson test summary
+	local ok xf fail up skip to
+	ok=$(awk '/^Ok:/{print $2}' "$2" | tail -1)
+	xf=$(awk '/^Expected Fail:/{print $3}' "$2" | tail -1)
+	fail=$(awk '/^Fail:/{print $2}' "$2" | tail -1)
+	up=$(awk '/^Unexpected Pass:/{print $3}' "$2" | tail -1)
+	skip=$(awk '/^Skipped:/{print $2}' "$2" | tail -1)
+	to=$(awk '/^Timeout:/{print $2}' "$2" | tail -1)
+	if [ -z "$ok" ]; then
+		fail_step "$1" "no meson test summary; see $2"
+		return
+	fi
+	record "$1" "$((ok + ${xf:-0}))" "$((${fail:-0} + ${up:-0} + ${to:-0}))" "${skip:-0}"
+}
+
+if [ $BUILD_OK = 1 ]; then
+	note "unit tests: build"
+	meson test -C build --no-rebuild --print-errorlogs >"$LOGDIR/meson-build.log" 2>&1
+	grep -E '^ *[0-9]+/[0-9]+ ' "$LOGDIR/meson-build.log"
+	meson_counts "unit tests (build)" "$LOGDIR/meson-build.log"
+fi
+if [ $ASAN_OK = 1 ]; then
+	note "unit tests: build-asan"
+	meson test -C build-asan --no-rebuild --print-errorlogs >"$LOGDIR/meson-asan.log" 2>&1
+	grep -E '^ *[0-9]+/[0-9]+ ' "$LOGDIR/meson-asan.log"
+	meson_counts "unit tests (build-asan)" "$LOGDIR/meson-asan.log"
+fi
+if [ $FUZZ_OK = 1 ]; then
+	note "fuzzers: ${SEERFS_FUZZ_SECONDS:-20} s each"
+	SEERFS_FUZZ_SECONDS=${SEERFS_FUZZ_SECONDS:-20} meson test -C build-fuzz --no-rebuild --suite fuzz \
+		--print-errorlogs >"$LOGDIR/meson-fuzz.log" 2>&1
+	grep -E '^ *[0-9]+/[0-9]+ ' "$LOGDIR/meson-fuzz.log"
+	meson_counts "fuzzers (build-fuzz)" "$LOGDIR/meson-fuzz.log"
+fi
+
+# ---- 4. integration tests -----------------------------------------------------------------
+
+pytest_counts() {   # stage logfile: adds the counts of pytest's closing line
+	local line n p=0 f=0 s=0 xf=0
+	line=$(grep -E '(passed|failed|errors?|skipped|xfailed|xpassed|deselected|no tests ran)(,| ).*in [0-9.]+s( \([0-9:]+\))?( =+)?$' "$2" | tail -1)
+	if [ -z "$line" ]; then
+		fail_step "$1" "no pytest summary (crashed or timed out); see $2"
+		return
+	fi
+	for kw in passed failed errors error skipped xfailed xpassed; do
+		n=$(echo "$line" | grep -oE "[0-9]+ $kw\b" | awk '{print $1}' | head -1)
+		n=${n:-0}
+		case $kw in
+		passed | xpassed) p=$((p + n)) ;;
+		failed | error | errors) f=$((f + n)) ;;
+		skipped) s=$((s + n)) ;;
+		xfailed) xf=$((xf + n)) ;;
+		esac
+	done
+	record "$1" "$p" "$f" "$((s + xf))" "$([ $xf -gt 0 ] && echo "($xf of them xfail: known bugs)")"
+}
+
+PYTEST_ARGS=(-p no:cacheprovider -q -rfEsxX)
+[ -n "${SEERFS_TEST_ONLY:-}" ] && PYTEST_ARGS+=(-k "$SEERFS_TEST_ONLY")
+
+if [ $ASAN_OK = 1 ] && [ -e /dev/fuse ]; then
+	note "integration tests as root, build-asan"
+	env SEERFS_BUILD="$REPO/build-asan" \
+		ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:print_summary=1 \
+		UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		timeout 1800 "$PY" -m pytest "${PYTEST_ARGS[@]}" tests/integration 2>&1 | tee "$LOGDIR/pytest-root.log" |
+		tail -80
+	pytest_counts "integration (root, asan)" "$LOGDIR/pytest-root.log"
+fi
+
+if [ $BUILD_OK = 1 ] && [ -e /dev/fuse ] && [ "${SEERFS_TEST_SKIP_SEER:-0}" != 1 ]; then
+	note "integration tests as user seer, build"
+	WORK=$REPO
+	# seer must reach the tests and the binaries; when the checkout is not
+	# readable by others (say under /root), test a readable copy of it.
+	if ! runuser -u seer -- test -r "$REPO/tests/integration/conftest.py" -a -x "$REPO/build/fs/seerfs"; then
+		WORK=$(mktemp -d /tmp/seerfs-test-tree.XXXXXX)
+		rsync -a --exclude .git --exclude build-asan --exclude build-fuzz "$REPO/" "$WORK/"
+		chmod -R a+rX "$WORK"
+		chmod 755 "$WORK"
+	fi
+	(cd "$WORK" && runuser -u seer -- env -i PATH="$PATH" HOME="$(getent passwd seer | cut -d: -f6)" \
+		USER=seer LOGNAME=seer LANG=C.UTF-8 TMPDIR=/tmp PYTHONDONTWRITEBYTECODE=1 \
+		SEERFS_BUILD="$WORK/build" SEERFS_TEST_USER=seer \
+		timeout 1800 "$PY" -m pytest "${PYTEST_ARGS[@]}" tests/integration) 2>&1 |
+		tee "$LOGDIR/pytest-seer.log" | tail -80
+	pytest_counts "integration (seer)" "$LOGDIR/pytest-seer.log"
+	[ "$WORK" != "$REPO" ] && rm -rf "$WORK"
+fi
+
+# ---- summary ---------------------------------------------------------------------------------
+
+note "summary ($(($(date +%s) - START)) s; logs in $LOGDIR)"
+for line in "${SUMMARY[@]}"; do
+	echo "  $line"
+done
+if [ "$SKIPPED" -gt 0 ]; then
+	echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"
+else
+	echo "$PASSED passed, $FAILED failed"
+fi
+[ "$FAILED" -eq 0 ] && [ "$PASSED" -gt 0 ]
