@@ -168,6 +168,30 @@ static int signal_tree(pid_t root, int sig)
 	return total;
 }
 
+/* Whether SIGSTOP is pending for a process. A shell's vfork() parent sleeps
+ * in the kernel ('D') until its child execs; with the child stopped it never
+ * reaches the stop itself, yet it runs no code of its own: count it. */
+static int stop_pending(pid_t pid)
+{
+	char path[64], buf[4096];
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 1;   /* gone: nothing left to wait for */
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 1;
+	buf[n] = '\0';
+	const char *keys[] = {"ShdPnd:", "SigPnd:"};
+	for (int k = 0; k < 2; k++) {
+		char *p = strstr(buf, keys[k]);
+		if (p && (strtoull(p + strlen(keys[k]), NULL, 16) & (1ull << (SIGSTOP - 1))))
+			return 1;
+	}
+	return 0;
+}
+
 /* Stops every process but us, and waits until each is really stopped so a
  * snapshot sees one point in time. */
 static int freeze_all(int stop)
@@ -181,7 +205,8 @@ static int freeze_all(int stop)
 	for (int tries = 0; tries < 1000; tries++) {
 		int n = list_procs(procs, MAX_PROCS), running = 0;
 		for (int i = 0; i < n; i++)
-			if (procs[i].state != 'T' && procs[i].state != 't' && procs[i].state != 'Z' && procs[i].state != 'X')
+			if (procs[i].state != 'T' && procs[i].state != 't' && procs[i].state != 'Z' && procs[i].state != 'X' &&
+			    !(procs[i].state == 'D' && stop_pending(procs[i].pid)))
 				running++;
 		if (!running)
 			return 0;

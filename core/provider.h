@@ -18,6 +18,7 @@
 
 struct sandbox;
 struct seer_config;
+struct sftp_client;
 
 /* A process to start inside a sandbox. */
 struct seer_spawn {
@@ -49,6 +50,9 @@ struct seer_provider {
 	int (*destroy)(struct sandbox *sb);
 	/* An O_PATH fd on "/" as the sandbox's processes see it; -ENOTCONN when not running. */
 	int (*root_fd)(struct sandbox *sb);
+	/* Remote providers instead: the SFTP client and the path on the remote
+	 * host that root/ shows (NULL for providers with a root_fd). */
+	int (*root_remote)(struct sandbox *sb, struct sftp_client **cli, char *root, size_t len);
 	/* Starts a process; *pid receives its id as the provider names it. */
 	int (*spawn)(struct sandbox *sb, const struct seer_spawn *req, int *pid, char *err, size_t errlen);
 	/* Signals a spawned process, or with tree set its whole process tree. */

@@ -43,6 +43,10 @@ static inline int ino_is_virtual(fuse_ino_t ino)
 	return ino == FUSE_ROOT_ID || (ino & VINO_FLAG);
 }
 
+/* Inodes of root/ on a remote provider (fs/sftpfs.c) carry this bit; the
+ * others are fs/pass.c's. Pointers stay below 2^47, so both bits are free. */
+#define REMOTE_INO_FLAG (1ULL << 62)
+
 /* ---- fs/pass.c: root/, a passthrough over the sandbox's own root ------- */
 
 struct pass_fs;
@@ -60,5 +64,24 @@ int pass_root_entry(struct pass_fs *p, struct fuse_entry_param *e);
 void pass_invalidate(struct pass_fs *p);
 /* The operations for passthrough inodes; fs/ll.c forwards to these. */
 extern const struct fuse_lowlevel_ops pass_ops;
+
+/* ---- fs/sftpfs.c: root/ of a remote sandbox, over SFTP ------------------- */
+
+struct sftpfs;
+struct sftp_client;
+/* Serves root/ from `root` (a path on the remote host) through cli. */
+struct sftpfs *sftpfs_new(struct seer_fs *fs, struct sandbox *sb, struct sftp_client *cli, const char *root);
+void sftpfs_kill(struct sftpfs *r);
+int sftpfs_root_entry(struct sftpfs *r, struct fuse_entry_param *e);
+/* A command ran in the sandbox: drop cached attributes, entries, data. */
+void sftpfs_invalidate(struct sftpfs *r);
+void sftpfs_forget_one(fuse_ino_t ino, uint64_t nlookup);
+extern const struct fuse_lowlevel_ops sftpfs_ops;
+
+static inline const struct fuse_lowlevel_ops *backend_of(fuse_ino_t ino)
+{
+	return (ino & REMOTE_INO_FLAG) ? &sftpfs_ops : &pass_ops;
+}
+
 
 #endif

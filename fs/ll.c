@@ -208,13 +208,18 @@ static void hook_job_started(void *arg, struct sandbox *sb)
 	struct pass_fs *pass = NULL;
 	pthread_mutex_lock(&fs->lock);
 	struct fs_sb *s = fs_sb_get(fs, sb->serial, 0);
-	if (s)
+	struct sftpfs *remote = NULL;
+	if (s) {
 		pass = s->pass;
+		remote = s->remote;
+	}
 	pthread_mutex_unlock(&fs->lock);
 	/* The job may change any file: nothing cached while the sandbox was idle
 	 * may outlive this moment. */
 	if (pass)
 		pass_invalidate(pass);
+	if (remote)
+		sftpfs_invalidate(remote);
 }
 
 static void hook_root_gone(void *arg, struct sandbox *sb)
@@ -223,13 +228,18 @@ static void hook_root_gone(void *arg, struct sandbox *sb)
 	struct pass_fs *pass = NULL;
 	pthread_mutex_lock(&fs->lock);
 	struct fs_sb *s = fs_sb_get(fs, sb->serial, 0);
+	struct sftpfs *remote = NULL;
 	if (s) {
 		pass = s->pass;
 		s->pass = NULL;
+		remote = s->remote;
+		s->remote = NULL;
 	}
 	pthread_mutex_unlock(&fs->lock);
 	if (pass)
 		pass_kill(pass);
+	if (remote)
+		sftpfs_kill(remote);
 	if (fs->se)
 		fuse_lowlevel_notify_inval_entry(fs->se, vino(sb->serial, 0, K_SBDIR), "root", 4);
 }
@@ -395,6 +405,37 @@ static void reply_ventry(fuse_req_t req, fuse_ino_t ino, double timeout)
 	fuse_reply_entry(req, &e);
 }
 
+/* root/ of a sandbox on a remote provider: served over its SFTP client. */
+static int remote_root_entry(struct seer_fs *fs, struct sandbox *sb, struct fuse_entry_param *e)
+{
+	pthread_mutex_lock(&fs->lock);
+	struct fs_sb *s = fs_sb_get(fs, sb->serial, 1);
+	int r = s->remote ? sftpfs_root_entry(s->remote, e) : -ENOENT;
+	pthread_mutex_unlock(&fs->lock);
+	if (r == 0)
+		return 0;
+	struct sftp_client *cli = NULL;
+	char root[4096];
+	r = sb->prov->root_remote(sb, &cli, root, sizeof(root));
+	if (r < 0)
+		return r;
+	struct sftpfs *nr = sftpfs_new(fs, sb, cli, root);
+	if (!nr)
+		return -ENOTSUP;
+	pthread_mutex_lock(&fs->lock);
+	s = fs_sb_get(fs, sb->serial, 1);
+	struct sftpfs *old = NULL;
+	if (s->remote)
+		old = nr;
+	else
+		s->remote = nr;
+	r = sftpfs_root_entry(s->remote, e);
+	pthread_mutex_unlock(&fs->lock);
+	if (old)
+		sftpfs_kill(old);
+	return r;
+}
+
 /* Whether root/ can be served now; on success fills the entry. */
 static int root_entry(struct seer_fs *fs, struct sandbox *sb, struct fuse_entry_param *e)
 {
@@ -404,6 +445,8 @@ static int root_entry(struct seer_fs *fs, struct sandbox *sb, struct fuse_entry_
 	pthread_mutex_unlock(&sb->lock);
 	if (!running || !prov)
 		return -ENOTCONN;
+	if (prov->root_remote)
+		return remote_root_entry(fs, sb, e);
 	pthread_mutex_lock(&fs->lock);
 	struct fs_sb *s = fs_sb_get(fs, sb->serial, 1);
 	struct pass_fs *pass = s->pass;
@@ -438,7 +481,7 @@ static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct seer_fs *fs = fs_of(req);
 	if (!ino_is_virtual(parent)) {
-		pass_ops.lookup(req, parent, name);
+		backend_of(parent)->lookup(req, parent, name);
 		return;
 	}
 	enum vkind pk = vino_kind(parent);
@@ -535,7 +578,7 @@ static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 static void ll_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
 	if (!ino_is_virtual(ino)) {
-		pass_ops.forget(req, ino, nlookup);
+		backend_of(ino)->forget(req, ino, nlookup);
 		return;
 	}
 	fuse_reply_none(req);
@@ -543,23 +586,31 @@ static void ll_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 
 static void ll_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
 {
+	/* Remote inodes are dropped here; the passthrough's go to its own batch
+	 * call, which sends the one reply a FORGET batch takes. Virtual inodes
+	 * keep no counts. */
+	struct fuse_forget_data *local = malloc(sizeof(*local) * (count ? count : 1));
 	size_t n = 0;
-	struct fuse_forget_data *mine = malloc(sizeof(*mine) * (count ? count : 1));
-	for (size_t i = 0; mine && i < count; i++)
-		if (!ino_is_virtual(forgets[i].ino))
-			mine[n++] = forgets[i];
-	if (n && pass_ops.forget_multi) {
-		pass_ops.forget_multi(req, n, mine);
-	} else {
-		fuse_reply_none(req);
+	for (size_t i = 0; i < count; i++) {
+		fuse_ino_t ino = forgets[i].ino;
+		if (ino_is_virtual(ino))
+			continue;
+		if (ino & REMOTE_INO_FLAG)
+			sftpfs_forget_one(ino, forgets[i].nlookup);
+		else if (local)
+			local[n++] = forgets[i];
 	}
-	free(mine);
+	if (n)
+		pass_ops.forget_multi(req, n, local);
+	else
+		fuse_reply_none(req);
+	free(local);
 }
 
 static void ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	if (!ino_is_virtual(ino)) {
-		pass_ops.getattr(req, ino, fi);
+		backend_of(ino)->getattr(req, ino, fi);
 		return;
 	}
 	struct stat st;
@@ -611,7 +662,7 @@ static void ll_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
 	struct seer_fs *fs = fs_of(req);
 	if (!ino_is_virtual(ino)) {
-		pass_ops.opendir(req, ino, fi);
+		backend_of(ino)->opendir(req, ino, fi);
 		return;
 	}
 	enum vkind k = vino_kind(ino);
@@ -701,7 +752,7 @@ static void vreaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, str
 static void ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	if (!ino_is_virtual(ino)) {
-		pass_ops.readdir(req, ino, size, off, fi);
+		backend_of(ino)->readdir(req, ino, size, off, fi);
 		return;
 	}
 	vreaddir(req, ino, size, off, fi, 0);
@@ -710,7 +761,7 @@ static void ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 static void ll_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	if (!ino_is_virtual(ino)) {
-		pass_ops.readdirplus(req, ino, size, off, fi);
+		backend_of(ino)->readdirplus(req, ino, size, off, fi);
 		return;
 	}
 	vreaddir(req, ino, size, off, fi, 1);
@@ -719,7 +770,7 @@ static void ll_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 static void ll_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	if (!ino_is_virtual(ino)) {
-		pass_ops.releasedir(req, ino, fi);
+		backend_of(ino)->releasedir(req, ino, fi);
 		return;
 	}
 	vdir_free((struct vdir *)(uintptr_t)fi->fh);
@@ -732,7 +783,7 @@ static void ll_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 {
 	struct seer_fs *fs = fs_of(req);
 	if (!ino_is_virtual(parent)) {
-		pass_ops.mkdir(req, parent, name, mode);
+		backend_of(parent)->mkdir(req, parent, name, mode);
 		return;
 	}
 	if (vino_kind(parent) != K_TOP) {
@@ -758,7 +809,7 @@ static void ll_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct seer_fs *fs = fs_of(req);
 	if (!ino_is_virtual(parent)) {
-		pass_ops.rmdir(req, parent, name);
+		backend_of(parent)->rmdir(req, parent, name);
 		return;
 	}
 	enum vkind pk = vino_kind(parent);
@@ -818,7 +869,7 @@ static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct seer_fs *fs = fs_of(req);
 	if (!ino_is_virtual(ino)) {
-		pass_ops.open(req, ino, fi);
+		backend_of(ino)->open(req, ino, fi);
 		return;
 	}
 	enum vkind k = vino_kind(ino);
@@ -962,7 +1013,7 @@ static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 {
 	struct seer_fs *fs = fs_of(req);
 	if (!ino_is_virtual(ino)) {
-		pass_ops.read(req, ino, size, off, fi);
+		backend_of(ino)->read(req, ino, size, off, fi);
 		return;
 	}
 	struct vfh *h = (struct vfh *)(uintptr_t)fi->fh;
@@ -1058,7 +1109,7 @@ static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
 {
 	struct seer_fs *fs = fs_of(req);
 	if (!ino_is_virtual(ino)) {
-		pass_ops.write(req, ino, data, size, off, fi);
+		backend_of(ino)->write(req, ino, data, size, off, fi);
 		return;
 	}
 	struct vfh *h = (struct vfh *)(uintptr_t)fi->fh;
@@ -1127,7 +1178,7 @@ static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
 static void ll_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	if (!ino_is_virtual(ino)) {
-		pass_ops.flush(req, ino, fi);
+		backend_of(ino)->flush(req, ino, fi);
 		return;
 	}
 	struct vfh *h = (struct vfh *)(uintptr_t)fi->fh;
@@ -1150,7 +1201,7 @@ static void ll_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	if (!ino_is_virtual(ino)) {
-		pass_ops.release(req, ino, fi);
+		backend_of(ino)->release(req, ino, fi);
 		return;
 	}
 	struct vfh *h = (struct vfh *)(uintptr_t)fi->fh;
@@ -1168,7 +1219,7 @@ static void ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 static void ll_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	if (!ino_is_virtual(ino)) {
-		pass_ops.fsync(req, ino, datasync, fi);
+		backend_of(ino)->fsync(req, ino, datasync, fi);
 		return;
 	}
 	fuse_reply_err(req, 0);
@@ -1178,7 +1229,7 @@ static void ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 {
 	struct seer_fs *fs = fs_of(req);
 	if (!ino_is_virtual(ino)) {
-		pass_ops.setattr(req, ino, attr, to_set, fi);
+		backend_of(ino)->setattr(req, ino, attr, to_set, fi);
 		return;
 	}
 	enum vkind k = vino_kind(ino);
@@ -1243,7 +1294,7 @@ static void ll_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 {
 	struct seer_fs *fs = fs_of(req);
 	if (!ino_is_virtual(parent)) {
-		pass_ops.create(req, parent, name, mode, fi);
+		backend_of(parent)->create(req, parent, name, mode, fi);
 		return;
 	}
 	if (vino_kind(parent) != K_SBDIR) {
@@ -1307,7 +1358,7 @@ static void ll_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 static void ll_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
 	if (!ino_is_virtual(parent)) {
-		pass_ops.mknod(req, parent, name, mode, rdev);
+		backend_of(parent)->mknod(req, parent, name, mode, rdev);
 		return;
 	}
 	fuse_reply_err(req, EPERM);
@@ -1336,7 +1387,7 @@ static void ll_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct seer_fs *fs = fs_of(req);
 	if (!ino_is_virtual(parent)) {
-		pass_ops.unlink(req, parent, name);
+		backend_of(parent)->unlink(req, parent, name);
 		return;
 	}
 	if (vino_kind(parent) == K_JOBDIR) {
@@ -1358,8 +1409,12 @@ static void ll_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 {
 	struct seer_fs *fs = fs_of(req);
 	int pv = ino_is_virtual(parent), nv = ino_is_virtual(newparent);
+	if (!pv && !nv && backend_of(parent) != backend_of(newparent)) {
+		fuse_reply_err(req, EXDEV);
+		return;
+	}
 	if (!pv && !nv) {
-		pass_ops.rename(req, parent, name, newparent, newname, flags);
+		backend_of(parent)->rename(req, parent, name, newparent, newname, flags);
 		return;
 	}
 	if (pv != nv || parent != newparent || vino_kind(parent) != K_SBDIR) {
@@ -1422,8 +1477,8 @@ static void ll_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 
 static void ll_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
-	if (!ino_is_virtual(ino) && !ino_is_virtual(newparent)) {
-		pass_ops.link(req, ino, newparent, newname);
+	if (!ino_is_virtual(ino) && !ino_is_virtual(newparent) && backend_of(ino) == backend_of(newparent)) {
+		backend_of(ino)->link(req, ino, newparent, newname);
 		return;
 	}
 	fuse_reply_err(req, ino_is_virtual(ino) && ino_is_virtual(newparent) ? EPERM : EXDEV);
@@ -1432,7 +1487,7 @@ static void ll_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 static void ll_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
 	if (!ino_is_virtual(parent)) {
-		pass_ops.symlink(req, link, parent, name);
+		backend_of(parent)->symlink(req, link, parent, name);
 		return;
 	}
 	fuse_reply_err(req, EPERM);
@@ -1441,7 +1496,7 @@ static void ll_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 static void ll_readlink(fuse_req_t req, fuse_ino_t ino)
 {
 	if (!ino_is_virtual(ino)) {
-		pass_ops.readlink(req, ino);
+		backend_of(ino)->readlink(req, ino);
 		return;
 	}
 	if (vino_kind(ino) == K_JOBS_LATEST || vino_kind(ino) == K_JOBS_MINE) {
@@ -1461,7 +1516,7 @@ static void ll_readlink(fuse_req_t req, fuse_ino_t ino)
 static void ll_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	if (!ino_is_virtual(ino)) {
-		pass_ops.statfs(req, ino);
+		backend_of(ino)->statfs(req, ino);
 		return;
 	}
 	struct statvfs sv;
@@ -1474,8 +1529,8 @@ static void ll_statfs(fuse_req_t req, fuse_ino_t ino)
 
 static void ll_access(fuse_req_t req, fuse_ino_t ino, int mask)
 {
-	if (!ino_is_virtual(ino) && pass_ops.access) {
-		pass_ops.access(req, ino, mask);
+	if (!ino_is_virtual(ino) && backend_of(ino)->access) {
+		backend_of(ino)->access(req, ino, mask);
 		return;
 	}
 	fuse_reply_err(req, 0);
@@ -1483,8 +1538,8 @@ static void ll_access(fuse_req_t req, fuse_ino_t ino, int mask)
 
 static void ll_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct fuse_pollhandle *ph)
 {
-	if (!ino_is_virtual(ino) && pass_ops.poll) {
-		pass_ops.poll(req, ino, fi, ph);
+	if (!ino_is_virtual(ino) && backend_of(ino)->poll) {
+		backend_of(ino)->poll(req, ino, fi, ph);
 		return;
 	}
 	if (ph)
@@ -1497,8 +1552,8 @@ static void ll_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, s
 #define PASS_ONLY(name, proto, args)                      \
 	static void ll_##name proto                       \
 	{                                                 \
-		if (!ino_is_virtual(ino) && pass_ops.name) { \
-			pass_ops.name args;               \
+		if (!ino_is_virtual(ino) && backend_of(ino)->name) { \
+			backend_of(ino)->name args;       \
 			return;                           \
 		}                                         \
 		fuse_reply_err(req, ENOTSUP);             \
@@ -1521,8 +1576,8 @@ PASS_ONLY(lseek, (fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct 
 
 static void ll_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bufv, off_t off, struct fuse_file_info *fi)
 {
-	if (!ino_is_virtual(ino) && pass_ops.write_buf) {
-		pass_ops.write_buf(req, ino, bufv, off, fi);
+	if (!ino_is_virtual(ino) && backend_of(ino)->write_buf) {
+		backend_of(ino)->write_buf(req, ino, bufv, off, fi);
 		return;
 	}
 	/* Virtual files take small writes: gather the buffer and use write. */
@@ -1541,7 +1596,7 @@ static void ll_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *buf
 		return;
 	}
 	if (!ino_is_virtual(ino))
-		pass_ops.write(req, ino, mem, (size_t)n, off, fi);
+		backend_of(ino)->write(req, ino, mem, (size_t)n, off, fi);
 	else
 		ll_write(req, ino, mem, (size_t)n, off, fi);
 	free(mem);
@@ -1550,8 +1605,8 @@ static void ll_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *buf
 static void ll_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, struct fuse_file_info *fi_in,
 			       fuse_ino_t ino_out, off_t off_out, struct fuse_file_info *fi_out, size_t len, int flags)
 {
-	if (!ino_is_virtual(ino_in) && !ino_is_virtual(ino_out) && pass_ops.copy_file_range) {
-		pass_ops.copy_file_range(req, ino_in, off_in, fi_in, ino_out, off_out, fi_out, len, flags);
+	if (!ino_is_virtual(ino_in) && !ino_is_virtual(ino_out) && backend_of(ino_in) == backend_of(ino_out) && backend_of(ino_in)->copy_file_range) {
+		backend_of(ino_in)->copy_file_range(req, ino_in, off_in, fi_in, ino_out, off_out, fi_out, len, flags);
 		return;
 	}
 	fuse_reply_err(req, EXDEV);

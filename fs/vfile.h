@@ -100,7 +100,8 @@ struct scratch {
 struct fs_sb {
 	struct fs_sb *next;
 	uint32_t serial;
-	struct pass_fs *pass;      /* root/ while served */
+	struct pass_fs *pass;      /* root/ while served (local providers) */
+	struct sftpfs *remote;     /* root/ while served (remote providers) */
 	struct scratch *scratch;
 	uint32_t next_scratch;
 };

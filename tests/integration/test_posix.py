@@ -84,6 +84,34 @@ def sandbox_root(posix_root, sandbox_run):
     return root, inside
 
 
+class Interrupted(Exception):
+    pass
+
+
+class interrupted_after:
+    """Interrupts the blocking call in the with-block by SIGUSR1 after
+    delay seconds, and expects it to be interrupted. (SIGALRM is the
+    conftest's time limit.)"""
+
+    def __init__(self, delay):
+        self.delay = delay
+
+    def __enter__(self):
+        def raise_it(signum, frame):
+            raise Interrupted()
+        self.old = signal.signal(signal.SIGUSR1, raise_it)
+        self.timer = threading.Timer(self.delay, os.kill, (os.getpid(), signal.SIGUSR1))
+        self.t0 = time.time()
+        self.timer.start()
+
+    def __exit__(self, typ, value, tb):
+        self.timer.cancel()
+        signal.signal(signal.SIGUSR1, self.old)
+        assert typ is Interrupted, "the call was not interrupted"
+        assert time.time() - self.t0 < self.delay + 1.0
+        return True
+
+
 def renameat2(old, new, flags):
     r = libc.renameat2(AT_FDCWD, os.fsencode(old), AT_FDCWD, os.fsencode(new), ctypes.c_uint(flags))
     if r < 0:
@@ -453,6 +481,11 @@ def test_flock(posix_root, sandbox_run):
     fcntl.flock(fd, fcntl.LOCK_EX)
     assert time.time() - t0 > 0.5
     fcntl.flock(fd, fcntl.LOCK_UN)
+    # A signal interrupts a blocked wait.
+    must(sandbox_run("flock lk sleep 2 >/dev/null 2>&1 & sleep 0.3"))
+    with interrupted_after(0.4):
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    expect_errno((errno.EWOULDBLOCK, errno.EAGAIN), fcntl.flock, fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     os.close(fd)
 
 
@@ -477,6 +510,8 @@ def test_posix_locks(posix_root, sandbox_run):
     assert res[0] == fcntl.F_WRLCK and res[2] == 0 and res[3] == 50
     expect_errno((errno.EAGAIN, errno.EACCES), fcntl.lockf, fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 0)
     fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB, 10, 60)  # a range nobody holds
+    with interrupted_after(0.2):
+        fcntl.lockf(fd, fcntl.LOCK_EX, 10, 0)
     t0 = time.time()
     fcntl.lockf(fd, fcntl.LOCK_EX, 10, 0)
     assert time.time() - t0 > 0.3
@@ -547,6 +582,7 @@ def test_directory_of_100000_entries_changing(posix_root, sandbox_run):
     must(sandbox_run("mkdir big && cd big && " + py_inside(
         "import os\nfor i in range(100000):\n    os.close(os.open('f%06d' % i, os.O_CREAT | os.O_WRONLY, 0o644))")))
     # Entries come and go while we list.
+    churn_end = time.time() + 4
     must(sandbox_run("cd big && " + py_inside(
         "import os, time\nend = time.time() + 4\ni = 0\n"
         "while time.time() < end:\n"
@@ -563,7 +599,7 @@ def test_directory_of_100000_entries_changing(posix_root, sandbox_run):
         n = sum(1 for e in it if e.name.startswith("f") and e.is_file(follow_symlinks=False))
     assert n == 100000
     assert (d / "f099999").stat().st_size == 0
-    time.sleep(4)
+    time.sleep(max(0.0, churn_end - time.time() + 0.2))
 
 
 # ---- tools and editors ----------------------------------------------------------
