@@ -55,6 +55,7 @@ struct seer_ctx {
 
 	struct seer_fs_hooks hooks;
 	struct jobio *jobio;    /* the thread that moves job output to disk (core/jobs.c) */
+	void *ssh;              /* struct seer_remote_ctx: named providers, SSH links (core/providers.h) */
 };
 
 /* Opens (creating) the state directory, takes its lock and loads every

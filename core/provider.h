@@ -66,8 +66,16 @@ struct seer_provider {
 };
 
 extern const struct seer_provider seer_provider_local;
+extern const struct seer_provider seer_provider_ssh;
 
 /* Finds a provider by the name in a config ("local", or a named provider). */
 const struct seer_provider *seer_provider_find(const char *name);
+
+struct seer_ctx;
+/* Built-in name, or an entry of the providers file: *prov and its *settings
+ * (NULL for built-ins; immortal, see core/providers.h). -ENOENT/-EINVAL with
+ * a message in err (no sandbox name in it: the caller adds it). */
+int seer_provider_resolve(struct seer_ctx *ctx, const char *name, const struct seer_provider **prov,
+			  const void **settings, char *err, size_t errlen);
 
 #endif

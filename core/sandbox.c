@@ -403,7 +403,11 @@ static void load_one(struct seer_ctx *ctx, const char *name)
 			seer_config_free(&sb->cfg);
 			sb->cfg = cfg;
 			sb->config_text = text;
-			sb->prov = seer_provider_find(cfg.provider);
+			char perr[1024];
+			const void *ps = NULL;
+			if (seer_provider_resolve(ctx, cfg.provider, &sb->prov, &ps, perr, sizeof(perr)) < 0)
+				sb->prov = NULL;
+			sb->prov_settings = ps;
 		} else {
 			free(text);
 		}
@@ -613,11 +617,12 @@ int sandbox_apply_config(struct sandbox *sb, const char *text, size_t len)
 		sandbox_set_error(sb, "sandbox %s: config.json was not applied: %s; the previous config stays", sb->name, err);
 		return r;
 	}
-	const struct seer_provider *prov = seer_provider_find(cfg.provider);
-	if (!prov) {
-		sandbox_set_error(sb,
-				  "sandbox %s: config.json was not applied: field \"provider\": no provider named \"%s\" (built in: local; others are named in the providers file)",
-				  sb->name, cfg.provider);
+	const struct seer_provider *prov = NULL;
+	const void *prov_settings = NULL;
+	char perr[1024];
+	r = seer_provider_resolve(sb->ctx, cfg.provider, &prov, &prov_settings, perr, sizeof(perr));
+	if (r < 0) {
+		sandbox_set_error(sb, "sandbox %s: config.json was not applied: field \"provider\": %s", sb->name, perr);
 		seer_config_free(&cfg);
 		return -EINVAL;
 	}
@@ -685,7 +690,10 @@ int sandbox_apply_config(struct sandbox *sb, const char *text, size_t len)
 		pthread_cond_broadcast(&sb->ctx->timer_cond);
 		return 0;
 	}
+	if (sb->prov && sb->prov != prov && sb->prov->release)
+		sb->prov->release(sb);   /* priv belongs to the old provider */
 	sb->prov = prov;
+	sb->prov_settings = prov_settings;
 	begin_provisioning_locked(sb);
 	pthread_mutex_unlock(&sb->lock);
 	sandbox_log(sb, "config.json accepted (%zu bytes)", len);

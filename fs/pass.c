@@ -20,7 +20,9 @@
  * the reader's root, so "/etc/passwd" planted in the sandbox would reach
  * the host's file. readlink therefore rewrites absolute targets (and
  * relative ones that climb above the sandbox's "/") into relative paths
- * that stay inside root/; see rewrite_link() and docs/rootfs.md.
+ * that stay inside root/, or, where the link's depth as the kernel sees it
+ * is not known for sure, into absolute paths under MOUNT/NAME/root; see
+ * link_depth(), rewrite_link() and docs/rootfs.md.
  *
  * Coherence: while the sandbox is idle (only its init runs, asked through
  * provider->busy() at most every 50 ms) nothing but this mount changes the
@@ -33,8 +35,10 @@
  * File descriptors: a node's O_PATH fd is a cache. When this pass_fs holds
  * more than its budget (half of RLIMIT_NOFILE) the least recently used are
  * closed (CLOCK) and reopened on demand from (parent, name), checking that
- * (st_dev, st_ino) still match (else ESTALE), so a directory of 100,000
- * entries can be listed under a 20,000 fd limit.
+ * (st_dev, st_ino) and the birth time still match (else ESTALE), so a
+ * directory of 100,000 entries can be listed under a 20,000 fd limit. An
+ * evicted node no longer pins its inode, so its number may be reused by a
+ * new file: node_get() tells them apart by type and birth time.
  *
  * Locks: POSIX locks become OFD locks on one fd per (inode, lock owner)
  * (an owner is a process's files table, as in virtiofsd), so they conflict
@@ -161,7 +165,7 @@ struct pnode {
 	ino_t ino;
 	mode_t type;                   /* S_IFMT bits */
 	struct pident id;
-	int stale;                     /* its inode is gone; off the table */
+	atomic_int stale;              /* its inode is gone; off the table */
 	atomic_int fd;                 /* O_PATH (or -1 while evicted) */
 	atomic_int pins;               /* users of fd right now */
 	atomic_int used;               /* CLOCK reference bit */
@@ -174,7 +178,7 @@ struct pnode {
 	char *hint_name;
 	struct pkey parents[PASS_PARENTS];
 	unsigned char nparents, parents_overflow;
-	signed char synthetic;         /* -1 unknown, 0 no, 1 procfs-like: direct_io */
+	atomic_int synthetic;          /* -1 unknown, 0 no, 1 procfs-like: direct_io */
 	struct lockowner *owners;
 	struct stamp stamp;
 };
@@ -226,7 +230,7 @@ struct pass_fs {
 	char *root_path;               /* root/ on the host (MOUNT/NAME/root), or NULL */
 	int toplevel;                  /* root is the mount's FUSE_ROOT_ID (passmount) */
 	int killed;                    /* pass_kill dropped the caller's reference */
-	int no_openat2;
+	atomic_int no_openat2;
 
 	pthread_mutex_t lock;          /* nodes, table, files, CLOCK ring */
 	pthread_cond_t drained;        /* active reached 0 after dead */
@@ -534,7 +538,7 @@ static int node_maybe_free(struct pass_fs *p, struct pnode *n)
 	int freed = 0;
 	while (n && !n->nlookup && !n->refs && (n != p->root || atomic_load(&p->dead))) {
 		struct pnode *parent = n->hint_parent;
-		if (!n->stale) {
+		if (!atomic_load(&n->stale)) {
 			tab_remove(p, n);
 		} else {
 			for (struct pnode **pp = &p->stale; *pp; pp = &(*pp)->hnext) {
@@ -613,7 +617,7 @@ static void node_install_fd(struct pass_fs *p, struct pnode *n, int fd)
 
 static int openat2_raw(struct pass_fs *p, int dfd, const char *name, int flags, mode_t mode)
 {
-	if (!p->no_openat2) {
+	if (!atomic_load(&p->no_openat2)) {
 		struct open_how how = {
 			.flags = (uint64_t)(flags | O_NOFOLLOW | O_CLOEXEC),
 			.mode = (flags & O_CREAT) ? mode : 0,
@@ -622,7 +626,7 @@ static int openat2_raw(struct pass_fs *p, int dfd, const char *name, int flags, 
 		long r = syscall(SYS_openat2, dfd, name, &how, sizeof(how));
 		if (r >= 0 || errno != ENOSYS)
 			return r >= 0 ? (int)r : -errno;
-		p->no_openat2 = 1;
+		atomic_store(&p->no_openat2, 1);
 	}
 	int r = openat(dfd, name, flags | O_NOFOLLOW | O_CLOEXEC, mode);
 	return r >= 0 ? r : -errno;
@@ -665,7 +669,7 @@ static int node_reopen(struct pass_fs *p, struct pnode *n, int depth)
 		par->refs++;    /* keeps par while we use it */
 	pthread_mutex_unlock(&p->lock);
 	int r;
-	if (!par || n->stale) {
+	if (!par || atomic_load(&n->stale)) {
 		r = -ESTALE;
 	} else if (!name) {
 		r = -ENOMEM;
@@ -783,7 +787,7 @@ static int node_get(struct pass_fs *p, struct pnode *dir, const char *name, int 
 		 * reused: a different file. The old node stays for the kernel
 		 * (ESTALE) until forgotten, off the table. */
 		tab_remove(p, n);
-		n->stale = 1;
+		atomic_store(&n->stale, 1);
 		n->hnext = p->stale;
 		p->stale = n;
 		n = NULL;
@@ -807,7 +811,7 @@ static int node_get(struct pass_fs *p, struct pnode *dir, const char *name, int 
 				close(fd);
 			return -ENOMEM;
 		}
-		n->synthetic = -1;
+		atomic_init(&n->synthetic, -1);
 		n->nlookup = 1;
 		atomic_init(&n->fd, -1);
 		atomic_fetch_add(&p->refs, 1);
@@ -1909,7 +1913,8 @@ static void pfile_free(struct pass_fs *p, struct pfile *f)
 /* Files of procfs and the like claim size 0: read them with direct_io. */
 static int is_synthetic(struct pnode *n, int fd)
 {
-	if (n->synthetic < 0) {
+	int syn = atomic_load(&n->synthetic);
+	if (syn < 0) {
 		struct statfs sf;
 		int s = 0;
 		if (fstatfs(fd, &sf) == 0) {
@@ -1925,9 +1930,10 @@ static int is_synthetic(struct pnode *n, int fd)
 				break;
 			}
 		}
-		n->synthetic = (signed char)s;
+		atomic_store(&n->synthetic, s);
+		syn = s;
 	}
-	return n->synthetic;
+	return syn;
 }
 
 static int writeback(struct pass_fs *p)
@@ -2865,7 +2871,7 @@ struct pass_fs *pass_new(struct seer_fs *fs, struct sandbox *sb, int root_fd)
 	root->ino = st.st_ino;
 	root->type = S_IFDIR;
 	root->id.type = S_IFDIR;
-	root->synthetic = -1;
+	atomic_init(&root->synthetic, -1);
 	atomic_init(&root->fd, root_fd);
 	p->root = root;
 	if (tab_insert(p, root) < 0) {

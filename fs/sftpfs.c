@@ -1,18 +1,1639 @@
 /*
- * sftpfs.c - root/ of a remote sandbox over SFTP (not built yet: a remote
- * sandbox's root/ is refused with ENOTSUP until it is).
+ * sftpfs.c - root/ of a remote sandbox, served over SFTP (core/sftp.h).
+ *
+ * Model: one struct snode per remote path the kernel knows, keyed by that
+ * path in a hash table, with a lookup count; its address | REMOTE_INO_FLAG
+ * is the FUSE inode number (fs/ll.c forwards every such inode here).
+ * SFTP names files by path only, so renames re-key the moved node and its
+ * descendants, and unlink/rmdir/rename-over orphan the node that was there
+ * (its open handles keep working; path operations on it fail ENOENT).
+ *
+ * Speed comes from round trips, not bandwidth:
+ *  - READDIR returns attributes with the names, so readdirplus fills the
+ *    kernel's dentries and attributes in one listing;
+ *  - replies carry long entry/attr timeouts and open files keep their page
+ *    cache (keep_cache) and directories their readdir cache; everything
+ *    handed out is dropped by sftpfs_invalidate() (a job started in the
+ *    sandbox), including negative entries, which we remember for that;
+ *  - writes are write-behind: the data is copied, the write is answered at
+ *    once and a pool of worker threads sends it (each 1 MiB FUSE write as
+ *    16 x 64 KiB requests in flight, several writes at once).  Writes that
+ *    overlap an earlier unfinished one (or any write of an O_APPEND file)
+ *    wait for it, so the order of overlapping data is kept.  An error is
+ *    sticky on the open file and reported by the next write, flush, fsync;
+ *    flush (every close) waits until the server acknowledged every byte.
+ *    getattr/lookup/read/truncate of a node first wait for its pending
+ *    writes, so no stale size can shrink the kernel's i_size;
+ *  - reads use sftp_pread_range (32 x 64 KiB in flight) per FUSE read; the
+ *    kernel's async readahead keeps two such reads going.
+ *
+ * Symlinks are never followed by us (lstat, lsetstat@openssh.com for
+ * times); readlink rewrites absolute targets, and relative ones that climb
+ * above the sandbox's "/", into relative ones that stay inside root/.
+ *
+ * Lifetime: the sftpfs holds one reference for its owner and one per node.
+ * sftpfs_kill() fails queued writes, joins the workers and waits for the
+ * requests in flight (bounded by the client's timeout); after that the
+ * client is never touched again (the provider may close it) and every
+ * operation fails with ENOTCONN; nodes are freed as the kernel forgets
+ * them and the last one frees the sftpfs.
+ *
+ * Locking: one mutex (r->mu) for the table, the write queue and counts; it
+ * is never held across a network call or a fuse_lowlevel_notify_*.
+ *
+ * Every helper returns 0 or a negative errno; every op replies once.
  */
 #include "fs/fs.h"
+#include "core/provider.h"
+#include "core/sandbox.h"
+#include "core/sftp.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SFTPFS_WORKERS 8
+/* Write-behind budget: bytes accepted but not yet acknowledged. */
+#define SFTPFS_WB_MAX (64u << 20)
+/* Negative entries remembered for invalidation; past this, not cached. */
+#define SFTPFS_NEG_MAX 16384
+#define SFTPFS_DEFAULT_TIMEOUT 30.0
+
+struct sftpfs;
+
+struct snode {
+	struct sftpfs *r;
+	char *path;           /* full remote path; NULL once orphaned */
+	struct snode *hnext;
+	uint64_t nlookup;
+	unsigned pending;     /* write-behind jobs not yet acknowledged */
+	uint32_t mode;        /* S_IFMT of the last attributes seen */
+};
+
+struct sfile {
+	struct snode *n;
+	sftp_handle *h;
+	int append;
+	int written;
+	unsigned pending;
+	int werr;             /* sticky write-behind error */
+};
+
+struct wjob {
+	struct wjob *next;
+	struct sfile *f;
+	uint64_t off;
+	size_t len;
+	int running;
+	char data[];
+};
+
+struct sdent {
+	char *name;
+	sftp_attrs a;
+};
+
+struct sdir {
+	struct sdent *e;
+	size_t n;
+};
+
+struct neg {
+	fuse_ino_t parent;
+	char *name;
+};
+
+struct sftpfs {
+	struct seer_fs *fs;
+	struct sandbox *sb;
+	sftp_client *cli;
+	char *root;           /* remote path of the sandbox's "/" */
+	size_t rootlen;       /* 0 when root is "/" */
+	double timeout;
+
+	pthread_mutex_t mu;
+	pthread_cond_t work_cv;   /* a job was queued or became runnable */
+	pthread_cond_t done_cv;   /* a job finished, or the sftpfs died */
+	struct snode **tab;
+	size_t tabsz, count;
+	struct snode *rootn;
+	sftp_attrs root_attrs;
+	int refs;
+	int dead, stop;
+	unsigned active;          /* requests using cli right now */
+	struct wjob *jobs, **jtail;
+	size_t qbytes;
+	struct neg *negs;
+	size_t nneg;
+	fuse_ino_t root_alias;    /* tests/unit/sftpmount.c: the kernel's name for rootn */
+	int64_t busy_checked_ms;
+	int busy;
+	pthread_t workers[SFTPFS_WORKERS];
+	int nworkers;
+};
+
+static struct snode *node_of(fuse_ino_t ino)
+{
+	return (struct snode *)(uintptr_t)(ino & ~REMOTE_INO_FLAG);
+}
+
+static fuse_ino_t ino_of(struct snode *n)
+{
+	return (fuse_ino_t)(uintptr_t)n | REMOTE_INO_FLAG;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- hash table ------------------------------------------------------- */
+
+static size_t hash_path(const char *s)
+{
+	uint64_t h = 1469598103934665603ULL;
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return (size_t)h;
+}
+
+static int tab_insert(struct sftpfs *r, struct snode *n)
+{
+	if (r->count + 1 > r->tabsz) {
+		size_t nsz = r->tabsz ? r->tabsz * 2 : 1024;
+		struct snode **nt = calloc(nsz, sizeof(*nt));
+		if (nt) {
+			for (size_t i = 0; i < r->tabsz; i++) {
+				struct snode *m = r->tab[i], *next;
+				for (; m; m = next) {
+					next = m->hnext;
+					size_t b = hash_path(m->path) & (nsz - 1);
+					m->hnext = nt[b];
+					nt[b] = m;
+				}
+			}
+			free(r->tab);
+			r->tab = nt;
+			r->tabsz = nsz;
+		} else if (!r->tabsz) {
+			return -ENOMEM;
+		}
+	}
+	size_t b = hash_path(n->path) & (r->tabsz - 1);
+	n->hnext = r->tab[b];
+	r->tab[b] = n;
+	r->count++;
+	return 0;
+}
+
+static void tab_remove(struct sftpfs *r, struct snode *n)
+{
+	if (!n->path)
+		return;
+	struct snode **pp = &r->tab[hash_path(n->path) & (r->tabsz - 1)];
+	for (; *pp; pp = &(*pp)->hnext) {
+		if (*pp == n) {
+			*pp = n->hnext;
+			r->count--;
+			return;
+		}
+	}
+}
+
+static struct snode *tab_find(struct sftpfs *r, const char *path)
+{
+	if (!r->tabsz)
+		return NULL;
+	struct snode *n = r->tab[hash_path(path) & (r->tabsz - 1)];
+	for (; n; n = n->hnext)
+		if (!strcmp(n->path, path))
+			return n;
+	return NULL;
+}
+
+/* Under r->mu: the node for path with one more lookup, created if new. */
+static struct snode *node_get(struct sftpfs *r, const char *path, uint32_t mode)
+{
+	struct snode *n = tab_find(r, path);
+	if (!n) {
+		n = calloc(1, sizeof(*n));
+		if (!n || !(n->path = strdup(path))) {
+			free(n);
+			return NULL;
+		}
+		n->r = r;
+		if (tab_insert(r, n) < 0) {
+			free(n->path);
+			free(n);
+			return NULL;
+		}
+		r->refs++;
+	}
+	n->nlookup++;
+	n->mode = mode & S_IFMT;
+	return n;
+}
+
+static void sftpfs_free(struct sftpfs *r)
+{
+	for (size_t i = 0; i < r->nneg; i++)
+		free(r->negs[i].name);
+	free(r->negs);
+	free(r->tab);
+	free(r->root);
+	pthread_mutex_destroy(&r->mu);
+	pthread_cond_destroy(&r->work_cv);
+	pthread_cond_destroy(&r->done_cv);
+	free(r);
+}
+
+/* Under r->mu; returns whether the sftpfs itself must now be freed. */
+static int node_unref(struct snode *n, uint64_t k)
+{
+	struct sftpfs *r = n->r;
+	n->nlookup = k >= n->nlookup ? 0 : n->nlookup - k;
+	if (n->nlookup)
+		return 0;
+	tab_remove(r, n);
+	if (r->rootn == n)
+		r->rootn = NULL;
+	free(n->path);
+	free(n);
+	return --r->refs == 0;
+}
+
+/* Under r->mu: the orphaned node no longer names a path. */
+static void node_orphan(struct sftpfs *r, struct snode *n)
+{
+	tab_remove(r, n);
+	free(n->path);
+	n->path = NULL;
+}
+
+/* ---- paths ------------------------------------------------------------ */
+
+static char *join(const char *dir, const char *name)
+{
+	size_t dl = strlen(dir), nl = strlen(name);
+	int slash = !(dl && dir[dl - 1] == '/');
+	char *p = malloc(dl + slash + nl + 1);
+	if (!p)
+		return NULL;
+	memcpy(p, dir, dl);
+	if (slash)
+		p[dl] = '/';
+	memcpy(p + dl + slash, name, nl + 1);
+	return p;
+}
+
+/* A copy of n's path (name == NULL) or of its child's; NULL with *err. */
+static char *node_path(struct snode *n, const char *name, int *err)
+{
+	struct sftpfs *r = n->r;
+	if (name) {
+		size_t l = strlen(name);
+		if (l > 255) {
+			*err = -ENAMETOOLONG;
+			return NULL;
+		}
+		if (!strcmp(name, ".") || !strcmp(name, "..") || memchr(name, '/', l)) {
+			*err = -EINVAL;
+			return NULL;
+		}
+	}
+	pthread_mutex_lock(&r->mu);
+	char *p = NULL;
+	if (!n->path)
+		*err = -ENOENT;
+	else if (!(p = name ? join(n->path, name) : strdup(n->path)))
+		*err = -ENOMEM;
+	pthread_mutex_unlock(&r->mu);
+	return p;
+}
+
+/* ---- request bookkeeping --------------------------------------------- */
+
+static int op_enter(struct sftpfs *r)
+{
+	pthread_mutex_lock(&r->mu);
+	int dead = r->dead;
+	if (!dead)
+		r->active++;
+	pthread_mutex_unlock(&r->mu);
+	return dead ? -ENOTCONN : 0;
+}
+
+static void op_exit(struct sftpfs *r)
+{
+	pthread_mutex_lock(&r->mu);
+	if (--r->active == 0 && r->dead)
+		pthread_cond_broadcast(&r->done_cv);
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* Waits until n has no write-behind job left (or the sftpfs died). */
+static void drain_node(struct snode *n)
+{
+	struct sftpfs *r = n->r;
+	pthread_mutex_lock(&r->mu);
+	while (n->pending && !r->dead)
+		pthread_cond_wait(&r->done_cv, &r->mu);
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* Waits for f's jobs; returns its sticky error. */
+static int drain_file(struct sftpfs *r, struct sfile *f)
+{
+	pthread_mutex_lock(&r->mu);
+	while (f->pending && !r->dead)
+		pthread_cond_wait(&r->done_cv, &r->mu);
+	int e = f->werr ? f->werr : (f->pending ? -ENOTCONN : 0);
+	pthread_mutex_unlock(&r->mu);
+	return e;
+}
+
+/* While a job runs in the sandbox files change under us: no caching. */
+static double cur_timeout(struct sftpfs *r)
+{
+	if (!r->sb || !r->sb->prov || !r->sb->prov->busy)
+		return r->timeout;
+	int64_t now = now_ms();
+	pthread_mutex_lock(&r->mu);
+	int check = now - r->busy_checked_ms >= 50;
+	if (check)
+		r->busy_checked_ms = now;
+	int busy = r->busy;
+	pthread_mutex_unlock(&r->mu);
+	if (check) {
+		busy = r->sb->prov->busy(r->sb) > 0;
+		pthread_mutex_lock(&r->mu);
+		r->busy = busy;
+		pthread_mutex_unlock(&r->mu);
+	}
+	return busy ? 0.0 : r->timeout;
+}
+
+/* ---- attributes ------------------------------------------------------- */
+
+static void to_stat(const sftp_attrs *a, fuse_ino_t ino, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = ino;
+	st->st_mode = (a->flags & SFTP_ATTR_PERMISSIONS) ? a->perm : (S_IFREG | 0644);
+	st->st_nlink = S_ISDIR(st->st_mode) ? 2 : 1;
+	if (a->flags & SFTP_ATTR_UIDGID) {
+		st->st_uid = a->uid;
+		st->st_gid = a->gid;
+	}
+	if (a->flags & SFTP_ATTR_SIZE)
+		st->st_size = (off_t)a->size;
+	st->st_blksize = 65536;
+	st->st_blocks = (st->st_size + 511) / 512;
+	if (a->flags & SFTP_ATTR_ACMODTIME) {
+		st->st_atim.tv_sec = a->atime;
+		st->st_mtim.tv_sec = a->mtime;
+		st->st_ctim.tv_sec = a->mtime;
+	}
+}
+
+/* Fills e for path with attributes a, counting a lookup on its node. */
+static int make_entry(struct sftpfs *r, const char *path, const sftp_attrs *a, struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof(*e));
+	pthread_mutex_lock(&r->mu);
+	struct snode *n = node_get(r, path, a->perm);
+	pthread_mutex_unlock(&r->mu);
+	if (!n)
+		return -ENOMEM;
+	e->ino = ino_of(n);
+	to_stat(a, e->ino, &e->attr);
+	e->attr_timeout = e->entry_timeout = cur_timeout(r);
+	return 0;
+}
+
+static void forget_entry(struct sftpfs *r, fuse_ino_t ino)
+{
+	pthread_mutex_lock(&r->mu);
+	int last = node_unref(node_of(ino), 1);
+	pthread_mutex_unlock(&r->mu);
+	if (last)
+		sftpfs_free(r);
+}
+
+static void remember_neg(struct sftpfs *r, fuse_ino_t parent, const char *name, struct fuse_entry_param *e)
+{
+	double t = cur_timeout(r);
+	pthread_mutex_lock(&r->mu);
+	if (t > 0 && r->nneg < SFTPFS_NEG_MAX) {
+		if (!r->negs)
+			r->negs = calloc(SFTPFS_NEG_MAX, sizeof(*r->negs));
+		char *c = r->negs ? strdup(name) : NULL;
+		if (c) {
+			r->negs[r->nneg].parent = parent;
+			r->negs[r->nneg++].name = c;
+			e->entry_timeout = t;
+		}
+	}
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* ---- write-behind workers -------------------------------------------- */
+
+static int overlaps(const struct wjob *a, const struct wjob *b)
+{
+	return a->f->append || b->f->append || (a->off < b->off + b->len && b->off < a->off + a->len);
+}
+
+/* Under r->mu: the first queued job with no earlier unfinished job of the
+ * same node overlapping it. */
+static struct wjob *pick_job(struct sftpfs *r)
+{
+	for (struct wjob *j = r->jobs; j; j = j->next) {
+		if (j->running)
+			continue;
+		int ok = 1;
+		for (struct wjob *k = r->jobs; k != j; k = k->next)
+			if (k->f->n == j->f->n && overlaps(k, j)) {
+				ok = 0;
+				break;
+			}
+		if (ok)
+			return j;
+	}
+	return NULL;
+}
+
+/* Under r->mu: j is finished with status rc. */
+static void job_done(struct sftpfs *r, struct wjob *j, int rc)
+{
+	struct wjob **pp = &r->jobs;
+	while (*pp != j)
+		pp = &(*pp)->next;
+	*pp = j->next;
+	if (r->jtail == &j->next)
+		r->jtail = pp;
+	r->qbytes -= j->len;
+	j->f->pending--;
+	j->f->n->pending--;
+	if (rc < 0 && !j->f->werr)
+		j->f->werr = rc;
+	free(j);
+	pthread_cond_broadcast(&r->done_cv);
+	pthread_cond_broadcast(&r->work_cv);
+}
+
+static void *worker(void *arg)
+{
+	struct sftpfs *r = arg;
+	pthread_mutex_lock(&r->mu);
+	while (!r->stop) {
+		struct wjob *j = pick_job(r);
+		if (!j) {
+			pthread_cond_wait(&r->work_cv, &r->mu);
+			continue;
+		}
+		j->running = 1;
+		pthread_mutex_unlock(&r->mu);
+		int rc = sftp_pwrite_range(r->cli, j->f->h, j->off, j->data, j->len, 0, 0);
+		pthread_mutex_lock(&r->mu);
+		job_done(r, j, rc);
+	}
+	pthread_mutex_unlock(&r->mu);
+	return NULL;
+}
+
+/* ---- lifecycle -------------------------------------------------------- */
 
 struct sftpfs *sftpfs_new(struct seer_fs *fs, struct sandbox *sb, struct sftp_client *cli, const char *root)
 {
-	(void)fs; (void)sb; (void)cli; (void)root;
-	return NULL;
+	if (!cli || !root || root[0] != '/')
+		return NULL;
+	struct sftpfs *r = calloc(1, sizeof(*r));
+	if (!r)
+		return NULL;
+	r->fs = fs;
+	r->sb = sb;
+	r->cli = cli;
+	r->root = strdup(root);
+	if (!r->root) {
+		free(r);
+		return NULL;
+	}
+	size_t l = strlen(r->root);
+	while (l > 1 && r->root[l - 1] == '/')
+		r->root[--l] = 0;
+	r->rootlen = l == 1 ? 0 : l;
+	r->timeout = fs && fs->pass_timeout > 0 ? fs->pass_timeout : SFTPFS_DEFAULT_TIMEOUT;
+	r->refs = 1;
+	r->jtail = &r->jobs;
+	pthread_mutex_init(&r->mu, NULL);
+	pthread_cond_init(&r->work_cv, NULL);
+	pthread_cond_init(&r->done_cv, NULL);
+	/* The root is stat'ed (following a link to it) here, outside fs->lock,
+	 * so sftpfs_root_entry never waits on the network. */
+	if (sftp_stat(cli, r->root, &r->root_attrs) < 0 || !S_ISDIR(r->root_attrs.perm)) {
+		sftpfs_free(r);
+		return NULL;
+	}
+	for (int i = 0; i < SFTPFS_WORKERS; i++)
+		if (pthread_create(&r->workers[r->nworkers], NULL, worker, r) == 0)
+			r->nworkers++;
+	if (!r->nworkers) {
+		sftpfs_free(r);
+		return NULL;
+	}
+	return r;
 }
-void sftpfs_kill(struct sftpfs *r) { (void)r; }
-int sftpfs_root_entry(struct sftpfs *r, struct fuse_entry_param *e) { (void)r; (void)e; return -ENOTSUP; }
-void sftpfs_invalidate(struct sftpfs *r) { (void)r; }
-void sftpfs_forget_one(fuse_ino_t ino, uint64_t nlookup) { (void)ino; (void)nlookup; }
-const struct fuse_lowlevel_ops sftpfs_ops;
+
+void sftpfs_kill(struct sftpfs *r)
+{
+	if (!r)
+		return;
+	pthread_mutex_lock(&r->mu);
+	r->dead = 1;
+	r->stop = 1;
+	/* Queued writes will never be sent: their files learn it at flush. */
+	for (struct wjob *j = r->jobs, *next; j; j = next) {
+		next = j->next;
+		if (!j->running)
+			job_done(r, j, -ENOTCONN);
+	}
+	pthread_cond_broadcast(&r->work_cv);
+	pthread_cond_broadcast(&r->done_cv);
+	pthread_mutex_unlock(&r->mu);
+	for (int i = 0; i < r->nworkers; i++)
+		pthread_join(r->workers[i], NULL);
+	pthread_mutex_lock(&r->mu);
+	while (r->active)
+		pthread_cond_wait(&r->done_cv, &r->mu);
+	r->cli = NULL;
+	int last = --r->refs == 0;
+	pthread_mutex_unlock(&r->mu);
+	if (last)
+		sftpfs_free(r);
+}
+
+int sftpfs_root_entry(struct sftpfs *r, struct fuse_entry_param *e)
+{
+	pthread_mutex_lock(&r->mu);
+	if (r->dead) {
+		pthread_mutex_unlock(&r->mu);
+		return -ENOTCONN;
+	}
+	struct snode *n = r->rootn ? r->rootn : node_get(r, r->root, S_IFDIR);
+	if (!n) {
+		pthread_mutex_unlock(&r->mu);
+		return -ENOMEM;
+	}
+	if (r->rootn)
+		n->nlookup++;
+	r->rootn = n;
+	memset(e, 0, sizeof(*e));
+	e->ino = ino_of(n);
+	to_stat(&r->root_attrs, e->ino, &e->attr);
+	pthread_mutex_unlock(&r->mu);
+	e->attr_timeout = e->entry_timeout = cur_timeout(r);
+	return 0;
+}
+
+struct inval {
+	fuse_ino_t ino, parent;
+	char *name;
+};
+
+void sftpfs_invalidate(struct sftpfs *r)
+{
+	if (!r || !r->fs || !r->fs->se)
+		return;
+	/* Collect under the lock, notify without it: the kernel may have to
+	 * wait for a request that itself waits for r->mu. */
+	pthread_mutex_lock(&r->mu);
+	size_t cap = r->count + r->nneg + 1, k = 0;
+	struct inval *v = calloc(cap, sizeof(*v));
+	for (size_t i = 0; v && i < r->tabsz; i++) {
+		for (struct snode *n = r->tab[i]; n; n = n->hnext) {
+			v[k].ino = ino_of(n);
+			if (n != r->rootn) {
+				char *slash = strrchr(n->path, '/');
+				char *dir = strndup(n->path, slash == n->path ? 1 : (size_t)(slash - n->path));
+				struct snode *p = dir ? tab_find(r, dir) : NULL;
+				free(dir);
+				if (p && (v[k].name = strdup(slash + 1)))
+					v[k].parent = ino_of(p);
+			}
+			k++;
+		}
+	}
+	for (size_t i = 0; i < r->nneg; i++) {
+		if (v && k < cap) {
+			v[k].parent = r->negs[i].parent;
+			v[k++].name = r->negs[i].name;
+		} else {
+			free(r->negs[i].name);
+		}
+	}
+	r->nneg = 0;
+	fuse_ino_t rootino = r->rootn ? ino_of(r->rootn) : 0, alias = r->root_alias;
+	pthread_mutex_unlock(&r->mu);
+	struct fuse_session *se = r->fs->se;
+	for (size_t i = 0; i < k; i++) {
+		if (alias && v[i].parent == rootino)
+			v[i].parent = alias;
+		if (alias && v[i].ino == rootino)
+			v[i].ino = alias;
+		if (v[i].name) {
+			fuse_lowlevel_notify_inval_entry(se, v[i].parent, v[i].name, strlen(v[i].name));
+			free(v[i].name);
+		}
+		if (v[i].ino)
+			fuse_lowlevel_notify_inval_inode(se, v[i].ino, 0, 0);
+	}
+	free(v);
+}
+
+/* For the standalone harness, which mounts the root node as FUSE_ROOT_ID:
+ * notifications about the root must name it so.  Not part of fs.h. */
+void sftpfs_set_root_alias(struct sftpfs *r, fuse_ino_t ino);
+void sftpfs_set_root_alias(struct sftpfs *r, fuse_ino_t ino)
+{
+	pthread_mutex_lock(&r->mu);
+	r->root_alias = ino;
+	pthread_mutex_unlock(&r->mu);
+}
+
+void sftpfs_forget_one(fuse_ino_t ino, uint64_t nlookup)
+{
+	struct snode *n = node_of(ino);
+	struct sftpfs *r = n->r;
+	pthread_mutex_lock(&r->mu);
+	int last = node_unref(n, nlookup);
+	pthread_mutex_unlock(&r->mu);
+	if (last)
+		sftpfs_free(r);
+}
+
+/* ---- operations ------------------------------------------------------- */
+
+#define BEGIN(ino)                                 \
+	struct snode *n = node_of(ino);            \
+	struct sftpfs *r = n->r;                   \
+	int rc = op_enter(r);                      \
+	if (rc < 0) {                              \
+		fuse_reply_err(req, -rc);          \
+		return;                            \
+	}
+
+#define FAIL(e)                                    \
+	do {                                       \
+		op_exit(r);                        \
+		fuse_reply_err(req, -(e));         \
+		return;                            \
+	} while (0)
+
+static void s_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	sftpfs_forget_one(ino, nlookup);
+	fuse_reply_none(req);
+}
+
+static void s_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	for (size_t i = 0; i < count; i++)
+		sftpfs_forget_one(forgets[i].ino, forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+/* The node at path, if the kernel knows it, has no write in flight. */
+static void drain_path(struct sftpfs *r, const char *path)
+{
+	pthread_mutex_lock(&r->mu);
+	struct snode *m = tab_find(r, path);
+	while (m && m->pending && !r->dead) {
+		pthread_cond_wait(&r->done_cv, &r->mu);
+		m = tab_find(r, path);
+	}
+	pthread_mutex_unlock(&r->mu);
+}
+
+static void s_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	BEGIN(parent);
+	char *p = node_path(n, name, &rc);
+	if (!p)
+		FAIL(rc);
+	drain_path(r, p);
+	sftp_attrs a;
+	rc = sftp_lstat(r->cli, p, &a);
+	struct fuse_entry_param e;
+	if (rc == -ENOENT) {
+		memset(&e, 0, sizeof(e));
+		remember_neg(r, parent, name, &e);
+		free(p);
+		op_exit(r);
+		fuse_reply_entry(req, &e);
+		return;
+	}
+	if (rc == 0)
+		rc = make_entry(r, p, &a, &e);
+	free(p);
+	if (rc < 0)
+		FAIL(rc);
+	op_exit(r);
+	if (fuse_reply_entry(req, &e) < 0)
+		forget_entry(r, e.ino);
+}
+
+static void s_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	BEGIN(ino);
+	sftp_attrs a;
+	drain_node(n);
+	struct sfile *f = fi && fi->fh && !S_ISDIR(n->mode) ? (struct sfile *)(uintptr_t)fi->fh : NULL;
+	if (f) {
+		rc = sftp_fstat(r->cli, f->h, &a);
+	} else {
+		char *p = node_path(n, NULL, &rc);
+		if (!p)
+			FAIL(rc);
+		rc = n == r->rootn ? sftp_stat(r->cli, p, &a) : sftp_lstat(r->cli, p, &a);
+		free(p);
+	}
+	if (rc < 0)
+		FAIL(rc);
+	op_exit(r);
+	struct stat st;
+	to_stat(&a, ino, &st);
+	fuse_reply_attr(req, &st, cur_timeout(r));
+}
+
+static void s_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
+{
+	BEGIN(ino);
+	struct sfile *f = fi && fi->fh && !S_ISDIR(n->mode) ? (struct sfile *)(uintptr_t)fi->fh : NULL;
+	char *p = node_path(n, NULL, &rc);
+	if (!p && !f)
+		FAIL(rc);
+	drain_node(n);
+	sftp_attrs a, cur;
+	rc = 0;
+	if (to_set & FUSE_SET_ATTR_MODE) {
+		memset(&a, 0, sizeof(a));
+		a.flags = SFTP_ATTR_PERMISSIONS;
+		a.perm = attr->st_mode & 07777;
+		rc = f ? sftp_fsetstat(r->cli, f->h, &a) : sftp_setstat(r->cli, p, &a);
+	}
+	if (rc == 0 && (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))) {
+		rc = f ? sftp_fstat(r->cli, f->h, &cur) : sftp_lstat(r->cli, p, &cur);
+		if (rc == 0) {
+			memset(&a, 0, sizeof(a));
+			a.flags = SFTP_ATTR_UIDGID;
+			a.uid = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : cur.uid;
+			a.gid = (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : cur.gid;
+			rc = f ? sftp_fsetstat(r->cli, f->h, &a) : sftp_lsetstat(r->cli, p, &a);
+			if (rc == -ENOTSUP && !S_ISLNK(n->mode))
+				rc = sftp_setstat(r->cli, p, &a);
+		}
+	}
+	if (rc == 0 && (to_set & FUSE_SET_ATTR_SIZE)) {
+		memset(&a, 0, sizeof(a));
+		a.flags = SFTP_ATTR_SIZE;
+		a.size = (uint64_t)attr->st_size;
+		rc = f ? sftp_fsetstat(r->cli, f->h, &a) : sftp_setstat(r->cli, p, &a);
+	}
+	if (rc == 0 && (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME))) {
+		/* SFTP sets both times at once, whole seconds only. */
+		memset(&a, 0, sizeof(a));
+		a.flags = SFTP_ATTR_ACMODTIME;
+		time_t now = time(NULL);
+		int both = (to_set & FUSE_SET_ATTR_ATIME) && (to_set & FUSE_SET_ATTR_MTIME);
+		if (!both)
+			rc = f ? sftp_fstat(r->cli, f->h, &cur) : sftp_lstat(r->cli, p, &cur);
+		if (rc == 0) {
+			a.atime = (to_set & FUSE_SET_ATTR_ATIME_NOW) ? (uint32_t)now
+				  : (to_set & FUSE_SET_ATTR_ATIME) ? (uint32_t)attr->st_atim.tv_sec : cur.atime;
+			a.mtime = (to_set & FUSE_SET_ATTR_MTIME_NOW) ? (uint32_t)now
+				  : (to_set & FUSE_SET_ATTR_MTIME) ? (uint32_t)attr->st_mtim.tv_sec : cur.mtime;
+			/* lsetstat: setstat follows symlinks (sshfs's tar failure). */
+			rc = f ? sftp_fsetstat(r->cli, f->h, &a) : sftp_lsetstat(r->cli, p, &a);
+			if (rc == -ENOTSUP && !f)
+				rc = S_ISLNK(n->mode) ? -EPERM : sftp_setstat(r->cli, p, &a);
+		}
+	}
+	if (rc == 0)
+		rc = f ? sftp_fstat(r->cli, f->h, &a)
+		       : (n == r->rootn ? sftp_stat(r->cli, p, &a) : sftp_lstat(r->cli, p, &a));
+	free(p);
+	if (rc < 0)
+		FAIL(rc);
+	op_exit(r);
+	struct stat st;
+	to_stat(&a, ino, &st);
+	fuse_reply_attr(req, &st, cur_timeout(r));
+}
+
+/* Fixes the mode the server's umask may have narrowed. */
+static void fix_perm(struct sftpfs *r, const char *p, sftp_handle *h, sftp_attrs *a, mode_t mode)
+{
+	if ((a->perm & 07777) == (mode & 07777))
+		return;
+	sftp_attrs m = {.flags = SFTP_ATTR_PERMISSIONS, .perm = mode & 07777};
+	if ((h ? sftp_fsetstat(r->cli, h, &m) : sftp_setstat(r->cli, p, &m)) == 0)
+		a->perm = (a->perm & S_IFMT) | (mode & 07777);
+}
+
+static void s_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	BEGIN(parent);
+	char *p = node_path(n, name, &rc);
+	if (!p)
+		FAIL(rc);
+	sftp_attrs a;
+	rc = sftp_mkdir(r->cli, p, mode & 07777);
+	if (rc == -EEXIST || rc == -ENOTEMPTY || rc == -EIO) {
+		/* The server says FAILURE for most things; tell EEXIST apart. */
+		if (sftp_lstat(r->cli, p, &a) == 0)
+			rc = -EEXIST;
+	}
+	if (rc == 0)
+		rc = sftp_lstat(r->cli, p, &a);
+	if (rc == 0)
+		fix_perm(r, p, NULL, &a, mode);
+	struct fuse_entry_param e;
+	if (rc == 0)
+		rc = make_entry(r, p, &a, &e);
+	free(p);
+	if (rc < 0)
+		FAIL(rc);
+	op_exit(r);
+	if (fuse_reply_entry(req, &e) < 0)
+		forget_entry(r, e.ino);
+}
+
+static void s_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	(void)rdev;
+	BEGIN(parent);
+	if (!S_ISREG(mode))
+		FAIL(-EPERM); /* SFTP carries no device nodes, FIFOs or sockets */
+	char *p = node_path(n, name, &rc);
+	if (!p)
+		FAIL(rc);
+	sftp_attrs a = {.flags = SFTP_ATTR_PERMISSIONS, .perm = mode & 07777};
+	sftp_handle *h = NULL;
+	rc = sftp_open(r->cli, p, SFTP_WRITE | SFTP_CREAT | SFTP_EXCL, &a, &h);
+	if (rc == 0) {
+		rc = sftp_fstat(r->cli, h, &a);
+		if (rc == 0)
+			fix_perm(r, p, h, &a, mode);
+		sftp_close(r->cli, h);
+	}
+	struct fuse_entry_param e;
+	if (rc == 0)
+		rc = make_entry(r, p, &a, &e);
+	free(p);
+	if (rc < 0)
+		FAIL(rc);
+	op_exit(r);
+	if (fuse_reply_entry(req, &e) < 0)
+		forget_entry(r, e.ino);
+}
+
+/* After unlink/rmdir: the node that had path names nothing now. */
+static void orphan_path(struct sftpfs *r, const char *p)
+{
+	pthread_mutex_lock(&r->mu);
+	struct snode *m = tab_find(r, p);
+	if (m)
+		node_orphan(r, m);
+	pthread_mutex_unlock(&r->mu);
+}
+
+static void s_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	BEGIN(parent);
+	char *p = node_path(n, name, &rc);
+	if (!p)
+		FAIL(rc);
+	rc = sftp_remove(r->cli, p);
+	if (rc == -EIO) {
+		/* FAILURE: most likely a directory */
+		sftp_attrs a;
+		if (sftp_lstat(r->cli, p, &a) == 0 && S_ISDIR(a.perm))
+			rc = -EISDIR;
+	}
+	if (rc == 0)
+		orphan_path(r, p);
+	free(p);
+	op_exit(r);
+	fuse_reply_err(req, -rc);
+}
+
+static void s_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	BEGIN(parent);
+	char *p = node_path(n, name, &rc);
+	if (!p)
+		FAIL(rc);
+	rc = sftp_rmdir(r->cli, p);
+	if (rc == -ENOTEMPTY) {
+		sftp_attrs a;
+		int s = sftp_lstat(r->cli, p, &a);
+		if (s == 0 && !S_ISDIR(a.perm))
+			rc = -ENOTDIR;
+	}
+	if (rc == 0)
+		orphan_path(r, p);
+	free(p);
+	op_exit(r);
+	fuse_reply_err(req, -rc);
+}
+
+static void s_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	BEGIN(parent);
+	char *p = node_path(n, name, &rc);
+	if (!p)
+		FAIL(rc);
+	sftp_attrs a;
+	rc = sftp_symlink(r->cli, link, p);
+	if (rc < 0 && rc != -ENOENT && rc != -EACCES && sftp_lstat(r->cli, p, &a) == 0)
+		rc = -EEXIST;
+	if (rc == 0)
+		rc = sftp_lstat(r->cli, p, &a);
+	struct fuse_entry_param e;
+	if (rc == 0)
+		rc = make_entry(r, p, &a, &e);
+	free(p);
+	if (rc < 0)
+		FAIL(rc);
+	op_exit(r);
+	if (fuse_reply_entry(req, &e) < 0)
+		forget_entry(r, e.ino);
+}
+
+static void s_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	BEGIN(ino);
+	struct snode *np = node_of(newparent);
+	char *op = node_path(n, NULL, &rc);
+	char *p = op ? node_path(np, newname, &rc) : NULL;
+	if (!p) {
+		free(op);
+		FAIL(rc);
+	}
+	sftp_attrs a;
+	rc = sftp_hardlink(r->cli, op, p);
+	if (rc == 0)
+		rc = sftp_lstat(r->cli, p, &a);
+	struct fuse_entry_param e;
+	if (rc == 0)
+		rc = make_entry(r, p, &a, &e);
+	free(op);
+	free(p);
+	if (rc < 0)
+		FAIL(rc);
+	op_exit(r);
+	if (fuse_reply_entry(req, &e) < 0)
+		forget_entry(r, e.ino);
+}
+
+/* Under r->mu: the table after `from` was renamed to `to`. */
+static void rename_nodes(struct sftpfs *r, const char *from, const char *to)
+{
+	struct snode *victim = tab_find(r, to);
+	struct snode *moved = tab_find(r, from);
+	if (victim && victim != moved)
+		node_orphan(r, victim);
+	if (!moved)
+		return;
+	if (!S_ISDIR(moved->mode)) {
+		char *np = strdup(to);
+		if (!np) {
+			node_orphan(r, moved);
+			return;
+		}
+		tab_remove(r, moved);
+		free(moved->path);
+		moved->path = np;
+		if (tab_insert(r, moved) < 0) {
+			free(moved->path);
+			moved->path = NULL;
+		}
+		return;
+	}
+	/* A directory: every descendant moves too, and whatever was under a
+	 * replaced (empty) directory is gone. */
+	size_t fl = strlen(from), tl = strlen(to), nm = 0;
+	struct snode **mv = malloc(sizeof(*mv) * (r->count + 1));
+	for (size_t i = 0; i < r->tabsz; i++) {
+		for (struct snode *m = r->tab[i]; m; m = m->hnext) {
+			if (!strncmp(m->path, from, fl) && (m->path[fl] == 0 || m->path[fl] == '/')) {
+				if (mv)
+					mv[nm++] = m;
+			} else if (!strncmp(m->path, to, tl) && m->path[tl] == '/' && mv) {
+				mv[nm++] = m; /* marked below by a NULL rewrite */
+			}
+		}
+	}
+	for (size_t i = 0; i < nm; i++) {
+		struct snode *m = mv[i];
+		int under_from = !strncmp(m->path, from, fl) && (m->path[fl] == 0 || m->path[fl] == '/');
+		tab_remove(r, m);
+		if (!under_from) {
+			free(m->path);
+			m->path = NULL;
+			continue;
+		}
+		char *np = malloc(tl + strlen(m->path + fl) + 1);
+		if (np) {
+			memcpy(np, to, tl);
+			strcpy(np + tl, m->path + fl);
+		}
+		free(m->path);
+		m->path = np;
+	}
+	for (size_t i = 0; i < nm; i++) {
+		if (mv[i]->path && tab_insert(r, mv[i]) < 0) {
+			free(mv[i]->path);
+			mv[i]->path = NULL;
+		}
+	}
+	free(mv);
+}
+
+static void s_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent, const char *newname,
+		     unsigned int flags)
+{
+	BEGIN(parent);
+	if (flags & ~RENAME_NOREPLACE)
+		FAIL(-EINVAL); /* RENAME_EXCHANGE/WHITEOUT: SFTP has no such thing */
+	char *from = node_path(n, name, &rc);
+	char *to = from ? node_path(node_of(newparent), newname, &rc) : NULL;
+	if (!to) {
+		free(from);
+		FAIL(rc);
+	}
+	/* Writes still queued target a handle, not the path: no drain needed. */
+	if (flags & RENAME_NOREPLACE) {
+		rc = sftp_rename(r->cli, from, to);
+		if (rc == -EEXIST) {
+			sftp_attrs a;
+			if (sftp_lstat(r->cli, from, &a) == -ENOENT)
+				rc = -ENOENT;
+		}
+	} else {
+		rc = sftp_posix_rename(r->cli, from, to);
+		if (rc == -ENOTSUP)
+			rc = sftp_rename(r->cli, from, to);
+		if (rc == -EIO) {
+			/* posix-rename's FAILURE: the usual causes, checked */
+			sftp_attrs a, b;
+			if (sftp_lstat(r->cli, from, &a) == 0 && sftp_lstat(r->cli, to, &b) == 0) {
+				if (S_ISDIR(b.perm) && !S_ISDIR(a.perm))
+					rc = -EISDIR;
+				else if (!S_ISDIR(b.perm) && S_ISDIR(a.perm))
+					rc = -ENOTDIR;
+				else if (S_ISDIR(b.perm))
+					rc = -ENOTEMPTY;
+			}
+		}
+	}
+	if (rc == 0) {
+		pthread_mutex_lock(&r->mu);
+		rename_nodes(r, from, to);
+		pthread_mutex_unlock(&r->mu);
+	}
+	free(from);
+	free(to);
+	op_exit(r);
+	fuse_reply_err(req, -rc);
+}
+
+/* Folds t onto the components of base (a path relative to the sandbox's
+ * "/") into out; returns whether ".." climbed above "/". */
+static int fold_link(const char *base, size_t baselen, const char *t, char *out, size_t outsz, int *err)
+{
+	char buf[PATH_MAX * 2];
+	size_t bl = 0;
+	int above = 0;
+	*err = 0;
+	if (t[0] != '/' && baselen) {
+		if (baselen >= sizeof(buf)) {
+			*err = -ENAMETOOLONG;
+			return 0;
+		}
+		memcpy(buf, base, baselen);
+		bl = baselen;
+	}
+	const char *s = t;
+	while (*s) {
+		while (*s == '/')
+			s++;
+		const char *e = s;
+		while (*e && *e != '/')
+			e++;
+		size_t cl = (size_t)(e - s);
+		if (cl == 0 || (cl == 1 && s[0] == '.')) {
+		} else if (cl == 2 && s[0] == '.' && s[1] == '.') {
+			if (!bl)
+				above = 1;
+			while (bl && buf[bl - 1] != '/')
+				bl--;
+			if (bl)
+				bl--;
+		} else {
+			if (bl + cl + 2 >= sizeof(buf)) {
+				*err = -ENAMETOOLONG;
+				return 0;
+			}
+			if (bl)
+				buf[bl++] = '/';
+			memcpy(buf + bl, s, cl);
+			bl += cl;
+		}
+		s = e;
+	}
+	if (bl >= outsz) {
+		*err = -ENAMETOOLONG;
+		return 0;
+	}
+	memcpy(out, buf, bl);
+	out[bl] = 0;
+	return above;
+}
+
+/* A link's target as root/ must show it: absolute targets and relative
+ * ones climbing above the sandbox's "/" become relative paths that stay
+ * inside root/ (the reader's kernel would resolve them on the host). */
+static int rewrite_link(struct sftpfs *r, const char *lpath, const char *t, char *out, size_t outsz)
+{
+	const char *rel = lpath + r->rootlen;
+	while (*rel == '/')
+		rel++;
+	const char *slash = strrchr(rel, '/');
+	size_t dirlen = slash ? (size_t)(slash - rel) : 0;
+	int depth = dirlen ? 1 : 0; /* components of the link's directory */
+	for (size_t i = 0; i < dirlen; i++)
+		depth += rel[i] == '/';
+	char folded[PATH_MAX];
+	int err;
+	int above = fold_link(rel, dirlen, t, folded, sizeof(folded), &err);
+	if (err)
+		return err;
+	if (t[0] != '/' && !above) {
+		if (strlen(t) >= outsz)
+			return -ENAMETOOLONG;
+		strcpy(out, t);
+		return 0;
+	}
+	size_t o = 0;
+	for (int i = 0; i < depth; i++) {
+		if (o + 3 >= outsz)
+			return -ENAMETOOLONG;
+		memcpy(out + o, "../", 3);
+		o += 3;
+	}
+	size_t fl = strlen(folded);
+	if (!fl) {
+		if (o)
+			o--; /* ".." rather than "../" */
+		else
+			out[o++] = '.';
+	}
+	if (o + fl + 2 >= outsz)
+		return -ENAMETOOLONG;
+	memcpy(out + o, folded, fl);
+	o += fl;
+	size_t tl = strlen(t);
+	if (tl > 1 && t[tl - 1] == '/' && o && out[o - 1] != '/')
+		out[o++] = '/';
+	out[o] = 0;
+	return 0;
+}
+
+static void s_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	BEGIN(ino);
+	char *p = node_path(n, NULL, &rc);
+	if (!p)
+		FAIL(rc);
+	char *t = NULL;
+	rc = sftp_readlink(r->cli, p, &t);
+	char out[PATH_MAX];
+	if (rc == 0)
+		rc = rewrite_link(r, p, t, out, sizeof(out));
+	free(t);
+	free(p);
+	if (rc < 0)
+		FAIL(rc);
+	op_exit(r);
+	fuse_reply_readlink(req, out);
+}
+
+static uint32_t open_flags(struct sftpfs *r, int flags)
+{
+	uint32_t pf = sftp_flags_from_posix(flags & ~(O_CREAT | O_EXCL));
+	/* With the writeback cache the kernel reads pages of files opened
+	 * write-only (partial page writes). */
+	if (r->fs && r->fs->writeback && (flags & O_ACCMODE) == O_WRONLY)
+		pf |= SFTP_READ;
+	return pf;
+}
+
+static struct sfile *file_new(struct snode *n, sftp_handle *h, int flags)
+{
+	struct sfile *f = calloc(1, sizeof(*f));
+	if (f) {
+		f->n = n;
+		f->h = h;
+		f->append = !!(flags & O_APPEND);
+	}
+	return f;
+}
+
+static void s_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
+{
+	BEGIN(parent);
+	char *p = node_path(n, name, &rc);
+	if (!p)
+		FAIL(rc);
+	sftp_attrs a = {.flags = SFTP_ATTR_PERMISSIONS, .perm = mode & 07777};
+	sftp_handle *h = NULL;
+	rc = sftp_open(r->cli, p, open_flags(r, fi->flags) | SFTP_CREAT | ((fi->flags & O_EXCL) ? SFTP_EXCL : 0), &a, &h);
+	if (rc == -EIO && (fi->flags & O_EXCL) && sftp_lstat(r->cli, p, &a) == 0)
+		rc = -EEXIST;
+	if (rc == 0) {
+		rc = sftp_fstat(r->cli, h, &a);
+		if (rc == 0)
+			fix_perm(r, p, h, &a, mode);
+	}
+	struct fuse_entry_param e;
+	if (rc == 0)
+		rc = make_entry(r, p, &a, &e);
+	free(p);
+	struct sfile *f = NULL;
+	if (rc == 0 && !(f = file_new(node_of(e.ino), h, fi->flags))) {
+		forget_entry(r, e.ino);
+		rc = -ENOMEM;
+	}
+	if (rc < 0) {
+		if (h)
+			sftp_close(r->cli, h);
+		FAIL(rc);
+	}
+	op_exit(r);
+	fi->fh = (uintptr_t)f;
+	fi->keep_cache = 1;
+	if (fuse_reply_create(req, &e, fi) < 0) {
+		forget_entry(r, e.ino);
+		if (op_enter(r) == 0) {
+			sftp_close(r->cli, h);
+			op_exit(r);
+		}
+		free(f);
+	}
+}
+
+static void s_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	BEGIN(ino);
+	char *p = node_path(n, NULL, &rc);
+	if (!p)
+		FAIL(rc);
+	if (fi->flags & O_TRUNC)
+		drain_node(n);
+	sftp_handle *h = NULL;
+	rc = sftp_open(r->cli, p, open_flags(r, fi->flags), NULL, &h);
+	free(p);
+	if (rc < 0)
+		FAIL(rc);
+	struct sfile *f = file_new(n, h, fi->flags);
+	if (!f) {
+		sftp_close(r->cli, h);
+		FAIL(-ENOMEM);
+	}
+	op_exit(r);
+	fi->fh = (uintptr_t)f;
+	/* Cached pages stay until sftpfs_invalidate() or a changed mtime/size
+	 * (AUTO_INVAL_DATA); while a job runs they are dropped at open. */
+	fi->keep_cache = cur_timeout(r) > 0;
+	if (fuse_reply_open(req, fi) < 0) {
+		if (op_enter(r) == 0) {
+			sftp_close(r->cli, h);
+			op_exit(r);
+		}
+		free(f);
+	}
+}
+
+static void s_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	BEGIN(ino);
+	struct sfile *f = (struct sfile *)(uintptr_t)fi->fh;
+	drain_node(n); /* read-your-writes */
+	char *buf = malloc(size ? size : 1);
+	if (!buf)
+		FAIL(-ENOMEM);
+	size_t got = 0;
+	rc = sftp_pread_range(r->cli, f->h, (uint64_t)off, buf, size, &got, 0, 0);
+	op_exit(r);
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_buf(req, buf, got);
+	free(buf);
+}
+
+static void s_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	BEGIN(ino);
+	struct sfile *f = (struct sfile *)(uintptr_t)fi->fh;
+	struct wjob *j = malloc(sizeof(*j) + size);
+	if (!j)
+		FAIL(-ENOMEM);
+	memset(j, 0, sizeof(*j));
+	j->f = f;
+	j->off = (uint64_t)off;
+	j->len = size;
+	memcpy(j->data, buf, size);
+	pthread_mutex_lock(&r->mu);
+	/* Back-pressure: at most SFTPFS_WB_MAX bytes unacknowledged. */
+	while (!r->dead && !f->werr && r->qbytes && r->qbytes + size > SFTPFS_WB_MAX)
+		pthread_cond_wait(&r->done_cv, &r->mu);
+	rc = r->dead ? -ENOTCONN : f->werr;
+	if (rc == 0) {
+		*r->jtail = j;
+		r->jtail = &j->next;
+		r->qbytes += size;
+		f->pending++;
+		n->pending++;
+		f->written = 1;
+		pthread_cond_signal(&r->work_cv);
+	}
+	pthread_mutex_unlock(&r->mu);
+	op_exit(r);
+	if (rc < 0) {
+		free(j);
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fuse_reply_write(req, size);
+}
+
+static void s_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	BEGIN(ino);
+	(void)n;
+	struct sfile *f = (struct sfile *)(uintptr_t)fi->fh;
+	/* close(2): every byte written is acknowledged by the server (in its
+	 * kernel) before close returns, or close reports why not. */
+	rc = drain_file(r, f);
+	op_exit(r);
+	fuse_reply_err(req, -rc);
+}
+
+static void s_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	(void)datasync;
+	BEGIN(ino);
+	(void)n;
+	struct sfile *f = (struct sfile *)(uintptr_t)fi->fh;
+	rc = drain_file(r, f);
+	if (rc == 0) {
+		rc = sftp_fsync(r->cli, f->h);
+		if (rc == -ENOTSUP)
+			rc = 0; /* nothing better the protocol offers */
+	}
+	op_exit(r);
+	fuse_reply_err(req, -rc);
+}
+
+static void s_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct snode *n = node_of(ino);
+	struct sftpfs *r = n->r;
+	struct sfile *f = (struct sfile *)(uintptr_t)fi->fh;
+	drain_file(r, f);
+	if (op_enter(r) == 0) {
+		sftp_close(r->cli, f->h);
+		op_exit(r);
+	}
+	/* else the client is gone; the channel's close released the handle */
+	free(f);
+	fuse_reply_err(req, 0);
+}
+
+static void sdir_free(struct sdir *d)
+{
+	for (size_t i = 0; i < d->n; i++)
+		free(d->e[i].name);
+	free(d->e);
+	free(d);
+}
+
+static void s_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	BEGIN(ino);
+	char *p = node_path(n, NULL, &rc);
+	if (!p)
+		FAIL(rc);
+	/* The whole listing is read here: offsets stay stable, and READDIR's
+	 * attributes feed readdirplus. */
+	sftp_handle *h = NULL;
+	rc = sftp_opendir(r->cli, p, &h);
+	free(p);
+	if (rc < 0)
+		FAIL(rc);
+	struct sdir *d = calloc(1, sizeof(*d));
+	size_t cap = 0;
+	while (d) {
+		sftp_dirent *ents = NULL;
+		size_t k = 0;
+		rc = sftp_readdir(r->cli, h, &ents, &k);
+		if (rc < 0 || k == 0)
+			break;
+		if (d->n + k > cap) {
+			size_t nc = (d->n + k) * 2;
+			struct sdent *ne = realloc(d->e, nc * sizeof(*ne));
+			if (!ne) {
+				sftp_dirents_free(ents, k);
+				rc = -ENOMEM;
+				break;
+			}
+			d->e = ne;
+			cap = nc;
+		}
+		for (size_t i = 0; i < k; i++) {
+			d->e[d->n].name = ents[i].name;
+			ents[i].name = NULL;
+			d->e[d->n++].a = ents[i].attrs;
+		}
+		sftp_dirents_free(ents, k);
+	}
+	sftp_close(r->cli, h);
+	if (!d)
+		rc = -ENOMEM;
+	if (rc < 0) {
+		if (d)
+			sdir_free(d);
+		FAIL(rc);
+	}
+	op_exit(r);
+	fi->fh = (uintptr_t)d;
+	if (cur_timeout(r) > 0) {
+		/* The kernel keeps the listing until the directory changes
+		 * through us, its mtime changes, or sftpfs_invalidate(). */
+		fi->cache_readdir = 1;
+		fi->keep_cache = 1;
+	}
+	if (fuse_reply_open(req, fi) < 0)
+		sdir_free(d);
+}
+
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi, int plus)
+{
+	BEGIN(ino);
+	struct sdir *d = (struct sdir *)(uintptr_t)fi->fh;
+	char *buf = malloc(size);
+	char *dpath = node_path(n, NULL, &rc);
+	if (!buf || !dpath) {
+		free(buf);
+		FAIL(dpath ? -ENOMEM : rc);
+	}
+	size_t used = 0;
+	double t = cur_timeout(r);
+	for (size_t i = (size_t)off; i < d->n; i++) {
+		struct sdent *de = &d->e[i];
+		int dot = !strcmp(de->name, ".") || !strcmp(de->name, "..");
+		size_t sz;
+		if (!plus) {
+			struct stat st;
+			to_stat(&de->a, dot && de->name[1] == 0 ? ino : (fuse_ino_t)(hash_path(de->name) | 1), &st);
+			sz = fuse_add_direntry(req, buf + used, size - used, de->name, &st, (off_t)(i + 1));
+			if (sz > size - used)
+				break;
+			used += sz;
+			continue;
+		}
+		struct fuse_entry_param e;
+		memset(&e, 0, sizeof(e));
+		if (dot) {
+			/* not looked up: the kernel skips "." and ".." here */
+			to_stat(&de->a, de->name[1] == 0 ? ino : 1, &e.attr);
+		} else {
+			char *cp = join(dpath, de->name);
+			if (!cp)
+				break;
+			drain_path(r, cp);
+			if (make_entry(r, cp, &de->a, &e) < 0) {
+				free(cp);
+				break;
+			}
+			e.attr_timeout = e.entry_timeout = t;
+			free(cp);
+		}
+		sz = fuse_add_direntry_plus(req, buf + used, size - used, de->name, &e, (off_t)(i + 1));
+		if (sz > size - used) {
+			if (!dot)
+				forget_entry(r, e.ino);
+			break;
+		}
+		used += sz;
+	}
+	free(dpath);
+	op_exit(r);
+	fuse_reply_buf(req, buf, used);
+	free(buf);
+}
+
+static void s_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, fi, 0);
+}
+
+static void s_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, fi, 1);
+}
+
+static void s_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	sdir_free((struct sdir *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+static void s_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)datasync;
+	(void)fi;
+	fuse_reply_err(req, 0); /* SFTP has no directory fsync; the server's metadata ops are synchronous enough */
+}
+
+static void s_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	BEGIN(ino);
+	(void)n;
+	sftp_vfsinfo v;
+	rc = sftp_statvfs(r->cli, r->root, &v);
+	op_exit(r);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	struct statvfs sv;
+	memset(&sv, 0, sizeof(sv));
+	sv.f_bsize = v.bsize;
+	sv.f_frsize = v.frsize;
+	sv.f_blocks = v.blocks;
+	sv.f_bfree = v.bfree;
+	sv.f_bavail = v.bavail;
+	sv.f_files = v.files;
+	sv.f_ffree = v.ffree;
+	sv.f_favail = v.favail;
+	sv.f_fsid = v.fsid;
+	sv.f_flag = v.flag;
+	sv.f_namemax = v.namemax;
+	fuse_reply_statfs(req, &sv);
+}
+
+const struct fuse_lowlevel_ops sftpfs_ops = {
+	.lookup = s_lookup,
+	.forget = s_forget,
+	.forget_multi = s_forget_multi,
+	.getattr = s_getattr,
+	.setattr = s_setattr,
+	.readlink = s_readlink,
+	.mknod = s_mknod,
+	.mkdir = s_mkdir,
+	.unlink = s_unlink,
+	.rmdir = s_rmdir,
+	.symlink = s_symlink,
+	.rename = s_rename,
+	.link = s_link,
+	.open = s_open,
+	.read = s_read,
+	.write = s_write,
+	.flush = s_flush,
+	.release = s_release,
+	.fsync = s_fsync,
+	.opendir = s_opendir,
+	.readdir = s_readdir,
+	.readdirplus = s_readdirplus,
+	.releasedir = s_releasedir,
+	.fsyncdir = s_fsyncdir,
+	.statfs = s_statfs,
+	.create = s_create,
+};

@@ -38,6 +38,7 @@ import os
 import pathlib
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import threading
@@ -230,21 +231,45 @@ def mounted(mountpoint):
     return False
 
 
+def _umount_cmd(mountpoint, lazy=False):
+    """fusermount3 -u (any user); plain umount where fusermount3 is missing (root)."""
+    if shutil.which("fusermount3"):
+        return ["fusermount3", "-u"] + (["-z"] if lazy else []) + [str(mountpoint)]
+    return ["umount"] + (["-l"] if lazy else []) + [str(mountpoint)]
+
+
 def unmount(mountpoint, timeout=10.0):
     """fusermount3 -u, retried while the mount is busy; lazy as a last resort.
     Returns the last fusermount3 result text when it had to go lazy."""
     deadline = time.monotonic() + timeout
     last = ""
     while mounted(mountpoint):
-        p = subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True, text=True)
+        p = subprocess.run(_umount_cmd(mountpoint), capture_output=True, text=True)
         if p.returncode == 0:
             return ""
         last = p.stderr.strip()
         if time.monotonic() > deadline:
-            subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], capture_output=True)
+            subprocess.run(_umount_cmd(mountpoint, lazy=True), capture_output=True)
             return last or "lazy unmount"
         time.sleep(0.1)
     return ""
+
+
+def remove_tree(top):
+    """rm -rf that also gets through the mode-000 directories overlayfs leaves
+    in its work dir (and whatever a sandbox chmod'ed)."""
+    def onerror(func, path, exc):
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(path), 0o700)
+            os.chmod(path, 0o700)
+            func(path)
+    for dirpath, dirnames, _ in os.walk(top):
+        for d in dirnames:
+            with contextlib.suppress(OSError):
+                p = os.path.join(dirpath, d)
+                if not os.path.islink(p):
+                    os.chmod(p, 0o700)
+    shutil.rmtree(top, onerror=onerror)
 
 
 def grep_tree(top, needle):
@@ -415,6 +440,8 @@ def seerfs_factory(tmp_path, seerfs_binary, request):
             m.stop()
         except AssertionError as e:
             problems.append(str(e))
+        else:
+            remove_tree(m.state)     # kept when something went wrong, for a look
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
 

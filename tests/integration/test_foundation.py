@@ -23,9 +23,9 @@ import uuid
 
 import pytest
 
-from conftest import (BUILD, CONTROL_FILES, IS_ROOT, LOG_LINE, MOUNT_HELPER, SEERFS, SETTLE_S, STATES, Held, ctl, error_text, grep_tree, log_text, mounted, poll, poll_state,
-                      read_text, sandbox_run, state, status_fields, status_text, wait_settled,
-                      wait_text, write_config)
+from conftest import (BUILD, CONTROL_FILES, IS_ROOT, LOG_LINE, MOUNT_HELPER, SEERFS, SETTLE_S, STATES, Held,
+                      ctl, error_text, grep_tree, log_text, mounted, poll, poll_state, read_text, sandbox_run,
+                      state, status_fields, status_text, wait_settled, wait_text, write_config)
 
 SETTLE = 0.3   # lets the kernel's asynchronous release of a closed file arrive
 

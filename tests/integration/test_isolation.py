@@ -8,6 +8,8 @@ broken probe cannot pass for isolation.
 
 import os
 import pathlib
+import re
+import shutil
 import socket
 import subprocess
 import threading
@@ -193,11 +195,19 @@ def test_gpu_a100_without_it_fails(mnt):
 
 @pytest.mark.skipif(not _host_gpus(), reason="no NVIDIA GPU on this host")
 def test_gpu_requested_is_visible(mnt):
+    """The positive twin of gpu null, where there is a GPU: asking for its
+    type gives the sandbox the device nodes and a working nvidia-smi."""
     name = _host_gpus()[0]
-    kind = name.split()[-1] if " " in name else name
+    m = re.search(r"\b(H100|H200|A100|A10G|A10|L40S|L4|T4|V100)\b", name)
+    kind = m.group(1) if m else name.split()[-1]
+    smi = shutil.which("nvidia-smi")
     d = mnt.path / "gpu2"
     os.mkdir(d)
-    write_config(d, '{"gpu": "%s"}' % kind.replace('"', ""))
+    write_config(d, '{"gpu": "%s"}' % kind)
     assert wait_settled(d) == "running", error_text(d)
-    code, out = run(d, "ls /dev/nvidia*; nvidia-smi -L")
+    code, out = run(d, f"ls /dev/nvidia*; {smi} -L")
     assert code == 0 and "/dev/nvidia0" in out and "GPU 0" in out, out
+    # and a sandbox without gpu on the same host still sees none
+    n = mnt.sandbox("nogpu", "{}")
+    code, out = run(n, f"ls /dev/nvidia* 2>&1; {smi} -L 2>&1; true")
+    assert "GPU 0" not in out and "\n/dev/nvidia" not in "\n" + out, out

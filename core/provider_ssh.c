@@ -1,0 +1,1063 @@
+/*
+ * provider_ssh.c - the `ssh` provider: sandboxes on another machine, reached
+ * over one SSH connection per provider entry (core/sshconn.c), with files
+ * over SFTP (core/sftp.c, used by fs/sftpfs.c through root_remote) and
+ * commands over exec channels (core/sshexec.c). See docs/ssh.md.
+ *
+ * Modes (providers.h): "host" makes each sandbox a directory WORKDIR/NAME on
+ * the remote host, with workspace/, tmp/ and root/ inside, and runs its
+ * commands under bubblewrap there when the host has a working one (else as
+ * the remote user in that directory, and the log says so); "direct" takes
+ * the SSH endpoint itself as the sandbox: root/ is its "/".
+ *
+ * One command = one exec channel. The channel runs a tiny fixed wrapper
+ * that reads the real script from stdin up to a marker line, so the
+ * sandbox's environment (secrets included) travels inside the encrypted
+ * channel and never appears on a remote command line or in a log. The
+ * script prints "@@seer-pid PID" first; OpenSSH's sshd puts every session
+ * in a session (and process group) of its own, so PID is also the process
+ * group that kill/timeout signal as a tree. A pump thread per job moves
+ * the job's stdin pipe to the channel and the channel's output to the job's
+ * pipes, and reports the exit to jobs_on_exit with the PID as cookie.
+ *
+ * Connections: a background thread per entry connects, notices a dead link
+ * (keepalives, EOF) and reconnects with backoff. Callers wait at most the
+ * entry's timeout for a live link, then fail with -ENOTCONN and a message
+ * that says "disconnected". Dead connections and their SFTP clients are
+ * never freed while seerfs runs (they are parked in a graveyard and fail
+ * fast with -ENOTCONN): fs/sftpfs.c may still hold the client pointer it
+ * got from root_remote, and a dangling pointer there would be far worse
+ * than a few kilobytes per reconnect.
+ */
+#include "core/provider.h"
+#include "core/providers.h"
+#include "core/jobs.h"
+#include "core/sandbox.h"
+#include "core/sftp.h"
+#include "core/sshconn.h"
+#include "core/sshexec.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define RECONNECT_MIN_MS 250
+#define RECONNECT_MAX_MS 5000
+#define POLL_ALIVE_MS 500
+#define PID_MARK "@@seer-pid "
+
+struct dead_link {
+	struct dead_link *next;
+	ssh_conn *conn;
+	sftp_client *sftp;
+};
+
+struct ssh_sb;
+
+/* One per provider entry: the shared connection and its reconnect thread. */
+struct ssh_host {
+	const struct seer_provider_entry *ent;
+	pthread_mutex_t lock;        /* everything below but sbs */
+	pthread_cond_t cond;         /* CLOCK_MONOTONIC (ssh_cond_init) */
+	ssh_conn *conn;              /* current link, possibly dead */
+	sftp_client *sftp;
+	int has_bwrap;               /* probed on every new link */
+	unsigned attempts;           /* finished connection attempts */
+	int ever;                    /* connected at least once */
+	int down_logged;             /* "disconnected" said for the current outage */
+	int last_errno;
+	char last_err[SSH_ERRMSG_LEN];
+	int64_t next_try_ms;
+	int backoff_ms;
+	int kick;
+	int thread_started;
+	struct dead_link *graveyard;
+	pthread_mutex_t sbs_lock;    /* the sandboxes on this host (for log lines) */
+	struct ssh_sb *sbs;
+};
+
+struct ssh_job {
+	struct ssh_job *next;
+	struct ssh_sb *s;
+	ssh_exec *e;
+	int pid;
+	int fd_in, fd_out, fd_err;
+	int got_pid;
+	struct sbuf head;            /* stdout before the pid line */
+	pthread_t th;
+	int started;                 /* th exists */
+	volatile int done;           /* th finished: join and free */
+	volatile int abort;
+};
+
+/* The provider's private data of one sandbox (sb->priv). */
+struct ssh_sb {
+	struct ssh_sb *next;         /* ssh_host.sbs */
+	struct sandbox *sb;
+	struct ssh_host *h;
+	pthread_mutex_t lock;        /* jobs, root, running */
+	struct ssh_job *jobs;
+	char root[2048];             /* WORKDIR/NAME, or "/" in direct mode */
+	int bwrap;                   /* commands run under bubblewrap */
+	int network;
+	int gpu;
+	int running;
+	int registered;
+};
+
+static const struct seer_provider_entry *entry_of(struct sandbox *sb)
+{
+	return sb->prov_settings;
+}
+
+/* ---- small helpers ---------------------------------------------------------------- */
+
+/* Appends s as one single-quoted shell word. */
+static void sq(struct sbuf *b, const char *s)
+{
+	sbuf_append(b, "'", 1);
+	for (; *s; s++) {
+		if (*s == '\'')
+			sbuf_append(b, "'\\''", 4);
+		else
+			sbuf_append(b, s, 1);
+	}
+	sbuf_append(b, "'", 1);
+}
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+	while (len) {
+		ssize_t k = write(fd, p, len);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return -errno;
+		p += k;
+		len -= (size_t)k;
+	}
+	return 0;
+}
+
+static int signal_number(const char *name)
+{
+	static const struct {
+		const char *n;
+		int s;
+	} t[] = {{"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT}, {"ILL", SIGILL},   {"TRAP", SIGTRAP},
+		 {"ABRT", SIGABRT}, {"BUS", SIGBUS},   {"FPE", SIGFPE},   {"KILL", SIGKILL}, {"USR1", SIGUSR1},
+		 {"SEGV", SIGSEGV}, {"USR2", SIGUSR2}, {"PIPE", SIGPIPE}, {"ALRM", SIGALRM}, {"TERM", SIGTERM},
+		 {"XCPU", SIGXCPU}, {"XFSZ", SIGXFSZ}, {"SYS", SIGSYS}};
+	for (size_t i = 0; i < ARRAY_SIZE(t); i++)
+		if (!strcmp(name, t[i].n))
+			return t[i].s;
+	return SIGKILL;
+}
+
+static void describe(const struct seer_provider_entry *e, char *buf, size_t n)
+{
+	snprintf(buf, n, "%s@%s:%d (provider %s)", e->user, e->host, e->port, e->name);
+}
+
+/* ---- the shared connection ---------------------------------------------------------- */
+
+/* A log line in every sandbox on h; with gone, root/ of each is dropped
+ * too (fs/ then asks root_remote again and gets the new link's client). */
+static void host_log_all(struct ssh_host *h, const char *msg, int gone)
+{
+	pthread_mutex_lock(&h->sbs_lock);
+	for (struct ssh_sb *s = h->sbs; s; s = s->next) {
+		sandbox_log(s->sb, "sandbox %s: %s", s->sb->name, msg);
+		struct seer_ctx *ctx = s->sb->ctx;
+		if (gone && ctx->hooks.root_gone)
+			ctx->hooks.root_gone(ctx->hooks.arg, s->sb);
+	}
+	pthread_mutex_unlock(&h->sbs_lock);
+}
+
+/* One attempt: connect, verify, authenticate, open SFTP, probe bwrap.
+ * Runs on the reconnect thread without h->lock. */
+static int host_try(struct ssh_host *h, ssh_conn **oc, sftp_client **os, int *bwrap, char *err, size_t n)
+{
+	const struct seer_provider_entry *e = h->ent;
+	ssh_conn_opts o = {.host = e->host, .port = e->port, .user = e->user, .identity_file = e->identity_file,
+			   .use_agent = e->use_agent, .known_hosts = e->known_hosts, .timeout_ms = e->timeout_ms};
+	ssh_conn *c = NULL;
+	int r = ssh_conn_open(&o, &c, err, n);
+	if (r < 0)
+		return r;
+	sftp_client *s = NULL;
+	r = sftp_client_open(c, &s, err, n);
+	if (r < 0) {
+		ssh_conn_close(c);
+		return r;
+	}
+	*bwrap = 0;
+	if (e->mode == SEER_SSH_HOST) {
+		ssh_exec_status st;
+		char e2[SSH_ERRMSG_LEN];
+		/* Present is not enough: user namespaces may be off there. */
+		int k = ssh_exec_run(c,
+				     "command -v bwrap >/dev/null 2>&1 && bwrap --ro-bind / / --dev /dev true >/dev/null 2>&1 && echo bwrap",
+				     NULL, 0, NULL, NULL, e->timeout_ms, &st, e2, sizeof(e2));
+		*bwrap = k == 0 && st.exited && st.exit_code == 0;
+	}
+	*oc = c;
+	*os = s;
+	return 0;
+}
+
+static void *host_main(void *arg)
+{
+	struct ssh_host *h = arg;
+	char who[512];
+	describe(h->ent, who, sizeof(who));
+	pthread_mutex_lock(&h->lock);
+	for (;;) {
+		int alive = h->conn && ssh_conn_alive(h->conn) && sftp_client_error(h->sftp, NULL, 0) == 0;
+		if (alive) {
+			h->kick = 0;
+			ssh_cond_wait_until(&h->cond, &h->lock, ssh_now_ms() + POLL_ALIVE_MS);
+			continue;
+		}
+		if (h->conn) {
+			/* The link died: park it (see the header) and say so. */
+			char why[SSH_ERRMSG_LEN] = "";
+			int e = ssh_conn_error(h->conn, why, sizeof(why));
+			if (!e)
+				e = sftp_client_error(h->sftp, why, sizeof(why));
+			struct dead_link *d = xcalloc(1, sizeof(*d));
+			d->conn = h->conn;
+			d->sftp = h->sftp;
+			d->next = h->graveyard;
+			h->graveyard = d;
+			h->conn = NULL;
+			h->sftp = NULL;
+			h->last_errno = e ? e : -ENOTCONN;
+			snprintf(h->last_err, sizeof(h->last_err), "%s", why[0] ? why : "connection lost");
+			h->next_try_ms = ssh_now_ms();
+			h->backoff_ms = RECONNECT_MIN_MS;
+			h->down_logged = 1;
+			pthread_cond_broadcast(&h->cond);
+			pthread_mutex_unlock(&h->lock);
+			char msg[2048];
+			snprintf(msg, sizeof(msg), "disconnected from %s: %s; reconnecting in the background", who, why);
+			host_log_all(h, msg, 1);
+			pthread_mutex_lock(&h->lock);
+			continue;
+		}
+		int64_t now = ssh_now_ms();
+		if (h->kick && h->next_try_ms > now + RECONNECT_MIN_MS)
+			h->next_try_ms = now + RECONNECT_MIN_MS;
+		if (now < h->next_try_ms) {
+			ssh_cond_wait_until(&h->cond, &h->lock, h->next_try_ms);
+			continue;
+		}
+		if (!h->kick && !h->ever) {
+			/* Nobody needs this host yet. */
+			ssh_cond_wait_until(&h->cond, &h->lock, -1);
+			continue;
+		}
+		h->kick = 0;
+		pthread_mutex_unlock(&h->lock);
+		ssh_conn *c = NULL;
+		sftp_client *s = NULL;
+		int bwrap = 0;
+		char err[SSH_ERRMSG_LEN] = "";
+		int r = host_try(h, &c, &s, &bwrap, err, sizeof(err));
+		pthread_mutex_lock(&h->lock);
+		h->attempts++;
+		if (r == 0) {
+			h->conn = c;
+			h->sftp = s;
+			h->has_bwrap = bwrap;
+			int was_down = h->down_logged;
+			h->ever = 1;
+			h->down_logged = 0;
+			h->last_errno = 0;
+			h->last_err[0] = '\0';
+			h->backoff_ms = RECONNECT_MIN_MS;
+			pthread_cond_broadcast(&h->cond);
+			if (was_down) {
+				pthread_mutex_unlock(&h->lock);
+				char msg[1024];
+				snprintf(msg, sizeof(msg), "reconnected to %s (host key %s)", who, ssh_conn_fingerprint(c));
+				host_log_all(h, msg, 0);
+				pthread_mutex_lock(&h->lock);
+			}
+		} else {
+			h->last_errno = r;
+			snprintf(h->last_err, sizeof(h->last_err), "%s", err[0] ? err : strerror(-r));
+			h->backoff_ms = h->backoff_ms ? h->backoff_ms * 2 : RECONNECT_MIN_MS;
+			if (h->backoff_ms > RECONNECT_MAX_MS)
+				h->backoff_ms = RECONNECT_MAX_MS;
+			h->next_try_ms = ssh_now_ms() + h->backoff_ms;
+			pthread_cond_broadcast(&h->cond);
+		}
+	}
+	return NULL;
+}
+
+/* The connection of sb's entry (created on first use). */
+static struct ssh_host *host_of(struct sandbox *sb)
+{
+	const struct seer_provider_entry *ce = entry_of(sb);
+	struct seer_remote_ctx *rc = seer_remote_ctx(sb->ctx);
+	/* The entry is interned and immortal; its conn field is ours and set
+	 * once under the remote context's lock. */
+	struct seer_provider_entry *e = (struct seer_provider_entry *)ce;
+	pthread_mutex_lock(&rc->lock);
+	if (!e->conn) {
+		struct ssh_host *h = xcalloc(1, sizeof(*h));
+		h->ent = e;
+		pthread_mutex_init(&h->lock, NULL);
+		pthread_mutex_init(&h->sbs_lock, NULL);
+		ssh_cond_init(&h->cond);
+		h->backoff_ms = RECONNECT_MIN_MS;
+		pthread_attr_t a;
+		pthread_attr_init(&a);
+		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+		h->thread_started = pthread_create(&(pthread_t){0}, &a, host_main, h) == 0;
+		pthread_attr_destroy(&a);
+		e->conn = h;
+	}
+	struct ssh_host *h = e->conn;
+	pthread_mutex_unlock(&rc->lock);
+	return h;
+}
+
+/*
+ * A live link for sb, waiting up to the entry's timeout for the background
+ * thread to (re)connect. A first connection that fails, and a host key or
+ * login that is refused, fail at once with the client's message; otherwise
+ * the wait ends with -ENOTCONN (or -ETIMEDOUT) and "disconnected".
+ */
+static int host_acquire(struct sandbox *sb, ssh_conn **oc, sftp_client **os, int *bwrap, char *err, size_t n)
+{
+	struct ssh_host *h = host_of(sb);
+	char who[512];
+	describe(h->ent, who, sizeof(who));
+	if (!h->thread_started) {
+		snprintf(err, n, "sandbox %s: cannot start the connection thread for %s", sb->name, who);
+		return -EAGAIN;
+	}
+	int64_t deadline = ssh_now_ms() + h->ent->timeout_ms;
+	pthread_mutex_lock(&h->lock);
+	unsigned seq0 = h->attempts;
+	for (;;) {
+		if (h->conn && ssh_conn_alive(h->conn) && sftp_client_error(h->sftp, NULL, 0) == 0) {
+			if (oc)
+				*oc = h->conn;
+			if (os)
+				*os = h->sftp;
+			if (bwrap)
+				*bwrap = h->has_bwrap;
+			pthread_mutex_unlock(&h->lock);
+			return 0;
+		}
+		if (h->attempts != seq0 && h->last_errno &&
+		    (!h->ever || h->last_errno == -EKEYREJECTED || h->last_errno == -EACCES)) {
+			int r = h->last_errno;
+			snprintf(err, n, "sandbox %s: cannot connect to %s: %s", sb->name, who, h->last_err);
+			pthread_mutex_unlock(&h->lock);
+			return r;
+		}
+		if (ssh_now_ms() >= deadline) {
+			int r = h->last_errno == -ETIMEDOUT ? -ETIMEDOUT : -ENOTCONN;
+			snprintf(err, n,
+				 "sandbox %s: disconnected from %s (%s); seerfs keeps reconnecting in the background: try again later, or check the host",
+				 sb->name, who, h->last_err[0] ? h->last_err : "no connection yet");
+			pthread_mutex_unlock(&h->lock);
+			return r;
+		}
+		if (!h->kick) {
+			h->kick = 1;
+			pthread_cond_broadcast(&h->cond);
+		}
+		ssh_cond_wait_until(&h->cond, &h->lock, deadline);
+	}
+}
+
+/* Runs a short command on sb's host; its stdout (if out) is collected. */
+static void collect(void *ud, int stream, const void *data, size_t len)
+{
+	if (stream == SSH_EXEC_STDOUT && ud)
+		sbuf_append(ud, data, len);
+}
+
+static int run_short(struct sandbox *sb, const char *cmd, struct sbuf *out, int *code, char *err, size_t n)
+{
+	ssh_conn *c;
+	int r = host_acquire(sb, &c, NULL, NULL, err, n);
+	if (r < 0)
+		return r;
+	ssh_exec_status st;
+	char e2[SSH_ERRMSG_LEN];
+	r = ssh_exec_run(c, cmd, NULL, 0, collect, out, entry_of(sb)->timeout_ms, &st, e2, sizeof(e2));
+	if (r < 0) {
+		snprintf(err, n, "sandbox %s: on %s: %s", sb->name, entry_of(sb)->host, e2[0] ? e2 : strerror(-r));
+		return r;
+	}
+	*code = st.exited ? st.exit_code : 128 + signal_number(st.signal);
+	return 0;
+}
+
+/* ---- provider operations ---------------------------------------------------------------- */
+
+static struct ssh_sb *priv_of(struct sandbox *sb)
+{
+	if (!sb->priv) {
+		struct ssh_sb *s = xcalloc(1, sizeof(*s));
+		s->sb = sb;
+		pthread_mutex_init(&s->lock, NULL);
+		sb->priv = s;
+	}
+	return sb->priv;
+}
+
+static int is_host_repo(const char *url)
+{
+	return url[0] == '/' || url[0] == '~' || !strncmp(url, "file://", 7) || !strncmp(url, "./", 2) ||
+	       !strncmp(url, "../", 3);
+}
+
+static int ssh_check(struct sandbox *sb, const struct seer_config *cfg, char *err, size_t n)
+{
+	const struct seer_provider_entry *e = entry_of(sb);
+	if (!e) {
+		snprintf(err, n, "sandbox %s: provider \"%s\" has no settings; write config.json again", sb->name,
+			 cfg->provider);
+		return -EINVAL;
+	}
+	const char *what = cfg->n_local_files ? "local_files"
+			   : cfg->n_local_dirs ? "local_dirs"
+			   : cfg->n_models     ? "models"
+					       : NULL;
+	for (size_t i = 0; !what && i < cfg->n_repos; i++)
+		if (is_host_repo(cfg->repos[i].url))
+			what = "repos from a path on this machine";
+	if (what) {
+		snprintf(err, n,
+			 "sandbox %s: %s cannot be provisioned on the ssh provider %s (%s) yet; remove it from config.json and copy the files in through %s/root/ once the sandbox runs",
+			 sb->name, what, e->name, e->host, sb->name);
+		return -ENOTSUP;
+	}
+	if (!cfg->gpu)
+		return 0;
+	struct sbuf out = {0};
+	int code = -1;
+	int r = run_short(sb, "nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null", &out, &code, err, n);
+	if (r < 0) {
+		sbuf_free(&out);
+		return r;
+	}
+	int match = 0, total = 0;
+	for (char *save = NULL, *l = out.data ? strtok_r(out.data, "\r\n", &save) : NULL; l;
+	     l = strtok_r(NULL, "\r\n", &save)) {
+		total++;
+		if (strcasestr(l, cfg->gpu) || !strcasecmp(cfg->gpu, "any"))
+			match++;
+	}
+	sbuf_free(&out);
+	if (code != 0 || total == 0) {
+		snprintf(err, n,
+			 "sandbox %s: gpu \"%s\" asked for, but %s (provider %s) has no NVIDIA GPU (nvidia-smi failed there); set \"gpu\": null or use a provider whose host has one",
+			 sb->name, cfg->gpu, e->host, e->name);
+		return -ENODEV;
+	}
+	if (match < cfg->gpu_count) {
+		snprintf(err, n,
+			 "sandbox %s: gpu \"%s\" x%d asked for, but %s (provider %s) has %d such of %d GPU(s); change \"gpu\" or use another provider",
+			 sb->name, cfg->gpu, cfg->gpu_count, e->host, e->name, match, total);
+		return -ENODEV;
+	}
+	return 0;
+}
+
+/* mkdir -p over SFTP (existing directories are fine). */
+static int sftp_mkdir_p(sftp_client *s, const char *path, uint32_t mode)
+{
+	char p[2048];
+	snprintf(p, sizeof(p), "%s", path);
+	for (char *q = p + 1;; q++) {
+		if (*q == '/' || !*q) {
+			char c = *q;
+			*q = '\0';
+			int r = sftp_mkdir(s, p, mode);
+			if (r < 0 && r != -EEXIST) {
+				sftp_attrs a;
+				if (sftp_stat(s, p, &a) < 0)
+					return r;
+			}
+			*q = c;
+			if (!c)
+				break;
+		}
+	}
+	return 0;
+}
+
+static void host_register(struct ssh_sb *s)
+{
+	if (s->registered)
+		return;
+	pthread_mutex_lock(&s->h->sbs_lock);
+	s->next = s->h->sbs;
+	s->h->sbs = s;
+	s->registered = 1;
+	pthread_mutex_unlock(&s->h->sbs_lock);
+}
+
+static void host_unregister(struct ssh_sb *s)
+{
+	if (!s->registered)
+		return;
+	pthread_mutex_lock(&s->h->sbs_lock);
+	for (struct ssh_sb **pp = &s->h->sbs; *pp; pp = &(*pp)->next) {
+		if (*pp == s) {
+			*pp = s->next;
+			break;
+		}
+	}
+	s->registered = 0;
+	pthread_mutex_unlock(&s->h->sbs_lock);
+}
+
+static int ssh_start(struct sandbox *sb, const struct seer_config *cfg, char *err, size_t n)
+{
+	const struct seer_provider_entry *e = entry_of(sb);
+	struct ssh_sb *s = priv_of(sb);
+	struct ssh_host *h = host_of(sb);
+	if (s->h != h) {   /* a new config may name another entry */
+		if (s->h)
+			host_unregister(s);
+		s->h = h;
+	}
+	host_register(s);
+	ssh_conn *c;
+	sftp_client *cli;
+	int bwrap = 0;
+	int r = host_acquire(sb, &c, &cli, &bwrap, err, n);
+	if (r < 0)
+		return r;
+	char who[512];
+	describe(e, who, sizeof(who));
+	char root[2048];
+	if (e->mode == SEER_SSH_DIRECT) {
+		snprintf(root, sizeof(root), "/");
+		bwrap = 0;
+	} else {
+		char *wd = NULL;
+		if (e->workdir[0] != '/') {
+			/* Relative to the remote user's home: SFTP starts there. */
+			r = sftp_mkdir_p(cli, e->workdir, 0700);
+			if (r == 0)
+				r = sftp_realpath(cli, e->workdir, &wd);
+		} else {
+			wd = xstrdup(e->workdir);
+		}
+		if (r == 0)
+			snprintf(root, sizeof(root), "%s/%s", wd, sb->name);
+		free(wd);
+		static const char *const sub[] = {"", "/workspace", "/tmp", "/root", NULL};
+		for (int i = 0; r == 0 && sub[i]; i++) {
+			char p[2100];
+			snprintf(p, sizeof(p), "%s%s", root, sub[i]);
+			r = sftp_mkdir_p(cli, p, i == 2 ? 01777 : 0755);
+		}
+		if (r < 0) {
+			snprintf(err, n, "sandbox %s: cannot create its directory under %s on %s: %s; check that the remote user may write there",
+				 sb->name, e->workdir, who, strerror(-r));
+			return r;
+		}
+	}
+	pthread_mutex_lock(&s->lock);
+	snprintf(s->root, sizeof(s->root), "%s", root);
+	s->bwrap = bwrap;
+	s->network = cfg->network;
+	s->gpu = cfg->gpu != NULL;
+	s->running = 1;
+	pthread_mutex_unlock(&s->lock);
+	if (e->mode == SEER_SSH_DIRECT)
+		sandbox_log(sb, "sandbox %s: on %s, host key %s; mode direct: the SSH endpoint is the sandbox (root/ is its /); isolation: none beyond the endpoint itself",
+			    sb->name, who, ssh_conn_fingerprint(c));
+	else if (bwrap)
+		sandbox_log(sb, "sandbox %s: on %s, host key %s, in %s; isolation: bubblewrap on %s", sb->name, who,
+			    ssh_conn_fingerprint(c), root, e->host);
+	else
+		sandbox_log(sb, "sandbox %s: on %s, host key %s, in %s; isolation: NONE (no working bwrap on %s): commands run as %s in that directory; install bubblewrap there for isolation",
+			    sb->name, who, ssh_conn_fingerprint(c), root, e->host, e->user);
+	return 0;
+}
+
+static void job_free(struct ssh_job *j)
+{
+	if (j->e)
+		ssh_exec_free(j->e);
+	if (j->fd_in >= 0)
+		close(j->fd_in);
+	if (j->fd_out >= 0)
+		close(j->fd_out);
+	if (j->fd_err >= 0)
+		close(j->fd_err);
+	sbuf_free(&j->head);
+	free(j);
+}
+
+/* Joins and frees finished jobs; with all, waits for every job. */
+static void reap(struct ssh_sb *s, int all)
+{
+	for (;;) {
+		struct ssh_job *j = NULL;
+		pthread_mutex_lock(&s->lock);
+		for (struct ssh_job **pp = &s->jobs; *pp; pp = &(*pp)->next) {
+			if ((*pp)->done || all) {
+				j = *pp;
+				*pp = j->next;
+				break;
+			}
+		}
+		pthread_mutex_unlock(&s->lock);
+		if (!j)
+			return;
+		if (j->started)
+			pthread_join(j->th, NULL);
+		job_free(j);
+	}
+}
+
+/* Output of a job's channel: stdout up to the pid line is the wrapper's
+ * (and login noise such as a chatty .bashrc), the rest the job's. */
+static void job_output(void *ud, int stream, const void *data, size_t len)
+{
+	struct ssh_job *j = ud;
+	if (stream == SSH_EXEC_STDERR) {
+		write_all(j->fd_err, data, len);
+		return;
+	}
+	if (j->got_pid) {
+		write_all(j->fd_out, data, len);
+		return;
+	}
+	sbuf_append(&j->head, data, len);
+	char *m = j->head.data ? strstr(j->head.data, PID_MARK) : NULL;
+	char *nl = m ? strchr(m, '\n') : NULL;
+	if (!nl) {
+		if (j->head.len > (1 << 20)) /* no marker in 1 MiB: give up */
+			j->got_pid = -1;
+		return;
+	}
+	j->pid = atoi(m + strlen(PID_MARK));
+	j->got_pid = j->pid > 0 ? 1 : -1;
+	size_t rest = j->head.len - (size_t)(nl + 1 - j->head.data);
+	if (rest && j->got_pid > 0)
+		write_all(j->fd_out, nl + 1, rest);
+}
+
+static void *job_main(void *arg)
+{
+	struct ssh_job *j = arg;
+	struct sandbox *sb = j->s->sb;
+	int stdin_open = j->fd_in >= 0;
+	ssh_exec_status st;
+	memset(&st, 0, sizeof(st));
+	int r;
+	char buf[65536];
+	for (;;) {
+		if (j->abort) {
+			r = -ECANCELED;
+			break;
+		}
+		if (!stdin_open) {
+			r = ssh_exec_wait(j->e, 200, &st);
+			if (r == -ETIMEDOUT)
+				continue;
+			break;
+		}
+		struct pollfd p = {j->fd_in, POLLIN, 0};
+		if (poll(&p, 1, 20) > 0) {
+			ssize_t k = read(j->fd_in, buf, sizeof(buf));
+			if (k > 0) {
+				r = ssh_exec_write(j->e, buf, (size_t)k, -1);
+				if (r == -EPIPE) {
+					stdin_open = 0;   /* the command is gone or closed stdin */
+				} else if (r < 0) {
+					break;
+				}
+			} else if (k == 0 || (errno != EINTR && errno != EAGAIN)) {
+				ssh_exec_close_stdin(j->e);
+				stdin_open = 0;
+			}
+		}
+		r = ssh_exec_pump(j->e);
+		if (r < 0)
+			break;
+		if (r == 1)
+			stdin_open = 0;
+	}
+	int status;
+	if (r == 0 && st.exited) {
+		status = (st.exit_code & 0xff) << 8;
+	} else if (r == 0 && st.signal[0]) {
+		status = signal_number(st.signal);
+	} else if (r == 0) {
+		status = 255 << 8;   /* closed without a status: sshd died mid-way */
+	} else {
+		/* The link died (or stop gave up on it): the job counts as hung up. */
+		status = SIGHUP;
+		sandbox_log(sb, "sandbox %s: job pid %d on %s: %s; it ends as killed by SIGHUP", sb->name, j->pid,
+			    entry_of(sb)->host,
+			    r == -ENOTCONN ? "disconnected (the SSH connection was lost)" : strerror(-r));
+	}
+	/* Output first, so readers see EOF no later than the exit. */
+	close(j->fd_out);
+	close(j->fd_err);
+	j->fd_out = j->fd_err = -1;
+	jobs_on_exit(sb, &(struct seer_exit){.cookie = (uint64_t)j->pid, .status = status});
+	j->done = 1;
+	return NULL;
+}
+
+/* Maps a path as the sandbox sees it to the remote host's (no bwrap). */
+static void host_path(struct ssh_sb *s, const char *p, struct sbuf *out)
+{
+	static const char *const mapped[] = {"/workspace", "/tmp", "/root", NULL};
+	for (int i = 0; mapped[i]; i++) {
+		size_t l = strlen(mapped[i]);
+		if (!strncmp(p, mapped[i], l) && (p[l] == '/' || !p[l])) {
+			sbuf_printf(out, "%s%s", s->root, p);
+			return;
+		}
+	}
+	sbuf_printf(out, "%s", p);
+}
+
+/* The script the wrapper evals: pid line, cwd, environment, exec. */
+static void build_script(struct ssh_sb *s, const struct seer_provider_entry *e, const struct seer_spawn *req,
+			 struct sbuf *b)
+{
+	const char *cwd = req->cwd ? req->cwd : "/workspace";
+	int direct = e->mode == SEER_SSH_DIRECT;
+	sbuf_printf(b, "printf '%s%%s\\n' \"$$\"\n", PID_MARK);
+	struct sbuf d = {0};
+	if (direct)
+		sbuf_printf(&d, "%s", cwd);
+	else
+		host_path(s, cwd, &d);
+	sbuf_printf(b, "cd ");
+	sq(b, d.data);
+	if (direct)
+		sbuf_printf(b, " 2>/dev/null || cd || exit 126\n");
+	else
+		sbuf_printf(b, " || exit 126\n");
+	sbuf_free(&d);
+	for (size_t i = 0; req->envp && req->envp[i]; i++) {
+		const char *kv = req->envp[i], *eq = strchr(kv, '=');
+		if (!eq || eq == kv)
+			continue;
+		size_t kl = (size_t)(eq - kv);
+		int ok = 1;
+		for (size_t k = 0; k < kl; k++)
+			ok &= kv[k] == '_' || (kv[k] >= 'A' && kv[k] <= 'Z') || (kv[k] >= 'a' && kv[k] <= 'z') ||
+			      (k && kv[k] >= '0' && kv[k] <= '9');
+		if (!ok)
+			continue;
+		/* In direct mode the remote login's identity stands. */
+		static const char *const own[] = {"HOME", "USER", "LOGNAME", "SHELL", NULL};
+		int skip = 0;
+		for (int k = 0; direct && own[k]; k++)
+			skip |= kl == strlen(own[k]) && !strncmp(kv, own[k], kl);
+		if (skip)
+			continue;
+		sbuf_printf(b, "export %.*s=", (int)kl, kv);
+		if (!direct && !s->bwrap && kl == 4 && !strncmp(kv, "HOME", 4)) {
+			struct sbuf hp = {0};
+			host_path(s, eq + 1, &hp);
+			sq(b, hp.data);
+			sbuf_free(&hp);
+		} else {
+			sq(b, eq + 1);
+		}
+		sbuf_printf(b, "\n");
+	}
+	if (!direct && !s->bwrap) {
+		sbuf_printf(b, "export TMPDIR=");
+		struct sbuf t = {0};
+		sbuf_printf(&t, "%s/tmp", s->root);
+		sq(b, t.data);
+		sbuf_free(&t);
+		sbuf_printf(b, "\n");
+	}
+	if (s->bwrap) {
+		/* Host secrets stay hidden: shadow files and sshd's keys. */
+		sbuf_printf(b, "x=\n[ -e /etc/shadow ] && x=\"$x --ro-bind /dev/null /etc/shadow\"\n"
+			       "[ -e /etc/gshadow ] && x=\"$x --ro-bind /dev/null /etc/gshadow\"\n"
+			       "[ -d /etc/ssh ] && x=\"$x --tmpfs /etc/ssh\"\n");
+		if (s->gpu)
+			sbuf_printf(b, "for d in /dev/nvidia*; do [ -e \"$d\" ] && x=\"$x --dev-bind $d $d\"; done\n");
+		sbuf_printf(b, "exec bwrap --die-with-parent --unshare-ipc --unshare-uts --hostname ");
+		sq(b, s->sb->name);
+		if (!s->network)
+			sbuf_printf(b, " --unshare-net");
+		sbuf_printf(b, " --cap-drop ALL --ro-bind /usr /usr --ro-bind-try /bin /bin --ro-bind-try /sbin /sbin"
+			       " --ro-bind-try /lib /lib --ro-bind-try /lib64 /lib64 --ro-bind-try /lib32 /lib32"
+			       " --ro-bind /etc /etc $x --proc /proc --dev /dev");
+		static const char *const dirs[] = {"workspace", "tmp", "root", NULL};
+		for (int i = 0; dirs[i]; i++) {
+			struct sbuf p = {0};
+			sbuf_printf(&p, "%s/%s", s->root, dirs[i]);
+			sbuf_printf(b, " --bind ");
+			sq(b, p.data);
+			sbuf_printf(b, " /%s", dirs[i]);
+			sbuf_free(&p);
+		}
+		sbuf_printf(b, " --chdir ");
+		sq(b, cwd);
+		sbuf_printf(b, " --");
+	} else {
+		sbuf_printf(b, "exec");
+	}
+	for (size_t i = 0; req->argv[i]; i++) {
+		sbuf_printf(b, " ");
+		sq(b, req->argv[i]);
+	}
+	sbuf_printf(b, "\n");
+}
+
+static int ssh_spawn(struct sandbox *sb, const struct seer_spawn *req, int *pid, char *err, size_t n)
+{
+	struct ssh_sb *s = priv_of(sb);
+	const struct seer_provider_entry *e = entry_of(sb);
+	reap(s, 0);
+	pthread_mutex_lock(&s->lock);
+	int running = s->running;
+	pthread_mutex_unlock(&s->lock);
+	if (!running) {
+		snprintf(err, n, "sandbox %s: not started on %s", sb->name, e->host);
+		return -ENOTCONN;
+	}
+	ssh_conn *c;
+	int r = host_acquire(sb, &c, NULL, NULL, err, n);
+	if (r < 0)
+		return r;
+	unsigned char rnd[12];
+	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+		memset(rnd, 0x5a, sizeof(rnd));
+	char marker[64] = "@@seer-end-";
+	for (size_t i = 0; i < sizeof(rnd); i++)
+		snprintf(marker + strlen(marker), 3, "%02x", rnd[i]);
+	/* The fixed wrapper: reads the script from stdin (byte-wise, so the
+	 * job's own stdin stays unread) and evals it in this very process. */
+	struct sbuf w = {0}, inner = {0}, script = {0};
+	sbuf_printf(&inner, "s=; while IFS= read -r l; do [ \"$l\" = %s ] && break; s=\"$s$l\n\"; done; eval \"$s\"", marker);
+	sbuf_printf(&w, "exec /bin/sh -c ");
+	sq(&w, inner.data);
+	sbuf_free(&inner);
+	pthread_mutex_lock(&s->lock);
+	build_script(s, e, req, &script);
+	pthread_mutex_unlock(&s->lock);
+	sbuf_printf(&script, "%s\n", marker);
+
+	struct ssh_job *j = xcalloc(1, sizeof(*j));
+	j->s = s;
+	j->fd_in = fcntl(req->fd_in, F_DUPFD_CLOEXEC, 3);
+	j->fd_out = fcntl(req->fd_out, F_DUPFD_CLOEXEC, 3);
+	j->fd_err = fcntl(req->fd_err, F_DUPFD_CLOEXEC, 3);
+	if (j->fd_in < 0 || j->fd_out < 0 || j->fd_err < 0) {
+		r = -errno;
+		snprintf(err, n, "sandbox %s: cannot duplicate the job's pipes: %s", sb->name, strerror(-r));
+		goto fail;
+	}
+	char e2[SSH_ERRMSG_LEN] = "";
+	r = ssh_exec_start(c, w.data, job_output, j, &j->e, e2, sizeof(e2));
+	if (r < 0) {
+		snprintf(err, n, "sandbox %s: cannot start a command on %s: %s%s", sb->name, e->host, e2[0] ? e2 : strerror(-r),
+			 r == -ENOTCONN ? " (disconnected; seerfs reconnects in the background: try again)" : "");
+		goto fail;
+	}
+	r = ssh_exec_write(j->e, script.data, script.len, e->timeout_ms);
+	int64_t deadline = ssh_now_ms() + e->timeout_ms;
+	ssh_exec_status st;
+	while (r == 0 && !j->got_pid) {
+		r = ssh_exec_wait(j->e, 10, &st);
+		if (r == -ETIMEDOUT && ssh_now_ms() < deadline)
+			r = 0;
+		else if (r == 0 && !j->got_pid)
+			r = -EIO;   /* ended without starting */
+	}
+	if (r < 0 || j->got_pid < 0) {
+		if (r == 0)
+			r = -EIO;
+		snprintf(err, n, "sandbox %s: the remote shell on %s did not start the command: %s%s", sb->name, e->host,
+			 strerror(-r), r == -ENOTCONN ? " (disconnected; seerfs reconnects in the background: try again)" : "");
+		goto fail;
+	}
+	*pid = j->pid;
+	pthread_mutex_lock(&s->lock);
+	j->next = s->jobs;
+	s->jobs = j;
+	j->started = pthread_create(&j->th, NULL, job_main, j) == 0;
+	if (!j->started)
+		j->done = 1;
+	pthread_mutex_unlock(&s->lock);
+	sbuf_free(&w);
+	sbuf_free(&script);
+	if (!j->started) {
+		/* No pump: end the remote command and report it gone. */
+		jobs_on_exit(sb, &(struct seer_exit){.cookie = (uint64_t)*pid, .status = SIGKILL});
+	}
+	return 0;
+fail:
+	sbuf_free(&w);
+	sbuf_free(&script);
+	job_free(j);
+	return r;
+}
+
+static int ssh_signal(struct sandbox *sb, int pid, int sig, int tree)
+{
+	if (pid <= 1 || sig < 0 || sig > 64)
+		return -EINVAL;
+	char cmd[96], err[SSH_ERRMSG_LEN];
+	snprintf(cmd, sizeof(cmd), tree ? "kill -%d -- -%d" : "kill -%d %d", sig, pid);
+	int code = -1;
+	int r = run_short(sb, cmd, NULL, &code, err, sizeof(err));
+	if (r < 0) {
+		sandbox_log(sb, "%s", err);
+		return r;
+	}
+	return code == 0 ? 0 : -ESRCH;
+}
+
+static int ssh_stop(struct sandbox *sb)
+{
+	struct ssh_sb *s = priv_of(sb);
+	struct sbuf cmd = {0};
+	pthread_mutex_lock(&s->lock);
+	s->running = 0;
+	for (struct ssh_job *j = s->jobs; j; j = j->next)
+		if (!j->done && j->pid > 1)
+			sbuf_printf(&cmd, "%skill -9 -- -%d 2>/dev/null", cmd.len ? "; " : "", j->pid);
+	pthread_mutex_unlock(&s->lock);
+	if (cmd.len && s->h) {
+		sbuf_printf(&cmd, "; true");
+		char err[SSH_ERRMSG_LEN];
+		int code;
+		if (run_short(sb, cmd.data, NULL, &code, err, sizeof(err)) < 0)
+			sandbox_log(sb, "%s; its remote processes may still run", err);
+	}
+	sbuf_free(&cmd);
+	pthread_mutex_lock(&s->lock);
+	for (struct ssh_job *j = s->jobs; j; j = j->next)
+		j->abort = 1;
+	pthread_mutex_unlock(&s->lock);
+	reap(s, 1);
+	return 0;
+}
+
+static int ssh_destroy(struct sandbox *sb)
+{
+	const struct seer_provider_entry *e = entry_of(sb);
+	struct ssh_sb *s = priv_of(sb);
+	if (!e || e->mode == SEER_SSH_DIRECT || !s->h)
+		return 0;   /* the endpoint is not ours to delete */
+	char root[2048];
+	pthread_mutex_lock(&s->lock);
+	snprintf(root, sizeof(root), "%s", s->root);
+	pthread_mutex_unlock(&s->lock);
+	if (!root[0] || !strcmp(root, "/"))
+		return 0;
+	struct sbuf cmd = {0};
+	sbuf_printf(&cmd, "rm -rf -- ");
+	sq(&cmd, root);
+	char err[SSH_ERRMSG_LEN];
+	int code = -1;
+	int r = run_short(sb, cmd.data, NULL, &code, err, sizeof(err));
+	sbuf_free(&cmd);
+	if (r < 0 || code != 0) {
+		sandbox_log(sb, "sandbox %s: could not remove %s on %s (%s); remove it by hand", sb->name, root, e->host,
+			    r < 0 ? err : "rm failed");
+		return r < 0 ? r : -EIO;
+	}
+	sandbox_log(sb, "sandbox %s: removed %s on %s", sb->name, root, e->host);
+	return 0;
+}
+
+static int ssh_root_fd(struct sandbox *sb)
+{
+	(void)sb;
+	return -ENOTSUP;   /* remote: root_remote instead */
+}
+
+static int ssh_root_remote(struct sandbox *sb, struct sftp_client **cli, char *root, size_t len)
+{
+	struct ssh_sb *s = priv_of(sb);
+	pthread_mutex_lock(&s->lock);
+	int running = s->running;
+	snprintf(root, len, "%s", s->root);
+	pthread_mutex_unlock(&s->lock);
+	if (!running || !s->h)
+		return -ENOTCONN;
+	char err[SSH_ERRMSG_LEN];
+	sftp_client *c = NULL;
+	int r = host_acquire(sb, NULL, &c, NULL, err, sizeof(err));
+	if (r < 0)
+		return r;
+	*cli = c;
+	return 0;
+}
+
+static int ssh_freeze(struct sandbox *sb, int freeze)
+{
+	(void)sb;
+	(void)freeze;
+	return -ENOTSUP;   /* no snapshots on ssh (docs/ssh.md) */
+}
+
+static int ssh_busy(struct sandbox *sb)
+{
+	struct ssh_sb *s = priv_of(sb);
+	int busy = 0;
+	pthread_mutex_lock(&s->lock);
+	for (struct ssh_job *j = s->jobs; j; j = j->next)
+		busy |= !j->done;
+	pthread_mutex_unlock(&s->lock);
+	return busy;
+}
+
+static void ssh_release(struct sandbox *sb)
+{
+	struct ssh_sb *s = sb->priv;
+	if (!s)
+		return;
+	if (s->jobs)
+		ssh_stop(sb);
+	if (s->h)
+		host_unregister(s);
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+	sb->priv = NULL;
+}
+
+const struct seer_provider seer_provider_ssh = {
+	.name = "ssh",
+	.check = ssh_check,
+	.start = ssh_start,
+	.stop = ssh_stop,
+	.destroy = ssh_destroy,
+	.root_fd = ssh_root_fd,
+	.root_remote = ssh_root_remote,
+	.spawn = ssh_spawn,
+	.signal = ssh_signal,
+	.freeze = ssh_freeze,
+	.busy = ssh_busy,
+	.release = ssh_release,
+};

@@ -1,0 +1,246 @@
+/*
+ * providers.c - reading the providers file (see providers.h).
+ *
+ * Entries are interned rather than owned by a sandbox: a sandbox's config
+ * can change, a restart can resolve it again, and the ssh provider keys its
+ * shared connection on the entry; an entry that never goes away makes all
+ * of that free of lifetime questions at the cost of a few bytes per edit
+ * of the file.
+ */
+#include "core/providers.h"
+#include "core/ctx.h"
+#include "core/util.h"
+
+#include <errno.h>
+#include <json-c/json.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct seer_remote_ctx *seer_remote_ctx(struct seer_ctx *ctx)
+{
+	pthread_mutex_lock(&ctx->lock);
+	if (!ctx->ssh) {
+		struct seer_remote_ctx *r = xcalloc(1, sizeof(*r));
+		pthread_mutex_init(&r->lock, NULL);
+		ctx->ssh = r;
+	}
+	struct seer_remote_ctx *r = ctx->ssh;
+	pthread_mutex_unlock(&ctx->lock);
+	return r;
+}
+
+static const char *home_of(struct seer_ctx *ctx)
+{
+	struct passwd *pw = getpwuid(ctx->uid);
+	if (pw && pw->pw_dir)
+		return pw->pw_dir;
+	const char *h = getenv("HOME");
+	return h ? h : "/";
+}
+
+/* "~/x" is the mounting user's home on this machine (identity and
+ * known_hosts files are local). */
+static char *local_path(struct seer_ctx *ctx, const char *p)
+{
+	if (!p)
+		return NULL;
+	if (p[0] == '~' && (p[1] == '/' || !p[1])) {
+		struct sbuf b = {0};
+		sbuf_printf(&b, "%s%s", home_of(ctx), p + 1);
+		return b.data;
+	}
+	return xstrdup(p);
+}
+
+static int same_str(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && !strcmp(a, b));
+}
+
+static int same_entry(const struct seer_provider_entry *a, const struct seer_provider_entry *b)
+{
+	return same_str(a->name, b->name) && same_str(a->type, b->type) && same_str(a->host, b->host) &&
+	       a->port == b->port && same_str(a->user, b->user) && same_str(a->identity_file, b->identity_file) &&
+	       a->use_agent == b->use_agent && same_str(a->known_hosts, b->known_hosts) &&
+	       same_str(a->workdir, b->workdir) && a->mode == b->mode && a->timeout_ms == b->timeout_ms;
+}
+
+static void entry_free(struct seer_provider_entry *e)
+{
+	free(e->name);
+	free(e->type);
+	free(e->host);
+	free(e->user);
+	free(e->identity_file);
+	free(e->known_hosts);
+	free(e->workdir);
+	free(e);
+}
+
+static const char *str_field(struct json_object *o, const char *k)
+{
+	struct json_object *v;
+	if (!json_object_object_get_ex(o, k, &v) || !json_object_is_type(v, json_type_string))
+		return NULL;
+	return json_object_get_string(v);
+}
+
+static int parse_entry(struct seer_ctx *ctx, const char *file, const char *name, struct json_object *o,
+		       struct seer_provider_entry **out, char *err, size_t n)
+{
+	static const char *const known[] = {"type", "host", "port", "user", "identity_file", "agent",
+					    "known_hosts", "workdir", "mode", "timeout", NULL};
+	if (!json_object_is_type(o, json_type_object)) {
+		snprintf(err, n, "providers file %s: entry \"%s\" must be an object; fix the file", file, name);
+		return -EINVAL;
+	}
+	json_object_object_foreach(o, key, val) {
+		(void)val;
+		int ok = 0;
+		for (int i = 0; known[i]; i++)
+			ok |= !strcmp(key, known[i]);
+		if (!ok) {
+			snprintf(err, n, "providers file %s: entry \"%s\": unknown field \"%s\"; fix the file", file, name, key);
+			return -EINVAL;
+		}
+	}
+	const char *type = str_field(o, "type");
+	if (!type || strcmp(type, "ssh")) {
+		snprintf(err, n, "providers file %s: entry \"%s\": field \"type\" must be \"ssh\"%s%s", file, name,
+			 type ? ", not " : " (missing)", type ? type : "");
+		return -EINVAL;
+	}
+	const char *host = str_field(o, "host");
+	if (!host || !*host) {
+		snprintf(err, n, "providers file %s: entry \"%s\": field \"host\" is missing; add the SSH host name",
+			 file, name);
+		return -EINVAL;
+	}
+	struct seer_provider_entry *e = xcalloc(1, sizeof(*e));
+	e->name = xstrdup(name);
+	e->type = xstrdup(type);
+	e->host = xstrdup(host);
+	e->port = 22;
+	e->timeout_ms = 30000;
+	struct json_object *v;
+	if (json_object_object_get_ex(o, "port", &v)) {
+		int p = json_object_get_int(v);
+		if (!json_object_is_type(v, json_type_int) || p < 1 || p > 65535) {
+			snprintf(err, n, "providers file %s: entry \"%s\": field \"port\" must be a number 1..65535", file, name);
+			entry_free(e);
+			return -EINVAL;
+		}
+		e->port = p;
+	}
+	if (json_object_object_get_ex(o, "timeout", &v)) {
+		double t = json_object_get_double(v);
+		if ((!json_object_is_type(v, json_type_int) && !json_object_is_type(v, json_type_double)) || t <= 0 ||
+		    t > 3600) {
+			snprintf(err, n, "providers file %s: entry \"%s\": field \"timeout\" must be seconds (0 < t <= 3600)",
+				 file, name);
+			entry_free(e);
+			return -EINVAL;
+		}
+		e->timeout_ms = (int)(t * 1000);
+	}
+	const char *user = str_field(o, "user");
+	if (!user) {
+		struct passwd *pw = getpwuid(ctx->uid);
+		user = pw ? pw->pw_name : "root";
+	}
+	e->user = xstrdup(user);
+	e->identity_file = local_path(ctx, str_field(o, "identity_file"));
+	e->use_agent = !e->identity_file;
+	if (json_object_object_get_ex(o, "agent", &v))
+		e->use_agent = json_object_get_boolean(v);
+	const char *kh = str_field(o, "known_hosts");
+	if (kh) {
+		e->known_hosts = local_path(ctx, kh);
+	} else {
+		struct sbuf b = {0};
+		sbuf_printf(&b, "%s/.ssh/known_hosts", home_of(ctx));
+		e->known_hosts = b.data;
+	}
+	const char *mode = str_field(o, "mode");
+	if (!mode || !strcmp(mode, "host")) {
+		e->mode = SEER_SSH_HOST;
+	} else if (!strcmp(mode, "direct")) {
+		e->mode = SEER_SSH_DIRECT;
+	} else {
+		snprintf(err, n, "providers file %s: entry \"%s\": field \"mode\" must be \"host\" or \"direct\", not \"%s\"",
+			 file, name, mode);
+		entry_free(e);
+		return -EINVAL;
+	}
+	const char *wd = str_field(o, "workdir");
+	if (wd && (wd[0] != '/' || strstr(wd, "/../") || !strcmp(wd, "/") || str_endswith(wd, "/.."))) {
+		snprintf(err, n,
+			 "providers file %s: entry \"%s\": field \"workdir\" must be an absolute directory other than /, not \"%s\"",
+			 file, name, wd);
+		entry_free(e);
+		return -EINVAL;
+	}
+	/* Without a workdir, sandboxes go to ~/seerfs of the remote user (the
+	 * remote shell expands it; SFTP paths relative to the login directory). */
+	e->workdir = xstrdup(wd ? wd : "seerfs");
+	size_t l = strlen(e->workdir);
+	while (l > 1 && e->workdir[l - 1] == '/')
+		e->workdir[--l] = '\0';
+	*out = e;
+	return 0;
+}
+
+int seer_providers_lookup(struct seer_ctx *ctx, const char *name, const struct seer_provider_entry **out,
+			  char *err, size_t n)
+{
+	const char *file = ctx->providers_file ? ctx->providers_file : "(none)";
+	char *text = NULL;
+	size_t len = 0;
+	int r = ctx->providers_file ? read_file(ctx->providers_file, 1 << 20, &text, &len) : -ENOENT;
+	if (r < 0) {
+		snprintf(err, n,
+			 "no provider named \"%s\": the providers file %s cannot be read (%s); built in is only \"local\", others are named there (docs/ssh.md)",
+			 name, file, strerror(-r));
+		return -ENOENT;
+	}
+	struct json_tokener *tok = json_tokener_new();
+	struct json_object *root = json_tokener_parse_ex(tok, text, (int)len);
+	enum json_tokener_error je = json_tokener_get_error(tok);
+	json_tokener_free(tok);
+	free(text);
+	if (!root || je != json_tokener_success || !json_object_is_type(root, json_type_object)) {
+		snprintf(err, n, "providers file %s is not a JSON object%s%s; fix it", file,
+			 je != json_tokener_success ? ": " : "", je != json_tokener_success ? json_tokener_error_desc(je) : "");
+		json_object_put(root);
+		return -EINVAL;
+	}
+	struct json_object *o;
+	if (!json_object_object_get_ex(root, name, &o)) {
+		snprintf(err, n, "no provider named \"%s\" in the providers file %s (built in: local); add it there", name,
+			 file);
+		json_object_put(root);
+		return -ENOENT;
+	}
+	struct seer_provider_entry *e = NULL;
+	r = parse_entry(ctx, file, name, o, &e, err, n);
+	json_object_put(root);
+	if (r < 0)
+		return r;
+	struct seer_remote_ctx *rc = seer_remote_ctx(ctx);
+	pthread_mutex_lock(&rc->lock);
+	for (struct seer_provider_entry *x = rc->entries; x; x = x->next) {
+		if (same_entry(x, e)) {
+			entry_free(e);
+			*out = x;
+			pthread_mutex_unlock(&rc->lock);
+			return 0;
+		}
+	}
+	e->next = rc->entries;
+	rc->entries = e;
+	pthread_mutex_unlock(&rc->lock);
+	*out = e;
+	return 0;
+}

@@ -1,0 +1,384 @@
+"""test_sftpfs.py - fs/sftpfs.c (root/ over SFTP) through the standalone
+harness tests/unit/sftpmount.c, against a real OpenSSH sshd on 127.0.0.1
+(sshd_fixture.py).  The sshd serves a local backing directory, so the
+"remote side" can be changed directly to check invalidation.
+
+The harness binary comes from $SEERFS_SFTPMOUNT, else build/sftpmount,
+else it is built here with gcc (ASan/UBSan when SEERFS_SFTPMOUNT_ASAN=1).
+Needs root or user FUSE mounts, sshd, tar, git.  About a minute.
+"""
+
+import ctypes
+import errno
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from sshd_fixture import SshdFixture  # noqa: E402
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def harness_binary():
+    env = os.environ.get("SEERFS_SFTPMOUNT")
+    if env:
+        return env
+    asan = os.environ.get("SEERFS_SFTPMOUNT_ASAN") == "1"
+    out = os.path.join(ROOT, "build", "sftpmount-asan" if asan else "sftpmount")
+    srcs = ["tests/unit/sftpmount.c", "fs/sftpfs.c", "core/sshconn.c", "core/sftp.c"]
+    newest = max(os.path.getmtime(os.path.join(ROOT, s)) for s in srcs)
+    if os.path.exists(out) and os.path.getmtime(out) >= newest:
+        return out
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "fuse3", "libssh2"],
+                           check=True, capture_output=True, text=True).stdout.split()
+    cmd = ["gcc", "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-g",
+           "-D_GNU_SOURCE", "-DFUSE_USE_VERSION=314", "-I", ROOT]
+    cmd += ["-O1", "-fsanitize=address,undefined"] if asan else ["-O2"]
+    cmd += [os.path.join(ROOT, s) for s in srcs] + flags + ["-lpthread", "-o", out]
+    subprocess.run(cmd, check=True)
+    return out
+
+
+def is_mounted(path):
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == path for line in f)
+
+
+class Mount:
+    def __init__(self, sshd, remote, mnt, timeout="60"):
+        self.sshd, self.remote, self.mnt = sshd, remote, mnt
+        env = dict(os.environ, SFTPMOUNT_TIMEOUT=timeout)
+        self.log = open(os.path.join(os.path.dirname(mnt), "sftpmount.log"), "w")
+        self.proc = subprocess.Popen(
+            [harness_binary(), sshd.host, str(sshd.port), sshd.user,
+             sshd.identity_file, sshd.known_hosts, remote, mnt, "-o", "fsname=sftpfs"],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 15
+        while not is_mounted(mnt):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("sftpmount did not mount: " + self.log_text())
+            time.sleep(0.05)
+
+    def log_text(self):
+        self.log.flush()
+        with open(self.log.name) as f:
+            return f.read()[-4000:]
+
+    def invalidate(self):
+        os.kill(self.proc.pid, signal.SIGUSR1)
+        time.sleep(0.3)
+
+    def close(self):
+        subprocess.run(["umount", "-l", self.mnt], capture_output=True)
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def env():
+    if not os.path.exists("/dev/fuse"):
+        pytest.skip("no /dev/fuse")
+    tmp = tempfile.mkdtemp(prefix="sftpfs-test-")
+    remote = os.path.join(tmp, "remote")
+    mnt = os.path.join(tmp, "mnt")
+    os.makedirs(remote)
+    os.makedirs(mnt)
+    sshd = SshdFixture(sftp_server="sftp-server").start()
+    m = Mount(sshd, remote, mnt)
+    try:
+        yield m
+    finally:
+        m.close()
+        sshd.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def R(env, *p):
+    return os.path.join(env.remote, *p)
+
+
+def M(env, *p):
+    return os.path.join(env.mnt, *p)
+
+
+def errno_of(fn, *a, **kw):
+    try:
+        fn(*a, **kw)
+    except OSError as e:
+        return e.errno
+    return 0
+
+
+libc = ctypes.CDLL(None, use_errno=True)
+AT_FDCWD = -100
+
+
+def renameat2(old, new, flags):
+    libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    r = libc.renameat2(AT_FDCWD, old.encode(), AT_FDCWD, new.encode(), flags)
+    return 0 if r == 0 else ctypes.get_errno()
+
+
+def test_files_offsets_truncate(env):
+    p = M(env, "f.txt")
+    with open(p, "wb") as f:
+        f.write(b"hello world")
+    fd = os.open(p, os.O_RDWR)
+    os.pwrite(fd, b"XY", 6)
+    os.pwrite(fd, b"tail", 20)  # hole
+    assert os.pread(fd, 100, 0) == b"hello XYrld" + b"\0" * 9 + b"tail"
+    os.ftruncate(fd, 5)
+    os.close(fd)
+    assert open(p, "rb").read() == b"hello"
+    assert open(R(env, "f.txt"), "rb").read() == b"hello"
+    os.truncate(p, 2)
+    assert os.stat(p).st_size == 2
+    with open(p, "ab") as f:
+        f.write(b"++")
+    assert open(p, "rb").read() == b"he++"
+    assert errno_of(os.open, p, os.O_CREAT | os.O_EXCL | os.O_WRONLY) == errno.EEXIST
+    with open(p, "w") as f:  # O_TRUNC
+        f.write("new")
+    assert open(R(env, "f.txt")).read() == "new"
+    assert errno_of(os.stat, M(env, "nope")) == errno.ENOENT
+    assert errno_of(open, M(env, "nodir", "x"), "w") == errno.ENOENT
+    os.unlink(p)
+    assert not os.path.exists(R(env, "f.txt"))
+    assert errno_of(os.unlink, p) == errno.ENOENT
+
+
+def test_rename(env):
+    a, b = M(env, "ra"), M(env, "rb")
+    open(a, "w").write("A")
+    open(b, "w").write("B")
+    os.rename(a, b)  # over an existing file
+    assert open(b).read() == "A" and not os.path.exists(a)
+    open(a, "w").write("A2")
+    assert renameat2(a, b, 1) == errno.EEXIST  # RENAME_NOREPLACE
+    assert open(b).read() == "A" and open(a).read() == "A2"
+    assert renameat2(a, M(env, "rc"), 1) == 0
+    assert open(M(env, "rc")).read() == "A2"
+    assert renameat2(M(env, "rc"), b, 2) in (errno.EINVAL, errno.ENOTSUP)  # EXCHANGE
+    os.makedirs(M(env, "rd", "sub"))
+    open(M(env, "rd", "sub", "x"), "w").write("x")
+    os.rename(M(env, "rd"), M(env, "re"))
+    assert open(M(env, "re", "sub", "x")).read() == "x"
+    assert errno_of(os.stat, M(env, "rd", "sub", "x")) == errno.ENOENT
+    os.mkdir(M(env, "rf"))
+    open(M(env, "rf", "y"), "w").write("y")
+    assert errno_of(os.rename, M(env, "re"), M(env, "rf")) == errno.ENOTEMPTY
+
+
+def test_dirs(env):
+    d = M(env, "d1")
+    os.mkdir(d, 0o750)
+    assert os.stat(d).st_mode & 0o7777 == 0o750 & ~0o022 | (0o750 & 0o022 and 0)
+    assert errno_of(os.mkdir, d) == errno.EEXIST
+    open(os.path.join(d, "x"), "w").close()
+    assert errno_of(os.rmdir, d) == errno.ENOTEMPTY
+    assert sorted(os.listdir(d)) == ["x"]
+    os.unlink(os.path.join(d, "x"))
+    os.rmdir(d)
+    assert not os.path.exists(R(env, "d1"))
+
+
+def test_symlinks_and_links(env):
+    os.makedirs(M(env, "sl", "sub"))
+    open(M(env, "sl", "target"), "w").write("T")
+    os.symlink("target", M(env, "sl", "rel"))
+    assert os.readlink(M(env, "sl", "rel")) == "target"
+    assert open(M(env, "sl", "rel")).read() == "T"
+    # An absolute target is shown relative, resolving inside the mount.
+    os.symlink("/sl/target", R(env, "sl", "sub", "abs"))
+    env.invalidate()
+    assert os.readlink(M(env, "sl", "sub", "abs")) == "../../sl/target"
+    assert open(M(env, "sl", "sub", "abs")).read() == "T"
+    os.symlink("../../../../etc/passwd", R(env, "sl", "sub", "up"))
+    assert os.readlink(M(env, "sl", "sub", "up")) == "../../etc/passwd"
+    # utime on the link itself must not touch its target
+    t_before = os.stat(R(env, "sl", "target")).st_mtime
+    os.utime(M(env, "sl", "rel"), (1000000000, 1000000000), follow_symlinks=False)
+    assert os.lstat(R(env, "sl", "rel")).st_mtime == 1000000000
+    assert os.stat(R(env, "sl", "target")).st_mtime == t_before
+    assert os.lstat(M(env, "sl", "rel")).st_mtime == 1000000000
+    # hard links
+    os.link(M(env, "sl", "target"), M(env, "sl", "hard"))
+    assert os.stat(R(env, "sl", "hard")).st_ino == os.stat(R(env, "sl", "target")).st_ino
+    assert open(M(env, "sl", "hard")).read() == "T"
+    # chmod, utime on a file
+    os.chmod(M(env, "sl", "target"), 0o600)
+    assert os.stat(R(env, "sl", "target")).st_mode & 0o777 == 0o600
+    assert os.stat(M(env, "sl", "target")).st_mode & 0o777 == 0o600
+    os.utime(M(env, "sl", "target"), (2000000000, 2000000001))
+    st = os.stat(R(env, "sl", "target"))
+    assert (st.st_atime, st.st_mtime) == (2000000000, 2000000001)
+
+
+def test_statfs(env):
+    a, b = os.statvfs(env.mnt), os.statvfs(env.remote)
+    assert a.f_blocks * a.f_frsize == b.f_blocks * b.f_frsize
+    assert a.f_namemax == b.f_namemax
+
+
+def test_tar_symlinks_and_cp_a(env):
+    src = tempfile.mkdtemp(prefix="sftpfs-src-")
+    try:
+        os.makedirs(os.path.join(src, "t", "a", "b"))
+        for i in range(50):
+            with open(os.path.join(src, "t", "a", f"f{i}"), "wb") as f:
+                f.write(os.urandom(i * 97))
+        os.symlink("f1", os.path.join(src, "t", "a", "lnk"))
+        os.symlink("../a/f2", os.path.join(src, "t", "a", "b", "up"))
+        os.symlink("dangling", os.path.join(src, "t", "dang"))
+        os.chmod(os.path.join(src, "t", "a", "f3"), 0o751)
+        tarball = os.path.join(src, "t.tar")
+        subprocess.run(["tar", "cf", tarball, "-C", src, "t"], check=True)
+        os.mkdir(M(env, "tx"))
+        subprocess.run(["tar", "xf", tarball, "-C", M(env, "tx")], check=True, timeout=60)
+        subprocess.run(["diff", "-r", "--no-dereference", os.path.join(src, "t"), M(env, "tx", "t")],
+                       check=True)
+        lm = os.lstat(M(env, "tx", "t", "a", "lnk")).st_mtime
+        assert lm == int(os.lstat(os.path.join(src, "t", "a", "lnk")).st_mtime)  # SFTP: whole seconds
+        subprocess.run(["cp", "-a", M(env, "tx", "t"), M(env, "cpa")], check=True, timeout=60)
+        subprocess.run(["diff", "-r", "--no-dereference", os.path.join(src, "t"), M(env, "cpa")],
+                       check=True)
+        assert os.stat(R(env, "cpa", "a", "f3")).st_mode & 0o777 == 0o751
+    finally:
+        shutil.rmtree(src)
+
+
+def test_git(env):
+    g = M(env, "repo")
+    os.mkdir(g)
+    for i in range(30):
+        open(os.path.join(g, f"file{i}.c"), "w").write(f"int x{i};\n")
+    genv = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
+                GIT_COMMITTER_EMAIL="t@t", HOME=g)
+    run = lambda *a: subprocess.run(["git", "-c", "safe.directory=*", *a], cwd=g, env=genv, check=True,
+                                    capture_output=True, text=True, timeout=60)
+    run("init", "-q")
+    run("add", "-A")
+    run("commit", "-q", "-m", "init")
+    assert run("status", "--porcelain").stdout == ""
+    open(os.path.join(g, "file3.c"), "a").write("// more\n")
+    assert run("status", "--porcelain").stdout.strip() == "M file3.c"
+    run("fsck", "--no-progress")
+
+
+def test_big_file(env):
+    data = os.urandom(1 << 20) * 100  # 100 MiB
+    h = hashlib.sha256(data).hexdigest()
+    with open(M(env, "big"), "wb") as f:
+        for i in range(0, len(data), 1 << 20):
+            f.write(data[i:i + (1 << 20)])
+    assert os.stat(R(env, "big")).st_size == len(data)
+    env.invalidate()  # read from the server, not the page cache
+    with open(M(env, "big"), "rb") as f:
+        assert hashlib.sha256(f.read()).hexdigest() == h
+    with open(R(env, "big"), "rb") as f:
+        assert hashlib.sha256(f.read()).hexdigest() == h
+    os.unlink(M(env, "big"))
+
+
+def test_stale_entries(env):
+    p = M(env, "stale.txt")
+    open(p, "w").write("one")
+    assert open(p).read() == "one"
+    assert errno_of(os.stat, M(env, "later")) == errno.ENOENT  # negative entry
+    os.makedirs(M(env, "sd"))
+    assert os.listdir(M(env, "sd")) == []
+    # the sandbox changes its files (a job ran): write the backing dir
+    with open(R(env, "stale.txt"), "w") as f:
+        f.write("two, longer")
+    open(R(env, "later"), "w").write("L")
+    open(R(env, "sd", "new"), "w").write("N")
+    os.unlink(R(env, "stale.txt"))
+    os.symlink("later", R(env, "stale.txt"))
+    env.invalidate()
+    assert os.path.islink(p) and os.readlink(p) == "later"
+    assert open(p).read() == "L"
+    assert os.listdir(M(env, "sd")) == ["new"]
+    assert open(M(env, "sd", "new")).read() == "N"
+    # data cache of a file kept open elsewhere
+    open(R(env, "cached"), "w").write("v1")
+    env.invalidate()
+    assert open(M(env, "cached")).read() == "v1"
+    open(R(env, "cached"), "w").write("v2")  # same size, same second
+    env.invalidate()
+    assert open(M(env, "cached")).read() == "v2"
+
+
+def test_link_loss_fails_promptly():
+    """Killing the sshd session process during a large read and a large
+    write gives EIO/ENOTCONN within seconds, never a hang."""
+    tmp = tempfile.mkdtemp(prefix="sftpfs-kill-")
+    remote, mnt = os.path.join(tmp, "remote"), os.path.join(tmp, "mnt")
+    os.makedirs(remote)
+    os.makedirs(mnt)
+    sshd = SshdFixture(sftp_server="sftp-server").start()
+    m = None
+    try:
+        with open(os.path.join(remote, "big"), "wb") as f:
+            f.truncate(2 << 30)  # sparse 2 GiB
+        m = Mount(sshd, remote, mnt)
+        results = {}
+
+        def reader():
+            t0 = time.monotonic()
+            try:
+                with open(os.path.join(mnt, "big"), "rb") as f:
+                    while f.read(1 << 20):
+                        pass
+                results["read"] = 0
+            except OSError as e:
+                results["read"] = e.errno
+            results["read_t"] = time.monotonic() - t0
+
+        def writer():
+            buf = b"w" * (1 << 20)
+            try:
+                with open(os.path.join(mnt, "out"), "wb") as f:
+                    for _ in range(4096):
+                        f.write(buf)
+                results["write"] = 0
+            except OSError as e:
+                results["write"] = e.errno
+
+        ths = [threading.Thread(target=reader), threading.Thread(target=writer)]
+        for t in ths:
+            t.start()
+        time.sleep(1.0)
+        killed = time.monotonic()
+        assert sshd.kill_session_processes()
+        for t in ths:
+            t.join(30)
+        assert not any(t.is_alive() for t in ths), "hung after link loss"
+        assert time.monotonic() - killed < 15
+        assert results["read"] in (errno.EIO, errno.ENOTCONN, errno.ETIMEDOUT), results
+        assert results["write"] in (errno.EIO, errno.ENOTCONN, errno.ETIMEDOUT), results
+        # later operations fail too, promptly
+        t0 = time.monotonic()
+        assert errno_of(os.listdir, os.path.join(mnt)) in (errno.ENOTCONN, errno.EIO, 0)
+        assert errno_of(open, os.path.join(mnt, "newfile"), "w") in (errno.ENOTCONN, errno.EIO)
+        assert time.monotonic() - t0 < 5
+    finally:
+        if m:
+            m.close()
+        sshd.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
