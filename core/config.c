@@ -384,6 +384,19 @@ static int parse_json(const char *text, size_t len, struct json_object **out, ch
 	json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
 	struct json_object *o = json_tokener_parse_ex(tok, text, (int)len);
 	enum json_tokener_error je = json_tokener_get_error(tok);
+	size_t lead = strspn(text, " \t\r\n");
+	if (!o && je == json_tokener_continue && lead < len && !strchr("{[\"", text[lead])) {
+		/* A bare number or literal is complete, but json-c waits for more
+		 * digits: end the text so it says what it got. */
+		o = json_tokener_parse_ex(tok, "", 1);
+		je = json_tokener_get_error(tok);
+		if (je == json_tokener_success) {
+			json_tokener_free(tok);
+			const char *t = o ? type_name(o) : "null";
+			json_object_put(o);
+			return fail(err, n, "the config must be a JSON object ({...}), got %s", t);
+		}
+	}
 	size_t end = json_tokener_get_parse_end(tok);
 	json_tokener_free(tok);
 	int line, col;

@@ -268,6 +268,16 @@ static uint64_t mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
+/* Not one of ours: fs/ll.c's virtual inodes, or another backend's. */
+static int foreign_ino(fuse_ino_t ino)
+{
+#ifdef REMOTE_INO_FLAG
+	if (ino & REMOTE_INO_FLAG)
+		return 1;
+#endif
+	return ino_is_virtual(ino);
+}
+
 static struct pnode *node_of(fuse_ino_t ino)
 {
 	return (struct pnode *)(uintptr_t)ino;
@@ -1431,7 +1441,7 @@ static int lookup_core(struct pass_fs *p, struct pnode *dir, const char *name, s
 /* Ops are only ever called with our inode numbers; a virtual one reaching
  * us is a dispatcher bug, answered without touching memory. */
 #define NODE(req, ino, n, p)                                 \
-	if (ino_is_virtual(ino)) {                           \
+	if (foreign_ino(ino)) {                              \
 		fuse_reply_err((req), EIO);                  \
 		return;                                      \
 	}                                                    \
@@ -1462,7 +1472,7 @@ static void pass_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 void pass_forget_one(fuse_ino_t ino, uint64_t nlookup)
 {
-	if (ino_is_virtual(ino))
+	if (foreign_ino(ino))
 		return;
 	forget_node(node_of(ino), nlookup);
 }
@@ -1771,7 +1781,7 @@ static void pass_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fus
 			const char *newname, unsigned int flags)
 {
 	NODE(req, parent, dir, p);
-	if (ino_is_virtual(newparent) || node_of(newparent)->p != p) {
+	if (foreign_ino(newparent) || node_of(newparent)->p != p) {
 		fuse_reply_err(req, EXDEV);
 		return;
 	}
@@ -1807,7 +1817,7 @@ done:
 static void pass_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
 	NODE(req, ino, n, p);
-	if (ino_is_virtual(newparent) || node_of(newparent)->p != p) {
+	if (foreign_ino(newparent) || node_of(newparent)->p != p) {
 		fuse_reply_err(req, EXDEV);
 		return;
 	}
@@ -2235,7 +2245,7 @@ static void pass_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in
 {
 	NODE(req, ino_in, n, p);
 	(void)n;
-	if (ino_is_virtual(ino_out) || node_of(ino_out)->p != p) {
+	if (foreign_ino(ino_out) || node_of(ino_out)->p != p) {
 		fuse_reply_err(req, EXDEV);     /* the kernel falls back to copying */
 		return;
 	}

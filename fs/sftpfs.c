@@ -60,9 +60,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SFTPFS_WORKERS 8
+#ifndef SFTPFS_WORKERS
+#define SFTPFS_WORKERS 4
+#endif
 /* Write-behind budget: bytes accepted but not yet acknowledged. */
 #define SFTPFS_WB_MAX (64u << 20)
+/* Sequential reads: the window fetched ahead grows to this. */
+#define SFTPFS_RA_MIN (1u << 20)
+#define SFTPFS_RA_MAX (8u << 20)
 /* Negative entries remembered for invalidation; past this, not cached. */
 #define SFTPFS_NEG_MAX 16384
 #define SFTPFS_DEFAULT_TIMEOUT 30.0
@@ -76,6 +81,10 @@ struct snode {
 	uint64_t nlookup;
 	unsigned pending;     /* write-behind jobs not yet acknowledged */
 	uint32_t mode;        /* S_IFMT of the last attributes seen */
+	struct sdir *list;    /* cached listing (directories), or NULL */
+	int64_t list_ms;      /* when it was read */
+	unsigned misses;      /* lookups sent to the server since */
+	uint64_t wgen;        /* bumped by every write/truncate through us */
 };
 
 struct sfile {
@@ -85,6 +94,16 @@ struct sfile {
 	int written;
 	unsigned pending;
 	int werr;             /* sticky write-behind error */
+	/* Readahead: the kernel reads 128 KiB at a time (its window cannot
+	 * be raised above the bdi default), one round trip each; sequential
+	 * readers get a growing window fetched in one pipelined burst. */
+	pthread_mutex_t ra_mu;
+	pthread_cond_t ra_cv;
+	int ra_filling;
+	char *ra_buf;
+	uint64_t ra_off, ra_wgen, ra_next;
+	size_t ra_len, ra_win;
+	int ra_eof;           /* the window ended at end of file */
 };
 
 struct wjob {
@@ -101,9 +120,12 @@ struct sdent {
 	sftp_attrs a;
 };
 
+/* A directory listing, sorted by name; shared by the node's cache and
+ * open directory handles (refs under r->mu). */
 struct sdir {
 	struct sdent *e;
 	size_t n;
+	int refs;
 };
 
 struct neg {
@@ -139,6 +161,13 @@ struct sftpfs {
 	pthread_t workers[SFTPFS_WORKERS];
 	int nworkers;
 };
+
+static int get_list(struct sftpfs *r, struct snode *n, struct sdir **out);
+static struct sdir *fresh_list(struct sftpfs *r, struct snode *n, double t);
+static int sdent_cmp(const void *a, const void *b);
+static void sdir_put(struct sdir *d);
+static void drop_list(struct snode *n);
+static void drop_parent_list(struct sftpfs *r, const char *path);
 
 static struct snode *node_of(fuse_ino_t ino)
 {
@@ -257,6 +286,44 @@ static void sftpfs_free(struct sftpfs *r)
 	free(r);
 }
 
+static void sdir_free(struct sdir *d)
+{
+	for (size_t i = 0; i < d->n; i++)
+		free(d->e[i].name);
+	free(d->e);
+	free(d);
+}
+
+/* Under r->mu. */
+static void sdir_put(struct sdir *d)
+{
+	if (d && --d->refs == 0)
+		sdir_free(d);
+}
+
+/* Under r->mu: n's cached listing is no longer true. */
+static void drop_list(struct snode *n)
+{
+	if (n && n->list) {
+		sdir_put(n->list);
+		n->list = NULL;
+	}
+	if (n)
+		n->misses = 0;
+}
+
+/* Under r->mu: the listing of the directory holding path changed. */
+static void drop_parent_list(struct sftpfs *r, const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	if (!slash)
+		return;
+	char *dir = strndup(path, slash == path ? 1 : (size_t)(slash - path));
+	if (dir)
+		drop_list(tab_find(r, dir));
+	free(dir);
+}
+
 /* Under r->mu; returns whether the sftpfs itself must now be freed. */
 static int node_unref(struct snode *n, uint64_t k)
 {
@@ -267,6 +334,7 @@ static int node_unref(struct snode *n, uint64_t k)
 	tab_remove(r, n);
 	if (r->rootn == n)
 		r->rootn = NULL;
+	drop_list(n);
 	free(n->path);
 	free(n);
 	return --r->refs == 0;
@@ -275,6 +343,7 @@ static int node_unref(struct snode *n, uint64_t k)
 /* Under r->mu: the orphaned node no longer names a path. */
 static void node_orphan(struct sftpfs *r, struct snode *n)
 {
+	drop_list(n);
 	tab_remove(r, n);
 	free(n->path);
 	n->path = NULL;
@@ -622,6 +691,7 @@ void sftpfs_invalidate(struct sftpfs *r)
 	struct inval *v = calloc(cap, sizeof(*v));
 	for (size_t i = 0; v && i < r->tabsz; i++) {
 		for (struct snode *n = r->tab[i]; n; n = n->hnext) {
+			drop_list(n);
 			v[k].ino = ino_of(n);
 			if (n != r->rootn) {
 				char *slash = strrchr(n->path, '/');
@@ -684,6 +754,18 @@ void sftpfs_forget_one(fuse_ino_t ino, uint64_t nlookup)
 
 /* ---- operations ------------------------------------------------------- */
 
+/* Something in directory n (or, n NULL, the one holding path) changed
+ * through us: its cached listing goes. */
+static void dir_changed(struct sftpfs *r, struct snode *n, const char *path)
+{
+	pthread_mutex_lock(&r->mu);
+	if (n)
+		drop_list(n);
+	else if (path)
+		drop_parent_list(r, path);
+	pthread_mutex_unlock(&r->mu);
+}
+
 #define BEGIN(ino)                                 \
 	struct snode *n = node_of(ino);            \
 	struct sftpfs *r = n->r;                   \
@@ -732,8 +814,33 @@ static void s_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (!p)
 		FAIL(rc);
 	drain_path(r, p);
+	double t = cur_timeout(r);
 	sftp_attrs a;
-	rc = sftp_lstat(r->cli, p, &a);
+	/* Answer from the parent's listing when we have one; the second miss
+	 * in a directory fetches it (one round trip set for all siblings:
+	 * `git status` after a cache drop, `make` probing for files). */
+	pthread_mutex_lock(&r->mu);
+	struct snode *child = tab_find(r, p);
+	int writing = child && child->pending;
+	struct sdir *d = writing ? NULL : fresh_list(r, n, t);
+	if (d)
+		d->refs++;
+	int want = !d && !writing && t > 0 && ++n->misses >= 2;
+	pthread_mutex_unlock(&r->mu);
+	if (!d && want && get_list(r, n, &d) < 0)
+		d = NULL;
+	if (d) {
+		struct sdent key = {.name = (char *)name};
+		struct sdent *hit = bsearch(&key, d->e, d->n, sizeof(*d->e), sdent_cmp);
+		rc = hit ? 0 : -ENOENT;
+		if (hit)
+			a = hit->a;
+		pthread_mutex_lock(&r->mu);
+		sdir_put(d);
+		pthread_mutex_unlock(&r->mu);
+	} else {
+		rc = sftp_lstat(r->cli, p, &a);
+	}
 	struct fuse_entry_param e;
 	if (rc == -ENOENT) {
 		memset(&e, 0, sizeof(e));
@@ -784,6 +891,11 @@ static void s_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_
 	if (!p && !f)
 		FAIL(rc);
 	drain_node(n);
+	if (p)
+		dir_changed(r, NULL, p);
+	pthread_mutex_lock(&r->mu);
+	n->wgen++;
+	pthread_mutex_unlock(&r->mu);
 	sftp_attrs a, cur;
 	rc = 0;
 	if (to_set & FUSE_SET_ATTR_MODE) {
@@ -859,6 +971,7 @@ static void s_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t 
 		FAIL(rc);
 	sftp_attrs a;
 	rc = sftp_mkdir(r->cli, p, mode & 07777);
+	dir_changed(r, n, NULL);
 	if (rc == -EEXIST || rc == -ENOTEMPTY || rc == -EIO) {
 		/* The server says FAILURE for most things; tell EEXIST apart. */
 		if (sftp_lstat(r->cli, p, &a) == 0)
@@ -891,6 +1004,7 @@ static void s_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t 
 	sftp_attrs a = {.flags = SFTP_ATTR_PERMISSIONS, .perm = mode & 07777};
 	sftp_handle *h = NULL;
 	rc = sftp_open(r->cli, p, SFTP_WRITE | SFTP_CREAT | SFTP_EXCL, &a, &h);
+	dir_changed(r, n, NULL);
 	if (rc == 0) {
 		rc = sftp_fstat(r->cli, h, &a);
 		if (rc == 0)
@@ -925,6 +1039,7 @@ static void s_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (!p)
 		FAIL(rc);
 	rc = sftp_remove(r->cli, p);
+	dir_changed(r, n, NULL);
 	if (rc == -EIO) {
 		/* FAILURE: most likely a directory */
 		sftp_attrs a;
@@ -945,6 +1060,7 @@ static void s_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (!p)
 		FAIL(rc);
 	rc = sftp_rmdir(r->cli, p);
+	dir_changed(r, n, NULL);
 	if (rc == -ENOTEMPTY) {
 		sftp_attrs a;
 		int s = sftp_lstat(r->cli, p, &a);
@@ -966,6 +1082,7 @@ static void s_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const
 		FAIL(rc);
 	sftp_attrs a;
 	rc = sftp_symlink(r->cli, link, p);
+	dir_changed(r, n, NULL);
 	if (rc < 0 && rc != -ENOENT && rc != -EACCES && sftp_lstat(r->cli, p, &a) == 0)
 		rc = -EEXIST;
 	if (rc == 0)
@@ -993,6 +1110,8 @@ static void s_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const c
 	}
 	sftp_attrs a;
 	rc = sftp_hardlink(r->cli, op, p);
+	dir_changed(r, np, NULL);
+	dir_changed(r, NULL, op); /* the link count in its listing */
 	if (rc == 0)
 		rc = sftp_lstat(r->cli, p, &a);
 	struct fuse_entry_param e;
@@ -1108,6 +1227,8 @@ static void s_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_i
 			}
 		}
 	}
+	dir_changed(r, n, NULL);
+	dir_changed(r, node_of(newparent), NULL);
 	if (rc == 0) {
 		pthread_mutex_lock(&r->mu);
 		rename_nodes(r, from, to);
@@ -1250,6 +1371,16 @@ static uint32_t open_flags(struct sftpfs *r, int flags)
 	return pf;
 }
 
+static void file_free(struct sfile *f)
+{
+	if (!f)
+		return;
+	pthread_mutex_destroy(&f->ra_mu);
+	pthread_cond_destroy(&f->ra_cv);
+	free(f->ra_buf);
+	free(f);
+}
+
 static struct sfile *file_new(struct snode *n, sftp_handle *h, int flags)
 {
 	struct sfile *f = calloc(1, sizeof(*f));
@@ -1257,6 +1388,8 @@ static struct sfile *file_new(struct snode *n, sftp_handle *h, int flags)
 		f->n = n;
 		f->h = h;
 		f->append = !!(flags & O_APPEND);
+		pthread_mutex_init(&f->ra_mu, NULL);
+		pthread_cond_init(&f->ra_cv, NULL);
 	}
 	return f;
 }
@@ -1270,6 +1403,7 @@ static void s_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	sftp_attrs a = {.flags = SFTP_ATTR_PERMISSIONS, .perm = mode & 07777};
 	sftp_handle *h = NULL;
 	rc = sftp_open(r->cli, p, open_flags(r, fi->flags) | SFTP_CREAT | ((fi->flags & O_EXCL) ? SFTP_EXCL : 0), &a, &h);
+	dir_changed(r, n, NULL);
 	if (rc == -EIO && (fi->flags & O_EXCL) && sftp_lstat(r->cli, p, &a) == 0)
 		rc = -EEXIST;
 	if (rc == 0) {
@@ -1300,7 +1434,7 @@ static void s_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 			sftp_close(r->cli, h);
 			op_exit(r);
 		}
-		free(f);
+		file_free(f);
 	}
 }
 
@@ -1310,8 +1444,10 @@ static void s_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	char *p = node_path(n, NULL, &rc);
 	if (!p)
 		FAIL(rc);
-	if (fi->flags & O_TRUNC)
+	if (fi->flags & O_TRUNC) {
 		drain_node(n);
+		dir_changed(r, NULL, p);
+	}
 	sftp_handle *h = NULL;
 	rc = sftp_open(r->cli, p, open_flags(r, fi->flags), NULL, &h);
 	free(p);
@@ -1332,8 +1468,21 @@ static void s_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			sftp_close(r->cli, h);
 			op_exit(r);
 		}
-		free(f);
+		file_free(f);
 	}
+}
+
+/* Serves [off, off+size) from f's window if it holds it; -1 if not. */
+static ssize_t ra_take(struct sfile *f, uint64_t wgen, uint64_t off, size_t size, char *out)
+{
+	if (!f->ra_buf || f->ra_wgen != wgen || off < f->ra_off || off > f->ra_off + f->ra_len)
+		return -1;
+	size_t have = (size_t)(f->ra_off + f->ra_len - off);
+	if (have < size && !f->ra_eof)
+		return -1;
+	size_t n = have < size ? have : size;
+	memcpy(out, f->ra_buf + (off - f->ra_off), n);
+	return (ssize_t)n;
 }
 
 static void s_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
@@ -1344,8 +1493,56 @@ static void s_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struc
 	char *buf = malloc(size ? size : 1);
 	if (!buf)
 		FAIL(-ENOMEM);
+	pthread_mutex_lock(&r->mu);
+	uint64_t wgen = n->wgen;
+	pthread_mutex_unlock(&r->mu);
 	size_t got = 0;
-	rc = sftp_pread_range(r->cli, f->h, (uint64_t)off, buf, size, &got, 0, 0);
+	uint64_t o = (uint64_t)off;
+	pthread_mutex_lock(&f->ra_mu);
+	while (f->ra_filling)
+		pthread_cond_wait(&f->ra_cv, &f->ra_mu);
+	ssize_t t = ra_take(f, wgen, o, size, buf);
+	int seq = o && o == f->ra_next;
+	f->ra_next = o + size;
+	if (t >= 0) {
+		pthread_mutex_unlock(&f->ra_mu);
+		got = (size_t)t;
+		rc = 0;
+	} else if (seq) {
+		/* Fetch a window from here; later reads (and the kernel's own
+		 * concurrent readahead) are served from it. */
+		size_t win = f->ra_win ? f->ra_win * 2 : SFTPFS_RA_MIN;
+		if (win > SFTPFS_RA_MAX)
+			win = SFTPFS_RA_MAX;
+		if (win < size)
+			win = size;
+		f->ra_win = win;
+		f->ra_filling = 1;
+		pthread_mutex_unlock(&f->ra_mu);
+		char *nb = malloc(win);
+		size_t ngot = 0;
+		rc = nb ? sftp_pread_range(r->cli, f->h, o, nb, win, &ngot, 0, 0) : -ENOMEM;
+		pthread_mutex_lock(&f->ra_mu);
+		if (rc == 0) {
+			free(f->ra_buf);
+			f->ra_buf = nb;
+			f->ra_off = o;
+			f->ra_len = ngot;
+			f->ra_eof = ngot < win;
+			f->ra_wgen = wgen;
+			got = ngot < size ? ngot : size;
+			memcpy(buf, nb, got);
+		} else {
+			free(nb);
+		}
+		f->ra_filling = 0;
+		pthread_cond_broadcast(&f->ra_cv);
+		pthread_mutex_unlock(&f->ra_mu);
+	} else {
+		f->ra_win = 0;
+		pthread_mutex_unlock(&f->ra_mu);
+		rc = sftp_pread_range(r->cli, f->h, o, buf, size, &got, 0, 0);
+	}
 	op_exit(r);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
@@ -1373,6 +1570,9 @@ static void s_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size
 		pthread_cond_wait(&r->done_cv, &r->mu);
 	rc = r->dead ? -ENOTCONN : f->werr;
 	if (rc == 0) {
+		if (!f->written && n->path)
+			drop_parent_list(r, n->path); /* its size there is stale now */
+		n->wgen++;
 		*r->jtail = j;
 		r->jtail = &j->next;
 		r->qbytes += size;
@@ -1399,6 +1599,12 @@ static void s_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	/* close(2): every byte written is acknowledged by the server (in its
 	 * kernel) before close returns, or close reports why not. */
 	rc = drain_file(r, f);
+	if (f->written) {
+		pthread_mutex_lock(&r->mu);
+		if (n->path)
+			drop_parent_list(r, n->path);
+		pthread_mutex_unlock(&r->mu);
+	}
 	op_exit(r);
 	fuse_reply_err(req, -rc);
 }
@@ -1430,31 +1636,22 @@ static void s_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		op_exit(r);
 	}
 	/* else the client is gone; the channel's close released the handle */
-	free(f);
+	file_free(f);
 	fuse_reply_err(req, 0);
 }
 
-static void sdir_free(struct sdir *d)
+static int sdent_cmp(const void *a, const void *b)
 {
-	for (size_t i = 0; i < d->n; i++)
-		free(d->e[i].name);
-	free(d->e);
-	free(d);
+	return strcmp(((const struct sdent *)a)->name, ((const struct sdent *)b)->name);
 }
 
-static void s_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+/* Reads the whole listing of path (READDIR brings every entry's lstat). */
+static int fetch_list(struct sftpfs *r, const char *path, struct sdir **out)
 {
-	BEGIN(ino);
-	char *p = node_path(n, NULL, &rc);
-	if (!p)
-		FAIL(rc);
-	/* The whole listing is read here: offsets stay stable, and READDIR's
-	 * attributes feed readdirplus. */
 	sftp_handle *h = NULL;
-	rc = sftp_opendir(r->cli, p, &h);
-	free(p);
+	int rc = sftp_opendir(r->cli, path, &h);
 	if (rc < 0)
-		FAIL(rc);
+		return rc;
 	struct sdir *d = calloc(1, sizeof(*d));
 	size_t cap = 0;
 	while (d) {
@@ -1487,8 +1684,75 @@ static void s_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (rc < 0) {
 		if (d)
 			sdir_free(d);
-		FAIL(rc);
+		return rc;
 	}
+	if (d->n > 1)
+		qsort(d->e, d->n, sizeof(*d->e), sdent_cmp);
+	d->refs = 1;
+	*out = d;
+	return 0;
+}
+
+/* Under r->mu: n's listing if still fresh. */
+static struct sdir *fresh_list(struct sftpfs *r, struct snode *n, double t)
+{
+	(void)r;
+	if (!n->list)
+		return NULL;
+	if (t <= 0 || now_ms() - n->list_ms > (int64_t)(t * 1000)) {
+		drop_list(n);
+		return NULL;
+	}
+	return n->list;
+}
+
+/* The listing of n, from the cache or the server; the caller owns a ref. */
+static int get_list(struct sftpfs *r, struct snode *n, struct sdir **out)
+{
+	double t = cur_timeout(r);
+	pthread_mutex_lock(&r->mu);
+	struct sdir *d = fresh_list(r, n, t);
+	if (d)
+		d->refs++;
+	char *p = !d && n->path ? strdup(n->path) : NULL;
+	int gone = !d && !n->path;
+	pthread_mutex_unlock(&r->mu);
+	if (d) {
+		*out = d;
+		return 0;
+	}
+	if (gone)
+		return -ENOENT;
+	if (!p)
+		return -ENOMEM;
+	int64_t start = now_ms();
+	int rc = fetch_list(r, p, &d);
+	free(p);
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&r->mu);
+	/* Cache it unless something changed the directory meanwhile (a drop
+	 * after start would have cleared a listing older than this one). */
+	if (t > 0 && n->path && (!n->list || n->list_ms < start)) {
+		drop_list(n);
+		n->list = d;
+		n->list_ms = start;
+		d->refs++;
+	}
+	pthread_mutex_unlock(&r->mu);
+	*out = d;
+	return 0;
+}
+
+static void s_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	BEGIN(ino);
+	struct sdir *d = NULL;
+	/* The whole listing is read (or taken from the cache) here: offsets
+	 * stay stable, and READDIR's attributes feed readdirplus. */
+	rc = get_list(r, n, &d);
+	if (rc < 0)
+		FAIL(rc);
 	op_exit(r);
 	fi->fh = (uintptr_t)d;
 	if (cur_timeout(r) > 0) {
@@ -1497,8 +1761,11 @@ static void s_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fi->cache_readdir = 1;
 		fi->keep_cache = 1;
 	}
-	if (fuse_reply_open(req, fi) < 0)
-		sdir_free(d);
+	if (fuse_reply_open(req, fi) < 0) {
+		pthread_mutex_lock(&r->mu);
+		sdir_put(d);
+		pthread_mutex_unlock(&r->mu);
+	}
 }
 
 static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi, int plus)
@@ -1569,8 +1836,10 @@ static void s_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off
 
 static void s_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	(void)ino;
-	sdir_free((struct sdir *)(uintptr_t)fi->fh);
+	struct sftpfs *r = node_of(ino)->r;
+	pthread_mutex_lock(&r->mu);
+	sdir_put((struct sdir *)(uintptr_t)fi->fh);
+	pthread_mutex_unlock(&r->mu);
 	fuse_reply_err(req, 0);
 }
 

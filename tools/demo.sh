@@ -69,8 +69,8 @@ run cat demo/wait
 run cat demo/info.json
 step "echo 'echo \$GREETING from \$(hostname); uname -sr; id' > demo/exec"
 if echo 'echo $GREETING from $(hostname); uname -sr; id; echo demo > /workspace/note' >demo/exec 2>/dev/null; then
+	run cat demo/jobs/latest/exit      # waits for the job to end
 	run cat demo/jobs/latest/output
-	run cat demo/jobs/latest/exit
 	run ls -l demo/root/workspace
 	run cat demo/root/workspace/note
 else

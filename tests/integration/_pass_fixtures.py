@@ -40,9 +40,10 @@ def _passmount_binary(tmp: Path) -> str:
     env = os.environ.get("SEERFS_PASSMOUNT")
     if env:
         return env
-    for cand in (REPO / "build/tests/unit/passmount", Path("/tmp/passmount")):
-        if cand.is_file() and os.access(cand, os.X_OK):
-            return str(cand)
+    build = Path(os.environ.get("SEERFS_BUILD", "build"))
+    cand = (build if build.is_absolute() else REPO / build) / "tests/unit/passmount"
+    if cand.is_file() and os.access(cand, os.X_OK):
+        return str(cand)
     out = tmp / "passmount"
     cmd = ("gcc -std=gnu11 -D_GNU_SOURCE -DFUSE_USE_VERSION=314 -Wall -Wextra -Werror "
            "-Wno-unused-parameter -Wno-missing-field-initializers -g -fsanitize=address,undefined "
