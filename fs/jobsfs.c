@@ -56,21 +56,6 @@ struct exec_fh {
 	uint64_t pos;
 };
 
-static void fill(struct seer_fs *fs, struct stat *st, fuse_ino_t ino, mode_t mode, off_t size, uint64_t t)
-{
-	memset(st, 0, sizeof(*st));
-	st->st_ino = ino;
-	st->st_mode = mode;
-	st->st_nlink = S_ISDIR(mode) ? 2 : 1;
-	st->st_uid = fs->ctx->uid;
-	st->st_gid = fs->ctx->gid;
-	st->st_size = size;
-	st->st_blksize = 65536;
-	st->st_blocks = (size + 511) / 512;
-	st->st_mtim.tv_sec = st->st_ctim.tv_sec = st->st_atim.tv_sec = (time_t)(t / 1000000000ull);
-	st->st_mtim.tv_nsec = st->st_ctim.tv_nsec = st->st_atim.tv_nsec = (long)(t % 1000000000ull);
-}
-
 int jobsfs_readlink(struct sandbox *sb, fuse_ino_t ino, pid_t caller, char *buf, size_t len)
 {
 	uint32_t n = jobs_latest(sb, vino_kind(ino) == K_JOBS_MINE ? caller : 0);
@@ -84,14 +69,14 @@ int jobsfs_stat(struct seer_fs *fs, struct sandbox *sb, fuse_ino_t ino, struct s
 {
 	enum vkind k = vino_kind(ino);
 	if (k == K_JOBSDIR) {
-		fill(fs, st, ino, S_IFDIR | 0755, 0, now_ns());
+		fill_stat(fs, st, ino, S_IFDIR | 0755, 0, now_ns());
 		return 0;
 	}
 	if (k == K_JOBS_LATEST || k == K_JOBS_MINE) {
 		char buf[32];
 		if (jobsfs_readlink(sb, ino, 0, buf, sizeof(buf)) < 0)
 			strcpy(buf, "0");
-		fill(fs, st, ino, S_IFLNK | 0777, (off_t)strlen(buf), now_ns());
+		fill_stat(fs, st, ino, S_IFLNK | 0777, (off_t)strlen(buf), now_ns());
 		return 0;
 	}
 	struct job *j = jobs_find(sb, vino_sub(ino));
@@ -100,7 +85,7 @@ int jobsfs_stat(struct seer_fs *fs, struct sandbox *sb, fuse_ino_t ino, struct s
 	uint64_t t = job_mtime_ns(j);
 	int r = 0;
 	if (k == K_JOBDIR) {
-		fill(fs, st, ino, S_IFDIR | 0755, 0, t);
+		fill_stat(fs, st, ino, S_IFDIR | 0755, 0, t);
 	} else {
 		const struct jdesc *d = jd_kind(k);
 		off_t size = 0;
@@ -114,7 +99,7 @@ int jobsfs_stat(struct seer_fs *fs, struct sandbox *sb, fuse_ino_t ino, struct s
 				size = (off_t)strlen(c);
 				free(c);
 			}
-			fill(fs, st, ino, d->mode, size, t);
+			fill_stat(fs, st, ino, d->mode, size, t);
 		}
 	}
 	job_put(j);

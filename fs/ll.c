@@ -73,21 +73,51 @@ static void fs_sb_drop(struct seer_fs *fs, uint32_t serial)
 
 /* ---- parked reads ----------------------------------------------------------- */
 
-static void pend_interrupted(fuse_req_t req, void *data)
+/* Takes the first parked read that `match` accepts off the list. */
+static struct pend *pend_take(struct seer_fs *fs, int (*match)(const struct pend *, const void *), const void *key)
 {
-	struct seer_fs *fs = data;
 	struct pend *found = NULL;
-	/* Look the request up instead of trusting a pointer: the change path may
-	 * have answered and freed it already. */
 	pthread_mutex_lock(&fs->lock);
 	for (struct pend **pp = &fs->pends; *pp; pp = &(*pp)->next) {
-		if ((*pp)->req == req) {
+		if (match(*pp, key)) {
 			found = *pp;
 			*pp = found->next;
 			break;
 		}
 	}
 	pthread_mutex_unlock(&fs->lock);
+	return found;
+}
+
+static int match_req(const struct pend *p, const void *key)
+{
+	return p->req == (fuse_req_t)key;
+}
+
+static int match_fh(const struct pend *p, const void *key)
+{
+	return p->fh == key;
+}
+
+static int match_serial(const struct pend *p, const void *key)
+{
+	return p->serial == *(const uint32_t *)key;
+}
+
+static void pend_put_back(struct seer_fs *fs, struct pend *p)
+{
+	pthread_mutex_lock(&fs->lock);
+	p->next = fs->pends;
+	fs->pends = p;
+	pthread_mutex_unlock(&fs->lock);
+}
+
+static void pend_interrupted(fuse_req_t req, void *data)
+{
+	struct seer_fs *fs = data;
+	/* Look the request up instead of trusting a pointer: the change path may
+	 * have answered and freed it already. */
+	struct pend *found = pend_take(fs, match_req, req);
 	if (found) {
 		fuse_reply_err(req, EINTR);
 		free(found);
@@ -96,23 +126,33 @@ static void pend_interrupted(fuse_req_t req, void *data)
 
 void pend_park(struct seer_fs *fs, struct pend *p)
 {
-	pthread_mutex_lock(&fs->lock);
-	p->next = fs->pends;
-	fs->pends = p;
-	pthread_mutex_unlock(&fs->lock);
+	pend_put_back(fs, p);
 	fuse_req_interrupt_func(p->req, pend_interrupted, fs);
 	/* The state may have changed between the caller's check and parking. */
 	pend_kick(fs, p->serial);
 }
 
-static void pend_kick_locked(struct seer_fs *fs, uint32_t serial);
-
 void pend_kick(struct seer_fs *fs, uint32_t serial)
 {
 	/* One retry pass at a time, and never while a release frees the open
-	 * file a parked read points to. */
+	 * file a parked read points to. Each parked read of the sandbox is taken
+	 * off the list (then it is ours alone), tried once, and the ones not
+	 * ready yet go back together afterwards, so the pass ends. */
 	pthread_mutex_lock(&fs->pend_mu);
-	pend_kick_locked(fs, serial);
+	struct pend *again = NULL, *p;
+	while ((p = pend_take(fs, match_serial, &serial))) {
+		if (p->try_answer(fs, p)) {
+			free(p);
+		} else {
+			p->next = again;
+			again = p;
+		}
+	}
+	while (again) {
+		p = again;
+		again = p->next;
+		pend_put_back(fs, p);
+	}
 	pthread_mutex_unlock(&fs->pend_mu);
 }
 
@@ -120,78 +160,12 @@ void pend_kick(struct seer_fs *fs, uint32_t serial)
 static void pend_purge(struct seer_fs *fs, struct vfh *h)
 {
 	pthread_mutex_lock(&fs->pend_mu);
-	for (;;) {
-		struct pend *found = NULL;
-		pthread_mutex_lock(&fs->lock);
-		for (struct pend **pp = &fs->pends; *pp; pp = &(*pp)->next) {
-			if ((*pp)->fh == h) {
-				found = *pp;
-				*pp = found->next;
-				break;
-			}
-		}
-		pthread_mutex_unlock(&fs->lock);
-		if (!found)
-			break;
-		fuse_reply_err(found->req, EINTR);
-		free(found);
+	struct pend *p;
+	while ((p = pend_take(fs, match_fh, h))) {
+		fuse_reply_err(p->req, EINTR);
+		free(p);
 	}
 	pthread_mutex_unlock(&fs->pend_mu);
-}
-
-static void pend_kick_locked(struct seer_fs *fs, uint32_t serial)
-{
-	for (;;) {
-		struct pend *p = NULL;
-		pthread_mutex_lock(&fs->lock);
-		for (struct pend **pp = &fs->pends; *pp; pp = &(*pp)->next) {
-			if ((*pp)->serial == serial) {
-				p = *pp;
-				*pp = p->next;
-				break;
-			}
-		}
-		pthread_mutex_unlock(&fs->lock);
-		if (!p)
-			return;
-		/* Taken off the list, the request is ours alone: answer it or put it
-		 * back on a private list to park again afterwards. */
-		if (p->try_answer(fs, p)) {
-			free(p);
-			continue;
-		}
-		/* Not ready: re-park without re-registering the interrupt, and stop:
-		 * the others of this sandbox get their turn on the next change. The
-		 * loop would spin on this one otherwise. */
-		struct pend *rest = NULL;
-		pthread_mutex_lock(&fs->lock);
-		for (struct pend **pp = &fs->pends; *pp;) {
-			if ((*pp)->serial == serial) {
-				struct pend *q = *pp;
-				*pp = q->next;
-				q->next = rest;
-				rest = q;
-			} else {
-				pp = &(*pp)->next;
-			}
-		}
-		p->next = fs->pends;
-		fs->pends = p;
-		pthread_mutex_unlock(&fs->lock);
-		while (rest) {
-			struct pend *q = rest;
-			rest = q->next;
-			if (q->try_answer(fs, q)) {
-				free(q);
-				continue;
-			}
-			pthread_mutex_lock(&fs->lock);
-			q->next = fs->pends;
-			fs->pends = q;
-			pthread_mutex_unlock(&fs->lock);
-		}
-		return;
-	}
 }
 
 /* ---- hooks from core -------------------------------------------------------- */
@@ -308,7 +282,7 @@ static char *content_of(struct sandbox *sb, enum vkind k)
 	}
 }
 
-static void fill_stat(struct seer_fs *fs, struct stat *st, fuse_ino_t ino, mode_t mode, off_t size, uint64_t mtime_ns)
+void fill_stat(struct seer_fs *fs, struct stat *st, fuse_ino_t ino, mode_t mode, off_t size, uint64_t mtime_ns)
 {
 	memset(st, 0, sizeof(*st));
 	st->st_ino = ino;

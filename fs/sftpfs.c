@@ -423,10 +423,12 @@ static void drain_node(struct snode *n)
 /* Waits for f's jobs; returns its sticky error. */
 static int drain_file(struct sftpfs *r, struct sfile *f)
 {
+	/* Not cut short by sftpfs_kill(): it fails the queued jobs itself, and
+	 * a running one still uses f's handle until it returns. */
 	pthread_mutex_lock(&r->mu);
-	while (f->pending && !r->dead)
+	while (f->pending)
 		pthread_cond_wait(&r->done_cv, &r->mu);
-	int e = f->werr ? f->werr : (f->pending ? -ENOTCONN : 0);
+	int e = f->werr ? f->werr : (r->dead ? -ENOTCONN : 0);
 	pthread_mutex_unlock(&r->mu);
 	return e;
 }

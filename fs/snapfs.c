@@ -77,17 +77,10 @@ int snapfs_owns(fuse_ino_t ino)
 	return k == K_SNAPSHOT || k == K_SNAP_INFO || k == K_SNAP_ROOT;
 }
 
+/* Virtual attributes with the times of the file on disk behind them. */
 static void fill(struct seer_fs *fs, struct stat *st, fuse_ino_t ino, mode_t mode, off_t size, const struct stat *src)
 {
-	memset(st, 0, sizeof(*st));
-	st->st_ino = ino;
-	st->st_mode = mode;
-	st->st_nlink = S_ISDIR(mode) ? 2 : 1;
-	st->st_uid = fs->ctx->uid;
-	st->st_gid = fs->ctx->gid;
-	st->st_size = size;
-	st->st_blksize = 4096;
-	st->st_blocks = (size + 511) / 512;
+	fill_stat(fs, st, ino, mode, size, 0);
 	if (src) {
 		st->st_atim = src->st_atim;
 		st->st_mtim = src->st_mtim;

@@ -106,6 +106,10 @@ struct fs_sb {
 	uint32_t next_scratch;
 };
 
+/* Attributes of a virtual inode: owned by the mounting user, times from
+ * mtime_ns. */
+void fill_stat(struct seer_fs *fs, struct stat *st, fuse_ino_t ino, mode_t mode, off_t size, uint64_t mtime_ns);
+
 /* Answers a read from part of a buffer (copied first). */
 void reply_slice(fuse_req_t req, const struct sbuf *b, size_t size, off_t off);
 
