@@ -64,6 +64,11 @@ int pass_root_entry(struct pass_fs *p, struct fuse_entry_param *e);
 void pass_invalidate(struct pass_fs *p);
 /* The operations for passthrough inodes; fs/ll.c forwards to these. */
 extern const struct fuse_lowlevel_ops pass_ops;
+/* fs/ll.c's init calls this: the FUSE capabilities root/ needs. */
+void pass_init_conn(struct fuse_conn_info *conn, struct seer_fs *fs);
+/* Extra references, for using a pass_fs after dropping the lock that found it. */
+void pass_ref(struct pass_fs *p);
+void pass_unref(struct pass_fs *p);
 
 /* ---- fs/sftpfs.c: root/ of a remote sandbox, over SFTP ------------------- */
 

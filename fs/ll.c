@@ -187,11 +187,15 @@ static void hook_job_started(void *arg, struct sandbox *sb)
 		pass = s->pass;
 		remote = s->remote;
 	}
+	if (pass)
+		pass_ref(pass);   /* root/ may go away meanwhile (hook_root_gone) */
 	pthread_mutex_unlock(&fs->lock);
 	/* The job may change any file: nothing cached while the sandbox was idle
 	 * may outlive this moment. */
-	if (pass)
+	if (pass) {
 		pass_invalidate(pass);
+		pass_unref(pass);
+	}
 	if (remote)
 		sftpfs_invalidate(remote);
 }
@@ -1585,8 +1589,6 @@ static void ll_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, 
 	}
 	fuse_reply_err(req, EXDEV);
 }
-
-void pass_init_conn(struct fuse_conn_info *conn, struct seer_fs *fs);
 
 static void ll_init(void *userdata, struct fuse_conn_info *conn)
 {

@@ -84,7 +84,11 @@ struct snode {
 	struct sdir *list;    /* cached listing (directories), or NULL */
 	int64_t list_ms;      /* when it was read */
 	unsigned misses;      /* lookups sent to the server since */
+	int64_t changed_ms;   /* last change of this directory through us */
 	uint64_t wgen;        /* bumped by every write/truncate through us */
+	sftp_attrs a;         /* last attributes sent to the kernel ... */
+	uint64_t a_wgen;      /* ... while wgen was this */
+	int a_valid;
 };
 
 struct sfile {
@@ -312,6 +316,17 @@ static void drop_list(struct snode *n)
 		n->misses = 0;
 }
 
+/* Under r->mu: directory n changed through us. Lookups in a directory
+ * being filled (tar x) go to the server one by one rather than re-listing
+ * it after every create. */
+static void mark_changed(struct snode *n)
+{
+	if (n) {
+		drop_list(n);
+		n->changed_ms = now_ms();
+	}
+}
+
 /* Under r->mu: the listing of the directory holding path changed. */
 static void drop_parent_list(struct sftpfs *r, const char *path)
 {
@@ -320,7 +335,7 @@ static void drop_parent_list(struct sftpfs *r, const char *path)
 		return;
 	char *dir = strndup(path, slash == path ? 1 : (size_t)(slash - path));
 	if (dir)
-		drop_list(tab_find(r, dir));
+		mark_changed(tab_find(r, dir));
 	free(dir);
 }
 
@@ -483,6 +498,11 @@ static int make_entry(struct sftpfs *r, const char *path, const sftp_attrs *a, s
 	memset(e, 0, sizeof(*e));
 	pthread_mutex_lock(&r->mu);
 	struct snode *n = node_get(r, path, a->perm);
+	if (n) {
+		n->a = *a;
+		n->a_wgen = n->wgen;
+		n->a_valid = 1;
+	}
 	pthread_mutex_unlock(&r->mu);
 	if (!n)
 		return -ENOMEM;
@@ -694,6 +714,7 @@ void sftpfs_invalidate(struct sftpfs *r)
 	for (size_t i = 0; v && i < r->tabsz; i++) {
 		for (struct snode *n = r->tab[i]; n; n = n->hnext) {
 			drop_list(n);
+			n->a_valid = 0;
 			v[k].ino = ino_of(n);
 			if (n != r->rootn) {
 				char *slash = strrchr(n->path, '/');
@@ -756,13 +777,34 @@ void sftpfs_forget_one(fuse_ino_t ino, uint64_t nlookup)
 
 /* ---- operations ------------------------------------------------------- */
 
+static void note_attrs(struct sftpfs *r, struct snode *n, const sftp_attrs *a)
+{
+	pthread_mutex_lock(&r->mu);
+	n->a = *a;
+	n->a_wgen = n->wgen;
+	n->a_valid = 1;
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* n's last attributes, if nothing through us changed its data since. */
+static int known_attrs(struct sftpfs *r, struct snode *n, sftp_attrs *a)
+{
+	pthread_mutex_lock(&r->mu);
+	int ok = n->a_valid && n->a_wgen == n->wgen && (n->a.flags & SFTP_ATTR_PERMISSIONS) &&
+		 (n->a.flags & SFTP_ATTR_UIDGID) && (n->a.flags & SFTP_ATTR_ACMODTIME);
+	if (ok)
+		*a = n->a;
+	pthread_mutex_unlock(&r->mu);
+	return ok;
+}
+
 /* Something in directory n (or, n NULL, the one holding path) changed
  * through us: its cached listing goes. */
 static void dir_changed(struct sftpfs *r, struct snode *n, const char *path)
 {
 	pthread_mutex_lock(&r->mu);
 	if (n)
-		drop_list(n);
+		mark_changed(n);
 	else if (path)
 		drop_parent_list(r, path);
 	pthread_mutex_unlock(&r->mu);
@@ -827,7 +869,7 @@ static void s_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct sdir *d = writing ? NULL : fresh_list(r, n, t);
 	if (d)
 		d->refs++;
-	int want = !d && !writing && t > 0 && ++n->misses >= 2;
+	int want = !d && !writing && t > 0 && ++n->misses >= 2 && now_ms() - n->changed_ms > 1000;
 	pthread_mutex_unlock(&r->mu);
 	if (!d && want && get_list(r, n, &d) < 0)
 		d = NULL;
@@ -879,6 +921,7 @@ static void s_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	if (rc < 0)
 		FAIL(rc);
+	note_attrs(r, n, &a);
 	op_exit(r);
 	struct stat st;
 	to_stat(&a, ino, &st);
@@ -895,10 +938,16 @@ static void s_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_
 	drain_node(n);
 	if (p)
 		dir_changed(r, NULL, p);
-	pthread_mutex_lock(&r->mu);
-	n->wgen++;
-	pthread_mutex_unlock(&r->mu);
-	sftp_attrs a, cur;
+	sftp_attrs a, cur, known;
+	/* Mode, owner and times changes are answered from the attributes we
+	 * last saw plus the change: one round trip per change instead of up
+	 * to three (tar x sets owner, mode and times on every file). */
+	int have = !(to_set & FUSE_SET_ATTR_SIZE) && known_attrs(r, n, &known);
+	if (to_set & FUSE_SET_ATTR_SIZE) {
+		pthread_mutex_lock(&r->mu);
+		n->wgen++;
+		pthread_mutex_unlock(&r->mu);
+	}
 	rc = 0;
 	if (to_set & FUSE_SET_ATTR_MODE) {
 		memset(&a, 0, sizeof(a));
@@ -907,7 +956,10 @@ static void s_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_
 		rc = f ? sftp_fsetstat(r->cli, f->h, &a) : sftp_setstat(r->cli, p, &a);
 	}
 	if (rc == 0 && (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))) {
-		rc = f ? sftp_fstat(r->cli, f->h, &cur) : sftp_lstat(r->cli, p, &cur);
+		if (have)
+			cur = known;
+		else
+			rc = f ? sftp_fstat(r->cli, f->h, &cur) : sftp_lstat(r->cli, p, &cur);
 		if (rc == 0) {
 			memset(&a, 0, sizeof(a));
 			a.flags = SFTP_ATTR_UIDGID;
@@ -930,7 +982,9 @@ static void s_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_
 		a.flags = SFTP_ATTR_ACMODTIME;
 		time_t now = time(NULL);
 		int both = (to_set & FUSE_SET_ATTR_ATIME) && (to_set & FUSE_SET_ATTR_MTIME);
-		if (!both)
+		if (!both && have)
+			cur = known;
+		else if (!both)
 			rc = f ? sftp_fstat(r->cli, f->h, &cur) : sftp_lstat(r->cli, p, &cur);
 		if (rc == 0) {
 			a.atime = (to_set & FUSE_SET_ATTR_ATIME_NOW) ? (uint32_t)now
@@ -943,12 +997,32 @@ static void s_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_
 				rc = S_ISLNK(n->mode) ? -EPERM : sftp_setstat(r->cli, p, &a);
 		}
 	}
-	if (rc == 0)
+	/* chown may clear set-id bits on the server: ask it then. */
+	if (have && (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) && (known.perm & (S_ISUID | S_ISGID)))
+		have = 0;
+	if (rc == 0 && have) {
+		a = known;
+		if (to_set & FUSE_SET_ATTR_MODE)
+			a.perm = (known.perm & S_IFMT) | (attr->st_mode & 07777);
+		if (to_set & FUSE_SET_ATTR_UID)
+			a.uid = attr->st_uid;
+		if (to_set & FUSE_SET_ATTR_GID)
+			a.gid = attr->st_gid;
+		if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
+			time_t now = time(NULL);
+			if (to_set & FUSE_SET_ATTR_ATIME)
+				a.atime = (to_set & FUSE_SET_ATTR_ATIME_NOW) ? (uint32_t)now : (uint32_t)attr->st_atim.tv_sec;
+			if (to_set & FUSE_SET_ATTR_MTIME)
+				a.mtime = (to_set & FUSE_SET_ATTR_MTIME_NOW) ? (uint32_t)now : (uint32_t)attr->st_mtim.tv_sec;
+		}
+	} else if (rc == 0) {
 		rc = f ? sftp_fstat(r->cli, f->h, &a)
 		       : (n == r->rootn ? sftp_stat(r->cli, p, &a) : sftp_lstat(r->cli, p, &a));
+	}
 	free(p);
 	if (rc < 0)
 		FAIL(rc);
+	note_attrs(r, n, &a);
 	op_exit(r);
 	struct stat st;
 	to_stat(&a, ino, &st);

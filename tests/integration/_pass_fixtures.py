@@ -41,9 +41,10 @@ def _passmount_binary(tmp: Path) -> str:
     if env:
         return env
     build = Path(os.environ.get("SEERFS_BUILD", "build"))
-    cand = (build if build.is_absolute() else REPO / build) / "tests/unit/passmount"
-    if cand.is_file() and os.access(cand, os.X_OK):
-        return str(cand)
+    build = build if build.is_absolute() else REPO / build
+    for cand in (build / "tests/passmount", build / "tests/unit/passmount"):
+        if cand.is_file() and os.access(cand, os.X_OK):
+            return str(cand)
     out = tmp / "passmount"
     cmd = ("gcc -std=gnu11 -D_GNU_SOURCE -DFUSE_USE_VERSION=314 -Wall -Wextra -Werror "
            "-Wno-unused-parameter -Wno-missing-field-initializers -g -fsanitize=address,undefined "
