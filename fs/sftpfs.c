@@ -81,10 +81,6 @@ struct snode {
 	uint64_t nlookup;
 	unsigned pending;     /* write-behind jobs not yet acknowledged */
 	uint32_t mode;        /* S_IFMT of the last attributes seen */
-	struct sdir *list;    /* cached listing (directories), or NULL */
-	int64_t list_ms;      /* when it was read */
-	unsigned misses;      /* lookups sent to the server since */
-	int64_t changed_ms;   /* last change of this directory through us */
 	uint64_t wgen;        /* bumped by every write/truncate through us */
 	sftp_attrs a;         /* last attributes sent to the kernel ... */
 	uint64_t a_wgen;      /* ... while wgen was this */
@@ -137,6 +133,20 @@ struct neg {
 	char *name;
 };
 
+/* A directory's cached listing, keyed by path (not by node, so that it
+ * outlives the kernel forgetting the directory: `drop_caches`). */
+struct lent {
+	struct lent *next;
+	char *path;
+	struct sdir *d;       /* or NULL: only counting misses */
+	int64_t ms;           /* when d was read */
+	int64_t changed_ms;   /* last change through us */
+	unsigned misses;      /* lookups sent to the server */
+};
+
+#define SFTPFS_LISTS_MAX 8192
+#define SFTPFS_LISTS_BUCKETS 4096
+
 struct sftpfs {
 	struct seer_fs *fs;
 	struct sandbox *sb;
@@ -159,6 +169,8 @@ struct sftpfs {
 	size_t qbytes;
 	struct neg *negs;
 	size_t nneg;
+	struct lent *lists[SFTPFS_LISTS_BUCKETS];
+	size_t nlists;
 	fuse_ino_t root_alias;    /* tests/unit/sftpmount.c: the kernel's name for rootn */
 	int64_t busy_checked_ms;
 	int busy;
@@ -167,10 +179,8 @@ struct sftpfs {
 };
 
 static int get_list(struct sftpfs *r, struct snode *n, struct sdir **out);
-static struct sdir *fresh_list(struct sftpfs *r, struct snode *n, double t);
 static int sdent_cmp(const void *a, const void *b);
 static void sdir_put(struct sdir *d);
-static void drop_list(struct snode *n);
 static void drop_parent_list(struct sftpfs *r, const char *path);
 
 static struct snode *node_of(fuse_ino_t ino)
@@ -277,8 +287,11 @@ static struct snode *node_get(struct sftpfs *r, const char *path, uint32_t mode)
 	return n;
 }
 
+static void lc_drop_all(struct sftpfs *r);
+
 static void sftpfs_free(struct sftpfs *r)
 {
+	lc_drop_all(r);
 	for (size_t i = 0; i < r->nneg; i++)
 		free(r->negs[i].name);
 	free(r->negs);
@@ -305,26 +318,80 @@ static void sdir_put(struct sdir *d)
 		sdir_free(d);
 }
 
-/* Under r->mu: n's cached listing is no longer true. */
-static void drop_list(struct snode *n)
+/* Under r->mu: the cache entry for path, created if asked. */
+static struct lent *lc_get(struct sftpfs *r, const char *path, int create)
 {
-	if (n && n->list) {
-		sdir_put(n->list);
-		n->list = NULL;
+	size_t b = hash_path(path) % SFTPFS_LISTS_BUCKETS;
+	for (struct lent *l = r->lists[b]; l; l = l->next)
+		if (!strcmp(l->path, path))
+			return l;
+	if (!create || r->nlists >= SFTPFS_LISTS_MAX)
+		return NULL;
+	struct lent *l = calloc(1, sizeof(*l));
+	if (!l || !(l->path = strdup(path))) {
+		free(l);
+		return NULL;
 	}
-	if (n)
-		n->misses = 0;
+	l->next = r->lists[b];
+	r->lists[b] = l;
+	r->nlists++;
+	return l;
 }
 
-/* Under r->mu: directory n changed through us. Lookups in a directory
- * being filled (tar x) go to the server one by one rather than re-listing
- * it after every create. */
+/* Under r->mu: forget every listing (invalidation, directory renames, or
+ * the cache is full). */
+static void lc_drop_all(struct sftpfs *r)
+{
+	for (size_t b = 0; b < SFTPFS_LISTS_BUCKETS; b++) {
+		for (struct lent *l = r->lists[b], *next; l; l = next) {
+			next = l->next;
+			sdir_put(l->d);
+			free(l->path);
+			free(l);
+		}
+		r->lists[b] = NULL;
+	}
+	r->nlists = 0;
+}
+
+/* Under r->mu: forget the listings of path and everything below it. */
+static void lc_drop_prefix(struct sftpfs *r, const char *path)
+{
+	size_t pl = strlen(path);
+	for (size_t b = 0; b < SFTPFS_LISTS_BUCKETS; b++) {
+		for (struct lent **pp = &r->lists[b]; *pp;) {
+			struct lent *l = *pp;
+			if (!strncmp(l->path, path, pl) && (l->path[pl] == 0 || l->path[pl] == '/')) {
+				*pp = l->next;
+				sdir_put(l->d);
+				free(l->path);
+				free(l);
+				r->nlists--;
+			} else {
+				pp = &l->next;
+			}
+		}
+	}
+}
+
+/* Under r->mu: directory path changed through us. Lookups in a directory
+ * being filled (tar x) then go to the server one by one rather than
+ * re-listing it after every create. */
+static void lc_changed(struct sftpfs *r, const char *path)
+{
+	struct lent *l = lc_get(r, path, 1);
+	if (!l)
+		return;
+	sdir_put(l->d);
+	l->d = NULL;
+	l->misses = 0;
+	l->changed_ms = now_ms();
+}
+
 static void mark_changed(struct snode *n)
 {
-	if (n) {
-		drop_list(n);
-		n->changed_ms = now_ms();
-	}
+	if (n && n->path)
+		lc_changed(n->r, n->path);
 }
 
 /* Under r->mu: the listing of the directory holding path changed. */
@@ -335,7 +402,7 @@ static void drop_parent_list(struct sftpfs *r, const char *path)
 		return;
 	char *dir = strndup(path, slash == path ? 1 : (size_t)(slash - path));
 	if (dir)
-		mark_changed(tab_find(r, dir));
+		lc_changed(r, dir);
 	free(dir);
 }
 
@@ -349,7 +416,6 @@ static int node_unref(struct snode *n, uint64_t k)
 	tab_remove(r, n);
 	if (r->rootn == n)
 		r->rootn = NULL;
-	drop_list(n);
 	free(n->path);
 	free(n);
 	return --r->refs == 0;
@@ -358,7 +424,8 @@ static int node_unref(struct snode *n, uint64_t k)
 /* Under r->mu: the orphaned node no longer names a path. */
 static void node_orphan(struct sftpfs *r, struct snode *n)
 {
-	drop_list(n);
+	if (n->path && S_ISDIR(n->mode))
+		lc_changed(r, n->path);
 	tab_remove(r, n);
 	free(n->path);
 	n->path = NULL;
@@ -713,7 +780,6 @@ void sftpfs_invalidate(struct sftpfs *r)
 	struct inval *v = calloc(cap, sizeof(*v));
 	for (size_t i = 0; v && i < r->tabsz; i++) {
 		for (struct snode *n = r->tab[i]; n; n = n->hnext) {
-			drop_list(n);
 			n->a_valid = 0;
 			v[k].ino = ino_of(n);
 			if (n != r->rootn) {
@@ -736,6 +802,7 @@ void sftpfs_invalidate(struct sftpfs *r)
 		}
 	}
 	r->nneg = 0;
+	lc_drop_all(r);
 	fuse_ino_t rootino = r->rootn ? ino_of(r->rootn) : 0, alias = r->root_alias;
 	pthread_mutex_unlock(&r->mu);
 	struct fuse_session *se = r->fs->se;
@@ -866,10 +933,16 @@ static void s_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	pthread_mutex_lock(&r->mu);
 	struct snode *child = tab_find(r, p);
 	int writing = child && child->pending;
-	struct sdir *d = writing ? NULL : fresh_list(r, n, t);
+	struct lent *l = writing || t <= 0 || !n->path ? NULL : lc_get(r, n->path, 1);
+	int64_t now = now_ms();
+	if (l && l->d && now - l->ms > (int64_t)(t * 1000)) {
+		sdir_put(l->d);
+		l->d = NULL;
+	}
+	struct sdir *d = l ? l->d : NULL;
 	if (d)
 		d->refs++;
-	int want = !d && !writing && t > 0 && ++n->misses >= 2 && now_ms() - n->changed_ms > 1000;
+	int want = l && !d && ++l->misses >= 2 && now - l->changed_ms > 1000;
 	pthread_mutex_unlock(&r->mu);
 	if (!d && want && get_list(r, n, &d) < 0)
 		d = NULL;
@@ -1137,6 +1210,9 @@ static void s_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		FAIL(rc);
 	rc = sftp_rmdir(r->cli, p);
 	dir_changed(r, n, NULL);
+	pthread_mutex_lock(&r->mu);
+	lc_drop_prefix(r, p);
+	pthread_mutex_unlock(&r->mu);
 	if (rc == -ENOTEMPTY) {
 		sftp_attrs a;
 		int s = sftp_lstat(r->cli, p, &a);
@@ -1205,6 +1281,9 @@ static void s_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const c
 /* Under r->mu: the table after `from` was renamed to `to`. */
 static void rename_nodes(struct sftpfs *r, const char *from, const char *to)
 {
+	/* Cached listings are keyed by path: those below either name go. */
+	lc_drop_prefix(r, from);
+	lc_drop_prefix(r, to);
 	struct snode *victim = tab_find(r, to);
 	struct snode *moved = tab_find(r, from);
 	if (victim && victim != moved)
@@ -1769,25 +1848,14 @@ static int fetch_list(struct sftpfs *r, const char *path, struct sdir **out)
 	return 0;
 }
 
-/* Under r->mu: n's listing if still fresh. */
-static struct sdir *fresh_list(struct sftpfs *r, struct snode *n, double t)
-{
-	(void)r;
-	if (!n->list)
-		return NULL;
-	if (t <= 0 || now_ms() - n->list_ms > (int64_t)(t * 1000)) {
-		drop_list(n);
-		return NULL;
-	}
-	return n->list;
-}
-
 /* The listing of n, from the cache or the server; the caller owns a ref. */
 static int get_list(struct sftpfs *r, struct snode *n, struct sdir **out)
 {
 	double t = cur_timeout(r);
+	int64_t start = now_ms();
 	pthread_mutex_lock(&r->mu);
-	struct sdir *d = fresh_list(r, n, t);
+	struct lent *l = n->path && t > 0 ? lc_get(r, n->path, 0) : NULL;
+	struct sdir *d = l && l->d && start - l->ms <= (int64_t)(t * 1000) ? l->d : NULL;
 	if (d)
 		d->refs++;
 	char *p = !d && n->path ? strdup(n->path) : NULL;
@@ -1801,21 +1869,26 @@ static int get_list(struct sftpfs *r, struct snode *n, struct sdir **out)
 		return -ENOENT;
 	if (!p)
 		return -ENOMEM;
-	int64_t start = now_ms();
 	int rc = fetch_list(r, p, &d);
-	free(p);
-	if (rc < 0)
+	if (rc < 0) {
+		free(p);
 		return rc;
+	}
 	pthread_mutex_lock(&r->mu);
-	/* Cache it unless something changed the directory meanwhile (a drop
-	 * after start would have cleared a listing older than this one). */
-	if (t > 0 && n->path && (!n->list || n->list_ms < start)) {
-		drop_list(n);
-		n->list = d;
-		n->list_ms = start;
-		d->refs++;
+	/* Cache it unless the directory changed through us meanwhile. */
+	if (t > 0) {
+		if (r->nlists >= SFTPFS_LISTS_MAX)
+			lc_drop_all(r);
+		l = lc_get(r, p, 1);
+		if (l && l->changed_ms < start && (!l->d || l->ms < start)) {
+			sdir_put(l->d);
+			l->d = d;
+			l->ms = start;
+			d->refs++;
+		}
 	}
 	pthread_mutex_unlock(&r->mu);
+	free(p);
 	*out = d;
 	return 0;
 }

@@ -1,0 +1,172 @@
+#!/usr/bin/python3
+"""bench_files.py - the files benchmark: native disk, libfuse's passthrough
+example, and seerfs root/ on the same disk, in one run, as ratios.
+
+Rows: sequential write and read of 1 GiB (read after dropping caches when
+root), create / stat / delete 10,000 files, extract a tarball of
+/usr/include (about 9,000 files), `git add -A && git commit`, `git status`
+warm and with cold caches, `find`, `du -s`.
+
+Peers: libfuse's passthrough_hp is not packaged on Debian 12; when a binary
+named passthrough_hp is on PATH it is used, else the benchmark says so and
+builds passthrough_ll from Debian's libfuse3-dev examples (the low-level
+example, single request path, its default cache settings) as the peer.
+
+Prints a table, writes docs/bench-files.md and docs/bench-files.png (gnuplot).
+Not a test: it asserts nothing.   usage: tests/bench/bench_files.py [BUILD] [SIZE_MIB]"""
+import os, pathlib, shutil, subprocess, sys, tempfile, time
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+BUILD = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else REPO / "build").resolve()
+SIZE_MIB = int(sys.argv[2]) if len(sys.argv) > 2 else 1024
+ROOT = os.geteuid() == 0
+BASE = pathlib.Path(tempfile.mkdtemp(prefix="seerfs-bench-files-", dir="/var/tmp"))
+TARBALL = BASE / "include.tar"
+ENV = dict(os.environ, GIT_AUTHOR_NAME="b", GIT_AUTHOR_EMAIL="b@b", GIT_COMMITTER_NAME="b",
+           GIT_COMMITTER_EMAIL="b@b")
+
+
+def sh(cmd):
+    subprocess.run(cmd, shell=True, check=True, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def drop_caches():
+    if ROOT:
+        sh("sync; echo 3 > /proc/sys/vm/drop_caches")
+
+
+def timed(cmd):
+    t = time.perf_counter()
+    sh(cmd)
+    return time.perf_counter() - t
+
+
+def workload(d):
+    d = pathlib.Path(d)
+    r = {}
+    r["write 1 GiB"] = timed(f"dd if=/dev/zero of={d}/big bs=1M count={SIZE_MIB} conv=fsync")
+    drop_caches()
+    r["read 1 GiB (cold)"] = timed(f"dd if={d}/big of=/dev/null bs=1M")
+    os.unlink(d / "big")
+    (d / "many").mkdir()
+    t = time.perf_counter()
+    for i in range(10000):
+        os.close(os.open(d / "many" / f"f{i}", os.O_CREAT | os.O_WRONLY, 0o644))
+    r["create 10,000"] = time.perf_counter() - t
+    t = time.perf_counter()
+    for i in range(10000):
+        os.stat(d / "many" / f"f{i}")
+    r["stat 10,000"] = time.perf_counter() - t
+    t = time.perf_counter()
+    for i in range(10000):
+        os.unlink(d / "many" / f"f{i}")
+    r["delete 10,000"] = time.perf_counter() - t
+    r["tar x /usr/include"] = timed(f"mkdir {d}/inc && tar -C {d}/inc -xf {TARBALL}")
+    g = f"git -C {d}/inc -c init.defaultBranch=main"
+    sh(f"{g} init -q")
+    r["git add + commit"] = timed(f"{g} add -A && {g} commit -q -m x")
+    r["git status (warm)"] = timed(f"{g} status --porcelain")
+    drop_caches()
+    r["git status (cold)"] = timed(f"{g} status --porcelain")
+    r["find"] = timed(f"find {d}/inc -type f | wc -l")
+    r["du -s"] = timed(f"du -s {d}/inc")
+    return r
+
+
+def mounted(p):
+    return os.path.ismount(p)
+
+
+def peer():
+    hp = shutil.which("passthrough_hp")
+    if hp:
+        return "passthrough_hp", [hp]
+    src = pathlib.Path("/usr/share/doc/libfuse3-dev/examples/passthrough_ll.c")
+    if not src.exists():
+        return None, None
+    exe = BASE / "passthrough_ll"
+    cflags = subprocess.run(["pkg-config", "--cflags", "--libs", "fuse3"], capture_output=True, text=True).stdout.split()
+    subprocess.run(["cc", "-O2", "-o", str(exe), str(src), *cflags], check=True)
+    return "passthrough_ll", [str(exe)]
+
+
+def main():
+    sh(f"tar -C /usr -cf {TARBALL} include")
+    results, notes = {}, []
+    # native
+    nat = BASE / "native"
+    nat.mkdir()
+    results["native"] = workload(nat)
+    # the libfuse peer
+    name, cmd = peer()
+    if name:
+        if name != "passthrough_hp":
+            notes.append("libfuse's passthrough_hp is not on this machine (Debian 12 does not package it); "
+                         "the peer is libfuse 3.14's passthrough_ll example built from libfuse3-dev")
+        src, mnt = BASE / "peer-src", BASE / "peer-mnt"
+        src.mkdir()
+        mnt.mkdir()
+        args = cmd + ["-o", f"source={src}", str(mnt)] if name == "passthrough_ll" else cmd + [str(src), str(mnt)]
+        p = subprocess.Popen(args + ["-f"])
+        for _ in range(100):
+            if mounted(mnt):
+                break
+            time.sleep(0.05)
+        try:
+            results[name] = workload(mnt)
+        finally:
+            subprocess.run(["fusermount3", "-u", str(mnt)])
+            p.wait()
+    else:
+        notes.append("no libfuse passthrough peer available: skipped")
+    # seerfs root/
+    m, st = BASE / "seer-mnt", BASE / "seer-state"
+    m.mkdir()
+    subprocess.run([str(BUILD / "fs" / "seerfs"), str(m), "-o", f"state={st}"], check=True)
+    try:
+        sb = m / "bench"
+        sb.mkdir()
+        (sb / "config.json").write_text("{}")
+        assert (sb / "wait").read_text().startswith("running")
+        d = sb / "root" / "workspace" / "bench"
+        d.mkdir()
+        results["seerfs root/"] = workload(d)
+        (sb / "ctl").write_text("terminate")
+        (sb / "wait").read_text()
+    finally:
+        subprocess.run(["fusermount3", "-u", str(m)])
+    rows = list(results["native"].keys())
+    cols = list(results.keys())
+    peer_name = name if name in results else None
+    lines = ["| row | " + " | ".join(f"{c} (s)" for c in cols) + " | seerfs / native | seerfs / " +
+             (peer_name or "peer") + " |", "|---" * (len(cols) + 3) + "|"]
+    for r in rows:
+        v = [results[c][r] for c in cols]
+        s = results["seerfs root/"][r]
+        ratio_p = f"{s / results[peer_name][r]:.2f}x" if peer_name else "-"
+        lines.append(f"| {r} | " + " | ".join(f"{x:.3f}" for x in v) +
+                     f" | {s / results['native'][r]:.2f}x | {ratio_p} |")
+    table = "\n".join(lines)
+    print(table)
+    for n in notes:
+        print("note:", n)
+    doc = REPO / "docs" / "bench-files.md"
+    doc.write_text("# Files benchmark (tests/bench/bench_files.py)\n\n"
+                   f"One run on {os.uname().nodename} ({os.cpu_count()} cores), {SIZE_MIB} MiB sequential file, "
+                   f"{'as root, caches dropped for cold rows' if ROOT else 'not root: cold rows are warm'}. "
+                   "Times in seconds; ratios are time over time (lower is better for seerfs).\n\n" + table + "\n\n" +
+                   "".join(f"- {n}\n" for n in notes) + "\n![times](bench-files.png)\n")
+    dat = BASE / "bench.dat"
+    with open(dat, "w") as f:
+        for i, r in enumerate(rows):
+            f.write(f'"{r}" ' + " ".join(f"{results[c][r] / max(results['native'][r], 1e-9):.4f}" for c in cols) + "\n")
+    if shutil.which("gnuplot"):
+        plot = (f"set terminal png size 1100,500; set output '{REPO}/docs/bench-files.png'; set style data histograms; "
+                "set style fill solid; set logscale y; set ylabel 'time / native'; set xtics rotate by -30; "
+                "plot " + ", ".join(f"'{dat}' using {i + 2}:xtic(1) title '{c}'" for i, c in enumerate(cols)))
+        subprocess.run(["gnuplot", "-e", plot], check=False)
+    shutil.rmtree(BASE, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
