@@ -102,7 +102,7 @@ static void usage(const char *prog)
 	       "    -o providers=FILE      named providers (default $XDG_CONFIG_HOME/seerfs/providers.json)\n"
 	       "    -o model_cache=DIR     shared cache of hub models (default STATE/models)\n"
 	       "    -o pass_timeout=SECS   how long the kernel may cache root/ entries while a\n"
-	       "                           sandbox runs nothing (default 1)\n"
+	       "                           sandbox runs nothing (default 30)\n"
 	       "    -o writeback           kernel writeback cache for root/ (off: it can lose data)\n"
 	       "    -o no_splice           no splice for root/ data\n"
 	       "    -o max_threads=N       FUSE worker threads (default 64)\n"
@@ -217,7 +217,7 @@ static void *mount_watcher(void *arg)
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-	struct options o = {.pass_timeout = 1.0, .max_threads = 64, .clone_fd = 1};
+	struct options o = {.pass_timeout = 30.0, .max_threads = 64, .clone_fd = 1};
 	int ret = 1;
 
 	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) == -1)

@@ -82,6 +82,9 @@ struct snode {
 	unsigned pending;     /* write-behind jobs not yet acknowledged */
 	uint32_t mode;        /* S_IFMT of the last attributes seen */
 	uint64_t wgen;        /* bumped by every write/truncate through us */
+	uint64_t sino;        /* st_ino: a hash of the path it was created
+	                         for, stable across forget and re-lookup
+	                         (git compares st_ino with its index) */
 	sftp_attrs a;         /* last attributes sent to the kernel ... */
 	uint64_t a_wgen;      /* ... while wgen was this */
 	int a_valid;
@@ -202,12 +205,26 @@ static int64_t now_ms(void)
 
 /* ---- hash table ------------------------------------------------------- */
 
-static size_t hash_path(const char *s)
+static uint64_t hash_more(uint64_t h, const char *s)
 {
-	uint64_t h = 1469598103934665603ULL;
 	for (; *s; s++)
 		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-	return (size_t)h;
+	return h;
+}
+
+static size_t hash_path(const char *s)
+{
+	return (size_t)hash_more(1469598103934665603ULL, s);
+}
+
+/* hash_path(join(dir, name)) without building the string. */
+static uint64_t hash_child(const char *dir, const char *name)
+{
+	uint64_t h = hash_more(1469598103934665603ULL, dir);
+	size_t dl = strlen(dir);
+	if (!(dl && dir[dl - 1] == '/'))
+		h = hash_more(h, "/");
+	return hash_more(h, name);
 }
 
 static int tab_insert(struct sftpfs *r, struct snode *n)
@@ -275,6 +292,7 @@ static struct snode *node_get(struct sftpfs *r, const char *path, uint32_t mode)
 			return NULL;
 		}
 		n->r = r;
+		n->sino = hash_path(path) | 2;
 		if (tab_insert(r, n) < 0) {
 			free(n->path);
 			free(n);
@@ -574,7 +592,7 @@ static int make_entry(struct sftpfs *r, const char *path, const sftp_attrs *a, s
 	if (!n)
 		return -ENOMEM;
 	e->ino = ino_of(n);
-	to_stat(a, e->ino, &e->attr);
+	to_stat(a, n->sino, &e->attr);
 	e->attr_timeout = e->entry_timeout = cur_timeout(r);
 	return 0;
 }
@@ -758,7 +776,7 @@ int sftpfs_root_entry(struct sftpfs *r, struct fuse_entry_param *e)
 	r->rootn = n;
 	memset(e, 0, sizeof(*e));
 	e->ino = ino_of(n);
-	to_stat(&r->root_attrs, e->ino, &e->attr);
+	to_stat(&r->root_attrs, n->sino, &e->attr);
 	pthread_mutex_unlock(&r->mu);
 	e->attr_timeout = e->entry_timeout = cur_timeout(r);
 	return 0;
@@ -997,7 +1015,7 @@ static void s_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	note_attrs(r, n, &a);
 	op_exit(r);
 	struct stat st;
-	to_stat(&a, ino, &st);
+	to_stat(&a, n->sino, &st);
 	fuse_reply_attr(req, &st, cur_timeout(r));
 }
 
@@ -1098,7 +1116,7 @@ static void s_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_
 	note_attrs(r, n, &a);
 	op_exit(r);
 	struct stat st;
-	to_stat(&a, ino, &st);
+	to_stat(&a, n->sino, &st);
 	fuse_reply_attr(req, &st, cur_timeout(r));
 }
 
@@ -1935,7 +1953,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 		size_t sz;
 		if (!plus) {
 			struct stat st;
-			to_stat(&de->a, dot && de->name[1] == 0 ? ino : (fuse_ino_t)(hash_path(de->name) | 1), &st);
+			to_stat(&de->a, dot ? (de->name[1] == 0 ? n->sino : 1) : (hash_child(dpath, de->name) | 2), &st);
 			sz = fuse_add_direntry(req, buf + used, size - used, de->name, &st, (off_t)(i + 1));
 			if (sz > size - used)
 				break;
@@ -1946,7 +1964,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 		memset(&e, 0, sizeof(e));
 		if (dot) {
 			/* not looked up: the kernel skips "." and ".." here */
-			to_stat(&de->a, de->name[1] == 0 ? ino : 1, &e.attr);
+			to_stat(&de->a, de->name[1] == 0 ? n->sino : 1, &e.attr);
 		} else {
 			char *cp = join(dpath, de->name);
 			if (!cp)

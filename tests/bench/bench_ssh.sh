@@ -92,7 +92,8 @@ for i in range(10000):
 	t0=$(now); tar xf "$B/inc.tar" -C "$d/src" 2>"$B/tar-$n.err" || FAILS+="$n: tar x failed, $(grep -c . "$B/tar-$n.err") errors, e.g.: $(head -2 "$B/tar-$n.err" | tr '\n' ' ')"$'\n'
 	T[$n,tarx]=$(echo "$(now) - $t0" | bc)
 	(cd "$d/src" && git init -q && git config core.preloadindex true)
-	t0=$(now); (cd "$d/src" && "${genv[@]}" git add -A && "${genv[@]}" git commit -q -m bench)
+	t0=$(now); (cd "$d/src" && "${genv[@]}" git add -A 2>"$B/git-$n.err" && "${genv[@]}" git commit -q -m bench) ||
+		FAILS+="$n: git add/commit failed: $(head -1 "$B/git-$n.err")"$'\n'
 	T[$n,commit]=$(echo "$(now) - $t0" | bc)
 	(cd "$d/src" && git status --porcelain >/dev/null)
 	t0=$(now); (cd "$d/src" && git status --porcelain >/dev/null)

@@ -281,6 +281,38 @@ def test_git(env):
     run("fsck", "--no-progress")
 
 
+def test_listing_cache_follows_changes(env):
+    """Listings cached for lookups must follow changes made through the
+    mount, also after the kernel forgot the directories."""
+    base = M(env, "lc")
+    os.makedirs(os.path.join(base, "d", "sub"))
+    for i in range(5):
+        open(os.path.join(base, "d", f"f{i}"), "w").write("x")
+    for i in range(5):  # lookups: the second miss lists the directory
+        os.stat(os.path.join(base, "d", f"f{i}"))
+    assert errno_of(os.stat, os.path.join(base, "d", "nope")) == errno.ENOENT
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("2")
+    open(os.path.join(base, "d", "added"), "w").write("a")
+    assert os.path.exists(os.path.join(base, "d", "added"))
+    os.rename(os.path.join(base, "d"), os.path.join(base, "e"))
+    assert errno_of(os.stat, os.path.join(base, "d", "f1")) == errno.ENOENT
+    assert os.path.exists(os.path.join(base, "e", "f1"))
+    os.mkdir(os.path.join(base, "d"))
+    assert os.listdir(os.path.join(base, "d")) == []
+    assert errno_of(os.stat, os.path.join(base, "d", "f2")) == errno.ENOENT
+    shutil.rmtree(os.path.join(base, "e", "sub"))
+    os.mkdir(os.path.join(base, "e", "sub"))
+    open(os.path.join(base, "e", "sub", "z"), "w").write("z")
+    assert os.listdir(os.path.join(base, "e", "sub")) == ["z"]
+    with open(os.path.join(base, "e", "f3"), "a") as f:
+        f.write("more")
+    assert os.stat(os.path.join(base, "e", "f3")).st_size == 5
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("2")
+    assert os.stat(os.path.join(base, "e", "f3")).st_size == 5
+
+
 def test_big_file(env):
     data = os.urandom(1 << 20) * 100  # 100 MiB
     h = hashlib.sha256(data).hexdigest()
