@@ -259,12 +259,43 @@ def test_missing_system_package(seerfs_factory, tmp_path):
 
 
 def test_notebook_without_jupyter_refused(seerfs_factory, tmp_path):
-    if shutil.which("jupyter-lab") or shutil.which("jupyter-notebook"):
-        pytest.skip("the host has Jupyter")
+    # The host's /usr is the sandbox's: hide a host Jupyter by a PATH without it.
     fs = seerfs_factory(state=tmp_path / "st")
-    sb = fs.sandbox("nb", json.dumps({"execution_mode": "notebook"}), want=None)
+    cfg = {"execution_mode": "notebook", "env": {"PATH": "/usr/local/sbin:/usr/local/bin"}}
+    sb = fs.sandbox("nb", json.dumps(cfg), want=None)
     settle(sb, "failed")
     assert 'add "jupyterlab" to python_packages' in error_text(sb)
+
+
+def test_notebook_with_jupyter_serves(seerfs_factory, tmp_path):
+    if not (shutil.which("jupyter-lab") or shutil.which("jupyter-notebook")):
+        pytest.skip("no Jupyter on this host (tools/test.sh installs Debian's jupyter-notebook)")
+    import urllib.request
+    fs = seerfs_factory(state=tmp_path / "st")
+    sb = fs.sandbox("nbok", json.dumps({"execution_mode": "notebook"}))
+    info = json.loads((sb / "info.json").read_text())
+    url = info["jupyter_url"]
+    assert url and url.startswith("http://127.0.0.1:") and "token=" in url
+    token = url.split("token=", 1)[1]
+    assert token not in log_text(sb) and token not in status_text(sb)
+    deadline = time.monotonic() + 60
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                assert r.status == 200
+                break
+        except OSError as e:   # not listening yet
+            last = e
+            time.sleep(0.5)
+    else:
+        raise AssertionError(f"Jupyter did not answer at {url}: {last}")
+    # the server runs inside the sandbox: its root is the sandbox's /workspace
+    api = url.split("?", 1)[0].rstrip("/") + "/api/contents?token=" + token
+    (sb / "root" / "workspace" / "nb-marker.txt").write_text("x")
+    with urllib.request.urlopen(api, timeout=10) as r:
+        names = [c["name"] for c in json.loads(r.read())["content"]]
+    assert "nb-marker.txt" in names
 
 
 def test_bad_python_version(seerfs_factory, tmp_path):
