@@ -384,7 +384,9 @@ static int parse_json(const char *text, size_t len, struct json_object **out, ch
 	json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
 	struct json_object *o = json_tokener_parse_ex(tok, text, (int)len);
 	enum json_tokener_error je = json_tokener_get_error(tok);
-	size_t lead = strspn(text, " \t\r\n");
+	size_t lead = 0;   /* the text is len bytes, not NUL-terminated */
+	while (lead < len && (text[lead] == ' ' || text[lead] == '\t' || text[lead] == '\r' || text[lead] == '\n'))
+		lead++;
 	if (!o && je == json_tokener_continue && lead < len && !strchr("{[\"", text[lead])) {
 		/* A bare number or literal is complete, but json-c waits for more
 		 * digits: end the text so it says what it got. */
