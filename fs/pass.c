@@ -2602,23 +2602,6 @@ static void pass_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t 
 	do_readdir(req, ino, size, off, fi, 1);
 }
 
-static void pass_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	NODE(req, ino, n, p);
-	(void)n;
-	pfile_free(p, (struct pfile *)(uintptr_t)fi->fh);
-	fuse_reply_err(req, 0);
-}
-
-static void pass_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
-{
-	NODE(req, ino, n, p);
-	(void)n;
-	OP_ENTER(p, req);
-	struct pfile *f = (struct pfile *)(uintptr_t)fi->fh;
-	fuse_reply_err(req, (datasync ? fdatasync(f->fd) : fsync(f->fd)) < 0 ? errno : 0);
-	leave(p);
-}
 
 static void pass_statfs(fuse_req_t req, fuse_ino_t ino)
 {
@@ -2809,8 +2792,8 @@ const struct fuse_lowlevel_ops pass_ops = {
 	.opendir = pass_opendir,
 	.readdir = pass_readdir,
 	.readdirplus = pass_readdirplus,
-	.releasedir = pass_releasedir,
-	.fsyncdir = pass_fsyncdir,
+	.releasedir = pass_release,   /* same handle type as files */
+	.fsyncdir = pass_fsync,
 	.statfs = pass_statfs,
 	.setxattr = pass_setxattr,
 	.getxattr = pass_getxattr,
