@@ -27,6 +27,14 @@ def start(sb, cmd):
     return sb / "jobs" / n
 
 
+def read_to_eof(fd):
+    """Reads an open exec file until the job's output ends."""
+    chunks = []
+    while b := os.read(fd, 65536):
+        chunks.append(b)
+    return b"".join(chunks)
+
+
 def exit_of(job, timeout=60):
     return read_text(job / "exit", timeout).strip()
 
@@ -67,12 +75,7 @@ def test_exec_python(sandbox):
     fd = os.open(sandbox / "exec_python", os.O_RDWR)
     try:
         os.write(fd, b"import sys\nprint(sum(range(10)))\nsys.exit(4)\n")
-        out = b""
-        while True:
-            b = os.read(fd, 65536)
-            if not b:
-                break
-            out += b
+        out = read_to_eof(fd)
     finally:
         os.close(fd)
     assert out == b"45\n"
@@ -120,12 +123,7 @@ def test_stdin_round_trip_with_eof(sandbox):
         w = os.open(job / "stdin", os.O_WRONLY)
         os.write(w, b"x" * 100000)
         os.close(w)     # the last writer closing sends EOF
-        out = b""
-        while True:
-            b = os.read(fd, 65536)
-            if not b:
-                break
-            out += b
+        out = read_to_eof(fd)
     finally:
         os.close(fd)
     assert out.split() == [b"100000", b"end"]
