@@ -289,24 +289,3 @@ void *xcalloc(size_t n, size_t sz)
 		abort();
 	return p;
 }
-
-void close_fds_from(int lowfd, const int *keep, int nkeep)
-{
-	DIR *d = opendir("/proc/self/fd");
-	if (!d)
-		return;
-	int dfd = dirfd(d);
-	struct dirent *de;
-	while ((de = readdir(d))) {
-		int fd = atoi(de->d_name);
-		if (de->d_name[0] < '0' || de->d_name[0] > '9' || fd < lowfd || fd == dfd)
-			continue;
-		int k = 0;
-		for (int i = 0; i < nkeep; i++)
-			if (keep[i] == fd)
-				k = 1;
-		if (!k)
-			close(fd);
-	}
-	closedir(d);
-}

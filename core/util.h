@@ -51,7 +51,4 @@ int str_endswith(const char *s, const char *suffix);
 char *xstrdup(const char *s);
 void *xcalloc(size_t n, size_t sz);
 
-/* Closes every fd >= lowfd except those listed (for child processes). */
-void close_fds_from(int lowfd, const int *keep, int nkeep);
-
 #endif

@@ -332,8 +332,12 @@ static int vstat(struct seer_fs *fs, fuse_ino_t ino, struct stat *st)
 		char path[4096];
 		struct stat real;
 		sandbox_log_path(sb, path, sizeof(path));
-		off_t size = stat(path, &real) == 0 ? real.st_size : 0;
-		fill_stat(fs, st, ino, S_IFREG | 0444, size, stat(path, &real) == 0 ? (uint64_t)real.st_mtim.tv_sec * 1000000000ull + (uint64_t)real.st_mtim.tv_nsec : since);
+		/* The real size, fresh each time: tail -f polls it. */
+		if (stat(path, &real) == 0)
+			fill_stat(fs, st, ino, S_IFREG | 0444, real.st_size,
+				  (uint64_t)real.st_mtim.tv_sec * 1000000000ull + (uint64_t)real.st_mtim.tv_nsec);
+		else
+			fill_stat(fs, st, ino, S_IFREG | 0444, 0, since);
 	} else if (k == K_SCRATCH) {
 		pthread_mutex_lock(&fs->lock);
 		struct fs_sb *s = fs_sb_get(fs, sb->serial, 0);
