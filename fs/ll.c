@@ -25,6 +25,20 @@
 #include <unistd.h>
 
 #define VTIMEOUT 1.0
+/* "root" of a running sandbox: hook_root_gone drops the entry when it stops;
+ * the timeout bounds any other way out of running (a failed reconfigure). */
+#define ROOT_ENTRY_TIMEOUT 10.0
+
+/* Attribute timeout of a virtual inode. Directories whose attributes only
+ * change through this mount's own mkdir/rmdir (the kernel drops its copy
+ * then) are cached: every path walk under root/ checks permissions on them
+ * (default_permissions), which would otherwise be three round trips per
+ * open or stat. Files keep 0: their sizes follow state and logs. */
+static double vattr_timeout(fuse_ino_t ino)
+{
+	enum vkind k = vino_kind(ino);
+	return k == K_TOP || k == K_SBDIR || k == K_SNAPDIR ? VTIMEOUT : 0;
+}
 
 static struct seer_fs *fs_of(fuse_req_t req)
 {
@@ -382,7 +396,7 @@ static void reply_ventry(fuse_req_t req, fuse_ino_t ino, double timeout)
 		return;
 	}
 	e.ino = ino;
-	e.attr_timeout = 0;
+	e.attr_timeout = vattr_timeout(ino);
 	e.entry_timeout = timeout;
 	fuse_reply_entry(req, &e);
 }
@@ -511,6 +525,7 @@ static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 			memset(&e, 0, sizeof(e));
 			if (root_entry(fs, sb, &e) == 0) {
 				sandbox_put(sb);
+				e.entry_timeout = ROOT_ENTRY_TIMEOUT;
 				fuse_reply_entry(req, &e);
 				return;
 			}
@@ -600,7 +615,7 @@ static void ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
-		fuse_reply_attr(req, &st, 0);
+		fuse_reply_attr(req, &st, vattr_timeout(ino));
 }
 
 /* A directory listing, built at opendir and served by offset. */
@@ -1509,13 +1524,34 @@ static void ll_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &sv);
 }
 
+/* access(2) on a virtual inode: the modes shown, for the caller (the
+ * mounting user, or root, which needs an x bit only to execute). */
 static void ll_access(fuse_req_t req, fuse_ino_t ino, int mask)
 {
-	if (!ino_is_virtual(ino) && backend_of(ino)->access) {
-		backend_of(ino)->access(req, ino, mask);
+	if (!ino_is_virtual(ino)) {
+		if (backend_of(ino)->access)
+			backend_of(ino)->access(req, ino, mask);
+		else
+			fuse_reply_err(req, 0);   /* the remote side checks each call */
 		return;
 	}
-	fuse_reply_err(req, 0);
+	struct stat st;
+	int r = vstat(fs_of(req), ino, &st);
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	const struct fuse_ctx *c = fuse_req_ctx(req);
+	mode_t m = st.st_mode;
+	int ok;
+	if (c->uid == 0) {
+		ok = !(mask & X_OK) || S_ISDIR(m) || (m & 0111);
+	} else {
+		mode_t bits = c->uid == st.st_uid ? (m >> 6) & 7 : c->gid == st.st_gid ? (m >> 3) & 7 : m & 7;
+		ok = ((mask & R_OK) == 0 || (bits & 4)) && ((mask & W_OK) == 0 || (bits & 2)) &&
+		     ((mask & X_OK) == 0 || (bits & 1));
+	}
+	fuse_reply_err(req, ok ? 0 : EACCES);
 }
 
 static void ll_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct fuse_pollhandle *ph)

@@ -251,9 +251,18 @@ int main(int argc, char *argv[])
 		o.foreground = 1;
 		fuse_opt_add_arg(&args, "-odebug");
 	}
-	/* Other users stay out unless allow_other; permissions are checked by
-	 * the kernel against the attributes we report. */
-	fuse_opt_add_arg(&args, "-odefault_permissions");
+	/* Without allow_other only the mounting user (the daemon's own uid)
+	 * gets in, so the daemon's own checks on the real files are the
+	 * caller's, and the kernel need not check again: default_permissions
+	 * would refetch a directory's attributes after every create or unlink
+	 * in it, one round trip more per file. With allow_other other users
+	 * reach files as the daemon, so the kernel must check for them. */
+	int allow_other = 0;
+	for (int i = 1; i < args.argc; i++)
+		if (strstr(args.argv[i], "allow_other"))
+			allow_other = 1;
+	if (allow_other)
+		fuse_opt_add_arg(&args, "-odefault_permissions");
 	fuse_opt_add_arg(&args, "-ofsname=seerfs");
 	fuse_opt_add_arg(&args, "-osubtype=seerfs");
 

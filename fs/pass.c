@@ -2619,6 +2619,21 @@ static void pass_statfs(fuse_req_t req, fuse_ino_t ino)
 	leave(p);
 }
 
+/* access(2) and chdir: without default_permissions (see fs/main.c) the
+ * kernel asks us, and the daemon runs as the caller, so the file's own
+ * check with our credentials is the caller's answer. */
+static void pass_access(fuse_req_t req, fuse_ino_t ino, int mask)
+{
+	NODE(req, ino, n, p);
+	OP_ENTER(p, req);
+	int fd = node_fd(p, n);
+	int r = fd < 0 ? fd : faccessat(fd, "", mask, AT_EMPTY_PATH | AT_EACCESS) < 0 ? -errno : 0;
+	if (fd >= 0)
+		node_unpin(n);
+	fuse_reply_err(req, -r);
+	leave(p);
+}
+
 /* ---- extended attributes ---------------------------------------------------------------- */
 
 /* trusted.* needs CAP_SYS_ADMIN on the host and security.* carries file
@@ -2770,6 +2785,7 @@ done:
 /* ---- the public side ---------------------------------------------------------------------- */
 
 const struct fuse_lowlevel_ops pass_ops = {
+	.access = pass_access,
 	.lookup = pass_lookup,
 	.forget = pass_forget,
 	.forget_multi = pass_forget_multi,

@@ -243,6 +243,19 @@ def test_read_only_files(mnt, name):
     assert_errno(e, errno.EACCES)
 
 
+def test_access_follows_modes(mnt):
+    """access(2) on the control files answers from the modes they show."""
+    d = mnt.sandbox("ac")
+    assert os.access(d / "status", os.R_OK)
+    assert not os.access(d / "status", os.X_OK)
+    assert os.access(d / "config.json", os.R_OK | os.W_OK)
+    assert os.access(d, os.R_OK | os.X_OK)
+    if os.geteuid() != 0:   # root may write anything, as everywhere
+        assert not os.access(d / "status", os.W_OK)
+        assert not os.access(d / "ctl", os.R_OK)
+    assert os.access(d / "ctl", os.W_OK)
+
+
 def test_ctl_is_write_only(mnt):
     d = mnt.sandbox("wo")
     with pytest.raises(OSError) as e:

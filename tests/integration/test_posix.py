@@ -195,6 +195,25 @@ def test_permissions(posix_root):
     assert f.read_text() == "s"
 
 
+def test_access(posix_root, sandbox_run):
+    """access(2) answers as the operations would: the mount checks
+    permissions itself (no default_permissions without allow_other)."""
+    f = posix_root / "ro"
+    f.write_text("x")
+    os.chmod(f, 0o444)
+    assert os.access(f, os.R_OK)
+    assert not os.access(f, os.X_OK)
+    assert os.access(f, os.W_OK) == (os.geteuid() == 0)
+    os.chmod(f, 0o755)
+    assert os.access(f, os.X_OK | os.W_OK)
+    assert os.access(posix_root, os.W_OK | os.X_OK)
+    assert not os.access(posix_root / "missing", os.F_OK)
+    root, _ = sandbox_root(posix_root, sandbox_run)
+    # The read-only system: not writable whoever asks.
+    assert not os.access(root / "usr" / "bin", os.W_OK)
+    assert os.access(root / "usr" / "bin", os.R_OK | os.X_OK)
+
+
 def test_large_write_read(posix_root):
     data = os.urandom(8 << 20)
     f = posix_root / "big"
@@ -458,8 +477,8 @@ def test_fsync(posix_root):
 
 def test_erofs_on_usr(posix_root, sandbox_run):
     root, _ = sandbox_root(posix_root, sandbox_run)
-    # An ordinary user may be stopped first by the kernel's own permission
-    # check (default_permissions): /usr belongs to the host's root.
+    # An ordinary user may be stopped first by the permission check:
+    # /usr belongs to the host's root.
     errs = (errno.EROFS,) if os.geteuid() == 0 else (errno.EROFS, errno.EACCES)
     expect_errno(errs, os.open, root / "usr" / "seerfs-x", os.O_CREAT | os.O_WRONLY)
     expect_errno(errs, os.open, root / "etc" / "hostname", os.O_WRONLY)
