@@ -29,6 +29,12 @@ struct seer_fs {
 	double pass_timeout;     /* entry/attr timeout for root/ while the sandbox is idle */
 	int writeback;           /* -o writeback: kernel writeback cache for root/ */
 	int no_splice;
+	/* -o xattr: user.* pass through. Off, every xattr call is refused
+	 * with ENOSYS, which the kernel remembers and turns into ENOTSUP for
+	 * good; it then stops asking for security.capability before each
+	 * write() (FUSE never marks an inode "no security xattrs"), one
+	 * round trip per write saved. */
+	int xattr;
 
 	pthread_mutex_t pend_mu; /* held while parked reads are retried or purged */
 	pthread_mutex_t lock;    /* the two lists below */

@@ -1577,11 +1577,23 @@ static void ll_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, s
 		fuse_reply_err(req, ENOTSUP);             \
 	}
 
-PASS_ONLY(setxattr, (fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags),
-	  (req, ino, name, value, size, flags))
-PASS_ONLY(getxattr, (fuse_req_t req, fuse_ino_t ino, const char *name, size_t size), (req, ino, name, size))
-PASS_ONLY(listxattr, (fuse_req_t req, fuse_ino_t ino, size_t size), (req, ino, size))
-PASS_ONLY(removexattr, (fuse_req_t req, fuse_ino_t ino, const char *name), (req, ino, name))
+/* Extended attributes: root/'s, when -o xattr asked for them (fs.h). */
+#define XATTR_OP(name, proto, args)                                    \
+	static void ll_##name proto                                    \
+	{                                                              \
+		if (!fs_of(req)->xattr)                                \
+			fuse_reply_err(req, ENOSYS);                   \
+		else if (!ino_is_virtual(ino) && backend_of(ino)->name) \
+			backend_of(ino)->name args;                    \
+		else                                                   \
+			fuse_reply_err(req, ENOTSUP);                  \
+	}
+
+XATTR_OP(setxattr, (fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags),
+	 (req, ino, name, value, size, flags))
+XATTR_OP(getxattr, (fuse_req_t req, fuse_ino_t ino, const char *name, size_t size), (req, ino, name, size))
+XATTR_OP(listxattr, (fuse_req_t req, fuse_ino_t ino, size_t size), (req, ino, size))
+XATTR_OP(removexattr, (fuse_req_t req, fuse_ino_t ino, const char *name), (req, ino, name))
 PASS_ONLY(fallocate, (fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length, struct fuse_file_info *fi),
 	  (req, ino, mode, offset, length, fi))
 PASS_ONLY(flock, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, int op), (req, ino, fi, op))
