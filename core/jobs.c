@@ -3,8 +3,20 @@
  * moving their output to disk, their records, stdin, signals and timeouts.
  *
  * Output path: the job writes into pipes; one I/O thread per seerfs (epoll)
- * appends what arrives to the job's stdout or stderr file and to its
- * interleaved output file, then tells fs/ so that parked readers move on.
+ * splices what arrives into the job's stdout or stderr file, then tells fs/
+ * so that parked readers move on. The interleaved `output` is not a second
+ * copy of the bytes: it is an index (output.idx) of runs, each a stretch of
+ * one stream file, in the order the I/O thread took them. Each byte is thus
+ * written once, and moved from the pipe to the file without passing
+ * through user space. Records from before the index keep a plain `output`
+ * file, which is still read as it is.
+ *
+ * output.idx holds fixed 16-byte records {end, src}: the run covers output
+ * offsets [previous record's end, end) and starts at offset src & ~(1<<63)
+ * of stdout (bit 63 clear) or stderr (bit 63 set). Records before
+ * `nrec` never change, so readers pread them without a lock; the record in
+ * slot `nrec` is the open run, rewritten as it grows (readers take that one
+ * from memory) and published when a run of the other stream starts.
  * A job is finished when its process has ended and its pipes are drained;
  * a background daemon that keeps the pipes open gets half a second of grace,
  * then the job counts as finished and its later output is still appended.
@@ -32,6 +44,19 @@
 
 #define GRACE_NS 500000000ull
 #define IO_CHUNK (1 << 20)
+/* The job's stdout pipe: a bigger pipe means fewer wake-ups per byte and a
+ * job that blocks less often while the I/O thread is busy. stderr keeps the
+ * default: pipe pages count against the user's pipe-user-pages-soft, past
+ * which every new pipe of the user gets a single page. */
+#define PIPE_SIZE (1 << 20)
+#define SRC_STDERR (1ull << 63)
+
+/* One run of output.idx, as stored (host byte order: the file never leaves
+ * this machine's state directory). */
+struct idx_rec {
+	uint64_t end;
+	uint64_t src;
+};
 
 struct job {
 	struct sandbox *sb;
@@ -46,9 +71,14 @@ struct job {
 	uint64_t start_ns, end_ns;
 	int wstatus, exited;
 	uint64_t utime_us, stime_us;
-	int fd[3];                 /* stdout, stderr, output files (append) */
-	uint64_t len[3];
+	int fd[3];                 /* stdout, stderr, output.idx (written by the I/O thread) */
+	uint64_t len[3];           /* bytes stored; [JS_OUTPUT]: the output's length */
 	int capped[3];
+	int legacy_output;         /* a record from before output.idx: `output` is a copy */
+	uint64_t nrec;             /* published records of output.idx */
+	int run;                   /* stream of the open run, -1 when none */
+	uint64_t run_start;        /* output offset where the open run starts */
+	uint64_t run_src;          /* stream offset where it starts */
 	uint64_t cap;
 	int pipes_open;            /* stdout and stderr pipes not yet at EOF */
 	int stdin_w;
@@ -61,6 +91,10 @@ struct job {
 
 struct jobtab {
 	pthread_mutex_t lock;
+	/* Broadcast when output grows or a job ends (CLOCK_MONOTONIC): a
+	 * reader that waits here briefly copies the bytes on its own thread,
+	 * where a parked read would be answered on the I/O thread's. */
+	pthread_cond_t grew;
 	struct job **v;
 	size_t n, cap;
 	uint32_t next;
@@ -94,6 +128,11 @@ static struct jobtab *tab(struct sandbox *sb)
 		 * the sandbox, so no lock is needed for the pointer itself. */
 		struct jobtab *t = xcalloc(1, sizeof(*t));
 		pthread_mutex_init(&t->lock, NULL);
+		pthread_condattr_t ca;
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&t->grew, &ca);
+		pthread_condattr_destroy(&ca);
 		t->next = 1;
 		sb->jobs = t;
 	}
@@ -101,6 +140,7 @@ static struct jobtab *tab(struct sandbox *sb)
 }
 
 static const char *const stream_file[3] = {"stdout", "stderr", "output"};
+#define IDX_FILE "output.idx"
 static const char *const state_word[] = {
 	[JOB_RUNNING] = "running", [JOB_EXITED] = "exited", [JOB_KILLED] = "killed",
 	[JOB_TIMED_OUT] = "timed-out", [JOB_LOST] = "lost",
@@ -181,6 +221,7 @@ static struct job *job_new(struct sandbox *sb, uint32_t n)
 	j->dir = b.data;
 	j->fd[0] = j->fd[1] = j->fd[2] = -1;
 	j->stdin_w = -1;
+	j->run = -1;
 	return j;
 }
 
@@ -195,6 +236,43 @@ static void tab_add_locked(struct jobtab *t, struct job *j)
 	t->v[t->n++] = j;
 	if (j->n >= t->next)
 		t->next = j->n + 1;
+}
+
+/* Reads output.idx of a loaded record: every record is published, and the
+ * output ends where the last valid one does. A record that points past its
+ * stream file or goes backwards (a crash in the middle of an update) ends
+ * the index there. Returns 0 or -errno. */
+static int load_index(struct job *j)
+{
+	char p[4200];
+	snprintf(p, sizeof(p), "%s/" IDX_FILE, j->dir);
+	int fd = open(p, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	struct idx_rec v[256];
+	uint64_t end = 0, n = 0;
+	for (;;) {
+		ssize_t r = pread(fd, v, sizeof(v), (off_t)(n * sizeof(v[0])));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		size_t k = (size_t)r / sizeof(v[0]), i;
+		for (i = 0; i < k; i++) {
+			int s = v[i].src & SRC_STDERR ? JS_STDERR : JS_STDOUT;
+			uint64_t off = v[i].src & ~SRC_STDERR;
+			if (v[i].end <= end || off + (v[i].end - end) > j->len[s])
+				break;
+			end = v[i].end;
+		}
+		n += i;
+		if (i < k || k < ARRAY_SIZE(v))
+			break;
+	}
+	close(fd);
+	j->nrec = n;
+	j->len[JS_OUTPUT] = end;
+	return 0;
 }
 
 void jobs_load(struct sandbox *sb)
@@ -252,11 +330,17 @@ void jobs_load(struct sandbox *sb)
 		for (int i = 0; i < 3; i++) {
 			struct stat st;
 			snprintf(p, sizeof(p), "%s/%s", j->dir, stream_file[i]);
-			if (stat(p, &st) == 0)
+			if (stat(p, &st) == 0) {
 				j->len[i] = (uint64_t)st.st_size;
+				if (i == JS_OUTPUT)
+					j->legacy_output = 1;
+			}
+		}
+		if (!j->legacy_output)
+			load_index(j);
+		for (int i = 0; i < 3; i++)
 			if (j->cap && j->len[i] >= j->cap)
 				j->capped[i] = 1;
-		}
 		if (j->state == JOB_RUNNING) {
 			/* seerfs died while it ran: its process did not survive. */
 			j->state = JOB_LOST;
@@ -274,38 +358,99 @@ void jobs_load(struct sandbox *sb)
 
 /* ---- the I/O thread ------------------------------------------------------------- */
 
-/* Appends one chunk to a stream file and the interleaved file. */
-static void store_chunk(struct job *j, int which, const char *buf, size_t n)
+/* Adds `n` bytes just stored at stream offset `at` of stream `which` to the
+ * output's index, up to the output cap; `lost` says whether the chunk had
+ * bytes that were not stored. The I/O thread is the only writer. */
+static void index_chunk(struct job *j, int which, uint64_t at, uint64_t n, int lost)
 {
 	struct jobtab *t = j->sb->jobs;
-	int targets[2] = {which, JS_OUTPUT};
-	for (int k = 0; k < 2; k++) {
-		int s = targets[k];
-		pthread_mutex_lock(&t->lock);
-		uint64_t room = j->cap > j->len[s] ? j->cap - j->len[s] : 0;
-		size_t w = n < room ? n : (size_t)room;
-		if (w < n && !j->capped[s])
-			j->capped[s] = 1;
-		int fd = j->fd[s];
+	pthread_mutex_lock(&t->lock);
+	uint64_t room = j->cap > j->len[JS_OUTPUT] ? j->cap - j->len[JS_OUTPUT] : 0;
+	uint64_t w = n < room ? n : room;
+	if (w < n || lost)
+		j->capped[JS_OUTPUT] = 1;
+	if (w == 0) {
 		pthread_mutex_unlock(&t->lock);
-		size_t done = 0;
-		while (done < w && fd >= 0) {
-			ssize_t r = write(fd, buf + done, w - done);
-			if (r < 0) {
-				if (errno == EINTR)
-					continue;
-				/* A full disk stops storing output, not the job. */
-				pthread_mutex_lock(&t->lock);
-				j->capped[s] = 1;
-				pthread_mutex_unlock(&t->lock);
-				break;
-			}
-			done += (size_t)r;
-		}
-		pthread_mutex_lock(&t->lock);
-		j->len[s] += done;
-		pthread_mutex_unlock(&t->lock);
+		return;
 	}
+	uint64_t out = j->len[JS_OUTPUT];
+	/* The open run grows when the bytes follow it in the same stream;
+	 * otherwise it is published (its slot already holds its final value)
+	 * and a new one starts. */
+	if (j->run != which || j->run_src + (out - j->run_start) != at) {
+		if (j->run >= 0)
+			j->nrec++;
+		j->run = which;
+		j->run_start = out;
+		j->run_src = at;
+	}
+	struct idx_rec rec = {.end = out + w, .src = j->run_src | (which == JS_STDERR ? SRC_STDERR : 0)};
+	uint64_t slot = j->nrec;
+	int fd = j->fd[JS_OUTPUT];
+	/* Readers take the open run from memory, so the length can be
+	 * published before its record reaches the file. */
+	j->len[JS_OUTPUT] = out + w;
+	pthread_cond_broadcast(&t->grew);
+	pthread_mutex_unlock(&t->lock);
+	if (fd >= 0 && pwrite(fd, &rec, sizeof(rec), (off_t)(slot * sizeof(rec))) != (ssize_t)sizeof(rec)) {
+		/* The bytes are readable now; only a restart would miss them. */
+	}
+}
+
+/* Moves what the pipe holds into the job's stream file: splice where it
+ * can (no copy through user space), read and write otherwise. Past the
+ * output cap, or after a write error, the bytes are read and dropped.
+ * Returns the bytes taken from the pipe, 0 at EOF, or -errno (-EAGAIN when
+ * it is empty). */
+static ssize_t io_move(struct jobio *io, struct jpipe *p)
+{
+	struct job *j = p->j;
+	struct jobtab *t = j->sb->jobs;
+	int s = p->which;
+	pthread_mutex_lock(&t->lock);
+	uint64_t at = j->len[s];
+	uint64_t room = j->capped[s] || j->cap <= at ? 0 : j->cap - at;
+	int fd = j->fd[s];
+	pthread_mutex_unlock(&t->lock);
+	size_t want = room < IO_CHUNK ? (size_t)room : IO_CHUNK;
+	if (fd >= 0 && want > 0) {
+		loff_t off = (loff_t)at;
+		ssize_t n = splice(p->fd, NULL, fd, &off, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		if (n > 0) {
+			pthread_mutex_lock(&t->lock);
+			j->len[s] = at + (uint64_t)n;
+			pthread_mutex_unlock(&t->lock);
+			index_chunk(j, s, at, (uint64_t)n, 0);
+			return n;
+		}
+		if (n == 0)
+			return 0;
+		if (errno == EAGAIN || errno == EINTR)
+			return -errno;
+		/* A file system without splice, or a full disk: the copy path
+		 * below finds out which. */
+	}
+	ssize_t n = read(p->fd, io->buf, IO_CHUNK);
+	if (n <= 0)
+		return n < 0 ? -errno : 0;
+	size_t w = (size_t)n < want ? (size_t)n : want, done = 0;
+	while (done < w && fd >= 0) {
+		ssize_t r = pwrite(fd, io->buf + done, w - done, (off_t)(at + done));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		done += (size_t)r;
+	}
+	pthread_mutex_lock(&t->lock);
+	j->len[s] = at + done;
+	/* Bytes beyond what was stored: the cap, or a full disk, which
+	 * stops storing output, not the job. */
+	if (done < (size_t)n)
+		j->capped[s] = 1;
+	pthread_mutex_unlock(&t->lock);
+	index_chunk(j, s, at, done, done < (size_t)n);
+	return n;
 }
 
 static void io_drop_running(struct jobio *io, struct job *j)
@@ -377,12 +522,11 @@ static void *io_main(void *arg)
 				}
 				continue;
 			}
-			ssize_t r = read(p->fd, io->buf, IO_CHUNK);
-			if (r < 0 && (errno == EINTR || errno == EAGAIN))
+			ssize_t r = io_move(io, p);
+			if (r == -EINTR || r == -EAGAIN)
 				continue;
 			struct job *j = p->j;
 			if (r > 0) {
-				store_chunk(j, p->which, io->buf, (size_t)r);
 				sandbox_changed(j->sb);
 				continue;
 			}
@@ -391,6 +535,7 @@ static void *io_main(void *arg)
 			struct jobtab *t = j->sb->jobs;
 			pthread_mutex_lock(&t->lock);
 			j->pipes_open--;
+			pthread_cond_broadcast(&t->grew);
 			pthread_mutex_unlock(&t->lock);
 			sandbox_changed(j->sb);
 			job_put(j);
@@ -504,9 +649,11 @@ int jobs_start(struct sandbox *sb, const char *text, size_t len, int python, pid
 		snprintf(p, sizeof(p), "%s/cmd", j->dir);
 		r = write_file_atomic(p, j->cmd, len, 0600);
 	}
+	/* Not O_APPEND: splice refuses such files; the I/O thread writes at
+	 * explicit offsets, being the only writer. */
 	for (int i = 0; r == 0 && i < 3; i++) {
-		snprintf(p, sizeof(p), "%s/%s", j->dir, stream_file[i]);
-		j->fd[i] = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+		snprintf(p, sizeof(p), "%s/%s", j->dir, i == JS_OUTPUT ? IDX_FILE : stream_file[i]);
+		j->fd[i] = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 		if (j->fd[i] < 0)
 			r = -errno;
 	}
@@ -518,7 +665,9 @@ int jobs_start(struct sandbox *sb, const char *text, size_t len, int python, pid
 				  strerror(-r));
 		goto fail;
 	}
-	fcntl(po[0], F_SETPIPE_SZ, 1 << 20);
+	/* Refused beyond pipe-max-size or the user's pipe budget unless
+	 * privileged: the default size then stays, which only costs speed. */
+	fcntl(po[0], F_SETPIPE_SZ, PIPE_SIZE);
 	char *argv_sh[] = {"/bin/sh", "-c", j->cmd, NULL};
 	char *argv_py[] = {"python3", "-c", j->cmd, NULL};
 	char **envp = sandbox_environ(sb);
@@ -615,6 +764,7 @@ static void apply_exit_locked(struct job *j, const struct seer_exit *e)
 	j->end_ns = now_ns();
 	j->state = j->kill_reason ? (enum job_state)j->kill_reason : JOB_EXITED;
 	persist_locked(j);
+	pthread_cond_broadcast(&j->sb->jobs->grew);
 }
 
 void jobs_on_exit(struct sandbox *sb, const struct seer_exit *e)
@@ -758,6 +908,28 @@ uint64_t job_length(struct job *j, enum job_stream s)
 	return n;
 }
 
+int job_wait_output(struct job *j, uint64_t have, unsigned timeout_us)
+{
+	struct jobtab *t = j->sb->jobs;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_nsec += (long)(timeout_us % 1000000) * 1000;
+	ts.tv_sec += timeout_us / 1000000 + ts.tv_nsec / 1000000000;
+	ts.tv_nsec %= 1000000000;
+	pthread_mutex_lock(&t->lock);
+	int r = 0;
+	for (;;) {
+		if (j->len[JS_OUTPUT] > have || j->state != JOB_RUNNING) {
+			r = 1;
+			break;
+		}
+		if (pthread_cond_timedwait(&t->grew, &t->lock, &ts) == ETIMEDOUT)
+			break;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return r;
+}
+
 uint64_t job_mtime_ns(struct job *j)
 {
 	pthread_mutex_lock(&j->sb->jobs->lock);
@@ -766,12 +938,143 @@ uint64_t job_mtime_ns(struct job *j)
 	return t;
 }
 
-int job_open_stream(struct job *j, enum job_stream s)
+/* ---- readers of the stream files and the output ----------------------------------------- */
+
+#define RCACHE 64
+
+struct job_reader {
+	struct job *j;
+	enum job_stream s;
+	int fd[3];                 /* stdout, stderr; output.idx or a legacy output copy */
+	int legacy;                /* output read from its copy, not through the index */
+	/* Records [first, first + n) of output.idx: published ones only, which
+	 * never change, so they stay valid. */
+	struct idx_rec cache[RCACHE];
+	uint64_t cache_first;
+	size_t cache_n;
+};
+
+void job_reader_close(struct job_reader *r)
 {
-	char p[4200];
-	snprintf(p, sizeof(p), "%s/%s", j->dir, stream_file[s]);
-	int fd = open(p, O_RDONLY | O_CLOEXEC);
-	return fd < 0 ? -errno : fd;
+	if (!r)
+		return;
+	for (int i = 0; i < 3; i++)
+		if (r->fd[i] >= 0)
+			close(r->fd[i]);
+	job_put(r->j);
+	free(r);
+}
+
+int job_reader_open(struct job *j, enum job_stream s, struct job_reader **out)
+{
+	struct job_reader *r = xcalloc(1, sizeof(*r));
+	r->j = j;
+	job_ref(j);
+	r->s = s;
+	r->fd[0] = r->fd[1] = r->fd[2] = -1;
+	int legacy = s == JS_OUTPUT && j->legacy_output;   /* fixed since the job was loaded */
+	r->legacy = legacy;
+	for (int i = 0; i < 3; i++) {
+		int need = s == JS_OUTPUT ? (i == JS_OUTPUT || !legacy) : i == (int)s;
+		if (!need)
+			continue;
+		char p[4200];
+		snprintf(p, sizeof(p), "%s/%s", j->dir, i == JS_OUTPUT && !legacy ? IDX_FILE : stream_file[i]);
+		r->fd[i] = open(p, O_RDONLY | O_CLOEXEC);
+		if (r->fd[i] < 0) {
+			int e = -errno;
+			job_reader_close(r);
+			return e;
+		}
+	}
+	*out = r;
+	return 0;
+}
+
+/* Record i of output.idx (i below the published count nrec). */
+static int rec_get(struct job_reader *r, uint64_t i, uint64_t nrec, struct idx_rec *out)
+{
+	if (i < r->cache_first || i >= r->cache_first + r->cache_n) {
+		uint64_t first = i - i % RCACHE;
+		ssize_t n;
+		do
+			n = pread(r->fd[JS_OUTPUT], r->cache, sizeof(r->cache), (off_t)(first * sizeof(r->cache[0])));
+		while (n < 0 && errno == EINTR);
+		if (n < 0)
+			return -errno;
+		size_t k = (size_t)n / sizeof(r->cache[0]);
+		if (first + k > nrec)
+			k = (size_t)(nrec - first);
+		r->cache_first = first;
+		r->cache_n = k;
+		if (i >= first + k)
+			return -EIO;
+	}
+	*out = r->cache[i - r->cache_first];
+	return 0;
+}
+
+/* The first published record whose run ends after output offset off. */
+static int rec_find(struct job_reader *r, uint64_t off, uint64_t nrec, uint64_t *out)
+{
+	uint64_t lo = 0, hi = nrec;
+	while (lo < hi) {
+		uint64_t mid = lo + (hi - lo) / 2;
+		struct idx_rec rec;
+		int e = rec_get(r, mid, nrec, &rec);
+		if (e < 0)
+			return e;
+		if (rec.end > off)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	*out = lo;
+	return lo < nrec ? 0 : -EIO;
+}
+
+int job_reader_map(struct job_reader *r, uint64_t off, size_t size, struct job_piece *v, int max)
+{
+	struct job *j = r->j;
+	struct jobtab *t = j->sb->jobs;
+	pthread_mutex_lock(&t->lock);
+	uint64_t len = j->len[r->s], nrec = j->nrec, run_start = j->run_start, run_src = j->run_src;
+	int run = j->run;
+	pthread_mutex_unlock(&t->lock);
+	if (off >= len || size == 0 || max <= 0)
+		return 0;
+	uint64_t end = size < len - off ? off + size : len;
+	if (r->s != JS_OUTPUT || r->legacy) {
+		int fd = r->fd[r->s];
+		v[0] = (struct job_piece){.fd = fd, .pos = off, .len = (size_t)(end - off)};
+		return 1;
+	}
+	int k = 0;
+	uint64_t i = 0;
+	int found = 0;
+	while (off < end && k < max) {
+		if (run >= 0 && off >= run_start) {
+			/* The open run, as the I/O thread left it when len was read. */
+			v[k++] = (struct job_piece){.fd = r->fd[run], .pos = run_src + (off - run_start),
+						    .len = (size_t)(end - off)};
+			break;
+		}
+		int e = found ? 0 : rec_find(r, off, nrec, &i);
+		if (e < 0)
+			return k ? k : e;
+		struct idx_rec rec, prev = {0};
+		if ((e = rec_get(r, i, nrec, &rec)) < 0 || (i && (e = rec_get(r, i - 1, nrec, &prev)) < 0))
+			return k ? k : e;
+		uint64_t stop = rec.end < end ? rec.end : end;
+		int s = rec.src & SRC_STDERR ? JS_STDERR : JS_STDOUT;
+		v[k++] = (struct job_piece){.fd = r->fd[s], .pos = (rec.src & ~SRC_STDERR) + (off - prev.end),
+					    .len = (size_t)(stop - off)};
+		off = stop;
+		/* The next piece starts the next record, or the open run. */
+		i++;
+		found = i < nrec;
+	}
+	return k;
 }
 
 char *job_cmd(struct job *j)
@@ -1041,6 +1344,7 @@ void jobs_free(struct sandbox *sb)
 		return;
 	/* Jobs hold a reference on their sandbox, so none is left here. */
 	pthread_mutex_destroy(&sb->jobs->lock);
+	pthread_cond_destroy(&sb->jobs->grew);
 	free(sb->jobs->v);
 	free(sb->jobs);
 	sb->jobs = NULL;

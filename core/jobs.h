@@ -2,8 +2,9 @@
  * jobs.h - commands run in a sandbox through its exec file.
  *
  * Each command is a job with a number (1, 2, ... per sandbox) and a record
- * on disk under state/sandboxes/NAME/jobs/N/: cmd, stdout, stderr, output
- * (both interleaved as produced) and meta.json. One I/O thread per seerfs
+ * on disk under state/sandboxes/NAME/jobs/N/: cmd, stdout, stderr,
+ * output.idx (output: both interleaved as produced, an index into the two)
+ * and meta.json. One I/O thread per seerfs
  * moves every job's pipes into those files, so output can be read again
  * from any offset, during the job and after it, across restarts.
  */
@@ -56,8 +57,24 @@ int jobs_remove(struct sandbox *sb, uint32_t n);
 enum job_state job_state(struct job *j);
 int job_finished(struct job *j);                 /* ended and all output on disk */
 uint64_t job_length(struct job *j, enum job_stream s);
-/* An fd to read a stream's file from. */
-int job_open_stream(struct job *j, enum job_stream s);
+/* Waits up to timeout_us for the output to pass `have` bytes or the job to
+ * end; 1 when one of them happened, 0 on timeout. */
+int job_wait_output(struct job *j, uint64_t have, unsigned timeout_us);
+/* Reading stdout, stderr or output: output is an index into the other two
+ * (see jobs.c), so a stretch of it can lie in several pieces of the two
+ * stream files. A reader holds the files open and a reference on the job. */
+struct job_reader;
+struct job_piece {
+	int fd;
+	uint64_t pos;
+	size_t len;
+};
+int job_reader_open(struct job *j, enum job_stream s, struct job_reader **out);
+void job_reader_close(struct job_reader *r);
+/* Fills up to `max` pieces holding [off, off + size) of the file, cut at its
+ * current length; returns their number (0 at the end) or -errno. Their fds
+ * belong to the reader. */
+int job_reader_map(struct job_reader *r, uint64_t off, size_t size, struct job_piece *v, int max);
 char *job_cmd(struct job *j);
 char *job_status_text(struct job *j);
 char *job_exit_text(struct job *j);              /* "0\n", "3\n", "signal 9\n" */

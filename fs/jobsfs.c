@@ -10,7 +10,9 @@
  *
  * Output files are served from the job's files on disk with direct I/O and
  * their current length as size, so `cat` gives what is there and `tail -f`
- * follows. Reads that must wait (exit, the exec read) are parked.
+ * follows; `output` is mapped through its index onto pieces of the stdout
+ * and stderr files, which are spliced to the kernel. Reads that must wait
+ * (exit, the exec read) are parked.
  */
 #include "fs/jobsfs.h"
 #include "core/jobs.h"
@@ -54,7 +56,19 @@ struct exec_fh {
 	struct job **jobs;
 	size_t n;
 	uint64_t pos;
+	struct job_reader *out;    /* the newest job's output, opened at its first read */
 };
+
+/* Pieces per answer: a read of output crossing more runs than this gets
+ * fewer bytes, as a short read, and the reader asks again. */
+#define MAX_PIECES 64
+/* How long an exec read waits on its worker thread before parking. */
+#define EXEC_SPIN_US 2000
+
+static int is_stream(enum vkind k)
+{
+	return k == K_JOB_STDOUT || k == K_JOB_STDERR || k == K_JOB_OUTPUT;
+}
 
 int jobsfs_readlink(struct sandbox *sb, fuse_ino_t ino, pid_t caller, char *buf, size_t len)
 {
@@ -227,9 +241,13 @@ int jobsfs_open(struct seer_fs *fs, struct sandbox *sb, fuse_ino_t ino, struct f
 	} else if (acc != O_RDONLY) {
 		r = -EACCES;
 	} else if (d->stream >= 0) {
-		h->fd = job_open_stream(j, (enum job_stream)d->stream);
-		if (h->fd < 0)
-			r = h->fd;
+		struct job_reader *jr;
+		r = job_reader_open(j, (enum job_stream)d->stream, &jr);
+		job_put(j);
+		if (r < 0)
+			return r;
+		h->priv = jr;
+		return 0;
 	}
 	if (r < 0) {
 		job_put(j);
@@ -251,27 +269,57 @@ static void reply_text(fuse_req_t req, struct vfh *h, char *(*make)(struct job *
 	reply_slice(req, &h->buf, size, off);
 }
 
-/* Reads up to size bytes of a stream at pos and answers with them; the
- * count is returned before the answer goes out, so that a caller keeping
- * its own position moves it before the reader can ask again. */
-static void reply_stream(fuse_req_t req, int fd, size_t size, uint64_t pos, uint64_t *advance)
+size_t jobsfs_splice_limit(int n)
 {
-	struct stat st;
-	if (fstat(fd, &st) < 0) {
-		fuse_reply_err(req, errno);
+	static size_t pipe_max;
+	size_t pm = __atomic_load_n(&pipe_max, __ATOMIC_RELAXED);
+	if (!pm) {
+		char *t = NULL;
+		pm = 1 << 20;
+		if (read_file("/proc/sys/fs/pipe-max-size", 64, &t, NULL) == 0) {
+			unsigned long v = strtoul(t, NULL, 10);
+			if (v >= 65536)
+				pm = v;
+		}
+		free(t);
+		__atomic_store_n(&pipe_max, pm, __ATOMIC_RELAXED);
+	}
+	size_t page = 4096, over = page * (size_t)(n + 3);
+	return pm > over + page ? pm - over : page;
+}
+
+/* Answers with up to size bytes of a job's file at pos; the count is added
+ * to *advance before the answer goes out, so that a caller keeping its own
+ * position moves it before the reader can ask again. */
+static void reply_stream(fuse_req_t req, struct job_reader *jr, size_t size, uint64_t pos, uint64_t *advance)
+{
+	struct job_piece v[MAX_PIECES];
+	size_t lim = jobsfs_splice_limit(1);
+	int n = job_reader_map(jr, pos, size < lim ? size : lim, v, MAX_PIECES);
+	if (n < 0) {
+		fuse_reply_err(req, -n);
 		return;
 	}
-	uint64_t end = (uint64_t)st.st_size;
-	size_t n = pos >= end ? 0 : (end - pos < size ? (size_t)(end - pos) : size);
-	if (advance)
-		*advance += n;
-	/* The bytes go from the file to the kernel by splice where it can:
+	if (n == 0) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	/* The bytes go from the files to the kernel by splice where it can:
 	 * job output is the one big stream this filesystem serves itself. */
-	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(n);
-	bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-	bv.buf[0].fd = fd;
-	bv.buf[0].pos = (off_t)pos;
-	fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
+	struct fuse_bufvec *bv = xcalloc(1, sizeof(*bv) + (size_t)n * sizeof(bv->buf[0]));
+	size_t total = 0;
+	lim = jobsfs_splice_limit(n);
+	for (int i = 0; i < n && total < lim; i++) {
+		size_t len = v[i].len < lim - total ? v[i].len : lim - total;
+		bv->buf[i] = (struct fuse_buf){.size = len, .flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK,
+					       .fd = v[i].fd, .pos = (off_t)v[i].pos};
+		bv->count++;
+		total += len;
+	}
+	if (advance)
+		*advance += total;
+	fuse_reply_data(req, bv, FUSE_BUF_SPLICE_MOVE);
+	free(bv);
 }
 
 static int exit_try_answer(struct seer_fs *fs, struct pend *p)
@@ -300,16 +348,14 @@ static int exec_try_answer(struct seer_fs *fs, struct pend *p)
 		fuse_reply_buf(p->req, NULL, 0);
 		return 1;
 	}
-	if (h->fd < 0)
-		h->fd = job_open_stream(j, JS_OUTPUT);
-	if (h->fd < 0) {
-		fuse_reply_err(p->req, -h->fd);
-		return 1;
+	if (!e->out) {
+		int r = job_reader_open(j, JS_OUTPUT, &e->out);
+		if (r < 0) {
+			fuse_reply_err(p->req, -r);
+			return 1;
+		}
 	}
-	size_t want = p->size;
-	if (want > len - e->pos)
-		want = (size_t)(len - e->pos);
-	reply_stream(p->req, h->fd, want, e->pos, &e->pos);
+	reply_stream(p->req, e->out, p->size, e->pos, &e->pos);
 	return 1;
 }
 
@@ -331,6 +377,14 @@ void jobsfs_read(struct seer_fs *fs, fuse_req_t req, struct vfh *h, size_t size,
 		p->size = size;
 		p->try_answer = exec_try_answer;
 		if (exec_try_answer(fs, p)) {
+			free(p);
+			return;
+		}
+		/* A reader that keeps up with a fast job finds nothing new most
+		 * times it asks: waiting here a moment lets this thread copy the
+		 * next bytes, where parking would have the I/O thread do it
+		 * between two chunks of the job's pipe. */
+		if (job_wait_output(e->jobs[e->n - 1], e->pos, EXEC_SPIN_US) && exec_try_answer(fs, p)) {
 			free(p);
 			return;
 		}
@@ -360,7 +414,7 @@ void jobsfs_read(struct seer_fs *fs, fuse_req_t req, struct vfh *h, size_t size,
 	case K_JOB_STDOUT:
 	case K_JOB_STDERR:
 	case K_JOB_OUTPUT:
-		reply_stream(req, h->fd, size, (uint64_t)off, NULL);
+		reply_stream(req, h->priv, size, (uint64_t)off, NULL);
 		return;
 	default:
 		fuse_reply_err(req, EBADF);
@@ -391,10 +445,8 @@ int jobsfs_write(struct seer_fs *fs, struct vfh *h, const char *data, size_t siz
 		e->jobs = nv;
 		e->jobs[e->n++] = j;
 		e->pos = 0;
-		if (h->fd >= 0) {
-			close(h->fd);
-			h->fd = -1;
-		}
+		job_reader_close(e->out);
+		e->out = NULL;
 		return 0;
 	}
 	case K_JOB_STDIN: {
@@ -433,7 +485,10 @@ void jobsfs_fh_free(struct vfh *h)
 			job_put(e->jobs[i]);
 		}
 		free(e->jobs);
+		job_reader_close(e->out);
 		free(e);
+	} else if (is_stream(h->kind)) {
+		job_reader_close(h->priv);
 	} else {
 		job_put(h->priv);
 	}

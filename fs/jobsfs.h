@@ -21,6 +21,12 @@ int jobsfs_unlink(struct seer_fs *fs, struct sandbox *sb, fuse_ino_t parent, con
 int jobsfs_flush(struct seer_fs *fs, struct vfh *h);
 void jobsfs_release(struct seer_fs *fs, struct vfh *h);
 void jobsfs_fh_free(struct vfh *h);
+/* The most bytes an answer made of n file pieces can carry and still go by
+ * splice. libfuse splices an answer only when the header, the data and a
+ * page per piece fit its pipe, whose size it may raise up to pipe-max-size
+ * (1 MiB by default) without CAP_SYS_RESOURCE; a bigger answer is read into
+ * memory and written, two copies instead of one. */
+size_t jobsfs_splice_limit(int n);
 int jobsfs_readlink(struct sandbox *sb, fuse_ino_t ino, pid_t caller, char *buf, size_t len);
 
 #endif

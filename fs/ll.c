@@ -1649,6 +1649,13 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
 		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
 	pass_init_conn(conn, fs);
+	/* libfuse derives max_pages from max_write, and max_pages bounds
+	 * direct-I/O reads: keeping a request within what one splice pipe
+	 * carries lets a 1 MiB read of job output go by splice (two requests,
+	 * one copy) instead of through a buffer (two copies). */
+	size_t lim = jobsfs_splice_limit(1) & ~(size_t)4095;
+	if (conn->max_write > lim)
+		conn->max_write = (unsigned)lim;
 }
 
 static void ll_destroy(void *userdata)

@@ -64,7 +64,8 @@
  *         CACHE_SYMLINKS (a link's text depends on its depth), POSIX_ACL,
  *         EXPORT_SUPPORT.
  *   max_background 64, congestion_threshold 48, time_gran 1; max_write
- *   (1 MiB) and max_readahead stay as fs/ll.c sets them.
+ *   (just under 1 MiB, see ll_init) and max_readahead stay as fs/ll.c sets
+ *   them.
  *
  * Every function returns 0 or a negative errno; every FUSE op replies
  * exactly once (the lock waits reply later, from the worker).

@@ -306,3 +306,66 @@ def test_seer_exec_tool(sandbox):
     p = subprocess.run([str(SEER_EXEC), str(sandbox), "printf", "%s|", "a b", "c'd"], capture_output=True,
                        timeout=60, stdin=subprocess.DEVNULL)
     assert p.stdout == b"a b|c'd|"
+
+
+# A job that alternates between stdout (bytes below 0x80) and stderr (0x80 and
+# up) in runs of random length: `output` is an index into the two stream
+# files, so the bytes of each stream, in their order, must come back from it.
+ALTERNATING = r'''
+import os, random
+r = random.Random(7)
+lo = bytes(i & 0x7f for i in range(256))
+hi = bytes(i | 0x80 for i in range(256))
+for i in range(300):
+    fd = 1 + i % 2
+    data = os.urandom(r.randrange(1, 40000)).translate(lo if fd == 1 else hi)
+    while data:
+        data = data[os.write(fd, data):]
+'''
+
+
+def check_interleaved(job):
+    out, err, both = ((job / f).read_bytes() for f in ("stdout", "stderr", "output"))
+    assert out and err and len(both) == len(out) + len(err)
+    assert max(out) < 0x80 and min(err) >= 0x80
+    assert bytes(b for b in both if b < 0x80) == out
+    assert bytes(b for b in both if b >= 0x80) == err
+    # any offset, across runs and inside them, reads as the whole does
+    r = __import__("random").Random(3)
+    with open(job / "output", "rb") as f:
+        for _ in range(200):
+            off = r.randrange(0, len(both))
+            n = r.randrange(1, 300000)
+            f.seek(off)
+            assert f.read(n) == both[off:off + n]
+    return both
+
+
+def test_output_index_interleaving_and_restart(seerfs_factory):
+    m = seerfs_factory()
+    sb = m.sandbox("isb", "{}")
+    fd = os.open(sb / "exec_python", os.O_RDWR)
+    try:
+        os.write(fd, ALTERNATING.encode())
+        through_exec = read_to_eof(fd)
+    finally:
+        os.close(fd)
+    job = sb / "jobs" / "latest"
+    assert exit_of(job) == "0"
+    both = check_interleaved(job)
+    assert through_exec == both
+    n = os.readlink(job)
+    # the index is on disk: the output reads the same after a restart
+    m.stop(terminate_first=False, how="signal")
+    rec = m.state / "sandboxes" / "isb" / "jobs" / n
+    assert (rec / "output.idx").exists() and not (rec / "output").exists()
+    m2 = seerfs_factory(state=m.state, mountpoint=m.path)
+    job2 = m2.path / "isb" / "jobs" / n
+    assert check_interleaved(job2) == both
+    assert f"output: {len(both)} bytes" in (job2 / "status").read_text()
+    # a record written before the index, with `output` a copy, still reads
+    m2.stop(terminate_first=False, how="signal")
+    (rec / "output").write_bytes(both)
+    (rec / "output.idx").unlink()
+    m3 = seerfs_factory(state=m.state, mountpoint=m.path)
+    assert check_interleaved(m3.path / "isb" / "jobs" / n) == both
