@@ -404,13 +404,15 @@ def test_fifo_and_device_nodes(posix_root, sandbox_run):
     assert stat.S_ISREG(os.stat(posix_root / "plain").st_mode)
 
 
-def test_xattrs(posix_root, sandbox_run):
-    f = posix_root / "f"
+def _xattr_pass_through(f, run):
+    """user.* pass through; trusted.* and security.* never do. run(cmd) runs
+    in f's directory inside the sandbox."""
     f.write_text("x")
     os.setxattr(f, "user.k", b"value")
     assert os.getxattr(f, "user.k") == b"value"
     assert "user.k" in os.listxattr(f)
-    assert must(sandbox_run(py_inside("import os; print(os.getxattr('f', 'user.k').decode())"))).strip() == "value"
+    code = f"import os; print(os.getxattr({f.name!r}, 'user.k').decode())"
+    assert must(run(py_inside(code))).strip() == "value"
     expect_errno(errno.EEXIST, os.setxattr, f, "user.k", b"v", os.XATTR_CREATE)
     expect_errno(errno.ENODATA, os.setxattr, f, "user.none", b"v", os.XATTR_REPLACE)
     os.removexattr(f, "user.k")
@@ -424,6 +426,40 @@ def test_xattrs(posix_root, sandbox_run):
     big = os.urandom(3000)
     os.setxattr(f, "user.big", big)
     assert os.getxattr(f, "user.big") == big
+
+
+def test_xattrs(posix_root, sandbox_run):
+    f = posix_root / "f"
+    if HARNESS:     # fs/pass.c alone: what -o xattr gives
+        _xattr_pass_through(f, sandbox_run)
+        return
+    # Without -o xattr: ENOTSUP, the same for every call and every file.
+    f.write_text("x")
+    for call in (lambda: os.setxattr(f, "user.k", b"v"), lambda: os.getxattr(f, "user.k"),
+                 lambda: os.listxattr(f), lambda: os.removexattr(f, "user.k"),
+                 lambda: os.getxattr(posix_root, "security.capability"),
+                 lambda: os.getxattr(posix_root.parent.parent.parent / "status", "user.k")):
+        expect_errno(errno.ENOTSUP, call)
+    assert f.read_text() == "x"
+    with open(f, "a") as w:     # writes still work (no security.capability asked)
+        w.write("y")
+    assert f.read_text() == "xy"
+
+
+@pytest.mark.skipif(HARNESS, reason="needs the seerfs daemon")
+def test_xattrs_with_option(seerfs_factory):
+    from conftest import ctl, sandbox_run as run_in, wait_settled
+    m = seerfs_factory(args=["-o", "xattr"])
+    d = m.sandbox("xa", "{}")
+    w = d / "root" / "workspace" / "xa"
+    w.mkdir()
+    try:
+        _xattr_pass_through(w / "f", lambda cmd: tuple(
+            x.decode(errors="replace") if isinstance(x, bytes) else x
+            for x in run_in(d, f"cd /workspace/xa && {cmd}")))
+    finally:
+        ctl(d, "terminate")
+        wait_settled(d)
 
 
 def test_statfs(posix_root, sandbox_run):
