@@ -29,15 +29,17 @@
  * the timeout bounds any other way out of running (a failed reconfigure). */
 #define ROOT_ENTRY_TIMEOUT 10.0
 
-/* Attribute timeout of a virtual inode. Directories whose attributes only
- * change through this mount's own mkdir/rmdir (the kernel drops its copy
- * then) are cached: every path walk under root/ checks permissions on them
- * (default_permissions), which would otherwise be three round trips per
- * open or stat. Files keep 0: their sizes follow state and logs. */
+/* Attribute timeout of a virtual inode. The mount's top and the sandbox
+ * directories, whose attributes and listings only change through this
+ * mount's own mkdir, rmdir and create (the kernel drops its copies then),
+ * are cached: every path under root/ walks through them, which would
+ * otherwise cost round trips on every open or stat. Files keep 0 (their
+ * sizes follow state and logs), and so do jobs/ and snapshots/, whose
+ * listings change through writes to exec and ctl. */
 static double vattr_timeout(fuse_ino_t ino)
 {
 	enum vkind k = vino_kind(ino);
-	return k == K_TOP || k == K_SBDIR || k == K_SNAPDIR ? VTIMEOUT : 0;
+	return k == K_TOP || k == K_SBDIR ? VTIMEOUT : 0;
 }
 
 static struct seer_fs *fs_of(fuse_req_t req)
@@ -649,19 +651,17 @@ void vdir_add_cb(void *d, const char *name, fuse_ino_t ino, mode_t mode)
 
 static void vdir_free(struct vdir *d)
 {
+	if (!d)
+		return;
 	for (size_t i = 0; i < d->n; i++)
 		free(d->e[i].name);
 	free(d->e);
 	free(d);
 }
 
-static void ll_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+/* The listing of a virtual directory, as it is now; -errno on failure. */
+static int vdir_build(struct seer_fs *fs, fuse_ino_t ino, struct vdir **out)
 {
-	struct seer_fs *fs = fs_of(req);
-	if (!ino_is_virtual(ino)) {
-		backend_of(ino)->opendir(req, ino, fi);
-		return;
-	}
 	enum vkind k = vino_kind(ino);
 	struct vdir *d = xcalloc(1, sizeof(*d));
 	vdir_add(d, ".", ino, S_IFDIR);
@@ -677,8 +677,7 @@ static void ll_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		struct sandbox *sb = sandbox_get_serial(fs->ctx, vino_serial(ino));
 		if (!sb) {
 			vdir_free(d);
-			fuse_reply_err(req, ENOENT);
-			return;
+			return -ENOENT;
 		}
 		if (k == K_SBDIR) {
 			for (size_t i = 0; i < ARRAY_SIZE(sb_files); i++)
@@ -696,23 +695,44 @@ static void ll_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		int r = snapfs_list(fs, ino, vdir_add_cb, d);
 		if (r < 0) {
 			vdir_free(d);
-			fuse_reply_err(req, -r);
-			return;
+			return r;
 		}
-	} else if (k != K_SNAPDIR && k != K_ROOT_EMPTY) {
+	} else if (k != K_ROOT_EMPTY) {
 		vdir_free(d);
-		fuse_reply_err(req, ENOTDIR);
-		return;
+		return -ENOTDIR;
 	}
-	fi->fh = (uintptr_t)d;
-	fuse_reply_open(req, fi);
+	*out = d;
+	return 0;
+}
+
+/* No OPENDIR, for any directory: the first one answered ENOSYS makes the
+ * kernel stop sending OPENDIR and RELEASEDIR for good (two round trips
+ * saved on every listing: git status, find and du open every directory)
+ * and cache every listing, dropping it when the directory's mtime or
+ * change count moves (see docs/rootfs.md). READDIR then comes without a
+ * handle: virtual listings are built per request, root/ keeps a stream
+ * per listing in progress (fs/pass.c), root/ over SFTP its listing cache. */
+static void ll_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)fi;
+	fuse_reply_err(req, ENOSYS);
 }
 
 static void vreaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi, int plus)
 {
-	struct vdir *d = (struct vdir *)(uintptr_t)fi->fh;
-	char *buf = malloc(size);
+	struct vdir *d = (struct vdir *)(uintptr_t)fi->fh, *own = NULL;
+	if (!d) {
+		int r = vdir_build(fs_of(req), ino, &own);
+		if (r < 0) {
+			fuse_reply_err(req, -r);
+			return;
+		}
+		d = own;
+	}
+	char *buf = calloc(1, size ? size : 1);
 	if (!buf) {
+		vdir_free(own);
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
@@ -743,7 +763,7 @@ static void vreaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, str
 	}
 	fuse_reply_buf(req, buf, used);
 	free(buf);
-	(void)ino;
+	vdir_free(own);
 }
 
 static void ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
@@ -770,7 +790,7 @@ static void ll_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 		backend_of(ino)->releasedir(req, ino, fi);
 		return;
 	}
-	vdir_free((struct vdir *)(uintptr_t)fi->fh);
+	vdir_free((struct vdir *)(uintptr_t)fi->fh);   /* never called: no OPENDIR */
 	fuse_reply_err(req, 0);
 }
 
@@ -1648,6 +1668,8 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn)
 	/* O_TRUNC arrives with open(), so `echo > config.json` is one request. */
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
 		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+	if (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT)
+		conn->want |= FUSE_CAP_NO_OPENDIR_SUPPORT;
 	pass_init_conn(conn, fs);
 	/* libfuse derives max_pages from max_write, and max_pages bounds
 	 * direct-I/O reads: keeping a request within what one splice pipe

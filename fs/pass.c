@@ -119,6 +119,8 @@ _Static_assert(sizeof(fuse_ino_t) >= sizeof(uintptr_t), "inode numbers hold poin
 #define PASS_DEPTH_BUDGET 256
 /* getdents64 buffer of an open directory. */
 #define PASS_DIRBUF 32768
+/* Directory streams kept between READDIRs (see struct pass_fs). */
+#define PASS_DSTREAMS 16
 /* Lock retry interval bounds of the worker, in ms. */
 #define PASS_LOCK_POLL_MIN_MS 1
 #define PASS_LOCK_POLL_MAX_MS 16
@@ -243,6 +245,11 @@ struct pass_fs {
 	size_t nfds, fd_budget;
 	struct pfile *files;
 	int warned_fds;
+	/* Listings in progress without OPENDIR (fs/ll.c refuses it): a
+	 * directory read in several READDIRs keeps its fd and position
+	 * here between them; each holds a ref on its node. */
+	struct pfile *ds[PASS_DSTREAMS];
+	unsigned ds_hand;
 
 	/* idle/busy */
 	atomic_int busy;               /* last answer: 1 busy */
@@ -2218,13 +2225,17 @@ static void pass_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 	fuse_reply_err(req, 0);
 }
 
+static int open_dir_fd(struct pass_fs *p, struct pnode *n);
+
 static void pass_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	NODE(req, ino, n, p);
-	(void)n;
 	OP_ENTER(p, req);
 	struct pfile *f = (struct pfile *)(uintptr_t)fi->fh;
-	int r = (datasync ? fdatasync(f->fd) : fsync(f->fd)) < 0 ? errno : 0;
+	int fd = f ? f->fd : open_dir_fd(p, n);   /* fsyncdir without OPENDIR */
+	int r = fd < 0 ? -fd : (datasync ? fdatasync(fd) : fsync(fd)) < 0 ? errno : 0;
+	if (!f && fd >= 0)
+		close(fd);
 	fuse_reply_err(req, r);
 	leave(p);
 }
@@ -2430,18 +2441,11 @@ static void pass_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 		r = -ENOTDIR;
 		goto err;
 	}
-	int nfd = node_fd(p, n);
-	if (nfd < 0) {
-		r = nfd;
+	int fd = open_dir_fd(p, n);
+	if (fd < 0) {
+		r = fd;
 		goto err;
 	}
-	char path[64];
-	proc_path(path, sizeof(path), nfd);
-	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	r = fd < 0 ? -errno : 0;
-	node_unpin(n);
-	if (r < 0)
-		goto err;
 	struct pfile *f = pfile_new(p, n, fd, O_RDONLY, 1);
 	if (!f) {
 		close(fd);
@@ -2475,15 +2479,120 @@ struct linux_dirent64 {
 	char d_name[];
 };
 
+/* ---- directory streams: READDIR without OPENDIR ----------------------------------- */
+
+/* Opens directory n for reading; -errno on failure. */
+static int open_dir_fd(struct pass_fs *p, struct pnode *n)
+{
+	int nfd = node_fd(p, n);
+	if (nfd < 0)
+		return nfd;
+	char path[64];
+	proc_path(path, sizeof(path), nfd);
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int r = fd < 0 ? -errno : fd;
+	node_unpin(n);
+	return r;
+}
+
+static void dstream_release(struct pass_fs *p, struct pfile *f)
+{
+	struct pnode *n = f->n;
+	pfile_free(p, f);
+	pthread_mutex_lock(&p->lock);
+	n->refs--;
+	int freed = node_maybe_free(p, n);
+	pthread_mutex_unlock(&p->lock);
+	pass_put(p, freed);
+}
+
+/* The stream that continues n's listing at off, or a new one. */
+static int dstream_get(struct pass_fs *p, struct pnode *n, off_t off, struct pfile **out)
+{
+	struct pfile *f = NULL;
+	pthread_mutex_lock(&p->lock);
+	for (int i = 0; i < PASS_DSTREAMS && !f; i++) {
+		if (p->ds[i] && p->ds[i]->n == n && p->ds[i]->pos == off) {
+			f = p->ds[i];
+			p->ds[i] = NULL;
+		}
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (!f) {
+		if (!S_ISDIR(n->type))
+			return -ENOTDIR;
+		int fd = open_dir_fd(p, n);
+		if (fd < 0)
+			return fd;
+		f = pfile_new(p, n, fd, O_RDONLY, 1);
+		if (!f) {
+			close(fd);
+			return -ENOMEM;
+		}
+		pthread_mutex_lock(&p->lock);
+		n->refs++;
+		pthread_mutex_unlock(&p->lock);
+	}
+	*out = f;
+	return 0;
+}
+
+/* Parks a stream for the next READDIR of its listing; a finished one
+ * (or one pushed out by newer listings) is closed. */
+static void dstream_done(struct pass_fs *p, struct pfile *f, int failed)
+{
+	struct pfile *victim = f;
+	if (!failed && !f->eof && !atomic_load(&p->dead)) {
+		pthread_mutex_lock(&p->lock);
+		int slot = -1;
+		for (int i = 0; i < PASS_DSTREAMS && slot < 0; i++)
+			if (!p->ds[i])
+				slot = i;
+		if (slot < 0)
+			slot = (int)(p->ds_hand++ % PASS_DSTREAMS);
+		victim = p->ds[slot];
+		p->ds[slot] = f;
+		pthread_mutex_unlock(&p->lock);
+	}
+	if (victim)
+		dstream_release(p, victim);
+}
+
+/* Drops every parked stream (the sandbox is going away). */
+static void dstreams_drop(struct pass_fs *p)
+{
+	struct pfile *v[PASS_DSTREAMS];
+	pthread_mutex_lock(&p->lock);
+	for (int i = 0; i < PASS_DSTREAMS; i++) {
+		v[i] = p->ds[i];
+		p->ds[i] = NULL;
+	}
+	pthread_mutex_unlock(&p->lock);
+	for (int i = 0; i < PASS_DSTREAMS; i++)
+		if (v[i])
+			dstream_release(p, v[i]);
+}
+
 static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi, int plus)
 {
 	NODE(req, ino, dir, p);
 	OP_ENTER(p, req);
 	struct pfile *f = (struct pfile *)(uintptr_t)fi->fh;
+	int streamed = !f;
+	if (streamed) {
+		int r = dstream_get(p, dir, off, &f);
+		if (r < 0) {
+			fuse_reply_err(req, -r);
+			leave(p);
+			return;
+		}
+	}
 	char *out = malloc(size ? size : 1);
 	fuse_ino_t *counted = NULL;
 	size_t ncounted = 0, cap = 0;
 	if (!out) {
+		if (streamed)
+			dstream_done(p, f, 1);
 		fuse_reply_err(req, ENOMEM);
 		leave(p);
 		return;
@@ -2588,6 +2697,8 @@ out:
 			forget_node(node_of(counted[i]), 1);
 	if (c.idle && ncounted && atomic_load(&p->epoch) != c.epoch)
 		request_sweep(p);
+	if (streamed)
+		dstream_done(p, f, err != 0);
 	free(counted);
 	free(out);
 	leave(p);
@@ -2977,6 +3088,7 @@ void pass_kill(struct pass_fs *p)
 	if (!p)
 		return;
 	kill_common(p);
+	dstreams_drop(p);
 	pthread_mutex_lock(&p->lock);
 	int freed = p->root ? node_maybe_free(p, p->root) : 0;
 	int caller = !p->killed;
@@ -3003,6 +3115,7 @@ void pass_destroy(struct pass_fs *p)
 	}
 	pthread_mutex_lock(&p->lock);
 	int freed = 0;
+	memset(p->ds, 0, sizeof(p->ds));   /* in p->files, freed below */
 	for (struct pfile *f = p->files, *nx; f; f = nx) {
 		nx = f->next;
 		if (f->is_dir) {

@@ -148,6 +148,8 @@ struct lent {
 };
 
 #define SFTPFS_LISTS_MAX 8192
+/* Listings kept for READDIRs that continue one (see cont_list). */
+#define SFTPFS_CONT 16
 #define SFTPFS_LISTS_BUCKETS 4096
 
 struct sftpfs {
@@ -177,6 +179,15 @@ struct sftpfs {
 	fuse_ino_t root_alias;    /* tests/unit/sftpmount.c: the kernel's name for rootn */
 	int64_t busy_checked_ms;
 	int busy;
+	/* Listings being read without OPENDIR (fs/ll.c refuses it): the
+	 * READDIRs after the first of a listing continue the same copy, so
+	 * offsets stay those of one listing. Keyed by path; under mu. */
+	struct {
+		char *path;
+		struct sdir *d;
+	} cont[SFTPFS_CONT];
+	unsigned cont_hand;
+	unsigned dir_gen;         /* see s_getattr */
 	pthread_t workers[SFTPFS_WORKERS];
 	int nworkers;
 };
@@ -307,9 +318,15 @@ static struct snode *node_get(struct sftpfs *r, const char *path, uint32_t mode)
 
 static void lc_drop_all(struct sftpfs *r);
 
+static void sdir_put(struct sdir *d);
+
 static void sftpfs_free(struct sftpfs *r)
 {
 	lc_drop_all(r);
+	for (int i = 0; i < SFTPFS_CONT; i++) {
+		free(r->cont[i].path);
+		sdir_put(r->cont[i].d);
+	}
 	for (size_t i = 0; i < r->nneg; i++)
 		free(r->negs[i].name);
 	free(r->negs);
@@ -1016,7 +1033,18 @@ static void s_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	op_exit(r);
 	struct stat st;
 	to_stat(&a, n->sino, &st);
-	fuse_reply_attr(req, &st, cur_timeout(r));
+	double t = cur_timeout(r);
+	if (t == 0 && S_ISDIR(st.st_mode)) {
+		/* The kernel keeps every listing (no OPENDIR to say otherwise)
+		 * until it sees the directory's mtime move, and SFTP's mtimes
+		 * have whole seconds: while the sandbox is busy each answer
+		 * gets its own nanoseconds, so that the next listing is read
+		 * from the server again as before. */
+		pthread_mutex_lock(&r->mu);
+		st.st_mtim.tv_nsec = (long)(++r->dir_gen % 1000000000u);
+		pthread_mutex_unlock(&r->mu);
+	}
+	fuse_reply_attr(req, &st, t);
 }
 
 static void s_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
@@ -1935,14 +1963,70 @@ static void s_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 }
 
+/* The listing a READDIR without a handle reads: a fresh one at offset 0
+ * (kept for the READDIRs that continue it), else the one it continues. */
+static int cont_list(struct sftpfs *r, struct snode *n, off_t off, struct sdir **out)
+{
+	if (off > 0) {
+		pthread_mutex_lock(&r->mu);
+		struct sdir *d = NULL;
+		for (int i = 0; i < SFTPFS_CONT && !d; i++)
+			if (r->cont[i].path && n->path && !strcmp(r->cont[i].path, n->path))
+				d = r->cont[i].d;
+		if (d)
+			d->refs++;
+		pthread_mutex_unlock(&r->mu);
+		if (d) {
+			*out = d;
+			return 0;
+		}
+	}
+	struct sdir *d;
+	int rc = get_list(r, n, &d);
+	if (rc < 0)
+		return rc;
+	char *p = n->path ? strdup(n->path) : NULL;
+	pthread_mutex_lock(&r->mu);
+	if (p) {
+		int slot = -1;
+		for (int i = 0; i < SFTPFS_CONT && slot < 0; i++)
+			if (r->cont[i].path && !strcmp(r->cont[i].path, p))
+				slot = i;
+		for (int i = 0; i < SFTPFS_CONT && slot < 0; i++)
+			if (!r->cont[i].path)
+				slot = i;
+		if (slot < 0)
+			slot = (int)(r->cont_hand++ % SFTPFS_CONT);
+		free(r->cont[slot].path);
+		sdir_put(r->cont[slot].d);
+		r->cont[slot].path = p;
+		r->cont[slot].d = d;
+		d->refs++;
+	}
+	pthread_mutex_unlock(&r->mu);
+	*out = d;
+	return 0;
+}
+
 static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi, int plus)
 {
 	BEGIN(ino);
-	struct sdir *d = (struct sdir *)(uintptr_t)fi->fh;
+	struct sdir *d = (struct sdir *)(uintptr_t)fi->fh, *own = NULL;
+	if (!d) {
+		rc = cont_list(r, n, off, &own);
+		if (rc < 0)
+			FAIL(rc);
+		d = own;
+	}
 	char *buf = malloc(size);
 	char *dpath = node_path(n, NULL, &rc);
 	if (!buf || !dpath) {
 		free(buf);
+		if (own) {
+			pthread_mutex_lock(&r->mu);
+			sdir_put(own);
+			pthread_mutex_unlock(&r->mu);
+		}
 		FAIL(dpath ? -ENOMEM : rc);
 	}
 	size_t used = 0;
@@ -1986,6 +2070,11 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 		used += sz;
 	}
 	free(dpath);
+	if (own) {
+		pthread_mutex_lock(&r->mu);
+		sdir_put(own);
+		pthread_mutex_unlock(&r->mu);
+	}
 	op_exit(r);
 	fuse_reply_buf(req, buf, used);
 	free(buf);

@@ -259,6 +259,22 @@ def test_remove_job_record(sandbox):
     os.close(fd)
 
 
+def test_jobs_listing_follows_jobs(sandbox):
+    """The kernel caches listings (no OPENDIR): jobs/ must still show a new
+    job, and drop a removed one, at once."""
+    before = set(os.listdir(sandbox / "jobs"))
+    job = start(sandbox, "echo listed")
+    assert exit_of(job) == "0"
+    after = set(os.listdir(sandbox / "jobs"))
+    assert job.name in after and job.name not in before
+    subprocess.run(["rm", "-r", str(job)], check=True)
+    assert job.name not in os.listdir(sandbox / "jobs")
+    second = start(sandbox, "echo again")
+    assert exit_of(second) == "0"
+    assert second.name in os.listdir(sandbox / "jobs")
+    assert os.readlink(sandbox / "jobs" / "latest") == second.name
+
+
 def test_output_cap_is_stated(mnt):
     sb = mnt.sandbox("capped", '{"output_cap": 10000}')
     code, out = sandbox_run(sb, "head -c 50000 /dev/zero")

@@ -231,6 +231,25 @@ def test_root_through_sftp(remote):
     assert (sb / "root" / "workspace" / "out.txt").read_text() == "from exec\n"
 
 
+def test_listing_over_sftp_whole_and_fresh(remote):
+    """A listing longer than one READDIR comes whole (each entry once), and
+    a change made by the sandbox's own command shows in the next listing."""
+    m, _, workdir = remote
+    sb = make(m, "ls")
+    ws = sb / "root" / "workspace"
+    try:
+        os.listdir(ws)
+    except OSError as e:
+        pytest.skip(f"root/ over SFTP not available: {e}")
+    assert run(sb, "mkdir -p /workspace/many && cd /workspace/many && "
+                   "for i in $(seq 1 700); do : > file-$i; done")[0] == 0
+    names = os.listdir(ws / "many")
+    assert len(names) == 700 and len(set(names)) == 700
+    assert run(sb, "rm /workspace/many/file-7 && : > /workspace/many/late")[0] == 0
+    names = set(os.listdir(ws / "many"))
+    assert "late" in names and "file-7" not in names and len(names) == 700
+
+
 def test_unknown_provider_and_local_files(remote):
     m, _, _ = remote
     d = m.path / "n"
