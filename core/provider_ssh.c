@@ -437,10 +437,8 @@ static int ssh_check(struct sandbox *sb, const struct seer_config *cfg, char *er
 			 cfg->provider);
 		return -EINVAL;
 	}
-	const char *what = cfg->n_local_files ? "local_files"
-			   : cfg->n_local_dirs ? "local_dirs"
-			   : cfg->n_models     ? "models"
-					       : NULL;
+	/* local_files and local_dirs go over SFTP (core/upload.c). */
+	const char *what = cfg->n_models ? "models" : NULL;
 	for (size_t i = 0; !what && i < cfg->n_repos; i++)
 		if (is_host_repo(cfg->repos[i].url))
 			what = "repos from a path on this machine";

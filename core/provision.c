@@ -11,6 +11,7 @@
  * planted inside can never redirect a write onto the host.
  */
 #include "core/provision.h"
+#include "core/upload.h"
 #include "core/config.h"
 #include "core/hf.h"
 #include "core/provider.h"
@@ -536,8 +537,18 @@ static void host_path(struct sandbox *sb, const char *p, char *out, size_t n)
 }
 
 /* Copies host path `src` (file or directory) to sandbox path `rel`. */
-static int copy_in(struct sandbox *sb, int rootfd, const char *src, const char *rel, int want_dir, char *err, size_t n)
+/* Where local_files/local_dirs go: the sandbox's "/" as a directory fd
+ * here, or (remote providers) its path on the far side of an SFTP client. */
+struct dest {
+	int rootfd;
+	struct sftp_client *cli;
+	char rroot[4096];
+};
+
+static int copy_in(struct sandbox *sb, const struct dest *dst, const char *src, const char *rel, int want_dir,
+		   char *err, size_t n)
 {
+	int rootfd = dst->rootfd;
 	struct stat st;
 	int sfd = open(src, O_RDONLY | O_CLOEXEC);
 	if (sfd < 0 || fstat(sfd, &st) < 0) {
@@ -556,10 +567,22 @@ static int copy_in(struct sandbox *sb, int rootfd, const char *src, const char *
 				 sb->name, src);
 			return -ENOTDIR;
 		}
-		int dfd = mkdir_in_root(rootfd, rel);
-		r = dfd < 0 ? dfd : copy_tree(sfd, dfd, bad, sizeof(bad), 0);
-		if (dfd >= 0)
-			close(dfd);
+		if (dst->cli) {
+			r = upload_in(dst->cli, dst->rroot, sfd, &st, rel, bad, sizeof(bad));
+		} else {
+			int dfd = mkdir_in_root(rootfd, rel);
+			r = dfd < 0 ? dfd : copy_tree(sfd, dfd, bad, sizeof(bad), 0);
+			if (dfd >= 0)
+				close(dfd);
+		}
+	} else if (dst->cli) {
+		if (!S_ISREG(st.st_mode)) {
+			close(sfd);
+			snprintf(err, n, "sandbox %s: local_files: %s on the host is not a regular file; list directories in local_dirs",
+				 sb->name, src);
+			return -EISDIR;
+		}
+		r = upload_in(dst->cli, dst->rroot, sfd, &st, rel, bad, sizeof(bad));
 	} else {
 		if (!S_ISREG(st.st_mode)) {
 			close(sfd);
@@ -620,8 +643,14 @@ static int check_local_sources(struct sandbox *sb, const struct seer_config *cfg
 
 static int step_local(struct sandbox *sb, const struct seer_config *cfg, char *err, size_t n)
 {
-	int rootfd = sb->prov->root_fd(sb);
-	if (rootfd < 0) {
+	struct dest dst = {.rootfd = sb->prov->root_fd ? sb->prov->root_fd(sb) : -ENOTSUP};
+	int rootfd = dst.rootfd;
+	if (rootfd < 0 && sb->prov->root_remote) {
+		int rr = sb->prov->root_remote(sb, &dst.cli, dst.rroot, sizeof(dst.rroot));
+		if (rr < 0)
+			rootfd = rr;
+	}
+	if (rootfd < 0 && !dst.cli) {
 		snprintf(err, n, "sandbox %s: cannot reach the sandbox's files: %s", sb->name, strerror(-rootfd));
 		return rootfd;
 	}
@@ -645,12 +674,13 @@ static int step_local(struct sandbox *sb, const struct seer_config *cfg, char *e
 				}
 			}
 			if (r == 0)
-				r = copy_in(sb, rootfd, src, rel, dirs, err, n);
+				r = copy_in(sb, &dst, src, rel, dirs, err, n);
 			if (r == 0)
 				sandbox_log(sb, "provision: %s: copied %s to /%s", field, src, rel);
 		}
 	}
-	close(rootfd);
+	if (rootfd >= 0)
+		close(rootfd);
 	return r;
 }
 
@@ -915,11 +945,11 @@ static int copy_pip_conf(struct sandbox *sb, char *err, size_t n)
 	snprintf(src, sizeof(src), "%s/.config/pip/pip.conf", home);
 	if (access(src, R_OK) != 0)
 		return 0;
-	int rootfd = sb->prov->root_fd(sb);
-	if (rootfd < 0)
-		return rootfd;
-	int r = copy_in(sb, rootfd, src, "root/.config/pip/pip.conf", 0, err, n);
-	close(rootfd);
+	struct dest dst = {.rootfd = sb->prov->root_fd(sb)};
+	if (dst.rootfd < 0)
+		return dst.rootfd;
+	int r = copy_in(sb, &dst, src, "root/.config/pip/pip.conf", 0, err, n);
+	close(dst.rootfd);
 	if (r == 0)
 		sandbox_log(sb, "provision: python: copied %s into the sandbox", src);
 	return r;
@@ -1047,13 +1077,13 @@ static int step_repo(struct sandbox *sb, const struct seer_config *cfg, size_t i
 			snprintf(err, n, "sandbox %s: repos: %s is not a directory on the host", sb->name, src);
 			return -ENOENT;
 		}
-		int rootfd = sb->prov->root_fd(sb);
-		if (rootfd < 0)
-			return rootfd;
+		struct dest dst = {.rootfd = sb->prov->root_fd(sb)};
+		if (dst.rootfd < 0)
+			return dst.rootfd;
 		char rel[600];
 		snprintf(rel, sizeof(rel), "tmp/.seerfs-repo/%s", name);
-		r = copy_in(sb, rootfd, src, rel, 1, err, n);
-		close(rootfd);
+		r = copy_in(sb, &dst, src, rel, 1, err, n);
+		close(dst.rootfd);
 		if (r < 0)
 			return r;
 		sbuf_printf(&u, "/%s", rel);
