@@ -11,6 +11,7 @@
  * planted inside can never redirect a write onto the host.
  */
 #include "core/provision.h"
+#include "core/treecopy.h"
 #include "core/upload.h"
 #include "core/config.h"
 #include "core/hf.h"
@@ -20,6 +21,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <stdint.h>
 #include <fcntl.h>
 #include <json-c/json.h>
 #include <linux/openat2.h>
@@ -435,70 +437,47 @@ static int copy_file_into(int srcfd, const struct stat *st, int dirfd, const cha
 	return r;
 }
 
-/* Recursively copies host directory srcfd into sandbox directory dstfd. */
-static int copy_tree(int srcfd, int dstfd, char *bad, size_t badn, int depth)
+/* The local sink of tree_copy: destinations are directory fds inside the
+ * sandbox, entries are made relative to them without following links. */
+static int local_dir(void *ud, void *at, const char *name, const struct stat *st, void **child)
 {
-	if (depth > 64)
-		return -ELOOP;
-	int dfd = dup(srcfd);
-	DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
-	if (!d) {
-		if (dfd >= 0)
-			close(dfd);
+	(void)ud;
+	int dstfd = (int)(intptr_t)at;
+	if (mkdirat(dstfd, name, st->st_mode & 0777) < 0 && errno != EEXIST)
 		return -errno;
-	}
-	int r = 0;
-	struct dirent *de;
-	while (r == 0 && (de = readdir(d))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		struct stat st;
-		if (fstatat(srcfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-			r = -errno;
-			break;
-		}
-		if (S_ISDIR(st.st_mode)) {
-			if (mkdirat(dstfd, de->d_name, st.st_mode & 0777) < 0 && errno != EEXIST) {
-				r = -errno;
-				break;
-			}
-			int s2 = openat(srcfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			int d2 = openat(dstfd, de->d_name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (s2 < 0 || d2 < 0)
-				r = -errno;
-			else
-				r = copy_tree(s2, d2, bad, badn, depth + 1);
-			if (s2 >= 0)
-				close(s2);
-			if (d2 >= 0)
-				close(d2);
-		} else if (S_ISREG(st.st_mode)) {
-			int s2 = openat(srcfd, de->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-			r = s2 < 0 ? -errno : copy_file_into(s2, &st, dstfd, de->d_name);
-			if (s2 >= 0)
-				close(s2);
-		} else if (S_ISLNK(st.st_mode)) {
-			/* Copied as a link: inside the sandbox it resolves there. */
-			char target[4096];
-			ssize_t k = readlinkat(srcfd, de->d_name, target, sizeof(target) - 1);
-			if (k < 0) {
-				r = -errno;
-				break;
-			}
-			target[k] = '\0';
-			struct stat old;
-			if (fstatat(dstfd, de->d_name, &old, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(old.st_mode))
-				unlinkat(dstfd, de->d_name, 0);
-			if (symlinkat(target, dstfd, de->d_name) < 0 && errno != EEXIST)
-				r = -errno;
-		}
-		/* sockets, fifos and devices are not copied */
-		if (r < 0 && !bad[0])
-			snprintf(bad, badn, "%s", de->d_name);
-	}
-	closedir(d);
-	return r;
+	int d2 = openat(dstfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (d2 < 0)
+		return -errno;
+	*child = (void *)(intptr_t)d2;
+	return 0;
 }
+
+static void local_dir_done(void *ud, void *child)
+{
+	(void)ud;
+	close((int)(intptr_t)child);
+}
+
+static int local_file(void *ud, void *at, const char *name, int sfd, const struct stat *st)
+{
+	(void)ud;
+	return copy_file_into(sfd, st, (int)(intptr_t)at, name);
+}
+
+/* Copied as a link: inside the sandbox it resolves there. */
+static int local_link(void *ud, void *at, const char *name, const char *target)
+{
+	(void)ud;
+	int dstfd = (int)(intptr_t)at;
+	struct stat old;
+	if (fstatat(dstfd, name, &old, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(old.st_mode))
+		unlinkat(dstfd, name, 0);
+	if (symlinkat(target, dstfd, name) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static const struct tree_sink local_sink = {local_dir, local_dir_done, local_file, local_link, NULL};
 
 static const char *const writable_top[] = {"workspace", "root", "tmp", "opt", "var", NULL};
 
@@ -571,7 +550,7 @@ static int copy_in(struct sandbox *sb, const struct dest *dst, const char *src, 
 			r = upload_in(dst->cli, dst->rroot, sfd, &st, rel, bad, sizeof(bad));
 		} else {
 			int dfd = mkdir_in_root(rootfd, rel);
-			r = dfd < 0 ? dfd : copy_tree(sfd, dfd, bad, sizeof(bad), 0);
+			r = dfd < 0 ? dfd : tree_copy(sfd, &local_sink, (void *)(intptr_t)dfd, bad, sizeof(bad));
 			if (dfd >= 0)
 				close(dfd);
 		}

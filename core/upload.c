@@ -15,8 +15,8 @@
  * check_sandbox_path); remote paths are ROOT/REL joined here.
  */
 #include "core/upload.h"
+#include "core/treecopy.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -93,66 +93,62 @@ static int upload_file(sftp_client *c, int sfd, const struct stat *st, const cha
 	return r;
 }
 
-static int upload_tree(sftp_client *c, int srcfd, const char *rpath, char *bad, size_t badn, int depth)
+/* The remote sink of tree_copy: a destination is its path on the remote
+ * side (malloc'd for the directories the walk descends into). */
+struct rsink {
+	sftp_client *c;
+};
+
+/* at/name into path, and what is there now (*found 0 when nothing). */
+static int child_of(sftp_client *c, const char *at, const char *name, char *path, size_t n, sftp_attrs *a,
+		    int *found)
 {
-	if (depth > 64)
-		return -ELOOP;
-	int dfd = dup(srcfd);
-	DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
-	if (!d) {
-		if (dfd >= 0)
-			close(dfd);
-		return -errno;
-	}
-	int r = 0;
-	struct dirent *de;
-	while (r == 0 && (de = readdir(d))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		char child[4096];
-		struct stat st;
-		r = join(child, sizeof(child), rpath, de->d_name);
-		if (r == 0 && fstatat(srcfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			r = -errno;
-		if (r < 0)
-			break;
-		if (S_ISDIR(st.st_mode)) {
-			sftp_attrs a;
-			if (sftp_lstat(c, child, &a) < 0)
-				r = sftp_mkdir(c, child, st.st_mode & 0777);
-			else if (!S_ISDIR(a.perm))
-				r = -ENOTDIR;
-			int s2 = r < 0 ? -1 : openat(srcfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (r == 0 && s2 < 0)
-				r = -errno;
-			if (r == 0)
-				r = upload_tree(c, s2, child, bad, badn, depth + 1);
-			if (s2 >= 0)
-				close(s2);
-		} else if (S_ISREG(st.st_mode)) {
-			int s2 = openat(srcfd, de->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-			r = s2 < 0 ? -errno : upload_file(c, s2, &st, child);
-			if (s2 >= 0)
-				close(s2);
-		} else if (S_ISLNK(st.st_mode)) {
-			char target[4096];
-			ssize_t k = readlinkat(srcfd, de->d_name, target, sizeof(target) - 1);
-			if (k < 0) {
-				r = -errno;
-			} else {
-				target[k] = '\0';
-				sftp_attrs a;
-				if (sftp_lstat(c, child, &a) == 0 && S_ISLNK(a.perm))
-					sftp_remove(c, child);
-				r = sftp_symlink(c, target, child);
-			}
-		}
-		/* sockets, fifos and devices are not copied */
-		if (r < 0 && !bad[0])
-			snprintf(bad, badn, "%s", de->d_name);
-	}
-	closedir(d);
+	int r = join(path, n, at, name);
+	*found = r == 0 && sftp_lstat(c, path, a) == 0;
 	return r;
+}
+
+static int remote_dir(void *ud, void *at, const char *name, const struct stat *st, void **child)
+{
+	sftp_client *c = ((struct rsink *)ud)->c;
+	char path[4096];
+	sftp_attrs a;
+	int found, r = child_of(c, at, name, path, sizeof(path), &a, &found);
+	if (r < 0)
+		return r;
+	if (!found)
+		r = sftp_mkdir(c, path, st->st_mode & 0777);
+	else if (!S_ISDIR(a.perm))
+		r = -ENOTDIR;
+	if (r == 0 && !(*child = strdup(path)))
+		r = -ENOMEM;
+	return r;
+}
+
+static void remote_dir_done(void *ud, void *child)
+{
+	(void)ud;
+	free(child);
+}
+
+static int remote_file(void *ud, void *at, const char *name, int sfd, const struct stat *st)
+{
+	char path[4096];
+	int r = join(path, sizeof(path), at, name);
+	return r < 0 ? r : upload_file(((struct rsink *)ud)->c, sfd, st, path);
+}
+
+static int remote_link(void *ud, void *at, const char *name, const char *target)
+{
+	sftp_client *c = ((struct rsink *)ud)->c;
+	char path[4096];
+	sftp_attrs a;
+	int found, r = child_of(c, at, name, path, sizeof(path), &a, &found);
+	if (r < 0)
+		return r;
+	if (found && S_ISLNK(a.perm))
+		sftp_remove(c, path);
+	return sftp_symlink(c, target, path);
 }
 
 int upload_in(sftp_client *c, const char *root, int sfd, const struct stat *st, const char *rel, char *bad,
@@ -164,7 +160,9 @@ int upload_in(sftp_client *c, const char *root, int sfd, const struct stat *st, 
 		return r;
 	if (S_ISDIR(st->st_mode)) {
 		r = mkdir_p(c, root, rel);
-		return r < 0 ? r : upload_tree(c, sfd, rpath, bad, badn, 0);
+		struct rsink u = {c};
+		const struct tree_sink k = {remote_dir, remote_dir_done, remote_file, remote_link, &u};
+		return r < 0 ? r : tree_copy(sfd, &k, rpath, bad, badn);
 	}
 	char parent[4096];
 	snprintf(parent, sizeof(parent), "%s", rel);
