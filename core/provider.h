@@ -63,6 +63,10 @@ struct seer_provider {
 	int (*busy)(struct sandbox *sb);
 	/* Frees sb->priv (the sandbox object is going away). */
 	void (*release)(struct sandbox *sb);
+	/* One line for status: how the running sandbox is isolated, in words
+	 * a user can check ("bubblewrap (...)", "NONE: ..."). Called without
+	 * sb->lock held. */
+	void (*isolation)(struct sandbox *sb, char *buf, size_t len);
 };
 
 extern const struct seer_provider seer_provider_local;

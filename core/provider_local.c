@@ -736,6 +736,14 @@ static void local_release(struct sandbox *sb)
 	sb->priv = NULL;
 }
 
+static void local_isolation(struct sandbox *sb, char *buf, size_t len)
+{
+	pthread_mutex_lock(&sb->lock);
+	int network = sb->cfg.network;
+	pthread_mutex_unlock(&sb->lock);
+	snprintf(buf, len, "bubblewrap (mount, pid, ipc, uts namespaces%s)", network ? "" : ", no network");
+}
+
 const struct seer_provider seer_provider_local = {
 	.name = "local",
 	.check = local_check,
@@ -748,4 +756,5 @@ const struct seer_provider seer_provider_local = {
 	.freeze = local_freeze,
 	.busy = local_busy,
 	.release = local_release,
+	.isolation = local_isolation,
 };

@@ -1045,6 +1045,30 @@ static void ssh_release(struct sandbox *sb)
 	sb->priv = NULL;
 }
 
+/* What start logged, for status: the truth about a remote sandbox's walls. */
+static void ssh_isolation(struct sandbox *sb, char *buf, size_t len)
+{
+	const struct seer_provider_entry *e = entry_of(sb);
+	struct ssh_sb *s = sb->priv;   /* not priv_of: status must not create it */
+	if (!e || !s) {
+		snprintf(buf, len, "unknown (not started)");
+		return;
+	}
+	pthread_mutex_lock(&s->lock);
+	int running = s->running, bwrap = s->bwrap, network = s->network;
+	pthread_mutex_unlock(&s->lock);
+	if (!running)
+		snprintf(buf, len, "unknown (not started on %s yet)", e->host);
+	else if (e->mode == SEER_SSH_DIRECT)
+		snprintf(buf, len, "none beyond the SSH endpoint %s itself (mode direct)", e->host);
+	else if (bwrap)
+		snprintf(buf, len, "bubblewrap on %s (mount, pid, ipc, uts namespaces%s)", e->host,
+			 network ? "" : ", no network");
+	else
+		snprintf(buf, len, "NONE: no working bubblewrap on %s; commands run as %s in the sandbox's directory",
+			 e->host, e->user);
+}
+
 const struct seer_provider seer_provider_ssh = {
 	.name = "ssh",
 	.check = ssh_check,
@@ -1058,4 +1082,5 @@ const struct seer_provider seer_provider_ssh = {
 	.freeze = ssh_freeze,
 	.busy = ssh_busy,
 	.release = ssh_release,
+	.isolation = ssh_isolation,
 };

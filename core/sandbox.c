@@ -789,7 +789,12 @@ int sandbox_settling(struct sandbox *sb)
 char *sandbox_status_text(struct sandbox *sb)
 {
 	struct sbuf b = {0};
-	char t[40];
+	char t[40], iso[512] = "";
+	pthread_mutex_lock(&sb->lock);
+	const struct seer_provider *prov = sb->prov;
+	pthread_mutex_unlock(&sb->lock);
+	if (prov && prov->isolation)
+		prov->isolation(sb, iso, sizeof(iso));
 	pthread_mutex_lock(&sb->lock);
 	sbuf_printf(&b, "%s\n", sb_state_name(sb->state));
 	sbuf_printf(&b, "name: %s\n", sb->name);
@@ -806,9 +811,8 @@ char *sandbox_status_text(struct sandbox *sb)
 		sbuf_printf(&b, "timeout: %lld s, ends %s (in %lld s)\n", (long long)sb->cfg.timeout, t,
 			    sb->deadline_ns > now ? (long long)((sb->deadline_ns - now) / 1000000000ull) : 0LL);
 	}
-	if (sb->state == SB_RUNNING || sb->state == SB_PROVISIONING)
-		sbuf_printf(&b, "isolation: bubblewrap (mount, pid, ipc, uts namespaces%s)\n",
-			    sb->cfg.network ? "" : ", no network");
+	if ((sb->state == SB_RUNNING || sb->state == SB_PROVISIONING) && iso[0])
+		sbuf_printf(&b, "isolation: %s\n", iso);
 	pthread_mutex_unlock(&sb->lock);
 	jobs_status_lines(sb, &b);
 	return b.data;

@@ -88,6 +88,7 @@ def test_lifecycle(mnt):
     f = status_fields(st)
     assert f["name"] == "exp1" and f["provider"] == "local", st
     assert f["timeout"].startswith("600 s"), st
+    assert f["isolation"] == "bubblewrap (mount, pid, ipc, uts namespaces)", st   # network: true
     assert error_text(d) == ""
 
     info = json.loads((d / "info.json").read_text())

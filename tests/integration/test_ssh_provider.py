@@ -51,6 +51,12 @@ def remote(tmp_path, sshd, seerfs_factory):
     return m, pfile, workdir
 
 
+def entry_host(m):
+    """The host the mount's provider t1 points at (from its providers file)."""
+    pfile = next(a.split("=", 1)[1] for a in m.args if a.startswith("providers="))
+    return json.loads(pathlib.Path(pfile).read_text())["t1"]["host"]
+
+
 def make(m, name, provider="t1", extra=None, want="running"):
     cfg = {"provider": provider}
     cfg.update(extra or {})
@@ -75,11 +81,14 @@ def test_provision_exec_basics(remote):
     if shutil.which("bwrap"):
         # this host has bubblewrap, so the "remote" one is used
         assert "isolation: bubblewrap" in log, log
+        # status says the same as the log: the remote bubblewrap, on that host
+        assert f"isolation: bubblewrap on {entry_host(m)}" in read_text(sb / "status")
         assert lines[1] == "/workspace"
         assert run(sb, "cat /etc/shadow 2>/dev/null | wc -c")[1].strip() == b"0"
         assert run(sb, "ls /etc/ssh | wc -l")[1].strip() == b"0"
     else:
         assert "isolation: NONE" in log, log
+        assert "isolation: NONE" in read_text(sb / "status")
         assert lines[1] == str(workdir / "a" / "workspace")
     assert run(sb, "exit 3")[0] == 3
     # environment from the config reaches the command; the marker line never
