@@ -801,7 +801,12 @@ static void build_script(struct ssh_sb *s, const struct seer_provider_entry *e, 
 			       "[ -d /etc/ssh ] && x=\"$x --tmpfs /etc/ssh\"\n");
 		if (s->gpu)
 			sbuf_printf(b, "for d in /dev/nvidia*; do [ -e \"$d\" ] && x=\"$x --dev-bind $d $d\"; done\n");
-		sbuf_printf(b, "exec bwrap --die-with-parent --unshare-ipc --unshare-uts --hostname ");
+		/* Own pid namespace: when kill, a timeout or stop SIGKILLs the
+		 * job's group (this bwrap leads it), --die-with-parent takes
+		 * the namespace's init with it and the kernel kills everything
+		 * left inside, setsid'd processes too. Without it those
+		 * survived, kept the channel open, and the job never ended. */
+		sbuf_printf(b, "exec bwrap --die-with-parent --unshare-pid --unshare-ipc --unshare-uts --hostname ");
 		sq(b, s->sb->name);
 		if (!s->network)
 			sbuf_printf(b, " --unshare-net");
@@ -924,8 +929,26 @@ static int ssh_signal(struct sandbox *sb, int pid, int sig, int tree)
 {
 	if (pid <= 1 || sig < 0 || sig > 64)
 		return -EINVAL;
-	char cmd[96], err[SSH_ERRMSG_LEN];
-	snprintf(cmd, sizeof(cmd), tree ? "kill -%d -- -%d" : "kill -%d %d", sig, pid);
+	struct ssh_sb *s = priv_of(sb);
+	pthread_mutex_lock(&s->lock);
+	int bwrap = s->bwrap;
+	pthread_mutex_unlock(&s->lock);
+	char cmd[320], err[SSH_ERRMSG_LEN];
+	if (tree)
+		snprintf(cmd, sizeof(cmd), "kill -%d -- -%d", sig, pid);
+	else if (bwrap)
+		/* pid is bwrap's; its child is the pid namespace's init, whose
+		 * first child is the command. Signalled directly, bwrap would
+		 * die of the signal and the command, which may handle it
+		 * (trap), would only get --die-with-parent's SIGKILL. Kernels
+		 * without /proc/PID/task/TID/children get the old way. */
+		snprintf(cmd, sizeof(cmd),
+			 "i=$(cut -d' ' -f1 /proc/%d/task/%d/children 2>/dev/null) && [ -n \"$i\" ] && "
+			 "c=$(cut -d' ' -f1 /proc/$i/task/$i/children 2>/dev/null) && [ -n \"$c\" ] && "
+			 "kill -%d $c || kill -%d %d",
+			 pid, pid, sig, sig, pid);
+	else
+		snprintf(cmd, sizeof(cmd), "kill -%d %d", sig, pid);
 	int code = -1;
 	int r = run_short(sb, cmd, NULL, &code, err, sizeof(err));
 	if (r < 0) {

@@ -88,6 +88,7 @@ struct snode {
 	sftp_attrs a;         /* last attributes sent to the kernel ... */
 	uint64_t a_wgen;      /* ... while wgen was this */
 	int a_valid;
+	int linked;           /* has another name we made (link): see node_timeout */
 };
 
 struct sfile {
@@ -594,6 +595,19 @@ static void to_stat(const sftp_attrs *a, fuse_ino_t ino, struct stat *st)
 	}
 }
 
+/* The cache timeout for n's entry, attributes and pages. A file we gave a
+ * second name (s_link) is two nodes, so a write through one name would
+ * leave the other's cached size and pages stale (a read of the old length):
+ * such nodes are never cached. Links made inside the sandbox are unknown
+ * here; a job's start drops every cache anyway (sftpfs_invalidate). */
+static double node_timeout(struct sftpfs *r, struct snode *n)
+{
+	pthread_mutex_lock(&r->mu);
+	int linked = n->linked;
+	pthread_mutex_unlock(&r->mu);
+	return linked ? 0 : cur_timeout(r);
+}
+
 /* Fills e for path with attributes a, counting a lookup on its node. */
 static int make_entry(struct sftpfs *r, const char *path, const sftp_attrs *a, struct fuse_entry_param *e)
 {
@@ -610,7 +624,7 @@ static int make_entry(struct sftpfs *r, const char *path, const sftp_attrs *a, s
 		return -ENOMEM;
 	e->ino = ino_of(n);
 	to_stat(a, n->sino, &e->attr);
-	e->attr_timeout = e->entry_timeout = cur_timeout(r);
+	e->attr_timeout = e->entry_timeout = node_timeout(r, n);
 	return 0;
 }
 
@@ -1033,8 +1047,8 @@ static void s_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	op_exit(r);
 	struct stat st;
 	to_stat(&a, n->sino, &st);
-	double t = cur_timeout(r);
-	if (t == 0 && S_ISDIR(st.st_mode)) {
+	double t = node_timeout(r, n);
+	if (cur_timeout(r) == 0 && S_ISDIR(st.st_mode)) {
 		/* The kernel keeps every listing (no OPENDIR to say otherwise)
 		 * until it sees the directory's mtime move, and SFTP's mtimes
 		 * have whole seconds: while the sandbox is busy each answer
@@ -1145,7 +1159,7 @@ static void s_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_
 	op_exit(r);
 	struct stat st;
 	to_stat(&a, n->sino, &st);
-	fuse_reply_attr(req, &st, cur_timeout(r));
+	fuse_reply_attr(req, &st, node_timeout(r, n));
 }
 
 /* Fixes the mode the server's umask may have narrowed. */
@@ -1315,6 +1329,20 @@ static void s_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const c
 	struct fuse_entry_param e;
 	if (rc == 0)
 		rc = make_entry(r, p, &a, &e);
+	if (rc == 0) {
+		/* The new name is the same file: it shows the source's st_ino
+		 * (SFTP has no inode numbers; ours hash the path). `git clone`
+		 * of a local repository links every object and then compares
+		 * st_ino of both names ("hardlink different from source").
+		 * Only while the kernel keeps the node: looked up afresh after
+		 * a forget, the name gets its own path's number again. */
+		pthread_mutex_lock(&r->mu);
+		node_of(e.ino)->sino = n->sino;
+		node_of(e.ino)->linked = n->linked = 1;
+		pthread_mutex_unlock(&r->mu);
+		e.attr.st_ino = n->sino;
+		e.attr_timeout = e.entry_timeout = 0;
+	}
 	free(op);
 	free(p);
 	if (rc < 0)
@@ -1322,6 +1350,34 @@ static void s_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const c
 	op_exit(r);
 	if (fuse_reply_entry(req, &e) < 0)
 		forget_entry(r, e.ino);
+}
+
+/* access(2), chdir, `test -x`: the server checks every operation as the
+ * remote user, so R_OK and W_OK are left to it (answered 0); but X_OK on a
+ * non-directory without any x bit is EACCES for everyone, root included
+ * (execve refuses it too), so that is asked of the server's attributes.
+ * Without this, access(X_OK) said yes for a mode-0644 file. */
+static void s_access(fuse_req_t req, fuse_ino_t ino, int mask)
+{
+	BEGIN(ino);
+	if (!(mask & X_OK) || S_ISDIR(n->mode)) {
+		op_exit(r);
+		fuse_reply_err(req, 0);
+		return;
+	}
+	char *p = node_path(n, NULL, &rc);
+	if (!p)
+		FAIL(rc);
+	sftp_attrs a;
+	rc = n == r->rootn ? sftp_stat(r->cli, p, &a) : sftp_lstat(r->cli, p, &a);
+	free(p);
+	if (rc < 0)
+		FAIL(rc);
+	note_attrs(r, n, &a);
+	op_exit(r);
+	int dir = (a.flags & SFTP_ATTR_PERMISSIONS) && S_ISDIR(a.perm);
+	int x = !(a.flags & SFTP_ATTR_PERMISSIONS) || (a.perm & 0111);
+	fuse_reply_err(req, dir || x ? 0 : EACCES);
 }
 
 /* Under r->mu: the table after `from` was renamed to `to`. */
@@ -1663,7 +1719,7 @@ static void s_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fi->fh = (uintptr_t)f;
 	/* Cached pages stay until sftpfs_invalidate() or a changed mtime/size
 	 * (AUTO_INVAL_DATA); while a job runs they are dropped at open. */
-	fi->keep_cache = cur_timeout(r) > 0;
+	fi->keep_cache = node_timeout(r, n) > 0;
 	if (fuse_reply_open(req, fi) < 0) {
 		if (op_enter(r) == 0) {
 			sftp_close(r->cli, h);
@@ -2148,6 +2204,7 @@ const struct fuse_lowlevel_ops sftpfs_ops = {
 	.symlink = s_symlink,
 	.rename = s_rename,
 	.link = s_link,
+	.access = s_access,
 	.open = s_open,
 	.read = s_read,
 	.write = s_write,

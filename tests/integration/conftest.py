@@ -21,6 +21,16 @@ Fixtures:
                    command runs in that directory (as _pass_fixtures.py did)
   posix_root       Path of a fresh empty directory under sandbox/root/workspace/
 
+SEERFS_TEST_PROVIDER=ssh runs the same test bodies against the ssh provider
+(docs/ssh.md): one OpenSSH sshd on 127.0.0.1 for the whole session
+(sshd_fixture.py), and every seerfs the factory starts gets -o providers=FILE
+naming it "t1" (a per-test file, so each test has its own remote workdir);
+Seerfs.sandbox() adds "provider": "t1" to the configs it writes, so the
+`sandbox` fixture and tests that build their own sandboxes land there. The
+default (unset or "local") is the local provider, unchanged. Tests that check
+what only the local provider does mark that with needs_local(reason), or
+branch on LOCAL for the part the ssh provider lacks.
+
 Every test that starts a seerfs gets a time limit ($SEERFS_TEST_TIMEOUT,
 default 180 s, SIGALRM): a hung filesystem fails that test, not the run.
 
@@ -34,6 +44,7 @@ Helpers (plain functions, usable from any test module):
 
 import contextlib
 import errno
+import json
 import os
 import pathlib
 import re
@@ -61,6 +72,18 @@ AGENT = BUILD / "core" / "seerfs-agent"
 MOUNT_HELPER = REPO / "tools" / "mount.seerfs"
 IS_ROOT = os.geteuid() == 0
 TEST_USER = os.environ.get("SEERFS_TEST_USER", "")
+# Which provider the sandboxes of the tests use: "local" or "ssh" (see above).
+PROVIDER = os.environ.get("SEERFS_TEST_PROVIDER", "local") or "local"
+if PROVIDER not in ("local", "ssh"):
+    raise RuntimeError(f"SEERFS_TEST_PROVIDER={PROVIDER!r}: want local or ssh")
+LOCAL = PROVIDER == "local"
+SSH_PROVIDER_NAME = "t1"
+
+
+def needs_local(reason):
+    """Skips a test under SEERFS_TEST_PROVIDER=ssh; reason says what the ssh
+    provider lacks (so the skip line in the summary explains itself)."""
+    return pytest.mark.skipif(not LOCAL, reason=f"ssh provider: {reason}")
 
 # Control files every sandbox directory has (from the issue; names are fixed).
 CONTROL_FILES = ("config.json", "status", "wait", "log", "error", "info.json", "ctl")
@@ -74,7 +97,8 @@ TEST_TIMEOUT_S = int(os.environ.get("SEERFS_TEST_TIMEOUT", "180"))
 
 
 def pytest_report_header(config):
-    return [f"seerfs: {SEERFS} (uid {os.geteuid()}{', SEERFS_TEST_USER=' + TEST_USER if TEST_USER else ''})"]
+    return [f"seerfs: {SEERFS} (uid {os.geteuid()}{', SEERFS_TEST_USER=' + TEST_USER if TEST_USER else ''}), "
+            f"provider {PROVIDER}"]
 
 
 # ---- small helpers -------------------------------------------------------------
@@ -295,8 +319,9 @@ def grep_tree(top, needle):
 class Seerfs:
     """A seerfs process started with -f on a mountpoint, with its own state dir."""
 
-    def __init__(self, mountpoint, state, env=None, args=()):
+    def __init__(self, mountpoint, state, env=None, args=(), provider=None):
         self.path = pathlib.Path(mountpoint)
+        self.provider = provider      # added to the configs sandbox() writes
         self.state = pathlib.Path(state)
         self.env = env
         self.args = tuple(args)
@@ -382,6 +407,10 @@ class Seerfs:
         d = self.path / name
         d.mkdir()
         if config is not None:
+            if self.provider:
+                cfg = json.loads(config)
+                cfg.setdefault("provider", self.provider)
+                config = json.dumps(cfg)
             write_config(d, config)
             st = wait_settled(d)
             if want is not None:
@@ -421,14 +450,42 @@ def time_limit(seconds, what):
         signal.signal(signal.SIGALRM, old)
 
 
+@pytest.fixture(scope="session")
+def ssh_server():
+    """The sshd of SEERFS_TEST_PROVIDER=ssh, one for the session."""
+    if not os.path.exists("/usr/sbin/sshd"):
+        pytest.fail("SEERFS_TEST_PROVIDER=ssh needs openssh-server (/usr/sbin/sshd)", pytrace=False)
+    from sshd_fixture import SshdFixture
+    with SshdFixture(log_level="INFO") as s:
+        yield s
+
+
+def ssh_providers_file(sshd, tmp_path):
+    """A providers file naming sshd "t1", with a remote workdir under
+    tmp_path (the sshd runs as this user on this machine). Returns
+    (file, workdir)."""
+    workdir = tmp_path / "remote-work"
+    pfile = tmp_path / "providers.json"
+    pfile.write_text(json.dumps({SSH_PROVIDER_NAME: {
+        "type": "ssh", "host": sshd.host, "port": sshd.port, "user": sshd.user,
+        "identity_file": sshd.identity_file, "known_hosts": sshd.known_hosts,
+        "workdir": str(workdir), "mode": "host", "timeout": 10}}))
+    return pfile, workdir
+
+
 @pytest.fixture
 def seerfs_factory(tmp_path, seerfs_binary, request):
     started = []
     counter = iter(range(1000))
+    extra, provider = (), None
+    if not LOCAL:
+        pfile, _ = ssh_providers_file(request.getfixturevalue("ssh_server"), tmp_path)
+        extra, provider = ("-o", f"providers={pfile}"), SSH_PROVIDER_NAME
 
     def start(state=None, env=None, args=(), mountpoint=None):
         n = next(counter)
-        m = Seerfs(mountpoint or tmp_path / f"mnt{n}", state or tmp_path / f"state{n}", env, args)
+        m = Seerfs(mountpoint or tmp_path / f"mnt{n}", state or tmp_path / f"state{n}", env,
+                   (*extra, *args), provider)
         started.append(m)
         return m.start()
 
@@ -481,7 +538,7 @@ def sandbox_run_fixture(sandbox, request):
     against."""
     cwd = None
     if "posix_root" in request.fixturenames:
-        cwd = "/workspace/" + request.getfixturevalue("posix_root").name
+        cwd = workspace_inside(sandbox) + "/" + request.getfixturevalue("posix_root").name
 
     def run(cmd, timeout=60.0):
         if cwd:
@@ -490,6 +547,17 @@ def sandbox_run_fixture(sandbox, request):
         return code, out.decode(errors="replace")
 
     return run
+
+
+def workspace_inside(sbdir):
+    """sandbox/root/workspace as the sandbox's commands see it: /workspace,
+    except on an ssh host without a working bwrap, where commands run in the
+    remote WORKDIR/NAME/workspace itself (their starting directory)."""
+    if LOCAL:
+        return "/workspace"
+    code, out = sandbox_run(sbdir, "pwd")
+    assert code == 0, out
+    return out.decode().strip()
 
 
 @pytest.fixture
