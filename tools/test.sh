@@ -11,8 +11,9 @@
 #   4. runs the integration tests (pytest, tests/integration) as root against
 #      build-asan, then test_posix.py and test_exec.py again as root against
 #      build with SEERFS_TEST_PROVIDER=ssh (the same test bodies on a sandbox
-#      of the ssh provider, served by a private sshd: docs/ssh.md), then all
-#      of them as the ordinary user seer against build.
+#      of the ssh provider, served by a private sshd: docs/ssh.md), the two
+#      tests that need fs/pass.c alone through the passmount harness
+#      (build-asan), then all of them as the ordinary user seer against build.
 # It ends with one line, "N passed, N failed" (", N skipped" when some were
 # skipped or are expected failures marking known bugs), and exits non-zero
 # when anything failed.
@@ -193,6 +194,18 @@ if [ $BUILD_OK = 1 ] && [ -e /dev/fuse ]; then
 		timeout 900 "$PY" -m pytest "${PYTEST_ARGS[@]}" tests/integration/test_posix.py \
 		tests/integration/test_exec.py 2>&1 | tee "$LOGDIR/pytest-ssh.log" | tail -40
 	pytest_counts "integration (root, ssh)" "$LOGDIR/pytest-ssh.log"
+fi
+
+# fs/pass.c alone, through the passmount harness (tests/unit/passmount.c):
+# the tests that need to reach into it (pass_kill, the fd budget).
+if [ $ASAN_OK = 1 ] && [ -e /dev/fuse ]; then
+	note "root/ through the passmount harness, build-asan"
+	env SEERFS_BUILD="$REPO/build-asan" SEERFS_TEST_PASSMOUNT=1 \
+		ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:print_summary=1 \
+		UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		timeout 600 "$PY" -m pytest "${PYTEST_ARGS[@]}" -k "pass_kill or fd_budget" tests/integration/test_posix.py \
+		2>&1 | tee "$LOGDIR/pytest-harness.log" | tail -20
+	pytest_counts "integration (harness)" "$LOGDIR/pytest-harness.log"
 fi
 
 if [ $BUILD_OK = 1 ] && [ -e /dev/fuse ] && [ "${SEERFS_TEST_SKIP_SEER:-0}" != 1 ]; then

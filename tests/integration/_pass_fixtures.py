@@ -105,6 +105,13 @@ class PassSandbox:
         if b"child-pid" not in data:
             raise RuntimeError("sandbox did not start: " + (b / "holder.log").read_text())
         self.pid = json.loads(data[:data.index(b"}") + 1])["child-pid"]
+        # bubblewrap reports the child before it has pivoted into its new
+        # root: until then /proc/PID/root is bwrap's staging directory
+        # (newroot/, oldroot/), and passmount would serve that.
+        while not os.path.isdir(f"/proc/{self.pid}/root/workspace"):
+            if time.time() > deadline:
+                raise RuntimeError("sandbox did not pivot into its root: " + (b / "holder.log").read_text())
+            time.sleep(0.01)
 
     def stop(self):
         for m in list(self.mounts):

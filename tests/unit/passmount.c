@@ -251,6 +251,11 @@ static void h_statfs(fuse_req_t req, fuse_ino_t ino)
 	pass_ops.statfs(req, MAP(req, ino));
 }
 
+static void h_access(fuse_req_t req, fuse_ino_t ino, int mask)
+{
+	pass_ops.access(req, MAP(req, ino), mask);
+}
+
 static void h_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags)
 {
 	pass_ops.setxattr(req, MAP(req, ino), name, value, size, flags);
@@ -334,6 +339,7 @@ static const struct fuse_lowlevel_ops h_ops = {
 	.releasedir = h_releasedir,
 	.fsyncdir = h_fsyncdir,
 	.statfs = h_statfs,
+	.access = h_access,
 	.setxattr = h_setxattr,
 	.getxattr = h_getxattr,
 	.listxattr = h_listxattr,
