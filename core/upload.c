@@ -99,28 +99,32 @@ struct rsink {
 	sftp_client *c;
 };
 
-/* at/name into path, and what is there now (*found 0 when nothing). */
-static int child_of(sftp_client *c, const char *at, const char *name, char *path, size_t n, sftp_attrs *a,
-		    int *found)
+/* An entry the walk is about to make: its remote path, and what is there
+ * now (found 0 when nothing). */
+struct child {
+	sftp_client *c;
+	char path[4096];
+	sftp_attrs a;
+	int found;
+};
+
+static int child_of(void *ud, const char *at, const char *name, struct child *ch)
 {
-	int r = join(path, n, at, name);
-	*found = r == 0 && sftp_lstat(c, path, a) == 0;
+	ch->c = ((struct rsink *)ud)->c;
+	int r = join(ch->path, sizeof(ch->path), at, name);
+	ch->found = r == 0 && sftp_lstat(ch->c, ch->path, &ch->a) == 0;
 	return r;
 }
 
 static int remote_dir(void *ud, void *at, const char *name, const struct stat *st, void **child)
 {
-	sftp_client *c = ((struct rsink *)ud)->c;
-	char path[4096];
-	sftp_attrs a;
-	int found, r = child_of(c, at, name, path, sizeof(path), &a, &found);
-	if (r < 0)
-		return r;
-	if (!found)
-		r = sftp_mkdir(c, path, st->st_mode & 0777);
-	else if (!S_ISDIR(a.perm))
+	struct child ch;
+	int r = child_of(ud, at, name, &ch);
+	if (r == 0 && !ch.found)
+		r = sftp_mkdir(ch.c, ch.path, st->st_mode & 0777);
+	else if (r == 0 && !S_ISDIR(ch.a.perm))
 		r = -ENOTDIR;
-	if (r == 0 && !(*child = strdup(path)))
+	if (r == 0 && !(*child = strdup(ch.path)))
 		r = -ENOMEM;
 	return r;
 }
@@ -133,22 +137,22 @@ static void remote_dir_done(void *ud, void *child)
 
 static int remote_file(void *ud, void *at, const char *name, int sfd, const struct stat *st)
 {
-	char path[4096];
-	int r = join(path, sizeof(path), at, name);
-	return r < 0 ? r : upload_file(((struct rsink *)ud)->c, sfd, st, path);
+	struct child ch;
+	int r = child_of(ud, at, name, &ch);
+	if (r == 0 && ch.found && S_ISLNK(ch.a.perm))
+		r = -ELOOP;   /* never write through a link the sandbox made */
+	return r < 0 ? r : upload_file(ch.c, sfd, st, ch.path);
 }
 
 static int remote_link(void *ud, void *at, const char *name, const char *target)
 {
-	sftp_client *c = ((struct rsink *)ud)->c;
-	char path[4096];
-	sftp_attrs a;
-	int found, r = child_of(c, at, name, path, sizeof(path), &a, &found);
+	struct child ch;
+	int r = child_of(ud, at, name, &ch);
 	if (r < 0)
 		return r;
-	if (found && S_ISLNK(a.perm))
-		sftp_remove(c, path);
-	return sftp_symlink(c, target, path);
+	if (ch.found && S_ISLNK(ch.a.perm))
+		sftp_remove(ch.c, ch.path);
+	return sftp_symlink(ch.c, target, ch.path);
 }
 
 int upload_in(sftp_client *c, const char *root, int sfd, const struct stat *st, const char *rel, char *bad,

@@ -1026,6 +1026,21 @@ static void s_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		forget_entry(r, e.ino);
 }
 
+/* The server's attributes of node n (the root followed, others not), noted
+ * in the node. */
+static int node_stat(struct sftpfs *r, struct snode *n, sftp_attrs *a)
+{
+	int rc;
+	char *p = node_path(n, NULL, &rc);
+	if (!p)
+		return rc;
+	rc = n == r->rootn ? sftp_stat(r->cli, p, a) : sftp_lstat(r->cli, p, a);
+	free(p);
+	if (rc == 0)
+		note_attrs(r, n, a);
+	return rc;
+}
+
 static void s_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	BEGIN(ino);
@@ -1034,16 +1049,13 @@ static void s_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct sfile *f = fi && fi->fh && !S_ISDIR(n->mode) ? (struct sfile *)(uintptr_t)fi->fh : NULL;
 	if (f) {
 		rc = sftp_fstat(r->cli, f->h, &a);
+		if (rc == 0)
+			note_attrs(r, n, &a);
 	} else {
-		char *p = node_path(n, NULL, &rc);
-		if (!p)
-			FAIL(rc);
-		rc = n == r->rootn ? sftp_stat(r->cli, p, &a) : sftp_lstat(r->cli, p, &a);
-		free(p);
+		rc = node_stat(r, n, &a);
 	}
 	if (rc < 0)
 		FAIL(rc);
-	note_attrs(r, n, &a);
 	op_exit(r);
 	struct stat st;
 	to_stat(&a, n->sino, &st);
@@ -1365,15 +1377,10 @@ static void s_access(fuse_req_t req, fuse_ino_t ino, int mask)
 		fuse_reply_err(req, 0);
 		return;
 	}
-	char *p = node_path(n, NULL, &rc);
-	if (!p)
-		FAIL(rc);
 	sftp_attrs a;
-	rc = n == r->rootn ? sftp_stat(r->cli, p, &a) : sftp_lstat(r->cli, p, &a);
-	free(p);
+	rc = node_stat(r, n, &a);
 	if (rc < 0)
 		FAIL(rc);
-	note_attrs(r, n, &a);
 	op_exit(r);
 	int dir = (a.flags & SFTP_ATTR_PERMISSIONS) && S_ISDIR(a.perm);
 	int x = !(a.flags & SFTP_ATTR_PERMISSIONS) || (a.perm & 0111);
