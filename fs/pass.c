@@ -1685,7 +1685,11 @@ static int dir_op_begin(fuse_req_t req, struct pass_fs *p, struct pnode *dir, co
 	return r;
 }
 
-static void pass_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+/* mknod, mkdir and symlink: make name in parent, then answer with its entry. */
+enum make_kind { MAKE_NODE, MAKE_DIR, MAKE_LINK };
+
+static void make_entry(fuse_req_t req, fuse_ino_t parent, const char *name, enum make_kind kind, mode_t mode,
+		       dev_t rdev, const char *link)
 {
 	NODE(req, parent, dir, p);
 	OP_ENTER(p, req);
@@ -1693,53 +1697,36 @@ static void pass_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode
 	if (dir_op_begin(req, p, dir, name, &dfd) < 0)
 		goto done;
 	int r;
-	/* Device nodes: what the sandbox's own root gets (no CAP_MKNOD). */
-	if (S_ISCHR(mode) || S_ISBLK(mode))
-		r = -EPERM;
+	if (kind == MAKE_DIR)
+		r = mkdirat(dfd, name, mode) < 0 ? -errno : 0;
+	else if (kind == MAKE_LINK)   /* the text as given: inside, the sandbox resolves it */
+		r = symlinkat(link, dfd, name) < 0 ? -errno : 0;
+	else if (S_ISCHR(mode) || S_ISBLK(mode))
+		r = -EPERM;   /* device nodes: what the sandbox's own root gets (no CAP_MKNOD) */
 	else
 		r = mknodat(dfd, name, mode, rdev) < 0 ? -errno : 0;
 	node_unpin(dir);
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
-		reply_new(req, p, dir, name, mode & 07777);
+		reply_new(req, p, dir, name, kind == MAKE_LINK ? 0 : mode & 07777);
 done:
 	leave(p);
+}
+
+static void pass_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	make_entry(req, parent, name, MAKE_NODE, mode, rdev, NULL);
 }
 
 static void pass_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
-	NODE(req, parent, dir, p);
-	OP_ENTER(p, req);
-	int dfd = -1;
-	if (dir_op_begin(req, p, dir, name, &dfd) < 0)
-		goto done;
-	int r = mkdirat(dfd, name, mode) < 0 ? -errno : 0;
-	node_unpin(dir);
-	if (r < 0)
-		fuse_reply_err(req, -r);
-	else
-		reply_new(req, p, dir, name, mode & 07777);
-done:
-	leave(p);
+	make_entry(req, parent, name, MAKE_DIR, mode, 0, NULL);
 }
 
 static void pass_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
-	NODE(req, parent, dir, p);
-	OP_ENTER(p, req);
-	int dfd = -1;
-	if (dir_op_begin(req, p, dir, name, &dfd) < 0)
-		goto done;
-	/* The text is stored as given: inside, the sandbox resolves it. */
-	int r = symlinkat(link, dfd, name) < 0 ? -errno : 0;
-	node_unpin(dir);
-	if (r < 0)
-		fuse_reply_err(req, -r);
-	else
-		reply_new(req, p, dir, name, 0);
-done:
-	leave(p);
+	make_entry(req, parent, name, MAKE_LINK, 0, 0, link);
 }
 
 static void pass_unlink_common(fuse_req_t req, fuse_ino_t parent, const char *name, int flags)
