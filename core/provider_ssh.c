@@ -119,19 +119,6 @@ static const struct seer_provider_entry *entry_of(struct sandbox *sb)
 
 /* ---- small helpers ---------------------------------------------------------------- */
 
-/* Appends s as one single-quoted shell word. */
-static void sq(struct sbuf *b, const char *s)
-{
-	sbuf_append(b, "'", 1);
-	for (; *s; s++) {
-		if (*s == '\'')
-			sbuf_append(b, "'\\''", 4);
-		else
-			sbuf_append(b, s, 1);
-	}
-	sbuf_append(b, "'", 1);
-}
-
 static int write_all(int fd, const void *buf, size_t len)
 {
 	const char *p = buf;
@@ -751,7 +738,7 @@ static void build_script(struct ssh_sb *s, const struct seer_provider_entry *e, 
 	else
 		host_path(s, cwd, &d);
 	sbuf_printf(b, "cd ");
-	sq(b, d.data);
+	sbuf_shell_quote(b, d.data);
 	if (direct)
 		sbuf_printf(b, " 2>/dev/null || cd || exit 126\n");
 	else
@@ -779,10 +766,10 @@ static void build_script(struct ssh_sb *s, const struct seer_provider_entry *e, 
 		if (!direct && !s->bwrap && kl == 4 && !strncmp(kv, "HOME", 4)) {
 			struct sbuf hp = {0};
 			host_path(s, eq + 1, &hp);
-			sq(b, hp.data);
+			sbuf_shell_quote(b, hp.data);
 			sbuf_free(&hp);
 		} else {
-			sq(b, eq + 1);
+			sbuf_shell_quote(b, eq + 1);
 		}
 		sbuf_printf(b, "\n");
 	}
@@ -790,7 +777,7 @@ static void build_script(struct ssh_sb *s, const struct seer_provider_entry *e, 
 		sbuf_printf(b, "export TMPDIR=");
 		struct sbuf t = {0};
 		sbuf_printf(&t, "%s/tmp", s->root);
-		sq(b, t.data);
+		sbuf_shell_quote(b, t.data);
 		sbuf_free(&t);
 		sbuf_printf(b, "\n");
 	}
@@ -807,7 +794,7 @@ static void build_script(struct ssh_sb *s, const struct seer_provider_entry *e, 
 		 * left inside, setsid'd processes too. Without it those
 		 * survived, kept the channel open, and the job never ended. */
 		sbuf_printf(b, "exec bwrap --die-with-parent --unshare-pid --unshare-ipc --unshare-uts --hostname ");
-		sq(b, s->sb->name);
+		sbuf_shell_quote(b, s->sb->name);
 		if (!s->network)
 			sbuf_printf(b, " --unshare-net");
 		sbuf_printf(b, " --cap-drop ALL --ro-bind /usr /usr --ro-bind-try /bin /bin --ro-bind-try /sbin /sbin"
@@ -818,19 +805,19 @@ static void build_script(struct ssh_sb *s, const struct seer_provider_entry *e, 
 			struct sbuf p = {0};
 			sbuf_printf(&p, "%s/%s", s->root, dirs[i]);
 			sbuf_printf(b, " --bind ");
-			sq(b, p.data);
+			sbuf_shell_quote(b, p.data);
 			sbuf_printf(b, " /%s", dirs[i]);
 			sbuf_free(&p);
 		}
 		sbuf_printf(b, " --chdir ");
-		sq(b, cwd);
+		sbuf_shell_quote(b, cwd);
 		sbuf_printf(b, " --");
 	} else {
 		sbuf_printf(b, "exec");
 	}
 	for (size_t i = 0; req->argv[i]; i++) {
 		sbuf_printf(b, " ");
-		sq(b, req->argv[i]);
+		sbuf_shell_quote(b, req->argv[i]);
 	}
 	sbuf_printf(b, "\n");
 }
@@ -862,7 +849,7 @@ static int ssh_spawn(struct sandbox *sb, const struct seer_spawn *req, int *pid,
 	struct sbuf w = {0}, inner = {0}, script = {0};
 	sbuf_printf(&inner, "s=; while IFS= read -r l; do [ \"$l\" = %s ] && break; s=\"$s$l\n\"; done; eval \"$s\"", marker);
 	sbuf_printf(&w, "exec /bin/sh -c ");
-	sq(&w, inner.data);
+	sbuf_shell_quote(&w, inner.data);
 	sbuf_free(&inner);
 	pthread_mutex_lock(&s->lock);
 	build_script(s, e, req, &script);
@@ -998,7 +985,7 @@ static int ssh_destroy(struct sandbox *sb)
 		return 0;
 	struct sbuf cmd = {0};
 	sbuf_printf(&cmd, "rm -rf -- ");
-	sq(&cmd, root);
+	sbuf_shell_quote(&cmd, root);
 	char err[SSH_ERRMSG_LEN];
 	int code = -1;
 	int r = run_short(sb, cmd.data, NULL, &code, err, sizeof(err));

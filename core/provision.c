@@ -144,19 +144,6 @@ static void replace_all(char *s, size_t n, const char *what, const char *with)
 	}
 }
 
-/* Single-quotes s for /bin/sh. */
-static void sh_quote(struct sbuf *b, const char *s)
-{
-	sbuf_append(b, "'", 1);
-	for (; *s; s++) {
-		if (*s == '\'')
-			sbuf_append(b, "'\\''", 4);
-		else
-			sbuf_append(b, s, 1);
-	}
-	sbuf_append(b, "'", 1);
-}
-
 static void random_hex(char *buf, size_t nbytes)
 {
 	unsigned char r[32];
@@ -958,7 +945,7 @@ static int step_python(struct sandbox *sb, const struct seer_config *cfg, char *
 		return r;
 	struct sbuf s = {0};
 	sbuf_printf(&s, "if [ -x " VENV "/bin/python ] && " VENV "/bin/python -c 'import sys; print(sys.version)' >/dev/null; then echo 'venv exists'; else ");
-	sh_quote(&s, py);
+	sbuf_shell_quote(&s, py);
 	sbuf_printf(&s, " -m venv " VENV "; fi");
 	double t0 = mono_s();
 	sandbox_set_progress(sb, "python: creating " VENV);
@@ -986,7 +973,7 @@ static int step_python(struct sandbox *sb, const struct seer_config *cfg, char *
 	sbuf_printf(&s, VENV "/bin/pip install --disable-pip-version-check --no-input");
 	for (size_t i = 0; i < cfg->n_python_packages; i++) {
 		sbuf_append(&s, " ", 1);
-		sh_quote(&s, cfg->python_packages[i]);
+		sbuf_shell_quote(&s, cfg->python_packages[i]);
 	}
 	sandbox_set_progress(sb, "python: pip install of %zu package(s)", cfg->n_python_packages);
 	t0 = mono_s();
@@ -1074,21 +1061,21 @@ static int step_repo(struct sandbox *sb, const struct seer_config *cfg, size_t i
 	}
 	struct sbuf s = {0};
 	sbuf_printf(&s, "set -e\nif [ -d ");
-	sh_quote(&s, dest);
+	sbuf_shell_quote(&s, dest);
 	sbuf_printf(&s, "/.git ]; then echo 'already cloned'; else git clone --quiet");
 	if (rp->branch) {
 		sbuf_printf(&s, " --branch ");
-		sh_quote(&s, rp->branch);
+		sbuf_shell_quote(&s, rp->branch);
 	}
 	sbuf_printf(&s, " -- ");
-	sh_quote(&s, clone_from);
+	sbuf_shell_quote(&s, clone_from);
 	sbuf_append(&s, " ", 1);
-	sh_quote(&s, dest);
+	sbuf_shell_quote(&s, dest);
 	sbuf_printf(&s, "; fi\n");
 	if (is_host_path(rp->url))
 		sbuf_printf(&s, "rm -rf /tmp/.seerfs-repo\n");
 	sbuf_printf(&s, "git -C ");
-	sh_quote(&s, dest);
+	sbuf_shell_quote(&s, dest);
 	sbuf_printf(&s, " rev-parse HEAD");
 	char what[400];
 	snprintf(what, sizeof(what), "git clone of repos[%zu] (%s)", i, name);

@@ -65,6 +65,18 @@ int sbuf_append(struct sbuf *b, const void *data, size_t len)
 	return 0;
 }
 
+void sbuf_shell_quote(struct sbuf *b, const char *s)
+{
+	sbuf_append(b, "'", 1);
+	for (; *s; s++) {
+		if (*s == '\'')
+			sbuf_append(b, "'\\''", 4);
+		else
+			sbuf_append(b, s, 1);
+	}
+	sbuf_append(b, "'", 1);
+}
+
 void sbuf_free(struct sbuf *b)
 {
 	free(b->data);

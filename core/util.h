@@ -23,6 +23,8 @@ int sbuf_append(struct sbuf *b, const void *data, size_t len);
 int sbuf_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int sbuf_vprintf(struct sbuf *b, const char *fmt, va_list ap);
 void sbuf_free(struct sbuf *b);
+/* Appends s as one single-quoted /bin/sh word. */
+void sbuf_shell_quote(struct sbuf *b, const char *s);
 
 /* Reads a whole file (at most max bytes, else -EFBIG) into a new buffer. */
 int read_file(const char *path, size_t max, char **out, size_t *outlen);
