@@ -651,8 +651,6 @@ void vdir_add_cb(void *d, const char *name, fuse_ino_t ino, mode_t mode)
 
 static void vdir_free(struct vdir *d)
 {
-	if (!d)
-		return;
 	for (size_t i = 0; i < d->n; i++)
 		free(d->e[i].name);
 	free(d->e);
@@ -719,20 +717,19 @@ static void ll_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	fuse_reply_err(req, ENOSYS);
 }
 
-static void vreaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi, int plus)
+/* READDIR of a virtual directory: there is no handle (no OPENDIR), so the
+ * listing is built for each request and served from off. */
+static void vreaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, int plus)
 {
-	struct vdir *d = (struct vdir *)(uintptr_t)fi->fh, *own = NULL;
-	if (!d) {
-		int r = vdir_build(fs_of(req), ino, &own);
-		if (r < 0) {
-			fuse_reply_err(req, -r);
-			return;
-		}
-		d = own;
+	struct vdir *d;
+	int r = vdir_build(fs_of(req), ino, &d);
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
 	}
 	char *buf = calloc(1, size ? size : 1);
 	if (!buf) {
-		vdir_free(own);
+		vdir_free(d);
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
@@ -763,7 +760,7 @@ static void vreaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, str
 	}
 	fuse_reply_buf(req, buf, used);
 	free(buf);
-	vdir_free(own);
+	vdir_free(d);
 }
 
 static void ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
@@ -772,7 +769,7 @@ static void ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 		backend_of(ino)->readdir(req, ino, size, off, fi);
 		return;
 	}
-	vreaddir(req, ino, size, off, fi, 0);
+	vreaddir(req, ino, size, off, 0);
 }
 
 static void ll_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
@@ -781,17 +778,7 @@ static void ll_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 		backend_of(ino)->readdirplus(req, ino, size, off, fi);
 		return;
 	}
-	vreaddir(req, ino, size, off, fi, 1);
-}
-
-static void ll_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	if (!ino_is_virtual(ino)) {
-		backend_of(ino)->releasedir(req, ino, fi);
-		return;
-	}
-	vdir_free((struct vdir *)(uintptr_t)fi->fh);   /* never called: no OPENDIR */
-	fuse_reply_err(req, 0);
+	vreaddir(req, ino, size, off, 1);
 }
 
 /* ---- mkdir, rmdir: sandboxes --------------------------------------------------- */
@@ -1711,7 +1698,6 @@ const struct fuse_lowlevel_ops seer_ll_ops = {
 	.opendir = ll_opendir,
 	.readdir = ll_readdir,
 	.readdirplus = ll_readdirplus,
-	.releasedir = ll_releasedir,
 	.fsyncdir = ll_fsyncdir,
 	.statfs = ll_statfs,
 	.setxattr = ll_setxattr,

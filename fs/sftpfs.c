@@ -1059,8 +1059,8 @@ static void s_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	op_exit(r);
 	struct stat st;
 	to_stat(&a, n->sino, &st);
-	double t = node_timeout(r, n);
-	if (cur_timeout(r) == 0 && S_ISDIR(st.st_mode)) {
+	double t = node_timeout(r, n);   /* directories are never linked: 0 only while busy */
+	if (t == 0 && S_ISDIR(st.st_mode)) {
 		/* The kernel keeps every listing (no OPENDIR to say otherwise)
 		 * until it sees the directory's mtime move, and SFTP's mtimes
 		 * have whole seconds: while the sandbox is busy each answer
