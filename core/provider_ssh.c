@@ -36,6 +36,7 @@
 #include "core/sftp.h"
 #include "core/sshconn.h"
 #include "core/sshexec.h"
+#include "core/ssh_models.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -110,6 +111,7 @@ struct ssh_sb {
 	int gpu;
 	int running;
 	int registered;
+	struct ssh_models models;    /* hub models bound at /models (ssh_models.c) */
 };
 
 static const struct seer_provider_entry *entry_of(struct sandbox *sb)
@@ -410,10 +412,18 @@ static struct ssh_sb *priv_of(struct sandbox *sb)
 	return sb->priv;
 }
 
-static int is_host_repo(const char *url)
+/* local_files, local_dirs and repos from a path here go over SFTP
+ * (core/upload.c); models are copied to the host (core/ssh_models.c) and
+ * need a place for /models, which only host mode has. */
+static int check_models(struct sandbox *sb, const struct seer_config *cfg, char *err, size_t n)
 {
-	return url[0] == '/' || url[0] == '~' || !strncmp(url, "file://", 7) || !strncmp(url, "./", 2) ||
-	       !strncmp(url, "../", 3);
+	const struct seer_provider_entry *e = entry_of(sb);
+	if (!cfg->n_models || e->mode != SEER_SSH_DIRECT)
+		return 0;
+	snprintf(err, n,
+		 "sandbox %s: models need mode \"host\" on the ssh provider %s (%s): in mode direct the endpoint's / is not seerfs's to bind /models into; use a provider entry with \"mode\": \"host\", or copy the model in through %s/root/ once the sandbox runs",
+		 sb->name, e->name, e->host, sb->name);
+	return -ENOTSUP;
 }
 
 static int ssh_check(struct sandbox *sb, const struct seer_config *cfg, char *err, size_t n)
@@ -424,22 +434,14 @@ static int ssh_check(struct sandbox *sb, const struct seer_config *cfg, char *er
 			 cfg->provider);
 		return -EINVAL;
 	}
-	/* local_files and local_dirs go over SFTP (core/upload.c). */
-	const char *what = cfg->n_models ? "models" : NULL;
-	for (size_t i = 0; !what && i < cfg->n_repos; i++)
-		if (is_host_repo(cfg->repos[i].url))
-			what = "repos from a path on this machine";
-	if (what) {
-		snprintf(err, n,
-			 "sandbox %s: %s cannot be provisioned on the ssh provider %s (%s) yet; remove it from config.json and copy the files in through %s/root/ once the sandbox runs",
-			 sb->name, what, e->name, e->host, sb->name);
-		return -ENOTSUP;
-	}
+	int r = check_models(sb, cfg, err, n);
+	if (r < 0)
+		return r;
 	if (!cfg->gpu)
 		return 0;
 	struct sbuf out = {0};
 	int code = -1;
-	int r = run_short(sb, "nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null", &out, &code, err, n);
+	r = run_short(sb, "nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null", &out, &code, err, n);
 	if (r < 0) {
 		sbuf_free(&out);
 		return r;
@@ -516,6 +518,29 @@ static void host_unregister(struct ssh_sb *s)
 	pthread_mutex_unlock(&s->h->sbs_lock);
 }
 
+/* Host mode: the models provisioning prepared, copied to the host once
+ * and recorded for build_script's binds. */
+static int start_models(struct sandbox *sb, ssh_conn *c, sftp_client *cli, const char *workdir, const char *root,
+			int bwrap, char *err, size_t n)
+{
+	struct ssh_sb *s = priv_of(sb);
+	const struct seer_provider_entry *e = entry_of(sb);
+	struct ssh_models_host mh = {.sb = sb, .conn = c, .sftp = cli, .host = e->host, .workdir = workdir,
+				     .root = root, .bwrap = bwrap, .timeout_ms = e->timeout_ms};
+	struct ssh_models m = {0};
+	int r = ssh_models_place(&mh, &m, err, n);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&s->lock);
+	struct ssh_models old = s->models;
+	s->models = m;
+	pthread_mutex_unlock(&s->lock);
+	ssh_models_free(&old);
+	if (m.n)
+		sandbox_set_progress(sb, "starting the sandbox");
+	return 0;
+}
+
 static int ssh_start(struct sandbox *sb, const struct seer_config *cfg, char *err, size_t n)
 {
 	const struct seer_provider_entry *e = entry_of(sb);
@@ -535,7 +560,7 @@ static int ssh_start(struct sandbox *sb, const struct seer_config *cfg, char *er
 		return r;
 	char who[512];
 	describe(e, who, sizeof(who));
-	char root[2048];
+	char root[2048], wdabs[2048] = "";
 	if (e->mode == SEER_SSH_DIRECT) {
 		snprintf(root, sizeof(root), "/");
 		bwrap = 0;
@@ -549,8 +574,10 @@ static int ssh_start(struct sandbox *sb, const struct seer_config *cfg, char *er
 		} else {
 			wd = xstrdup(e->workdir);
 		}
-		if (r == 0)
+		if (r == 0) {
 			snprintf(root, sizeof(root), "%s/%s", wd, sb->name);
+			snprintf(wdabs, sizeof(wdabs), "%s", wd);
+		}
 		free(wd);
 		static const char *const sub[] = {"", "/workspace", "/tmp", "/root", NULL};
 		for (int i = 0; r == 0 && sub[i]; i++) {
@@ -563,6 +590,9 @@ static int ssh_start(struct sandbox *sb, const struct seer_config *cfg, char *er
 				 sb->name, e->workdir, who, strerror(-r));
 			return r;
 		}
+		r = start_models(sb, c, cli, wdabs, root, bwrap, err, n);
+		if (r < 0)
+			return r;
 	}
 	pthread_mutex_lock(&s->lock);
 	snprintf(s->root, sizeof(s->root), "%s", root);
@@ -714,7 +744,7 @@ static void *job_main(void *arg)
 /* Maps a path as the sandbox sees it to the remote host's (no bwrap). */
 static void host_path(struct ssh_sb *s, const char *p, struct sbuf *out)
 {
-	static const char *const mapped[] = {"/workspace", "/tmp", "/root", NULL};
+	static const char *const mapped[] = {"/workspace", "/tmp", "/root", "/models", NULL};
 	for (int i = 0; mapped[i]; i++) {
 		size_t l = strlen(mapped[i]);
 		if (!strncmp(p, mapped[i], l) && (p[l] == '/' || !p[l])) {
@@ -809,6 +839,7 @@ static void build_script(struct ssh_sb *s, const struct seer_provider_entry *e, 
 			sbuf_printf(b, " /%s", dirs[i]);
 			sbuf_free(&p);
 		}
+		ssh_models_bwrap_args(&s->models, b);
 		sbuf_printf(b, " --chdir ");
 		sbuf_shell_quote(b, cwd);
 		sbuf_printf(b, " --");
@@ -1050,6 +1081,7 @@ static void ssh_release(struct sandbox *sb)
 		ssh_stop(sb);
 	if (s->h)
 		host_unregister(s);
+	ssh_models_free(&s->models);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 	sb->priv = NULL;

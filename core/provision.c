@@ -607,20 +607,38 @@ static int check_local_sources(struct sandbox *sb, const struct seer_config *cfg
 	return 0;
 }
 
+/* Where copies into the running sandbox go: its root fd here, or (remote
+ * providers) its SFTP client and remote root. Undo with dest_close. */
+static int dest_open(struct sandbox *sb, struct dest *dst, char *err, size_t n)
+{
+	memset(dst, 0, sizeof(*dst));
+	dst->rootfd = sb->prov->root_fd ? sb->prov->root_fd(sb) : -ENOTSUP;
+	int r = dst->rootfd;
+	if (r < 0 && sb->prov->root_remote) {
+		r = sb->prov->root_remote(sb, &dst->cli, dst->rroot, sizeof(dst->rroot));
+		if (r < 0)
+			dst->cli = NULL;
+	}
+	if (r < 0 && !dst->cli) {
+		snprintf(err, n, "sandbox %s: cannot reach the sandbox's files: %s", sb->name, strerror(-r));
+		return r;
+	}
+	return 0;
+}
+
+static void dest_close(struct dest *dst)
+{
+	if (dst->rootfd >= 0)
+		close(dst->rootfd);
+	dst->rootfd = -1;
+}
+
 static int step_local(struct sandbox *sb, const struct seer_config *cfg, char *err, size_t n)
 {
-	struct dest dst = {.rootfd = sb->prov->root_fd ? sb->prov->root_fd(sb) : -ENOTSUP};
-	int rootfd = dst.rootfd;
-	if (rootfd < 0 && sb->prov->root_remote) {
-		int rr = sb->prov->root_remote(sb, &dst.cli, dst.rroot, sizeof(dst.rroot));
-		if (rr < 0)
-			rootfd = rr;
-	}
-	if (rootfd < 0 && !dst.cli) {
-		snprintf(err, n, "sandbox %s: cannot reach the sandbox's files: %s", sb->name, strerror(-rootfd));
-		return rootfd;
-	}
-	int r = 0;
+	struct dest dst;
+	int r = dest_open(sb, &dst, err, n);
+	if (r < 0)
+		return r;
 	for (int dirs = 0; dirs < 2 && r == 0; dirs++) {
 		const struct seer_pair *v = dirs ? cfg->local_dirs : cfg->local_files;
 		size_t nv = dirs ? cfg->n_local_dirs : cfg->n_local_files;
@@ -645,8 +663,7 @@ static int step_local(struct sandbox *sb, const struct seer_config *cfg, char *e
 				sandbox_log(sb, "provision: %s: copied %s to /%s", field, src, rel);
 		}
 	}
-	if (rootfd >= 0)
-		close(rootfd);
+	dest_close(&dst);
 	return r;
 }
 
@@ -911,11 +928,12 @@ static int copy_pip_conf(struct sandbox *sb, char *err, size_t n)
 	snprintf(src, sizeof(src), "%s/.config/pip/pip.conf", home);
 	if (access(src, R_OK) != 0)
 		return 0;
-	struct dest dst = {.rootfd = sb->prov->root_fd(sb)};
-	if (dst.rootfd < 0)
-		return dst.rootfd;
-	int r = copy_in(sb, &dst, src, "root/.config/pip/pip.conf", 0, err, n);
-	close(dst.rootfd);
+	struct dest dst;
+	int r = dest_open(sb, &dst, err, n);
+	if (r < 0)
+		return r;
+	r = copy_in(sb, &dst, src, "root/.config/pip/pip.conf", 0, err, n);
+	dest_close(&dst);
 	if (r == 0)
 		sandbox_log(sb, "provision: python: copied %s into the sandbox", src);
 	return r;
@@ -1043,13 +1061,14 @@ static int step_repo(struct sandbox *sb, const struct seer_config *cfg, size_t i
 			snprintf(err, n, "sandbox %s: repos: %s is not a directory on the host", sb->name, src);
 			return -ENOENT;
 		}
-		struct dest dst = {.rootfd = sb->prov->root_fd(sb)};
-		if (dst.rootfd < 0)
-			return dst.rootfd;
+		struct dest dst;
+		r = dest_open(sb, &dst, err, n);
+		if (r < 0)
+			return r;
 		char rel[600];
 		snprintf(rel, sizeof(rel), "tmp/.seerfs-repo/%s", name);
 		r = copy_in(sb, &dst, src, rel, 1, err, n);
-		close(dst.rootfd);
+		dest_close(&dst);
 		if (r < 0)
 			return r;
 		sbuf_printf(&u, "/%s", rel);
@@ -1370,7 +1389,7 @@ out:
 
 /* ---- what others ask ------------------------------------------------------------------ */
 
-void provision_bwrap_args(struct sandbox *sb, void (*add)(void *arg, const char *s), void *arg)
+void provision_models_each(struct sandbox *sb, provision_model_fn fn, void *arg)
 {
 	struct json_object *st = state_load(sb);
 	struct json_object *mounts = obj_get(st, "model_mounts");
@@ -1380,23 +1399,42 @@ void provision_bwrap_args(struct sandbox *sb, void (*add)(void *arg, const char 
 		const char *dir = json_object_get_string(obj_get(m, "dir"));
 		const char *commit = json_object_get_string(obj_get(m, "commit"));
 		const char *mount = json_object_get_string(obj_get(m, "mount"));
-		if (!dir || !commit || !mount || strchr(mount, '/') || access(dir, R_OK) != 0)
+		if (!dir || !commit || !mount || strchr(mount, '/') || strchr(commit, '/') || access(dir, R_OK) != 0)
 			continue;
-		struct sbuf inner = {0}, target = {0}, link = {0};
-		sbuf_printf(&inner, "/.seerfs/models/%s", mount);
-		sbuf_printf(&target, "%s/snapshots/%s", inner.data, commit);
-		sbuf_printf(&link, "/models/%s", mount);
-		add(arg, "--ro-bind");
-		add(arg, dir);
-		add(arg, inner.data);
-		add(arg, "--symlink");
-		add(arg, target.data);
-		add(arg, link.data);
-		sbuf_free(&inner);
-		sbuf_free(&target);
-		sbuf_free(&link);
+		fn(arg, dir, commit, mount);
 	}
 	json_object_put(st);
+}
+
+struct bwrap_add {
+	void (*add)(void *arg, const char *s);
+	void *arg;
+};
+
+/* The whole model directory is bound (the snapshot's files are relative
+ * links into ../../blobs), and /models/NAME points at the snapshot. */
+static void bwrap_one(void *arg, const char *dir, const char *commit, const char *mount)
+{
+	struct bwrap_add *a = arg;
+	struct sbuf inner = {0}, target = {0}, link = {0};
+	sbuf_printf(&inner, "/.seerfs/models/%s", mount);
+	sbuf_printf(&target, "%s/snapshots/%s", inner.data, commit);
+	sbuf_printf(&link, "/models/%s", mount);
+	a->add(a->arg, "--ro-bind");
+	a->add(a->arg, dir);
+	a->add(a->arg, inner.data);
+	a->add(a->arg, "--symlink");
+	a->add(a->arg, target.data);
+	a->add(a->arg, link.data);
+	sbuf_free(&inner);
+	sbuf_free(&target);
+	sbuf_free(&link);
+}
+
+void provision_bwrap_args(struct sandbox *sb, void (*add)(void *arg, const char *s), void *arg)
+{
+	struct bwrap_add a = {add, arg};
+	provision_models_each(sb, bwrap_one, &a);
 }
 
 void provision_info(struct sandbox *sb, struct json_object *o)

@@ -37,6 +37,14 @@ int provision_run(struct sandbox *sb, const struct seer_config *cfg, char *err, 
  * /models/ORG--NAME (called by the local provider while building argv). */
 void provision_bwrap_args(struct sandbox *sb, void (*add)(void *arg, const char *s), void *arg);
 
+/* Calls fn for every model provisioning prepared for sb (in the order of
+ * models, bases after their PEFT model): its directory in the local model
+ * cache (CACHE/models--ORG--NAME), the commit of its snapshot there
+ * (snapshots/COMMIT) and its name under /models. Providers that are not on
+ * this machine copy the snapshot to their host (core/ssh_models.c). */
+typedef void (*provision_model_fn)(void *arg, const char *dir, const char *commit, const char *mount);
+void provision_models_each(struct sandbox *sb, provision_model_fn fn, void *arg);
+
 /* Sets model_handles, repo_handles, jupyter_url and code_server_url of an
  * info.json object from the recorded provisioning state. */
 void provision_info(struct sandbox *sb, struct json_object *o);

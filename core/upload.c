@@ -73,24 +73,31 @@ static int mkdir_p(sftp_client *c, const char *root, const char *rel)
 	return 0;
 }
 
-static int upload_file(sftp_client *c, int sfd, const struct stat *st, const char *rpath)
+int upload_stream(sftp_client *c, const char *rpath, mode_t mode, sftp_source_fn source, void *ud,
+		  uint64_t *total)
 {
-	sftp_attrs a = {.flags = SFTP_ATTR_PERMISSIONS, .perm = st->st_mode & 0777};
+	sftp_attrs a = {.flags = SFTP_ATTR_PERMISSIONS, .perm = mode & 0777};
 	sftp_handle *h = NULL;
 	int r = sftp_open(c, rpath, sftp_flags_from_posix(O_WRONLY | O_CREAT | O_TRUNC), &a, &h);
 	if (r < 0)
 		return r;
-	uint64_t total = 0;
-	r = sftp_upload(c, h, 0, read_source, &sfd, 0, 0, &total);
+	*total = 0;
+	r = sftp_upload(c, h, 0, source, ud, 0, 0, total);
 	int rc = sftp_close(c, h);
 	if (r == 0)
 		r = rc;
 	if (r == 0) {
 		/* The create mode went through the remote umask; set it. */
-		sftp_attrs m = {.flags = SFTP_ATTR_PERMISSIONS, .perm = st->st_mode & 07777};
+		sftp_attrs m = {.flags = SFTP_ATTR_PERMISSIONS, .perm = mode & 07777};
 		r = sftp_setstat(c, rpath, &m);
 	}
 	return r;
+}
+
+static int upload_file(sftp_client *c, int sfd, const struct stat *st, const char *rpath)
+{
+	uint64_t total = 0;
+	return upload_stream(c, rpath, st->st_mode, read_source, &sfd, &total);
 }
 
 /* The remote sink of tree_copy: a destination is its path on the remote

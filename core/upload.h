@@ -16,4 +16,11 @@
 int upload_in(sftp_client *c, const char *root, int sfd, const struct stat *st, const char *rel, char *bad,
 	      size_t badn);
 
+/* Writes what source yields (sftp_upload's pipelined writes) to the
+ * remote file rpath, created or truncated, then sets its mode (the create
+ * mode went through the remote umask). *total gets the bytes written.
+ * 0 or -errno; a source error aborts with that error. */
+int upload_stream(sftp_client *c, const char *rpath, mode_t mode, sftp_source_fn source, void *ud,
+		  uint64_t *total);
+
 #endif /* SEERFS_UPLOAD_H */

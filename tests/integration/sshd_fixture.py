@@ -55,10 +55,13 @@ class SshdFixture:
     """One sshd instance; see the module docstring."""
 
     def __init__(self, sftp_server="internal-sftp", log_level="VERBOSE",
-                 host_key_types=("ed25519",)):
+                 host_key_types=("ed25519",), extra_config=()):
         """host_key_types: host keys to generate ("ed25519", "ecdsa", ...);
         known_hosts lists only the first.  sftp_server: "internal-sftp" or
-        "sftp-server" (the external binary)."""
+        "sftp-server" (the external binary).  extra_config: more
+        sshd_config lines (e.g. "SetEnv PATH=..." for a host whose logins
+        see other programs)."""
+        self.extra_config = tuple(extra_config)
         self.sftp_server = sftp_server
         self.host_key_types = tuple(host_key_types)
         self.host_keys = []
@@ -135,6 +138,7 @@ class SshdFixture:
             "PrintLastLog no",
             "UseDNS no",
             f"LogLevel {self.log_level}",
+            *self.extra_config,
         ]
         self.config = os.path.join(self.dir, "sshd_config")
         with open(self.config, "w") as f:

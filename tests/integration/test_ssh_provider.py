@@ -266,9 +266,10 @@ def test_unknown_provider_and_local_files(remote):
     with pytest.raises(OSError):
         write_config(d, json.dumps({"provider": "nope"}))
     assert "nope" in error_text(d)
-    # Hub models are not provisioned over ssh yet: refused with a reason.
-    sb = make(m, "md", extra={"models": ["org/model"]}, want="failed")
-    assert "models" in error_text(sb) and "ssh" in error_text(sb)
+    # Hub models need host mode (there is no /models to bind in direct mode).
+    sb = make(m, "md", provider="d1", extra={"models": ["org/model"]}, want="failed")
+    err = error_text(sb)
+    assert "models" in err and 'mode "host"' in err and "md" in err, err
 
 
 def test_local_files_and_dirs_over_sftp(remote, tmp_path):
@@ -297,3 +298,240 @@ def test_local_files_and_dirs_over_sftp(remote, tmp_path):
     assert lines[5].split()[0] == hashlib.sha256(blob).hexdigest()
     bad = make(m, "lf2", extra={"local_dirs": [[str(tmp_path / "missing"), "/workspace/x"]]}, want="failed")
     assert "missing" in error_text(bad)
+
+
+# ---- hub models and host repositories on the ssh provider --------------------------------
+
+import hashlib  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import hf_server  # noqa: E402
+
+TINY = "seer/tiny-model"
+TINY_FILES = hf_server.build_repos()[TINY].files
+
+
+@pytest.fixture(scope="module")
+def hub():
+    srv = hf_server.make_server()
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def hub_config(hub, **kw):
+    with hub.state.lock:
+        hub.state.config.update(kw)
+
+
+@pytest.fixture
+def remote_hub(tmp_path, sshd, seerfs_factory, hub):
+    """(mount, workdir) of a seerfs with provider t1 (host mode) and d1
+    (direct) whose models come from the test hub; every sandbox is
+    terminated before the unmount."""
+    hub.state.reset()
+    workdir = tmp_path / "remote-work"
+    pfile = tmp_path / "providers.json"
+    pfile.write_text(json.dumps({"t1": entry(sshd, workdir), "d1": entry(sshd, workdir, mode="direct")}))
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HF_ENDPOINT")}
+    env["HF_ENDPOINT"] = f"http://127.0.0.1:{hub.server_address[1]}"
+    m = seerfs_factory(args=("-o", f"providers={pfile}"), env=env)
+    yield m, workdir
+    for d in sorted(m.path.iterdir()) if m.path.is_dir() else []:
+        if d.is_dir() and d.name != "snapshots":
+            try:
+                _teardown(d)
+            except Exception:  # noqa: BLE001 - teardown is best effort
+                pass
+
+
+def _teardown(d):
+    from conftest import _teardown_sandbox
+    _teardown_sandbox(d)
+
+
+def model_copies(workdir):
+    """Names under WORKDIR/.seerfs-models, lock files left out."""
+    base = workdir / ".seerfs-models"
+    return sorted(n for n in os.listdir(base) if not n.endswith(".lock")) if base.is_dir() else []
+
+
+def sums_inside(sb, top):
+    """{path: sha256} of every file under `top` as the sandbox reads it."""
+    code, out = run(sb, f"cd {top} && find . -type f | sort | while IFS= read -r f; do "
+                        f"printf '%s\\t%s\\n' \"$(sha256sum < \"$f\" | cut -d' ' -f1)\" \"${{f#./}}\"; done")
+    assert code == 0, out
+    return {ln.split("\t", 1)[1]: ln.split("\t", 1)[0] for ln in out.decode().splitlines()}
+
+
+def want_sums():
+    return {p: hashlib.sha256(b).hexdigest() for p, b in TINY_FILES.items()}
+
+
+def test_model_over_ssh_uploaded_once_per_host(remote_hub):
+    """A model reaches a remote sandbox at /models/ORG--NAME with exactly the
+    hub's bytes, read-only; the host keeps one copy, which a second sandbox
+    uses without uploading again."""
+    m, workdir = remote_hub
+    cfg = {"models": [{"name": TINY, "var_name": "m"}]}
+    a = make(m, "ma", extra=cfg)
+    assert sums_inside(a, "/models/seer--tiny-model") == want_sums()
+    code, _ = run(a, "touch /models/seer--tiny-model/x")
+    assert code != 0, "the model must be read-only"
+    code, _ = run(a, "echo junk > /models/seer--tiny-model/config.json")
+    assert code != 0, "the model's files must be read-only"
+    log_a = log_text(a)
+    assert "seer--tiny-model: uploaded to" in log_a and "sha256 checked there" in log_a, log_a
+    info = json.loads((a / "info.json").read_text())
+    assert info["model_handles"][0]["volume_path"] == "/models/seer--tiny-model"
+    copies = model_copies(workdir)
+    assert len(copies) == 1 and copies[0].startswith("seer--tiny-model@"), copies
+    copy = workdir / ".seerfs-models" / copies[0]
+    assert (copy / "model.safetensors").read_bytes() == TINY_FILES["model.safetensors"]
+    ino = (copy / "model.safetensors").stat().st_ino
+
+    b = make(m, "mb", extra=cfg)
+    log_b = log_text(b)
+    assert "seer--tiny-model: already on" in log_b and "not uploaded again" in log_b, log_b
+    assert "uploaded to" not in log_b, log_b
+    assert (copy / "model.safetensors").stat().st_ino == ino, "the host's copy was replaced"
+    assert model_copies(workdir) == copies
+    assert sums_inside(b, "/models/seer--tiny-model") == want_sums()
+
+
+def test_model_two_sandboxes_at_once_one_upload(remote_hub):
+    """Two sandboxes provisioning the same model at the same time upload it
+    once between them (the other waits on the host's lock and uses the
+    copy), and the temporary copy a crash left behind is cleared away."""
+    m, workdir = remote_hub
+    commit = hf_server.build_repos()[TINY].commit
+    stale = workdir / ".seerfs-models" / f".seer--tiny-model@{commit}.tmp-deadbeef0000"
+    stale.mkdir(parents=True)
+    (stale / "model.safetensors").write_bytes(b"half a copy")
+    cfg = json.dumps({"provider": "t1", "models": [TINY]})
+    dirs = [m.path / "c1", m.path / "c2"]
+    for d in dirs:
+        d.mkdir()
+    for d in dirs:
+        write_config(d, cfg)
+    from conftest import wait_settled
+    for d in dirs:
+        assert wait_settled(d) == "running", error_text(d) + log_text(d)
+    logs = [log_text(d) for d in dirs]
+    uploads = [lg for lg in logs if "seer--tiny-model: uploaded to 127.0.0.1 (" in lg]
+    assert len(uploads) == 1, logs
+    other = logs[1 - logs.index(uploads[0])]
+    assert "not uploaded again" in other, other
+    assert model_copies(workdir) == [f"seer--tiny-model@{commit}"]
+    for d in dirs:
+        assert sums_inside(d, "/models/seer--tiny-model") == want_sums()
+
+
+def test_model_failed_download_leaves_nothing_remote(remote_hub, hub):
+    """A download that fails its checksum fails the sandbox with the model
+    named, and nothing of it reaches the host; once the hub is fixed, retry
+    provisions it."""
+    m, workdir = remote_hub
+    hub_config(hub, corrupt_path="model.safetensors", corrupt_times=1000)
+    sb = make(m, "bad", extra={"models": [TINY]}, want="failed")
+    err = error_text(sb)
+    assert "bad" in err and TINY in err and "could not be downloaded" in err, err
+    assert model_copies(workdir) == []
+    hub.state.reset()
+    ctl(sb, "retry")
+    from conftest import wait_settled
+    assert wait_settled(sb) == "running", error_text(sb)
+    assert sums_inside(sb, "/models/seer--tiny-model") == want_sums()
+    assert len(model_copies(workdir)) == 1
+
+
+def test_model_upload_error_is_clear_and_retry_works(remote_hub):
+    """When the host cannot take the copy (WORKDIR/.seerfs-models is a file),
+    the sandbox fails naming it and what to do; after the fix, retry works
+    and no partial copy is anywhere."""
+    m, workdir = remote_hub
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / ".seerfs-models").write_text("in the way\n")
+    sb = make(m, "ue", extra={"models": [TINY]}, want="failed")
+    err = error_text(sb)
+    assert "ue" in err and ".seerfs-models" in err and "retry" in err, err
+    (workdir / ".seerfs-models").unlink()
+    ctl(sb, "retry")
+    from conftest import wait_settled
+    assert wait_settled(sb) == "running", error_text(sb)
+    assert sums_inside(sb, "/models/seer--tiny-model") == want_sums()
+    names = os.listdir(workdir / ".seerfs-models")
+    assert not [n for n in names if ".tmp-" in n], names
+
+
+def test_hidden_model_over_ssh(remote_hub):
+    """hidden keeps the name out of the log, status and info.json on ssh too."""
+    m, _ = remote_hub
+    sb = make(m, "hm", extra={"models": [{"name": TINY, "hidden": True}]})
+    assert run(sb, "cat /models/model-1/config.json")[1] == TINY_FILES["config.json"]
+    for text in (log_text(sb), read_text(sb / "status"), (sb / "info.json").read_text()):
+        assert "tiny-model" not in text, text
+
+
+def test_host_repo_over_ssh(remote, tmp_path):
+    """A repository given as a path on this machine is copied to the remote
+    sandbox over SFTP and cloned there; the host's repository is untouched."""
+    m, _, _ = remote
+    repo = tmp_path / "hostrepo"
+    repo.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", "-C", str(repo)]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / "hello.txt").write_text("from the host repo\n")
+    subprocess.run(git + ["add", "hello.txt"], check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "one"], check=True)
+    head = subprocess.run(git + ["rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    sb = make(m, "hr", extra={"repos": [{"url": str(repo)}]})
+    code, out = run(sb, "cat /workspace/hostrepo/hello.txt && git -C /workspace/hostrepo rev-parse HEAD")
+    assert code == 0, out
+    assert out.decode().split("\n")[:2] == ["from the host repo", head]
+    info = json.loads((sb / "info.json").read_text())
+    assert info["repo_handles"][0]["commit"] == head
+    assert not run(sb, "ls /tmp/.seerfs-repo 2>/dev/null")[1]
+    missing = make(m, "hr2", extra={"repos": [{"url": str(tmp_path / "nope")}]}, want="failed")
+    assert "nope" in error_text(missing)
+
+
+@pytest.fixture(scope="module")
+def sshd_nobwrap(tmp_path_factory):
+    """An sshd whose logins find every program of /usr/bin and /bin but
+    bwrap, so that the provider runs its sandboxes without isolation."""
+    bindir = tmp_path_factory.mktemp("nobwrap-bin")
+    for d in ("/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"):
+        for name in os.listdir(d) if os.path.isdir(d) else []:
+            if name != "bwrap" and not (bindir / name).exists():
+                os.symlink(os.path.join(d, name), bindir / name)
+    with SshdFixture(extra_config=(f"SetEnv PATH={bindir}",)) as s:
+        yield s
+
+
+def test_model_over_ssh_without_bwrap(tmp_path, sshd_nobwrap, seerfs_factory, hub):
+    """Where the host has no bubblewrap, a model is linked into the
+    sandbox's directory as models/ORG--NAME (there is no /models to bind)."""
+    hub.state.reset()
+    workdir = tmp_path / "remote-work"
+    pfile = tmp_path / "providers.json"
+    pfile.write_text(json.dumps({"t1": entry(sshd_nobwrap, workdir)}))
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HF_ENDPOINT")}
+    env["HF_ENDPOINT"] = f"http://127.0.0.1:{hub.server_address[1]}"
+    m = seerfs_factory(args=("-o", f"providers={pfile}"), env=env)
+    sb = make(m, "nb", extra={"models": [TINY]})
+    try:
+        assert "isolation: NONE" in log_text(sb), log_text(sb)
+        link = workdir / "nb" / "models" / "seer--tiny-model"
+        assert os.readlink(link).startswith("../../.seerfs-models/seer--tiny-model@")
+        assert sums_inside(sb, "$HOME/../models/seer--tiny-model") == want_sums()
+        # read-only by its modes (root on the test host would write anyway)
+        code, out = run(sb, "stat -L -c %a $HOME/../models/seer--tiny-model "
+                            "$HOME/../models/seer--tiny-model/model.safetensors")
+        assert (code, out) == (0, b"555\n444\n")
+    finally:
+        _teardown(sb)
