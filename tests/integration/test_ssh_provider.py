@@ -500,29 +500,46 @@ def test_host_repo_over_ssh(remote, tmp_path):
     assert "nope" in error_text(missing)
 
 
-@pytest.fixture(scope="module")
-def sshd_nobwrap(tmp_path_factory):
-    """An sshd whose logins find every program of /usr/bin and /bin but
-    bwrap, so that the provider runs its sandboxes without isolation."""
-    bindir = tmp_path_factory.mktemp("nobwrap-bin")
+def sshd_without(tmp_path_factory, *programs):
+    """An sshd whose logins find every program of the usual bin directories
+    but `programs` (through SetEnv PATH=...)."""
+    bindir = tmp_path_factory.mktemp("bin-without-" + "-".join(programs))
     for d in ("/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"):
         for name in os.listdir(d) if os.path.isdir(d) else []:
-            if name != "bwrap" and not (bindir / name).exists():
+            if name not in programs and not (bindir / name).exists():
                 os.symlink(os.path.join(d, name), bindir / name)
-    with SshdFixture(extra_config=(f"SetEnv PATH={bindir}",)) as s:
+    return SshdFixture(extra_config=(f"SetEnv PATH={bindir}",))
+
+
+@pytest.fixture(scope="module")
+def sshd_nobwrap(tmp_path_factory):
+    """Sandboxes there run without isolation (no bwrap)."""
+    with sshd_without(tmp_path_factory, "bwrap") as s:
         yield s
+
+
+@pytest.fixture(scope="module")
+def sshd_noflock(tmp_path_factory):
+    """Model uploads there cannot take the host's lock (no flock)."""
+    with sshd_without(tmp_path_factory, "flock") as s:
+        yield s
+
+
+def hub_mount(tmp_path, sshd_, seerfs_factory, hub):
+    """(mount, workdir): a seerfs with provider t1 on sshd_ and the test hub."""
+    hub.state.reset()
+    workdir = tmp_path / "remote-work"
+    pfile = tmp_path / "providers.json"
+    pfile.write_text(json.dumps({"t1": entry(sshd_, workdir)}))
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HF_ENDPOINT")}
+    env["HF_ENDPOINT"] = f"http://127.0.0.1:{hub.server_address[1]}"
+    return seerfs_factory(args=("-o", f"providers={pfile}"), env=env), workdir
 
 
 def test_model_over_ssh_without_bwrap(tmp_path, sshd_nobwrap, seerfs_factory, hub):
     """Where the host has no bubblewrap, a model is linked into the
     sandbox's directory as models/ORG--NAME (there is no /models to bind)."""
-    hub.state.reset()
-    workdir = tmp_path / "remote-work"
-    pfile = tmp_path / "providers.json"
-    pfile.write_text(json.dumps({"t1": entry(sshd_nobwrap, workdir)}))
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HF_ENDPOINT")}
-    env["HF_ENDPOINT"] = f"http://127.0.0.1:{hub.server_address[1]}"
-    m = seerfs_factory(args=("-o", f"providers={pfile}"), env=env)
+    m, workdir = hub_mount(tmp_path, sshd_nobwrap, seerfs_factory, hub)
     sb = make(m, "nb", extra={"models": [TINY]})
     try:
         assert "isolation: NONE" in log_text(sb), log_text(sb)
@@ -535,3 +552,27 @@ def test_model_over_ssh_without_bwrap(tmp_path, sshd_nobwrap, seerfs_factory, hu
         assert (code, out) == (0, b"555\n444\n")
     finally:
         _teardown(sb)
+
+
+def test_model_without_flock_on_host(tmp_path, sshd_noflock, seerfs_factory, hub):
+    """Without flock on the host two sandboxes may both upload a model at
+    once; the rename still lets exactly one whole copy in and no temporary
+    copy stays behind."""
+    m, workdir = hub_mount(tmp_path, sshd_noflock, seerfs_factory, hub)
+    dirs = [m.path / "f1", m.path / "f2"]
+    for d in dirs:
+        d.mkdir()
+    try:
+        for d in dirs:
+            write_config(d, json.dumps({"provider": "t1", "models": [TINY]}))
+        from conftest import wait_settled
+        for d in dirs:
+            assert wait_settled(d) == "running", error_text(d) + log_text(d)
+        assert any("no flock(1) on" in log_text(d) for d in dirs)
+        commit = hf_server.build_repos()[TINY].commit
+        assert model_copies(workdir) == [f"seer--tiny-model@{commit}"]
+        for d in dirs:
+            assert sums_inside(d, "/models/seer--tiny-model") == want_sums()
+    finally:
+        for d in dirs:
+            _teardown(d)
