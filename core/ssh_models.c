@@ -449,8 +449,9 @@ static int upload_model(struct place *p, const char *snapdir, char *err, size_t 
 		r = upload_dir(p, dfd, "");
 	int summed = 0;
 	if (r < 0 && r != -ECANCELED)
-		snprintf(err, n, "sandbox %s: models: uploading %s to %s failed%s%s: %s; nothing was kept under %s: echo retry > %s/ctl",
-			 h->sb->name, p->mount, h->host, p->bad[0] ? " at " : "", p->bad, strerror(-r), p->base, h->sb->name);
+		snprintf(err, n, "sandbox %s: models: uploading %s to %s failed%s%s: %s; nothing was kept under %s (check the free space there: the copy needs %.1f MiB), then echo retry > %s/ctl",
+			 h->sb->name, p->mount, h->host, p->bad[0] ? " at " : "", p->bad, strerror(-r), p->base,
+			 p->total / MIB, h->sb->name);
 	if (r == 0)
 		r = verify_copy(p, &summed, err, n);
 	if (r == 0) {

@@ -576,3 +576,23 @@ def test_model_without_flock_on_host(tmp_path, sshd_noflock, seerfs_factory, hub
     finally:
         for d in dirs:
             _teardown(d)
+
+
+def test_model_upload_fails_midway_leaves_no_copy(remote_hub):
+    """An upload that fails half-way (the host's disk is full: a 2 MiB tmpfs
+    as the workdir, the model is 3 MiB) fails the sandbox naming the model
+    and the file, and leaves no partial copy on the host."""
+    m, workdir = remote_hub
+    workdir.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(workdir)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs: {r.stderr.strip()}")
+    try:
+        sb = make(m, "full", extra={"models": [TINY]}, want="failed")
+        err = error_text(sb)
+        assert "full" in err and "seer--tiny-model" in err and "model.safetensors" in err and "retry" in err, err
+        names = os.listdir(workdir / ".seerfs-models")
+        assert not [n for n in names if not n.endswith(".lock")], names
+        _teardown(sb)
+    finally:
+        subprocess.run(["umount", "-l", str(workdir)], check=False)
