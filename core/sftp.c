@@ -993,6 +993,51 @@ int sftp_open(sftp_client *s, const char *path, uint32_t pflags,
     return open_common(s, FXP_OPEN, path, pflags, attrs, out);
 }
 
+/* OPEN and LSTAT of the same path sent back to back: the server handles
+ * them in order, so the LSTAT sees what the OPEN made, and a create costs
+ * one round trip instead of two (sshfs sends the same pair). */
+int sftp_open_lstat(sftp_client *s, const char *path, uint32_t pflags,
+                    const sftp_attrs *attrs, sftp_handle **out,
+                    sftp_attrs *a)
+{
+    struct sbuf bo, bs;
+    struct sftp_req ro, rs;
+    struct sftp_waiter w;
+    int rc, rcs;
+    *out = NULL;
+    sb_start(&bo, FXP_OPEN);
+    sb_str(&bo, path);
+    sb_u32(&bo, pflags);
+    sb_attrs(&bo, attrs);
+    sb_start(&bs, FXP_LSTAT);
+    sb_str(&bs, path);
+    waiter_init(&w);
+    req_init(&ro, &w);
+    req_init(&rs, &w);
+    rc = send_req(s, &ro, &bo, NULL, 0);
+    rcs = rc ? rc : send_req(s, &rs, &bs, NULL, 0);
+    sb_free(&bo);
+    sb_free(&bs);
+    if (rc == 0)
+        rc = wait_req(s, &ro);
+    if (rcs == 0)
+        rcs = wait_req(s, &rs);
+    if (rc == 0)
+        rc = expect_handle(&ro, out, (pflags & SFTP_EXCL) ? -EEXIST : -EIO);
+    if (rc == 0 && rcs == 0)
+        rcs = expect_attrs(&rs, a);
+    if (rc == 0 && rcs != 0)
+        rc = sftp_fstat(s, *out, a); /* the handle is good: ask again */
+    if (rc != 0 && *out) {
+        sftp_close(s, *out);
+        *out = NULL;
+    }
+    free(ro.body);
+    free(rs.body);
+    pthread_cond_destroy(&w.cv);
+    return rc;
+}
+
 int sftp_opendir(sftp_client *s, const char *path, sftp_handle **out)
 {
     return open_common(s, FXP_OPENDIR, path, 0, NULL, out);
@@ -1014,6 +1059,32 @@ int sftp_close(sftp_client *s, sftp_handle *h)
     rc = simple_call(s, &b, -EIO);
     free(h);
     return rc;
+}
+
+/* CLOSE without waiting for the reply: the id is never registered, so
+ * dispatch() drops the answer.  Requests sent later on this client are
+ * handled after it, in order. */
+void sftp_close_nowait(sftp_client *s, sftp_handle *h)
+{
+    struct sbuf b;
+    struct iovec iov;
+    if (!h)
+        return;
+    sb_start(&b, FXP_CLOSE);
+    sb_handle(&b, h);
+    free(h);
+    pthread_mutex_lock(&s->mu);
+    int dead = s->dead;
+    uint32_t id = s->next_id++;
+    pthread_mutex_unlock(&s->mu);
+    if (!dead && !b.oom) {
+        put32(b.p, (uint32_t)(b.len - 4));
+        put32(b.p + 5, id);
+        iov.iov_base = b.p;
+        iov.iov_len = b.len;
+        (void)ssh_chan_writev(s->ch, &iov, 1, __atomic_load_n(&s->timeout_ms, __ATOMIC_RELAXED));
+    }
+    sb_free(&b);
 }
 
 int sftp_read(sftp_client *s, sftp_handle *h, uint64_t off, void *buf,

@@ -101,8 +101,15 @@ uint32_t sftp_flags_from_posix(int oflags);
 
 int sftp_open(sftp_client *s, const char *path, uint32_t pflags,
               const sftp_attrs *attrs, sftp_handle **out);
+/* open, then lstat of the same path, in one round trip (for creates). */
+int sftp_open_lstat(sftp_client *s, const char *path, uint32_t pflags,
+                    const sftp_attrs *attrs, sftp_handle **out,
+                    sftp_attrs *a);
 /* Always frees h, even when the server reports an error. */
 int sftp_close(sftp_client *s, sftp_handle *h);
+/* Sends CLOSE and frees h without waiting: for handles whose close has
+ * nothing left to report (every write already acknowledged). */
+void sftp_close_nowait(sftp_client *s, sftp_handle *h);
 
 /* One READ request: *got is 0 at end of file; it can be short. */
 int sftp_read(sftp_client *s, sftp_handle *h, uint64_t off, void *buf,

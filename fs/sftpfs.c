@@ -89,6 +89,13 @@ struct snode {
 	uint64_t a_wgen;      /* ... while wgen was this */
 	int a_valid;
 	int linked;           /* has another name we made (link): see node_timeout */
+	/* Mode and time changes of a file we created, not yet sent: they go
+	 * with one FSETSTAT through cf's handle when a handle is flushed, before
+	 * the next write, and before anything asks the server (settle_node).
+	 * `tar x` sets times, owner and mode on every file it writes: three
+	 * round trips each, now none until the close. */
+	struct sfile *cf;     /* the open handle that created it, if still open */
+	sftp_attrs pend;      /* pend.flags: which fields are waiting */
 };
 
 struct sfile {
@@ -146,7 +153,17 @@ struct lent {
 	int64_t ms;           /* when d was read */
 	int64_t changed_ms;   /* last change through us */
 	unsigned misses;      /* lookups sent to the server */
+	/* The directory changed through us since d was read: d's entries may
+	 * be stale, but a name in neither d nor added[] still does not exist
+	 * (only we change the tree while the cache is on), so lookups of new
+	 * names - every file of a `tar x` - are answered without a round trip. */
+	int dirty;
+	char **added;         /* names made here through us since d was read */
+	size_t nadded;
 };
+
+/* Past this many names made in one directory, its listing is dropped. */
+#define SFTPFS_ADDED_MAX 4096
 
 #define SFTPFS_LISTS_MAX 8192
 /* Listings kept for READDIRs that continue one (see cont_list). */
@@ -376,14 +393,37 @@ static struct lent *lc_get(struct sftpfs *r, const char *path, int create)
 
 /* Under r->mu: forget every listing (invalidation, directory renames, or
  * the cache is full). */
+static void lent_clean(struct lent *l)
+{
+	for (size_t i = 0; i < l->nadded; i++)
+		free(l->added[i]);
+	free(l->added);
+	l->added = NULL;
+	l->nadded = 0;
+	l->dirty = 0;
+}
+
+/* Under r->mu: l's listing goes (the entry stays, counting misses). */
+static void lent_drop_list(struct lent *l)
+{
+	sdir_put(l->d);
+	l->d = NULL;
+	lent_clean(l);
+}
+
+static void lent_free(struct lent *l)
+{
+	lent_drop_list(l);
+	free(l->path);
+	free(l);
+}
+
 static void lc_drop_all(struct sftpfs *r)
 {
 	for (size_t b = 0; b < SFTPFS_LISTS_BUCKETS; b++) {
 		for (struct lent *l = r->lists[b], *next; l; l = next) {
 			next = l->next;
-			sdir_put(l->d);
-			free(l->path);
-			free(l);
+			lent_free(l);
 		}
 		r->lists[b] = NULL;
 	}
@@ -399,9 +439,7 @@ static void lc_drop_prefix(struct sftpfs *r, const char *path)
 			struct lent *l = *pp;
 			if (!strncmp(l->path, path, pl) && (l->path[pl] == 0 || l->path[pl] == '/')) {
 				*pp = l->next;
-				sdir_put(l->d);
-				free(l->path);
-				free(l);
+				lent_free(l);
 				r->nlists--;
 			} else {
 				pp = &l->next;
@@ -410,24 +448,51 @@ static void lc_drop_prefix(struct sftpfs *r, const char *path)
 	}
 }
 
-/* Under r->mu: directory path changed through us. Lookups in a directory
- * being filled (tar x) then go to the server one by one rather than
- * re-listing it after every create. */
-static void lc_changed(struct sftpfs *r, const char *path)
+/* Under r->mu: directory path changed through us, and name (if not NULL)
+ * may exist in it now. A listing we hold stays, marked dirty, for negative
+ * lookups (struct lent); without one, lookups in a directory being filled
+ * go to the server one by one rather than re-listing it after every
+ * create. */
+static void lc_changed(struct sftpfs *r, const char *path, const char *name)
 {
 	struct lent *l = lc_get(r, path, 1);
 	if (!l)
 		return;
-	sdir_put(l->d);
-	l->d = NULL;
-	l->misses = 0;
 	l->changed_ms = now_ms();
+	if (l->d && (!name || l->nadded < SFTPFS_ADDED_MAX)) {
+		char *dup = name ? strdup(name) : NULL;
+		char **na = dup ? realloc(l->added, (l->nadded + 1) * sizeof(*na)) : NULL;
+		if (!name || na) {
+			if (na) {
+				l->added = na;
+				l->added[l->nadded++] = dup;
+			}
+			l->dirty = 1;
+			return;
+		}
+		free(dup);
+	}
+	lent_drop_list(l);
+	l->misses = 0;
 }
 
-static void mark_changed(struct snode *n)
+static void mark_changed(struct snode *n, const char *name)
 {
 	if (n && n->path)
-		lc_changed(n->r, n->path);
+		lc_changed(n->r, n->path, name);
+}
+
+/* Under r->mu: path is a directory we just made, so it is empty. */
+static void lc_seed_empty(struct sftpfs *r, const char *path)
+{
+	struct lent *l = lc_get(r, path, 1);
+	struct sdir *d = l && !l->d ? calloc(1, sizeof(*d)) : NULL;
+	if (!d)
+		return;
+	lent_clean(l);
+	d->refs = 1;
+	l->d = d;
+	l->ms = now_ms();
 }
 
 /* Under r->mu: the listing of the directory holding path changed. */
@@ -438,7 +503,7 @@ static void drop_parent_list(struct sftpfs *r, const char *path)
 		return;
 	char *dir = strndup(path, slash == path ? 1 : (size_t)(slash - path));
 	if (dir)
-		lc_changed(r, dir);
+		lc_changed(r, dir, NULL);
 	free(dir);
 }
 
@@ -461,7 +526,7 @@ static int node_unref(struct snode *n, uint64_t k)
 static void node_orphan(struct sftpfs *r, struct snode *n)
 {
 	if (n->path && S_ISDIR(n->mode))
-		lc_changed(r, n->path);
+		lc_changed(r, n->path, NULL);
 	tab_remove(r, n);
 	free(n->path);
 	n->path = NULL;
@@ -551,6 +616,45 @@ static int drain_file(struct sftpfs *r, struct sfile *f)
 	return e;
 }
 
+/* Sends n's deferred mode/time changes (struct snode: cf, pend) after every
+ * write queued before them; the error also sticks to the handle, so the
+ * close reports it. */
+static int apply_pend(struct sftpfs *r, struct snode *n)
+{
+	pthread_mutex_lock(&r->mu);
+	int any = n->pend.flags && n->cf;
+	pthread_mutex_unlock(&r->mu);
+	if (!any)
+		return 0;
+	drain_node(n);
+	pthread_mutex_lock(&r->mu);
+	struct sfile *f = n->cf;
+	sftp_attrs a = n->pend;
+	n->pend.flags = 0;
+	if (!f || !a.flags) {
+		pthread_mutex_unlock(&r->mu);
+		return 0;
+	}
+	f->pending++; /* keeps f (and its handle) until we are done */
+	pthread_mutex_unlock(&r->mu);
+	int rc = sftp_fsetstat(r->cli, f->h, &a);
+	pthread_mutex_lock(&r->mu);
+	if (rc < 0 && !f->werr)
+		f->werr = rc;
+	f->pending--;
+	pthread_cond_broadcast(&r->done_cv);
+	pthread_mutex_unlock(&r->mu);
+	return rc;
+}
+
+/* Before asking the server about n: its writes and deferred changes are
+ * there. */
+static int settle_node(struct sftpfs *r, struct snode *n)
+{
+	drain_node(n);
+	return apply_pend(r, n);
+}
+
 /* While a job runs in the sandbox files change under us: no caching. */
 static double cur_timeout(struct sftpfs *r)
 {
@@ -617,7 +721,7 @@ static int make_entry(struct sftpfs *r, const char *path, const sftp_attrs *a, s
 	if (n) {
 		n->a = *a;
 		n->a_wgen = n->wgen;
-		n->a_valid = 1;
+		n->a_valid = !r->busy;
 	}
 	pthread_mutex_unlock(&r->mu);
 	if (!n)
@@ -898,7 +1002,8 @@ static void note_attrs(struct sftpfs *r, struct snode *n, const sftp_attrs *a)
 	pthread_mutex_lock(&r->mu);
 	n->a = *a;
 	n->a_wgen = n->wgen;
-	n->a_valid = 1;
+	/* While a job runs it may change the file right after: not kept. */
+	n->a_valid = !r->busy;
 	pthread_mutex_unlock(&r->mu);
 }
 
@@ -906,7 +1011,7 @@ static void note_attrs(struct sftpfs *r, struct snode *n, const sftp_attrs *a)
 static int known_attrs(struct sftpfs *r, struct snode *n, sftp_attrs *a)
 {
 	pthread_mutex_lock(&r->mu);
-	int ok = n->a_valid && n->a_wgen == n->wgen && (n->a.flags & SFTP_ATTR_PERMISSIONS) &&
+	int ok = n->a_valid && !r->busy && n->a_wgen == n->wgen && (n->a.flags & SFTP_ATTR_PERMISSIONS) &&
 		 (n->a.flags & SFTP_ATTR_UIDGID) && (n->a.flags & SFTP_ATTR_ACMODTIME);
 	if (ok)
 		*a = n->a;
@@ -920,9 +1025,17 @@ static void dir_changed(struct sftpfs *r, struct snode *n, const char *path)
 {
 	pthread_mutex_lock(&r->mu);
 	if (n)
-		mark_changed(n);
+		mark_changed(n, NULL);
 	else if (path)
 		drop_parent_list(r, path);
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* name in directory n was made (or may have been) through us. */
+static void dir_added(struct sftpfs *r, struct snode *n, const char *name)
+{
+	pthread_mutex_lock(&r->mu);
+	mark_changed(n, name);
 	pthread_mutex_unlock(&r->mu);
 }
 
@@ -984,18 +1097,27 @@ static void s_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	int writing = child && child->pending;
 	struct lent *l = writing || t <= 0 || !n->path ? NULL : lc_get(r, n->path, 1);
 	int64_t now = now_ms();
-	if (l && l->d && now - l->ms > (int64_t)(t * 1000)) {
-		sdir_put(l->d);
-		l->d = NULL;
-	}
+	if (l && l->d && now - l->ms > (int64_t)(t * 1000))
+		lent_drop_list(l);
 	struct sdir *d = l ? l->d : NULL;
+	int neg = 0;
+	if (d && l->dirty) {
+		/* Only a miss can be trusted now (struct lent). */
+		struct sdent key = {.name = (char *)name};
+		neg = !bsearch(&key, d->e, d->n, sizeof(*d->e), sdent_cmp);
+		for (size_t i = 0; neg && i < l->nadded; i++)
+			neg = strcmp(l->added[i], name) != 0;
+		d = NULL;
+	}
 	if (d)
 		d->refs++;
-	int want = l && !d && ++l->misses >= 2 && now - l->changed_ms > 1000;
+	int want = l && !d && !neg && ++l->misses >= 2 && now - l->changed_ms > 1000;
 	pthread_mutex_unlock(&r->mu);
 	if (!d && want && get_list(r, n, &d) < 0)
 		d = NULL;
-	if (d) {
+	if (neg) {
+		rc = -ENOENT;
+	} else if (d) {
 		struct sdent key = {.name = (char *)name};
 		struct sdent *hit = bsearch(&key, d->e, d->n, sizeof(*d->e), sdent_cmp);
 		rc = hit ? 0 : -ENOENT;
@@ -1045,9 +1167,19 @@ static void s_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	BEGIN(ino);
 	sftp_attrs a;
-	drain_node(n);
+	/* A file we created and still write: its attributes are the ones we
+	 * track (struct snode: cf). The kernel asks after every write and
+	 * before every chown (to clear set-id bits), one round trip each. */
+	int mine = cur_timeout(r) > 0 && known_attrs(r, n, &a);
+	pthread_mutex_lock(&r->mu);
+	mine = mine && n->cf;
+	pthread_mutex_unlock(&r->mu);
+	if (!mine)
+		settle_node(r, n);
 	struct sfile *f = fi && fi->fh && !S_ISDIR(n->mode) ? (struct sfile *)(uintptr_t)fi->fh : NULL;
-	if (f) {
+	if (mine) {
+		rc = 0;
+	} else if (f) {
 		rc = sftp_fstat(r->cli, f->h, &a);
 		if (rc == 0)
 			note_attrs(r, n, &a);
@@ -1073,6 +1205,53 @@ static void s_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_attr(req, &st, t);
 }
 
+/* Defers a mode/time change of a file we created and still hold open
+ * (struct snode: cf, pend); owner changes that change nothing are dropped.
+ * Such a change cannot fail on the server short of a lost link: we own the
+ * file. Returns 1 with the new attributes in *out, 0 if it must be sent now. */
+static int defer_attrs(struct sftpfs *r, struct snode *n, const sftp_attrs *known, const struct stat *attr, int to_set,
+		       sftp_attrs *out)
+{
+	const int ids = FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID;
+	const int ok = FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW |
+		       FUSE_SET_ATTR_MTIME_NOW | FUSE_SET_ATTR_CTIME | ids;
+	if ((to_set & ~ok) || !S_ISREG(known->perm) || cur_timeout(r) <= 0)
+		return 0;
+	if ((to_set & FUSE_SET_ATTR_UID) && attr->st_uid != known->uid)
+		return 0;
+	if ((to_set & FUSE_SET_ATTR_GID) && attr->st_gid != known->gid)
+		return 0;
+	/* chown, even to the same owner, clears set-id bits on the server */
+	if ((to_set & ids) && (known->perm & (S_ISUID | S_ISGID)))
+		return 0;
+	sftp_attrs a = *known;
+	time_t now = time(NULL);
+	if (to_set & FUSE_SET_ATTR_MODE)
+		a.perm = (known->perm & S_IFMT) | (attr->st_mode & 07777);
+	if (to_set & FUSE_SET_ATTR_ATIME)
+		a.atime = (to_set & FUSE_SET_ATTR_ATIME_NOW) ? (uint32_t)now : (uint32_t)attr->st_atim.tv_sec;
+	if (to_set & FUSE_SET_ATTR_MTIME)
+		a.mtime = (to_set & FUSE_SET_ATTR_MTIME_NOW) ? (uint32_t)now : (uint32_t)attr->st_mtim.tv_sec;
+	pthread_mutex_lock(&r->mu);
+	int can = n->cf && n->a_valid && n->a_wgen == n->wgen;
+	if (can) {
+		if (to_set & FUSE_SET_ATTR_MODE) {
+			n->pend.flags |= SFTP_ATTR_PERMISSIONS;
+			n->pend.perm = a.perm & 07777;
+		}
+		if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
+			n->pend.flags |= SFTP_ATTR_ACMODTIME;
+			n->pend.atime = a.atime;
+			n->pend.mtime = a.mtime;
+		}
+		n->a = a;
+	}
+	pthread_mutex_unlock(&r->mu);
+	if (can)
+		*out = a;
+	return can;
+}
+
 static void s_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
 {
 	BEGIN(ino);
@@ -1080,14 +1259,22 @@ static void s_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_
 	char *p = node_path(n, NULL, &rc);
 	if (!p && !f)
 		FAIL(rc);
-	drain_node(n);
-	if (p)
-		dir_changed(r, NULL, p);
 	sftp_attrs a, cur, known;
 	/* Mode, owner and times changes are answered from the attributes we
 	 * last saw plus the change: one round trip per change instead of up
 	 * to three (tar x sets owner, mode and times on every file). */
 	int have = !(to_set & FUSE_SET_ATTR_SIZE) && known_attrs(r, n, &known);
+	if (have && defer_attrs(r, n, &known, attr, to_set, &a)) {
+		free(p);
+		op_exit(r);
+		struct stat st;
+		to_stat(&a, n->sino, &st);
+		fuse_reply_attr(req, &st, node_timeout(r, n));
+		return;
+	}
+	settle_node(r, n);
+	if (p)
+		dir_changed(r, NULL, p);
 	if (to_set & FUSE_SET_ATTR_SIZE) {
 		pthread_mutex_lock(&r->mu);
 		n->wgen++;
@@ -1192,7 +1379,7 @@ static void s_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t 
 		FAIL(rc);
 	sftp_attrs a;
 	rc = sftp_mkdir(r->cli, p, mode & 07777);
-	dir_changed(r, n, NULL);
+	dir_added(r, n, name);
 	if (rc == -EEXIST || rc == -ENOTEMPTY || rc == -EIO) {
 		/* The server says FAILURE for most things; tell EEXIST apart. */
 		if (sftp_lstat(r->cli, p, &a) == 0)
@@ -1202,6 +1389,11 @@ static void s_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t 
 		rc = sftp_lstat(r->cli, p, &a);
 	if (rc == 0)
 		fix_perm(r, p, NULL, &a, mode);
+	if (rc == 0 && cur_timeout(r) > 0) {
+		pthread_mutex_lock(&r->mu);
+		lc_seed_empty(r, p);
+		pthread_mutex_unlock(&r->mu);
+	}
 	struct fuse_entry_param e;
 	if (rc == 0)
 		rc = make_entry(r, p, &a, &e);
@@ -1225,7 +1417,7 @@ static void s_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t 
 	sftp_attrs a = {.flags = SFTP_ATTR_PERMISSIONS, .perm = mode & 07777};
 	sftp_handle *h = NULL;
 	rc = sftp_open(r->cli, p, SFTP_WRITE | SFTP_CREAT | SFTP_EXCL, &a, &h);
-	dir_changed(r, n, NULL);
+	dir_added(r, n, name);
 	if (rc == 0) {
 		rc = sftp_fstat(r->cli, h, &a);
 		if (rc == 0)
@@ -1306,7 +1498,7 @@ static void s_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const
 		FAIL(rc);
 	sftp_attrs a;
 	rc = sftp_symlink(r->cli, link, p);
-	dir_changed(r, n, NULL);
+	dir_added(r, n, name);
 	if (rc < 0 && rc != -ENOENT && rc != -EACCES && sftp_lstat(r->cli, p, &a) == 0)
 		rc = -EEXIST;
 	if (rc == 0)
@@ -1334,7 +1526,7 @@ static void s_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const c
 	}
 	sftp_attrs a;
 	rc = sftp_hardlink(r->cli, op, p);
-	dir_changed(r, np, NULL);
+	dir_added(r, np, newname);
 	dir_changed(r, NULL, op); /* the link count in its listing */
 	if (rc == 0)
 		rc = sftp_lstat(r->cli, p, &a);
@@ -1492,7 +1684,7 @@ static void s_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_i
 		}
 	}
 	dir_changed(r, n, NULL);
-	dir_changed(r, node_of(newparent), NULL);
+	dir_added(r, node_of(newparent), newname);
 	if (rc == 0) {
 		pthread_mutex_lock(&r->mu);
 		rename_nodes(r, from, to);
@@ -1666,15 +1858,17 @@ static void s_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 		FAIL(rc);
 	sftp_attrs a = {.flags = SFTP_ATTR_PERMISSIONS, .perm = mode & 07777};
 	sftp_handle *h = NULL;
-	rc = sftp_open(r->cli, p, open_flags(r, fi->flags) | SFTP_CREAT | ((fi->flags & O_EXCL) ? SFTP_EXCL : 0), &a, &h);
-	dir_changed(r, n, NULL);
+	rc = sftp_open_lstat(r->cli, p, open_flags(r, fi->flags) | SFTP_CREAT | ((fi->flags & O_EXCL) ? SFTP_EXCL : 0),
+			     &a, &h, &a);
+	dir_added(r, n, name);
 	if (rc == -EIO && (fi->flags & O_EXCL) && sftp_lstat(r->cli, p, &a) == 0)
 		rc = -EEXIST;
-	if (rc == 0) {
+	/* The lstat went by path: a symlink there (created without O_EXCL
+	 * over an existing link) is not the file the handle opened. */
+	if (rc == 0 && !S_ISREG(a.perm))
 		rc = sftp_fstat(r->cli, h, &a);
-		if (rc == 0)
-			fix_perm(r, p, h, &a, mode);
-	}
+	if (rc == 0)
+		fix_perm(r, p, h, &a, mode);
 	struct fuse_entry_param e;
 	if (rc == 0)
 		rc = make_entry(r, p, &a, &e);
@@ -1692,7 +1886,14 @@ static void s_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	op_exit(r);
 	fi->fh = (uintptr_t)f;
 	fi->keep_cache = 1;
+	pthread_mutex_lock(&r->mu);
+	f->n->cf = f;
+	f->n->pend.flags = 0;
+	pthread_mutex_unlock(&r->mu);
 	if (fuse_reply_create(req, &e, fi) < 0) {
+		pthread_mutex_lock(&r->mu);
+		f->n->cf = NULL;
+		pthread_mutex_unlock(&r->mu);
 		forget_entry(r, e.ino);
 		if (op_enter(r) == 0) {
 			sftp_close(r->cli, h);
@@ -1828,6 +2029,13 @@ static void s_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size
 	j->off = (uint64_t)off;
 	j->len = size;
 	memcpy(j->data, buf, size);
+	/* Times set before this write must not be sent after it. */
+	rc = apply_pend(r, n);
+	if (rc < 0) {
+		free(j);
+		FAIL(rc);
+	}
+	int cached = cur_timeout(r) > 0;
 	pthread_mutex_lock(&r->mu);
 	/* Back-pressure: at most SFTPFS_WB_MAX bytes unacknowledged. */
 	while (!r->dead && !f->werr && r->qbytes && r->qbytes + size > SFTPFS_WB_MAX)
@@ -1836,7 +2044,16 @@ static void s_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size
 	if (rc == 0) {
 		if (!f->written && n->path)
 			drop_parent_list(r, n->path); /* its size there is stale now */
+		/* While nothing else runs in the sandbox we know the size this
+		 * write leaves (setattr answers from it instead of asking). */
+		int track = n->a_valid && n->a_wgen == n->wgen && !f->append && r->busy == 0 && cached;
 		n->wgen++;
+		if (track) {
+			if (n->a.size < (uint64_t)off + size)
+				n->a.size = (uint64_t)off + size;
+			n->a.mtime = (uint32_t)time(NULL);
+			n->a_wgen = n->wgen;
+		}
 		*r->jtail = j;
 		r->jtail = &j->next;
 		r->qbytes += size;
@@ -1861,8 +2078,12 @@ static void s_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	(void)n;
 	struct sfile *f = (struct sfile *)(uintptr_t)fi->fh;
 	/* close(2): every byte written is acknowledged by the server (in its
-	 * kernel) before close returns, or close reports why not. */
+	 * kernel) before close returns, or close reports why not; so are the
+	 * deferred mode and time changes. */
 	rc = drain_file(r, f);
+	int prc = apply_pend(r, n);
+	if (rc == 0)
+		rc = prc;
 	if (f->written) {
 		pthread_mutex_lock(&r->mu);
 		if (n->path)
@@ -1880,6 +2101,9 @@ static void s_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_fi
 	(void)n;
 	struct sfile *f = (struct sfile *)(uintptr_t)fi->fh;
 	rc = drain_file(r, f);
+	int prc = apply_pend(r, n);
+	if (rc == 0)
+		rc = prc;
 	if (rc == 0) {
 		rc = sftp_fsync(r->cli, f->h);
 		if (rc == -ENOTSUP)
@@ -1894,12 +2118,29 @@ static void s_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct snode *n = node_of(ino);
 	struct sftpfs *r = n->r;
 	struct sfile *f = (struct sfile *)(uintptr_t)fi->fh;
-	drain_file(r, f);
 	if (op_enter(r) == 0) {
-		sftp_close(r->cli, f->h);
+		/* Changes still deferred go through this handle before it closes
+		 * (a flush normally sent them already). */
+		apply_pend(r, n);
+		pthread_mutex_lock(&r->mu);
+		if (n->cf == f) {
+			n->cf = NULL;
+			n->pend.flags = 0;
+		}
+		pthread_mutex_unlock(&r->mu);
+		int err = drain_file(r, f);
+		/* Nothing is left to report: the flush did (writes acknowledged,
+		 * changes applied); the server's answer to CLOSE is not waited
+		 * for. After an error, wait, so the handle is surely gone. */
+		if (err)
+			sftp_close(r->cli, f->h);
+		else
+			sftp_close_nowait(r->cli, f->h);
 		op_exit(r);
+	} else {
+		/* the client is gone; the channel's close released the handle */
+		drain_file(r, f);
 	}
-	/* else the client is gone; the channel's close released the handle */
 	file_free(f);
 	fuse_reply_err(req, 0);
 }
@@ -1964,7 +2205,7 @@ static int get_list(struct sftpfs *r, struct snode *n, struct sdir **out)
 	int64_t start = now_ms();
 	pthread_mutex_lock(&r->mu);
 	struct lent *l = n->path && t > 0 ? lc_get(r, n->path, 0) : NULL;
-	struct sdir *d = l && l->d && start - l->ms <= (int64_t)(t * 1000) ? l->d : NULL;
+	struct sdir *d = l && l->d && !l->dirty && start - l->ms <= (int64_t)(t * 1000) ? l->d : NULL;
 	if (d)
 		d->refs++;
 	char *p = !d && n->path ? strdup(n->path) : NULL;
@@ -1990,7 +2231,7 @@ static int get_list(struct sftpfs *r, struct snode *n, struct sdir **out)
 			lc_drop_all(r);
 		l = lc_get(r, p, 1);
 		if (l && l->changed_ms < start && (!l->d || l->ms < start)) {
-			sdir_put(l->d);
+			lent_drop_list(l);
 			l->d = d;
 			l->ms = start;
 			d->refs++;

@@ -1,28 +1,28 @@
 #!/bin/bash
-# bench_ssh.sh - root/ over SFTP (fs/sftpfs.c through tests/unit/sftpmount.c)
-# against sshfs, on one private OpenSSH sshd (tests/integration/
-# sshd_fixture.py) serving a local backing directory, plus native runs on
-# that directory.  Prints a table of seconds with ratios to sshfs.
+# bench_ssh.sh - seerfs's ssh provider against sshfs, on one private OpenSSH
+# sshd (tests/integration/sshd_fixture.py) on 127.0.0.1, plus native runs on
+# the backing disk.  The files workloads run in root/workspace of a
+# host-mode sandbox of a real seerfs mount (fs/sftpfs.c under fs/ll.c) and
+# in an sshfs mount of a directory beside it; the exec round trip of `true`
+# runs through NAME/exec beside `ssh host true` over a new connection and
+# over an OpenSSH ControlMaster connection.  Prints a table of seconds with
+# ratios to sshfs.
 #
 #   tests/bench/bench_ssh.sh [SIZE_MIB]      (default 1024; run as root:
 #                                             it drops the page cache)
 #
 # Both clients get the same cipher and MAC, forced on the server side:
 # aes128-ctr + hmac-sha2-256 (libssh2 1.10 has neither GCM, chacha20 nor
-# the -etm MACs).  sshfs gets its caching options (kernel_cache, dir_cache,
-# 60 s entry/attr/dcache timeouts) and one connection (its default);
-# sftpmount caches for 60 s too.
+# the -etm MACs).  sshfs gets its best caching options (kernel_cache,
+# dir_cache, 60 s entry/attr/dcache timeouts) and one connection (its
+# default); seerfs runs with its defaults.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 SIZE=${1:-1024}
 B=$(mktemp -d /tmp/bench-ssh.XXXXXX)
-BIN=${SEERFS_SFTPMOUNT:-$ROOT/build/sftpmount}
-if [ ! -x "$BIN" ]; then
-	gcc -std=gnu11 -O2 -g -Wall -Wextra -Werror -D_GNU_SOURCE -DFUSE_USE_VERSION=314 -I. \
-		tests/unit/sftpmount.c fs/sftpfs.c core/sshconn.c core/sftp.c \
-		$(pkg-config --cflags --libs fuse3 libssh2) -lpthread -o "$BIN"
-fi
+SEERFS=${SEERFS_BIN:-$ROOT/build/fs/seerfs}
+[ -x "$SEERFS" ] || { echo "bench_ssh.sh: build seerfs first (ninja -C build)" >&2; exit 2; }
 
 # --- the server -----------------------------------------------------------
 python3 - "$B/env" <<'EOF' &
@@ -52,8 +52,9 @@ read -r HOST PORT USER KEY KH <"$B/env"
 
 cleanup() {
 	set +e
+	[ -n "${CM:-}" ] && ssh -S "$CM" -O exit "$USER@$HOST" 2>/dev/null
+	[ -d "$B/mnt-seerfs/s" ] && echo terminate >"$B/mnt-seerfs/s/ctl" 2>/dev/null
 	for m in "$B"/mnt-*; do umount -l "$m" 2>/dev/null; done
-	[ -n "${SFPID:-}" ] && kill "$SFPID" 2>/dev/null
 	rm -f "$B/env"
 	wait "$PYPID" 2>/dev/null
 	rm -rf "$B"
@@ -65,8 +66,9 @@ now() { date +%s.%N; }
 declare -A T
 FAILS=
 
-# tarball of /usr/include, made once
-tar cf "$B/inc.tar" -C /usr include 2>/dev/null
+# tarball of /usr/include without Boost (about 9,000 files, as in the files
+# benchmark), made once
+tar cf "$B/inc.tar" -C /usr --exclude=include/boost include 2>/dev/null
 NFILES=$(tar tf "$B/inc.tar" | wc -l)
 
 run_suite() { # name dir
@@ -106,7 +108,7 @@ for i in range(10000):
 	T[$n,find]=$(echo "$(now) - $t0" | bc)
 	t0=$(now); du -s "$d/src" >/dev/null
 	T[$n,du]=$(echo "$(now) - $t0" | bc)
-	diff -r --no-dereference /usr/include "$d/src/include" >"$B/diff-$n" 2>&1 ||
+	diff -r --no-dereference --exclude=boost /usr/include "$d/src/include" >"$B/diff-$n" 2>&1 ||
 		FAILS+="$n: tree differs from /usr/include after tar x: $(grep -c . "$B/diff-$n") lines, e.g.: $(head -1 "$B/diff-$n")"$'\n'
 	rm -rf "$d/many" "$d/src"
 	set -e
@@ -125,22 +127,52 @@ sshfs -o "port=$PORT,IdentityFile=$KEY,UserKnownHostsFile=$KH,StrictHostKeyCheck
 run_suite sshfs "$B/mnt-sshfs"
 umount "$B/mnt-sshfs"
 
-# --- sftpfs ---------------------------------------------------------------
-mkdir -p "$B/remote-sftpfs" "$B/mnt-sftpfs"
-SFTPMOUNT_TIMEOUT=60 "$BIN" "$HOST" "$PORT" "$USER" "$KEY" "$KH" "$B/remote-sftpfs" "$B/mnt-sftpfs" \
-	-o fsname=sftpfs 2>"$B/sftpmount.log" &
-SFPID=$!
-for _ in $(seq 100); do grep -q " $B/mnt-sftpfs " /proc/self/mountinfo && break; sleep 0.1; done
-run_suite sftpfs "$B/mnt-sftpfs"
-umount "$B/mnt-sftpfs"
-wait "$SFPID" || true
-SFPID=
+# --- seerfs, ssh provider, host mode ---------------------------------------
+mkdir -p "$B/mnt-seerfs" "$B/state" "$B/work"
+cat >"$B/providers.json" <<EOF
+{"b": {"type": "ssh", "host": "$HOST", "port": $PORT, "user": "$USER", "identity_file": "$KEY",
+       "known_hosts": "$KH", "workdir": "$B/work"}}
+EOF
+"$SEERFS" "$B/mnt-seerfs" -o "state=$B/state,providers=$B/providers.json"
+mkdir "$B/mnt-seerfs/s"
+echo '{"provider": "b"}' >"$B/mnt-seerfs/s/config.json"
+head -1 "$B/mnt-seerfs/s/wait" | grep -q running || { cat "$B/mnt-seerfs/s/error"; exit 1; }
+run_suite seerfs "$B/mnt-seerfs/s/root/workspace"
+
+# --- exec round trip of true ----------------------------------------------
+SSHO=(-p "$PORT" -i "$KEY" -o "UserKnownHostsFile=$KH" -o StrictHostKeyChecking=yes -o BatchMode=yes
+	-o Ciphers=aes128-ctr -o MACs=hmac-sha2-256)
+CM=$B/cm.sock
+ssh "${SSHO[@]}" -o ControlMaster=yes -o "ControlPath=$CM" -fN "$USER@$HOST"
+read -r RT_NEW RT_CM RT_SEER < <(python3 - "$B/mnt-seerfs/s/exec" "$CM" "$USER@$HOST" "${SSHO[@]}" <<'EOF'
+import os, statistics, subprocess, sys, time
+exe, cm, dest, ssho = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+def med(fn, n):
+    t = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        t.append(time.perf_counter() - t0)
+    return statistics.median(t) * 1000
+def seer():
+    fd = os.open(exe, os.O_RDWR)
+    os.write(fd, b"true")
+    while os.read(fd, 65536):
+        pass
+    os.close(fd)
+new = med(lambda: subprocess.run(["ssh", *ssho, dest, "true"], check=True), 20)
+cmt = med(lambda: subprocess.run(["ssh", *ssho, "-o", "ControlPath=" + cm, dest, "true"], check=True), 50)
+print(f"{new:.1f} {cmt:.1f} {med(seer, 50):.1f}")
+EOF
+)
+echo terminate >"$B/mnt-seerfs/s/ctl"
+umount "$B/mnt-seerfs"
 
 # --- table ----------------------------------------------------------------
-printf '| %-34s | %9s | %9s | %9s | %15s |\n' "operation ($(nproc) CPUs)" native sshfs sftpfs "sshfs/sftpfs"
+printf '| %-34s | %9s | %9s | %9s | %15s |\n' "operation ($(nproc) CPUs)" native sshfs seerfs "sshfs/seerfs"
 printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..36})" "-----------" "-----------" "-----------" "-----------------"
 row() { # key label
-	local s=${T[sshfs,$1]} f=${T[sftpfs,$1]}
+	local s=${T[sshfs,$1]} f=${T[seerfs,$1]}
 	printf '| %-34s | %9.2f | %9.2f | %9.2f | %14.2fx |\n' "$2" "${T[native,$1]}" "$s" "$f" "$(echo "$s / $f" | bc -l)"
 }
 row seqw "seq write $SIZE MiB (dd, fsync)"
@@ -153,4 +185,5 @@ row gsc "git status (after drop_caches)"
 row find "find (cold)"
 row du "du -s (after find)"
 printf '%s' "$FAILS"
-echo "seconds; ratio > 1: sftpfs faster.  seq MB/s: sshfs w $(echo "$SIZE / ${T[sshfs,seqw]}" | bc) r $(echo "$SIZE / ${T[sshfs,seqr]}" | bc), sftpfs w $(echo "$SIZE / ${T[sftpfs,seqw]}" | bc) r $(echo "$SIZE / ${T[sftpfs,seqr]}" | bc)"
+echo "seconds; ratio > 1: seerfs faster.  seq MB/s: sshfs w $(echo "$SIZE / ${T[sshfs,seqw]}" | bc) r $(echo "$SIZE / ${T[sshfs,seqr]}" | bc), seerfs w $(echo "$SIZE / ${T[seerfs,seqw]}" | bc) r $(echo "$SIZE / ${T[seerfs,seqr]}" | bc)"
+echo "exec round trip of true (median, ms): ssh over a new connection $RT_NEW, ssh over ControlMaster $RT_CM, seerfs NAME/exec $RT_SEER"

@@ -416,3 +416,100 @@ def test_link_loss_fails_promptly():
             m.close()
         sshd.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_tar_style_attrs_reach_the_server_by_close(env):
+    # create, write, futimens, fchown (same owner), fchmod, close: the mode
+    # and time changes are held back until the close, which must have
+    # applied them on the server before it returns.
+    d = M(env, "attrs")
+    os.mkdir(d)
+    st0 = os.stat(d)
+    fd = os.open(os.path.join(d, "f"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, b"x" * 5000)
+    os.write(fd, b"y" * 100)
+    os.utime(fd, ns=(1_000_000_000 * 1_600_000_000, 1_000_000_000 * 1_500_000_000))
+    os.fchown(fd, st0.st_uid, st0.st_gid)
+    os.fchmod(fd, 0o751)
+    st = os.fstat(fd)  # answered while the changes are still held back
+    assert (st.st_size, st.st_mode & 0o7777, st.st_mtime) == (5100, 0o751, 1_500_000_000)
+    os.close(fd)
+    r = os.stat(R(env, "attrs", "f"))
+    assert (r.st_size, r.st_mode & 0o7777, int(r.st_mtime), int(r.st_atime)) == (5100, 0o751, 1_500_000_000,
+                                                                               1_600_000_000)
+    assert open(R(env, "attrs", "f"), "rb").read() == b"x" * 5000 + b"y" * 100
+    # A write after the times were set moves mtime again, as on a local disk.
+    fd = os.open(os.path.join(d, "g"), os.O_WRONLY | os.O_CREAT, 0o644)
+    os.utime(fd, (1_000_000_000, 1_000_000_000))
+    os.fchmod(fd, 0o640)
+    os.write(fd, b"later")
+    os.close(fd)
+    r = os.stat(R(env, "attrs", "g"))
+    assert r.st_mode & 0o7777 == 0o640 and r.st_mtime > 1_700_000_000
+    # A chown that changes the owner is not held back: its error comes at once.
+    if os.getuid() != 0:
+        fd = os.open(os.path.join(d, "h"), os.O_WRONLY | os.O_CREAT, 0o644)
+        assert errno_of(os.fchown, fd, 0, 0) == errno.EPERM
+        os.close(fd)
+
+
+def test_new_names_in_a_listed_directory(env):
+    # A listing stays usable for misses after we add names to the
+    # directory: new names are absent at once, names we made are found.
+    d = M(env, "names")
+    os.mkdir(d)
+    for i in range(20):
+        open(os.path.join(d, f"a{i}"), "w").write(str(i))
+    assert sorted(os.listdir(d)) == sorted(f"a{i}" for i in range(20))
+    os.mkdir(os.path.join(d, "sub"))
+    os.symlink("a1", os.path.join(d, "ln"))
+    os.link(os.path.join(d, "a2"), os.path.join(d, "hard"))
+    os.rename(os.path.join(d, "a3"), os.path.join(d, "moved"))
+    for name in ("sub", "ln", "hard", "moved", "a0", "a19"):
+        assert os.path.lexists(os.path.join(d, name)), name
+    for name in ("a3", "nope", "a20"):
+        assert errno_of(os.lstat, os.path.join(d, name)) == errno.ENOENT, name
+    os.unlink(os.path.join(d, "a4"))
+    assert errno_of(os.lstat, os.path.join(d, "a4")) == errno.ENOENT
+    # The listing read again shows exactly the server's names.
+    want = sorted(os.listdir(R(env, "names")))
+    assert sorted(os.listdir(d)) == want and "moved" in want and "a3" not in want
+    # A directory made through the mount starts with an empty listing:
+    # a file created there right away is found, by us and by the server.
+    sub = os.path.join(d, "sub")
+    assert errno_of(os.lstat, os.path.join(sub, "x")) == errno.ENOENT
+    open(os.path.join(sub, "x"), "w").write("x")
+    assert os.listdir(sub) == ["x"] and os.listdir(R(env, "names", "sub")) == ["x"]
+
+
+def test_closed_handles_are_closed_on_the_server(env):
+    # release does not wait for CLOSE's answer; the server must still close
+    # every handle (sftp-server keeps an fd per open handle).
+    d = M(env, "many-closes")
+    os.mkdir(d)
+    server = [p for p in os.listdir("/proc") if p.isdigit() and _is_sftp_server_of(p, env.sshd)]
+    before = {p: len(os.listdir(f"/proc/{p}/fd")) for p in server}
+    for i in range(300):
+        with open(os.path.join(d, f"f{i}"), "w") as f:
+            f.write("z")
+        with open(os.path.join(d, f"f{i}")) as f:
+            assert f.read() == "z"
+    os.rename(os.path.join(d, "f1"), os.path.join(d, "f2"))
+    assert open(R(env, "many-closes", "f2")).read() == "z"
+    time.sleep(0.5)
+    after = {p: len(os.listdir(f"/proc/{p}/fd")) for p in server if os.path.exists(f"/proc/{p}")}
+    assert len(server) == 1 and all(after[p] <= before[p] + 2 for p in after), (before, after)
+
+
+def _is_sftp_server_of(pid, sshd):
+    # sftp-server <- "sshd: USER@notty" <- the fixture's sshd (-f CONFIG)
+    try:
+        if "sftp-server" not in open(f"/proc/{pid}/cmdline").read():
+            return False
+        for _ in range(3):
+            pid = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1]
+            if sshd.config in open(f"/proc/{pid}/cmdline").read():
+                return True
+    except OSError:
+        pass
+    return False
