@@ -668,6 +668,37 @@ static int call(sftp_client *s, struct sbuf *b, const void *data,
     return rc;
 }
 
+/* Two requests sent back to back and both waited for: the server handles
+ * them in order, so the second sees what the first did, in one round trip.
+ * *rc2 is the second's link-level result. Frees b1 and b2. */
+static int pair_call(sftp_client *s, struct sbuf *b1, struct sbuf *b2,
+                     struct sftp_req *r1, struct sftp_req *r2,
+                     struct sftp_waiter *w, int *rc2)
+{
+    waiter_init(w);
+    req_init(r1, w);
+    req_init(r2, w);
+    int rc = send_req(s, r1, b1, NULL, 0);
+    *rc2 = rc ? rc : send_req(s, r2, b2, NULL, 0);
+    sb_free(b1);
+    sb_free(b2);
+    if (rc == 0)
+        rc = wait_req(s, r1);
+    if (*rc2 == 0)
+        *rc2 = wait_req(s, r2);
+    return rc;
+}
+
+static void pair_done(struct sftp_req *r1, struct sftp_req *r2,
+                      struct sftp_waiter *w)
+{
+    free(r2->body);
+    r2->body = NULL;
+    free(r1->body);
+    r1->body = NULL;
+    pthread_cond_destroy(&w->cv);
+}
+
 static void call_done(struct sftp_req *r, struct sftp_waiter *w)
 {
     free(r->body);
@@ -953,15 +984,21 @@ static int path_op(sftp_client *s, uint8_t type, const char *path,
     return simple_call(s, &b, failure_guess);
 }
 
+static void sb_two_path(struct sbuf *b, uint8_t type, const char *ext,
+                        const char *a, const char *bpath)
+{
+    sb_start(b, type);
+    if (ext)
+        sb_str(b, ext);
+    sb_str(b, a);
+    sb_str(b, bpath);
+}
+
 static int two_path_op(sftp_client *s, uint8_t type, const char *ext,
                        const char *a, const char *bpath, int failure_guess)
 {
     struct sbuf b;
-    sb_start(&b, type);
-    if (ext)
-        sb_str(&b, ext);
-    sb_str(&b, a);
-    sb_str(&b, bpath);
+    sb_two_path(&b, type, ext, a, bpath);
     return simple_call(s, &b, failure_guess);
 }
 
@@ -1011,17 +1048,7 @@ int sftp_open_lstat(sftp_client *s, const char *path, uint32_t pflags,
     sb_attrs(&bo, attrs);
     sb_start(&bs, FXP_LSTAT);
     sb_str(&bs, path);
-    waiter_init(&w);
-    req_init(&ro, &w);
-    req_init(&rs, &w);
-    rc = send_req(s, &ro, &bo, NULL, 0);
-    rcs = rc ? rc : send_req(s, &rs, &bs, NULL, 0);
-    sb_free(&bo);
-    sb_free(&bs);
-    if (rc == 0)
-        rc = wait_req(s, &ro);
-    if (rcs == 0)
-        rcs = wait_req(s, &rs);
+    rc = pair_call(s, &bo, &bs, &ro, &rs, &w, &rcs);
     if (rc == 0)
         rc = expect_handle(&ro, out, (pflags & SFTP_EXCL) ? -EEXIST : -EIO);
     if (rc == 0 && rcs == 0)
@@ -1032,9 +1059,7 @@ int sftp_open_lstat(sftp_client *s, const char *path, uint32_t pflags,
         sftp_close(s, *out);
         *out = NULL;
     }
-    free(ro.body);
-    free(rs.body);
-    pthread_cond_destroy(&w.cv);
+    pair_done(&ro, &rs, &w);
     return rc;
 }
 
@@ -1269,18 +1294,53 @@ int sftp_readdir(sftp_client *s, sftp_handle *h, sftp_dirent **ents,
     return rc;
 }
 
-int sftp_mkdir(sftp_client *s, const char *path, uint32_t mode)
+/* Sends b (a request answered by STATUS) and an LSTAT of lpath back to
+ * back, one round trip for both: the LSTAT shows what b made, or what was
+ * in its way when it failed. *lrc gets the LSTAT's result. Frees b. */
+static int status_then_lstat(sftp_client *s, struct sbuf *b, int failure_guess,
+                             const char *lpath, sftp_attrs *a, int *lrc)
 {
-    struct sbuf b;
+    struct sbuf bs;
+    struct sftp_req r1, r2;
+    struct sftp_waiter w;
+    int rc2;
+    sb_start(&bs, FXP_LSTAT);
+    sb_str(&bs, lpath);
+    int rc = pair_call(s, b, &bs, &r1, &r2, &w, &rc2);
+    if (rc == 0)
+        rc = expect_status(&r1, failure_guess);
+    if (rc2 == 0)
+        rc2 = expect_attrs(&r2, a);
+    *lrc = rc2;
+    pair_done(&r1, &r2, &w);
+    return rc;
+}
+
+static void sb_mkdir(struct sbuf *b, const char *path, uint32_t mode)
+{
     sftp_attrs a;
     memset(&a, 0, sizeof a);
     a.flags = SFTP_ATTR_PERMISSIONS;
     a.perm = mode & 07777;
-    sb_start(&b, FXP_MKDIR);
-    sb_str(&b, path);
-    sb_attrs(&b, &a);
+    sb_start(b, FXP_MKDIR);
+    sb_str(b, path);
+    sb_attrs(b, &a);
+}
+
+int sftp_mkdir(sftp_client *s, const char *path, uint32_t mode)
+{
+    struct sbuf b;
+    sb_mkdir(&b, path, mode);
     /* sftp-server reports EEXIST (the usual cause) as FAILURE */
     return simple_call(s, &b, -EEXIST);
+}
+
+int sftp_mkdir_lstat(sftp_client *s, const char *path, uint32_t mode,
+                     sftp_attrs *a, int *lrc)
+{
+    struct sbuf b;
+    sb_mkdir(&b, path, mode);
+    return status_then_lstat(s, &b, -EEXIST, path, a, lrc);
 }
 
 int sftp_rmdir(sftp_client *s, const char *path)
@@ -1316,12 +1376,30 @@ int sftp_symlink(sftp_client *s, const char *target, const char *linkpath)
     return two_path_op(s, FXP_SYMLINK, NULL, target, linkpath, -EEXIST);
 }
 
+int sftp_symlink_lstat(sftp_client *s, const char *target,
+                       const char *linkpath, sftp_attrs *a, int *lrc)
+{
+    struct sbuf b;
+    sb_two_path(&b, FXP_SYMLINK, NULL, target, linkpath);
+    return status_then_lstat(s, &b, -EEXIST, linkpath, a, lrc);
+}
+
 int sftp_hardlink(sftp_client *s, const char *oldpath, const char *newpath)
 {
     if (!(s->exts & SFTP_EXT_HARDLINK))
         return -ENOTSUP;
     return two_path_op(s, FXP_EXTENDED, "hardlink@openssh.com", oldpath,
                        newpath, -EEXIST);
+}
+
+int sftp_hardlink_lstat(sftp_client *s, const char *oldpath,
+                        const char *newpath, sftp_attrs *a, int *lrc)
+{
+    struct sbuf b;
+    if (!(s->exts & SFTP_EXT_HARDLINK))
+        return -ENOTSUP;
+    sb_two_path(&b, FXP_EXTENDED, "hardlink@openssh.com", oldpath, newpath);
+    return status_then_lstat(s, &b, -EEXIST, newpath, a, lrc);
 }
 
 static int name_op(sftp_client *s, uint8_t type, const char *path,

@@ -133,6 +133,11 @@ int sftp_readdir(sftp_client *s, sftp_handle *h, sftp_dirent **ents,
 void sftp_dirents_free(sftp_dirent *ents, size_t n);
 
 int sftp_mkdir(sftp_client *s, const char *path, uint32_t mode);
+/* The same, with an LSTAT of the new name in the same round trip: *a and
+ * *lrc (0 or -errno) are the LSTAT's; on failure it shows what was in the
+ * way. sftpfs needs the attributes of everything it makes. */
+int sftp_mkdir_lstat(sftp_client *s, const char *path, uint32_t mode,
+                     sftp_attrs *a, int *lrc);
 int sftp_rmdir(sftp_client *s, const char *path);
 int sftp_remove(sftp_client *s, const char *path);
 /* Plain SFTP rename: fails if newpath exists (on OpenSSH). */
@@ -146,6 +151,11 @@ int sftp_symlink(sftp_client *s, const char *target, const char *linkpath);
 int sftp_readlink(sftp_client *s, const char *path, char **out);
 int sftp_realpath(sftp_client *s, const char *path, char **out);
 int sftp_hardlink(sftp_client *s, const char *oldpath, const char *newpath);
+/* symlink and hardlink followed by an LSTAT of the new name (as mkdir). */
+int sftp_symlink_lstat(sftp_client *s, const char *target,
+                       const char *linkpath, sftp_attrs *a, int *lrc);
+int sftp_hardlink_lstat(sftp_client *s, const char *oldpath,
+                        const char *newpath, sftp_attrs *a, int *lrc);
 int sftp_fsync(sftp_client *s, sftp_handle *h);
 int sftp_statvfs(sftp_client *s, const char *path, sftp_vfsinfo *st);
 int sftp_fstatvfs(sftp_client *s, sftp_handle *h, sftp_vfsinfo *st);

@@ -1378,15 +1378,15 @@ static void s_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t 
 	if (!p)
 		FAIL(rc);
 	sftp_attrs a;
-	rc = sftp_mkdir(r->cli, p, mode & 07777);
+	int lrc;
+	rc = sftp_mkdir_lstat(r->cli, p, mode & 07777, &a, &lrc);
 	dir_added(r, n, name);
-	if (rc == -EEXIST || rc == -ENOTEMPTY || rc == -EIO) {
-		/* The server says FAILURE for most things; tell EEXIST apart. */
-		if (sftp_lstat(r->cli, p, &a) == 0)
-			rc = -EEXIST;
-	}
-	if (rc == 0)
-		rc = sftp_lstat(r->cli, p, &a);
+	/* The server says FAILURE for most things; what is in the way tells
+	 * EEXIST apart. */
+	if ((rc == -EEXIST || rc == -ENOTEMPTY || rc == -EIO) && lrc == 0)
+		rc = -EEXIST;
+	else if (rc == 0)
+		rc = lrc;
 	if (rc == 0)
 		fix_perm(r, p, NULL, &a, mode);
 	if (rc == 0 && cur_timeout(r) > 0) {
@@ -1497,12 +1497,13 @@ static void s_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const
 	if (!p)
 		FAIL(rc);
 	sftp_attrs a;
-	rc = sftp_symlink(r->cli, link, p);
+	int lrc;
+	rc = sftp_symlink_lstat(r->cli, link, p, &a, &lrc);
 	dir_added(r, n, name);
-	if (rc < 0 && rc != -ENOENT && rc != -EACCES && sftp_lstat(r->cli, p, &a) == 0)
+	if (rc < 0 && rc != -ENOENT && rc != -EACCES && lrc == 0)
 		rc = -EEXIST;
-	if (rc == 0)
-		rc = sftp_lstat(r->cli, p, &a);
+	else if (rc == 0)
+		rc = lrc;
 	struct fuse_entry_param e;
 	if (rc == 0)
 		rc = make_entry(r, p, &a, &e);
@@ -1525,11 +1526,12 @@ static void s_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const c
 		FAIL(rc);
 	}
 	sftp_attrs a;
-	rc = sftp_hardlink(r->cli, op, p);
+	int lrc;
+	rc = sftp_hardlink_lstat(r->cli, op, p, &a, &lrc);
 	dir_added(r, np, newname);
 	dir_changed(r, NULL, op); /* the link count in its listing */
 	if (rc == 0)
-		rc = sftp_lstat(r->cli, p, &a);
+		rc = lrc;
 	struct fuse_entry_param e;
 	if (rc == 0)
 		rc = make_entry(r, p, &a, &e);
