@@ -1051,8 +1051,11 @@ int sftp_open_lstat(sftp_client *s, const char *path, uint32_t pflags,
     rc = pair_call(s, &bo, &bs, &ro, &rs, &w, &rcs);
     if (rc == 0)
         rc = expect_handle(&ro, out, (pflags & SFTP_EXCL) ? -EEXIST : -EIO);
-    if (rc == 0 && rcs == 0)
+    if (rcs == 0)
         rcs = expect_attrs(&rs, a);
+    /* FAILURE was guessed EEXIST, but nothing is in the way */
+    if (rc == -EEXIST && rcs == -ENOENT)
+        rc = -EIO;
     if (rc == 0 && rcs != 0)
         rc = sftp_fstat(s, *out, a); /* the handle is good: ask again */
     if (rc != 0 && *out) {

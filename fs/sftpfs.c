@@ -803,6 +803,28 @@ static void job_done(struct sftpfs *r, struct wjob *j, int rc)
 	pthread_cond_broadcast(&r->work_cv);
 }
 
+/* SFTP v3 has no ENOSPC: sftp-server answers a write, create or mkdir on a
+ * full disk with FAILURE (EIO here). The filesystem's free space and
+ * inodes tell them apart: need bytes at h, or a new entry at path. */
+static int refine_write_error(struct sftpfs *r, sftp_handle *h, const char *path, size_t need)
+{
+	sftp_vfsinfo st;
+	int rc = h ? sftp_fstatvfs(r->cli, h, &st) : sftp_statvfs(r->cli, path, &st);
+	if (rc == 0 && (st.bavail * (st.frsize ? st.frsize : st.bsize) < (need ? need : 1) || (!h && st.favail == 0)))
+		return -ENOSPC;
+	return -EIO;
+}
+
+/* The same for a new name at path (its parent directory is asked). */
+static int refine_new_entry_error(struct sftpfs *r, const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : NULL;
+	int rc = dir ? refine_write_error(r, NULL, dir, 0) : -EIO;
+	free(dir);
+	return rc;
+}
+
 static void *worker(void *arg)
 {
 	struct sftpfs *r = arg;
@@ -816,6 +838,8 @@ static void *worker(void *arg)
 		j->running = 1;
 		pthread_mutex_unlock(&r->mu);
 		int rc = sftp_pwrite_range(r->cli, j->f->h, j->off, j->data, j->len, 0, 0);
+		if (rc == -EIO)
+			rc = refine_write_error(r, j->f->h, NULL, j->len);
 		pthread_mutex_lock(&r->mu);
 		job_done(r, j, rc);
 	}
@@ -1385,6 +1409,8 @@ static void s_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t 
 	 * EEXIST apart. */
 	if ((rc == -EEXIST || rc == -ENOTEMPTY || rc == -EIO) && lrc == 0)
 		rc = -EEXIST;
+	else if ((rc == -EEXIST || rc == -EIO) && lrc == -ENOENT)
+		rc = refine_new_entry_error(r, p);
 	else if (rc == 0)
 		rc = lrc;
 	if (rc == 0)
@@ -1865,6 +1891,8 @@ static void s_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	dir_added(r, n, name);
 	if (rc == -EIO && (fi->flags & O_EXCL) && sftp_lstat(r->cli, p, &a) == 0)
 		rc = -EEXIST;
+	else if (rc == -EIO)
+		rc = refine_new_entry_error(r, p);
 	/* The lstat went by path: a symlink there (created without O_EXCL
 	 * over an existing link) is not the file the handle opened. */
 	if (rc == 0 && !S_ISREG(a.perm))

@@ -596,3 +596,97 @@ def test_model_upload_fails_midway_leaves_no_copy(remote_hub):
         _teardown(sb)
     finally:
         subprocess.run(["umount", "-l", str(workdir)], check=False)
+
+
+# --------------------------------------------------------------------------
+# faults under root/: a dead link mid-transfer, a full remote disk
+
+def _root_ws(sb):
+    return sb / "root" / "workspace"
+
+
+def test_link_killed_mid_write_and_read_then_root_works_again(remote, sshd):
+    """Killing the connection's sshd in the middle of a large write and a
+    large read through root/ fails both within seconds (the provider's
+    timeout is 3 s), the writer's close never claims success, and root/
+    works again after the reconnect without a remount."""
+    import threading
+    m, _, workdir = remote
+    sb = make(m, "fk")
+    src = workdir / "fk" / "workspace" / "src.bin"
+    with open(src, "wb") as f:
+        f.truncate(1 << 30)  # sparse 1 GiB, read through root/
+    results = {}
+
+    def reader():
+        try:
+            with open(_root_ws(sb) / "src.bin", "rb") as f:
+                while f.read(1 << 20):
+                    pass
+            results["read"] = 0
+        except OSError as e:
+            results["read"] = e.errno
+
+    def writer():
+        buf = b"w" * (1 << 20)
+        try:
+            with open(_root_ws(sb) / "out.bin", "wb") as f:
+                for _ in range(4096):
+                    f.write(buf)
+            results["write"] = 0
+        except OSError as e:
+            results["write"] = e.errno
+
+    ths = [threading.Thread(target=reader), threading.Thread(target=writer)]
+    for t in ths:
+        t.start()
+    time.sleep(1.0)
+    killed = time.monotonic()
+    assert sshd.kill_session_processes()
+    for t in ths:
+        t.join(30)
+    assert not any(t.is_alive() for t in ths), "a transfer hung after the link died"
+    assert time.monotonic() - killed < 20
+    assert results["read"] in (errno.EIO, errno.ENOTCONN, errno.ETIMEDOUT), results
+    assert results["write"] in (errno.EIO, errno.ENOTCONN, errno.ETIMEDOUT), results
+    poll(lambda: "disconnected" in log_text(sb), 10, what="the disconnect in the log")
+    # Back without a remount: a new file round-trips through root/ and exec.
+    def works():
+        try:
+            (_root_ws(sb) / "after.txt").write_text("after the outage")
+            return (_root_ws(sb) / "after.txt").read_text() == "after the outage"
+        except OSError:
+            return False
+    poll(works, 30, what="root/ working again after the reconnect")
+    assert run(sb, "cat /workspace/after.txt") == (0, b"after the outage")
+
+
+def test_remote_disk_full_under_root(remote):
+    """Writing through root/ onto a full remote disk fails with ENOSPC at
+    the write or the close, keeps what was there, and works again once
+    space is freed."""
+    m, _, workdir = remote
+    workdir.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(workdir)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs: {r.stderr.strip()}")
+    try:
+        sb = make(m, "full")
+        keep = _root_ws(sb) / "keep.txt"
+        keep.write_text("precious")
+        err = 0
+        try:
+            with open(_root_ws(sb) / "big.bin", "wb") as f:
+                for _ in range(16):
+                    f.write(b"z" * (1 << 20))
+        except OSError as e:
+            err = e.errno
+        assert err == errno.ENOSPC, err
+        assert keep.read_text() == "precious"
+        assert run(sb, "cat /workspace/keep.txt") == (0, b"precious")
+        os.unlink(_root_ws(sb) / "big.bin")
+        (_root_ws(sb) / "small.txt").write_text("fits again")
+        assert (workdir / "full" / "workspace" / "small.txt").read_text() == "fits again"
+        _teardown(sb)
+    finally:
+        subprocess.run(["umount", "-l", str(workdir)], check=False)
