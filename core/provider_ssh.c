@@ -697,8 +697,16 @@ static void *job_main(void *arg)
 				continue;
 			break;
 		}
-		struct pollfd p = {j->fd_in, POLLIN, 0};
-		if (poll(&p, 1, 20) > 0) {
+		/* Input to forward, or output and the end to deliver: both wake
+		 * this thread at once (no polling clock between them). */
+		struct pollfd p[2] = {{j->fd_in, POLLIN, 0}, {ssh_exec_event_fd(j->e), POLLIN, 0}};
+		int np = p[1].fd >= 0 ? 2 : 1;
+		if (poll(p, (nfds_t)np, np == 2 ? 200 : 20) > 0 && np == 2 && (p[1].revents & POLLIN)) {
+			uint64_t v;
+			ssize_t rd = read(p[1].fd, &v, sizeof(v));
+			(void)rd;
+		}
+		if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
 			ssize_t k = read(j->fd_in, buf, sizeof(buf));
 			if (k > 0) {
 				r = ssh_exec_write(j->e, buf, (size_t)k, -1);
@@ -906,13 +914,15 @@ static int ssh_spawn(struct sandbox *sb, const struct seer_spawn *req, int *pid,
 	}
 	r = ssh_exec_write(j->e, script.data, script.len, e->timeout_ms);
 	int64_t deadline = ssh_now_ms() + e->timeout_ms;
-	ssh_exec_status st;
+	/* Woken by each piece of output, not by a clock: the pid line ends
+	 * the wait as soon as it arrives. */
 	while (r == 0 && !j->got_pid) {
-		r = ssh_exec_wait(j->e, 10, &st);
-		if (r == -ETIMEDOUT && ssh_now_ms() < deadline)
-			r = 0;
-		else if (r == 0 && !j->got_pid)
+		int64_t left = deadline - ssh_now_ms();
+		r = left > 0 ? ssh_exec_wait_event(j->e, (int)left) : -ETIMEDOUT;
+		if (r == 1 && !j->got_pid)
 			r = -EIO;   /* ended without starting */
+		else if (r == 1)
+			r = 0;
 	}
 	if (r < 0 || j->got_pid < 0) {
 		if (r == 0)

@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 /* Buffered output above which the channel stops being read. */
 #define EXEC_BUF_PAUSE (1024u * 1024u)
@@ -32,6 +34,7 @@ struct ssh_exec {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     uint64_t events;        /* bumped by every callback */
+    int event_fd;           /* eventfd poked with every event, or -1 */
     struct obuf out[2];
     int paused;
     int oom;
@@ -40,6 +43,18 @@ struct ssh_exec {
     ssh_exec_output_fn fn;
     void *ud;
 };
+
+/* Under e->mu: something happened; wake whoever waits, by either means. */
+static void bump(ssh_exec *e)
+{
+    e->events++;
+    pthread_cond_broadcast(&e->cv);
+    if (e->event_fd >= 0) {
+        uint64_t one = 1;
+        ssize_t w = write(e->event_fd, &one, sizeof one);
+        (void)w; /* EAGAIN: the counter is already non-zero */
+    }
+}
 
 static int on_data(void *ud, int stream, const char *buf, size_t len)
 {
@@ -69,8 +84,7 @@ static int on_data(void *ud, int stream, const char *buf, size_t len)
     pause = e->out[0].len + e->out[1].len >= EXEC_BUF_PAUSE;
     if (pause)
         e->paused = 1;
-    e->events++;
-    pthread_cond_broadcast(&e->cv);
+    bump(e);
     pthread_mutex_unlock(&e->mu);
     return pause;
 }
@@ -79,8 +93,7 @@ static void on_drain(void *ud)
 {
     ssh_exec *e = ud;
     pthread_mutex_lock(&e->mu);
-    e->events++;
-    pthread_cond_broadcast(&e->cv);
+    bump(e);
     pthread_mutex_unlock(&e->mu);
 }
 
@@ -91,8 +104,7 @@ static void on_closed(void *ud, int err, const ssh_chan_exit *ex)
     e->closed = 1;
     e->close_err = err;
     e->exit = *ex;
-    e->events++;
-    pthread_cond_broadcast(&e->cv);
+    bump(e);
     pthread_mutex_unlock(&e->mu);
 }
 
@@ -110,6 +122,7 @@ int ssh_exec_start(ssh_conn *c, const char *command, ssh_exec_output_fn out,
     e->conn = c;
     e->fn = out;
     e->ud = ud;
+    e->event_fd = -1;
     pthread_mutex_init(&e->mu, NULL);
     ssh_cond_init(&e->cv);
     rc = ssh_chan_open(c, "exec", command, &cbs, e, &e->ch, err, errlen);
@@ -224,6 +237,28 @@ int ssh_exec_pump(ssh_exec *e)
     return closed;
 }
 
+int ssh_exec_event_fd(ssh_exec *e)
+{
+    int fd;
+    pthread_mutex_lock(&e->mu);
+    if (e->event_fd < 0)
+        e->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    fd = e->event_fd < 0 ? -errno : e->event_fd;
+    pthread_mutex_unlock(&e->mu);
+    return fd;
+}
+
+int ssh_exec_wait_event(ssh_exec *e, int timeout_ms)
+{
+    int64_t deadline = deadline_for(e, timeout_ms);
+    uint64_t seen = events_now(e);
+    int rc = ssh_exec_pump(e);
+    if (rc)
+        return rc;
+    rc = wait_event(e, seen, deadline);
+    return rc ? rc : ssh_exec_pump(e);
+}
+
 int ssh_exec_wait(ssh_exec *e, int timeout_ms, ssh_exec_status *st)
 {
     int64_t deadline = deadline_for(e, timeout_ms);
@@ -262,6 +297,8 @@ void ssh_exec_free(ssh_exec *e)
     ssh_chan_release(e->ch);
     free(e->out[0].p);
     free(e->out[1].p);
+    if (e->event_fd >= 0)
+        close(e->event_fd);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);
     free(e);

@@ -55,6 +55,16 @@ int ssh_exec_close_stdin(ssh_exec *e);
  * finished and all output was delivered, else 0 (or a negative errno). */
 int ssh_exec_pump(ssh_exec *e);
 
+/* Waits until something happens (output, drained input, the end) or
+ * timeout_ms pass, delivering output; then as ssh_exec_pump, or
+ * -ETIMEDOUT. */
+int ssh_exec_wait_event(ssh_exec *e, int timeout_ms);
+
+/* An fd (eventfd, owned by e) that turns readable whenever something
+ * happens, for callers that also poll other fds; read it to re-arm, then
+ * call ssh_exec_pump.  Negative errno when none can be made. */
+int ssh_exec_event_fd(ssh_exec *e);
+
 /* Waits for the command to finish, delivering output; fills st. */
 int ssh_exec_wait(ssh_exec *e, int timeout_ms, ssh_exec_status *st);
 
