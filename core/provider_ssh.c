@@ -8,7 +8,11 @@
  * the remote host, with workspace/, tmp/ and root/ inside, and runs its
  * commands under bubblewrap there when the host has a working one (else as
  * the remote user in that directory, and the log says so); "direct" takes
- * the SSH endpoint itself as the sandbox: root/ is its "/".
+ * the SSH endpoint itself as the sandbox: root/ is its "/". In host mode
+ * under bubblewrap root/ is the sandbox's own "/", served by a sftp-server
+ * of its own inside the same bubblewrap as its commands (confined_*), so
+ * no path SFTP resolves can leave the sandbox; otherwise root/ is
+ * WORKDIR/NAME over the connection's "sftp" subsystem.
  *
  * One command = one exec channel. The channel runs a tiny fixed wrapper
  * that reads the real script from stdin up to a marker line, so the
@@ -110,7 +114,19 @@ struct ssh_sb {
 	int gpu;
 	int running;
 	int registered;
+	/* root/ through the sandbox's own SFTP server (confined_*). */
+	int confined;                /* root/ is the sandbox's "/" over sftp_server */
+	char sftp_server[512];       /* the server binary's path on the host */
+	sftp_client *sftp;           /* the running one, or NULL */
+	ssh_conn *sftp_conn;         /* the link it runs on */
+	int sftp_gone;               /* its end was logged */
+	char sftp_err[256];          /* the last failure to start it that was logged */
+	pthread_mutex_t sftp_lock;   /* one start at a time (lock order: sftp_lock, lock) */
 };
+
+static void host_watch_confined(struct ssh_host *h);
+static int confined_probe(struct sandbox *sb, struct ssh_sb *s, char *err, size_t n);
+static void confined_drop(struct ssh_sb *s);
 
 static const struct seer_provider_entry *entry_of(struct sandbox *sb)
 {
@@ -213,6 +229,9 @@ static void *host_main(void *arg)
 		if (alive) {
 			h->kick = 0;
 			ssh_cond_wait_until(&h->cond, &h->lock, ssh_now_ms() + POLL_ALIVE_MS);
+			pthread_mutex_unlock(&h->lock);
+			host_watch_confined(h);
+			pthread_mutex_lock(&h->lock);
 			continue;
 		}
 		if (h->conn) {
@@ -405,6 +424,7 @@ static struct ssh_sb *priv_of(struct sandbox *sb)
 		struct ssh_sb *s = xcalloc(1, sizeof(*s));
 		s->sb = sb;
 		pthread_mutex_init(&s->lock, NULL);
+		pthread_mutex_init(&s->sftp_lock, NULL);
 		sb->priv = s;
 	}
 	return sb->priv;
@@ -580,7 +600,7 @@ static int ssh_start(struct sandbox *sb, const struct seer_config *cfg, char *er
 	else
 		sandbox_log(sb, "sandbox %s: on %s, host key %s, in %s; isolation: NONE (no working bwrap on %s): commands run as %s in that directory; install bubblewrap there for isolation",
 			    sb->name, who, ssh_conn_fingerprint(c), root, e->host, e->user);
-	return 0;
+	return confined_probe(sb, s, err, n);
 }
 
 static void job_free(struct ssh_job *j)
@@ -725,6 +745,47 @@ static void host_path(struct ssh_sb *s, const char *p, struct sbuf *out)
 	sbuf_printf(out, "%s", p);
 }
 
+/*
+ * Shell lines that end in "exec bwrap ... --chdir CWD --": the sandbox as
+ * its commands see it. The one place for its binds and namespaces: the
+ * commands and root/'s SFTP server (confined_command) both start here, so
+ * root/ shows exactly the commands' "/". extra: more bwrap arguments,
+ * already quoted. s->lock held.
+ */
+static void bwrap_command(struct ssh_sb *s, const char *cwd, int network, const char *extra, struct sbuf *b)
+{
+	/* Host secrets stay hidden: shadow files and sshd's keys. */
+	sbuf_printf(b, "x=\n[ -e /etc/shadow ] && x=\"$x --ro-bind /dev/null /etc/shadow\"\n"
+		       "[ -e /etc/gshadow ] && x=\"$x --ro-bind /dev/null /etc/gshadow\"\n"
+		       "[ -d /etc/ssh ] && x=\"$x --tmpfs /etc/ssh\"\n");
+	if (s->gpu)
+		sbuf_printf(b, "for d in /dev/nvidia*; do [ -e \"$d\" ] && x=\"$x --dev-bind $d $d\"; done\n");
+	/* Own pid namespace: when kill, a timeout or stop SIGKILLs the
+	 * job's group (this bwrap leads it), --die-with-parent takes
+	 * the namespace's init with it and the kernel kills everything
+	 * left inside, setsid'd processes too. Without it those
+	 * survived, kept the channel open, and the job never ended. */
+	sbuf_printf(b, "exec bwrap --die-with-parent --unshare-pid --unshare-ipc --unshare-uts --hostname ");
+	sbuf_shell_quote(b, s->sb->name);
+	if (!network)
+		sbuf_printf(b, " --unshare-net");
+	sbuf_printf(b, " --cap-drop ALL --ro-bind /usr /usr --ro-bind-try /bin /bin --ro-bind-try /sbin /sbin"
+		       " --ro-bind-try /lib /lib --ro-bind-try /lib64 /lib64 --ro-bind-try /lib32 /lib32"
+		       " --ro-bind /etc /etc $x --proc /proc --dev /dev");
+	static const char *const dirs[] = {"workspace", "tmp", "root", NULL};
+	for (int i = 0; dirs[i]; i++) {
+		struct sbuf p = {0};
+		sbuf_printf(&p, "%s/%s", s->root, dirs[i]);
+		sbuf_printf(b, " --bind ");
+		sbuf_shell_quote(b, p.data);
+		sbuf_printf(b, " /%s", dirs[i]);
+		sbuf_free(&p);
+	}
+	sbuf_printf(b, "%s --chdir ", extra);
+	sbuf_shell_quote(b, cwd);
+	sbuf_printf(b, " --");
+}
+
 /* The script the wrapper evals: pid line, cwd, environment, exec. */
 static void build_script(struct ssh_sb *s, const struct seer_provider_entry *e, const struct seer_spawn *req,
 			 struct sbuf *b)
@@ -781,45 +842,236 @@ static void build_script(struct ssh_sb *s, const struct seer_provider_entry *e, 
 		sbuf_free(&t);
 		sbuf_printf(b, "\n");
 	}
-	if (s->bwrap) {
-		/* Host secrets stay hidden: shadow files and sshd's keys. */
-		sbuf_printf(b, "x=\n[ -e /etc/shadow ] && x=\"$x --ro-bind /dev/null /etc/shadow\"\n"
-			       "[ -e /etc/gshadow ] && x=\"$x --ro-bind /dev/null /etc/gshadow\"\n"
-			       "[ -d /etc/ssh ] && x=\"$x --tmpfs /etc/ssh\"\n");
-		if (s->gpu)
-			sbuf_printf(b, "for d in /dev/nvidia*; do [ -e \"$d\" ] && x=\"$x --dev-bind $d $d\"; done\n");
-		/* Own pid namespace: when kill, a timeout or stop SIGKILLs the
-		 * job's group (this bwrap leads it), --die-with-parent takes
-		 * the namespace's init with it and the kernel kills everything
-		 * left inside, setsid'd processes too. Without it those
-		 * survived, kept the channel open, and the job never ended. */
-		sbuf_printf(b, "exec bwrap --die-with-parent --unshare-pid --unshare-ipc --unshare-uts --hostname ");
-		sbuf_shell_quote(b, s->sb->name);
-		if (!s->network)
-			sbuf_printf(b, " --unshare-net");
-		sbuf_printf(b, " --cap-drop ALL --ro-bind /usr /usr --ro-bind-try /bin /bin --ro-bind-try /sbin /sbin"
-			       " --ro-bind-try /lib /lib --ro-bind-try /lib64 /lib64 --ro-bind-try /lib32 /lib32"
-			       " --ro-bind /etc /etc $x --proc /proc --dev /dev");
-		static const char *const dirs[] = {"workspace", "tmp", "root", NULL};
-		for (int i = 0; dirs[i]; i++) {
-			struct sbuf p = {0};
-			sbuf_printf(&p, "%s/%s", s->root, dirs[i]);
-			sbuf_printf(b, " --bind ");
-			sbuf_shell_quote(b, p.data);
-			sbuf_printf(b, " /%s", dirs[i]);
-			sbuf_free(&p);
-		}
-		sbuf_printf(b, " --chdir ");
-		sbuf_shell_quote(b, cwd);
-		sbuf_printf(b, " --");
-	} else {
+	if (s->bwrap)
+		bwrap_command(s, cwd, s->network, "", b);
+	else
 		sbuf_printf(b, "exec");
-	}
 	for (size_t i = 0; req->argv[i]; i++) {
 		sbuf_printf(b, " ");
 		sbuf_shell_quote(b, req->argv[i]);
 	}
 	sbuf_printf(b, "\n");
+}
+
+/* ---- root/ confined: the sandbox's own SFTP server ---------------------------------- */
+
+/*
+ * In host mode under bubblewrap, root/ is not WORKDIR/NAME over the host's
+ * "sftp" subsystem: that server resolves whole paths on the host, so a
+ * directory the sandbox swaps for a symlink between the kernel's lookup and
+ * the next operation below it would be followed outside the sandbox (SFTP v3
+ * has no openat). Instead every sandbox gets one sftp-server of its own,
+ * started over an exec channel inside the same bubblewrap as its commands
+ * (bwrap_command): every path it resolves, symlinks in the middle included,
+ * is resolved in the sandbox's own mount namespace, so root/ is the
+ * sandbox's "/" as its commands see it, as on the local provider. The
+ * command line holds paths and the sandbox's name only, never its
+ * environment. One server per sandbox; a new one after a reconnect or when
+ * it ended (host_watch_confined drops root/, the next access starts it).
+ */
+
+/* Prints the path of the host's sftp-server binary, if there is one. */
+#define SFTP_SERVER_PROBE                                                                                    \
+	"for p in /usr/lib/openssh/sftp-server /usr/libexec/openssh/sftp-server /usr/lib/ssh/sftp-server "  \
+	"/usr/libexec/sftp-server; do [ -x \"$p\" ] && { echo \"$p\"; exit 0; }; done; "                     \
+	"p=$( { sshd -T || /usr/sbin/sshd -T; } 2>/dev/null | awk '$1 == \"subsystem\" && $2 == \"sftp\" "  \
+	"{ print $3; exit }'); case $p in /*) [ -x \"$p\" ] && echo \"$p\";; esac; exit 0"
+
+/* The first line of out if it is an absolute path without odd bytes. */
+static void probe_path(const struct sbuf *out, char *path, size_t n)
+{
+	path[0] = '\0';
+	if (!out->data || out->data[0] != '/')
+		return;
+	size_t l = strcspn(out->data, "\r\n");
+	if (l >= n)
+		return;
+	for (size_t i = 0; i < l; i++)
+		if ((unsigned char)out->data[i] < 0x20)
+			return;
+	memcpy(path, out->data, l);
+	path[l] = '\0';
+}
+
+/* At start: root/ is confined where commands run under bubblewrap and the
+ * host has an sftp-server binary; otherwise it stays WORKDIR/NAME over the
+ * subsystem (and the log says so). */
+static int confined_probe(struct sandbox *sb, struct ssh_sb *s, char *err, size_t n)
+{
+	const struct seer_provider_entry *e = entry_of(sb);
+	pthread_mutex_lock(&s->lock);
+	int bwrap = s->bwrap;
+	s->confined = 0;
+	s->sftp_server[0] = '\0';
+	s->sftp_err[0] = '\0';
+	char root[sizeof(s->root)];
+	snprintf(root, sizeof(root), "%s", s->root);
+	pthread_mutex_unlock(&s->lock);
+	if (!bwrap)
+		return 0;   /* commands are not confined either: ssh_start's log says so */
+	struct sbuf out = {0};
+	int code = -1;
+	int r = run_short(sb, SFTP_SERVER_PROBE, &out, &code, err, n);
+	if (r < 0) {
+		sbuf_free(&out);
+		return r;
+	}
+	char path[sizeof(s->sftp_server)];
+	probe_path(&out, path, sizeof(path));
+	sbuf_free(&out);
+	if (!path[0]) {
+		sandbox_log(sb, "sandbox %s: root/ shows %s on %s through its sftp subsystem, NOT confined to the sandbox (a symlink swapped in there can be followed on the host): no sftp-server binary found on %s; install OpenSSH's sftp-server there (e.g. openssh-sftp-server) and start the sandbox again",
+			    sb->name, root, e->host, e->host);
+		return 0;
+	}
+	pthread_mutex_lock(&s->lock);
+	snprintf(s->sftp_server, sizeof(s->sftp_server), "%s", path);
+	s->confined = 1;
+	pthread_mutex_unlock(&s->lock);
+	sandbox_log(sb, "sandbox %s: root/ is the sandbox's own / as its commands see it, served by %s on %s inside its bubblewrap",
+		    sb->name, path, e->host);
+	return 0;
+}
+
+/* The exec command of the sandbox's SFTP server. s->lock held. */
+static void confined_command(struct ssh_sb *s, struct sbuf *cmd)
+{
+	static const char *const bound[] = {"/usr/", "/bin/", "/sbin/", "/lib/", "/lib64/", "/lib32/", NULL};
+	int visible = 0;
+	for (int i = 0; bound[i]; i++)
+		visible |= !strncmp(s->sftp_server, bound[i], strlen(bound[i]));
+	struct sbuf extra = {0}, sh = {0};
+	if (!visible) {   /* e.g. /opt/openssh/libexec/sftp-server */
+		sbuf_printf(&extra, " --ro-bind ");
+		sbuf_shell_quote(&extra, s->sftp_server);
+		sbuf_printf(&extra, " ");
+		sbuf_shell_quote(&extra, s->sftp_server);
+	}
+	/* No network for the file server, whatever the config says. */
+	bwrap_command(s, "/", 0, extra.data ? extra.data : "", &sh);
+	sbuf_printf(&sh, " ");
+	sbuf_shell_quote(&sh, s->sftp_server);
+	sbuf_printf(&sh, " -e");   /* its errors on stderr: the client keeps the tail for messages */
+	sbuf_printf(cmd, "exec /bin/sh -c ");
+	sbuf_shell_quote(cmd, sh.data);
+	sbuf_free(&extra);
+	sbuf_free(&sh);
+}
+
+/* Ends a client others may still hold (fs/sftpfs.c) and parks it, as dead
+ * links are parked: it fails fast from now on and is never freed. */
+static void host_park_sftp(struct ssh_host *h, sftp_client *cli, const char *why)
+{
+	sftp_client_shutdown(cli, why);
+	struct dead_link *d = xcalloc(1, sizeof(*d));
+	d->sftp = cli;
+	pthread_mutex_lock(&h->lock);
+	d->next = h->graveyard;
+	h->graveyard = d;
+	pthread_mutex_unlock(&h->lock);
+}
+
+/* Logs a failure to start the server, once per distinct message. */
+static void confined_log_failure(struct sandbox *sb, struct ssh_sb *s, const char *msg)
+{
+	pthread_mutex_lock(&s->lock);
+	int fresh = strcmp(s->sftp_err, msg) != 0;
+	if (fresh)
+		snprintf(s->sftp_err, sizeof(s->sftp_err), "%s", msg);
+	pthread_mutex_unlock(&s->lock);
+	if (fresh)
+		sandbox_log(sb, "%s", msg);
+}
+
+/* The sandbox's SFTP client on the current link, started if need be. */
+static int confined_client(struct sandbox *sb, struct ssh_sb *s, sftp_client **out)
+{
+	const struct seer_provider_entry *e = entry_of(sb);
+	char err[SSH_ERRMSG_LEN];
+	ssh_conn *c;
+	int r = host_acquire(sb, &c, NULL, NULL, err, sizeof(err));
+	if (r < 0) {
+		confined_log_failure(sb, s, err);
+		return r;
+	}
+	pthread_mutex_lock(&s->sftp_lock);
+	pthread_mutex_lock(&s->lock);
+	int running = s->running;
+	sftp_client *cur = s->sftp;
+	int usable = cur && s->sftp_conn == c && sftp_client_error(cur, NULL, 0) == 0;
+	if (cur && !usable)
+		s->sftp = NULL;
+	struct sbuf cmd = {0};
+	if (running && !usable)
+		confined_command(s, &cmd);
+	pthread_mutex_unlock(&s->lock);
+	if (cur && !usable)
+		host_park_sftp(s->h, cur, "replaced by a new SFTP server");
+	if (!running) {
+		r = -ENOTCONN;
+	} else if (usable) {
+		*out = cur;
+	} else {
+		sftp_client *cli = NULL;
+		char e2[SSH_ERRMSG_LEN] = "";
+		r = sftp_client_open_exec(c, cmd.data, &cli, e2, sizeof(e2));
+		if (r == 0) {
+			pthread_mutex_lock(&s->lock);
+			s->sftp = cli;
+			s->sftp_conn = c;
+			s->sftp_gone = 0;
+			s->sftp_err[0] = '\0';
+			pthread_mutex_unlock(&s->lock);
+			*out = cli;
+		} else {
+			char msg[SSH_ERRMSG_LEN + 512];
+			snprintf(msg, sizeof(msg),
+				 "sandbox %s: cannot start root/'s SFTP server (sftp-server inside the sandbox's bubblewrap) on %s: %s; root/ fails until it starts: check bwrap and sftp-server there",
+				 sb->name, e->host, e2[0] ? e2 : strerror(-r));
+			confined_log_failure(sb, s, msg);
+		}
+	}
+	pthread_mutex_unlock(&s->sftp_lock);
+	sbuf_free(&cmd);
+	return r;
+}
+
+/* Stop or release: the server ends, root/'s client fails fast. */
+static void confined_drop(struct ssh_sb *s)
+{
+	pthread_mutex_lock(&s->sftp_lock);
+	pthread_mutex_lock(&s->lock);
+	sftp_client *cli = s->sftp;
+	s->sftp = NULL;
+	pthread_mutex_unlock(&s->lock);
+	if (cli)
+		host_park_sftp(s->h, cli, "the sandbox stopped");
+	pthread_mutex_unlock(&s->sftp_lock);
+}
+
+/* A sandbox's SFTP server that ended while the link lives (killed,
+ * crashed): root/ is dropped so that the next access starts a new one.
+ * A dead link is host_main's to report (host_log_all). */
+static void host_watch_confined(struct ssh_host *h)
+{
+	pthread_mutex_lock(&h->sbs_lock);
+	for (struct ssh_sb *s = h->sbs; s; s = s->next) {
+		char why[SSH_ERRMSG_LEN] = "";
+		pthread_mutex_lock(&s->lock);
+		int ended = s->sftp && !s->sftp_gone && ssh_conn_alive(s->sftp_conn) &&
+			    sftp_client_error(s->sftp, why, sizeof(why)) != 0;
+		if (ended)
+			s->sftp_gone = 1;
+		pthread_mutex_unlock(&s->lock);
+		if (!ended)
+			continue;
+		sandbox_log(s->sb, "sandbox %s: root/'s SFTP server on %s ended (%s); the next access to root/ starts a new one",
+			    s->sb->name, h->ent->host, why);
+		struct seer_ctx *ctx = s->sb->ctx;
+		if (ctx->hooks.root_gone)
+			ctx->hooks.root_gone(ctx->hooks.arg, s->sb);
+	}
+	pthread_mutex_unlock(&h->sbs_lock);
 }
 
 static int ssh_spawn(struct sandbox *sb, const struct seer_spawn *req, int *pid, char *err, size_t n)
@@ -968,6 +1220,8 @@ static int ssh_stop(struct sandbox *sb)
 		j->abort = 1;
 	pthread_mutex_unlock(&s->lock);
 	reap(s, 1);
+	if (s->h)
+		confined_drop(s);
 	return 0;
 }
 
@@ -1014,6 +1268,13 @@ static int ssh_root_remote(struct sandbox *sb, struct sftp_client **cli, char *r
 	pthread_mutex_unlock(&s->lock);
 	if (!running || !s->h)
 		return -ENOTCONN;
+	pthread_mutex_lock(&s->lock);
+	int confined = s->confined;
+	pthread_mutex_unlock(&s->lock);
+	if (confined) {
+		snprintf(root, len, "/");
+		return confined_client(sb, s, cli);
+	}
 	char err[SSH_ERRMSG_LEN];
 	sftp_client *c = NULL;
 	int r = host_acquire(sb, NULL, &c, NULL, err, sizeof(err));
@@ -1048,9 +1309,12 @@ static void ssh_release(struct sandbox *sb)
 		return;
 	if (s->jobs)
 		ssh_stop(sb);
-	if (s->h)
+	if (s->h) {
+		confined_drop(s);
 		host_unregister(s);
+	}
 	pthread_mutex_destroy(&s->lock);
+	pthread_mutex_destroy(&s->sftp_lock);
 	free(s);
 	sb->priv = NULL;
 }

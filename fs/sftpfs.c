@@ -1073,6 +1073,36 @@ static void s_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_attr(req, &st, t);
 }
 
+/*
+ * OpenSSH's sftp-server reports EROFS, like most errnos, as FAILURE, which
+ * the client turns into a per-operation guess (EIO, EEXIST, EPERM,
+ * ENOTEMPTY). A change that failed so on a read-only mount (a sandbox's
+ * /usr and /etc are read-only binds) is told apart here by statvfs's
+ * read-only flag: of the entry's directory for entry operations (entry),
+ * else of the path itself. An EEXIST whose name does exist stays EEXIST,
+ * as the kernel's checks would have it. One round trip more, on failures
+ * only.
+ */
+#define STATVFS_ST_RDONLY 0x1u /* SSH2_FXE_STATVFS_ST_RDONLY */
+
+static int rofs_errno(struct sftpfs *r, const char *p, int entry, int rc)
+{
+	if (rc != -EIO && rc != -EEXIST && rc != -EPERM && rc != -ENOTEMPTY)
+		return rc;
+	sftp_attrs a;
+	if (rc == -EEXIST && sftp_lstat(r->cli, p, &a) == 0)
+		return rc;
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s", p);
+	char *slash = strrchr(dir, '/');
+	if (entry && slash)
+		slash[slash == dir] = '\0';   /* "/usr/x" -> "/usr", "/x" -> "/" */
+	sftp_vfsinfo v;
+	if (sftp_statvfs(r->cli, dir, &v) == 0 && (v.flag & STATVFS_ST_RDONLY))
+		return -EROFS;
+	return rc;
+}
+
 static void s_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
 {
 	BEGIN(ino);
@@ -1164,6 +1194,8 @@ static void s_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_
 		rc = f ? sftp_fstat(r->cli, f->h, &a)
 		       : (n == r->rootn ? sftp_stat(r->cli, p, &a) : sftp_lstat(r->cli, p, &a));
 	}
+	if (rc < 0 && p)
+		rc = rofs_errno(r, p, 0, rc);
 	free(p);
 	if (rc < 0)
 		FAIL(rc);
@@ -1197,6 +1229,8 @@ static void s_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t 
 		/* The server says FAILURE for most things; tell EEXIST apart. */
 		if (sftp_lstat(r->cli, p, &a) == 0)
 			rc = -EEXIST;
+		else
+			rc = rofs_errno(r, p, 1, rc);
 	}
 	if (rc == 0)
 		rc = sftp_lstat(r->cli, p, &a);
@@ -1226,6 +1260,7 @@ static void s_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t 
 	sftp_handle *h = NULL;
 	rc = sftp_open(r->cli, p, SFTP_WRITE | SFTP_CREAT | SFTP_EXCL, &a, &h);
 	dir_changed(r, n, NULL);
+	rc = rofs_errno(r, p, 1, rc);
 	if (rc == 0) {
 		rc = sftp_fstat(r->cli, h, &a);
 		if (rc == 0)
@@ -1267,6 +1302,7 @@ static void s_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		if (sftp_lstat(r->cli, p, &a) == 0 && S_ISDIR(a.perm))
 			rc = -EISDIR;
 	}
+	rc = rofs_errno(r, p, 1, rc);
 	if (rc == 0)
 		orphan_path(r, p);
 	free(p);
@@ -1291,6 +1327,7 @@ static void s_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		if (s == 0 && !S_ISDIR(a.perm))
 			rc = -ENOTDIR;
 	}
+	rc = rofs_errno(r, p, 1, rc);
 	if (rc == 0)
 		orphan_path(r, p);
 	free(p);
@@ -1309,6 +1346,7 @@ static void s_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const
 	dir_changed(r, n, NULL);
 	if (rc < 0 && rc != -ENOENT && rc != -EACCES && sftp_lstat(r->cli, p, &a) == 0)
 		rc = -EEXIST;
+	rc = rofs_errno(r, p, 1, rc);
 	if (rc == 0)
 		rc = sftp_lstat(r->cli, p, &a);
 	struct fuse_entry_param e;
@@ -1335,6 +1373,7 @@ static void s_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const c
 	sftp_attrs a;
 	rc = sftp_hardlink(r->cli, op, p);
 	dir_changed(r, np, NULL);
+	rc = rofs_errno(r, p, 1, rc);
 	dir_changed(r, NULL, op); /* the link count in its listing */
 	if (rc == 0)
 		rc = sftp_lstat(r->cli, p, &a);
@@ -1493,6 +1532,7 @@ static void s_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_i
 	}
 	dir_changed(r, n, NULL);
 	dir_changed(r, node_of(newparent), NULL);
+	rc = rofs_errno(r, from, 1, rc);
 	if (rc == 0) {
 		pthread_mutex_lock(&r->mu);
 		rename_nodes(r, from, to);
@@ -1670,6 +1710,7 @@ static void s_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	dir_changed(r, n, NULL);
 	if (rc == -EIO && (fi->flags & O_EXCL) && sftp_lstat(r->cli, p, &a) == 0)
 		rc = -EEXIST;
+	rc = rofs_errno(r, p, 1, rc);
 	if (rc == 0) {
 		rc = sftp_fstat(r->cli, h, &a);
 		if (rc == 0)
@@ -1714,6 +1755,8 @@ static void s_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	sftp_handle *h = NULL;
 	rc = sftp_open(r->cli, p, open_flags(r, fi->flags), NULL, &h);
+	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
+		rc = rofs_errno(r, p, 0, rc);
 	free(p);
 	if (rc < 0)
 		FAIL(rc);
@@ -2173,9 +2216,12 @@ static void s_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse
 static void s_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	BEGIN(ino);
-	(void)n;
+	/* Of the file's own mount: root/ may span several (a sandbox's "/"
+	 * is a tmpfs with its binds on it); an orphan asks for the root's. */
+	char *p = node_path(n, NULL, &rc);
 	sftp_vfsinfo v;
-	rc = sftp_statvfs(r->cli, r->root, &v);
+	rc = sftp_statvfs(r->cli, p ? p : r->root, &v);
+	free(p);
 	op_exit(r);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
