@@ -95,6 +95,9 @@ struct ssh_job {
 	int fd_in, fd_out, fd_err;
 	int got_pid;
 	struct sbuf head;            /* stdout before the pid line */
+	char sigmark[48];            /* under bubblewrap: the wait-status line's prefix (exit_wrap_*) */
+	struct sbuf errtail;         /* stderr held back: maybe the start of that line */
+	int sig_seen;                /* the signal that line reported, or 0 */
 	pthread_t th;
 	int started;                 /* th exists */
 	volatile int done;           /* th finished: join and free */
@@ -614,6 +617,7 @@ static void job_free(struct ssh_job *j)
 	if (j->fd_err >= 0)
 		close(j->fd_err);
 	sbuf_free(&j->head);
+	sbuf_free(&j->errtail);
 	free(j);
 }
 
@@ -639,13 +643,119 @@ static void reap(struct ssh_sb *s, int all)
 	}
 }
 
+/* ---- the real wait status of a command under bubblewrap ------------------------------- */
+
+/*
+ * bwrap (and its pid namespace's init) turn a child's death by signal N into
+ * exit code 128+N, so the channel alone cannot tell `kill -9 $$` from
+ * `exit 137`. Where the host has perl (/usr/bin/perl, bound into the
+ * sandbox with /usr), the command runs under this wrapper inside bwrap: it
+ * forks, execs the command, forwards the signals it gets to it, and when the
+ * command died of signal N it writes "MARK N" on stderr before it exits with
+ * 128+N. job_output takes that line out of stderr; job_main then reports
+ * signal N, but only if the exit code is 128+N too. MARK is random per job;
+ * a command that forged it could only misreport its own exit. The wrapper
+ * is tagged so that ssh_signal passes over it to the command.
+ */
+#define EXIT_WRAP_TAG "seerfs-exit-wrap"
+static const char exit_wrap_perl[] =
+	"#" EXIT_WRAP_TAG "\n"
+	"my $m = shift; my $p = fork;\n"
+	"if (!defined $p) { print STDERR \"seerfs: cannot fork: $!\\n\"; exit 126 }\n"
+	"if (!$p) { exec { $ARGV[0] } @ARGV; print STDERR \"$ARGV[0]: $!\\n\"; exit($!{ENOENT} ? 127 : 126) }\n"
+	"$SIG{$_} = sub { kill $_[0], $p } for qw(HUP INT QUIT USR1 USR2 ALRM TERM CONT TSTP TTIN TTOU WINCH PIPE);\n"
+	"my $r; do { $r = waitpid($p, 0) } while ($r == -1 && $!{EINTR});\n"
+	"my $s = $?;\n"
+	"if ($s & 127) { syswrite STDERR, $m . ($s & 127) . \"\\n\"; exit(128 + ($s & 127)) }\n"
+	"exit($s >> 8);\n";
+
+/* A fresh mark: a byte no text uses, then a random name. */
+static void exit_wrap_mark(char *mark, size_t n)
+{
+	unsigned char rnd[12];
+	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+		memset(rnd, 0x3c, sizeof(rnd));
+	snprintf(mark, n, "\x1e@@seer-sig-");
+	for (size_t i = 0; i < sizeof(rnd); i++)
+		snprintf(mark + strlen(mark), n - strlen(mark), "%02x", rnd[i]);
+	snprintf(mark + strlen(mark), n - strlen(mark), " ");
+}
+
+/* Shell lines that put the wrapper in front of "$@" where perl exists. */
+static void exit_wrap_args(const char *mark, struct sbuf *b)
+{
+	sbuf_printf(b, "[ -x /usr/bin/perl ] && set -- /usr/bin/perl -e ");
+	sbuf_shell_quote(b, exit_wrap_perl);
+	sbuf_printf(b, " ");
+	sbuf_shell_quote(b, mark);
+	sbuf_printf(b, " \"$@\"\n");
+}
+
+/* Length of the longest end of buf that is a beginning of mark. */
+static size_t mark_prefix_at_end(const char *buf, size_t len, const char *mark)
+{
+	size_t ml = strlen(mark);
+	for (size_t k = len < ml - 1 ? len : ml - 1; k > 0; k--)
+		if (!memcmp(buf + len - k, mark, k))
+			return k;
+	return 0;
+}
+
+/* Job stderr: everything but the wrapper's line, which is noted. A piece
+ * that may be the start of that line waits for the next data (or the end). */
+static void exit_wrap_stderr(struct ssh_job *j, const char *data, size_t len)
+{
+	if (!j->sigmark[0]) {
+		write_all(j->fd_err, data, len);
+		return;
+	}
+	sbuf_append(&j->errtail, data, len);
+	size_t ml = strlen(j->sigmark);
+	for (;;) {
+		char *b = j->errtail.data;
+		size_t l = j->errtail.len;
+		char *m = l ? memmem(b, l, j->sigmark, ml) : NULL;
+		if (!m) {
+			size_t keep = mark_prefix_at_end(b, l, j->sigmark);
+			write_all(j->fd_err, b, l - keep);
+			memmove(b, b + l - keep, keep);
+			j->errtail.len = keep;
+			return;
+		}
+		size_t at = (size_t)(m - b), rest = l - at - ml;
+		char *nl = memchr(m + ml, '\n', rest);
+		if (!nl && rest < 4) {   /* "N\n": the rest is still on its way */
+			write_all(j->fd_err, b, at);
+			memmove(b, m, l - at);
+			j->errtail.len = l - at;
+			return;
+		}
+		write_all(j->fd_err, b, at);
+		size_t end = at + ml;
+		if (nl) {
+			j->sig_seen = atoi(m + ml);
+			end = (size_t)(nl + 1 - b);
+		}
+		memmove(b, b + end, l - end);
+		j->errtail.len = l - end;
+	}
+}
+
+/* The channel ended: what was held back is the command's after all. */
+static void exit_wrap_flush(struct ssh_job *j)
+{
+	if (j->errtail.len)
+		write_all(j->fd_err, j->errtail.data, j->errtail.len);
+	j->errtail.len = 0;
+}
+
 /* Output of a job's channel: stdout up to the pid line is the wrapper's
  * (and login noise such as a chatty .bashrc), the rest the job's. */
 static void job_output(void *ud, int stream, const void *data, size_t len)
 {
 	struct ssh_job *j = ud;
 	if (stream == SSH_EXEC_STDERR) {
-		write_all(j->fd_err, data, len);
+		exit_wrap_stderr(j, data, len);
 		return;
 	}
 	if (j->got_pid) {
@@ -708,8 +818,11 @@ static void *job_main(void *arg)
 		if (r == 1)
 			stdin_open = 0;
 	}
+	exit_wrap_flush(j);
 	int status;
-	if (r == 0 && st.exited) {
+	if (r == 0 && st.exited && j->sig_seen > 0 && st.exit_code == 128 + j->sig_seen) {
+		status = j->sig_seen;   /* bwrap's 128+N was a death by signal N */
+	} else if (r == 0 && st.exited) {
 		status = (st.exit_code & 0xff) << 8;
 	} else if (r == 0 && st.signal[0]) {
 		status = signal_number(st.signal);
@@ -788,7 +901,7 @@ static void bwrap_command(struct ssh_sb *s, const char *cwd, int network, const 
 
 /* The script the wrapper evals: pid line, cwd, environment, exec. */
 static void build_script(struct ssh_sb *s, const struct seer_provider_entry *e, const struct seer_spawn *req,
-			 struct sbuf *b)
+			 const char *sigmark, struct sbuf *b)
 {
 	const char *cwd = req->cwd ? req->cwd : "/workspace";
 	int direct = e->mode == SEER_SSH_DIRECT;
@@ -842,10 +955,21 @@ static void build_script(struct ssh_sb *s, const struct seer_provider_entry *e, 
 		sbuf_free(&t);
 		sbuf_printf(b, "\n");
 	}
-	if (s->bwrap)
+	if (s->bwrap) {
+		/* The command as "$@", behind the wait-status wrapper where
+		 * the host has one. */
+		sbuf_printf(b, "set --");
+		for (size_t i = 0; req->argv[i]; i++) {
+			sbuf_printf(b, " ");
+			sbuf_shell_quote(b, req->argv[i]);
+		}
+		sbuf_printf(b, "\n");
+		exit_wrap_args(sigmark, b);
 		bwrap_command(s, cwd, s->network, "", b);
-	else
-		sbuf_printf(b, "exec");
+		sbuf_printf(b, " \"$@\"\n");
+		return;
+	}
+	sbuf_printf(b, "exec");
 	for (size_t i = 0; req->argv[i]; i++) {
 		sbuf_printf(b, " ");
 		sbuf_shell_quote(b, req->argv[i]);
@@ -1103,13 +1227,15 @@ static int ssh_spawn(struct sandbox *sb, const struct seer_spawn *req, int *pid,
 	sbuf_printf(&w, "exec /bin/sh -c ");
 	sbuf_shell_quote(&w, inner.data);
 	sbuf_free(&inner);
+	struct ssh_job *j = xcalloc(1, sizeof(*j));
+	j->s = s;
 	pthread_mutex_lock(&s->lock);
-	build_script(s, e, req, &script);
+	if (s->bwrap)
+		exit_wrap_mark(j->sigmark, sizeof(j->sigmark));
+	build_script(s, e, req, j->sigmark, &script);
 	pthread_mutex_unlock(&s->lock);
 	sbuf_printf(&script, "%s\n", marker);
 
-	struct ssh_job *j = xcalloc(1, sizeof(*j));
-	j->s = s;
 	j->fd_in = fcntl(req->fd_in, F_DUPFD_CLOEXEC, 3);
 	j->fd_out = fcntl(req->fd_out, F_DUPFD_CLOEXEC, 3);
 	j->fd_err = fcntl(req->fd_err, F_DUPFD_CLOEXEC, 3);
@@ -1172,7 +1298,7 @@ static int ssh_signal(struct sandbox *sb, int pid, int sig, int tree)
 	pthread_mutex_lock(&s->lock);
 	int bwrap = s->bwrap;
 	pthread_mutex_unlock(&s->lock);
-	char cmd[320], err[SSH_ERRMSG_LEN];
+	char cmd[640], err[SSH_ERRMSG_LEN];
 	if (tree)
 		snprintf(cmd, sizeof(cmd), "kill -%d -- -%d", sig, pid);
 	else if (bwrap)
@@ -1180,11 +1306,16 @@ static int ssh_signal(struct sandbox *sb, int pid, int sig, int tree)
 		 * first child is the command. Signalled directly, bwrap would
 		 * die of the signal and the command, which may handle it
 		 * (trap), would only get --die-with-parent's SIGKILL. Kernels
-		 * without /proc/PID/task/TID/children get the old way. */
+		 * without /proc/PID/task/TID/children get the old way. Past
+		 * the wait-status wrapper (exit_wrap_perl) to its child, so
+		 * that even SIGKILL reaches the command and is reported as
+		 * such; without a child yet, the wrapper forwards it. */
 		snprintf(cmd, sizeof(cmd),
 			 "i=$(cut -d' ' -f1 /proc/%d/task/%d/children 2>/dev/null) && [ -n \"$i\" ] && "
 			 "c=$(cut -d' ' -f1 /proc/$i/task/$i/children 2>/dev/null) && [ -n \"$c\" ] && "
-			 "kill -%d $c || kill -%d %d",
+			 "{ if grep -q " EXIT_WRAP_TAG " /proc/$c/cmdline 2>/dev/null; then "
+			 "g=$(cut -d' ' -f1 /proc/$c/task/$c/children 2>/dev/null); [ -z \"$g\" ] || c=$g; fi; "
+			 "kill -%d $c; } || kill -%d %d",
 			 pid, pid, sig, sig, pid);
 	else
 		snprintf(cmd, sizeof(cmd), "kill -%d %d", sig, pid);
