@@ -650,12 +650,16 @@ static void reap(struct ssh_sb *s, int all)
  * exit code 128+N, so the channel alone cannot tell `kill -9 $$` from
  * `exit 137`. Where the host has perl (/usr/bin/perl, bound into the
  * sandbox with /usr), the command runs under this wrapper inside bwrap: it
- * forks, execs the command, forwards the signals it gets to it, and when the
- * command died of signal N it writes "MARK N" on stderr before it exits with
- * 128+N. job_output takes that line out of stderr; job_main then reports
- * signal N, but only if the exit code is 128+N too. MARK is random per job;
- * a command that forged it could only misreport its own exit. The wrapper
- * is tagged so that ssh_signal passes over it to the command.
+ * forks, execs the command, and when the command died of signal N it writes
+ * "MARK N" on stderr before it exits with 128+N. job_output takes that line
+ * out of stderr; job_main then reports signal N, but only if the exit code
+ * is 128+N too. MARK is random per job; a command that forged it could only
+ * misreport its own exit. The wrapper is tagged so that ssh_signal passes
+ * over it to the command. It survives the signals a command sends to its
+ * own group (kill 0) with empty handlers, installed after the fork so the
+ * command keeps default dispositions, and forwards nothing, so the command
+ * gets each signal once; its stdin and stdout it closes, so that a command
+ * that closes its stdin is seen doing so.
  */
 #define EXIT_WRAP_TAG "seerfs-exit-wrap"
 static const char exit_wrap_perl[] =
@@ -663,7 +667,8 @@ static const char exit_wrap_perl[] =
 	"my $m = shift; my $p = fork;\n"
 	"if (!defined $p) { print STDERR \"seerfs: cannot fork: $!\\n\"; exit 126 }\n"
 	"if (!$p) { exec { $ARGV[0] } @ARGV; print STDERR \"$ARGV[0]: $!\\n\"; exit($!{ENOENT} ? 127 : 126) }\n"
-	"$SIG{$_} = sub { kill $_[0], $p } for qw(HUP INT QUIT USR1 USR2 ALRM TERM CONT TSTP TTIN TTOU WINCH PIPE);\n"
+	"$SIG{$_} = sub { } for qw(HUP INT QUIT USR1 USR2 ALRM TERM TSTP TTIN TTOU PIPE);\n"
+	"close STDIN; close STDOUT;\n"
 	"my $r; do { $r = waitpid($p, 0) } while ($r == -1 && $!{EINTR});\n"
 	"my $s = $?;\n"
 	"if ($s & 127) { syswrite STDERR, $m . ($s & 127) . \"\\n\"; exit(128 + ($s & 127)) }\n"
@@ -877,8 +882,11 @@ static void bwrap_command(struct ssh_sb *s, const char *cwd, int network, const 
 	 * job's group (this bwrap leads it), --die-with-parent takes
 	 * the namespace's init with it and the kernel kills everything
 	 * left inside, setsid'd processes too. Without it those
-	 * survived, kept the channel open, and the job never ended. */
-	sbuf_printf(b, "exec bwrap --die-with-parent --unshare-pid --unshare-ipc --unshare-uts --hostname ");
+	 * survived, kept the channel open, and the job never ended.
+	 * Own session (--new-session): a command that signals its own
+	 * group (kill 0) signals what runs inside, not bwrap outside,
+	 * which died of it; tree kills still reach bwrap's group. */
+	sbuf_printf(b, "exec bwrap --die-with-parent --new-session --unshare-pid --unshare-ipc --unshare-uts --hostname ");
 	sbuf_shell_quote(b, s->sb->name);
 	if (!network)
 		sbuf_printf(b, " --unshare-net");

@@ -199,6 +199,15 @@ def test_signal_reports_the_signal(sandbox, sig):
     poll(lambda: not host_pids(marker), what="the job's processes gone")
 
 
+def test_signal_to_own_group_delivered_once(sandbox):
+    # A command that signals its own process group gets the signal once and
+    # lives on when it traps it (on ssh: nothing in between forwards it again
+    # or dies of it).
+    job = start(sandbox, "n=0; trap 'n=$((n+1))' USR1; kill -USR1 0; sleep 0.2; echo \"got $n\"; exit 4")
+    assert exit_of(job) == "4"
+    assert (job / "stdout").read_text() == "got 1\n"
+
+
 def test_stderr_byte_exact_around_status_lines(sandbox):
     # On ssh under bubblewrap the wait-status wrapper's line is taken out of
     # stderr: look-alikes, a split look-alike and one cut off at the end stay.
