@@ -1073,6 +1073,10 @@ static void confined_command(struct ssh_sb *s, struct sbuf *cmd)
 	for (int i = 0; bound[i]; i++)
 		visible |= !strncmp(s->sftp_server, bound[i], strlen(bound[i]));
 	struct sbuf extra = {0}, sh = {0};
+	/* "/" itself is bwrap's tmpfs, private to each bwrap: what root/
+	 * wrote there (root/opt/x) no command would see, so it is read-only
+	 * (EROFS); the binds below keep their own modes. */
+	sbuf_printf(&extra, " --remount-ro /");
 	if (!visible) {   /* e.g. /opt/openssh/libexec/sftp-server */
 		sbuf_printf(&extra, " --ro-bind ");
 		sbuf_shell_quote(&extra, s->sftp_server);
@@ -1080,7 +1084,7 @@ static void confined_command(struct ssh_sb *s, struct sbuf *cmd)
 		sbuf_shell_quote(&extra, s->sftp_server);
 	}
 	/* No network for the file server, whatever the config says. */
-	bwrap_command(s, "/", 0, extra.data ? extra.data : "", &sh);
+	bwrap_command(s, "/", 0, extra.data, &sh);
 	sbuf_printf(&sh, " ");
 	sbuf_shell_quote(&sh, s->sftp_server);
 	sbuf_printf(&sh, " -e");   /* its errors on stderr: the client keeps the tail for messages */

@@ -288,6 +288,11 @@ def test_root_is_the_sandboxes_own_slash(remote):
         os.mkdir(root / "usr" / "seerfs-x")
     assert ei.value.errno in (errno.EROFS, errno.EACCES)
     assert not (pathlib.Path("/usr") / "seerfs-x").exists()
+    # "/" itself is each bwrap's private tmpfs: nothing written there would
+    # reach the commands, so root/ refuses it.
+    with pytest.raises(OSError) as ei:
+        os.mkdir(root / "opt-seerfs")
+    assert ei.value.errno == errno.EROFS
     # /workspace, /tmp and /root are the sandbox's directories on the host.
     for d in ("workspace", "tmp", "root"):
         (root / d / "t").write_text(d)
