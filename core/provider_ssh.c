@@ -8,7 +8,11 @@
  * the remote host, with workspace/, tmp/ and root/ inside, and runs its
  * commands under bubblewrap there when the host has a working one (else as
  * the remote user in that directory, and the log says so); "direct" takes
- * the SSH endpoint itself as the sandbox: root/ is its "/".
+ * the SSH endpoint itself as the sandbox: root/ is its "/". In host mode
+ * under bubblewrap root/ is the sandbox's own "/", served by a sftp-server
+ * of its own inside the same bubblewrap as its commands (confined_*), so
+ * no path SFTP resolves can leave the sandbox; otherwise root/ is
+ * WORKDIR/NAME over the connection's "sftp" subsystem.
  *
  * One command = one exec channel. The channel runs a tiny fixed wrapper
  * that reads the real script from stdin up to a marker line, so the
@@ -92,6 +96,9 @@ struct ssh_job {
 	int fd_in, fd_out, fd_err;
 	int got_pid;
 	struct sbuf head;            /* stdout before the pid line */
+	char sigmark[48];            /* under bubblewrap: the wait-status line's prefix (exit_wrap_*) */
+	struct sbuf errtail;         /* stderr held back: maybe the start of that line */
+	int sig_seen;                /* the signal that line reported, or 0 */
 	pthread_t th;
 	int started;                 /* th exists */
 	volatile int done;           /* th finished: join and free */
@@ -112,7 +119,19 @@ struct ssh_sb {
 	int running;
 	int registered;
 	struct ssh_models models;    /* hub models bound at /models (ssh_models.c) */
+	/* root/ through the sandbox's own SFTP server (confined_*). */
+	int confined;                /* root/ is the sandbox's "/" over sftp_server */
+	char sftp_server[512];       /* the server binary's path on the host */
+	sftp_client *sftp;           /* the running one, or NULL */
+	ssh_conn *sftp_conn;         /* the link it runs on */
+	int sftp_gone;               /* its end was logged */
+	char sftp_err[256];          /* the last failure to start it that was logged */
+	pthread_mutex_t sftp_lock;   /* one start at a time (lock order: sftp_lock, lock) */
 };
+
+static void host_watch_confined(struct ssh_host *h);
+static int confined_probe(struct sandbox *sb, struct ssh_sb *s, char *err, size_t n);
+static void confined_drop(struct ssh_sb *s);
 
 static const struct seer_provider_entry *entry_of(struct sandbox *sb)
 {
@@ -215,6 +234,9 @@ static void *host_main(void *arg)
 		if (alive) {
 			h->kick = 0;
 			ssh_cond_wait_until(&h->cond, &h->lock, ssh_now_ms() + POLL_ALIVE_MS);
+			pthread_mutex_unlock(&h->lock);
+			host_watch_confined(h);
+			pthread_mutex_lock(&h->lock);
 			continue;
 		}
 		if (h->conn) {
@@ -407,6 +429,7 @@ static struct ssh_sb *priv_of(struct sandbox *sb)
 		struct ssh_sb *s = xcalloc(1, sizeof(*s));
 		s->sb = sb;
 		pthread_mutex_init(&s->lock, NULL);
+		pthread_mutex_init(&s->sftp_lock, NULL);
 		sb->priv = s;
 	}
 	return sb->priv;
@@ -610,7 +633,7 @@ static int ssh_start(struct sandbox *sb, const struct seer_config *cfg, char *er
 	else
 		sandbox_log(sb, "sandbox %s: on %s, host key %s, in %s; isolation: NONE (no working bwrap on %s): commands run as %s in that directory; install bubblewrap there for isolation",
 			    sb->name, who, ssh_conn_fingerprint(c), root, e->host, e->user);
-	return 0;
+	return confined_probe(sb, s, err, n);
 }
 
 static void job_free(struct ssh_job *j)
@@ -624,6 +647,7 @@ static void job_free(struct ssh_job *j)
 	if (j->fd_err >= 0)
 		close(j->fd_err);
 	sbuf_free(&j->head);
+	sbuf_free(&j->errtail);
 	free(j);
 }
 
@@ -649,13 +673,124 @@ static void reap(struct ssh_sb *s, int all)
 	}
 }
 
+/* ---- the real wait status of a command under bubblewrap ------------------------------- */
+
+/*
+ * bwrap (and its pid namespace's init) turn a child's death by signal N into
+ * exit code 128+N, so the channel alone cannot tell `kill -9 $$` from
+ * `exit 137`. Where the host has perl (/usr/bin/perl, bound into the
+ * sandbox with /usr), the command runs under this wrapper inside bwrap: it
+ * forks, execs the command, and when the command died of signal N it writes
+ * "MARK N" on stderr before it exits with 128+N. job_output takes that line
+ * out of stderr; job_main then reports signal N, but only if the exit code
+ * is 128+N too. MARK is random per job; a command that forged it could only
+ * misreport its own exit. The wrapper is tagged so that ssh_signal passes
+ * over it to the command. It survives the signals a command sends to its
+ * own group (kill 0) with empty handlers, installed after the fork so the
+ * command keeps default dispositions, and forwards nothing, so the command
+ * gets each signal once; its stdin and stdout it closes, so that a command
+ * that closes its stdin is seen doing so.
+ */
+#define EXIT_WRAP_TAG "seerfs-exit-wrap"
+static const char exit_wrap_perl[] =
+	"#" EXIT_WRAP_TAG "\n"
+	"my $m = shift; my $p = fork;\n"
+	"if (!defined $p) { print STDERR \"seerfs: cannot fork: $!\\n\"; exit 126 }\n"
+	"if (!$p) { exec { $ARGV[0] } @ARGV; print STDERR \"$ARGV[0]: $!\\n\"; exit($!{ENOENT} ? 127 : 126) }\n"
+	"$SIG{$_} = sub { } for qw(HUP INT QUIT USR1 USR2 ALRM TERM TSTP TTIN TTOU PIPE);\n"
+	"close STDIN; close STDOUT;\n"
+	"my $r; do { $r = waitpid($p, 0) } while ($r == -1 && $!{EINTR});\n"
+	"my $s = $?;\n"
+	"if ($s & 127) { syswrite STDERR, $m . ($s & 127) . \"\\n\"; exit(128 + ($s & 127)) }\n"
+	"exit($s >> 8);\n";
+
+/* A fresh mark: a byte no text uses, then a random name. */
+static void exit_wrap_mark(char *mark, size_t n)
+{
+	unsigned char rnd[12];
+	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+		memset(rnd, 0x3c, sizeof(rnd));
+	snprintf(mark, n, "\x1e@@seer-sig-");
+	for (size_t i = 0; i < sizeof(rnd); i++)
+		snprintf(mark + strlen(mark), n - strlen(mark), "%02x", rnd[i]);
+	snprintf(mark + strlen(mark), n - strlen(mark), " ");
+}
+
+/* Shell lines that put the wrapper in front of "$@" where perl exists. */
+static void exit_wrap_args(const char *mark, struct sbuf *b)
+{
+	sbuf_printf(b, "[ -x /usr/bin/perl ] && set -- /usr/bin/perl -e ");
+	sbuf_shell_quote(b, exit_wrap_perl);
+	sbuf_printf(b, " ");
+	sbuf_shell_quote(b, mark);
+	sbuf_printf(b, " \"$@\"\n");
+}
+
+/* Length of the longest end of buf that is a beginning of mark. */
+static size_t mark_prefix_at_end(const char *buf, size_t len, const char *mark)
+{
+	size_t ml = strlen(mark);
+	for (size_t k = len < ml - 1 ? len : ml - 1; k > 0; k--)
+		if (!memcmp(buf + len - k, mark, k))
+			return k;
+	return 0;
+}
+
+/* Job stderr: everything but the wrapper's line, which is noted. A piece
+ * that may be the start of that line waits for the next data (or the end). */
+static void exit_wrap_stderr(struct ssh_job *j, const char *data, size_t len)
+{
+	if (!j->sigmark[0]) {
+		write_all(j->fd_err, data, len);
+		return;
+	}
+	sbuf_append(&j->errtail, data, len);
+	size_t ml = strlen(j->sigmark);
+	for (;;) {
+		char *b = j->errtail.data;
+		size_t l = j->errtail.len;
+		char *m = l ? memmem(b, l, j->sigmark, ml) : NULL;
+		if (!m) {
+			size_t keep = mark_prefix_at_end(b, l, j->sigmark);
+			write_all(j->fd_err, b, l - keep);
+			memmove(b, b + l - keep, keep);
+			j->errtail.len = keep;
+			return;
+		}
+		size_t at = (size_t)(m - b), rest = l - at - ml;
+		char *nl = memchr(m + ml, '\n', rest);
+		if (!nl && rest < 4) {   /* "N\n": the rest is still on its way */
+			write_all(j->fd_err, b, at);
+			memmove(b, m, l - at);
+			j->errtail.len = l - at;
+			return;
+		}
+		write_all(j->fd_err, b, at);
+		size_t end = at + ml;
+		if (nl) {
+			j->sig_seen = atoi(m + ml);
+			end = (size_t)(nl + 1 - b);
+		}
+		memmove(b, b + end, l - end);
+		j->errtail.len = l - end;
+	}
+}
+
+/* The channel ended: what was held back is the command's after all. */
+static void exit_wrap_flush(struct ssh_job *j)
+{
+	if (j->errtail.len)
+		write_all(j->fd_err, j->errtail.data, j->errtail.len);
+	j->errtail.len = 0;
+}
+
 /* Output of a job's channel: stdout up to the pid line is the wrapper's
  * (and login noise such as a chatty .bashrc), the rest the job's. */
 static void job_output(void *ud, int stream, const void *data, size_t len)
 {
 	struct ssh_job *j = ud;
 	if (stream == SSH_EXEC_STDERR) {
-		write_all(j->fd_err, data, len);
+		exit_wrap_stderr(j, data, len);
 		return;
 	}
 	if (j->got_pid) {
@@ -726,8 +861,11 @@ static void *job_main(void *arg)
 		if (r == 1)
 			stdin_open = 0;
 	}
+	exit_wrap_flush(j);
 	int status;
-	if (r == 0 && st.exited) {
+	if (r == 0 && st.exited && j->sig_seen > 0 && st.exit_code == 128 + j->sig_seen) {
+		status = j->sig_seen;   /* bwrap's 128+N was a death by signal N */
+	} else if (r == 0 && st.exited) {
 		status = (st.exit_code & 0xff) << 8;
 	} else if (r == 0 && st.signal[0]) {
 		status = signal_number(st.signal);
@@ -763,9 +901,56 @@ static void host_path(struct ssh_sb *s, const char *p, struct sbuf *out)
 	sbuf_printf(out, "%s", p);
 }
 
+/*
+ * Shell lines that end in "exec bwrap ... --chdir CWD --": the sandbox as
+ * its commands see it. The one place for its binds and namespaces: the
+ * commands and root/'s SFTP server (confined_command) both start here, so
+ * root/ shows exactly the commands' "/". extra: more bwrap arguments,
+ * already quoted. s->lock held.
+ */
+static void bwrap_command(struct ssh_sb *s, const char *cwd, int network, const char *extra, struct sbuf *b)
+{
+	/* Host secrets stay hidden: shadow files and sshd's keys. */
+	sbuf_printf(b, "x=\n[ -e /etc/shadow ] && x=\"$x --ro-bind /dev/null /etc/shadow\"\n"
+		       "[ -e /etc/gshadow ] && x=\"$x --ro-bind /dev/null /etc/gshadow\"\n"
+		       "[ -d /etc/ssh ] && x=\"$x --tmpfs /etc/ssh\"\n");
+	if (s->gpu)
+		sbuf_printf(b, "for d in /dev/nvidia*; do [ -e \"$d\" ] && x=\"$x --dev-bind $d $d\"; done\n");
+	/* Own pid namespace: when kill, a timeout or stop SIGKILLs the
+	 * job's group (this bwrap leads it), --die-with-parent takes
+	 * the namespace's init with it and the kernel kills everything
+	 * left inside, setsid'd processes too. Without it those
+	 * survived, kept the channel open, and the job never ended.
+	 * Own session (--new-session): a command that signals its own
+	 * group (kill 0) signals what runs inside, not bwrap outside,
+	 * which died of it; tree kills still reach bwrap's group. */
+	sbuf_printf(b, "exec bwrap --die-with-parent --new-session --unshare-pid --unshare-ipc --unshare-uts --hostname ");
+	sbuf_shell_quote(b, s->sb->name);
+	if (!network)
+		sbuf_printf(b, " --unshare-net");
+	sbuf_printf(b, " --cap-drop ALL --ro-bind /usr /usr --ro-bind-try /bin /bin --ro-bind-try /sbin /sbin"
+		       " --ro-bind-try /lib /lib --ro-bind-try /lib64 /lib64 --ro-bind-try /lib32 /lib32"
+		       " --ro-bind /etc /etc $x --proc /proc --dev /dev");
+	static const char *const dirs[] = {"workspace", "tmp", "root", NULL};
+	for (int i = 0; dirs[i]; i++) {
+		struct sbuf p = {0};
+		sbuf_printf(&p, "%s/%s", s->root, dirs[i]);
+		sbuf_printf(b, " --bind ");
+		sbuf_shell_quote(b, p.data);
+		sbuf_printf(b, " /%s", dirs[i]);
+		sbuf_free(&p);
+	}
+	/* Hub models, read-only at /models (ssh_models.c): the commands and
+	 * the sandbox's SFTP server see the same tree. */
+	ssh_models_bwrap_args(&s->models, b);
+	sbuf_printf(b, "%s --chdir ", extra);
+	sbuf_shell_quote(b, cwd);
+	sbuf_printf(b, " --");
+}
+
 /* The script the wrapper evals: pid line, cwd, environment, exec. */
 static void build_script(struct ssh_sb *s, const struct seer_provider_entry *e, const struct seer_spawn *req,
-			 struct sbuf *b)
+			 const char *sigmark, struct sbuf *b)
 {
 	const char *cwd = req->cwd ? req->cwd : "/workspace";
 	int direct = e->mode == SEER_SSH_DIRECT;
@@ -820,45 +1005,250 @@ static void build_script(struct ssh_sb *s, const struct seer_provider_entry *e, 
 		sbuf_printf(b, "\n");
 	}
 	if (s->bwrap) {
-		/* Host secrets stay hidden: shadow files and sshd's keys. */
-		sbuf_printf(b, "x=\n[ -e /etc/shadow ] && x=\"$x --ro-bind /dev/null /etc/shadow\"\n"
-			       "[ -e /etc/gshadow ] && x=\"$x --ro-bind /dev/null /etc/gshadow\"\n"
-			       "[ -d /etc/ssh ] && x=\"$x --tmpfs /etc/ssh\"\n");
-		if (s->gpu)
-			sbuf_printf(b, "for d in /dev/nvidia*; do [ -e \"$d\" ] && x=\"$x --dev-bind $d $d\"; done\n");
-		/* Own pid namespace: when kill, a timeout or stop SIGKILLs the
-		 * job's group (this bwrap leads it), --die-with-parent takes
-		 * the namespace's init with it and the kernel kills everything
-		 * left inside, setsid'd processes too. Without it those
-		 * survived, kept the channel open, and the job never ended. */
-		sbuf_printf(b, "exec bwrap --die-with-parent --unshare-pid --unshare-ipc --unshare-uts --hostname ");
-		sbuf_shell_quote(b, s->sb->name);
-		if (!s->network)
-			sbuf_printf(b, " --unshare-net");
-		sbuf_printf(b, " --cap-drop ALL --ro-bind /usr /usr --ro-bind-try /bin /bin --ro-bind-try /sbin /sbin"
-			       " --ro-bind-try /lib /lib --ro-bind-try /lib64 /lib64 --ro-bind-try /lib32 /lib32"
-			       " --ro-bind /etc /etc $x --proc /proc --dev /dev");
-		static const char *const dirs[] = {"workspace", "tmp", "root", NULL};
-		for (int i = 0; dirs[i]; i++) {
-			struct sbuf p = {0};
-			sbuf_printf(&p, "%s/%s", s->root, dirs[i]);
-			sbuf_printf(b, " --bind ");
-			sbuf_shell_quote(b, p.data);
-			sbuf_printf(b, " /%s", dirs[i]);
-			sbuf_free(&p);
+		/* The command as "$@", behind the wait-status wrapper where
+		 * the host has one. */
+		sbuf_printf(b, "set --");
+		for (size_t i = 0; req->argv[i]; i++) {
+			sbuf_printf(b, " ");
+			sbuf_shell_quote(b, req->argv[i]);
 		}
-		ssh_models_bwrap_args(&s->models, b);
-		sbuf_printf(b, " --chdir ");
-		sbuf_shell_quote(b, cwd);
-		sbuf_printf(b, " --");
-	} else {
-		sbuf_printf(b, "exec");
+		sbuf_printf(b, "\n");
+		exit_wrap_args(sigmark, b);
+		bwrap_command(s, cwd, s->network, "", b);
+		sbuf_printf(b, " \"$@\"\n");
+		return;
 	}
+	sbuf_printf(b, "exec");
 	for (size_t i = 0; req->argv[i]; i++) {
 		sbuf_printf(b, " ");
 		sbuf_shell_quote(b, req->argv[i]);
 	}
 	sbuf_printf(b, "\n");
+}
+
+/* ---- root/ confined: the sandbox's own SFTP server ---------------------------------- */
+
+/*
+ * In host mode under bubblewrap, root/ is not WORKDIR/NAME over the host's
+ * "sftp" subsystem: that server resolves whole paths on the host, so a
+ * directory the sandbox swaps for a symlink between the kernel's lookup and
+ * the next operation below it would be followed outside the sandbox (SFTP v3
+ * has no openat). Instead every sandbox gets one sftp-server of its own,
+ * started over an exec channel inside the same bubblewrap as its commands
+ * (bwrap_command): every path it resolves, symlinks in the middle included,
+ * is resolved in the sandbox's own mount namespace, so root/ is the
+ * sandbox's "/" as its commands see it, as on the local provider. The
+ * command line holds paths and the sandbox's name only, never its
+ * environment. One server per sandbox; a new one after a reconnect or when
+ * it ended (host_watch_confined drops root/, the next access starts it).
+ */
+
+/* Prints the path of the host's sftp-server binary, if there is one. */
+#define SFTP_SERVER_PROBE                                                                                    \
+	"for p in /usr/lib/openssh/sftp-server /usr/libexec/openssh/sftp-server /usr/lib/ssh/sftp-server "  \
+	"/usr/libexec/sftp-server; do [ -x \"$p\" ] && { echo \"$p\"; exit 0; }; done; "                     \
+	"p=$( { sshd -T || /usr/sbin/sshd -T; } 2>/dev/null | awk '$1 == \"subsystem\" && $2 == \"sftp\" "  \
+	"{ print $3; exit }'); case $p in /*) [ -x \"$p\" ] && echo \"$p\";; esac; exit 0"
+
+/* The first line of out if it is an absolute path without odd bytes. */
+static void probe_path(const struct sbuf *out, char *path, size_t n)
+{
+	path[0] = '\0';
+	if (!out->data || out->data[0] != '/')
+		return;
+	size_t l = strcspn(out->data, "\r\n");
+	if (l >= n)
+		return;
+	for (size_t i = 0; i < l; i++)
+		if ((unsigned char)out->data[i] < 0x20)
+			return;
+	memcpy(path, out->data, l);
+	path[l] = '\0';
+}
+
+/* At start: root/ is confined where commands run under bubblewrap and the
+ * host has an sftp-server binary; otherwise it stays WORKDIR/NAME over the
+ * subsystem (and the log says so). */
+static int confined_probe(struct sandbox *sb, struct ssh_sb *s, char *err, size_t n)
+{
+	const struct seer_provider_entry *e = entry_of(sb);
+	pthread_mutex_lock(&s->lock);
+	int bwrap = s->bwrap;
+	s->confined = 0;
+	s->sftp_server[0] = '\0';
+	s->sftp_err[0] = '\0';
+	char root[sizeof(s->root)];
+	snprintf(root, sizeof(root), "%s", s->root);
+	pthread_mutex_unlock(&s->lock);
+	if (!bwrap)
+		return 0;   /* commands are not confined either: ssh_start's log says so */
+	struct sbuf out = {0};
+	int code = -1;
+	int r = run_short(sb, SFTP_SERVER_PROBE, &out, &code, err, n);
+	if (r < 0) {
+		sbuf_free(&out);
+		return r;
+	}
+	char path[sizeof(s->sftp_server)];
+	probe_path(&out, path, sizeof(path));
+	sbuf_free(&out);
+	if (!path[0]) {
+		sandbox_log(sb, "sandbox %s: root/ shows %s on %s through its sftp subsystem, NOT confined to the sandbox (a symlink swapped in there can be followed on the host): no sftp-server binary found on %s; install OpenSSH's sftp-server there (e.g. openssh-sftp-server) and start the sandbox again",
+			    sb->name, root, e->host, e->host);
+		return 0;
+	}
+	pthread_mutex_lock(&s->lock);
+	snprintf(s->sftp_server, sizeof(s->sftp_server), "%s", path);
+	s->confined = 1;
+	pthread_mutex_unlock(&s->lock);
+	sandbox_log(sb, "sandbox %s: root/ is the sandbox's own / as its commands see it, served by %s on %s inside its bubblewrap",
+		    sb->name, path, e->host);
+	return 0;
+}
+
+/* The exec command of the sandbox's SFTP server. s->lock held. */
+static void confined_command(struct ssh_sb *s, struct sbuf *cmd)
+{
+	static const char *const bound[] = {"/usr/", "/bin/", "/sbin/", "/lib/", "/lib64/", "/lib32/", NULL};
+	int visible = 0;
+	for (int i = 0; bound[i]; i++)
+		visible |= !strncmp(s->sftp_server, bound[i], strlen(bound[i]));
+	struct sbuf extra = {0}, sh = {0};
+	/* "/" itself is bwrap's tmpfs, private to each bwrap: what root/
+	 * wrote there (root/opt/x) no command would see, so it is read-only
+	 * (EROFS); the binds below keep their own modes. */
+	sbuf_printf(&extra, " --remount-ro /");
+	if (!visible) {   /* e.g. /opt/openssh/libexec/sftp-server */
+		sbuf_printf(&extra, " --ro-bind ");
+		sbuf_shell_quote(&extra, s->sftp_server);
+		sbuf_printf(&extra, " ");
+		sbuf_shell_quote(&extra, s->sftp_server);
+	}
+	/* No network for the file server, whatever the config says. */
+	bwrap_command(s, "/", 0, extra.data, &sh);
+	sbuf_printf(&sh, " ");
+	sbuf_shell_quote(&sh, s->sftp_server);
+	sbuf_printf(&sh, " -e");   /* its errors on stderr: the client keeps the tail for messages */
+	sbuf_printf(cmd, "exec /bin/sh -c ");
+	sbuf_shell_quote(cmd, sh.data);
+	sbuf_free(&extra);
+	sbuf_free(&sh);
+}
+
+/* Ends a client others may still hold (fs/sftpfs.c) and parks it, as dead
+ * links are parked: it fails fast from now on and is never freed. */
+static void host_park_sftp(struct ssh_host *h, sftp_client *cli, const char *why)
+{
+	sftp_client_shutdown(cli, why);
+	struct dead_link *d = xcalloc(1, sizeof(*d));
+	d->sftp = cli;
+	pthread_mutex_lock(&h->lock);
+	d->next = h->graveyard;
+	h->graveyard = d;
+	pthread_mutex_unlock(&h->lock);
+}
+
+/* Logs a failure to start the server, once per distinct message. */
+static void confined_log_failure(struct sandbox *sb, struct ssh_sb *s, const char *msg)
+{
+	pthread_mutex_lock(&s->lock);
+	int fresh = strcmp(s->sftp_err, msg) != 0;
+	if (fresh)
+		snprintf(s->sftp_err, sizeof(s->sftp_err), "%s", msg);
+	pthread_mutex_unlock(&s->lock);
+	if (fresh)
+		sandbox_log(sb, "%s", msg);
+}
+
+/* The sandbox's SFTP client on the current link, started if need be. */
+static int confined_client(struct sandbox *sb, struct ssh_sb *s, sftp_client **out)
+{
+	const struct seer_provider_entry *e = entry_of(sb);
+	char err[SSH_ERRMSG_LEN];
+	ssh_conn *c;
+	int r = host_acquire(sb, &c, NULL, NULL, err, sizeof(err));
+	if (r < 0) {
+		confined_log_failure(sb, s, err);
+		return r;
+	}
+	pthread_mutex_lock(&s->sftp_lock);
+	pthread_mutex_lock(&s->lock);
+	int running = s->running;
+	sftp_client *cur = s->sftp;
+	int usable = cur && s->sftp_conn == c && sftp_client_error(cur, NULL, 0) == 0;
+	if (cur && !usable)
+		s->sftp = NULL;
+	struct sbuf cmd = {0};
+	if (running && !usable)
+		confined_command(s, &cmd);
+	pthread_mutex_unlock(&s->lock);
+	if (cur && !usable)
+		host_park_sftp(s->h, cur, "replaced by a new SFTP server");
+	if (!running) {
+		r = -ENOTCONN;
+	} else if (usable) {
+		*out = cur;
+	} else {
+		sftp_client *cli = NULL;
+		char e2[SSH_ERRMSG_LEN] = "";
+		r = sftp_client_open_exec(c, cmd.data, &cli, e2, sizeof(e2));
+		if (r == 0) {
+			pthread_mutex_lock(&s->lock);
+			s->sftp = cli;
+			s->sftp_conn = c;
+			s->sftp_gone = 0;
+			s->sftp_err[0] = '\0';
+			pthread_mutex_unlock(&s->lock);
+			*out = cli;
+		} else {
+			char msg[SSH_ERRMSG_LEN + 512];
+			snprintf(msg, sizeof(msg),
+				 "sandbox %s: cannot start root/'s SFTP server (sftp-server inside the sandbox's bubblewrap) on %s: %s; root/ fails until it starts: check bwrap and sftp-server there",
+				 sb->name, e->host, e2[0] ? e2 : strerror(-r));
+			confined_log_failure(sb, s, msg);
+		}
+	}
+	pthread_mutex_unlock(&s->sftp_lock);
+	sbuf_free(&cmd);
+	return r;
+}
+
+/* Stop or release: the server ends, root/'s client fails fast. */
+static void confined_drop(struct ssh_sb *s)
+{
+	pthread_mutex_lock(&s->sftp_lock);
+	pthread_mutex_lock(&s->lock);
+	sftp_client *cli = s->sftp;
+	s->sftp = NULL;
+	pthread_mutex_unlock(&s->lock);
+	if (cli)
+		host_park_sftp(s->h, cli, "the sandbox stopped");
+	pthread_mutex_unlock(&s->sftp_lock);
+}
+
+/* A sandbox's SFTP server that ended while the link lives (killed,
+ * crashed): root/ is dropped so that the next access starts a new one.
+ * A dead link is host_main's to report (host_log_all). */
+static void host_watch_confined(struct ssh_host *h)
+{
+	pthread_mutex_lock(&h->sbs_lock);
+	for (struct ssh_sb *s = h->sbs; s; s = s->next) {
+		char why[SSH_ERRMSG_LEN] = "";
+		pthread_mutex_lock(&s->lock);
+		int ended = s->sftp && !s->sftp_gone && ssh_conn_alive(s->sftp_conn) &&
+			    sftp_client_error(s->sftp, why, sizeof(why)) != 0;
+		if (ended)
+			s->sftp_gone = 1;
+		pthread_mutex_unlock(&s->lock);
+		if (!ended)
+			continue;
+		sandbox_log(s->sb, "sandbox %s: root/'s SFTP server on %s ended (%s); the next access to root/ starts a new one",
+			    s->sb->name, h->ent->host, why);
+		struct seer_ctx *ctx = s->sb->ctx;
+		if (ctx->hooks.root_gone)
+			ctx->hooks.root_gone(ctx->hooks.arg, s->sb);
+	}
+	pthread_mutex_unlock(&h->sbs_lock);
 }
 
 static int ssh_spawn(struct sandbox *sb, const struct seer_spawn *req, int *pid, char *err, size_t n)
@@ -890,13 +1280,15 @@ static int ssh_spawn(struct sandbox *sb, const struct seer_spawn *req, int *pid,
 	sbuf_printf(&w, "exec /bin/sh -c ");
 	sbuf_shell_quote(&w, inner.data);
 	sbuf_free(&inner);
+	struct ssh_job *j = xcalloc(1, sizeof(*j));
+	j->s = s;
 	pthread_mutex_lock(&s->lock);
-	build_script(s, e, req, &script);
+	if (s->bwrap)
+		exit_wrap_mark(j->sigmark, sizeof(j->sigmark));
+	build_script(s, e, req, j->sigmark, &script);
 	pthread_mutex_unlock(&s->lock);
 	sbuf_printf(&script, "%s\n", marker);
 
-	struct ssh_job *j = xcalloc(1, sizeof(*j));
-	j->s = s;
 	j->fd_in = fcntl(req->fd_in, F_DUPFD_CLOEXEC, 3);
 	j->fd_out = fcntl(req->fd_out, F_DUPFD_CLOEXEC, 3);
 	j->fd_err = fcntl(req->fd_err, F_DUPFD_CLOEXEC, 3);
@@ -961,7 +1353,7 @@ static int ssh_signal(struct sandbox *sb, int pid, int sig, int tree)
 	pthread_mutex_lock(&s->lock);
 	int bwrap = s->bwrap;
 	pthread_mutex_unlock(&s->lock);
-	char cmd[320], err[SSH_ERRMSG_LEN];
+	char cmd[640], err[SSH_ERRMSG_LEN];
 	if (tree)
 		snprintf(cmd, sizeof(cmd), "kill -%d -- -%d", sig, pid);
 	else if (bwrap)
@@ -969,11 +1361,16 @@ static int ssh_signal(struct sandbox *sb, int pid, int sig, int tree)
 		 * first child is the command. Signalled directly, bwrap would
 		 * die of the signal and the command, which may handle it
 		 * (trap), would only get --die-with-parent's SIGKILL. Kernels
-		 * without /proc/PID/task/TID/children get the old way. */
+		 * without /proc/PID/task/TID/children get the old way. Past
+		 * the wait-status wrapper (exit_wrap_perl) to its child, so
+		 * that even SIGKILL reaches the command and is reported as
+		 * such; without a child yet, the wrapper forwards it. */
 		snprintf(cmd, sizeof(cmd),
 			 "i=$(cut -d' ' -f1 /proc/%d/task/%d/children 2>/dev/null) && [ -n \"$i\" ] && "
 			 "c=$(cut -d' ' -f1 /proc/$i/task/$i/children 2>/dev/null) && [ -n \"$c\" ] && "
-			 "kill -%d $c || kill -%d %d",
+			 "{ if grep -q " EXIT_WRAP_TAG " /proc/$c/cmdline 2>/dev/null; then "
+			 "g=$(cut -d' ' -f1 /proc/$c/task/$c/children 2>/dev/null); [ -z \"$g\" ] || c=$g; fi; "
+			 "kill -%d $c; } || kill -%d %d",
 			 pid, pid, sig, sig, pid);
 	else
 		snprintf(cmd, sizeof(cmd), "kill -%d %d", sig, pid);
@@ -1009,6 +1406,8 @@ static int ssh_stop(struct sandbox *sb)
 		j->abort = 1;
 	pthread_mutex_unlock(&s->lock);
 	reap(s, 1);
+	if (s->h)
+		confined_drop(s);
 	return 0;
 }
 
@@ -1055,6 +1454,13 @@ static int ssh_root_remote(struct sandbox *sb, struct sftp_client **cli, char *r
 	pthread_mutex_unlock(&s->lock);
 	if (!running || !s->h)
 		return -ENOTCONN;
+	pthread_mutex_lock(&s->lock);
+	int confined = s->confined;
+	pthread_mutex_unlock(&s->lock);
+	if (confined) {
+		snprintf(root, len, "/");
+		return confined_client(sb, s, cli);
+	}
 	char err[SSH_ERRMSG_LEN];
 	sftp_client *c = NULL;
 	int r = host_acquire(sb, NULL, &c, NULL, err, sizeof(err));
@@ -1089,10 +1495,13 @@ static void ssh_release(struct sandbox *sb)
 		return;
 	if (s->jobs)
 		ssh_stop(sb);
-	if (s->h)
+	if (s->h) {
+		confined_drop(s);
 		host_unregister(s);
+	}
 	ssh_models_free(&s->models);
 	pthread_mutex_destroy(&s->lock);
+	pthread_mutex_destroy(&s->sftp_lock);
 	free(s);
 	sb->priv = NULL;
 }

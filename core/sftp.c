@@ -831,8 +831,11 @@ static void query_limits(sftp_client *s)
     call_done(&r, &w);
 }
 
-int sftp_client_open(ssh_conn *c, sftp_client **out, char *err,
-                     size_t errlen)
+/* Opens the client on a channel started with (request, arg): the "sftp"
+ * subsystem, or an exec of an SFTP server binary, which speaks the same
+ * protocol on its stdin and stdout. */
+static int client_open_on(ssh_conn *c, const char *request, const char *arg,
+                          sftp_client **out, char *err, size_t errlen)
 {
     static const ssh_chan_cbs cbs = { on_data, NULL, on_closed };
     sftp_client *s;
@@ -855,7 +858,7 @@ int sftp_client_open(ssh_conn *c, sftp_client **out, char *err,
     pthread_mutex_init(&s->mu, NULL);
     ssh_cond_init(&s->init_cv);
 
-    rc = ssh_chan_open(c, "subsystem", "sftp", &cbs, s, &s->ch, err, errlen);
+    rc = ssh_chan_open(c, request, arg, &cbs, s, &s->ch, err, errlen);
     if (rc) {
         pthread_mutex_destroy(&s->mu);
         pthread_cond_destroy(&s->init_cv);
@@ -902,6 +905,30 @@ int sftp_client_open(ssh_conn *c, sftp_client **out, char *err,
         query_limits(s);
     *out = s;
     return 0;
+}
+
+int sftp_client_open(ssh_conn *c, sftp_client **out, char *err,
+                     size_t errlen)
+{
+    return client_open_on(c, "subsystem", "sftp", out, err, errlen);
+}
+
+int sftp_client_open_exec(ssh_conn *c, const char *command,
+                          sftp_client **out, char *err, size_t errlen)
+{
+    return client_open_on(c, "exec", command, out, err, errlen);
+}
+
+void sftp_client_shutdown(sftp_client *s, const char *why)
+{
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->mu);
+    client_die(s, -ENOTCONN, why);
+    pthread_mutex_unlock(&s->mu);
+    /* The server exits at the end of its input; sshd then closes the
+     * channel. The channel itself stays ours until sftp_client_close. */
+    ssh_chan_send_eof(s->ch);
 }
 
 void sftp_client_close(sftp_client *s)

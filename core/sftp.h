@@ -2,7 +2,7 @@
  * sftp.h - SFTP version 3 client (draft-ietf-secsh-filexfer-02) with the
  * OpenSSH extensions posix-rename, hardlink, fsync, statvfs/fstatvfs,
  * lsetstat and limits, running over one "sftp" subsystem channel of an
- * ssh_conn (sshconn.h).
+ * ssh_conn (sshconn.h), or over an exec channel that runs an SFTP server.
  *
  * Why our own client: libssh2 1.10's SFTP layer lacks the OpenSSH
  * extensions above and serialises requests, while a filesystem needs many
@@ -83,6 +83,16 @@ typedef struct sftp_statvfs {
 /* Opens the "sftp" subsystem on c and negotiates version 3. */
 int sftp_client_open(ssh_conn *c, sftp_client **out, char *err,
                      size_t errlen);
+/* The same over an exec channel running `command`, which must start an
+ * SFTP server on its stdin/stdout (e.g. /usr/lib/openssh/sftp-server, or
+ * that binary inside a sandbox). Its stderr tail ends up in the messages.
+ * command is visible in the remote process list: no secrets in it. */
+int sftp_client_open_exec(ssh_conn *c, const char *command,
+                          sftp_client **out, char *err, size_t errlen);
+/* Ends the session without freeing s: everything in flight and every later
+ * call fails with -ENOTCONN (sftp_client_error gives why), and the server
+ * gets end of input, so it exits. For a client others may still hold. */
+void sftp_client_shutdown(sftp_client *s, const char *why);
 /* Fails what is in flight with -ENOTCONN and closes the channel.  Handles
  * still open are not closed on the server (the channel close does that). */
 void sftp_client_close(sftp_client *s);

@@ -803,26 +803,46 @@ static void job_done(struct sftpfs *r, struct wjob *j, int rc)
 	pthread_cond_broadcast(&r->work_cv);
 }
 
-/* SFTP v3 has no ENOSPC: sftp-server answers a write, create or mkdir on a
- * full disk with FAILURE (EIO here). The filesystem's free space and
- * inodes tell them apart: need bytes at h, or a new entry at path. */
-static int refine_write_error(struct sftpfs *r, sftp_handle *h, const char *path, size_t need)
-{
-	sftp_vfsinfo st;
-	int rc = h ? sftp_fstatvfs(r->cli, h, &st) : sftp_statvfs(r->cli, path, &st);
-	if (rc == 0 && (st.bavail * (st.frsize ? st.frsize : st.bsize) < (need ? need : 1) || (!h && st.favail == 0)))
-		return -ENOSPC;
-	return -EIO;
-}
+/*
+ * OpenSSH's sftp-server reports EROFS and ENOSPC, like most errnos, as
+ * FAILURE, which the client turns into a per-operation guess (EIO, EEXIST,
+ * EPERM, ENOTEMPTY). statvfs tells them apart: its read-only flag (a
+ * sandbox's /usr and /etc are read-only binds), its free space and inodes
+ * (a full disk: checked only for what needs space, `need` bytes; 1 for a
+ * new name). It is asked of the open file h (writes), else of the entry's
+ * directory for entry operations (entry), else of the path itself. An EEXIST whose name does exist stays EEXIST, as the
+ * kernel's checks would have it; one whose name does not is EIO. One round
+ * trip more, on failures only.
+ */
+#define STATVFS_ST_RDONLY 0x1u /* SSH2_FXE_STATVFS_ST_RDONLY */
 
-/* The same for a new name at path (its parent directory is asked). */
-static int refine_new_entry_error(struct sftpfs *r, const char *path)
+static int refine_failure(struct sftpfs *r, const char *p, sftp_handle *h, int entry, size_t need, int rc)
 {
-	const char *slash = strrchr(path, '/');
-	char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : NULL;
-	int rc = dir ? refine_write_error(r, NULL, dir, 0) : -EIO;
-	free(dir);
-	return rc;
+	if (rc != -EIO && rc != -EEXIST && rc != -EPERM && rc != -ENOTEMPTY)
+		return rc;
+	sftp_attrs a;
+	if (rc == -EEXIST && p && sftp_lstat(r->cli, p, &a) == 0)
+		return rc;
+	sftp_vfsinfo v;
+	int q;
+	if (h) {
+		q = sftp_fstatvfs(r->cli, h, &v);
+	} else {
+		char dir[PATH_MAX];
+		snprintf(dir, sizeof(dir), "%s", p);
+		char *slash = strrchr(dir, '/');
+		if (entry && slash)
+			slash[slash == dir] = '\0';   /* "/usr/x" -> "/usr", "/x" -> "/" */
+		q = sftp_statvfs(r->cli, dir, &v);
+	}
+	if (q != 0)
+		return rc;
+	if (v.flag & STATVFS_ST_RDONLY)
+		return -EROFS;
+	uint64_t bs = v.frsize ? v.frsize : v.bsize;
+	if (need && (v.bavail * bs < need || (entry && v.favail == 0)))
+		return -ENOSPC;
+	return rc == -EEXIST ? -EIO : rc;
 }
 
 static void *worker(void *arg)
@@ -839,7 +859,7 @@ static void *worker(void *arg)
 		pthread_mutex_unlock(&r->mu);
 		int rc = sftp_pwrite_range(r->cli, j->f->h, j->off, j->data, j->len, 0, 0);
 		if (rc == -EIO)
-			rc = refine_write_error(r, j->f->h, NULL, j->len);
+			rc = refine_failure(r, NULL, j->f->h, 0, j->len, rc);
 		pthread_mutex_lock(&r->mu);
 		job_done(r, j, rc);
 	}
@@ -1375,6 +1395,8 @@ static void s_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_
 		rc = f ? sftp_fstat(r->cli, f->h, &a)
 		       : (n == r->rootn ? sftp_stat(r->cli, p, &a) : sftp_lstat(r->cli, p, &a));
 	}
+	if (rc < 0 && p)
+		rc = refine_failure(r, p, NULL, 0, 0, rc);
 	free(p);
 	if (rc < 0)
 		FAIL(rc);
@@ -1406,12 +1428,12 @@ static void s_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t 
 	rc = sftp_mkdir_lstat(r->cli, p, mode & 07777, &a, &lrc);
 	dir_added(r, n, name);
 	/* The server says FAILURE for most things; what is in the way tells
-	 * EEXIST apart. */
+	 * EEXIST apart, statvfs the rest (refine_failure). */
 	if ((rc == -EEXIST || rc == -ENOTEMPTY || rc == -EIO) && lrc == 0)
 		rc = -EEXIST;
-	else if ((rc == -EEXIST || rc == -EIO) && lrc == -ENOENT)
-		rc = refine_new_entry_error(r, p);
-	else if (rc == 0)
+	else if (rc < 0)
+		rc = refine_failure(r, p, NULL, 1, 1, rc);
+	else
 		rc = lrc;
 	if (rc == 0)
 		fix_perm(r, p, NULL, &a, mode);
@@ -1444,6 +1466,7 @@ static void s_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t 
 	sftp_handle *h = NULL;
 	rc = sftp_open(r->cli, p, SFTP_WRITE | SFTP_CREAT | SFTP_EXCL, &a, &h);
 	dir_added(r, n, name);
+	rc = refine_failure(r, p, NULL, 1, 1, rc);
 	if (rc == 0) {
 		rc = sftp_fstat(r->cli, h, &a);
 		if (rc == 0)
@@ -1485,6 +1508,7 @@ static void s_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		if (sftp_lstat(r->cli, p, &a) == 0 && S_ISDIR(a.perm))
 			rc = -EISDIR;
 	}
+	rc = refine_failure(r, p, NULL, 1, 0, rc);
 	if (rc == 0)
 		orphan_path(r, p);
 	free(p);
@@ -1509,6 +1533,7 @@ static void s_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		if (s == 0 && !S_ISDIR(a.perm))
 			rc = -ENOTDIR;
 	}
+	rc = refine_failure(r, p, NULL, 1, 0, rc);
 	if (rc == 0)
 		orphan_path(r, p);
 	free(p);
@@ -1528,7 +1553,9 @@ static void s_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const
 	dir_added(r, n, name);
 	if (rc < 0 && rc != -ENOENT && rc != -EACCES && lrc == 0)
 		rc = -EEXIST;
-	else if (rc == 0)
+	else if (rc < 0)
+		rc = refine_failure(r, p, NULL, 1, 1, rc);
+	else
 		rc = lrc;
 	struct fuse_entry_param e;
 	if (rc == 0)
@@ -1555,6 +1582,7 @@ static void s_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const c
 	int lrc;
 	rc = sftp_hardlink_lstat(r->cli, op, p, &a, &lrc);
 	dir_added(r, np, newname);
+	rc = refine_failure(r, p, NULL, 1, 1, rc);
 	dir_changed(r, NULL, op); /* the link count in its listing */
 	if (rc == 0)
 		rc = lrc;
@@ -1713,6 +1741,7 @@ static void s_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_i
 	}
 	dir_changed(r, n, NULL);
 	dir_added(r, node_of(newparent), newname);
+	rc = refine_failure(r, from, NULL, 1, 0, rc);
 	if (rc == 0) {
 		pthread_mutex_lock(&r->mu);
 		rename_nodes(r, from, to);
@@ -1891,8 +1920,8 @@ static void s_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	dir_added(r, n, name);
 	if (rc == -EIO && (fi->flags & O_EXCL) && sftp_lstat(r->cli, p, &a) == 0)
 		rc = -EEXIST;
-	else if (rc == -EIO)
-		rc = refine_new_entry_error(r, p);
+	else
+		rc = refine_failure(r, p, NULL, 1, 1, rc);
 	/* The lstat went by path: a symlink there (created without O_EXCL
 	 * over an existing link) is not the file the handle opened. */
 	if (rc == 0 && !S_ISREG(a.perm))
@@ -1945,6 +1974,8 @@ static void s_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	sftp_handle *h = NULL;
 	rc = sftp_open(r->cli, p, open_flags(r, fi->flags), NULL, &h);
+	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
+		rc = refine_failure(r, p, NULL, 0, 0, rc);
 	free(p);
 	if (rc < 0)
 		FAIL(rc);
@@ -2444,9 +2475,12 @@ static void s_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse
 static void s_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	BEGIN(ino);
-	(void)n;
+	/* Of the file's own mount: root/ may span several (a sandbox's "/"
+	 * is a tmpfs with its binds on it); an orphan asks for the root's. */
+	char *p = node_path(n, NULL, &rc);
 	sftp_vfsinfo v;
-	rc = sftp_statvfs(r->cli, r->root, &v);
+	rc = sftp_statvfs(r->cli, p ? p : r->root, &v);
+	free(p);
 	op_exit(r);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);

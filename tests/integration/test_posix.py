@@ -560,7 +560,6 @@ def test_fsync(posix_root):
     os.close(dfd)
 
 
-@needs_local("root/ of an ssh sandbox is its remote directory: no read-only /usr or /etc in it")
 def test_erofs_on_usr(posix_root, sandbox_run):
     root, _ = sandbox_root(posix_root, sandbox_run)
     # An ordinary user may be stopped first by the permission check:
@@ -918,8 +917,6 @@ def test_absolute_symlinks_where_depth_is_ambiguous(posix_root, sandbox_run):
         assert os.path.realpath(posix_root / link) == str(root / hn[1:]), link
 
 
-@needs_local("the SFTP server resolves whole paths itself: a directory swapped for a symlink between "
-             "lookup and open is followed on the remote host (known limit, docs/sftpfs.md)")
 def test_symlink_swap_race_never_escapes(posix_root, sandbox_run, host_marker):
     _, d = host_marker
     must(sandbox_run(f"mkdir -p {d} && echo INSIDE-TMP > {d}/f && mkdir real && echo INSIDE-DIR > real/f && "

@@ -259,6 +259,136 @@ def test_listing_over_sftp_whole_and_fresh(remote):
     assert "late" in names and "file-7" not in names and len(names) == 700
 
 
+# ---- root/ confined: the sandbox's own "/" through its own sftp-server ----------------
+
+def bwrapped(sb):
+    if "isolation: bubblewrap" not in log_text(sb):
+        pytest.skip("no working bwrap on the test host: root/ is the remote directory there")
+
+
+def test_root_is_the_sandboxes_own_slash(remote):
+    m, _, workdir = remote
+    sb = make(m, "c")
+    bwrapped(sb)
+    assert "root/ is the sandbox's own / as its commands see it" in log_text(sb)
+    root = sb / "root"
+    assert {"usr", "etc", "workspace", "tmp", "root"} <= set(os.listdir(root))
+    # /etc is the host's, read-only, as the commands see it: sshd's keys hidden.
+    assert (root / "etc" / "hostname").read_bytes() == run(sb, "cat /etc/hostname")[1]
+    assert os.listdir(root / "etc" / "ssh") == []
+    if os.path.exists("/etc/shadow"):       # /dev/null on a nodev bind: EACCES, as inside
+        with pytest.raises(OSError) as ei:
+            (root / "etc" / "shadow").read_bytes()
+        assert ei.value.errno == errno.EACCES
+        assert run(sb, "cat /etc/shadow")[0] != 0
+    with pytest.raises(OSError) as ei:
+        open(root / "etc" / "hostname", "a").close()
+    assert ei.value.errno in (errno.EROFS, errno.EACCES)
+    with pytest.raises(OSError) as ei:
+        os.mkdir(root / "usr" / "seerfs-x")
+    assert ei.value.errno in (errno.EROFS, errno.EACCES)
+    assert not (pathlib.Path("/usr") / "seerfs-x").exists()
+    # "/" itself is each bwrap's private tmpfs: nothing written there would
+    # reach the commands, so root/ refuses it.
+    with pytest.raises(OSError) as ei:
+        os.mkdir(root / "opt-seerfs")
+    assert ei.value.errno == errno.EROFS
+    # /workspace, /tmp and /root are the sandbox's directories on the host.
+    for d in ("workspace", "tmp", "root"):
+        (root / d / "t").write_text(d)
+        assert (workdir / "c" / d / "t").read_text() == d
+        assert run(sb, f"cat /{d}/t")[1] == d.encode()
+
+
+def test_root_follows_a_swapped_symlink_inside(remote):
+    """A directory the kernel knows, swapped on the host for a symlink to a
+    host directory: the server resolves the path below it, and resolves it
+    in the sandbox (its /tmp), never on the host."""
+    m, _, workdir = remote
+    sb = make(m, "sw")
+    bwrapped(sb)
+    host = pathlib.Path("/tmp") / ("seerfs-host-" + uuid.uuid4().hex)
+    host.mkdir()
+    (host / "f").write_text("HOST\n")
+    try:
+        ws = workdir / "sw" / "workspace"
+        (ws / "d").mkdir()
+        (ws / "d" / "f").write_text("INSIDE\n")
+        (workdir / "sw" / "tmp" / host.name).mkdir()
+        (workdir / "sw" / "tmp" / host.name / "f").write_text("SANDBOX-TMP\n")
+        assert (sb / "root" / "workspace" / "d").is_dir()     # the kernel knows d now
+        (ws / "d").rename(ws / "d.old")
+        (ws / "d").symlink_to(host)
+        assert (sb / "root" / "workspace" / "d" / "f").read_text() == "SANDBOX-TMP\n"
+    finally:
+        shutil.rmtree(host)
+
+
+def _ppid(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(l for l in f if l.startswith("PPid:")).split()[1])
+
+
+def _cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")
+    except OSError:
+        return []
+
+
+def sftp_servers(sbdir_on_host):
+    """pids of the sftp-server processes under a bwrap that binds sbdir_on_host."""
+    want = str(sbdir_on_host / "workspace").encode()
+    found = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit() or not (_cmdline(p) or [b""])[0].endswith(b"sftp-server"):
+            continue
+        try:
+            up = _ppid(p)
+            for _ in range(3):
+                if want in _cmdline(up):
+                    found.append(int(p))
+                    break
+                up = _ppid(up)
+        except (OSError, StopIteration):
+            pass
+    return found
+
+
+def test_root_sftp_server_one_per_sandbox_restarted_no_secrets(tmp_path, sshd, seerfs_factory):
+    workdir = tmp_path / "remote-work"
+    pfile = tmp_path / "providers.json"
+    pfile.write_text(json.dumps({"t1": entry(sshd, workdir)}))
+    secret = "seerfs-secret-" + uuid.uuid4().hex
+    m = seerfs_factory(args=("-o", f"providers={pfile}"), env={"SEERFS_T_TOKEN": secret})
+    sb = make(m, "k", extra={"secrets": ["SEERFS_T_TOKEN"]})
+    bwrapped(sb)
+    assert run(sb, "printenv SEERFS_T_TOKEN")[1] == secret.encode() + b"\n"
+    (sb / "root" / "workspace" / "a").write_text("1")
+    os.listdir(sb / "root" / "workspace")
+    pids = sftp_servers(workdir / "k")
+    assert len(pids) == 1, pids                    # one server per sandbox, not per access
+    # Nothing on a command line carries the sandbox's secret.
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            assert secret.encode() not in b" ".join(_cmdline(p)), _cmdline(p)
+    os.kill(pids[0], 9)
+    poll(lambda: "root/'s SFTP server on" in log_text(sb) and "ended" in log_text(sb), what="the end logged")
+
+    def back():
+        try:
+            return (sb / "root" / "workspace" / "a").read_text() == "1"
+        except OSError:
+            return False
+    poll(back, what="root/ served again")
+    new = sftp_servers(workdir / "k")
+    assert len(new) == 1 and new != pids, (pids, new)
+    # Terminating the sandbox ends its server.
+    ctl(sb, "terminate")
+    poll(lambda: not sftp_servers(workdir / "k"), what="the server gone after stop")
+
+
 def test_unknown_provider_and_local_files(remote):
     m, _, _ = remote
     d = m.path / "n"

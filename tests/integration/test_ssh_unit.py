@@ -331,6 +331,27 @@ def test_external_sftp_server_binary(driver, tmp_path):
         ok(run(driver, s, "rename-over", src + ".down", src + ".up"))
 
 
+def test_sftp_over_exec_channel(driver, sshd, workdir):
+    # The protocol over an exec channel running the server binary (what the
+    # ssh provider does inside a sandbox's bubblewrap): same results.
+    opts = ("--sftp-exec", "/usr/lib/openssh/sftp-server")
+    if not os.access(opts[1], os.X_OK):
+        pytest.skip(f"{opts[1]} not installed")
+    src = os.path.join(workdir, "src")
+    _write_random(src, 2 * 1024 * 1024 + 7)
+    ok(run(driver, sshd, "put", src, src + ".up", opts=opts))
+    ok(run(driver, sshd, "get", src + ".up", src + ".down", opts=opts))
+    assert _sha256(src + ".down") == _sha256(src)
+
+
+def test_sftp_over_exec_that_is_no_server_says_why(driver, sshd):
+    # A command that is no SFTP server: the error carries its stderr tail.
+    r = run(driver, sshd, "stat", "/", opts=("--sftp-exec", "echo no-sftp-here >&2; exit 3"))
+    assert r.returncode == 1
+    msg = r.stderr.decode()
+    assert "no-sftp-here" in msg and "exit status 3" in msg, msg
+
+
 # --------------------------------------------------------------------------
 # exec channels
 

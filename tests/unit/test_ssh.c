@@ -11,6 +11,8 @@
  *   --depth N         requests in flight for pipelined transfers
  *   --chunk BYTES     bytes per request for pipelined transfers
  *   --throttle-ms MS  sleep after each chunk delivered by `get` (fault tests)
+ *   --sftp-exec CMD   SFTP over an exec channel running CMD (an SFTP server
+ *                     binary) instead of the "sftp" subsystem
  *   --agent           also try ssh-agent
  *   --keepalive S     keepalive interval in seconds (-1: off)
  * Commands:
@@ -54,6 +56,7 @@ static struct driver_ctx {
     unsigned depth;
     size_t chunk;
     int throttle_ms;
+    const char *sftp_exec;
     int use_agent;
     int keepalive_s;
     ssh_conn *conn;
@@ -617,7 +620,7 @@ static int cmd_stress(const char *dir, int threads, int iters)
 static int usage(void)
 {
     fprintf(stderr, "usage: test_ssh [--timeout MS] [--depth N] [--chunk N]"
-            " [--throttle-ms MS] [--agent] HOST PORT USER KEY KNOWN_HOSTS "
+            " [--throttle-ms MS] [--sftp-exec CMD] [--agent] HOST PORT USER KEY KNOWN_HOSTS "
             "COMMAND [ARGS...]\n");
     return 2;
 }
@@ -736,6 +739,8 @@ int main(int argc, char **argv)
             drv.keepalive_s = atoi(argv[++i]);
         else if (i + 1 < argc && !strcmp(argv[i], "--throttle-ms"))
             drv.throttle_ms = atoi(argv[++i]);
+        else if (i + 1 < argc && !strcmp(argv[i], "--sftp-exec"))
+            drv.sftp_exec = argv[++i];
         else
             return usage();
     }
@@ -758,7 +763,10 @@ int main(int argc, char **argv)
     needs_sftp = strcmp(argv[i + 5], "exec") && strcmp(argv[i + 5],
                                                         "connect");
     if (needs_sftp) {
-        rc = sftp_client_open(drv.conn, &drv.sftp, err, sizeof err);
+        rc = drv.sftp_exec
+             ? sftp_client_open_exec(drv.conn, drv.sftp_exec, &drv.sftp, err,
+                                     sizeof err)
+             : sftp_client_open(drv.conn, &drv.sftp, err, sizeof err);
         if (rc) {
             fail("sftp", rc, err);
             ssh_conn_close(drv.conn);
