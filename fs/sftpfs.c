@@ -71,6 +71,9 @@
 /* Negative entries remembered for invalidation; past this, not cached. */
 #define SFTPFS_NEG_MAX 16384
 #define SFTPFS_DEFAULT_TIMEOUT 30.0
+/* Content kept of files we wrote (struct snode: cdata): per file, in all. */
+#define SFTPFS_CDATA_FILE_MAX (256u << 10)
+#define SFTPFS_CDATA_TOTAL (64u << 20)
 
 struct sftpfs;
 
@@ -88,6 +91,7 @@ struct snode {
 	sftp_attrs a;         /* last attributes sent to the kernel ... */
 	uint64_t a_wgen;      /* ... while wgen was this */
 	int a_valid;
+	int64_t a_ms;         /* when the server last told them */
 	int linked;           /* has another name we made (link): see node_timeout */
 	/* Mode and time changes of a file we created, not yet sent: they go
 	 * with one FSETSTAT through cf's handle when a handle is flushed, before
@@ -96,6 +100,14 @@ struct snode {
 	 * round trips each, now none until the close. */
 	struct sfile *cf;     /* the open handle that created it, if still open */
 	sftp_attrs pend;      /* pend.flags: which fields are waiting */
+	/* Content of a small file we created and wrote from its start, kept
+	 * while only we can change it (cdata_*): reading it back - `git add`
+	 * after `tar x`, a compiler after an editor - needs no OPEN or READ.
+	 * The kernel's own pages miss the partial last page of every file. */
+	char *cdata;
+	size_t clen;
+	uint64_t cgen;        /* valid while equal to wgen */
+	int cvalid;
 };
 
 struct sfile {
@@ -190,6 +202,7 @@ struct sftpfs {
 	unsigned active;          /* requests using cli right now */
 	struct wjob *jobs, **jtail;
 	size_t qbytes;
+	size_t cbytes;        /* held in snode.cdata, all nodes */
 	struct neg *negs;
 	size_t nneg;
 	struct lent *lists[SFTPFS_LISTS_BUCKETS];
@@ -508,6 +521,44 @@ static void drop_parent_list(struct sftpfs *r, const char *path)
 }
 
 /* Under r->mu; returns whether the sftpfs itself must now be freed. */
+/* Under r->mu: n's kept content goes. */
+static void cdata_drop(struct sftpfs *r, struct snode *n)
+{
+	r->cbytes -= n->clen;
+	free(n->cdata);
+	n->cdata = NULL;
+	n->clen = 0;
+	n->cvalid = 0;
+}
+
+/* Under r->mu, after a write through us bumped n->wgen from wgen0: the
+ * content grows with an append to what we keep, else is no longer known. */
+static void cdata_write(struct sftpfs *r, struct snode *n, uint64_t wgen0, uint64_t off, const char *buf, size_t size,
+			int keep)
+{
+	if (!n->cvalid)
+		return;
+	char *nd = NULL;
+	if (keep && n->cgen == wgen0 && off == n->clen && n->clen + size <= SFTPFS_CDATA_FILE_MAX &&
+	    r->cbytes + size <= SFTPFS_CDATA_TOTAL)
+		nd = realloc(n->cdata, n->clen + size ? n->clen + size : 1);
+	if (!nd) {
+		cdata_drop(r, n);
+		return;
+	}
+	memcpy(nd + n->clen, buf, size);
+	n->cdata = nd;
+	n->clen += size;
+	r->cbytes += size;
+	n->cgen = n->wgen;
+}
+
+/* Under r->mu: whether n's content is what we keep. */
+static int cdata_ok(struct snode *n)
+{
+	return n->cvalid && n->cgen == n->wgen;
+}
+
 static int node_unref(struct snode *n, uint64_t k)
 {
 	struct sftpfs *r = n->r;
@@ -517,6 +568,7 @@ static int node_unref(struct snode *n, uint64_t k)
 	tab_remove(r, n);
 	if (r->rootn == n)
 		r->rootn = NULL;
+	cdata_drop(r, n);
 	free(n->path);
 	free(n);
 	return --r->refs == 0;
@@ -722,6 +774,7 @@ static int make_entry(struct sftpfs *r, const char *path, const sftp_attrs *a, s
 		n->a = *a;
 		n->a_wgen = n->wgen;
 		n->a_valid = !r->busy;
+		n->a_ms = now_ms();
 	}
 	pthread_mutex_unlock(&r->mu);
 	if (!n)
@@ -978,6 +1031,7 @@ void sftpfs_invalidate(struct sftpfs *r)
 	for (size_t i = 0; v && i < r->tabsz; i++) {
 		for (struct snode *n = r->tab[i]; n; n = n->hnext) {
 			n->a_valid = 0;
+			cdata_drop(r, n);
 			v[k].ino = ino_of(n);
 			if (n != r->rootn) {
 				char *slash = strrchr(n->path, '/');
@@ -1048,6 +1102,7 @@ static void note_attrs(struct sftpfs *r, struct snode *n, const sftp_attrs *a)
 	n->a_wgen = n->wgen;
 	/* While a job runs it may change the file right after: not kept. */
 	n->a_valid = !r->busy;
+	n->a_ms = now_ms();
 	pthread_mutex_unlock(&r->mu);
 }
 
@@ -1214,13 +1269,19 @@ static void s_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	/* A file we created and still write: its attributes are the ones we
 	 * track (struct snode: cf). The kernel asks after every write and
 	 * before every chown (to clear set-id bits), one round trip each. */
-	int mine = cur_timeout(r) > 0 && known_attrs(r, n, &a);
+	double t0 = cur_timeout(r);
+	int mine = t0 > 0 && known_attrs(r, n, &a);
 	pthread_mutex_lock(&r->mu);
-	mine = mine && n->cf;
+	/* ... and any file whose attributes the server told us within the
+	 * cache time, followed by our own changes since: the kernel asks
+	 * again after every read (atime) and every close. */
+	mine = mine && (n->cf || now_ms() - n->a_ms < (int64_t)(t0 * 1000));
 	pthread_mutex_unlock(&r->mu);
 	if (!mine)
 		settle_node(r, n);
 	struct sfile *f = fi && fi->fh && !S_ISDIR(n->mode) ? (struct sfile *)(uintptr_t)fi->fh : NULL;
+	if (f && !f->h)
+		f = NULL; /* opened without the server (s_open): ask by path */
 	if (mine) {
 		rc = 0;
 	} else if (f) {
@@ -1300,6 +1361,8 @@ static void s_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_
 {
 	BEGIN(ino);
 	struct sfile *f = fi && fi->fh && !S_ISDIR(n->mode) ? (struct sfile *)(uintptr_t)fi->fh : NULL;
+	if (f && !f->h)
+		f = NULL; /* opened without the server (s_open): ask by path */
 	char *p = node_path(n, NULL, &rc);
 	if (!p && !f)
 		FAIL(rc);
@@ -1945,9 +2008,15 @@ static void s_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	op_exit(r);
 	fi->fh = (uintptr_t)f;
 	fi->keep_cache = 1;
+	int keep = cur_timeout(r) > 0 && !(fi->flags & O_APPEND);
 	pthread_mutex_lock(&r->mu);
 	f->n->cf = f;
 	f->n->pend.flags = 0;
+	cdata_drop(r, f->n);
+	if (keep) {
+		f->n->cvalid = 1; /* empty, and ours */
+		f->n->cgen = f->n->wgen;
+	}
 	pthread_mutex_unlock(&r->mu);
 	if (fuse_reply_create(req, &e, fi) < 0) {
 		pthread_mutex_lock(&r->mu);
@@ -1971,17 +2040,37 @@ static void s_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (fi->flags & O_TRUNC) {
 		drain_node(n);
 		dir_changed(r, NULL, p);
+		pthread_mutex_lock(&r->mu);
+		n->wgen++; /* its size and content change */
+		cdata_drop(r, n);
+		pthread_mutex_unlock(&r->mu);
 	}
 	sftp_handle *h = NULL;
-	rc = sftp_open(r->cli, p, open_flags(r, fi->flags), NULL, &h);
+	/* A read of content we keep opens nothing on the server (it would,
+	 * lazily, if the content stopped being ours: see s_read). We made
+	 * the file, so its owner-read bit decides. */
+	int lazy = (fi->flags & O_ACCMODE) == O_RDONLY && !(fi->flags & O_TRUNC) && cur_timeout(r) > 0;
+	if (lazy) {
+		pthread_mutex_lock(&r->mu);
+		lazy = cdata_ok(n) && n->a_valid && (n->a.perm & S_IRUSR) && (n->cf || (n->a.perm & 0444) == 0444);
+		pthread_mutex_unlock(&r->mu);
+	}
+	rc = lazy ? 0 : sftp_open(r->cli, p, open_flags(r, fi->flags), NULL, &h);
 	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
 		rc = refine_failure(r, p, NULL, 0, 0, rc);
 	free(p);
 	if (rc < 0)
 		FAIL(rc);
+	if ((fi->flags & O_TRUNC) && !(fi->flags & O_APPEND) && cur_timeout(r) > 0) {
+		pthread_mutex_lock(&r->mu);
+		n->cvalid = 1; /* empty now, and what we write next */
+		n->cgen = n->wgen;
+		pthread_mutex_unlock(&r->mu);
+	}
 	struct sfile *f = file_new(n, h, fi->flags);
 	if (!f) {
-		sftp_close(r->cli, h);
+		if (h)
+			sftp_close(r->cli, h);
 		FAIL(-ENOMEM);
 	}
 	op_exit(r);
@@ -1990,7 +2079,7 @@ static void s_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	 * (AUTO_INVAL_DATA); while a job runs they are dropped at open. */
 	fi->keep_cache = node_timeout(r, n) > 0;
 	if (fuse_reply_open(req, fi) < 0) {
-		if (op_enter(r) == 0) {
+		if (h && op_enter(r) == 0) {
 			sftp_close(r->cli, h);
 			op_exit(r);
 		}
@@ -2011,11 +2100,57 @@ static ssize_t ra_take(struct sfile *f, uint64_t wgen, uint64_t off, size_t size
 	return (ssize_t)n;
 }
 
+/* A read through a handle opened without the server (s_open's lazy case):
+ * answered from the kept content (0), or failed (< 0); 1 when the content
+ * is no longer ours, after opening the real handle for s_read to use. */
+static int read_kept(struct sftpfs *r, struct snode *n, struct sfile *f, size_t size, off_t off, fuse_req_t req)
+{
+	int on = cur_timeout(r) > 0;
+	pthread_mutex_lock(&f->ra_mu); /* one lazy open per handle */
+	pthread_mutex_lock(&r->mu);
+	if (!f->h && on && cdata_ok(n)) {
+		size_t o = (size_t)off < n->clen ? (size_t)off : n->clen;
+		size_t k = n->clen - o < size ? n->clen - o : size;
+		char *copy = malloc(k ? k : 1);
+		if (copy)
+			memcpy(copy, n->cdata + o, k);
+		pthread_mutex_unlock(&r->mu);
+		pthread_mutex_unlock(&f->ra_mu);
+		if (!copy)
+			return -ENOMEM;
+		fuse_reply_buf(req, copy, k);
+		free(copy);
+		return 0;
+	}
+	pthread_mutex_unlock(&r->mu);
+	int rc = 0;
+	if (!f->h) {
+		char *p = node_path(n, NULL, &rc);
+		sftp_handle *h = NULL;
+		if (p)
+			rc = sftp_open(r->cli, p, SFTP_READ, NULL, &h);
+		free(p);
+		if (rc == 0)
+			f->h = h;
+	}
+	pthread_mutex_unlock(&f->ra_mu);
+	return rc < 0 ? rc : 1;
+}
+
 static void s_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	BEGIN(ino);
 	struct sfile *f = (struct sfile *)(uintptr_t)fi->fh;
 	drain_node(n); /* read-your-writes */
+	if (!f->h) {
+		rc = read_kept(r, n, f, size, off, req);
+		if (rc <= 0) {
+			op_exit(r);
+			if (rc < 0)
+				fuse_reply_err(req, -rc);
+			return;
+		}
+	}
 	char *buf = malloc(size ? size : 1);
 	if (!buf)
 		FAIL(-ENOMEM);
@@ -2108,7 +2243,9 @@ static void s_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size
 		/* While nothing else runs in the sandbox we know the size this
 		 * write leaves (setattr answers from it instead of asking). */
 		int track = n->a_valid && n->a_wgen == n->wgen && !f->append && r->busy == 0 && cached;
+		uint64_t wgen0 = n->wgen;
 		n->wgen++;
+		cdata_write(r, n, wgen0, (uint64_t)off, buf, size, !f->append && cached);
 		if (track) {
 			if (n->a.size < (uint64_t)off + size)
 				n->a.size = (uint64_t)off + size;
@@ -2165,7 +2302,7 @@ static void s_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_fi
 	int prc = apply_pend(r, n);
 	if (rc == 0)
 		rc = prc;
-	if (rc == 0) {
+	if (rc == 0 && f->h) {
 		rc = sftp_fsync(r->cli, f->h);
 		if (rc == -ENOTSUP)
 			rc = 0; /* nothing better the protocol offers */
@@ -2193,7 +2330,9 @@ static void s_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		/* Nothing is left to report: the flush did (writes acknowledged,
 		 * changes applied); the server's answer to CLOSE is not waited
 		 * for. After an error, wait, so the handle is surely gone. */
-		if (err)
+		if (!f->h)
+			; /* opened without the server */
+		else if (err)
 			sftp_close(r->cli, f->h);
 		else
 			sftp_close_nowait(r->cli, f->h);

@@ -513,3 +513,47 @@ def _is_sftp_server_of(pid, sshd):
     except OSError:
         pass
     return False
+
+
+def test_reading_back_what_we_wrote(env):
+    # Small files written through the mount are read back from what seerfs
+    # kept, without the server: the bytes must still be exactly the file's,
+    # across appends, rewrites, truncation and a change made on the server
+    # (which the harness's SIGUSR1 stands for: a job started).
+    d = M(env, "readback")
+    os.mkdir(d)
+    data = os.urandom(70000)
+    with open(os.path.join(d, "a"), "wb") as f:
+        f.write(data[:10000])
+        f.write(data[10000:])
+    assert open(os.path.join(d, "a"), "rb").read() == data
+    with open(os.path.join(d, "a"), "rb") as f:
+        f.seek(65530)
+        assert f.read(100) == data[65530:65630]
+    with open(os.path.join(d, "a"), "ab") as f:   # O_APPEND: no longer kept
+        f.write(b"tail")
+    assert open(os.path.join(d, "a"), "rb").read() == data + b"tail"
+    with open(os.path.join(d, "b"), "wb") as f:
+        f.write(b"0123456789")
+    fd = os.open(os.path.join(d, "b"), os.O_WRONLY)
+    os.pwrite(fd, b"XY", 3)                      # a write in the middle
+    os.close(fd)
+    assert open(os.path.join(d, "b"), "rb").read() == b"012XY56789"
+    with open(os.path.join(d, "c"), "wb") as f:
+        f.write(b"before")
+    open(os.path.join(d, "c"), "wb").close()     # O_TRUNC, nothing written
+    assert open(os.path.join(d, "c"), "rb").read() == b""
+    with open(os.path.join(d, "e"), "wb") as f:
+        f.write(b"mine")
+    with open(R(env, "readback", "e"), "wb") as f:   # the server's side
+        f.write(b"theirs!")
+    env.invalidate()
+    assert open(os.path.join(d, "e"), "rb").read() == b"theirs!"
+    big = os.urandom(300 * 1024)                  # over the per-file limit
+    with open(os.path.join(d, "big"), "wb") as f:
+        f.write(big)
+    assert open(os.path.join(d, "big"), "rb").read() == big
+    assert open(R(env, "readback", "big"), "rb").read() == big
+    os.chmod(os.path.join(d, "b"), 0o200)            # unreadable to its owner
+    if os.getuid() != 0:
+        assert errno_of(open, os.path.join(d, "b"), "rb") == errno.EACCES
