@@ -297,3 +297,205 @@ def test_local_files_and_dirs_over_sftp(remote, tmp_path):
     assert lines[5].split()[0] == hashlib.sha256(blob).hexdigest()
     bad = make(m, "lf2", extra={"local_dirs": [[str(tmp_path / "missing"), "/workspace/x"]]}, want="failed")
     assert "missing" in error_text(bad)
+
+
+# ---- snapshots -----------------------------------------------------------------
+# The remote host is this machine, so the remote store (WORKDIR/.seerfs-snapshots)
+# and the sandboxes' directories can be compared directly.
+
+def ctl_errno(sbdir, cmd):
+    """Writes cmd to ctl; 0 or the errno the write failed with."""
+    try:
+        ctl(sbdir, cmd)
+        return 0
+    except OSError as e:
+        return e.errno
+
+
+def tree(top):
+    """{relative path: (type, mode, content or target)} of a directory tree."""
+    out = {}
+    for dirpath, dirs, files in os.walk(top):
+        for n in dirs + files:
+            p = os.path.join(dirpath, n)
+            st = os.lstat(p)
+            rel = os.path.relpath(p, top)
+            if os.path.islink(p):
+                out[rel] = ("l", st.st_mode, os.readlink(p))
+            elif os.path.isdir(p):
+                out[rel] = ("d", st.st_mode, None)
+            else:
+                with open(p, "rb") as f:
+                    out[rel] = ("f", st.st_mode, f.read())
+    return out
+
+
+def store_names(workdir):
+    """What the remote store holds (temporaries included)."""
+    d = workdir / ".seerfs-snapshots"
+    return sorted(os.listdir(d)) if d.is_dir() else []
+
+
+def stopped_pids(sbname):
+    """Remote processes of sandbox sbname (bwrap's hostname or cwd) in state T."""
+    out = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            stat = pathlib.Path(f"/proc/{p}/stat").read_text()
+            env_cwd = os.readlink(f"/proc/{p}/cwd")
+        except OSError:
+            continue
+        if stat.rsplit(") ", 1)[1][0] in "Tt" and f"/{sbname}/" in env_cwd + "/":
+            out.append(int(p))
+    return out
+
+
+def test_snapshot_take_restore_rmdir(remote):
+    """A snapshot copies the sandbox's directory on the remote host; a new
+    sandbox started from it holds the same bytes, modes and links; changes
+    made after it reach neither; rmdir is EBUSY while a sandbox is based on
+    it and then removes the remote copy."""
+    m, _, workdir = remote
+    a = make(m, "a")
+    blob = os.urandom(2 * 1024 * 1024 + 5)
+    (workdir / "a" / "workspace" / "blob.bin").write_bytes(blob)
+    assert run(a, "mkdir -p /workspace/d/e && echo two > /workspace/d/e/g && ln -s d/e/g /workspace/l && "
+                  "chmod 751 /workspace/d && echo rc > /root/.rc && echo t > /tmp/t && echo gone > /workspace/x")[0] == 0
+    ctl(a, "snapshot s1")
+    assert sorted(os.listdir(m.path / "snapshots")) == ["s1"]
+    info = json.loads(read_text(m.path / "snapshots" / "s1" / "info.json"))
+    where = workdir / ".seerfs-snapshots" / "s1"
+    assert info["provider"] == "t1" and info["where"] == str(where) and info["source"] == "a"
+    assert info["layers"] == ["s1"] and info["size"] >= len(blob) and info["entries"] >= 8
+    assert tree(where) == tree(workdir / "a")
+    assert "snapshot s1 taken" in log_text(a)
+    # Later changes stay out of the snapshot.
+    assert run(a, "echo changed > /workspace/d/e/g && rm /workspace/x && echo new > /workspace/n")[0] == 0
+    b = make(m, "b", extra={"snapshot": "s1"})
+    assert tree(workdir / "b") == tree(where)
+    assert (workdir / "b" / "workspace" / "blob.bin").read_bytes() == blob
+    code, out = run(b, "cat /workspace/d/e/g /root/.rc /workspace/x && readlink /workspace/l && "
+                       "! test -e /workspace/n && stat -c %a /workspace/d")
+    assert (code, out) == (0, b"two\nrc\ngone\nd/e/g\n751\n")
+    # b's own changes do not reach the snapshot.
+    assert run(b, "echo mine > /workspace/x")[0] == 0
+    assert (where / "workspace" / "x").read_text() == "gone\n"
+    # A snapshot of a restored sandbox names its parent; its copy is whole.
+    ctl(b, "snapshot s2")
+    info2 = json.loads(read_text(m.path / "snapshots" / "s2" / "info.json"))
+    assert info2["parent"] == "s1" and info2["layers"] == ["s2"]
+    with pytest.raises(OSError) as e:
+        os.rmdir(m.path / "snapshots" / "s1")
+    assert e.value.errno == errno.EBUSY
+    assert "b" in read_text(m.path / "snapshots" / "s1" / "error")
+    assert where.is_dir()
+    ctl(b, "terminate")
+    poll(lambda: read_text(b / "status").startswith("terminated"), what="b terminated")
+    os.rmdir(b)
+    os.rmdir(m.path / "snapshots" / "s1")
+    assert not where.exists() and store_names(workdir) == ["s2"]
+    assert sorted(os.listdir(m.path / "snapshots")) == ["s2"]
+    os.rmdir(m.path / "snapshots" / "s2")
+    assert store_names(workdir) == [] and os.listdir(m.path / "snapshots") == []
+    assert [n for n in os.listdir(m.state / "snapshots")] == []
+
+
+def test_snapshot_while_job_runs(remote):
+    """The sandbox's processes are stopped for the copy (a writer's pair of
+    files is never half updated in the snapshot) and run on afterwards."""
+    m, _, workdir = remote
+    a = make(m, "w")
+    ws = workdir / "w" / "workspace"
+    # A job of its own (a background process would end with its job's
+    # pid namespace): write to exec and close, the job runs on.
+    (a / "exec").write_text("cd /workspace; i=0; while :; do i=$((i+1)); "
+                            "echo $i > c.t && mv c.t c; echo $i > s.t && mv s.t s; done")
+    poll(lambda: (ws / "s").exists(), what="the writer started")
+    for k in range(3):
+        ctl(a, f"snapshot w{k}")
+        snap = workdir / ".seerfs-snapshots" / f"w{k}" / "workspace"
+        c, s = int((snap / "c").read_text()), int((snap / "s").read_text())
+        assert s in (c, c - 1), f"snapshot w{k}: c={c} s={s}"
+        # Nothing of the sandbox stays stopped, and the writer goes on.
+        assert stopped_pids("w") == []
+        poll(lambda: int((ws / "c").read_text() or 0) > c + 10, what="the writer goes on after the snapshot")
+
+
+def test_terminate_and_timeout_snapshot(remote):
+    m, _, workdir = remote
+    a = make(m, "ta")
+    assert run(a, "echo keep > /workspace/k")[0] == 0
+    b = make(m, "tb")
+    ctl(b, "snapshot taken")
+    # The name is taken: a is not terminated.
+    assert ctl_errno(a, "terminate snapshot=taken") == errno.EEXIST
+    assert "already exists" in error_text(a)
+    assert read_text(a / "status").startswith("running")
+    ctl(a, "terminate snapshot=t2")
+    poll(lambda: read_text(a / "status").startswith("terminated"), what="a terminated")
+    assert (workdir / ".seerfs-snapshots" / "t2" / "workspace" / "k").read_text() == "keep\n"
+    t = make(m, "tt", extra={"timeout": 2, "on_timeout": "snapshot"})
+    assert run(t, "echo late > /workspace/l")[0] == 0
+    poll(lambda: read_text(t / "status").startswith("terminated"), what="tt ended by its timeout")
+    assert (workdir / ".seerfs-snapshots" / "tt-timeout" / "workspace" / "l").read_text() == "late\n"
+    assert "tt-timeout" in os.listdir(m.path / "snapshots")
+
+
+def test_snapshot_refusals(remote):
+    """Direct mode takes no snapshots; a snapshot is restored only on the
+    provider that took it; the store's name is no sandbox name."""
+    m, _, workdir = remote
+    d = make(m, "dm", provider="d1")
+    assert ctl_errno(d, "snapshot ds") == errno.ENOTSUP
+    assert "direct" in error_text(d) and "ds" in error_text(d)
+    assert read_text(d / "status").startswith("running")
+    assert os.listdir(m.path / "snapshots") == [] and store_names(workdir) == []
+    # An ssh snapshot on the local provider, and a local one on ssh.
+    a = make(m, "ra")
+    ctl(a, "snapshot remote1")
+    lo = m.sandbox("lo", json.dumps({"provider": "local", "snapshot": "remote1"}), want="failed")
+    assert "remote1" in error_text(lo) and "t1" in error_text(lo)
+    loc = m.sandbox("loc", json.dumps({"provider": "local"}))
+    ctl(loc, "snapshot local1")
+    x = make(m, "rx", extra={"snapshot": "local1"}, want="failed")
+    assert "local1" in error_text(x) and "provider local" in error_text(x)
+    assert not (workdir / "rx").exists()
+    # Direct mode cannot start from a snapshot either.
+    y = make(m, "ry", provider="d1", extra={"snapshot": "remote1"}, want="failed")
+    assert "remote1" in error_text(y)
+    z = make(m, ".seerfs-snapshots", want="failed")
+    assert "snapshots" in error_text(z)
+    assert sorted(os.listdir(m.path / "snapshots")) == ["local1", "remote1"]
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="mounting a small tmpfs as the remote workdir needs root")
+def test_snapshot_remote_disk_full_leaves_nothing(remote):
+    """ENOSPC on the remote host: the write to ctl fails with ENOSPC, the
+    error says to free space, no partial copy stays on either side, and the
+    sandbox runs on with its files and processes untouched."""
+    m, _, workdir = remote
+    workdir.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(workdir)], check=True)
+    try:
+        a = make(m, "full")
+        code, out = run(a, "head -c 5000000 /dev/urandom > /workspace/big && md5sum < /workspace/big")
+        assert code == 0
+        (a / "exec").write_text("while :; do date +%s%N > /workspace/tick; sleep 0.01; done")
+        poll(lambda: (workdir / "full" / "workspace" / "tick").exists(), what="the ticker started")
+        assert ctl_errno(a, "snapshot big") == errno.ENOSPC
+        assert "big" in error_text(a) and "free space" in error_text(a)
+        assert os.listdir(m.path / "snapshots") == [] and os.listdir(m.state / "snapshots") == []
+        assert store_names(workdir) == []
+        assert read_text(a / "status").startswith("running")
+        assert stopped_pids("full") == []
+        assert run(a, "md5sum < /workspace/big")[1] == out
+        t0 = (workdir / "full" / "workspace" / "tick").read_text()
+        poll(lambda: (workdir / "full" / "workspace" / "tick").read_text() != t0, what="the sandbox runs on")
+        # With room again, the same name works.
+        assert run(a, "rm /workspace/big")[0] == 0
+        ctl(a, "snapshot big")
+        assert store_names(workdir) == ["big"]
+    finally:
+        subprocess.run(["umount", "-l", str(workdir)])
