@@ -160,6 +160,7 @@ struct sftpfs {
 	char *root;           /* remote path of the sandbox's "/" */
 	size_t rootlen;       /* 0 when root is "/" */
 	double timeout;
+	int readonly;         /* a snapshot's files: every change fails EROFS */
 
 	pthread_mutex_t mu;
 	pthread_cond_t work_cv;   /* a job was queued or became runnable */
@@ -762,6 +763,19 @@ struct sftpfs *sftpfs_new(struct seer_fs *fs, struct sandbox *sb, struct sftp_cl
 	return r;
 }
 
+void sftpfs_set_readonly(struct sftpfs *r)
+{
+	r->readonly = 1;
+}
+
+int sftpfs_uses(struct sftpfs *r, const struct sftp_client *cli)
+{
+	pthread_mutex_lock(&r->mu);
+	int same = !r->dead && r->cli == cli;
+	pthread_mutex_unlock(&r->mu);
+	return same;
+}
+
 void sftpfs_kill(struct sftpfs *r)
 {
 	if (!r)
@@ -935,6 +949,12 @@ static void dir_changed(struct sftpfs *r, struct snode *n, const char *path)
 		return;                            \
 	}
 
+/* BEGIN for an op that changes the tree. */
+#define BEGIN_CHANGE(ino)                          \
+	BEGIN(ino);                                \
+	if (r->readonly)                           \
+		FAIL(-EROFS);
+
 #define FAIL(e)                                    \
 	do {                                       \
 		op_exit(r);                        \
@@ -1075,7 +1095,7 @@ static void s_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 static void s_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
 {
-	BEGIN(ino);
+	BEGIN_CHANGE(ino);
 	struct sfile *f = fi && fi->fh && !S_ISDIR(n->mode) ? (struct sfile *)(uintptr_t)fi->fh : NULL;
 	char *p = node_path(n, NULL, &rc);
 	if (!p && !f)
@@ -1186,7 +1206,7 @@ static void fix_perm(struct sftpfs *r, const char *p, sftp_handle *h, sftp_attrs
 
 static void s_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
-	BEGIN(parent);
+	BEGIN_CHANGE(parent);
 	char *p = node_path(n, name, &rc);
 	if (!p)
 		FAIL(rc);
@@ -1216,7 +1236,7 @@ static void s_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t 
 static void s_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
 	(void)rdev;
-	BEGIN(parent);
+	BEGIN_CHANGE(parent);
 	if (!S_ISREG(mode))
 		FAIL(-EPERM); /* SFTP carries no device nodes, FIFOs or sockets */
 	char *p = node_path(n, name, &rc);
@@ -1255,7 +1275,7 @@ static void orphan_path(struct sftpfs *r, const char *p)
 
 static void s_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	BEGIN(parent);
+	BEGIN_CHANGE(parent);
 	char *p = node_path(n, name, &rc);
 	if (!p)
 		FAIL(rc);
@@ -1276,7 +1296,7 @@ static void s_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void s_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	BEGIN(parent);
+	BEGIN_CHANGE(parent);
 	char *p = node_path(n, name, &rc);
 	if (!p)
 		FAIL(rc);
@@ -1300,7 +1320,7 @@ static void s_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void s_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
-	BEGIN(parent);
+	BEGIN_CHANGE(parent);
 	char *p = node_path(n, name, &rc);
 	if (!p)
 		FAIL(rc);
@@ -1324,7 +1344,7 @@ static void s_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const
 
 static void s_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
-	BEGIN(ino);
+	BEGIN_CHANGE(ino);
 	struct snode *np = node_of(newparent);
 	char *op = node_path(n, NULL, &rc);
 	char *p = op ? node_path(np, newname, &rc) : NULL;
@@ -1372,6 +1392,8 @@ static void s_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const c
 static void s_access(fuse_req_t req, fuse_ino_t ino, int mask)
 {
 	BEGIN(ino);
+	if (r->readonly && (mask & W_OK))
+		FAIL(-EROFS);
 	if (!(mask & X_OK) || S_ISDIR(n->mode)) {
 		op_exit(r);
 		fuse_reply_err(req, 0);
@@ -1457,7 +1479,7 @@ static void rename_nodes(struct sftpfs *r, const char *from, const char *to)
 static void s_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent, const char *newname,
 		     unsigned int flags)
 {
-	BEGIN(parent);
+	BEGIN_CHANGE(parent);
 	if (flags & ~RENAME_NOREPLACE)
 		FAIL(-EINVAL); /* RENAME_EXCHANGE/WHITEOUT: SFTP has no such thing */
 	char *from = node_path(n, name, &rc);
@@ -1660,7 +1682,7 @@ static struct sfile *file_new(struct snode *n, sftp_handle *h, int flags)
 
 static void s_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
 {
-	BEGIN(parent);
+	BEGIN_CHANGE(parent);
 	char *p = node_path(n, name, &rc);
 	if (!p)
 		FAIL(rc);
@@ -1705,6 +1727,8 @@ static void s_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 static void s_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	BEGIN(ino);
+	if (r->readonly && ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)))
+		FAIL(-EROFS);
 	char *p = node_path(n, NULL, &rc);
 	if (!p)
 		FAIL(rc);

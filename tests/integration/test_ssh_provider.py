@@ -371,6 +371,20 @@ def test_snapshot_take_restore_rmdir(remote):
     assert info["layers"] == ["s1"] and info["size"] >= len(blob) and info["entries"] >= 8
     assert tree(where) == tree(workdir / "a")
     assert "snapshot s1 taken" in log_text(a)
+    # root/ shows the remote copy read-only, over SFTP.
+    view = m.path / "snapshots" / "s1" / "root"
+    assert sorted(os.listdir(m.path / "snapshots" / "s1")) == ["error", "info.json", "root"]
+    assert tree(view) == tree(where)
+    for bad in (lambda: (view / "workspace" / "new").write_text("x"),
+                lambda: (view / "workspace" / "x").write_text("x"),
+                lambda: os.mkdir(view / "workspace" / "nd"),
+                lambda: os.unlink(view / "workspace" / "x"),
+                lambda: os.rename(view / "workspace" / "x", view / "workspace" / "y"),
+                lambda: os.chmod(view / "workspace" / "x", 0o600)):
+        with pytest.raises(OSError) as e:
+            bad()
+        assert e.value.errno == errno.EROFS
+    assert tree(view) == tree(where) and (where / "workspace" / "x").read_text() == "gone\n"
     # Later changes stay out of the snapshot.
     assert run(a, "echo changed > /workspace/d/e/g && rm /workspace/x && echo new > /workspace/n")[0] == 0
     b = make(m, "b", extra={"snapshot": "s1"})
