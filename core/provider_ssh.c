@@ -28,6 +28,10 @@
  * fast with -ENOTCONN): fs/sftpfs.c may still hold the client pointer it
  * got from root_remote, and a dangling pointer there would be far worse
  * than a few kilobytes per reconnect.
+ *
+ * Snapshots (host mode): a copy of WORKDIR/NAME at
+ * WORKDIR/.seerfs-snapshots/SNAP made by one remote script that stops the
+ * sandbox's processes for the copy; see the "snapshots" section below.
  */
 #include "core/provider.h"
 #include "core/providers.h"

@@ -13,6 +13,12 @@
  * Restoring is O(1): a sandbox whose config says "snapshot": "NAME" mounts
  * NAME's layer stack (its own layer, then its parent's stack) as the
  * overlay's lower dirs under a fresh upper dir.
+ *
+ * A provider with snap_take (the ssh provider) keeps the copy itself, on
+ * its host: the same NAME.tmp/rename protocol then holds only info.json,
+ * with "provider" and "where", so listing, info.json and the dependency
+ * checks stay here; rmdir asks the provider to delete its copy first, and
+ * only that provider can restore it (snapshot_source).
  */
 #include "core/snapshot.h"
 #include "core/provider.h"
@@ -783,7 +789,8 @@ static int remove_stored(struct seer_ctx *ctx, const char *name, char *err, size
 	if (r < 0) {
 		snprintf(err, n, "snapshot %s cannot be deleted: its copy is kept by provider %s at %s, and %s; put the provider back in the providers file and try again",
 			 name, pname, where, e2);
-		return r;
+		/* Not ENOENT: rmdir would read as "no such snapshot". */
+		return -ENXIO;
 	}
 	r = prov->snap_remove(ctx, settings, name, where, e2, sizeof(e2));
 	if (r < 0)

@@ -7,7 +7,10 @@
  * full layer stack, newest first). A sandbox started from a snapshot mounts
  * those layers as its overlay's lower dirs, so restore costs nothing.
  * NAME.tmp is a snapshot being built; it is never shown and is removed once
- * no process holds its lock (the builder crashed). See docs/snapshots.md.
+ * no process holds its lock (the builder crashed). A provider that keeps
+ * snapshots itself (provider.h's snap_take) stores the copy; NAME/ then
+ * holds info.json only, naming the provider and "where". See
+ * docs/snapshots.md.
  */
 #ifndef SEER_SNAPSHOT_H
 #define SEER_SNAPSHOT_H

@@ -41,6 +41,9 @@
  * Locking: one mutex (r->mu) for the table, the write queue and counts; it
  * is never held across a network call or a fuse_lowlevel_notify_*.
  *
+ * Read-only mode (sftpfs_set_readonly, a snapshot's copy on a remote host):
+ * every op that changes the tree fails EROFS before touching the network.
+ *
  * Every helper returns 0 or a negative errno; every op replies once.
  */
 #include "fs/fs.h"

@@ -13,6 +13,10 @@
  * deleted) or seerfs exits, the mount goes away with them: no helper
  * process lingers and nothing needs killing.
  *
+ * A snapshot its provider keeps on a remote host (info.json has "where")
+ * is shown instead by a read-only fs/sftpfs.c over the provider's SFTP
+ * client (snap_remote), kept in the same fs_sb's remote field.
+ *
  * The pass_fs of each viewed snapshot is kept in fs->sbs under the key
  * 0x80000000 | id: sandbox serials never reach that range (inode numbers
  * keep 23 bits of them), and the list already has a lock and a lifetime.

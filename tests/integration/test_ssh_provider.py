@@ -513,3 +513,60 @@ def test_snapshot_remote_disk_full_leaves_nothing(remote):
         assert store_names(workdir) == ["big"]
     finally:
         subprocess.run(["umount", "-l", str(workdir)])
+
+
+def _text_or_none(p):
+    try:
+        return p.read_text()
+    except OSError:
+        return None
+
+
+def test_snapshot_rmdir_unreachable_then_reconnect(remote, sshd):
+    """rmdir of a remote snapshot while its host is down fails, says why
+    and loses nothing; after the reconnect root/ is served again through
+    the new link and rmdir removes the copy."""
+    m, _, workdir = remote
+    a = make(m, "u")
+    assert run(a, "echo v > /workspace/v")[0] == 0
+    ctl(a, "snapshot u1")
+    view = m.path / "snapshots" / "u1" / "root" / "workspace" / "v"
+    assert view.read_text() == "v\n"
+    sshd.stop_process()
+    try:
+        with pytest.raises(OSError) as e:
+            os.rmdir(m.path / "snapshots" / "u1")
+        assert e.value.errno in (errno.ENOTCONN, errno.ETIMEDOUT)
+        why = read_text(m.path / "snapshots" / "u1" / "error")
+        assert "u1" in why and "disconnected" in why and "try again" in why
+    finally:
+        sshd._launch()
+    assert os.listdir(m.path / "snapshots") == ["u1"]
+    assert (workdir / ".seerfs-snapshots" / "u1" / "workspace" / "v").read_text() == "v\n"
+    poll(lambda: _text_or_none(view) == "v\n", what="root/ of u1 served again after the reconnect")
+    os.rmdir(m.path / "snapshots" / "u1")
+    assert store_names(workdir) == [] and os.listdir(m.path / "snapshots") == []
+
+
+def test_snapshot_rmdir_provider_gone(remote):
+    """A snapshot whose provider entry left the providers file cannot be
+    deleted (its copy would be lost from sight): ENXIO with the reason;
+    putting the entry back makes rmdir work."""
+    m, pfile, workdir = remote
+    a = make(m, "pg")
+    ctl(a, "snapshot pg1")
+    saved = pfile.read_text()
+    entries = json.loads(saved)
+    del entries["t1"]
+    pfile.write_text(json.dumps(entries))
+    try:
+        with pytest.raises(OSError) as e:
+            os.rmdir(m.path / "snapshots" / "pg1")
+        assert e.value.errno == errno.ENXIO
+        why = read_text(m.path / "snapshots" / "pg1" / "error")
+        assert "t1" in why and "providers file" in why
+        assert (workdir / ".seerfs-snapshots" / "pg1").is_dir()
+    finally:
+        pfile.write_text(saved)
+    os.rmdir(m.path / "snapshots" / "pg1")
+    assert store_names(workdir) == []
