@@ -77,7 +77,9 @@ struct seer_provider {
 	 * resumed on every path; it returns once the copy is durable and
 	 * complete under its final name, and leaves nothing behind on failure
 	 * (-ENOSPC passes through). -ENOTSUP with a message where this
-	 * sandbox cannot be snapshotted.
+	 * sandbox cannot be snapshotted. Restoring is part of start: there
+	 * snapshot_source (core/snapshot.h) says where the snapshot the
+	 * config names is kept, or refuses one taken on another provider.
 	 */
 	int (*snap_take)(struct sandbox *sb, const char *snap, struct seer_snap_taken *out, char *err, size_t errlen);
 	/* Deletes the snapshot stored at where (settings: the provider entry

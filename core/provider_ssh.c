@@ -1061,8 +1061,10 @@ static int ssh_freeze(struct sandbox *sb, int freeze)
  * A snapshot is a copy of the sandbox's directory WORKDIR/NAME (workspace,
  * tmp, root) at WORKDIR/.seerfs-snapshots/SNAP on the remote host, made by
  * one remote script: stop the sandbox's processes, cp -a --reflink=auto
- * into SNAP@tmp, resume them (a trap does it on every path, a lost link's
- * SIGHUP included), sync, rename to SNAP. Temporary names hold '@', which
+ * into SNAP@tmp, resume them (a trap does it on every way out, signals
+ * included), sync, rename to SNAP. A lost link does not stop the script:
+ * sshd leaves a session's command running, so it resumes the processes
+ * itself. Temporary names hold '@', which
  * no sandbox or snapshot name can, so they never collide with a real one.
  * The core keeps info.json in the state directory with "where" = the
  * remote path (core/snapshot.c). Direct mode is refused: the endpoint's
