@@ -20,7 +20,7 @@ import uuid
 import pytest
 
 from conftest import (ctl, error_text, log_text, poll, read_text, sandbox_run,
-                      write_config)
+                      wait_settled, write_config)
 from sshd_fixture import SshdFixture, fingerprint
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/usr/sbin/sshd"), reason="needs openssh-server (/usr/sbin/sshd)")
@@ -570,3 +570,40 @@ def test_snapshot_rmdir_provider_gone(remote):
         pfile.write_text(saved)
     os.rmdir(m.path / "snapshots" / "pg1")
     assert store_names(workdir) == []
+
+
+def test_restored_sandbox_keeps_its_files_across_remount(remote, seerfs_factory):
+    """The copy from the snapshot is made once, when the sandbox's directory
+    does not exist: after a remount the sandbox restarts with its own
+    changes, not with the snapshot's files again."""
+    m, pfile, workdir = remote
+    a = make(m, "ka")
+    assert run(a, "echo snap > /workspace/f")[0] == 0
+    ctl(a, "snapshot k1")
+    b = make(m, "kb", extra={"snapshot": "k1"})
+    assert run(b, "echo mine > /workspace/f")[0] == 0
+    m.stop(terminate_first=False)
+    m2 = seerfs_factory(state=m.state, args=("-o", f"providers={pfile}"))
+    b2 = m2.path / "kb"
+    assert wait_settled(b2) == "running"
+    poll(lambda: "running again" in log_text(b2), what="kb restarted after the remount")
+    assert run(b2, "cat /workspace/f") == (0, b"mine\n")
+    assert sorted(os.listdir(m2.path / "snapshots")) == ["k1"]
+
+
+def test_restore_from_a_copy_removed_by_hand(remote):
+    """A snapshot whose remote copy vanished fails provisioning with a
+    message that names it and says what to do; nothing is left behind."""
+    m, _, workdir = remote
+    a = make(m, "ga")
+    ctl(a, "snapshot g1")
+    shutil.rmtree(workdir / ".seerfs-snapshots" / "g1")
+    b = make(m, "gb", extra={"snapshot": "g1"}, want="failed")
+    assert "g1" in error_text(b) and "gone" in error_text(b) and "rmdir" in error_text(b)
+    assert not (workdir / "gb").exists()
+    assert [n for n in os.listdir(workdir) if "@" in n] == []
+    ctl(b, "terminate")
+    poll(lambda: read_text(b / "status").startswith("terminated"), what="gb terminated")
+    os.rmdir(b)
+    os.rmdir(m.path / "snapshots" / "g1")   # a copy already gone counts as deleted
+    assert os.listdir(m.path / "snapshots") == []
