@@ -336,20 +336,29 @@ def store_names(workdir):
     return sorted(os.listdir(d)) if d.is_dir() else []
 
 
-def stopped_pids(sbname):
-    """Remote processes of sandbox sbname (bwrap's hostname or cwd) in state T."""
-    out = []
+def sandbox_states(sbname):
+    """{pid: state letter} of the remote processes of sandbox sbname (their
+    environment holds SEER_SANDBOX=sbname)."""
+    out = {}
     for p in os.listdir("/proc"):
         if not p.isdigit():
             continue
         try:
+            env = pathlib.Path(f"/proc/{p}/environ").read_bytes().split(b"\0")
             stat = pathlib.Path(f"/proc/{p}/stat").read_text()
-            env_cwd = os.readlink(f"/proc/{p}/cwd")
         except OSError:
             continue
-        if stat.rsplit(") ", 1)[1][0] in "Tt" and f"/{sbname}/" in env_cwd + "/":
-            out.append(int(p))
+        if f"SEER_SANDBOX={sbname}".encode() in env:
+            out[int(p)] = stat.rsplit(") ", 1)[1][0]
     return out
+
+
+def stopped_pids(sbname):
+    """The remote processes of sandbox sbname that are stopped; asserts it
+    has some (else the check would prove nothing)."""
+    st = sandbox_states(sbname)
+    assert st, f"no process of sandbox {sbname} found"
+    return [p for p, s in st.items() if s in "Tt"]
 
 
 def test_snapshot_take_restore_rmdir(remote):
