@@ -18,6 +18,7 @@
 
 struct sandbox;
 struct seer_config;
+struct seer_ctx;
 struct sftp_client;
 
 /* A process to start inside a sandbox. */
@@ -34,6 +35,13 @@ struct seer_exit {
 	uint64_t cookie;
 	int status;              /* as from waitpid() */
 	uint64_t utime_us, stime_us;
+};
+
+/* What a provider that keeps snapshots itself reports about one it took. */
+struct seer_snap_taken {
+	char where[2048];        /* its location in the provider's store (info.json "where") */
+	uint64_t bytes, entries; /* size of its files, and how many entries */
+	double frozen_s;         /* how long the sandbox's processes were stopped */
 };
 
 typedef void (*seer_exit_fn)(struct sandbox *sb, const struct seer_exit *e);
@@ -59,6 +67,30 @@ struct seer_provider {
 	int (*signal)(struct sandbox *sb, int pid, int sig, int tree);
 	/* Stops (freeze=1) or resumes (0) every process of the sandbox. */
 	int (*freeze)(struct sandbox *sb, int freeze);
+	/*
+	 * Snapshots kept by the provider itself (remote providers). NULL
+	 * snap_take: the core copies the sandbox's local overlay instead
+	 * (freeze above), and the snapshot lives in the state directory.
+	 *
+	 * snap_take copies the running sandbox's files into the provider's
+	 * store as snapshot snap, its processes stopped for the copy and
+	 * resumed on every path; it returns once the copy is durable and
+	 * complete under its final name, and leaves nothing behind on failure
+	 * (-ENOSPC passes through). -ENOTSUP with a message where this
+	 * sandbox cannot be snapshotted. Restoring is part of start: there
+	 * snapshot_source (core/snapshot.h) says where the snapshot the
+	 * config names is kept, or refuses one taken on another provider.
+	 */
+	int (*snap_take)(struct sandbox *sb, const char *snap, struct seer_snap_taken *out, char *err, size_t errlen);
+	/* Deletes the snapshot stored at where (settings: the provider entry
+	 * it was taken on; the snapshot outlives its sandbox). A copy already
+	 * gone counts as deleted. */
+	int (*snap_remove)(struct seer_ctx *ctx, const void *settings, const char *snap, const char *where, char *err,
+			   size_t errlen);
+	/* The SFTP client and path on the remote host under which the
+	 * snapshot stored at where can be read (MOUNT/snapshots/NAME/root/). */
+	int (*snap_remote)(struct seer_ctx *ctx, const void *settings, const char *where, struct sftp_client **cli,
+			   char *root, size_t len, char *err, size_t errlen);
 	/* Whether any process other than the provider's own is alive. */
 	int (*busy)(struct sandbox *sb);
 	/* Frees sb->priv (the sandbox object is going away). */
@@ -75,7 +107,6 @@ extern const struct seer_provider seer_provider_ssh;
 /* Finds a provider by the name in a config ("local", or a named provider). */
 const struct seer_provider *seer_provider_find(const char *name);
 
-struct seer_ctx;
 /* Built-in name, or an entry of the providers file: *prov and its *settings
  * (NULL for built-ins; immortal, see core/providers.h). -ENOENT/-EINVAL with
  * a message in err (no sandbox name in it: the caller adds it). */

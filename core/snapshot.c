@@ -13,6 +13,12 @@
  * Restoring is O(1): a sandbox whose config says "snapshot": "NAME" mounts
  * NAME's layer stack (its own layer, then its parent's stack) as the
  * overlay's lower dirs under a fresh upper dir.
+ *
+ * A provider with snap_take (the ssh provider) keeps the copy itself, on
+ * its host: the same NAME.tmp/rename protocol then holds only info.json,
+ * with "provider" and "where", so listing, info.json and the dependency
+ * checks stay here; rmdir asks the provider to delete its copy first, and
+ * only that provider can restore it (snapshot_source).
  */
 #include "core/snapshot.h"
 #include "core/provider.h"
@@ -78,6 +84,23 @@ static struct json_object *info_layers(struct json_object *o)
 	return NULL;
 }
 
+/* A string field of info.json (borrowed from o); NULL when absent. */
+static const char *info_str(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+	if (o && json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string))
+		return json_object_get_string(v);
+	return NULL;
+}
+
+/* The provider a snapshot was taken on; snapshots from before the field
+ * existed were all local. */
+static const char *info_provider(struct json_object *o)
+{
+	const char *p = info_str(o, "provider");
+	return p ? p : "local";
+}
+
 int snapshot_stack(struct seer_ctx *ctx, const char *name, struct sbuf *out, char *err, size_t n)
 {
 	struct json_object *o = snapshot_exists(ctx, name) ? load_info(ctx, name) : NULL;
@@ -87,6 +110,12 @@ int snapshot_stack(struct seer_ctx *ctx, const char *name, struct sbuf *out, cha
 			 name);
 		json_object_put(o);
 		return -ENOENT;
+	}
+	if (info_str(o, "where")) {
+		snprintf(err, n, "snapshot %s was taken on provider %s and is kept there (%s), not in the state directory; only a sandbox of provider %s can start from it",
+			 name, info_provider(o), info_str(o, "where"), info_provider(o));
+		json_object_put(o);
+		return -EXDEV;
 	}
 	int r = 0;
 	size_t k = json_object_array_length(layers);
@@ -132,6 +161,39 @@ int snapshot_lowerdirs(struct sandbox *sb, struct sbuf *out, char *err, size_t n
 	if (r < 0)
 		snprintf(err, n, "sandbox %s: config field \"snapshot\": %s", sb->name, e);
 	return r;
+}
+
+int snapshot_info(struct seer_ctx *ctx, const char *name, char *prov, size_t plen, char *where, size_t wlen)
+{
+	struct json_object *o = snapshot_exists(ctx, name) ? load_info(ctx, name) : NULL;
+	if (!o)
+		return -ENOENT;
+	const char *w = info_str(o, "where");
+	snprintf(prov, plen, "%s", info_provider(o));
+	snprintf(where, wlen, "%s", w ? w : "");
+	json_object_put(o);
+	return 0;
+}
+
+int snapshot_source(struct sandbox *sb, char *where, size_t len, char *err, size_t n)
+{
+	where[0] = '\0';
+	if (!sb->cfg.snapshot)
+		return 0;
+	const char *snap = sb->cfg.snapshot, *mine = sb->cfg.provider ? sb->cfg.provider : "local";
+	char prov[128];
+	if (snapshot_info(sb->ctx, snap, prov, sizeof(prov), where, len) < 0) {
+		snprintf(err, n, "sandbox %s: config field \"snapshot\": snapshot %s does not exist (or its info.json is unreadable); ls MOUNT/snapshots lists the ones that do",
+			 sb->name, snap);
+		return -ENOENT;
+	}
+	if (strcmp(prov, mine) || !where[0]) {
+		snprintf(err, n, "sandbox %s: config field \"snapshot\": snapshot %s was taken on provider %s%s, and this sandbox is on provider %s; a snapshot can only be restored on the provider that took it: set \"provider\": \"%s\" or pick another snapshot",
+			 sb->name, snap, prov, where[0] ? "" : " (its files are in this machine's state directory)", mine, prov);
+		where[0] = '\0';
+		return -EXDEV;
+	}
+	return 0;
 }
 
 /* ---- the copy --------------------------------------------------------------------- */
@@ -363,18 +425,22 @@ static int sync_path(const char *p)
 	return r;
 }
 
-static int write_info(struct sandbox *sb, const char *name, const char *tmp, const struct copyctx *c, uint64_t t0,
-		      char *err, size_t n)
+/* where: the location in the provider's store of a snapshot the provider
+ * keeps (a full copy: its stack is itself alone), or NULL for a layer in
+ * the state directory, stacked on its parent's layers. */
+static int write_info(struct sandbox *sb, const char *name, const char *tmp, const struct copyctx *c, const char *where,
+		      uint64_t t0, char *err, size_t n)
 {
 	pthread_mutex_lock(&sb->lock);
 	char *config = xstrdup(sb->config_text ? sb->config_text : "");
 	char *parent = sb->cfg.snapshot ? xstrdup(sb->cfg.snapshot) : NULL;
+	char *prov = xstrdup(sb->cfg.provider ? sb->cfg.provider : "local");
 	pthread_mutex_unlock(&sb->lock);
 
 	struct json_object *o = json_object_new_object(), *layers = json_object_new_array();
 	json_object_array_add(layers, json_object_new_string(name));
 	int r = 0;
-	if (parent) {
+	if (parent && !where) {
 		struct json_object *pi = load_info(sb->ctx, parent);
 		struct json_object *pl = info_layers(pi);
 		if (!pl) {
@@ -395,6 +461,9 @@ static int write_info(struct sandbox *sb, const char *name, const char *tmp, con
 	json_object_object_add(o, "config", json_object_new_string(config));
 	json_object_object_add(o, "parent", parent ? json_object_new_string(parent) : NULL);
 	json_object_object_add(o, "layers", layers);
+	json_object_object_add(o, "provider", json_object_new_string(prov));
+	if (where)
+		json_object_object_add(o, "where", json_object_new_string(where));
 	if (r == 0) {
 		const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
 		char p[4400];
@@ -409,7 +478,84 @@ static int write_info(struct sandbox *sb, const char *name, const char *tmp, con
 	json_object_put(o);
 	free(config);
 	free(parent);
+	free(prov);
 	return r;
+}
+
+/* Freezes the sandbox, copies its overlay's upper dir to layer, thaws (on
+ * every path). The local overlay's way of taking a snapshot. */
+static int take_local(struct sandbox *sb, const char *name, const char *layer, struct copyctx *c, double *frozen,
+		      char *err, size_t n)
+{
+	const struct seer_provider *prov = sb->prov;
+	char upper[4096];
+	snprintf(upper, sizeof(upper), "%s/fs/upper", sb->dir);
+	double m0 = mono_s();
+	sandbox_log(sb, "snapshot %s: freezing the sandbox to copy its changes", name);
+	int r = prov->freeze(sb, 1);
+	/* The agent sends SIGSTOP to all once: a child forked while that
+	 * signal was being delivered escapes it. Asking again stops the
+	 * escapees (the others stay stopped). */
+	if (r == -ETIMEDOUT)
+		r = prov->freeze(sb, 1);
+	if (r == -ETIMEDOUT) {
+		/* What is left is a process that never shows 'T': a shell waiting
+		 * in vfork for a child that is stopped (dash vforks), or one deep
+		 * in a syscall. Every one has SIGSTOP pending, so none can run
+		 * its own code again; at worst a syscall already under way ends
+		 * during the copy. Go on, and say so. */
+		sandbox_log(sb, "snapshot %s: some processes of the sandbox are still inside the kernel (a vfork parent waiting on a stopped child, or a long system call); they cannot run, copying anyway",
+			    name);
+		r = 0;
+	}
+	if (r < 0) {
+		snprintf(err, n, "sandbox %s: snapshot %s: cannot freeze the sandbox: %s", sb->name, name, strerror(-r));
+		prov->freeze(sb, 0);
+		return r;
+	}
+	/* The copy reads the upper dir through the page cache, which already
+	 * holds what the frozen processes wrote; syncfs makes the source
+	 * durable too, so a crash cannot leave a snapshot newer than its
+	 * sandbox's disk. */
+	sync_path(upper);
+	r = copy_tree(upper, layer, c);
+	int tr = prov->freeze(sb, 0);
+	*frozen = mono_s() - m0;
+	if (tr < 0)
+		sandbox_log(sb, "snapshot %s: resuming the sandbox failed: %s; its processes may stay stopped (terminate and retry)",
+			    name, strerror(-tr));
+	if (r < 0)
+		snprintf(err, n, "sandbox %s: snapshot %s failed while %s: %s%s", sb->name, name, c->what[0] ? c->what : "copying",
+			 strerror(-r), r == -ENOSPC ? "; free space in the state directory and try again" : "");
+	return r;
+}
+
+/* The provider copies the sandbox into its own store; the state directory
+ * keeps only info.json (with "where"), so listing, info.json and the
+ * dependency checks work as for local snapshots. */
+static int take_store(struct sandbox *sb, const char *name, struct copyctx *c, char *where, size_t wlen,
+		      double *frozen, char *err, size_t n)
+{
+	struct seer_snap_taken t;
+	memset(&t, 0, sizeof(t));
+	sandbox_log(sb, "snapshot %s: asking provider %s to copy the sandbox", name, sb->prov->name);
+	int r = sb->prov->snap_take(sb, name, &t, err, n);
+	if (r < 0)
+		return r;
+	snprintf(where, wlen, "%s", t.where);
+	c->bytes = t.bytes;
+	c->entries = t.entries;
+	*frozen = t.frozen_s;
+	return 0;
+}
+
+/* Undoes a store snapshot whose local record could not be made. */
+static void untake_store(struct sandbox *sb, const char *name, const char *where)
+{
+	char e2[1024];
+	if (sb->prov->snap_remove(sb->ctx, sb->prov_settings, name, where, e2, sizeof(e2)) < 0)
+		sandbox_log(sb, "snapshot %s: its copy at %s could not be removed after the failure: %s; remove it by hand",
+			    name, where, e2);
 }
 
 int snapshot_take(struct sandbox *sb, const char *name, char *err, size_t n)
@@ -431,7 +577,8 @@ int snapshot_take(struct sandbox *sb, const char *name, char *err, size_t n)
 	}
 	char upper[4096], tmp[4200], fin[4096], layer[4300], lockp[4096];
 	snprintf(upper, sizeof(upper), "%s/fs/upper", sb->dir);
-	if (!prov || !prov->freeze || access(upper, F_OK) < 0) {
+	int store = prov && prov->snap_take;
+	if (!store && (!prov || !prov->freeze || access(upper, F_OK) < 0)) {
 		snprintf(err, n, "sandbox %s: snapshot %s: its provider %s keeps no local overlay, so it cannot be snapshotted",
 			 sb->name, name, prov ? prov->name : "(none)");
 		return -ENOTSUP;
@@ -446,7 +593,7 @@ int snapshot_take(struct sandbox *sb, const char *name, char *err, size_t n)
 		return -EEXIST;
 	}
 	/* One snapshot of a sandbox at a time: freeze/thaw do not nest. */
-	snprintf(lockp, sizeof(lockp), "%s/fs", sb->dir);
+	snprintf(lockp, sizeof(lockp), store ? "%s" : "%s/fs", sb->dir);
 	int sbl = open(lockp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (sbl < 0 || flock(sbl, LOCK_EX) < 0) {
 		int e = -errno;
@@ -469,47 +616,16 @@ int snapshot_take(struct sandbox *sb, const char *name, char *err, size_t n)
 	if (tl >= 0)
 		flock(tl, LOCK_EX);   /* tells snapshot_recover this build is alive */
 	uint64_t t0 = now_ns();
-	double m0 = mono_s();
 	struct copyctx c = {.can_clone = 1, .can_chown = 1};
-	sandbox_log(sb, "snapshot %s: freezing the sandbox to copy its changes", name);
-	r = prov->freeze(sb, 1);
-	/* The agent sends SIGSTOP to all once: a child forked while that
-	 * signal was being delivered escapes it. Asking again stops the
-	 * escapees (the others stay stopped). */
-	if (r == -ETIMEDOUT)
-		r = prov->freeze(sb, 1);
-	if (r == -ETIMEDOUT) {
-		/* What is left is a process that never shows 'T': a shell waiting
-		 * in vfork for a child that is stopped (dash vforks), or one deep
-		 * in a syscall. Every one has SIGSTOP pending, so none can run
-		 * its own code again; at worst a syscall already under way ends
-		 * during the copy. Go on, and say so. */
-		sandbox_log(sb, "snapshot %s: some processes of the sandbox are still inside the kernel (a vfork parent waiting on a stopped child, or a long system call); they cannot run, copying anyway",
-			    name);
-		r = 0;
-	}
-	if (r < 0) {
-		snprintf(err, n, "sandbox %s: snapshot %s: cannot freeze the sandbox: %s", sb->name, name, strerror(-r));
-		prov->freeze(sb, 0);
+	double frozen = 0;
+	char where[2048] = "";
+	if (store)
+		r = take_store(sb, name, &c, where, sizeof(where), &frozen, err, n);
+	else
+		r = take_local(sb, name, layer, &c, &frozen, err, n);
+	if (r < 0)
 		goto fail;
-	}
-	/* The copy reads the upper dir through the page cache, which already
-	 * holds what the frozen processes wrote; syncfs makes the source
-	 * durable too, so a crash cannot leave a snapshot newer than its
-	 * sandbox's disk. */
-	sync_path(upper);
-	r = copy_tree(upper, layer, &c);
-	int tr = prov->freeze(sb, 0);
-	double frozen = mono_s() - m0;
-	if (tr < 0)
-		sandbox_log(sb, "snapshot %s: resuming the sandbox failed: %s; its processes may stay stopped (terminate and retry)",
-			    name, strerror(-tr));
-	if (r < 0) {
-		snprintf(err, n, "sandbox %s: snapshot %s failed while %s: %s%s", sb->name, name, c.what[0] ? c.what : "copying",
-			 strerror(-r), r == -ENOSPC ? "; free space in the state directory and try again" : "");
-		goto fail;
-	}
-	if ((r = write_info(sb, name, tmp, &c, t0, err, n)) < 0)
+	if ((r = write_info(sb, name, tmp, &c, store ? where : NULL, t0, err, n)) < 0)
 		goto fail;
 	if ((r = sync_path(tmp)) < 0) {
 		snprintf(err, n, "sandbox %s: snapshot %s: syncfs: %s", sb->name, name, strerror(-r));
@@ -530,10 +646,13 @@ int snapshot_take(struct sandbox *sb, const char *name, char *err, size_t n)
 	if (tl >= 0)
 		close(tl);
 	close(sbl);
-	sandbox_log(sb, "snapshot %s taken: %llu bytes in %llu entries, sandbox frozen %.3f s", name,
-		    (unsigned long long)c.bytes, (unsigned long long)c.entries, frozen);
+	sandbox_log(sb, "snapshot %s taken: %llu bytes in %llu entries, sandbox frozen %.3f s%s%s", name,
+		    (unsigned long long)c.bytes, (unsigned long long)c.entries, frozen, where[0] ? ", kept at " : "",
+		    where);
 	return 0;
 fail:
+	if (store && where[0])
+		untake_store(sb, name, where);
 	rm_rf(tmp);
 	for (size_t i = 0; i < c.nlinks; i++)
 		free(c.links[i].path);
@@ -651,6 +770,35 @@ char *snapshot_error_text(struct seer_ctx *ctx, const char *name)
 	return t;
 }
 
+/* Deletes the provider's copy of a snapshot kept in a provider's store
+ * (nothing for a snapshot in the state directory). First, so that a
+ * failure (host unreachable) leaves the snapshot whole and rmdir can be
+ * tried again. */
+static int remove_stored(struct seer_ctx *ctx, const char *name, char *err, size_t n)
+{
+	char pname[128], where[2048], e2[1024];
+	if (snapshot_info(ctx, name, pname, sizeof(pname), where, sizeof(where)) < 0 || !where[0])
+		return 0;
+	const struct seer_provider *prov = NULL;
+	const void *settings = NULL;
+	int r = seer_provider_resolve(ctx, pname, &prov, &settings, e2, sizeof(e2));
+	if (r == 0 && !prov->snap_remove) {
+		snprintf(e2, sizeof(e2), "provider %s keeps no snapshots", pname);
+		r = -EINVAL;
+	}
+	if (r < 0) {
+		snprintf(err, n, "snapshot %s cannot be deleted: its copy is kept by provider %s at %s, and %s; put the provider back in the providers file and try again",
+			 name, pname, where, e2);
+		/* Not ENOENT: rmdir would read as "no such snapshot". */
+		return -ENXIO;
+	}
+	r = prov->snap_remove(ctx, settings, name, where, e2, sizeof(e2));
+	if (r < 0)
+		snprintf(err, n, "snapshot %s cannot be deleted: removing its copy at %s (provider %s) failed: %s; try again",
+			 name, where, pname, e2);
+	return r;
+}
+
 int snapshot_remove(struct seer_ctx *ctx, const char *name, char *err, size_t n)
 {
 	if (!snapshot_exists(ctx, name)) {
@@ -692,12 +840,16 @@ int snapshot_remove(struct seer_ctx *ctx, const char *name, char *err, size_t n)
 		free(d.user);
 		return -EBUSY;
 	}
+	int r = remove_stored(ctx, name, err, n);
+	if (r < 0) {
+		set_snap_error(ctx, name, err);
+		return r;
+	}
 	/* Rename out of sight first, so a crash mid-delete leaves a NAME.tmp
 	 * that recovery removes rather than half a snapshot. */
 	char fin[4096], tmp[4200];
 	snap_path(ctx, name, NULL, fin, sizeof(fin));
 	snprintf(tmp, sizeof(tmp), "%s%s", fin, TMP_SUFFIX);
-	int r;
 	if (renameat2(AT_FDCWD, fin, AT_FDCWD, tmp, RENAME_NOREPLACE) == 0)
 		r = rm_rf(tmp);
 	else

@@ -7,7 +7,10 @@
  * full layer stack, newest first). A sandbox started from a snapshot mounts
  * those layers as its overlay's lower dirs, so restore costs nothing.
  * NAME.tmp is a snapshot being built; it is never shown and is removed once
- * no process holds its lock (the builder crashed). See docs/snapshots.md.
+ * no process holds its lock (the builder crashed). A provider that keeps
+ * snapshots itself (provider.h's snap_take) stores the copy; NAME/ then
+ * holds info.json only, naming the provider and "where". See
+ * docs/snapshots.md.
  */
 #ifndef SEER_SNAPSHOT_H
 #define SEER_SNAPSHOT_H
@@ -26,7 +29,16 @@ int snapshot_take(struct sandbox *sb, const char *name, char *err, size_t errlen
  * when the config names none). */
 int snapshot_lowerdirs(struct sandbox *sb, struct sbuf *out, char *err, size_t errlen);
 
-/* The lowerdir list (colon separated, newest first) of snapshot NAME. */
+/* For providers that keep snapshots themselves: where the snapshot that
+ * sb's config names is kept ("" when the config names none). -ENOENT, or
+ * -EXDEV when it was taken on another provider, with a message. */
+int snapshot_source(struct sandbox *sb, char *where, size_t len, char *errbuf, size_t errlen);
+/* The provider snapshot NAME was taken on, and where that provider keeps
+ * it ("" for a snapshot in the state directory); -ENOENT. */
+int snapshot_info(struct seer_ctx *ctx, const char *name, char *prov, size_t plen, char *where, size_t wlen);
+
+/* The lowerdir list (colon separated, newest first) of snapshot NAME;
+ * -EXDEV for a snapshot a provider keeps elsewhere. */
 int snapshot_stack(struct seer_ctx *ctx, const char *name, struct sbuf *out, char *err, size_t errlen);
 /* Whether STATE/snapshots/NAME is a complete snapshot (1) or not (0). */
 int snapshot_exists(struct seer_ctx *ctx, const char *name);

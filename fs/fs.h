@@ -83,6 +83,11 @@ struct sftp_client;
 /* Serves root/ from `root` (a path on the remote host) through cli. */
 struct sftpfs *sftpfs_new(struct seer_fs *fs, struct sandbox *sb, struct sftp_client *cli, const char *root);
 void sftpfs_kill(struct sftpfs *r);
+/* Makes r refuse every change with EROFS (a snapshot's files); call it
+ * before r is handed out. */
+void sftpfs_set_readonly(struct sftpfs *r);
+/* Whether r is alive and serves through cli (else it is stale: replace it). */
+int sftpfs_uses(struct sftpfs *r, const struct sftp_client *cli);
 int sftpfs_root_entry(struct sftpfs *r, struct fuse_entry_param *e);
 /* A command ran in the sandbox: drop cached attributes, entries, data. */
 void sftpfs_invalidate(struct sftpfs *r);

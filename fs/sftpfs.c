@@ -41,6 +41,9 @@
  * Locking: one mutex (r->mu) for the table, the write queue and counts; it
  * is never held across a network call or a fuse_lowlevel_notify_*.
  *
+ * Read-only mode (sftpfs_set_readonly, a snapshot's copy on a remote host):
+ * every op that changes the tree fails EROFS before touching the network.
+ *
  * Every helper returns 0 or a negative errno; every op replies once.
  */
 #include "fs/fs.h"
@@ -189,6 +192,7 @@ struct sftpfs {
 	char *root;           /* remote path of the sandbox's "/" */
 	size_t rootlen;       /* 0 when root is "/" */
 	double timeout;
+	int readonly;         /* a snapshot's files: every change fails EROFS */
 
 	pthread_mutex_t mu;
 	pthread_cond_t work_cv;   /* a job was queued or became runnable */
@@ -963,6 +967,19 @@ struct sftpfs *sftpfs_new(struct seer_fs *fs, struct sandbox *sb, struct sftp_cl
 	return r;
 }
 
+void sftpfs_set_readonly(struct sftpfs *r)
+{
+	r->readonly = 1;
+}
+
+int sftpfs_uses(struct sftpfs *r, const struct sftp_client *cli)
+{
+	pthread_mutex_lock(&r->mu);
+	int same = !r->dead && r->cli == cli;
+	pthread_mutex_unlock(&r->mu);
+	return same;
+}
+
 void sftpfs_kill(struct sftpfs *r)
 {
 	if (!r)
@@ -1146,6 +1163,12 @@ static void dir_added(struct sftpfs *r, struct snode *n, const char *name)
 		fuse_reply_err(req, -rc);          \
 		return;                            \
 	}
+
+/* BEGIN for an op that changes the tree. */
+#define BEGIN_CHANGE(ino)                          \
+	BEGIN(ino);                                \
+	if (r->readonly)                           \
+		FAIL(-EROFS);
 
 #define FAIL(e)                                    \
 	do {                                       \
@@ -1359,7 +1382,7 @@ static int defer_attrs(struct sftpfs *r, struct snode *n, const sftp_attrs *know
 
 static void s_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
 {
-	BEGIN(ino);
+	BEGIN_CHANGE(ino);
 	struct sfile *f = fi && fi->fh && !S_ISDIR(n->mode) ? (struct sfile *)(uintptr_t)fi->fh : NULL;
 	if (f && !f->h)
 		f = NULL; /* opened without the server (s_open): ask by path */
@@ -1482,7 +1505,7 @@ static void fix_perm(struct sftpfs *r, const char *p, sftp_handle *h, sftp_attrs
 
 static void s_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
-	BEGIN(parent);
+	BEGIN_CHANGE(parent);
 	char *p = node_path(n, name, &rc);
 	if (!p)
 		FAIL(rc);
@@ -1519,7 +1542,7 @@ static void s_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t 
 static void s_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
 	(void)rdev;
-	BEGIN(parent);
+	BEGIN_CHANGE(parent);
 	if (!S_ISREG(mode))
 		FAIL(-EPERM); /* SFTP carries no device nodes, FIFOs or sockets */
 	char *p = node_path(n, name, &rc);
@@ -1559,7 +1582,7 @@ static void orphan_path(struct sftpfs *r, const char *p)
 
 static void s_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	BEGIN(parent);
+	BEGIN_CHANGE(parent);
 	char *p = node_path(n, name, &rc);
 	if (!p)
 		FAIL(rc);
@@ -1581,7 +1604,7 @@ static void s_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void s_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	BEGIN(parent);
+	BEGIN_CHANGE(parent);
 	char *p = node_path(n, name, &rc);
 	if (!p)
 		FAIL(rc);
@@ -1606,7 +1629,7 @@ static void s_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void s_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
-	BEGIN(parent);
+	BEGIN_CHANGE(parent);
 	char *p = node_path(n, name, &rc);
 	if (!p)
 		FAIL(rc);
@@ -1633,7 +1656,7 @@ static void s_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const
 
 static void s_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
-	BEGIN(ino);
+	BEGIN_CHANGE(ino);
 	struct snode *np = node_of(newparent);
 	char *op = node_path(n, NULL, &rc);
 	char *p = op ? node_path(np, newname, &rc) : NULL;
@@ -1683,6 +1706,8 @@ static void s_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const c
 static void s_access(fuse_req_t req, fuse_ino_t ino, int mask)
 {
 	BEGIN(ino);
+	if (r->readonly && (mask & W_OK))
+		FAIL(-EROFS);
 	if (!(mask & X_OK) || S_ISDIR(n->mode)) {
 		op_exit(r);
 		fuse_reply_err(req, 0);
@@ -1768,7 +1793,7 @@ static void rename_nodes(struct sftpfs *r, const char *from, const char *to)
 static void s_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent, const char *newname,
 		     unsigned int flags)
 {
-	BEGIN(parent);
+	BEGIN_CHANGE(parent);
 	if (flags & ~RENAME_NOREPLACE)
 		FAIL(-EINVAL); /* RENAME_EXCHANGE/WHITEOUT: SFTP has no such thing */
 	char *from = node_path(n, name, &rc);
@@ -1972,7 +1997,7 @@ static struct sfile *file_new(struct snode *n, sftp_handle *h, int flags)
 
 static void s_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
 {
-	BEGIN(parent);
+	BEGIN_CHANGE(parent);
 	char *p = node_path(n, name, &rc);
 	if (!p)
 		FAIL(rc);
@@ -2034,6 +2059,8 @@ static void s_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 static void s_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	BEGIN(ino);
+	if (r->readonly && ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)))
+		FAIL(-EROFS);
 	char *p = node_path(n, NULL, &rc);
 	if (!p)
 		FAIL(rc);

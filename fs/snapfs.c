@@ -13,11 +13,16 @@
  * deleted) or seerfs exits, the mount goes away with them: no helper
  * process lingers and nothing needs killing.
  *
+ * A snapshot its provider keeps on a remote host (info.json has "where")
+ * is shown instead by a read-only fs/sftpfs.c over the provider's SFTP
+ * client (snap_remote), kept in the same fs_sb's remote field.
+ *
  * The pass_fs of each viewed snapshot is kept in fs->sbs under the key
  * 0x80000000 | id: sandbox serials never reach that range (inode numbers
  * keep 23 bits of them), and the list already has a lock and a lifetime.
  */
 #include "fs/snapfs.h"
+#include "core/provider.h"
 #include "core/snapshot.h"
 
 #include <errno.h>
@@ -249,8 +254,64 @@ out:
 	return r;
 }
 
+/*
+ * root/ of a snapshot its provider keeps on a remote host: the copy served
+ * read-only over the provider's SFTP client (fs/sftpfs.c). The view is
+ * replaced when the provider's link changed (a reconnect), as root/ of a
+ * remote sandbox is.
+ */
+static int remote_root_entry(struct seer_fs *fs, uint32_t id, const char *name, const char *pname, const char *where,
+			     struct fuse_entry_param *e)
+{
+	const struct seer_provider *prov = NULL;
+	const void *settings = NULL;
+	struct sftp_client *cli = NULL;
+	char err[4096], root[4096];
+	int r = seer_provider_resolve(fs->ctx, pname, &prov, &settings, err, sizeof(err));
+	if (r == 0 && !prov->snap_remote) {
+		snprintf(err, sizeof(err), "provider %s cannot show its snapshots", pname);
+		r = -ENOTSUP;
+	}
+	if (r == 0)
+		r = prov->snap_remote(fs->ctx, settings, where, &cli, root, sizeof(root), err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "seerfs: snapshot %s: root/ (kept by provider %s at %s): %s\n", name, pname, where, err);
+		return r;
+	}
+	pthread_mutex_lock(&fs->lock);
+	struct fs_sb *s = fs_sb_get(fs, SNAP_KEY(id), 0);
+	r = s && s->remote && sftpfs_uses(s->remote, cli) ? sftpfs_root_entry(s->remote, e) : -ENOENT;
+	pthread_mutex_unlock(&fs->lock);
+	if (r == 0)
+		return 0;
+	struct sftpfs *nr = sftpfs_new(fs, NULL, cli, root);
+	if (!nr) {
+		fprintf(stderr, "seerfs: snapshot %s: root/: %s cannot be read over SFTP\n", name, root);
+		return -EIO;
+	}
+	sftpfs_set_readonly(nr);
+	struct sftpfs *old = NULL;
+	pthread_mutex_lock(&fs->lock);
+	s = fs_sb_get(fs, SNAP_KEY(id), 1);
+	if (s->remote && sftpfs_uses(s->remote, cli)) {
+		old = nr;   /* lost a race: use the other thread's */
+	} else {
+		old = s->remote;
+		s->remote = nr;
+	}
+	r = sftpfs_root_entry(s->remote, e);
+	pthread_mutex_unlock(&fs->lock);
+	if (old)
+		sftpfs_kill(old);
+	return r;
+}
+
 static int root_entry(struct seer_fs *fs, uint32_t id, const char *name, struct fuse_entry_param *e)
 {
+	char pname[128], where[2048];
+	if (snapshot_info(fs->ctx, name, pname, sizeof(pname), where, sizeof(where)) == 0 && where[0])
+		return remote_root_entry(fs, id, name, pname, where, e);
+
 	pthread_mutex_lock(&fs->lock);
 	struct fs_sb *s = fs_sb_get(fs, SNAP_KEY(id), 0);
 	int r = s && s->pass ? pass_root_entry(s->pass, e) : -ENOENT;
@@ -386,12 +447,14 @@ int snapfs_rmdir(struct seer_fs *fs, const char *name)
 	}
 	/* Drop the view: closing its fds releases the detached mount. */
 	struct pass_fs *pass = NULL;
+	struct sftpfs *remote = NULL;
 	pthread_mutex_lock(&fs->lock);
 	for (struct fs_sb **pp = &fs->sbs; *pp; pp = &(*pp)->next) {
 		if ((*pp)->serial == SNAP_KEY(snap_id(name))) {
 			struct fs_sb *s = *pp;
 			*pp = s->next;
 			pass = s->pass;
+			remote = s->remote;
 			free(s);
 			break;
 		}
@@ -401,5 +464,7 @@ int snapfs_rmdir(struct seer_fs *fs, const char *name)
 	 * rmdir and drops the entry itself when we answer 0. */
 	if (pass)
 		pass_kill(pass);
+	if (remote)
+		sftpfs_kill(remote);
 	return 0;
 }
