@@ -557,10 +557,11 @@ static void cdata_write(struct sftpfs *r, struct snode *n, uint64_t wgen0, uint6
 	n->cgen = n->wgen;
 }
 
-/* Under r->mu: whether n's content is what we keep. */
+/* Under r->mu: whether n's content is what we keep. Not for a file with
+ * another name we made (link): a write through that name is not seen here. */
 static int cdata_ok(struct snode *n)
 {
-	return n->cvalid && n->cgen == n->wgen;
+	return n->cvalid && n->cgen == n->wgen && !n->linked;
 }
 
 static int node_unref(struct snode *n, uint64_t k)
@@ -1298,7 +1299,7 @@ static void s_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	/* ... and any file whose attributes the server told us within the
 	 * cache time, followed by our own changes since: the kernel asks
 	 * again after every read (atime) and every close. */
-	mine = mine && (n->cf || now_ms() - n->a_ms < (int64_t)(t0 * 1000));
+	mine = mine && !n->linked && (n->cf || now_ms() - n->a_ms < (int64_t)(t0 * 1000));
 	pthread_mutex_unlock(&r->mu);
 	if (!mine)
 		settle_node(r, n);
@@ -1430,6 +1431,11 @@ static void s_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_
 			rc = f ? sftp_fsetstat(r->cli, f->h, &a) : sftp_lsetstat(r->cli, p, &a);
 			if (rc == -ENOTSUP && !S_ISLNK(n->mode))
 				rc = sftp_setstat(r->cli, p, &a);
+			/* An owner the server's user namespace cannot map (the
+			 * sandbox's sftp-server runs in bwrap's) is EINVAL there;
+			 * to a chown through the mount it is just not permitted. */
+			if (rc == -EINVAL)
+				rc = -EPERM;
 		}
 	}
 	if (rc == 0 && (to_set & FUSE_SET_ATTR_SIZE)) {
