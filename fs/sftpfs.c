@@ -95,6 +95,8 @@ struct snode {
 	uint64_t a_wgen;      /* ... while wgen was this */
 	int a_valid;
 	int64_t a_ms;         /* when the server last told them */
+	int opened;           /* opened through us since the last invalidation */
+	int kcached;          /* handed to the kernel with a timeout since then */
 	int linked;           /* has another name we made (link): see node_timeout */
 	/* Mode and time changes of a file we created, not yet sent: they go
 	 * with one FSETSTAT through cf's handle when a handle is flushed, before
@@ -763,10 +765,14 @@ static void to_stat(const sftp_attrs *a, fuse_ino_t ino, struct stat *st)
  * here; a job's start drops every cache anyway (sftpfs_invalidate). */
 static double node_timeout(struct sftpfs *r, struct snode *n)
 {
+	double t = cur_timeout(r);
 	pthread_mutex_lock(&r->mu);
-	int linked = n->linked;
+	if (n->linked)
+		t = 0;
+	else if (t > 0)
+		n->kcached = 1; /* the kernel may now keep it: see sftpfs_invalidate */
 	pthread_mutex_unlock(&r->mu);
-	return linked ? 0 : cur_timeout(r);
+	return t;
 }
 
 /* Fills e for path with attributes a, counting a lookup on its node. */
@@ -1035,6 +1041,8 @@ int sftpfs_root_entry(struct sftpfs *r, struct fuse_entry_param *e)
 struct inval {
 	fuse_ino_t ino, parent;
 	char *name;
+	int pages;            /* its cached pages go too */
+	int dir;
 };
 
 void sftpfs_invalidate(struct sftpfs *r)
@@ -1050,7 +1058,19 @@ void sftpfs_invalidate(struct sftpfs *r)
 		for (struct snode *n = r->tab[i]; n; n = n->hnext) {
 			n->a_valid = 0;
 			cdata_drop(r, n);
+			/* Only what the kernel may hold: each notification costs a
+			 * system call, and a sandbox whose tree was walked once
+			 * keeps tens of thousands of nodes (every exec paid for
+			 * all of them). Given with timeout 0 means nothing kept. */
+			if (!n->kcached && !n->opened && n != r->rootn)
+				continue;
+			n->kcached = 0;
 			v[k].ino = ino_of(n);
+			/* Pages: a directory's hold its cached listing; a file
+			 * has them only if it was opened since the last time. */
+			v[k].pages = S_ISDIR(n->mode) || n->opened;
+			v[k].dir = S_ISDIR(n->mode);
+			n->opened = 0;
 			if (n != r->rootn) {
 				char *slash = strrchr(n->path, '/');
 				char *dir = strndup(n->path, slash == n->path ? 1 : (size_t)(slash - n->path));
@@ -1081,11 +1101,20 @@ void sftpfs_invalidate(struct sftpfs *r)
 		if (alias && v[i].ino == rootino)
 			v[i].ino = alias;
 		if (v[i].name) {
-			fuse_lowlevel_notify_inval_entry(se, v[i].parent, v[i].name, strlen(v[i].name));
+			/* A file's name is only expired: the dentry stays but
+			 * is looked up again at next use, cheaper than dropping
+			 * it with thousands of known names. A directory's is
+			 * dropped: an expired directory dentry kept the kernel's
+			 * cached listing of it (test_stale_entries). */
+			if (v[i].dir)
+				fuse_lowlevel_notify_inval_entry(se, v[i].parent, v[i].name, strlen(v[i].name));
+			else
+				fuse_lowlevel_notify_expire_entry(se, v[i].parent, v[i].name, strlen(v[i].name),
+								  FUSE_LL_EXPIRE_ONLY);
 			free(v[i].name);
 		}
 		if (v[i].ino)
-			fuse_lowlevel_notify_inval_inode(se, v[i].ino, 0, 0);
+			fuse_lowlevel_notify_inval_inode(se, v[i].ino, v[i].pages ? 0 : -1, 0);
 	}
 	free(v);
 }
@@ -1992,6 +2021,7 @@ static struct sfile *file_new(struct snode *n, sftp_handle *h, int flags)
 {
 	struct sfile *f = calloc(1, sizeof(*f));
 	if (f) {
+		n->opened = 1; /* racy by design: a stale 1 only costs a page drop */
 		f->n = n;
 		f->h = h;
 		f->append = !!(flags & O_APPEND);

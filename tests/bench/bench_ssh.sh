@@ -85,7 +85,10 @@ NFILES=$(tar tf "$B/inc.tar" | wc -l)
 run_suite() { # name dir
 	local n=$1 d=$2 t0
 	set +e  # a failing step (sshfs's tar on symlinks) is recorded, not fatal
-	local genv=(env GIT_AUTHOR_NAME=b GIT_AUTHOR_EMAIL=b@b GIT_COMMITTER_NAME=b GIT_COMMITTER_EMAIL=b@b HOME=$B)
+	# safe.directory: the remote trees belong to the server's user, not to
+	# the root that runs git here
+	local genv=(env GIT_AUTHOR_NAME=b GIT_AUTHOR_EMAIL=b@b GIT_COMMITTER_NAME=b GIT_COMMITTER_EMAIL=b@b HOME=$B
+		GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=safe.directory GIT_CONFIG_VALUE_0='*')
 	drop
 	t0=$(now); dd if=/dev/zero of="$d/big" bs=1M count="$SIZE" conv=fsync status=none
 	T[$n,seqw]=$(echo "$(now) - $t0" | bc)
@@ -104,15 +107,15 @@ for i in range(10000):
 	mkdir "$d/src"
 	t0=$(now); tar xf "$B/inc.tar" --no-same-owner -C "$d/src" 2>"$B/tar-$n.err" || FAILS+="$n: tar x failed, $(grep -c . "$B/tar-$n.err") errors, e.g.: $(head -2 "$B/tar-$n.err" | tr '\n' ' ')"$'\n'
 	T[$n,tarx]=$(echo "$(now) - $t0" | bc)
-	(cd "$d/src" && git init -q && git config core.preloadindex true)
+	(cd "$d/src" && "${genv[@]}" git init -q && "${genv[@]}" git config core.preloadindex true)
 	t0=$(now); (cd "$d/src" && "${genv[@]}" git add -A 2>"$B/git-$n.err" && "${genv[@]}" git commit -q -m bench) ||
 		FAILS+="$n: git add/commit failed: $(head -1 "$B/git-$n.err")"$'\n'
 	T[$n,commit]=$(echo "$(now) - $t0" | bc)
-	(cd "$d/src" && git status --porcelain >/dev/null)
-	t0=$(now); (cd "$d/src" && git status --porcelain >/dev/null)
+	(cd "$d/src" && "${genv[@]}" git status --porcelain >/dev/null)
+	t0=$(now); (cd "$d/src" && "${genv[@]}" git status --porcelain >/dev/null)
 	T[$n,gsw]=$(echo "$(now) - $t0" | bc)
 	drop
-	t0=$(now); (cd "$d/src" && git status --porcelain >/dev/null)
+	t0=$(now); (cd "$d/src" && "${genv[@]}" git status --porcelain >/dev/null)
 	T[$n,gsc]=$(echo "$(now) - $t0" | bc)
 	drop
 	t0=$(now); find "$d/src" >/dev/null

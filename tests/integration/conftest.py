@@ -147,6 +147,15 @@ def ctl(sbdir, cmd):
     write_file(pathlib.Path(sbdir) / "ctl", cmd, os.O_WRONLY)
 
 
+def ctl_errno(sbdir, cmd):
+    """Writes cmd to ctl; returns 0 or the errno the write failed with."""
+    try:
+        ctl(sbdir, cmd)
+        return 0
+    except OSError as e:
+        return e.errno
+
+
 def status_text(sbdir):
     return (pathlib.Path(sbdir) / "status").read_text()
 

@@ -268,3 +268,41 @@ if __name__ == "__main__":
                 time.sleep(1)
         except KeyboardInterrupt:
             pass
+
+
+def transfers_across_link_kill(sshd, read_path, write_path):
+    """Reads read_path and writes 4 GiB to write_path in two threads, kills
+    sshd's session processes a second in, and returns the errno each ended
+    with (0: finished) and the seconds they took after the kill; a transfer
+    still running 30 s after it counts as hung (None)."""
+    import threading
+    results = {"read": None, "write": None}
+
+    def reader():
+        try:
+            with open(read_path, "rb") as f:
+                while f.read(1 << 20):
+                    pass
+            results["read"] = 0
+        except OSError as e:
+            results["read"] = e.errno
+
+    def writer():
+        buf = b"w" * (1 << 20)
+        try:
+            with open(write_path, "wb") as f:
+                for _ in range(4096):
+                    f.write(buf)
+            results["write"] = 0
+        except OSError as e:
+            results["write"] = e.errno
+
+    ths = [threading.Thread(target=reader, daemon=True), threading.Thread(target=writer, daemon=True)]
+    for t in ths:
+        t.start()
+    time.sleep(1.0)
+    killed = time.monotonic()
+    assert sshd.kill_session_processes(), "no sshd session to kill"
+    for t in ths:
+        t.join(30)
+    return results, time.monotonic() - killed

@@ -17,13 +17,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from sshd_fixture import SshdFixture  # noqa: E402
+from sshd_fixture import SshdFixture, transfers_across_link_kill  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -371,39 +370,9 @@ def test_link_loss_fails_promptly():
         with open(os.path.join(remote, "big"), "wb") as f:
             f.truncate(2 << 30)  # sparse 2 GiB
         m = Mount(sshd, remote, mnt)
-        results = {}
-
-        def reader():
-            t0 = time.monotonic()
-            try:
-                with open(os.path.join(mnt, "big"), "rb") as f:
-                    while f.read(1 << 20):
-                        pass
-                results["read"] = 0
-            except OSError as e:
-                results["read"] = e.errno
-            results["read_t"] = time.monotonic() - t0
-
-        def writer():
-            buf = b"w" * (1 << 20)
-            try:
-                with open(os.path.join(mnt, "out"), "wb") as f:
-                    for _ in range(4096):
-                        f.write(buf)
-                results["write"] = 0
-            except OSError as e:
-                results["write"] = e.errno
-
-        ths = [threading.Thread(target=reader), threading.Thread(target=writer)]
-        for t in ths:
-            t.start()
-        time.sleep(1.0)
-        killed = time.monotonic()
-        assert sshd.kill_session_processes()
-        for t in ths:
-            t.join(30)
-        assert not any(t.is_alive() for t in ths), "hung after link loss"
-        assert time.monotonic() - killed < 15
+        results, took = transfers_across_link_kill(sshd, os.path.join(mnt, "big"), os.path.join(mnt, "out"))
+        assert None not in results.values(), ("hung after link loss", results)
+        assert took < 15
         assert results["read"] in (errno.EIO, errno.ENOTCONN, errno.ETIMEDOUT), results
         assert results["write"] in (errno.EIO, errno.ENOTCONN, errno.ETIMEDOUT), results
         # later operations fail too, promptly

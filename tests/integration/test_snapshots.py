@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import (IS_ROOT, ctl, error_text, log_text, mounted, poll, read_text, sandbox_run, state, unmount,
+from conftest import (ctl_errno, IS_ROOT, ctl, error_text, log_text, mounted, poll, read_text, sandbox_run, state, unmount,
                       wait_settled)
 
 
@@ -32,15 +32,6 @@ def _try_run(sbdir, cmd):
         return run_ok(sbdir, cmd)
     except BlockingIOError:
         return None
-
-
-def ctl_errno(sbdir, cmd):
-    """Writes cmd to ctl; returns 0 or the errno the write failed with."""
-    try:
-        ctl(sbdir, cmd)
-        return 0
-    except OSError as e:
-        return e.errno
 
 
 def snaps(m):

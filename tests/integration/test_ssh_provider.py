@@ -19,9 +19,9 @@ import uuid
 
 import pytest
 
-from conftest import (ctl, error_text, log_text, poll, read_text, sandbox_run,
+from conftest import (ctl_errno, ctl, error_text, log_text, poll, read_text, sandbox_run,
                       wait_settled, write_config)
-from sshd_fixture import SshdFixture, fingerprint
+from sshd_fixture import SshdFixture, fingerprint, transfers_across_link_kill
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/usr/sbin/sshd"), reason="needs openssh-server (/usr/sbin/sshd)")
 
@@ -740,43 +740,14 @@ def test_link_killed_mid_write_and_read_then_root_works_again(remote, sshd):
     large read through root/ fails both within seconds (the provider's
     timeout is 3 s), the writer's close never claims success, and root/
     works again after the reconnect without a remount."""
-    import threading
     m, _, workdir = remote
     sb = make(m, "fk")
     src = workdir / "fk" / "workspace" / "src.bin"
     with open(src, "wb") as f:
         f.truncate(1 << 30)  # sparse 1 GiB, read through root/
-    results = {}
-
-    def reader():
-        try:
-            with open(_root_ws(sb) / "src.bin", "rb") as f:
-                while f.read(1 << 20):
-                    pass
-            results["read"] = 0
-        except OSError as e:
-            results["read"] = e.errno
-
-    def writer():
-        buf = b"w" * (1 << 20)
-        try:
-            with open(_root_ws(sb) / "out.bin", "wb") as f:
-                for _ in range(4096):
-                    f.write(buf)
-            results["write"] = 0
-        except OSError as e:
-            results["write"] = e.errno
-
-    ths = [threading.Thread(target=reader), threading.Thread(target=writer)]
-    for t in ths:
-        t.start()
-    time.sleep(1.0)
-    killed = time.monotonic()
-    assert sshd.kill_session_processes()
-    for t in ths:
-        t.join(30)
-    assert not any(t.is_alive() for t in ths), "a transfer hung after the link died"
-    assert time.monotonic() - killed < 20
+    results, took = transfers_across_link_kill(sshd, _root_ws(sb) / "src.bin", _root_ws(sb) / "out.bin")
+    assert None not in results.values(), ("a transfer hung after the link died", results)
+    assert took < 20
     assert results["read"] in (errno.EIO, errno.ENOTCONN, errno.ETIMEDOUT), results
     assert results["write"] in (errno.EIO, errno.ENOTCONN, errno.ETIMEDOUT), results
     poll(lambda: "disconnected" in log_text(sb), 10, what="the disconnect in the log")
@@ -825,15 +796,6 @@ def test_remote_disk_full_under_root(remote):
 # ---- snapshots -----------------------------------------------------------------
 # The remote host is this machine, so the remote store (WORKDIR/.seerfs-snapshots)
 # and the sandboxes' directories can be compared directly.
-
-def ctl_errno(sbdir, cmd):
-    """Writes cmd to ctl; 0 or the errno the write failed with."""
-    try:
-        ctl(sbdir, cmd)
-        return 0
-    except OSError as e:
-        return e.errno
-
 
 def tree(top):
     """{relative path: (type, mode, content or target)} of a directory tree."""
