@@ -1460,10 +1460,11 @@ static void s_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_
 			rc = f ? sftp_fsetstat(r->cli, f->h, &a) : sftp_lsetstat(r->cli, p, &a);
 			if (rc == -ENOTSUP && !S_ISLNK(n->mode))
 				rc = sftp_setstat(r->cli, p, &a);
-			/* An owner the server's user namespace cannot map (the
-			 * sandbox's sftp-server runs in bwrap's) is EINVAL there;
-			 * to a chown through the mount it is just not permitted. */
-			if (rc == -EINVAL)
+			/* A chown the server's user may not make is EPERM in
+			 * POSIX; SFTP carries it as PERMISSION_DENIED (EACCES
+			 * here), and an owner the sandbox's user namespace cannot
+			 * map (its sftp-server runs in bwrap's) as EINVAL. */
+			if (rc == -EINVAL || rc == -EACCES)
 				rc = -EPERM;
 		}
 	}

@@ -457,6 +457,8 @@ def test_closed_handles_are_closed_on_the_server(env):
     d = M(env, "many-closes")
     os.mkdir(d)
     server = [p for p in os.listdir("/proc") if p.isdigit() and _is_sftp_server_of(p, env.sshd)]
+    if server and not os.access(f"/proc/{server[0]}/fd", os.R_OK):
+        pytest.skip("sftp-server makes itself undumpable: its open fds are readable by root only")
     before = {p: len(os.listdir(f"/proc/{p}/fd")) for p in server}
     for i in range(300):
         with open(os.path.join(d, f"f{i}"), "w") as f:
