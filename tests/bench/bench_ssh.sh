@@ -82,55 +82,76 @@ FAILS=
 tar cf "$B/inc.tar" -C /usr --exclude=include/boost include 2>/dev/null
 NFILES=$(tar tf "$B/inc.tar" | wc -l)
 
-run_suite() { # name dir
+# One row for one client: the clients take turns row by row (run_rows),
+# so writeback and the shared CPUs weigh on each of them alike.
+step() { # name dir row
 	local n=$1 d=$2 t0
 	set +e  # a failing step (sshfs's tar on symlinks) is recorded, not fatal
 	# safe.directory: the remote trees belong to the server's user, not to
 	# the root that runs git here
 	local genv=(env GIT_AUTHOR_NAME=b GIT_AUTHOR_EMAIL=b@b GIT_COMMITTER_NAME=b GIT_COMMITTER_EMAIL=b@b HOME=$B
 		GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=safe.directory GIT_CONFIG_VALUE_0='*')
-	drop
-	t0=$(now); dd if=/dev/zero of="$d/big" bs=1M count="$SIZE" conv=fsync status=none
-	T[$n,seqw]=$(echo "$(now) - $t0" | bc)
-	drop
-	t0=$(now); dd if="$d/big" of=/dev/null bs=1M status=none
-	T[$n,seqr]=$(echo "$(now) - $t0" | bc)
-	rm -f "$d/big"
-	mkdir "$d/many"
-	t0=$(now)
-	python3 -c "
+	case $3 in
+	seqw)
+		drop
+		t0=$(now); dd if=/dev/zero of="$d/big" bs=1M count="$SIZE" conv=fsync status=none ;;
+	seqr)
+		drop
+		t0=$(now); dd if="$d/big" of=/dev/null bs=1M status=none ;;
+	create)
+		rm -f "$d/big"
+		mkdir "$d/many"
+		sync
+		t0=$(now)
+		python3 -c "
 import sys
 d = sys.argv[1]
 for i in range(10000):
-    with open(f'{d}/f{i}', 'w') as f: f.write('x')" "$d/many"
-	T[$n,create]=$(echo "$(now) - $t0" | bc)
-	mkdir "$d/src"
-	t0=$(now); tar xf "$B/inc.tar" --no-same-owner -C "$d/src" 2>"$B/tar-$n.err" || FAILS+="$n: tar x failed, $(grep -c . "$B/tar-$n.err") errors, e.g.: $(head -2 "$B/tar-$n.err" | tr '\n' ' ')"$'\n'
-	T[$n,tarx]=$(echo "$(now) - $t0" | bc)
-	(cd "$d/src" && "${genv[@]}" git init -q && "${genv[@]}" git config core.preloadindex true)
-	t0=$(now); (cd "$d/src" && "${genv[@]}" git add -A 2>"$B/git-$n.err" && "${genv[@]}" git commit -q -m bench) ||
-		FAILS+="$n: git add/commit failed: $(head -1 "$B/git-$n.err")"$'\n'
-	T[$n,commit]=$(echo "$(now) - $t0" | bc)
-	(cd "$d/src" && "${genv[@]}" git status --porcelain >/dev/null)
-	t0=$(now); (cd "$d/src" && "${genv[@]}" git status --porcelain >/dev/null)
-	T[$n,gsw]=$(echo "$(now) - $t0" | bc)
-	drop
-	t0=$(now); (cd "$d/src" && "${genv[@]}" git status --porcelain >/dev/null)
-	T[$n,gsc]=$(echo "$(now) - $t0" | bc)
-	drop
-	t0=$(now); find "$d/src" >/dev/null
-	T[$n,find]=$(echo "$(now) - $t0" | bc)
-	t0=$(now); du -s "$d/src" >/dev/null
-	T[$n,du]=$(echo "$(now) - $t0" | bc)
-	diff -r --no-dereference --exclude=boost /usr/include "$d/src/include" >"$B/diff-$n" 2>&1 ||
-		FAILS+="$n: tree differs from /usr/include after tar x: $(grep -c . "$B/diff-$n") lines, e.g.: $(head -1 "$B/diff-$n")"$'\n'
-	rm -rf "$d/many" "$d/src"
+    with open(f'{d}/f{i}', 'w') as f: f.write('x')" "$d/many" ;;
+	tarx)
+		mkdir "$d/src"
+		sync
+		t0=$(now); tar xf "$B/inc.tar" --no-same-owner -C "$d/src" 2>"$B/tar-$n.err" ||
+			FAILS+="$n: tar x failed, $(grep -c . "$B/tar-$n.err") errors, e.g.: $(head -2 "$B/tar-$n.err" | tr '\n' ' ')"$'\n' ;;
+	commit)
+		(cd "$d/src" && "${genv[@]}" git init -q && "${genv[@]}" git config core.preloadindex true)
+		sync
+		t0=$(now); (cd "$d/src" && "${genv[@]}" git add -A 2>"$B/git-$n.err" && "${genv[@]}" git commit -q -m bench) ||
+			FAILS+="$n: git add/commit failed: $(head -1 "$B/git-$n.err")"$'\n' ;;
+	gsw)
+		(cd "$d/src" && "${genv[@]}" git status --porcelain >/dev/null)
+		t0=$(now); (cd "$d/src" && "${genv[@]}" git status --porcelain >/dev/null) ;;
+	gsc)
+		drop
+		t0=$(now); (cd "$d/src" && "${genv[@]}" git status --porcelain >/dev/null) ;;
+	find)
+		drop
+		t0=$(now); find "$d/src" >/dev/null ;;
+	du)
+		t0=$(now); du -s "$d/src" >/dev/null ;;
+	esac
+	T[$n,$3]=$(echo "$(now) - $t0" | bc)
+	set -e
+}
+
+run_rows() { # name=dir ...
+	local row c
+	for row in seqw seqr create tarx commit gsw gsc find du; do
+		for c in "$@"; do
+			step "${c%%=*}" "${c#*=}" "$row"
+		done
+	done
+	set +e
+	for c in "$@"; do
+		diff -r --no-dereference --exclude=boost /usr/include "${c#*=}/src/include" >"$B/diff-${c%%=*}" 2>&1 ||
+			FAILS+="${c%%=*}: tree differs from /usr/include after tar x: $(grep -c . "$B/diff-${c%%=*}") lines, e.g.: $(head -1 "$B/diff-${c%%=*}")"$'\n'
+		rm -rf "${c#*=}/many" "${c#*=}/src"
+	done
 	set -e
 }
 
 # --- native ---------------------------------------------------------------
 mkdir -p "$B/remote-native"
-run_suite native "$B/remote-native"
 
 # --- sshfs ----------------------------------------------------------------
 mkdir -p "$B/remote-sshfs" "$B/mnt-sshfs"
@@ -139,8 +160,6 @@ sshfs -o "port=$PORT,IdentityFile=$KEY,UserKnownHostsFile=$KH,StrictHostKeyCheck
 	-o kernel_cache,dir_cache=yes,dcache_timeout=60,entry_timeout=60,attr_timeout=60 \
 	-o Ciphers=aes128-ctr,MACs=hmac-sha2-256,Compression=no \
 	"$USER@$HOST:$B/remote-sshfs" "$B/mnt-sshfs"
-run_suite sshfs "$B/mnt-sshfs"
-umount "$B/mnt-sshfs"
 
 # --- seerfs, ssh provider, host mode ---------------------------------------
 mkdir -p "$B/mnt-seerfs" "$B/state" "$B/work"
@@ -153,7 +172,9 @@ EOF
 mkdir "$B/mnt-seerfs/s"
 echo '{"provider": "b"}' >"$B/mnt-seerfs/s/config.json"
 head -1 "$B/mnt-seerfs/s/wait" | grep -q running || { cat "$B/mnt-seerfs/s/error"; exit 1; }
-run_suite seerfs "$B/mnt-seerfs/s/root/workspace"
+# --- the files rows, the three in turn -----------------------------------
+run_rows native="$B/remote-native" sshfs="$B/mnt-sshfs" seerfs="$B/mnt-seerfs/s/root/workspace"
+umount "$B/mnt-sshfs"
 
 # --- exec round trip of true ----------------------------------------------
 SSHO=(-p "$PORT" -i "$KEY" -o "UserKnownHostsFile=$KH" -o StrictHostKeyChecking=yes -o BatchMode=yes
