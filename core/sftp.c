@@ -586,12 +586,14 @@ static void req_reset(struct sftp_req *r)
     r->got = 0;
 }
 
-/* Registers r and queues the packet in b (+ data). */
+/* Registers r and queues the packet in b (+ data).  Without r the packet
+ * goes unregistered: dispatch() drops its answer (nobody waits for it). */
 static int send_req(sftp_client *s, struct sftp_req *r, struct sbuf *b,
                     const void *data, size_t dlen)
 {
     struct iovec iov[2];
     int rc;
+    uint32_t id;
 
     if (b->oom)
         return -ENOMEM;
@@ -601,20 +603,23 @@ static int send_req(sftp_client *s, struct sftp_req *r, struct sbuf *b,
         pthread_mutex_unlock(&s->mu);
         return rc;
     }
-    r->id = s->next_id++;
-    r->done = 0;
-    tab_insert(s, r);
+    id = s->next_id++;
+    if (r) {
+        r->id = id;
+        r->done = 0;
+        tab_insert(s, r);
+    }
     pthread_mutex_unlock(&s->mu);
 
     put32(b->p, (uint32_t)(b->len - 4 + dlen));
-    put32(b->p + 5, r->id);
+    put32(b->p + 5, id);
     iov[0].iov_base = b->p;
     iov[0].iov_len = b->len;
     iov[1].iov_base = (void *)data;
     iov[1].iov_len = dlen;
     rc = ssh_chan_writev(s->ch, iov, dlen ? 2 : 1,
                          __atomic_load_n(&s->timeout_ms, __ATOMIC_RELAXED));
-    if (rc) {
+    if (rc && r) {
         pthread_mutex_lock(&s->mu);
         tab_forget(s, r);
         if (rc == -EPIPE)
@@ -1122,23 +1127,12 @@ int sftp_close(sftp_client *s, sftp_handle *h)
 void sftp_close_nowait(sftp_client *s, sftp_handle *h)
 {
     struct sbuf b;
-    struct iovec iov;
     if (!h)
         return;
     sb_start(&b, FXP_CLOSE);
     sb_handle(&b, h);
     free(h);
-    pthread_mutex_lock(&s->mu);
-    int dead = s->dead;
-    uint32_t id = s->next_id++;
-    pthread_mutex_unlock(&s->mu);
-    if (!dead && !b.oom) {
-        put32(b.p, (uint32_t)(b.len - 4));
-        put32(b.p + 5, id);
-        iov.iov_base = b.p;
-        iov.iov_len = b.len;
-        (void)ssh_chan_writev(s->ch, &iov, 1, __atomic_load_n(&s->timeout_ms, __ATOMIC_RELAXED));
-    }
+    (void)send_req(s, NULL, &b, NULL, 0);
     sb_free(&b);
 }
 

@@ -2306,7 +2306,7 @@ static void s_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size
 			drop_parent_list(r, n->path); /* its size there is stale now */
 		/* While nothing else runs in the sandbox we know the size this
 		 * write leaves (setattr answers from it instead of asking). */
-		int track = n->a_valid && n->a_wgen == n->wgen && !f->append && r->busy == 0 && cached;
+		int track = n->a_valid && n->a_wgen == n->wgen && !f->append && cached;
 		uint64_t wgen0 = n->wgen;
 		n->wgen++;
 		cdata_write(r, n, wgen0, (uint64_t)off, buf, size, !f->append && cached);
