@@ -74,6 +74,7 @@ struct job {
 	int fd[3];                 /* stdout, stderr, output.idx (written by the I/O thread) */
 	uint64_t len[3];           /* bytes stored; [JS_OUTPUT]: the output's length */
 	int capped[3];
+	int store_err[3];          /* why a stream stopped being stored short of the cap */
 	int legacy_output;         /* a record from before output.idx: `output` is a copy */
 	uint64_t nrec;             /* published records of output.idx */
 	int run;                   /* stream of the open run, -1 when none */
@@ -119,6 +120,7 @@ struct jobio {
 	struct job **running;
 	size_t n, cap;
 	char *buf;
+	int mid[2];                /* the I/O thread's own pipe (io_move) */
 };
 
 static struct jobtab *tab(struct sandbox *sb)
@@ -205,7 +207,11 @@ static void persist_locked(struct job *j)
 	const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
 	char path[4096];
 	snprintf(path, sizeof(path), "%s/meta.json", j->dir);
-	write_file_atomic(path, s, strlen(s), 0600);
+	/* Replaced whole, without fsync: a job's output is not fsynced either,
+	 * and the record must survive seerfs dying, which the page cache
+	 * does. Two fsyncs per write cost more than the rest of a job's
+	 * start. */
+	write_file_replace(path, s, strlen(s), 0600);
 	json_object_put(o);
 }
 
@@ -397,9 +403,57 @@ static void index_chunk(struct job *j, int which, uint64_t at, uint64_t n, int l
 	}
 }
 
-/* Moves what the pipe holds into the job's stream file: splice where it
- * can (no copy through user space), read and write otherwise. Past the
- * output cap, or after a write error, the bytes are read and dropped.
+/* Writes len bytes of b at offset at; returns how many reached the file,
+ * with the error that stopped it in *err. */
+static size_t pwrite_all(int fd, const char *b, size_t len, uint64_t at, int *err)
+{
+	size_t done = 0;
+	while (done < len && fd >= 0) {
+		ssize_t r = pwrite(fd, b + done, len - done, (off_t)(at + done));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			*err = r < 0 ? errno : ENOSPC;
+			break;
+		}
+		done += (size_t)r;
+	}
+	return done;
+}
+
+/* Books n bytes taken from a pipe of which `stored` reached the file at
+ * `at`. Bytes beyond what was stored mark the stream capped: the cap, or
+ * a write error `err` (a full disk), which stops storing output, not the
+ * job. */
+static ssize_t io_book(struct job *j, int s, uint64_t at, size_t n, size_t stored, int err)
+{
+	struct jobtab *t = j->sb->jobs;
+	pthread_mutex_lock(&t->lock);
+	j->len[s] = at + stored;
+	int first = stored < n && !j->capped[s];
+	if (stored < n) {
+		j->capped[s] = 1;
+		if (err && !j->store_err[s])
+			j->store_err[s] = err;
+		if (err && !j->store_err[JS_OUTPUT])
+			j->store_err[JS_OUTPUT] = err;
+	}
+	pthread_mutex_unlock(&t->lock);
+	if (first && err)
+		sandbox_log(j->sb, "job %u: its %s is no longer stored after %llu bytes: %s in the state directory; "
+			    "the job goes on, free space there for later jobs", j->n, stream_file[s],
+			    (unsigned long long)(at + stored), strerror(err));
+	index_chunk(j, s, at, stored, stored < n);
+	return (ssize_t)n;
+}
+
+/* Moves what the pipe holds into the job's stream file. The bytes first
+ * move, page by page and without a copy, into the I/O thread's own pipe,
+ * and are copied into the file from there: a splice into a file copies
+ * while it holds the source pipe's lock, and the job, blocked on that lock
+ * meanwhile, would wait for every copy instead of writing on another core.
+ * Where the file system has no splice, or the disk is full, the bytes are
+ * read and written. Past the output cap they are read and dropped.
  * Returns the bytes taken from the pipe, 0 at EOF, or -errno (-EAGAIN when
  * it is empty). */
 static ssize_t io_move(struct jobio *io, struct jpipe *p)
@@ -413,44 +467,49 @@ static ssize_t io_move(struct jobio *io, struct jpipe *p)
 	int fd = j->fd[s];
 	pthread_mutex_unlock(&t->lock);
 	size_t want = room < IO_CHUNK ? (size_t)room : IO_CHUNK;
-	if (fd >= 0 && want > 0) {
-		loff_t off = (loff_t)at;
-		ssize_t n = splice(p->fd, NULL, fd, &off, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-		if (n > 0) {
-			pthread_mutex_lock(&t->lock);
-			j->len[s] = at + (uint64_t)n;
-			pthread_mutex_unlock(&t->lock);
-			index_chunk(j, s, at, (uint64_t)n, 0);
-			return n;
-		}
+	if (fd >= 0 && want > 0 && io->mid[0] >= 0) {
+		ssize_t n = splice(p->fd, NULL, io->mid[1], NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 		if (n == 0)
 			return 0;
-		if (errno == EAGAIN || errno == EINTR)
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			return -errno;
-		/* A file system without splice, or a full disk: the copy path
-		 * below finds out which. */
+		if (n > 0) {
+			size_t done = 0;
+			while (done < (size_t)n) {
+				loff_t off = (loff_t)(at + done);
+				ssize_t w = splice(io->mid[0], NULL, fd, &off, (size_t)n - done, SPLICE_F_MOVE);
+				if (w < 0 && errno == EINTR)
+					continue;
+				if (w <= 0)
+					break;
+				done += (size_t)w;
+			}
+			/* A file system without splice, or a full disk: the
+			 * write below finds out which. */
+			/* The rest must leave the I/O thread's pipe whatever
+			 * becomes of it, so that the pipe is empty for the next
+			 * move. */
+			size_t rest = (size_t)n - done, got = 0;
+			while (got < rest) {
+				ssize_t r = read(io->mid[0], io->buf + got, rest - got);
+				if (r < 0 && errno == EINTR)
+					continue;
+				if (r <= 0)
+					break;
+				got += (size_t)r;
+			}
+			int err = 0;
+			done += pwrite_all(fd, io->buf, got, at + done, &err);
+			return io_book(j, s, at, (size_t)n, done, err);
+		}
 	}
 	ssize_t n = read(p->fd, io->buf, IO_CHUNK);
 	if (n <= 0)
 		return n < 0 ? -errno : 0;
-	size_t w = (size_t)n < want ? (size_t)n : want, done = 0;
-	while (done < w && fd >= 0) {
-		ssize_t r = pwrite(fd, io->buf + done, w - done, (off_t)(at + done));
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			break;
-		done += (size_t)r;
-	}
-	pthread_mutex_lock(&t->lock);
-	j->len[s] = at + done;
-	/* Bytes beyond what was stored: the cap, or a full disk, which
-	 * stops storing output, not the job. */
-	if (done < (size_t)n)
-		j->capped[s] = 1;
-	pthread_mutex_unlock(&t->lock);
-	index_chunk(j, s, at, done, done < (size_t)n);
-	return n;
+	size_t w = (size_t)n < want ? (size_t)n : want;
+	int err = 0;
+	size_t done = pwrite_all(fd, io->buf, w, at, &err);
+	return io_book(j, s, at, (size_t)n, done, err);
 }
 
 static void io_drop_running(struct jobio *io, struct job *j)
@@ -559,6 +618,10 @@ static struct jobio *jobio_get(struct seer_ctx *ctx)
 		io->epfd = epoll_create1(EPOLL_CLOEXEC);
 		io->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 		io->buf = malloc(IO_CHUNK);
+		if (pipe2(io->mid, O_CLOEXEC) == 0)
+			fcntl(io->mid[0], F_SETPIPE_SZ, PIPE_SIZE);
+		else
+			io->mid[0] = io->mid[1] = -1;
 		pthread_mutex_init(&io->lock, NULL);
 		struct epoll_event e = {.events = EPOLLIN, .data.ptr = NULL};
 		epoll_ctl(io->epfd, EPOLL_CTL_ADD, io->wake, &e);
@@ -567,6 +630,10 @@ static struct jobio *jobio_get(struct seer_ctx *ctx)
 			ctx->jobio = NULL;
 			close(io->epfd);
 			close(io->wake);
+			if (io->mid[0] >= 0) {
+				close(io->mid[0]);
+				close(io->mid[1]);
+			}
 			free(io->buf);
 			free(io);
 		} else {
@@ -647,7 +714,7 @@ int jobs_start(struct sandbox *sb, const char *text, size_t len, int python, pid
 	char p[4200];
 	if (r == 0) {
 		snprintf(p, sizeof(p), "%s/cmd", j->dir);
-		r = write_file_atomic(p, j->cmd, len, 0600);
+		r = write_file_replace(p, j->cmd, len, 0600);
 	}
 	/* Not O_APPEND: splice refuses such files; the I/O thread writes at
 	 * explicit offsets, being the only writer. */
@@ -1125,9 +1192,15 @@ char *job_status_text(struct job *j)
 		fmt_time_iso(j->deadline_ns, t, sizeof(t));
 		sbuf_printf(&b, "timeout: at %s\n", t);
 	}
-	for (int i = 0; i < 3; i++)
-		sbuf_printf(&b, "%s: %llu bytes%s\n", stream_file[i], (unsigned long long)j->len[i],
-			    j->capped[i] ? " (capped: output_cap reached, later output dropped)" : "");
+	for (int i = 0; i < 3; i++) {
+		sbuf_printf(&b, "%s: %llu bytes", stream_file[i], (unsigned long long)j->len[i]);
+		if (j->store_err[i])
+			sbuf_printf(&b, " (capped: %s in the state directory, later output dropped)",
+				    strerror(j->store_err[i]));
+		else if (j->capped[i])
+			sbuf_printf(&b, " (capped: output_cap reached, later output dropped)");
+		sbuf_printf(&b, "\n");
+	}
 	if (j->capped[0] || j->capped[1] || j->capped[2])
 		sbuf_printf(&b, "output_cap: %llu bytes per stream\n", (unsigned long long)j->cap);
 	if (j->state == JOB_LOST)

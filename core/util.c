@@ -137,7 +137,7 @@ int fsync_dir(const char *path)
 	return r;
 }
 
-int write_file_atomic(const char *path, const void *data, size_t len, mode_t mode)
+static int replace_file(const char *path, const void *data, size_t len, mode_t mode, int durable)
 {
 	char tmp[4096];
 	if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)syscall(SYS_gettid)) >= (int)sizeof(tmp))
@@ -160,7 +160,7 @@ int write_file_atomic(const char *path, const void *data, size_t len, mode_t mod
 		p += n;
 		left -= (size_t)n;
 	}
-	if (fsync(fd) < 0) {
+	if (durable && fsync(fd) < 0) {
 		int e = -errno;
 		close(fd);
 		unlink(tmp);
@@ -172,6 +172,8 @@ int write_file_atomic(const char *path, const void *data, size_t len, mode_t mod
 		unlink(tmp);
 		return e;
 	}
+	if (!durable)
+		return 0;
 	char dir[4096];
 	snprintf(dir, sizeof(dir), "%s", path);
 	char *slash = strrchr(dir, '/');
@@ -180,6 +182,16 @@ int write_file_atomic(const char *path, const void *data, size_t len, mode_t mod
 		fsync_dir(dir[0] ? dir : "/");
 	}
 	return 0;
+}
+
+int write_file_atomic(const char *path, const void *data, size_t len, mode_t mode)
+{
+	return replace_file(path, data, len, mode, 1);
+}
+
+int write_file_replace(const char *path, const void *data, size_t len, mode_t mode)
+{
+	return replace_file(path, data, len, mode, 0);
 }
 
 int mkdir_p(const char *path, mode_t mode)

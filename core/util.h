@@ -32,6 +32,10 @@ int read_file_at(int dirfd, const char *path, size_t max, char **out, size_t *ou
 /* Writes a file so that readers see the old or the new content, never a mix:
  * temporary file, fsync, rename, fsync of the directory. */
 int write_file_atomic(const char *path, const void *data, size_t len, mode_t mode);
+/* The same without the fsyncs: readers see the old or the new content,
+ * never a mix, and a crash of seerfs loses nothing, but a crash of the
+ * machine may (for records whose data is not fsynced either). */
+int write_file_replace(const char *path, const void *data, size_t len, mode_t mode);
 int mkdir_p(const char *path, mode_t mode);
 /* Removes a tree without following symlinks; tolerant of missing entries. */
 int rm_rf(const char *path);

@@ -513,6 +513,20 @@ def seerfs_factory(tmp_path, seerfs_binary, request):
 
 
 @pytest.fixture
+def small_state(tmp_path):
+    """A state directory on a 20 MiB tmpfs, for full-disk tests (root only)."""
+    if not IS_ROOT:
+        pytest.skip("mounting a small tmpfs for the state directory needs root")
+    d = tmp_path / "smallstate"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(d)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount tmpfs: {r.stderr.strip()}")
+    yield d / "state"
+    subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
+
+@pytest.fixture
 def mnt(seerfs_factory):
     return seerfs_factory()
 

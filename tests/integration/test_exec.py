@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import (BUILD, ctl, error_text, mounted, needs_local, poll, read_text, sandbox_run,
+from conftest import (BUILD, ctl, error_text, log_text, mounted, needs_local, poll, read_text, sandbox_run,
                       state, wait_settled, write_config)
 
 SEER_EXEC = BUILD / "tools" / "seer-exec"
@@ -316,6 +316,29 @@ def test_output_cap_is_stated(mnt):
     assert code == 0 and len(out) == 10000
     st = (sb / "jobs" / "latest" / "status").read_text()
     assert "capped" in st and "output_cap: 10000" in st
+
+
+def test_full_state_disk_stops_storing_not_the_job(small_state, seerfs_factory):
+    m = seerfs_factory(state=small_state)
+    sb = m.sandbox("full", "{}")
+    full = subprocess.run(["seq", "1", "4000000"], capture_output=True, check=True).stdout
+    assert len(full) > 25 << 20          # more than the 20 MiB state disk holds
+    job = start(sb, "seq 1 4000000; exit 5")
+    assert exit_of(job) == "5"           # the job ran to its end; its exit is not lost
+    out = (job / "stdout").read_bytes()
+    assert 0 < len(out) < len(full) and full.startswith(out)
+    assert (job / "output").read_bytes() == out
+    st = (job / "status").read_text()
+    assert "No space left on device in the state directory" in st, st
+    assert "no longer stored" in log_text(sb)
+    subprocess.run(["rm", "-r", str(job)], check=True)
+    # The space comes back once the last reader's handle is released, which
+    # the kernel sends after close() has returned.
+    poll(lambda: os.statvfs(small_state).f_bfree * os.statvfs(small_state).f_frsize > 10 << 20,
+         what="the removed job's space to be freed")
+    code, again = sandbox_run(sb, "echo stored again")
+    assert code == 0 and again == b"stored again\n"
+    assert mounted(m.path)
 
 
 def test_records_survive_restart(seerfs_factory, tmp_path):

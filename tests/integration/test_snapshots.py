@@ -235,19 +235,6 @@ def test_sigkill_during_snapshot(seerfs_factory):
     assert set(snaps(m)) == set(taken)
 
 
-@pytest.fixture
-def small_state(tmp_path):
-    if not IS_ROOT:
-        pytest.skip("mounting a small tmpfs for the state directory needs root")
-    d = tmp_path / "smallstate"
-    d.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(d)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount tmpfs: {r.stderr.strip()}")
-    yield d / "state"
-    subprocess.run(["umount", "-l", str(d)], capture_output=True)
-
-
 def test_enospc_leaves_nothing(small_state, seerfs_factory):
     m = seerfs_factory(state=small_state)
     a = m.sandbox("a", "{}")
