@@ -286,8 +286,18 @@ static ssize_t source_read(void *ud, void *buf, size_t len)
 	return k;
 }
 
-/* Sizes the snapshot (links followed) so progress can say "of N MiB". */
-static int tree_size(int dfd, uint64_t *bytes)
+/* One walk of the snapshot serves both its sizing and its upload. It
+ * follows links, which core/treecopy.c's walk must not: the hub cache's
+ * snapshot is a tree of links into its blobs. `dir` (optional) is called
+ * for a directory before its entries, `file` for each regular file; the
+ * first error ends the walk, with the entry it happened at in p->bad. */
+struct snapwalk {
+	struct place *p;
+	int (*dir)(struct place *p, const char *rel);
+	int (*file)(struct place *p, int dfd, const char *name, const char *rel, const struct stat *st);
+};
+
+static int walk_snapshot(const struct snapwalk *w, int dfd, const char *rel)
 {
 	DIR *d = fdopendir(dfd);
 	if (!d) {
@@ -298,25 +308,41 @@ static int tree_size(int dfd, uint64_t *bytes)
 	for (struct dirent *de; r == 0 && (de = readdir(d));) {
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
+		struct sbuf crel = {0};
+		sbuf_printf(&crel, "%s%s%s", rel, rel[0] ? "/" : "", de->d_name);
 		struct stat st;
 		if (fstatat(dirfd(d), de->d_name, &st, 0) < 0) {
 			r = -errno;
 		} else if (S_ISDIR(st.st_mode)) {
-			int c = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-			r = c < 0 ? -errno : tree_size(c, bytes);
+			r = w->dir ? w->dir(w->p, crel.data) : 0;
+			int c = r < 0 ? -1 : openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+			if (r == 0 && c < 0)
+				r = -errno;
+			if (r == 0)
+				r = walk_snapshot(w, c, crel.data);
 		} else if (S_ISREG(st.st_mode)) {
-			*bytes += (uint64_t)st.st_size;
+			r = w->file(w->p, dirfd(d), de->d_name, crel.data, &st);
 		}
+		if (r < 0)
+			snprintf(w->p->bad, sizeof(w->p->bad), "%s", crel.data);
+		sbuf_free(&crel);
 	}
 	closedir(d);
 	return r;
+}
+
+/* Sizes the snapshot so that progress can say "of N MiB". */
+static int add_size(struct place *p, int dfd, const char *name, const char *rel, const struct stat *st)
+{
+	(void)dfd, (void)name, (void)rel;
+	p->total += (uint64_t)st->st_size;
+	return 0;
 }
 
 /* Uploads one file of the snapshot to TMP/rel, read-only, and checks its
  * size there; its sha256 joins the sums sha256sum -c checks later. */
 static int upload_one(struct place *p, int dfd, const char *name, const char *rel, const struct stat *st)
 {
-	snprintf(p->bad, sizeof(p->bad), "%s", rel);
 	struct sbuf rpath = {0};
 	sbuf_printf(&rpath, "%s/%s", p->tmp, rel);
 	struct source s = {.p = p, .fd = openat(dfd, name, O_RDONLY | O_CLOEXEC)};
@@ -349,41 +375,12 @@ static int upload_one(struct place *p, int dfd, const char *name, const char *re
 }
 
 /* Uploads the directory open as dfd (closed here) to TMP/rel. */
-static int upload_dir(struct place *p, int dfd, const char *rel)
+static int make_dir(struct place *p, const char *rel)
 {
-	DIR *d = fdopendir(dfd);
-	if (!d) {
-		close(dfd);
-		return -errno;
-	}
-	int r = 0;
-	for (struct dirent *de; r == 0 && (de = readdir(d));) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		struct sbuf crel = {0};
-		sbuf_printf(&crel, "%s%s%s", rel, rel[0] ? "/" : "", de->d_name);
-		struct stat st;
-		if (fstatat(dirfd(d), de->d_name, &st, 0) < 0) {
-			r = -errno;
-			snprintf(p->bad, sizeof(p->bad), "%s", crel.data);
-		} else if (S_ISDIR(st.st_mode)) {
-			struct sbuf rpath = {0};
-			sbuf_printf(&rpath, "%s/%s", p->tmp, crel.data);
-			r = sftp_mkdir(p->h->sftp, rpath.data, 0755);
-			sbuf_free(&rpath);
-			int c = r < 0 ? -1 : openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-			if (r == 0 && c < 0)
-				r = -errno;
-			if (r == 0)
-				r = upload_dir(p, c, crel.data);
-			else
-				snprintf(p->bad, sizeof(p->bad), "%s", crel.data);
-		} else if (S_ISREG(st.st_mode)) {
-			r = upload_one(p, dirfd(d), de->d_name, crel.data, &st);
-		}
-		sbuf_free(&crel);
-	}
-	closedir(d);
+	struct sbuf rpath = {0};
+	sbuf_printf(&rpath, "%s/%s", p->tmp, rel);
+	int r = sftp_mkdir(p->h->sftp, rpath.data, 0755);
+	sbuf_free(&rpath);
 	return r;
 }
 
@@ -433,7 +430,7 @@ static int upload_model(struct place *p, const char *snapdir, char *err, size_t 
 	snprintf(p->tmp, sizeof(p->tmp), "%s/.%s.tmp-%02x%02x%02x%02x%02x%02x", p->base, p->key, rnd[0], rnd[1], rnd[2],
 		 rnd[3], rnd[4], rnd[5]);
 	int dfd = open(snapdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int r = dfd < 0 ? -errno : tree_size(dfd, &p->total);
+	int r = dfd < 0 ? -errno : walk_snapshot(&(struct snapwalk){p, NULL, add_size}, dfd, "");
 	if (r < 0) {
 		snprintf(err, n, "sandbox %s: models: cannot read %s's files in the local model cache (%s): %s; echo retry > %s/ctl to download it again",
 			 h->sb->name, p->mount, snapdir, strerror(-r), h->sb->name);
@@ -446,7 +443,7 @@ static int upload_model(struct place *p, const char *snapdir, char *err, size_t 
 	if (r == 0 && dfd < 0)
 		r = -errno;
 	if (r == 0)
-		r = upload_dir(p, dfd, "");
+		r = walk_snapshot(&(struct snapwalk){p, make_dir, upload_one}, dfd, "");
 	int summed = 0;
 	if (r < 0 && r != -ECANCELED)
 		snprintf(err, n, "sandbox %s: models: uploading %s to %s failed%s%s: %s; nothing was kept under %s (check the free space there: the copy needs %.1f MiB), then echo retry > %s/ctl",
