@@ -714,6 +714,15 @@ static int settle_node(struct sftpfs *r, struct snode *n)
 	return apply_pend(r, n);
 }
 
+/* flush and fsync: f's writes acknowledged, then n's deferred changes
+ * sent; the first error of either. */
+static int settle_file(struct sftpfs *r, struct snode *n, struct sfile *f)
+{
+	int rc = drain_file(r, f);
+	int prc = apply_pend(r, n);
+	return rc ? rc : prc;
+}
+
 /* While a job runs in the sandbox files change under us: no caching. */
 static double cur_timeout(struct sftpfs *r)
 {
@@ -2342,10 +2351,7 @@ static void s_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	/* close(2): every byte written is acknowledged by the server (in its
 	 * kernel) before close returns, or close reports why not; so are the
 	 * deferred mode and time changes. */
-	rc = drain_file(r, f);
-	int prc = apply_pend(r, n);
-	if (rc == 0)
-		rc = prc;
+	rc = settle_file(r, n, f);
 	if (f->written) {
 		pthread_mutex_lock(&r->mu);
 		if (n->path)
@@ -2362,10 +2368,7 @@ static void s_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_fi
 	BEGIN(ino);
 	(void)n;
 	struct sfile *f = (struct sfile *)(uintptr_t)fi->fh;
-	rc = drain_file(r, f);
-	int prc = apply_pend(r, n);
-	if (rc == 0)
-		rc = prc;
+	rc = settle_file(r, n, f);
 	if (rc == 0 && f->h) {
 		rc = sftp_fsync(r->cli, f->h);
 		if (rc == -ENOTSUP)
