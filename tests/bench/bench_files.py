@@ -137,7 +137,7 @@ def main():
         src, mnt = fresh_fs("peer-src", notes), BASE / "peer-mnt"
         mnt.mkdir()
         args = cmd + ["-o", f"source={src}", str(mnt)] if name == "passthrough_ll" else cmd + [str(src), str(mnt)]
-        p = subprocess.Popen(args + ["-f"])
+        p = subprocess.Popen(args + (["--foreground"] if name == "passthrough_hp" else ["-f"]))
         for _ in range(100):
             if mounted(mnt):
                 break
