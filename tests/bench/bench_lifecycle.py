@@ -88,11 +88,12 @@ try:
         fn()
         return time.perf_counter() - t0
 
-    def through_exec():
-        fd = os.open(big / "exec", os.O_RDWR)
-        os.write(fd, b"head -c 1073741824 /dev/zero")
-        # One buffer for all reads, as cat has: a fresh 1 MiB object per
-        # read would time Python's page faults.
+    def read_gib(fd, cmd=None):
+        """Writes cmd (the exec transaction), then reads fd to its end with
+        one buffer for all reads, as cat does: a fresh 1 MiB object per
+        read would time Python's page faults."""
+        if cmd:
+            os.write(fd, cmd)
         buf, n = bytearray(1 << 20), 0
         while True:
             k = os.readv(fd, [buf])
@@ -108,21 +109,11 @@ try:
     # pays the writeback of the ones before it, which says more about the
     # disk than about seerfs.
     native_file = state / "bench-native"
-    def read_output(path):
-        fd, buf, n = os.open(path, os.O_RDONLY), bytearray(1 << 20), 0
-        while True:
-            k = os.readv(fd, [buf])
-            if not k:
-                break
-            n += k
-        os.close(fd)
-        assert n == 1 << 30, n
-
     ex, again, nat, pipe = [], [], [], []
     for r in range(3):
-        ex.append(timed(through_exec))
+        ex.append(timed(lambda: read_gib(os.open(big / "exec", os.O_RDWR), b"head -c 1073741824 /dev/zero")))
         job = big / "jobs" / str(r + 1)
-        again.append(timed(lambda: read_output(job / "output")))
+        again.append(timed(lambda: read_gib(os.open(job / "output", os.O_RDONLY))))
         subprocess.run(["rm", "-r", job], check=True)
         nat.append(timed(lambda: subprocess.run(f"head -c 1073741824 /dev/zero | cat > {native_file}", shell=True)))
         native_file.unlink()
