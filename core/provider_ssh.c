@@ -712,17 +712,19 @@ static void reap(struct ssh_sb *s, int all)
  * own group (kill 0) with empty handlers, installed after the fork so the
  * command keeps default dispositions, and forwards nothing, so the command
  * gets each signal once; its stdin and stdout it closes, so that a command
- * that closes its stdin is seen doing so.
+ * that closes its stdin is seen doing so. Errors are compared as numbers
+ * (ENOENT 2, EINTR 4 on every Linux): perl's %! loads the Errno module,
+ * 1.3 ms of every command's start.
  */
 #define EXIT_WRAP_TAG "seerfs-exit-wrap"
 static const char exit_wrap_perl[] =
 	"#" EXIT_WRAP_TAG "\n"
 	"my $m = shift; my $p = fork;\n"
 	"if (!defined $p) { print STDERR \"seerfs: cannot fork: $!\\n\"; exit 126 }\n"
-	"if (!$p) { exec { $ARGV[0] } @ARGV; print STDERR \"$ARGV[0]: $!\\n\"; exit($!{ENOENT} ? 127 : 126) }\n"
+	"if (!$p) { exec { $ARGV[0] } @ARGV; print STDERR \"$ARGV[0]: $!\\n\"; exit($! == 2 ? 127 : 126) }\n"
 	"$SIG{$_} = sub { } for qw(HUP INT QUIT USR1 USR2 ALRM TERM TSTP TTIN TTOU PIPE);\n"
 	"close STDIN; close STDOUT;\n"
-	"my $r; do { $r = waitpid($p, 0) } while ($r == -1 && $!{EINTR});\n"
+	"my $r; do { $r = waitpid($p, 0) } while ($r == -1 && $! == 4);\n"
 	"my $s = $?;\n"
 	"if ($s & 127) { syswrite STDERR, $m . ($s & 127) . \"\\n\"; exit(128 + ($s & 127)) }\n"
 	"exit($s >> 8);\n";
