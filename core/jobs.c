@@ -484,11 +484,10 @@ static ssize_t io_move(struct jobio *io, struct jpipe *p)
 					break;
 				done += (size_t)w;
 			}
-			/* A file system without splice, or a full disk: the
-			 * write below finds out which. */
-			/* The rest must leave the I/O thread's pipe whatever
-			 * becomes of it, so that the pipe is empty for the next
-			 * move. */
+			/* What the file did not take (a file system without
+			 * splice, or a full disk: the write below finds out
+			 * which) must leave the I/O thread's pipe all the same,
+			 * so that the pipe is empty for the next move. */
 			size_t rest = (size_t)n - done, got = 0;
 			while (got < rest) {
 				ssize_t r = read(io->mid[0], io->buf + got, rest - got);

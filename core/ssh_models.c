@@ -311,6 +311,7 @@ static int walk_snapshot(const struct snapwalk *w, int dfd, const char *rel)
 		struct sbuf crel = {0};
 		sbuf_printf(&crel, "%s%s%s", rel, rel[0] ? "/" : "", de->d_name);
 		struct stat st;
+		int below = 0;   /* the error is a deeper entry's: it named itself */
 		if (fstatat(dirfd(d), de->d_name, &st, 0) < 0) {
 			r = -errno;
 		} else if (S_ISDIR(st.st_mode)) {
@@ -318,12 +319,14 @@ static int walk_snapshot(const struct snapwalk *w, int dfd, const char *rel)
 			int c = r < 0 ? -1 : openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 			if (r == 0 && c < 0)
 				r = -errno;
-			if (r == 0)
+			if (r == 0) {
 				r = walk_snapshot(w, c, crel.data);
+				below = 1;
+			}
 		} else if (S_ISREG(st.st_mode)) {
 			r = w->file(w->p, dirfd(d), de->d_name, crel.data, &st);
 		}
-		if (r < 0)
+		if (r < 0 && !below)
 			snprintf(w->p->bad, sizeof(w->p->bad), "%s", crel.data);
 		sbuf_free(&crel);
 	}
