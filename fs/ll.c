@@ -63,6 +63,25 @@ struct fs_sb *fs_sb_get(struct seer_fs *fs, uint32_t serial, int create)
 	return s;
 }
 
+int fs_sb_install_remote(struct seer_fs *fs, uint32_t serial, struct sftpfs *nr, const struct sftp_client *cli,
+			 struct fuse_entry_param *e)
+{
+	pthread_mutex_lock(&fs->lock);
+	struct fs_sb *s = fs_sb_get(fs, serial, 1);
+	struct sftpfs *old;
+	if (s->remote && sftpfs_uses(s->remote, cli)) {
+		old = nr;   /* lost a race: the other thread's stays */
+	} else {
+		old = s->remote;
+		s->remote = nr;
+	}
+	int r = sftpfs_root_entry(s->remote, e);
+	pthread_mutex_unlock(&fs->lock);
+	if (old)
+		sftpfs_kill(old);
+	return r;
+}
+
 static void fs_sb_drop(struct seer_fs *fs, uint32_t serial)
 {
 	struct pass_fs *pass = NULL;
@@ -420,18 +439,7 @@ static int remote_root_entry(struct seer_fs *fs, struct sandbox *sb, struct fuse
 	struct sftpfs *nr = sftpfs_new(fs, sb, cli, root);
 	if (!nr)
 		return -ENOTSUP;
-	pthread_mutex_lock(&fs->lock);
-	s = fs_sb_get(fs, sb->serial, 1);
-	struct sftpfs *old = NULL;
-	if (s->remote)
-		old = nr;
-	else
-		s->remote = nr;
-	r = sftpfs_root_entry(s->remote, e);
-	pthread_mutex_unlock(&fs->lock);
-	if (old)
-		sftpfs_kill(old);
-	return r;
+	return fs_sb_install_remote(fs, sb->serial, nr, cli, e);
 }
 
 /* Whether root/ can be served now; on success fills the entry. */

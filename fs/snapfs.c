@@ -290,20 +290,7 @@ static int remote_root_entry(struct seer_fs *fs, uint32_t id, const char *name, 
 		return -EIO;
 	}
 	sftpfs_set_readonly(nr);
-	struct sftpfs *old = NULL;
-	pthread_mutex_lock(&fs->lock);
-	s = fs_sb_get(fs, SNAP_KEY(id), 1);
-	if (s->remote && sftpfs_uses(s->remote, cli)) {
-		old = nr;   /* lost a race: use the other thread's */
-	} else {
-		old = s->remote;
-		s->remote = nr;
-	}
-	r = sftpfs_root_entry(s->remote, e);
-	pthread_mutex_unlock(&fs->lock);
-	if (old)
-		sftpfs_kill(old);
-	return r;
+	return fs_sb_install_remote(fs, SNAP_KEY(id), nr, cli, e);
 }
 
 static int root_entry(struct seer_fs *fs, uint32_t id, const char *name, struct fuse_entry_param *e)

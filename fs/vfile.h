@@ -115,5 +115,11 @@ void reply_slice(fuse_req_t req, const struct sbuf *b, size_t size, off_t off);
 
 /* Finds (creating) fs/'s data of a sandbox; fs->lock must be held. */
 struct fs_sb *fs_sb_get(struct seer_fs *fs, uint32_t serial, int create);
+/* Makes nr (on client cli) the remote root/ of serial, unless a root/ on
+ * the same client is there already (a lost race: nr is killed); one on
+ * another client, from before a reconnect, is replaced and killed. Fills
+ * the root entry. Takes fs->lock. */
+int fs_sb_install_remote(struct seer_fs *fs, uint32_t serial, struct sftpfs *nr, const struct sftp_client *cli,
+			 struct fuse_entry_param *e);
 
 #endif
