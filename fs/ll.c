@@ -151,8 +151,12 @@ static void pend_interrupted(fuse_req_t req, void *data)
 {
 	struct seer_fs *fs = data;
 	/* Look the request up instead of trusting a pointer: the change path may
-	 * have answered and freed it already. */
+	 * have answered and freed it already. Under pend_mu, so that a read
+	 * being parked is either on the list already or sees the interrupt
+	 * itself (pend_park). */
+	pthread_mutex_lock(&fs->pend_mu);
 	struct pend *found = pend_take(fs, match_req, req);
+	pthread_mutex_unlock(&fs->pend_mu);
 	if (found) {
 		fuse_reply_err(req, EINTR);
 		free(found);
@@ -161,10 +165,27 @@ static void pend_interrupted(fuse_req_t req, void *data)
 
 void pend_park(struct seer_fs *fs, struct pend *p)
 {
-	pend_put_back(fs, p);
-	fuse_req_interrupt_func(p->req, pend_interrupted, fs);
+	fuse_req_t req = p->req;
+	uint32_t serial = p->serial;
+	/* The interrupt hook goes in while the read is still ours alone: once
+	 * it is on the list, a kick from another thread may answer it and free
+	 * it and its request, so nothing below touches them after it is put
+	 * back. (Registering after parking did, and crashed under ASan.) An
+	 * interrupt that came before the hook, or before the read was on the
+	 * list, found nothing to answer: the check under pend_mu catches it. */
+	fuse_req_interrupt_func(req, pend_interrupted, fs);
+	pthread_mutex_lock(&fs->pend_mu);
+	int gone = fuse_req_interrupted(req);
+	if (!gone)
+		pend_put_back(fs, p);
+	pthread_mutex_unlock(&fs->pend_mu);
+	if (gone) {
+		fuse_reply_err(req, EINTR);
+		free(p);
+		return;
+	}
 	/* The state may have changed between the caller's check and parking. */
-	pend_kick(fs, p->serial);
+	pend_kick(fs, serial);
 }
 
 void pend_kick(struct seer_fs *fs, uint32_t serial)
