@@ -209,6 +209,11 @@ static void *mount_watcher(void *arg)
 		if (r < 0 && errno != EINTR)
 			break;
 		if (!still_mounted(fs->ctx->mountpoint)) {
+			/* Not cancellable from here on: main cancels this thread
+			 * once the loop ends, and a cancel inside a provider's stop
+			 * (in a condition wait) would leave a lock of its link held
+			 * by a dead thread, and main's own stop waiting on it. */
+			pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
 			fuse_session_exit(fs->se);
 			seer_ctx_stop_processes(fs->ctx);
 			break;
