@@ -14,7 +14,11 @@
  * no path SFTP resolves can leave the sandbox; otherwise root/ is
  * WORKDIR/NAME over the connection's "sftp" subsystem.
  *
- * One command = one exec channel. The channel runs a tiny fixed wrapper
+ * Commands: in host mode under bubblewrap, all of a sandbox's commands go
+ * over one channel to its resident agent (core/ssh_agent.c, agent_* here),
+ * which forks each inside one bubblewrap. Otherwise (or with "exec":
+ * "channel" in the entry):
+ * one command = one exec channel. The channel runs a tiny fixed wrapper
  * that reads the real script from stdin up to a marker line, so the
  * sandbox's environment (secrets included) travels inside the encrypted
  * channel and never appears on a remote command line or in a log. The
@@ -46,6 +50,7 @@
 #include "core/sshconn.h"
 #include "core/sshexec.h"
 #include "core/ssh_models.h"
+#include "core/ssh_agent.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -132,6 +137,11 @@ struct ssh_sb {
 	int sftp_gone;               /* its end was logged */
 	char sftp_err[256];          /* the last failure to start it that was logged */
 	pthread_mutex_t sftp_lock;   /* one start at a time (lock order: sftp_lock, lock) */
+	/* The resident agent that starts commands (agent_*). */
+	pthread_mutex_t agent_lock;  /* agent and agent_off (lock order: agent_lock, lock) */
+	struct ssh_agent *agent;     /* or NULL */
+	int agent_pid;               /* its bubblewrap's pid on the host, which snapshots stop */
+	int agent_off;               /* it cannot run there: one bubblewrap per command */
 };
 
 static void host_watch_confined(struct ssh_host *h);
@@ -145,21 +155,6 @@ static const struct seer_provider_entry *entry_of(struct sandbox *sb)
 }
 
 /* ---- small helpers ---------------------------------------------------------------- */
-
-static int write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-	while (len) {
-		ssize_t k = write(fd, p, len);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			return -errno;
-		p += k;
-		len -= (size_t)k;
-	}
-	return 0;
-}
 
 static int signal_number(const char *name)
 {
@@ -449,6 +444,7 @@ static struct ssh_sb *priv_of(struct sandbox *sb)
 		s->sb = sb;
 		pthread_mutex_init(&s->lock, NULL);
 		pthread_mutex_init(&s->sftp_lock, NULL);
+		pthread_mutex_init(&s->agent_lock, NULL);
 		sb->priv = s;
 	}
 	return sb->priv;
@@ -663,12 +659,9 @@ static void job_free(struct ssh_job *j)
 {
 	if (j->e)
 		ssh_exec_free(j->e);
-	if (j->fd_in >= 0)
-		close(j->fd_in);
-	if (j->fd_out >= 0)
-		close(j->fd_out);
-	if (j->fd_err >= 0)
-		close(j->fd_err);
+	close_fd(&j->fd_in);
+	close_fd(&j->fd_out);
+	close_fd(&j->fd_err);
 	sbuf_free(&j->head);
 	sbuf_free(&j->errtail);
 	free(j);
@@ -973,6 +966,18 @@ static void bwrap_command(struct ssh_sb *s, const char *cwd, int network, const 
 	sbuf_printf(b, " --");
 }
 
+/* Whether an environment entry KEY=VALUE has a name a shell can export. */
+static int env_name_ok(const char *kv)
+{
+	const char *eq = strchr(kv, '=');
+	if (!eq || eq == kv)
+		return 0;
+	for (const char *k = kv; k < eq; k++)
+		if (!(*k == '_' || (*k >= 'A' && *k <= 'Z') || (*k >= 'a' && *k <= 'z') || (k > kv && *k >= '0' && *k <= '9')))
+			return 0;
+	return 1;
+}
+
 /* The script the wrapper evals: pid line, cwd, environment, exec. */
 static void build_script(struct ssh_sb *s, const struct seer_provider_entry *e, const struct seer_spawn *req,
 			 const char *sigmark, struct sbuf *b)
@@ -994,15 +999,9 @@ static void build_script(struct ssh_sb *s, const struct seer_provider_entry *e, 
 	sbuf_free(&d);
 	for (size_t i = 0; req->envp && req->envp[i]; i++) {
 		const char *kv = req->envp[i], *eq = strchr(kv, '=');
-		if (!eq || eq == kv)
+		if (!env_name_ok(kv))
 			continue;
 		size_t kl = (size_t)(eq - kv);
-		int ok = 1;
-		for (size_t k = 0; k < kl; k++)
-			ok &= kv[k] == '_' || (kv[k] >= 'A' && kv[k] <= 'Z') || (kv[k] >= 'a' && kv[k] <= 'z') ||
-			      (k && kv[k] >= '0' && kv[k] <= '9');
-		if (!ok)
-			continue;
 		/* In direct mode the remote login's identity stands. */
 		static const char *const own[] = {"HOME", "USER", "LOGNAME", "SHELL", NULL};
 		int skip = 0;
@@ -1049,6 +1048,97 @@ static void build_script(struct ssh_sb *s, const struct seer_provider_entry *e, 
 		sbuf_shell_quote(b, req->argv[i]);
 	}
 	sbuf_printf(b, "\n");
+}
+
+/* ---- the resident agent: commands without a bubblewrap each ---------------------------- */
+
+/*
+ * In host mode under bubblewrap, with perl on the host, a sandbox's
+ * commands go through its agent (core/ssh_agent.c): one exec channel and
+ * one bubblewrap for all of them, started by the first command and again
+ * after the link or the agent ended. Pids are then the sandbox's own, and
+ * signals go through the agent. As on the local provider, a process a
+ * command leaves behind runs on until it ends, is killed as part of a tree,
+ * or the sandbox stops. Where the agent cannot start, the log says why
+ * once, and each command gets a bubblewrap of its own as before.
+ */
+
+/* A command of the agent ended. */
+static void agent_exit(void *ud, int pid, int status, const char *why)
+{
+	struct ssh_sb *s = ud;
+	struct sandbox *sb = s->sb;
+	if (why && status == SIGHUP)
+		sandbox_log(sb, "sandbox %s: job pid %d on %s: %s; it ends as killed by SIGHUP", sb->name, pid,
+			    entry_of(sb)->host, why);
+	jobs_on_exit(sb, &(struct seer_exit){.cookie = (uint64_t)pid, .status = status});
+}
+
+/* The running agent on the current link, started if need be: 0 with the
+ * agent in *out and agent_lock held (so that no stop frees it meanwhile:
+ * the caller unlocks); -ENOTSUP where commands go without it; else
+ * -errno. */
+static int agent_acquire(struct sandbox *sb, struct ssh_sb *s, struct ssh_agent **out, char *err, size_t n)
+{
+	const struct seer_provider_entry *e = entry_of(sb);
+	ssh_conn *c;
+	int r = host_acquire(sb, &c, NULL, NULL, err, n);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&s->agent_lock);
+	pthread_mutex_lock(&s->lock);
+	int use = s->bwrap && s->running && !s->agent_off && e->mode != SEER_SSH_DIRECT && !e->exec_channel;
+	pthread_mutex_unlock(&s->lock);
+	if (!use) {
+		pthread_mutex_unlock(&s->agent_lock);
+		return -ENOTSUP;
+	}
+	if (s->agent && !ssh_agent_alive(s->agent, c)) {
+		ssh_agent_close(s->agent);   /* the link or the agent ended */
+		s->agent = NULL;
+	}
+	r = 0;
+	if (!s->agent) {
+		struct sbuf sh = {0};
+		pthread_mutex_lock(&s->lock);
+		bwrap_command(s, "/", s->network, "", &sh);
+		pthread_mutex_unlock(&s->lock);
+		char e2[SSH_ERRMSG_LEN + 400] = "";
+		int pid = 0;
+		r = ssh_agent_open(c, sh.data, e->timeout_ms, agent_exit, s, &s->agent, &pid, e2, sizeof(e2));
+		sbuf_free(&sh);
+		if (r < 0 && ssh_conn_alive(c)) {
+			/* The host cannot run it: every command gets a bubblewrap
+			 * of its own from now on, as without the agent. */
+			s->agent_off = 1;
+			sandbox_log(sb, "sandbox %s: commands on %s start one bubblewrap each (about 10 ms more per command): the sandbox's agent did not start (%s); perl at /usr/bin/perl on %s lets it run",
+				    sb->name, e->host, e2, e->host);
+			r = -ENOTSUP;
+		} else if (r < 0) {
+			snprintf(err, n, "sandbox %s: cannot start its agent on %s: %s%s", sb->name, e->host, e2,
+				 r == -ENOTCONN ? " (disconnected; seerfs reconnects in the background: try again)" : "");
+		} else {
+			s->agent_pid = pid;
+			sandbox_log(sb, "sandbox %s: commands start through its agent on %s (bubblewrap pid %d there)",
+				    sb->name, e->host, pid);
+		}
+	}
+	if (r == 0)
+		*out = s->agent;
+	else
+		pthread_mutex_unlock(&s->agent_lock);
+	return r;
+}
+
+/* Stop: the agent ends and takes every process of the sandbox with it. */
+static void agent_stop(struct ssh_sb *s)
+{
+	pthread_mutex_lock(&s->agent_lock);
+	struct ssh_agent *a = s->agent;
+	s->agent = NULL;
+	s->agent_off = 0;   /* a new start tries again */
+	pthread_mutex_unlock(&s->agent_lock);
+	ssh_agent_close(a);
 }
 
 /* ---- root/ confined: the sandbox's own SFTP server ---------------------------------- */
@@ -1288,31 +1378,48 @@ static int ssh_spawn(struct sandbox *sb, const struct seer_spawn *req, int *pid,
 		snprintf(err, n, "sandbox %s: not started on %s", sb->name, e->host);
 		return -ENOTCONN;
 	}
+	struct ssh_agent *a;
+	int r = agent_acquire(sb, s, &a, err, n);
+	if (r == 0) {
+		char e2[SSH_ERRMSG_LEN];
+		r = ssh_agent_spawn(a, req, pid, e2, sizeof(e2));
+		pthread_mutex_unlock(&s->agent_lock);
+		if (r < 0)
+			snprintf(err, n, "sandbox %s: on %s: %s%s", sb->name, e->host, e2,
+				 r == -ENOTCONN ? " (disconnected; seerfs reconnects in the background: try again)" : "");
+		return r;
+	}
 	ssh_conn *c;
-	int r = host_acquire(sb, &c, NULL, NULL, err, n);
+	if (r == -ENOTSUP)
+		r = host_acquire(sb, &c, NULL, NULL, err, n);
 	if (r < 0)
 		return r;
-	unsigned char rnd[12];
-	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
-		memset(rnd, 0x5a, sizeof(rnd));
-	char marker[64] = "@@seer-end-";
-	for (size_t i = 0; i < sizeof(rnd); i++)
-		snprintf(marker + strlen(marker), 3, "%02x", rnd[i]);
-	/* The fixed wrapper: reads the script from stdin (byte-wise, so the
-	 * job's own stdin stays unread) and evals it in this very process. */
-	struct sbuf w = {0}, inner = {0}, script = {0};
-	sbuf_printf(&inner, "s=; while IFS= read -r l; do [ \"$l\" = %s ] && break; s=\"$s$l\n\"; done; eval \"$s\"", marker);
-	sbuf_printf(&w, "exec /bin/sh -c ");
-	sbuf_shell_quote(&w, inner.data);
-	sbuf_free(&inner);
+	struct sbuf w = {0}, script = {0};
 	struct ssh_job *j = xcalloc(1, sizeof(*j));
 	j->s = s;
-	pthread_mutex_lock(&s->lock);
-	if (s->bwrap)
-		exit_wrap_mark(j->sigmark, sizeof(j->sigmark));
-	build_script(s, e, req, j->sigmark, &script);
-	pthread_mutex_unlock(&s->lock);
-	sbuf_printf(&script, "%s\n", marker);
+	{
+		unsigned char rnd[12];
+		if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+			memset(rnd, 0x5a, sizeof(rnd));
+		char marker[64] = "@@seer-end-";
+		for (size_t i = 0; i < sizeof(rnd); i++)
+			snprintf(marker + strlen(marker), 3, "%02x", rnd[i]);
+		/* The fixed wrapper: reads the script from stdin (byte-wise, so
+		 * the job's own stdin stays unread) and evals it in this very
+		 * process. */
+		struct sbuf inner = {0};
+		sbuf_printf(&inner, "s=; while IFS= read -r l; do [ \"$l\" = %s ] && break; s=\"$s$l\n\"; done; eval \"$s\"",
+			    marker);
+		sbuf_printf(&w, "exec /bin/sh -c ");
+		sbuf_shell_quote(&w, inner.data);
+		sbuf_free(&inner);
+		pthread_mutex_lock(&s->lock);
+		if (s->bwrap)
+			exit_wrap_mark(j->sigmark, sizeof(j->sigmark));
+		build_script(s, e, req, j->sigmark, &script);
+		pthread_mutex_unlock(&s->lock);
+		sbuf_printf(&script, "%s\n", marker);
+	}
 
 	j->fd_in = fcntl(req->fd_in, F_DUPFD_CLOEXEC, 3);
 	j->fd_out = fcntl(req->fd_out, F_DUPFD_CLOEXEC, 3);
@@ -1379,6 +1486,17 @@ static int ssh_signal(struct sandbox *sb, int pid, int sig, int tree)
 	int bwrap = s->bwrap;
 	pthread_mutex_unlock(&s->lock);
 	char cmd[640], err[SSH_ERRMSG_LEN];
+	pthread_mutex_lock(&s->agent_lock);
+	if (s->agent) {
+		/* The sandbox's own pid: its agent signals it (the command
+		 * itself, or its session and descendants as one tree). */
+		int r = ssh_agent_signal(s->agent, pid, sig, tree, err, sizeof(err));
+		pthread_mutex_unlock(&s->agent_lock);
+		if (r < 0 && r != -ESRCH)
+			sandbox_log(sb, "sandbox %s: signal %d to pid %d: %s", sb->name, sig, pid, err);
+		return r;
+	}
+	pthread_mutex_unlock(&s->agent_lock);
 	if (tree)
 		snprintf(cmd, sizeof(cmd), "kill -%d -- -%d", sig, pid);
 	else if (bwrap)
@@ -1418,6 +1536,7 @@ static int ssh_stop(struct sandbox *sb)
 		if (!j->done && j->pid > 1)
 			sbuf_printf(&cmd, "%skill -9 -- -%d 2>/dev/null", cmd.len ? "; " : "", j->pid);
 	pthread_mutex_unlock(&s->lock);
+	agent_stop(s);   /* and with it everything in the sandbox */
 	if (cmd.len && s->h) {
 		sbuf_printf(&cmd, "; true");
 		char err[SSH_ERRMSG_LEN];
@@ -1672,6 +1791,12 @@ static void snap_pids(struct ssh_sb *s, char *out, size_t n)
 		if (!j->done && j->pid > 1)
 			k += (size_t)snprintf(out + k, n - k, "%s%d", k ? " " : "", j->pid);
 	pthread_mutex_unlock(&s->lock);
+	/* The agent's bubblewrap leads the group that holds the agent and,
+	 * as descendants, every process its commands started. */
+	pthread_mutex_lock(&s->agent_lock);
+	if (s->agent && s->agent_pid > 1 && k + 16 < n)
+		k += (size_t)snprintf(out + k, n - k, "%s%d", k ? " " : "", s->agent_pid);
+	pthread_mutex_unlock(&s->agent_lock);
 }
 
 /* The store directory next to a sandbox directory WORKDIR/NAME. */
@@ -1862,6 +1987,9 @@ static int ssh_busy(struct sandbox *sb)
 	for (struct ssh_job *j = s->jobs; j; j = j->next)
 		busy |= !j->done;
 	pthread_mutex_unlock(&s->lock);
+	pthread_mutex_lock(&s->agent_lock);
+	busy |= s->agent && ssh_agent_busy(s->agent);
+	pthread_mutex_unlock(&s->agent_lock);
 	return busy;
 }
 
@@ -1873,12 +2001,14 @@ static void ssh_release(struct sandbox *sb)
 	if (s->jobs)
 		ssh_stop(sb);
 	if (s->h) {
+		agent_stop(s);
 		confined_drop(s);
 		host_unregister(s);
 	}
 	ssh_models_free(&s->models);
 	pthread_mutex_destroy(&s->lock);
 	pthread_mutex_destroy(&s->sftp_lock);
+	pthread_mutex_destroy(&s->agent_lock);
 	free(s);
 	sb->priv = NULL;
 }

@@ -64,7 +64,8 @@ static int same_entry(const struct seer_provider_entry *a, const struct seer_pro
 	return same_str(a->name, b->name) && same_str(a->type, b->type) && same_str(a->host, b->host) &&
 	       a->port == b->port && same_str(a->user, b->user) && same_str(a->identity_file, b->identity_file) &&
 	       a->use_agent == b->use_agent && same_str(a->known_hosts, b->known_hosts) &&
-	       same_str(a->workdir, b->workdir) && a->mode == b->mode && a->timeout_ms == b->timeout_ms;
+	       same_str(a->workdir, b->workdir) && a->mode == b->mode && a->timeout_ms == b->timeout_ms &&
+	       a->exec_channel == b->exec_channel;
 }
 
 static void entry_free(struct seer_provider_entry *e)
@@ -91,7 +92,7 @@ static int parse_entry(struct seer_ctx *ctx, const char *file, const char *name,
 		       struct seer_provider_entry **out, char *err, size_t n)
 {
 	static const char *const known[] = {"type", "host", "port", "user", "identity_file", "agent",
-					    "known_hosts", "workdir", "mode", "timeout", NULL};
+					    "known_hosts", "workdir", "mode", "timeout", "exec", NULL};
 	if (!json_object_is_type(o, json_type_object)) {
 		snprintf(err, n, "providers file %s: entry \"%s\" must be an object; fix the file", file, name);
 		return -EINVAL;
@@ -174,6 +175,17 @@ static int parse_entry(struct seer_ctx *ctx, const char *file, const char *name,
 		entry_free(e);
 		return -EINVAL;
 	}
+	/* "agent": a sandbox's commands go through its resident agent where
+	 * it can run (provider_ssh.c); "channel": each gets an exec channel
+	 * and a bubblewrap of its own, as a host without a usable perl does. */
+	const char *ex = str_field(o, "exec");
+	if (ex && strcmp(ex, "agent") && strcmp(ex, "channel")) {
+		snprintf(err, n, "providers file %s: entry \"%s\": field \"exec\" must be \"agent\" or \"channel\", not \"%s\"",
+			 file, name, ex);
+		entry_free(e);
+		return -EINVAL;
+	}
+	e->exec_channel = ex && !strcmp(ex, "channel");
 	const char *wd = str_field(o, "workdir");
 	if (wd && (wd[0] != '/' || strstr(wd, "/../") || !strcmp(wd, "/") || str_endswith(wd, "/.."))) {
 		snprintf(err, n,

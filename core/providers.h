@@ -38,6 +38,7 @@ struct seer_provider_entry {
 	char *workdir;                      /* mode host: sandboxes are workdir/NAME; default ~/seerfs on the remote */
 	enum seer_ssh_mode mode;
 	int timeout_ms;                     /* "timeout" in seconds; default 30 */
+	int exec_channel;                   /* "exec": "channel": no resident agent (provider_ssh.c) */
 	struct ssh_host *conn;              /* the shared connection (provider_ssh.c) */
 };
 

@@ -18,6 +18,7 @@
 #define _GNU_SOURCE
 #endif
 #include "sftp.h"
+#include "bytes.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -101,20 +102,6 @@ struct sftp_client {
 
 /* ------------------------------------------------------------------ */
 /* encoding                                                             */
-
-static void put32(unsigned char *p, uint32_t v)
-{
-    p[0] = (unsigned char)(v >> 24);
-    p[1] = (unsigned char)(v >> 16);
-    p[2] = (unsigned char)(v >> 8);
-    p[3] = (unsigned char)v;
-}
-
-static uint32_t get32(const unsigned char *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-           (uint32_t)p[2] << 8 | p[3];
-}
 
 /* Packet builder with an inline buffer: READ/WRITE headers never touch
  * the heap. */

@@ -39,6 +39,7 @@ struct ssh_exec {
     int paused;
     int oom;
     int closed, close_err;
+    int reader_only;        /* writes do not deliver (ssh_exec_reader_only) */
     ssh_chan_exit exit;
     ssh_exec_output_fn fn;
     void *ud;
@@ -207,7 +208,7 @@ int ssh_exec_write(ssh_exec *e, const void *buf, size_t len, int timeout_ms)
             return (int)n;
         p += n;
         len -= (size_t)n;
-        rc = deliver(e);
+        rc = e->reader_only ? 0 : deliver(e);
         if (rc)
             return rc;
         if (len) {
@@ -219,6 +220,11 @@ int ssh_exec_write(ssh_exec *e, const void *buf, size_t len, int timeout_ms)
         }
     }
     return 0;
+}
+
+void ssh_exec_reader_only(ssh_exec *e)
+{
+    e->reader_only = 1;
 }
 
 int ssh_exec_close_stdin(ssh_exec *e)

@@ -48,6 +48,12 @@ int ssh_exec_start(ssh_conn *c, const char *command, ssh_exec_output_fn out,
  * limit (link death still ends the wait). */
 int ssh_exec_write(ssh_exec *e, const void *buf, size_t len, int timeout_ms);
 
+/* From now on ssh_exec_write only writes: output reaches the callback
+ * through ssh_exec_pump / ssh_exec_wait_event alone, on the one thread
+ * that reads (core/ssh_agent.c, whose many writers must not deliver out
+ * of order). */
+void ssh_exec_reader_only(ssh_exec *e);
+
 /* EOF on stdin once everything written before has been sent. */
 int ssh_exec_close_stdin(ssh_exec *e);
 

@@ -137,6 +137,28 @@ int fsync_dir(const char *path)
 	return r;
 }
 
+void close_fd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+int write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+	while (len) {
+		ssize_t k = write(fd, p, len);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return k < 0 ? -errno : -EIO;
+		p += k;
+		len -= (size_t)k;
+	}
+	return 0;
+}
+
 static int replace_file(const char *path, const void *data, size_t len, mode_t mode, int durable)
 {
 	char tmp[4096];
@@ -145,20 +167,11 @@ static int replace_file(const char *path, const void *data, size_t len, mode_t m
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
 	if (fd < 0)
 		return -errno;
-	const char *p = data;
-	size_t left = len;
-	while (left) {
-		ssize_t n = write(fd, p, left);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			int e = -errno;
-			close(fd);
-			unlink(tmp);
-			return e;
-		}
-		p += n;
-		left -= (size_t)n;
+	int w = write_all(fd, data, len);
+	if (w < 0) {
+		close(fd);
+		unlink(tmp);
+		return w;
 	}
 	if (durable && fsync(fd) < 0) {
 		int e = -errno;

@@ -28,6 +28,10 @@ void sbuf_shell_quote(struct sbuf *b, const char *s);
 
 /* Reads a whole file (at most max bytes, else -EFBIG) into a new buffer. */
 int read_file(const char *path, size_t max, char **out, size_t *outlen);
+/* Closes *fd if it is open and marks it closed (-1). */
+void close_fd(int *fd);
+/* All of buf to fd (EINTR retried; a pipe's reader gone is -EPIPE). */
+int write_all(int fd, const void *buf, size_t len);
 int read_file_at(int dirfd, const char *path, size_t max, char **out, size_t *outlen);
 /* Writes a file so that readers see the old or the new content, never a mix:
  * temporary file, fsync, rename, fsync of the directory. */

@@ -215,6 +215,17 @@ def _exit_value(text):
     return int(t) if re.fullmatch(r"-?\d+", t) else t
 
 
+def start_job(sb, cmd):
+    """echo CMD > exec: the job runs on; returns the new job's directory."""
+    fd = os.open(pathlib.Path(sb) / "exec", os.O_WRONLY)
+    try:
+        os.write(fd, cmd.encode())
+        n = os.readlink(pathlib.Path(sb) / "jobs" / "mine")
+    finally:
+        os.close(fd)
+    return pathlib.Path(sb) / "jobs" / n
+
+
 def sandbox_run(sbdir, cmd, timeout=60.0):
     """Runs cmd in the sandbox through its exec file; returns (exit, output).
 

@@ -15,19 +15,9 @@ import pytest
 
 from conftest import (BUILD, ctl, error_text, log_text, mounted, needs_local, poll, read_text, sandbox_run,
                       state, wait_settled, write_config)
+from conftest import start_job as start
 
 SEER_EXEC = BUILD / "tools" / "seer-exec"
-
-
-def start(sb, cmd):
-    """echo CMD > exec: returns the new job's directory."""
-    fd = os.open(sb / "exec", os.O_WRONLY)
-    try:
-        os.write(fd, cmd.encode())
-        n = os.readlink(sb / "jobs" / "mine")
-    finally:
-        os.close(fd)
-    return sb / "jobs" / n
 
 
 def read_to_eof(fd):

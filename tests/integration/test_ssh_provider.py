@@ -14,12 +14,13 @@ import os
 import pathlib
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 
 import pytest
 
-from conftest import (ctl_errno, ctl, error_text, log_text, poll, read_text, sandbox_run,
+from conftest import (ctl_errno, ctl, error_text, log_text, poll, read_text, sandbox_run, start_job,
                       wait_settled, write_config)
 from sshd_fixture import SshdFixture, fingerprint, transfers_across_link_kill
 
@@ -1101,3 +1102,122 @@ def test_restore_from_a_copy_removed_by_hand(remote):
     os.rmdir(b)
     os.rmdir(m.path / "snapshots" / "g1")   # a copy already gone counts as deleted
     assert os.listdir(m.path / "snapshots") == []
+
+
+# ---- the resident agent (core/ssh_agent.c, core/ssh_agent.pl) ------------------------------
+
+def agent_starts(sb):
+    return log_text(sb).count("commands start through its agent")
+
+
+def test_commands_go_through_one_agent(remote):
+    """Under bubblewrap every command is a child of the sandbox's one agent,
+    its pid is the sandbox's own, and exit codes and signals come back as
+    from a command of its own."""
+    m, _, _ = remote
+    sb = make(m, "ag")
+    bwrapped(sb)
+    for _ in range(3):
+        assert run(sb, "cat /proc/$PPID/comm")[1] == b"seerfs-agent\n"
+    assert agent_starts(sb) == 1, log_text(sb)
+    job = start_job(sb, "echo $$; sleep 30")
+    poll(lambda: read_text(job / "stdout").strip(), timeout=10, what="the job's pid line")
+    inner = int(read_text(job / "stdout").split()[0])
+    assert f"started (pid {inner})" in log_text(sb)
+    ctl(job, "signal 15")
+    assert read_text(job / "exit", 20).strip() == "signal 15"
+    assert run(sb, "kill -9 $$")[0] == "signal 9"
+    assert run(sb, "exit 137")[0] == 137
+
+
+def test_background_process_outlives_its_job_until_terminate(remote):
+    """As on the local provider: what a command leaves running goes on after
+    the command's end, and dies with the sandbox."""
+    m, _, _ = remote
+    sb = make(m, "bg")
+    bwrapped(sb)
+    tag = f"sleep 5{uuid.uuid4().int % 1000:03d}"
+    assert run(sb, f"nohup {tag} >/dev/null 2>&1 & echo started")[1] == b"started\n"
+    time.sleep(0.5)
+    assert remote_pids(tag), "the background process ended with its job"
+    ctl(sb, "terminate")
+    poll(lambda: not remote_pids(tag), timeout=10, what="the background process gone with the sandbox")
+
+
+def test_agent_killed_next_command_starts_a_new_one(remote):
+    """The agent dies (here killed from inside): the commands it ran end as
+    hung up, and the next command starts a new agent."""
+    m, _, _ = remote
+    sb = make(m, "ak")
+    bwrapped(sb)
+    assert run(sb, "echo one")[1] == b"one\n"
+    job = start_job(sb, "kill -9 $PPID; sleep 30")
+    assert read_text(job / "exit", 20).strip() == "signal 1"
+    assert "agent ended" in log_text(sb)
+    assert run(sb, "echo two")[1] == b"two\n"
+    assert agent_starts(sb) == 2, log_text(sb)
+
+
+def test_stdin_not_read_holds_no_other_command_up(remote):
+    """A command that does not read its stdin gets at most its credit ahead;
+    the writer blocks, other commands run meanwhile, and not a byte is lost
+    once it reads."""
+    m, _, workdir = remote
+    sb = make(m, "cr")
+    bwrapped(sb)
+    # The exec file stays open: while its opener holds it, the job's stdin
+    # stays open for writers of jobs/N/stdin.
+    efd = os.open(sb / "exec", os.O_RDWR)
+    try:
+        os.write(efd, b"while [ ! -e /tmp/go ]; do sleep 0.05; done; wc -c")
+        job = sb / "jobs" / os.readlink(sb / "jobs" / "mine")
+        size = 6 << 20
+        done = []
+
+        def writer():
+            fd = os.open(job / "stdin", os.O_WRONLY)
+            try:
+                view = memoryview(b"x" * size)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+            done.append(True)
+
+        t = threading.Thread(target=writer, daemon=True)
+        t.start()
+        time.sleep(1.0)
+        assert run(sb, "echo meanwhile")[1] == b"meanwhile\n"
+        assert not done, "6 MiB went into a command that reads nothing: no flow control"
+        (workdir / "cr" / "tmp" / "go").write_text("")
+        t.join(30)
+        assert done
+        out = b""
+        while b := os.read(efd, 65536):
+            out += b
+    finally:
+        os.close(efd)
+    assert out.strip() == str(size).encode()
+    assert read_text(job / "exit", 30).strip() == "0"
+
+
+def test_exec_channel_entry_runs_without_agent(tmp_path, sshd, seerfs_factory):
+    """"exec": "channel" gives each command its own channel and bubblewrap
+    (what a host without a usable perl gets); a bad value is refused."""
+    workdir = tmp_path / "remote-work"
+    pfile = tmp_path / "providers.json"
+    pfile.write_text(json.dumps({"c1": entry(sshd, workdir, exec="channel"),
+                                 "bad": entry(sshd, workdir, exec="sometimes")}))
+    m = seerfs_factory(args=("-o", f"providers={pfile}"))
+    sb = make(m, "ch", provider="c1")
+    bwrapped(sb)
+    assert run(sb, "cat /proc/$PPID/comm")[1] != b"seerfs-agent\n"
+    assert run(sb, "echo $SEER_SANDBOX; exit 3") == (3, b"ch\n")
+    assert run(sb, "kill -9 $$")[0] == "signal 9"
+    assert agent_starts(sb) == 0, log_text(sb)
+    bad = m.path / "bx"
+    os.mkdir(bad)
+    with pytest.raises(OSError) as e:
+        write_config(bad, json.dumps({"provider": "bad"}))
+    assert e.value.errno == errno.EINVAL
+    assert 'field "exec" must be "agent" or "channel"' in error_text(bad)
