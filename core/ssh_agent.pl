@@ -26,7 +26,6 @@
 use strict;
 use POSIX qw(setsid WNOHANG EAGAIN EINTR EPIPE ENOENT);
 use Fcntl qw(F_GETFL F_SETFL O_NONBLOCK);
-use Time::HiRes ();
 
 use constant LIM   => 1 << 20;   # output waiting for seerfs above which the commands' pipes are not read
 use constant GRACE => 0.5;       # output read after the command's exit, as core/jobs.c does locally
@@ -36,7 +35,9 @@ $0 = 'seerfs-agent';
 $SIG{PIPE} = 'IGNORE';
 
 sub nonblock { my $fh = shift; my $f = fcntl($fh, F_GETFL, 0); fcntl($fh, F_SETFL, $f | O_NONBLOCK) if defined $f }
-sub now { Time::HiRes::time() }
+# perl-base (what a minimal Debian has) lacks Time::HiRes: whole seconds then.
+my $hires = eval { require Time::HiRes; 1 };
+sub now { $hires ? Time::HiRes::time() : time }
 
 my $out = '';    # frames for seerfs
 sub frame { $out .= pack('aNN', $_[0], $_[1], length $_[2]) . $_[2] }
@@ -97,6 +98,18 @@ sub signal_tree {
 		select(undef, undef, undef, 0.002);
 	}
 	return $total;
+}
+
+# Every process of the sandbox. kill(-1) reaches every process the agent
+# may signal, which is the sandbox only inside bubblewrap's pid namespace,
+# where the agent's parent is that namespace's init (pid 1). Anywhere else
+# (a test run by hand) only the trees of its commands.
+sub kill_all {
+	if (getppid() == 1 && $$ == 2) {
+		kill 'KILL', -1;
+		return;
+	}
+	signal_tree($_->{pid}, 9) for values %jobs;
 }
 
 # ---- jobs ------------------------------------------------------------------
@@ -258,7 +271,7 @@ for (;;) {
 		my $k = sysread(STDIN, $in, CHUNK, length $in);
 		if (defined $k && $k == 0 || !defined $k && $! != EAGAIN && $! != EINTR) {
 			# seerfs let go of the sandbox: nothing of it stays.
-			kill 'KILL', -1;
+			kill_all();
 			exit 0;
 		}
 		frames(\$in);
@@ -290,7 +303,7 @@ for (;;) {
 		my $k = syswrite(STDOUT, $out, 4 * CHUNK);
 		if (!defined $k) {
 			last if $! == EAGAIN || $! == EINTR;
-			kill 'KILL', -1;   # seerfs is gone
+			kill_all();   # seerfs is gone
 			exit 0;
 		}
 		substr($out, 0, $k) = '';
