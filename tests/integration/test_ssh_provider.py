@@ -1221,3 +1221,20 @@ def test_exec_channel_entry_runs_without_agent(tmp_path, sshd, seerfs_factory):
         write_config(bad, json.dumps({"provider": "bad"}))
     assert e.value.errno == errno.EINVAL
     assert 'field "exec" must be "agent" or "channel"' in error_text(bad)
+
+
+def test_unmount_with_running_agents_exits_and_leaves_nothing(remote):
+    """fusermount3 -u with sandboxes still running, each with its agent and
+    a job: seerfs stops them all and exits cleanly (under ASan too), and no
+    process of theirs is left on the host. (The hang fixed in fs/main.c's
+    mount watcher was seen once with 40 sandboxes; this test did not
+    reproduce it without the fix in 8 runs.)"""
+    m, _, _ = remote
+    tag = f"sleep 6{uuid.uuid4().int % 1000:03d}"
+    sbs = [make(m, f"u{i}") for i in range(12)]
+    bwrapped(sbs[0])
+    for sb in sbs:
+        start_job(sb, f"{tag}")
+    poll(lambda: len(remote_pids(tag)) >= len(sbs), timeout=20, what="a job running in every sandbox")
+    m.stop(terminate_first=False, timeout=60)
+    poll(lambda: not remote_pids(tag), timeout=10, what="no job left on the host")
