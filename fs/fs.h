@@ -29,6 +29,7 @@ struct seer_fs {
 	double pass_timeout;     /* entry/attr timeout for root/ while the sandbox is idle */
 	int writeback;           /* -o writeback: kernel writeback cache for root/ */
 	int no_splice;
+	int splice_read;         /* -o splice_read: requests received by splice (off: read) */
 	/* -o xattr: user.* pass through. Off, every xattr call is refused
 	 * with ENOSYS, which the kernel remembers and turns into ENOTSUP for
 	 * good; it then stops asking for security.capability before each

@@ -34,6 +34,7 @@ struct options {
 	double pass_timeout;
 	int writeback;
 	int no_splice;
+	int splice_read;
 	int xattr;
 	int show_help;
 	int show_version;
@@ -54,6 +55,7 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("pass_timeout=%lf", pass_timeout),
 	OPT("writeback", writeback),
 	OPT("no_splice", no_splice),
+	OPT("splice_read", splice_read),
 	OPT("xattr", xattr),
 	OPT("max_threads=%u", max_threads),
 	OPT("--help", show_help),
@@ -107,6 +109,8 @@ static void usage(const char *prog)
 	       "                           sandbox runs nothing (default 30)\n"
 	       "    -o writeback           kernel writeback cache for root/ (off: it can lose data)\n"
 	       "    -o no_splice           no splice for root/ data\n"
+	       "    -o splice_read         receive requests by splice: large writes use less\n"
+	       "                           CPU, every other request one more system call\n"
 	       "    -o xattr               user.* extended attributes in root/ (off: every\n"
 	       "                           xattr call fails with ENOTSUP, and writes are faster)\n"
 	       "    -o max_threads=N       FUSE worker threads (default 64)\n"
@@ -312,6 +316,7 @@ int main(int argc, char *argv[])
 	fs.pass_timeout = o.pass_timeout;
 	fs.writeback = o.writeback;
 	fs.no_splice = o.no_splice;
+	fs.splice_read = o.splice_read;
 	fs.xattr = o.xattr;
 	pthread_mutex_init(&fs.lock, NULL);
 	pthread_mutex_init(&fs.pend_mu, NULL);

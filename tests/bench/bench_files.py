@@ -134,6 +134,9 @@ def main():
         if name != "passthrough_hp":
             notes.append("libfuse's passthrough_hp is not on this machine (Debian 12 does not package it); "
                          "the peer is libfuse 3.14's passthrough_ll example built from libfuse3-dev")
+        else:
+            notes.append(f"the peer is the passthrough_hp found on PATH ({cmd[0]}), run with its defaults "
+                         "(writeback cache, splice, long cache timeouts)")
         src, mnt = fresh_fs("peer-src", notes), BASE / "peer-mnt"
         mnt.mkdir()
         args = cmd + ["-o", f"source={src}", str(mnt)] if name == "passthrough_ll" else cmd + [str(src), str(mnt)]

@@ -510,6 +510,32 @@ def test_xattrs_with_option(seerfs_factory):
         wait_settled(d)
 
 
+@pytest.mark.skipif(HARNESS, reason="needs the seerfs daemon")
+@needs_local("the option is about root/ of the local provider")
+@pytest.mark.parametrize("opt", ["splice_read", "no_splice"])
+def test_splice_options_move_the_same_bytes(seerfs_factory, opt):
+    # Requests received by splice (-o splice_read) or no splice at all: large
+    # and odd-sized writes at any offset read back the same, inside too.
+    import hashlib
+    from conftest import ctl, sandbox_run as run_in, wait_settled
+    m = seerfs_factory(args=["-o", opt])
+    d = m.sandbox("sp", "{}")
+    f = d / "root" / "workspace" / "f"
+    data = os.urandom(3 << 20) + os.urandom(12345)
+    try:
+        with open(f, "wb") as w:
+            w.write(data)
+            w.seek(5 << 20)
+            w.write(data[:777])
+        want = data + b"\0" * ((5 << 20) - len(data)) + data[:777]
+        assert f.read_bytes() == want
+        code, out = run_in(d, "sha256sum /workspace/f")
+        assert code == 0 and out.split()[0].decode() == hashlib.sha256(want).hexdigest()
+    finally:
+        ctl(d, "terminate")
+        wait_settled(d)
+
+
 def test_statfs(posix_root, sandbox_run):
     sv = os.statvfs(posix_root)
     assert sv.f_bsize > 0 and sv.f_blocks > 0
