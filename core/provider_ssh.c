@@ -140,7 +140,6 @@ struct ssh_sb {
 	/* The resident agent that starts commands (agent_*). */
 	pthread_mutex_t agent_lock;  /* agent and agent_off (lock order: agent_lock, lock) */
 	struct ssh_agent *agent;     /* or NULL */
-	int agent_pid;               /* its bubblewrap's pid on the host, which snapshots stop */
 	int agent_off;               /* it cannot run there: one bubblewrap per command */
 };
 
@@ -1104,8 +1103,7 @@ static int agent_acquire(struct sandbox *sb, struct ssh_sb *s, struct ssh_agent 
 		bwrap_command(s, "/", s->network, "", &sh);
 		pthread_mutex_unlock(&s->lock);
 		char e2[SSH_ERRMSG_LEN + 400] = "";
-		int pid = 0;
-		r = ssh_agent_open(c, sh.data, e->timeout_ms, agent_exit, s, &s->agent, &pid, e2, sizeof(e2));
+		r = ssh_agent_open(c, sh.data, e->timeout_ms, agent_exit, s, &s->agent, e2, sizeof(e2));
 		sbuf_free(&sh);
 		if (r < 0 && ssh_conn_alive(c)) {
 			/* The host cannot run it: every command gets a bubblewrap
@@ -1118,9 +1116,8 @@ static int agent_acquire(struct sandbox *sb, struct ssh_sb *s, struct ssh_agent 
 			snprintf(err, n, "sandbox %s: cannot start its agent on %s: %s%s", sb->name, e->host, e2,
 				 r == -ENOTCONN ? " (disconnected; seerfs reconnects in the background: try again)" : "");
 		} else {
-			s->agent_pid = pid;
 			sandbox_log(sb, "sandbox %s: commands start through its agent on %s (bubblewrap pid %d there)",
-				    sb->name, e->host, pid);
+				    sb->name, e->host, ssh_agent_host_pid(s->agent));
 		}
 	}
 	if (r == 0)
@@ -1366,6 +1363,32 @@ static void host_watch_confined(struct ssh_host *h)
 	pthread_mutex_unlock(&h->sbs_lock);
 }
 
+/* A command over a channel of its own: in w the fixed wrapper the channel
+ * runs, which reads the real script from stdin (byte-wise, so the job's own
+ * stdin stays unread) up to a random marker line and evals it in that very
+ * process; in script that script and the marker. */
+static void channel_command(struct ssh_sb *s, const struct seer_provider_entry *e, const struct seer_spawn *req,
+			    struct ssh_job *j, struct sbuf *w, struct sbuf *script)
+{
+	unsigned char rnd[12];
+	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+		memset(rnd, 0x5a, sizeof(rnd));
+	char marker[64] = "@@seer-end-";
+	for (size_t i = 0; i < sizeof(rnd); i++)
+		snprintf(marker + strlen(marker), 3, "%02x", rnd[i]);
+	struct sbuf inner = {0};
+	sbuf_printf(&inner, "s=; while IFS= read -r l; do [ \"$l\" = %s ] && break; s=\"$s$l\n\"; done; eval \"$s\"", marker);
+	sbuf_printf(w, "exec /bin/sh -c ");
+	sbuf_shell_quote(w, inner.data);
+	sbuf_free(&inner);
+	pthread_mutex_lock(&s->lock);
+	if (s->bwrap)
+		exit_wrap_mark(j->sigmark, sizeof(j->sigmark));
+	build_script(s, e, req, j->sigmark, script);
+	pthread_mutex_unlock(&s->lock);
+	sbuf_printf(script, "%s\n", marker);
+}
+
 static int ssh_spawn(struct sandbox *sb, const struct seer_spawn *req, int *pid, char *err, size_t n)
 {
 	struct ssh_sb *s = priv_of(sb);
@@ -1397,29 +1420,7 @@ static int ssh_spawn(struct sandbox *sb, const struct seer_spawn *req, int *pid,
 	struct sbuf w = {0}, script = {0};
 	struct ssh_job *j = xcalloc(1, sizeof(*j));
 	j->s = s;
-	{
-		unsigned char rnd[12];
-		if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
-			memset(rnd, 0x5a, sizeof(rnd));
-		char marker[64] = "@@seer-end-";
-		for (size_t i = 0; i < sizeof(rnd); i++)
-			snprintf(marker + strlen(marker), 3, "%02x", rnd[i]);
-		/* The fixed wrapper: reads the script from stdin (byte-wise, so
-		 * the job's own stdin stays unread) and evals it in this very
-		 * process. */
-		struct sbuf inner = {0};
-		sbuf_printf(&inner, "s=; while IFS= read -r l; do [ \"$l\" = %s ] && break; s=\"$s$l\n\"; done; eval \"$s\"",
-			    marker);
-		sbuf_printf(&w, "exec /bin/sh -c ");
-		sbuf_shell_quote(&w, inner.data);
-		sbuf_free(&inner);
-		pthread_mutex_lock(&s->lock);
-		if (s->bwrap)
-			exit_wrap_mark(j->sigmark, sizeof(j->sigmark));
-		build_script(s, e, req, j->sigmark, &script);
-		pthread_mutex_unlock(&s->lock);
-		sbuf_printf(&script, "%s\n", marker);
-	}
+	channel_command(s, e, req, j, &w, &script);
 
 	j->fd_in = fcntl(req->fd_in, F_DUPFD_CLOEXEC, 3);
 	j->fd_out = fcntl(req->fd_out, F_DUPFD_CLOEXEC, 3);
@@ -1794,8 +1795,9 @@ static void snap_pids(struct ssh_sb *s, char *out, size_t n)
 	/* The agent's bubblewrap leads the group that holds the agent and,
 	 * as descendants, every process its commands started. */
 	pthread_mutex_lock(&s->agent_lock);
-	if (s->agent && s->agent_pid > 1 && k + 16 < n)
-		k += (size_t)snprintf(out + k, n - k, "%s%d", k ? " " : "", s->agent_pid);
+	int apid = s->agent ? ssh_agent_host_pid(s->agent) : 0;
+	if (apid > 1 && k + 16 < n)
+		k += (size_t)snprintf(out + k, n - k, "%s%d", k ? " " : "", apid);
 	pthread_mutex_unlock(&s->agent_lock);
 }
 

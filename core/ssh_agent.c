@@ -50,10 +50,9 @@ struct agent_job {
 	struct agent_job *next;
 	struct ssh_agent *a;
 	uint32_t id;
-	int pid;
+	int pid;                     /* from the agent's P frame; 0 until then */
 	int fd_in, fd_out, fd_err;
 	int state;
-	int started;                 /* its pid came */
 	size_t unacked;              /* stdin bytes sent, not yet taken */
 	int stdin_gone;              /* the command closed its stdin */
 	struct sbuf early_err;       /* stderr before the pid: why it did not start */
@@ -172,7 +171,6 @@ static void dispatch(struct ssh_agent *a, char type, uint32_t id, const char *d,
 	switch (type) {
 	case 'P':
 		j->pid = (int)frame_num(d, len);
-		j->started = 1;
 		j->state = JOB_RUNNING;
 		pthread_cond_broadcast(&a->cv);
 		break;
@@ -380,7 +378,7 @@ static void agent_free(struct ssh_agent *a)
 }
 
 int ssh_agent_open(ssh_conn *c, const char *sh_lines, int timeout_ms, ssh_agent_exit_fn on_exit, void *ud,
-		   struct ssh_agent **out, int *host_pid, char *err, size_t n)
+		   struct ssh_agent **out, char *err, size_t n)
 {
 	struct ssh_agent *a = xcalloc(1, sizeof(*a));
 	a->conn = c;
@@ -432,12 +430,16 @@ int ssh_agent_open(ssh_conn *c, const char *sh_lines, int timeout_ms, ssh_agent_
 		goto fail;
 	}
 	a->reader_started = 1;
-	*host_pid = a->host_pid;
 	*out = a;
 	return 0;
 fail:
 	agent_free(a);
 	return r;
+}
+
+int ssh_agent_host_pid(struct ssh_agent *a)
+{
+	return a->host_pid;   /* set before the ready line, never after */
 }
 
 int ssh_agent_alive(struct ssh_agent *a, ssh_conn *c)
@@ -510,7 +512,7 @@ int ssh_agent_spawn(struct ssh_agent *a, const struct seer_spawn *req, int *pid,
 	}
 	/* Started, and maybe ended already: the reader may have taken the
 	 * exit right after the pid, before this thread woke. */
-	if (j->started) {
+	if (j->pid > 0) {
 		*pid = j->pid;
 		j->th_started = pthread_create(&j->th, NULL, stdin_main, j) == 0;
 		pthread_mutex_unlock(&a->mu);
