@@ -4,11 +4,13 @@
  *
  * Start-up of one sandbox:
  *   seerfs forks a child that makes a user and mount namespace of its own
- *   (the mounting user is root there), mounts the sandbox's writable tree as
- *   an overlay (lower: the snapshot layers or an empty directory; upper:
- *   state/sandboxes/NAME/fs/upper) and execs bubblewrap. bubblewrap builds
- *   the sandbox's root (host /usr and /etc read-only, the overlay's
- *   workspace, root, tmp, var, opt writable), drops every capability and
+ *   (the mounting user is root there). A sandbox restored from a snapshot
+ *   gets its writable tree as an overlay (lower: the snapshot's layers;
+ *   upper: state/sandboxes/NAME/fs/upper); a fresh one gets fs/upper itself,
+ *   a plain directory, because an overlay over nothing only adds its own
+ *   cost to every lookup and create. The child then execs bubblewrap, which
+ *   builds the sandbox's root (host /usr and /etc read-only, the tree's
+ *   workspace, root, tmp, var, opt, run writable), drops every capability and
  *   runs seerfs-agent as PID 1 of a new PID namespace. seerfs then reaches
  *   the sandbox's files through /proc/AGENT/root, exactly as its processes
  *   see them, and runs commands by asking the agent over a socket.
@@ -312,7 +314,7 @@ static void add_system(struct argv_b *a)
 	}
 }
 
-static void build_argv(struct sandbox *sb, const struct seer_config *cfg, struct argv_b *a)
+static void build_argv(struct sandbox *sb, const struct seer_config *cfg, const char *tree, struct argv_b *a)
 {
 	const char *d = sb->dir;
 	av_add(a, find_bwrap());
@@ -356,7 +358,7 @@ static void build_argv(struct sandbox *sb, const struct seer_config *cfg, struct
 	av_add(a, "/dev");
 	for (int i = 0; writable_dirs[i]; i++) {
 		av_add(a, "--bind");
-		av_addf(a, "%s/fs/merged/%s", d, writable_dirs[i]);
+		av_addf(a, "%s/%s", tree, writable_dirs[i]);
 		av_addf(a, "/%s", writable_dirs[i]);
 	}
 	if (cfg->gpu)
@@ -375,15 +377,30 @@ static void build_argv(struct sandbox *sb, const struct seer_config *cfg, struct
 	av_add(a, "/.seerfs/agent");
 }
 
-/* The overlay's lowerdir option: the snapshot chain, newest first, or an
- * empty directory for a fresh sandbox. */
-static int lower_dirs(struct sandbox *sb, const struct seer_config *cfg, struct sbuf *out, char *err, size_t n)
+/* The sandbox's writable tree is fs/upper itself for a fresh sandbox, or an
+ * overlay of fs/upper over the layers of the snapshot it was restored from.
+ * Sets *lower to the overlay's lowerdir option, or leaves it empty for the
+ * plain tree. An upper dir that has been an overlay's over real layers may
+ * hold whiteouts and opaque marks that only an overlay hides, so from then
+ * on it stays an overlay (over an empty directory if need be): fs/layered
+ * records that, and fs/work/work (which overlayfs makes) covers the trees
+ * of seerfs versions that mounted an overlay for every sandbox. */
+static int lower_dirs(struct sandbox *sb, struct sbuf *lower, char *err, size_t n)
 {
-	int r = snapshot_lowerdirs(sb, out, err, n);
+	char mark[4096], work[4096];
+	snprintf(mark, sizeof(mark), "%s/fs/layered", sb->dir);
+	snprintf(work, sizeof(work), "%s/fs/work/work", sb->dir);
+	int r = snapshot_lowerdirs(sb, lower, err, n);
 	if (r < 0)
 		return r;
-	if (out->len == 0)
-		sbuf_printf(out, "%s/empty", sb->ctx->state_dir);
+	if (lower->len) {
+		if (access(mark, F_OK) < 0 && (r = write_file_atomic(mark, "", 0, 0600)) < 0) {
+			snprintf(err, n, "sandbox %s: cannot write %s: %s", sb->name, mark, strerror(-r));
+			return r;
+		}
+	} else if (access(mark, F_OK) == 0 || access(work, F_OK) == 0) {
+		sbuf_printf(lower, "%s/empty", sb->ctx->state_dir);
+	}
 	return 0;
 }
 
@@ -410,7 +427,7 @@ static int write_str(const char *path, const char *s)
 struct fork_args {
 	const char *errpath;
 	int sv1, info1, errfd;
-	const char *uidmap, *gidmap, *merged, *opts;
+	const char *uidmap, *gidmap, *tree, *opts; /* opts NULL: no overlay */
 	char **wdirs, **argv;
 };
 
@@ -441,7 +458,7 @@ static int fork_sandbox(void *p)
 		child_fail(4, "uid_map", errno);
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
 		child_fail(4, "make mounts private", errno);
-	if (mount("overlay", fa->merged, "overlay", 0, fa->opts) < 0)
+	if (fa->opts && mount("overlay", fa->tree, "overlay", 0, fa->opts) < 0)
 		child_fail(4, "mount the overlay", errno);
 	for (size_t i = 0; writable_dirs[i]; i++)
 		mkdir(fa->wdirs[i], i == 2 ? 01777 : 0755);
@@ -457,16 +474,18 @@ static int local_start(struct sandbox *sb, const struct seer_config *cfg, char *
 	if (r < 0)
 		return r;
 	struct sbuf lower = {0};
-	if ((r = lower_dirs(sb, cfg, &lower, err, n)) < 0) {
+	if ((r = lower_dirs(sb, &lower, err, n)) < 0) {
 		sbuf_free(&lower);
 		return r;
 	}
 	/* Everything the child needs is built before fork: after fork in a
 	 * threaded process only async-signal-safe calls are allowed. */
-	char merged[4096], uidmap[64], gidmap[64], errpath[4096];
+	char tree[4096], uidmap[64], gidmap[64], errpath[4096];
 	struct sbuf opts = {0};
-	snprintf(merged, sizeof(merged), "%s/fs/merged", sb->dir);
-	sbuf_printf(&opts, "lowerdir=%s,upperdir=%s/fs/upper,workdir=%s/fs/work,userxattr", lower.data, sb->dir, sb->dir);
+	snprintf(tree, sizeof(tree), "%s/fs/%s", sb->dir, lower.len ? "merged" : "upper");
+	if (lower.len)
+		sbuf_printf(&opts, "lowerdir=%s,upperdir=%s/fs/upper,workdir=%s/fs/work,userxattr", lower.data, sb->dir,
+			    sb->dir);
 	sbuf_free(&lower);
 	snprintf(uidmap, sizeof(uidmap), "0 %u 1\n", (unsigned)sb->ctx->uid);
 	snprintf(gidmap, sizeof(gidmap), "0 %u 1\n", (unsigned)sb->ctx->gid);
@@ -474,11 +493,11 @@ static int local_start(struct sandbox *sb, const struct seer_config *cfg, char *
 	char *wdirs[ARRAY_SIZE(writable_dirs)];
 	for (size_t i = 0; writable_dirs[i]; i++) {
 		struct sbuf b = {0};
-		sbuf_printf(&b, "%s/%s", merged, writable_dirs[i]);
+		sbuf_printf(&b, "%s/%s", tree, writable_dirs[i]);
 		wdirs[i] = b.data;
 	}
 	struct argv_b av = {0};
-	build_argv(sb, cfg, &av);
+	build_argv(sb, cfg, tree, &av);
 
 	int sv[2] = {-1, -1}, info[2] = {-1, -1};
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0 || pipe2(info, O_CLOEXEC) < 0) {
@@ -489,7 +508,7 @@ static int local_start(struct sandbox *sb, const struct seer_config *cfg, char *
 	int sndbuf = 1 << 20;
 	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
 	struct fork_args fa = {.errpath = errpath, .sv1 = sv[1], .info1 = info[1], .uidmap = uidmap, .gidmap = gidmap,
-			       .merged = merged, .opts = opts.data, .wdirs = wdirs, .argv = av.v};
+			       .tree = tree, .opts = opts.data, .wdirs = wdirs, .argv = av.v};
 	pid_t pid = seer_in_forker(sb->ctx, fork_sandbox, &fa);
 	int errfd = fa.errfd;
 	if (pid < 0) {

@@ -2,7 +2,8 @@
  * snapshot.c - snapshots of a sandbox's writable tree.
  *
  * Taking one: freeze the sandbox (its agent stops every process), syncfs,
- * copy the overlay's upper dir - only what the sandbox changed - into
+ * copy fs/upper (the overlay's upper dir, or a fresh sandbox's whole tree:
+ * either way only what the sandbox changed) into
  * STATE/snapshots/NAME.tmp/layer keeping everything overlayfs reads (modes,
  * owners, times, user.* xattrs such as user.overlay.opaque/redirect,
  * whiteouts as 0/0 character devices, hard links), thaw, write info.json,

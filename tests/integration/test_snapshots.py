@@ -18,7 +18,7 @@ import time
 import pytest
 
 from conftest import (ctl_errno, IS_ROOT, ctl, error_text, log_text, mounted, poll, read_text, sandbox_run, state, unmount,
-                      wait_settled)
+                      wait_settled, write_config)
 
 
 def run_ok(sbdir, cmd, timeout=60.0):
@@ -80,6 +80,30 @@ def test_snapshot_change_restore(mnt):
     c = mnt.sandbox("c", '{"snapshot": "s2"}')
     assert run_ok(c, "ls /workspace/d; test -e /workspace/x || echo nox; cat /workspace/f") == "h\nnox\none\n"
     assert tree(mnt.path / "snapshots" / "s2" / "root" / "workspace") == tree(c / "root" / "workspace")
+
+
+def test_fresh_tree_is_plain_restored_is_overlay(mnt):
+    """A fresh sandbox's writable tree is a plain directory (no overlay over
+    nothing); one restored from a snapshot is an overlay, and stays one when
+    provisioned again without the snapshot, so its whiteouts never show."""
+    a = mnt.sandbox("pa", "{}")
+    assert "overlay" not in run_ok(a, "stat -f -c %T /workspace /tmp /root")
+    run_ok(a, "echo keep > /workspace/k && echo gone > /workspace/g && mkdir /root/d && echo r > /root/d/f")
+    ctl(a, "snapshot ps")
+    b = mnt.sandbox("pb", '{"snapshot": "ps"}')
+    assert run_ok(b, "stat -f -c %T /workspace /tmp /root").split() == ["overlayfs"] * 3
+    run_ok(b, "rm /workspace/g && rm -r /root/d && echo new > /workspace/n")
+    ctl(b, "terminate")
+    assert wait_settled(b) == "terminated"
+    write_config(b, "{}")
+    assert wait_settled(b) == "running"
+    # Only what the sandbox itself changed is there; the deletions of files
+    # that came from the snapshot stay deleted, with no whiteout visible.
+    assert run_ok(b, "stat -f -c %T /workspace; ls -A /workspace /root") == "overlayfs\n/root:\n\n/workspace:\nn\n"
+    assert sorted(os.listdir(b / "root" / "workspace")) == ["n"]
+    # The plain sandbox's own files, and its snapshot, are unchanged.
+    assert run_ok(a, "cat /workspace/k /workspace/g /root/d/f") == "keep\ngone\nr\n"
+    assert read_text(mnt.path / "snapshots" / "ps" / "root" / "workspace" / "g") == "gone\n"
 
 
 def test_restore_from_missing_snapshot_names_it(mnt):
