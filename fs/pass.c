@@ -5,7 +5,7 @@
  * them. The provider hands us an O_PATH fd on the sandbox's "/" (for the
  * local provider, /proc/AGENT/root); every path we walk from it goes
  * through the sandbox's mount namespace, so root/usr is the read-only bind
- * the sandbox sees, root/workspace its overlay, root/proc its procfs.
+ * the sandbox sees, root/workspace its writable tree, root/proc its procfs.
  *
  * Model: libfuse's passthrough_ll.c / passthrough_hp.cc. One struct pnode
  * per inode the kernel knows, keyed by (st_dev, st_ino), with a lookup
@@ -13,8 +13,10 @@
  * fd, obtained by a single-component openat2(parent, name, O_PATH |
  * O_NOFOLLOW, RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_BENEATH),
  * so the daemon itself never follows a symlink or a /proc magic link of
- * the sandbox. I/O reopens a node's fd through /proc/self/fd/N, and only
- * for regular files and directories.
+ * the sandbox. I/O reopens a node's fd through /proc/self/fd/N (a
+ * directory's as "." from it), and only for regular files and directories.
+ * READDIRPLUS entries whose inode is already a node are only statx'd,
+ * without following (lookup_listed()).
  *
  * Confinement of symlinks: the kernel resolves a symlink's text relative to
  * the reader's root, so "/etc/passwd" planted in the sandbox would reach
@@ -27,7 +29,8 @@
  * Coherence: while the sandbox is idle (only its init runs, asked through
  * provider->busy() at most every 50 ms) nothing but this mount changes the
  * tree, so replies carry long timeouts and open files keep their page
- * cache; every entry and inode given a long timeout is remembered, and
+ * cache; every entry and inode given a long timeout is remembered (a
+ * positive entry on its node, a negative one in a set), and
  * pass_invalidate() (called by fs/ll.c when a job starts) and an observed
  * idle->busy change expire them all. While busy, timeouts are 0 and cached
  * pages are kept only when mtime/ctime/size are unchanged.
@@ -116,6 +119,9 @@ _Static_assert(sizeof(fuse_ino_t) >= sizeof(uintptr_t), "inode numbers hold poin
 /* Directories a node may have a dentry in that we track for the depth of
  * symlinks; more than this and the node's depth counts as unknown. */
 #define PASS_PARENTS 4
+/* Older names of one node kept for the next sweep; past this a sweep is
+ * asked for, which empties them. */
+#define PASS_NODE_ENTS 16
 /* Nodes visited when bounding a symlink's depth; past this, depth 0. */
 #define PASS_DEPTH_BUDGET 256
 /* getdents64 buffer of an open directory. */
@@ -180,11 +186,26 @@ struct pnode {
 	unsigned nopen;
 	struct pnode *hint_parent;     /* where to reopen an evicted fd */
 	char *hint_name;
+	/* Entries of this node the kernel may hold with a long timeout, for
+	 * sweep(): (hint_parent, hint_name) when ent_long, and older names
+	 * (hard links, earlier hints) on ents. Kept on the node rather than
+	 * in one set: they die with it (the kernel forgot the node, so it
+	 * holds none of them), and recording one costs no allocation. */
+	unsigned char ent_long;
+	unsigned nents;
+	struct pname *ents;
 	struct pkey parents[PASS_PARENTS];
 	unsigned char nparents, parents_overflow;
 	atomic_int synthetic;          /* -1 unknown, 0 no, 1 procfs-like: direct_io */
 	struct lockowner *owners;
 	struct stamp stamp;
+};
+
+/* One name a node had: (parent, name), parent an ino given to the kernel. */
+struct pname {
+	struct pname *next;
+	fuse_ino_t parent;
+	char *name;
 };
 
 /* An open file or directory (fi->fh). */
@@ -316,10 +337,12 @@ static void proc_path(char *buf, size_t len, int fd)
 }
 
 /* fstat with the birth time (statx), which tells inodes apart. */
-static int stat_id(int fd, struct stat *st, struct pident *id)
+/* The attributes and identity of name in dfd (name "" with AT_EMPTY_PATH:
+ * of dfd itself), never following a link. */
+static int stat_at(int dfd, const char *name, int flags, struct stat *st, struct pident *id)
 {
 	struct statx x;
-	if (statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS | STATX_BTIME, &x) < 0)
+	if (statx(dfd, name, flags | AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT, STATX_BASIC_STATS | STATX_BTIME, &x) < 0)
 		return -errno;
 	memset(st, 0, sizeof(*st));
 	st->st_dev = makedev(x.stx_dev_major, x.stx_dev_minor);
@@ -342,6 +365,11 @@ static int stat_id(int fd, struct stat *st, struct pident *id)
 		id->btime_nsec = x.stx_btime.tv_nsec;
 	}
 	return 0;
+}
+
+static int stat_id(int fd, struct stat *st, struct pident *id)
+{
+	return stat_at(fd, "", AT_EMPTY_PATH, st, id);
 }
 
 static int same_id(const struct pident *a, const struct pident *b)
@@ -549,6 +577,15 @@ static void owners_close(struct pnode *n)
 	n->owners = NULL;
 }
 
+static void names_free(struct pname *e)
+{
+	for (struct pname *nx; e; e = nx) {
+		nx = e->next;
+		free(e->name);
+		free(e);
+	}
+}
+
 /* Frees n and then every hint parent it kept alive, while nothing
  * references them. Under p->lock; returns how many pass_fs references the
  * caller must drop once it has unlocked. */
@@ -578,6 +615,7 @@ static int node_maybe_free(struct pass_fs *p, struct pnode *n)
 		if (n == p->root)
 			p->root = NULL;
 		free(n->hint_name);
+		names_free(n->ents);
 		free(n);
 		freed++;
 		if (parent)
@@ -616,15 +654,15 @@ static void evict(struct pass_fs *p, size_t target)
 	}
 }
 
-/* Gives n the O_PATH fd if it has none (else closes fd). Under p->lock. */
-static void node_install_fd(struct pass_fs *p, struct pnode *n, int fd)
+/* Gives n the O_PATH fd if it has none. Under p->lock; returns the fd the
+ * caller must close once it has unlocked (fd when n had one), or -1: a
+ * close is a system call, and every lookup waits on this lock. */
+static int node_install_fd(struct pass_fs *p, struct pnode *n, int fd)
 {
 	if (fd < 0)
-		return;
-	if (atomic_load(&n->fd) >= 0 || atomic_load(&p->dead)) {
-		close(fd);
-		return;
-	}
+		return -1;
+	if (atomic_load(&n->fd) >= 0 || atomic_load(&p->dead))
+		return fd;
 	atomic_store(&n->fd, fd);
 	if (n != p->root) {
 		ring_add(p, n);
@@ -632,6 +670,7 @@ static void node_install_fd(struct pass_fs *p, struct pnode *n, int fd)
 		if (p->nfds > p->fd_budget)
 			evict(p, p->fd_budget - p->fd_budget / 8);
 	}
+	return -1;
 }
 
 static int openat2_raw(struct pass_fs *p, int dfd, const char *name, int flags, mode_t mode)
@@ -717,11 +756,13 @@ static int node_reopen(struct pass_fs *p, struct pnode *n, int depth)
 		par->refs--;
 		freed = node_maybe_free(p, par);
 	}
+	int spare = -1;
 	if (r >= 0) {
-		node_install_fd(p, n, r);
+		spare = node_install_fd(p, n, r);
 		r = 0;
 	}
 	pthread_mutex_unlock(&p->lock);
+	close_fd(&spare);
 	pass_put(p, freed);
 	return r;
 }
@@ -766,21 +807,38 @@ static void add_parent(struct pnode *n, struct pnode *dir)
 		n->parents_overflow = 1;
 }
 
-/* Points n's hint at (dir, name). Under p->lock. */
-static void set_hint(struct pass_fs *p, struct pnode *n, struct pnode *dir, const char *name, int *freed)
+static void request_sweep(struct pass_fs *p);
+
+static int hint_is(const struct pnode *n, const struct pnode *dir, const char *name)
 {
-	if (!dir || n == p->root)
-		return;
-	if (n->hint_parent == dir && n->hint_name && !strcmp(n->hint_name, name))
-		return;
-	char *nm = strdup(name);
-	if (!nm)
+	return n->hint_parent == dir && n->hint_name && !strcmp(n->hint_name, name);
+}
+
+/* Points n's hint at (dir, *name), taking *name (strdup'd by the caller,
+ * outside the lock). A hint the kernel may hold with a long timeout moves
+ * to n->ents, so that the next sweep still expires it. Under p->lock. */
+static void set_hint(struct pass_fs *p, struct pnode *n, struct pnode *dir, char **name, int *freed)
+{
+	if (!dir || n == p->root || hint_is(n, dir, *name))
 		return;
 	struct pnode *old = n->hint_parent;
+	char *oldname = n->hint_name;
+	struct pname *keep = n->ent_long && old && oldname ? malloc(sizeof(*keep)) : NULL;
+	if (keep) {
+		*keep = (struct pname){n->ents, ino_of(p, old), oldname};
+		n->ents = keep;
+		oldname = NULL;
+		if (++n->nents > PASS_NODE_ENTS)
+			request_sweep(p);
+	} else if (n->ent_long && old) {
+		request_sweep(p);       /* no memory to remember it: expire all */
+	}
+	n->ent_long = 0;
 	dir->refs++;
 	n->hint_parent = dir;
-	free(n->hint_name);
-	n->hint_name = nm;
+	free(oldname);
+	n->hint_name = *name;
+	*name = NULL;
 	if (old) {
 		old->refs--;
 		*freed += node_maybe_free(p, old);
@@ -788,60 +846,82 @@ static void set_hint(struct pass_fs *p, struct pnode *n, struct pnode *dir, cons
 }
 
 /* Finds or creates the node of st (fd: an O_PATH fd on it, consumed) and
- * counts one lookup. dir/name: where the kernel will see it. */
+ * counts one lookup. dir/name: where the kernel will see it; long_entry:
+ * the reply gives that entry a long timeout (recorded for sweep()). */
 static int node_get(struct pass_fs *p, struct pnode *dir, const char *name, int fd, const struct stat *st,
-		    const struct pident *id, struct pnode **out)
+		    const struct pident *id, int long_entry, struct pnode **out)
 {
-	int freed = 0;
-	pthread_mutex_lock(&p->lock);
-	if (atomic_load(&p->dead)) {
+	/* Every lookup of the mount takes this lock: what a new node or a new
+	 * hint needs is allocated outside it, and only when needed (a node
+	 * the kernel looks up again, at the name it had, needs nothing). */
+	struct pnode *fresh = NULL, *n;
+	char *nm = NULL;
+	int freed = 0, spare = -1, r = 0;
+	for (;;) {
+		pthread_mutex_lock(&p->lock);
+		if (atomic_load(&p->dead)) {
+			spare = fd;
+			r = -ENOTCONN;
+			goto out;
+		}
+		n = tab_find(p, st->st_dev, st->st_ino);
+		if (n && atomic_load(&n->fd) < 0 && !same_id(&n->id, id)) {
+			/* An evicted node whose inode was deleted and its
+			 * number reused: a different file. The old node stays
+			 * for the kernel (ESTALE) until forgotten, off the
+			 * table. */
+			tab_remove(p, n);
+			atomic_store(&n->stale, 1);
+			n->hnext = p->stale;
+			p->stale = n;
+			n = NULL;
+		}
+		int need_name = dir && (!n || (n != p->root && !hint_is(n, dir, name)));
+		if ((n || fresh) && (!need_name || nm))
+			break;
 		pthread_mutex_unlock(&p->lock);
-		if (fd >= 0)
-			close(fd);
-		return -ENOTCONN;
-	}
-	struct pnode *n = tab_find(p, st->st_dev, st->st_ino);
-	if (n && atomic_load(&n->fd) < 0 && !same_id(&n->id, id)) {
-		/* An evicted node whose inode was deleted and its number
-		 * reused: a different file. The old node stays for the kernel
-		 * (ESTALE) until forgotten, off the table. */
-		tab_remove(p, n);
-		atomic_store(&n->stale, 1);
-		n->hnext = p->stale;
-		p->stale = n;
-		n = NULL;
+		if ((!n && !fresh && !(fresh = calloc(1, sizeof(*fresh)))) || (need_name && !nm && !(nm = strdup(name)))) {
+			free(fresh);
+			free(nm);
+			close_fd(&fd);
+			return -ENOMEM;
+		}
 	}
 	if (n) {
 		n->nlookup++;
-		node_install_fd(p, n, fd);
+		spare = node_install_fd(p, n, fd);
 	} else {
-		n = calloc(1, sizeof(*n));
-		if (n) {
-			n->p = p;
-			n->dev = st->st_dev;
-			n->ino = st->st_ino;
-			n->type = st->st_mode & S_IFMT;
-			n->id = *id;
+		n = fresh;
+		n->p = p;
+		n->dev = st->st_dev;
+		n->ino = st->st_ino;
+		n->type = st->st_mode & S_IFMT;
+		n->id = *id;
+		if (tab_insert(p, n) < 0) {
+			spare = fd;
+			r = -ENOMEM;
+			goto out;
 		}
-		if (!n || tab_insert(p, n) < 0) {
-			pthread_mutex_unlock(&p->lock);
-			free(n);
-			if (fd >= 0)
-				close(fd);
-			return -ENOMEM;
-		}
+		fresh = NULL;
 		atomic_init(&n->synthetic, -1);
 		n->nlookup = 1;
 		atomic_init(&n->fd, -1);
 		atomic_fetch_add(&p->refs, 1);
-		node_install_fd(p, n, fd);
+		spare = node_install_fd(p, n, fd);
 	}
-	set_hint(p, n, dir, name, &freed);
+	if (nm)
+		set_hint(p, n, dir, &nm, &freed);
+	if (long_entry && dir && n != p->root)
+		n->ent_long = 1;
 	add_parent(n, dir);
 	*out = n;
+out:
 	pthread_mutex_unlock(&p->lock);
+	close_fd(&spare);
+	free(fresh);
+	free(nm);
 	pass_put(p, freed);
-	return 0;
+	return r;
 }
 
 /* fuse_reply_* failed: the kernel never saw that lookup. */
@@ -1082,8 +1162,6 @@ struct idlectx {
 	double t;
 };
 
-static void request_sweep(struct pass_fs *p);
-
 static int ask_busy(struct pass_fs *p)
 {
 	if (p->busy_fn)
@@ -1112,13 +1190,27 @@ static void state_get(struct pass_fs *p, struct idlectx *c)
 		return;
 	}
 	if (atomic_exchange(&p->refreshing, 1)) {
-		c->idle = 0;    /* someone is asking: assume the worst meanwhile */
+		/* Someone is asking. The last answer stands meanwhile while it
+		 * is not much older than the TTL: a job seerfs starts marks the
+		 * sandbox busy itself (pass_invalidate), so only a process
+		 * entering from outside could be missed, for the length of
+		 * one question. Answering "busy" here made every request of a
+		 * burst that met a question uncacheable, and the kernel asked
+		 * again for each. */
+		c->idle = now - atomic_load(&p->busy_at) < 4 * PASS_BUSY_TTL_NS && !atomic_load(&p->busy);
 		return;
 	}
+	uint64_t asked = atomic_load(&p->epoch);
 	int b = ask_busy(p);
 	b = b != 0;     /* an error (agent gone) counts as busy */
 	int old = atomic_exchange(&p->busy, b);
-	if (old != b) {
+	if (atomic_load(&p->epoch) != asked) {
+		/* A job started (pass_invalidate) while we asked: the answer
+		 * may predate it. Its "busy" stands. Whichever order the two
+		 * stores came in, busy ends up 1. */
+		atomic_store(&p->busy, 1);
+		b = 1;
+	} else if (old != b) {
 		atomic_fetch_add(&p->epoch, 1);
 		/* A job we were not told about: what idle replies cached must go. */
 		if (b)
@@ -1196,17 +1288,45 @@ static void sweep(struct pass_fs *p)
 
 	fuse_ino_t *inos = NULL;
 	size_t ni = 0;
+	struct pname *names = NULL;
 	pthread_mutex_lock(&p->lock);
 	if (p->nnodes)
 		inos = malloc(p->nnodes * sizeof(*inos));
-	for (size_t i = 0; inos && i < p->tabsize; i++)
-		for (struct pnode *n = p->tab[i]; n; n = n->hnext)
-			if (atomic_exchange(&n->attr_long, 0))
+	for (size_t i = 0; i <= p->tabsize; i++) {
+		for (struct pnode *n = i < p->tabsize ? p->tab[i] : p->stale; n; n = n->hnext) {
+			if (atomic_exchange(&n->attr_long, 0) && inos && i < p->tabsize)
 				inos[ni++] = ino_of(p, n);
+			if (n->ent_long && n->hint_parent && n->hint_name) {
+				struct pname *e = malloc(sizeof(*e));
+				char *nm = strdup(n->hint_name);
+				if (e && nm) {
+					*e = (struct pname){names, ino_of(p, n->hint_parent), nm};
+					names = e;
+				} else {
+					free(e);
+					free(nm);
+				}
+			}
+			n->ent_long = 0;
+			if (n->ents) {
+				struct pname *last = n->ents;
+				while (last->next)
+					last = last->next;
+				last->next = names;
+				names = n->ents;
+				n->ents = NULL;
+				n->nents = 0;
+			}
+		}
+	}
 	pthread_mutex_unlock(&p->lock);
 
 	struct fuse_session *se = p->fs ? p->fs->se : NULL;
 	size_t ne = 0;
+	for (struct pname *e = names; e; e = e->next, ne++)
+		if (se)
+			fuse_lowlevel_notify_expire_entry(se, e->parent, e->name, strlen(e->name), FUSE_LL_EXPIRE_ONLY);
+	names_free(names);
 	for (size_t i = 0; i < esize; i++) {
 		for (struct pent *e = etab[i], *nx; e; e = nx) {
 			nx = e->next;
@@ -1365,7 +1485,9 @@ static void reply_entry(fuse_req_t req, struct pass_fs *p, struct pnode *dir, co
 	e->entry_timeout = e->attr_timeout = 0;
 	if (c->idle) {
 		e->attr_timeout = c->t;
-		if (record_entry(p, ino_of(p, dir), name))
+		/* A positive entry was recorded on its node by node_get (with
+		 * the same c->idle); a negative one has no node. */
+		if (e->ino || record_entry(p, ino_of(p, dir), name))
 			e->entry_timeout = c->t;
 		if (e->ino)
 			atomic_store(&node_of(e->ino)->attr_long, 1);
@@ -1407,7 +1529,8 @@ static void link_size(struct pass_fs *p, struct pnode *n, int fd, struct stat *s
 }
 
 /* Looks name up in dir and counts it. e->ino == 0 with -ENOENT. */
-static int lookup_core(struct pass_fs *p, struct pnode *dir, const char *name, struct fuse_entry_param *e)
+static int lookup_core(struct pass_fs *p, struct pnode *dir, const char *name, struct fuse_entry_param *e,
+		       int long_entry)
 {
 	memset(e, 0, sizeof(*e));
 	int r = name_check(name);
@@ -1428,7 +1551,7 @@ static int lookup_core(struct pass_fs *p, struct pnode *dir, const char *name, s
 	}
 	struct pnode *n;
 	int lfd = S_ISLNK(e->attr.st_mode) ? dup(fd) : -1;
-	r = node_get(p, dir, name, fd, &e->attr, &id, &n);
+	r = node_get(p, dir, name, fd, &e->attr, &id, long_entry, &n);
 	if (r == 0 && lfd >= 0)
 		link_size(p, n, lfd, &e->attr);
 	if (lfd >= 0)
@@ -1437,6 +1560,35 @@ static int lookup_core(struct pass_fs *p, struct pnode *dir, const char *name, s
 		return r;
 	e->ino = (fuse_ino_t)(uintptr_t)n;
 	return 0;
+}
+
+/* READDIRPLUS of an entry whose inode number is a node we hold an fd for
+ * (git status, find and du list what they looked up a moment before):
+ * statx on (dir, name), never following, gives its attributes, and the
+ * node is found again by (dev, ino) - its open fd keeps that number from
+ * being reused - so no O_PATH fd is opened and closed for it. Anything
+ * else (a new inode, a symlink, whose size needs its text, a number that
+ * no longer matches, a mount point) takes lookup_core. */
+static int lookup_listed(struct pass_fs *p, struct pnode *dir, int dfd, const char *name, ino_t ino,
+			 struct fuse_entry_param *e, int long_entry)
+{
+	pthread_mutex_lock(&p->lock);
+	struct pnode *n = tab_find(p, dir->dev, ino);
+	int known = n && atomic_load(&n->fd) >= 0 && !S_ISLNK(n->type);
+	pthread_mutex_unlock(&p->lock);
+	if (known) {
+		memset(e, 0, sizeof(*e));
+		struct pident id;
+		if (stat_at(dfd, name, 0, &e->attr, &id) == 0 && e->attr.st_dev == dir->dev && e->attr.st_ino == ino &&
+		    !S_ISLNK(e->attr.st_mode)) {
+			int r = node_get(p, dir, name, -1, &e->attr, &id, long_entry, &n);
+			if (r < 0)
+				return r;
+			e->ino = (fuse_ino_t)(uintptr_t)n;
+			return 0;
+		}
+	}
+	return lookup_core(p, dir, name, e, long_entry);
 }
 
 #define OP_ENTER(p, req)                                     \
@@ -1466,7 +1618,7 @@ static void pass_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct idlectx c;
 	state_get(p, &c);
 	struct fuse_entry_param e;
-	int r = lookup_core(p, dir, name, &e);
+	int r = lookup_core(p, dir, name, &e, c.idle);
 	if (r == -ENOENT && c.idle) {
 		/* A negative entry, cached like the rest while idle. */
 		memset(&e, 0, sizeof(e));
@@ -1655,7 +1807,7 @@ static void reply_new(fuse_req_t req, struct pass_fs *p, struct pnode *dir, cons
 	struct idlectx c;
 	state_get(p, &c);
 	struct fuse_entry_param e;
-	int r = lookup_core(p, dir, name, &e);
+	int r = lookup_core(p, dir, name, &e, c.idle);
 	if (r < 0) {
 		fuse_reply_err(req, -r);
 		return;
@@ -1759,17 +1911,24 @@ static void pass_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 static void moved(struct pass_fs *p, const struct stat *st, struct pnode *dir, const char *name,
 		  const struct idlectx *c)
 {
-	int freed = 0;
+	int freed = 0, recorded = 0;
+	char *nm = strdup(name);
 	pthread_mutex_lock(&p->lock);
 	struct pnode *n = tab_find(p, st->st_dev, st->st_ino);
 	if (n) {
 		add_parent(n, dir);
-		set_hint(p, n, dir, name, &freed);
+		if (nm)
+			set_hint(p, n, dir, &nm, &freed);
+		/* The moved dentry keeps the timeout it had. */
+		if (c->idle && n != p->root && hint_is(n, dir, name)) {
+			n->ent_long = 1;
+			recorded = 1;
+		}
 	}
 	pthread_mutex_unlock(&p->lock);
+	free(nm);
 	pass_put(p, freed);
-	/* The moved dentry keeps the timeout it had. */
-	if (c->idle)
+	if (c->idle && !recorded)
 		record_entry(p, ino_of(p, dir), name);
 }
 
@@ -2105,7 +2264,7 @@ static void pass_create(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 		pfd = open(path, O_PATH | O_CLOEXEC);
 	}
 	struct pnode *n;
-	r = node_get(p, dir, name, pfd, &e.attr, &id, &n);
+	r = node_get(p, dir, name, pfd, &e.attr, &id, c.idle, &n);
 	if (r < 0)
 		goto fail;
 	struct pfile *f = pfile_new(p, n, fd, fi->flags, 0);
@@ -2119,9 +2278,7 @@ static void pass_create(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 	fi->fh = (uint64_t)(uintptr_t)f;
 	e.ino = (fuse_ino_t)(uintptr_t)n;
 	if (c.idle) {
-		e.attr_timeout = c.t;
-		if (record_entry(p, ino_of(p, dir), name))
-			e.entry_timeout = c.t;
+		e.attr_timeout = e.entry_timeout = c.t;     /* recorded by node_get */
 		atomic_store(&n->attr_long, 1);
 	}
 	e.ino = ino_of(p, n);
@@ -2475,9 +2632,14 @@ static int open_dir_fd(struct pass_fs *p, struct pnode *n)
 	int nfd = node_fd(p, n);
 	if (nfd < 0)
 		return nfd;
-	char path[64];
-	proc_path(path, sizeof(path), nfd);
-	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	/* "." from the O_PATH fd is a shorter walk than /proc/self/fd/N;
+	 * it needs search permission, which /proc's reopen does not. */
+	int fd = openat(nfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 && errno == EACCES) {
+		char path[64];
+		proc_path(path, sizeof(path), nfd);
+		fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	}
 	int r = fd < 0 ? -errno : fd;
 	node_unpin(n);
 	return r;
@@ -2630,7 +2792,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 		} else {
 			struct fuse_entry_param e;
 			memset(&e, 0, sizeof(e));
-			int r = dots ? -1 : lookup_core(p, dir, name, &e);
+			int r = dots ? -1 : lookup_listed(p, dir, f->fd, name, d->d_ino, &e, c.idle);
 			if (r == -ENOENT) {
 				/* Removed since the listing was read: leave it out. */
 				f->cur += d->d_reclen;
@@ -2658,9 +2820,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 				}
 				counted[ncounted++] = e.ino;
 				if (c.idle) {
-					e.attr_timeout = c.t;
-					if (record_entry(p, ino_of(p, dir), name))
-						e.entry_timeout = c.t;
+					/* recorded on the node by lookup_core */
+					e.attr_timeout = e.entry_timeout = c.t;
 					atomic_store(&n->attr_long, 1);
 				}
 				e.ino = ino_of(p, n);
@@ -2963,8 +3124,15 @@ struct pass_fs *pass_new(struct seer_fs *fs, struct sandbox *sb, int root_fd)
 	}
 	/* Read once: the sandbox is running, its provider is set and stays. */
 	p->prov = sb ? sb->prov : NULL;
-	pthread_mutex_init(&p->lock, NULL);
-	pthread_mutex_init(&p->elock, NULL);
+	/* The two locks every lookup takes are held for a few hundred
+	 * nanoseconds: spinning briefly before sleeping saves a futex call
+	 * and a context switch each time they meet. */
+	pthread_mutexattr_t ma;
+	pthread_mutexattr_init(&ma);
+	pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
+	pthread_mutex_init(&p->lock, &ma);
+	pthread_mutex_init(&p->elock, &ma);
+	pthread_mutexattr_destroy(&ma);
 	pthread_mutex_init(&p->wlock, NULL);
 	pthread_cond_init(&p->drained, NULL);
 	pthread_cond_init(&p->wcond, NULL);
@@ -3117,6 +3285,7 @@ void pass_destroy(struct pass_fs *p)
 		for (struct pnode *n = p->tab[i], *nx; n; n = nx) {
 			nx = n->hnext;
 			free(n->hint_name);
+			names_free(n->ents);
 			free(n);
 			freed++;
 		}
@@ -3125,6 +3294,7 @@ void pass_destroy(struct pass_fs *p)
 	for (struct pnode *n = p->stale, *nx; n; n = nx) {
 		nx = n->hnext;
 		free(n->hint_name);
+		names_free(n->ents);
 		free(n);
 		freed++;
 	}

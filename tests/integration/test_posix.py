@@ -1036,6 +1036,29 @@ def test_directory_entries_coherent(posix_root, sandbox_run):
     assert os.path.islink(posix_root / "g")
 
 
+def test_cached_names_of_links_and_renames_expire(posix_root, sandbox_run):
+    """Names given to the kernel while idle are all expired when a job
+    starts: each name of a hard-linked file, and a name that a rename
+    through root/ gave."""
+    # Made inside, so that root/ never caches "a" as absent: its only
+    # record is the one on its node.
+    must(sandbox_run("echo old > a && echo x > x"))
+    time.sleep(0.2)                                     # idle: long timeouts from here
+    os.stat(posix_root / "a")
+    os.stat(posix_root / "x")
+    os.link(posix_root / "a", posix_root / "b")        # the node's current name moves to b
+    os.rename(posix_root / "x", posix_root / "y")
+    for n in ("a", "b", "y"):
+        os.stat(posix_root / n)
+    assert (posix_root / "a").read_text() == "old\n"
+    must(sandbox_run("rm a && echo new > a && rm y && mkdir y && echo in > y/f"))
+    assert (posix_root / "a").read_text() == "new\n"
+    assert (posix_root / "b").read_text() == "old\n"
+    assert os.stat(posix_root / "a").st_ino != os.stat(posix_root / "b").st_ino
+    assert stat.S_ISDIR(os.stat(posix_root / "y").st_mode)
+    assert (posix_root / "y" / "f").read_text() == "in\n"
+
+
 # ---- the harness only: what needs the daemon itself --------------------------
 
 needs_harness = pytest.mark.skipif(not HARNESS, reason="needs the passmount harness")
