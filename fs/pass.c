@@ -586,6 +586,14 @@ static void names_free(struct pname *e)
 	}
 }
 
+/* The memory of a node nothing refers to any more. */
+static void node_free_mem(struct pnode *n)
+{
+	free(n->hint_name);
+	names_free(n->ents);
+	free(n);
+}
+
 /* Frees n and then every hint parent it kept alive, while nothing
  * references them. Under p->lock; returns how many pass_fs references the
  * caller must drop once it has unlocked. */
@@ -614,9 +622,7 @@ static int node_maybe_free(struct pass_fs *p, struct pnode *n)
 		owners_close(n);
 		if (n == p->root)
 			p->root = NULL;
-		free(n->hint_name);
-		names_free(n->ents);
-		free(n);
+		node_free_mem(n);
 		freed++;
 		if (parent)
 			parent->refs--;
@@ -3284,18 +3290,14 @@ void pass_destroy(struct pass_fs *p)
 	for (size_t i = 0; i < p->tabsize; i++) {
 		for (struct pnode *n = p->tab[i], *nx; n; n = nx) {
 			nx = n->hnext;
-			free(n->hint_name);
-			names_free(n->ents);
-			free(n);
+			node_free_mem(n);
 			freed++;
 		}
 		p->tab[i] = NULL;
 	}
 	for (struct pnode *n = p->stale, *nx; n; n = nx) {
 		nx = n->hnext;
-		free(n->hint_name);
-		names_free(n->ents);
-		free(n);
+		node_free_mem(n);
 		freed++;
 	}
 	p->stale = NULL;
