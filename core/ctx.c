@@ -13,9 +13,46 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 void sandbox_recover_all(struct seer_ctx *ctx);
+
+/* Under root the sandboxes' ids are an unprivileged range (core/idmap.h),
+ * and bubblewrap, running as that range's root, must reach its sources in
+ * the state directory: the directories on the way are made searchable by
+ * the range's group only (root:GID 0710, as Docker's remapped root is), and
+ * every parent above them must be searchable by others. */
+static int share_state_dirs(struct seer_ctx *ctx, char *err, size_t n)
+{
+	char p[4096];
+	const char *sub[] = {"", "/sandboxes", "/empty", "/models", NULL};
+	for (int i = 0; sub[i]; i++) {
+		snprintf(p, sizeof(p), "%s%s", ctx->state_dir, sub[i]);
+		if (chown(p, 0, ctx->ids.gid) < 0 || chmod(p, 0710) < 0) {
+			int r = -errno;
+			snprintf(err, n, "cannot give %s to the sandboxes' group %u: %s", p, (unsigned)ctx->ids.gid,
+				 strerror(-r));
+			return r;
+		}
+	}
+	const char *dirs[] = {ctx->state_dir, ctx->model_cache, NULL};
+	for (int d = 0; dirs[d]; d++) {
+		snprintf(p, sizeof(p), "%s", dirs[d]);
+		for (char *slash = strrchr(p, '/'); slash && slash != p; slash = strrchr(p, '/')) {
+			*slash = '\0';
+			struct stat st;
+			if (stat(p, &st) == 0 && !(st.st_mode & S_IXOTH)) {
+				snprintf(err, n, "%s is under %s, which only its owner may enter (mode %04o), so the "
+					 "sandboxes (host ids %u and up) cannot reach it; choose a state directory "
+					 "under a path others may enter (say /var/lib/seerfs), or chmod o+x %s",
+					 dirs[d], p, (unsigned)(st.st_mode & 07777), (unsigned)ctx->ids.uid, p);
+				return -EACCES;
+			}
+		}
+	}
+	return 0;
+}
 
 int seer_ctx_open(struct seer_ctx *ctx, char *err, size_t n)
 {
@@ -58,6 +95,12 @@ int seer_ctx_open(struct seer_ctx *ctx, char *err, size_t n)
 			return r;
 		}
 	}
+	if ((r = seer_idmap_init(&ctx->ids, ctx->uid, ctx->gid, ctx->idmap_user, p, sizeof(p))) < 0) {
+		snprintf(err, n, "cannot map the sandboxes' ids: %s", p);
+		return r;
+	}
+	if (ctx->ids.count > 1 && (r = share_state_dirs(ctx, err, n)) < 0)
+		return r;
 	pthread_mutex_init(&ctx->lock, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);

@@ -31,6 +31,7 @@ struct options {
 	char *agent;
 	char *providers;
 	char *model_cache;
+	char *idmap_user;
 	double pass_timeout;
 	int writeback;
 	int no_splice;
@@ -52,6 +53,7 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("agent=%s", agent),
 	OPT("providers=%s", providers),
 	OPT("model_cache=%s", model_cache),
+	OPT("idmap_user=%s", idmap_user),
 	OPT("pass_timeout=%lf", pass_timeout),
 	OPT("writeback", writeback),
 	OPT("no_splice", no_splice),
@@ -105,6 +107,9 @@ static void usage(const char *prog)
 	       "                           ~/.local/share/seerfs, or /var/lib/seerfs for root)\n"
 	       "    -o providers=FILE      named providers (default $XDG_CONFIG_HOME/seerfs/providers.json)\n"
 	       "    -o model_cache=DIR     shared cache of hub models (default STATE/models)\n"
+	       "    -o idmap_user=NAME     as root: the user whose subordinate ids (/etc/subuid,\n"
+	       "                           /etc/subgid) the sandboxes' ids map to (default\n"
+	       "                           seerfs, created with a free range when missing)\n"
 	       "    -o pass_timeout=SECS   how long the kernel may cache root/ entries while a\n"
 	       "                           sandbox runs nothing (default 30)\n"
 	       "    -o writeback           kernel writeback cache for root/ (off: it can lose data)\n"
@@ -284,6 +289,7 @@ int main(int argc, char *argv[])
 	ctx.lock_fd = -1;
 	ctx.uid = getuid();
 	ctx.gid = getgid();
+	ctx.idmap_user = o.idmap_user;
 	ctx.mountpoint = abs_path(o.mountpoint);
 	ctx.state_dir = o.state ? xstrdup(o.state) : default_state_dir();
 	mkdir_p(ctx.state_dir, 0700);
@@ -380,6 +386,7 @@ out_ctx:
 	free(o.agent);
 	free(o.providers);
 	free(o.model_cache);
+	free(o.idmap_user);
 	free(o.source);
 	free(o.mountpoint);
 	fuse_opt_free_args(&args);
