@@ -252,6 +252,14 @@ struct pass_fs {
 	atomic_int dead;
 	atomic_long active;            /* ops running right now */
 	mode_t umask;                  /* the daemon's, read at pass_new */
+	/* Owners (see "owners" below): the sandbox's ids on the host, the
+	 * mounting user, who stands for the sandbox's root, and the daemon's
+	 * own ids, which a new file gets before it is given away. ranged:
+	 * the sandbox maps more than the mounting user (a root seerfs). */
+	struct seer_idmap ids;
+	uid_t muid, duid;
+	gid_t mgid, dgid;
+	int ranged;
 	char *root_path;               /* root/ on the host (MOUNT/NAME/root), or NULL */
 	int toplevel;                  /* root is the mount's FUSE_ROOT_ID (passmount) */
 	int killed;                    /* pass_kill dropped the caller's reference */
@@ -414,6 +422,121 @@ static void fix_mode(struct pass_fs *p, int fd, int is_open, mode_t mode, struct
 	}
 	if (r == 0)
 		st->st_mode = (st->st_mode & S_IFMT) | want;
+}
+
+/* ---- owners ---------------------------------------------------------------------------
+ *
+ * root/ numbers owners as the host callers who act as them (docs/rootfs.md,
+ * "Who owns what"): a host id the sandbox maps to its id N shows as N, its
+ * root (N = 0) as the mounting user; a host id it does not map (it sees
+ * nobody) shows as the host's number. Under an ordinary user the map is
+ * the user's own id, so every number is the host's and nothing is done;
+ * under root the sandbox's range shows as the sandbox sees it. Unmapped ids
+ * are not folded into 65534: with -o allow_other the kernel checks callers
+ * against the numbers shown (default_permissions), and host nobody must
+ * not pass as the owner of, say, /etc/shadow. A caller N acts as the
+ * sandbox's N, the mounting user as its root; new entries are theirs. */
+
+static uid_t show_uid(const struct pass_fs *p, uid_t h)
+{
+	if (!p->ranged)
+		return h;
+	uid_t s = seer_idmap_sb_uid(&p->ids, h);
+	if (seer_idmap_host_uid(&p->ids, s) != h)   /* unmapped: 65534 names another */
+		return h;
+	return s == 0 ? p->muid : s;
+}
+
+static gid_t show_gid(const struct pass_fs *p, gid_t h)
+{
+	if (!p->ranged)
+		return h;
+	gid_t s = seer_idmap_sb_gid(&p->ids, h);
+	if (seer_idmap_host_gid(&p->ids, s) != h)   /* unmapped: 65534 names another */
+		return h;
+	return s == 0 ? p->mgid : s;
+}
+
+/* Attributes as a reply shows them. */
+static void show_owner(const struct pass_fs *p, struct stat *st)
+{
+	if (!p->ranged)
+		return;
+	st->st_uid = show_uid(p, st->st_uid);
+	st->st_gid = show_gid(p, st->st_gid);
+}
+
+/* The host id of an id as root/ numbers it (chown's argument); -1 stays
+ * -1; -EINVAL for one the sandbox does not map, as a user namespace's
+ * kernel answers. */
+static int64_t host_uid(const struct pass_fs *p, uid_t shown)
+{
+	if (!p->ranged || shown == (uid_t)-1)
+		return shown;
+	uid_t h = seer_idmap_host_uid(&p->ids, shown == p->muid ? 0 : shown);
+	return h == (uid_t)-1 ? -EINVAL : (int64_t)h;
+}
+
+static int64_t host_gid(const struct pass_fs *p, gid_t shown)
+{
+	if (!p->ranged || shown == (gid_t)-1)
+		return shown;
+	gid_t h = seer_idmap_host_gid(&p->ids, shown == p->mgid ? 0 : shown);
+	return h == (gid_t)-1 ? -EINVAL : (int64_t)h;
+}
+
+/* Who a new entry belongs to: the caller, as the sandbox sees it. */
+struct owner {
+	uid_t uid;
+	gid_t gid;
+};
+
+/* The host ids of the caller of req; -EPERM for a caller the sandbox has
+ * no id for (only with -o allow_other: another user than the mounting one
+ * whose id is past the range). */
+static int caller_owner(const struct pass_fs *p, fuse_req_t req, struct owner *o)
+{
+	const struct fuse_ctx *c = fuse_req_ctx(req);
+	int64_t u = host_uid(p, c->uid), g = host_gid(p, c->gid);
+	if (u < 0 || g < 0)
+		return -EPERM;
+	o->uid = (uid_t)u;
+	o->gid = (gid_t)g;
+	return 0;
+}
+
+/* Gives the entry the daemon just made (fd: O_PATH unless is_open; st: its
+ * attributes, updated) to o. Only what differs is changed, and only on an
+ * inode the daemon owns (so not on something the sandbox swapped in under
+ * the name). A group a setgid directory gave stays. chown clears setuid
+ * and setgid bits: what the create gave is put back. */
+static int give_new(struct pass_fs *p, int fd, int is_open, const struct owner *o, struct stat *st)
+{
+	if (st->st_uid != p->duid)
+		return 0;
+	uid_t u = st->st_uid == o->uid ? (uid_t)-1 : o->uid;
+	/* Another group than the daemon's came from a setgid directory. */
+	gid_t g = st->st_gid != p->dgid || st->st_gid == o->gid ? (gid_t)-1 : o->gid;
+	if (u == (uid_t)-1 && g == (gid_t)-1)
+		return 0;
+	int r = is_open ? fchown(fd, u, g) : fchownat(fd, "", u, g, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+	if (r < 0)
+		return -errno;
+	if (S_ISREG(st->st_mode) && (st->st_mode & (S_ISUID | S_ISGID))) {
+		char path[64];
+		proc_path(path, sizeof(path), fd);
+		if ((is_open ? fchmod(fd, st->st_mode & 07777) : chmod(path, st->st_mode & 07777)) < 0)
+			return -errno;
+	}
+	/* Keep what the caller computed (a link's size is its text's). */
+	struct stat now;
+	if (stat_id(fd, &now, NULL) == 0) {
+		st->st_uid = now.st_uid;
+		st->st_gid = now.st_gid;
+		st->st_mode = now.st_mode;
+		st->st_ctim = now.st_ctim;
+	}
+	return 0;
 }
 
 static double idle_timeout(struct pass_fs *p)
@@ -1501,6 +1624,7 @@ static void reply_entry(fuse_req_t req, struct pass_fs *p, struct pnode *dir, co
 	struct pnode *n = e->ino ? node_of(e->ino) : NULL;
 	if (n)
 		e->ino = ino_of(p, n);
+	show_owner(p, &e->attr);
 	if (fuse_reply_entry(req, e) == -ENOENT && n)
 		forget_node(n, 1);
 	/* A job started while we answered: expire what we just gave. */
@@ -1514,7 +1638,9 @@ static void reply_attr(fuse_req_t req, struct pass_fs *p, struct pnode *n, const
 	state_get(p, &c);
 	if (c.idle)
 		atomic_store(&n->attr_long, 1);
-	fuse_reply_attr(req, st, c.idle ? c.t : 0);
+	struct stat shown = *st;
+	show_owner(p, &shown);
+	fuse_reply_attr(req, &shown, c.idle ? c.t : 0);
 	if (c.idle && atomic_load(&p->epoch) != c.epoch)
 		request_sweep(p);
 }
@@ -1691,6 +1817,16 @@ static void pass_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int 
 	OP_ENTER(p, req);
 	struct pfile *f = fi ? (struct pfile *)(uintptr_t)fi->fh : NULL;
 	int ffd = f && !f->is_dir ? f->fd : -1;
+	/* Owners as root/ numbers them (show_uid), checked before anything
+	 * changes; the kernel already let only root, or the owner to its own
+	 * groups, ask (default_permissions, or the daemon's own rights). */
+	int64_t hu = host_uid(p, (valid & FUSE_SET_ATTR_UID) ? attr->st_uid : (uid_t)-1);
+	int64_t hg = host_gid(p, (valid & FUSE_SET_ATTR_GID) ? attr->st_gid : (gid_t)-1);
+	if (hu < 0 || hg < 0) {
+		fuse_reply_err(req, EINVAL);
+		leave(p);
+		return;
+	}
 	int nfd = node_fd(p, n);
 	char path[64];
 	int r = 0;
@@ -1712,8 +1848,8 @@ static void pass_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int 
 			goto err;
 	}
 	if (valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
-		uid_t uid = (valid & FUSE_SET_ATTR_UID) ? attr->st_uid : (uid_t)-1;
-		gid_t gid = (valid & FUSE_SET_ATTR_GID) ? attr->st_gid : (gid_t)-1;
+		uid_t uid = (uid_t)hu;
+		gid_t gid = (gid_t)hg;
 		if (ffd >= 0)
 			r = fchown(ffd, uid, gid);
 		else
@@ -1806,9 +1942,25 @@ out:
 
 /* ---- creating and removing names -------------------------------------------------- */
 
+/* Takes back an entry that could not be given to its caller (give_new),
+ * if name is still that inode and the daemon's. */
+static void remove_new(struct pass_fs *p, struct pnode *dir, const char *name, const struct stat *made)
+{
+	struct stat st;
+	int dfd = node_fd(p, dir);
+	if (dfd < 0)
+		return;
+	if (stat_at(dfd, name, 0, &st, NULL) == 0 && st.st_dev == made->st_dev && st.st_ino == made->st_ino &&
+	    st.st_uid == p->duid && unlinkat(dfd, name, S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0) < 0 && p->sb)
+		sandbox_log(p->sb, "root/: %s was made but could not be given to its caller, nor removed: %s; "
+			    "remove it from inside the sandbox", name, strerror(errno));
+	node_unpin(dir);
+}
+
 /* Finishes mkdir/mknod/symlink/link: the entry of what is now at name.
  * mode: what was asked for a new inode (0: none). */
-static void reply_new(fuse_req_t req, struct pass_fs *p, struct pnode *dir, const char *name, mode_t mode)
+static void reply_new(fuse_req_t req, struct pass_fs *p, struct pnode *dir, const char *name, mode_t mode,
+		      const struct owner *o)
 {
 	struct idlectx c;
 	state_get(p, &c);
@@ -1818,13 +1970,24 @@ static void reply_new(fuse_req_t req, struct pass_fs *p, struct pnode *dir, cons
 		fuse_reply_err(req, -r);
 		return;
 	}
-	if (mode && (mode & p->umask & 0777)) {
-		struct pnode *n = node_of(e.ino);
+	struct pnode *n = node_of(e.ino);
+	if (o || (mode && (mode & p->umask & 0777))) {
 		int fd = node_fd(p, n);
-		if (fd >= 0) {
-			fix_mode(p, fd, 0, mode, &e.attr);
+		if (fd < 0) {
+			r = fd;
+		} else {
+			r = o ? give_new(p, fd, 0, o, &e.attr) : 0;
+			if (r == 0 && mode)
+				fix_mode(p, fd, 0, mode, &e.attr);
 			node_unpin(n);
 		}
+	}
+	if (r < 0) {
+		/* Not left behind as the daemon's (host root's) entry. */
+		remove_new(p, dir, name, &e.attr);
+		forget_node(n, 1);
+		fuse_reply_err(req, -r);
+		return;
 	}
 	reply_entry(req, p, dir, name, &e, &c);
 }
@@ -1853,6 +2016,15 @@ static void make_entry(fuse_req_t req, fuse_ino_t parent, const char *name, enum
 	NODE(req, parent, dir, p);
 	OP_ENTER(p, req);
 	int dfd = -1;
+	struct owner own, *o = NULL;
+	if (p->ranged) {
+		int e = caller_owner(p, req, &own);
+		if (e < 0) {
+			fuse_reply_err(req, -e);
+			goto done;
+		}
+		o = &own;
+	}
 	if (dir_op_begin(req, p, dir, name, &dfd) < 0)
 		goto done;
 	int r;
@@ -1860,15 +2032,15 @@ static void make_entry(fuse_req_t req, fuse_ino_t parent, const char *name, enum
 		r = mkdirat(dfd, name, mode) < 0 ? -errno : 0;
 	else if (kind == MAKE_LINK)   /* the text as given: inside, the sandbox resolves it */
 		r = symlinkat(link, dfd, name) < 0 ? -errno : 0;
-	else if (S_ISCHR(mode) || S_ISBLK(mode))
-		r = -EPERM;   /* device nodes: what the sandbox's own root gets (no CAP_MKNOD) */
+	else if ((S_ISCHR(mode) || S_ISBLK(mode)) && !(p->duid == 0 && fuse_req_ctx(req)->uid == 0))
+		r = -EPERM;   /* device nodes: only host root may make them, as on the host */
 	else
 		r = mknodat(dfd, name, mode, rdev) < 0 ? -errno : 0;
 	node_unpin(dir);
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
-		reply_new(req, p, dir, name, kind == MAKE_LINK ? 0 : mode & 07777);
+		reply_new(req, p, dir, name, kind == MAKE_LINK ? 0 : mode & 07777, o);
 done:
 	leave(p);
 }
@@ -2003,7 +2175,7 @@ static void pass_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, cons
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
-		reply_new(req, p, dir, newname, 0);
+		reply_new(req, p, dir, newname, 0, NULL);
 done:
 	leave(p);
 }
@@ -2214,6 +2386,12 @@ static void pass_create(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 	NODE(req, parent, dir, p);
 	OP_ENTER(p, req);
 	int dfd = -1;
+	struct owner own;
+	int e0 = p->ranged ? caller_owner(p, req, &own) : 0;
+	if (e0 < 0) {
+		fuse_reply_err(req, -e0);
+		goto done;
+	}
 	if (dir_op_begin(req, p, dir, name, &dfd) < 0)
 		goto done;
 	int r, fd;
@@ -2253,6 +2431,10 @@ static void pass_create(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 	r = stat_id(fd, &e.attr, &id);
 	if (r < 0)
 		goto fail;
+	if (created && p->ranged && (r = give_new(p, fd, 1, &own, &e.attr)) < 0) {
+		remove_new(p, dir, name, &e.attr);
+		goto fail;
+	}
 	if (created)
 		fix_mode(p, fd, 1, mode & 07777, &e.attr);
 	/* The node's own O_PATH fd: the name, if it is still this file
@@ -2288,6 +2470,7 @@ static void pass_create(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 		atomic_store(&n->attr_long, 1);
 	}
 	e.ino = ino_of(p, n);
+	show_owner(p, &e.attr);
 	if (fuse_reply_create(req, &e, fi) == -ENOENT) {
 		pfile_free(p, f);
 		forget_node(n, 1);
@@ -2831,6 +3014,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 					atomic_store(&n->attr_long, 1);
 				}
 				e.ino = ino_of(p, n);
+				show_owner(p, &e.attr);
 			}
 			fuse_add_direntry_plus(req, out + size - rem, rem, name, &e, d->d_off);
 		}
@@ -3122,6 +3306,15 @@ struct pass_fs *pass_new(struct seer_fs *fs, struct sandbox *sb, int root_fd)
 	p->fs = fs;
 	p->sb = sb;
 	p->umask = read_umask();
+	p->duid = geteuid();
+	p->dgid = getegid();
+	p->muid = fs && fs->ctx ? fs->ctx->uid : p->duid;
+	p->mgid = fs && fs->ctx ? fs->ctx->gid : p->dgid;
+	if (fs && fs->ctx)
+		p->ids = fs->ctx->ids;
+	else
+		p->ids = (struct seer_idmap){.uid = p->duid, .gid = p->dgid, .count = 1};
+	p->ranged = p->ids.count > 1;
 	if (fs && fs->ctx && fs->ctx->mountpoint && sb) {
 		size_t l = strlen(fs->ctx->mountpoint) + strlen(sb->name) + 8;
 		p->root_path = malloc(l);
