@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -392,6 +393,13 @@ out:
 int main(void)
 {
 	struct agent a = {.sock = AGENT_FD};
+	/* Out of the sandbox's reach: a process of the same uid could otherwise
+	 * ptrace us (and hold us stopped through a snapshot's freeze) or read
+	 * our memory and fds through /proc/1. Not dumpable, that takes
+	 * CAP_SYS_PTRACE, which no process of the sandbox has. Signals from
+	 * inside reach PID 1 only for handlers it installed: none. */
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+		return 1;
 	sigset_t ss;
 	sigemptyset(&ss);
 	sigaddset(&ss, SIGCHLD);

@@ -42,7 +42,8 @@ static int share_state_dirs(struct seer_ctx *ctx, char *err, size_t n)
 		for (char *slash = strrchr(p, '/'); slash && slash != p; slash = strrchr(p, '/')) {
 			*slash = '\0';
 			struct stat st;
-			if (stat(p, &st) == 0 && !(st.st_mode & S_IXOTH)) {
+			if (stat(p, &st) == 0 && !(st.st_mode & S_IXOTH) &&
+			    !(st.st_gid == ctx->ids.gid && (st.st_mode & S_IXGRP))) {
 				snprintf(err, n, "%s is under %s, which only its owner may enter (mode %04o), so the "
 					 "sandboxes (host ids %u and up) cannot reach it; choose a state directory "
 					 "under a path others may enter (say /var/lib/seerfs), or chmod o+x %s",

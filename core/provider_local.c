@@ -22,6 +22,8 @@
 #include "core/snapshot.h"
 #include "core/gpu.h"
 #include "core/provision.h"
+#include "core/seccomp_filter.h"
+#include "core/freezer.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -62,6 +64,8 @@ struct local_sb {
 	struct rpc_wait *waits;
 	int dead;                   /* the agent went away */
 	int stopping;
+	struct seer_freezer fz;     /* its cgroup, where the host lets us make one */
+	int frozen;                 /* by fz: the agent cannot answer, RPCs wait */
 };
 
 static struct local_sb *priv_of(struct sandbox *sb)
@@ -138,18 +142,22 @@ static int rpc(struct local_sb *l, struct agent_msg *m, const void *payload, siz
 	       struct agent_msg *out)
 {
 	struct rpc_wait w = {0};
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += RPC_TIMEOUT_S;
 	pthread_mutex_lock(&l->lock);
-	if (l->dead || l->sock < 0) {
+	while (l->frozen && !l->dead)
+		if (pthread_cond_timedwait(&l->cond, &l->lock, &ts) == ETIMEDOUT)
+			break;
+	if (l->dead || l->sock < 0 || l->frozen) {
+		int r = l->frozen ? -EBUSY : -ENOTCONN;
 		pthread_mutex_unlock(&l->lock);
-		return -ENOTCONN;
+		return r;
 	}
 	w.seq = m->seq = ++l->seq ? l->seq : ++l->seq;
 	w.next = l->waits;
 	l->waits = &w;
 	int r = send_agent(l, m, payload, len, fds, nfds);
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += RPC_TIMEOUT_S;
 	while (r == 0 && !w.done && !l->dead)
 		if (pthread_cond_timedwait(&l->cond, &l->lock, &ts) == ETIMEDOUT)
 			r = -ETIMEDOUT;
@@ -216,6 +224,27 @@ static const char *const hidden_etc[] = {"/etc/shadow", "/etc/shadow-", "/etc/gs
 					 "/etc/sudoers", "/etc/ssh", "/etc/ssl/private", "/etc/security/opasswd",
 					 "/etc/seerfs", NULL};
 
+/* Under a range (root's seerfs) bubblewrap runs as the range's root: the
+ * directories it takes sources from are searchable by the range's group
+ * only (root:GID 0710), and the writable tree is the sandbox root's. */
+static int share_dirs(struct sandbox *sb, char *err, size_t n)
+{
+	const struct seer_idmap *ids = &sb->ctx->ids;
+	static const char *const sub[] = {"", "/fs", "/gen", "/fs/upper", NULL};
+	char p[4096];
+	for (int i = 0; sub[i]; i++) {
+		int tree = !strcmp(sub[i], "/fs/upper");
+		snprintf(p, sizeof(p), "%s%s", sb->dir, sub[i]);
+		if (chown(p, tree ? ids->uid : 0, ids->gid) < 0 || chmod(p, tree ? 0755 : 0710) < 0) {
+			int r = -errno;
+			snprintf(err, n, "sandbox %s: cannot give %s to the sandbox's ids (%u:%u): %s", sb->name, p,
+				 (unsigned)ids->uid, (unsigned)ids->gid, strerror(-r));
+			return r;
+		}
+	}
+	return 0;
+}
+
 static int prepare_dirs(struct sandbox *sb, char *err, size_t n)
 {
 	char p[4096];
@@ -252,7 +281,7 @@ static int prepare_dirs(struct sandbox *sb, char *err, size_t n)
 	mkdir_p(p, 0755);
 	snprintf(p, sizeof(p), "%s/gen/null", sb->dir);
 	write_file_atomic(p, "", 0, 0644);
-	return 0;
+	return sb->ctx->ids.count > 1 ? share_dirs(sb, err, n) : 0;
 }
 
 struct argv_b {
@@ -314,6 +343,43 @@ static void add_system(struct argv_b *a)
 	}
 }
 
+/* The kernel's shared state under the sandbox's /proc, as Docker's default
+ * masked and read-only paths (and the root-only tables of this kernel's
+ * memory and timers): read-only binds of the host's own (sysctls answer for
+ * the reader's namespaces, whichever procfs they are reached through), and
+ * /dev/null or an empty directory over what must not be read at all. Only
+ * what this host has: bubblewrap cannot create a missing /proc entry. */
+static void add_proc_masks(struct sandbox *sb, struct argv_b *a)
+{
+	static const char *const ro[] = {"bus", "fs", "irq", "sys", "sysrq-trigger", NULL};
+	static const char *const masked[] = {"acpi", "asound", "buddyinfo", "kcore", "keys", "key-users",
+					     "kallsyms", "kmsg", "kpagecgroup", "kpagecount", "kpageflags",
+					     "latency_stats", "pagetypeinfo", "sched_debug", "schedstat", "scsi",
+					     "slabinfo", "timer_list", "timer_stats", "vmallocinfo", "zoneinfo",
+					     "mtrr", "config.gz", NULL};
+	char p[64];
+	struct stat st;
+	for (int i = 0; ro[i]; i++) {
+		snprintf(p, sizeof(p), "/proc/%s", ro[i]);
+		if (lstat(p, &st) < 0)
+			continue;
+		av_add(a, "--ro-bind");
+		av_add(a, p);
+		av_add(a, p);
+	}
+	for (int i = 0; masked[i]; i++) {
+		snprintf(p, sizeof(p), "/proc/%s", masked[i]);
+		if (lstat(p, &st) < 0)
+			continue;
+		av_add(a, "--ro-bind");
+		if (S_ISDIR(st.st_mode))
+			av_addf(a, "%s/gen/empty", sb->dir);
+		else
+			av_addf(a, "%s/gen/null", sb->dir);
+		av_add(a, p);
+	}
+}
+
 static void build_argv(struct sandbox *sb, const struct seer_config *cfg, const char *tree, struct argv_b *a)
 {
 	const char *d = sb->dir;
@@ -334,6 +400,8 @@ static void build_argv(struct sandbox *sb, const struct seer_config *cfg, const 
 	av_add(a, "ALL");
 	av_add(a, "--info-fd");
 	av_add(a, "4");
+	av_add(a, "--seccomp");
+	av_add(a, "5");
 	add_system(a);
 	av_add(a, "--ro-bind");
 	av_add(a, "/etc");
@@ -354,6 +422,7 @@ static void build_argv(struct sandbox *sb, const struct seer_config *cfg, const 
 	}
 	av_add(a, "--proc");
 	av_add(a, "/proc");
+	add_proc_masks(sb, a);
 	av_add(a, "--dev");
 	av_add(a, "/dev");
 	for (int i = 0; writable_dirs[i]; i++) {
@@ -424,12 +493,198 @@ static int write_str(const char *path, const char *s)
 	return n == (ssize_t)strlen(s) ? 0 : -1;
 }
 
+/* The mount points of every FUSE file system in this mount namespace, into
+ * out (NUL-separated, octal escapes undone), deepest last. Runs in the
+ * forked child: read(2) and a caller's buffer, no allocation. */
+static size_t fuse_mounts(char *out, size_t cap)
+{
+	static char buf[1 << 16];
+	size_t used = 0, have = 0;
+	int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	for (;;) {
+		ssize_t k = read(fd, buf + have, sizeof(buf) - 1 - have);
+		if (k > 0)
+			have += (size_t)k;
+		buf[have] = '\0';
+		char *line = buf, *nl;
+		while ((nl = strchr(line, '\n')) || (k <= 0 && *line)) {
+			if (nl)
+				*nl = '\0';
+			/* ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [TAGS...] - FSTYPE ... */
+			char *f = line, *mp = NULL;
+			for (int i = 0; i < 4 && f; i++)
+				f = strchr(f, ' ') ? strchr(f, ' ') + 1 : NULL;
+			char *sep = f ? strstr(f, " - ") : NULL;
+			if (f && sep && !strncmp(sep + 3, "fuse", 4)) {
+				mp = f;
+				*strchr(mp, ' ') = '\0';
+				size_t o = used;
+				for (char *c = mp; *c && o + 1 < cap; c++) {
+					if (c[0] == '\\' && c[1] >= '0' && c[1] <= '3' && c[2] && c[3]) {
+						out[o++] = (char)((c[1] - '0') * 64 + (c[2] - '0') * 8 + (c[3] - '0'));
+						c += 3;
+					} else {
+						out[o++] = *c;
+					}
+				}
+				if (o + 1 < cap) {
+					out[o++] = '\0';
+					used = o;
+				}
+			}
+			if (!nl) {
+				line += strlen(line);
+				break;
+			}
+			line = nl + 1;
+		}
+		have = (size_t)(buf + have - line);
+		memmove(buf, line, have);
+		if (k <= 0 || have == sizeof(buf) - 1)
+			break;
+	}
+	close(fd);
+	return used;
+}
+
+/* Detaches every FUSE mount from the child's mount namespace, so that the
+ * namespace bubblewrap's monitor stays in holds no other file system's
+ * connection: a host whose mounts are private would otherwise keep every
+ * FUSE daemon that was mounted when the sandbox started (another seerfs,
+ * a user's sshfs) from ever seeing its unmount. */
+static void detach_fuse_mounts(void)
+{
+	static char mps[1 << 16];
+	size_t len = fuse_mounts(mps, sizeof(mps));
+	const char *ends[1024];
+	size_t n = 0;
+	for (size_t o = 0; o < len && n < ARRAY_SIZE(ends); o += strlen(mps + o) + 1)
+		ends[n++] = mps + o;
+	while (n--)
+		umount2(ends[n], MNT_DETACH);
+}
+
 struct fork_args {
 	const char *errpath;
-	int sv1, info1, errfd;
+	int sv1, info1, errfd, seccomp;
+	int sync[2];                /* the child's: read "go", write "ready" */
+	int psync[2];               /* the parent's: read "ready", write "go" */
+	int mapped;                 /* a range: the parent (root) writes the id maps */
 	const char *uidmap, *gidmap, *tree, *opts; /* opts NULL: no overlay */
-	char **wdirs, **argv;
+	const char *cgroup_procs;   /* the freezer cgroup's cgroup.procs, or NULL */
+	uid_t root_uid;
+	gid_t root_gid;
+	char **wdirs, **argv, **envp;
+	pid_t pid;
 };
+
+/* The writable tree's top directories (made in the overlay's merged tree
+ * when there is one), owned by the sandbox's root. */
+static void make_wdirs(struct fork_args *fa)
+{
+	for (size_t i = 0; writable_dirs[i]; i++) {
+		/* mkdir's mode passes the umask: /tmp needs its chmod */
+		if (mkdir(fa->wdirs[i], 0755) == 0 && i == 2)
+			chmod(fa->wdirs[i], 01777);
+		if (fa->mapped && lchown(fa->wdirs[i], fa->root_uid, fa->root_gid) < 0) {
+			/* bubblewrap's bind then fails and names the directory */
+		}
+	}
+}
+
+/* The child of fork_sandbox: fds 0 and 1 /dev/null, 2 bwrap.err, 3 the
+ * agent's socket, 4 info, 5 the seccomp program, 6 and 7 the sync pipes.
+ *
+ * With a range (root's seerfs) the mount namespace, when an overlay needs
+ * one, is made while still host root, so the copied mounts are not locked
+ * and the FUSE ones can be detached; then the user namespace, whose maps
+ * only a process privileged in the parent namespace may write (the
+ * parent). Under a user, one unshare of both, and the child maps itself.
+ * Without an overlay no mount namespace is made here at all: bubblewrap
+ * makes the sandbox's own, and its monitor stays in the host's. */
+static void child_main(struct fork_args *fa)
+{
+	/* Every source above the targets first, so no dup2 overwrites one. */
+	int src[6] = {fa->sv1, fa->info1, fa->seccomp, fa->sync[0], fa->sync[1], fa->errfd};
+	for (int i = 0; i < 6; i++)
+		if (src[i] >= 0 && (src[i] = fcntl(src[i], F_DUPFD_CLOEXEC, 8)) < 0)
+			child_fail(fa->info1, "dup", errno);
+	for (int i = 0; i < 5; i++)
+		if (dup2(src[i], 3 + i) < 0)
+			child_fail(src[1], "dup2", errno);
+	int nul = open("/dev/null", O_RDWR);
+	dup2(nul, 0);
+	dup2(nul, 1);
+	if (src[5] >= 0)
+		dup2(src[5], 2);
+	syscall(SYS_close_range, 8, ~0U, 0);
+	if (fa->cgroup_procs && write_str(fa->cgroup_procs, "0") < 0)
+		child_fail(4, "join the sandbox's freezer cgroup", errno);
+	if (!fa->opts)
+		make_wdirs(fa);
+	int ns = fa->opts ? CLONE_NEWNS : 0;
+	if (fa->mapped && ns) {
+		if (unshare(CLONE_NEWNS) < 0)
+			child_fail(4, "unshare(mount namespace)", errno);
+		ns = 0;
+		if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
+			child_fail(4, "make mounts slaves", errno);
+		detach_fuse_mounts();
+		if (mount("overlay", fa->tree, "overlay", MS_NOSUID | MS_NODEV, fa->opts) < 0)
+			child_fail(4, "mount the overlay", errno);
+		make_wdirs(fa);
+	}
+	if (unshare(CLONE_NEWUSER | ns) < 0)
+		child_fail(4, "unshare(user namespace)", errno);
+	if (fa->mapped) {
+		char c = 'r';
+		if (write(7, &c, 1) != 1 || read(6, &c, 1) != 1 || c != 'g')
+			child_fail(4, "id maps (the parent did not write them)", EPROTO);
+		/* Still host root, which the range does not map: become the
+		 * range's root (raw calls: this is a forked child), so that
+		 * bubblewrap's exec gives it its capabilities in the namespace. */
+		if (syscall(SYS_setgroups, 0, NULL) < 0 || syscall(SYS_setresgid, 0, 0, 0) < 0 ||
+		    syscall(SYS_setresuid, 0, 0, 0) < 0)
+			child_fail(4, "become the sandbox's root", errno);
+	} else if (write_str("/proc/self/setgroups", "deny") < 0 || write_str("/proc/self/uid_map", fa->uidmap) < 0 ||
+		   write_str("/proc/self/gid_map", fa->gidmap) < 0) {
+		child_fail(4, "uid_map", errno);
+	}
+	close(6);
+	close(7);
+	if (ns) {
+		/* Slaves, not private: on a host with shared mounts an unmount
+		 * there reaches this copy. FUSE mounts copied into a user
+		 * namespace are locked and cannot be detached here. */
+		if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
+			child_fail(4, "make mounts slaves", errno);
+		detach_fuse_mounts();
+		if (mount("overlay", fa->tree, "overlay", MS_NOSUID | MS_NODEV, fa->opts) < 0)
+			child_fail(4, "mount the overlay", errno);
+		make_wdirs(fa);
+	}
+	execve(fa->argv[0], fa->argv, fa->envp);
+	child_fail(4, "exec bwrap", errno);
+}
+
+/* Writes a mapped child's id maps once it has its user namespace. */
+static int map_child(struct fork_args *fa, pid_t pid)
+{
+	char c, path[64];
+	struct pollfd p = {fa->psync[0], POLLIN, 0};
+	if (poll(&p, 1, 10000) <= 0 || read(fa->psync[0], &c, 1) != 1 || c != 'r')
+		return -ECHILD;   /* it failed before: info says why */
+	snprintf(path, sizeof(path), "/proc/%d/uid_map", (int)pid);
+	if (write_str(path, fa->uidmap) < 0)
+		return -errno;
+	snprintf(path, sizeof(path), "/proc/%d/gid_map", (int)pid);
+	if (write_str(path, fa->gidmap) < 0)
+		return -errno;
+	c = 'g';
+	return write(fa->psync[1], &c, 1) == 1 ? 0 : -errno;
+}
 
 /* Forks the sandbox's first process (runs on the forker thread). Returns
  * the child's pid or -errno. */
@@ -440,31 +695,11 @@ static int fork_sandbox(void *p)
 	pid_t pid = fork();
 	if (pid < 0)
 		return -errno;
-	if (pid > 0)
-		return pid;
-	/* The child: fds 0 /dev/null, 2 bwrap.err, 3 the agent's socket, 4 info. */
-	int nul = open("/dev/null", O_RDWR);
-	if (dup2(fa->sv1, 3) < 0 || dup2(fa->info1, 4) < 0)
-		child_fail(fa->info1, "dup2", errno);
-	dup2(nul, 0);
-	dup2(nul, 1);
-	if (fa->errfd >= 0)
-		dup2(fa->errfd, 2);
-	syscall(SYS_close_range, 5, ~0U, 0);
-	if (unshare(CLONE_NEWUSER | CLONE_NEWNS) < 0)
-		child_fail(4, "unshare(user, mount namespace)", errno);
-	if (write_str("/proc/self/setgroups", "deny") < 0 || write_str("/proc/self/uid_map", fa->uidmap) < 0 ||
-	    write_str("/proc/self/gid_map", fa->gidmap) < 0)
-		child_fail(4, "uid_map", errno);
-	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
-		child_fail(4, "make mounts private", errno);
-	if (fa->opts && mount("overlay", fa->tree, "overlay", 0, fa->opts) < 0)
-		child_fail(4, "mount the overlay", errno);
-	for (size_t i = 0; writable_dirs[i]; i++)
-		mkdir(fa->wdirs[i], i == 2 ? 01777 : 0755);
-	execv(fa->argv[0], fa->argv);
-	child_fail(4, "exec bwrap", errno);
-	return -1;
+	if (pid == 0)
+		child_main(fa);
+	if (fa->mapped && map_child(fa, pid) < 0)
+		kill(pid, SIGKILL);   /* the caller reaps it and reports bwrap.err / info */
+	return pid;
 }
 
 static int local_start(struct sandbox *sb, const struct seer_config *cfg, char *err, size_t n)
@@ -487,8 +722,9 @@ static int local_start(struct sandbox *sb, const struct seer_config *cfg, char *
 		sbuf_printf(&opts, "lowerdir=%s,upperdir=%s/fs/upper,workdir=%s/fs/work,userxattr", lower.data, sb->dir,
 			    sb->dir);
 	sbuf_free(&lower);
-	snprintf(uidmap, sizeof(uidmap), "0 %u 1\n", (unsigned)sb->ctx->uid);
-	snprintf(gidmap, sizeof(gidmap), "0 %u 1\n", (unsigned)sb->ctx->gid);
+	const struct seer_idmap *ids = &sb->ctx->ids;
+	seer_idmap_text(ids, 0, uidmap, sizeof(uidmap));
+	seer_idmap_text(ids, 1, gidmap, sizeof(gidmap));
 	snprintf(errpath, sizeof(errpath), "%s/bwrap.err", sb->dir);
 	char *wdirs[ARRAY_SIZE(writable_dirs)];
 	for (size_t i = 0; writable_dirs[i]; i++) {
@@ -499,17 +735,36 @@ static int local_start(struct sandbox *sb, const struct seer_config *cfg, char *
 	struct argv_b av = {0};
 	build_argv(sb, cfg, tree, &av);
 
-	int sv[2] = {-1, -1}, info[2] = {-1, -1};
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0 || pipe2(info, O_CLOEXEC) < 0) {
+	int sv[2] = {-1, -1}, info[2] = {-1, -1}, up[2] = {-1, -1}, down[2] = {-1, -1};
+	int seccomp = seer_seccomp_fd(NULL, err, n);
+	if (seccomp < 0) {
+		r = seccomp;
+		goto out;
+	}
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0 || pipe2(info, O_CLOEXEC) < 0 ||
+	    pipe2(up, O_CLOEXEC) < 0 || pipe2(down, O_CLOEXEC) < 0) {
 		r = -errno;
 		snprintf(err, n, "sandbox %s: cannot create the agent socket: %s", sb->name, strerror(-r));
 		goto out;
 	}
 	int sndbuf = 1 << 20;
 	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
-	struct fork_args fa = {.errpath = errpath, .sv1 = sv[1], .info1 = info[1], .uidmap = uidmap, .gidmap = gidmap,
-			       .tree = tree, .opts = opts.data, .wdirs = wdirs, .argv = av.v};
+	/* bubblewrap and the child get only PATH: seerfs's own environment may
+	 * hold the secrets of every sandbox (docs/security.md). */
+	static char *clean_env[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL};
+	struct fork_args fa = {.errpath = errpath, .sv1 = sv[1], .info1 = info[1], .seccomp = seccomp,
+			       .sync = {down[0], up[1]}, .psync = {up[0], down[1]}, .mapped = ids->count > 1, .uidmap = uidmap, .gidmap = gidmap,
+			       .root_uid = ids->uid, .root_gid = ids->gid, .tree = tree, .opts = opts.data,
+			       .wdirs = wdirs, .argv = av.v, .envp = clean_env};
+	struct sbuf procs = {0};
+	if (!l->fz.dir && freezer_create(&l->fz, (int)getpid(), sb->name) == 0)
+		sandbox_log(sb, "freezer: cgroup %s", l->fz.dir);
+	if (l->fz.dir) {
+		sbuf_printf(&procs, "%s/cgroup.procs", l->fz.dir);
+		fa.cgroup_procs = procs.data;
+	}
 	pid_t pid = seer_in_forker(sb->ctx, fork_sandbox, &fa);
+	sbuf_free(&procs);
 	int errfd = fa.errfd;
 	if (pid < 0) {
 		r = pid;
@@ -619,6 +874,11 @@ out:
 		close(info[0]);
 	if (info[1] >= 0)
 		close(info[1]);
+	for (int i = 0; i < 2; i++) {
+		close_fd(&up[i]);
+		close_fd(&down[i]);
+	}
+	close_fd(&seccomp);
 	sbuf_free(&opts);
 	for (size_t i = 0; writable_dirs[i]; i++)
 		free(wdirs[i]);
@@ -633,6 +893,11 @@ static int local_stop(struct sandbox *sb)
 	struct local_sb *l = priv_of(sb);
 	pthread_mutex_lock(&l->lock);
 	l->stopping = 1;
+	if (l->frozen) {
+		freezer_set(&l->fz, 0, 0);
+		l->frozen = 0;
+		pthread_cond_broadcast(&l->cond);
+	}
 	int sock = l->sock;
 	pid_t holder = l->holder, agent = l->agent;
 	int rootfd = l->rootfd;
@@ -669,6 +934,7 @@ static int local_stop(struct sandbox *sb)
 	pthread_mutex_unlock(&l->lock);
 	if (rootfd >= 0)
 		close(rootfd);
+	freezer_remove(&l->fz);
 	return 0;
 }
 
@@ -728,15 +994,30 @@ static int local_signal(struct sandbox *sb, int pid, int sig, int tree)
 	return r < 0 ? r : rep.arg;
 }
 
+/* By the cgroup freezer where there is one, else by the agent's SIGSTOP
+ * to every process. Either way -ETIMEDOUT when not every process stopped:
+ * a snapshot then fails rather than copy a tree that is still moving. */
 static int local_freeze(struct sandbox *sb, int freeze)
 {
+	struct local_sb *l = priv_of(sb);
+	if (l->fz.dir) {
+		pthread_mutex_lock(&l->lock);
+		int r = l->dead ? -ENOTCONN : freezer_set(&l->fz, freeze, 10.0);
+		if (r == 0)
+			l->frozen = freeze;
+		pthread_cond_broadcast(&l->cond);
+		pthread_mutex_unlock(&l->lock);
+		return r;
+	}
 	struct agent_msg m = {.type = AG_FREEZE, .arg = freeze}, rep;
-	int r = rpc(priv_of(sb), &m, NULL, 0, NULL, 0, &rep);
+	int r = rpc(l, &m, NULL, 0, NULL, 0, &rep);
 	return r < 0 ? r : rep.arg;
 }
 
 static int local_busy(struct sandbox *sb)
 {
+	if (priv_of(sb)->frozen)
+		return 1;   /* nothing runs, but a snapshot is under way: cache nothing */
 	struct agent_msg m = {.type = AG_COUNT}, rep;
 	int r = rpc(priv_of(sb), &m, NULL, 0, NULL, 0, &rep);
 	return r < 0 ? r : rep.val1 > 0;
@@ -760,7 +1041,14 @@ static void local_isolation(struct sandbox *sb, char *buf, size_t len)
 	pthread_mutex_lock(&sb->lock);
 	int network = sb->cfg.network;
 	pthread_mutex_unlock(&sb->lock);
-	snprintf(buf, len, "bubblewrap (mount, pid, ipc, uts namespaces%s)", network ? "" : ", no network");
+	const struct seer_idmap *ids = &sb->ctx->ids;
+	if (ids->count > 1)
+		snprintf(buf, len, "bubblewrap (user namespace: ids 0-%u are host ids %u-%u; mount, pid, ipc, uts namespaces%s; "
+			 "no capabilities; system call filter)", ids->count - 1, (unsigned)ids->uid,
+			 (unsigned)ids->uid + ids->count - 1, network ? "" : ", no network");
+	else
+		snprintf(buf, len, "bubblewrap (user namespace: root is host uid %u; mount, pid, ipc, uts namespaces%s; "
+			 "no capabilities; system call filter)", (unsigned)ids->uid, network ? "" : ", no network");
 }
 
 const struct seer_provider seer_provider_local = {

@@ -499,18 +499,11 @@ static int take_local(struct sandbox *sb, const char *name, const char *layer, s
 	 * escapees (the others stay stopped). */
 	if (r == -ETIMEDOUT)
 		r = prov->freeze(sb, 1);
-	if (r == -ETIMEDOUT) {
-		/* What is left is a process that never shows 'T': a shell waiting
-		 * in vfork for a child that is stopped (dash vforks), or one deep
-		 * in a syscall. Every one has SIGSTOP pending, so none can run
-		 * its own code again; at worst a syscall already under way ends
-		 * during the copy. Go on, and say so. */
-		sandbox_log(sb, "snapshot %s: some processes of the sandbox are still inside the kernel (a vfork parent waiting on a stopped child, or a long system call); they cannot run, copying anyway",
-			    name);
-		r = 0;
-	}
 	if (r < 0) {
-		snprintf(err, n, "sandbox %s: snapshot %s: cannot freeze the sandbox: %s", sb->name, name, strerror(-r));
+		snprintf(err, n, "sandbox %s: snapshot %s: cannot freeze the sandbox: %s%s", sb->name, name, strerror(-r),
+			 r == -ETIMEDOUT ? " (some of its processes did not stop: a snapshot is taken only of a "
+					   "sandbox that is still; retry, or end the busy processes first)"
+					 : "");
 		prov->freeze(sb, 0);
 		return r;
 	}

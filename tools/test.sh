@@ -54,7 +54,7 @@ fail_step() { record "$1" 0 1 0 "($2)"; echo "tools/test.sh: $1: $2" >&2; }
 # ---- 1. packages, user, /dev/fuse ---------------------------------------------------
 
 PKGS="meson ninja-build gcc clang libclang-rt-14-dev pkg-config libfuse3-dev fuse3 libjson-c-dev
-libcurl4-openssl-dev libssh2-1-dev bubblewrap python3 python3-pytest openssh-server openssh-client git jupyter-notebook sshfs
+libcurl4-openssl-dev libssh2-1-dev libseccomp-dev bubblewrap python3 python3-pytest openssh-server openssh-client git jupyter-notebook sshfs
 vim-tiny attr rsync util-linux procps"
 missing=""
 for p in $PKGS; do
