@@ -5,7 +5,9 @@
  *
  * root/ is the merged view of the snapshot's layer stack. Mounting an
  * overlay needs a mount namespace we own, so a short-lived child makes a
- * user+mount namespace, mounts the layers read-only (no upper dir) and
+ * user+mount namespace (under root, whose sandboxes own their files as a
+ * range of ids, a mount namespace only), mounts the layers read-only (no
+ * upper dir, nosuid, nodev) and
  * waits; seerfs opens the mount's root through /proc/CHILD/root and lets
  * the child exit. The open fd keeps the (now detached) mount alive, like a
  * lazy umount, and fs/pass.c serves root/ from it; writes fail with EROFS
@@ -132,6 +134,7 @@ int snapfs_stat(struct seer_fs *fs, fuse_ino_t ino, struct stat *st)
 struct view_args {
 	const char *opts, *target;
 	char uidmap[64], gidmap[64];
+	int no_userns;         /* root with a range: a mount namespace only */
 	int ready_w, hold_r;
 	int ready_r, hold_w;   /* the parent's ends: the child closes them */
 };
@@ -154,10 +157,11 @@ static void view_child(const struct view_args *a)
 	 * the read below would never see EOF. */
 	close(a->ready_r);
 	close(a->hold_w);
-	if (unshare(CLONE_NEWUSER | CLONE_NEWNS) < 0)
+	if (unshare(a->no_userns ? CLONE_NEWNS : CLONE_NEWUSER | CLONE_NEWNS) < 0)
 		e = errno;
-	else if (put_str("/proc/self/setgroups", "deny") < 0 || put_str("/proc/self/uid_map", a->uidmap) < 0 ||
-		 put_str("/proc/self/gid_map", a->gidmap) < 0)
+	else if (!a->no_userns &&
+		 (put_str("/proc/self/setgroups", "deny") < 0 || put_str("/proc/self/uid_map", a->uidmap) < 0 ||
+		  put_str("/proc/self/gid_map", a->gidmap) < 0))
 		e = errno ? errno : EPERM;
 	else if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
 		e = errno;
@@ -190,7 +194,13 @@ static int open_view(struct seer_fs *fs, const char *name, char *err, size_t n)
 	snprintf(target, sizeof(target), "%s/empty", ctx->state_dir);
 	sbuf_printf(&opts, "lowerdir=%s:%s,userxattr", lower.data, target);
 	sbuf_free(&lower);
-	struct view_args a = {.opts = opts.data, .target = target};
+	/* Under root the layers belong to the sandboxes' range, which a
+	 * namespace mapping only root would not let the overlay read (its
+	 * mounter's rights count, and they stop at ids the namespace does not
+	 * map: a 0600 file of the sandbox's would be EACCES). Root mounts it
+	 * in a mount namespace of its own, as core/provider_local.c mounts a
+	 * restored sandbox's overlay; read-only, nosuid, nodev either way. */
+	struct view_args a = {.opts = opts.data, .target = target, .no_userns = ctx->ids.count > 1};
 	snprintf(a.uidmap, sizeof(a.uidmap), "0 %u 1\n", (unsigned)ctx->uid);
 	snprintf(a.gidmap, sizeof(a.gidmap), "0 %u 1\n", (unsigned)ctx->gid);
 	int ready[2] = {-1, -1}, hold[2] = {-1, -1};
