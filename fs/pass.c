@@ -91,6 +91,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/fsuid.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -503,6 +504,24 @@ static int caller_owner(const struct pass_fs *p, fuse_req_t req, struct owner *o
 	o->uid = (uid_t)u;
 	o->gid = (gid_t)g;
 	return 0;
+}
+
+/* File systems the sandbox mounted itself (its /dev and /dev/shm, tmpfs
+ * of its user namespace) store no id that namespace does not map: a file
+ * the daemon (host root) makes there fails with EOVERFLOW. Such a create
+ * is made again as the caller (this thread's fs ids only), with the
+ * caller's rights in that directory and without the daemon's
+ * capabilities, as the caller would inside; as_daemon() goes back. */
+static void as_owner(const struct pass_fs *p, const struct owner *o)
+{
+	setfsgid(o->gid);
+	setfsuid(o->uid);
+}
+
+static void as_daemon(const struct pass_fs *p)
+{
+	setfsuid(p->duid);
+	setfsgid(p->dgid);
 }
 
 /* Gives the entry the daemon just made (fd: O_PATH unless is_open; st: its
@@ -2010,6 +2029,18 @@ static int dir_op_begin(fuse_req_t req, struct pass_fs *p, struct pnode *dir, co
 /* mknod, mkdir and symlink: make name in parent, then answer with its entry. */
 enum make_kind { MAKE_NODE, MAKE_DIR, MAKE_LINK };
 
+static int make_one(int dfd, const char *name, enum make_kind kind, mode_t mode, dev_t rdev, const char *link)
+{
+	int r;
+	if (kind == MAKE_DIR)
+		r = mkdirat(dfd, name, mode);
+	else if (kind == MAKE_LINK)   /* the text as given: inside, the sandbox resolves it */
+		r = symlinkat(link, dfd, name);
+	else
+		r = mknodat(dfd, name, mode, rdev);
+	return r < 0 ? -errno : 0;
+}
+
 static void make_entry(fuse_req_t req, fuse_ino_t parent, const char *name, enum make_kind kind, mode_t mode,
 		       dev_t rdev, const char *link)
 {
@@ -2028,14 +2059,16 @@ static void make_entry(fuse_req_t req, fuse_ino_t parent, const char *name, enum
 	if (dir_op_begin(req, p, dir, name, &dfd) < 0)
 		goto done;
 	int r;
-	if (kind == MAKE_DIR)
-		r = mkdirat(dfd, name, mode) < 0 ? -errno : 0;
-	else if (kind == MAKE_LINK)   /* the text as given: inside, the sandbox resolves it */
-		r = symlinkat(link, dfd, name) < 0 ? -errno : 0;
-	else if ((S_ISCHR(mode) || S_ISBLK(mode)) && !(p->duid == 0 && fuse_req_ctx(req)->uid == 0))
+	if ((S_ISCHR(mode) || S_ISBLK(mode)) && kind == MAKE_NODE && !(p->duid == 0 && fuse_req_ctx(req)->uid == 0)) {
 		r = -EPERM;   /* device nodes: only host root may make them, as on the host */
-	else
-		r = mknodat(dfd, name, mode, rdev) < 0 ? -errno : 0;
+	} else {
+		r = make_one(dfd, name, kind, mode, rdev, link);
+		if (r == -EOVERFLOW && o) {
+			as_owner(p, o);
+			r = make_one(dfd, name, kind, mode, rdev, link);
+			as_daemon(p);
+		}
+	}
 	node_unpin(dir);
 	if (r < 0)
 		fuse_reply_err(req, -r);
@@ -2398,6 +2431,11 @@ static void pass_create(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 	/* Create exclusively first: O_CREAT on a name that a symlink took
 	 * meanwhile would otherwise follow it. */
 	fd = open_child(p, dfd, name, io_flags(p, fi->flags) | O_CREAT | O_EXCL, mode & 07777);
+	if (fd == -EOVERFLOW && p->ranged) {
+		as_owner(p, &own);
+		fd = open_child(p, dfd, name, io_flags(p, fi->flags) | O_CREAT | O_EXCL, mode & 07777);
+		as_daemon(p);
+	}
 	int created = fd >= 0;
 	if (fd == -EEXIST && !(fi->flags & O_EXCL)) {
 		int pfd = open_child(p, dfd, name, O_PATH, 0);

@@ -139,6 +139,22 @@ def test_setgid_directory_keeps_its_group(ranged):
     assert stat.S_IMODE(os.stat(sh / "suid").st_mode) & 0o4000
 
 
+def test_create_on_the_sandboxs_own_tmpfs(ranged):
+    """/dev/shm is a tmpfs of the sandbox's user namespace, which cannot
+    store host root as an owner: creates there are made as the caller."""
+    m, d, ub, gb = ranged
+    shm = d / "root" / "dev" / "shm"
+    (shm / "byroot").write_text("x")
+    (shm / "dirbyroot").mkdir()
+    assert owners(shm / "byroot") == (0, 0) and owners(shm / "dirbyroot") == (0, 0)
+    assert run(d, "stat -c %u:%g /dev/shm/byroot /dev/shm/dirbyroot").split() == ["0:0", "0:0"]
+    os.chmod(shm, 0o1777)      # bubblewrap makes it 0755
+    r = as_user(NOBODY, "touch", str(shm / "bynobody"))
+    assert r.returncode == 0, r.stderr
+    assert owners(shm / "bynobody") == (NOBODY, NOBODY)
+    assert run(d, "stat -c %u:%g /dev/shm/bynobody") == f"{NOBODY}:{NOBODY}"
+
+
 def test_caller_outside_the_range_cannot_create(ranged):
     m, d, ub, gb = ranged
     sh = shared_dir(d, "shared")
