@@ -3409,6 +3409,8 @@ int pass_root_entry(struct pass_fs *p, struct fuse_entry_param *e)
 		r = fd;
 	else if (fstatat(fd, "", &e->attr, AT_EMPTY_PATH) < 0)
 		r = -errno;
+	else
+		show_owner(p, &e->attr);
 	if (fd >= 0)
 		node_unpin(root);
 	if (r == 0) {

@@ -103,6 +103,9 @@ def test_root_creates_as_sandbox_root(ranged):
         assert owners(d / "root" / "workspace" / name) == (0, 0), name
         assert owners(host_path(m, d, name)) == (ub, gb), name
         assert run(d, f"stat -c %u:%g /workspace/{name}") == "0:0", name
+    # root/ itself, the sandbox's "/".
+    assert owners(d / "root") == (0, 0)
+    assert run(d, "stat -c %u:%g /") == "0:0"
     # The listing (READDIRPLUS) shows the same.
     ents = {e.name: e for e in os.scandir(d / "root" / "workspace")}
     assert (ents["byroot"].stat(follow_symlinks=False).st_uid, ents["dirbyroot"].stat().st_gid) == (0, 0)
