@@ -43,6 +43,11 @@
  * evicted node no longer pins its inode, so its number may be reused by a
  * new file: node_get() tells them apart by type and birth time.
  *
+ * Owners: under root the sandbox's ids are a range of host ids; replies
+ * number owners as the sandbox does, new entries are given to the caller's
+ * id in the sandbox, chown maps into the range (see "owners" below and
+ * docs/rootfs.md). Under an ordinary user the map is the identity.
+ *
  * Locks: POSIX locks become OFD locks on one fd per (inode, lock owner)
  * (an owner is a process's files table, as in virtiofsd), so they conflict
  * with the sandbox's own POSIX and OFD locks on the same file, and the
@@ -512,7 +517,7 @@ static int caller_owner(const struct pass_fs *p, fuse_req_t req, struct owner *o
  * is made again as the caller (this thread's fs ids only), with the
  * caller's rights in that directory and without the daemon's
  * capabilities, as the caller would inside; as_daemon() goes back. */
-static void as_owner(const struct pass_fs *p, const struct owner *o)
+static void as_owner(const struct owner *o)
 {
 	setfsgid(o->gid);
 	setfsuid(o->uid);
@@ -2064,7 +2069,7 @@ static void make_entry(fuse_req_t req, fuse_ino_t parent, const char *name, enum
 	} else {
 		r = make_one(dfd, name, kind, mode, rdev, link);
 		if (r == -EOVERFLOW && o) {
-			as_owner(p, o);
+			as_owner(o);
 			r = make_one(dfd, name, kind, mode, rdev, link);
 			as_daemon(p);
 		}
@@ -2432,7 +2437,7 @@ static void pass_create(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 	 * meanwhile would otherwise follow it. */
 	fd = open_child(p, dfd, name, io_flags(p, fi->flags) | O_CREAT | O_EXCL, mode & 07777);
 	if (fd == -EOVERFLOW && p->ranged) {
-		as_owner(p, &own);
+		as_owner(&own);
 		fd = open_child(p, dfd, name, io_flags(p, fi->flags) | O_CREAT | O_EXCL, mode & 07777);
 		as_daemon(p);
 	}

@@ -14,8 +14,11 @@ setpriv.
 
 import errno
 import os
+import pathlib
+import shutil
 import stat
 import subprocess
+import tempfile
 
 import pytest
 
@@ -47,23 +50,25 @@ def inside_map(sbdir):
     return int(u[1]), int(g[1]), int(u[2])
 
 
-def open_to_others(path):
-    """o+x on path and the directories above it: the range's bubblewrap must
-    reach the state directory, and the other callers the mount."""
-    for p in (path, *path.parents):
-        st = p.stat()
-        if not st.st_mode & 0o001:
-            os.chmod(p, stat.S_IMODE(st.st_mode) | 0o001)
+@pytest.fixture
+def open_dir():
+    """A directory others may enter, for the state directory (the range's
+    bubblewrap must reach it) and the mount (other callers use it). Not
+    under tmp_path: pytest makes /tmp/pytest-of-USER 0700 again whenever a
+    session starts."""
+    d = pathlib.Path(tempfile.mkdtemp(prefix="seerfs-owners-"))
+    os.chmod(d, 0o711)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
-def ranged(seerfs_factory, tmp_path):
+def ranged(open_dir, seerfs_factory):
     """(mount, sandbox dir, uid base, gid base) of a root seerfs with
     -o allow_other whose sandbox maps a range."""
     if not IS_ROOT:
         pytest.skip("the id range is what a root seerfs gives its sandboxes")
-    open_to_others(tmp_path)
-    m = seerfs_factory(args=["-o", "allow_other"])
+    m = seerfs_factory(state=open_dir / "state", mountpoint=open_dir / "mnt", args=["-o", "allow_other"])
     d = m.sandbox("own", "{}")
     ubase, gbase, count = inside_map(d)
     if count != 65536:
