@@ -226,16 +226,25 @@ static const char *const hidden_etc[] = {"/etc/shadow", "/etc/shadow-", "/etc/gs
 
 /* Under a range (root's seerfs) bubblewrap runs as the range's root: the
  * directories it takes sources from are searchable by the range's group
- * only (root:GID 0710), and the writable tree is the sandbox root's. */
+ * only (root:GID 0710); the writable tree and the generated /etc files are
+ * the sandbox root's (so /etc/passwd inside is root's, and a write to it
+ * fails with EROFS as on every read-only bind, not EACCES). */
 static int share_dirs(struct sandbox *sb, char *err, size_t n)
 {
 	const struct seer_idmap *ids = &sb->ctx->ids;
-	static const char *const sub[] = {"", "/fs", "/gen", "/fs/upper", NULL};
+	static const struct {
+		const char *sub;
+		int own;       /* the sandbox root's, else root:GID 0710 */
+		mode_t mode;   /* 0: leave the mode */
+	} ents[] = {
+		{"", 0, 0710}, {"/fs", 0, 0710}, {"/gen", 0, 0710}, {"/fs/upper", 1, 0755}, {"/gen/empty", 1, 0},
+		{"/gen/passwd", 1, 0}, {"/gen/group", 1, 0}, {"/gen/hostname", 1, 0}, {"/gen/hosts", 1, 0},
+		{"/gen/null", 1, 0},
+	};
 	char p[4096];
-	for (int i = 0; sub[i]; i++) {
-		int tree = !strcmp(sub[i], "/fs/upper");
-		snprintf(p, sizeof(p), "%s%s", sb->dir, sub[i]);
-		if (chown(p, tree ? ids->uid : 0, ids->gid) < 0 || chmod(p, tree ? 0755 : 0710) < 0) {
+	for (size_t i = 0; i < ARRAY_SIZE(ents); i++) {
+		snprintf(p, sizeof(p), "%s%s", sb->dir, ents[i].sub);
+		if (lchown(p, ents[i].own ? ids->uid : 0, ids->gid) < 0 || (ents[i].mode && chmod(p, ents[i].mode) < 0)) {
 			int r = -errno;
 			snprintf(err, n, "sandbox %s: cannot give %s to the sandbox's ids (%u:%u): %s", sb->name, p,
 				 (unsigned)ids->uid, (unsigned)ids->gid, strerror(-r));
@@ -749,13 +758,10 @@ static int local_start(struct sandbox *sb, const struct seer_config *cfg, char *
 	}
 	int sndbuf = 1 << 20;
 	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
-	/* bubblewrap and the child get only PATH: seerfs's own environment may
-	 * hold the secrets of every sandbox (docs/security.md). */
-	static char *clean_env[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL};
 	struct fork_args fa = {.errpath = errpath, .sv1 = sv[1], .info1 = info[1], .seccomp = seccomp,
 			       .sync = {down[0], up[1]}, .psync = {up[0], down[1]}, .mapped = ids->count > 1, .uidmap = uidmap, .gidmap = gidmap,
 			       .root_uid = ids->uid, .root_gid = ids->gid, .tree = tree, .opts = opts.data,
-			       .wdirs = wdirs, .argv = av.v, .envp = clean_env};
+			       .wdirs = wdirs, .argv = av.v, .envp = (char **)seer_clean_environ};
 	struct sbuf procs = {0};
 	if (!l->fz.dir && freezer_create(&l->fz, (int)getpid(), sb->name) == 0)
 		sandbox_log(sb, "freezer: cgroup %s", l->fz.dir);

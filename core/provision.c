@@ -840,7 +840,7 @@ static int dpkg_installed(const char *pkg)
 	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
 	char *argv[] = {"dpkg-query", "-W", "-f=${Status}", (char *)pkg, NULL};
 	pid_t pid;
-	int r = posix_spawnp(&pid, "dpkg-query", &fa, NULL, argv, environ);
+	int r = posix_spawnp(&pid, "dpkg-query", &fa, NULL, argv, (char **)seer_clean_environ);
 	posix_spawn_file_actions_destroy(&fa);
 	close(p[1]);
 	if (r) {
