@@ -65,6 +65,11 @@ size_t utf8_invalid_at(const char *s, size_t len);
  * every sandbox's secrets, which only that sandbox's processes may get. */
 extern char *const seer_clean_environ[];
 
+/* Runs argv[0] (searched in PATH) with seer_clean_environ, stdin and
+ * stderr /dev/null, and its stdout into out (at most max bytes kept; out
+ * may be NULL). Returns its wait status, or -errno when it could not run. */
+int run_capture(char *const argv[], struct sbuf *out, size_t max);
+
 /* True when s ends in the given suffix. */
 int str_endswith(const char *s, const char *suffix);
 /* strdup that aborts on out-of-memory (used for small bookkeeping strings). */
