@@ -702,13 +702,31 @@ static int fork_sandbox(void *p)
 	struct fork_args *fa = p;
 	fa->errfd = open(fa->errpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	pid_t pid = fork();
-	if (pid < 0)
-		return -errno;
 	if (pid == 0)
 		child_main(fa);
+	/* The child's ends: closed here, so that a child that dies early is
+	 * seen as an end of file rather than a time-out. */
+	close_fd(&fa->sync[0]);
+	close_fd(&fa->sync[1]);
+	if (pid < 0)
+		return -errno;
 	if (fa->mapped && map_child(fa, pid) < 0)
 		kill(pid, SIGKILL);   /* the caller reaps it and reports bwrap.err / info */
 	return pid;
+}
+
+/* What bubblewrap wrote to bwrap.err (its last line break dropped), or
+ * NULL: a regular file only, since reading anything else could block. */
+static char *bwrap_said(const char *errpath)
+{
+	struct stat st;
+	char *why = NULL;
+	if (lstat(errpath, &st) < 0 || !S_ISREG(st.st_mode) || read_file(errpath, 4096, &why, NULL) < 0)
+		return NULL;
+	char *nl = strrchr(why, '\n');
+	if (nl && !nl[1])
+		*nl = '\0';
+	return why;
 }
 
 static int local_start(struct sandbox *sb, const struct seer_config *cfg, char *err, size_t n)
@@ -770,6 +788,7 @@ static int local_start(struct sandbox *sb, const struct seer_config *cfg, char *
 		fa.cgroup_procs = procs.data;
 	}
 	pid_t pid = seer_in_forker(sb->ctx, fork_sandbox, &fa);
+	up[1] = down[0] = -1;   /* fork_sandbox closed them */
 	sbuf_free(&procs);
 	int errfd = fa.errfd;
 	if (pid < 0) {
@@ -819,13 +838,7 @@ static int local_start(struct sandbox *sb, const struct seer_config *cfg, char *
 		json_object_put(o);
 	}
 	if (!agent) {
-		char *why = NULL;
-		read_file(errpath, 4096, &why, NULL);
-		if (why) {
-			char *nl = strrchr(why, '\n');
-			if (nl && !nl[1])
-				*nl = '\0';
-		}
+		char *why = bwrap_said(errpath);
 		snprintf(err, n, "sandbox %s: bubblewrap could not start the sandbox: %s%s%s", sb->name,
 			 ib.data && !strncmp(ib.data, "ERR ", 4) ? ib.data + 4 : "",
 			 why && *why ? " " : "", why && *why ? why : (r == -ETIMEDOUT ? "(timed out)" : ""));
@@ -855,7 +868,10 @@ static int local_start(struct sandbox *sb, const struct seer_config *cfg, char *
 	struct agent_msg m = {.type = AG_PING}, rep;
 	r = rpc(l, &m, NULL, 0, NULL, 0, &rep);
 	if (r < 0) {
-		snprintf(err, n, "sandbox %s: the sandbox's init did not answer: %s", sb->name, strerror(-r));
+		char *why = bwrap_said(errpath);
+		snprintf(err, n, "sandbox %s: the sandbox's init did not answer: %s%s%s", sb->name, strerror(-r),
+			 why && *why ? "; bubblewrap said: " : "", why && *why ? why : "");
+		free(why);
 		goto out;
 	}
 	char rp[64];
