@@ -400,6 +400,12 @@ int main(void)
 	 * inside reach PID 1 only for handlers it installed: none. */
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
 		return 1;
+	/* No handler may be left that a sanitizer's runtime installed (the
+	 * ASan build's SIGSEGV, SIGBUS, ...): a handler is what lets a signal
+	 * from inside reach PID 1. A fault of our own still ends us. */
+	for (int sig = 1; sig < SIGRTMIN; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			signal(sig, SIG_DFL);
 	sigset_t ss;
 	sigemptyset(&ss);
 	sigaddset(&ss, SIGCHLD);

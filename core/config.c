@@ -51,6 +51,9 @@ static int get_str(struct json_object *o, const char *field, int allow_empty, ch
 		return fail(err, n, "field \"%s\": must not be empty", field);
 	if (strlen(s) != (size_t)json_object_get_string_len(o))
 		return fail(err, n, "field \"%s\": must not contain NUL bytes", field);
+	size_t bad = utf8_invalid_at(s, strlen(s));
+	if (bad != (size_t)-1)
+		return fail(err, n, "field \"%s\": is not valid UTF-8 (byte %zu); write the text as UTF-8", field, bad);
 	*out = xstrdup(s);
 	return 0;
 }
@@ -178,7 +181,9 @@ static int get_models(struct json_object *o, struct seer_config *c, char *err, s
 		snprintf(f, sizeof(f), "models[%zu]", i);
 		c->n_models++;
 		if (json_object_is_type(e, json_type_string)) {   /* shorthand: "org/name" */
-			m->name = xstrdup(json_object_get_string(e));
+			int r = get_str(e, f, 0, &m->name, err, n);
+			if (r < 0)
+				return r;
 		} else {
 			if (!json_object_is_type(e, json_type_object))
 				return fail(err, n, "field \"%s\": expected an object or a string, got %s", f, type_name(e));
@@ -246,7 +251,8 @@ static int get_repos(struct json_object *o, struct seer_config *c, char *err, si
 		c->n_repos++;
 		int r;
 		if (json_object_is_type(e, json_type_string)) {
-			rp->url = xstrdup(json_object_get_string(e));
+			if ((r = get_str(e, f, 0, &rp->url, err, n)) < 0)
+				return r;
 			continue;
 		}
 		if (!json_object_is_type(e, json_type_object))

@@ -22,7 +22,8 @@ void sandbox_recover_all(struct seer_ctx *ctx);
  * and bubblewrap, running as that range's root, must reach its sources in
  * the state directory: the directories on the way are made searchable by
  * the range's group only (root:GID 0710, as Docker's remapped root is), and
- * every parent above them must be searchable by others. */
+ * every parent above them, and above the agent and the model cache, must be
+ * searchable by others (as /var/lib/docker's must be for userns-remap). */
 static int share_state_dirs(struct seer_ctx *ctx, char *err, size_t n)
 {
 	char p[4096];
@@ -36,7 +37,7 @@ static int share_state_dirs(struct seer_ctx *ctx, char *err, size_t n)
 			return r;
 		}
 	}
-	const char *dirs[] = {ctx->state_dir, ctx->model_cache, NULL};
+	const char *dirs[] = {ctx->state_dir, ctx->model_cache, ctx->agent_path, NULL};
 	for (int d = 0; dirs[d]; d++) {
 		snprintf(p, sizeof(p), "%s", dirs[d]);
 		for (char *slash = strrchr(p, '/'); slash && slash != p; slash = strrchr(p, '/')) {
@@ -45,8 +46,9 @@ static int share_state_dirs(struct seer_ctx *ctx, char *err, size_t n)
 			if (stat(p, &st) == 0 && !(st.st_mode & S_IXOTH) &&
 			    !(st.st_gid == ctx->ids.gid && (st.st_mode & S_IXGRP))) {
 				snprintf(err, n, "%s is under %s, which only its owner may enter (mode %04o), so the "
-					 "sandboxes (host ids %u and up) cannot reach it; choose a state directory "
-					 "under a path others may enter (say /var/lib/seerfs), or chmod o+x %s",
+					 "sandboxes (host ids %u and up) cannot reach it; chmod o+x %s, or use a path "
+					 "others may enter (the default state directory /var/lib/seerfs, the agent "
+					 "that meson install puts in libexec)",
 					 dirs[d], p, (unsigned)(st.st_mode & 07777), (unsigned)ctx->ids.uid, p);
 				return -EACCES;
 			}

@@ -37,18 +37,22 @@ int gpu_check(const char *type, int count, const char *sandbox, char *err, size_
 			 sandbox, type);
 		return -ENODEV;
 	}
-	char cmd[512];
-	snprintf(cmd, sizeof(cmd), "%s --query-gpu=name --format=csv,noheader 2>/dev/null", smi);
-	FILE *f = popen(cmd, "r");
-	if (!f) {
-		snprintf(err, n, "sandbox %s: cannot run nvidia-smi: %s", sandbox, strerror(errno));
+	char *argv[] = {(char *)smi, "--query-gpu=name", "--format=csv,noheader", NULL};
+	struct sbuf out = {0};
+	int r = run_capture(argv, &out, 64 << 10);
+	if (r < 0) {
+		snprintf(err, n, "sandbox %s: cannot run nvidia-smi: %s", sandbox, strerror(-r));
+		sbuf_free(&out);
 		return -ENODEV;
 	}
-	char line[256], names[1024] = "";
+	char names[1024] = "";
 	int match = 0, total = 0;
 	size_t used = 0;
-	while (fgets(line, sizeof(line), f)) {
-		line[strcspn(line, "\r\n")] = '\0';
+	for (char *line = out.data ? out.data : "", *next; *line; line = next) {
+		next = line + strcspn(line, "\n");
+		if (*next)
+			*next++ = '\0';
+		line[strcspn(line, "\r")] = '\0';
 		if (!line[0])
 			continue;
 		total++;
@@ -59,7 +63,7 @@ int gpu_check(const char *type, int count, const char *sandbox, char *err, size_
 		if (strcasestr(line, type))
 			match++;
 	}
-	pclose(f);
+	sbuf_free(&out);
 	if (!match) {
 		snprintf(err, n, "sandbox %s: gpu \"%s\" asked for, but this host has %s%s", sandbox, type,
 			 total ? "only: " : "no working NVIDIA GPU", names);

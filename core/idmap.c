@@ -50,26 +50,13 @@ static int scan_subids(const char *path, const char *owner, uid_t owner_uid, uns
 
 static int run_tool(char *const argv[], char *err, size_t n)
 {
-	pid_t pid = fork();
-	if (pid < 0)
-		return -errno;
-	if (pid == 0) {
-		int nul = open("/dev/null", O_RDWR);
-		dup2(nul, 0);
-		dup2(nul, 1);
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	int st;
-	while (waitpid(pid, &st, 0) < 0)
-		if (errno != EINTR)
-			return -errno;
-	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+	int st = run_capture(argv, NULL, 0);
+	if (st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0)
 		return 0;
-	snprintf(err, n, "%s failed (status %d): create the user and its ranges by hand, e.g. "
+	snprintf(err, n, "%s failed (%s %d): create the user and its ranges by hand, e.g. "
 		 "useradd --system --no-create-home --shell /usr/sbin/nologin " SEER_IDMAP_USER
 		 " && usermod --add-subuids 100000-165535 --add-subgids 100000-165535 " SEER_IDMAP_USER,
-		 argv[0], WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+		 argv[0], st < 0 ? "error" : "status", st < 0 ? -st : WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
 	return -EIO;
 }
 

@@ -226,16 +226,25 @@ static const char *const hidden_etc[] = {"/etc/shadow", "/etc/shadow-", "/etc/gs
 
 /* Under a range (root's seerfs) bubblewrap runs as the range's root: the
  * directories it takes sources from are searchable by the range's group
- * only (root:GID 0710), and the writable tree is the sandbox root's. */
+ * only (root:GID 0710); the writable tree and the generated /etc files are
+ * the sandbox root's (so /etc/passwd inside is root's, and a write to it
+ * fails with EROFS as on every read-only bind, not EACCES). */
 static int share_dirs(struct sandbox *sb, char *err, size_t n)
 {
 	const struct seer_idmap *ids = &sb->ctx->ids;
-	static const char *const sub[] = {"", "/fs", "/gen", "/fs/upper", NULL};
+	static const struct {
+		const char *sub;
+		int own;       /* the sandbox root's, else root:GID 0710 */
+		mode_t mode;   /* 0: leave the mode */
+	} ents[] = {
+		{"", 0, 0710}, {"/fs", 0, 0710}, {"/gen", 0, 0710}, {"/fs/upper", 1, 0755}, {"/gen/empty", 1, 0},
+		{"/gen/passwd", 1, 0}, {"/gen/group", 1, 0}, {"/gen/hostname", 1, 0}, {"/gen/hosts", 1, 0},
+		{"/gen/null", 1, 0},
+	};
 	char p[4096];
-	for (int i = 0; sub[i]; i++) {
-		int tree = !strcmp(sub[i], "/fs/upper");
-		snprintf(p, sizeof(p), "%s%s", sb->dir, sub[i]);
-		if (chown(p, tree ? ids->uid : 0, ids->gid) < 0 || chmod(p, tree ? 0755 : 0710) < 0) {
+	for (size_t i = 0; i < ARRAY_SIZE(ents); i++) {
+		snprintf(p, sizeof(p), "%s%s", sb->dir, ents[i].sub);
+		if (lchown(p, ents[i].own ? ids->uid : 0, ids->gid) < 0 || (ents[i].mode && chmod(p, ents[i].mode) < 0)) {
 			int r = -errno;
 			snprintf(err, n, "sandbox %s: cannot give %s to the sandbox's ids (%u:%u): %s", sb->name, p,
 				 (unsigned)ids->uid, (unsigned)ids->gid, strerror(-r));
@@ -693,13 +702,31 @@ static int fork_sandbox(void *p)
 	struct fork_args *fa = p;
 	fa->errfd = open(fa->errpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	pid_t pid = fork();
-	if (pid < 0)
-		return -errno;
 	if (pid == 0)
 		child_main(fa);
+	/* The child's ends: closed here, so that a child that dies early is
+	 * seen as an end of file rather than a time-out. */
+	close_fd(&fa->sync[0]);
+	close_fd(&fa->sync[1]);
+	if (pid < 0)
+		return -errno;
 	if (fa->mapped && map_child(fa, pid) < 0)
 		kill(pid, SIGKILL);   /* the caller reaps it and reports bwrap.err / info */
 	return pid;
+}
+
+/* What bubblewrap wrote to bwrap.err (its last line break dropped), or
+ * NULL: a regular file only, since reading anything else could block. */
+static char *bwrap_said(const char *errpath)
+{
+	struct stat st;
+	char *why = NULL;
+	if (lstat(errpath, &st) < 0 || !S_ISREG(st.st_mode) || read_file(errpath, 4096, &why, NULL) < 0)
+		return NULL;
+	char *nl = strrchr(why, '\n');
+	if (nl && !nl[1])
+		*nl = '\0';
+	return why;
 }
 
 static int local_start(struct sandbox *sb, const struct seer_config *cfg, char *err, size_t n)
@@ -749,13 +776,10 @@ static int local_start(struct sandbox *sb, const struct seer_config *cfg, char *
 	}
 	int sndbuf = 1 << 20;
 	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
-	/* bubblewrap and the child get only PATH: seerfs's own environment may
-	 * hold the secrets of every sandbox (docs/security.md). */
-	static char *clean_env[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL};
 	struct fork_args fa = {.errpath = errpath, .sv1 = sv[1], .info1 = info[1], .seccomp = seccomp,
 			       .sync = {down[0], up[1]}, .psync = {up[0], down[1]}, .mapped = ids->count > 1, .uidmap = uidmap, .gidmap = gidmap,
 			       .root_uid = ids->uid, .root_gid = ids->gid, .tree = tree, .opts = opts.data,
-			       .wdirs = wdirs, .argv = av.v, .envp = clean_env};
+			       .wdirs = wdirs, .argv = av.v, .envp = (char **)seer_clean_environ};
 	struct sbuf procs = {0};
 	if (!l->fz.dir && freezer_create(&l->fz, (int)getpid(), sb->name) == 0)
 		sandbox_log(sb, "freezer: cgroup %s", l->fz.dir);
@@ -764,6 +788,7 @@ static int local_start(struct sandbox *sb, const struct seer_config *cfg, char *
 		fa.cgroup_procs = procs.data;
 	}
 	pid_t pid = seer_in_forker(sb->ctx, fork_sandbox, &fa);
+	up[1] = down[0] = -1;   /* fork_sandbox closed them */
 	sbuf_free(&procs);
 	int errfd = fa.errfd;
 	if (pid < 0) {
@@ -813,13 +838,7 @@ static int local_start(struct sandbox *sb, const struct seer_config *cfg, char *
 		json_object_put(o);
 	}
 	if (!agent) {
-		char *why = NULL;
-		read_file(errpath, 4096, &why, NULL);
-		if (why) {
-			char *nl = strrchr(why, '\n');
-			if (nl && !nl[1])
-				*nl = '\0';
-		}
+		char *why = bwrap_said(errpath);
 		snprintf(err, n, "sandbox %s: bubblewrap could not start the sandbox: %s%s%s", sb->name,
 			 ib.data && !strncmp(ib.data, "ERR ", 4) ? ib.data + 4 : "",
 			 why && *why ? " " : "", why && *why ? why : (r == -ETIMEDOUT ? "(timed out)" : ""));
@@ -849,7 +868,10 @@ static int local_start(struct sandbox *sb, const struct seer_config *cfg, char *
 	struct agent_msg m = {.type = AG_PING}, rep;
 	r = rpc(l, &m, NULL, 0, NULL, 0, &rep);
 	if (r < 0) {
-		snprintf(err, n, "sandbox %s: the sandbox's init did not answer: %s", sb->name, strerror(-r));
+		char *why = bwrap_said(errpath);
+		snprintf(err, n, "sandbox %s: the sandbox's init did not answer: %s%s%s", sb->name, strerror(-r),
+			 why && *why ? "; bubblewrap said: " : "", why && *why ? why : "");
+		free(why);
 		goto out;
 	}
 	char rp[64];

@@ -831,34 +831,12 @@ static int step_models(struct sandbox *sb, const struct seer_config *cfg, struct
 /* Runs dpkg-query on the host: 1 installed, 0 not, -errno. */
 static int dpkg_installed(const char *pkg)
 {
-	int p[2];
-	if (pipe2(p, O_CLOEXEC) < 0)
-		return -errno;
-	posix_spawn_file_actions_t fa;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, p[1], 1);
-	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
 	char *argv[] = {"dpkg-query", "-W", "-f=${Status}", (char *)pkg, NULL};
-	pid_t pid;
-	int r = posix_spawnp(&pid, "dpkg-query", &fa, NULL, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	close(p[1]);
-	if (r) {
-		close(p[0]);
-		return -r;
-	}
-	char buf[256];
-	size_t len = 0;
-	ssize_t k;
-	while (len < sizeof(buf) - 1 && ((k = read(p[0], buf + len, sizeof(buf) - 1 - len)) > 0 || (k < 0 && errno == EINTR)))
-		if (k > 0)
-			len += (size_t)k;
-	buf[len] = '\0';
-	close(p[0]);
-	int status;
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
-	return strstr(buf, "install ok installed") ? 1 : 0;
+	struct sbuf out = {0};
+	int r = run_capture(argv, &out, 4096);
+	int installed = r >= 0 && out.data && strstr(out.data, "install ok installed");
+	sbuf_free(&out);
+	return r < 0 ? r : installed;
 }
 
 static int step_system(struct sandbox *sb, const struct seer_config *cfg, char *err, size_t n)

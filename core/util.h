@@ -55,6 +55,21 @@ void fmt_time_iso(uint64_t ns, char *buf, size_t len);
 /* Sandbox and snapshot names: letters, digits, '-', '_', '.', 1..64, not "." or "..". */
 int name_valid(const char *name);
 
+/* The offset of the first byte of s[0..len) that is not well-formed UTF-8
+ * (overlong forms, surrogates and code points past U+10FFFF included), or
+ * (size_t)-1 when all of it is. */
+size_t utf8_invalid_at(const char *s, size_t len);
+
+/* The whole environment of the host helpers seerfs runs (bubblewrap,
+ * dpkg-query): PATH alone. seerfs's own environment may hold the values of
+ * every sandbox's secrets, which only that sandbox's processes may get. */
+extern char *const seer_clean_environ[];
+
+/* Runs argv[0] (searched in PATH) with seer_clean_environ, stdin and
+ * stderr /dev/null, and its stdout into out (at most max bytes kept; out
+ * may be NULL). Returns its wait status, or -errno when it could not run. */
+int run_capture(char *const argv[], struct sbuf *out, size_t max);
+
 /* True when s ends in the given suffix. */
 int str_endswith(const char *s, const char *suffix);
 /* strdup that aborts on out-of-memory (used for small bookkeeping strings). */

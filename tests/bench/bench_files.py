@@ -28,6 +28,7 @@ SIZE_MIB = int(sys.argv[2]) if len(sys.argv) > 2 else 1024
 ROUNDS = int(sys.argv[3]) if len(sys.argv) > 3 else 3
 ROOT = os.geteuid() == 0
 BASE = pathlib.Path(tempfile.mkdtemp(prefix="seerfs-bench-files-", dir="/var/tmp"))
+BASE.chmod(0o711)   # as root the sandboxes (a subordinate id range) pass through it: docs/security.md
 TARBALL = BASE / "include.tar"
 ENV = dict(os.environ, GIT_AUTHOR_NAME="b", GIT_AUTHOR_EMAIL="b@b", GIT_COMMITTER_NAME="b",
            GIT_COMMITTER_EMAIL="b@b")

@@ -14,6 +14,7 @@ import os, pathlib, statistics, subprocess, sys, tempfile, time
 
 build = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "build").resolve()
 tmp = pathlib.Path(tempfile.mkdtemp(prefix="seerfs-bench-"))
+tmp.chmod(0o711)   # as root the sandboxes (a subordinate id range) pass through it: docs/security.md
 mnt, state = tmp / "m", tmp / "st"
 mnt.mkdir()
 subprocess.run([build / "fs/seerfs", mnt, "-o", f"state={state}"], check=True)

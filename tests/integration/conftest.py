@@ -116,6 +116,23 @@ def read_text(path, timeout=SETTLE_S):
     return p.stdout.decode(errors="replace")
 
 
+def searchable_parents(path):
+    """As root, seerfs runs the sandboxes as ids of their own (a subordinate
+    range: docs/security.md), and bubblewrap, as the range's root, must pass
+    through the state directory's parents: pytest's temporary directories are
+    0700, where /var/lib, the default's parent, is 0755. Only those under
+    /tmp are opened up (o+x: enter, not list)."""
+    if not IS_ROOT:
+        return
+    p = pathlib.Path(path).absolute()
+    for d in p.parents:
+        if not str(d).startswith("/tmp/") or not d.exists():
+            continue
+        mode = d.stat().st_mode
+        if not mode & 0o001:
+            os.chmod(d, (mode & 0o7777) | 0o001)
+
+
 def _errno_of(msg):
     m = msg.decode(errors="replace") if isinstance(msg, bytes) else msg
     for code, words in ((errno.ENOENT, "No such file"), (errno.EACCES, "Permission denied"),
@@ -351,6 +368,7 @@ class Seerfs:
 
     def start(self, timeout=SETTLE_S):
         self.path.mkdir(parents=True, exist_ok=True)
+        searchable_parents(self.state)
         env = dict(os.environ if self.env is None else self.env)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=0:abort_on_error=0")
         env.setdefault("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1")

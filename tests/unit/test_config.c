@@ -5,6 +5,7 @@
  * diff that decides whether a running sandbox can take a new config.
  */
 #include "core/config.h"
+#include "core/util.h"
 #include "tests/unit/check.h"
 
 #include <errno.h>
@@ -447,9 +448,29 @@ static void test_repeat(void)
 	}
 }
 
+/* Invalid UTF-8 in any string is refused, naming the field (#15): such a
+ * value would reach a sandbox's environment or a path as bytes no reader
+ * expects. Well-formed multibyte text is taken. */
+static void test_utf8(void)
+{
+	REFUSED("{\"env\": {\"SEED\": \"a\xff\"}}", "env.SEED", "UTF-8");
+	REFUSED("{\"env\": {\"S\": \"\xc0\xaf\"}}", "env.S", "UTF-8");            /* overlong '/' */
+	REFUSED("{\"env\": {\"S\": \"\xed\xa0\x80\"}}", "env.S", "UTF-8");        /* a surrogate */
+	REFUSED("{\"env\": {\"S\": \"\xf4\x90\x80\x80\"}}", "env.S", "UTF-8");   /* past U+10FFFF */
+	REFUSED("{\"env\": {\"S\": \"ab\xe2\x82\"}}", "env.S", "UTF-8");            /* cut short */
+	REFUSED("{\"python_packages\": [\"numpy\", \"x\x80\"]}", "python_packages[1]", "UTF-8");
+	REFUSED("{\"models\": [\"org/\xfe\"]}", "models[0]", "UTF-8");
+	REFUSED("{\"repos\": [\"file:///r\xff\"]}", "repos[0]", "UTF-8");
+	REFUSED("{\"local_files\": [[\"/tmp/\xff\", \"/workspace/x\"]]}", "local_files[0]", "UTF-8");
+	ACCEPTED("{\"env\": {\"S\": \"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"}}");
+	CHECK(utf8_invalid_at("ok\xff", 3) == 2, "offset of the bad byte");
+	CHECK(utf8_invalid_at("", 0) == (size_t)-1, "empty text is valid");
+}
+
 int main(void)
 {
 	test_defaults();
+	test_utf8();
 	test_every_field();
 	test_field_errors();
 	test_syntax_errors();
