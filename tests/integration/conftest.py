@@ -96,6 +96,28 @@ SETTLE_S = float(os.environ.get("SEERFS_TEST_SETTLE_S", "30"))
 TEST_TIMEOUT_S = int(os.environ.get("SEERFS_TEST_TIMEOUT", "180"))
 
 
+def pytest_configure(config):
+    """As root, each session's temporary directories go under a base of its
+    own: pytest resets the shared /tmp/pytest-of-root to 0700 whenever any
+    session starts, which would shut a running session's sandboxes (a
+    subordinate id range, see searchable_parents) out of their state
+    directories."""
+    if IS_ROOT and not config.option.basetemp and not hasattr(config, "workerinput"):
+        import tempfile
+        base = tempfile.mkdtemp(prefix="seerfs-pytest-", dir="/tmp")
+        os.chmod(base, 0o711)
+        config.option.basetemp = os.path.join(base, "t")
+        config._seerfs_base = base
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The base of pytest_configure goes when everything passed (kept to
+    look at otherwise)."""
+    base = getattr(session.config, "_seerfs_base", None)
+    if base and exitstatus == 0:
+        remove_tree(base)
+
+
 def pytest_report_header(config):
     return [f"seerfs: {SEERFS} (uid {os.geteuid()}{', SEERFS_TEST_USER=' + TEST_USER if TEST_USER else ''}), "
             f"provider {PROVIDER}"]
