@@ -176,6 +176,7 @@ static int walk_dir(struct walk *w, int dfd, void *at, int depth)
 			close(d2);
 		return e;
 	}
+	rewinddir(d);   /* the dup shares dfd's offset: a walk before may have moved it */
 	int r = 0;
 	size_t base = w->len;
 	struct dirent *de;
