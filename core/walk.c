@@ -117,6 +117,8 @@ static int walk_subdir(struct walk *w, struct walk_ent *e, void *at)
 {
 	const struct walk_ops *o = w->ops;
 	int fd = walk_open_dir(e->dirfd, e->name, o->flags, &e->st);
+	if (fd == -ENOENT && !(o->flags & WALK_FOLLOW))
+		return 0;   /* gone since its lstat: as if readdir had not seen it */
 	if (fd < 0)
 		return fd;
 	e->fd = fd;
@@ -144,7 +146,7 @@ static int walk_one(struct walk *w, int dfd, const char *name, void *at, int dep
 		if (!o->file)
 			return 0;
 		if (!(o->flags & WALK_NO_FILES) && (e.fd = open_file(dfd, name, o->flags, &e.st)) < 0)
-			return e.fd;
+			return e.fd == -ENOENT && !follow ? 0 : e.fd;
 		int r = o->file(o->ud, at, &e);
 		if (e.fd >= 0)
 			close(e.fd);
@@ -155,6 +157,8 @@ static int walk_one(struct walk *w, int dfd, const char *name, void *at, int dep
 			return 0;
 		char target[PATH_MAX + 1];
 		ssize_t n = readlinkat(dfd, name, target, PATH_MAX);
+		if (n < 0 && errno == ENOENT)
+			return 0;   /* gone since its lstat */
 		if (n < 0)
 			return errno == EINVAL ? -ESTALE : -errno;   /* no longer a link */
 		target[n] = '\0';
