@@ -434,7 +434,8 @@ static int copy_tree(const char *src, const char *dst, struct copyctx *c)
 		r = fstat(sfd, &st) < 0 ? -errno : copy_meta_fd(sfd, c->dstroot, &st, c);
 	if (r < 0 && !c->what[0])
 		snprintf(c->what, sizeof(c->what), "copying %s%s%s%s", src, bad[0] ? "/" : "", bad,
-			 r == -ESTALE ? " (it was swapped while being copied; nothing was followed)" : "");
+			 r == -ESTALE ? " (the sandbox replaced it while it was copied; nothing was followed: take the snapshot again)"
+				      : "");
 	if (c->dstroot >= 0)
 		close(c->dstroot);
 	c->dstroot = -1;

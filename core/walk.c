@@ -126,6 +126,7 @@ static int walk_subdir(struct walk *w, struct walk_ent *e, void *at)
 	int r = o->dir ? o->dir(o->ud, at, e, &child) : 0;
 	if (r == 0) {
 		r = walk_dir(w, fd, child, e->depth + 1);
+		e->path = w->path;   /* its entries' paths may have moved the buffer */
 		if (o->dir_done)
 			r = o->dir_done(o->ud, at, e, child, r);
 	}
