@@ -25,6 +25,7 @@
  * takes it only to update lengths and states, never while writing files.
  */
 #include "core/jobs.h"
+#include "core/walk.h"
 #include "core/sandbox.h"
 
 #include <dirent.h>
@@ -814,7 +815,7 @@ fail:
 		if (pi[i] >= 0)
 			close(pi[i]);
 	}
-	rm_rf(j->dir);
+	walk_rm(j->dir);
 	job_free(j);
 	sandbox_put(sb);
 	return r;
@@ -939,7 +940,7 @@ int jobs_remove(struct sandbox *sb, uint32_t n)
 		t->v[i] = t->v[--t->n];
 		j->removed = 1;
 		pthread_mutex_unlock(&t->lock);
-		rm_rf(j->dir);
+		walk_rm(j->dir);
 		job_put(j);
 		sandbox_changed(sb);
 		return 0;

@@ -16,6 +16,7 @@
  *   see them, and runs commands by asking the agent over a socket.
  */
 #include "core/provider.h"
+#include "core/walk.h"
 #include "core/agentproto.h"
 #include "core/jobs.h"
 #include "core/sandbox.h"
@@ -964,7 +965,7 @@ static int local_destroy(struct sandbox *sb)
 {
 	char p[4096];
 	snprintf(p, sizeof(p), "%s/fs", sb->dir);
-	return rm_rf(p);
+	return walk_rm(p);
 }
 
 static int local_root_fd(struct sandbox *sb)

@@ -11,13 +11,13 @@
  * planted inside can never redirect a write onto the host.
  */
 #include "core/provision.h"
-#include "core/treecopy.h"
 #include "core/upload.h"
 #include "core/config.h"
 #include "core/hf.h"
 #include "core/provider.h"
 #include "core/sandbox.h"
 #include "core/util.h"
+#include "core/walk.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -355,9 +355,35 @@ static int open_in_root(int rootfd, const char *rel, int flags, mode_t mode)
 	return fd < 0 ? -errno : (int)fd;
 }
 
+/* Whom what seerfs writes into a sandbox belongs to: the sandbox's root,
+ * host ids ctx->ids.uid/gid. Under a user those are the user's own, and
+ * set is 0; a root seerfs gives each new entry away with fchown. */
+struct owner {
+	uid_t uid;
+	gid_t gid;
+	int set;
+};
+
+static struct owner sandbox_owner(struct sandbox *sb)
+{
+	const struct seer_idmap *ids = &sb->ctx->ids;
+	return (struct owner){ids->uid, ids->gid, ids->uid != geteuid() || ids->gid != getegid()};
+}
+
+/* Gives the entry at fd (any kind, O_PATH included) or name in it (a link:
+ * never followed) to the sandbox's root. */
+static int own_at(const struct owner *o, int fd, const char *name)
+{
+	if (!o->set)
+		return 0;
+	if (fchownat(fd, name, o->uid, o->gid, name[0] ? AT_SYMLINK_NOFOLLOW : AT_EMPTY_PATH) < 0)
+		return -errno;
+	return 0;
+}
+
 /* Opens (creating as needed) directory `rel` ("workspace/a/b") inside the
  * sandbox; every component resolves inside the sandbox's root. */
-static int mkdir_in_root(int rootfd, const char *rel)
+static int mkdir_in_root(int rootfd, const char *rel, const struct owner *o)
 {
 	char path[4096];
 	snprintf(path, sizeof(path), "%s", rel);
@@ -369,7 +395,7 @@ static int mkdir_in_root(int rootfd, const char *rel)
 	const char *base;
 	if (slash) {
 		*slash = '\0';
-		parent = mkdir_in_root(rootfd, path);
+		parent = mkdir_in_root(rootfd, path, o);
 		base = slash + 1;
 	} else {
 		parent = fcntl(rootfd, F_DUPFD_CLOEXEC, 3);
@@ -377,15 +403,18 @@ static int mkdir_in_root(int rootfd, const char *rel)
 	}
 	if (parent < 0)
 		return parent;
-	if (mkdirat(parent, base, 0755) < 0 && errno != EEXIST) {
+	int made = mkdirat(parent, base, 0755) == 0;
+	if (!made && errno != EEXIST) {
 		int e = -errno;
 		close(parent);
 		return e;
 	}
 	fd = openat(parent, base, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	int e = -errno;
+	int e = fd < 0 ? -errno : made ? own_at(o, fd, "") : 0;
 	close(parent);
-	return fd >= 0 ? fd : e;
+	if (fd >= 0 && e < 0)
+		close(fd);
+	return e < 0 ? e : fd;
 }
 
 static int copy_fd(int in, int out)
@@ -410,13 +439,16 @@ static int copy_fd(int in, int out)
 	}
 }
 
-/* Copies host file srcfd into dirfd/name; never follows a symlink there. */
-static int copy_file_into(int srcfd, const struct stat *st, int dirfd, const char *name)
+/* Copies host file srcfd into dirfd/name; never follows a symlink there.
+ * The copy is the sandbox root's (before the mode: chown clears setuid). */
+static int copy_file_into(int srcfd, const struct stat *st, int dirfd, const char *name, const struct owner *o)
 {
 	int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, st->st_mode & 0777);
 	if (fd < 0)
 		return -errno;
 	int r = copy_fd(srcfd, fd);
+	if (r == 0 && o->set && fchown(fd, o->uid, o->gid) < 0)
+		r = -errno;
 	if (r == 0 && fchmod(fd, st->st_mode & 07777) < 0)
 		r = -errno;
 	if (close(fd) < 0 && r == 0)
@@ -424,47 +456,50 @@ static int copy_file_into(int srcfd, const struct stat *st, int dirfd, const cha
 	return r;
 }
 
-/* The local sink of tree_copy: destinations are directory fds inside the
- * sandbox, entries are made relative to them without following links. */
-static int local_dir(void *ud, void *at, const char *name, const struct stat *st, void **child)
+/* The local sink of walk_tree: `at` is a directory fd inside the sandbox,
+ * entries are made relative to it without following links, and given to
+ * the sandbox's root (ud: the struct owner). */
+static int local_dir(void *ud, void *at, const struct walk_ent *e, void **child)
 {
-	(void)ud;
 	int dstfd = (int)(intptr_t)at;
-	if (mkdirat(dstfd, name, st->st_mode & 0777) < 0 && errno != EEXIST)
+	int made = mkdirat(dstfd, e->name, e->st.st_mode & 0777) == 0;
+	if (!made && errno != EEXIST)
 		return -errno;
-	int d2 = openat(dstfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	int d2 = openat(dstfd, e->name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (d2 < 0)
 		return -errno;
+	int r = made ? own_at(ud, d2, "") : 0;
+	if (r < 0) {
+		close(d2);
+		return r;
+	}
 	*child = (void *)(intptr_t)d2;
 	return 0;
 }
 
-static void local_dir_done(void *ud, void *child)
+static int local_dir_done(void *ud, void *at, const struct walk_ent *e, void *child, int r)
 {
-	(void)ud;
+	(void)ud, (void)at, (void)e;
 	close((int)(intptr_t)child);
+	return r;
 }
 
-static int local_file(void *ud, void *at, const char *name, int sfd, const struct stat *st)
+static int local_file(void *ud, void *at, const struct walk_ent *e)
 {
-	(void)ud;
-	return copy_file_into(sfd, st, (int)(intptr_t)at, name);
+	return copy_file_into(e->fd, &e->st, (int)(intptr_t)at, e->name, ud);
 }
 
 /* Copied as a link: inside the sandbox it resolves there. */
-static int local_link(void *ud, void *at, const char *name, const char *target)
+static int local_link(void *ud, void *at, const struct walk_ent *e)
 {
-	(void)ud;
 	int dstfd = (int)(intptr_t)at;
 	struct stat old;
-	if (fstatat(dstfd, name, &old, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(old.st_mode))
-		unlinkat(dstfd, name, 0);
-	if (symlinkat(target, dstfd, name) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
+	if (fstatat(dstfd, e->name, &old, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(old.st_mode))
+		unlinkat(dstfd, e->name, 0);
+	if (symlinkat(e->target, dstfd, e->name) < 0)
+		return errno == EEXIST ? 0 : -errno;
+	return own_at(ud, dstfd, e->name);
 }
-
-static const struct tree_sink local_sink = {local_dir, local_dir_done, local_file, local_link, NULL};
 
 static const char *const writable_top[] = {"workspace", "root", "tmp", "opt", "var", NULL};
 
@@ -507,6 +542,7 @@ static void host_path(struct sandbox *sb, const char *p, char *out, size_t n)
  * here, or (remote providers) its path on the far side of an SFTP client. */
 struct dest {
 	int rootfd;
+	struct owner own;   /* of what lands under rootfd */
 	struct sftp_client *cli;
 	char rroot[4096];
 };
@@ -536,8 +572,12 @@ static int copy_in(struct sandbox *sb, const struct dest *dst, const char *src, 
 		if (dst->cli) {
 			r = upload_in(dst->cli, dst->rroot, sfd, &st, rel, bad, sizeof(bad));
 		} else {
-			int dfd = mkdir_in_root(rootfd, rel);
-			r = dfd < 0 ? dfd : tree_copy(sfd, &local_sink, (void *)(intptr_t)dfd, bad, sizeof(bad));
+			/* The host tree is the user's, but may change while it
+			 * is copied: walked by fd, links copied as links. */
+			const struct walk_ops ops = {local_dir, local_dir_done, local_file, local_link, NULL,
+						     (void *)&dst->own, 0, bad, sizeof(bad)};
+			int dfd = mkdir_in_root(rootfd, rel, &dst->own);
+			r = dfd < 0 ? dfd : walk_tree(sfd, &ops, (void *)(intptr_t)dfd);
 			if (dfd >= 0)
 				close(dfd);
 		}
@@ -562,8 +602,8 @@ static int copy_in(struct sandbox *sb, const struct dest *dst, const char *src, 
 		const char *base = slash ? slash + 1 : parent;
 		if (slash)
 			*slash = '\0';
-		int dfd = mkdir_in_root(rootfd, parent);
-		r = dfd < 0 ? dfd : copy_file_into(sfd, &st, dfd, base);
+		int dfd = mkdir_in_root(rootfd, parent, &dst->own);
+		r = dfd < 0 ? dfd : copy_file_into(sfd, &st, dfd, base, &dst->own);
 		if (dfd >= 0)
 			close(dfd);
 	}
@@ -571,7 +611,9 @@ static int copy_in(struct sandbox *sb, const struct dest *dst, const char *src, 
 	if (r < 0)
 		snprintf(err, n, "sandbox %s: cannot copy %s to /%s%s%s in the sandbox: %s%s", sb->name, src, rel,
 			 bad[0] ? " (at " : "", bad[0] ? bad : "", strerror(-r),
-			 r == -ELOOP ? " (a symlink in the sandbox path is not followed; remove it)" : "");
+			 r == -ELOOP ? " (a symlink in the sandbox path is not followed; remove it)"
+			 : r == -ESTALE ? " (a directory there was replaced while it was copied; nothing was followed, echo retry > ctl to copy again)"
+			 : "");
 	return r;
 }
 
@@ -612,6 +654,7 @@ static int check_local_sources(struct sandbox *sb, const struct seer_config *cfg
 static int dest_open(struct sandbox *sb, struct dest *dst, char *err, size_t n)
 {
 	memset(dst, 0, sizeof(*dst));
+	dst->own = sandbox_owner(sb);
 	dst->rootfd = sb->prov->root_fd ? sb->prov->root_fd(sb) : -ENOTSUP;
 	int r = dst->rootfd;
 	if (r < 0 && sb->prov->root_remote) {
@@ -1019,6 +1062,49 @@ static void repo_name(const char *url, char *out, size_t n)
 		snprintf(out, n, "repo");
 }
 
+/* Where a host repository is copied for git to clone from, below the
+ * sandbox's "/". */
+#define REPO_COPY_DIR "tmp/.seerfs-repo"
+
+/* Removes the host copy of repository `name` (and its directory when that
+ * is empty) after a failed copy or clone: a failed provisioning leaves no
+ * host file behind. Local sandboxes by fd from their root (the walk never
+ * follows what the sandbox planted there), remote ones with rm inside. */
+static void remove_repo_copy(struct sandbox *sb, const char *name)
+{
+	struct dest dst;
+	char e2[512];
+	if (dest_open(sb, &dst, e2, sizeof(e2)) < 0)
+		return;
+	int r;
+	if (dst.rootfd >= 0) {
+		int fd = open_in_root(dst.rootfd, REPO_COPY_DIR, O_PATH | O_DIRECTORY | O_NOFOLLOW, 0);
+		r = fd < 0 ? (fd == -ENOENT ? 0 : fd) : walk_rm_at(fd, name);
+		if (fd >= 0)
+			close(fd);
+		fd = open_in_root(dst.rootfd, "tmp", O_PATH | O_DIRECTORY | O_NOFOLLOW, 0);
+		if (fd >= 0) {
+			unlinkat(fd, REPO_COPY_DIR + 4, AT_REMOVEDIR);   /* only when empty */
+			close(fd);
+		}
+	} else {
+		struct sbuf s = {0}, out = {0};
+		int code = -1;
+		sbuf_printf(&s, "rm -rf /%s/", REPO_COPY_DIR);
+		sbuf_shell_quote(&s, name);
+		sbuf_printf(&s, "; rmdir /%s 2>/dev/null; exit 0", REPO_COPY_DIR);
+		r = sb_exec(sb, s.data, "/", NULL, &code, &out, e2, sizeof(e2));
+		if (r == 0 && code != 0)
+			r = -EIO;
+		sbuf_free(&s);
+		sbuf_free(&out);
+	}
+	dest_close(&dst);
+	if (r < 0)
+		sandbox_log(sb, "provision: repos: the copy of %s at /%s/%s could not be removed: %s; remove it by hand",
+			    name, REPO_COPY_DIR, name, strerror(-r));
+}
+
 static int step_repo(struct sandbox *sb, const struct seer_config *cfg, size_t i, struct json_object *handle,
 		     char *err, size_t n)
 {
@@ -1044,11 +1130,13 @@ static int step_repo(struct sandbox *sb, const struct seer_config *cfg, size_t i
 		if (r < 0)
 			return r;
 		char rel[600];
-		snprintf(rel, sizeof(rel), "tmp/.seerfs-repo/%s", name);
+		snprintf(rel, sizeof(rel), "%s/%s", REPO_COPY_DIR, name);
 		r = copy_in(sb, &dst, src, rel, 1, err, n);
 		dest_close(&dst);
-		if (r < 0)
+		if (r < 0) {
+			remove_repo_copy(sb, name);
 			return r;
+		}
 		sbuf_printf(&u, "/%s", rel);
 		clone_from = u.data;
 	} else if (!strstr(rp->url, "://") && !strchr(rp->url, '@') && strchr(rp->url, '/') &&
@@ -1070,7 +1158,7 @@ static int step_repo(struct sandbox *sb, const struct seer_config *cfg, size_t i
 	sbuf_shell_quote(&s, dest);
 	sbuf_printf(&s, "; fi\n");
 	if (is_host_path(rp->url))
-		sbuf_printf(&s, "rm -rf /tmp/.seerfs-repo\n");
+		sbuf_printf(&s, "rm -rf /%s\n", REPO_COPY_DIR);
 	sbuf_printf(&s, "git -C ");
 	sbuf_shell_quote(&s, dest);
 	sbuf_printf(&s, " rev-parse HEAD");
@@ -1082,6 +1170,8 @@ static int step_repo(struct sandbox *sb, const struct seer_config *cfg, size_t i
 	r = must_exec(sb, cfg, what, s.data, "/workspace", NULL, &out, err, n);
 	sbuf_free(&s);
 	if (r < 0) {
+		if (is_host_path(rp->url))
+			remove_repo_copy(sb, name);
 		sbuf_free(&u);
 		sbuf_free(&out);
 		return r;

@@ -8,6 +8,7 @@
  * thread of its own with no lock held, so no FUSE request waits on it.
  */
 #include "core/sandbox.h"
+#include "core/walk.h"
 #include "core/ctlcmd.h"
 #include "core/provider.h"
 #include "core/jobs.h"
@@ -358,7 +359,7 @@ int sandbox_remove(struct sandbox *sb)
 		sb->prov->destroy(sb);
 	}
 	jobs_close_all(sb);
-	rm_rf(sb->dir);
+	walk_rm(sb->dir);
 	sandbox_put(sb);   /* the list's reference */
 	return 0;
 }

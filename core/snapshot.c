@@ -22,6 +22,7 @@
  * only that provider can restore it (snapshot_source).
  */
 #include "core/snapshot.h"
+#include "core/walk.h"
 #include "core/provider.h"
 #include "core/sandbox.h"
 
@@ -34,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <stdint.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -202,21 +204,23 @@ int snapshot_source(struct sandbox *sb, char *where, size_t len, char *err, size
 struct hl {
 	dev_t dev;
 	ino_t ino;
-	char *path;
+	char *path;   /* of its first copy, from the layer's root */
 };
 
 struct copyctx {
 	int can_clone;             /* FICLONE worked or was not tried yet */
 	int can_chown;
+	int dstroot;               /* the layer being made */
 	uint64_t bytes, entries;
 	struct hl *links;          /* files with more than one link, copied once */
 	size_t nlinks, caplinks;
-	char what[4200];           /* the path that failed */
+	char what[4200];           /* the entry that failed */
 };
 
-static int copy_xattrs(const char *src, const char *dst, struct copyctx *c)
+/* The extended attributes of src (a file or directory, open) onto dst. */
+static int copy_xattrs(int src, int dst)
 {
-	ssize_t n = llistxattr(src, NULL, 0);
+	ssize_t n = flistxattr(src, NULL, 0);
 	if (n <= 0)
 		return n < 0 && errno != ENOTSUP && errno != EPERM ? -errno : 0;
 	char *list = malloc((size_t)n), *val = malloc(65536);
@@ -225,16 +229,16 @@ static int copy_xattrs(const char *src, const char *dst, struct copyctx *c)
 		r = -ENOMEM;
 		goto out;
 	}
-	n = llistxattr(src, list, (size_t)n);
+	n = flistxattr(src, list, (size_t)n);
 	for (char *k = list; n > 0 && k < list + n; k += strlen(k) + 1) {
-		ssize_t v = lgetxattr(src, k, val, 65536);
+		ssize_t v = fgetxattr(src, k, val, 65536);
 		if (v < 0) {
 			if (errno == ENODATA)
 				continue;
 			r = -errno;
 			break;
 		}
-		if (lsetxattr(dst, k, val, (size_t)v, 0) < 0) {
+		if (fsetxattr(dst, k, val, (size_t)v, 0) < 0) {
 			/* Overlay's own xattrs carry meaning (opaque dirs,
 			 * redirects): losing one changes the snapshot's files.
 			 * Others (security.*, trusted.* when not root) are
@@ -246,29 +250,41 @@ static int copy_xattrs(const char *src, const char *dst, struct copyctx *c)
 		}
 	}
 out:
-	if (r < 0)
-		snprintf(c->what, sizeof(c->what), "copying the extended attributes of %s", src);
 	free(list);
 	free(val);
 	return r;
 }
 
-static int copy_meta(const char *src, const char *dst, const struct stat *st, struct copyctx *c)
+/* Owners (when root), mode and times of st onto a copy open as dst. */
+static int copy_meta_fd(int src, int dst, const struct stat *st, struct copyctx *c)
 {
-	int r = copy_xattrs(src, dst, c);
+	int r = copy_xattrs(src, dst);
 	if (r < 0)
 		return r;
-	if (c->can_chown && lchown(dst, st->st_uid, st->st_gid) < 0) {
+	if (c->can_chown && fchown(dst, st->st_uid, st->st_gid) < 0) {
 		if (errno != EPERM)
 			return -errno;
 		c->can_chown = 0;   /* not root: files stay ours, as the sandbox sees them */
 	}
-	if (!S_ISLNK(st->st_mode) && chmod(dst, st->st_mode & 07777) < 0)
+	if (fchmod(dst, st->st_mode & 07777) < 0)
 		return -errno;
 	struct timespec ts[2] = {st->st_atim, st->st_mtim};
-	if (utimensat(AT_FDCWD, dst, ts, AT_SYMLINK_NOFOLLOW) < 0)
+	return futimens(dst, ts) < 0 ? -errno : 0;
+}
+
+/* The same for a link or special file made as name in dirfd (the layer:
+ * seerfs's own tree). User xattrs exist only on files and directories. */
+static int copy_meta_at(int dirfd, const char *name, const struct stat *st, struct copyctx *c)
+{
+	if (c->can_chown && fchownat(dirfd, name, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (errno != EPERM)
+			return -errno;
+		c->can_chown = 0;
+	}
+	if (!S_ISLNK(st->st_mode) && fchmodat(dirfd, name, st->st_mode & 07777, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
-	return 0;
+	struct timespec ts[2] = {st->st_atim, st->st_mtim};
+	return utimensat(dirfd, name, ts, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
 }
 
 static int copy_data(int in, int out, off_t size, struct copyctx *c)
@@ -308,107 +324,122 @@ static int copy_data(int in, int out, off_t size, struct copyctx *c)
 	}
 }
 
-static int copy_reg(const char *src, const char *dst, const struct stat *st, struct copyctx *c)
+/* ---- the sink of walk_tree: `at` is the layer's directory fd ---------------------- */
+
+static int snap_dir(void *ud, void *at, const struct walk_ent *e, void **child)
 {
-	if (st->st_nlink > 1) {
-		for (size_t i = 0; i < c->nlinks; i++) {
-			if (c->links[i].dev == st->st_dev && c->links[i].ino == st->st_ino)
-				return link(c->links[i].path, dst) < 0 ? -errno : 0;
-		}
-	}
-	int in = open(src, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
-	if (in < 0 && errno == EPERM)
-		in = open(src, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (in < 0)
+	struct copyctx *c = ud;
+	int dfd = (int)(intptr_t)at;
+	c->entries++;
+	if (mkdirat(dfd, e->name, 0700) < 0)
 		return -errno;
-	int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (out < 0) {
-		int e = -errno;
-		close(in);
-		return e;
+	int fd = openat(dfd, e->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	*child = (void *)(intptr_t)fd;
+	return 0;
+}
+
+/* A directory's metadata after its entries: its times stay the source's. */
+static int snap_dir_done(void *ud, void *at, const struct walk_ent *e, void *child, int r)
+{
+	(void)at;
+	int fd = (int)(intptr_t)child;
+	if (r == 0)
+		r = copy_meta_fd(e->fd, fd, &e->st, ud);
+	close(fd);
+	return r;
+}
+
+static int remember_link(struct copyctx *c, const struct walk_ent *e)
+{
+	if (c->nlinks == c->caplinks) {
+		size_t cap = c->caplinks ? c->caplinks * 2 : 64;
+		struct hl *nl = realloc(c->links, cap * sizeof(*nl));
+		if (!nl)
+			return -ENOMEM;
+		c->links = nl;
+		c->caplinks = cap;
 	}
-	int r = copy_data(in, out, st->st_size, c);
-	close(in);
+	c->links[c->nlinks++] = (struct hl){e->st.st_dev, e->st.st_ino, xstrdup(e->path)};
+	return 0;
+}
+
+static int snap_file(void *ud, void *at, const struct walk_ent *e)
+{
+	struct copyctx *c = ud;
+	int dfd = (int)(intptr_t)at;
+	c->entries++;
+	if (e->st.st_nlink > 1) {
+		for (size_t i = 0; i < c->nlinks; i++)
+			if (c->links[i].dev == e->st.st_dev && c->links[i].ino == e->st.st_ino)
+				return linkat(c->dstroot, c->links[i].path, dfd, e->name, 0) < 0 ? -errno : 0;
+	}
+	int out = openat(dfd, e->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (out < 0)
+		return -errno;
+	int r = copy_data(e->fd, out, e->st.st_size, c);
+	if (r == 0)
+		r = copy_meta_fd(e->fd, out, &e->st, c);
 	if (close(out) < 0 && r == 0)
 		r = -errno;
 	if (r < 0)
 		return r;
-	c->bytes += (uint64_t)st->st_size;
-	if (st->st_nlink > 1) {
-		if (c->nlinks == c->caplinks) {
-			c->caplinks = c->caplinks ? c->caplinks * 2 : 64;
-			struct hl *nl = realloc(c->links, c->caplinks * sizeof(*nl));
-			if (!nl)
-				return -ENOMEM;
-			c->links = nl;
-		}
-		c->links[c->nlinks++] = (struct hl){st->st_dev, st->st_ino, xstrdup(dst)};
-	}
-	return copy_meta(src, dst, st, c);
+	c->bytes += (uint64_t)e->st.st_size;
+	return e->st.st_nlink > 1 ? remember_link(c, e) : 0;
 }
 
-/* Copies the tree at src (a directory that exists) to dst (created here). */
+static int snap_link(void *ud, void *at, const struct walk_ent *e)
+{
+	struct copyctx *c = ud;
+	int dfd = (int)(intptr_t)at;
+	c->entries++;
+	if (symlinkat(e->target, dfd, e->name) < 0)
+		return -errno;
+	return copy_meta_at(dfd, e->name, &e->st, c);
+}
+
+/* Whiteouts (0/0 character devices), fifos, sockets. mknod of a whiteout
+ * needs no capability since 5.8. */
+static int snap_other(void *ud, void *at, const struct walk_ent *e)
+{
+	struct copyctx *c = ud;
+	int dfd = (int)(intptr_t)at;
+	c->entries++;
+	if (mknodat(dfd, e->name, e->st.st_mode, e->st.st_rdev) < 0)
+		return -errno;
+	return copy_meta_at(dfd, e->name, &e->st, c);
+}
+
+/* Copies the sandbox's tree at src (seerfs's own path to it; everything
+ * below is walked by fd) to dst, created here. */
 static int copy_tree(const char *src, const char *dst, struct copyctx *c)
 {
-	struct stat st;
-	if (lstat(src, &st) < 0)
+	int sfd = open(src, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (sfd < 0) {
+		snprintf(c->what, sizeof(c->what), "opening %s", src);
 		return -errno;
-	if (mkdir(dst, 0700) < 0)
-		return -errno;
-	DIR *d = opendir(src);
-	if (!d)
-		return -errno;
-	int r = 0;
-	struct dirent *de;
-	size_t ls = strlen(src), ld = strlen(dst);
-	char *s = malloc(ls + 258), *t = malloc(ld + 258);
-	if (!s || !t) {
-		r = -ENOMEM;
-		goto out;
 	}
-	while (r == 0 && (errno = 0, de = readdir(d))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		snprintf(s, ls + 258, "%s/%s", src, de->d_name);
-		snprintf(t, ld + 258, "%s/%s", dst, de->d_name);
-		struct stat cs;
-		if (lstat(s, &cs) < 0) {
-			r = -errno;
-			break;
-		}
-		c->entries++;
-		if (S_ISDIR(cs.st_mode)) {
-			r = copy_tree(s, t, c);
-			continue;   /* copy_tree set its own metadata */
-		} else if (S_ISREG(cs.st_mode)) {
-			r = copy_reg(s, t, &cs, c);
-			continue;
-		} else if (S_ISLNK(cs.st_mode)) {
-			char target[PATH_MAX + 1];
-			ssize_t k = readlink(s, target, PATH_MAX);
-			if (k < 0 || symlink((target[k < 0 ? 0 : k] = '\0', target), t) < 0)
-				r = -errno;
-		} else {
-			/* Whiteouts (0/0 character devices), fifos, sockets.
-			 * mknod of a whiteout needs no capability since 5.8. */
-			if (mknod(t, cs.st_mode, cs.st_rdev) < 0)
-				r = -errno;
-		}
-		if (r == 0)
-			r = copy_meta(s, t, &cs, c);
-		if (r < 0 && !c->what[0])
-			snprintf(c->what, sizeof(c->what), "copying %s", s);
-	}
-	if (r == 0 && errno)
+	int r = mkdir(dst, 0700) < 0 ? -errno : 0;
+	c->dstroot = r < 0 ? -1 : open(dst, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (r == 0 && c->dstroot < 0)
 		r = -errno;
+	char bad[4096] = "";
+	const struct walk_ops ops = {snap_dir, snap_dir_done, snap_file, snap_link, snap_other, c, WALK_ONE_FS,
+				     bad, sizeof(bad)};
 	if (r == 0)
-		r = copy_meta(src, dst, &st, c);
+		r = walk_tree(sfd, &ops, (void *)(intptr_t)c->dstroot);
+	struct stat st;
+	if (r == 0)
+		r = fstat(sfd, &st) < 0 ? -errno : copy_meta_fd(sfd, c->dstroot, &st, c);
 	if (r < 0 && !c->what[0])
-		snprintf(c->what, sizeof(c->what), "copying %s", src);
-out:
-	free(s);
-	free(t);
-	closedir(d);
+		snprintf(c->what, sizeof(c->what), "copying %s%s%s%s", src, bad[0] ? "/" : "", bad,
+			 r == -ESTALE ? " (the sandbox replaced it while it was copied; nothing was followed: take the snapshot again)"
+				      : "");
+	if (c->dstroot >= 0)
+		close(c->dstroot);
+	c->dstroot = -1;
+	close(sfd);
 	return r;
 }
 
@@ -610,7 +641,7 @@ int snapshot_take(struct sandbox *sb, const char *name, char *err, size_t n)
 	if (tl >= 0)
 		flock(tl, LOCK_EX);   /* tells snapshot_recover this build is alive */
 	uint64_t t0 = now_ns();
-	struct copyctx c = {.can_clone = 1, .can_chown = 1};
+	struct copyctx c = {.can_clone = 1, .can_chown = 1, .dstroot = -1};
 	double frozen = 0;
 	char where[2048] = "";
 	if (store)
@@ -647,7 +678,7 @@ int snapshot_take(struct sandbox *sb, const char *name, char *err, size_t n)
 fail:
 	if (store && where[0])
 		untake_store(sb, name, where);
-	rm_rf(tmp);
+	walk_rm(tmp);
 	for (size_t i = 0; i < c.nlinks; i++)
 		free(c.links[i].path);
 	free(c.links);
@@ -702,7 +733,7 @@ static void recover(struct seer_ctx *ctx, int min_age)
 			    (now - st.st_ctime >= min_age || st.st_ctim.tv_sec < started.tv_sec ||
 			     (st.st_ctim.tv_sec == started.tv_sec && st.st_ctim.tv_nsec < started.tv_nsec));
 		if (stale && flock(fd, LOCK_EX | LOCK_NB) == 0)
-			rm_rf_at(dirfd(d), de->d_name);
+			walk_rm_at(dirfd(d), de->d_name);
 		close(fd);
 	}
 	closedir(d);
@@ -845,9 +876,9 @@ int snapshot_remove(struct seer_ctx *ctx, const char *name, char *err, size_t n)
 	snap_path(ctx, name, NULL, fin, sizeof(fin));
 	snprintf(tmp, sizeof(tmp), "%s%s", fin, TMP_SUFFIX);
 	if (renameat2(AT_FDCWD, fin, AT_FDCWD, tmp, RENAME_NOREPLACE) == 0)
-		r = rm_rf(tmp);
+		r = walk_rm(tmp);
 	else
-		r = rm_rf(fin);
+		r = walk_rm(fin);
 	if (r < 0)
 		snprintf(err, n, "snapshot %s: cannot remove %s: %s", name, fin, strerror(-r));
 	return r;

@@ -28,6 +28,7 @@
 #include "core/sha256.h"
 #include "core/sshexec.h"
 #include "core/upload.h"
+#include "core/walk.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -286,76 +287,35 @@ static ssize_t source_read(void *ud, void *buf, size_t len)
 	return k;
 }
 
-/* One walk of the snapshot serves both its sizing and its upload. It
- * follows links, which core/treecopy.c's walk must not: the hub cache's
- * snapshot is a tree of links into its blobs. `dir` (optional) is called
- * for a directory before its entries, `file` for each regular file; the
- * first error ends the walk, with the entry it happened at in p->bad. */
-struct snapwalk {
-	struct place *p;
-	int (*dir)(struct place *p, const char *rel);
-	int (*file)(struct place *p, int dfd, const char *name, const char *rel, const struct stat *st);
-};
-
-static int walk_snapshot(const struct snapwalk *w, int dfd, const char *rel)
+/* The snapshot is walked twice by core/walk.c with WALK_FOLLOW: the hub
+ * cache's snapshot is a tree of links into its blobs, followed on purpose
+ * (the cache is the host user's own). First sizing, so that progress can
+ * say "of N MiB". */
+static int add_size(void *ud, void *at, const struct walk_ent *e)
 {
-	DIR *d = fdopendir(dfd);
-	if (!d) {
-		close(dfd);
-		return -errno;
-	}
-	int r = 0;
-	for (struct dirent *de; r == 0 && (de = readdir(d));) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		struct sbuf crel = {0};
-		sbuf_printf(&crel, "%s%s%s", rel, rel[0] ? "/" : "", de->d_name);
-		struct stat st;
-		int below = 0;   /* the error is a deeper entry's: it named itself */
-		if (fstatat(dirfd(d), de->d_name, &st, 0) < 0) {
-			r = -errno;
-		} else if (S_ISDIR(st.st_mode)) {
-			r = w->dir ? w->dir(w->p, crel.data) : 0;
-			int c = r < 0 ? -1 : openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-			if (r == 0 && c < 0)
-				r = -errno;
-			if (r == 0) {
-				r = walk_snapshot(w, c, crel.data);
-				below = 1;
-			}
-		} else if (S_ISREG(st.st_mode)) {
-			r = w->file(w->p, dirfd(d), de->d_name, crel.data, &st);
-		}
-		if (r < 0 && !below)
-			snprintf(w->p->bad, sizeof(w->p->bad), "%s", crel.data);
-		sbuf_free(&crel);
-	}
-	closedir(d);
-	return r;
-}
-
-/* Sizes the snapshot so that progress can say "of N MiB". */
-static int add_size(struct place *p, int dfd, const char *name, const char *rel, const struct stat *st)
-{
-	(void)dfd, (void)name, (void)rel;
-	p->total += (uint64_t)st->st_size;
+	(void)at;
+	((struct place *)ud)->total += (uint64_t)e->st.st_size;
 	return 0;
 }
 
-/* Uploads one file of the snapshot to TMP/rel, read-only, and checks its
- * size there; its sha256 joins the sums sha256sum -c checks later. */
-static int upload_one(struct place *p, int dfd, const char *name, const char *rel, const struct stat *st)
+/* Then the upload: each directory made in TMP before its entries
+ * (make_dir), each file uploaded (upload_one). Uploads one file of the snapshot (open as e->fd) to TMP/PATH, read-only,
+ * and checks its size there; its sha256 joins the sums sha256sum -c checks
+ * later. */
+static int upload_one(void *ud, void *at, const struct walk_ent *e)
 {
+	(void)at;
+	struct place *p = ud;
+	const char *rel = e->path;
+	const struct stat *st = &e->st;
 	struct sbuf rpath = {0};
 	sbuf_printf(&rpath, "%s/%s", p->tmp, rel);
-	struct source s = {.p = p, .fd = openat(dfd, name, O_RDONLY | O_CLOEXEC)};
-	int r = s.fd < 0 ? -errno : 0;
+	struct source s = {.p = p, .fd = e->fd};
+	int r = 0;
 	uint64_t sent = 0;
 	sha256_init(&s.sha);
 	if (r == 0)
 		r = upload_stream(p->h->sftp, rpath.data, 0444, source_read, &s, &sent);
-	if (s.fd >= 0)
-		close(s.fd);
 	if (r == 0 && sent != (uint64_t)st->st_size)
 		r = -EIO;   /* it changed while read: the cache is not what hf.c checked */
 	sftp_attrs a;
@@ -377,11 +337,13 @@ static int upload_one(struct place *p, int dfd, const char *name, const char *re
 	return 0;
 }
 
-/* Uploads the directory open as dfd (closed here) to TMP/rel. */
-static int make_dir(struct place *p, const char *rel)
+/* Makes directory e in TMP. */
+static int make_dir(void *ud, void *at, const struct walk_ent *e, void **child)
 {
+	(void)at, (void)child;
+	struct place *p = ud;
 	struct sbuf rpath = {0};
-	sbuf_printf(&rpath, "%s/%s", p->tmp, rel);
+	sbuf_printf(&rpath, "%s/%s", p->tmp, e->path);
 	int r = sftp_mkdir(p->h->sftp, rpath.data, 0755);
 	sbuf_free(&rpath);
 	return r;
@@ -432,8 +394,14 @@ static int upload_model(struct place *p, const char *snapdir, char *err, size_t 
 		memset(rnd, 0x3c, sizeof(rnd));
 	snprintf(p->tmp, sizeof(p->tmp), "%s/.%s.tmp-%02x%02x%02x%02x%02x%02x", p->base, p->key, rnd[0], rnd[1], rnd[2],
 		 rnd[3], rnd[4], rnd[5]);
+	const struct walk_ops sizing = {.file = add_size, .ud = p, .flags = WALK_FOLLOW | WALK_NO_FILES,
+					.bad = p->bad, .badn = sizeof(p->bad)};
+	const struct walk_ops upload = {.dir = make_dir, .file = upload_one, .ud = p, .flags = WALK_FOLLOW,
+					.bad = p->bad, .badn = sizeof(p->bad)};
 	int dfd = open(snapdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int r = dfd < 0 ? -errno : walk_snapshot(&(struct snapwalk){p, NULL, add_size}, dfd, "");
+	int r = dfd < 0 ? -errno : walk_tree(dfd, &sizing, NULL);
+	if (dfd >= 0)
+		close(dfd);
 	if (r < 0) {
 		snprintf(err, n, "sandbox %s: models: cannot read %s's files in the local model cache (%s): %s; echo retry > %s/ctl to download it again",
 			 h->sb->name, p->mount, snapdir, strerror(-r), h->sb->name);
@@ -446,7 +414,9 @@ static int upload_model(struct place *p, const char *snapdir, char *err, size_t 
 	if (r == 0 && dfd < 0)
 		r = -errno;
 	if (r == 0)
-		r = walk_snapshot(&(struct snapwalk){p, make_dir, upload_one}, dfd, "");
+		r = walk_tree(dfd, &upload, NULL);
+	if (dfd >= 0)
+		close(dfd);
 	int summed = 0;
 	if (r < 0 && r != -ECANCELED)
 		snprintf(err, n, "sandbox %s: models: uploading %s to %s failed%s%s: %s; nothing was kept under %s (check the free space there: the copy needs %.1f MiB), then echo retry > %s/ctl",

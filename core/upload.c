@@ -15,7 +15,7 @@
  * check_sandbox_path); remote paths are ROOT/REL joined here.
  */
 #include "core/upload.h"
-#include "core/treecopy.h"
+#include "core/walk.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -100,7 +100,7 @@ static int upload_file(sftp_client *c, int sfd, const struct stat *st, const cha
 	return upload_stream(c, rpath, st->st_mode, read_source, &sfd, &total);
 }
 
-/* The remote sink of tree_copy: a destination is its path on the remote
+/* The remote sink of walk_tree: a destination is its path on the remote
  * side (malloc'd for the directories the walk descends into). */
 struct rsink {
 	sftp_client *c;
@@ -123,12 +123,12 @@ static int child_of(void *ud, const char *at, const char *name, struct child *ch
 	return r;
 }
 
-static int remote_dir(void *ud, void *at, const char *name, const struct stat *st, void **child)
+static int remote_dir(void *ud, void *at, const struct walk_ent *e, void **child)
 {
 	struct child ch;
-	int r = child_of(ud, at, name, &ch);
+	int r = child_of(ud, at, e->name, &ch);
 	if (r == 0 && !ch.found)
-		r = sftp_mkdir(ch.c, ch.path, st->st_mode & 0777);
+		r = sftp_mkdir(ch.c, ch.path, e->st.st_mode & 0777);
 	else if (r == 0 && !S_ISDIR(ch.a.perm))
 		r = -ENOTDIR;
 	if (r == 0 && !(*child = strdup(ch.path)))
@@ -136,30 +136,31 @@ static int remote_dir(void *ud, void *at, const char *name, const struct stat *s
 	return r;
 }
 
-static void remote_dir_done(void *ud, void *child)
+static int remote_dir_done(void *ud, void *at, const struct walk_ent *e, void *child, int r)
 {
-	(void)ud;
+	(void)ud, (void)at, (void)e;
 	free(child);
+	return r;
 }
 
-static int remote_file(void *ud, void *at, const char *name, int sfd, const struct stat *st)
+static int remote_file(void *ud, void *at, const struct walk_ent *e)
 {
 	struct child ch;
-	int r = child_of(ud, at, name, &ch);
+	int r = child_of(ud, at, e->name, &ch);
 	if (r == 0 && ch.found && S_ISLNK(ch.a.perm))
 		r = -ELOOP;   /* never write through a link the sandbox made */
-	return r < 0 ? r : upload_file(ch.c, sfd, st, ch.path);
+	return r < 0 ? r : upload_file(ch.c, e->fd, &e->st, ch.path);
 }
 
-static int remote_link(void *ud, void *at, const char *name, const char *target)
+static int remote_link(void *ud, void *at, const struct walk_ent *e)
 {
 	struct child ch;
-	int r = child_of(ud, at, name, &ch);
+	int r = child_of(ud, at, e->name, &ch);
 	if (r < 0)
 		return r;
 	if (ch.found && S_ISLNK(ch.a.perm))
 		sftp_remove(ch.c, ch.path);
-	return sftp_symlink(ch.c, target, ch.path);
+	return sftp_symlink(ch.c, e->target, ch.path);
 }
 
 int upload_in(sftp_client *c, const char *root, int sfd, const struct stat *st, const char *rel, char *bad,
@@ -172,8 +173,8 @@ int upload_in(sftp_client *c, const char *root, int sfd, const struct stat *st, 
 	if (S_ISDIR(st->st_mode)) {
 		r = mkdir_p(c, root, rel);
 		struct rsink u = {c};
-		const struct tree_sink k = {remote_dir, remote_dir_done, remote_file, remote_link, &u};
-		return r < 0 ? r : tree_copy(sfd, &k, rpath, bad, badn);
+		const struct walk_ops k = {remote_dir, remote_dir_done, remote_file, remote_link, NULL, &u, 0, bad, badn};
+		return r < 0 ? r : walk_tree(sfd, &k, rpath);
 	}
 	char parent[4096];
 	snprintf(parent, sizeof(parent), "%s", rel);

@@ -227,48 +227,6 @@ int mkdir_p(const char *path, mode_t mode)
 	return 0;
 }
 
-int rm_rf_at(int dirfd, const char *name)
-{
-	struct stat st;
-	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return errno == ENOENT ? 0 : -errno;
-	if (!S_ISDIR(st.st_mode))
-		return unlinkat(dirfd, name, 0) < 0 && errno != ENOENT ? -errno : 0;
-	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0) {
-		/* A directory we may not read (mode 000 inside a sandbox): open it up. */
-		if (errno == EACCES && fchmodat(dirfd, name, 0700, 0) == 0)
-			fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (fd < 0)
-			return -errno;
-	}
-	if ((st.st_mode & 0700) != 0700)
-		fchmod(fd, 0700);
-	DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return -errno;
-	}
-	int r = 0;
-	struct dirent *de;
-	while ((de = readdir(d))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		int rr = rm_rf_at(fd, de->d_name);
-		if (rr < 0 && !r)
-			r = rr;
-	}
-	closedir(d);
-	if (unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT && !r)
-		r = -errno;
-	return r;
-}
-
-int rm_rf(const char *path)
-{
-	return rm_rf_at(AT_FDCWD, path);
-}
-
 uint64_t now_ns(void)
 {
 	struct timespec ts;

@@ -41,9 +41,6 @@ int write_file_atomic(const char *path, const void *data, size_t len, mode_t mod
  * machine may (for records whose data is not fsynced either). */
 int write_file_replace(const char *path, const void *data, size_t len, mode_t mode);
 int mkdir_p(const char *path, mode_t mode);
-/* Removes a tree without following symlinks; tolerant of missing entries. */
-int rm_rf(const char *path);
-int rm_rf_at(int dirfd, const char *name);
 int fsync_dir(const char *path);
 
 /* Wall clock in nanoseconds, and monotonic seconds. */

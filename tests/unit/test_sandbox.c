@@ -11,6 +11,7 @@
 #include "core/ctx.h"
 #include "core/ctlcmd.h"
 #include "core/sandbox.h"
+#include "core/walk.h"
 #include "tests/unit/check.h"
 
 #include <dirent.h>
@@ -530,6 +531,6 @@ int main(void)
 	ctx_strings_free(&ctx);
 	if (r == 0)
 		test_reload();
-	rm_rf(statedir);
+	walk_rm(statedir);
 	return check_done("test_sandbox");
 }
