@@ -25,6 +25,7 @@
 #include "core/provision.h"
 #include "core/seccomp_filter.h"
 #include "core/freezer.h"
+#include "core/walk.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -32,6 +33,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -225,6 +227,29 @@ static const char *const hidden_etc[] = {"/etc/shadow", "/etc/shadow-", "/etc/gs
 					 "/etc/sudoers", "/etc/ssh", "/etc/ssl/private", "/etc/security/opasswd",
 					 "/etc/seerfs", NULL};
 
+/* A tree written by a seerfs before the range, when root's sandboxes were
+ * host uid 0, is shifted into the range once: ids below 65536 become the
+ * range's (walk_shift_owner is idempotent; the mark only saves the walk).
+ * Only under a range. */
+static int shift_once(struct sandbox *sb, const char *tree, const char *mark, char *err, size_t n)
+{
+	if (sb->ctx->ids.count <= 1 || access(mark, F_OK) == 0)
+		return 0;
+	int fd = open(tree, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	int r = fd < 0 ? (errno == ENOENT ? 0 : -errno) : walk_shift_owner(fd, &sb->ctx->ids);
+	if (fd >= 0)
+		close(fd);
+	if (r == 0 && fd >= 0)
+		r = write_file_atomic(mark, "", 0, 0600);
+	if (r < 0)
+		snprintf(err, n, "sandbox %s: cannot give %s to the sandbox's id range (%u and up): %s", sb->name, tree,
+			 (unsigned)sb->ctx->ids.uid, strerror(-r));
+	else if (fd >= 0)
+		sandbox_log(sb, "%s: owners shifted into the id range %u-%u (made by an earlier seerfs)", tree,
+			    (unsigned)sb->ctx->ids.uid, (unsigned)(sb->ctx->ids.uid + sb->ctx->ids.count - 1));
+	return r;
+}
+
 /* Under a range (root's seerfs) bubblewrap runs as the range's root: the
  * directories it takes sources from are searchable by the range's group
  * only (root:GID 0710); the writable tree and the generated /etc files are
@@ -242,7 +267,12 @@ static int share_dirs(struct sandbox *sb, char *err, size_t n)
 		{"/gen/passwd", 1, 0}, {"/gen/group", 1, 0}, {"/gen/hostname", 1, 0}, {"/gen/hosts", 1, 0},
 		{"/gen/null", 1, 0},
 	};
-	char p[4096];
+	char p[4096], mark[4096];
+	snprintf(p, sizeof(p), "%s/fs/upper", sb->dir);
+	snprintf(mark, sizeof(mark), "%s/fs/idmapped", sb->dir);
+	int r = shift_once(sb, p, mark, err, n);
+	if (r < 0)
+		return r;
 	for (size_t i = 0; i < ARRAY_SIZE(ents); i++) {
 		snprintf(p, sizeof(p), "%s%s", sb->dir, ents[i].sub);
 		if (lchown(p, ents[i].own ? ids->uid : 0, ids->gid) < 0 || (ents[i].mode && chmod(p, ents[i].mode) < 0)) {
@@ -470,6 +500,21 @@ static int lower_dirs(struct sandbox *sb, struct sbuf *lower, char *err, size_t 
 	snprintf(mark, sizeof(mark), "%s/fs/layered", sb->dir);
 	snprintf(work, sizeof(work), "%s/fs/work/work", sb->dir);
 	int r = snapshot_lowerdirs(sb, lower, err, n);
+	if (r < 0)
+		return r;
+	/* Each layer is STATE/snapshots/NAME/layer (names hold no ':'). */
+	for (char *l = lower->data; r == 0 && l && *l;) {
+		char *end = strchr(l, ':');
+		char layer[4096], lmark[4096];
+		snprintf(layer, sizeof(layer), "%.*s", (int)(end ? end - l : (ptrdiff_t)strlen(l)), l);
+		snprintf(lmark, sizeof(lmark), "%s", layer);
+		char *slash = strrchr(lmark, '/');
+		if (slash) {
+			snprintf(slash, sizeof(lmark) - (size_t)(slash - lmark), "/idmapped");
+			r = shift_once(sb, layer, lmark, err, n);
+		}
+		l = end ? end + 1 : NULL;
+	}
 	if (r < 0)
 		return r;
 	if (lower->len) {

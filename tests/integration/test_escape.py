@@ -251,3 +251,38 @@ def test_secrets_only_in_the_sandbox_that_names_them(seerfs_factory):
         if value.encode() in environ:
             leaks.append((pid, cmdline))
     assert not leaks, leaks
+
+
+# ---- state directories of earlier versions ---------------------------------------------------
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="only a root mount maps a range; a user's map is unchanged")
+def test_old_state_dir_is_shifted_into_the_range(seerfs_factory):
+    """A state directory of a version that ran root's sandboxes as host uid
+    0 (its trees owned by host 0, no idmapped marks): on the next start the
+    sandbox's tree and its snapshot's layer are shifted into the range, so
+    the sandbox's root owns and can change its files again."""
+    m = seerfs_factory()
+    a = m.sandbox("a", "{}")
+    assert run(a, "mkdir -p /workspace/d && echo one > /workspace/d/f && echo snap > /workspace/s")[0] == 0
+    ctl(a, "snapshot old")
+    poll(lambda: (m.path / "snapshots" / "old").exists(), what="snapshot old")
+    m.stop(terminate_first=False)
+    # Make it look as an earlier seerfs left it.
+    sd = m.state / "sandboxes" / "a" / "fs"
+    layer = m.state / "snapshots" / "old" / "layer"
+    for top in (sd / "upper", layer):
+        subprocess.run(["chown", "-R", "-h", "0:0", str(top)], check=True)
+    for mark in (sd / "idmapped", m.state / "snapshots" / "old" / "idmapped"):
+        mark.unlink(missing_ok=True)
+    m2 = seerfs_factory(state=m.state)
+    a2 = m2.path / "a"
+    wait_settled(a2)
+    assert state(a2) == "running"
+    code, out = run(a2, "stat -c %u /workspace/d/f && echo two >> /workspace/d/f && cat /workspace/d/f")
+    assert code == 0 and out.split() == ["0", "one", "two"], out
+    assert (sd / "upper" / "workspace" / "d" / "f").stat().st_uid == subid_base()
+    assert "owners shifted into the id range" in log_text(a2)
+    b = m2.sandbox("b", json.dumps({"snapshot": "old"}))
+    code, out = run(b, "stat -c %u /workspace/s && echo more >> /workspace/s && cat /workspace/s")
+    assert code == 0 and out.split() == ["0", "snap", "more"], out
