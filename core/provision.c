@@ -1246,6 +1246,7 @@ static int start_server(struct sandbox *sb, const struct seer_config *cfg, struc
 		double t0_ = mono_s();                                                        \
 		sandbox_set_progress(sb, "%s", label);                                         \
 		r = (call);                                                                   \
+		sandbox_step_time(sb, label, mono_s() - t0_);                                 \
 		if (r < 0) {                                                                  \
 			sandbox_log(sb, "provision: step %s failed after %.0f ms", label,     \
 				    (mono_s() - t0_) * 1000);                                 \

@@ -60,6 +60,8 @@ static void sandbox_free(struct sandbox *sb)
 	jobs_free(sb);
 	seer_config_free(&sb->cfg);
 	free(sb->config_text);
+	free(sb->effective_text);
+	free(sb->steps);
 	free(sb->reason);
 	free(sb->progress);
 	free(sb->error);
@@ -213,6 +215,49 @@ void sandbox_set_progress(struct sandbox *sb, const char *fmt, ...)
 	sandbox_changed(sb);
 }
 
+/* ---- provisioning times ---------------------------------------------------- */
+
+void sandbox_step_time(struct sandbox *sb, const char *step, double seconds)
+{
+	pthread_mutex_lock(&sb->lock);
+	struct sb_step *v = realloc(sb->steps, (sb->n_steps + 1) * sizeof(*v));
+	if (v) {
+		sb->steps = v;
+		snprintf(v[sb->n_steps].name, sizeof(v[0].name), "%s", step);
+		v[sb->n_steps++].s = seconds;
+	}
+	pthread_mutex_unlock(&sb->lock);
+}
+
+/* Seconds kept to the millisecond, for JSON. */
+static double to_ms(double s)
+{
+	return (double)(int64_t)(s * 1000 + 0.5) / 1000;
+}
+
+/* {"step": seconds, ...} in the order the steps ran; sb->lock held. */
+static struct json_object *steps_json_locked(struct sandbox *sb)
+{
+	struct json_object *o = json_object_new_object();
+	for (size_t i = 0; i < sb->n_steps; i++)
+		json_object_object_add(o, sb->steps[i].name, json_object_new_double(to_ms(sb->steps[i].s)));
+	return o;
+}
+
+static void steps_from_json_locked(struct sandbox *sb, struct json_object *o)
+{
+	if (!o || !json_object_is_type(o, json_type_object))
+		return;
+	json_object_object_foreach(o, k, v) {
+		struct sb_step *nv = realloc(sb->steps, (sb->n_steps + 1) * sizeof(*nv));
+		if (!nv)
+			return;
+		sb->steps = nv;
+		snprintf(nv[sb->n_steps].name, sizeof(nv[0].name), "%s", k);
+		nv[sb->n_steps++].s = json_object_get_double(v);
+	}
+}
+
 /* ---- persistence ---------------------------------------------------------- */
 
 /* Writes state.json; called with sb->lock held. */
@@ -227,6 +272,10 @@ static void persist_state_locked(struct sandbox *sb)
 		json_object_object_add(o, "reason", json_object_new_string(sb->reason));
 	if (sb->deadline_ns)
 		json_object_object_add(o, "deadline_ns", json_object_new_int64((int64_t)sb->deadline_ns));
+	if (sb->prov_s > 0) {
+		json_object_object_add(o, "provision_s", json_object_new_double(sb->prov_s));
+		json_object_object_add(o, "provision_steps", steps_json_locked(sb));
+	}
 	const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
 	char path[4096];
 	snprintf(path, sizeof(path), "%s/state.json", sb->dir);
@@ -363,6 +412,46 @@ int sandbox_remove(struct sandbox *sb)
 	return 0;
 }
 
+/*
+ * Parses a config text into *cfg. A config naming a snapshot is a fork: it
+ * is merged over the config its snapshot was taken with
+ * (seer_config_fork), the merged text goes to *eff and *cfg is parsed from
+ * it. When the snapshot is missing there is nothing to merge: provisioning
+ * then fails naming it.
+ */
+static int parse_effective(struct seer_ctx *ctx, const char *text, size_t len, struct seer_config *cfg, char **eff,
+			   char *err, size_t n)
+{
+	*eff = NULL;
+	int r = seer_config_parse(text, len, cfg, err, n);
+	if (r < 0 || !cfg->snapshot)
+		return r;
+	char *base = snapshot_config(ctx, cfg->snapshot);
+	if (!base)
+		return 0;
+	char *merged = NULL;
+	r = seer_config_fork(base, text, len, &merged, err, n);
+	free(base);
+	if (r < 0)
+		return r;
+	struct seer_config m;
+	char e2[512];
+	r = seer_config_parse(merged, strlen(merged), &m, e2, sizeof(e2));
+	if (r < 0) {
+		/* The snapshot's config is from an older seerfs that took fields
+		 * this one does not: say so rather than start half of it. */
+		snprintf(err, n, "snapshot %s's config (which a sandbox started from it inherits) does not parse here: %s; write every field yourself in a sandbox without \"snapshot\", or take the snapshot again from a sandbox this seerfs runs",
+			 cfg->snapshot, e2);
+		free(merged);
+		seer_config_free(cfg);
+		return -EINVAL;
+	}
+	seer_config_free(cfg);
+	*cfg = m;
+	*eff = merged;
+	return 0;
+}
+
 static void load_one(struct seer_ctx *ctx, const char *name)
 {
 	struct sandbox *sb = sandbox_new(ctx, name);
@@ -385,6 +474,10 @@ static void load_one(struct seer_ctx *ctx, const char *name)
 			sb->deadline_ns = (uint64_t)json_object_get_int64(v);
 		if (json_object_object_get_ex(o, "reason", &v))
 			sb->reason = xstrdup(json_object_get_string(v));
+		if (json_object_object_get_ex(o, "provision_s", &v))
+			sb->prov_s = json_object_get_double(v);
+		if (json_object_object_get_ex(o, "provision_steps", &v))
+			steps_from_json_locked(sb, v);
 		if (json_object_object_get_ex(o, "state", &v)) {
 			int st = state_from_name(json_object_get_string(v));
 			if (st >= 0)
@@ -399,10 +492,12 @@ static void load_one(struct seer_ctx *ctx, const char *name)
 	if (read_file(path, SEER_CONFIG_MAX, &text, &len) == 0) {
 		char err[512];
 		struct seer_config cfg;
-		if (seer_config_parse(text, len, &cfg, err, sizeof(err)) == 0) {
+		char *eff = NULL;
+		if (parse_effective(ctx, text, len, &cfg, &eff, err, sizeof(err)) == 0) {
 			seer_config_free(&sb->cfg);
 			sb->cfg = cfg;
 			sb->config_text = text;
+			sb->effective_text = eff;
 			char perr[1024];
 			const void *ps = NULL;
 			if (seer_provider_resolve(ctx, cfg.provider, &sb->prov, &ps, perr, sizeof(perr)) < 0)
@@ -478,6 +573,10 @@ static void *provision_main(void *p)
 	/* The provisioning steps read the config without the lock: it cannot
 	 * change while busy_op is set (a new config gets EBUSY). */
 	const struct seer_config *cfg = &sb->cfg;
+	free(sb->steps);
+	sb->steps = NULL;
+	sb->n_steps = 0;
+	sb->prov_s = 0;
 	pthread_mutex_unlock(&sb->lock);
 
 	sandbox_log(sb, "%s on provider %s", restart ? "restarting after a seerfs restart" : "provisioning", prov->name);
@@ -489,12 +588,17 @@ static void *provision_main(void *p)
 		r = provision_prepare(sb, cfg, err, sizeof(err));
 	if (r == 0) {
 		sandbox_set_progress(sb, "starting the sandbox");
+		double ts = mono_s();
 		r = prov->start(sb, cfg, err, sizeof(err));
+		sandbox_step_time(sb, "start", mono_s() - ts);
 	}
 	if (r == 0)
 		r = provision_run(sb, cfg, err, sizeof(err));
 	if (r == 0 && sb->cancel)
 		r = -ECANCELED;
+	pthread_mutex_lock(&sb->lock);
+	sb->prov_s = mono_s() - t0;   /* persisted by the state change below */
+	pthread_mutex_unlock(&sb->lock);
 
 	if (r < 0) {
 		if (!err[0])
@@ -531,7 +635,7 @@ static void *provision_main(void *p)
 			    (mono_s() - t0) * 1000);
 		sandbox_changed(sb);
 	} else {
-		sandbox_log(sb, "provisioned in %.0f ms", (mono_s() - t0) * 1000);
+		sandbox_log(sb, "provisioned in %.0f ms", sb->prov_s * 1000);
 		set_state(sb, SB_RUNNING, NULL);
 	}
 	pthread_cond_broadcast(&sb->ctx->timer_cond);
@@ -612,7 +716,8 @@ int sandbox_apply_config(struct sandbox *sb, const char *text, size_t len)
 {
 	char err[1024];
 	struct seer_config cfg;
-	int r = seer_config_parse(text, len, &cfg, err, sizeof(err));
+	char *eff = NULL;
+	int r = parse_effective(sb->ctx, text, len, &cfg, &eff, err, sizeof(err));
 	if (r < 0) {
 		sandbox_set_error(sb, "sandbox %s: config.json was not applied: %s; the previous config stays", sb->name, err);
 		return r;
@@ -624,11 +729,13 @@ int sandbox_apply_config(struct sandbox *sb, const char *text, size_t len)
 	if (r < 0) {
 		sandbox_set_error(sb, "sandbox %s: config.json was not applied: field \"provider\": %s", sb->name, perr);
 		seer_config_free(&cfg);
+		free(eff);
 		return -EINVAL;
 	}
 	char *copy = malloc(len + 1);
 	if (!copy) {
 		seer_config_free(&cfg);
+		free(eff);
 		return -ENOMEM;
 	}
 	memcpy(copy, text, len);
@@ -642,11 +749,14 @@ int sandbox_apply_config(struct sandbox *sb, const char *text, size_t len)
 				  sb->name, sb_state_name(st), sb->name);
 		seer_config_free(&cfg);
 		free(copy);
+		free(eff);
 		return -EBUSY;
 	}
 	if (st == SB_RUNNING) {
 		char diff[512], bad[512] = "";
-		seer_config_diff(sb->config_text ? sb->config_text : "{}", copy, diff, sizeof(diff));
+		/* A fork compares what it runs with: its merged configs. */
+		const char *cur = sb->effective_text ? sb->effective_text : sb->config_text ? sb->config_text : "{}";
+		seer_config_diff(cur, eff ? eff : copy, diff, sizeof(diff));
 		size_t used = 0;
 		char *save = NULL, tmp[512];
 		snprintf(tmp, sizeof(tmp), "%s", diff);
@@ -660,6 +770,7 @@ int sandbox_apply_config(struct sandbox *sb, const char *text, size_t len)
 					  sb->name, bad);
 			seer_config_free(&cfg);
 			free(copy);
+			free(eff);
 			return -EBUSY;
 		}
 	}
@@ -671,6 +782,7 @@ int sandbox_apply_config(struct sandbox *sb, const char *text, size_t len)
 		sandbox_set_error(sb, "sandbox %s: cannot store config.json in the state directory: %s", sb->name, strerror(-r));
 		seer_config_free(&cfg);
 		free(copy);
+		free(eff);
 		return r;
 	}
 	int64_t old_timeout = sb->cfg.timeout;
@@ -678,6 +790,8 @@ int sandbox_apply_config(struct sandbox *sb, const char *text, size_t len)
 	sb->cfg = cfg;
 	free(sb->config_text);
 	sb->config_text = copy;
+	free(sb->effective_text);
+	sb->effective_text = eff;
 	if (st == SB_RUNNING) {
 		if (sb->cfg.timeout != old_timeout) {
 			/* A new timeout counts from when the sandbox started running. */
@@ -686,6 +800,7 @@ int sandbox_apply_config(struct sandbox *sb, const char *text, size_t len)
 			persist_state_locked(sb);
 		}
 		pthread_mutex_unlock(&sb->lock);
+		clear_error(sb);   /* an earlier rejection no longer applies */
 		sandbox_log(sb, "config changed live (timeout %lld s)", (long long)sb->cfg.timeout);
 		pthread_cond_broadcast(&sb->ctx->timer_cond);
 		return 0;
@@ -696,7 +811,9 @@ int sandbox_apply_config(struct sandbox *sb, const char *text, size_t len)
 	sb->prov_settings = prov_settings;
 	begin_provisioning_locked(sb);
 	pthread_mutex_unlock(&sb->lock);
-	sandbox_log(sb, "config.json accepted (%zu bytes)", len);
+	clear_error(sb);   /* an earlier rejection no longer applies */
+	sandbox_log(sb, "config.json accepted (%zu bytes)%s%s", len, sb->cfg.snapshot && eff ? ": a fork of snapshot " : "",
+		    sb->cfg.snapshot && eff ? sb->cfg.snapshot : "");
 	if (sb->ctx->hooks.changed)
 		sb->ctx->hooks.changed(sb->ctx->hooks.arg, sb);
 	r = start_thread(provision_main, sb, 0);
@@ -805,6 +922,12 @@ char *sandbox_status_text(struct sandbox *sb)
 		sbuf_printf(&b, "reason: %s\n", sb->reason);
 	if (sb->state == SB_PROVISIONING && sb->progress)
 		sbuf_printf(&b, "progress: %s\n", sb->progress);
+	if (sb->state != SB_PROVISIONING && sb->prov_s > 0) {
+		sbuf_printf(&b, "provisioned: %.2f s", sb->prov_s);
+		for (size_t i = 0; i < sb->n_steps; i++)
+			sbuf_printf(&b, "%s%s %.2f s", i ? ", " : " (", sb->steps[i].name, sb->steps[i].s);
+		sbuf_printf(&b, "%s\n", sb->n_steps ? ")" : "");
+	}
 	if (sb->state == SB_RUNNING && sb->deadline_ns) {
 		uint64_t now = now_ns();
 		fmt_time_iso(sb->deadline_ns, t, sizeof(t));
@@ -835,6 +958,16 @@ char *sandbox_info_json(struct sandbox *sb)
 		json_object_object_add(o, "reason", json_object_new_string(sb->reason));
 	json_object_object_add(o, "gpu", sb->cfg.gpu ? json_object_new_string(sb->cfg.gpu) : NULL);
 	json_object_object_add(o, "timeout", json_object_new_int64(sb->cfg.timeout));
+	if (sb->prov_s > 0) {
+		json_object_object_add(o, "provision_s", json_object_new_double(to_ms(sb->prov_s)));
+		json_object_object_add(o, "provision_steps", steps_json_locked(sb));
+	}
+	if (sb->effective_text) {
+		/* A fork: what it runs with, its snapshot's config merged with its own. */
+		struct json_object *e = json_tokener_parse(sb->effective_text);
+		if (e)
+			json_object_object_add(o, "effective_config", e);
+	}
 	json_object_object_add(o, "model_handles", json_object_new_array());
 	json_object_object_add(o, "repo_handles", json_object_new_array());
 	json_object_object_add(o, "jupyter_url", NULL);
