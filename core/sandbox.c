@@ -229,10 +229,12 @@ void sandbox_step_time(struct sandbox *sb, const char *step, double seconds)
 	pthread_mutex_unlock(&sb->lock);
 }
 
-/* Seconds kept to the millisecond, for JSON. */
-static double to_ms(double s)
+/* Seconds to the millisecond, as JSON ("0.2", not 0.20000000000000001). */
+static struct json_object *json_secs(double s)
 {
-	return (double)(int64_t)(s * 1000 + 0.5) / 1000;
+	char t[32];
+	snprintf(t, sizeof(t), "%.3f", s);
+	return json_object_new_double_s((double)(int64_t)(s * 1000 + 0.5) / 1000, t);
 }
 
 /* {"step": seconds, ...} in the order the steps ran; sb->lock held. */
@@ -240,7 +242,7 @@ static struct json_object *steps_json_locked(struct sandbox *sb)
 {
 	struct json_object *o = json_object_new_object();
 	for (size_t i = 0; i < sb->n_steps; i++)
-		json_object_object_add(o, sb->steps[i].name, json_object_new_double(to_ms(sb->steps[i].s)));
+		json_object_object_add(o, sb->steps[i].name, json_secs(sb->steps[i].s));
 	return o;
 }
 
@@ -273,7 +275,7 @@ static void persist_state_locked(struct sandbox *sb)
 	if (sb->deadline_ns)
 		json_object_object_add(o, "deadline_ns", json_object_new_int64((int64_t)sb->deadline_ns));
 	if (sb->prov_s > 0) {
-		json_object_object_add(o, "provision_s", json_object_new_double(sb->prov_s));
+		json_object_object_add(o, "provision_s", json_secs(sb->prov_s));
 		json_object_object_add(o, "provision_steps", steps_json_locked(sb));
 	}
 	const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
@@ -959,7 +961,7 @@ char *sandbox_info_json(struct sandbox *sb)
 	json_object_object_add(o, "gpu", sb->cfg.gpu ? json_object_new_string(sb->cfg.gpu) : NULL);
 	json_object_object_add(o, "timeout", json_object_new_int64(sb->cfg.timeout));
 	if (sb->prov_s > 0) {
-		json_object_object_add(o, "provision_s", json_object_new_double(to_ms(sb->prov_s)));
+		json_object_object_add(o, "provision_s", json_secs(sb->prov_s));
 		json_object_object_add(o, "provision_steps", steps_json_locked(sb));
 	}
 	if (sb->effective_text) {
