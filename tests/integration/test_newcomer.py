@@ -408,3 +408,29 @@ def test_error_is_emptied_when_a_config_is_accepted(seerfs_factory, tmp_path):
     write_config(sb, '{"timeout": 700}')        # taken live
     assert error_text(sb) == ""
     assert "timeout: 700 s" in status_text(sb)
+
+
+def test_pip_find_links_dir_copied_to_an_ssh_sandbox(tmp_path, seerfs_factory):
+    """On the ssh provider the host's wheel directory is copied over and the
+    pip step's PIP_FIND_LINKS names the copy."""
+    if not os.path.exists("/usr/sbin/sshd"):
+        pytest.skip("needs openssh-server (/usr/sbin/sshd) for an ssh provider")
+    from sshd_fixture import SshdFixture
+    wheels = tmp_path / "wheels"
+    build_wheel(wheels)
+    with SshdFixture() as sshd:
+        pfile = tmp_path / "providers.json"
+        pfile.write_text(json.dumps({"t1": {
+            "type": "ssh", "host": sshd.host, "port": sshd.port, "user": sshd.user,
+            "identity_file": sshd.identity_file, "known_hosts": sshd.known_hosts,
+            "workdir": str(tmp_path / "remote-work"), "mode": "host", "timeout": 10}}))
+        fs = seerfs_factory(state=tmp_path / "st", args=("-o", f"providers={pfile}"),
+                            env=env_with(PIP_FIND_LINKS=wheels, PIP_NO_INDEX=1))
+        sb = fs.sandbox("py", json.dumps({"provider": "t1", "python_packages": ["mypkg"]}), want=None)
+        settle(sb)
+        assert run_ok(sb, "python -c 'import mypkg; print(mypkg.VALUE)'; ls /tmp/.seerfs-pip/0") == \
+            "wheel-ok\nmypkg-1.0-py3-none-any.whl\n"
+        assert f"copied pip's host directory {wheels} to /tmp/.seerfs-pip/0" in log_text(sb)
+        ctl(sb, "terminate")
+        wait_settled(sb)
+        os.rmdir(sb)
