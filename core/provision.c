@@ -994,7 +994,28 @@ static int path_inside(const char *p, const char *top)
 
 /* One word of a pip setting: a local directory (a path or a file:// URL)
  * is checked and added; a URL of another scheme is pip's business. */
-static int pip_word(struct sandbox *sb, const char *what, const char *w, struct pip_dirs *d, char *err, size_t n)
+/* Whether a sandbox path is, holds or lies in a destination of the
+ * config's local_files / local_dirs: then the config fills it itself. */
+static int shipped_in(const struct seer_config *cfg, const char *p)
+{
+	for (int dirs = 0; dirs < 2; dirs++) {
+		const struct seer_pair *v = dirs ? cfg->local_dirs : cfg->local_files;
+		size_t nv = dirs ? cfg->n_local_dirs : cfg->n_local_files;
+		for (size_t i = 0; i < nv; i++) {
+			char dst[4096];
+			snprintf(dst, sizeof(dst), "%s", v[i].sandbox);
+			size_t l = strlen(dst);
+			while (l > 1 && dst[l - 1] == '/')
+				dst[--l] = '\0';
+			if (path_inside(p, dst) || path_inside(dst, p))
+				return 1;
+		}
+	}
+	return 0;
+}
+
+static int pip_word(struct sandbox *sb, const struct seer_config *cfg, const char *what, const char *w,
+		    struct pip_dirs *d, char *err, size_t n)
 {
 	const char *path = w;
 	if (!strncmp(w, "file://", 7)) {
@@ -1016,6 +1037,11 @@ static int pip_word(struct sandbox *sb, const char *what, const char *w, struct 
 	size_t l = strlen(pd.named);
 	while (l > 1 && pd.named[l - 1] == '/')
 		pd.named[--l] = '\0';
+	if (shipped_in(cfg, pd.named)) {
+		sandbox_log(sb, "provision: python: %s names %s, which local_files/local_dirs fill: left to the sandbox",
+			    what, pd.named);
+		return 0;
+	}
 	struct stat st;
 	if (!realpath(path, pd.real) || stat(pd.real, &st) < 0) {
 		int e = errno;
@@ -1058,12 +1084,13 @@ static int pip_word(struct sandbox *sb, const char *what, const char *w, struct 
 	return 0;
 }
 
-static int pip_value(struct sandbox *sb, const char *what, const char *value, struct pip_dirs *d, char *err, size_t n)
+static int pip_value(struct sandbox *sb, const struct seer_config *cfg, const char *what, const char *value,
+		     struct pip_dirs *d, char *err, size_t n)
 {
 	char *copy = xstrdup(value), *save = NULL;
 	int r = 0;
 	for (char *w = strtok_r(copy, " \t\r\n", &save); w && r == 0; w = strtok_r(NULL, " \t\r\n", &save))
-		r = pip_word(sb, what, w, d, err, n);
+		r = pip_word(sb, cfg, what, w, d, err, n);
 	free(copy);
 	return r;
 }
@@ -1071,7 +1098,8 @@ static int pip_value(struct sandbox *sb, const char *what, const char *value, st
 /* The find-links / index-url / extra-index-url values of one pip.conf (any
  * section; a later one wins, as in pip). conf[i] gets each value when
  * keep is set. Continuation lines (indented) extend a value. */
-static int pip_conf_scan(struct sandbox *sb, const char *path, struct pip_dirs *d, int keep, char *err, size_t n)
+static int pip_conf_scan(struct sandbox *sb, const struct seer_config *cfg, const char *path, struct pip_dirs *d,
+			 int keep, char *err, size_t n)
 {
 	char *text = NULL;
 	if (read_file(path, 1 << 20, &text, NULL) < 0)
@@ -1116,7 +1144,7 @@ static int pip_conf_scan(struct sandbox *sb, const char *path, struct pip_dirs *
 		char what[4200];
 		snprintf(what, sizeof(what), "%s in %s", pip_keys[i], path);
 		if (r == 0)
-			r = pip_value(sb, what, vals[i], d, err, n);
+			r = pip_value(sb, cfg, what, vals[i], d, err, n);
 		if (keep) {
 			free(d->conf[i]);
 			d->conf[i] = vals[i];
@@ -1129,7 +1157,7 @@ static int pip_conf_scan(struct sandbox *sb, const char *path, struct pip_dirs *
 }
 
 /* Every host directory pip's settings name, for a sandbox with python_packages. */
-static int pip_host_dirs(struct sandbox *sb, struct pip_dirs *d, char *err, size_t n)
+static int pip_host_dirs(struct sandbox *sb, const struct seer_config *cfg, struct pip_dirs *d, char *err, size_t n)
 {
 	memset(d, 0, sizeof(*d));
 	int r = 0;
@@ -1137,17 +1165,17 @@ static int pip_host_dirs(struct sandbox *sb, struct pip_dirs *d, char *err, size
 	static const char *const sys[] = {"/etc/xdg/pip/pip.conf", "/etc/pip.conf", NULL};
 	for (int i = 0; sys[i] && r == 0; i++)
 		if (!sb->prov->root_remote)
-			r = pip_conf_scan(sb, sys[i], d, 0, err, n);
+			r = pip_conf_scan(sb, cfg, sys[i], d, 0, err, n);
 	char src[2][4096];
 	const char *dst[2];
 	int k = user_pip_confs(sb, src, dst);
 	for (int i = 0; i < k && r == 0; i++)
 		if (src[i][0])
-			r = pip_conf_scan(sb, src[i], d, 1, err, n);
+			r = pip_conf_scan(sb, cfg, src[i], d, 1, err, n);
 	for (int i = 0; pip_vars[i] && r == 0; i++) {
 		const char *v = getenv(pip_vars[i]);
 		if (v)
-			r = pip_value(sb, pip_vars[i], v, d, err, n);
+			r = pip_value(sb, cfg, pip_vars[i], v, d, err, n);
 	}
 	if (r < 0)
 		pip_dirs_free(d);
@@ -1208,10 +1236,11 @@ static int copy_pip_conf(struct sandbox *sb, char *err, size_t n)
 
 /* A remote sandbox gets a copy of each host directory pip's settings name,
  * and *extra the settings rewritten to the copies (for the pip step only). */
-static int pip_copy_remote(struct sandbox *sb, char **extra, size_t *ne, char *err, size_t n)
+static int pip_copy_remote(struct sandbox *sb, const struct seer_config *cfg, char **extra, size_t *ne, char *err,
+			   size_t n)
 {
 	struct pip_dirs d;
-	int r = pip_host_dirs(sb, &d, err, n);
+	int r = pip_host_dirs(sb, cfg, &d, err, n);
 	if (r < 0 || d.n == 0) {
 		pip_dirs_free(&d);
 		return r;
@@ -1301,7 +1330,7 @@ static int step_python(struct sandbox *sb, const struct seer_config *cfg, char *
 		}
 	}
 	extra[ne] = NULL;
-	if (sb->prov->root_remote && (r = pip_copy_remote(sb, extra, &ne, err, n)) < 0) {
+	if (sb->prov->root_remote && (r = pip_copy_remote(sb, cfg, extra, &ne, err, n)) < 0) {
 		for (size_t i = 0; i < ne; i++)
 			free(extra[i]);
 		return r;
@@ -1584,10 +1613,10 @@ static void fp_models(struct sbuf *b, const struct seer_config *cfg)
 
 /* Records the host directories pip's settings name, for the local
  * provider to bind (provision_bwrap_args). */
-static int pip_binds(struct sandbox *sb, struct json_object *st, char *err, size_t n)
+static int pip_binds(struct sandbox *sb, const struct seer_config *cfg, struct json_object *st, char *err, size_t n)
 {
 	struct pip_dirs d;
-	int r = pip_host_dirs(sb, &d, err, n);
+	int r = pip_host_dirs(sb, cfg, &d, err, n);
 	if (r < 0)
 		return r;
 	struct json_object *arr = json_object_new_array();
@@ -1615,7 +1644,7 @@ int provision_prepare(struct sandbox *sb, const struct seer_config *cfg, char *e
 		RUN_STEP("local_files (sources)", check_local_sources(sb, cfg, err, n));
 	json_object_object_del(st, "pip_binds");
 	if (cfg->n_python_packages && !sb->prov->root_remote)
-		RUN_STEP("pip_settings", pip_binds(sb, st, err, n));
+		RUN_STEP("pip_settings", pip_binds(sb, cfg, st, err, n));
 	if (cfg->n_models) {
 		struct sbuf fp = {0};
 		fp_models(&fp, cfg);

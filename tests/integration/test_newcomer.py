@@ -374,6 +374,21 @@ def test_pip_conf_find_links(seerfs_factory, tmp_path):
     assert f"pip's host directory {wheels}" in log_text(sb)
 
 
+def test_pip_setting_naming_a_local_dirs_destination_is_left_to_the_sandbox(seerfs_factory, tmp_path):
+    """A find-links path that local_dirs fills is the sandbox's: not bound
+    over (the copy would hit a read-only bind), even when the host has it."""
+    wheels = tmp_path / "wheels"
+    build_wheel(wheels)
+    inside = tmp_path / "shipped"
+    inside.mkdir()                      # the host has that path too, empty
+    fs = seerfs_factory(state=tmp_path / "st", env=env_with(PIP_FIND_LINKS=inside, PIP_NO_INDEX=1))
+    sb = fs.sandbox("py", json.dumps({"local_dirs": [[str(wheels), str(inside)]], "python_packages": ["mypkg"]}),
+                    want=None)
+    settle(sb)
+    assert run_ok(sb, "python -c 'import mypkg; print(mypkg.VALUE)'") == "wheel-ok\n"
+    assert "which local_files/local_dirs fill: left to the sandbox" in log_text(sb)
+
+
 @pytest.mark.parametrize("what", ["file", "root", "state-parent"])
 def test_pip_setting_naming_a_bad_host_path_is_refused(seerfs_factory, tmp_path, what):
     """Escape tests: a pip setting cannot show the sandbox a file, /, or a
