@@ -1060,16 +1060,22 @@ static int pip_word(struct sandbox *sb, const struct seer_config *cfg, const cha
 			 sb->name, what, path);
 		return -ENOTDIR;
 	}
-	static const char *const never[] = {"/proc", "/dev", "/sys", "/.seerfs", NULL};
+	/* /etc: a bind there would undo the hiding of the host's secrets in it. */
+	static const char *const never[] = {"/proc", "/dev", "/sys", "/etc", "/.seerfs", NULL};
 	int bad = !strcmp(pd.real, "/") || !strcmp(pd.named, "/");
 	for (int i = 0; never[i]; i++)
 		bad |= path_inside(pd.named, never[i]) || path_inside(pd.real, never[i]);
 	const char *own[] = {sb->ctx->state_dir, sb->ctx->mountpoint, NULL};
 	for (int i = 0; own[i]; i++)
 		bad |= path_inside(pd.real, own[i]) || path_inside(own[i], pd.real);
+	/* A wheel directory may lie in the home, never hold it (~/.ssh...). */
+	char home[4096];
+	const char *h = user_home(sb);
+	if (h && realpath(h, home))
+		bad |= path_inside(home, pd.real);
 	if (bad) {
 		snprintf(err, n,
-			 "sandbox %s: python_packages: %s names %s (%s on the host), which is, or holds, a place no sandbox may see (/, /proc, /dev, /sys, seerfs's state directory or its mount); point pip at a directory holding only packages",
+			 "sandbox %s: python_packages: %s names %s (%s on the host), which is, or holds, a place no sandbox may see (/, /etc, /proc, /dev, /sys, your home, seerfs's state directory or its mount); point pip at a directory holding only packages",
 			 sb->name, what, path, pd.real);
 		return -EPERM;
 	}

@@ -389,13 +389,19 @@ def test_pip_setting_naming_a_local_dirs_destination_is_left_to_the_sandbox(seer
     assert "which local_files/local_dirs fill: left to the sandbox" in log_text(sb)
 
 
-@pytest.mark.parametrize("what", ["file", "root", "state-parent"])
+@pytest.mark.parametrize("what", ["file", "root", "state-parent", "etc", "home"])
 def test_pip_setting_naming_a_bad_host_path_is_refused(seerfs_factory, tmp_path, what):
-    """Escape tests: a pip setting cannot show the sandbox a file, /, or a
-    directory holding seerfs's own state."""
+    """Escape tests: a pip setting cannot show the sandbox a file, /, a
+    directory holding seerfs's own state, /etc (where host secrets are
+    hidden) or the home that holds ~/.ssh."""
     wheel = build_wheel(tmp_path / "w")
-    target = {"file": str(wheel), "root": "/", "state-parent": str(tmp_path)}[what]
-    fs = seerfs_factory(state=tmp_path / "st", env=env_with(PIP_FIND_LINKS=target, PIP_NO_INDEX=1))
+    home = tmp_path / "home"
+    (home / "wheels").mkdir(parents=True)
+    target = {"file": str(wheel), "root": "/", "state-parent": str(tmp_path), "etc": "/etc/ssh",
+              "home": str(home)}[what]
+    if what == "etc" and not os.path.isdir(target):
+        target = "/etc"
+    fs = seerfs_factory(state=tmp_path / "st", env=env_with(PIP_FIND_LINKS=target, PIP_NO_INDEX=1, HOME=home))
     sb = fs.sandbox("py", json.dumps({"python_packages": ["mypkg"]}), want=None)
     settle(sb, "failed")
     err = error_text(sb)
