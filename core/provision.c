@@ -19,6 +19,7 @@
 #include "core/sandbox.h"
 #include "core/util.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <stdint.h>
@@ -1133,8 +1134,8 @@ static int pip_conf_scan(struct sandbox *sb, const struct seer_config *cfg, cons
 		char key[64];
 		size_t kl = 0;
 		for (char *c = line; c < eq && kl + 1 < sizeof(key); c++)
-			if (*c != ' ' && *c != '\t')
-				key[kl++] = *c == '_' ? '-' : *c;
+			if (*c != ' ' && *c != '\t')   /* configparser: any case, _ or - */
+				key[kl++] = *c == '_' ? '-' : (char)tolower((unsigned char)*c);
 		key[kl] = '\0';
 		for (int i = 0; pip_keys[i]; i++) {
 			if (strcmp(key, pip_keys[i]))
@@ -1647,7 +1648,7 @@ int provision_prepare(struct sandbox *sb, const struct seer_config *cfg, char *e
 	json_object_object_del(st, "jupyter_url");
 	json_object_object_del(st, "code_server_url");
 	if (cfg->n_local_files || cfg->n_local_dirs)
-		RUN_STEP("local_files (sources)", check_local_sources(sb, cfg, err, n));
+		RUN_STEP("local_sources", check_local_sources(sb, cfg, err, n));
 	json_object_object_del(st, "pip_binds");
 	if (cfg->n_python_packages && !sb->prov->root_remote)
 		RUN_STEP("pip_settings", pip_binds(sb, cfg, st, err, n));

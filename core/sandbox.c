@@ -442,7 +442,7 @@ static int parse_effective(struct seer_ctx *ctx, const char *text, size_t len, s
 	if (r < 0) {
 		/* The snapshot's config is from an older seerfs that took fields
 		 * this one does not: say so rather than start half of it. */
-		snprintf(err, n, "snapshot %s's config (which a sandbox started from it inherits) does not parse here: %s; write every field yourself in a sandbox without \"snapshot\", or take the snapshot again from a sandbox this seerfs runs",
+		snprintf(err, n, "snapshot %s's config (which a sandbox started from it inherits) does not parse here: %s; take the snapshot again from a sandbox this seerfs runs, or write the config without \"snapshot\"",
 			 cfg->snapshot, e2);
 		free(merged);
 		seer_config_free(cfg);
