@@ -188,7 +188,19 @@ def test_readme_fork_example_runs_as_written(seerfs_factory, tmp_path):
 
 
 def readme_python_examples(readme):
-    return [json.loads(l.strip()) for l in section(readme, "Python packages") if l.strip().startswith("{")]
+    """The JSON configs of the README's Python part (one may span lines)."""
+    out, cur = [], None
+    for line in section(readme, "Python packages"):
+        if cur is None and line.strip().startswith("{"):
+            cur = ""
+        if cur is not None:
+            cur += line.strip()
+            try:
+                out.append(json.loads(cur))
+                cur = None
+            except json.JSONDecodeError:
+                pass
+    return out
 
 
 def test_readme_local_wheel_both_ways(seerfs_factory, tmp_path, monkeypatch):
