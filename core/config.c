@@ -552,6 +552,38 @@ static const char *const all_fields[] = {
 	"python_version", "secrets", "env", "timeout", "exec_timeout", "output_cap", "local_files",
 	"local_dirs", "debug", "network", "execution_mode", "snapshot", "on_timeout", NULL};
 
+/* Fields whose work a snapshot's files already hold: a fork does not redo them. */
+static const char *const not_forked[] = {"local_files", "local_dirs", "repos", "snapshot", NULL};
+
+int seer_config_fork(const char *base, const char *over, size_t len, char **out, char *err, size_t errlen)
+{
+	struct json_object *o;
+	int r = parse_json(over, len, &o, err, errlen);
+	if (r < 0)
+		return r;
+	struct json_object *b = base ? json_tokener_parse(base) : NULL;
+	if (!b || !json_object_is_type(b, json_type_object)) {
+		json_object_put(b);
+		b = json_object_new_object();
+	}
+	for (size_t i = 0; not_forked[i]; i++)
+		json_object_object_del(b, not_forked[i]);
+	json_object_object_foreach(o, key, v) {
+		struct json_object *benv = NULL;
+		if (!strcmp(key, "env") && json_object_is_type(v, json_type_object) &&
+		    json_object_object_get_ex(b, "env", &benv) && json_object_is_type(benv, json_type_object)) {
+			json_object_object_foreach(v, ek, ev)
+				json_object_object_add(benv, ek, json_object_get(ev));
+			continue;
+		}
+		json_object_object_add(b, key, json_object_get(v));
+	}
+	*out = xstrdup(json_object_to_json_string_ext(b, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+	json_object_put(b);
+	json_object_put(o);
+	return 0;
+}
+
 int seer_config_live_field(const char *field)
 {
 	/* These change nothing that provisioning built: they are read when a job

@@ -79,6 +79,16 @@ int seer_config_precheck(const char *text, size_t len, char *err, size_t errlen)
  * whether a running sandbox can take a new config live. */
 void seer_config_diff(const char *a, const char *b, char *buf, size_t len);
 
+/* The config of a sandbox started from a snapshot (a fork): `base` is the
+ * source sandbox's config (the snapshot's info.json "config"), `over` the
+ * new one. Every field of base is kept except local_files, local_dirs and
+ * repos (what they made is in the snapshot's files already) and snapshot;
+ * each field of over replaces base's, except env, which is merged key by
+ * key (over's value wins). An unreadable base counts as {}. Returns the
+ * merged text (malloc'd) in *out, or -EINVAL with a message when over is
+ * not a JSON object. */
+int seer_config_fork(const char *base, const char *over, size_t len, char **out, char *err, size_t errlen);
+
 /* Fields that a running sandbox can take without restarting. */
 int seer_config_live_field(const char *field);
 

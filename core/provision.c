@@ -19,6 +19,7 @@
 #include "core/util.h"
 #include "core/walk.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <stdint.h>
@@ -937,26 +938,373 @@ static void python_versions(struct sbuf *b)
 	closedir(d);
 }
 
-/* The mounting user's pip.conf goes to /root/.config/pip/pip.conf inside
- * (the host's /etc/pip.conf is already visible through /etc). */
+/* ---- the host's pip settings ------------------------------------------------------------ */
+
+/*
+ * pip on the host may be told to look for packages in host directories:
+ * find-links and file:// indexes, named by PIP_FIND_LINKS, PIP_INDEX_URL,
+ * PIP_EXTRA_INDEX_URL in seerfs's environment or by the same keys of a
+ * pip.conf. So that `python_packages: ["pkg"]` installs as it would on the
+ * host, each such directory is shown to the sandbox read-only at the path
+ * the setting names (the local provider binds it, see provision_bwrap_args;
+ * a remote provider gets a copy and the pip step gets the settings with the
+ * copy's path). Only the directories a setting names are shown; each is
+ * resolved with realpath and must be a directory that holds neither the
+ * state directory nor the mount.
+ */
+
+#define PIP_COPIES "/tmp/.seerfs-pip"
+
+static const char *const pip_vars[] = {"PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", NULL};
+static const char *const pip_keys[] = {"find-links", "index-url", "extra-index-url", NULL};
+
+struct pip_dir {
+	char named[4096];   /* the path the setting names: where the sandbox sees it */
+	char real[4096];    /* realpath on the host */
+};
+
+struct pip_dirs {
+	struct pip_dir *v;
+	size_t n;
+	char *conf[3];      /* per pip_keys: the value the user's pip.conf gives (NULL: none) */
+};
+
+static void pip_dirs_free(struct pip_dirs *d)
+{
+	free(d->v);
+	for (int i = 0; i < 3; i++)
+		free(d->conf[i]);
+	memset(d, 0, sizeof(*d));
+}
+
+/* The user's home as pip sees it: $HOME, else the mounting user's entry. */
+static const char *user_home(struct sandbox *sb)
+{
+	const char *h = getenv("HOME");
+	if (h && h[0] == '/')
+		return h;
+	struct passwd *pw = getpwuid(sb->ctx->uid);
+	return pw && pw->pw_dir ? pw->pw_dir : NULL;
+}
+
+/* The user's pip.conf files pip on the host reads, with where each goes in
+ * the sandbox (whose HOME is /root). */
+static int user_pip_confs(struct sandbox *sb, char src[2][4096], const char *dst[2])
+{
+	const char *home = user_home(sb), *xdg = getenv("XDG_CONFIG_HOME");
+	int k = 0;
+	if (xdg && xdg[0] == '/')
+		snprintf(src[k], 4096, "%s/pip/pip.conf", xdg);
+	else if (home)
+		snprintf(src[k], 4096, "%s/.config/pip/pip.conf", home);
+	else
+		src[k][0] = '\0';
+	dst[k++] = "root/.config/pip/pip.conf";
+	if (home)
+		snprintf(src[k], 4096, "%s/.pip/pip.conf", home);
+	else
+		src[k][0] = '\0';
+	dst[k++] = "root/.pip/pip.conf";
+	return k;
+}
+
+static int path_inside(const char *p, const char *top)
+{
+	size_t l = strlen(top);
+	return top[0] && !strncmp(p, top, l) && (p[l] == '/' || p[l] == '\0' || (l == 1 && top[0] == '/'));
+}
+
+/* One word of a pip setting: a local directory (a path or a file:// URL)
+ * is checked and added; a URL of another scheme is pip's business. */
+/* Whether a sandbox path is, holds or lies in a destination of the
+ * config's local_files / local_dirs: then the config fills it itself. */
+static int shipped_in(const struct seer_config *cfg, const char *p)
+{
+	for (int dirs = 0; dirs < 2; dirs++) {
+		const struct seer_pair *v = dirs ? cfg->local_dirs : cfg->local_files;
+		size_t nv = dirs ? cfg->n_local_dirs : cfg->n_local_files;
+		for (size_t i = 0; i < nv; i++) {
+			char dst[4096];
+			snprintf(dst, sizeof(dst), "%s", v[i].sandbox);
+			size_t l = strlen(dst);
+			while (l > 1 && dst[l - 1] == '/')
+				dst[--l] = '\0';
+			if (path_inside(p, dst) || path_inside(dst, p))
+				return 1;
+		}
+	}
+	return 0;
+}
+
+static int pip_word(struct sandbox *sb, const struct seer_config *cfg, const char *what, const char *w,
+		    struct pip_dirs *d, char *err, size_t n)
+{
+	const char *path = w;
+	if (!strncmp(w, "file://", 7)) {
+		path = w + 7;
+		if (!strncmp(path, "localhost/", 10))
+			path += 9;
+	} else if (strstr(w, "://")) {
+		return 0;
+	}
+	if (path[0] != '/' || strstr(path, "/./") || strstr(path, "/../") || str_endswith(path, "/..") ||
+	    str_endswith(path, "/.") || strchr(path, '%')) {
+		snprintf(err, n,
+			 "sandbox %s: python_packages: %s names \"%s\": give pip's host directories as absolute paths without \".\", \"..\" or %%-escapes, so the sandbox can be shown them at the same path",
+			 sb->name, what, w);
+		return -EINVAL;
+	}
+	struct pip_dir pd;
+	snprintf(pd.named, sizeof(pd.named), "%s", path);
+	size_t l = strlen(pd.named);
+	while (l > 1 && pd.named[l - 1] == '/')
+		pd.named[--l] = '\0';
+	if (shipped_in(cfg, pd.named)) {
+		sandbox_log(sb, "provision: python: %s names %s, which local_files/local_dirs fill: left to the sandbox",
+			    what, pd.named);
+		return 0;
+	}
+	struct stat st;
+	if (!realpath(path, pd.real) || stat(pd.real, &st) < 0) {
+		int e = errno;
+		if (e == ENOENT) {
+			/* Not on the host: a path the sandbox itself holds (local_dirs). */
+			sandbox_log(sb, "provision: python: %s names %s, which is not on the host: left to the sandbox", what, path);
+			return 0;
+		}
+		snprintf(err, n, "sandbox %s: python_packages: %s names %s, which cannot be read on the host: %s; fix the setting, then echo retry > %s/ctl",
+			 sb->name, what, path, strerror(e), sb->name);
+		return -e;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		snprintf(err, n,
+			 "sandbox %s: python_packages: %s names %s, which is not a directory: only directories of wheels (find-links) and file:// index directories are shown to the sandbox; copy a single file in with local_files",
+			 sb->name, what, path);
+		return -ENOTDIR;
+	}
+	/* /etc: a bind there would undo the hiding of the host's secrets in it. */
+	static const char *const never[] = {"/proc", "/dev", "/sys", "/etc", "/.seerfs", NULL};
+	int bad = !strcmp(pd.real, "/") || !strcmp(pd.named, "/");
+	for (int i = 0; never[i]; i++)
+		bad |= path_inside(pd.named, never[i]) || path_inside(pd.real, never[i]);
+	const char *own[] = {sb->ctx->state_dir, sb->ctx->mountpoint, NULL};
+	for (int i = 0; own[i]; i++)
+		bad |= path_inside(pd.real, own[i]) || path_inside(own[i], pd.real);
+	/* A wheel directory may lie in the home, never hold it (~/.ssh...). */
+	char home[4096];
+	const char *h = user_home(sb);
+	if (h && realpath(h, home))
+		bad |= path_inside(home, pd.real);
+	if (bad) {
+		snprintf(err, n,
+			 "sandbox %s: python_packages: %s names %s (%s on the host), which is, or holds, a place no sandbox may see (/, /etc, /proc, /dev, /sys, your home, seerfs's state directory or its mount); point pip at a directory holding only packages",
+			 sb->name, what, path, pd.real);
+		return -EPERM;
+	}
+	for (size_t i = 0; i < d->n; i++)
+		if (!strcmp(d->v[i].named, pd.named))
+			return 0;
+	struct pip_dir *nv = realloc(d->v, (d->n + 1) * sizeof(*nv));
+	if (!nv)
+		return -ENOMEM;
+	d->v = nv;
+	d->v[d->n++] = pd;
+	return 0;
+}
+
+static int pip_value(struct sandbox *sb, const struct seer_config *cfg, const char *what, const char *value,
+		     struct pip_dirs *d, char *err, size_t n)
+{
+	char *copy = xstrdup(value), *save = NULL;
+	int r = 0;
+	for (char *w = strtok_r(copy, " \t\r\n", &save); w && r == 0; w = strtok_r(NULL, " \t\r\n", &save))
+		r = pip_word(sb, cfg, what, w, d, err, n);
+	free(copy);
+	return r;
+}
+
+/* The find-links / index-url / extra-index-url values of one pip.conf (any
+ * section; a later one wins, as in pip). conf[i] gets each value when
+ * keep is set. Continuation lines (indented) extend a value. */
+static int pip_conf_scan(struct sandbox *sb, const struct seer_config *cfg, const char *path, struct pip_dirs *d,
+			 int keep, char *err, size_t n)
+{
+	char *text = NULL;
+	if (read_file(path, 1 << 20, &text, NULL) < 0)
+		return 0;
+	char *vals[3] = {NULL, NULL, NULL};
+	int cur = -1, r = 0;
+	char *save = NULL;
+	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		int indented = line[0] == ' ' || line[0] == '\t';
+		while (*line == ' ' || *line == '\t')
+			line++;
+		if (!*line || *line == '#' || *line == ';')
+			continue;
+		if (indented && cur >= 0) {
+			struct sbuf b = {0};
+			sbuf_printf(&b, "%s %s", vals[cur] ? vals[cur] : "", line);
+			free(vals[cur]);
+			vals[cur] = b.data;
+			continue;
+		}
+		cur = -1;
+		char *eq = strpbrk(line, "=:");
+		if (*line == '[' || !eq)
+			continue;
+		char key[64];
+		size_t kl = 0;
+		for (char *c = line; c < eq && kl + 1 < sizeof(key); c++)
+			if (*c != ' ' && *c != '\t')   /* configparser: any case, _ or - */
+				key[kl++] = *c == '_' ? '-' : (char)tolower((unsigned char)*c);
+		key[kl] = '\0';
+		for (int i = 0; pip_keys[i]; i++) {
+			if (strcmp(key, pip_keys[i]))
+				continue;
+			cur = i;
+			free(vals[i]);
+			vals[i] = xstrdup(eq + 1);
+		}
+	}
+	for (int i = 0; pip_keys[i]; i++) {
+		if (!vals[i])
+			continue;
+		char what[4200];
+		snprintf(what, sizeof(what), "%s in %s", pip_keys[i], path);
+		if (r == 0)
+			r = pip_value(sb, cfg, what, vals[i], d, err, n);
+		if (keep) {
+			free(d->conf[i]);
+			d->conf[i] = vals[i];
+		} else {
+			free(vals[i]);
+		}
+	}
+	free(text);
+	return r;
+}
+
+/* Every host directory pip's settings name, for a sandbox with python_packages. */
+static int pip_host_dirs(struct sandbox *sb, const struct seer_config *cfg, struct pip_dirs *d, char *err, size_t n)
+{
+	memset(d, 0, sizeof(*d));
+	int r = 0;
+	/* The system files are in the sandbox's /etc already (local provider). */
+	static const char *const sys[] = {"/etc/xdg/pip/pip.conf", "/etc/pip.conf", NULL};
+	for (int i = 0; sys[i] && r == 0; i++)
+		if (!sb->prov->root_remote)
+			r = pip_conf_scan(sb, cfg, sys[i], d, 0, err, n);
+	char src[2][4096];
+	const char *dst[2];
+	int k = user_pip_confs(sb, src, dst);
+	for (int i = 0; i < k && r == 0; i++)
+		if (src[i][0])
+			r = pip_conf_scan(sb, cfg, src[i], d, 1, err, n);
+	for (int i = 0; pip_vars[i] && r == 0; i++) {
+		const char *v = getenv(pip_vars[i]);
+		if (v)
+			r = pip_value(sb, cfg, pip_vars[i], v, d, err, n);
+	}
+	if (r < 0)
+		pip_dirs_free(d);
+	return r;
+}
+
+/* A setting's value with each host directory replaced by its copy in a
+ * remote sandbox (PIP_COPIES/N). */
+static char *pip_rewrite(const struct pip_dirs *d, const char *value)
+{
+	struct sbuf b = {0};
+	char *copy = xstrdup(value), *save = NULL;
+	sbuf_append(&b, "", 0);
+	for (char *w = strtok_r(copy, " \t\r\n", &save); w; w = strtok_r(NULL, " \t\r\n", &save)) {
+		int file = !strncmp(w, "file://", 7);
+		const char *path = file ? w + 7 : w;
+		if (file && !strncmp(path, "localhost/", 10))
+			path += 9;
+		size_t i = d->n;
+		if (path[0] == '/')
+			for (i = 0; i < d->n; i++)
+				if (!strncmp(d->v[i].named, path, strlen(d->v[i].named)) &&
+				    (path[strlen(d->v[i].named)] == '\0' || !strcmp(path + strlen(d->v[i].named), "/")))
+					break;
+		if (b.len)
+			sbuf_append(&b, " ", 1);
+		if (i < d->n)
+			sbuf_printf(&b, "%s" PIP_COPIES "/%zu", file ? "file://" : "", i);
+		else
+			sbuf_printf(&b, "%s", w);
+	}
+	free(copy);
+	return b.data;
+}
+
+/* The mounting user's pip.conf files go to /root inside (the host's
+ * /etc/pip.conf is already visible through /etc). */
 static int copy_pip_conf(struct sandbox *sb, char *err, size_t n)
 {
-	struct passwd *pw = getpwuid(sb->ctx->uid);
-	const char *home = pw && pw->pw_dir ? pw->pw_dir : getenv("HOME");
-	if (!home)
-		return 0;
-	char src[4096];
-	snprintf(src, sizeof(src), "%s/.config/pip/pip.conf", home);
-	if (access(src, R_OK) != 0)
-		return 0;
-	struct dest dst;
-	int r = dest_open(sb, &dst, err, n);
-	if (r < 0)
+	char src[2][4096];
+	const char *dst[2];
+	int k = user_pip_confs(sb, src, dst);
+	for (int i = 0; i < k; i++) {
+		if (!src[i][0] || access(src[i], R_OK) != 0)
+			continue;
+		struct dest dd;
+		int r = dest_open(sb, &dd, err, n);
+		if (r < 0)
+			return r;
+		r = copy_in(sb, &dd, src[i], dst[i], 0, err, n);
+		dest_close(&dd);
+		if (r < 0)
+			return r;
+		sandbox_log(sb, "provision: python: copied %s into the sandbox (/%s)", src[i], dst[i]);
+	}
+	return 0;
+}
+
+/* A remote sandbox gets a copy of each host directory pip's settings name,
+ * and *extra the settings rewritten to the copies (for the pip step only). */
+static int pip_copy_remote(struct sandbox *sb, const struct seer_config *cfg, char **extra, size_t *ne, char *err,
+			   size_t n)
+{
+	struct pip_dirs d;
+	int r = pip_host_dirs(sb, cfg, &d, err, n);
+	if (r < 0 || d.n == 0) {
+		pip_dirs_free(&d);
 		return r;
-	r = copy_in(sb, &dst, src, "root/.config/pip/pip.conf", 0, err, n);
-	dest_close(&dst);
-	if (r == 0)
-		sandbox_log(sb, "provision: python: copied %s into the sandbox", src);
+	}
+	struct dest dd;
+	r = dest_open(sb, &dd, err, n);
+	int opened = r == 0;
+	for (size_t i = 0; i < d.n && r == 0; i++) {
+		char rel[64];
+		snprintf(rel, sizeof(rel), "%s/%zu", PIP_COPIES + 1, i);
+		r = copy_in(sb, &dd, d.v[i].real, rel, 1, err, n);
+		if (r == 0)
+			sandbox_log(sb, "provision: python: copied pip's host directory %s to /%s", d.v[i].named, rel);
+	}
+	if (opened)
+		dest_close(&dd);
+	for (int i = 0; pip_vars[i] && r == 0; i++) {
+		const char *v = getenv(pip_vars[i]) ? getenv(pip_vars[i]) : d.conf[i];
+		if (!v)
+			continue;
+		char *nv = pip_rewrite(&d, v);
+		struct sbuf b = {0};
+		sbuf_printf(&b, "%s=%s", pip_vars[i], nv);
+		free(nv);
+		for (size_t j = 0; j < *ne; j++) {
+			if (!strncmp(extra[j], pip_vars[i], strlen(pip_vars[i])) && extra[j][strlen(pip_vars[i])] == '=') {
+				free(extra[j]);
+				extra[j] = extra[--*ne];
+				extra[*ne] = NULL;
+				break;
+			}
+		}
+		extra[(*ne)++] = b.data;
+		extra[*ne] = NULL;
+	}
+	pip_dirs_free(&d);
 	return r;
 }
 
@@ -995,7 +1343,8 @@ static int step_python(struct sandbox *sb, const struct seer_config *cfg, char *
 	sandbox_log(sb, "provision: python: " VENV " ready (%s) in %.2f s", py, mono_s() - t0);
 	if (!cfg->n_python_packages)
 		return 0;
-	/* pip's settings from seerfs's environment reach this one command. */
+	/* pip's settings from seerfs's environment reach this one command,
+	 * not the sandbox's jobs. */
 	static const char *const pipvars[] = {"PIP_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX", "PIP_EXTRA_INDEX_URL",
 					      "PIP_TRUSTED_HOST", NULL};
 	char *extra[8] = {0};
@@ -1009,6 +1358,11 @@ static int step_python(struct sandbox *sb, const struct seer_config *cfg, char *
 		}
 	}
 	extra[ne] = NULL;
+	if (sb->prov->root_remote && (r = pip_copy_remote(sb, cfg, extra, &ne, err, n)) < 0) {
+		for (size_t i = 0; i < ne; i++)
+			free(extra[i]);
+		return r;
+	}
 	sbuf_printf(&s, VENV "/bin/pip install --disable-pip-version-check --no-input");
 	for (size_t i = 0; i < cfg->n_python_packages; i++) {
 		sbuf_append(&s, " ", 1);
@@ -1314,6 +1668,7 @@ static int start_server(struct sandbox *sb, const struct seer_config *cfg, struc
 		double t0_ = mono_s();                                                        \
 		sandbox_set_progress(sb, "%s", label);                                         \
 		r = (call);                                                                   \
+		sandbox_step_time(sb, label, mono_s() - t0_);                                 \
 		if (r < 0) {                                                                  \
 			sandbox_log(sb, "provision: step %s failed after %.0f ms", label,     \
 				    (mono_s() - t0_) * 1000);                                 \
@@ -1331,6 +1686,28 @@ static void fp_models(struct sbuf *b, const struct seer_config *cfg)
 	}
 }
 
+/* Records the host directories pip's settings name, for the local
+ * provider to bind (provision_bwrap_args). */
+static int pip_binds(struct sandbox *sb, const struct seer_config *cfg, struct json_object *st, char *err, size_t n)
+{
+	struct pip_dirs d;
+	int r = pip_host_dirs(sb, cfg, &d, err, n);
+	if (r < 0)
+		return r;
+	struct json_object *arr = json_object_new_array();
+	for (size_t i = 0; i < d.n; i++) {
+		struct json_object *b = json_object_new_object();
+		json_object_object_add(b, "named", json_object_new_string(d.v[i].named));
+		json_object_object_add(b, "real", json_object_new_string(d.v[i].real));
+		json_object_array_add(arr, b);
+		sandbox_log(sb, "provision: python: pip's host directory %s shown read-only at the same path in the sandbox",
+			    d.v[i].named);
+	}
+	json_object_object_add(st, "pip_binds", arr);
+	pip_dirs_free(&d);
+	return 0;
+}
+
 int provision_prepare(struct sandbox *sb, const struct seer_config *cfg, char *err, size_t n)
 {
 	struct json_object *st = state_load(sb);
@@ -1339,7 +1716,10 @@ int provision_prepare(struct sandbox *sb, const struct seer_config *cfg, char *e
 	json_object_object_del(st, "jupyter_url");
 	json_object_object_del(st, "code_server_url");
 	if (cfg->n_local_files || cfg->n_local_dirs)
-		RUN_STEP("local_files (sources)", check_local_sources(sb, cfg, err, n));
+		RUN_STEP("local_sources", check_local_sources(sb, cfg, err, n));
+	json_object_object_del(st, "pip_binds");
+	if (cfg->n_python_packages && !sb->prov->root_remote)
+		RUN_STEP("pip_settings", pip_binds(sb, cfg, st, err, n));
 	if (cfg->n_models) {
 		struct sbuf fp = {0};
 		fp_models(&fp, cfg);
@@ -1503,6 +1883,25 @@ void provision_bwrap_args(struct sandbox *sb, void (*add)(void *arg, const char 
 {
 	struct bwrap_add a = {add, arg};
 	provision_models_each(sb, bwrap_one, &a);
+	/* The host directories pip's settings name, read-only where they name
+	 * them (pip_binds); checked again, as the host may have changed. */
+	struct json_object *st = state_load(sb);
+	struct json_object *binds = obj_get(st, "pip_binds");
+	size_t nb = binds && json_object_is_type(binds, json_type_array) ? json_object_array_length(binds) : 0;
+	for (size_t i = 0; i < nb; i++) {
+		struct json_object *b = json_object_array_get_idx(binds, i);
+		const char *real = json_object_get_string(obj_get(b, "real"));
+		const char *named = json_object_get_string(obj_get(b, "named"));
+		char now[4096];
+		struct stat sst;
+		if (!real || !named || named[0] != '/' || !realpath(real, now) || strcmp(now, real) || stat(now, &sst) < 0 ||
+		    !S_ISDIR(sst.st_mode))
+			continue;
+		add(arg, "--ro-bind");
+		add(arg, real);
+		add(arg, named);
+	}
+	json_object_put(st);
 }
 
 void provision_info(struct sandbox *sb, struct json_object *o)

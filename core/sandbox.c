@@ -61,6 +61,8 @@ static void sandbox_free(struct sandbox *sb)
 	jobs_free(sb);
 	seer_config_free(&sb->cfg);
 	free(sb->config_text);
+	free(sb->effective_text);
+	free(sb->steps);
 	free(sb->reason);
 	free(sb->progress);
 	free(sb->error);
@@ -214,6 +216,51 @@ void sandbox_set_progress(struct sandbox *sb, const char *fmt, ...)
 	sandbox_changed(sb);
 }
 
+/* ---- provisioning times ---------------------------------------------------- */
+
+void sandbox_step_time(struct sandbox *sb, const char *step, double seconds)
+{
+	pthread_mutex_lock(&sb->lock);
+	struct sb_step *v = realloc(sb->steps, (sb->n_steps + 1) * sizeof(*v));
+	if (v) {
+		sb->steps = v;
+		snprintf(v[sb->n_steps].name, sizeof(v[0].name), "%s", step);
+		v[sb->n_steps++].s = seconds;
+	}
+	pthread_mutex_unlock(&sb->lock);
+}
+
+/* Seconds to the millisecond, as JSON ("0.2", not 0.20000000000000001). */
+static struct json_object *json_secs(double s)
+{
+	char t[32];
+	snprintf(t, sizeof(t), "%.3f", s);
+	return json_object_new_double_s((double)(int64_t)(s * 1000 + 0.5) / 1000, t);
+}
+
+/* {"step": seconds, ...} in the order the steps ran; sb->lock held. */
+static struct json_object *steps_json_locked(struct sandbox *sb)
+{
+	struct json_object *o = json_object_new_object();
+	for (size_t i = 0; i < sb->n_steps; i++)
+		json_object_object_add(o, sb->steps[i].name, json_secs(sb->steps[i].s));
+	return o;
+}
+
+static void steps_from_json_locked(struct sandbox *sb, struct json_object *o)
+{
+	if (!o || !json_object_is_type(o, json_type_object))
+		return;
+	json_object_object_foreach(o, k, v) {
+		struct sb_step *nv = realloc(sb->steps, (sb->n_steps + 1) * sizeof(*nv));
+		if (!nv)
+			return;
+		sb->steps = nv;
+		snprintf(nv[sb->n_steps].name, sizeof(nv[0].name), "%s", k);
+		nv[sb->n_steps++].s = json_object_get_double(v);
+	}
+}
+
 /* ---- persistence ---------------------------------------------------------- */
 
 /* Writes state.json; called with sb->lock held. */
@@ -228,6 +275,10 @@ static void persist_state_locked(struct sandbox *sb)
 		json_object_object_add(o, "reason", json_object_new_string(sb->reason));
 	if (sb->deadline_ns)
 		json_object_object_add(o, "deadline_ns", json_object_new_int64((int64_t)sb->deadline_ns));
+	if (sb->prov_s > 0) {
+		json_object_object_add(o, "provision_s", json_secs(sb->prov_s));
+		json_object_object_add(o, "provision_steps", steps_json_locked(sb));
+	}
 	const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
 	char path[4096];
 	snprintf(path, sizeof(path), "%s/state.json", sb->dir);
@@ -364,6 +415,46 @@ int sandbox_remove(struct sandbox *sb)
 	return 0;
 }
 
+/*
+ * Parses a config text into *cfg. A config naming a snapshot is a fork: it
+ * is merged over the config its snapshot was taken with
+ * (seer_config_fork), the merged text goes to *eff and *cfg is parsed from
+ * it. When the snapshot is missing there is nothing to merge: provisioning
+ * then fails naming it.
+ */
+static int parse_effective(struct seer_ctx *ctx, const char *text, size_t len, struct seer_config *cfg, char **eff,
+			   char *err, size_t n)
+{
+	*eff = NULL;
+	int r = seer_config_parse(text, len, cfg, err, n);
+	if (r < 0 || !cfg->snapshot)
+		return r;
+	char *base = snapshot_config(ctx, cfg->snapshot);
+	if (!base)
+		return 0;
+	char *merged = NULL;
+	r = seer_config_fork(base, text, len, &merged, err, n);
+	free(base);
+	if (r < 0)
+		return r;
+	struct seer_config m;
+	char e2[512];
+	r = seer_config_parse(merged, strlen(merged), &m, e2, sizeof(e2));
+	if (r < 0) {
+		/* The snapshot's config is from an older seerfs that took fields
+		 * this one does not: say so rather than start half of it. */
+		snprintf(err, n, "snapshot %s's config (which a sandbox started from it inherits) does not parse here: %s; take the snapshot again from a sandbox this seerfs runs, or write the config without \"snapshot\"",
+			 cfg->snapshot, e2);
+		free(merged);
+		seer_config_free(cfg);
+		return -EINVAL;
+	}
+	seer_config_free(cfg);
+	*cfg = m;
+	*eff = merged;
+	return 0;
+}
+
 static void load_one(struct seer_ctx *ctx, const char *name)
 {
 	struct sandbox *sb = sandbox_new(ctx, name);
@@ -386,6 +477,10 @@ static void load_one(struct seer_ctx *ctx, const char *name)
 			sb->deadline_ns = (uint64_t)json_object_get_int64(v);
 		if (json_object_object_get_ex(o, "reason", &v))
 			sb->reason = xstrdup(json_object_get_string(v));
+		if (json_object_object_get_ex(o, "provision_s", &v))
+			sb->prov_s = json_object_get_double(v);
+		if (json_object_object_get_ex(o, "provision_steps", &v))
+			steps_from_json_locked(sb, v);
 		if (json_object_object_get_ex(o, "state", &v)) {
 			int st = state_from_name(json_object_get_string(v));
 			if (st >= 0)
@@ -400,10 +495,12 @@ static void load_one(struct seer_ctx *ctx, const char *name)
 	if (read_file(path, SEER_CONFIG_MAX, &text, &len) == 0) {
 		char err[512];
 		struct seer_config cfg;
-		if (seer_config_parse(text, len, &cfg, err, sizeof(err)) == 0) {
+		char *eff = NULL;
+		if (parse_effective(ctx, text, len, &cfg, &eff, err, sizeof(err)) == 0) {
 			seer_config_free(&sb->cfg);
 			sb->cfg = cfg;
 			sb->config_text = text;
+			sb->effective_text = eff;
 			char perr[1024];
 			const void *ps = NULL;
 			if (seer_provider_resolve(ctx, cfg.provider, &sb->prov, &ps, perr, sizeof(perr)) < 0)
@@ -479,6 +576,10 @@ static void *provision_main(void *p)
 	/* The provisioning steps read the config without the lock: it cannot
 	 * change while busy_op is set (a new config gets EBUSY). */
 	const struct seer_config *cfg = &sb->cfg;
+	free(sb->steps);
+	sb->steps = NULL;
+	sb->n_steps = 0;
+	sb->prov_s = 0;
 	pthread_mutex_unlock(&sb->lock);
 
 	sandbox_log(sb, "%s on provider %s", restart ? "restarting after a seerfs restart" : "provisioning", prov->name);
@@ -490,12 +591,17 @@ static void *provision_main(void *p)
 		r = provision_prepare(sb, cfg, err, sizeof(err));
 	if (r == 0) {
 		sandbox_set_progress(sb, "starting the sandbox");
+		double ts = mono_s();
 		r = prov->start(sb, cfg, err, sizeof(err));
+		sandbox_step_time(sb, "start", mono_s() - ts);
 	}
 	if (r == 0)
 		r = provision_run(sb, cfg, err, sizeof(err));
 	if (r == 0 && sb->cancel)
 		r = -ECANCELED;
+	pthread_mutex_lock(&sb->lock);
+	sb->prov_s = mono_s() - t0;   /* persisted by the state change below */
+	pthread_mutex_unlock(&sb->lock);
 
 	if (r < 0) {
 		if (!err[0])
@@ -532,7 +638,7 @@ static void *provision_main(void *p)
 			    (mono_s() - t0) * 1000);
 		sandbox_changed(sb);
 	} else {
-		sandbox_log(sb, "provisioned in %.0f ms", (mono_s() - t0) * 1000);
+		sandbox_log(sb, "provisioned in %.0f ms", sb->prov_s * 1000);
 		set_state(sb, SB_RUNNING, NULL);
 	}
 	pthread_cond_broadcast(&sb->ctx->timer_cond);
@@ -613,7 +719,8 @@ int sandbox_apply_config(struct sandbox *sb, const char *text, size_t len)
 {
 	char err[1024];
 	struct seer_config cfg;
-	int r = seer_config_parse(text, len, &cfg, err, sizeof(err));
+	char *eff = NULL;
+	int r = parse_effective(sb->ctx, text, len, &cfg, &eff, err, sizeof(err));
 	if (r < 0) {
 		sandbox_set_error(sb, "sandbox %s: config.json was not applied: %s; the previous config stays", sb->name, err);
 		return r;
@@ -625,11 +732,13 @@ int sandbox_apply_config(struct sandbox *sb, const char *text, size_t len)
 	if (r < 0) {
 		sandbox_set_error(sb, "sandbox %s: config.json was not applied: field \"provider\": %s", sb->name, perr);
 		seer_config_free(&cfg);
+		free(eff);
 		return -EINVAL;
 	}
 	char *copy = malloc(len + 1);
 	if (!copy) {
 		seer_config_free(&cfg);
+		free(eff);
 		return -ENOMEM;
 	}
 	memcpy(copy, text, len);
@@ -643,11 +752,14 @@ int sandbox_apply_config(struct sandbox *sb, const char *text, size_t len)
 				  sb->name, sb_state_name(st), sb->name);
 		seer_config_free(&cfg);
 		free(copy);
+		free(eff);
 		return -EBUSY;
 	}
 	if (st == SB_RUNNING) {
 		char diff[512], bad[512] = "";
-		seer_config_diff(sb->config_text ? sb->config_text : "{}", copy, diff, sizeof(diff));
+		/* A fork compares what it runs with: its merged configs. */
+		const char *cur = sb->effective_text ? sb->effective_text : sb->config_text ? sb->config_text : "{}";
+		seer_config_diff(cur, eff ? eff : copy, diff, sizeof(diff));
 		size_t used = 0;
 		char *save = NULL, tmp[512];
 		snprintf(tmp, sizeof(tmp), "%s", diff);
@@ -661,6 +773,7 @@ int sandbox_apply_config(struct sandbox *sb, const char *text, size_t len)
 					  sb->name, bad);
 			seer_config_free(&cfg);
 			free(copy);
+			free(eff);
 			return -EBUSY;
 		}
 	}
@@ -672,6 +785,7 @@ int sandbox_apply_config(struct sandbox *sb, const char *text, size_t len)
 		sandbox_set_error(sb, "sandbox %s: cannot store config.json in the state directory: %s", sb->name, strerror(-r));
 		seer_config_free(&cfg);
 		free(copy);
+		free(eff);
 		return r;
 	}
 	int64_t old_timeout = sb->cfg.timeout;
@@ -679,6 +793,8 @@ int sandbox_apply_config(struct sandbox *sb, const char *text, size_t len)
 	sb->cfg = cfg;
 	free(sb->config_text);
 	sb->config_text = copy;
+	free(sb->effective_text);
+	sb->effective_text = eff;
 	if (st == SB_RUNNING) {
 		if (sb->cfg.timeout != old_timeout) {
 			/* A new timeout counts from when the sandbox started running. */
@@ -687,6 +803,7 @@ int sandbox_apply_config(struct sandbox *sb, const char *text, size_t len)
 			persist_state_locked(sb);
 		}
 		pthread_mutex_unlock(&sb->lock);
+		clear_error(sb);   /* an earlier rejection no longer applies */
 		sandbox_log(sb, "config changed live (timeout %lld s)", (long long)sb->cfg.timeout);
 		pthread_cond_broadcast(&sb->ctx->timer_cond);
 		return 0;
@@ -697,7 +814,9 @@ int sandbox_apply_config(struct sandbox *sb, const char *text, size_t len)
 	sb->prov_settings = prov_settings;
 	begin_provisioning_locked(sb);
 	pthread_mutex_unlock(&sb->lock);
-	sandbox_log(sb, "config.json accepted (%zu bytes)", len);
+	clear_error(sb);   /* an earlier rejection no longer applies */
+	sandbox_log(sb, "config.json accepted (%zu bytes)%s%s", len, sb->cfg.snapshot && eff ? ": a fork of snapshot " : "",
+		    sb->cfg.snapshot && eff ? sb->cfg.snapshot : "");
 	if (sb->ctx->hooks.changed)
 		sb->ctx->hooks.changed(sb->ctx->hooks.arg, sb);
 	r = start_thread(provision_main, sb, 0);
@@ -806,6 +925,12 @@ char *sandbox_status_text(struct sandbox *sb)
 		sbuf_printf(&b, "reason: %s\n", sb->reason);
 	if (sb->state == SB_PROVISIONING && sb->progress)
 		sbuf_printf(&b, "progress: %s\n", sb->progress);
+	if (sb->state != SB_PROVISIONING && sb->prov_s > 0) {
+		sbuf_printf(&b, "provisioned: %.2f s", sb->prov_s);
+		for (size_t i = 0; i < sb->n_steps; i++)
+			sbuf_printf(&b, "%s%s %.2f s", i ? ", " : " (", sb->steps[i].name, sb->steps[i].s);
+		sbuf_printf(&b, "%s\n", sb->n_steps ? ")" : "");
+	}
 	if (sb->state == SB_RUNNING && sb->deadline_ns) {
 		uint64_t now = now_ns();
 		fmt_time_iso(sb->deadline_ns, t, sizeof(t));
@@ -836,6 +961,16 @@ char *sandbox_info_json(struct sandbox *sb)
 		json_object_object_add(o, "reason", json_object_new_string(sb->reason));
 	json_object_object_add(o, "gpu", sb->cfg.gpu ? json_object_new_string(sb->cfg.gpu) : NULL);
 	json_object_object_add(o, "timeout", json_object_new_int64(sb->cfg.timeout));
+	if (sb->prov_s > 0) {
+		json_object_object_add(o, "provision_s", json_secs(sb->prov_s));
+		json_object_object_add(o, "provision_steps", steps_json_locked(sb));
+	}
+	if (sb->effective_text) {
+		/* A fork: what it runs with, its snapshot's config merged with its own. */
+		struct json_object *e = json_tokener_parse(sb->effective_text);
+		if (e)
+			json_object_object_add(o, "effective_config", e);
+	}
 	json_object_object_add(o, "model_handles", json_object_new_array());
 	json_object_object_add(o, "repo_handles", json_object_new_array());
 	json_object_object_add(o, "jupyter_url", NULL);

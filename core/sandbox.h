@@ -49,7 +49,8 @@ struct sandbox {
 	char *progress;                /* one line while provisioning */
 	char *error;                   /* last error a person can act on */
 	char *config_text;             /* config.json as written (NULL: none yet) */
-	struct seer_config cfg;        /* parsed config_text */
+	char *effective_text;          /* a fork's config merged with its snapshot's (NULL: not a fork) */
+	struct seer_config cfg;        /* parsed effective_text, else config_text */
 	const struct seer_provider *prov;
 	void *priv;                    /* the provider's */
 	const void *prov_settings;     /* named provider's entry (core/providers.h); NULL for local */
@@ -59,6 +60,14 @@ struct sandbox {
 	char *terminate_snapshot;      /* snapshot before terminating */
 	struct jobtab *jobs;
 	uint64_t gen;                  /* bumped on every visible change */
+	struct sb_step *steps;         /* the last provisioning's steps and their times */
+	size_t n_steps;
+	double prov_s;                 /* how long it took (0: none recorded) */
+};
+
+struct sb_step {
+	char name[40];
+	double s;
 };
 
 /* Lookup by name or serial; returns a referenced sandbox or NULL. */
@@ -97,6 +106,9 @@ void sandbox_log(struct sandbox *sb, const char *fmt, ...) __attribute__((format
 void sandbox_set_error(struct sandbox *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Sets the provisioning progress line shown in status (NULL clears). */
 void sandbox_set_progress(struct sandbox *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Records how long a provisioning step took (status, info.json). */
+void sandbox_step_time(struct sandbox *sb, const char *step, double seconds);
 
 /* Whether the state is one a `wait` read must block on. */
 int sandbox_settling(struct sandbox *sb);

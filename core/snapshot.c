@@ -104,6 +104,15 @@ static const char *info_provider(struct json_object *o)
 	return p ? p : "local";
 }
 
+char *snapshot_config(struct seer_ctx *ctx, const char *name)
+{
+	struct json_object *o = snapshot_exists(ctx, name) ? load_info(ctx, name) : NULL;
+	const char *c = info_str(o, "config");
+	char *r = c ? xstrdup(c) : NULL;
+	json_object_put(o);
+	return r;
+}
+
 int snapshot_stack(struct seer_ctx *ctx, const char *name, struct sbuf *out, char *err, size_t n)
 {
 	struct json_object *o = snapshot_exists(ctx, name) ? load_info(ctx, name) : NULL;
@@ -464,7 +473,9 @@ static int write_info(struct sandbox *sb, const char *name, const char *tmp, con
 		      uint64_t t0, char *err, size_t n)
 {
 	pthread_mutex_lock(&sb->lock);
-	char *config = xstrdup(sb->config_text ? sb->config_text : "");
+	/* A fork records the config it ran with (its source's merged with its
+	 * own), so a fork of the fork starts from all of it. */
+	char *config = xstrdup(sb->effective_text ? sb->effective_text : sb->config_text ? sb->config_text : "");
 	char *parent = sb->cfg.snapshot ? xstrdup(sb->cfg.snapshot) : NULL;
 	char *prov = xstrdup(sb->cfg.provider ? sb->cfg.provider : "local");
 	pthread_mutex_unlock(&sb->lock);

@@ -40,6 +40,9 @@ int snapshot_info(struct seer_ctx *ctx, const char *name, char *prov, size_t ple
 /* The lowerdir list (colon separated, newest first) of snapshot NAME;
  * -EXDEV for a snapshot a provider keeps elsewhere. */
 int snapshot_stack(struct seer_ctx *ctx, const char *name, struct sbuf *out, char *err, size_t errlen);
+/* The config text of the sandbox snapshot NAME was taken of (its info.json
+ * "config"); NULL when the snapshot or the field is missing. Caller frees. */
+char *snapshot_config(struct seer_ctx *ctx, const char *name);
 /* Whether STATE/snapshots/NAME is a complete snapshot (1) or not (0). */
 int snapshot_exists(struct seer_ctx *ctx, const char *name);
 /* Removes snapshot NAME: -ENOENT, or -EBUSY (err says who depends on it,

@@ -357,6 +357,18 @@ void fill_stat(struct seer_fs *fs, struct stat *st, fuse_ino_t ino, mode_t mode,
 	st->st_mtim.tv_nsec = st->st_ctim.tv_nsec = st->st_atim.tv_nsec = (long)(mtime_ns % 1000000000ull);
 }
 
+/* The fixed texts at the mount's root. */
+static const char *top_text(enum vkind k)
+{
+	return k == K_CONFIG_REF ? seerfs_config_ref : seerfs_readme;
+}
+
+/* Names at the mount's root that are not sandboxes. */
+static int top_name(const char *name)
+{
+	return !strcmp(name, "README") || !strcmp(name, "CONFIG") || !strcmp(name, "snapshots");
+}
+
 /* Attributes of a virtual inode; -ENOENT when it no longer exists. */
 static int vstat(struct seer_fs *fs, fuse_ino_t ino, struct stat *st)
 {
@@ -365,8 +377,8 @@ static int vstat(struct seer_fs *fs, fuse_ino_t ino, struct stat *st)
 		fill_stat(fs, st, FUSE_ROOT_ID, S_IFDIR | 0755, 0, now_ns());
 		return 0;
 	}
-	if (k == K_README) {
-		fill_stat(fs, st, ino, S_IFREG | 0444, (off_t)strlen(seerfs_readme), 0);
+	if (k == K_README || k == K_CONFIG_REF) {
+		fill_stat(fs, st, ino, S_IFREG | 0444, (off_t)strlen(top_text(k)), 0);
 		return 0;
 	}
 	if (k == K_SNAPDIR) {
@@ -515,6 +527,10 @@ static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (pk == K_TOP) {
 		if (!strcmp(name, "README")) {
 			reply_ventry(req, vino(0, 0, K_README), VTIMEOUT);
+			return;
+		}
+		if (!strcmp(name, "CONFIG")) {
+			reply_ventry(req, vino(0, 0, K_CONFIG_REF), VTIMEOUT);
 			return;
 		}
 		if (!strcmp(name, "snapshots")) {
@@ -695,6 +711,7 @@ static int vdir_build(struct seer_fs *fs, fuse_ino_t ino, struct vdir **out)
 	vdir_add(d, "..", FUSE_ROOT_ID, S_IFDIR);
 	if (k == K_TOP) {
 		vdir_add(d, "README", vino(0, 0, K_README), S_IFREG);
+		vdir_add(d, "CONFIG", vino(0, 0, K_CONFIG_REF), S_IFREG);
 		vdir_add(d, "snapshots", vino(0, 0, K_SNAPDIR), S_IFDIR);
 		pthread_mutex_lock(&fs->ctx->lock);
 		for (struct sandbox *sb = fs->ctx->sandboxes; sb; sb = sb->next)
@@ -823,7 +840,7 @@ static void ll_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 		fuse_reply_err(req, EPERM);
 		return;
 	}
-	if (!strcmp(name, "README") || !strcmp(name, "snapshots")) {
+	if (top_name(name)) {
 		fuse_reply_err(req, EEXIST);
 		return;
 	}
@@ -863,7 +880,7 @@ static void ll_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	struct sandbox *sb = name_valid(name) ? sandbox_get(fs->ctx, name) : NULL;
 	if (!sb) {
-		fuse_reply_err(req, !strcmp(name, "snapshots") || !strcmp(name, "README") ? EPERM : ENOENT);
+		fuse_reply_err(req, top_name(name) ? EPERM : ENOENT);
 		return;
 	}
 	uint32_t serial = sb->serial;
@@ -907,13 +924,13 @@ static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	enum vkind k = vino_kind(ino);
 	int acc = fi->flags & O_ACCMODE;
-	if (k == K_README) {
+	if (k == K_README || k == K_CONFIG_REF) {
 		if (acc != O_RDONLY) {
 			fuse_reply_err(req, EACCES);
 			return;
 		}
 		struct vfh *h = vfh_new(k, NULL, 0);
-		sbuf_append(&h->buf, seerfs_readme, strlen(seerfs_readme));
+		sbuf_append(&h->buf, top_text(k), strlen(top_text(k)));
 		h->have_content = 1;
 		fi->fh = (uintptr_t)h;
 		fi->keep_cache = 1;
@@ -1072,10 +1089,11 @@ static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 	case K_ERROR:
 	case K_INFO:
 	case K_README:
+	case K_CONFIG_REF:
 	case K_CONFIG:
 		/* The first read takes a snapshot; later reads at other offsets
 		 * continue the same text, so `cat` never sees a torn status. */
-		if (!h->have_content || (off == 0 && h->kind != K_CONFIG && h->kind != K_README)) {
+		if (!h->have_content || (off == 0 && h->kind != K_CONFIG && h->kind != K_README && h->kind != K_CONFIG_REF)) {
 			char *c = content_of(h->sb, h->kind == K_WAIT ? K_STATUS : h->kind);
 			h->buf.len = 0;
 			sbuf_append(&h->buf, c, strlen(c));

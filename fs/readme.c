@@ -1,73 +1,14 @@
 /*
- * readme.c - the text of MOUNT/README: everything a person or an AI agent
- * needs to drive sandboxes with ordinary file operations.
+ * readme.c - the texts at the mount's root: MOUNT/README (everything a
+ * person or an AI agent needs to drive sandboxes with file operations) and
+ * MOUNT/CONFIG (every config.json field with its type, default and an
+ * example). They are written in fs/mount_readme.txt and fs/mount_config.txt
+ * and embedded at build time; tests/integration/test_newcomer.py runs the
+ * examples they show, so the text and the behaviour cannot drift apart.
  */
 #include "fs/readme.h"
+#include "mount_readme_txt.h"
+#include "mount_config_txt.h"
 
-const char seerfs_readme[] =
-"seerfs: every directory here is a sandbox\n"
-"==========================================\n"
-"\n"
-"A sandbox is an isolated place to run code. You make one with mkdir, provision\n"
-"it by writing its config, run commands and read their output through files,\n"
-"and terminate it with a word written to its ctl file. No SDK is needed.\n"
-"\n"
-"Quick start\n"
-"-----------\n"
-"  mkdir exp1\n"
-"  echo '{\"env\": {\"SEED\": \"1\"}, \"timeout\": 600}' > exp1/config.json\n"
-"  cat exp1/wait                  # blocks until provisioning settles, prints the status\n"
-"  cat exp1/status                # first line: running\n"
-"  echo 'echo hello > /workspace/hi' > exp1/exec   # run a command in the sandbox\n"
-"  cat exp1/jobs/latest/exit      # waits for it, prints its exit status\n"
-"  cat exp1/root/workspace/hi     # the sandbox's own files, read and written in place\n"
-"  tail -f exp1/log               # timestamped events\n"
-"  echo terminate > exp1/ctl\n"
-"  rmdir exp1\n"
-"\n"
-"Files of a sandbox (MOUNT/NAME/)\n"
-"--------------------------------\n"
-"  config.json  read-write. JSON; writing it (echo >, cat >, an editor's save or a\n"
-"               rename over it) provisions the sandbox. A bad config fails the close\n"
-"               (or rename) with EINVAL (EFBIG over 1 MiB) and changes nothing; the\n"
-"               reason is in `error`. Fields: provider, gpu, gpu_count, models, repos,\n"
-"               python_packages, system_packages, python_version, secrets, env,\n"
-"               timeout, exec_timeout, output_cap, local_files, local_dirs, debug,\n"
-"               execution_mode, network, snapshot, on_timeout. Rewriting it while the\n"
-"               sandbox runs fails with EBUSY unless only timeout, exec_timeout, env,\n"
-"               output_cap or on_timeout change.\n"
-"  status       read-only. First line is the state: new, provisioning, running,\n"
-"               failed, terminating, terminated. Then key: value lines (provider,\n"
-"               since, reason, progress, timeout).\n"
-"  wait         read-only. A read blocks while the state is provisioning or\n"
-"               terminating, then returns the status. Ctrl-C interrupts it.\n"
-"  log          read-only, append-only. One timestamped line per event; tail -f works.\n"
-"  error        read-only. The last error, in words you can act on; empty when none.\n"
-"  info.json    read-only. id, provider, created, state, model_handles, ...\n"
-"  ctl          write-only. One command per write:\n"
-"                 terminate               stop every process; files stay until rmdir\n"
-"                 terminate snapshot=NAME take snapshot NAME first\n"
-"                 snapshot NAME           take a snapshot\n"
-"                 retry                   provision a failed sandbox again\n"
-"               An unknown command, or one the state forbids, fails the write with\n"
-"               EINVAL or EBUSY and says why in `error`.\n"
-"  root/        the sandbox's filesystem exactly as its processes see it, while it\n"
-"               runs: /workspace, /root, /tmp are writable; /usr and /etc are the\n"
-"               host's, read-only (EROFS). vim, git, grep, cp -r and tar work there.\n"
-"  exec         write a command line to run it with /bin/sh -c in /workspace; open\n"
-"               it read-write, write, then read to get the output until it ends.\n"
-"  exec_python  the same for Python code.\n"
-"  jobs/N/      one directory per command: cmd, stdout, stderr, output, stdin, exit,\n"
-"               status, ctl (kill, signal N, timeout SECONDS); jobs/latest links the\n"
-"               newest.\n"
-"\n"
-"The mount (MOUNT/)\n"
-"------------------\n"
-"  README       this text.\n"
-"  NAME/        mkdir makes a sandbox (NAME: letters, digits, - _ ., at most 64\n"
-"               characters; else EINVAL). rmdir removes a new, failed or terminated\n"
-"               sandbox and its files; EBUSY while it provisions or runs.\n"
-"  snapshots/   snapshots of sandboxes, each with info.json and a read-only root/.\n"
-"\n"
-"State lives in the state directory (-o state=DIR): a remount shows the same\n"
-"sandboxes in the same states. See docs/ in the source for the full reference.\n";
+const char *const seerfs_readme = mount_readme_txt;
+const char *const seerfs_config_ref = mount_config_txt;

@@ -42,6 +42,7 @@ enum vkind {
 	K_SNAPSHOT,     /* MOUNT/snapshots/NAME (sub = snapshot id) */
 	K_SNAP_INFO,
 	K_SNAP_ROOT,
+	K_CONFIG_REF,   /* MOUNT/CONFIG: the config field reference */
 };
 
 static inline fuse_ino_t vino(uint32_t serial, uint32_t sub, enum vkind k)
