@@ -11,6 +11,7 @@
 #include "core/ctlcmd.h"
 #include "core/provider.h"
 #include "core/jobs.h"
+#include "core/sessions.h"
 #include "core/snapshot.h"
 #include "core/provision.h"
 
@@ -58,6 +59,7 @@ static void sandbox_free(struct sandbox *sb)
 	if (sb->prov && sb->prov->release)
 		sb->prov->release(sb);
 	jobs_free(sb);
+	sessions_free(sb);
 	seer_config_free(&sb->cfg);
 	free(sb->config_text);
 	free(sb->reason);
@@ -317,6 +319,7 @@ int sandbox_create(struct seer_ctx *ctx, const char *name, struct sandbox **out)
 		return e;
 	}
 	make_id(sb->id, sizeof(sb->id));
+	sessions_load(sb);
 	sb->created_ns = sb->since_ns = now_ns();
 	sb->state = SB_NEW;
 	persist_state_locked(sb);
@@ -423,6 +426,7 @@ static void load_one(struct seer_ctx *ctx, const char *name)
 	link_sandbox(ctx, sb);
 	pthread_mutex_unlock(&ctx->lock);
 	jobs_load(sb);
+	sessions_load(sb);
 }
 
 int sandbox_load_all(struct seer_ctx *ctx)

@@ -30,6 +30,7 @@ const char *sb_state_name(enum sb_state s);
 
 struct seer_provider;
 struct jobtab;
+struct sesstab;
 
 struct sandbox {
 	struct seer_ctx *ctx;
@@ -58,6 +59,7 @@ struct sandbox {
 	volatile int cancel;           /* ask provisioning to stop */
 	char *terminate_snapshot;      /* snapshot before terminating */
 	struct jobtab *jobs;
+	struct sesstab *sessions;      /* notebook sessions (core/sessions.c) */
 	uint64_t gen;                  /* bumped on every visible change */
 };
 

@@ -10,6 +10,7 @@
  */
 #include "fs/vfile.h"
 #include "fs/jobsfs.h"
+#include "fs/sessionsfs.h"
 #include "fs/readme.h"
 #include "fs/snapfs.h"
 #include "core/provider.h"
@@ -306,6 +307,7 @@ static const struct vdesc sb_files[] = {
 	{"exec", K_EXEC, S_IFREG | 0666},
 	{"exec_python", K_EXEC_PY, S_IFREG | 0666},
 	{"jobs", K_JOBSDIR, S_IFDIR | 0755},
+	{"sessions", K_SESSDIR, S_IFDIR | 0755},
 };
 
 static const struct vdesc *sb_file_by_name(const char *name)
@@ -407,9 +409,11 @@ static int vstat(struct seer_fs *fs, fuse_ino_t ino, struct stat *st)
 			r = -ENOENT;
 		}
 		pthread_mutex_unlock(&fs->lock);
-	} else if (k >= K_JOBSDIR && k <= K_JOBS_LATEST) {
+	} else if ((k >= K_JOBSDIR && k <= K_JOBS_LATEST) || k == K_JOB_FIG) {
 		/* jobs/ and what is in it */
 		r = jobsfs_stat(fs, sb, ino, st);
+	} else if (sessionsfs_owns(k)) {
+		r = sessionsfs_stat(fs, sb, ino, st);
 	} else {
 		const struct vdesc *d = sb_file_by_kind(k);
 		if (!d) {
@@ -589,6 +593,16 @@ static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		reply_ventry(req, vino(serial, id, K_SCRATCH), 0);
 		return;
 	}
+	if (pk == K_SESSDIR || pk == K_SESS) {
+		fuse_ino_t ino;
+		int r = sessionsfs_lookup(fs, sb, parent, name, &ino);
+		sandbox_put(sb);
+		if (r < 0)
+			fuse_reply_err(req, -r);
+		else
+			reply_ventry(req, ino, 0);
+		return;
+	}
 	if (pk == K_JOBSDIR || pk == K_JOBDIR) {
 		fuse_ino_t ino;
 		int r = jobsfs_lookup(fs, sb, parent, name, &ino);
@@ -700,7 +714,7 @@ static int vdir_build(struct seer_fs *fs, fuse_ino_t ino, struct vdir **out)
 		for (struct sandbox *sb = fs->ctx->sandboxes; sb; sb = sb->next)
 			vdir_add(d, sb->name, vino(sb->serial, 0, K_SBDIR), S_IFDIR);
 		pthread_mutex_unlock(&fs->ctx->lock);
-	} else if (k == K_SBDIR || k == K_JOBSDIR || k == K_JOBDIR) {
+	} else if (k == K_SBDIR || k == K_JOBSDIR || k == K_JOBDIR || k == K_SESSDIR || k == K_SESS) {
 		struct sandbox *sb = sandbox_get_serial(fs->ctx, vino_serial(ino));
 		if (!sb) {
 			vdir_free(d);
@@ -714,6 +728,8 @@ static int vdir_build(struct seer_fs *fs, fuse_ino_t ino, struct vdir **out)
 			for (struct scratch *c = s ? s->scratch : NULL; c; c = c->next)
 				vdir_add(d, c->name, vino(sb->serial, c->id, K_SCRATCH), S_IFREG);
 			pthread_mutex_unlock(&fs->lock);
+		} else if (k == K_SESSDIR || k == K_SESS) {
+			sessionsfs_list(fs, sb, ino, vdir_add_cb, d);
 		} else {
 			jobsfs_list(fs, sb, ino, vdir_add_cb, d);
 		}
@@ -819,6 +835,17 @@ static void ll_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 		backend_of(parent)->mkdir(req, parent, name, mode);
 		return;
 	}
+	if (vino_kind(parent) == K_SESSDIR) {
+		struct sandbox *sb = sandbox_get_serial(fs->ctx, vino_serial(parent));
+		fuse_ino_t ino = 0;
+		int r = sb ? sessionsfs_mkdir(fs, sb, name, &ino) : -ENOENT;
+		sandbox_put(sb);
+		if (r < 0)
+			fuse_reply_err(req, -r);
+		else
+			reply_ventry(req, ino, 0);
+		return;
+	}
 	if (vino_kind(parent) != K_TOP) {
 		fuse_reply_err(req, EPERM);
 		return;
@@ -855,6 +882,13 @@ static void ll_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	if (pk == K_SNAPDIR) {
 		fuse_reply_err(req, -snapfs_rmdir(fs, name));
+		return;
+	}
+	if (pk == K_SESSDIR) {
+		struct sandbox *sb = sandbox_get_serial(fs->ctx, vino_serial(parent));
+		int r = sb ? sessionsfs_rmdir(fs, sb, name) : -ENOENT;
+		sandbox_put(sb);
+		fuse_reply_err(req, -r);
 		return;
 	}
 	if (pk != K_TOP) {
@@ -993,7 +1027,7 @@ static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		break;
 	}
 	default:
-		r = jobsfs_open(fs, sb, ino, fi, h);
+		r = sessionsfs_owns(k) ? sessionsfs_open(fs, sb, ino, fi, h) : jobsfs_open(fs, sb, ino, fi, h);
 		break;
 	}
 	if (r < 0) {
@@ -1111,7 +1145,10 @@ static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 		fuse_reply_err(req, EBADF);
 		return;
 	default:
-		jobsfs_read(fs, req, h, size, off);
+		if (sessionsfs_owns(h->kind))
+			sessionsfs_read(fs, req, h, size, off);
+		else
+			jobsfs_read(fs, req, h, size, off);
 		return;
 	}
 }
@@ -1199,7 +1236,8 @@ static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
 		break;
 	}
 	default:
-		r = jobsfs_write(fs, h, data, size, off, fi, fuse_req_ctx(req)->pid);
+		r = sessionsfs_owns(h->kind) ? sessionsfs_write(fs, h, data, size, off, fi, fuse_req_ctx(req)->pid)
+					      : jobsfs_write(fs, h, data, size, off, fi, fuse_req_ctx(req)->pid);
 		break;
 	}
 	if (r < 0)
@@ -1299,7 +1337,8 @@ static void ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 				fuse_reply_err(req, -r);
 				return;
 			}
-		} else if (k != K_CTL && k != K_EXEC && k != K_EXEC_PY && k != K_JOB_STDIN) {
+		} else if (k != K_CTL && k != K_EXEC && k != K_EXEC_PY && k != K_JOB_STDIN && k != K_SESS_EXEC &&
+			   k != K_SESS_CTL) {
 			fuse_reply_err(req, EACCES);
 			return;
 		}

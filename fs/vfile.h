@@ -42,6 +42,13 @@ enum vkind {
 	K_SNAPSHOT,     /* MOUNT/snapshots/NAME (sub = snapshot id) */
 	K_SNAP_INFO,
 	K_SNAP_ROOT,
+	K_SESSDIR,      /* MOUNT/NAME/sessions (fs/sessionsfs.c) */
+	K_SESS,         /* sessions/S (sub = session id) */
+	K_SESS_EXEC,
+	K_SESS_CTL,
+	K_SESS_LOG,
+	K_SESS_NB,      /* notebook.ipynb */
+	K_JOB_FIG,      /* jobs/N/fig-K.png (sub = K << 24 | N) */
 };
 
 static inline fuse_ino_t vino(uint32_t serial, uint32_t sub, enum vkind k)
