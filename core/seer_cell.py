@@ -56,7 +56,10 @@ def fail(st, when):
                          "the next cell starts a fresh one (state lost)\n" % (SESSION, st - 128, when))
         sys.stderr.flush()
         sig = st - 128
-        signal.signal(sig, signal.SIG_DFL)
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
         os.kill(os.getpid(), sig)
         time.sleep(1)
     sys.stderr.write("seerfs: the kernel of session %s exited with status %d %s; "
