@@ -573,9 +573,21 @@ int sessions_ctl(struct sandbox *sb, uint32_t id, const char *text, size_t len)
 		slog(sb, s, "restart: a fresh interpreter (kernel: job %u); the state of earlier cells is gone", s->kjob);
 		persist(sb, s);
 	} else if (len == 9 && !memcmp(text, "interrupt", 9)) {
-		struct job *k = s->kjob ? jobs_find(sb, s->kjob) : NULL;
-		r = k ? job_ctl(k, "signal 2", 8) : -ENOTCONN;
-		job_put(k);
+		/* SIGINT to the running cell's client, which hands it to the
+		 * kernel over its socket: the same path on every provider, and
+		 * nothing else in the kernel's process group is hit. */
+		struct job *c = NULL;
+		for (size_t i = s->n; i-- > 0;) {
+			struct job *x = jobs_find(sb, s->cells[i].job);
+			if (!x || job_state(x) != JOB_RUNNING) {
+				job_put(x);
+				break;
+			}
+			job_put(c);
+			c = x;   /* the oldest cell still running is the kernel's */
+		}
+		r = c ? job_ctl(c, "signal 2", 8) : 0;
+		job_put(c);
 		if (r == 0)
 			slog(sb, s, "interrupt");
 	} else {
