@@ -714,7 +714,8 @@ int jobs_start_opts(struct sandbox *sb, const char *text, size_t len, const stru
 	uint64_t cap = (uint64_t)sb->cfg.output_cap;
 	int64_t exec_timeout = sb->cfg.exec_timeout;
 	pthread_mutex_unlock(&sb->lock);
-	if (st != SB_RUNNING || busy || !sb->prov) {
+	if (o->provisioning ? !sb->prov || (st != SB_PROVISIONING && st != SB_RUNNING)
+			    : st != SB_RUNNING || busy || !sb->prov) {
 		int e = st == SB_PROVISIONING || busy ? -EAGAIN : -ENOTCONN;
 		sandbox_set_error(sb, "sandbox %s: exec: the sandbox is %s, not running; %s", sb->name,
 				  busy && st == SB_RUNNING ? "restarting" : sb_state_name(st),

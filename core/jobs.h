@@ -48,6 +48,7 @@ struct job_spawn_opts {
 	char *const *env;
 	int python;
 	int no_timeout;
+	int provisioning;   /* started by provisioning itself: the sandbox need not be running yet */
 };
 int jobs_start_opts(struct sandbox *sb, const char *text, size_t len, const struct job_spawn_opts *o, pid_t caller,
 		    struct job **out);

@@ -12,6 +12,7 @@
 #include "core/provider.h"
 #include "core/jobs.h"
 #include "core/sessions.h"
+#include "core/functions.h"
 #include "core/snapshot.h"
 #include "core/provision.h"
 
@@ -60,6 +61,7 @@ static void sandbox_free(struct sandbox *sb)
 		sb->prov->release(sb);
 	jobs_free(sb);
 	sessions_free(sb);
+	functions_free(sb);
 	seer_config_free(&sb->cfg);
 	free(sb->config_text);
 	free(sb->reason);
@@ -320,6 +322,7 @@ int sandbox_create(struct seer_ctx *ctx, const char *name, struct sandbox **out)
 	}
 	make_id(sb->id, sizeof(sb->id));
 	sessions_load(sb);
+	functions_load(sb);
 	sb->created_ns = sb->since_ns = now_ns();
 	sb->state = SB_NEW;
 	persist_state_locked(sb);
@@ -427,6 +430,7 @@ static void load_one(struct seer_ctx *ctx, const char *name)
 	pthread_mutex_unlock(&ctx->lock);
 	jobs_load(sb);
 	sessions_load(sb);
+	functions_load(sb);
 }
 
 int sandbox_load_all(struct seer_ctx *ctx)
@@ -497,6 +501,10 @@ static void *provision_main(void *p)
 	}
 	if (r == 0)
 		r = provision_run(sb, cfg, err, sizeof(err));
+	/* Served functions (config "serve") load as the last step: a failing
+	 * interface file fails provisioning with its traceback. */
+	if (r == 0 && !sb->cancel)
+		r = functions_provision(sb, restart, err, sizeof(err));
 	if (r == 0 && sb->cancel)
 		r = -ECANCELED;
 
@@ -717,6 +725,8 @@ int sandbox_ctl(struct sandbox *sb, const char *text, size_t len)
 {
 	struct ctl_cmd cmd;
 	char err[512];
+	if (functions_ctl_word(text, len))
+		return functions_ctl(sb, text, len);   /* "serve FILE as NAME" */
 	int r = ctl_parse(text, len, &cmd, err, sizeof(err));
 	if (r < 0) {
 		sandbox_set_error(sb, "sandbox %s: ctl: %s", sb->name, err);

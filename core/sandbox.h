@@ -31,6 +31,7 @@ const char *sb_state_name(enum sb_state s);
 struct seer_provider;
 struct jobtab;
 struct sesstab;
+struct fntab;
 
 struct sandbox {
 	struct seer_ctx *ctx;
@@ -60,6 +61,7 @@ struct sandbox {
 	char *terminate_snapshot;      /* snapshot before terminating */
 	struct jobtab *jobs;
 	struct sesstab *sessions;      /* notebook sessions (core/sessions.c) */
+	struct fntab *functions;       /* served functions (core/functions.c) */
 	uint64_t gen;                  /* bumped on every visible change */
 };
 

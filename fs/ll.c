@@ -11,6 +11,7 @@
 #include "fs/vfile.h"
 #include "fs/jobsfs.h"
 #include "fs/sessionsfs.h"
+#include "fs/functionsfs.h"
 #include "fs/readme.h"
 #include "fs/snapfs.h"
 #include "core/provider.h"
@@ -308,6 +309,7 @@ static const struct vdesc sb_files[] = {
 	{"exec_python", K_EXEC_PY, S_IFREG | 0666},
 	{"jobs", K_JOBSDIR, S_IFDIR | 0755},
 	{"sessions", K_SESSDIR, S_IFDIR | 0755},
+	{"functions", K_FNDIR, S_IFDIR | 0755},
 };
 
 static const struct vdesc *sb_file_by_name(const char *name)
@@ -414,6 +416,8 @@ static int vstat(struct seer_fs *fs, fuse_ino_t ino, struct stat *st)
 		r = jobsfs_stat(fs, sb, ino, st);
 	} else if (sessionsfs_owns(k)) {
 		r = sessionsfs_stat(fs, sb, ino, st);
+	} else if (functionsfs_owns(k)) {
+		r = functionsfs_stat(fs, sb, ino, st);
 	} else {
 		const struct vdesc *d = sb_file_by_kind(k);
 		if (!d) {
@@ -593,6 +597,16 @@ static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		reply_ventry(req, vino(serial, id, K_SCRATCH), 0);
 		return;
 	}
+	if (pk == K_FNDIR || pk == K_FNSET) {
+		fuse_ino_t ino;
+		int r = functionsfs_lookup(fs, sb, parent, name, &ino);
+		sandbox_put(sb);
+		if (r < 0)
+			fuse_reply_err(req, -r);
+		else
+			reply_ventry(req, ino, 0);
+		return;
+	}
 	if (pk == K_SESSDIR || pk == K_SESS) {
 		fuse_ino_t ino;
 		int r = sessionsfs_lookup(fs, sb, parent, name, &ino);
@@ -714,7 +728,8 @@ static int vdir_build(struct seer_fs *fs, fuse_ino_t ino, struct vdir **out)
 		for (struct sandbox *sb = fs->ctx->sandboxes; sb; sb = sb->next)
 			vdir_add(d, sb->name, vino(sb->serial, 0, K_SBDIR), S_IFDIR);
 		pthread_mutex_unlock(&fs->ctx->lock);
-	} else if (k == K_SBDIR || k == K_JOBSDIR || k == K_JOBDIR || k == K_SESSDIR || k == K_SESS) {
+	} else if (k == K_SBDIR || k == K_JOBSDIR || k == K_JOBDIR || k == K_SESSDIR || k == K_SESS || k == K_FNDIR ||
+		   k == K_FNSET) {
 		struct sandbox *sb = sandbox_get_serial(fs->ctx, vino_serial(ino));
 		if (!sb) {
 			vdir_free(d);
@@ -730,6 +745,8 @@ static int vdir_build(struct seer_fs *fs, fuse_ino_t ino, struct vdir **out)
 			pthread_mutex_unlock(&fs->lock);
 		} else if (k == K_SESSDIR || k == K_SESS) {
 			sessionsfs_list(fs, sb, ino, vdir_add_cb, d);
+		} else if (k == K_FNDIR || k == K_FNSET) {
+			functionsfs_list(fs, sb, ino, vdir_add_cb, d);
 		} else {
 			jobsfs_list(fs, sb, ino, vdir_add_cb, d);
 		}
@@ -927,6 +944,7 @@ static void vfh_free(struct vfh *h)
 	if (h->fd >= 0)
 		close(h->fd);
 	sbuf_free(&h->buf);
+	functionsfs_fh_free(h);
 	jobsfs_fh_free(h);
 	sandbox_put(h->sb);
 	free(h);
@@ -1027,7 +1045,9 @@ static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		break;
 	}
 	default:
-		r = sessionsfs_owns(k) ? sessionsfs_open(fs, sb, ino, fi, h) : jobsfs_open(fs, sb, ino, fi, h);
+		r = sessionsfs_owns(k)	  ? sessionsfs_open(fs, sb, ino, fi, h)
+		    : functionsfs_owns(k) ? functionsfs_open(fs, sb, ino, fi, h)
+					  : jobsfs_open(fs, sb, ino, fi, h);
 		break;
 	}
 	if (r < 0) {
@@ -1147,6 +1167,8 @@ static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 	default:
 		if (sessionsfs_owns(h->kind))
 			sessionsfs_read(fs, req, h, size, off);
+		else if (functionsfs_owns(h->kind))
+			functionsfs_read(fs, req, h, size, off);
 		else
 			jobsfs_read(fs, req, h, size, off);
 		return;
@@ -1236,8 +1258,9 @@ static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
 		break;
 	}
 	default:
-		r = sessionsfs_owns(h->kind) ? sessionsfs_write(fs, h, data, size, off, fi, fuse_req_ctx(req)->pid)
-					      : jobsfs_write(fs, h, data, size, off, fi, fuse_req_ctx(req)->pid);
+		r = sessionsfs_owns(h->kind)	? sessionsfs_write(fs, h, data, size, off, fi, fuse_req_ctx(req)->pid)
+		    : functionsfs_owns(h->kind) ? functionsfs_write(fs, h, data, size, off)
+						: jobsfs_write(fs, h, data, size, off, fi, fuse_req_ctx(req)->pid);
 		break;
 	}
 	if (r < 0)
@@ -1338,7 +1361,7 @@ static void ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 				return;
 			}
 		} else if (k != K_CTL && k != K_EXEC && k != K_EXEC_PY && k != K_JOB_STDIN && k != K_SESS_EXEC &&
-			   k != K_SESS_CTL) {
+			   k != K_SESS_CTL && k != K_FN_CALL) {
 			fuse_reply_err(req, EACCES);
 			return;
 		}

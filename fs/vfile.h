@@ -49,6 +49,11 @@ enum vkind {
 	K_SESS_LOG,
 	K_SESS_NB,      /* notebook.ipynb */
 	K_JOB_FIG,      /* jobs/N/fig-K.png (sub = K << 24 | N) */
+	K_FNDIR,        /* MOUNT/NAME/functions (fs/functionsfs.c) */
+	K_FNSET,        /* functions/SET (sub = set id) */
+	K_FN_README,    /* functions/SET/README */
+	K_FN_CLIENT,    /* functions/SET.py */
+	K_FN_CALL,      /* functions/SET/FN (sub = set << 16 | fn) */
 };
 
 static inline fuse_ino_t vino(uint32_t serial, uint32_t sub, enum vkind k)
