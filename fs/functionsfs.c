@@ -192,8 +192,11 @@ static int call_try_answer(struct seer_fs *fs, struct pend *p)
 	size_t n = c->pos < l ? l - c->pos : 0;
 	if (n > p->size)
 		n = p->size;
-	fuse_reply_buf(p->req, c->answer + c->pos, n);
+	/* The position moves before the answer goes out: the reader's next
+	 * read may be handled by another thread as soon as it has it. */
+	size_t at = c->pos;
 	c->pos += n;
+	fuse_reply_buf(p->req, c->answer + at, n);
 	return 1;
 }
 

@@ -512,6 +512,37 @@ static int root_entry(struct seer_fs *fs, struct sandbox *sb, struct fuse_entry_
 
 /* ---- lookup, getattr, readdir ------------------------------------------------- */
 
+/* "scoped": true in a sandbox's config: users other than the mount's owner
+ * (with -o allow_other) reach its functions/ and nothing else of it. ino is
+ * the object, or the directory holding `name`. Entries under a scoped
+ * sandbox's directory are given no cache time (scoped_sb), so every path
+ * walk through them comes back here. */
+static int scoped_sb(struct sandbox *sb)
+{
+	pthread_mutex_lock(&sb->lock);
+	int sc = sb->cfg.scoped;
+	pthread_mutex_unlock(&sb->lock);
+	return sc;
+}
+
+static int scoped_gate(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	struct seer_fs *fs = fs_of(req);
+	if (!ino_is_virtual(ino) || fuse_req_ctx(req)->uid == fs->ctx->uid)
+		return 0;
+	enum vkind k = vino_kind(ino);
+	if (k == K_TOP || k == K_README || k == K_SNAPDIR || snapfs_owns(ino) || functionsfs_owns(k))
+		return 0;
+	if (k == K_SBDIR && (!name || !strcmp(name, "functions") || !strcmp(name, ".") || !strcmp(name, "..")))
+		return 0;
+	struct sandbox *sb = sandbox_get_serial(fs->ctx, vino_serial(ino));
+	if (!sb)
+		return 0;
+	int sc = scoped_sb(sb);
+	sandbox_put(sb);
+	return sc ? -EACCES : 0;
+}
+
 static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct seer_fs *fs = fs_of(req);
@@ -520,6 +551,11 @@ static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	enum vkind pk = vino_kind(parent);
+	int gr = scoped_gate(req, parent, name);
+	if (gr < 0) {
+		fuse_reply_err(req, -gr);
+		return;
+	}
 	if (pk == K_TOP) {
 		if (!strcmp(name, "README")) {
 			reply_ventry(req, vino(0, 0, K_README), VTIMEOUT);
@@ -559,12 +595,13 @@ static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	if (pk == K_SBDIR) {
 		const struct vdesc *d = sb_file_by_name(name);
+		double vt = scoped_sb(sb) ? 0 : VTIMEOUT;
 		if (d && d->kind == K_ROOT_EMPTY) {
 			struct fuse_entry_param e;
 			memset(&e, 0, sizeof(e));
 			if (root_entry(fs, sb, &e) == 0) {
 				sandbox_put(sb);
-				e.entry_timeout = ROOT_ENTRY_TIMEOUT;
+				e.entry_timeout = vt ? ROOT_ENTRY_TIMEOUT : 0;
 				fuse_reply_entry(req, &e);
 				return;
 			}
@@ -578,7 +615,7 @@ static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		if (d) {
 			uint32_t serial = sb->serial;
 			sandbox_put(sb);
-			reply_ventry(req, vino(serial, 0, d->kind), VTIMEOUT);
+			reply_ventry(req, vino(serial, 0, d->kind), vt);
 			return;
 		}
 		pthread_mutex_lock(&fs->lock);
@@ -783,11 +820,24 @@ static void ll_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
  * listing is built for each request and served from off. */
 static void vreaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, int plus)
 {
-	struct vdir *d;
-	int r = vdir_build(fs_of(req), ino, &d);
+	struct vdir *d = NULL;
+	int r = scoped_gate(req, ino, NULL);
+	if (r == 0)
+		r = vdir_build(fs_of(req), ino, &d);
 	if (r < 0) {
 		fuse_reply_err(req, -r);
 		return;
+	}
+	if (vino_kind(ino) == K_SBDIR && scoped_gate(req, ino, "config.json") < 0) {
+		/* what a user other than the owner sees of a scoped sandbox */
+		size_t keep = 0;
+		for (size_t i = 0; i < d->n; i++) {
+			if (i < 2 || !strcmp(d->e[i].name, "functions"))
+				d->e[keep++] = d->e[i];
+			else
+				free(d->e[i].name);
+		}
+		d->n = keep;
 	}
 	char *buf = calloc(1, size ? size : 1);
 	if (!buf) {
@@ -852,6 +902,13 @@ static void ll_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 		backend_of(parent)->mkdir(req, parent, name, mode);
 		return;
 	}
+	{
+		int gr = scoped_gate(req, parent, name);
+		if (gr < 0) {
+			fuse_reply_err(req, -gr);
+			return;
+		}
+	}
 	if (vino_kind(parent) == K_SESSDIR) {
 		struct sandbox *sb = sandbox_get_serial(fs->ctx, vino_serial(parent));
 		fuse_ino_t ino = 0;
@@ -889,6 +946,13 @@ static void ll_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		backend_of(parent)->rmdir(req, parent, name);
 		return;
 	}
+	{
+		int gr = scoped_gate(req, parent, name);
+		if (gr < 0) {
+			fuse_reply_err(req, -gr);
+			return;
+		}
+	}
 	enum vkind pk = vino_kind(parent);
 	if (pk == K_JOBSDIR) {
 		struct sandbox *sb = sandbox_get_serial(fs->ctx, vino_serial(parent));
@@ -915,6 +979,11 @@ static void ll_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct sandbox *sb = name_valid(name) ? sandbox_get(fs->ctx, name) : NULL;
 	if (!sb) {
 		fuse_reply_err(req, !strcmp(name, "snapshots") || !strcmp(name, "README") ? EPERM : ENOENT);
+		return;
+	}
+	if (scoped_gate(req, vino(sb->serial, 0, K_SBDIR), "config.json") < 0) {
+		sandbox_put(sb);
+		fuse_reply_err(req, EACCES);
 		return;
 	}
 	uint32_t serial = sb->serial;
@@ -988,6 +1057,11 @@ static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		h->have_content = 1;
 		fi->fh = (uintptr_t)h;
 		fuse_reply_open(req, fi);
+		return;
+	}
+	int gr = scoped_gate(req, ino, NULL);
+	if (gr < 0) {
+		fuse_reply_err(req, -gr);
 		return;
 	}
 	struct sandbox *sb = sandbox_get_serial(fs->ctx, vino_serial(ino));
@@ -1326,6 +1400,11 @@ static void ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		backend_of(ino)->setattr(req, ino, attr, to_set, fi);
 		return;
 	}
+	int gr = scoped_gate(req, ino, NULL);
+	if (gr < 0) {
+		fuse_reply_err(req, -gr);
+		return;
+	}
 	enum vkind k = vino_kind(ino);
 	if (to_set & FUSE_SET_ATTR_SIZE) {
 		struct vfh *h = fi ? (struct vfh *)(uintptr_t)fi->fh : NULL;
@@ -1391,6 +1470,13 @@ static void ll_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	if (!ino_is_virtual(parent)) {
 		backend_of(parent)->create(req, parent, name, mode, fi);
 		return;
+	}
+	{
+		int gr = scoped_gate(req, parent, name);
+		if (gr < 0) {
+			fuse_reply_err(req, -gr);
+			return;
+		}
 	}
 	if (vino_kind(parent) != K_SBDIR) {
 		fuse_reply_err(req, vino_kind(parent) == K_ROOT_EMPTY ? ENOTCONN : EPERM);
@@ -1485,6 +1571,13 @@ static void ll_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		backend_of(parent)->unlink(req, parent, name);
 		return;
 	}
+	{
+		int gr = scoped_gate(req, parent, name);
+		if (gr < 0) {
+			fuse_reply_err(req, -gr);
+			return;
+		}
+	}
 	if (vino_kind(parent) == K_JOBDIR) {
 		struct sandbox *sb = sandbox_get_serial(fs->ctx, vino_serial(parent));
 		int r = sb ? jobsfs_unlink(fs, sb, parent, name) : -ENOENT;
@@ -1511,6 +1604,13 @@ static void ll_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	if (!pv && !nv) {
 		backend_of(parent)->rename(req, parent, name, newparent, newname, flags);
 		return;
+	}
+	{
+		int gr = scoped_gate(req, parent, name);
+		if (gr < 0) {
+			fuse_reply_err(req, -gr);
+			return;
+		}
 	}
 	if (pv != nv || parent != newparent || vino_kind(parent) != K_SBDIR) {
 		fuse_reply_err(req, EXDEV);
