@@ -361,6 +361,8 @@ void fill_stat(struct seer_fs *fs, struct stat *st, fuse_ino_t ino, mode_t mode,
 	st->st_mtim.tv_nsec = st->st_ctim.tv_nsec = st->st_atim.tv_nsec = (long)(mtime_ns % 1000000000ull);
 }
 
+static int scoped_sb(struct sandbox *sb);
+
 /* Attributes of a virtual inode; -ENOENT when it no longer exists. */
 static int vstat(struct seer_fs *fs, fuse_ino_t ino, struct stat *st)
 {
@@ -387,7 +389,7 @@ static int vstat(struct seer_fs *fs, fuse_ino_t ino, struct stat *st)
 	uint64_t since = sb->since_ns;
 	pthread_mutex_unlock(&sb->lock);
 	if (k == K_SBDIR) {
-		fill_stat(fs, st, ino, S_IFDIR | 0755, 0, since);
+		fill_stat(fs, st, ino, S_IFDIR | 0755, 0, scoped_sb(sb) ? now_ns() : since);
 	} else if (k == K_LOG) {
 		char path[4096];
 		struct stat real;
@@ -571,7 +573,18 @@ static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 			return;
 		}
 		uint32_t serial = sb->serial;
+		int sc = scoped_sb(sb);
 		sandbox_put(sb);
+		if (sc) {
+			/* Not cached, and a new mtime each time: the kernel then
+			 * drops the listing it cached for another user. */
+			struct fuse_entry_param e;
+			memset(&e, 0, sizeof(e));
+			e.ino = vino(serial, 0, K_SBDIR);
+			fill_stat(fs, &e.attr, e.ino, S_IFDIR | 0755, 0, now_ns());
+			fuse_reply_entry(req, &e);
+			return;
+		}
 		reply_ventry(req, vino(serial, 0, K_SBDIR), VTIMEOUT);
 		return;
 	}
@@ -708,10 +721,17 @@ static void ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	}
 	struct stat st;
 	int r = vstat(fs_of(req), ino, &st);
+	double t = vattr_timeout(ino);
+	if (r == 0 && vino_kind(ino) == K_SBDIR) {
+		struct sandbox *sb = sandbox_get_serial(fs_of(req)->ctx, vino_serial(ino));
+		if (sb && scoped_sb(sb))
+			t = 0;
+		sandbox_put(sb);
+	}
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
-		fuse_reply_attr(req, &st, vattr_timeout(ino));
+		fuse_reply_attr(req, &st, t);
 }
 
 /* A directory listing, built at opendir and served by offset. */
