@@ -484,6 +484,28 @@ uint32_t functions_fn_find(struct sandbox *sb, uint32_t set, const char *fn)
 	return 0;
 }
 
+char *functions_json(struct sandbox *sb, uint32_t set)
+{
+	struct fset *f = find(sb, set, NULL);
+	if (!f)
+		return NULL;
+	struct json_object *a = json_object_new_array();
+	for (size_t i = 0; i < f->nfn; i++) {
+		struct json_object *o = json_object_new_object();
+		json_object_object_add(o, "name", json_object_new_string(f->fns[i].name));
+		json_object_object_add(o, "signature", json_object_new_string(f->fns[i].signature));
+		json_object_object_add(o, "doc", json_object_new_string(f->fns[i].doc));
+		struct json_object *sc = json_tokener_parse(f->fns[i].schema), *rt = json_tokener_parse(f->fns[i].returns);
+		json_object_object_add(o, "schema", sc ? sc : json_object_new_object());
+		json_object_object_add(o, "returns", rt ? rt : json_object_new_object());
+		json_object_array_add(a, o);
+	}
+	struct sbuf b = {0};
+	sbuf_printf(&b, "%s\n", json_object_to_json_string_ext(a, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+	json_object_put(a);
+	return b.data;
+}
+
 char *functions_readme(struct sandbox *sb, uint32_t set)
 {
 	struct fset *f = find(sb, set, NULL);
@@ -495,7 +517,8 @@ char *functions_readme(struct sandbox *sb, uint32_t set)
 			"({\"text\": \"hi\"}; a JSON array gives positional ones), then read the\n"
 			"answer to EOF: {\"ok\": true, \"result\": ...} or {\"ok\": false, \"error\": ...,\n"
 			"\"traceback\": ...}. Closing the file before the answer interrupts the call.\n"
-			"Calls run one at a time, in the order they arrive.\n"
+			"Calls run one at a time, in the order they arrive. functions.json has\n"
+			"the same as below for programs.\n"
 			"From Python: sys.path.insert(0, \"THIS_DIRECTORY/..\"); import %s.\n\n", f->name);
 	for (size_t i = 0; i < f->nfn; i++) {
 		sbuf_printf(&b, "## %s\n\n    %s\n\n", f->fns[i].name, f->fns[i].signature);

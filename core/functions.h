@@ -41,6 +41,8 @@ uint32_t functions_fn_find(struct sandbox *sb, uint32_t set, const char *fn);
 /* The README and the generated client (functions/SET.py); caller frees. */
 char *functions_readme(struct sandbox *sb, uint32_t set);
 char *functions_client(struct sandbox *sb, uint32_t set);
+/* functions/SET/functions.json: [{name, signature, doc, schema, returns}]. */
+char *functions_json(struct sandbox *sb, uint32_t set);
 
 /* A call: its arguments (a JSON object, or an array of positional
  * arguments) are sent at once; *call names it. Bad JSON is answered

@@ -192,6 +192,7 @@ def call(req):
     except BaseException as e:
         C.current = None
         tb = e.__traceback__
+        tb = tb.tb_next if tb is not None and tb.tb_next is not None else tb   # not this file's own frame
         return {"id": cid, "ok": False, "error": "%s: %s" % (type(e).__name__, e),
                 "traceback": "".join(traceback.format_exception(type(e), e, tb))}
 

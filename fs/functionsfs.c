@@ -6,6 +6,7 @@
  *                         read the answer to EOF; closing before the answer
  *                         interrupts the call
  *   functions/SET/README  every function: signature, JSON schema, docstring
+ *   functions/SET/functions.json  the same as JSON, for programs (tools/seerfs-mcp)
  *   functions/SET.py      a generated client module calling through those files
  */
 #include "fs/functionsfs.h"
@@ -33,7 +34,7 @@ struct call_fh {
 
 int functionsfs_owns(enum vkind k)
 {
-	return k >= K_FNDIR && k <= K_FN_CALL;
+	return k >= K_FNDIR && k <= K_FN_JSON;
 }
 
 static uint32_t set_of(fuse_ino_t ino)
@@ -44,7 +45,10 @@ static uint32_t set_of(fuse_ino_t ino)
 
 static char *content(struct sandbox *sb, fuse_ino_t ino)
 {
-	return vino_kind(ino) == K_FN_README ? functions_readme(sb, set_of(ino)) : functions_client(sb, set_of(ino));
+	enum vkind k = vino_kind(ino);
+	return k == K_FN_README ? functions_readme(sb, set_of(ino))
+	       : k == K_FN_JSON ? functions_json(sb, set_of(ino))
+				: functions_client(sb, set_of(ino));
 }
 
 int functionsfs_stat(struct seer_fs *fs, struct sandbox *sb, fuse_ino_t ino, struct stat *st)
@@ -93,8 +97,8 @@ int functionsfs_lookup(struct seer_fs *fs, struct sandbox *sb, fuse_ino_t parent
 		return 0;
 	}
 	uint32_t set = vino_sub(parent);
-	if (!strcmp(name, "README")) {
-		*out = vino(sb->serial, set, K_FN_README);
+	if (!strcmp(name, "README") || !strcmp(name, "functions.json")) {
+		*out = vino(sb->serial, set, name[0] == 'R' ? K_FN_README : K_FN_JSON);
 		return 0;
 	}
 	uint32_t fn = functions_fn_find(sb, set, name);
@@ -124,6 +128,7 @@ void functionsfs_list(struct seer_fs *fs, struct sandbox *sb, fuse_ino_t dir, vd
 	}
 	uint32_t set = vino_sub(dir);
 	add(d, "README", vino(sb->serial, set, K_FN_README), S_IFREG);
+	add(d, "functions.json", vino(sb->serial, set, K_FN_JSON), S_IFREG);
 	char **names;
 	size_t n = functions_fn_names(sb, set, &names);
 	for (size_t i = 0; i < n; i++) {

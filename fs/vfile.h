@@ -54,6 +54,7 @@ enum vkind {
 	K_FN_README,    /* functions/SET/README */
 	K_FN_CLIENT,    /* functions/SET.py */
 	K_FN_CALL,      /* functions/SET/FN (sub = set << 16 | fn) */
+	K_FN_JSON,      /* functions/SET/functions.json */
 };
 
 static inline fuse_ino_t vino(uint32_t serial, uint32_t sub, enum vkind k)

@@ -131,7 +131,7 @@ def test_calls(served):
     sb = served
     assert sorted(os.listdir(sb / "functions")) == ["model_tools", "model_tools.py"]
     assert sorted(os.listdir(sb / "functions" / "model_tools")) == \
-        ["README", "add", "fail", "get_embedding", "loads", "opaque", "options", "slow"]
+        ["README", "add", "fail", "functions.json", "get_embedding", "loads", "opaque", "options", "slow"]
     assert call(sb, "model_tools", "get_embedding", {"text": "banana"}) == \
         {"ok": True, "result": [20.0, 30.0, 40.0, 50.0]}
     assert call(sb, "model_tools", "add", {"a": 1}) == {"ok": True, "result": 3}
