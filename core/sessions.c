@@ -4,6 +4,7 @@
  */
 #include "core/sessions.h"
 #include "core/jobs.h"
+#include "core/provider.h"
 #include "core/sandbox.h"
 #include "core/util.h"
 
@@ -525,7 +526,12 @@ int sessions_cell_start(struct sandbox *sb, uint32_t id, const char *code, size_
 		if (s->pending)
 			sbuf_printf(&e5, "SEERFS_NOTE=seerfs: %s", s->pending);
 		char *env[] = {e1.data, e2.data, e3.data, e4.data, e5.data, NULL};
-		char *argv[] = {"python3", "-I", "-S", "-c", (char *)seer_cell_py, NULL};
+		/* The local provider's sandboxes have the agent binary, whose
+		 * --cell mode starts in a millisecond; elsewhere the same
+		 * client in Python. */
+		char *argv_c[] = {"/.seerfs/agent", "--cell", NULL};
+		char *argv_py[] = {"python3", "-I", "-S", "-c", (char *)seer_cell_py, NULL};
+		char **argv = sb->prov == &seer_provider_local ? argv_c : argv_py;
 		struct job_spawn_opts o = {.argv = argv, .env = env, .python = 1};
 		/* An empty cell is a cell (Jupyter runs it): its job shows it as a
 		 * blank line, since a job's command cannot be empty. */
@@ -696,7 +702,9 @@ static struct json_object *cell_collect(struct sandbox *sb, const struct cell *c
 	struct json_object *d;
 	if (json_object_object_get_ex(rec, "displays", &d) && json_object_is_type(d, json_type_array)) {
 		size_t n = json_object_array_length(d);
-		for (size_t i = 0; i < n; i++) {
+		/* The record comes from the sandbox: at most as many files as
+		 * jobs/N/ can show (fs/jobsfs.c). */
+		for (size_t i = 0; i < n && i < 255; i++) {
 			struct json_object *png;
 			if (!json_object_object_get_ex(json_object_array_get_idx(d, i), "image/png", &png))
 				continue;
