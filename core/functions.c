@@ -728,10 +728,11 @@ static void pump(struct fset *f)
 		left -= (size_t)(nl + 1 - start);
 		start = nl + 1;
 	}
-	memmove(f->partial.data, start, left);
-	f->partial.len = left;
-	if (f->partial.data)
+	if (f->partial.data) {
+		memmove(f->partial.data, start, left);
 		f->partial.data[left] = '\0';
+	}
+	f->partial.len = left;
 }
 
 int functions_call_answer(struct sandbox *sb, uint32_t set, uint64_t call, char **out)

@@ -729,12 +729,26 @@ unsigned sessions_job_figures(struct sandbox *sb, uint32_t n)
 	if (!t)
 		return 0;
 	struct cell c = {0};
+	/* Each session's cells under its own lock (they grow under it); the
+	 * list under the table's, never both at once (sessions_remove takes
+	 * them the other way round). Sessions live as long as the sandbox. */
 	pthread_mutex_lock(&t->lock);
-	for (struct session *s = t->list; s && !c.job; s = s->next)
-		for (size_t i = 0; i < s->n; i++)
-			if (s->cells[i].job == n)
-				c = (struct cell){.job = n, .kjob = s->cells[i].kjob, .seq = s->cells[i].seq};
+	size_t ns = 0;
+	for (struct session *s = t->list; s; s = s->next)
+		ns++;
+	struct session **v = xcalloc(ns + 1, sizeof(*v));
+	ns = 0;
+	for (struct session *s = t->list; s; s = s->next)
+		v[ns++] = s;
 	pthread_mutex_unlock(&t->lock);
+	for (size_t k = 0; k < ns && !c.job; k++) {
+		pthread_mutex_lock(&v[k]->mu);
+		for (size_t i = 0; i < v[k]->n; i++)
+			if (v[k]->cells[i].job == n)
+				c = (struct cell){.job = n, .kjob = v[k]->cells[i].kjob, .seq = v[k]->cells[i].seq};
+		pthread_mutex_unlock(&v[k]->mu);
+	}
+	free(v);
 	if (c.job)
 		json_object_put(cell_collect(sb, &c));
 	unsigned k = 0;
