@@ -180,6 +180,7 @@ int cell_client_main(void)
 	size_t rl;
 	char *req = request(seq, code, &rl);
 	if (!req || write_all_fd(s, req, rl) < 0) {
+		free(req);
 		say("seerfs: the cell could not be handed to the kernel\n");
 		return 1;
 	}
@@ -203,8 +204,12 @@ int cell_client_main(void)
 			write_all_fd(1, data, n);
 		else if (h[0] == 'e')
 			write_all_fd(2, data, n);
-		else if (h[0] == 'x')
-			return atoi(data);
+		else if (h[0] == 'x') {
+			int st = atoi(data);
+			free(data);
+			close(s);
+			return st;
+		}
 		free(data);
 	}
 	for (int i = 0; i < 100; i++) {
