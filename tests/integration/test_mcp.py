@@ -42,13 +42,22 @@ def sdk():
     """The SDK in a directory owned by this test run (one per user)."""
     if not shutil.which("node") or not shutil.which("npm"):
         pytest.skip("node and npm are needed for the MCP client test (Debian: nodejs npm)")
-    d = pathlib.Path(os.environ.get("SEERFS_MCP_SDK_DIR", f"/var/tmp/seerfs-test-mcp-sdk-{os.geteuid()}"))
-    marker = d / "node_modules" / "@modelcontextprotocol" / "sdk" / "package.json"
-    if not marker.is_file():
+    def marker(d):
+        return d / "node_modules" / "@modelcontextprotocol" / "sdk" / "package.json"
+
+    # One installed by an earlier run serves (tools/test.sh runs as root
+    # first, then as seer, whose stripped environment may lack the CA
+    # settings npm needs here).
+    own = pathlib.Path(os.environ.get("SEERFS_MCP_SDK_DIR", f"/var/tmp/seerfs-test-mcp-sdk-{os.geteuid()}"))
+    for d in (own, pathlib.Path("/var/tmp/seerfs-test-mcp-sdk-0")):
+        if marker(d).is_file() and os.access(marker(d), os.R_OK):
+            return d
+    d = own
+    if not marker(d).is_file():
         d.mkdir(parents=True, exist_ok=True)
         p = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(d),
                             f"@modelcontextprotocol/sdk@{SDK_VERSION}"], capture_output=True, text=True, timeout=600)
-        if p.returncode != 0 or not marker.is_file():
+        if p.returncode != 0 or not marker(d).is_file():
             pytest.skip(f"could not install @modelcontextprotocol/sdk from the npm registry: {p.stderr[-500:]}")
     return d
 
