@@ -9,6 +9,7 @@
  * the PID namespace: no process of a sandbox outlives its seerfs.
  */
 #include "core/agentproto.h"
+#include "core/cell_client.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -390,8 +391,12 @@ out:
 	return 0;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	/* The same binary is a notebook cell's client (core/cell_client.c):
+	 * it is in every local sandbox already. */
+	if (argc > 1 && !strcmp(argv[1], "--cell"))
+		return cell_client_main();
 	struct agent a = {.sock = AGENT_FD};
 	/* Out of the sandbox's reach: a process of the same uid could otherwise
 	 * ptrace us (and hold us stopped through a snapshot's freeze) or read

@@ -152,6 +152,49 @@ static int get_pairs(struct json_object *o, const char *field, struct seer_pair 
 }
 
 /* Checks that every key of an object entry is one of `known`. */
+static int check_keys(struct json_object *o, const char *field, const char *const *known, char *err, size_t n);
+
+/* "serve": [{"file": "/workspace/interface.py", "name": "model_tools"}] */
+static int get_serve(struct json_object *o, struct seer_config *c, char *err, size_t n)
+{
+	static const char *const keys[] = {"file", "name", NULL};
+	if (!json_object_is_type(o, json_type_array))
+		return fail(err, n, "field \"serve\": expected an array of {\"file\": PATH, \"name\": NAME}, got %s",
+			    type_name(o));
+	size_t len = json_object_array_length(o);
+	c->serve = xcalloc(len + 1, sizeof(*c->serve));
+	c->n_serve = 0;
+	for (size_t i = 0; i < len; i++) {
+		struct json_object *e = json_object_array_get_idx(o, i), *f, *nm;
+		char name[64];
+		snprintf(name, sizeof(name), "serve[%zu]", i);
+		if (!json_object_is_type(e, json_type_object))
+			return fail(err, n, "field \"%s\": expected {\"file\": PATH, \"name\": NAME}", name);
+		int r = check_keys(e, name, keys, err, n);
+		if (r < 0)
+			return r;
+		if (!json_object_object_get_ex(e, "file", &f) || !json_object_object_get_ex(e, "name", &nm))
+			return fail(err, n, "field \"%s\": both \"file\" and \"name\" are required", name);
+		c->n_serve++;
+		struct seer_serve *sv = &c->serve[i];
+		if ((r = get_str(f, name, 0, &sv->file, err, n)) < 0 || (r = get_str(nm, name, 0, &sv->name, err, n)) < 0)
+			return r;
+		if (sv->file[0] != '/')
+			return fail(err, n, "field \"%s\": the file \"%s\" must be an absolute path in the sandbox", name,
+				    sv->file);
+		int ok = sv->name[0] && strlen(sv->name) <= 64 && !(sv->name[0] >= '0' && sv->name[0] <= '9');
+		for (const char *p = sv->name; *p; p++)
+			ok &= (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_';
+		if (!ok)
+			return fail(err, n, "field \"%s\": the name \"%s\" must be a Python identifier (letters, digits, _)",
+				    name, sv->name);
+		for (size_t k = 0; k < i; k++)
+			if (!strcmp(c->serve[k].name, sv->name))
+				return fail(err, n, "field \"%s\": the name \"%s\" is served twice", name, sv->name);
+	}
+	return 0;
+}
+
 static int check_keys(struct json_object *o, const char *field, const char *const *known, char *err, size_t n)
 {
 	json_object_object_foreach(o, key, val) {
@@ -359,6 +402,11 @@ void seer_config_free(struct seer_config *c)
 	free(c->env);
 	free_pairs(c->local_files, c->n_local_files);
 	free_pairs(c->local_dirs, c->n_local_dirs);
+	for (size_t i = 0; c->serve && i < c->n_serve; i++) {
+		free(c->serve[i].file);
+		free(c->serve[i].name);
+	}
+	free(c->serve);
 	free(c->snapshot);
 	memset(c, 0, sizeof(*c));
 }
@@ -473,6 +521,10 @@ static int parse_fields(struct json_object *root, struct seer_config *c, char *e
 		} else if (!strcmp(key, "output_cap")) {
 			if ((r = get_int(v, key, 4096, 1LL << 40, &iv, err, n)) == 0)
 				c->output_cap = iv;
+		} else if (!strcmp(key, "serve")) {
+			r = get_serve(v, c, err, n);
+		} else if (!strcmp(key, "scoped")) {
+			r = get_bool(v, key, &c->scoped, err, n);
 		} else if (!strcmp(key, "local_files")) {
 			r = get_pairs(v, key, &c->local_files, &c->n_local_files, err, n);
 		} else if (!strcmp(key, "local_dirs")) {
@@ -550,7 +602,7 @@ int seer_config_parse(const char *text, size_t len, struct seer_config *c, char 
 static const char *const all_fields[] = {
 	"provider", "gpu", "gpu_count", "models", "repos", "python_packages", "system_packages",
 	"python_version", "secrets", "env", "timeout", "exec_timeout", "output_cap", "local_files",
-	"local_dirs", "debug", "network", "execution_mode", "snapshot", "on_timeout", NULL};
+	"local_dirs", "debug", "network", "execution_mode", "snapshot", "on_timeout", "serve", "scoped", NULL};
 
 /* Fields whose work a snapshot's files already hold: a fork does not redo them. */
 static const char *const not_forked[] = {"local_files", "local_dirs", "repos", "snapshot", NULL};

@@ -33,6 +33,10 @@ struct seer_pair {         /* local_files / local_dirs entry */
 	char *host, *sandbox;
 };
 
+struct seer_serve {        /* "serve" entry: an interface file and the name it is served as */
+	char *file, *name;
+};
+
 struct seer_kv {
 	char *key, *value;
 };
@@ -61,6 +65,8 @@ struct seer_config {
 	char *snapshot;            /* start from this snapshot */
 	enum seer_on_timeout on_timeout;
 	int64_t output_cap;        /* bytes per job stream, default 64 MiB */
+	struct seer_serve *serve; size_t n_serve;   /* interface files served (core/functions.c) */
+	int scoped;                /* other users reach only functions/ */
 };
 
 /* Fills *c with defaults (an empty "{}" config). */

@@ -184,6 +184,11 @@ void job_put(struct job *j)
 	}
 }
 
+const char *job_dir(const struct job *j)
+{
+	return j->dir;
+}
+
 uint32_t job_number(const struct job *j)
 {
 	return j->n;
@@ -669,6 +674,31 @@ static void apply_exit_locked(struct job *j, const struct seer_exit *e);
 
 int jobs_start(struct sandbox *sb, const char *text, size_t len, int python, pid_t caller, struct job **out)
 {
+	struct job_spawn_opts o = {.python = python};
+	return jobs_start_opts(sb, text, len, &o, caller, out);
+}
+
+/* envp plus extra entries; caller frees with strv_free. */
+static char **env_with(char **envp, char *const *extra)
+{
+	size_t n = 0, m = 0;
+	while (envp && envp[n])
+		n++;
+	while (extra && extra[m])
+		m++;
+	char **v = xcalloc(n + m + 1, sizeof(*v));
+	for (size_t i = 0; i < n; i++)
+		v[i] = envp[i];
+	for (size_t i = 0; i < m; i++)
+		v[n + i] = xstrdup(extra[i]);
+	free(envp);
+	return v;
+}
+
+int jobs_start_opts(struct sandbox *sb, const char *text, size_t len, const struct job_spawn_opts *o, pid_t caller,
+		    struct job **out)
+{
+	int python = o->python;
 	while (len && (text[len - 1] == '\n' || text[len - 1] == '\r'))
 		len--;
 	if (len == 0) {
@@ -685,7 +715,8 @@ int jobs_start(struct sandbox *sb, const char *text, size_t len, int python, pid
 	uint64_t cap = (uint64_t)sb->cfg.output_cap;
 	int64_t exec_timeout = sb->cfg.exec_timeout;
 	pthread_mutex_unlock(&sb->lock);
-	if (st != SB_RUNNING || busy || !sb->prov) {
+	if (o->provisioning ? !sb->prov || (st != SB_PROVISIONING && st != SB_RUNNING)
+			    : st != SB_RUNNING || busy || !sb->prov) {
 		int e = st == SB_PROVISIONING || busy ? -EAGAIN : -ENOTCONN;
 		sandbox_set_error(sb, "sandbox %s: exec: the sandbox is %s, not running; %s", sb->name,
 				  busy && st == SB_RUNNING ? "restarting" : sb_state_name(st),
@@ -737,13 +768,13 @@ int jobs_start(struct sandbox *sb, const char *text, size_t len, int python, pid
 	fcntl(po[0], F_SETPIPE_SZ, PIPE_SIZE);
 	char *argv_sh[] = {"/bin/sh", "-c", j->cmd, NULL};
 	char *argv_py[] = {"python3", "-c", j->cmd, NULL};
-	char **envp = sandbox_environ(sb);
-	struct seer_spawn req = {.argv = python ? argv_py : argv_sh, .envp = envp, .cwd = "/workspace",
+	char **envp = env_with(sandbox_environ(sb), o->env);
+	struct seer_spawn req = {.argv = o->argv ? o->argv : python ? argv_py : argv_sh, .envp = envp, .cwd = "/workspace",
 				 .fd_in = pi[0], .fd_out = po[1], .fd_err = pe[1]};
 	char err[512];
 	int pid = 0;
 	j->start_ns = now_ns();
-	if (exec_timeout > 0)
+	if (exec_timeout > 0 && !o->no_timeout)
 		j->deadline_ns = j->start_ns + (uint64_t)exec_timeout * 1000000000ull;
 	/* Registered before the spawn so that an instant exit finds the job. */
 	pthread_mutex_lock(&t->lock);

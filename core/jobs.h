@@ -38,6 +38,22 @@ void jobs_on_exit(struct sandbox *sb, const struct seer_exit *e);
  * referenced job. -ENOTCONN when the sandbox is not running, -EAGAIN while
  * it provisions; the reason is in the sandbox's error. */
 int jobs_start(struct sandbox *sb, const char *text, size_t len, int python, pid_t caller, struct job **out);
+/* The same with the process given: argv (NULL: the shell or python3 as
+ * above) runs with the sandbox's environment plus env (NULL-terminated
+ * "NAME=value" strings, or NULL); `text` is what jobs/N/cmd shows;
+ * no_timeout exempts the job from the config's exec_timeout (a session's
+ * kernel lives as long as its session). */
+struct job_spawn_opts {
+	char *const *argv;
+	char *const *env;
+	int python;
+	int no_timeout;
+	int provisioning;   /* started by provisioning itself: the sandbox need not be running yet */
+};
+int jobs_start_opts(struct sandbox *sb, const char *text, size_t len, const struct job_spawn_opts *o, pid_t caller,
+		    struct job **out);
+/* The job's record directory in the state directory (STATE/sandboxes/NAME/jobs/N). */
+const char *job_dir(const struct job *j);
 /* The process that started the job closed its exec file: it counts as a
  * writer of the job's stdin until then. */
 void job_owner_closed(struct job *j);

@@ -12,6 +12,8 @@
 #include "core/ctlcmd.h"
 #include "core/provider.h"
 #include "core/jobs.h"
+#include "core/sessions.h"
+#include "core/functions.h"
 #include "core/snapshot.h"
 #include "core/provision.h"
 
@@ -59,6 +61,8 @@ static void sandbox_free(struct sandbox *sb)
 	if (sb->prov && sb->prov->release)
 		sb->prov->release(sb);
 	jobs_free(sb);
+	sessions_free(sb);
+	functions_free(sb);
 	seer_config_free(&sb->cfg);
 	free(sb->config_text);
 	free(sb->effective_text);
@@ -369,6 +373,8 @@ int sandbox_create(struct seer_ctx *ctx, const char *name, struct sandbox **out)
 		return e;
 	}
 	make_id(sb->id, sizeof(sb->id));
+	sessions_load(sb);
+	functions_load(sb);
 	sb->created_ns = sb->since_ns = now_ns();
 	sb->state = SB_NEW;
 	persist_state_locked(sb);
@@ -521,6 +527,8 @@ static void load_one(struct seer_ctx *ctx, const char *name)
 	link_sandbox(ctx, sb);
 	pthread_mutex_unlock(&ctx->lock);
 	jobs_load(sb);
+	sessions_load(sb);
+	functions_load(sb);
 }
 
 int sandbox_load_all(struct seer_ctx *ctx)
@@ -597,6 +605,10 @@ static void *provision_main(void *p)
 	}
 	if (r == 0)
 		r = provision_run(sb, cfg, err, sizeof(err));
+	/* Served functions (config "serve") load as the last step: a failing
+	 * interface file fails provisioning with its traceback. */
+	if (r == 0 && !sb->cancel)
+		r = functions_provision(sb, restart, err, sizeof(err));
 	if (r == 0 && sb->cancel)
 		r = -ECANCELED;
 	pthread_mutex_lock(&sb->lock);
@@ -833,6 +845,8 @@ int sandbox_ctl(struct sandbox *sb, const char *text, size_t len)
 {
 	struct ctl_cmd cmd;
 	char err[512];
+	if (functions_ctl_word(text, len))
+		return functions_ctl(sb, text, len);   /* "serve FILE as NAME" */
 	int r = ctl_parse(text, len, &cmd, err, sizeof(err));
 	if (r < 0) {
 		sandbox_set_error(sb, "sandbox %s: ctl: %s", sb->name, err);

@@ -30,6 +30,8 @@ const char *sb_state_name(enum sb_state s);
 
 struct seer_provider;
 struct jobtab;
+struct sesstab;
+struct fntab;
 
 struct sandbox {
 	struct seer_ctx *ctx;
@@ -59,6 +61,8 @@ struct sandbox {
 	volatile int cancel;           /* ask provisioning to stop */
 	char *terminate_snapshot;      /* snapshot before terminating */
 	struct jobtab *jobs;
+	struct sesstab *sessions;      /* notebook sessions (core/sessions.c) */
+	struct fntab *functions;       /* served functions (core/functions.c) */
 	uint64_t gen;                  /* bumped on every visible change */
 	struct sb_step *steps;         /* the last provisioning's steps and their times */
 	size_t n_steps;

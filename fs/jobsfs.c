@@ -16,6 +16,7 @@
  */
 #include "fs/jobsfs.h"
 #include "core/jobs.h"
+#include "core/sessions.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -79,6 +80,44 @@ int jobsfs_readlink(struct sandbox *sb, fuse_ino_t ino, pid_t caller, char *buf,
 	return 0;
 }
 
+/* jobs/N/fig-K.png: the figures a notebook cell made (core/sessions.c
+ * saves them in the job's record). */
+#define FIG_JOB_MAX 0xffffffu
+#define FIG_MAX 255u
+
+static void fig_path(struct sandbox *sb, fuse_ino_t ino, char *buf, size_t len)
+{
+	uint32_t sub = vino_sub(ino);
+	snprintf(buf, len, "%s/jobs/%u/fig-%u.png", sb->dir, sub & FIG_JOB_MAX, sub >> 24);
+}
+
+static int fig_stat(struct seer_fs *fs, struct sandbox *sb, fuse_ino_t ino, struct stat *st)
+{
+	char p[4200];
+	struct stat real;
+	fig_path(sb, ino, p, sizeof(p));
+	if (stat(p, &real) < 0)
+		return -ENOENT;
+	fill_stat(fs, st, ino, S_IFREG | 0444, real.st_size,
+		  (uint64_t)real.st_mtim.tv_sec * 1000000000ull + (uint64_t)real.st_mtim.tv_nsec);
+	return 0;
+}
+
+static int fig_number(const char *name, uint32_t job, uint32_t *sub)
+{
+	unsigned k;
+	char tail[8];
+	if (job > FIG_JOB_MAX || sscanf(name, "fig-%u.pn%1s", &k, tail) != 2 || strcmp(tail, "g") || k == 0 ||
+	    k > FIG_MAX)
+		return -ENOENT;
+	char again[32];
+	snprintf(again, sizeof(again), "fig-%u.png", k);
+	if (strcmp(again, name))
+		return -ENOENT;
+	*sub = k << 24 | job;
+	return 0;
+}
+
 int jobsfs_stat(struct seer_fs *fs, struct sandbox *sb, fuse_ino_t ino, struct stat *st)
 {
 	enum vkind k = vino_kind(ino);
@@ -93,6 +132,8 @@ int jobsfs_stat(struct seer_fs *fs, struct sandbox *sb, fuse_ino_t ino, struct s
 		fill_stat(fs, st, ino, S_IFLNK | 0777, (off_t)strlen(buf), now_ns());
 		return 0;
 	}
+	if (k == K_JOB_FIG)
+		return fig_stat(fs, sb, ino, st);
 	struct job *j = jobs_find(sb, vino_sub(ino));
 	if (!j)
 		return -ENOENT;
@@ -160,6 +201,11 @@ int jobsfs_lookup(struct seer_fs *fs, struct sandbox *sb, fuse_ino_t parent, con
 			return 0;
 		}
 	}
+	uint32_t sub;
+	if (fig_number(name, vino_sub(parent), &sub) == 0 && (sub >> 24) <= sessions_job_figures(sb, vino_sub(parent))) {
+		*out = vino(sb->serial, sub, K_JOB_FIG);
+		return 0;
+	}
 	return -ENOENT;
 }
 
@@ -183,6 +229,12 @@ void jobsfs_list(struct seer_fs *fs, struct sandbox *sb, fuse_ino_t dir, vdir_ad
 	}
 	for (size_t i = 0; i < ARRAY_SIZE(job_files); i++)
 		add(d, job_files[i].name, vino(sb->serial, vino_sub(dir), job_files[i].kind), job_files[i].mode);
+	unsigned figs = vino_sub(dir) <= FIG_JOB_MAX ? sessions_job_figures(sb, vino_sub(dir)) : 0;
+	for (unsigned k = 1; k <= figs && k <= FIG_MAX; k++) {
+		char name[32];
+		snprintf(name, sizeof(name), "fig-%u.png", k);
+		add(d, name, vino(sb->serial, k << 24 | vino_sub(dir), K_JOB_FIG), S_IFREG | 0444);
+	}
 }
 
 int jobsfs_rmdir(struct seer_fs *fs, struct sandbox *sb, const char *name)
@@ -204,9 +256,11 @@ int jobsfs_unlink(struct seer_fs *fs, struct sandbox *sb, fuse_ino_t parent, con
 		return -ENOENT;
 	int r = 0;
 	int known = 0;
+	uint32_t fig;
 	for (size_t i = 0; i < ARRAY_SIZE(job_files); i++)
 		if (!strcmp(job_files[i].name, name))
 			known = 1;
+	known |= fig_number(name, vino_sub(parent), &fig) == 0;
 	if (!known)
 		r = -ENOENT;
 	else if (job_state(j) == JOB_RUNNING)
@@ -221,10 +275,18 @@ int jobsfs_open(struct seer_fs *fs, struct sandbox *sb, fuse_ino_t ino, struct f
 	enum vkind k = vino_kind(ino);
 	int acc = fi->flags & O_ACCMODE;
 	fi->direct_io = 1;
-	if (k == K_EXEC || k == K_EXEC_PY) {
+	if (k == K_EXEC || k == K_EXEC_PY || k == K_SESS_EXEC) {
 		h->priv = xcalloc(1, sizeof(struct exec_fh));
 		fi->nonseekable = 1;
 		return 0;
+	}
+	if (k == K_JOB_FIG) {
+		char p[4200];
+		if (acc != O_RDONLY)
+			return -EACCES;
+		fig_path(sb, ino, p, sizeof(p));
+		h->fd = open(p, O_RDONLY | O_CLOEXEC);
+		return h->fd < 0 ? -errno : 0;
 	}
 	const struct jdesc *d = jd_kind(k);
 	if (!d)
@@ -364,7 +426,8 @@ void jobsfs_read(struct seer_fs *fs, fuse_req_t req, struct vfh *h, size_t size,
 	struct pend *p;
 	switch (h->kind) {
 	case K_EXEC:
-	case K_EXEC_PY: {
+	case K_EXEC_PY:
+	case K_SESS_EXEC: {
 		struct exec_fh *e = h->priv;
 		if (!e->n) {
 			fuse_reply_buf(req, NULL, 0);
@@ -408,6 +471,16 @@ void jobsfs_read(struct seer_fs *fs, fuse_req_t req, struct vfh *h, size_t size,
 	case K_JOB_CMD:
 		reply_text(req, h, job_cmd, size, off);
 		return;
+	case K_JOB_FIG: {
+		char *buf = malloc(size ? size : 1);
+		ssize_t n = buf ? pread(h->fd, buf, size, off) : -1;
+		if (n < 0)
+			fuse_reply_err(req, buf ? errno : ENOMEM);
+		else
+			fuse_reply_buf(req, buf, (size_t)n);
+		free(buf);
+		return;
+	}
 	case K_JOB_STATUS:
 		reply_text(req, h, job_status_text, size, off);
 		return;
@@ -430,10 +503,14 @@ int jobsfs_write(struct seer_fs *fs, struct vfh *h, const char *data, size_t siz
 	(void)fi;
 	switch (h->kind) {
 	case K_EXEC:
-	case K_EXEC_PY: {
+	case K_EXEC_PY:
+	case K_SESS_EXEC: {
+		/* A session's exec is the same transaction; only what runs differs
+		 * (a cell of its kernel, core/sessions.c). */
 		struct exec_fh *e = h->priv;
 		struct job *j;
-		int r = jobs_start(h->sb, data, size, h->kind == K_EXEC_PY, caller, &j);
+		int r = h->kind == K_SESS_EXEC ? sessions_cell_start(h->sb, h->sub, data, size, caller, &j)
+					       : jobs_start(h->sb, data, size, h->kind == K_EXEC_PY, caller, &j);
 		if (r < 0)
 			return r;
 		struct job **nv = realloc(e->jobs, (e->n + 1) * sizeof(*nv));
@@ -478,7 +555,7 @@ void jobsfs_fh_free(struct vfh *h)
 {
 	if (!h->priv)
 		return;
-	if (h->kind == K_EXEC || h->kind == K_EXEC_PY) {
+	if (h->kind == K_EXEC || h->kind == K_EXEC_PY || h->kind == K_SESS_EXEC) {
 		struct exec_fh *e = h->priv;
 		for (size_t i = 0; i < e->n; i++) {
 			job_owner_closed(e->jobs[i]);

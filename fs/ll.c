@@ -10,6 +10,8 @@
  */
 #include "fs/vfile.h"
 #include "fs/jobsfs.h"
+#include "fs/sessionsfs.h"
+#include "fs/functionsfs.h"
 #include "fs/readme.h"
 #include "fs/snapfs.h"
 #include "core/provider.h"
@@ -306,6 +308,8 @@ static const struct vdesc sb_files[] = {
 	{"exec", K_EXEC, S_IFREG | 0666},
 	{"exec_python", K_EXEC_PY, S_IFREG | 0666},
 	{"jobs", K_JOBSDIR, S_IFDIR | 0755},
+	{"sessions", K_SESSDIR, S_IFDIR | 0755},
+	{"functions", K_FNDIR, S_IFDIR | 0755},
 };
 
 static const struct vdesc *sb_file_by_name(const char *name)
@@ -369,6 +373,8 @@ static int top_name(const char *name)
 	return !strcmp(name, "README") || !strcmp(name, "CONFIG") || !strcmp(name, "snapshots");
 }
 
+static int scoped_sb(struct sandbox *sb);
+
 /* Attributes of a virtual inode; -ENOENT when it no longer exists. */
 static int vstat(struct seer_fs *fs, fuse_ino_t ino, struct stat *st)
 {
@@ -395,7 +401,7 @@ static int vstat(struct seer_fs *fs, fuse_ino_t ino, struct stat *st)
 	uint64_t since = sb->since_ns;
 	pthread_mutex_unlock(&sb->lock);
 	if (k == K_SBDIR) {
-		fill_stat(fs, st, ino, S_IFDIR | 0755, 0, since);
+		fill_stat(fs, st, ino, S_IFDIR | 0755, 0, scoped_sb(sb) ? now_ns() : since);
 	} else if (k == K_LOG) {
 		char path[4096];
 		struct stat real;
@@ -419,9 +425,13 @@ static int vstat(struct seer_fs *fs, fuse_ino_t ino, struct stat *st)
 			r = -ENOENT;
 		}
 		pthread_mutex_unlock(&fs->lock);
-	} else if (k >= K_JOBSDIR && k <= K_JOBS_LATEST) {
+	} else if ((k >= K_JOBSDIR && k <= K_JOBS_LATEST) || k == K_JOB_FIG) {
 		/* jobs/ and what is in it */
 		r = jobsfs_stat(fs, sb, ino, st);
+	} else if (sessionsfs_owns(k)) {
+		r = sessionsfs_stat(fs, sb, ino, st);
+	} else if (functionsfs_owns(k)) {
+		r = functionsfs_stat(fs, sb, ino, st);
 	} else {
 		const struct vdesc *d = sb_file_by_kind(k);
 		if (!d) {
@@ -516,6 +526,37 @@ static int root_entry(struct seer_fs *fs, struct sandbox *sb, struct fuse_entry_
 
 /* ---- lookup, getattr, readdir ------------------------------------------------- */
 
+/* "scoped": true in a sandbox's config: users other than the mount's owner
+ * (with -o allow_other) reach its functions/ and nothing else of it. ino is
+ * the object, or the directory holding `name`. Entries under a scoped
+ * sandbox's directory are given no cache time (scoped_sb), so every path
+ * walk through them comes back here. */
+static int scoped_sb(struct sandbox *sb)
+{
+	pthread_mutex_lock(&sb->lock);
+	int sc = sb->cfg.scoped;
+	pthread_mutex_unlock(&sb->lock);
+	return sc;
+}
+
+static int scoped_gate(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	struct seer_fs *fs = fs_of(req);
+	if (!ino_is_virtual(ino) || fuse_req_ctx(req)->uid == fs->ctx->uid)
+		return 0;
+	enum vkind k = vino_kind(ino);
+	if (k == K_TOP || k == K_README || k == K_SNAPDIR || snapfs_owns(ino) || functionsfs_owns(k))
+		return 0;
+	if (k == K_SBDIR && (!name || !strcmp(name, "functions") || !strcmp(name, ".") || !strcmp(name, "..")))
+		return 0;
+	struct sandbox *sb = sandbox_get_serial(fs->ctx, vino_serial(ino));
+	if (!sb)
+		return 0;
+	int sc = scoped_sb(sb);
+	sandbox_put(sb);
+	return sc ? -EACCES : 0;
+}
+
 static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct seer_fs *fs = fs_of(req);
@@ -524,6 +565,11 @@ static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	enum vkind pk = vino_kind(parent);
+	int gr = scoped_gate(req, parent, name);
+	if (gr < 0) {
+		fuse_reply_err(req, -gr);
+		return;
+	}
 	if (pk == K_TOP) {
 		if (!strcmp(name, "README")) {
 			reply_ventry(req, vino(0, 0, K_README), VTIMEOUT);
@@ -543,7 +589,18 @@ static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 			return;
 		}
 		uint32_t serial = sb->serial;
+		int sc = scoped_sb(sb);
 		sandbox_put(sb);
+		if (sc) {
+			/* Not cached, and a new mtime each time: the kernel then
+			 * drops the listing it cached for another user. */
+			struct fuse_entry_param e;
+			memset(&e, 0, sizeof(e));
+			e.ino = vino(serial, 0, K_SBDIR);
+			fill_stat(fs, &e.attr, e.ino, S_IFDIR | 0755, 0, now_ns());
+			fuse_reply_entry(req, &e);
+			return;
+		}
 		reply_ventry(req, vino(serial, 0, K_SBDIR), VTIMEOUT);
 		return;
 	}
@@ -567,12 +624,13 @@ static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	if (pk == K_SBDIR) {
 		const struct vdesc *d = sb_file_by_name(name);
+		double vt = scoped_sb(sb) ? 0 : VTIMEOUT;
 		if (d && d->kind == K_ROOT_EMPTY) {
 			struct fuse_entry_param e;
 			memset(&e, 0, sizeof(e));
 			if (root_entry(fs, sb, &e) == 0) {
 				sandbox_put(sb);
-				e.entry_timeout = ROOT_ENTRY_TIMEOUT;
+				e.entry_timeout = vt ? ROOT_ENTRY_TIMEOUT : 0;
 				fuse_reply_entry(req, &e);
 				return;
 			}
@@ -586,7 +644,7 @@ static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		if (d) {
 			uint32_t serial = sb->serial;
 			sandbox_put(sb);
-			reply_ventry(req, vino(serial, 0, d->kind), VTIMEOUT);
+			reply_ventry(req, vino(serial, 0, d->kind), vt);
 			return;
 		}
 		pthread_mutex_lock(&fs->lock);
@@ -603,6 +661,26 @@ static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 			return;
 		}
 		reply_ventry(req, vino(serial, id, K_SCRATCH), 0);
+		return;
+	}
+	if (pk == K_FNDIR || pk == K_FNSET) {
+		fuse_ino_t ino;
+		int r = functionsfs_lookup(fs, sb, parent, name, &ino);
+		sandbox_put(sb);
+		if (r < 0)
+			fuse_reply_err(req, -r);
+		else
+			reply_ventry(req, ino, 0);
+		return;
+	}
+	if (pk == K_SESSDIR || pk == K_SESS) {
+		fuse_ino_t ino;
+		int r = sessionsfs_lookup(fs, sb, parent, name, &ino);
+		sandbox_put(sb);
+		if (r < 0)
+			fuse_reply_err(req, -r);
+		else
+			reply_ventry(req, ino, 0);
 		return;
 	}
 	if (pk == K_JOBSDIR || pk == K_JOBDIR) {
@@ -659,10 +737,17 @@ static void ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	}
 	struct stat st;
 	int r = vstat(fs_of(req), ino, &st);
+	double t = vattr_timeout(ino);
+	if (r == 0 && vino_kind(ino) == K_SBDIR) {
+		struct sandbox *sb = sandbox_get_serial(fs_of(req)->ctx, vino_serial(ino));
+		if (sb && scoped_sb(sb))
+			t = 0;
+		sandbox_put(sb);
+	}
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
-		fuse_reply_attr(req, &st, vattr_timeout(ino));
+		fuse_reply_attr(req, &st, t);
 }
 
 /* A directory listing, built at opendir and served by offset. */
@@ -717,7 +802,8 @@ static int vdir_build(struct seer_fs *fs, fuse_ino_t ino, struct vdir **out)
 		for (struct sandbox *sb = fs->ctx->sandboxes; sb; sb = sb->next)
 			vdir_add(d, sb->name, vino(sb->serial, 0, K_SBDIR), S_IFDIR);
 		pthread_mutex_unlock(&fs->ctx->lock);
-	} else if (k == K_SBDIR || k == K_JOBSDIR || k == K_JOBDIR) {
+	} else if (k == K_SBDIR || k == K_JOBSDIR || k == K_JOBDIR || k == K_SESSDIR || k == K_SESS || k == K_FNDIR ||
+		   k == K_FNSET) {
 		struct sandbox *sb = sandbox_get_serial(fs->ctx, vino_serial(ino));
 		if (!sb) {
 			vdir_free(d);
@@ -731,6 +817,10 @@ static int vdir_build(struct seer_fs *fs, fuse_ino_t ino, struct vdir **out)
 			for (struct scratch *c = s ? s->scratch : NULL; c; c = c->next)
 				vdir_add(d, c->name, vino(sb->serial, c->id, K_SCRATCH), S_IFREG);
 			pthread_mutex_unlock(&fs->lock);
+		} else if (k == K_SESSDIR || k == K_SESS) {
+			sessionsfs_list(fs, sb, ino, vdir_add_cb, d);
+		} else if (k == K_FNDIR || k == K_FNSET) {
+			functionsfs_list(fs, sb, ino, vdir_add_cb, d);
 		} else {
 			jobsfs_list(fs, sb, ino, vdir_add_cb, d);
 		}
@@ -767,11 +857,24 @@ static void ll_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
  * listing is built for each request and served from off. */
 static void vreaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, int plus)
 {
-	struct vdir *d;
-	int r = vdir_build(fs_of(req), ino, &d);
+	struct vdir *d = NULL;
+	int r = scoped_gate(req, ino, NULL);
+	if (r == 0)
+		r = vdir_build(fs_of(req), ino, &d);
 	if (r < 0) {
 		fuse_reply_err(req, -r);
 		return;
+	}
+	if (vino_kind(ino) == K_SBDIR && scoped_gate(req, ino, "config.json") < 0) {
+		/* what a user other than the owner sees of a scoped sandbox */
+		size_t keep = 0;
+		for (size_t i = 0; i < d->n; i++) {
+			if (i < 2 || !strcmp(d->e[i].name, "functions"))
+				d->e[keep++] = d->e[i];
+			else
+				free(d->e[i].name);
+		}
+		d->n = keep;
 	}
 	char *buf = calloc(1, size ? size : 1);
 	if (!buf) {
@@ -836,6 +939,24 @@ static void ll_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 		backend_of(parent)->mkdir(req, parent, name, mode);
 		return;
 	}
+	{
+		int gr = scoped_gate(req, parent, name);
+		if (gr < 0) {
+			fuse_reply_err(req, -gr);
+			return;
+		}
+	}
+	if (vino_kind(parent) == K_SESSDIR) {
+		struct sandbox *sb = sandbox_get_serial(fs->ctx, vino_serial(parent));
+		fuse_ino_t ino = 0;
+		int r = sb ? sessionsfs_mkdir(fs, sb, name, &ino) : -ENOENT;
+		sandbox_put(sb);
+		if (r < 0)
+			fuse_reply_err(req, -r);
+		else
+			reply_ventry(req, ino, 0);
+		return;
+	}
 	if (vino_kind(parent) != K_TOP) {
 		fuse_reply_err(req, EPERM);
 		return;
@@ -862,6 +983,13 @@ static void ll_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		backend_of(parent)->rmdir(req, parent, name);
 		return;
 	}
+	{
+		int gr = scoped_gate(req, parent, name);
+		if (gr < 0) {
+			fuse_reply_err(req, -gr);
+			return;
+		}
+	}
 	enum vkind pk = vino_kind(parent);
 	if (pk == K_JOBSDIR) {
 		struct sandbox *sb = sandbox_get_serial(fs->ctx, vino_serial(parent));
@@ -874,6 +1002,13 @@ static void ll_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, -snapfs_rmdir(fs, name));
 		return;
 	}
+	if (pk == K_SESSDIR) {
+		struct sandbox *sb = sandbox_get_serial(fs->ctx, vino_serial(parent));
+		int r = sb ? sessionsfs_rmdir(fs, sb, name) : -ENOENT;
+		sandbox_put(sb);
+		fuse_reply_err(req, -r);
+		return;
+	}
 	if (pk != K_TOP) {
 		fuse_reply_err(req, EPERM);
 		return;
@@ -881,6 +1016,11 @@ static void ll_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct sandbox *sb = name_valid(name) ? sandbox_get(fs->ctx, name) : NULL;
 	if (!sb) {
 		fuse_reply_err(req, top_name(name) ? EPERM : ENOENT);
+		return;
+	}
+	if (scoped_gate(req, vino(sb->serial, 0, K_SBDIR), "config.json") < 0) {
+		sandbox_put(sb);
+		fuse_reply_err(req, EACCES);
 		return;
 	}
 	uint32_t serial = sb->serial;
@@ -910,6 +1050,7 @@ static void vfh_free(struct vfh *h)
 	if (h->fd >= 0)
 		close(h->fd);
 	sbuf_free(&h->buf);
+	functionsfs_fh_free(h);
 	jobsfs_fh_free(h);
 	sandbox_put(h->sb);
 	free(h);
@@ -953,6 +1094,11 @@ static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		h->have_content = 1;
 		fi->fh = (uintptr_t)h;
 		fuse_reply_open(req, fi);
+		return;
+	}
+	int gr = scoped_gate(req, ino, NULL);
+	if (gr < 0) {
+		fuse_reply_err(req, -gr);
 		return;
 	}
 	struct sandbox *sb = sandbox_get_serial(fs->ctx, vino_serial(ino));
@@ -1010,7 +1156,9 @@ static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		break;
 	}
 	default:
-		r = jobsfs_open(fs, sb, ino, fi, h);
+		r = sessionsfs_owns(k)	  ? sessionsfs_open(fs, sb, ino, fi, h)
+		    : functionsfs_owns(k) ? functionsfs_open(fs, sb, ino, fi, h)
+					  : jobsfs_open(fs, sb, ino, fi, h);
 		break;
 	}
 	if (r < 0) {
@@ -1129,7 +1277,12 @@ static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 		fuse_reply_err(req, EBADF);
 		return;
 	default:
-		jobsfs_read(fs, req, h, size, off);
+		if (sessionsfs_owns(h->kind))
+			sessionsfs_read(fs, req, h, size, off);
+		else if (functionsfs_owns(h->kind))
+			functionsfs_read(fs, req, h, size, off);
+		else
+			jobsfs_read(fs, req, h, size, off);
 		return;
 	}
 }
@@ -1217,7 +1370,9 @@ static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
 		break;
 	}
 	default:
-		r = jobsfs_write(fs, h, data, size, off, fi, fuse_req_ctx(req)->pid);
+		r = sessionsfs_owns(h->kind)	? sessionsfs_write(fs, h, data, size, off, fi, fuse_req_ctx(req)->pid)
+		    : functionsfs_owns(h->kind) ? functionsfs_write(fs, h, data, size, off)
+						: jobsfs_write(fs, h, data, size, off, fi, fuse_req_ctx(req)->pid);
 		break;
 	}
 	if (r < 0)
@@ -1283,6 +1438,11 @@ static void ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		backend_of(ino)->setattr(req, ino, attr, to_set, fi);
 		return;
 	}
+	int gr = scoped_gate(req, ino, NULL);
+	if (gr < 0) {
+		fuse_reply_err(req, -gr);
+		return;
+	}
 	enum vkind k = vino_kind(ino);
 	if (to_set & FUSE_SET_ATTR_SIZE) {
 		struct vfh *h = fi ? (struct vfh *)(uintptr_t)fi->fh : NULL;
@@ -1317,7 +1477,8 @@ static void ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 				fuse_reply_err(req, -r);
 				return;
 			}
-		} else if (k != K_CTL && k != K_EXEC && k != K_EXEC_PY && k != K_JOB_STDIN) {
+		} else if (k != K_CTL && k != K_EXEC && k != K_EXEC_PY && k != K_JOB_STDIN && k != K_SESS_EXEC &&
+			   k != K_SESS_CTL && k != K_FN_CALL) {
 			fuse_reply_err(req, EACCES);
 			return;
 		}
@@ -1347,6 +1508,13 @@ static void ll_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	if (!ino_is_virtual(parent)) {
 		backend_of(parent)->create(req, parent, name, mode, fi);
 		return;
+	}
+	{
+		int gr = scoped_gate(req, parent, name);
+		if (gr < 0) {
+			fuse_reply_err(req, -gr);
+			return;
+		}
 	}
 	if (vino_kind(parent) != K_SBDIR) {
 		fuse_reply_err(req, vino_kind(parent) == K_ROOT_EMPTY ? ENOTCONN : EPERM);
@@ -1441,6 +1609,13 @@ static void ll_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		backend_of(parent)->unlink(req, parent, name);
 		return;
 	}
+	{
+		int gr = scoped_gate(req, parent, name);
+		if (gr < 0) {
+			fuse_reply_err(req, -gr);
+			return;
+		}
+	}
 	if (vino_kind(parent) == K_JOBDIR) {
 		struct sandbox *sb = sandbox_get_serial(fs->ctx, vino_serial(parent));
 		int r = sb ? jobsfs_unlink(fs, sb, parent, name) : -ENOENT;
@@ -1467,6 +1642,13 @@ static void ll_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	if (!pv && !nv) {
 		backend_of(parent)->rename(req, parent, name, newparent, newname, flags);
 		return;
+	}
+	{
+		int gr = scoped_gate(req, parent, name);
+		if (gr < 0) {
+			fuse_reply_err(req, -gr);
+			return;
+		}
 	}
 	if (pv != nv || parent != newparent || vino_kind(parent) != K_SBDIR) {
 		fuse_reply_err(req, EXDEV);

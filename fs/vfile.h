@@ -43,6 +43,19 @@ enum vkind {
 	K_SNAP_INFO,
 	K_SNAP_ROOT,
 	K_CONFIG_REF,   /* MOUNT/CONFIG: the config field reference */
+	K_SESSDIR,      /* MOUNT/NAME/sessions (fs/sessionsfs.c) */
+	K_SESS,         /* sessions/S (sub = session id) */
+	K_SESS_EXEC,
+	K_SESS_CTL,
+	K_SESS_LOG,
+	K_SESS_NB,      /* notebook.ipynb */
+	K_JOB_FIG,      /* jobs/N/fig-K.png (sub = K << 24 | N) */
+	K_FNDIR,        /* MOUNT/NAME/functions (fs/functionsfs.c) */
+	K_FNSET,        /* functions/SET (sub = set id) */
+	K_FN_README,    /* functions/SET/README */
+	K_FN_CLIENT,    /* functions/SET.py */
+	K_FN_CALL,      /* functions/SET/FN (sub = set << 16 | fn) */
+	K_FN_JSON,      /* functions/SET/functions.json */
 };
 
 static inline fuse_ino_t vino(uint32_t serial, uint32_t sub, enum vkind k)

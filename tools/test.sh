@@ -55,7 +55,7 @@ fail_step() { record "$1" 0 1 0 "($2)"; echo "tools/test.sh: $1: $2" >&2; }
 
 PKGS="meson ninja-build gcc clang libclang-rt-14-dev pkg-config libfuse3-dev fuse3 libjson-c-dev
 libcurl4-openssl-dev libssh2-1-dev libseccomp-dev bubblewrap python3 python3-pytest openssh-server openssh-client git jupyter-notebook sshfs
-vim-tiny attr rsync util-linux procps"
+vim-tiny attr rsync util-linux procps python3-numpy python3-matplotlib python3-nbformat nodejs"
 missing=""
 for p in $PKGS; do
 	dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
