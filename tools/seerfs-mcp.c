@@ -198,7 +198,8 @@ static struct json_object *t_list(struct json_object *a)
 	struct json_object *arr = json_object_new_array();
 	struct dirent *e;
 	while ((e = readdir(d))) {
-		if (e->d_name[0] == '.' || !strcmp(e->d_name, "README") || !strcmp(e->d_name, "snapshots"))
+		if (e->d_name[0] == '.' || !strcmp(e->d_name, "README") || !strcmp(e->d_name, "CONFIG") ||
+		    !strcmp(e->d_name, "snapshots"))
 			continue;
 		json_object_array_add(arr, json_object_new_string(e->d_name));
 	}

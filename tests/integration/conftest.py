@@ -418,7 +418,7 @@ class Seerfs:
         """Terminates every running sandbox (what a person does before unmounting)."""
         if not mounted(self.path):
             return
-        names = [n for n in os.listdir(self.path) if n not in ("README", "snapshots")]
+        names = [n for n in os.listdir(self.path) if n not in ("README", "CONFIG", "snapshots")]
         started = []
         for n in names:
             with contextlib.suppress(OSError):
