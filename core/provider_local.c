@@ -649,6 +649,20 @@ static void make_wdirs(struct fork_args *fa)
 	}
 }
 
+/* In the child's own mount namespace: its mounts made slaves (not private:
+ * on a host with shared mounts an unmount there reaches these copies), the
+ * FUSE mounts detached (which fails, harmlessly, for the locked copies of a
+ * user namespace's), the overlay mounted and its top directories made. */
+static void mount_overlay(struct fork_args *fa)
+{
+	if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
+		child_fail(4, "make mounts slaves", errno);
+	detach_fuse_mounts();
+	if (mount("overlay", fa->tree, "overlay", MS_NOSUID | MS_NODEV, fa->opts) < 0)
+		child_fail(4, "mount the overlay", errno);
+	make_wdirs(fa);
+}
+
 /* The child of fork_sandbox: fds 0 and 1 /dev/null, 2 bwrap.err, 3 the
  * agent's socket, 4 info, 5 the seccomp program, 6 and 7 the sync pipes.
  *
@@ -684,12 +698,7 @@ static void child_main(struct fork_args *fa)
 		if (unshare(CLONE_NEWNS) < 0)
 			child_fail(4, "unshare(mount namespace)", errno);
 		ns = 0;
-		if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
-			child_fail(4, "make mounts slaves", errno);
-		detach_fuse_mounts();
-		if (mount("overlay", fa->tree, "overlay", MS_NOSUID | MS_NODEV, fa->opts) < 0)
-			child_fail(4, "mount the overlay", errno);
-		make_wdirs(fa);
+		mount_overlay(fa);
 	}
 	if (unshare(CLONE_NEWUSER | ns) < 0)
 		child_fail(4, "unshare(user namespace)", errno);
@@ -709,17 +718,8 @@ static void child_main(struct fork_args *fa)
 	}
 	close(6);
 	close(7);
-	if (ns) {
-		/* Slaves, not private: on a host with shared mounts an unmount
-		 * there reaches this copy. FUSE mounts copied into a user
-		 * namespace are locked and cannot be detached here. */
-		if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
-			child_fail(4, "make mounts slaves", errno);
-		detach_fuse_mounts();
-		if (mount("overlay", fa->tree, "overlay", MS_NOSUID | MS_NODEV, fa->opts) < 0)
-			child_fail(4, "mount the overlay", errno);
-		make_wdirs(fa);
-	}
+	if (ns)
+		mount_overlay(fa);
 	execve(fa->argv[0], fa->argv, fa->envp);
 	child_fail(4, "exec bwrap", errno);
 }

@@ -471,16 +471,9 @@ void jobsfs_read(struct seer_fs *fs, fuse_req_t req, struct vfh *h, size_t size,
 	case K_JOB_CMD:
 		reply_text(req, h, job_cmd, size, off);
 		return;
-	case K_JOB_FIG: {
-		char *buf = malloc(size ? size : 1);
-		ssize_t n = buf ? pread(h->fd, buf, size, off) : -1;
-		if (n < 0)
-			fuse_reply_err(req, buf ? errno : ENOMEM);
-		else
-			fuse_reply_buf(req, buf, (size_t)n);
-		free(buf);
+	case K_JOB_FIG:
+		reply_pread(req, h->fd, size, off);
 		return;
-	}
 	case K_JOB_STATUS:
 		reply_text(req, h, job_status_text, size, off);
 		return;

@@ -290,12 +290,6 @@ void ll_install_hooks(struct seer_fs *fs)
 
 /* ---- the sandbox directory's fixed files -------------------------------------- */
 
-struct vdesc {
-	const char *name;
-	enum vkind kind;
-	mode_t mode;
-};
-
 static const struct vdesc sb_files[] = {
 	{"config.json", K_CONFIG, S_IFREG | 0644},
 	{"status", K_STATUS, S_IFREG | 0444},
@@ -663,29 +657,15 @@ static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		reply_ventry(req, vino(serial, id, K_SCRATCH), 0);
 		return;
 	}
-	if (pk == K_FNDIR || pk == K_FNSET) {
+	/* The directories whose entries a module of their own names. */
+	int (*sub)(struct seer_fs *, struct sandbox *, fuse_ino_t, const char *, fuse_ino_t *) =
+		pk == K_FNDIR || pk == K_FNSET       ? functionsfs_lookup
+		: pk == K_SESSDIR || pk == K_SESS    ? sessionsfs_lookup
+		: pk == K_JOBSDIR || pk == K_JOBDIR ? jobsfs_lookup
+						     : NULL;
+	if (sub) {
 		fuse_ino_t ino;
-		int r = functionsfs_lookup(fs, sb, parent, name, &ino);
-		sandbox_put(sb);
-		if (r < 0)
-			fuse_reply_err(req, -r);
-		else
-			reply_ventry(req, ino, 0);
-		return;
-	}
-	if (pk == K_SESSDIR || pk == K_SESS) {
-		fuse_ino_t ino;
-		int r = sessionsfs_lookup(fs, sb, parent, name, &ino);
-		sandbox_put(sb);
-		if (r < 0)
-			fuse_reply_err(req, -r);
-		else
-			reply_ventry(req, ino, 0);
-		return;
-	}
-	if (pk == K_JOBSDIR || pk == K_JOBDIR) {
-		fuse_ino_t ino;
-		int r = jobsfs_lookup(fs, sb, parent, name, &ino);
+		int r = sub(fs, sb, parent, name, &ino);
 		sandbox_put(sb);
 		if (r < 0)
 			fuse_reply_err(req, -r);
@@ -1170,6 +1150,21 @@ static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_open(req, fi);
 }
 
+void reply_pread(fuse_req_t req, int fd, size_t size, off_t off)
+{
+	if (fd < 0) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	char *buf = malloc(size ? size : 1);
+	ssize_t n = buf ? pread(fd, buf, size, off) : -1;
+	if (n < 0)
+		fuse_reply_err(req, buf ? errno : ENOMEM);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+	free(buf);
+}
+
 /* Answers a read with a copy of part of an open file's buffer. The copy
  * matters: once the kernel has the answer, the reader may close the file
  * and its release free the buffer while writev() is still returning. */
@@ -1250,16 +1245,9 @@ static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 		}
 		reply_slice(req, &h->buf, size, off);
 		return;
-	case K_LOG: {
-		char *buf = malloc(size);
-		ssize_t n = buf ? pread(h->fd, buf, size, off) : -1;
-		if (n < 0)
-			fuse_reply_err(req, buf ? errno : ENOMEM);
-		else
-			fuse_reply_buf(req, buf, (size_t)n);
-		free(buf);
+	case K_LOG:
+		reply_pread(req, h->fd, size, off);
 		return;
-	}
 	case K_SCRATCH: {
 		pthread_mutex_lock(&fs->lock);
 		struct fs_sb *s = fs_sb_get(fs, h->sb->serial, 0);

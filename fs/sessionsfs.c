@@ -21,13 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-struct sdesc {
-	const char *name;
-	enum vkind kind;
-	mode_t mode;
-};
-
-static const struct sdesc sess_files[] = {
+static const struct vdesc sess_files[] = {
 	{"exec", K_SESS_EXEC, S_IFREG | 0666},
 	{"ctl", K_SESS_CTL, S_IFREG | 0200},
 	{"log", K_SESS_LOG, S_IFREG | 0444},
@@ -39,7 +33,7 @@ int sessionsfs_owns(enum vkind k)
 	return k >= K_SESSDIR && k <= K_SESS_NB;
 }
 
-static const struct sdesc *sd_kind(enum vkind k)
+static const struct vdesc *sd_kind(enum vkind k)
 {
 	for (size_t i = 0; i < ARRAY_SIZE(sess_files); i++)
 		if (sess_files[i].kind == k)
@@ -61,7 +55,7 @@ int sessionsfs_stat(struct seer_fs *fs, struct sandbox *sb, fuse_ino_t ino, stru
 		fill_stat(fs, st, ino, S_IFDIR | 0755, 0, now_ns());
 		return 0;
 	}
-	const struct sdesc *d = sd_kind(k);
+	const struct vdesc *d = sd_kind(k);
 	if (!d)
 		return -ENOENT;
 	off_t size = 0;
@@ -185,20 +179,9 @@ void sessionsfs_read(struct seer_fs *fs, fuse_req_t req, struct vfh *h, size_t s
 	case K_SESS_NB:
 		reply_slice(req, &h->buf, size, off);
 		return;
-	case K_SESS_LOG: {
-		if (h->fd < 0) {
-			fuse_reply_buf(req, NULL, 0);
-			return;
-		}
-		char *buf = malloc(size ? size : 1);
-		ssize_t n = buf ? pread(h->fd, buf, size, off) : -1;
-		if (n < 0)
-			fuse_reply_err(req, buf ? errno : ENOMEM);
-		else
-			fuse_reply_buf(req, buf, (size_t)n);
-		free(buf);
+	case K_SESS_LOG:
+		reply_pread(req, h->fd, size, off);
 		return;
-	}
 	default:
 		fuse_reply_err(req, EBADF);
 	}

@@ -125,7 +125,16 @@ struct fs_sb {
 void fill_stat(struct seer_fs *fs, struct stat *st, fuse_ino_t ino, mode_t mode, off_t size, uint64_t mtime_ns);
 
 /* Answers a read from part of a buffer (copied first). */
+/* A fixed file of a virtual directory: its name, kind and mode. */
+struct vdesc {
+	const char *name;
+	enum vkind kind;
+	mode_t mode;
+};
+
 void reply_slice(fuse_req_t req, const struct sbuf *b, size_t size, off_t off);
+/* Answers a read with what pread gives on fd (-1: an empty answer). */
+void reply_pread(fuse_req_t req, int fd, size_t size, off_t off);
 
 /* Finds (creating) fs/'s data of a sandbox; fs->lock must be held. */
 struct fs_sb *fs_sb_get(struct seer_fs *fs, uint32_t serial, int create);
