@@ -373,11 +373,11 @@ static void iso_place(sftp_client *cli, const struct seer_provider_entry *e, str
 
 /* What the host offers, in one command: its machine type, whether bwrap
  * is there *and* starts (user namespaces may be off), and whether it takes
- * --as-pid-1. */
-#define HOST_PROBE                                                                                       \
-	"uname -m; command -v bwrap >/dev/null 2>&1 && bwrap --ro-bind / / --dev /dev true >/dev/null 2>&1 " \
-	"&& { echo bwrap; bwrap --unshare-pid --as-pid-1 --ro-bind / / --dev /dev true >/dev/null 2>&1 "     \
-	"&& echo pid1; }; exit 0"
+ * --as-pid-1 (tried first: one bwrap where it does). */
+#define HOST_PROBE                                                                                          \
+	"uname -m; command -v bwrap >/dev/null 2>&1 || exit 0; "                                                \
+	"if bwrap --unshare-pid --as-pid-1 --ro-bind / / --dev /dev true >/dev/null 2>&1; then echo bwrap; echo pid1; " \
+	"elif bwrap --ro-bind / / --dev /dev true >/dev/null 2>&1; then echo bwrap; fi; exit 0"
 
 static void probe_parse(const struct sbuf *out, struct host_probe *p)
 {
