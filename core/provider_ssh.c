@@ -373,30 +373,32 @@ static void iso_place(sftp_client *cli, const struct seer_provider_entry *e, str
 
 /* What the host offers, in one command: its machine type, whether bwrap
  * is there *and* starts (user namespaces may be off), and whether it takes
- * --as-pid-1 (tried first: one bwrap where it does). */
+ * --as-pid-1 (tried first: one bwrap where it does). Marked lines, since a
+ * chatty login may print more. */
+#define PROBE_MARK "@@seer-probe "
 #define HOST_PROBE                                                                                          \
-	"uname -m; command -v bwrap >/dev/null 2>&1 || exit 0; "                                                \
-	"if bwrap --unshare-pid --as-pid-1 --ro-bind / / --dev /dev true >/dev/null 2>&1; then echo bwrap; echo pid1; " \
-	"elif bwrap --ro-bind / / --dev /dev true >/dev/null 2>&1; then echo bwrap; fi; exit 0"
+	"echo \"" PROBE_MARK "machine $(uname -m)\"; command -v bwrap >/dev/null 2>&1 || exit 0; "              \
+	"if bwrap --unshare-pid --as-pid-1 --ro-bind / / --dev /dev true >/dev/null 2>&1; "                   \
+	"then echo '" PROBE_MARK "bwrap'; echo '" PROBE_MARK "pid1'; "                                          \
+	"elif bwrap --ro-bind / / --dev /dev true >/dev/null 2>&1; then echo '" PROBE_MARK "bwrap'; fi; exit 0"
 
 static void probe_parse(const struct sbuf *out, struct host_probe *p)
 {
 	const char *d = out->data ? out->data : "";
-	size_t l = strcspn(d, "\r\n");
-	if (l < sizeof(p->machine)) {
-		memcpy(p->machine, d, l);
-		p->machine[l] = '\0';
-	}
-	for (size_t i = 0; p->machine[i]; i++)   /* a name, as `uname -m` prints: nothing else is used */
-		if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.", p->machine[i]))
-			p->machine[0] = '\0';
-	for (const char *q = d + l; *q; q += strcspn(q, "\r\n")) {
-		q += strspn(q, "\r\n");
+	for (const char *q = strstr(d, PROBE_MARK); q; q = strstr(q, PROBE_MARK)) {
+		q += strlen(PROBE_MARK);
 		size_t k = strcspn(q, "\r\n");
-		if (k == 5 && !strncmp(q, "bwrap", 5))
+		if (k == 5 && !strncmp(q, "bwrap", 5)) {
 			p->bwrap = 1;
-		else if (k == 4 && !strncmp(q, "pid1", 4))
+		} else if (k == 4 && !strncmp(q, "pid1", 4)) {
 			p->pid1 = 1;
+		} else if (k > 8 && k - 8 < sizeof(p->machine) && !strncmp(q, "machine ", 8)) {
+			memcpy(p->machine, q + 8, k - 8);
+			p->machine[k - 8] = '\0';
+			/* a name, as `uname -m` prints them: nothing else is used */
+			if (strspn(p->machine, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.") != k - 8)
+				p->machine[0] = '\0';
+		}
 	}
 }
 
