@@ -45,6 +45,7 @@
 #include "core/providers.h"
 #include "core/jobs.h"
 #include "core/sandbox.h"
+#include "core/seccomp_filter.h"
 #include "core/sftp.h"
 #include "core/snapshot.h"
 #include "core/sshconn.h"
@@ -60,6 +61,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -67,6 +69,12 @@
 #define RECONNECT_MAX_MS 5000
 #define POLL_ALIVE_MS 500
 #define PID_MARK "@@seer-pid "
+/* WORKDIR/ISO_DIR on the host: the system call filter and the empty file
+ * and directory that the /proc masks bind (iso_place). */
+#define ISO_DIR ".seerfs-isolation"
+#define ISO_FILTER "seccomp.bpf"
+#define ISO_EMPTY_FILE "empty-file"
+#define ISO_EMPTY_DIR "empty-dir"
 
 struct dead_link {
 	struct dead_link *next;
@@ -76,6 +84,16 @@ struct dead_link {
 
 struct ssh_sb;
 
+/* What a new link found on the host (host_try). */
+struct host_probe {
+	int bwrap;                   /* a bwrap that works there */
+	int pid1;                    /* and takes --as-pid-1 (0.8): the agent can be its namespace's init */
+	char machine[64];            /* `uname -m` there */
+	char iso_dir[2048];          /* WORKDIR/ISO_DIR, where the filter was placed (with a bwrap) */
+	int iso_errno;               /* with a bwrap: why there is no filter (its sandboxes are refused) */
+	char iso_err[512];
+};
+
 /* One per provider entry: the shared connection and its reconnect thread. */
 struct ssh_host {
 	const struct seer_provider_entry *ent;
@@ -83,7 +101,7 @@ struct ssh_host {
 	pthread_cond_t cond;         /* CLOCK_MONOTONIC (ssh_cond_init) */
 	ssh_conn *conn;              /* current link, possibly dead */
 	sftp_client *sftp;
-	int has_bwrap;               /* probed on every new link */
+	struct host_probe probe;     /* probed on every new link */
 	unsigned attempts;           /* finished connection attempts */
 	int ever;                    /* connected at least once */
 	int down_logged;             /* "disconnected" said for the current outage */
@@ -124,6 +142,11 @@ struct ssh_sb {
 	struct ssh_job *jobs;
 	char root[2048];             /* WORKDIR/NAME, or "/" in direct mode */
 	int bwrap;                   /* commands run under bubblewrap */
+	char iso[2048];              /* with it: WORKDIR/ISO_DIR on the host (filter, empty mask files) */
+	char machine[64];            /* the host's `uname -m` */
+	int pid1;                    /* its bwrap takes --as-pid-1 */
+	int prctl_nr;                /* prctl's number there, for the agent's PR_SET_DUMPABLE (or -1) */
+	int agent_warned;            /* the agent's warning was logged */
 	int network;
 	int gpu;
 	int running;
@@ -191,9 +214,197 @@ static void host_log_all(struct ssh_host *h, const char *msg, int gone)
 	pthread_mutex_unlock(&h->sbs_lock);
 }
 
-/* One attempt: connect, verify, authenticate, open SFTP, probe bwrap.
- * Runs on the reconnect thread without h->lock. */
-static int host_try(struct ssh_host *h, ssh_conn **oc, sftp_client **os, int *bwrap, char *err, size_t n)
+/* An exec callback that collects stdout into the sbuf ud (if any). */
+static void collect(void *ud, int stream, const void *data, size_t len)
+{
+	if (stream == SSH_EXEC_STDOUT && ud)
+		sbuf_append(ud, data, len);
+}
+
+/* mkdir -p over SFTP (existing directories are fine). */
+static int sftp_mkdir_p(sftp_client *s, const char *path, uint32_t mode)
+{
+	char p[2048];
+	snprintf(p, sizeof(p), "%s", path);
+	for (char *q = p + 1;; q++) {
+		if (*q == '/' || !*q) {
+			char c = *q;
+			*q = '\0';
+			int r = sftp_mkdir(s, p, mode);
+			if (r < 0 && r != -EEXIST) {
+				sftp_attrs a;
+				if (sftp_stat(s, p, &a) < 0)
+					return r;
+			}
+			*q = c;
+			if (!c)
+				break;
+		}
+	}
+	return 0;
+}
+
+/* The provider's work directory on the host, absolute (a relative one is
+ * under the remote user's home, where SFTP starts), made if missing. */
+static int workdir_abs(sftp_client *cli, const struct seer_provider_entry *e, char *out, size_t n)
+{
+	char *wd = NULL;
+	int r;
+	if (e->workdir[0] != '/') {
+		r = sftp_mkdir_p(cli, e->workdir, 0700);
+		if (r == 0)
+			r = sftp_realpath(cli, e->workdir, &wd);
+	} else {
+		r = sftp_mkdir_p(cli, e->workdir, 0755);
+		wd = xstrdup(e->workdir);
+	}
+	if (r == 0 && snprintf(out, n, "%s", wd) >= (int)n)
+		r = -ENAMETOOLONG;
+	free(wd);
+	return r;
+}
+
+/* Writes data to DIR/NAME whole or not at all: a fresh temporary name
+ * (O_EXCL) with mode, then a rename over NAME, so that a bwrap starting
+ * meanwhile reads the old file or the new one, never half of one. */
+static int sftp_put_atomic(sftp_client *cli, const char *dir, const char *name, const void *data, size_t len,
+			   uint32_t mode)
+{
+	unsigned char rnd[6];
+	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+		memset(rnd, 0x5a, sizeof(rnd));
+	char tmp[2300], final[2300];
+	snprintf(tmp, sizeof(tmp), "%s/.%s.tmp-%02x%02x%02x%02x%02x%02x", dir, name, rnd[0], rnd[1], rnd[2], rnd[3],
+		 rnd[4], rnd[5]);
+	snprintf(final, sizeof(final), "%s/%s", dir, name);
+	sftp_attrs a = {.flags = SFTP_ATTR_PERMISSIONS, .perm = mode};
+	sftp_handle *fh = NULL;
+	int r = sftp_open(cli, tmp, sftp_flags_from_posix(O_WRONLY | O_CREAT | O_EXCL), &a, &fh);
+	if (r < 0)
+		return r;
+	if (len)
+		r = sftp_pwrite_range(cli, fh, 0, data, len, 0, 0);
+	if (r == 0)   /* the server's umask may have taken bits; none may be added */
+		r = sftp_fsetstat(cli, fh, &a);
+	int rc = sftp_close(cli, fh);
+	if (r == 0)
+		r = rc;
+	if (r == 0) {
+		r = sftp_posix_rename(cli, tmp, final);
+		if (r == -ENOTSUP || r == -EOPNOTSUPP || r == -ENOSYS) {   /* no posix-rename: SFTP's own fails over a file */
+			sftp_remove(cli, final);
+			r = sftp_rename(cli, tmp, final);
+		}
+	}
+	if (r < 0)
+		sftp_remove(cli, tmp);
+	return r;
+}
+
+/* Reads the whole memfd fd (a few KiB of BPF) into *out. */
+static int read_whole_fd(int fd, struct sbuf *out)
+{
+	char buf[4096];
+	for (;;) {
+		ssize_t k = read(fd, buf, sizeof(buf));
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			return -errno;
+		if (k == 0)
+			return 0;
+		sbuf_append(out, buf, (size_t)k);
+	}
+}
+
+/* With a bwrap on the host: the system call filter compiled for its
+ * machine type, and an empty file and directory for the /proc masks, put
+ * in WORKDIR/ISO_DIR (0700, the files 0600, all the remote user's) once per
+ * link. What cannot be done is recorded in p->iso_err, and every sandbox
+ * that would run there unfiltered is refused with it (ssh_start). */
+static void iso_place(sftp_client *cli, const struct seer_provider_entry *e, struct host_probe *p)
+{
+	char ferr[256] = "";
+	int fd = p->machine[0] ? seer_seccomp_fd(p->machine, ferr, sizeof(ferr)) : -ENOTSUP;
+	if (fd < 0) {
+		p->iso_errno = fd == -ENOMEM ? fd : -ENOTSUP;
+		snprintf(p->iso_err, sizeof(p->iso_err),
+			 "%s has bubblewrap, but %s: sandboxes there would run without a system call filter, so none is started; use a host of a machine type seerfs knows",
+			 e->host, p->machine[0] ? ferr : "its machine type is unknown (`uname -m` printed nothing there)");
+		return;
+	}
+	struct sbuf bpf = {0};
+	int r = read_whole_fd(fd, &bpf);
+	close(fd);
+	char wd[1900], dir[sizeof(p->iso_dir)];
+	const char *what = "its work directory";
+	if (r == 0)
+		r = workdir_abs(cli, e, wd, sizeof(wd));
+	if (r == 0) {
+		snprintf(dir, sizeof(dir), "%s/%s", wd, ISO_DIR);
+		what = dir;
+		r = sftp_mkdir(cli, dir, 0700);
+		sftp_attrs a;
+		if (r == -EEXIST || r == 0)   /* ours: a directory, never a link to elsewhere */
+			r = sftp_lstat(cli, dir, &a) < 0 ? -EIO : !S_ISDIR(a.perm) ? -ENOTDIR : 0;
+	}
+	if (r == 0)
+		r = sftp_put_atomic(cli, dir, ISO_FILTER, bpf.data, bpf.len, 0600);
+	if (r == 0) {
+		char f[2300];
+		sftp_attrs a;
+		snprintf(f, sizeof(f), "%s/%s", dir, ISO_EMPTY_FILE);
+		if (sftp_lstat(cli, f, &a) < 0 || !S_ISREG(a.perm) || a.size)
+			r = sftp_put_atomic(cli, dir, ISO_EMPTY_FILE, "", 0, 0600);
+		snprintf(f, sizeof(f), "%s/%s", dir, ISO_EMPTY_DIR);
+		if (r == 0 && (r = sftp_mkdir(cli, f, 0700)) == -EEXIST)
+			r = sftp_lstat(cli, f, &a) < 0 ? -EIO : !S_ISDIR(a.perm) ? -ENOTDIR : 0;
+	}
+	sbuf_free(&bpf);
+	if (r < 0) {
+		p->iso_errno = r;
+		snprintf(p->iso_err, sizeof(p->iso_err),
+			 "cannot place the system call filter for the sandboxes in %.200s on %s: %s; check that %s may write there (workdir %.200s)",
+			 what, e->host, strerror(-r), e->user, e->workdir);
+		return;
+	}
+	snprintf(p->iso_dir, sizeof(p->iso_dir), "%s", dir);
+}
+
+/* What the host offers, in one command: its machine type, whether bwrap
+ * is there *and* starts (user namespaces may be off), and whether it takes
+ * --as-pid-1 (tried first: one bwrap where it does). Marked lines, since a
+ * chatty login may print more. */
+#define PROBE_MARK "@@seer-probe "
+#define HOST_PROBE                                                                                          \
+	"echo \"" PROBE_MARK "machine $(uname -m)\"; command -v bwrap >/dev/null 2>&1 || exit 0; "              \
+	"if bwrap --unshare-pid --as-pid-1 --ro-bind / / --dev /dev true >/dev/null 2>&1; "                   \
+	"then echo '" PROBE_MARK "bwrap'; echo '" PROBE_MARK "pid1'; "                                          \
+	"elif bwrap --ro-bind / / --dev /dev true >/dev/null 2>&1; then echo '" PROBE_MARK "bwrap'; fi; exit 0"
+
+static void probe_parse(const struct sbuf *out, struct host_probe *p)
+{
+	const char *d = out->data ? out->data : "";
+	for (const char *q = strstr(d, PROBE_MARK); q; q = strstr(q, PROBE_MARK)) {
+		q += strlen(PROBE_MARK);
+		size_t k = strcspn(q, "\r\n");
+		if (k == 5 && !strncmp(q, "bwrap", 5)) {
+			p->bwrap = 1;
+		} else if (k == 4 && !strncmp(q, "pid1", 4)) {
+			p->pid1 = 1;
+		} else if (k > 8 && k - 8 < sizeof(p->machine) && !strncmp(q, "machine ", 8)) {
+			memcpy(p->machine, q + 8, k - 8);
+			p->machine[k - 8] = '\0';
+			/* a name, as `uname -m` prints them: nothing else is used */
+			if (strspn(p->machine, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.") != k - 8)
+				p->machine[0] = '\0';
+		}
+	}
+}
+
+/* One attempt: connect, verify, authenticate, open SFTP, probe the host
+ * and place the filter there. Runs on the reconnect thread without h->lock. */
+static int host_try(struct ssh_host *h, ssh_conn **oc, sftp_client **os, struct host_probe *p, char *err, size_t n)
 {
 	const struct seer_provider_entry *e = h->ent;
 	ssh_conn_opts o = {.host = e->host, .port = e->port, .user = e->user, .identity_file = e->identity_file,
@@ -208,15 +419,17 @@ static int host_try(struct ssh_host *h, ssh_conn **oc, sftp_client **os, int *bw
 		ssh_conn_close(c);
 		return r;
 	}
-	*bwrap = 0;
+	memset(p, 0, sizeof(*p));
 	if (e->mode == SEER_SSH_HOST) {
 		ssh_exec_status st;
 		char e2[SSH_ERRMSG_LEN];
-		/* Present is not enough: user namespaces may be off there. */
-		int k = ssh_exec_run(c,
-				     "command -v bwrap >/dev/null 2>&1 && bwrap --ro-bind / / --dev /dev true >/dev/null 2>&1 && echo bwrap",
-				     NULL, 0, NULL, NULL, e->timeout_ms, &st, e2, sizeof(e2));
-		*bwrap = k == 0 && st.exited && st.exit_code == 0;
+		struct sbuf out = {0};
+		int k = ssh_exec_run(c, HOST_PROBE, NULL, 0, collect, &out, e->timeout_ms, &st, e2, sizeof(e2));
+		if (k == 0 && st.exited && st.exit_code == 0)
+			probe_parse(&out, p);
+		sbuf_free(&out);
+		if (p->bwrap)
+			iso_place(s, e, p);
 	}
 	*oc = c;
 	*os = s;
@@ -281,15 +494,15 @@ static void *host_main(void *arg)
 		pthread_mutex_unlock(&h->lock);
 		ssh_conn *c = NULL;
 		sftp_client *s = NULL;
-		int bwrap = 0;
+		struct host_probe probe;
 		char err[SSH_ERRMSG_LEN] = "";
-		int r = host_try(h, &c, &s, &bwrap, err, sizeof(err));
+		int r = host_try(h, &c, &s, &probe, err, sizeof(err));
 		pthread_mutex_lock(&h->lock);
 		h->attempts++;
 		if (r == 0) {
 			h->conn = c;
 			h->sftp = s;
-			h->has_bwrap = bwrap;
+			h->probe = probe;
 			int was_down = h->down_logged;
 			h->ever = 1;
 			h->down_logged = 0;
@@ -356,8 +569,8 @@ static struct ssh_host *host_of(struct sandbox *sb)
  * login that is refused, fail at once with the client's message; otherwise
  * the wait ends with -ENOTCONN (or -ETIMEDOUT) and "disconnected".
  */
-static int host_acquire_h(struct ssh_host *h, const char *label, ssh_conn **oc, sftp_client **os, int *bwrap, char *err,
-			  size_t n)
+static int host_acquire_h(struct ssh_host *h, const char *label, ssh_conn **oc, sftp_client **os,
+			  struct host_probe *probe, char *err, size_t n)
 {
 	char who[512];
 	describe(h->ent, who, sizeof(who));
@@ -374,8 +587,8 @@ static int host_acquire_h(struct ssh_host *h, const char *label, ssh_conn **oc, 
 				*oc = h->conn;
 			if (os)
 				*os = h->sftp;
-			if (bwrap)
-				*bwrap = h->has_bwrap;
+			if (probe)
+				*probe = h->probe;
 			pthread_mutex_unlock(&h->lock);
 			return 0;
 		}
@@ -403,20 +616,15 @@ static int host_acquire_h(struct ssh_host *h, const char *label, ssh_conn **oc, 
 }
 
 /* host_acquire_h for sb, whose name the messages carry. */
-static int host_acquire(struct sandbox *sb, ssh_conn **oc, sftp_client **os, int *bwrap, char *err, size_t n)
+static int host_acquire(struct sandbox *sb, ssh_conn **oc, sftp_client **os, struct host_probe *probe, char *err,
+			size_t n)
 {
 	char label[128];
 	snprintf(label, sizeof(label), "sandbox %s", sb->name);
-	return host_acquire_h(host_of(sb), label, oc, os, bwrap, err, n);
+	return host_acquire_h(host_of(sb), label, oc, os, probe, err, n);
 }
 
 /* Runs a short command on sb's host; its stdout (if out) is collected. */
-static void collect(void *ud, int stream, const void *data, size_t len)
-{
-	if (stream == SSH_EXEC_STDOUT && ud)
-		sbuf_append(ud, data, len);
-}
-
 static int run_short(struct sandbox *sb, const char *cmd, struct sbuf *out, int *code, char *err, size_t n)
 {
 	ssh_conn *c;
@@ -506,29 +714,6 @@ static int ssh_check(struct sandbox *sb, const struct seer_config *cfg, char *er
 	return 0;
 }
 
-/* mkdir -p over SFTP (existing directories are fine). */
-static int sftp_mkdir_p(sftp_client *s, const char *path, uint32_t mode)
-{
-	char p[2048];
-	snprintf(p, sizeof(p), "%s", path);
-	for (char *q = p + 1;; q++) {
-		if (*q == '/' || !*q) {
-			char c = *q;
-			*q = '\0';
-			int r = sftp_mkdir(s, p, mode);
-			if (r < 0 && r != -EEXIST) {
-				sftp_attrs a;
-				if (sftp_stat(s, p, &a) < 0)
-					return r;
-			}
-			*q = c;
-			if (!c)
-				break;
-		}
-	}
-	return 0;
-}
-
 static void host_register(struct ssh_sb *s)
 {
 	if (s->registered)
@@ -591,35 +776,31 @@ static int ssh_start(struct sandbox *sb, const struct seer_config *cfg, char *er
 	host_register(s);
 	ssh_conn *c;
 	sftp_client *cli;
-	int bwrap = 0;
-	int r = host_acquire(sb, &c, &cli, &bwrap, err, n);
-	if (r < 0)
+	struct host_probe *hp = xcalloc(1, sizeof(*hp));
+	int r = host_acquire(sb, &c, &cli, hp, err, n);
+	int bwrap = hp->bwrap;
+	if (r == 0 && bwrap && e->mode != SEER_SSH_DIRECT && hp->iso_errno) {
+		/* Never a bubblewrap without the filter: refused, and why. */
+		snprintf(err, n, "sandbox %s: %s", sb->name, hp->iso_err);
+		r = hp->iso_errno;
+	}
+	if (r < 0) {
+		free(hp);
 		return r;
+	}
 	char who[512];
 	describe(e, who, sizeof(who));
 	char root[2048], wdabs[2048] = "";
 	if (e->mode == SEER_SSH_DIRECT) {
 		snprintf(root, sizeof(root), "/");
 		bwrap = 0;
-		if ((r = snap_prepare_root(sb, root, err, n)) < 0)
-			return r;
+		r = snap_prepare_root(sb, root, err, n);
 	} else {
-		char *wd = NULL;
-		if (e->workdir[0] != '/') {
-			/* Relative to the remote user's home: SFTP starts there. */
-			r = sftp_mkdir_p(cli, e->workdir, 0700);
-			if (r == 0)
-				r = sftp_realpath(cli, e->workdir, &wd);
-		} else {
-			wd = xstrdup(e->workdir);
-		}
-		if (r == 0) {
-			snprintf(root, sizeof(root), "%s/%s", wd, sb->name);
-			snprintf(wdabs, sizeof(wdabs), "%s", wd);
-		}
-		free(wd);
+		r = workdir_abs(cli, e, wdabs, sizeof(wdabs));
+		if (r == 0)
+			snprintf(root, sizeof(root), "%s/%s", wdabs, sb->name);
 		if (r == 0 && (r = snap_prepare_root(sb, root, err, n)) < 0)
-			return r;
+			goto out;
 		static const char *const sub[] = {"", "/workspace", "/tmp", "/root", NULL};
 		for (int i = 0; r == 0 && sub[i]; i++) {
 			char p[2100];
@@ -629,15 +810,19 @@ static int ssh_start(struct sandbox *sb, const struct seer_config *cfg, char *er
 		if (r < 0) {
 			snprintf(err, n, "sandbox %s: cannot create its directory under %s on %s: %s; check that the remote user may write there",
 				 sb->name, e->workdir, who, strerror(-r));
-			return r;
+			goto out;
 		}
 		r = start_models(sb, c, cli, wdabs, root, bwrap, err, n);
-		if (r < 0)
-			return r;
 	}
+	if (r < 0)
+		goto out;
 	pthread_mutex_lock(&s->lock);
 	snprintf(s->root, sizeof(s->root), "%s", root);
 	s->bwrap = bwrap;
+	snprintf(s->iso, sizeof(s->iso), "%s", bwrap ? hp->iso_dir : "");
+	snprintf(s->machine, sizeof(s->machine), "%s", hp->machine);
+	s->pid1 = hp->pid1;
+	s->prctl_nr = bwrap ? seer_syscall_nr(hp->machine, "prctl") : -1;
 	s->network = cfg->network;
 	s->gpu = cfg->gpu != NULL;
 	s->running = 1;
@@ -646,12 +831,16 @@ static int ssh_start(struct sandbox *sb, const struct seer_config *cfg, char *er
 		sandbox_log(sb, "sandbox %s: on %s, host key %s; mode direct: the SSH endpoint is the sandbox (root/ is its /); isolation: none beyond the endpoint itself",
 			    sb->name, who, ssh_conn_fingerprint(c));
 	else if (bwrap)
-		sandbox_log(sb, "sandbox %s: on %s, host key %s, in %s; isolation: bubblewrap on %s", sb->name, who,
-			    ssh_conn_fingerprint(c), root, e->host);
+		sandbox_log(sb, "sandbox %s: on %s, host key %s, in %s; isolation: bubblewrap on %s (%s: system call filter, /proc's kernel state masked)",
+			    sb->name, who, ssh_conn_fingerprint(c), root, e->host, hp->machine);
 	else
 		sandbox_log(sb, "sandbox %s: on %s, host key %s, in %s; isolation: NONE (no working bwrap on %s): commands run as %s in that directory; install bubblewrap there for isolation",
 			    sb->name, who, ssh_conn_fingerprint(c), root, e->host, e->user);
+	free(hp);
 	return confined_probe(sb, s, err, n);
+out:
+	free(hp);
+	return r;
 }
 
 static void job_free(struct ssh_job *j)
@@ -918,36 +1107,39 @@ static void host_path(struct ssh_sb *s, const char *p, struct sbuf *out)
 	sbuf_printf(out, "%s", p);
 }
 
+/* The kernel's shared state under each bwrap's /proc, as the local
+ * provider masks it (provider_local.c, add_proc_masks): read-only binds of
+ * the host's own, and an empty file or directory over what must not be
+ * read at all. Only what the host has: bwrap cannot make a /proc entry. */
+static const char proc_ro[] = "bus fs irq sys sysrq-trigger";
+static const char proc_masked[] = "acpi asound buddyinfo kcore keys key-users kallsyms kmsg kpagecgroup kpagecount "
+				  "kpageflags latency_stats pagetypeinfo sched_debug schedstat scsi slabinfo timer_list "
+				  "timer_stats vmallocinfo zoneinfo mtrr config.gz";
+
 /*
- * Shell lines that end in "exec bwrap ... --chdir CWD --": the sandbox as
- * its commands see it. The one place for its binds and namespaces: the
- * commands and root/'s SFTP server (confined_command) both start here, so
- * root/ shows exactly the commands' "/". extra: more bwrap arguments,
+ * Shell lines that build bwrap's arguments in "$@" and end in
+ * "exec 9<FILTER bwrap ... --chdir CWD -- COMMAND": the sandbox as its
+ * commands see it. The one place for its binds, namespaces, filter and
+ * masks: the commands, the agent and root/'s SFTP server
+ * (confined_command) all start here, so root/ shows exactly the commands'
+ * "/". cmd: the command's words, already quoted, or NULL for the "$@" the
+ * lines before set. pid1: the command is its pid namespace's init
+ * (--as-pid-1; the agent). extra: more bwrap arguments before --chdir,
  * already quoted. s->lock held.
+ *
+ * The arguments that depend on what the host has (a /proc entry, /etc/ssh,
+ * GPUs) are prepended to "$@" from the last to the first, never split out
+ * of a string, so that no path (the work directory's neither) is word-split
+ * or globbed. The system call filter is bwrap's fd 9 (it closes it before
+ * the command runs); a sandbox that would run without it is refused
+ * earlier (ssh_start).
  */
-static void bwrap_command(struct ssh_sb *s, const char *cwd, int network, const char *extra, struct sbuf *b)
+static void bwrap_command(struct ssh_sb *s, const char *cwd, int network, int pid1, const char *extra, const char *cmd,
+			  struct sbuf *b)
 {
-	/* Host secrets stay hidden: shadow files and sshd's keys. */
-	sbuf_printf(b, "x=\n[ -e /etc/shadow ] && x=\"$x --ro-bind /dev/null /etc/shadow\"\n"
-		       "[ -e /etc/gshadow ] && x=\"$x --ro-bind /dev/null /etc/gshadow\"\n"
-		       "[ -d /etc/ssh ] && x=\"$x --tmpfs /etc/ssh\"\n");
-	if (s->gpu)
-		sbuf_printf(b, "for d in /dev/nvidia*; do [ -e \"$d\" ] && x=\"$x --dev-bind $d $d\"; done\n");
-	/* Own pid namespace: when kill, a timeout or stop SIGKILLs the
-	 * job's group (this bwrap leads it), --die-with-parent takes
-	 * the namespace's init with it and the kernel kills everything
-	 * left inside, setsid'd processes too. Without it those
-	 * survived, kept the channel open, and the job never ended.
-	 * Own session (--new-session): a command that signals its own
-	 * group (kill 0) signals what runs inside, not bwrap outside,
-	 * which died of it; tree kills still reach bwrap's group. */
-	sbuf_printf(b, "exec bwrap --die-with-parent --new-session --unshare-pid --unshare-ipc --unshare-uts --hostname ");
-	sbuf_shell_quote(b, s->sb->name);
-	if (!network)
-		sbuf_printf(b, " --unshare-net");
-	sbuf_printf(b, " --cap-drop ALL --ro-bind /usr /usr --ro-bind-try /bin /bin --ro-bind-try /sbin /sbin"
-		       " --ro-bind-try /lib /lib --ro-bind-try /lib64 /lib64 --ro-bind-try /lib32 /lib32"
-		       " --ro-bind /etc /etc $x --proc /proc --dev /dev");
+	if (cmd)
+		sbuf_printf(b, "set -- %s\n", cmd);
+	sbuf_printf(b, "set --");
 	static const char *const dirs[] = {"workspace", "tmp", "root", NULL};
 	for (int i = 0; dirs[i]; i++) {
 		struct sbuf p = {0};
@@ -962,7 +1154,43 @@ static void bwrap_command(struct ssh_sb *s, const char *cwd, int network, const 
 	ssh_models_bwrap_args(&s->models, b);
 	sbuf_printf(b, "%s --chdir ", extra);
 	sbuf_shell_quote(b, cwd);
-	sbuf_printf(b, " --");
+	sbuf_printf(b, " -- \"$@\"\n");
+	if (s->gpu)
+		sbuf_printf(b, "for seer_f in /dev/nvidia*; do [ -e \"$seer_f\" ] && set -- --dev-bind \"$seer_f\" \"$seer_f\" \"$@\"; done\n");
+	sbuf_printf(b, "set -- --dev /dev \"$@\"\nseer_e=");
+	sbuf_shell_quote(b, s->iso);
+	sbuf_printf(b, "\nfor seer_f in %s; do if [ -d \"/proc/$seer_f\" ]; then set -- --ro-bind \"$seer_e/" ISO_EMPTY_DIR
+		       "\" \"/proc/$seer_f\" \"$@\"; elif [ -e \"/proc/$seer_f\" ]; then set -- --ro-bind \"$seer_e/" ISO_EMPTY_FILE
+		       "\" \"/proc/$seer_f\" \"$@\"; fi; done\n",
+		    proc_masked);
+	sbuf_printf(b, "for seer_f in %s; do [ -e \"/proc/$seer_f\" ] && set -- --ro-bind \"/proc/$seer_f\" \"/proc/$seer_f\" \"$@\"; done\n",
+		    proc_ro);
+	/* Host secrets stay hidden: shadow files and sshd's keys. */
+	sbuf_printf(b, "set -- --proc /proc \"$@\"\n"
+		       "[ -d /etc/ssh ] && set -- --tmpfs /etc/ssh \"$@\"\n"
+		       "[ -e /etc/gshadow ] && set -- --ro-bind /dev/null /etc/gshadow \"$@\"\n"
+		       "[ -e /etc/shadow ] && set -- --ro-bind /dev/null /etc/shadow \"$@\"\n");
+	/* Own pid namespace: when kill, a timeout or stop SIGKILLs the
+	 * job's group (this bwrap leads it), --die-with-parent takes
+	 * the namespace's init with it and the kernel kills everything
+	 * left inside, setsid'd processes too. Without it those
+	 * survived, kept the channel open, and the job never ended.
+	 * Own session (--new-session): a command that signals its own
+	 * group (kill 0) signals what runs inside, not bwrap outside,
+	 * which died of it; tree kills still reach bwrap's group. */
+	sbuf_printf(b, "exec 9<");
+	struct sbuf f = {0};
+	sbuf_printf(&f, "%s/" ISO_FILTER, s->iso);
+	sbuf_shell_quote(b, f.data);
+	sbuf_free(&f);
+	sbuf_printf(b, " bwrap --die-with-parent --new-session --unshare-pid%s --unshare-ipc --unshare-uts --hostname ",
+		    pid1 ? " --as-pid-1" : "");
+	sbuf_shell_quote(b, s->sb->name);
+	if (!network)
+		sbuf_printf(b, " --unshare-net");
+	sbuf_printf(b, " --cap-drop ALL --seccomp 9 --ro-bind /usr /usr --ro-bind-try /bin /bin --ro-bind-try /sbin /sbin"
+		       " --ro-bind-try /lib /lib --ro-bind-try /lib64 /lib64 --ro-bind-try /lib32 /lib32"
+		       " --ro-bind /etc /etc \"$@\"\n");
 }
 
 /* Whether an environment entry KEY=VALUE has a name a shell can export. */
@@ -1037,8 +1265,7 @@ static void build_script(struct ssh_sb *s, const struct seer_provider_entry *e, 
 		}
 		sbuf_printf(b, "\n");
 		exit_wrap_args(sigmark, b);
-		bwrap_command(s, cwd, s->network, "", b);
-		sbuf_printf(b, " \"$@\"\n");
+		bwrap_command(s, cwd, s->network, 0, "", NULL, b);
 		return;
 	}
 	sbuf_printf(b, "exec");
@@ -1087,7 +1314,16 @@ static int agent_acquire(struct sandbox *sb, struct ssh_sb *s, struct ssh_agent 
 	pthread_mutex_lock(&s->agent_lock);
 	pthread_mutex_lock(&s->lock);
 	int use = s->bwrap && s->running && !s->agent_off && e->mode != SEER_SSH_DIRECT && !e->exec_channel;
+	int pid1 = s->pid1;
 	pthread_mutex_unlock(&s->lock);
+	if (use && !pid1) {
+		/* As pid 2 under bwrap's init, any command could kill or stop
+		 * it; only as init itself are signals from inside dropped. */
+		s->agent_off = 1;
+		sandbox_log(sb, "sandbox %s: commands on %s start one bubblewrap each (about 10 ms more per command): its bwrap lacks --as-pid-1 (bubblewrap 0.8), without which the sandbox's agent would be in reach of the sandbox's processes; a newer bubblewrap there lets it run",
+			    sb->name, e->host);
+		use = 0;
+	}
 	if (!use) {
 		pthread_mutex_unlock(&s->agent_lock);
 		return -ENOTSUP;
@@ -1098,13 +1334,24 @@ static int agent_acquire(struct sandbox *sb, struct ssh_sb *s, struct ssh_agent 
 	}
 	r = 0;
 	if (!s->agent) {
-		struct sbuf sh = {0};
+		struct sbuf sh = {0}, cmd = {0};
 		pthread_mutex_lock(&s->lock);
-		bwrap_command(s, "/", s->network, "", &sh);
+		/* perl reads the agent from its stdin; its one argument is
+		 * prctl's number on this machine (PR_SET_DUMPABLE). */
+		sbuf_printf(&cmd, "/usr/bin/perl - %d", s->prctl_nr);
+		bwrap_command(s, "/", s->network, 1, "", cmd.data, &sh);
+		int warned = s->agent_warned;
 		pthread_mutex_unlock(&s->lock);
+		sbuf_free(&cmd);
 		char e2[SSH_ERRMSG_LEN + 400] = "";
 		r = ssh_agent_open(c, sh.data, e->timeout_ms, agent_exit, s, &s->agent, e2, sizeof(e2));
 		sbuf_free(&sh);
+		if (r == 0 && ssh_agent_warning(s->agent)[0] && !warned) {
+			pthread_mutex_lock(&s->lock);
+			s->agent_warned = 1;
+			pthread_mutex_unlock(&s->lock);
+			sandbox_log(sb, "sandbox %s: its agent on %s: %s", sb->name, e->host, ssh_agent_warning(s->agent));
+		}
 		if (r < 0 && ssh_conn_alive(c)) {
 			/* The host cannot run it: every command gets a bubblewrap
 			 * of its own from now on, as without the agent. */
@@ -1236,11 +1483,13 @@ static void confined_command(struct ssh_sb *s, struct sbuf *cmd)
 		sbuf_printf(&extra, " ");
 		sbuf_shell_quote(&extra, s->sftp_server);
 	}
-	/* No network for the file server, whatever the config says. */
-	bwrap_command(s, "/", 0, extra.data, &sh);
-	sbuf_printf(&sh, " ");
-	sbuf_shell_quote(&sh, s->sftp_server);
-	sbuf_printf(&sh, " -e");   /* its errors on stderr: the client keeps the tail for messages */
+	/* No network for the file server, whatever the config says; its
+	 * errors on stderr (-e): the client keeps the tail for messages. */
+	struct sbuf server = {0};
+	sbuf_shell_quote(&server, s->sftp_server);
+	sbuf_printf(&server, " -e");
+	bwrap_command(s, "/", 0, 0, extra.data, server.data, &sh);
+	sbuf_free(&server);
 	sbuf_printf(cmd, "exec /bin/sh -c ");
 	sbuf_shell_quote(cmd, sh.data);
 	sbuf_free(&extra);
@@ -1936,6 +2185,11 @@ static int snap_prepare_root(struct sandbox *sb, const char *root, char *err, si
 			 sb->name, SNAP_STORE, e->name, e->host);
 		return -EINVAL;
 	}
+	if (!strcmp(sb->name, ISO_DIR)) {
+		snprintf(err, n, "sandbox %s: the name %s is where provider %s keeps the sandboxes' system call filter on %s; pick another name",
+			 sb->name, ISO_DIR, e->name, e->host);
+		return -EINVAL;
+	}
 	char where[2048];
 	int r = snapshot_source(sb, where, sizeof(where), err, n);
 	if (r < 0 || !where[0])
@@ -2032,8 +2286,8 @@ static void ssh_isolation(struct sandbox *sb, char *buf, size_t len)
 	else if (e->mode == SEER_SSH_DIRECT)
 		snprintf(buf, len, "none beyond the SSH endpoint %s itself (mode direct)", e->host);
 	else if (bwrap)
-		snprintf(buf, len, "bubblewrap on %s (mount, pid, ipc, uts namespaces%s)", e->host,
-			 network ? "" : ", no network");
+		snprintf(buf, len, "bubblewrap on %s (mount, pid, ipc, uts namespaces, no capabilities, system call filter, /proc's kernel state masked%s)",
+			 e->host, network ? "" : ", no network");
 	else
 		snprintf(buf, len, "NONE: no working bubblewrap on %s; commands run as %s in the sandbox's directory",
 			 e->host, e->user);

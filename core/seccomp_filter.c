@@ -111,3 +111,12 @@ int seer_seccomp_fd(const char *machine, char *err, size_t n)
 	}
 	return fd;
 }
+
+int seer_syscall_nr(const char *machine, const char *name)
+{
+	uint32_t arch = machine ? arch_of(machine) : seccomp_arch_native();
+	if (!arch)
+		return -ENOTSUP;
+	int nr = seccomp_syscall_resolve_name_arch(arch, name);
+	return nr == __NR_SCMP_ERROR || nr < 0 ? -ENOENT : nr;
+}

@@ -19,4 +19,10 @@
  * output machine (NULL: this one), positioned at 0; or -errno with err set. */
 int seer_seccomp_fd(const char *machine, char *err, size_t n);
 
+/* The number of system call name on machine (`uname -m`; NULL: this one),
+ * from libseccomp's tables: -ENOTSUP for a machine the filter does not
+ * know, -ENOENT for a call that machine lacks. The ssh provider's agent
+ * needs prctl's, which differs between architectures. */
+int seer_syscall_nr(const char *machine, const char *name);
+
 #endif

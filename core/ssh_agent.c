@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #define AGENT_READY "@@seer-agent-ready\n"
+#define AGENT_WARN "@@seer-agent-warn "   /* a line before the ready one: what it could not do */
 #define PID_LINE "@@seer-pid "
 #define FRAME_HDR 9
 #define CREDIT (1u << 20)        /* stdin bytes a command may have in flight */
@@ -89,6 +90,7 @@ struct ssh_agent {
 	struct sbuf in;              /* channel output not yet parsed */
 	struct sbuf err;             /* the end of its stderr, for messages */
 	int host_pid;
+	char warn[256];              /* its warning line, or "" */
 };
 
 /* A number in a frame's text ("123"); 0 when there is none. */
@@ -231,6 +233,16 @@ static void agent_output(void *ud, int stream, const void *data, size_t len)
 		char *p = memmem(a->in.data, (size_t)(r - a->in.data), PID_LINE, strlen(PID_LINE));
 		if (p)
 			a->host_pid = atoi(p + strlen(PID_LINE));
+		char *w = memmem(a->in.data, (size_t)(r - a->in.data), AGENT_WARN, strlen(AGENT_WARN));
+		if (w) {
+			w += strlen(AGENT_WARN);
+			size_t wl = strcspn(w, "\n");
+			if (wl >= sizeof(a->warn))
+				wl = sizeof(a->warn) - 1;
+			for (size_t i = 0; i < wl; i++)   /* the host's text: printable only */
+				a->warn[i] = (unsigned char)w[i] < 0x20 || w[i] == 0x7f ? '?' : w[i];
+			a->warn[wl] = '\0';
+		}
 		off = (size_t)(r - a->in.data) + strlen(AGENT_READY);
 		pthread_mutex_lock(&a->mu);
 		a->ready = 1;
@@ -392,7 +404,7 @@ int ssh_agent_open(ssh_conn *c, const char *sh_lines, int timeout_ms, ssh_agent_
 	 * it; its pid line first: the bubblewrap's, which a snapshot stops. */
 	struct sbuf sh = {0}, cmd = {0};
 	sbuf_printf(&sh, "[ -x /usr/bin/perl ] || { echo 'no /usr/bin/perl on this host' >&2; exit 125; }\n"
-		       "printf '%s%%s\\n' \"$$\"\n%s /usr/bin/perl -\n", PID_LINE, sh_lines);
+		       "printf '%s%%s\\n' \"$$\"\n%s", PID_LINE, sh_lines);
 	sbuf_printf(&cmd, "exec /bin/sh -c ");
 	sbuf_shell_quote(&cmd, sh.data);
 	sbuf_free(&sh);
@@ -440,6 +452,11 @@ fail:
 int ssh_agent_host_pid(struct ssh_agent *a)
 {
 	return a->host_pid;   /* set before the ready line, never after */
+}
+
+const char *ssh_agent_warning(struct ssh_agent *a)
+{
+	return a->warn;   /* set before the ready line, never after */
 }
 
 int ssh_agent_alive(struct ssh_agent *a, ssh_conn *c)

@@ -22,14 +22,19 @@ struct ssh_agent;
 typedef void (*ssh_agent_exit_fn)(void *ud, int pid, int status, const char *why);
 
 /* Starts the agent on c: sh_lines are shell lines that end in
- * "exec bwrap ... --" (the sandbox as its commands see it), to which the
- * perl interpreter is appended. Waits up to timeout_ms for it to be ready. */
+ * "exec ... bwrap ... -- /usr/bin/perl - ARGS" (the sandbox as its commands
+ * see it; perl reads the agent from its stdin). Waits up to timeout_ms for
+ * it to be ready. */
 int ssh_agent_open(ssh_conn *c, const char *sh_lines, int timeout_ms, ssh_agent_exit_fn on_exit, void *ud,
 		   struct ssh_agent **out, char *err, size_t n);
 
 /* The pid of a's bubblewrap on the host (0 if unknown): its process group
  * holds the agent and everything its commands started. */
 int ssh_agent_host_pid(struct ssh_agent *a);
+
+/* What the agent said it could not do at its start (e.g. make itself not
+ * dumpable), or "". */
+const char *ssh_agent_warning(struct ssh_agent *a);
 
 /* Whether a still runs on the link c. */
 int ssh_agent_alive(struct ssh_agent *a, ssh_conn *c);

@@ -23,6 +23,17 @@
 # and exits, and bubblewrap's pid namespace ends with it. It never blocks:
 # every descriptor but stdin is non-blocking and buffered, and the
 # commands' output is not read while too much waits for seerfs.
+#
+# Out of the sandbox's reach: bubblewrap starts it as its pid namespace's
+# init (--as-pid-1), and the kernel drops every signal that a process of
+# the namespace sends to its init unless init handles it: SIGKILL and
+# SIGSTOP always, and all the others but SIGCHLD (its one handler, which
+# only wakes the loop). It makes itself not dumpable, so that the
+# sandbox's processes (the same user, without CAP_SYS_PTRACE) can neither
+# ptrace it nor read its memory, environment or descriptors through
+# /proc/1. Its one argument is prctl's system call number on this machine
+# (seerfs knows it from `uname -m`); without it, or when the call fails, a
+# line "@@seer-agent-warn WHY" before the ready line says so, and it runs on.
 use strict;
 use POSIX qw(setsid WNOHANG EAGAIN EINTR EPIPE ENOENT);
 use Fcntl qw(F_GETFL F_SETFL O_NONBLOCK);
@@ -33,6 +44,20 @@ use constant CHUNK => 65536;
 
 $0 = 'seerfs-agent';
 $SIG{PIPE} = 'IGNORE';
+
+# PR_SET_DUMPABLE (4) to 0, checked with PR_GET_DUMPABLE (3).
+sub nodump {
+	my $nr = shift;
+	return 'no prctl system call number for this machine: it stays dumpable (ptrace-able by the sandbox)'
+		unless defined $nr && $nr =~ /^\d+$/;
+	$nr += 0;
+	return "prctl(PR_SET_DUMPABLE, 0) failed: $!: it stays dumpable (ptrace-able by the sandbox)"
+		if syscall($nr, 4, 0, 0, 0, 0) == -1;
+	my $d = syscall($nr, 3, 0, 0, 0, 0);
+	return "still dumpable ($d) after prctl(PR_SET_DUMPABLE, 0)" if $d != 0;
+	return '';
+}
+my $nodump = nodump($ARGV[0]);
 
 sub nonblock { my $fh = shift; my $f = fcntl($fh, F_GETFL, 0); fcntl($fh, F_SETFL, $f | O_NONBLOCK) if defined $f }
 # perl-base (what a minimal Debian has) lacks Time::HiRes: whole seconds then.
@@ -45,6 +70,7 @@ sub frame { $out .= pack('aNN', $_[0], $_[1], length $_[2]) . $_[2] }
 pipe(my $wake_r, my $wake_w) or die "seerfs-agent: pipe: $!\n";
 nonblock($_) for ($wake_r, $wake_w, \*STDOUT);
 $SIG{CHLD} = sub { syswrite($wake_w, 'x') };
+syswrite(STDOUT, "\@\@seer-agent-warn $nodump\n") if length $nodump;
 syswrite(STDOUT, "\@\@seer-agent-ready\n");
 
 # id => {id, pid, in_fh, in_buf, in_eof, out_fh, err_fh, exited, status, t_exit, t_act}
@@ -102,10 +128,11 @@ sub signal_tree {
 
 # Every process of the sandbox. kill(-1) reaches every process the agent
 # may signal, which is the sandbox only inside bubblewrap's pid namespace,
-# where the agent's parent is that namespace's init (pid 1). Anywhere else
-# (a test run by hand) only the trees of its commands.
+# where the agent is that namespace's init (pid 1; or pid 2 under
+# bubblewrap's own init). Anywhere else (a test run by hand) only the trees
+# of its commands.
 sub kill_all {
-	if (getppid() == 1 && $$ == 2) {
+	if ($$ == 1 || getppid() == 1 && $$ == 2) {
 		kill 'KILL', -1;
 		return;
 	}

@@ -90,16 +90,24 @@ def test_setuid_file_is_not_host_root(sandbox):
 def test_core_pattern_and_sysctls_are_read_only(sandbox):
     """The route to host root: core_pattern (and any sysctl) cannot be
     written; the host's stays as it was."""
-    host_before = pathlib.Path("/proc/sys/kernel/core_pattern").read_text()
+    sysctls = {p: pathlib.Path(p).read_text() for p in ("/proc/sys/kernel/core_pattern",
+                                                        "/proc/sys/kernel/printk_ratelimit")}
     marker = f"|/workspace/pwn-{uuid.uuid4().hex}"
-    for path, value in [("/proc/sys/kernel/core_pattern", marker), ("/proc/sys/kernel/printk_ratelimit", "7"),
-                        ("/proc/sys/vm/drop_caches", "3"), ("/proc/sysrq-trigger", "h")]:
-        code, out = run(sandbox, f"echo '{value}' > {path}")
-        assert code != 0, (path, out)
-        # sysrq-trigger: read-only where this procfs shows it at all
-        assert ("Read-only file system" in out or "Permission denied" in out or
-                path == "/proc/sysrq-trigger"), (path, out)
-    assert pathlib.Path("/proc/sys/kernel/core_pattern").read_text() == host_before
+    try:
+        for path, value in [("/proc/sys/kernel/core_pattern", marker), ("/proc/sys/kernel/printk_ratelimit", "7"),
+                            ("/proc/sys/vm/drop_caches", "3"), ("/proc/sysrq-trigger", "h")]:
+            code, out = run(sandbox, f"echo '{value}' > {path}")
+            assert code != 0, (path, out)
+            # sysrq-trigger: read-only where this procfs shows it at all
+            assert ("Read-only file system" in out or "Permission denied" in out or
+                    path == "/proc/sysrq-trigger"), (path, out)
+        for path, before in sysctls.items():
+            assert pathlib.Path(path).read_text() == before, path
+    finally:
+        # A build that lets the write through must not leave the host so.
+        for path, before in sysctls.items():
+            if IS_ROOT and pathlib.Path(path).read_text() != before:
+                pathlib.Path(path).write_text(before)
     code, out = run(sandbox, "grep -E ' /proc/sys ' /proc/self/mountinfo")
     assert code == 0 and " ro," in out, out
 

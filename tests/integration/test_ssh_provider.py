@@ -1144,14 +1144,24 @@ def test_background_process_outlives_its_job_until_terminate(remote):
     poll(lambda: not remote_pids(tag), timeout=10, what="the background process gone with the sandbox")
 
 
-def test_agent_killed_next_command_starts_a_new_one(remote):
-    """The agent dies (here killed from inside): the commands it ran end as
-    hung up, and the next command starts a new agent."""
+def test_agent_killed_next_command_starts_a_new_one(remote, sshd):
+    """The agent dies (here killed on the host: from inside it cannot be,
+    test_escape_ssh.py): the commands it ran end as hung up, and the next
+    command starts a new agent."""
     m, _, _ = remote
     sb = make(m, "ak")
     bwrapped(sb)
     assert run(sb, "echo one")[1] == b"one\n"
-    job = start_job(sb, "kill -9 $PPID; sleep 30")
+    job = start_job(sb, "sleep 30")
+    agents = []
+    for p in sshd.session_pids():
+        try:
+            if pathlib.Path(f"/proc/{p}/comm").read_text() == "seerfs-agent\n":
+                agents.append(p)
+        except OSError:   # ended meanwhile
+            pass
+    assert len(agents) == 1, agents
+    os.kill(agents[0], 9)
     assert read_text(job / "exit", 20).strip() == "signal 1"
     assert "agent ended" in log_text(sb)
     assert run(sb, "echo two")[1] == b"two\n"
