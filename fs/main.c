@@ -390,5 +390,10 @@ out_ctx:
 	free(o.source);
 	free(o.mountpoint);
 	fuse_opt_free_args(&args);
-	return ret ? 1 : 0;
+	/* Not exit(): the ssh provider's per-host threads live as long as the
+	 * process, and exit's handlers (OpenSSL's cleanup under libssh2) would
+	 * free what such a thread may be using at that moment (a crash at exit
+	 * was seen). Everything of ours is stopped and written by now. */
+	fflush(NULL);
+	_exit(ret ? 1 : 0);
 }
