@@ -22,8 +22,8 @@ void sandbox_recover_all(struct seer_ctx *ctx);
  * and bubblewrap, running as that range's root, must reach its sources in
  * the state directory: the directories on the way are made searchable by
  * the range's group only (root:GID 0710, as Docker's remapped root is), and
- * every parent above them, and above the agent and the model cache, must be
- * searchable by others (as /var/lib/docker's must be for userns-remap). */
+ * every parent above them, and above the model cache, must be searchable by
+ * others (as /var/lib/docker's must be for userns-remap). */
 static int share_state_dirs(struct seer_ctx *ctx, char *err, size_t n)
 {
 	char p[4096];
@@ -37,7 +37,24 @@ static int share_state_dirs(struct seer_ctx *ctx, char *err, size_t n)
 			return r;
 		}
 	}
-	const char *dirs[] = {ctx->state_dir, ctx->model_cache, ctx->agent_path, NULL};
+	/* The agent may be anywhere (a build tree under a 0700 home): the
+	 * sandboxes get a copy of it in the state directory. */
+	char *agent = NULL;
+	size_t alen = 0;
+	snprintf(p, sizeof(p), "%s/agent", ctx->state_dir);
+	int r = ctx->agent_path ? read_file(ctx->agent_path, 256u << 20, &agent, &alen) : -ENOENT;
+	if (r == 0)
+		r = write_file_atomic(p, agent, alen, 0755);
+	free(agent);
+	if (r < 0 && r != -ENOENT) {
+		snprintf(err, n, "cannot copy the sandbox init %s to %s: %s", ctx->agent_path, p, strerror(-r));
+		return r;
+	}
+	if (r == 0) {   /* else local_check says the agent is missing */
+		free(ctx->agent_path);
+		ctx->agent_path = xstrdup(p);
+	}
+	const char *dirs[] = {ctx->state_dir, ctx->model_cache, NULL};
 	for (int d = 0; dirs[d]; d++) {
 		snprintf(p, sizeof(p), "%s", dirs[d]);
 		for (char *slash = strrchr(p, '/'); slash && slash != p; slash = strrchr(p, '/')) {
@@ -47,8 +64,7 @@ static int share_state_dirs(struct seer_ctx *ctx, char *err, size_t n)
 			    !(st.st_gid == ctx->ids.gid && (st.st_mode & S_IXGRP))) {
 				snprintf(err, n, "%s is under %s, which only its owner may enter (mode %04o), so the "
 					 "sandboxes (host ids %u and up) cannot reach it; chmod o+x %s, or use a path "
-					 "others may enter (the default state directory /var/lib/seerfs, the agent "
-					 "that meson install puts in libexec)",
+					 "others may enter (the default state directory /var/lib/seerfs)",
 					 dirs[d], p, (unsigned)(st.st_mode & 07777), (unsigned)ctx->ids.uid, p);
 				return -EACCES;
 			}

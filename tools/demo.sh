@@ -38,6 +38,7 @@ ninja -C build >/dev/null
 SEERFS=$REPO/build/fs/seerfs
 
 TMP=$(mktemp -d /tmp/seerfs-demo.XXXXXX)
+chmod 711 "$TMP"   # as root the sandboxes (an id range of their own) pass through it
 M=$TMP/mnt
 mkdir "$M"
 cleanup() {
