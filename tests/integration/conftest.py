@@ -42,8 +42,10 @@ Helpers (plain functions, usable from any test module):
   write_config, state, wait_text, wait_settled, poll_state, ctl, error_text
 """
 
+import base64
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import pathlib
@@ -55,6 +57,7 @@ import subprocess
 import threading
 import time
 import uuid
+import zipfile
 
 import pytest
 
@@ -153,6 +156,33 @@ def searchable_parents(path):
         mode = d.stat().st_mode
         if not mode & 0o001:
             os.chmod(d, (mode & 0o7777) | 0o001)
+
+
+def build_wheel(dirpath, name, version, value):
+    """A pure-Python wheel zipped by hand (no network, no `wheel` module):
+    package `name` whose VALUE is `value`, in dirpath (made 0755, the wheel
+    0644, so that a sandbox's other ids may read them). Returns its path."""
+    dist = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": f"VALUE = {value!r}\n".encode(),
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for p, data in files.items():
+        d = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{p},sha256={d},{len(data)}")
+    record.append(f"{dist}/RECORD,,")
+    files[f"{dist}/RECORD"] = ("\n".join(record) + "\n").encode()
+    dirpath = pathlib.Path(dirpath)
+    dirpath.mkdir(parents=True, exist_ok=True)
+    os.chmod(dirpath, 0o755)
+    path = dirpath / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        for p, data in files.items():
+            z.writestr(p, data)
+    os.chmod(path, 0o644)
+    return path
 
 
 def _errno_of(msg):

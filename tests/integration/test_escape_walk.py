@@ -32,27 +32,6 @@ ROUNDS = int(os.environ.get("SEERFS_ESCAPE_ROUNDS", "20"))
 
 
 @pytest.fixture
-def seerfs_factory(seerfs_factory):
-    """conftest's factory; every sandbox is terminated and removed before the
-    unmount (a running sandbox's namespace holds the FUSE mount)."""
-    started = []
-
-    def start(*a, **kw):
-        fs = seerfs_factory(*a, **kw)
-        started.append(fs)
-        return fs
-
-    yield start
-    for fs in started:
-        for d in sorted(fs.path.iterdir()) if fs.path.is_dir() else []:
-            if d.is_dir() and d.name != "snapshots":
-                try:
-                    _teardown_sandbox(d)
-                except Exception:  # noqa: BLE001 - teardown is best effort
-                    pass
-
-
-@pytest.fixture
 def marker(tmp_path):
     """A host directory outside every sandbox with a file only it holds."""
     d = tmp_path / "hostmark"

@@ -12,20 +12,18 @@ info.json show how long provisioning took.
 Run: SEERFS_BUILD=build /usr/bin/python3 -m pytest -q tests/integration/test_newcomer.py
 """
 
-import base64
 import errno
-import hashlib
 import json
 import os
 import pathlib
 import re
 import shutil
 import subprocess
-import zipfile
 
 import pytest
 
-from conftest import (_teardown_sandbox, ctl, error_text, log_text, needs_local, sandbox_run, state, status_text,
+from conftest import build_wheel as conftest_build_wheel
+from conftest import (ctl, error_text, log_text, needs_local, sandbox_run, state, status_text,
                       wait_settled, write_config)
 
 pytestmark = needs_local("runs the mount's own examples, which use the local provider")
@@ -34,56 +32,14 @@ PIP_VARS = ("PIP_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX", "PIP_EXTRA_INDEX_
             "PIP_CONFIG_FILE", "XDG_CONFIG_HOME", "HF_TOKEN", "HF_ENDPOINT")
 
 
-@pytest.fixture
-def seerfs_factory(seerfs_factory):
-    """conftest's factory; every sandbox is terminated and removed before the
-    unmount (a running sandbox's mount namespace holds the FUSE mount)."""
-    started = []
-
-    def start(*a, **kw):
-        fs = seerfs_factory(*a, **kw)
-        started.append(fs)
-        return fs
-
-    yield start
-    for fs in started:
-        for d in sorted(fs.path.iterdir()) if fs.path.is_dir() else []:
-            if d.is_dir() and d.name != "snapshots":
-                try:
-                    _teardown_sandbox(d)
-                except Exception:  # noqa: BLE001 - teardown is best effort
-                    pass
-
-
 def env_with(**kw):
     e = {k: v for k, v in os.environ.items() if k not in PIP_VARS}
     e.update({k: str(v) for k, v in kw.items()})
     return e
 
 
-def build_wheel(dirpath, name="mypkg", version="1.0"):
-    """A pure-Python wheel zipped by hand (no network, no `wheel` module)."""
-    dist = f"{name}-{version}.dist-info"
-    files = {
-        f"{name}/__init__.py": b"VALUE = 'wheel-ok'\n",
-        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
-        f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = []
-    for p, data in files.items():
-        d = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record.append(f"{p},sha256={d},{len(data)}")
-    record.append(f"{dist}/RECORD,,")
-    files[f"{dist}/RECORD"] = ("\n".join(record) + "\n").encode()
-    dirpath = pathlib.Path(dirpath)
-    dirpath.mkdir(parents=True, exist_ok=True)
-    os.chmod(dirpath, 0o755)
-    path = dirpath / f"{name}-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(path, "w") as z:
-        for p, data in files.items():
-            z.writestr(p, data)
-    os.chmod(path, 0o644)
-    return path
+def build_wheel(dirpath):
+    return conftest_build_wheel(dirpath, "mypkg", "1.0", "wheel-ok")
 
 
 def run_ok(sb, cmd):

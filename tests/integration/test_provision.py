@@ -8,7 +8,6 @@ retry after a fix, and a secret's value appearing nowhere.
 Run: SEERFS_BUILD=build /usr/bin/python3 -m pytest -q tests/integration/test_provision.py
 """
 
-import base64
 import hashlib
 import json
 import os
@@ -18,10 +17,10 @@ import subprocess
 import sys
 import threading
 import time
-import zipfile
 
 import pytest
 
+from conftest import build_wheel as conftest_build_wheel
 from conftest import (_teardown_sandbox, ctl, error_text, grep_tree, log_text, sandbox_run, status_text,
                       wait_settled, write_config)
 
@@ -308,25 +307,8 @@ def test_bad_python_version(seerfs_factory, tmp_path):
 # ---- python packages ------------------------------------------------------------------------
 
 
-def build_wheel(dirpath, name="seertinypkg", version="0.1"):
-    """A pure-Python wheel written by hand (no `wheel` module needed)."""
-    dist = f"{name}-{version}.dist-info"
-    files = {
-        f"{name}/__init__.py": b"VALUE = 'tiny-ok'\n",
-        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
-        f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = []
-    for p, data in files.items():
-        d = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record.append(f"{p},sha256={d},{len(data)}")
-    record.append(f"{dist}/RECORD,,")
-    files[f"{dist}/RECORD"] = ("\n".join(record) + "\n").encode()
-    path = pathlib.Path(dirpath) / f"{name}-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(path, "w") as z:
-        for p, data in files.items():
-            z.writestr(p, data)
-    return path
+def build_wheel(dirpath):
+    return conftest_build_wheel(dirpath, "seertinypkg", "0.1", "tiny-ok")
 
 
 def test_python_packages_offline_wheel(seerfs_factory, tmp_path):
