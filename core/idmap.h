@@ -19,6 +19,8 @@
 #define SEER_IDMAP_USER "seerfs"
 #define SEER_IDMAP_COUNT 65536u
 #define SEER_ID_NOBODY 65534u
+/* A tree's mark (beside it) that its owners are in the range already. */
+#define SEER_IDMAP_MARK "idmapped"
 
 struct seer_idmap {
 	uid_t uid;       /* host uid of the sandbox's uid 0 */

@@ -269,7 +269,7 @@ static int share_dirs(struct sandbox *sb, char *err, size_t n)
 	};
 	char p[4096], mark[4096];
 	snprintf(p, sizeof(p), "%s/fs/upper", sb->dir);
-	snprintf(mark, sizeof(mark), "%s/fs/idmapped", sb->dir);
+	snprintf(mark, sizeof(mark), "%s/fs/" SEER_IDMAP_MARK, sb->dir);
 	int r = shift_once(sb, p, mark, err, n);
 	if (r < 0)
 		return r;
@@ -510,7 +510,7 @@ static int lower_dirs(struct sandbox *sb, struct sbuf *lower, char *err, size_t 
 		snprintf(lmark, sizeof(lmark), "%s", layer);
 		char *slash = strrchr(lmark, '/');
 		if (slash) {
-			snprintf(slash, sizeof(lmark) - (size_t)(slash - lmark), "/idmapped");
+			snprintf(slash, sizeof(lmark) - (size_t)(slash - lmark), "/" SEER_IDMAP_MARK);
 			r = shift_once(sb, layer, lmark, err, n);
 		}
 		l = end ? end + 1 : NULL;

@@ -515,6 +515,12 @@ static int write_info(struct sandbox *sb, const char *name, const char *tmp, con
 		sbuf_printf(&b, "%s\n", text);
 		r = write_file_atomic(p, b.data, b.len, 0644);
 		sbuf_free(&b);
+		/* A layer copied from a tree already in the id range needs no
+		 * shift when it is restored (core/provider_local.c). */
+		if (r == 0 && !where && sb->ctx->ids.count > 1) {
+			snprintf(p, sizeof(p), "%s/" SEER_IDMAP_MARK, tmp);
+			r = write_file_atomic(p, "", 0, 0600);
+		}
 		if (r < 0)
 			snprintf(err, n, "sandbox %s: snapshot %s: cannot write %s: %s", sb->name, name, p, strerror(-r));
 	}
