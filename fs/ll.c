@@ -551,6 +551,16 @@ static int scoped_gate(fuse_req_t req, fuse_ino_t ino, const char *name)
 	return sc ? -EACCES : 0;
 }
 
+/* Replies EACCES and says so when ino (name in it) is closed to this
+ * caller by a scoped sandbox (scoped_gate). */
+static int scoped_refused(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	int r = scoped_gate(req, ino, name);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	return r < 0;
+}
+
 static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct seer_fs *fs = fs_of(req);
@@ -559,11 +569,8 @@ static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	enum vkind pk = vino_kind(parent);
-	int gr = scoped_gate(req, parent, name);
-	if (gr < 0) {
-		fuse_reply_err(req, -gr);
+	if (scoped_refused(req, parent, name))
 		return;
-	}
 	if (pk == K_TOP) {
 		if (!strcmp(name, "README")) {
 			reply_ventry(req, vino(0, 0, K_README), VTIMEOUT);
@@ -919,13 +926,8 @@ static void ll_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 		backend_of(parent)->mkdir(req, parent, name, mode);
 		return;
 	}
-	{
-		int gr = scoped_gate(req, parent, name);
-		if (gr < 0) {
-			fuse_reply_err(req, -gr);
-			return;
-		}
-	}
+	if (scoped_refused(req, parent, name))
+		return;
 	if (vino_kind(parent) == K_SESSDIR) {
 		struct sandbox *sb = sandbox_get_serial(fs->ctx, vino_serial(parent));
 		fuse_ino_t ino = 0;
@@ -963,13 +965,8 @@ static void ll_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		backend_of(parent)->rmdir(req, parent, name);
 		return;
 	}
-	{
-		int gr = scoped_gate(req, parent, name);
-		if (gr < 0) {
-			fuse_reply_err(req, -gr);
-			return;
-		}
-	}
+	if (scoped_refused(req, parent, name))
+		return;
 	enum vkind pk = vino_kind(parent);
 	if (pk == K_JOBSDIR) {
 		struct sandbox *sb = sandbox_get_serial(fs->ctx, vino_serial(parent));
@@ -1076,11 +1073,8 @@ static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_open(req, fi);
 		return;
 	}
-	int gr = scoped_gate(req, ino, NULL);
-	if (gr < 0) {
-		fuse_reply_err(req, -gr);
+	if (scoped_refused(req, ino, NULL))
 		return;
-	}
 	struct sandbox *sb = sandbox_get_serial(fs->ctx, vino_serial(ino));
 	if (!sb) {
 		fuse_reply_err(req, ENOENT);
@@ -1426,11 +1420,8 @@ static void ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		backend_of(ino)->setattr(req, ino, attr, to_set, fi);
 		return;
 	}
-	int gr = scoped_gate(req, ino, NULL);
-	if (gr < 0) {
-		fuse_reply_err(req, -gr);
+	if (scoped_refused(req, ino, NULL))
 		return;
-	}
 	enum vkind k = vino_kind(ino);
 	if (to_set & FUSE_SET_ATTR_SIZE) {
 		struct vfh *h = fi ? (struct vfh *)(uintptr_t)fi->fh : NULL;
@@ -1497,13 +1488,8 @@ static void ll_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		backend_of(parent)->create(req, parent, name, mode, fi);
 		return;
 	}
-	{
-		int gr = scoped_gate(req, parent, name);
-		if (gr < 0) {
-			fuse_reply_err(req, -gr);
-			return;
-		}
-	}
+	if (scoped_refused(req, parent, name))
+		return;
 	if (vino_kind(parent) != K_SBDIR) {
 		fuse_reply_err(req, vino_kind(parent) == K_ROOT_EMPTY ? ENOTCONN : EPERM);
 		return;
@@ -1597,13 +1583,8 @@ static void ll_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		backend_of(parent)->unlink(req, parent, name);
 		return;
 	}
-	{
-		int gr = scoped_gate(req, parent, name);
-		if (gr < 0) {
-			fuse_reply_err(req, -gr);
-			return;
-		}
-	}
+	if (scoped_refused(req, parent, name))
+		return;
 	if (vino_kind(parent) == K_JOBDIR) {
 		struct sandbox *sb = sandbox_get_serial(fs->ctx, vino_serial(parent));
 		int r = sb ? jobsfs_unlink(fs, sb, parent, name) : -ENOENT;
@@ -1631,13 +1612,8 @@ static void ll_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 		backend_of(parent)->rename(req, parent, name, newparent, newname, flags);
 		return;
 	}
-	{
-		int gr = scoped_gate(req, parent, name);
-		if (gr < 0) {
-			fuse_reply_err(req, -gr);
-			return;
-		}
-	}
+	if (scoped_refused(req, parent, name))
+		return;
 	if (pv != nv || parent != newparent || vino_kind(parent) != K_SBDIR) {
 		fuse_reply_err(req, EXDEV);
 		return;
