@@ -295,25 +295,21 @@ def start_job(sb, cmd):
     return pathlib.Path(sb) / "jobs" / n
 
 
-def sandbox_run(sbdir, cmd, timeout=60.0):
-    """Runs cmd in the sandbox through its exec file; returns (exit, output).
-
-    exit is an int (0, 3) or a str ("signal 9"); output is bytes, stdout and
-    stderr interleaved as the job wrote them."""
-    sbdir = pathlib.Path(sbdir)
-    data = cmd.encode() if isinstance(cmd, str) else bytes(cmd)
+def transact(path, data, timeout=60.0, what=None):
+    """The exec transaction on any such file: open read-write, write data,
+    read to the end; returns the bytes read. Runs in a thread, so that a
+    read the filesystem never ends fails the test (naming `what`) after
+    timeout seconds instead of hanging it."""
+    data = data.encode() if isinstance(data, str) else bytes(data)
     res = {}
 
     def work():
         try:
-            fd = os.open(sbdir / "exec", os.O_RDWR)
+            fd = os.open(path, os.O_RDWR)
             try:
                 os.write(fd, data)
                 chunks = []
-                while True:
-                    b = os.read(fd, 1 << 16)
-                    if not b:
-                        break
+                while b := os.read(fd, 1 << 16):
                     chunks.append(b)
                 res["out"] = b"".join(chunks)
             finally:
@@ -321,14 +317,24 @@ def sandbox_run(sbdir, cmd, timeout=60.0):
         except BaseException as e:  # handed to the caller's thread
             res["exc"] = e
 
-    t = threading.Thread(target=work, daemon=True, name="sandbox_run")
+    t = threading.Thread(target=work, daemon=True, name="transact")
     t.start()
     t.join(timeout)
     if t.is_alive():
-        raise AssertionError(f"{cmd!r} in {sbdir.name} gave no end of output within {timeout} s")
+        raise AssertionError(f"{what or path} gave no end of output within {timeout} s")
     if "exc" in res:
         raise res["exc"]
-    return _exit_value(read_text(sbdir / "jobs" / "latest" / "exit", timeout)), res["out"]
+    return res["out"]
+
+
+def sandbox_run(sbdir, cmd, timeout=60.0):
+    """Runs cmd in the sandbox through its exec file; returns (exit, output).
+
+    exit is an int (0, 3) or a str ("signal 9"); output is bytes, stdout and
+    stderr interleaved as the job wrote them."""
+    sbdir = pathlib.Path(sbdir)
+    out = transact(sbdir / "exec", cmd, timeout, f"{cmd!r} in {sbdir.name}")
+    return _exit_value(read_text(sbdir / "jobs" / "latest" / "exit", timeout)), out
 
 
 def mounted(mountpoint):
@@ -550,16 +556,23 @@ def ssh_server():
         yield s
 
 
+def ssh_entry(sshd, workdir, **kw):
+    """A providers.json entry for sshd (an SshdFixture), host mode, with its
+    remote work directory; kw adds or overrides keys."""
+    e = {"type": "ssh", "host": sshd.host, "port": sshd.port, "user": sshd.user,
+         "identity_file": sshd.identity_file, "known_hosts": sshd.known_hosts,
+         "workdir": str(workdir), "mode": "host", "timeout": 10}
+    e.update(kw)
+    return e
+
+
 def ssh_providers_file(sshd, tmp_path):
     """A providers file naming sshd "t1", with a remote workdir under
     tmp_path (the sshd runs as this user on this machine). Returns
     (file, workdir)."""
     workdir = tmp_path / "remote-work"
     pfile = tmp_path / "providers.json"
-    pfile.write_text(json.dumps({SSH_PROVIDER_NAME: {
-        "type": "ssh", "host": sshd.host, "port": sshd.port, "user": sshd.user,
-        "identity_file": sshd.identity_file, "known_hosts": sshd.known_hosts,
-        "workdir": str(workdir), "mode": "host", "timeout": 10}}))
+    pfile.write_text(json.dumps({SSH_PROVIDER_NAME: ssh_entry(sshd, workdir)}))
     return pfile, workdir
 
 

@@ -10,7 +10,6 @@ They run as root (where the sandbox's ids are a subordinate range) and as
 the user seer (where they are that user's own id).
 """
 
-import ctypes
 import json
 import os
 import pathlib
@@ -19,7 +18,7 @@ import uuid
 
 import pytest
 
-from conftest import (IS_ROOT, LOCAL, ctl, log_text, poll, sandbox_run, state, wait_settled, write_config)
+from conftest import IS_ROOT, LOCAL, ctl, log_text, poll, sandbox_run, state, wait_settled
 
 pytestmark = pytest.mark.skipif(not LOCAL, reason="ssh provider: these attempts are for the local provider; "
                                 "test_escape_ssh.py has the remote ones")

@@ -20,7 +20,7 @@ import stat
 
 import pytest
 
-from conftest import error_text, log_text, sandbox_run, status_text, wait_settled, write_config
+from conftest import error_text, log_text, sandbox_run, ssh_entry, status_text, wait_settled, write_config
 from sshd_fixture import SshdFixture
 
 pytestmark = [
@@ -46,11 +46,7 @@ def sshd():
 
 
 def entry(sshd, workdir, **kw):
-    e = {"type": "ssh", "host": sshd.host, "port": sshd.port, "user": sshd.user,
-         "identity_file": sshd.identity_file, "known_hosts": sshd.known_hosts,
-         "workdir": str(workdir), "mode": "host", "timeout": 10}
-    e.update(kw)
-    return e
+    return ssh_entry(sshd, workdir, **kw)
 
 
 def mount(tmp_path, sshd, seerfs_factory):

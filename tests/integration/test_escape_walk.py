@@ -25,7 +25,7 @@ import uuid
 
 import pytest
 
-from conftest import (LOCAL, _teardown_sandbox, ctl, error_text, grep_tree, log_text, needs_local, poll, read_text,
+from conftest import (LOCAL, _teardown_sandbox, ctl, error_text, grep_tree, log_text, needs_local, poll,
                       sandbox_run, start_job, status_text, wait_settled)
 
 ROUNDS = int(os.environ.get("SEERFS_ESCAPE_ROUNDS", "20"))

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import IS_ROOT, LOCAL, ctl, error_text, sandbox_run, wait_settled
+from conftest import IS_ROOT, LOCAL, ctl, error_text, sandbox_run, transact, wait_settled
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -81,30 +81,10 @@ def options(names: list, scale: float = 1.0, flags: dict = None, on: bool = Fals
 def call(sb, set_, fn, args, timeout=60):
     """One call through the file: open read-write, write the arguments,
     read the answer to EOF."""
-    res = {}
-
-    def work():
-        try:
-            fd = os.open(pathlib.Path(sb) / "functions" / set_ / fn, os.O_RDWR)
-            try:
-                os.write(fd, args.encode() if isinstance(args, str) else json.dumps(args).encode())
-                out = b""
-                while b := os.read(fd, 65536):
-                    out += b
-                res["out"] = out
-            finally:
-                os.close(fd)
-        except BaseException as e:
-            res["exc"] = e
-
-    t = threading.Thread(target=work, daemon=True)
-    t.start()
-    t.join(timeout)
-    assert not t.is_alive(), f"{fn}({args}) gave no answer within {timeout} s"
-    if "exc" in res:
-        raise res["exc"]
-    assert res["out"].endswith(b"\n") and res["out"].count(b"\n") == 1, res["out"]
-    return json.loads(res["out"])
+    out = transact(pathlib.Path(sb) / "functions" / set_ / fn,
+                   args if isinstance(args, str) else json.dumps(args), timeout, f"{fn}({args})")
+    assert out.endswith(b"\n") and out.count(b"\n") == 1, out
+    return json.loads(out)
 
 
 def put_interface(sb, text=INTERFACE, name="interface.py"):

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from conftest import BUILD, LOCAL, ctl, sandbox_run, wait_settled
+from conftest import BUILD, ctl, sandbox_run, wait_settled
 
 HERE = pathlib.Path(__file__).resolve().parent
 MCP = BUILD / "tools" / "seerfs-mcp"

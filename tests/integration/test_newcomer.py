@@ -15,7 +15,6 @@ Run: SEERFS_BUILD=build /usr/bin/python3 -m pytest -q tests/integration/test_new
 import errno
 import json
 import os
-import pathlib
 import re
 import shutil
 import subprocess

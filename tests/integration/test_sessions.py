@@ -9,12 +9,11 @@ import errno
 import json
 import os
 import pathlib
-import threading
 import time
 
 import pytest
 
-from conftest import ctl, error_text, poll, read_text, wait_settled
+from conftest import ctl, error_text, poll, read_text, transact, wait_settled
 
 try:
     import nbformat
@@ -25,31 +24,10 @@ except ImportError:  # the schema check below stands in
 def cell(sess, code, timeout=60):
     """Runs code as the session's next cell through the exec transaction;
     returns (exit, output)."""
-    res = {}
-
-    def work():
-        try:
-            fd = os.open(pathlib.Path(sess) / "exec", os.O_RDWR)
-            try:
-                os.write(fd, code.encode())
-                chunks = []
-                while b := os.read(fd, 65536):
-                    chunks.append(b)
-                res["out"] = b"".join(chunks).decode(errors="replace")
-            finally:
-                os.close(fd)
-        except BaseException as e:
-            res["exc"] = e
-
-    t = threading.Thread(target=work, daemon=True)
-    t.start()
-    t.join(timeout)
-    assert not t.is_alive(), f"cell {code!r} gave no end of output within {timeout} s"
-    if "exc" in res:
-        raise res["exc"]
+    out = transact(pathlib.Path(sess) / "exec", code, timeout, f"cell {code!r}").decode(errors="replace")
     sb = pathlib.Path(sess).parent.parent
     ex = read_text(sb / "jobs" / "latest" / "exit", timeout).strip()
-    return (int(ex) if ex.lstrip("-").isdigit() else ex), res["out"]
+    return (int(ex) if ex.lstrip("-").isdigit() else ex), out
 
 
 def latest_job(sb):

@@ -21,7 +21,7 @@ import uuid
 import pytest
 
 from conftest import (ctl_errno, ctl, error_text, log_text, poll, read_text, sandbox_run, start_job,
-                      wait_settled, write_config)
+                      ssh_entry, wait_settled, write_config)
 from sshd_fixture import SshdFixture, fingerprint, transfers_across_link_kill
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/usr/sbin/sshd"), reason="needs openssh-server (/usr/sbin/sshd)")
@@ -34,11 +34,8 @@ def sshd():
 
 
 def entry(sshd, workdir, **kw):
-    e = {"type": "ssh", "host": sshd.host, "port": sshd.port, "user": sshd.user,
-         "identity_file": sshd.identity_file, "known_hosts": sshd.known_hosts,
-         "workdir": str(workdir), "mode": "host", "timeout": 3}
-    e.update(kw)
-    return e
+    """This file's entries give up on a connection after 3 s."""
+    return ssh_entry(sshd, workdir, **{"timeout": 3, **kw})
 
 
 @pytest.fixture
