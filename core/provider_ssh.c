@@ -301,22 +301,6 @@ static int sftp_put_atomic(sftp_client *cli, const char *dir, const char *name, 
 	return r;
 }
 
-/* Reads the whole memfd fd (a few KiB of BPF) into *out. */
-static int read_whole_fd(int fd, struct sbuf *out)
-{
-	char buf[4096];
-	for (;;) {
-		ssize_t k = read(fd, buf, sizeof(buf));
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k < 0)
-			return -errno;
-		if (k == 0)
-			return 0;
-		sbuf_append(out, buf, (size_t)k);
-	}
-}
-
 /* With a bwrap on the host: the system call filter compiled for its
  * machine type, and an empty file and directory for the /proc masks, put
  * in WORKDIR/ISO_DIR (0700, the files 0600, all the remote user's) once per
@@ -334,7 +318,9 @@ static void iso_place(sftp_client *cli, const struct seer_provider_entry *e, str
 		return;
 	}
 	struct sbuf bpf = {0};
-	int r = read_whole_fd(fd, &bpf);
+	char mp[64];
+	snprintf(mp, sizeof(mp), "/proc/self/fd/%d", fd);   /* the memfd: a few KiB of BPF */
+	int r = read_file(mp, 1 << 20, &bpf.data, &bpf.len);
 	close(fd);
 	char wd[1900], dir[sizeof(p->iso_dir)];
 	const char *what = "its work directory";

@@ -224,12 +224,7 @@ void functionsfs_read(struct seer_fs *fs, fuse_req_t req, struct vfh *h, size_t 
 		fuse_reply_buf(req, NULL, 0);
 		return;
 	}
-	struct pend *p = xcalloc(1, sizeof(*p));
-	p->req = req;
-	p->serial = h->sb->serial;
-	p->fh = h;
-	p->size = size;
-	p->try_answer = call_try_answer;
+	struct pend *p = pend_new(req, h, size, 0, call_try_answer);
 	if (call_try_answer(fs, p)) {
 		free(p);
 		return;

@@ -433,12 +433,7 @@ void jobsfs_read(struct seer_fs *fs, fuse_req_t req, struct vfh *h, size_t size,
 			fuse_reply_buf(req, NULL, 0);
 			return;
 		}
-		p = xcalloc(1, sizeof(*p));
-		p->req = req;
-		p->serial = h->sb->serial;
-		p->fh = h;
-		p->size = size;
-		p->try_answer = exec_try_answer;
+		p = pend_new(req, h, size, 0, exec_try_answer);
 		if (exec_try_answer(fs, p)) {
 			free(p);
 			return;
@@ -459,13 +454,7 @@ void jobsfs_read(struct seer_fs *fs, fuse_req_t req, struct vfh *h, size_t size,
 			reply_text(req, h, job_exit_text, size, off);
 			return;
 		}
-		p = xcalloc(1, sizeof(*p));
-		p->req = req;
-		p->serial = h->sb->serial;
-		p->fh = h;
-		p->size = size;
-		p->off = off;
-		p->try_answer = exit_try_answer;
+		p = pend_new(req, h, size, off, exit_try_answer);
 		pend_park(fs, p);
 		return;
 	case K_JOB_CMD:

@@ -165,6 +165,19 @@ static void pend_interrupted(fuse_req_t req, void *data)
 	}
 }
 
+struct pend *pend_new(fuse_req_t req, struct vfh *h, size_t size, off_t off,
+		      int (*try_answer)(struct seer_fs *fs, struct pend *p))
+{
+	struct pend *p = xcalloc(1, sizeof(*p));
+	p->req = req;
+	p->serial = h->sb->serial;
+	p->fh = h;
+	p->size = size;
+	p->off = off;
+	p->try_answer = try_answer;
+	return p;
+}
+
 void pend_park(struct seer_fs *fs, struct pend *p)
 {
 	fuse_req_t req = p->req;
@@ -1211,13 +1224,7 @@ static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 	switch (h->kind) {
 	case K_WAIT:
 		if (!h->have_content && sandbox_settling(h->sb)) {
-			struct pend *p = xcalloc(1, sizeof(*p));
-			p->req = req;
-			p->serial = h->sb->serial;
-			p->fh = h;
-			p->size = size;
-			p->off = off;
-			p->try_answer = wait_try_answer;
+			struct pend *p = pend_new(req, h, size, off, wait_try_answer);
 			pend_park(fs, p);
 			return;
 		}

@@ -95,6 +95,9 @@ struct pend {
 	int (*try_answer)(struct seer_fs *fs, struct pend *p);
 };
 
+/* A read of h to park (or to try at once), answered by try_answer. */
+struct pend *pend_new(fuse_req_t req, struct vfh *h, size_t size, off_t off,
+		      int (*try_answer)(struct seer_fs *fs, struct pend *p));
 /* Parks a read; it is retried whenever its sandbox changes and answered
  * with EINTR if the reader is interrupted. */
 void pend_park(struct seer_fs *fs, struct pend *p);
