@@ -6,7 +6,7 @@
  * until the whole text is valid, so a bad write never loses the old config.
  */
 #include "core/config.h"
-#include "core/util.h"
+#include "core/lib/util.h"
 
 #include <errno.h>
 #include <json-c/json.h>

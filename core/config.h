@@ -65,7 +65,7 @@ struct seer_config {
 	char *snapshot;            /* start from this snapshot */
 	enum seer_on_timeout on_timeout;
 	int64_t output_cap;        /* bytes per job stream, default 64 MiB */
-	struct seer_serve *serve; size_t n_serve;   /* interface files served (core/functions.c) */
+	struct seer_serve *serve; size_t n_serve;   /* interface files served (core/sessions/functions.c) */
 	int scoped;                /* other users reach only functions/ */
 };
 

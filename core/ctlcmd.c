@@ -2,7 +2,7 @@
  * ctlcmd.c - parse the text commands written to a sandbox's ctl file.
  */
 #include "core/ctlcmd.h"
-#include "core/util.h"
+#include "core/lib/util.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -18,7 +18,7 @@
 
 void sandbox_recover_all(struct seer_ctx *ctx);
 
-/* Under root the sandboxes' ids are an unprivileged range (core/idmap.h),
+/* Under root the sandboxes' ids are an unprivileged range (core/providers/local/idmap.h),
  * and bubblewrap, running as that range's root, must reach its sources in
  * the state directory: the directories on the way are made searchable by
  * the range's group only (root:GID 0710, as Docker's remapped root is), and

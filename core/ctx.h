@@ -12,7 +12,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "core/idmap.h"
+#include "core/providers/local/idmap.h"
 
 struct sandbox;
 struct seer_snapshot;
@@ -39,7 +39,7 @@ struct seer_ctx {
 	int lock_fd;            /* flock on state_dir/lock: one daemon per state dir */
 	uid_t uid;              /* the mounting user */
 	gid_t gid;
-	struct seer_idmap ids;  /* the host ids of the sandboxes' ids (core/idmap.h) */
+	struct seer_idmap ids;  /* the host ids of the sandboxes' ids (core/providers/local/idmap.h) */
 	char *idmap_user;       /* -o idmap_user: whose subordinate ids a root seerfs uses */
 
 	pthread_mutex_t lock;   /* protects the lists below and next_serial */

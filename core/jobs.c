@@ -25,7 +25,7 @@
  * takes it only to update lengths and states, never while writing files.
  */
 #include "core/jobs.h"
-#include "core/walk.h"
+#include "core/lib/walk.h"
 #include "core/sandbox.h"
 
 #include <dirent.h>

@@ -15,7 +15,7 @@
 #include <sys/types.h>
 
 #include "core/provider.h"
-#include "core/util.h"
+#include "core/lib/util.h"
 
 struct sandbox;
 struct job;

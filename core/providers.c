@@ -9,7 +9,7 @@
  */
 #include "core/providers.h"
 #include "core/ctx.h"
-#include "core/util.h"
+#include "core/lib/util.h"
 
 #include <errno.h>
 #include <json-c/json.h>

@@ -11,13 +11,13 @@
  * planted inside can never redirect a write onto the host.
  */
 #include "core/provision.h"
-#include "core/upload.h"
+#include "core/providers/ssh/upload.h"
 #include "core/config.h"
-#include "core/hf.h"
+#include "core/lib/hf.h"
 #include "core/provider.h"
 #include "core/sandbox.h"
-#include "core/util.h"
-#include "core/walk.h"
+#include "core/lib/util.h"
+#include "core/lib/walk.h"
 
 #include <ctype.h>
 #include <dirent.h>

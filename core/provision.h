@@ -41,7 +41,7 @@ void provision_bwrap_args(struct sandbox *sb, void (*add)(void *arg, const char 
  * models, bases after their PEFT model): its directory in the local model
  * cache (CACHE/models--ORG--NAME), the commit of its snapshot there
  * (snapshots/COMMIT) and its name under /models. Providers that are not on
- * this machine copy the snapshot to their host (core/ssh_models.c). */
+ * this machine copy the snapshot to their host (core/providers/ssh/ssh_models.c). */
 typedef void (*provision_model_fn)(void *arg, const char *dir, const char *commit, const char *mount);
 void provision_models_each(struct sandbox *sb, provision_model_fn fn, void *arg);
 

@@ -8,12 +8,12 @@
  * thread of its own with no lock held, so no FUSE request waits on it.
  */
 #include "core/sandbox.h"
-#include "core/walk.h"
+#include "core/lib/walk.h"
 #include "core/ctlcmd.h"
 #include "core/provider.h"
 #include "core/jobs.h"
-#include "core/sessions.h"
-#include "core/functions.h"
+#include "core/sessions/sessions.h"
+#include "core/sessions/functions.h"
 #include "core/snapshot.h"
 #include "core/provision.h"
 

@@ -15,7 +15,7 @@
 
 #include "core/config.h"
 #include "core/ctx.h"
-#include "core/util.h"
+#include "core/lib/util.h"
 
 enum sb_state {
 	SB_NEW,
@@ -61,8 +61,8 @@ struct sandbox {
 	volatile int cancel;           /* ask provisioning to stop */
 	char *terminate_snapshot;      /* snapshot before terminating */
 	struct jobtab *jobs;
-	struct sesstab *sessions;      /* notebook sessions (core/sessions.c) */
-	struct fntab *functions;       /* served functions (core/functions.c) */
+	struct sesstab *sessions;      /* notebook sessions (core/sessions/sessions.c) */
+	struct fntab *functions;       /* served functions (core/sessions/functions.c) */
 	uint64_t gen;                  /* bumped on every visible change */
 	struct sb_step *steps;         /* the last provisioning's steps and their times */
 	size_t n_steps;

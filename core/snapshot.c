@@ -22,7 +22,7 @@
  * only that provider can restore it (snapshot_source).
  */
 #include "core/snapshot.h"
-#include "core/walk.h"
+#include "core/lib/walk.h"
 #include "core/provider.h"
 #include "core/sandbox.h"
 
@@ -516,7 +516,7 @@ static int write_info(struct sandbox *sb, const char *name, const char *tmp, con
 		r = write_file_atomic(p, b.data, b.len, 0644);
 		sbuf_free(&b);
 		/* A layer copied from a tree already in the id range needs no
-		 * shift when it is restored (core/provider_local.c). */
+		 * shift when it is restored (core/providers/local/local.c). */
 		if (r == 0 && !where && sb->ctx->ids.count > 1) {
 			snprintf(p, sizeof(p), "%s/" SEER_IDMAP_MARK, tmp);
 			r = write_file_atomic(p, "", 0, 0600);

@@ -16,7 +16,7 @@
 #define SEER_SNAPSHOT_H
 
 #include <stddef.h>
-#include "core/util.h"
+#include "core/lib/util.h"
 
 struct sandbox;
 struct seer_ctx;

@@ -6,7 +6,7 @@
  * virtual files (README, a sandbox's control files, jobs/...): they encode
  * the sandbox's session serial, a sub-id and a kind, so they need no table
  * and a removed sandbox's numbers simply stop resolving. Every other number
- * is a pointer to a struct pnode of the root/ passthrough (fs/pass.c).
+ * is a pointer to a struct pnode of the root/ passthrough (fs/root/pass.c).
  */
 #ifndef SEER_FS_H
 #define SEER_FS_H
@@ -50,11 +50,11 @@ static inline int ino_is_virtual(fuse_ino_t ino)
 	return ino == FUSE_ROOT_ID || (ino & VINO_FLAG);
 }
 
-/* Inodes of root/ on a remote provider (fs/sftpfs.c) carry this bit; the
- * others are fs/pass.c's. Pointers stay below 2^47, so both bits are free. */
+/* Inodes of root/ on a remote provider (fs/root/sftpfs.c) carry this bit; the
+ * others are fs/root/pass.c's. Pointers stay below 2^47, so both bits are free. */
 #define REMOTE_INO_FLAG (1ULL << 62)
 
-/* ---- fs/pass.c: root/, a passthrough over the sandbox's own root ------- */
+/* ---- fs/root/pass.c: root/, a passthrough over the sandbox's own root ------- */
 
 struct pass_fs;
 
@@ -77,7 +77,7 @@ void pass_init_conn(struct fuse_conn_info *conn, struct seer_fs *fs);
 void pass_ref(struct pass_fs *p);
 void pass_unref(struct pass_fs *p);
 
-/* ---- fs/sftpfs.c: root/ of a remote sandbox, over SFTP ------------------- */
+/* ---- fs/root/sftpfs.c: root/ of a remote sandbox, over SFTP ------------------- */
 
 struct sftpfs;
 struct sftp_client;

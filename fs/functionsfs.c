@@ -1,6 +1,6 @@
 /*
  * functionsfs.c - MOUNT/NAME/functions/, a sandbox's served functions as
- * the FUSE side shows them (the serving itself: core/functions.c).
+ * the FUSE side shows them (the serving itself: core/sessions/functions.c).
  *
  *   functions/SET/FN      open read-write, write a JSON object of arguments,
  *                         read the answer to EOF; closing before the answer
@@ -10,7 +10,7 @@
  *   functions/SET.py      a generated client module calling through those files
  */
 #include "fs/functionsfs.h"
-#include "core/functions.h"
+#include "core/sessions/functions.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,6 +1,6 @@
 /*
  * functionsfs.h - MOUNT/NAME/functions/: served functions as the FUSE side
- * shows them (fs/functionsfs.c; the serving itself: core/functions.c).
+ * shows them (fs/functionsfs.c; the serving itself: core/sessions/functions.c).
  */
 #ifndef SEER_FUNCTIONSFS_H
 #define SEER_FUNCTIONSFS_H

@@ -16,7 +16,7 @@
  */
 #include "fs/jobsfs.h"
 #include "core/jobs.h"
-#include "core/sessions.h"
+#include "core/sessions/sessions.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -80,7 +80,7 @@ int jobsfs_readlink(struct sandbox *sb, fuse_ino_t ino, pid_t caller, char *buf,
 	return 0;
 }
 
-/* jobs/N/fig-K.png: the figures a notebook cell made (core/sessions.c
+/* jobs/N/fig-K.png: the figures a notebook cell made (core/sessions/sessions.c
  * saves them in the job's record). */
 #define FIG_JOB_MAX 0xffffffu
 #define FIG_MAX 255u
@@ -488,7 +488,7 @@ int jobsfs_write(struct seer_fs *fs, struct vfh *h, const char *data, size_t siz
 	case K_EXEC_PY:
 	case K_SESS_EXEC: {
 		/* A session's exec is the same transaction; only what runs differs
-		 * (a cell of its kernel, core/sessions.c). */
+		 * (a cell of its kernel, core/sessions/sessions.c). */
 		struct exec_fh *e = h->priv;
 		struct job *j;
 		int r = h->kind == K_SESS_EXEC ? sessions_cell_start(h->sb, h->sub, data, size, caller, &j)

@@ -1,7 +1,7 @@
 /*
  * ll.c - the FUSE low-level operations: the dispatcher and the virtual tree.
  *
- * The kernel's requests arrive here. Inodes of root/ go to fs/pass.c
+ * The kernel's requests arrive here. Inodes of root/ go to fs/root/pass.c
  * unchanged; every other inode is virtual (see vfile.h) and is answered
  * here from core/: the README, one directory per sandbox with its control
  * files, and snapshots/. Reads that must wait (the `wait` file) are parked
@@ -845,7 +845,7 @@ static int vdir_build(struct seer_fs *fs, fuse_ino_t ino, struct vdir **out)
  * and cache every listing, dropping it when the directory's mtime or
  * change count moves (see docs/rootfs.md). READDIR then comes without a
  * handle: virtual listings are built per request, root/ keeps a stream
- * per listing in progress (fs/pass.c), root/ over SFTP its listing cache. */
+ * per listing in progress (fs/root/pass.c), root/ over SFTP its listing cache. */
 static void ll_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;

@@ -9,7 +9,7 @@
  */
 #include "fs/fs.h"
 #include "core/ctx.h"
-#include "core/util.h"
+#include "core/lib/util.h"
 
 #include <errno.h>
 #include <fcntl.h>

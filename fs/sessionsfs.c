@@ -1,6 +1,6 @@
 /*
  * sessionsfs.c - MOUNT/NAME/sessions/, the notebook sessions of a sandbox
- * as the FUSE side shows them (the sessions themselves: core/sessions.c).
+ * as the FUSE side shows them (the sessions themselves: core/sessions/sessions.c).
  *
  *   sessions/S/           mkdir starts a session (its kernel), rmdir ends it
  *   sessions/S/exec       each write runs a cell; the same open file reads
@@ -11,7 +11,7 @@
  */
 #include "fs/sessionsfs.h"
 #include "fs/jobsfs.h"
-#include "core/sessions.h"
+#include "core/sessions/sessions.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,6 +1,6 @@
 /*
  * sessionsfs.h - MOUNT/NAME/sessions/: notebook sessions as the FUSE side
- * shows them (fs/sessionsfs.c; the sessions themselves: core/sessions.c).
+ * shows them (fs/sessionsfs.c; the sessions themselves: core/sessions/sessions.c).
  */
 #ifndef SEER_SESSIONSFS_H
 #define SEER_SESSIONSFS_H

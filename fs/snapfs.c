@@ -10,13 +10,13 @@
  * upper dir, nosuid, nodev) and
  * waits; seerfs opens the mount's root through /proc/CHILD/root and lets
  * the child exit. The open fd keeps the (now detached) mount alive, like a
- * lazy umount, and fs/pass.c serves root/ from it; writes fail with EROFS
+ * lazy umount, and fs/root/pass.c serves root/ from it; writes fail with EROFS
  * because the mount is read-only. When pass_kill closes the fds (snapshot
  * deleted) or seerfs exits, the mount goes away with them: no helper
  * process lingers and nothing needs killing.
  *
  * A snapshot its provider keeps on a remote host (info.json has "where")
- * is shown instead by a read-only fs/sftpfs.c over the provider's SFTP
+ * is shown instead by a read-only fs/root/sftpfs.c over the provider's SFTP
  * client (snap_remote), kept in the same fs_sb's remote field.
  *
  * The pass_fs of each viewed snapshot is kept in fs->sbs under the key
@@ -198,7 +198,7 @@ static int open_view(struct seer_fs *fs, const char *name, char *err, size_t n)
 	 * namespace mapping only root would not let the overlay read (its
 	 * mounter's rights count, and they stop at ids the namespace does not
 	 * map: a 0600 file of the sandbox's would be EACCES). Root mounts it
-	 * in a mount namespace of its own, as core/provider_local.c mounts a
+	 * in a mount namespace of its own, as core/providers/local/local.c mounts a
 	 * restored sandbox's overlay; read-only, nosuid, nodev either way. */
 	struct view_args a = {.opts = opts.data, .target = target, .no_userns = ctx->ids.count > 1};
 	snprintf(a.uidmap, sizeof(a.uidmap), "0 %u 1\n", (unsigned)ctx->uid);
@@ -266,7 +266,7 @@ out:
 
 /*
  * root/ of a snapshot its provider keeps on a remote host: the copy served
- * read-only over the provider's SFTP client (fs/sftpfs.c). The view is
+ * read-only over the provider's SFTP client (fs/root/sftpfs.c). The view is
  * replaced when the provider's link changed (a reconnect), as root/ of a
  * remote sandbox is.
  */

@@ -8,7 +8,7 @@
 
 #include "fs/fs.h"
 #include "core/sandbox.h"
-#include "core/util.h"
+#include "core/lib/util.h"
 
 enum vkind {
 	K_NONE = 0,

@@ -12,7 +12,7 @@
 #      build-asan, then test_posix.py and test_exec.py again as root against
 #      build with SEERFS_TEST_PROVIDER=ssh (the same test bodies on a sandbox
 #      of the ssh provider, served by a private sshd: docs/ssh.md), the two
-#      tests that need fs/pass.c alone through the passmount harness
+#      tests that need fs/root/pass.c alone through the passmount harness
 #      (build-asan), then all of them as the ordinary user seer against build.
 # It ends with one line, "N passed, N failed" (", N skipped" when some were
 # skipped or are expected failures marking known bugs), and exits non-zero
@@ -196,7 +196,7 @@ if [ $BUILD_OK = 1 ] && [ -e /dev/fuse ]; then
 	pytest_counts "integration (root, ssh)" "$LOGDIR/pytest-ssh.log"
 fi
 
-# fs/pass.c alone, through the passmount harness (tests/unit/passmount.c):
+# fs/root/pass.c alone, through the passmount harness (tests/unit/passmount.c):
 # the tests that need to reach into it (pass_kill, the fd budget).
 if [ $ASAN_OK = 1 ] && [ -e /dev/fuse ]; then
 	note "root/ through the passmount harness, build-asan"

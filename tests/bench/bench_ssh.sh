@@ -2,7 +2,7 @@
 # bench_ssh.sh - seerfs's ssh provider against sshfs, on one private OpenSSH
 # sshd (tests/integration/sshd_fixture.py) on 127.0.0.1, plus native runs on
 # the backing disk.  The files workloads run in root/workspace of a
-# host-mode sandbox of a real seerfs mount (fs/sftpfs.c under fs/ll.c) and
+# host-mode sandbox of a real seerfs mount (fs/root/sftpfs.c under fs/ll.c) and
 # in an sshfs mount of a directory beside it; the exec round trip of `true`
 # runs through NAME/exec beside `ssh host true` over a new connection and
 # over an OpenSSH ControlMaster connection.  Prints a table of seconds with

@@ -12,7 +12,7 @@
  * Run:    build-fuzz/tests/fuzz_ctlcmd tests/fuzz/corpus/ctlcmd -max_total_time=20
  */
 #include "core/ctlcmd.h"
-#include "core/util.h"
+#include "core/lib/util.h"
 
 #include <errno.h>
 #include <stdint.h>

@@ -1,4 +1,4 @@
-"""Temporary fixtures for test_posix.py: the passmount harness (fs/pass.c
+"""Temporary fixtures for test_posix.py: the passmount harness (fs/root/pass.c
 alone) over a real bubblewrap sandbox.
 
 TODO(conftest): tests/integration/conftest.py will provide `posix_root` and
@@ -6,7 +6,7 @@ TODO(conftest): tests/integration/conftest.py will provide `posix_root` and
 does not exist. Delete this file then (the harness-only tests in
 test_posix.py skip themselves without it).
 
-The sandbox is built like core/provider_local.c builds one: a user and mount
+The sandbox is built like core/providers/local/local.c builds one: a user and mount
 namespace where the caller is root, an overlay (userxattr) for the writable
 directories, and bubblewrap with host /usr and /etc read-only, its own /proc
 and /dev, every capability dropped and `sleep` as PID 1 (the agent's place).
@@ -48,7 +48,7 @@ def _passmount_binary(tmp: Path) -> str:
     out = tmp / "passmount"
     cmd = ("gcc -std=gnu11 -D_GNU_SOURCE -DFUSE_USE_VERSION=314 -Wall -Wextra -Werror "
            "-Wno-unused-parameter -Wno-missing-field-initializers -g -fsanitize=address,undefined "
-           f"-I. fs/pass.c core/idmap.c core/util.c tests/unit/passmount.c $(pkg-config --cflags --libs fuse3) -lpthread -o {out}")
+           f"-I. fs/root/pass.c core/providers/local/idmap.c core/lib/util.c tests/unit/passmount.c $(pkg-config --cflags --libs fuse3) -lpthread -o {out}")
     subprocess.run(cmd, shell=True, cwd=REPO, check=True)
     return str(out)
 

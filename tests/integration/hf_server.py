@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""hf_server.py - a small Hugging Face hub look-alike for testing core/hf.c.
+"""hf_server.py - a small Hugging Face hub look-alike for testing core/lib/hf.c.
 
 A real, threaded HTTP/1.1 server (stdlib only) that serves hub-shaped
 metadata and files for a couple of generated models:

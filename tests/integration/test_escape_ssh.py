@@ -29,7 +29,7 @@ pytestmark = [
                        reason="needs bubblewrap on the (local) ssh host: without it the provider runs unisolated"),
 ]
 
-# /proc entries the provider masks (core/provider_ssh.c, proc_masked), a
+# /proc entries the provider masks (core/providers/ssh/ssh.c, proc_masked), a
 # sample that most kernels have; and ones it makes read-only.
 MASKED = ["keys", "key-users", "timer_list", "kallsyms", "sched_debug", "slabinfo", "vmallocinfo", "kmsg",
           "kcore", "zoneinfo", "buddyinfo", "pagetypeinfo"]

@@ -1,4 +1,4 @@
-"""test_escape_walk.py - the host's walks of a sandbox's tree (core/walk.c)
+"""test_escape_walk.py - the host's walks of a sandbox's tree (core/lib/walk.c)
 never follow a link that replaced a directory: snapshots, local_dirs copies
 and rmdir raced by swaps, restores from such snapshots, and the host copy of
 a file:// repository gone after a failed clone.

@@ -1,4 +1,4 @@
-"""test_hf_unit.py - drives the compiled tests/unit/test_hf binary (core/hf.c)
+"""test_hf_unit.py - drives the compiled tests/unit/test_hf binary (core/lib/hf.c)
 against tests/integration/hf_server.py, a real local HTTP hub look-alike.
 
 Builds nothing: the binary is looked up as $SEERFS_TEST_HF, else under
@@ -42,7 +42,7 @@ def find_binary():
             if (base / rel).is_file() and os.access(base / rel, os.X_OK):
                 return base / rel
     pytest.fail(f"test_hf binary not found under {', '.join(map(str, bases))}: build it first "
-                "(see core/hf_meson_note.txt) or set SEERFS_BUILD / SEERFS_TEST_HF", pytrace=False)
+                "(meson builds it: ninja -C build tests/test_hf) or set SEERFS_BUILD / SEERFS_TEST_HF", pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,8 @@
-"""test_owners.py - who owns what through MOUNT/NAME/root/ (fs/pass.c), as
+"""test_owners.py - who owns what through MOUNT/NAME/root/ (fs/root/pass.c), as
 docs/rootfs.md "Who owns what" says.
 
 Under root the sandbox runs in a user namespace mapped to a subordinate
-range (core/idmap.h): root/ numbers the range as the sandbox does, gives new
+range (core/providers/local/idmap.h): root/ numbers the range as the sandbox does, gives new
 entries to the caller's id as the sandbox sees it, maps chown into the range
 (EINVAL outside), shows host ids the sandbox does not map as they are (so
 that -o allow_other's permission checks cannot take host nobody for their
@@ -24,7 +24,7 @@ import pytest
 
 from conftest import IS_ROOT, LOCAL, ctl, sandbox_run, wait_settled
 
-pytestmark = pytest.mark.skipif(not LOCAL, reason="root/ of the local provider (fs/pass.c); ssh's root/ is sftpfs")
+pytestmark = pytest.mark.skipif(not LOCAL, reason="root/ of the local provider (fs/root/pass.c); ssh's root/ is sftpfs")
 
 NOBODY = 65534
 OUTSIDE = 70000      # past the 65536 ids a sandbox maps
@@ -73,7 +73,7 @@ def ranged(open_dir, seerfs_factory):
     ubase, gbase, count = inside_map(d)
     if count != 65536:
         pytest.skip(f"the sandbox maps {count} id(s) from {ubase}, not a range of 65536 "
-                    "(core/provider_local.c without the root id range)")
+                    "(core/providers/local/local.c without the root id range)")
     yield m, d, ubase, gbase
     if wait_settled(d) == "running":
         ctl(d, "terminate")

@@ -1,4 +1,4 @@
-"""test_posix.py - POSIX behaviour of MOUNT/NAME/root/ (fs/pass.c).
+"""test_posix.py - POSIX behaviour of MOUNT/NAME/root/ (fs/root/pass.c).
 
 Fixtures (from tests/integration/conftest.py for the real seerfs):
   posix_root   pathlib.Path of an empty writable directory under root/
@@ -12,7 +12,7 @@ confinement attacks and coherence in both directions. Runs as root and as an
 ordinary user. Keep it under ~90 s on 2 cores.
 
 With SEERFS_TEST_PROVIDER=ssh (conftest.py) the same tests run against a
-sandbox of the ssh provider, whose root/ is fs/sftpfs.c over SFTP and is the
+sandbox of the ssh provider, whose root/ is fs/root/sftpfs.c over SFTP and is the
 sandbox's remote directory (workspace/, tmp/, root/; no /usr, /etc, /proc).
 What SFTP or that layout cannot give is marked needs_local(reason), or kept
 for LOCAL inside a test; docs/ssh.md lists it.
@@ -44,8 +44,8 @@ REPO = HERE.parents[1]
 
 # TODO(conftest): remove this block once tests/integration/conftest.py
 # provides posix_root and sandbox_run for the real seerfs. Until then the
-# fixtures serve fs/pass.c alone through tests/unit/passmount.c.
-# SEERFS_TEST_PASSMOUNT=1 uses the harness even with the conftest: fs/pass.c
+# fixtures serve fs/root/pass.c alone through tests/unit/passmount.c.
+# SEERFS_TEST_PASSMOUNT=1 uses the harness even with the conftest: fs/root/pass.c
 # alone, plus the tests below that need the daemon itself (pass_kill, fd
 # eviction).
 if os.environ.get("SEERFS_TEST_PASSMOUNT") == "1" or not (HERE / "conftest.py").exists():
@@ -56,7 +56,7 @@ else:
 
 try:
     from conftest import LOCAL, needs_local
-except ImportError:     # the harness without any conftest: fs/pass.c, local
+except ImportError:     # the harness without any conftest: fs/root/pass.c, local
     LOCAL = True
 
     def needs_local(reason):
@@ -484,7 +484,7 @@ def _xattr_pass_through(f, run):
 
 def test_xattrs(posix_root, sandbox_run):
     f = posix_root / "f"
-    if HARNESS:     # fs/pass.c alone: what -o xattr gives
+    if HARNESS:     # fs/root/pass.c alone: what -o xattr gives
         _xattr_pass_through(f, sandbox_run)
         return
     # Without -o xattr: ENOTSUP, the same for every call and every file.

@@ -1,4 +1,4 @@
-"""test_sftpfs.py - fs/sftpfs.c (root/ over SFTP) through the standalone
+"""test_sftpfs.py - fs/root/sftpfs.c (root/ over SFTP) through the standalone
 harness tests/unit/sftpmount.c, against a real OpenSSH sshd on 127.0.0.1
 (sshd_fixture.py).  The sshd serves a local backing directory, so the
 "remote side" can be changed directly to check invalidation.
@@ -33,7 +33,7 @@ def harness_binary():
         return env
     asan = os.environ.get("SEERFS_SFTPMOUNT_ASAN") == "1"
     out = os.path.join(ROOT, "build", "sftpmount-asan" if asan else "sftpmount")
-    srcs = ["tests/unit/sftpmount.c", "fs/sftpfs.c", "core/sshconn.c", "core/sftp.c"]
+    srcs = ["tests/unit/sftpmount.c", "fs/root/sftpfs.c", "core/lib/sshconn.c", "core/lib/sftp.c"]
     newest = max(os.path.getmtime(os.path.join(ROOT, s)) for s in srcs)
     if os.path.exists(out) and os.path.getmtime(out) >= newest:
         return out

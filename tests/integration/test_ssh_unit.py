@@ -40,7 +40,7 @@ def _driver():
         path = os.path.join(build, rel)
         if os.access(path, os.X_OK):
             return path
-    pytest.skip(f"test_ssh driver not built in {build} (see core/ssh_meson_note.txt)")
+    pytest.skip(f"test_ssh driver not built in {build} (meson builds it: ninja -C build tests/test_ssh)")
 
 
 def _sha256(path):

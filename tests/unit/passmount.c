@@ -1,5 +1,5 @@
 /*
- * passmount.c - mounts fs/pass.c alone, for its tests and benchmarks.
+ * passmount.c - mounts fs/root/pass.c alone, for its tests and benchmarks.
  *
  *   passmount SRCDIR MOUNTPOINT [-o OPTIONS] [-d] [-s]
  *
@@ -20,7 +20,7 @@
  *                 when a job starts) write the count of them to FILE
  * SIGUSR2 calls pass_kill (later ops fail with ENOTCONN).
  *
- * Build: see the top of fs/pass.c's tests; sandbox_log is stubbed here.
+ * Build: see the top of fs/root/pass.c's tests; sandbox_log is stubbed here.
  */
 #include "fs/fs.h"
 
@@ -46,7 +46,7 @@ void pass_set_busy_fn(struct pass_fs *p, int (*fn)(void *arg), void *arg);
 void pass_set_fd_budget(struct pass_fs *p, size_t n);
 void pass_set_root_path(struct pass_fs *p, const char *path);
 
-/* fs/pass.c logs through the sandbox's log; there is no sandbox here. */
+/* fs/root/pass.c logs through the sandbox's log; there is no sandbox here. */
 __attribute__((weak)) void sandbox_log(struct sandbox *sb, const char *fmt, ...)
 {
 	(void)sb;

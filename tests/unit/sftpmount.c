@@ -1,5 +1,5 @@
 /*
- * sftpmount.c - mounts fs/sftpfs.c's operations on their own, for tests
+ * sftpmount.c - mounts fs/root/sftpfs.c's operations on their own, for tests
  * and benchmarks of root/ over SFTP without the rest of seerfs.
  *
  *   sftpmount HOST PORT USER KEY KNOWN_HOSTS REMOTE_DIR MOUNTPOINT [fuse args]
@@ -13,13 +13,13 @@
  *
  * Build (ASan + UBSan):
  *   gcc -std=gnu11 -Wall -Wextra -Werror -g -O1 -fsanitize=address,undefined \
- *       -I. tests/unit/sftpmount.c fs/sftpfs.c core/sshconn.c core/sftp.c \
- *       core/util.c $(pkg-config --cflags --libs fuse3 libssh2) -lpthread \
+ *       -I. tests/unit/sftpmount.c fs/root/sftpfs.c core/lib/sshconn.c core/lib/sftp.c \
+ *       core/lib/util.c $(pkg-config --cflags --libs fuse3 libssh2) -lpthread \
  *       -o build/sftpmount
  */
 #include "fs/fs.h"
-#include "core/sftp.h"
-#include "core/sshconn.h"
+#include "core/lib/sftp.h"
+#include "core/lib/sshconn.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -35,7 +35,7 @@ struct harness {
 	fuse_ino_t root;
 };
 
-/* fs/sftpfs.c's hook for this harness (not in fs.h). */
+/* fs/root/sftpfs.c's hook for this harness (not in fs.h). */
 void sftpfs_set_root_alias(struct sftpfs *r, fuse_ino_t ino);
 
 /* pass.c's symbol, which fs.h's backend_of() names; never used here. */
@@ -197,7 +197,7 @@ int main(int argc, char **argv)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	ssh_conn_opts o;
+	struct ssh_conn_opts o;
 	memset(&o, 0, sizeof(o));
 	o.host = argv[1];
 	o.port = atoi(argv[2]);
@@ -207,8 +207,8 @@ int main(int argc, char **argv)
 	o.timeout_ms = 10000;
 	o.keepalive_s = 5;
 	char err[SSH_ERRMSG_LEN];
-	ssh_conn *c = NULL;
-	sftp_client *cli = NULL;
+	struct ssh_conn *c = NULL;
+	struct sftp_client *cli = NULL;
 	int rc = ssh_conn_open(&o, &c, err, sizeof(err));
 	if (rc < 0) {
 		fprintf(stderr, "sftpmount: connect: %s: %s\n", ssh_errno_name(-rc), err);

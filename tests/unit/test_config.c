@@ -5,7 +5,7 @@
  * diff that decides whether a running sandbox can take a new config.
  */
 #include "core/config.h"
-#include "core/util.h"
+#include "core/lib/util.h"
 #include "tests/unit/check.h"
 
 #include <errno.h>

@@ -1,5 +1,5 @@
 /*
- * test_hf.c - command-line driver for core/hf.c, run by
+ * test_hf.c - command-line driver for core/lib/hf.c, run by
  * tests/integration/test_hf_unit.py against tests/integration/hf_server.py
  * (or by hand against any hub endpoint).
  *
@@ -23,8 +23,8 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include "../../core/hf.h"
-#include "../../core/sha256.h"
+#include "core/lib/hf.h"
+#include "core/lib/sha256.h"
 
 #include <errno.h>
 #include <inttypes.h>

@@ -11,7 +11,7 @@
 #include "core/ctx.h"
 #include "core/ctlcmd.h"
 #include "core/sandbox.h"
-#include "core/walk.h"
+#include "core/lib/walk.h"
 #include "tests/unit/check.h"
 
 #include <dirent.h>

@@ -1,12 +1,12 @@
 /*
- * test_seccomp.c - unit tests of core/seccomp_filter.c: the filter for a
+ * test_seccomp.c - unit tests of core/lib/seccomp_filter.c: the filter for a
  * machine it does not know is refused with a message naming it (the ssh
  * provider then refuses the sandbox instead of running it unfiltered),
  * filters for other machines are built, system call numbers come from the
  * right table, and the native filter, loaded in a child, denies what it
  * should and allows what it should.
  */
-#include "core/seccomp_filter.h"
+#include "core/lib/seccomp_filter.h"
 #include "tests/unit/check.h"
 
 #include <errno.h>

@@ -1,12 +1,12 @@
 /*
- * test_walk.c - the fd-based tree walk (core/walk.c) on temporary trees:
+ * test_walk.c - the fd-based tree walk (core/lib/walk.c) on temporary trees:
  * a directory swapped for a link is never followed (by the walk, by rm -rf
  * even while a thread keeps swapping), and walk_shift_owner moves a tree's
  * low ids into a range, keeping setuid bits and never touching what a link
  * points to.
  */
-#include "core/walk.h"
-#include "core/util.h"
+#include "core/lib/walk.h"
+#include "core/lib/util.h"
 #include "tests/unit/check.h"
 
 #include <errno.h>

@@ -1,0 +1,631 @@
+/*
+ * ssh_agent.c - the commands of a sandbox on an SSH host, through its
+ * resident agent.
+ *
+ * A command over its own exec channel costs sshd a session, the remote
+ * user's login shell, and bubblewrap a new sandbox: about 20 ms before the
+ * command runs. Instead, each sandbox in host mode under bubblewrap runs
+ * one agent (core/providers/ssh/ssh_agent.pl) inside one bubblewrap, over one exec
+ * channel that stays open, and every command is a few frames on that
+ * channel and a fork there. The frames are listed in ssh_agent.pl.
+ *
+ * Here: one reader thread per agent reads the channel, writes each
+ * command's output to its pipes, and reports its end (ssh_agent_exit_fn);
+ * one thread per command moves its stdin pipe to the channel, never more
+ * than CREDIT bytes ahead of what the agent says it took, so one command
+ * that does not read its stdin holds no one else up. Writers take wmu so
+ * that frames never interleave, and the channel delivers output to the
+ * reader thread alone (ssh_exec_reader_only), so frames arrive in order.
+ *
+ * The channel's end is every command's end: killed (SIGKILL) when the
+ * sandbox stops, hung up (SIGHUP) when the link or the agent died, as
+ * before the agent. The environment travels inside the channel, never on
+ * a command line.
+ */
+#include "core/providers/ssh/ssh_agent.h"
+#include "core/lib/bytes.h"
+#include "core/providers/ssh/ssh_agent_pl.h"
+#include "core/lib/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define AGENT_READY "@@seer-agent-ready\n"
+#define AGENT_WARN "@@seer-agent-warn "   /* a line before the ready one: what it could not do */
+#define PID_LINE "@@seer-pid "
+#define FRAME_HDR 9
+#define CREDIT (1u << 20)        /* stdin bytes a command may have in flight */
+#define CLOSE_WAIT_MS 6000       /* how long a stop waits for the channel's end */
+
+enum { JOB_STARTING, JOB_RUNNING, JOB_DONE };
+
+struct agent_job {
+	struct agent_job *next;
+	struct ssh_agent *a;
+	uint32_t id;
+	int pid;                     /* from the agent's P frame; 0 until then */
+	int fd_in, fd_out, fd_err;
+	int state;
+	size_t unacked;              /* stdin bytes sent, not yet taken */
+	int stdin_gone;              /* the command closed its stdin */
+	struct sbuf early_err;       /* stderr before the pid: why it did not start */
+	pthread_t th;                /* its stdin pump */
+	int th_started, th_done;
+};
+
+/* A signal request waiting for its answer. */
+struct agent_req {
+	struct agent_req *next;
+	uint32_t id;
+	int done;
+	long n;
+};
+
+struct ssh_agent {
+	struct ssh_exec *x;
+	struct ssh_conn *conn;
+	int timeout_ms;
+	ssh_agent_exit_fn on_exit;
+	void *ud;
+	pthread_mutex_t mu;          /* everything below */
+	pthread_cond_t cv;
+	pthread_mutex_t wmu;         /* whole frames onto the channel */
+	struct agent_job *jobs;
+	struct agent_req *reqs;
+	uint32_t next_id;
+	int ready;
+	int dead;                    /* the channel ended */
+	int closing;                 /* ssh_agent_close was called */
+	int64_t close_deadline;
+	pthread_t reader;
+	int reader_started;
+	struct sbuf in;              /* channel output not yet parsed */
+	struct sbuf err;             /* the end of its stderr, for messages */
+	int host_pid;
+	char warn[256];              /* its warning line, or "" */
+};
+
+/* A number in a frame's text ("123"); 0 when there is none. */
+static long frame_num(const char *d, size_t len)
+{
+	char b[32];
+	size_t l = len < sizeof(b) - 1 ? len : sizeof(b) - 1;
+	memcpy(b, d, l);
+	b[l] = '\0';
+	return strtol(b, NULL, 10);
+}
+
+/* One frame onto the channel. No deadline: a frame cut short would garble
+ * every one after it, and the link's own keepalives end a dead link. */
+static int agent_send(struct ssh_agent *a, char type, uint32_t id, const void *data, size_t len)
+{
+	unsigned char h[FRAME_HDR];
+	h[0] = (unsigned char)type;
+	put32(h + 1, id);
+	put32(h + 5, (uint32_t)len);
+	pthread_mutex_lock(&a->wmu);
+	int r = ssh_exec_write(a->x, h, sizeof(h), -1);
+	if (r == 0 && len)
+		r = ssh_exec_write(a->x, data, len, -1);
+	pthread_mutex_unlock(&a->wmu);
+	return r;
+}
+
+static struct agent_job *find_job(struct ssh_agent *a, uint32_t id)
+{
+	for (struct agent_job *j = a->jobs; j; j = j->next)
+		if (j->id == id)
+			return j;
+	return NULL;
+}
+
+/* A command's end, on the reader thread: its output pipes close first, so
+ * that readers see EOF no later than the exit. */
+static void job_end(struct ssh_agent *a, struct agent_job *j, int status, const char *why)
+{
+	pthread_mutex_lock(&a->mu);
+	int was = j->state;
+	int fo = j->fd_out, fe = j->fd_err, fi = j->th_started ? -1 : j->fd_in;
+	j->fd_out = j->fd_err = -1;
+	if (fi >= 0)
+		j->fd_in = -1;
+	j->state = JOB_DONE;
+	pthread_cond_broadcast(&a->cv);
+	pthread_mutex_unlock(&a->mu);
+	if (fo >= 0)
+		close(fo);
+	if (fe >= 0)
+		close(fe);
+	if (fi >= 0)
+		close(fi);
+	if (was == JOB_RUNNING && a->on_exit)
+		a->on_exit(a->ud, j->pid, status, why);
+}
+
+static void dispatch(struct ssh_agent *a, char type, uint32_t id, const char *d, size_t len)
+{
+	pthread_mutex_lock(&a->mu);
+	if (type == 'R') {
+		for (struct agent_req *q = a->reqs; q; q = q->next) {
+			if (q->id == id) {
+				q->n = frame_num(d, len);
+				q->done = 1;
+				pthread_cond_broadcast(&a->cv);
+			}
+		}
+		pthread_mutex_unlock(&a->mu);
+		return;
+	}
+	struct agent_job *j = find_job(a, id);
+	if (!j || j->state == JOB_DONE) {
+		pthread_mutex_unlock(&a->mu);
+		return;
+	}
+	int fd = -1;
+	switch (type) {
+	case 'P':
+		j->pid = (int)frame_num(d, len);
+		j->state = JOB_RUNNING;
+		pthread_cond_broadcast(&a->cv);
+		break;
+	case 'A':
+		if (len >= 4) {
+			uint32_t k = get32((const unsigned char *)d);
+			j->unacked -= k < j->unacked ? k : j->unacked;
+			pthread_cond_broadcast(&a->cv);
+		}
+		break;
+	case 'c':
+		j->stdin_gone = 1;
+		pthread_cond_broadcast(&a->cv);
+		break;
+	case 'O':
+		fd = j->fd_out;
+		break;
+	case 'E':
+		if (j->state == JOB_STARTING) {
+			if (j->early_err.len < 4096)
+				sbuf_append(&j->early_err, d, len);
+		} else {
+			fd = j->fd_err;
+		}
+		break;
+	case 'X':
+		pthread_mutex_unlock(&a->mu);
+		job_end(a, j, len >= 4 ? (int)get32((const unsigned char *)d) : (255 << 8), NULL);
+		return;
+	}
+	pthread_mutex_unlock(&a->mu);
+	/* Only this thread closes a running command's output pipes. */
+	if (fd >= 0)
+		write_all(fd, d, len);
+}
+
+/* Channel output: text up to the ready line, then frames. */
+static void agent_output(void *ud, int stream, const void *data, size_t len)
+{
+	struct ssh_agent *a = ud;
+	if (stream == SSH_EXEC_STDERR) {
+		sbuf_append(&a->err, data, len);
+		if (a->err.len > 4096) {
+			memmove(a->err.data, a->err.data + a->err.len - 2048, 2048);
+			a->err.len = 2048;
+		}
+		return;
+	}
+	sbuf_append(&a->in, data, len);
+	size_t off = 0;
+	if (!a->ready) {
+		char *r = memmem(a->in.data, a->in.len, AGENT_READY, strlen(AGENT_READY));
+		if (!r) {
+			if (a->in.len > 65536)   /* login noise without end: keep the tail */
+				off = a->in.len - 1024;
+			goto consume;
+		}
+		char *p = memmem(a->in.data, (size_t)(r - a->in.data), PID_LINE, strlen(PID_LINE));
+		if (p)
+			a->host_pid = atoi(p + strlen(PID_LINE));
+		char *w = memmem(a->in.data, (size_t)(r - a->in.data), AGENT_WARN, strlen(AGENT_WARN));
+		if (w) {
+			w += strlen(AGENT_WARN);
+			size_t wl = strcspn(w, "\n");
+			if (wl >= sizeof(a->warn))
+				wl = sizeof(a->warn) - 1;
+			for (size_t i = 0; i < wl; i++)   /* the host's text: printable only */
+				a->warn[i] = (unsigned char)w[i] < 0x20 || w[i] == 0x7f ? '?' : w[i];
+			a->warn[wl] = '\0';
+		}
+		off = (size_t)(r - a->in.data) + strlen(AGENT_READY);
+		pthread_mutex_lock(&a->mu);
+		a->ready = 1;
+		pthread_cond_broadcast(&a->cv);
+		pthread_mutex_unlock(&a->mu);
+	}
+	while (a->in.len - off >= FRAME_HDR) {
+		const unsigned char *h = (const unsigned char *)a->in.data + off;
+		uint32_t id = get32(h + 1), l = get32(h + 5);
+		if (a->in.len - off - FRAME_HDR < l)
+			break;
+		dispatch(a, (char)h[0], id, (const char *)h + FRAME_HDR, l);
+		off += FRAME_HDR + l;
+	}
+consume:
+	memmove(a->in.data, a->in.data + off, a->in.len - off);
+	a->in.len -= off;
+}
+
+static void *reader_main(void *arg)
+{
+	struct ssh_agent *a = arg;
+	for (;;) {
+		int r = ssh_exec_wait_event(a->x, 500);
+		if (r == 0)
+			continue;
+		if (r == -ETIMEDOUT) {
+			pthread_mutex_lock(&a->mu);
+			int give_up = a->closing && ssh_now_ms() > a->close_deadline;
+			pthread_mutex_unlock(&a->mu);
+			if (give_up)
+				break;
+			continue;
+		}
+		break;   /* 1: the channel ended; < 0: the link did */
+	}
+	pthread_mutex_lock(&a->mu);
+	a->dead = 1;
+	int closing = a->closing;
+	pthread_cond_broadcast(&a->cv);
+	pthread_mutex_unlock(&a->mu);
+	for (;;) {
+		pthread_mutex_lock(&a->mu);
+		struct agent_job *j = a->jobs;
+		while (j && j->state == JOB_DONE)
+			j = j->next;
+		pthread_mutex_unlock(&a->mu);
+		if (!j)
+			break;
+		if (closing)
+			job_end(a, j, SIGKILL, "the sandbox stopped");
+		else
+			job_end(a, j, SIGHUP, "disconnected (the SSH connection or the sandbox's agent ended)");
+	}
+	return NULL;
+}
+
+static void *stdin_main(void *arg)
+{
+	struct agent_job *j = arg;
+	struct ssh_agent *a = j->a;
+	static const int poll_ms = 200;   /* how soon a pump notices its command's end */
+	char *buf = xcalloc(1, 65536);
+	for (;;) {
+		pthread_mutex_lock(&a->mu);
+		while (!a->dead && j->state != JOB_DONE && !j->stdin_gone && j->unacked >= CREDIT)
+			ssh_cond_wait_until(&a->cv, &a->mu, ssh_now_ms() + poll_ms);
+		int stop = a->dead || j->state == JOB_DONE || j->stdin_gone;
+		size_t room = CREDIT - j->unacked;
+		pthread_mutex_unlock(&a->mu);
+		if (stop)
+			break;
+		struct pollfd p = {j->fd_in, POLLIN, 0};
+		int k = poll(&p, 1, poll_ms);
+		if (k <= 0)
+			continue;
+		ssize_t rd = read(j->fd_in, buf, room < 65536 ? room : 65536);
+		if (rd < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (rd <= 0) {
+			agent_send(a, 'C', j->id, NULL, 0);
+			break;
+		}
+		pthread_mutex_lock(&a->mu);
+		j->unacked += (size_t)rd;
+		pthread_mutex_unlock(&a->mu);
+		if (agent_send(a, 'I', j->id, buf, (size_t)rd) < 0)
+			break;
+	}
+	free(buf);
+	pthread_mutex_lock(&a->mu);
+	int fd = j->fd_in;
+	j->fd_in = -1;
+	j->th_done = 1;
+	pthread_mutex_unlock(&a->mu);
+	/* Closed, its writer sees EPIPE when the command closed its stdin. */
+	if (fd >= 0)
+		close(fd);
+	return NULL;
+}
+
+static void job_free(struct agent_job *j)
+{
+	if (j->th_started)
+		pthread_join(j->th, NULL);
+	close_fd(&j->fd_in);
+	close_fd(&j->fd_out);
+	close_fd(&j->fd_err);
+	sbuf_free(&j->early_err);
+	free(j);
+}
+
+/* Frees the commands that ended and whose pumps finished (all: every one,
+ * after the reader ended them). */
+static void reap(struct ssh_agent *a, int all)
+{
+	for (;;) {
+		struct agent_job *j = NULL;
+		pthread_mutex_lock(&a->mu);
+		for (struct agent_job **pp = &a->jobs; *pp; pp = &(*pp)->next) {
+			struct agent_job *c = *pp;
+			if (c->state == JOB_DONE && (all || !c->th_started || c->th_done)) {
+				j = c;
+				*pp = c->next;
+				break;
+			}
+		}
+		pthread_mutex_unlock(&a->mu);
+		if (!j)
+			return;
+		job_free(j);
+	}
+}
+
+static void agent_free(struct ssh_agent *a)
+{
+	if (a->x)
+		ssh_exec_free(a->x);
+	sbuf_free(&a->in);
+	sbuf_free(&a->err);
+	pthread_mutex_destroy(&a->mu);
+	pthread_mutex_destroy(&a->wmu);
+	pthread_cond_destroy(&a->cv);
+	free(a);
+}
+
+int ssh_agent_open(struct ssh_conn *c, const char *sh_lines, int timeout_ms, ssh_agent_exit_fn on_exit, void *ud,
+		   struct ssh_agent **out, char *err, size_t n)
+{
+	struct ssh_agent *a = xcalloc(1, sizeof(*a));
+	a->conn = c;
+	a->timeout_ms = timeout_ms;
+	a->on_exit = on_exit;
+	a->ud = ud;
+	pthread_mutex_init(&a->mu, NULL);
+	pthread_mutex_init(&a->wmu, NULL);
+	ssh_cond_init(&a->cv);
+	/* The perl text comes on stdin up to __END__, so that no ps shows
+	 * it; its pid line first: the bubblewrap's, which a snapshot stops. */
+	struct sbuf sh = {0}, cmd = {0};
+	sbuf_printf(&sh, "[ -x /usr/bin/perl ] || { echo 'no /usr/bin/perl on this host' >&2; exit 125; }\n"
+		       "printf '%s%%s\\n' \"$$\"\n%s", PID_LINE, sh_lines);
+	sbuf_printf(&cmd, "exec /bin/sh -c ");
+	sbuf_shell_quote(&cmd, sh.data);
+	sbuf_free(&sh);
+	char e2[SSH_ERRMSG_LEN] = "";
+	int r = ssh_exec_start(c, cmd.data, agent_output, a, &a->x, e2, sizeof(e2));
+	sbuf_free(&cmd);
+	if (r < 0) {
+		snprintf(err, n, "%s", e2[0] ? e2 : strerror(-r));
+		goto fail;
+	}
+	static const char end[] = "\n__END__\n";
+	r = ssh_exec_write(a->x, ssh_agent_pl, strlen(ssh_agent_pl), timeout_ms);
+	if (r == 0)
+		r = ssh_exec_write(a->x, end, strlen(end), timeout_ms);
+	int64_t deadline = ssh_now_ms() + timeout_ms;
+	while (r == 0 && !a->ready) {
+		int64_t left = deadline - ssh_now_ms();
+		r = left > 0 ? ssh_exec_wait_event(a->x, (int)left) : -ETIMEDOUT;
+		if (r == 1)
+			r = -EIO;   /* it ended before it was ready */
+	}
+	if (r < 0) {
+		size_t l = a->err.len;
+		const char *o = a->err.data ? a->err.data : "";
+		while (l && (o[l - 1] == '\n' || o[l - 1] == ' '))
+			l--;
+		const char *from = l > 300 ? o + l - 300 : o;
+		snprintf(err, n, "%s%s%.*s", strerror(-r), l ? ": " : "", (int)(o + l - from), from);
+		goto fail;
+	}
+	ssh_exec_reader_only(a->x);
+	if (pthread_create(&a->reader, NULL, reader_main, a) != 0) {
+		r = -EAGAIN;
+		snprintf(err, n, "cannot start a thread for it");
+		goto fail;
+	}
+	a->reader_started = 1;
+	*out = a;
+	return 0;
+fail:
+	agent_free(a);
+	return r;
+}
+
+int ssh_agent_host_pid(struct ssh_agent *a)
+{
+	return a->host_pid;   /* set before the ready line, never after */
+}
+
+const char *ssh_agent_warning(struct ssh_agent *a)
+{
+	return a->warn;   /* set before the ready line, never after */
+}
+
+int ssh_agent_alive(struct ssh_agent *a, struct ssh_conn *c)
+{
+	pthread_mutex_lock(&a->mu);
+	int alive = !a->dead && !a->closing && a->conn == c;
+	pthread_mutex_unlock(&a->mu);
+	return alive;
+}
+
+/* The spec of ssh_agent.pl: cwd, the number of entries, the environment
+ * (KEY=VALUE entries only), argv, NUL-separated. */
+static void job_spec(const struct seer_spawn *req, struct sbuf *d)
+{
+	size_t nenv = 0;
+	for (size_t i = 0; req->envp && req->envp[i]; i++)
+		nenv += strchr(req->envp[i], '=') != NULL;
+	sbuf_printf(d, "%s", req->cwd ? req->cwd : "/workspace");
+	sbuf_append(d, "", 1);
+	sbuf_printf(d, "%zu", nenv);
+	for (size_t i = 0; req->envp && req->envp[i]; i++) {
+		if (!strchr(req->envp[i], '='))
+			continue;
+		sbuf_append(d, "", 1);
+		sbuf_printf(d, "%s", req->envp[i]);
+	}
+	for (size_t i = 0; req->argv[i]; i++) {
+		sbuf_append(d, "", 1);
+		sbuf_printf(d, "%s", req->argv[i]);
+	}
+}
+
+int ssh_agent_spawn(struct ssh_agent *a, const struct seer_spawn *req, int *pid, char *err, size_t n)
+{
+	reap(a, 0);
+	struct agent_job *j = xcalloc(1, sizeof(*j));
+	j->a = a;
+	j->fd_in = fcntl(req->fd_in, F_DUPFD_CLOEXEC, 3);
+	j->fd_out = fcntl(req->fd_out, F_DUPFD_CLOEXEC, 3);
+	j->fd_err = fcntl(req->fd_err, F_DUPFD_CLOEXEC, 3);
+	if (j->fd_in < 0 || j->fd_out < 0 || j->fd_err < 0) {
+		int r = -errno;
+		snprintf(err, n, "cannot duplicate the job's pipes: %s", strerror(-r));
+		job_free(j);
+		return r;
+	}
+	pthread_mutex_lock(&a->mu);
+	if (a->dead || a->closing) {
+		pthread_mutex_unlock(&a->mu);
+		snprintf(err, n, "the sandbox's agent ended");
+		job_free(j);
+		return -ENOTCONN;
+	}
+	if (++a->next_id == 0)
+		a->next_id = 1;
+	j->id = a->next_id;
+	j->next = a->jobs;
+	a->jobs = j;
+	pthread_mutex_unlock(&a->mu);
+
+	struct sbuf spec = {0};
+	job_spec(req, &spec);
+	int r = agent_send(a, 'S', j->id, spec.data, spec.len);
+	sbuf_free(&spec);
+	int64_t deadline = ssh_now_ms() + a->timeout_ms;
+	pthread_mutex_lock(&a->mu);
+	while (r == 0 && j->state == JOB_STARTING && !a->dead) {
+		if (ssh_cond_wait_until(&a->cv, &a->mu, deadline) == ETIMEDOUT && j->state == JOB_STARTING)
+			r = -ETIMEDOUT;
+	}
+	/* Started, and maybe ended already: the reader may have taken the
+	 * exit right after the pid, before this thread woke. */
+	if (j->pid > 0) {
+		*pid = j->pid;
+		j->th_started = pthread_create(&j->th, NULL, stdin_main, j) == 0;
+		pthread_mutex_unlock(&a->mu);
+		/* Without a pump the command reads EOF. */
+		if (!j->th_started)
+			agent_send(a, 'C', j->id, NULL, 0);
+		return 0;
+	}
+	if (j->state == JOB_DONE) {   /* refused: the agent said why */
+		size_t l = j->early_err.len;
+		while (l && j->early_err.data[l - 1] == '\n')
+			l--;
+		snprintf(err, n, "the sandbox's agent did not start the command: %.*s", l ? (int)l : 15,
+			 l ? j->early_err.data : "no reason given");
+		pthread_mutex_unlock(&a->mu);
+		return -EIO;
+	}
+	/* Dead link, or no answer in time: the job is given up (the reader
+	 * passes over its frames from now on). */
+	if (r == 0)
+		r = -ENOTCONN;
+	j->state = JOB_DONE;
+	int fds[3] = {j->fd_in, j->fd_out, j->fd_err};
+	j->fd_in = j->fd_out = j->fd_err = -1;
+	pthread_mutex_unlock(&a->mu);
+	for (int i = 0; i < 3; i++)
+		close(fds[i]);
+	snprintf(err, n, "the sandbox's agent did not answer: %s", strerror(-r));
+	return r;
+}
+
+int ssh_agent_signal(struct ssh_agent *a, int pid, int sig, int tree, char *err, size_t n)
+{
+	struct agent_req q = {0};
+	pthread_mutex_lock(&a->mu);
+	if (a->dead) {
+		pthread_mutex_unlock(&a->mu);
+		snprintf(err, n, "the sandbox's agent ended");
+		return -ENOTCONN;
+	}
+	if (++a->next_id == 0)
+		a->next_id = 1;
+	q.id = a->next_id;
+	q.next = a->reqs;
+	a->reqs = &q;
+	pthread_mutex_unlock(&a->mu);
+	char text[64];
+	snprintf(text, sizeof(text), "%d %d %d", pid, sig, tree ? 1 : 0);
+	int r = agent_send(a, 'K', q.id, text, strlen(text));
+	int64_t deadline = ssh_now_ms() + a->timeout_ms;
+	pthread_mutex_lock(&a->mu);
+	while (r == 0 && !q.done && !a->dead) {
+		if (ssh_cond_wait_until(&a->cv, &a->mu, deadline) == ETIMEDOUT && !q.done)
+			r = -ETIMEDOUT;
+	}
+	if (r == 0 && !q.done)
+		r = -ENOTCONN;
+	for (struct agent_req **pp = &a->reqs; *pp; pp = &(*pp)->next) {
+		if (*pp == &q) {
+			*pp = q.next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&a->mu);
+	if (r < 0) {
+		snprintf(err, n, "the sandbox's agent did not answer a signal: %s", strerror(-r));
+		return r;
+	}
+	return q.n > 0 ? 0 : -ESRCH;
+}
+
+int ssh_agent_busy(struct ssh_agent *a)
+{
+	int busy = 0;
+	pthread_mutex_lock(&a->mu);
+	for (struct agent_job *j = a->jobs; j; j = j->next)
+		busy |= j->state != JOB_DONE;
+	pthread_mutex_unlock(&a->mu);
+	return busy;
+}
+
+void ssh_agent_close(struct ssh_agent *a)
+{
+	if (!a)
+		return;
+	pthread_mutex_lock(&a->mu);
+	a->closing = 1;
+	a->close_deadline = ssh_now_ms() + CLOSE_WAIT_MS;
+	pthread_mutex_unlock(&a->mu);
+	/* EOF on its stdin: the agent kills the sandbox's processes, exits,
+	 * and the channel ends; the reader then ends every command. */
+	pthread_mutex_lock(&a->wmu);
+	ssh_exec_close_stdin(a->x);
+	pthread_mutex_unlock(&a->wmu);
+	if (a->reader_started)
+		pthread_join(a->reader, NULL);
+	reap(a, 1);
+	agent_free(a);
+}

@@ -1,0 +1,338 @@
+#seerfs-ssh-agent
+# ssh_agent.pl - the resident agent of one sandbox on an SSH host.
+#
+# core/providers/ssh/ssh_agent.c starts it once per sandbox, inside the sandbox's
+# bubblewrap, over an exec channel that then carries every command of the
+# sandbox: a command costs a fork here instead of a new channel, a login
+# shell and a new bubblewrap (together about 15 ms). Its text comes on its
+# stdin, up to __END__, so no ps shows it. It prints one line when it is
+# ready, then speaks in frames on stdin and stdout:
+#
+#   one type byte, a 32-bit job (or request) id, a 32-bit length, the data
+#   (all big-endian).
+#   seerfs to agent: S spec (start job id), I stdin bytes, C stdin closed,
+#                    K "PID SIG TREE" (a signal request; answered by R)
+#   agent to seerfs: P pid, O stdout, E stderr, A stdin bytes taken (the
+#                    credit that bounds what seerfs sends ahead), c the
+#                    command closed its stdin, X wait status, R the number
+#                    of processes signalled
+#
+# The spec is NUL-separated: cwd, the number of environment entries, the
+# entries (KEY=VALUE), then argv. When its stdin ends (seerfs stops the
+# sandbox, or the link dies) the agent kills every process of the sandbox
+# and exits, and bubblewrap's pid namespace ends with it. It never blocks:
+# every descriptor but stdin is non-blocking and buffered, and the
+# commands' output is not read while too much waits for seerfs.
+#
+# Out of the sandbox's reach: bubblewrap starts it as its pid namespace's
+# init (--as-pid-1), and the kernel drops every signal that a process of
+# the namespace sends to its init unless init handles it: SIGKILL and
+# SIGSTOP always, and all the others but SIGCHLD (its one handler, which
+# only wakes the loop). It makes itself not dumpable, so that the
+# sandbox's processes (the same user, without CAP_SYS_PTRACE) can neither
+# ptrace it nor read its memory, environment or descriptors through
+# /proc/1. Its one argument is prctl's system call number on this machine
+# (seerfs knows it from `uname -m`); without it, or when the call fails, a
+# line "@@seer-agent-warn WHY" before the ready line says so, and it runs on.
+use strict;
+use POSIX qw(setsid WNOHANG EAGAIN EINTR EPIPE ENOENT);
+use Fcntl qw(F_GETFL F_SETFL O_NONBLOCK);
+
+use constant LIM   => 1 << 20;   # output waiting for seerfs above which the commands' pipes are not read
+use constant GRACE => 0.5;       # output read after the command's exit, as core/jobs.c does locally
+use constant CHUNK => 65536;
+
+$0 = 'seerfs-agent';
+$SIG{PIPE} = 'IGNORE';
+
+# PR_SET_DUMPABLE (4) to 0, checked with PR_GET_DUMPABLE (3).
+sub nodump {
+	my $nr = shift;
+	return 'no prctl system call number for this machine: it stays dumpable (ptrace-able by the sandbox)'
+		unless defined $nr && $nr =~ /^\d+$/;
+	$nr += 0;
+	return "prctl(PR_SET_DUMPABLE, 0) failed: $!: it stays dumpable (ptrace-able by the sandbox)"
+		if syscall($nr, 4, 0, 0, 0, 0) == -1;
+	my $d = syscall($nr, 3, 0, 0, 0, 0);
+	return "still dumpable ($d) after prctl(PR_SET_DUMPABLE, 0)" if $d != 0;
+	return '';
+}
+my $nodump = nodump($ARGV[0]);
+
+sub nonblock { my $fh = shift; my $f = fcntl($fh, F_GETFL, 0); fcntl($fh, F_SETFL, $f | O_NONBLOCK) if defined $f }
+# perl-base (what a minimal Debian has) lacks Time::HiRes: whole seconds then.
+my $hires = eval { require Time::HiRes; 1 };
+sub now { $hires ? Time::HiRes::time() : time }
+
+my $out = '';    # frames for seerfs
+sub frame { $out .= pack('aNN', $_[0], $_[1], length $_[2]) . $_[2] }
+
+pipe(my $wake_r, my $wake_w) or die "seerfs-agent: pipe: $!\n";
+nonblock($_) for ($wake_r, $wake_w, \*STDOUT);
+$SIG{CHLD} = sub { syswrite($wake_w, 'x') };
+syswrite(STDOUT, "\@\@seer-agent-warn $nodump\n") if length $nodump;
+syswrite(STDOUT, "\@\@seer-agent-ready\n");
+
+# id => {id, pid, in_fh, in_buf, in_eof, out_fh, err_fh, exited, status, t_exit, t_act}
+my %jobs;
+my %bypid;
+
+# ---- processes -------------------------------------------------------------
+# Every process: [pid, ppid, session, state].
+sub procs {
+	my @p;
+	opendir(my $d, '/proc') or return ();
+	for my $n (readdir $d) {
+		next unless $n =~ /^\d+$/ && $n > 1;
+		open(my $f, '<', "/proc/$n/stat") or next;
+		my $l = <$f>;
+		next unless defined $l;
+		my $r = rindex($l, ')');
+		next if $r < 0;
+		my @f = split ' ', substr($l, $r + 2);
+		push @p, [$n, $f[1], $f[4], $f[0]];
+	}
+	return @p;
+}
+
+# Signals a job's tree: its session (which daemons that setsid leave) and
+# every descendant still linked to it, as core/providers/local/agent.c does locally. For
+# SIGKILL the tree is stopped first, so that nothing forks while it is
+# collected, and collected again until nothing of it is left.
+sub signal_tree {
+	my ($root, $sig) = @_;
+	my $total = 0;
+	for my $round (1 .. 20) {
+		my @p = procs();
+		my %in;
+		my $changed = 1;
+		while ($changed) {
+			$changed = 0;
+			for my $e (@p) {
+				next if $in{$e->[0]} || $e->[0] == $$;
+				if ($e->[0] == $root || $e->[2] == $root || $in{$e->[1]}) {
+					$in{$e->[0]} = 1;
+					$changed = 1;
+				}
+			}
+		}
+		my @m = grep { $in{$_->[0]} && $_->[3] ne 'Z' } @p;
+		last unless @m;
+		kill 'STOP', map { $_->[0] } @m if $sig == 9;
+		for my $e (@m) { $total++ if kill $sig, $e->[0] }
+		last if $sig != 9;
+		select(undef, undef, undef, 0.002);
+	}
+	return $total;
+}
+
+# Every process of the sandbox. kill(-1) reaches every process the agent
+# may signal, which is the sandbox only inside bubblewrap's pid namespace,
+# where the agent is that namespace's init (pid 1; or pid 2 under
+# bubblewrap's own init). Anywhere else (a test run by hand) only the trees
+# of its commands.
+sub kill_all {
+	if ($$ == 1 || getppid() == 1 && $$ == 2) {
+		kill 'KILL', -1;
+		return;
+	}
+	signal_tree($_->{pid}, 9) for values %jobs;
+}
+
+# ---- jobs ------------------------------------------------------------------
+sub refuse {
+	my ($id, $why) = @_;
+	frame('E', $id, "seerfs: $why\n");
+	frame('X', $id, pack('N', 126 << 8));
+}
+
+sub spawn {
+	my ($id, $spec) = @_;
+	return refuse($id, "job id $id is in use") if $jobs{$id};
+	my @f = split /\0/, $spec, -1;
+	my $cwd = shift @f;
+	my $nenv = shift @f;
+	my @env = splice(@f, 0, $nenv);
+	my @argv = @f;
+	return refuse($id, "empty command") unless @argv;
+	my ($ir, $iw, $or, $ow, $er, $ew);
+	pipe($ir, $iw) && pipe($or, $ow) && pipe($er, $ew) or return refuse($id, "cannot make the command's pipes: $!");
+	my $pid = fork;
+	return refuse($id, "cannot fork: $!") unless defined $pid;
+	if (!$pid) {
+		# The command: a session of its own (kill 0 and tree kills stay
+		# inside it), the default dispositions (exec resets the handled
+		# ones, not an ignored SIGPIPE), the pipes as 0, 1, 2 (every
+		# other descriptor of the agent is close-on-exec).
+		setsid();
+		$SIG{PIPE} = 'DEFAULT';
+		$SIG{CHLD} = 'DEFAULT';
+		open(STDIN, '<&', $ir);
+		open(STDOUT, '>&', $ow);
+		open(STDERR, '>&', $ew);
+		chdir $cwd or do { print STDERR "seerfs: cd $cwd: $!\n"; POSIX::_exit(126) };
+		for my $kv (@env) {
+			my ($k, $v) = split /=/, $kv, 2;
+			$ENV{$k} = $v if defined $v && length $k;
+		}
+		exec { $argv[0] } @argv;
+		my $e = $! + 0;
+		print STDERR "$argv[0]: $!\n";
+		POSIX::_exit($e == ENOENT ? 127 : 126);
+	}
+	close $ir;
+	close $ow;
+	close $ew;
+	nonblock($_) for ($iw, $or, $er);
+	my $j = {id => $id, pid => $pid, in_fh => $iw, in_buf => '', out_fh => $or, err_fh => $er, t_act => now()};
+	$jobs{$id} = $j;
+	$bypid{$pid} = $j;
+	frame('P', $id, $pid);
+}
+
+# Reads what a job's pipe holds; with all, until it is empty.
+sub job_read {
+	my ($j, $k, $type, $all) = @_;
+	while ($j->{$k}) {
+		my $n = sysread($j->{$k}, my $buf, CHUNK);
+		if (!defined $n) {
+			next if $! == EINTR;
+			return if $! == EAGAIN;
+		}
+		if (!$n) {
+			close $j->{$k};
+			$j->{$k} = undef;
+			return;
+		}
+		$j->{t_act} = now();
+		frame($type, $j->{id}, $buf);
+		return unless $all;
+	}
+}
+
+sub stdin_close {
+	my $j = shift;
+	frame('A', $j->{id}, pack('N', length $j->{in_buf})) if length $j->{in_buf};
+	$j->{in_buf} = '';
+	close $j->{in_fh} if $j->{in_fh};
+	$j->{in_fh} = undef;
+}
+
+# The job's end: what is left in its pipes, then the status.
+sub job_finish {
+	my $j = shift;
+	job_read($j, 'out_fh', 'O', 1);
+	job_read($j, 'err_fh', 'E', 1);
+	close $j->{out_fh} if $j->{out_fh};
+	close $j->{err_fh} if $j->{err_fh};
+	stdin_close($j);
+	frame('X', $j->{id}, pack('N', $j->{status}));
+	delete $jobs{$j->{id}};
+}
+
+sub frames {
+	my $in = shift;
+	while (length($$in) >= 9) {
+		my ($t, $id, $len) = unpack('aNN', $$in);
+		last if length($$in) < 9 + $len;
+		my $d = substr($$in, 9, $len);
+		substr($$in, 0, 9 + $len) = '';
+		my $j = $jobs{$id};
+		if ($t eq 'S') {
+			spawn($id, $d);
+		} elsif ($t eq 'I') {
+			if ($j && $j->{in_fh}) {
+				$j->{in_buf} .= $d;
+			} else {
+				frame('A', $id, pack('N', length $d));   # nobody reads it: taken all the same
+			}
+		} elsif ($t eq 'C') {
+			$j->{in_eof} = 1 if $j;
+		} elsif ($t eq 'K') {
+			my ($pid, $sig, $tree) = split ' ', $d;
+			my $n = 0;
+			if ($pid > 1 && $sig >= 0 && $sig <= 64) {
+				$n = $tree ? signal_tree($pid, $sig) : (kill($sig, $pid) ? 1 : 0);
+			}
+			frame('R', $id, $n);
+		}
+	}
+}
+
+# ---- the loop ----------------------------------------------------------------
+my $in = '';
+for (;;) {
+	my ($rin, $win) = ('', '');
+	vec($rin, 0, 1) = 1;
+	vec($rin, fileno($wake_r), 1) = 1;
+	vec($win, 1, 1) = 1 if length $out;
+	my $room = length($out) < LIM;
+	my $t = now();
+	my $timeout;
+	for my $j (values %jobs) {
+		for my $k ('out_fh', 'err_fh') {
+			vec($rin, fileno($j->{$k}), 1) = 1 if $j->{$k} && $room;
+		}
+		vec($win, fileno($j->{in_fh}), 1) = 1 if $j->{in_fh} && length $j->{in_buf};
+		if ($j->{exited} && $room) {
+			my $at = ($j->{t_act} > $j->{t_exit} ? $j->{t_act} : $j->{t_exit}) + GRACE - $t;
+			$timeout = $at if !defined $timeout || $at < $timeout;
+		}
+	}
+	$timeout = 0 if defined $timeout && $timeout < 0;
+	my ($rout, $wout) = ($rin, $win);
+	if (select($rout, $wout, undef, $timeout) < 0) {
+		next if $! == EINTR;
+		die "seerfs-agent: select: $!\n";
+	}
+	if (vec($rout, fileno($wake_r), 1)) {
+		1 while sysread($wake_r, my $x, 512);
+	}
+	while ((my $p = waitpid(-1, WNOHANG)) > 0) {
+		my $j = delete $bypid{$p} or next;
+		$j->{exited} = 1;
+		$j->{status} = $?;
+		$j->{t_exit} = now();
+	}
+	if (vec($rout, 0, 1)) {
+		my $k = sysread(STDIN, $in, CHUNK, length $in);
+		if (defined $k && $k == 0 || !defined $k && $! != EAGAIN && $! != EINTR) {
+			# seerfs let go of the sandbox: nothing of it stays.
+			kill_all();
+			exit 0;
+		}
+		frames(\$in);
+	}
+	for my $j (values %jobs) {
+		if ($j->{in_fh} && length($j->{in_buf}) && vec($wout, fileno($j->{in_fh}), 1)) {
+			my $k = syswrite($j->{in_fh}, $j->{in_buf}, CHUNK);
+			if (defined $k) {
+				substr($j->{in_buf}, 0, $k) = '';
+				frame('A', $j->{id}, pack('N', $k));
+			} elsif ($! == EPIPE) {
+				# The command closed its stdin: seerfs closes the
+				# job's, so that its writer sees it too.
+				stdin_close($j);
+				frame('c', $j->{id}, '');
+			}
+		}
+		stdin_close($j) if $j->{in_fh} && $j->{in_eof} && !length $j->{in_buf};
+		job_read($j, 'out_fh', 'O') if $j->{out_fh} && vec($rout, fileno($j->{out_fh}), 1);
+		job_read($j, 'err_fh', 'E') if $j->{err_fh} && vec($rout, fileno($j->{err_fh}), 1);
+	}
+	my $t2 = now();
+	for my $j (values %jobs) {
+		next unless $j->{exited};
+		my $last = $j->{t_act} > $j->{t_exit} ? $j->{t_act} : $j->{t_exit};
+		job_finish($j) if !$j->{out_fh} && !$j->{err_fh} || length($out) < LIM && $t2 >= $last + GRACE;
+	}
+	while (length $out) {
+		my $k = syswrite(STDOUT, $out, 4 * CHUNK);
+		if (!defined $k) {
+			last if $! == EAGAIN || $! == EINTR;
+			kill_all();   # seerfs is gone
+			exit 0;
+		}
+		substr($out, 0, $k) = '';
+	}
+}

@@ -1,0 +1,59 @@
+/*
+ * sessions.h - notebook sessions: a persistent Python (the kernel) in a
+ * sandbox, whose cells run one after another in the same namespace.
+ *
+ * The kernel is a job of the sandbox (core/sessions/seer_kernel.py, started with
+ * jobs_start_opts), and each cell is a job too: a small client
+ * (core/sessions/seer_cell.py) that hands the cell's code to the kernel over a unix
+ * socket in the sandbox and relays its output, so a cell's stdout, stderr,
+ * output and exit are a job's, and `kill` on it interrupts the cell. The
+ * kernel's own stdout carries one JSON record per cell (its result, error
+ * and figures): seerfs builds notebook.ipynb from the cells' job records and
+ * those, so nothing of it lives only in the sandbox or in memory.
+ *
+ * State on disk: STATE/sandboxes/NAME/sessions/S.json (the cells, the
+ * kernel generation) and S.log; a cell's figures become jobs/N/fig-K.png.
+ */
+#ifndef SEER_SESSIONS_H
+#define SEER_SESSIONS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct sandbox;
+struct job;
+
+/* Called from sandbox.c. */
+void sessions_load(struct sandbox *sb);
+void sessions_free(struct sandbox *sb);
+
+/* mkdir sessions/NAME: starts the kernel when the sandbox runs. -EEXIST,
+ * -EINVAL (bad name), -ENOTCONN/-EAGAIN (not running; error says why). */
+int sessions_create(struct sandbox *sb, const char *name);
+/* rmdir sessions/NAME: ends the kernel and its running cell; the cells'
+ * job records stay. */
+int sessions_remove(struct sandbox *sb, const char *name);
+/* Id (> 0) of a session by name, or 0. */
+uint32_t sessions_find(struct sandbox *sb, const char *name);
+/* Name of a session by id into buf; -ENOENT. */
+int sessions_name(struct sandbox *sb, uint32_t id, char *buf, size_t len);
+/* Ids and names of every session; caller frees both arrays (and names). */
+size_t sessions_list(struct sandbox *sb, uint32_t **ids, char ***names);
+
+/* A write to sessions/NAME/exec: runs the code as the session's next cell;
+ * returns the cell's job, referenced. Starts a fresh kernel when the last
+ * one ended (the cell's stderr and the notebook say the state was lost). */
+int sessions_cell_start(struct sandbox *sb, uint32_t id, const char *code, size_t len, pid_t caller,
+			struct job **out);
+/* One line written to sessions/NAME/ctl: restart, interrupt. */
+int sessions_ctl(struct sandbox *sb, uint32_t id, const char *text, size_t len);
+/* notebook.ipynb (nbformat 4) as it is now; caller frees. */
+char *sessions_notebook(struct sandbox *sb, uint32_t id);
+/* The session's log file path. */
+int sessions_log_path(struct sandbox *sb, uint32_t id, char *buf, size_t len);
+/* Number of figures of job n (0 unless it is a cell that made some), after
+ * saving those its kernel reported as jobs/N/fig-K.png. */
+unsigned sessions_job_figures(struct sandbox *sb, uint32_t n);
+
+#endif

@@ -1,0 +1,2739 @@
+/*
+ * sftpfs.c - root/ of a remote sandbox, served over SFTP (core/lib/sftp.h).
+ *
+ * Model: one struct snode per remote path the kernel knows, keyed by that
+ * path in a hash table, with a lookup count; its address | REMOTE_INO_FLAG
+ * is the FUSE inode number (fs/ll.c forwards every such inode here).
+ * SFTP names files by path only, so renames re-key the moved node and its
+ * descendants, and unlink/rmdir/rename-over orphan the node that was there
+ * (its open handles keep working; path operations on it fail ENOENT).
+ *
+ * Speed comes from round trips, not bandwidth:
+ *  - READDIR returns attributes with the names, so readdirplus fills the
+ *    kernel's dentries and attributes in one listing;
+ *  - replies carry long entry/attr timeouts and open files keep their page
+ *    cache (keep_cache) and directories their readdir cache; everything
+ *    handed out is dropped by sftpfs_invalidate() (a job started in the
+ *    sandbox), including negative entries, which we remember for that;
+ *  - writes are write-behind: the data is copied, the write is answered at
+ *    once and a pool of worker threads sends it (each 1 MiB FUSE write as
+ *    16 x 64 KiB requests in flight, several writes at once).  Writes that
+ *    overlap an earlier unfinished one (or any write of an O_APPEND file)
+ *    wait for it, so the order of overlapping data is kept.  An error is
+ *    sticky on the open file and reported by the next write, flush, fsync;
+ *    flush (every close) waits until the server acknowledged every byte.
+ *    getattr/lookup/read/truncate of a node first wait for its pending
+ *    writes, so no stale size can shrink the kernel's i_size;
+ *  - reads use sftp_pread_range (32 x 64 KiB in flight) per FUSE read; the
+ *    kernel's async readahead keeps two such reads going.
+ *
+ * Symlinks are never followed by us (lstat, lsetstat@openssh.com for
+ * times); readlink rewrites absolute targets, and relative ones that climb
+ * above the sandbox's "/", into relative ones that stay inside root/.
+ *
+ * Lifetime: the sftpfs holds one reference for its owner and one per node.
+ * sftpfs_kill() fails queued writes, joins the workers and waits for the
+ * requests in flight (bounded by the client's timeout); after that the
+ * client is never touched again (the provider may close it) and every
+ * operation fails with ENOTCONN; nodes are freed as the kernel forgets
+ * them and the last one frees the sftpfs.
+ *
+ * Locking: one mutex (r->mu) for the table, the write queue and counts; it
+ * is never held across a network call or a fuse_lowlevel_notify_*.
+ *
+ * Read-only mode (sftpfs_set_readonly, a snapshot's copy on a remote host):
+ * every op that changes the tree fails EROFS before touching the network.
+ *
+ * Every helper returns 0 or a negative errno; every op replies once.
+ */
+#include "fs/fs.h"
+#include "core/provider.h"
+#include "core/sandbox.h"
+#include "core/lib/sftp.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef SFTPFS_WORKERS
+#define SFTPFS_WORKERS 4
+#endif
+/* Write-behind budget: bytes accepted but not yet acknowledged. */
+#define SFTPFS_WB_MAX (64u << 20)
+/* Sequential reads: the window fetched ahead grows to this. */
+#define SFTPFS_RA_MIN (1u << 20)
+#define SFTPFS_RA_MAX (8u << 20)
+/* Negative entries remembered for invalidation; past this, not cached. */
+#define SFTPFS_NEG_MAX 16384
+#define SFTPFS_DEFAULT_TIMEOUT 30.0
+/* Content kept of files we wrote (struct snode: cdata): per file, in all. */
+#define SFTPFS_CDATA_FILE_MAX (256u << 10)
+#define SFTPFS_CDATA_TOTAL (64u << 20)
+
+struct sftpfs;
+
+struct snode {
+	struct sftpfs *r;
+	char *path;           /* full remote path; NULL once orphaned */
+	struct snode *hnext;
+	uint64_t nlookup;
+	unsigned pending;     /* write-behind jobs not yet acknowledged */
+	uint32_t mode;        /* S_IFMT of the last attributes seen */
+	uint64_t wgen;        /* bumped by every write/truncate through us */
+	uint64_t sino;        /* st_ino: a hash of the path it was created
+	                         for, stable across forget and re-lookup
+	                         (git compares st_ino with its index) */
+	struct sftp_attrs a;         /* last attributes sent to the kernel ... */
+	uint64_t a_wgen;      /* ... while wgen was this */
+	int a_valid;
+	int64_t a_ms;         /* when the server last told them */
+	int opened;           /* opened through us since the last invalidation */
+	int kcached;          /* handed to the kernel with a timeout since then */
+	int linked;           /* has another name we made (link): see node_timeout */
+	/* Mode and time changes of a file we created, not yet sent: they go
+	 * with one FSETSTAT through cf's handle when a handle is flushed, before
+	 * the next write, and before anything asks the server (settle_node).
+	 * `tar x` sets times, owner and mode on every file it writes: three
+	 * round trips each, now none until the close. */
+	struct sfile *cf;     /* the open handle that created it, if still open */
+	struct sftp_attrs pend;      /* pend.flags: which fields are waiting */
+	/* Content of a small file we created and wrote from its start, kept
+	 * while only we can change it (cdata_*): reading it back - `git add`
+	 * after `tar x`, a compiler after an editor - needs no OPEN or READ.
+	 * The kernel's own pages miss the partial last page of every file. */
+	char *cdata;
+	size_t clen;
+	uint64_t cgen;        /* valid while equal to wgen */
+	int cvalid;
+};
+
+struct sfile {
+	struct snode *n;
+	struct sftp_handle *h;
+	int append;
+	int written;
+	unsigned pending;
+	int werr;             /* sticky write-behind error */
+	/* Readahead: the kernel reads 128 KiB at a time (its window cannot
+	 * be raised above the bdi default), one round trip each; sequential
+	 * readers get a growing window fetched in one pipelined burst. */
+	pthread_mutex_t ra_mu;
+	pthread_cond_t ra_cv;
+	int ra_filling;
+	char *ra_buf;
+	uint64_t ra_off, ra_wgen, ra_next;
+	size_t ra_len, ra_win;
+	int ra_eof;           /* the window ended at end of file */
+};
+
+struct wjob {
+	struct wjob *next;
+	struct sfile *f;
+	uint64_t off;
+	size_t len;
+	int running;
+	char data[];
+};
+
+struct sdent {
+	char *name;
+	struct sftp_attrs a;
+};
+
+/* A directory listing, sorted by name; shared by the node's cache and
+ * open directory handles (refs under r->mu). */
+struct sdir {
+	struct sdent *e;
+	size_t n;
+	int refs;
+};
+
+struct neg {
+	fuse_ino_t parent;
+	char *name;
+};
+
+/* A directory's cached listing, keyed by path (not by node, so that it
+ * outlives the kernel forgetting the directory: `drop_caches`). */
+struct lent {
+	struct lent *next;
+	char *path;
+	struct sdir *d;       /* or NULL: only counting misses */
+	int64_t ms;           /* when d was read */
+	int64_t changed_ms;   /* last change through us */
+	unsigned misses;      /* lookups sent to the server */
+	/* The directory changed through us since d was read: d's entries may
+	 * be stale, but a name in neither d nor added[] still does not exist
+	 * (only we change the tree while the cache is on), so lookups of new
+	 * names - every file of a `tar x` - are answered without a round trip. */
+	int dirty;
+	char **added;         /* names made here through us since d was read */
+	size_t nadded;
+};
+
+/* Past this many names made in one directory, its listing is dropped. */
+#define SFTPFS_ADDED_MAX 4096
+
+#define SFTPFS_LISTS_MAX 8192
+/* Listings kept for READDIRs that continue one (see cont_list). */
+#define SFTPFS_CONT 16
+#define SFTPFS_LISTS_BUCKETS 4096
+
+struct sftpfs {
+	struct seer_fs *fs;
+	struct sandbox *sb;
+	struct sftp_client *cli;
+	char *root;           /* remote path of the sandbox's "/" */
+	size_t rootlen;       /* 0 when root is "/" */
+	double timeout;
+	int readonly;         /* a snapshot's files: every change fails EROFS */
+
+	pthread_mutex_t mu;
+	pthread_cond_t work_cv;   /* a job was queued or became runnable */
+	pthread_cond_t done_cv;   /* a job finished, or the sftpfs died */
+	struct snode **tab;
+	size_t tabsz, count;
+	struct snode *rootn;
+	struct sftp_attrs root_attrs;
+	int refs;
+	int dead, stop;
+	unsigned active;          /* requests using cli right now */
+	struct wjob *jobs, **jtail;
+	size_t qbytes;
+	size_t cbytes;        /* held in snode.cdata, all nodes */
+	struct neg *negs;
+	size_t nneg;
+	struct lent *lists[SFTPFS_LISTS_BUCKETS];
+	size_t nlists;
+	fuse_ino_t root_alias;    /* tests/unit/sftpmount.c: the kernel's name for rootn */
+	int64_t busy_checked_ms;
+	int busy;
+	/* Listings being read without OPENDIR (fs/ll.c refuses it): the
+	 * READDIRs after the first of a listing continue the same copy, so
+	 * offsets stay those of one listing. Keyed by path; under mu. */
+	struct {
+		char *path;
+		struct sdir *d;
+	} cont[SFTPFS_CONT];
+	unsigned cont_hand;
+	unsigned dir_gen;         /* see s_getattr */
+	pthread_t workers[SFTPFS_WORKERS];
+	int nworkers;
+};
+
+static int get_list(struct sftpfs *r, struct snode *n, struct sdir **out);
+static int sdent_cmp(const void *a, const void *b);
+static void sdir_put(struct sdir *d);
+static void drop_parent_list(struct sftpfs *r, const char *path);
+
+static struct snode *node_of(fuse_ino_t ino)
+{
+	return (struct snode *)(uintptr_t)(ino & ~REMOTE_INO_FLAG);
+}
+
+static fuse_ino_t ino_of(struct snode *n)
+{
+	return (fuse_ino_t)(uintptr_t)n | REMOTE_INO_FLAG;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- hash table ------------------------------------------------------- */
+
+static uint64_t hash_more(uint64_t h, const char *s)
+{
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return h;
+}
+
+static size_t hash_path(const char *s)
+{
+	return (size_t)hash_more(1469598103934665603ULL, s);
+}
+
+/* hash_path(join(dir, name)) without building the string. */
+static uint64_t hash_child(const char *dir, const char *name)
+{
+	uint64_t h = hash_more(1469598103934665603ULL, dir);
+	size_t dl = strlen(dir);
+	if (!(dl && dir[dl - 1] == '/'))
+		h = hash_more(h, "/");
+	return hash_more(h, name);
+}
+
+static int tab_insert(struct sftpfs *r, struct snode *n)
+{
+	if (r->count + 1 > r->tabsz) {
+		size_t nsz = r->tabsz ? r->tabsz * 2 : 1024;
+		struct snode **nt = calloc(nsz, sizeof(*nt));
+		if (nt) {
+			for (size_t i = 0; i < r->tabsz; i++) {
+				struct snode *m = r->tab[i], *next;
+				for (; m; m = next) {
+					next = m->hnext;
+					size_t b = hash_path(m->path) & (nsz - 1);
+					m->hnext = nt[b];
+					nt[b] = m;
+				}
+			}
+			free(r->tab);
+			r->tab = nt;
+			r->tabsz = nsz;
+		} else if (!r->tabsz) {
+			return -ENOMEM;
+		}
+	}
+	size_t b = hash_path(n->path) & (r->tabsz - 1);
+	n->hnext = r->tab[b];
+	r->tab[b] = n;
+	r->count++;
+	return 0;
+}
+
+static void tab_remove(struct sftpfs *r, struct snode *n)
+{
+	if (!n->path)
+		return;
+	struct snode **pp = &r->tab[hash_path(n->path) & (r->tabsz - 1)];
+	for (; *pp; pp = &(*pp)->hnext) {
+		if (*pp == n) {
+			*pp = n->hnext;
+			r->count--;
+			return;
+		}
+	}
+}
+
+static struct snode *tab_find(struct sftpfs *r, const char *path)
+{
+	if (!r->tabsz)
+		return NULL;
+	struct snode *n = r->tab[hash_path(path) & (r->tabsz - 1)];
+	for (; n; n = n->hnext)
+		if (!strcmp(n->path, path))
+			return n;
+	return NULL;
+}
+
+/* Under r->mu: the node for path with one more lookup, created if new. */
+static struct snode *node_get(struct sftpfs *r, const char *path, uint32_t mode)
+{
+	struct snode *n = tab_find(r, path);
+	if (!n) {
+		n = calloc(1, sizeof(*n));
+		if (!n || !(n->path = strdup(path))) {
+			free(n);
+			return NULL;
+		}
+		n->r = r;
+		n->sino = hash_path(path) | 2;
+		if (tab_insert(r, n) < 0) {
+			free(n->path);
+			free(n);
+			return NULL;
+		}
+		r->refs++;
+	}
+	n->nlookup++;
+	n->mode = mode & S_IFMT;
+	return n;
+}
+
+static void lc_drop_all(struct sftpfs *r);
+
+static void sdir_put(struct sdir *d);
+
+static void sftpfs_free(struct sftpfs *r)
+{
+	lc_drop_all(r);
+	for (int i = 0; i < SFTPFS_CONT; i++) {
+		free(r->cont[i].path);
+		sdir_put(r->cont[i].d);
+	}
+	for (size_t i = 0; i < r->nneg; i++)
+		free(r->negs[i].name);
+	free(r->negs);
+	free(r->tab);
+	free(r->root);
+	pthread_mutex_destroy(&r->mu);
+	pthread_cond_destroy(&r->work_cv);
+	pthread_cond_destroy(&r->done_cv);
+	free(r);
+}
+
+static void sdir_free(struct sdir *d)
+{
+	for (size_t i = 0; i < d->n; i++)
+		free(d->e[i].name);
+	free(d->e);
+	free(d);
+}
+
+/* Under r->mu. */
+static void sdir_put(struct sdir *d)
+{
+	if (d && --d->refs == 0)
+		sdir_free(d);
+}
+
+/* Under r->mu: the cache entry for path, created if asked. */
+static struct lent *lc_get(struct sftpfs *r, const char *path, int create)
+{
+	size_t b = hash_path(path) % SFTPFS_LISTS_BUCKETS;
+	for (struct lent *l = r->lists[b]; l; l = l->next)
+		if (!strcmp(l->path, path))
+			return l;
+	if (!create || r->nlists >= SFTPFS_LISTS_MAX)
+		return NULL;
+	struct lent *l = calloc(1, sizeof(*l));
+	if (!l || !(l->path = strdup(path))) {
+		free(l);
+		return NULL;
+	}
+	l->next = r->lists[b];
+	r->lists[b] = l;
+	r->nlists++;
+	return l;
+}
+
+/* Under r->mu: forget every listing (invalidation, directory renames, or
+ * the cache is full). */
+static void lent_clean(struct lent *l)
+{
+	for (size_t i = 0; i < l->nadded; i++)
+		free(l->added[i]);
+	free(l->added);
+	l->added = NULL;
+	l->nadded = 0;
+	l->dirty = 0;
+}
+
+/* Under r->mu: l's listing goes (the entry stays, counting misses). */
+static void lent_drop_list(struct lent *l)
+{
+	sdir_put(l->d);
+	l->d = NULL;
+	lent_clean(l);
+}
+
+static void lent_free(struct lent *l)
+{
+	lent_drop_list(l);
+	free(l->path);
+	free(l);
+}
+
+static void lc_drop_all(struct sftpfs *r)
+{
+	for (size_t b = 0; b < SFTPFS_LISTS_BUCKETS; b++) {
+		for (struct lent *l = r->lists[b], *next; l; l = next) {
+			next = l->next;
+			lent_free(l);
+		}
+		r->lists[b] = NULL;
+	}
+	r->nlists = 0;
+}
+
+/* Under r->mu: forget the listings of path and everything below it. */
+static void lc_drop_prefix(struct sftpfs *r, const char *path)
+{
+	size_t pl = strlen(path);
+	for (size_t b = 0; b < SFTPFS_LISTS_BUCKETS; b++) {
+		for (struct lent **pp = &r->lists[b]; *pp;) {
+			struct lent *l = *pp;
+			if (!strncmp(l->path, path, pl) && (l->path[pl] == 0 || l->path[pl] == '/')) {
+				*pp = l->next;
+				lent_free(l);
+				r->nlists--;
+			} else {
+				pp = &l->next;
+			}
+		}
+	}
+}
+
+/* Under r->mu: directory path changed through us, and name (if not NULL)
+ * may exist in it now. A listing we hold stays, marked dirty, for negative
+ * lookups (struct lent); without one, lookups in a directory being filled
+ * go to the server one by one rather than re-listing it after every
+ * create. */
+static void lc_changed(struct sftpfs *r, const char *path, const char *name)
+{
+	struct lent *l = lc_get(r, path, 1);
+	if (!l)
+		return;
+	l->changed_ms = now_ms();
+	if (l->d && (!name || l->nadded < SFTPFS_ADDED_MAX)) {
+		char *dup = name ? strdup(name) : NULL;
+		char **na = dup ? realloc(l->added, (l->nadded + 1) * sizeof(*na)) : NULL;
+		if (!name || na) {
+			if (na) {
+				l->added = na;
+				l->added[l->nadded++] = dup;
+			}
+			l->dirty = 1;
+			return;
+		}
+		free(dup);
+	}
+	lent_drop_list(l);
+	l->misses = 0;
+}
+
+static void mark_changed(struct snode *n, const char *name)
+{
+	if (n && n->path)
+		lc_changed(n->r, n->path, name);
+}
+
+/* Under r->mu: path is a directory we just made, so it is empty. */
+static void lc_seed_empty(struct sftpfs *r, const char *path)
+{
+	struct lent *l = lc_get(r, path, 1);
+	struct sdir *d = l && !l->d ? calloc(1, sizeof(*d)) : NULL;
+	if (!d)
+		return;
+	lent_clean(l);
+	d->refs = 1;
+	l->d = d;
+	l->ms = now_ms();
+}
+
+/* Under r->mu: the listing of the directory holding path changed. */
+static void drop_parent_list(struct sftpfs *r, const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	if (!slash)
+		return;
+	char *dir = strndup(path, slash == path ? 1 : (size_t)(slash - path));
+	if (dir)
+		lc_changed(r, dir, NULL);
+	free(dir);
+}
+
+/* Under r->mu; returns whether the sftpfs itself must now be freed. */
+/* Under r->mu: n's kept content goes. */
+static void cdata_drop(struct sftpfs *r, struct snode *n)
+{
+	r->cbytes -= n->clen;
+	free(n->cdata);
+	n->cdata = NULL;
+	n->clen = 0;
+	n->cvalid = 0;
+}
+
+/* Under r->mu, after a write through us bumped n->wgen from wgen0: the
+ * content grows with an append to what we keep, else is no longer known. */
+static void cdata_write(struct sftpfs *r, struct snode *n, uint64_t wgen0, uint64_t off, const char *buf, size_t size,
+			int keep)
+{
+	if (!n->cvalid)
+		return;
+	char *nd = NULL;
+	if (keep && n->cgen == wgen0 && off == n->clen && n->clen + size <= SFTPFS_CDATA_FILE_MAX &&
+	    r->cbytes + size <= SFTPFS_CDATA_TOTAL)
+		nd = realloc(n->cdata, n->clen + size ? n->clen + size : 1);
+	if (!nd) {
+		cdata_drop(r, n);
+		return;
+	}
+	memcpy(nd + n->clen, buf, size);
+	n->cdata = nd;
+	n->clen += size;
+	r->cbytes += size;
+	n->cgen = n->wgen;
+}
+
+/* Under r->mu: whether n's content is what we keep. Not for a file with
+ * another name we made (link): a write through that name is not seen here. */
+static int cdata_ok(struct snode *n)
+{
+	return n->cvalid && n->cgen == n->wgen && !n->linked;
+}
+
+static int node_unref(struct snode *n, uint64_t k)
+{
+	struct sftpfs *r = n->r;
+	n->nlookup = k >= n->nlookup ? 0 : n->nlookup - k;
+	if (n->nlookup)
+		return 0;
+	tab_remove(r, n);
+	if (r->rootn == n)
+		r->rootn = NULL;
+	cdata_drop(r, n);
+	free(n->path);
+	free(n);
+	return --r->refs == 0;
+}
+
+/* Under r->mu: the orphaned node no longer names a path. */
+static void node_orphan(struct sftpfs *r, struct snode *n)
+{
+	if (n->path && S_ISDIR(n->mode))
+		lc_changed(r, n->path, NULL);
+	tab_remove(r, n);
+	free(n->path);
+	n->path = NULL;
+}
+
+/* ---- paths ------------------------------------------------------------ */
+
+static char *join(const char *dir, const char *name)
+{
+	size_t dl = strlen(dir), nl = strlen(name);
+	int slash = !(dl && dir[dl - 1] == '/');
+	char *p = malloc(dl + slash + nl + 1);
+	if (!p)
+		return NULL;
+	memcpy(p, dir, dl);
+	if (slash)
+		p[dl] = '/';
+	memcpy(p + dl + slash, name, nl + 1);
+	return p;
+}
+
+/* A copy of n's path (name == NULL) or of its child's; NULL with *err. */
+static char *node_path(struct snode *n, const char *name, int *err)
+{
+	struct sftpfs *r = n->r;
+	if (name) {
+		size_t l = strlen(name);
+		if (l > 255) {
+			*err = -ENAMETOOLONG;
+			return NULL;
+		}
+		if (!strcmp(name, ".") || !strcmp(name, "..") || memchr(name, '/', l)) {
+			*err = -EINVAL;
+			return NULL;
+		}
+	}
+	pthread_mutex_lock(&r->mu);
+	char *p = NULL;
+	if (!n->path)
+		*err = -ENOENT;
+	else if (!(p = name ? join(n->path, name) : strdup(n->path)))
+		*err = -ENOMEM;
+	pthread_mutex_unlock(&r->mu);
+	return p;
+}
+
+/* ---- request bookkeeping --------------------------------------------- */
+
+static int op_enter(struct sftpfs *r)
+{
+	pthread_mutex_lock(&r->mu);
+	int dead = r->dead;
+	if (!dead)
+		r->active++;
+	pthread_mutex_unlock(&r->mu);
+	return dead ? -ENOTCONN : 0;
+}
+
+static void op_exit(struct sftpfs *r)
+{
+	pthread_mutex_lock(&r->mu);
+	if (--r->active == 0 && r->dead)
+		pthread_cond_broadcast(&r->done_cv);
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* Waits until n has no write-behind job left (or the sftpfs died). */
+static void drain_node(struct snode *n)
+{
+	struct sftpfs *r = n->r;
+	pthread_mutex_lock(&r->mu);
+	while (n->pending && !r->dead)
+		pthread_cond_wait(&r->done_cv, &r->mu);
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* Waits for f's jobs; returns its sticky error. */
+static int drain_file(struct sftpfs *r, struct sfile *f)
+{
+	/* Not cut short by sftpfs_kill(): it fails the queued jobs itself, and
+	 * a running one still uses f's handle until it returns. */
+	pthread_mutex_lock(&r->mu);
+	while (f->pending)
+		pthread_cond_wait(&r->done_cv, &r->mu);
+	int e = f->werr ? f->werr : (r->dead ? -ENOTCONN : 0);
+	pthread_mutex_unlock(&r->mu);
+	return e;
+}
+
+/* Sends n's deferred mode/time changes (struct snode: cf, pend) after every
+ * write queued before them; the error also sticks to the handle, so the
+ * close reports it. */
+static int apply_pend(struct sftpfs *r, struct snode *n)
+{
+	pthread_mutex_lock(&r->mu);
+	int any = n->pend.flags && n->cf;
+	pthread_mutex_unlock(&r->mu);
+	if (!any)
+		return 0;
+	drain_node(n);
+	pthread_mutex_lock(&r->mu);
+	struct sfile *f = n->cf;
+	struct sftp_attrs a = n->pend;
+	n->pend.flags = 0;
+	if (!f || !a.flags) {
+		pthread_mutex_unlock(&r->mu);
+		return 0;
+	}
+	f->pending++; /* keeps f (and its handle) until we are done */
+	pthread_mutex_unlock(&r->mu);
+	int rc = sftp_fsetstat(r->cli, f->h, &a);
+	pthread_mutex_lock(&r->mu);
+	if (rc < 0 && !f->werr)
+		f->werr = rc;
+	f->pending--;
+	pthread_cond_broadcast(&r->done_cv);
+	pthread_mutex_unlock(&r->mu);
+	return rc;
+}
+
+/* Before asking the server about n: its writes and deferred changes are
+ * there. */
+static int settle_node(struct sftpfs *r, struct snode *n)
+{
+	drain_node(n);
+	return apply_pend(r, n);
+}
+
+/* flush and fsync: f's writes acknowledged, then n's deferred changes
+ * sent; the first error of either. */
+static int settle_file(struct sftpfs *r, struct snode *n, struct sfile *f)
+{
+	int rc = drain_file(r, f);
+	int prc = apply_pend(r, n);
+	return rc ? rc : prc;
+}
+
+/* While a job runs in the sandbox files change under us: no caching. */
+static double cur_timeout(struct sftpfs *r)
+{
+	if (!r->sb || !r->sb->prov || !r->sb->prov->busy)
+		return r->timeout;
+	int64_t now = now_ms();
+	pthread_mutex_lock(&r->mu);
+	int check = now - r->busy_checked_ms >= 50;
+	if (check)
+		r->busy_checked_ms = now;
+	int busy = r->busy;
+	pthread_mutex_unlock(&r->mu);
+	if (check) {
+		busy = r->sb->prov->busy(r->sb) > 0;
+		pthread_mutex_lock(&r->mu);
+		r->busy = busy;
+		pthread_mutex_unlock(&r->mu);
+	}
+	return busy ? 0.0 : r->timeout;
+}
+
+/* ---- attributes ------------------------------------------------------- */
+
+static void to_stat(const struct sftp_attrs *a, fuse_ino_t ino, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = ino;
+	st->st_mode = (a->flags & SFTP_ATTR_PERMISSIONS) ? a->perm : (S_IFREG | 0644);
+	st->st_nlink = S_ISDIR(st->st_mode) ? 2 : 1;
+	if (a->flags & SFTP_ATTR_UIDGID) {
+		st->st_uid = a->uid;
+		st->st_gid = a->gid;
+	}
+	if (a->flags & SFTP_ATTR_SIZE)
+		st->st_size = (off_t)a->size;
+	st->st_blksize = 65536;
+	st->st_blocks = (st->st_size + 511) / 512;
+	if (a->flags & SFTP_ATTR_ACMODTIME) {
+		st->st_atim.tv_sec = a->atime;
+		st->st_mtim.tv_sec = a->mtime;
+		st->st_ctim.tv_sec = a->mtime;
+	}
+}
+
+/* The cache timeout for n's entry, attributes and pages. A file we gave a
+ * second name (s_link) is two nodes, so a write through one name would
+ * leave the other's cached size and pages stale (a read of the old length):
+ * such nodes are never cached. Links made inside the sandbox are unknown
+ * here; a job's start drops every cache anyway (sftpfs_invalidate). */
+static double node_timeout(struct sftpfs *r, struct snode *n)
+{
+	double t = cur_timeout(r);
+	pthread_mutex_lock(&r->mu);
+	if (n->linked)
+		t = 0;
+	else if (t > 0)
+		n->kcached = 1; /* the kernel may now keep it: see sftpfs_invalidate */
+	pthread_mutex_unlock(&r->mu);
+	return t;
+}
+
+/* Fills e for path with attributes a, counting a lookup on its node. */
+static int make_entry(struct sftpfs *r, const char *path, const struct sftp_attrs *a, struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof(*e));
+	pthread_mutex_lock(&r->mu);
+	struct snode *n = node_get(r, path, a->perm);
+	if (n) {
+		n->a = *a;
+		n->a_wgen = n->wgen;
+		n->a_valid = !r->busy;
+		n->a_ms = now_ms();
+	}
+	pthread_mutex_unlock(&r->mu);
+	if (!n)
+		return -ENOMEM;
+	e->ino = ino_of(n);
+	to_stat(a, n->sino, &e->attr);
+	e->attr_timeout = e->entry_timeout = node_timeout(r, n);
+	return 0;
+}
+
+static void forget_entry(struct sftpfs *r, fuse_ino_t ino)
+{
+	pthread_mutex_lock(&r->mu);
+	int last = node_unref(node_of(ino), 1);
+	pthread_mutex_unlock(&r->mu);
+	if (last)
+		sftpfs_free(r);
+}
+
+static void remember_neg(struct sftpfs *r, fuse_ino_t parent, const char *name, struct fuse_entry_param *e)
+{
+	double t = cur_timeout(r);
+	pthread_mutex_lock(&r->mu);
+	if (t > 0 && r->nneg < SFTPFS_NEG_MAX) {
+		if (!r->negs)
+			r->negs = calloc(SFTPFS_NEG_MAX, sizeof(*r->negs));
+		char *c = r->negs ? strdup(name) : NULL;
+		if (c) {
+			r->negs[r->nneg].parent = parent;
+			r->negs[r->nneg++].name = c;
+			e->entry_timeout = t;
+		}
+	}
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* ---- write-behind workers -------------------------------------------- */
+
+static int overlaps(const struct wjob *a, const struct wjob *b)
+{
+	return a->f->append || b->f->append || (a->off < b->off + b->len && b->off < a->off + a->len);
+}
+
+/* Under r->mu: the first queued job with no earlier unfinished job of the
+ * same node overlapping it. */
+static struct wjob *pick_job(struct sftpfs *r)
+{
+	for (struct wjob *j = r->jobs; j; j = j->next) {
+		if (j->running)
+			continue;
+		int ok = 1;
+		for (struct wjob *k = r->jobs; k != j; k = k->next)
+			if (k->f->n == j->f->n && overlaps(k, j)) {
+				ok = 0;
+				break;
+			}
+		if (ok)
+			return j;
+	}
+	return NULL;
+}
+
+/* Under r->mu: j is finished with status rc. */
+static void job_done(struct sftpfs *r, struct wjob *j, int rc)
+{
+	struct wjob **pp = &r->jobs;
+	while (*pp != j)
+		pp = &(*pp)->next;
+	*pp = j->next;
+	if (r->jtail == &j->next)
+		r->jtail = pp;
+	r->qbytes -= j->len;
+	j->f->pending--;
+	j->f->n->pending--;
+	if (rc < 0 && !j->f->werr)
+		j->f->werr = rc;
+	free(j);
+	pthread_cond_broadcast(&r->done_cv);
+	pthread_cond_broadcast(&r->work_cv);
+}
+
+/*
+ * OpenSSH's sftp-server reports EROFS and ENOSPC, like most errnos, as
+ * FAILURE, which the client turns into a per-operation guess (EIO, EEXIST,
+ * EPERM, ENOTEMPTY). statvfs tells them apart: its read-only flag (a
+ * sandbox's /usr and /etc are read-only binds), its free space and inodes
+ * (a full disk: checked only for what needs space, `need` bytes; 1 for a
+ * new name). It is asked of the open file h (writes), else of the entry's
+ * directory for entry operations (entry), else of the path itself. An EEXIST whose name does exist stays EEXIST, as the
+ * kernel's checks would have it; one whose name does not is EIO. One round
+ * trip more, on failures only.
+ */
+#define STATVFS_ST_RDONLY 0x1u /* SSH2_FXE_STATVFS_ST_RDONLY */
+
+static int refine_failure(struct sftpfs *r, const char *p, struct sftp_handle *h, int entry, size_t need, int rc)
+{
+	if (rc != -EIO && rc != -EEXIST && rc != -EPERM && rc != -ENOTEMPTY)
+		return rc;
+	struct sftp_attrs a;
+	if (rc == -EEXIST && p && sftp_lstat(r->cli, p, &a) == 0)
+		return rc;
+	struct sftp_vfsinfo v;
+	int q;
+	if (h) {
+		q = sftp_fstatvfs(r->cli, h, &v);
+	} else {
+		char dir[PATH_MAX];
+		snprintf(dir, sizeof(dir), "%s", p);
+		char *slash = strrchr(dir, '/');
+		if (entry && slash)
+			slash[slash == dir] = '\0';   /* "/usr/x" -> "/usr", "/x" -> "/" */
+		q = sftp_statvfs(r->cli, dir, &v);
+	}
+	if (q != 0)
+		return rc;
+	if (v.flag & STATVFS_ST_RDONLY)
+		return -EROFS;
+	uint64_t bs = v.frsize ? v.frsize : v.bsize;
+	if (need && (v.bavail * bs < need || (entry && v.favail == 0)))
+		return -ENOSPC;
+	return rc == -EEXIST ? -EIO : rc;
+}
+
+static void *worker(void *arg)
+{
+	struct sftpfs *r = arg;
+	pthread_mutex_lock(&r->mu);
+	while (!r->stop) {
+		struct wjob *j = pick_job(r);
+		if (!j) {
+			pthread_cond_wait(&r->work_cv, &r->mu);
+			continue;
+		}
+		j->running = 1;
+		pthread_mutex_unlock(&r->mu);
+		int rc = sftp_pwrite_range(r->cli, j->f->h, j->off, j->data, j->len, 0, 0);
+		if (rc == -EIO)
+			rc = refine_failure(r, NULL, j->f->h, 0, j->len, rc);
+		pthread_mutex_lock(&r->mu);
+		job_done(r, j, rc);
+	}
+	pthread_mutex_unlock(&r->mu);
+	return NULL;
+}
+
+/* ---- lifecycle -------------------------------------------------------- */
+
+struct sftpfs *sftpfs_new(struct seer_fs *fs, struct sandbox *sb, struct sftp_client *cli, const char *root)
+{
+	if (!cli || !root || root[0] != '/')
+		return NULL;
+	struct sftpfs *r = calloc(1, sizeof(*r));
+	if (!r)
+		return NULL;
+	r->fs = fs;
+	r->sb = sb;
+	r->cli = cli;
+	r->root = strdup(root);
+	if (!r->root) {
+		free(r);
+		return NULL;
+	}
+	size_t l = strlen(r->root);
+	while (l > 1 && r->root[l - 1] == '/')
+		r->root[--l] = 0;
+	r->rootlen = l == 1 ? 0 : l;
+	r->timeout = fs && fs->pass_timeout > 0 ? fs->pass_timeout : SFTPFS_DEFAULT_TIMEOUT;
+	r->refs = 1;
+	r->jtail = &r->jobs;
+	pthread_mutex_init(&r->mu, NULL);
+	pthread_cond_init(&r->work_cv, NULL);
+	pthread_cond_init(&r->done_cv, NULL);
+	/* The root is stat'ed (following a link to it) here, outside fs->lock,
+	 * so sftpfs_root_entry never waits on the network. */
+	if (sftp_stat(cli, r->root, &r->root_attrs) < 0 || !S_ISDIR(r->root_attrs.perm)) {
+		sftpfs_free(r);
+		return NULL;
+	}
+	for (int i = 0; i < SFTPFS_WORKERS; i++)
+		if (pthread_create(&r->workers[r->nworkers], NULL, worker, r) == 0)
+			r->nworkers++;
+	if (!r->nworkers) {
+		sftpfs_free(r);
+		return NULL;
+	}
+	return r;
+}
+
+void sftpfs_set_readonly(struct sftpfs *r)
+{
+	r->readonly = 1;
+}
+
+int sftpfs_uses(struct sftpfs *r, const struct sftp_client *cli)
+{
+	pthread_mutex_lock(&r->mu);
+	int same = !r->dead && r->cli == cli;
+	pthread_mutex_unlock(&r->mu);
+	return same;
+}
+
+void sftpfs_kill(struct sftpfs *r)
+{
+	if (!r)
+		return;
+	pthread_mutex_lock(&r->mu);
+	r->dead = 1;
+	r->stop = 1;
+	/* Queued writes will never be sent: their files learn it at flush. */
+	for (struct wjob *j = r->jobs, *next; j; j = next) {
+		next = j->next;
+		if (!j->running)
+			job_done(r, j, -ENOTCONN);
+	}
+	pthread_cond_broadcast(&r->work_cv);
+	pthread_cond_broadcast(&r->done_cv);
+	pthread_mutex_unlock(&r->mu);
+	for (int i = 0; i < r->nworkers; i++)
+		pthread_join(r->workers[i], NULL);
+	pthread_mutex_lock(&r->mu);
+	while (r->active)
+		pthread_cond_wait(&r->done_cv, &r->mu);
+	r->cli = NULL;
+	int last = --r->refs == 0;
+	pthread_mutex_unlock(&r->mu);
+	if (last)
+		sftpfs_free(r);
+}
+
+int sftpfs_root_entry(struct sftpfs *r, struct fuse_entry_param *e)
+{
+	pthread_mutex_lock(&r->mu);
+	if (r->dead) {
+		pthread_mutex_unlock(&r->mu);
+		return -ENOTCONN;
+	}
+	struct snode *n = r->rootn ? r->rootn : node_get(r, r->root, S_IFDIR);
+	if (!n) {
+		pthread_mutex_unlock(&r->mu);
+		return -ENOMEM;
+	}
+	if (r->rootn)
+		n->nlookup++;
+	r->rootn = n;
+	memset(e, 0, sizeof(*e));
+	e->ino = ino_of(n);
+	to_stat(&r->root_attrs, n->sino, &e->attr);
+	pthread_mutex_unlock(&r->mu);
+	e->attr_timeout = e->entry_timeout = cur_timeout(r);
+	return 0;
+}
+
+struct inval {
+	fuse_ino_t ino, parent;
+	char *name;
+	int pages;            /* its cached pages go too */
+	int dir;
+};
+
+void sftpfs_invalidate(struct sftpfs *r)
+{
+	if (!r || !r->fs || !r->fs->se)
+		return;
+	/* Collect under the lock, notify without it: the kernel may have to
+	 * wait for a request that itself waits for r->mu. */
+	pthread_mutex_lock(&r->mu);
+	size_t cap = r->count + r->nneg + 1, k = 0;
+	struct inval *v = calloc(cap, sizeof(*v));
+	for (size_t i = 0; v && i < r->tabsz; i++) {
+		for (struct snode *n = r->tab[i]; n; n = n->hnext) {
+			n->a_valid = 0;
+			cdata_drop(r, n);
+			/* Only what the kernel may hold: each notification costs a
+			 * system call, and a sandbox whose tree was walked once
+			 * keeps tens of thousands of nodes (every exec paid for
+			 * all of them). Given with timeout 0 means nothing kept. */
+			if (!n->kcached && !n->opened && n != r->rootn)
+				continue;
+			n->kcached = 0;
+			v[k].ino = ino_of(n);
+			/* Pages: a directory's hold its cached listing; a file
+			 * has them only if it was opened since the last time. */
+			v[k].pages = S_ISDIR(n->mode) || n->opened;
+			v[k].dir = S_ISDIR(n->mode);
+			n->opened = 0;
+			if (n != r->rootn) {
+				char *slash = strrchr(n->path, '/');
+				char *dir = strndup(n->path, slash == n->path ? 1 : (size_t)(slash - n->path));
+				struct snode *p = dir ? tab_find(r, dir) : NULL;
+				free(dir);
+				if (p && (v[k].name = strdup(slash + 1)))
+					v[k].parent = ino_of(p);
+			}
+			k++;
+		}
+	}
+	for (size_t i = 0; i < r->nneg; i++) {
+		if (v && k < cap) {
+			v[k].parent = r->negs[i].parent;
+			v[k++].name = r->negs[i].name;
+		} else {
+			free(r->negs[i].name);
+		}
+	}
+	r->nneg = 0;
+	lc_drop_all(r);
+	fuse_ino_t rootino = r->rootn ? ino_of(r->rootn) : 0, alias = r->root_alias;
+	pthread_mutex_unlock(&r->mu);
+	struct fuse_session *se = r->fs->se;
+	for (size_t i = 0; i < k; i++) {
+		if (alias && v[i].parent == rootino)
+			v[i].parent = alias;
+		if (alias && v[i].ino == rootino)
+			v[i].ino = alias;
+		if (v[i].name) {
+			/* A file's name is only expired: the dentry stays but
+			 * is looked up again at next use, cheaper than dropping
+			 * it with thousands of known names. A directory's is
+			 * dropped: an expired directory dentry kept the kernel's
+			 * cached listing of it (test_stale_entries). */
+			if (v[i].dir)
+				fuse_lowlevel_notify_inval_entry(se, v[i].parent, v[i].name, strlen(v[i].name));
+			else
+				fuse_lowlevel_notify_expire_entry(se, v[i].parent, v[i].name, strlen(v[i].name),
+								  FUSE_LL_EXPIRE_ONLY);
+			free(v[i].name);
+		}
+		if (v[i].ino)
+			fuse_lowlevel_notify_inval_inode(se, v[i].ino, v[i].pages ? 0 : -1, 0);
+	}
+	free(v);
+}
+
+/* For the standalone harness, which mounts the root node as FUSE_ROOT_ID:
+ * notifications about the root must name it so.  Not part of fs.h. */
+void sftpfs_set_root_alias(struct sftpfs *r, fuse_ino_t ino);
+void sftpfs_set_root_alias(struct sftpfs *r, fuse_ino_t ino)
+{
+	pthread_mutex_lock(&r->mu);
+	r->root_alias = ino;
+	pthread_mutex_unlock(&r->mu);
+}
+
+void sftpfs_forget_one(fuse_ino_t ino, uint64_t nlookup)
+{
+	struct snode *n = node_of(ino);
+	struct sftpfs *r = n->r;
+	pthread_mutex_lock(&r->mu);
+	int last = node_unref(n, nlookup);
+	pthread_mutex_unlock(&r->mu);
+	if (last)
+		sftpfs_free(r);
+}
+
+/* ---- operations ------------------------------------------------------- */
+
+static void note_attrs(struct sftpfs *r, struct snode *n, const struct sftp_attrs *a)
+{
+	pthread_mutex_lock(&r->mu);
+	n->a = *a;
+	n->a_wgen = n->wgen;
+	/* While a job runs it may change the file right after: not kept. */
+	n->a_valid = !r->busy;
+	n->a_ms = now_ms();
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* n's last attributes, if nothing through us changed its data since. */
+static int known_attrs(struct sftpfs *r, struct snode *n, struct sftp_attrs *a)
+{
+	pthread_mutex_lock(&r->mu);
+	int ok = n->a_valid && !r->busy && n->a_wgen == n->wgen && (n->a.flags & SFTP_ATTR_PERMISSIONS) &&
+		 (n->a.flags & SFTP_ATTR_UIDGID) && (n->a.flags & SFTP_ATTR_ACMODTIME);
+	if (ok)
+		*a = n->a;
+	pthread_mutex_unlock(&r->mu);
+	return ok;
+}
+
+/* Something in directory n (or, n NULL, the one holding path) changed
+ * through us: its cached listing goes. */
+static void dir_changed(struct sftpfs *r, struct snode *n, const char *path)
+{
+	pthread_mutex_lock(&r->mu);
+	if (n)
+		mark_changed(n, NULL);
+	else if (path)
+		drop_parent_list(r, path);
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* name in directory n was made (or may have been) through us. */
+static void dir_added(struct sftpfs *r, struct snode *n, const char *name)
+{
+	pthread_mutex_lock(&r->mu);
+	mark_changed(n, name);
+	pthread_mutex_unlock(&r->mu);
+}
+
+#define BEGIN(ino)                                 \
+	struct snode *n = node_of(ino);            \
+	struct sftpfs *r = n->r;                   \
+	int rc = op_enter(r);                      \
+	if (rc < 0) {                              \
+		fuse_reply_err(req, -rc);          \
+		return;                            \
+	}
+
+/* BEGIN for an op that changes the tree. */
+#define BEGIN_CHANGE(ino)                          \
+	BEGIN(ino);                                \
+	if (r->readonly)                           \
+		FAIL(-EROFS);
+
+#define FAIL(e)                                    \
+	do {                                       \
+		op_exit(r);                        \
+		fuse_reply_err(req, -(e));         \
+		return;                            \
+	} while (0)
+
+static void s_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	sftpfs_forget_one(ino, nlookup);
+	fuse_reply_none(req);
+}
+
+static void s_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	for (size_t i = 0; i < count; i++)
+		sftpfs_forget_one(forgets[i].ino, forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+/* The node at path, if the kernel knows it, has no write in flight. */
+static void drain_path(struct sftpfs *r, const char *path)
+{
+	pthread_mutex_lock(&r->mu);
+	struct snode *m = tab_find(r, path);
+	while (m && m->pending && !r->dead) {
+		pthread_cond_wait(&r->done_cv, &r->mu);
+		m = tab_find(r, path);
+	}
+	pthread_mutex_unlock(&r->mu);
+}
+
+static void s_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	BEGIN(parent);
+	char *p = node_path(n, name, &rc);
+	if (!p)
+		FAIL(rc);
+	drain_path(r, p);
+	double t = cur_timeout(r);
+	struct sftp_attrs a;
+	/* Answer from the parent's listing when we have one; the second miss
+	 * in a directory fetches it (one round trip set for all siblings:
+	 * `git status` after a cache drop, `make` probing for files). */
+	pthread_mutex_lock(&r->mu);
+	struct snode *child = tab_find(r, p);
+	int writing = child && child->pending;
+	struct lent *l = writing || t <= 0 || !n->path ? NULL : lc_get(r, n->path, 1);
+	int64_t now = now_ms();
+	if (l && l->d && now - l->ms > (int64_t)(t * 1000))
+		lent_drop_list(l);
+	struct sdir *d = l ? l->d : NULL;
+	int neg = 0;
+	if (d && l->dirty) {
+		/* Only a miss can be trusted now (struct lent). */
+		struct sdent key = {.name = (char *)name};
+		neg = !bsearch(&key, d->e, d->n, sizeof(*d->e), sdent_cmp);
+		for (size_t i = 0; neg && i < l->nadded; i++)
+			neg = strcmp(l->added[i], name) != 0;
+		d = NULL;
+	}
+	if (d)
+		d->refs++;
+	int want = l && !d && !neg && ++l->misses >= 2 && now - l->changed_ms > 1000;
+	pthread_mutex_unlock(&r->mu);
+	if (!d && want && get_list(r, n, &d) < 0)
+		d = NULL;
+	if (neg) {
+		rc = -ENOENT;
+	} else if (d) {
+		struct sdent key = {.name = (char *)name};
+		struct sdent *hit = bsearch(&key, d->e, d->n, sizeof(*d->e), sdent_cmp);
+		rc = hit ? 0 : -ENOENT;
+		if (hit)
+			a = hit->a;
+		pthread_mutex_lock(&r->mu);
+		sdir_put(d);
+		pthread_mutex_unlock(&r->mu);
+	} else {
+		rc = sftp_lstat(r->cli, p, &a);
+	}
+	struct fuse_entry_param e;
+	if (rc == -ENOENT) {
+		memset(&e, 0, sizeof(e));
+		remember_neg(r, parent, name, &e);
+		free(p);
+		op_exit(r);
+		fuse_reply_entry(req, &e);
+		return;
+	}
+	if (rc == 0)
+		rc = make_entry(r, p, &a, &e);
+	free(p);
+	if (rc < 0)
+		FAIL(rc);
+	op_exit(r);
+	if (fuse_reply_entry(req, &e) < 0)
+		forget_entry(r, e.ino);
+}
+
+/* The server's attributes of node n (the root followed, others not), noted
+ * in the node. */
+static int node_stat(struct sftpfs *r, struct snode *n, struct sftp_attrs *a)
+{
+	int rc;
+	char *p = node_path(n, NULL, &rc);
+	if (!p)
+		return rc;
+	rc = n == r->rootn ? sftp_stat(r->cli, p, a) : sftp_lstat(r->cli, p, a);
+	free(p);
+	if (rc == 0)
+		note_attrs(r, n, a);
+	return rc;
+}
+
+static void s_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	BEGIN(ino);
+	struct sftp_attrs a;
+	/* A file we created and still write: its attributes are the ones we
+	 * track (struct snode: cf). The kernel asks after every write and
+	 * before every chown (to clear set-id bits), one round trip each. */
+	double t0 = cur_timeout(r);
+	int mine = t0 > 0 && known_attrs(r, n, &a);
+	pthread_mutex_lock(&r->mu);
+	/* ... and any file whose attributes the server told us within the
+	 * cache time, followed by our own changes since: the kernel asks
+	 * again after every read (atime) and every close. */
+	mine = mine && !n->linked && (n->cf || now_ms() - n->a_ms < (int64_t)(t0 * 1000));
+	pthread_mutex_unlock(&r->mu);
+	if (!mine)
+		settle_node(r, n);
+	struct sfile *f = fi && fi->fh && !S_ISDIR(n->mode) ? (struct sfile *)(uintptr_t)fi->fh : NULL;
+	if (f && !f->h)
+		f = NULL; /* opened without the server (s_open): ask by path */
+	if (mine) {
+		rc = 0;
+	} else if (f) {
+		rc = sftp_fstat(r->cli, f->h, &a);
+		if (rc == 0)
+			note_attrs(r, n, &a);
+	} else {
+		rc = node_stat(r, n, &a);
+	}
+	if (rc < 0)
+		FAIL(rc);
+	op_exit(r);
+	struct stat st;
+	to_stat(&a, n->sino, &st);
+	double t = node_timeout(r, n);   /* directories are never linked: 0 only while busy */
+	if (t == 0 && S_ISDIR(st.st_mode)) {
+		/* The kernel keeps every listing (no OPENDIR to say otherwise)
+		 * until it sees the directory's mtime move, and SFTP's mtimes
+		 * have whole seconds: while the sandbox is busy each answer
+		 * gets its own nanoseconds, so that the next listing is read
+		 * from the server again as before. */
+		pthread_mutex_lock(&r->mu);
+		st.st_mtim.tv_nsec = (long)(++r->dir_gen % 1000000000u);
+		pthread_mutex_unlock(&r->mu);
+	}
+	fuse_reply_attr(req, &st, t);
+}
+
+/* Defers a mode/time change of a file we created and still hold open
+ * (struct snode: cf, pend); owner changes that change nothing are dropped.
+ * Such a change cannot fail on the server short of a lost link: we own the
+ * file. Returns 1 with the new attributes in *out, 0 if it must be sent now. */
+static int defer_attrs(struct sftpfs *r, struct snode *n, const struct sftp_attrs *known, const struct stat *attr, int to_set,
+		       struct sftp_attrs *out)
+{
+	const int ids = FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID;
+	const int ok = FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW |
+		       FUSE_SET_ATTR_MTIME_NOW | FUSE_SET_ATTR_CTIME | ids;
+	if ((to_set & ~ok) || !S_ISREG(known->perm) || cur_timeout(r) <= 0)
+		return 0;
+	if ((to_set & FUSE_SET_ATTR_UID) && attr->st_uid != known->uid)
+		return 0;
+	if ((to_set & FUSE_SET_ATTR_GID) && attr->st_gid != known->gid)
+		return 0;
+	/* chown, even to the same owner, clears set-id bits on the server */
+	if ((to_set & ids) && (known->perm & (S_ISUID | S_ISGID)))
+		return 0;
+	struct sftp_attrs a = *known;
+	time_t now = time(NULL);
+	if (to_set & FUSE_SET_ATTR_MODE)
+		a.perm = (known->perm & S_IFMT) | (attr->st_mode & 07777);
+	if (to_set & FUSE_SET_ATTR_ATIME)
+		a.atime = (to_set & FUSE_SET_ATTR_ATIME_NOW) ? (uint32_t)now : (uint32_t)attr->st_atim.tv_sec;
+	if (to_set & FUSE_SET_ATTR_MTIME)
+		a.mtime = (to_set & FUSE_SET_ATTR_MTIME_NOW) ? (uint32_t)now : (uint32_t)attr->st_mtim.tv_sec;
+	pthread_mutex_lock(&r->mu);
+	int can = n->cf && n->a_valid && n->a_wgen == n->wgen;
+	if (can) {
+		if (to_set & FUSE_SET_ATTR_MODE) {
+			n->pend.flags |= SFTP_ATTR_PERMISSIONS;
+			n->pend.perm = a.perm & 07777;
+		}
+		if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
+			n->pend.flags |= SFTP_ATTR_ACMODTIME;
+			n->pend.atime = a.atime;
+			n->pend.mtime = a.mtime;
+		}
+		n->a = a;
+	}
+	pthread_mutex_unlock(&r->mu);
+	if (can)
+		*out = a;
+	return can;
+}
+
+static void s_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
+{
+	BEGIN_CHANGE(ino);
+	struct sfile *f = fi && fi->fh && !S_ISDIR(n->mode) ? (struct sfile *)(uintptr_t)fi->fh : NULL;
+	if (f && !f->h)
+		f = NULL; /* opened without the server (s_open): ask by path */
+	char *p = node_path(n, NULL, &rc);
+	if (!p && !f)
+		FAIL(rc);
+	struct sftp_attrs a, cur, known;
+	/* Mode, owner and times changes are answered from the attributes we
+	 * last saw plus the change: one round trip per change instead of up
+	 * to three (tar x sets owner, mode and times on every file). */
+	int have = !(to_set & FUSE_SET_ATTR_SIZE) && known_attrs(r, n, &known);
+	if (have && defer_attrs(r, n, &known, attr, to_set, &a)) {
+		free(p);
+		op_exit(r);
+		struct stat st;
+		to_stat(&a, n->sino, &st);
+		fuse_reply_attr(req, &st, node_timeout(r, n));
+		return;
+	}
+	settle_node(r, n);
+	if (p)
+		dir_changed(r, NULL, p);
+	if (to_set & FUSE_SET_ATTR_SIZE) {
+		pthread_mutex_lock(&r->mu);
+		n->wgen++;
+		pthread_mutex_unlock(&r->mu);
+	}
+	rc = 0;
+	if (to_set & FUSE_SET_ATTR_MODE) {
+		memset(&a, 0, sizeof(a));
+		a.flags = SFTP_ATTR_PERMISSIONS;
+		a.perm = attr->st_mode & 07777;
+		rc = f ? sftp_fsetstat(r->cli, f->h, &a) : sftp_setstat(r->cli, p, &a);
+	}
+	if (rc == 0 && (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))) {
+		if (have)
+			cur = known;
+		else
+			rc = f ? sftp_fstat(r->cli, f->h, &cur) : sftp_lstat(r->cli, p, &cur);
+		if (rc == 0) {
+			memset(&a, 0, sizeof(a));
+			a.flags = SFTP_ATTR_UIDGID;
+			a.uid = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : cur.uid;
+			a.gid = (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : cur.gid;
+			rc = f ? sftp_fsetstat(r->cli, f->h, &a) : sftp_lsetstat(r->cli, p, &a);
+			if (rc == -ENOTSUP && !S_ISLNK(n->mode))
+				rc = sftp_setstat(r->cli, p, &a);
+			/* A chown the server's user may not make is EPERM in
+			 * POSIX; SFTP carries it as PERMISSION_DENIED (EACCES
+			 * here), and an owner the sandbox's user namespace cannot
+			 * map (its sftp-server runs in bwrap's) as EINVAL. */
+			if (rc == -EINVAL || rc == -EACCES)
+				rc = -EPERM;
+		}
+	}
+	if (rc == 0 && (to_set & FUSE_SET_ATTR_SIZE)) {
+		memset(&a, 0, sizeof(a));
+		a.flags = SFTP_ATTR_SIZE;
+		a.size = (uint64_t)attr->st_size;
+		rc = f ? sftp_fsetstat(r->cli, f->h, &a) : sftp_setstat(r->cli, p, &a);
+	}
+	if (rc == 0 && (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME))) {
+		/* SFTP sets both times at once, whole seconds only. */
+		memset(&a, 0, sizeof(a));
+		a.flags = SFTP_ATTR_ACMODTIME;
+		time_t now = time(NULL);
+		int both = (to_set & FUSE_SET_ATTR_ATIME) && (to_set & FUSE_SET_ATTR_MTIME);
+		if (!both && have)
+			cur = known;
+		else if (!both)
+			rc = f ? sftp_fstat(r->cli, f->h, &cur) : sftp_lstat(r->cli, p, &cur);
+		if (rc == 0) {
+			a.atime = (to_set & FUSE_SET_ATTR_ATIME_NOW) ? (uint32_t)now
+				  : (to_set & FUSE_SET_ATTR_ATIME) ? (uint32_t)attr->st_atim.tv_sec : cur.atime;
+			a.mtime = (to_set & FUSE_SET_ATTR_MTIME_NOW) ? (uint32_t)now
+				  : (to_set & FUSE_SET_ATTR_MTIME) ? (uint32_t)attr->st_mtim.tv_sec : cur.mtime;
+			/* lsetstat: setstat follows symlinks (sshfs's tar failure). */
+			rc = f ? sftp_fsetstat(r->cli, f->h, &a) : sftp_lsetstat(r->cli, p, &a);
+			if (rc == -ENOTSUP && !f)
+				rc = S_ISLNK(n->mode) ? -EPERM : sftp_setstat(r->cli, p, &a);
+		}
+	}
+	/* chown may clear set-id bits on the server: ask it then. */
+	if (have && (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) && (known.perm & (S_ISUID | S_ISGID)))
+		have = 0;
+	if (rc == 0 && have) {
+		a = known;
+		if (to_set & FUSE_SET_ATTR_MODE)
+			a.perm = (known.perm & S_IFMT) | (attr->st_mode & 07777);
+		if (to_set & FUSE_SET_ATTR_UID)
+			a.uid = attr->st_uid;
+		if (to_set & FUSE_SET_ATTR_GID)
+			a.gid = attr->st_gid;
+		if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
+			time_t now = time(NULL);
+			if (to_set & FUSE_SET_ATTR_ATIME)
+				a.atime = (to_set & FUSE_SET_ATTR_ATIME_NOW) ? (uint32_t)now : (uint32_t)attr->st_atim.tv_sec;
+			if (to_set & FUSE_SET_ATTR_MTIME)
+				a.mtime = (to_set & FUSE_SET_ATTR_MTIME_NOW) ? (uint32_t)now : (uint32_t)attr->st_mtim.tv_sec;
+		}
+	} else if (rc == 0) {
+		rc = f ? sftp_fstat(r->cli, f->h, &a)
+		       : (n == r->rootn ? sftp_stat(r->cli, p, &a) : sftp_lstat(r->cli, p, &a));
+	}
+	if (rc < 0 && p)
+		rc = refine_failure(r, p, NULL, 0, 0, rc);
+	free(p);
+	if (rc < 0)
+		FAIL(rc);
+	note_attrs(r, n, &a);
+	op_exit(r);
+	struct stat st;
+	to_stat(&a, n->sino, &st);
+	fuse_reply_attr(req, &st, node_timeout(r, n));
+}
+
+/* Fixes the mode the server's umask may have narrowed. */
+static void fix_perm(struct sftpfs *r, const char *p, struct sftp_handle *h, struct sftp_attrs *a, mode_t mode)
+{
+	if ((a->perm & 07777) == (mode & 07777))
+		return;
+	struct sftp_attrs m = {.flags = SFTP_ATTR_PERMISSIONS, .perm = mode & 07777};
+	if ((h ? sftp_fsetstat(r->cli, h, &m) : sftp_setstat(r->cli, p, &m)) == 0)
+		a->perm = (a->perm & S_IFMT) | (mode & 07777);
+}
+
+static void s_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	BEGIN_CHANGE(parent);
+	char *p = node_path(n, name, &rc);
+	if (!p)
+		FAIL(rc);
+	struct sftp_attrs a;
+	int lrc;
+	rc = sftp_mkdir_lstat(r->cli, p, mode & 07777, &a, &lrc);
+	dir_added(r, n, name);
+	/* The server says FAILURE for most things; what is in the way tells
+	 * EEXIST apart, statvfs the rest (refine_failure). */
+	if ((rc == -EEXIST || rc == -ENOTEMPTY || rc == -EIO) && lrc == 0)
+		rc = -EEXIST;
+	else if (rc < 0)
+		rc = refine_failure(r, p, NULL, 1, 1, rc);
+	else
+		rc = lrc;
+	if (rc == 0)
+		fix_perm(r, p, NULL, &a, mode);
+	if (rc == 0 && cur_timeout(r) > 0) {
+		pthread_mutex_lock(&r->mu);
+		lc_seed_empty(r, p);
+		pthread_mutex_unlock(&r->mu);
+	}
+	struct fuse_entry_param e;
+	if (rc == 0)
+		rc = make_entry(r, p, &a, &e);
+	free(p);
+	if (rc < 0)
+		FAIL(rc);
+	op_exit(r);
+	if (fuse_reply_entry(req, &e) < 0)
+		forget_entry(r, e.ino);
+}
+
+static void s_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	(void)rdev;
+	BEGIN_CHANGE(parent);
+	if (!S_ISREG(mode))
+		FAIL(-EPERM); /* SFTP carries no device nodes, FIFOs or sockets */
+	char *p = node_path(n, name, &rc);
+	if (!p)
+		FAIL(rc);
+	struct sftp_attrs a = {.flags = SFTP_ATTR_PERMISSIONS, .perm = mode & 07777};
+	struct sftp_handle *h = NULL;
+	rc = sftp_open(r->cli, p, SFTP_WRITE | SFTP_CREAT | SFTP_EXCL, &a, &h);
+	dir_added(r, n, name);
+	rc = refine_failure(r, p, NULL, 1, 1, rc);
+	if (rc == 0) {
+		rc = sftp_fstat(r->cli, h, &a);
+		if (rc == 0)
+			fix_perm(r, p, h, &a, mode);
+		sftp_close(r->cli, h);
+	}
+	struct fuse_entry_param e;
+	if (rc == 0)
+		rc = make_entry(r, p, &a, &e);
+	free(p);
+	if (rc < 0)
+		FAIL(rc);
+	op_exit(r);
+	if (fuse_reply_entry(req, &e) < 0)
+		forget_entry(r, e.ino);
+}
+
+/* After unlink/rmdir: the node that had path names nothing now. */
+static void orphan_path(struct sftpfs *r, const char *p)
+{
+	pthread_mutex_lock(&r->mu);
+	struct snode *m = tab_find(r, p);
+	if (m)
+		node_orphan(r, m);
+	pthread_mutex_unlock(&r->mu);
+}
+
+static void s_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	BEGIN_CHANGE(parent);
+	char *p = node_path(n, name, &rc);
+	if (!p)
+		FAIL(rc);
+	rc = sftp_remove(r->cli, p);
+	dir_changed(r, n, NULL);
+	if (rc == -EIO) {
+		/* FAILURE: most likely a directory */
+		struct sftp_attrs a;
+		if (sftp_lstat(r->cli, p, &a) == 0 && S_ISDIR(a.perm))
+			rc = -EISDIR;
+	}
+	rc = refine_failure(r, p, NULL, 1, 0, rc);
+	if (rc == 0)
+		orphan_path(r, p);
+	free(p);
+	op_exit(r);
+	fuse_reply_err(req, -rc);
+}
+
+static void s_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	BEGIN_CHANGE(parent);
+	char *p = node_path(n, name, &rc);
+	if (!p)
+		FAIL(rc);
+	rc = sftp_rmdir(r->cli, p);
+	dir_changed(r, n, NULL);
+	pthread_mutex_lock(&r->mu);
+	lc_drop_prefix(r, p);
+	pthread_mutex_unlock(&r->mu);
+	if (rc == -ENOTEMPTY) {
+		struct sftp_attrs a;
+		int s = sftp_lstat(r->cli, p, &a);
+		if (s == 0 && !S_ISDIR(a.perm))
+			rc = -ENOTDIR;
+	}
+	rc = refine_failure(r, p, NULL, 1, 0, rc);
+	if (rc == 0)
+		orphan_path(r, p);
+	free(p);
+	op_exit(r);
+	fuse_reply_err(req, -rc);
+}
+
+static void s_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	BEGIN_CHANGE(parent);
+	char *p = node_path(n, name, &rc);
+	if (!p)
+		FAIL(rc);
+	struct sftp_attrs a;
+	int lrc;
+	rc = sftp_symlink_lstat(r->cli, link, p, &a, &lrc);
+	dir_added(r, n, name);
+	if (rc < 0 && rc != -ENOENT && rc != -EACCES && lrc == 0)
+		rc = -EEXIST;
+	else if (rc < 0)
+		rc = refine_failure(r, p, NULL, 1, 1, rc);
+	else
+		rc = lrc;
+	struct fuse_entry_param e;
+	if (rc == 0)
+		rc = make_entry(r, p, &a, &e);
+	free(p);
+	if (rc < 0)
+		FAIL(rc);
+	op_exit(r);
+	if (fuse_reply_entry(req, &e) < 0)
+		forget_entry(r, e.ino);
+}
+
+static void s_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	BEGIN_CHANGE(ino);
+	struct snode *np = node_of(newparent);
+	char *op = node_path(n, NULL, &rc);
+	char *p = op ? node_path(np, newname, &rc) : NULL;
+	if (!p) {
+		free(op);
+		FAIL(rc);
+	}
+	struct sftp_attrs a;
+	int lrc;
+	rc = sftp_hardlink_lstat(r->cli, op, p, &a, &lrc);
+	dir_added(r, np, newname);
+	rc = refine_failure(r, p, NULL, 1, 1, rc);
+	dir_changed(r, NULL, op); /* the link count in its listing */
+	if (rc == 0)
+		rc = lrc;
+	struct fuse_entry_param e;
+	if (rc == 0)
+		rc = make_entry(r, p, &a, &e);
+	if (rc == 0) {
+		/* The new name is the same file: it shows the source's st_ino
+		 * (SFTP has no inode numbers; ours hash the path). `git clone`
+		 * of a local repository links every object and then compares
+		 * st_ino of both names ("hardlink different from source").
+		 * Only while the kernel keeps the node: looked up afresh after
+		 * a forget, the name gets its own path's number again. */
+		pthread_mutex_lock(&r->mu);
+		node_of(e.ino)->sino = n->sino;
+		node_of(e.ino)->linked = n->linked = 1;
+		pthread_mutex_unlock(&r->mu);
+		e.attr.st_ino = n->sino;
+		e.attr_timeout = e.entry_timeout = 0;
+	}
+	free(op);
+	free(p);
+	if (rc < 0)
+		FAIL(rc);
+	op_exit(r);
+	if (fuse_reply_entry(req, &e) < 0)
+		forget_entry(r, e.ino);
+}
+
+/* access(2), chdir, `test -x`: the server checks every operation as the
+ * remote user, so R_OK and W_OK are left to it (answered 0); but X_OK on a
+ * non-directory without any x bit is EACCES for everyone, root included
+ * (execve refuses it too), so that is asked of the server's attributes.
+ * Without this, access(X_OK) said yes for a mode-0644 file. */
+static void s_access(fuse_req_t req, fuse_ino_t ino, int mask)
+{
+	BEGIN(ino);
+	if (r->readonly && (mask & W_OK))
+		FAIL(-EROFS);
+	if (!(mask & X_OK) || S_ISDIR(n->mode)) {
+		op_exit(r);
+		fuse_reply_err(req, 0);
+		return;
+	}
+	struct sftp_attrs a;
+	rc = node_stat(r, n, &a);
+	if (rc < 0)
+		FAIL(rc);
+	op_exit(r);
+	int dir = (a.flags & SFTP_ATTR_PERMISSIONS) && S_ISDIR(a.perm);
+	int x = !(a.flags & SFTP_ATTR_PERMISSIONS) || (a.perm & 0111);
+	fuse_reply_err(req, dir || x ? 0 : EACCES);
+}
+
+/* Under r->mu: the table after `from` was renamed to `to`. */
+static void rename_nodes(struct sftpfs *r, const char *from, const char *to)
+{
+	/* Cached listings are keyed by path: those below either name go. */
+	lc_drop_prefix(r, from);
+	lc_drop_prefix(r, to);
+	struct snode *victim = tab_find(r, to);
+	struct snode *moved = tab_find(r, from);
+	if (victim && victim != moved)
+		node_orphan(r, victim);
+	if (!moved)
+		return;
+	if (!S_ISDIR(moved->mode)) {
+		char *np = strdup(to);
+		if (!np) {
+			node_orphan(r, moved);
+			return;
+		}
+		tab_remove(r, moved);
+		free(moved->path);
+		moved->path = np;
+		if (tab_insert(r, moved) < 0) {
+			free(moved->path);
+			moved->path = NULL;
+		}
+		return;
+	}
+	/* A directory: every descendant moves too, and whatever was under a
+	 * replaced (empty) directory is gone. */
+	size_t fl = strlen(from), tl = strlen(to), nm = 0;
+	struct snode **mv = malloc(sizeof(*mv) * (r->count + 1));
+	for (size_t i = 0; i < r->tabsz; i++) {
+		for (struct snode *m = r->tab[i]; m; m = m->hnext) {
+			if (!strncmp(m->path, from, fl) && (m->path[fl] == 0 || m->path[fl] == '/')) {
+				if (mv)
+					mv[nm++] = m;
+			} else if (!strncmp(m->path, to, tl) && m->path[tl] == '/' && mv) {
+				mv[nm++] = m; /* marked below by a NULL rewrite */
+			}
+		}
+	}
+	for (size_t i = 0; i < nm; i++) {
+		struct snode *m = mv[i];
+		int under_from = !strncmp(m->path, from, fl) && (m->path[fl] == 0 || m->path[fl] == '/');
+		tab_remove(r, m);
+		if (!under_from) {
+			free(m->path);
+			m->path = NULL;
+			continue;
+		}
+		char *np = malloc(tl + strlen(m->path + fl) + 1);
+		if (np) {
+			memcpy(np, to, tl);
+			strcpy(np + tl, m->path + fl);
+		}
+		free(m->path);
+		m->path = np;
+	}
+	for (size_t i = 0; i < nm; i++) {
+		if (mv[i]->path && tab_insert(r, mv[i]) < 0) {
+			free(mv[i]->path);
+			mv[i]->path = NULL;
+		}
+	}
+	free(mv);
+}
+
+static void s_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent, const char *newname,
+		     unsigned int flags)
+{
+	BEGIN_CHANGE(parent);
+	if (flags & ~RENAME_NOREPLACE)
+		FAIL(-EINVAL); /* RENAME_EXCHANGE/WHITEOUT: SFTP has no such thing */
+	char *from = node_path(n, name, &rc);
+	char *to = from ? node_path(node_of(newparent), newname, &rc) : NULL;
+	if (!to) {
+		free(from);
+		FAIL(rc);
+	}
+	/* Writes still queued target a handle, not the path: no drain needed. */
+	if (flags & RENAME_NOREPLACE) {
+		rc = sftp_rename(r->cli, from, to);
+		if (rc == -EEXIST) {
+			struct sftp_attrs a;
+			if (sftp_lstat(r->cli, from, &a) == -ENOENT)
+				rc = -ENOENT;
+		}
+	} else {
+		rc = sftp_posix_rename(r->cli, from, to);
+		if (rc == -ENOTSUP)
+			rc = sftp_rename(r->cli, from, to);
+		if (rc == -EIO) {
+			/* posix-rename's FAILURE: the usual causes, checked */
+			struct sftp_attrs a, b;
+			if (sftp_lstat(r->cli, from, &a) == 0 && sftp_lstat(r->cli, to, &b) == 0) {
+				if (S_ISDIR(b.perm) && !S_ISDIR(a.perm))
+					rc = -EISDIR;
+				else if (!S_ISDIR(b.perm) && S_ISDIR(a.perm))
+					rc = -ENOTDIR;
+				else if (S_ISDIR(b.perm))
+					rc = -ENOTEMPTY;
+			}
+		}
+	}
+	dir_changed(r, n, NULL);
+	dir_added(r, node_of(newparent), newname);
+	rc = refine_failure(r, from, NULL, 1, 0, rc);
+	if (rc == 0) {
+		pthread_mutex_lock(&r->mu);
+		rename_nodes(r, from, to);
+		pthread_mutex_unlock(&r->mu);
+	}
+	free(from);
+	free(to);
+	op_exit(r);
+	fuse_reply_err(req, -rc);
+}
+
+/* Folds t onto the components of base (a path relative to the sandbox's
+ * "/") into out; returns whether ".." climbed above "/". */
+static int fold_link(const char *base, size_t baselen, const char *t, char *out, size_t outsz, int *err)
+{
+	char buf[PATH_MAX * 2];
+	size_t bl = 0;
+	int above = 0;
+	*err = 0;
+	if (t[0] != '/' && baselen) {
+		if (baselen >= sizeof(buf)) {
+			*err = -ENAMETOOLONG;
+			return 0;
+		}
+		memcpy(buf, base, baselen);
+		bl = baselen;
+	}
+	const char *s = t;
+	while (*s) {
+		while (*s == '/')
+			s++;
+		const char *e = s;
+		while (*e && *e != '/')
+			e++;
+		size_t cl = (size_t)(e - s);
+		if (cl == 0 || (cl == 1 && s[0] == '.')) {
+		} else if (cl == 2 && s[0] == '.' && s[1] == '.') {
+			if (!bl)
+				above = 1;
+			while (bl && buf[bl - 1] != '/')
+				bl--;
+			if (bl)
+				bl--;
+		} else {
+			if (bl + cl + 2 >= sizeof(buf)) {
+				*err = -ENAMETOOLONG;
+				return 0;
+			}
+			if (bl)
+				buf[bl++] = '/';
+			memcpy(buf + bl, s, cl);
+			bl += cl;
+		}
+		s = e;
+	}
+	if (bl >= outsz) {
+		*err = -ENAMETOOLONG;
+		return 0;
+	}
+	memcpy(out, buf, bl);
+	out[bl] = 0;
+	return above;
+}
+
+/* A link's target as root/ must show it: absolute targets and relative
+ * ones climbing above the sandbox's "/" become relative paths that stay
+ * inside root/ (the reader's kernel would resolve them on the host). */
+static int rewrite_link(struct sftpfs *r, const char *lpath, const char *t, char *out, size_t outsz)
+{
+	const char *rel = lpath + r->rootlen;
+	while (*rel == '/')
+		rel++;
+	const char *slash = strrchr(rel, '/');
+	size_t dirlen = slash ? (size_t)(slash - rel) : 0;
+	int depth = dirlen ? 1 : 0; /* components of the link's directory */
+	for (size_t i = 0; i < dirlen; i++)
+		depth += rel[i] == '/';
+	char folded[PATH_MAX];
+	int err;
+	int above = fold_link(rel, dirlen, t, folded, sizeof(folded), &err);
+	if (err)
+		return err;
+	if (t[0] != '/' && !above) {
+		if (strlen(t) >= outsz)
+			return -ENAMETOOLONG;
+		strcpy(out, t);
+		return 0;
+	}
+	size_t o = 0;
+	for (int i = 0; i < depth; i++) {
+		if (o + 3 >= outsz)
+			return -ENAMETOOLONG;
+		memcpy(out + o, "../", 3);
+		o += 3;
+	}
+	size_t fl = strlen(folded);
+	if (!fl) {
+		if (o)
+			o--; /* ".." rather than "../" */
+		else
+			out[o++] = '.';
+	}
+	if (o + fl + 2 >= outsz)
+		return -ENAMETOOLONG;
+	memcpy(out + o, folded, fl);
+	o += fl;
+	size_t tl = strlen(t);
+	if (tl > 1 && t[tl - 1] == '/' && o && out[o - 1] != '/')
+		out[o++] = '/';
+	out[o] = 0;
+	return 0;
+}
+
+static void s_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	BEGIN(ino);
+	char *p = node_path(n, NULL, &rc);
+	if (!p)
+		FAIL(rc);
+	char *t = NULL;
+	rc = sftp_readlink(r->cli, p, &t);
+	char out[PATH_MAX];
+	if (rc == 0)
+		rc = rewrite_link(r, p, t, out, sizeof(out));
+	free(t);
+	free(p);
+	if (rc < 0)
+		FAIL(rc);
+	op_exit(r);
+	fuse_reply_readlink(req, out);
+}
+
+static uint32_t open_flags(struct sftpfs *r, int flags)
+{
+	uint32_t pf = sftp_flags_from_posix(flags & ~(O_CREAT | O_EXCL));
+	/* With the writeback cache the kernel reads pages of files opened
+	 * write-only (partial page writes). */
+	if (r->fs && r->fs->writeback && (flags & O_ACCMODE) == O_WRONLY)
+		pf |= SFTP_READ;
+	return pf;
+}
+
+static void file_free(struct sfile *f)
+{
+	if (!f)
+		return;
+	pthread_mutex_destroy(&f->ra_mu);
+	pthread_cond_destroy(&f->ra_cv);
+	free(f->ra_buf);
+	free(f);
+}
+
+static struct sfile *file_new(struct snode *n, struct sftp_handle *h, int flags)
+{
+	struct sfile *f = calloc(1, sizeof(*f));
+	if (f) {
+		n->opened = 1; /* racy by design: a stale 1 only costs a page drop */
+		f->n = n;
+		f->h = h;
+		f->append = !!(flags & O_APPEND);
+		pthread_mutex_init(&f->ra_mu, NULL);
+		pthread_cond_init(&f->ra_cv, NULL);
+	}
+	return f;
+}
+
+static void s_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
+{
+	BEGIN_CHANGE(parent);
+	char *p = node_path(n, name, &rc);
+	if (!p)
+		FAIL(rc);
+	struct sftp_attrs a = {.flags = SFTP_ATTR_PERMISSIONS, .perm = mode & 07777};
+	struct sftp_handle *h = NULL;
+	rc = sftp_open_lstat(r->cli, p, open_flags(r, fi->flags) | SFTP_CREAT | ((fi->flags & O_EXCL) ? SFTP_EXCL : 0),
+			     &a, &h, &a);
+	dir_added(r, n, name);
+	if (rc == -EIO && (fi->flags & O_EXCL) && sftp_lstat(r->cli, p, &a) == 0)
+		rc = -EEXIST;
+	else
+		rc = refine_failure(r, p, NULL, 1, 1, rc);
+	/* The lstat went by path: a symlink there (created without O_EXCL
+	 * over an existing link) is not the file the handle opened. */
+	if (rc == 0 && !S_ISREG(a.perm))
+		rc = sftp_fstat(r->cli, h, &a);
+	if (rc == 0)
+		fix_perm(r, p, h, &a, mode);
+	struct fuse_entry_param e;
+	if (rc == 0)
+		rc = make_entry(r, p, &a, &e);
+	free(p);
+	struct sfile *f = NULL;
+	if (rc == 0 && !(f = file_new(node_of(e.ino), h, fi->flags))) {
+		forget_entry(r, e.ino);
+		rc = -ENOMEM;
+	}
+	if (rc < 0) {
+		if (h)
+			sftp_close(r->cli, h);
+		FAIL(rc);
+	}
+	op_exit(r);
+	fi->fh = (uintptr_t)f;
+	fi->keep_cache = 1;
+	int keep = cur_timeout(r) > 0 && !(fi->flags & O_APPEND);
+	pthread_mutex_lock(&r->mu);
+	f->n->cf = f;
+	f->n->pend.flags = 0;
+	cdata_drop(r, f->n);
+	if (keep) {
+		f->n->cvalid = 1; /* empty, and ours */
+		f->n->cgen = f->n->wgen;
+	}
+	pthread_mutex_unlock(&r->mu);
+	if (fuse_reply_create(req, &e, fi) < 0) {
+		pthread_mutex_lock(&r->mu);
+		f->n->cf = NULL;
+		pthread_mutex_unlock(&r->mu);
+		forget_entry(r, e.ino);
+		if (op_enter(r) == 0) {
+			sftp_close(r->cli, h);
+			op_exit(r);
+		}
+		file_free(f);
+	}
+}
+
+static void s_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	BEGIN(ino);
+	if (r->readonly && ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)))
+		FAIL(-EROFS);
+	char *p = node_path(n, NULL, &rc);
+	if (!p)
+		FAIL(rc);
+	if (fi->flags & O_TRUNC) {
+		drain_node(n);
+		dir_changed(r, NULL, p);
+		pthread_mutex_lock(&r->mu);
+		n->wgen++; /* its size and content change */
+		cdata_drop(r, n);
+		pthread_mutex_unlock(&r->mu);
+	}
+	struct sftp_handle *h = NULL;
+	/* A read of content we keep opens nothing on the server (it would,
+	 * lazily, if the content stopped being ours: see s_read). We made
+	 * the file, so its owner-read bit decides. */
+	int lazy = (fi->flags & O_ACCMODE) == O_RDONLY && !(fi->flags & O_TRUNC) && cur_timeout(r) > 0;
+	if (lazy) {
+		pthread_mutex_lock(&r->mu);
+		lazy = cdata_ok(n) && n->a_valid && (n->a.perm & S_IRUSR) && (n->cf || (n->a.perm & 0444) == 0444);
+		pthread_mutex_unlock(&r->mu);
+	}
+	rc = lazy ? 0 : sftp_open(r->cli, p, open_flags(r, fi->flags), NULL, &h);
+	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
+		rc = refine_failure(r, p, NULL, 0, 0, rc);
+	free(p);
+	if (rc < 0)
+		FAIL(rc);
+	if ((fi->flags & O_TRUNC) && !(fi->flags & O_APPEND) && cur_timeout(r) > 0) {
+		pthread_mutex_lock(&r->mu);
+		n->cvalid = 1; /* empty now, and what we write next */
+		n->cgen = n->wgen;
+		pthread_mutex_unlock(&r->mu);
+	}
+	struct sfile *f = file_new(n, h, fi->flags);
+	if (!f) {
+		if (h)
+			sftp_close(r->cli, h);
+		FAIL(-ENOMEM);
+	}
+	op_exit(r);
+	fi->fh = (uintptr_t)f;
+	/* Cached pages stay until sftpfs_invalidate() or a changed mtime/size
+	 * (AUTO_INVAL_DATA); while a job runs they are dropped at open. */
+	fi->keep_cache = node_timeout(r, n) > 0;
+	if (fuse_reply_open(req, fi) < 0) {
+		if (h && op_enter(r) == 0) {
+			sftp_close(r->cli, h);
+			op_exit(r);
+		}
+		file_free(f);
+	}
+}
+
+/* Serves [off, off+size) from f's window if it holds it; -1 if not. */
+static ssize_t ra_take(struct sfile *f, uint64_t wgen, uint64_t off, size_t size, char *out)
+{
+	if (!f->ra_buf || f->ra_wgen != wgen || off < f->ra_off || off > f->ra_off + f->ra_len)
+		return -1;
+	size_t have = (size_t)(f->ra_off + f->ra_len - off);
+	if (have < size && !f->ra_eof)
+		return -1;
+	size_t n = have < size ? have : size;
+	memcpy(out, f->ra_buf + (off - f->ra_off), n);
+	return (ssize_t)n;
+}
+
+/* A read through a handle opened without the server (s_open's lazy case):
+ * answered from the kept content (0), or failed (< 0); 1 when the content
+ * is no longer ours, after opening the real handle for s_read to use. */
+static int read_kept(struct sftpfs *r, struct snode *n, struct sfile *f, size_t size, off_t off, fuse_req_t req)
+{
+	int on = cur_timeout(r) > 0;
+	pthread_mutex_lock(&f->ra_mu); /* one lazy open per handle */
+	pthread_mutex_lock(&r->mu);
+	if (!f->h && on && cdata_ok(n)) {
+		size_t o = (size_t)off < n->clen ? (size_t)off : n->clen;
+		size_t k = n->clen - o < size ? n->clen - o : size;
+		char *copy = malloc(k ? k : 1);
+		if (copy)
+			memcpy(copy, n->cdata + o, k);
+		pthread_mutex_unlock(&r->mu);
+		pthread_mutex_unlock(&f->ra_mu);
+		if (!copy)
+			return -ENOMEM;
+		fuse_reply_buf(req, copy, k);
+		free(copy);
+		return 0;
+	}
+	pthread_mutex_unlock(&r->mu);
+	int rc = 0;
+	if (!f->h) {
+		char *p = node_path(n, NULL, &rc);
+		struct sftp_handle *h = NULL;
+		if (p)
+			rc = sftp_open(r->cli, p, SFTP_READ, NULL, &h);
+		free(p);
+		if (rc == 0)
+			f->h = h;
+	}
+	pthread_mutex_unlock(&f->ra_mu);
+	return rc < 0 ? rc : 1;
+}
+
+static void s_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	BEGIN(ino);
+	struct sfile *f = (struct sfile *)(uintptr_t)fi->fh;
+	drain_node(n); /* read-your-writes */
+	if (!f->h) {
+		rc = read_kept(r, n, f, size, off, req);
+		if (rc <= 0) {
+			op_exit(r);
+			if (rc < 0)
+				fuse_reply_err(req, -rc);
+			return;
+		}
+	}
+	char *buf = malloc(size ? size : 1);
+	if (!buf)
+		FAIL(-ENOMEM);
+	pthread_mutex_lock(&r->mu);
+	uint64_t wgen = n->wgen;
+	pthread_mutex_unlock(&r->mu);
+	size_t got = 0;
+	uint64_t o = (uint64_t)off;
+	pthread_mutex_lock(&f->ra_mu);
+	while (f->ra_filling)
+		pthread_cond_wait(&f->ra_cv, &f->ra_mu);
+	ssize_t t = ra_take(f, wgen, o, size, buf);
+	int seq = o && o == f->ra_next;
+	f->ra_next = o + size;
+	if (t >= 0) {
+		pthread_mutex_unlock(&f->ra_mu);
+		got = (size_t)t;
+		rc = 0;
+	} else if (seq) {
+		/* Fetch a window from here; later reads (and the kernel's own
+		 * concurrent readahead) are served from it. */
+		size_t win = f->ra_win ? f->ra_win * 2 : SFTPFS_RA_MIN;
+		if (win > SFTPFS_RA_MAX)
+			win = SFTPFS_RA_MAX;
+		if (win < size)
+			win = size;
+		f->ra_win = win;
+		f->ra_filling = 1;
+		pthread_mutex_unlock(&f->ra_mu);
+		char *nb = malloc(win);
+		size_t ngot = 0;
+		rc = nb ? sftp_pread_range(r->cli, f->h, o, nb, win, &ngot, 0, 0) : -ENOMEM;
+		pthread_mutex_lock(&f->ra_mu);
+		if (rc == 0) {
+			free(f->ra_buf);
+			f->ra_buf = nb;
+			f->ra_off = o;
+			f->ra_len = ngot;
+			f->ra_eof = ngot < win;
+			f->ra_wgen = wgen;
+			got = ngot < size ? ngot : size;
+			memcpy(buf, nb, got);
+		} else {
+			free(nb);
+		}
+		f->ra_filling = 0;
+		pthread_cond_broadcast(&f->ra_cv);
+		pthread_mutex_unlock(&f->ra_mu);
+	} else {
+		f->ra_win = 0;
+		pthread_mutex_unlock(&f->ra_mu);
+		rc = sftp_pread_range(r->cli, f->h, o, buf, size, &got, 0, 0);
+	}
+	op_exit(r);
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_buf(req, buf, got);
+	free(buf);
+}
+
+static void s_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	BEGIN(ino);
+	struct sfile *f = (struct sfile *)(uintptr_t)fi->fh;
+	struct wjob *j = malloc(sizeof(*j) + size);
+	if (!j)
+		FAIL(-ENOMEM);
+	memset(j, 0, sizeof(*j));
+	j->f = f;
+	j->off = (uint64_t)off;
+	j->len = size;
+	memcpy(j->data, buf, size);
+	/* Times set before this write must not be sent after it. */
+	rc = apply_pend(r, n);
+	if (rc < 0) {
+		free(j);
+		FAIL(rc);
+	}
+	int cached = cur_timeout(r) > 0;
+	pthread_mutex_lock(&r->mu);
+	/* Back-pressure: at most SFTPFS_WB_MAX bytes unacknowledged. */
+	while (!r->dead && !f->werr && r->qbytes && r->qbytes + size > SFTPFS_WB_MAX)
+		pthread_cond_wait(&r->done_cv, &r->mu);
+	rc = r->dead ? -ENOTCONN : f->werr;
+	if (rc == 0) {
+		if (!f->written && n->path)
+			drop_parent_list(r, n->path); /* its size there is stale now */
+		/* While nothing else runs in the sandbox we know the size this
+		 * write leaves (setattr answers from it instead of asking). */
+		int track = n->a_valid && n->a_wgen == n->wgen && !f->append && cached;
+		uint64_t wgen0 = n->wgen;
+		n->wgen++;
+		cdata_write(r, n, wgen0, (uint64_t)off, buf, size, !f->append && cached);
+		if (track) {
+			if (n->a.size < (uint64_t)off + size)
+				n->a.size = (uint64_t)off + size;
+			n->a.mtime = (uint32_t)time(NULL);
+			n->a_wgen = n->wgen;
+		}
+		*r->jtail = j;
+		r->jtail = &j->next;
+		r->qbytes += size;
+		f->pending++;
+		n->pending++;
+		f->written = 1;
+		pthread_cond_signal(&r->work_cv);
+	}
+	pthread_mutex_unlock(&r->mu);
+	op_exit(r);
+	if (rc < 0) {
+		free(j);
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fuse_reply_write(req, size);
+}
+
+static void s_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	BEGIN(ino);
+	(void)n;
+	struct sfile *f = (struct sfile *)(uintptr_t)fi->fh;
+	/* close(2): every byte written is acknowledged by the server (in its
+	 * kernel) before close returns, or close reports why not; so are the
+	 * deferred mode and time changes. */
+	rc = settle_file(r, n, f);
+	if (f->written) {
+		pthread_mutex_lock(&r->mu);
+		if (n->path)
+			drop_parent_list(r, n->path);
+		pthread_mutex_unlock(&r->mu);
+	}
+	op_exit(r);
+	fuse_reply_err(req, -rc);
+}
+
+static void s_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	(void)datasync;
+	BEGIN(ino);
+	(void)n;
+	struct sfile *f = (struct sfile *)(uintptr_t)fi->fh;
+	rc = settle_file(r, n, f);
+	if (rc == 0 && f->h) {
+		rc = sftp_fsync(r->cli, f->h);
+		if (rc == -ENOTSUP)
+			rc = 0; /* nothing better the protocol offers */
+	}
+	op_exit(r);
+	fuse_reply_err(req, -rc);
+}
+
+static void s_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct snode *n = node_of(ino);
+	struct sftpfs *r = n->r;
+	struct sfile *f = (struct sfile *)(uintptr_t)fi->fh;
+	if (op_enter(r) == 0) {
+		/* Changes still deferred go through this handle before it closes
+		 * (a flush normally sent them already). */
+		apply_pend(r, n);
+		pthread_mutex_lock(&r->mu);
+		if (n->cf == f) {
+			n->cf = NULL;
+			n->pend.flags = 0;
+		}
+		pthread_mutex_unlock(&r->mu);
+		int err = drain_file(r, f);
+		/* Nothing is left to report: the flush did (writes acknowledged,
+		 * changes applied); the server's answer to CLOSE is not waited
+		 * for. After an error, wait, so the handle is surely gone. */
+		if (!f->h)
+			; /* opened without the server */
+		else if (err)
+			sftp_close(r->cli, f->h);
+		else
+			sftp_close_nowait(r->cli, f->h);
+		op_exit(r);
+	} else {
+		/* the client is gone; the channel's close released the handle */
+		drain_file(r, f);
+	}
+	file_free(f);
+	fuse_reply_err(req, 0);
+}
+
+static int sdent_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct sdent *)a)->name, ((const struct sdent *)b)->name);
+}
+
+/* Reads the whole listing of path (READDIR brings every entry's lstat). */
+static int fetch_list(struct sftpfs *r, const char *path, struct sdir **out)
+{
+	struct sftp_handle *h = NULL;
+	int rc = sftp_opendir(r->cli, path, &h);
+	if (rc < 0)
+		return rc;
+	struct sdir *d = calloc(1, sizeof(*d));
+	size_t cap = 0;
+	while (d) {
+		struct sftp_dirent *ents = NULL;
+		size_t k = 0;
+		rc = sftp_readdir(r->cli, h, &ents, &k);
+		if (rc < 0 || k == 0)
+			break;
+		if (d->n + k > cap) {
+			size_t nc = (d->n + k) * 2;
+			struct sdent *ne = realloc(d->e, nc * sizeof(*ne));
+			if (!ne) {
+				sftp_dirents_free(ents, k);
+				rc = -ENOMEM;
+				break;
+			}
+			d->e = ne;
+			cap = nc;
+		}
+		for (size_t i = 0; i < k; i++) {
+			d->e[d->n].name = ents[i].name;
+			ents[i].name = NULL;
+			d->e[d->n++].a = ents[i].attrs;
+		}
+		sftp_dirents_free(ents, k);
+	}
+	sftp_close(r->cli, h);
+	if (!d)
+		rc = -ENOMEM;
+	if (rc < 0) {
+		if (d)
+			sdir_free(d);
+		return rc;
+	}
+	if (d->n > 1)
+		qsort(d->e, d->n, sizeof(*d->e), sdent_cmp);
+	d->refs = 1;
+	*out = d;
+	return 0;
+}
+
+/* The listing of n, from the cache or the server; the caller owns a ref. */
+static int get_list(struct sftpfs *r, struct snode *n, struct sdir **out)
+{
+	double t = cur_timeout(r);
+	int64_t start = now_ms();
+	pthread_mutex_lock(&r->mu);
+	struct lent *l = n->path && t > 0 ? lc_get(r, n->path, 0) : NULL;
+	struct sdir *d = l && l->d && !l->dirty && start - l->ms <= (int64_t)(t * 1000) ? l->d : NULL;
+	if (d)
+		d->refs++;
+	char *p = !d && n->path ? strdup(n->path) : NULL;
+	int gone = !d && !n->path;
+	pthread_mutex_unlock(&r->mu);
+	if (d) {
+		*out = d;
+		return 0;
+	}
+	if (gone)
+		return -ENOENT;
+	if (!p)
+		return -ENOMEM;
+	int rc = fetch_list(r, p, &d);
+	if (rc < 0) {
+		free(p);
+		return rc;
+	}
+	pthread_mutex_lock(&r->mu);
+	/* Cache it unless the directory changed through us meanwhile. */
+	if (t > 0) {
+		if (r->nlists >= SFTPFS_LISTS_MAX)
+			lc_drop_all(r);
+		l = lc_get(r, p, 1);
+		if (l && l->changed_ms < start && (!l->d || l->ms < start)) {
+			lent_drop_list(l);
+			l->d = d;
+			l->ms = start;
+			d->refs++;
+		}
+	}
+	pthread_mutex_unlock(&r->mu);
+	free(p);
+	*out = d;
+	return 0;
+}
+
+static void s_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	BEGIN(ino);
+	struct sdir *d = NULL;
+	/* The whole listing is read (or taken from the cache) here: offsets
+	 * stay stable, and READDIR's attributes feed readdirplus. */
+	rc = get_list(r, n, &d);
+	if (rc < 0)
+		FAIL(rc);
+	op_exit(r);
+	fi->fh = (uintptr_t)d;
+	if (cur_timeout(r) > 0) {
+		/* The kernel keeps the listing until the directory changes
+		 * through us, its mtime changes, or sftpfs_invalidate(). */
+		fi->cache_readdir = 1;
+		fi->keep_cache = 1;
+	}
+	if (fuse_reply_open(req, fi) < 0) {
+		pthread_mutex_lock(&r->mu);
+		sdir_put(d);
+		pthread_mutex_unlock(&r->mu);
+	}
+}
+
+/* The listing a READDIR without a handle reads: a fresh one at offset 0
+ * (kept for the READDIRs that continue it), else the one it continues. */
+static int cont_list(struct sftpfs *r, struct snode *n, off_t off, struct sdir **out)
+{
+	if (off > 0) {
+		pthread_mutex_lock(&r->mu);
+		struct sdir *d = NULL;
+		for (int i = 0; i < SFTPFS_CONT && !d; i++)
+			if (r->cont[i].path && n->path && !strcmp(r->cont[i].path, n->path))
+				d = r->cont[i].d;
+		if (d)
+			d->refs++;
+		pthread_mutex_unlock(&r->mu);
+		if (d) {
+			*out = d;
+			return 0;
+		}
+	}
+	struct sdir *d;
+	int rc = get_list(r, n, &d);
+	if (rc < 0)
+		return rc;
+	char *p = n->path ? strdup(n->path) : NULL;
+	pthread_mutex_lock(&r->mu);
+	if (p) {
+		int slot = -1;
+		for (int i = 0; i < SFTPFS_CONT && slot < 0; i++)
+			if (r->cont[i].path && !strcmp(r->cont[i].path, p))
+				slot = i;
+		for (int i = 0; i < SFTPFS_CONT && slot < 0; i++)
+			if (!r->cont[i].path)
+				slot = i;
+		if (slot < 0)
+			slot = (int)(r->cont_hand++ % SFTPFS_CONT);
+		free(r->cont[slot].path);
+		sdir_put(r->cont[slot].d);
+		r->cont[slot].path = p;
+		r->cont[slot].d = d;
+		d->refs++;
+	}
+	pthread_mutex_unlock(&r->mu);
+	*out = d;
+	return 0;
+}
+
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi, int plus)
+{
+	BEGIN(ino);
+	struct sdir *d = (struct sdir *)(uintptr_t)fi->fh, *own = NULL;
+	if (!d) {
+		rc = cont_list(r, n, off, &own);
+		if (rc < 0)
+			FAIL(rc);
+		d = own;
+	}
+	char *buf = malloc(size);
+	char *dpath = node_path(n, NULL, &rc);
+	if (!buf || !dpath) {
+		free(buf);
+		if (own) {
+			pthread_mutex_lock(&r->mu);
+			sdir_put(own);
+			pthread_mutex_unlock(&r->mu);
+		}
+		FAIL(dpath ? -ENOMEM : rc);
+	}
+	size_t used = 0;
+	double t = cur_timeout(r);
+	for (size_t i = (size_t)off; i < d->n; i++) {
+		struct sdent *de = &d->e[i];
+		int dot = !strcmp(de->name, ".") || !strcmp(de->name, "..");
+		size_t sz;
+		if (!plus) {
+			struct stat st;
+			to_stat(&de->a, dot ? (de->name[1] == 0 ? n->sino : 1) : (hash_child(dpath, de->name) | 2), &st);
+			sz = fuse_add_direntry(req, buf + used, size - used, de->name, &st, (off_t)(i + 1));
+			if (sz > size - used)
+				break;
+			used += sz;
+			continue;
+		}
+		struct fuse_entry_param e;
+		memset(&e, 0, sizeof(e));
+		if (dot) {
+			/* not looked up: the kernel skips "." and ".." here */
+			to_stat(&de->a, de->name[1] == 0 ? n->sino : 1, &e.attr);
+		} else {
+			char *cp = join(dpath, de->name);
+			if (!cp)
+				break;
+			drain_path(r, cp);
+			if (make_entry(r, cp, &de->a, &e) < 0) {
+				free(cp);
+				break;
+			}
+			e.attr_timeout = e.entry_timeout = t;
+			free(cp);
+		}
+		sz = fuse_add_direntry_plus(req, buf + used, size - used, de->name, &e, (off_t)(i + 1));
+		if (sz > size - used) {
+			if (!dot)
+				forget_entry(r, e.ino);
+			break;
+		}
+		used += sz;
+	}
+	free(dpath);
+	if (own) {
+		pthread_mutex_lock(&r->mu);
+		sdir_put(own);
+		pthread_mutex_unlock(&r->mu);
+	}
+	op_exit(r);
+	fuse_reply_buf(req, buf, used);
+	free(buf);
+}
+
+static void s_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, fi, 0);
+}
+
+static void s_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, fi, 1);
+}
+
+static void s_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct sftpfs *r = node_of(ino)->r;
+	pthread_mutex_lock(&r->mu);
+	sdir_put((struct sdir *)(uintptr_t)fi->fh);
+	pthread_mutex_unlock(&r->mu);
+	fuse_reply_err(req, 0);
+}
+
+static void s_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)datasync;
+	(void)fi;
+	fuse_reply_err(req, 0); /* SFTP has no directory fsync; the server's metadata ops are synchronous enough */
+}
+
+static void s_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	BEGIN(ino);
+	/* Of the file's own mount: root/ may span several (a sandbox's "/"
+	 * is a tmpfs with its binds on it); an orphan asks for the root's. */
+	char *p = node_path(n, NULL, &rc);
+	struct sftp_vfsinfo v;
+	rc = sftp_statvfs(r->cli, p ? p : r->root, &v);
+	free(p);
+	op_exit(r);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	struct statvfs sv;
+	memset(&sv, 0, sizeof(sv));
+	sv.f_bsize = v.bsize;
+	sv.f_frsize = v.frsize;
+	sv.f_blocks = v.blocks;
+	sv.f_bfree = v.bfree;
+	sv.f_bavail = v.bavail;
+	sv.f_files = v.files;
+	sv.f_ffree = v.ffree;
+	sv.f_favail = v.favail;
+	sv.f_fsid = v.fsid;
+	sv.f_flag = v.flag;
+	sv.f_namemax = v.namemax;
+	fuse_reply_statfs(req, &sv);
+}
+
+const struct fuse_lowlevel_ops sftpfs_ops = {
+	.lookup = s_lookup,
+	.forget = s_forget,
+	.forget_multi = s_forget_multi,
+	.getattr = s_getattr,
+	.setattr = s_setattr,
+	.readlink = s_readlink,
+	.mknod = s_mknod,
+	.mkdir = s_mkdir,
+	.unlink = s_unlink,
+	.rmdir = s_rmdir,
+	.symlink = s_symlink,
+	.rename = s_rename,
+	.link = s_link,
+	.access = s_access,
+	.open = s_open,
+	.read = s_read,
+	.write = s_write,
+	.flush = s_flush,
+	.release = s_release,
+	.fsync = s_fsync,
+	.opendir = s_opendir,
+	.readdir = s_readdir,
+	.readdirplus = s_readdirplus,
+	.releasedir = s_releasedir,
+	.fsyncdir = s_fsyncdir,
+	.statfs = s_statfs,
+	.create = s_create,
+};
