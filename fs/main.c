@@ -167,7 +167,7 @@ static char *find_agent(void)
 		char *slash = strrchr(self, '/');
 		if (slash) {
 			*slash = '\0';
-			const char *cands[] = {"seerfs-agent", "../core/seerfs-agent", NULL};
+			const char *cands[] = {"seerfs-agent", "../core/providers/local/seerfs-agent", NULL};
 			for (int i = 0; cands[i]; i++) {
 				struct sbuf b = {0};
 				sbuf_printf(&b, "%s/%s", self, cands[i]);

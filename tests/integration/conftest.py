@@ -3,7 +3,7 @@ temporary mountpoint with a state directory of its own, sandboxes in it, and
 helpers that drive them through their files only.
 
 Binaries come from $SEERFS_BUILD (default <repo>/build; a relative path is
-taken from the repository root): fs/seerfs and core/seerfs-agent.
+taken from the repository root): fs/seerfs and core/providers/local/seerfs-agent.
 
 The tests run as whoever runs pytest. tools/test.sh runs them once as root
 and once as the ordinary user `seer` (SEERFS_TEST_USER=seer, under runuser),
@@ -71,7 +71,7 @@ def _build_dir():
 
 BUILD = _build_dir()
 SEERFS = BUILD / "fs" / "seerfs"
-AGENT = BUILD / "core" / "seerfs-agent"
+AGENT = BUILD / "core" / "providers" / "local" / "seerfs-agent"
 MOUNT_HELPER = REPO / "tools" / "mount.seerfs"
 IS_ROOT = os.geteuid() == 0
 TEST_USER = os.environ.get("SEERFS_TEST_USER", "")
