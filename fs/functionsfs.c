@@ -193,15 +193,14 @@ static int call_try_answer(struct seer_fs *fs, struct pend *p)
 		c->answer[l + 1] = '\0';
 		c->taken = 1;
 	}
-	size_t l = strlen(c->answer);
-	size_t n = c->pos < l ? l - c->pos : 0;
-	if (n > p->size)
-		n = p->size;
-	/* The position moves before the answer goes out: the reader's next
-	 * read may be handled by another thread as soon as it has it. */
+	struct sbuf view = {.data = c->answer, .len = strlen(c->answer)};
 	size_t at = c->pos;
-	c->pos += n;
-	fuse_reply_buf(p->req, c->answer + at, n);
+	/* The position moves before the answer goes out: the reader's next
+	 * read may be handled by another thread as soon as it has it, and its
+	 * close may free the answer, hence reply_slice's copy. */
+	if (at < view.len)
+		c->pos += view.len - at < p->size ? view.len - at : p->size;
+	reply_slice(p->req, &view, p->size, (off_t)at);
 	return 1;
 }
 
