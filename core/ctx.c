@@ -18,7 +18,7 @@
 
 void sandbox_recover_all(struct seer_ctx *ctx);
 
-/* Under root the sandboxes' ids are an unprivileged range (core/providers/local/idmap.h),
+/* Under root the sandboxes' ids are an unprivileged range (core/lib/idmap.h),
  * and bubblewrap, running as that range's root, must reach its sources in
  * the state directory: the directories on the way are made searchable by
  * the range's group only (root:GID 0710, as Docker's remapped root is), and
@@ -125,6 +125,8 @@ int seer_ctx_open(struct seer_ctx *ctx, char *err, size_t n)
 	pthread_condattr_init(&ca);
 	pthread_cond_init(&ctx->timer_cond, &ca);
 	pthread_condattr_destroy(&ca);
+	if ((r = seer_providers_init(ctx, err, n)) < 0)
+		return r;
 	r = sandbox_load_all(ctx);
 	if (r < 0) {
 		snprintf(err, n, "cannot read the sandboxes in %s: %s", ctx->state_dir, strerror(-r));
@@ -133,59 +135,8 @@ int seer_ctx_open(struct seer_ctx *ctx, char *err, size_t n)
 	return 0;
 }
 
-struct forker_req {
-	struct forker_req *next;
-	int (*fn)(void *);
-	void *arg;
-	int result, done;
-};
-
-static void *forker_main(void *arg)
-{
-	struct seer_ctx *ctx = arg;
-	pthread_mutex_lock(&ctx->lock);
-	for (;;) {
-		while (!ctx->forker_q && !ctx->stopping)
-			pthread_cond_wait(&ctx->forker_cond, &ctx->lock);
-		struct forker_req *r = ctx->forker_q;
-		if (!r)
-			break;
-		ctx->forker_q = r->next;
-		pthread_mutex_unlock(&ctx->lock);
-		int res = r->fn(r->arg);
-		pthread_mutex_lock(&ctx->lock);
-		r->result = res;
-		r->done = 1;
-		pthread_cond_broadcast(&ctx->forker_cond);
-	}
-	pthread_mutex_unlock(&ctx->lock);
-	return NULL;
-}
-
-int seer_in_forker(struct seer_ctx *ctx, int (*fn)(void *), void *arg)
-{
-	struct forker_req r = {.fn = fn, .arg = arg};
-	pthread_mutex_lock(&ctx->lock);
-	if (!ctx->forker_started) {
-		pthread_mutex_unlock(&ctx->lock);
-		return fn(arg);   /* no thread (unit tests): run here */
-	}
-	struct forker_req **pp = &ctx->forker_q;
-	while (*pp)
-		pp = &(*pp)->next;
-	*pp = &r;
-	pthread_cond_broadcast(&ctx->forker_cond);
-	while (!r.done)
-		pthread_cond_wait(&ctx->forker_cond, &ctx->lock);
-	pthread_mutex_unlock(&ctx->lock);
-	return r.result;
-}
-
 int seer_ctx_start(struct seer_ctx *ctx)
 {
-	pthread_cond_init(&ctx->forker_cond, NULL);
-	if (pthread_create(&ctx->forker, NULL, forker_main, ctx) == 0)
-		ctx->forker_started = 1;
 	sandbox_recover_all(ctx);
 	return -pthread_create(&ctx->timer, NULL, sandbox_timer_main, ctx);
 }
@@ -209,8 +160,6 @@ void seer_ctx_stop_processes(struct seer_ctx *ctx)
 		sandbox_put(all[i]);
 	}
 	free(all);
-	if (ctx->hooks.stop_helpers)
-		ctx->hooks.stop_helpers(ctx->hooks.arg);
 }
 
 void seer_ctx_close(struct seer_ctx *ctx)
@@ -236,13 +185,7 @@ void seer_ctx_close(struct seer_ctx *ctx)
 		jobs_close_all(sb);   /* jobs reference their sandbox */
 		sandbox_put(sb);
 	}
-	if (ctx->forker_started) {
-		pthread_mutex_lock(&ctx->lock);
-		pthread_cond_broadcast(&ctx->forker_cond);
-		pthread_mutex_unlock(&ctx->lock);
-		pthread_join(ctx->forker, NULL);
-		ctx->forker_started = 0;
-	}
+	seer_providers_cleanup(ctx);
 	if (ctx->lock_fd >= 0)
 		close(ctx->lock_fd);
 }

@@ -12,12 +12,14 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "core/providers/local/idmap.h"
+#include "core/lib/idmap.h"
 
 struct sandbox;
-struct seer_snapshot;
 struct jobio;
-struct forker_req;
+
+/* Slots of per-provider state (core/provider.c's registry has at most this
+ * many providers). */
+#define SEER_PROVIDER_SLOTS 8
 
 /* How core/ tells fs/ that what a file shows changed (for kernel cache
  * invalidation and for pending blocking reads). Set by fs/ at start-up. */
@@ -25,7 +27,6 @@ struct seer_fs_hooks {
 	void (*changed)(void *arg, struct sandbox *sb);    /* state, status, log, jobs */
 	void (*root_gone)(void *arg, struct sandbox *sb);  /* root/ must be dropped */
 	void (*job_started)(void *arg, struct sandbox *sb); /* its files may change now */
-	void (*stop_helpers)(void *arg);                    /* end helper processes (snapshot views) */
 	void *arg;
 };
 
@@ -39,10 +40,10 @@ struct seer_ctx {
 	int lock_fd;            /* flock on state_dir/lock: one daemon per state dir */
 	uid_t uid;              /* the mounting user */
 	gid_t gid;
-	struct seer_idmap ids;  /* the host ids of the sandboxes' ids (core/providers/local/idmap.h) */
+	struct seer_idmap ids;  /* the host ids of the sandboxes' ids (core/lib/idmap.h) */
 	char *idmap_user;       /* -o idmap_user: whose subordinate ids a root seerfs uses */
 
-	pthread_mutex_t lock;   /* protects the lists below and next_serial */
+	pthread_mutex_t lock;   /* protects the list below and next_serial */
 	struct sandbox *sandboxes;
 	uint32_t next_serial;   /* inode-number space: never reused in a session */
 
@@ -50,16 +51,11 @@ struct seer_ctx {
 	pthread_cond_t timer_cond;
 	int stopping;
 
-	/* Sandboxes are forked from this one long-lived thread: bubblewrap sets
-	 * PR_SET_PDEATHSIG, which fires when the *thread* that forked it ends. */
-	pthread_t forker;
-	pthread_cond_t forker_cond;
-	struct forker_req *forker_q;
-	int forker_started;
-
 	struct seer_fs_hooks hooks;
 	struct jobio *jobio;    /* the thread that moves job output to disk (core/jobs.c) */
-	void *ssh;              /* struct seer_remote_ctx: named providers, SSH links (core/providers.h) */
+	/* Each provider's own state, by its place in the registry
+	 * (seer_provider_state, core/provider.h). */
+	void *prov_state[SEER_PROVIDER_SLOTS];
 };
 
 /* Opens (creating) the state directory, takes its lock and loads every
@@ -70,8 +66,6 @@ int seer_ctx_start(struct seer_ctx *ctx);
 /* Ends every sandbox's processes (states stay): used when the mount went
  * away under us. */
 void seer_ctx_stop_processes(struct seer_ctx *ctx);
-/* Runs fn(arg) on the forker thread and returns its result. */
-int seer_in_forker(struct seer_ctx *ctx, int (*fn)(void *), void *arg);
 /* Stops the timer and every sandbox's processes; the state stays on disk. */
 void seer_ctx_close(struct seer_ctx *ctx);
 

@@ -1,10 +1,15 @@
 /*
- * provider.h - the interface every sandbox provider implements.
+ * provider.h - the interface every sandbox provider implements, and the
+ * registry that finds one by its type name.
  *
- * A provider is one const struct of function pointers in a file of its own
- * (provider_local.c, ...), in the manner of curl's TLS backends: the core
- * calls through this table and never knows which provider it holds. Each
- * sandbox keeps its provider's private data in sb->priv.
+ * A provider is one folder, core/providers/NAME/, whose one const struct
+ * seer_provider fills every slot below, in the manner of curl's TLS
+ * backends: the core calls through this table and never knows which
+ * provider it holds. The registry (core/provider.c) has one line per
+ * provider: its type name, the parser of its providers-file entries, its
+ * ops. Each sandbox keeps its provider's private data in sb->priv; each
+ * context keeps one slot of per-provider state (init, cleanup,
+ * seer_provider_state).
  *
  * All functions return 0 or a negative errno; where a person needs to act,
  * they also write a message into err (naming what is missing and what to do).
@@ -20,6 +25,7 @@ struct sandbox;
 struct seer_config;
 struct seer_ctx;
 struct sftp_client;
+struct json_object;
 
 /* A process to start inside a sandbox. */
 struct seer_spawn {
@@ -48,6 +54,12 @@ typedef void (*seer_exit_fn)(struct sandbox *sb, const struct seer_exit *e);
 
 struct seer_provider {
 	const char *name;
+	/* The provider's per-context state, made when the context opens
+	 * (before any sandbox is loaded, and before seerfs forks into the
+	 * background: no threads here) and freed after every sandbox stopped.
+	 * Reached with seer_provider_state. */
+	int (*init)(struct seer_ctx *ctx, void **state);
+	void (*cleanup)(struct seer_ctx *ctx, void *state);
 	/* Refuses what this provider cannot honour (a GPU the host lacks...). */
 	int (*check)(struct sandbox *sb, const struct seer_config *cfg, char *err, size_t errlen);
 	/* Creates (first time) or restarts the sandbox's environment; blocking. */
@@ -99,17 +111,29 @@ struct seer_provider {
 	 * a user can check ("bubblewrap (...)", "NONE: ..."). Called without
 	 * sb->lock held. */
 	void (*isolation)(struct sandbox *sb, char *buf, size_t len);
+	/* A notebook cell's client inside the sandbox, run as "CLIENT --cell"
+	 * (core/sessions/sessions.c), or NULL: the Python client there. */
+	const char *cell_client;
 };
 
-extern const struct seer_provider seer_provider_local;
-extern const struct seer_provider seer_provider_ssh;
+/* Parses one entry of the providers file (the JSON object o, called name,
+ * in file) of the provider's type into *settings, which the provider keeps
+ * for as long as seerfs runs (sandboxes hold plain pointers to it).
+ * -EINVAL with a message naming the file, the entry and the field. */
+typedef int (*seer_entry_parse_fn)(struct seer_ctx *ctx, const char *file, const char *name, struct json_object *o,
+				   const void **settings, char *err, size_t errlen);
 
-/* Finds a provider by the name in a config ("local", or a named provider). */
-const struct seer_provider *seer_provider_find(const char *name);
+/* Makes (init) and frees (cleanup) every provider's per-context state. */
+int seer_providers_init(struct seer_ctx *ctx, char *err, size_t errlen);
+void seer_providers_cleanup(struct seer_ctx *ctx);
+/* The per-context state of provider p (what its init made). */
+void *seer_provider_state(struct seer_ctx *ctx, const struct seer_provider *p);
 
-/* Built-in name, or an entry of the providers file: *prov and its *settings
- * (NULL for built-ins; immortal, see core/providers.h). -ENOENT/-EINVAL with
- * a message in err (no sandbox name in it: the caller adds it). */
+/* Built-in name ("local"), or an entry of the providers file
+ * (-o providers=FILE, read again on every call so that an edit applies to
+ * the next sandbox): *prov and its *settings (NULL for built-ins).
+ * -ENOENT/-EINVAL with a message in err (no sandbox name in it: the caller
+ * adds it). */
 int seer_provider_resolve(struct seer_ctx *ctx, const char *name, const struct seer_provider **prov,
 			  const void **settings, char *err, size_t errlen);
 

@@ -55,7 +55,7 @@ struct sandbox {
 	struct seer_config cfg;        /* parsed effective_text, else config_text */
 	const struct seer_provider *prov;
 	void *priv;                    /* the provider's */
-	const void *prov_settings;     /* named provider's entry (core/providers.h); NULL for local */
+	const void *prov_settings;     /* its providers-file entry, as its type parsed it; NULL for built-ins */
 	uint64_t deadline_ns;          /* timeout; 0 = none */
 	int busy_op;                   /* a provisioning/terminating thread runs */
 	volatile int cancel;           /* ask provisioning to stop */

@@ -19,7 +19,7 @@
 #include <stddef.h>
 #include <sys/stat.h>
 
-#include "core/providers/local/idmap.h"
+#include "core/lib/idmap.h"
 
 #define WALK_FOLLOW 0x1     /* follow symlinks (a host tree of links on purpose: the hub cache) */
 #define WALK_ONE_FS 0x2     /* never cross into another mount (RESOLVE_NO_XDEV) */

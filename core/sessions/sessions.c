@@ -526,12 +526,12 @@ int sessions_cell_start(struct sandbox *sb, uint32_t id, const char *code, size_
 		if (s->pending)
 			sbuf_printf(&e5, "SEERFS_NOTE=seerfs: %s", s->pending);
 		char *env[] = {e1.data, e2.data, e3.data, e4.data, e5.data, NULL};
-		/* The local provider's sandboxes have the agent binary, whose
-		 * --cell mode starts in a millisecond; elsewhere the same
-		 * client in Python. */
-		char *argv_c[] = {"/.seerfs/agent", "--cell", NULL};
+		/* A provider may have a native client in its sandboxes (the
+		 * local one's agent binary, whose --cell mode starts in a
+		 * millisecond); elsewhere the same client in Python. */
+		char *argv_c[] = {(char *)(sb->prov ? sb->prov->cell_client : NULL), "--cell", NULL};
 		char *argv_py[] = {"python3", "-I", "-S", "-c", (char *)seer_cell_py, NULL};
-		char **argv = sb->prov == &seer_provider_local ? argv_c : argv_py;
+		char **argv = argv_c[0] ? argv_c : argv_py;
 		struct job_spawn_opts o = {.argv = argv, .env = env, .python = 1};
 		/* An empty cell is a cell (Jupyter runs it): its job shows it as a
 		 * blank line, since a job's command cannot be empty. */

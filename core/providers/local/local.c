@@ -1,5 +1,5 @@
 /*
- * provider_local.c - the `local` provider: sandboxes on this machine,
+ * local.c - the `local` provider: sandboxes on this machine,
  * isolated by Linux namespaces through bubblewrap.
  *
  * Start-up of one sandbox:
@@ -15,7 +15,8 @@
  *   the sandbox's files through /proc/AGENT/root, exactly as its processes
  *   see them, and runs commands by asking the agent over a socket.
  */
-#include "core/provider.h"
+#include "core/providers/local/local.h"
+#include "core/providers/local/forker.h"
 #include "core/lib/walk.h"
 #include "core/providers/local/agentproto.h"
 #include "core/jobs.h"
@@ -833,7 +834,7 @@ static int local_start(struct sandbox *sb, const struct seer_config *cfg, char *
 		sbuf_printf(&procs, "%s/cgroup.procs", l->fz.dir);
 		fa.cgroup_procs = procs.data;
 	}
-	pid_t pid = seer_in_forker(sb->ctx, fork_sandbox, &fa);
+	pid_t pid = local_in_forker(sb->ctx, fork_sandbox, &fa);
 	up[1] = down[0] = -1;   /* fork_sandbox closed them */
 	sbuf_free(&procs);
 	int errfd = fa.errfd;
@@ -1121,6 +1122,8 @@ static void local_isolation(struct sandbox *sb, char *buf, size_t len)
 
 const struct seer_provider seer_provider_local = {
 	.name = "local",
+	.init = local_state_init,
+	.cleanup = local_state_cleanup,
 	.check = local_check,
 	.start = local_start,
 	.stop = local_stop,
@@ -1132,4 +1135,5 @@ const struct seer_provider seer_provider_local = {
 	.busy = local_busy,
 	.release = local_release,
 	.isolation = local_isolation,
+	.cell_client = "/.seerfs/agent",
 };

@@ -1,10 +1,10 @@
 /*
- * provider_ssh.c - the `ssh` provider: sandboxes on another machine, reached
+ * ssh.c - the `ssh` provider: sandboxes on another machine, reached
  * over one SSH connection per provider entry (core/lib/sshconn.c), with files
  * over SFTP (core/lib/sftp.c, used by fs/root/sftpfs.c through root_remote) and
  * commands over exec channels (core/lib/sshexec.c). See docs/ssh.md.
  *
- * Modes (providers.h): "host" makes each sandbox a directory WORKDIR/NAME on
+ * Modes (entry.h): "host" makes each sandbox a directory WORKDIR/NAME on
  * the remote host, with workspace/, tmp/ and root/ inside, and runs its
  * commands under bubblewrap there when the host has a working one (else as
  * the remote user in that directory, and the log says so); "direct" takes
@@ -41,8 +41,7 @@
  * WORKDIR/.seerfs-snapshots/SNAP made by one remote script that stops the
  * sandbox's processes for the copy; see the "snapshots" section below.
  */
-#include "core/provider.h"
-#include "core/providers.h"
+#include "core/providers/ssh/ssh.h"
 #include "core/jobs.h"
 #include "core/sandbox.h"
 #include "core/lib/seccomp_filter.h"
@@ -96,7 +95,7 @@ struct host_probe {
 
 /* One per provider entry: the shared connection and its reconnect thread. */
 struct ssh_host {
-	const struct seer_provider_entry *ent;
+	const struct ssh_entry *ent;
 	pthread_mutex_t lock;        /* everything below but sbs */
 	pthread_cond_t cond;         /* CLOCK_MONOTONIC (ssh_cond_init) */
 	struct ssh_conn *conn;              /* current link, possibly dead */
@@ -171,7 +170,7 @@ static int confined_probe(struct sandbox *sb, struct ssh_sb *s, char *err, size_
 static void confined_drop(struct ssh_sb *s);
 static int snap_prepare_root(struct sandbox *sb, const char *root, char *err, size_t n);
 
-static const struct seer_provider_entry *entry_of(struct sandbox *sb)
+static const struct ssh_entry *entry_of(struct sandbox *sb)
 {
 	return sb->prov_settings;
 }
@@ -193,7 +192,7 @@ static int signal_number(const char *name)
 	return SIGKILL;
 }
 
-static void describe(const struct seer_provider_entry *e, char *buf, size_t n)
+static void describe(const struct ssh_entry *e, char *buf, size_t n)
 {
 	snprintf(buf, n, "%s@%s:%d (provider %s)", e->user, e->host, e->port, e->name);
 }
@@ -246,7 +245,7 @@ static int sftp_mkdir_p(struct sftp_client *s, const char *path, uint32_t mode)
 
 /* The provider's work directory on the host, absolute (a relative one is
  * under the remote user's home, where SFTP starts), made if missing. */
-static int workdir_abs(struct sftp_client *cli, const struct seer_provider_entry *e, char *out, size_t n)
+static int workdir_abs(struct sftp_client *cli, const struct ssh_entry *e, char *out, size_t n)
 {
 	char *wd = NULL;
 	int r;
@@ -306,7 +305,7 @@ static int sftp_put_atomic(struct sftp_client *cli, const char *dir, const char 
  * in WORKDIR/ISO_DIR (0700, the files 0600, all the remote user's) once per
  * link. What cannot be done is recorded in p->iso_err, and every sandbox
  * that would run there unfiltered is refused with it (ssh_start). */
-static void iso_place(struct sftp_client *cli, const struct seer_provider_entry *e, struct host_probe *p)
+static void iso_place(struct sftp_client *cli, const struct ssh_entry *e, struct host_probe *p)
 {
 	char ferr[256] = "";
 	int fd = p->machine[0] ? seer_seccomp_fd(p->machine, ferr, sizeof(ferr)) : -ENOTSUP;
@@ -392,7 +391,7 @@ static void probe_parse(const struct sbuf *out, struct host_probe *p)
  * and place the filter there. Runs on the reconnect thread without h->lock. */
 static int host_try(struct ssh_host *h, struct ssh_conn **oc, struct sftp_client **os, struct host_probe *p, char *err, size_t n)
 {
-	const struct seer_provider_entry *e = h->ent;
+	const struct ssh_entry *e = h->ent;
 	struct ssh_conn_opts o = {.host = e->host, .port = e->port, .user = e->user, .identity_file = e->identity_file,
 			   .use_agent = e->use_agent, .known_hosts = e->known_hosts, .timeout_ms = e->timeout_ms};
 	struct ssh_conn *c = NULL;
@@ -517,12 +516,12 @@ static void *host_main(void *arg)
 }
 
 /* The connection of an entry (created on first use). */
-static struct ssh_host *host_get(struct seer_ctx *ctx, const struct seer_provider_entry *ce)
+static struct ssh_host *host_get(struct seer_ctx *ctx, const struct ssh_entry *ce)
 {
-	struct seer_remote_ctx *rc = seer_remote_ctx(ctx);
+	struct ssh_state *rc = ssh_state_of(ctx);
 	/* The entry is interned and immortal; its conn field is ours and set
 	 * once under the remote context's lock. */
-	struct seer_provider_entry *e = (struct seer_provider_entry *)ce;
+	struct ssh_entry *e = (struct ssh_entry *)ce;
 	pthread_mutex_lock(&rc->lock);
 	if (!e->conn) {
 		struct ssh_host *h = xcalloc(1, sizeof(*h));
@@ -648,7 +647,7 @@ static struct ssh_sb *priv_of(struct sandbox *sb)
  * need a place for /models, which only host mode has. */
 static int check_models(struct sandbox *sb, const struct seer_config *cfg, char *err, size_t n)
 {
-	const struct seer_provider_entry *e = entry_of(sb);
+	const struct ssh_entry *e = entry_of(sb);
 	if (!cfg->n_models || e->mode != SEER_SSH_DIRECT)
 		return 0;
 	snprintf(err, n,
@@ -659,7 +658,7 @@ static int check_models(struct sandbox *sb, const struct seer_config *cfg, char 
 
 static int ssh_check(struct sandbox *sb, const struct seer_config *cfg, char *err, size_t n)
 {
-	const struct seer_provider_entry *e = entry_of(sb);
+	const struct ssh_entry *e = entry_of(sb);
 	if (!e) {
 		snprintf(err, n, "sandbox %s: provider \"%s\" has no settings; write config.json again", sb->name,
 			 cfg->provider);
@@ -732,7 +731,7 @@ static int start_models(struct sandbox *sb, struct ssh_conn *c, struct sftp_clie
 			int bwrap, char *err, size_t n)
 {
 	struct ssh_sb *s = priv_of(sb);
-	const struct seer_provider_entry *e = entry_of(sb);
+	const struct ssh_entry *e = entry_of(sb);
 	struct ssh_models_host mh = {.sb = sb, .conn = c, .sftp = cli, .host = e->host, .workdir = workdir,
 				     .root = root, .bwrap = bwrap, .timeout_ms = e->timeout_ms};
 	struct ssh_models m = {0};
@@ -751,7 +750,7 @@ static int start_models(struct sandbox *sb, struct ssh_conn *c, struct sftp_clie
 
 static int ssh_start(struct sandbox *sb, const struct seer_config *cfg, char *err, size_t n)
 {
-	const struct seer_provider_entry *e = entry_of(sb);
+	const struct ssh_entry *e = entry_of(sb);
 	struct ssh_sb *s = priv_of(sb);
 	struct ssh_host *h = host_of(sb);
 	if (s->h != h) {   /* a new config may name another entry */
@@ -1094,7 +1093,7 @@ static void host_path(struct ssh_sb *s, const char *p, struct sbuf *out)
 }
 
 /* The kernel's shared state under each bwrap's /proc, as the local
- * provider masks it (provider_local.c, add_proc_masks): read-only binds of
+ * provider masks it (core/providers/local/local.c, add_proc_masks): read-only binds of
  * the host's own, and an empty file or directory over what must not be
  * read at all. Only what the host has: bwrap cannot make a /proc entry. */
 static const char proc_ro[] = "bus fs irq sys sysrq-trigger";
@@ -1192,7 +1191,7 @@ static int env_name_ok(const char *kv)
 }
 
 /* The script the wrapper evals: pid line, cwd, environment, exec. */
-static void build_script(struct ssh_sb *s, const struct seer_provider_entry *e, const struct seer_spawn *req,
+static void build_script(struct ssh_sb *s, const struct ssh_entry *e, const struct seer_spawn *req,
 			 const char *sigmark, struct sbuf *b)
 {
 	const char *cwd = req->cwd ? req->cwd : "/workspace";
@@ -1292,7 +1291,7 @@ static void agent_exit(void *ud, int pid, int status, const char *why)
  * -errno. */
 static int agent_acquire(struct sandbox *sb, struct ssh_sb *s, struct ssh_agent **out, char *err, size_t n)
 {
-	const struct seer_provider_entry *e = entry_of(sb);
+	const struct ssh_entry *e = entry_of(sb);
 	struct ssh_conn *c;
 	int r = host_acquire(sb, &c, NULL, NULL, err, n);
 	if (r < 0)
@@ -1416,7 +1415,7 @@ static void probe_path(const struct sbuf *out, char *path, size_t n)
  * subsystem (and the log says so). */
 static int confined_probe(struct sandbox *sb, struct ssh_sb *s, char *err, size_t n)
 {
-	const struct seer_provider_entry *e = entry_of(sb);
+	const struct ssh_entry *e = entry_of(sb);
 	pthread_mutex_lock(&s->lock);
 	int bwrap = s->bwrap;
 	s->confined = 0;
@@ -1510,7 +1509,7 @@ static void confined_log_failure(struct sandbox *sb, struct ssh_sb *s, const cha
 /* The sandbox's SFTP client on the current link, started if need be. */
 static int confined_client(struct sandbox *sb, struct ssh_sb *s, struct sftp_client **out)
 {
-	const struct seer_provider_entry *e = entry_of(sb);
+	const struct ssh_entry *e = entry_of(sb);
 	char err[SSH_ERRMSG_LEN];
 	struct ssh_conn *c;
 	int r = host_acquire(sb, &c, NULL, NULL, err, sizeof(err));
@@ -1602,7 +1601,7 @@ static void host_watch_confined(struct ssh_host *h)
  * runs, which reads the real script from stdin (byte-wise, so the job's own
  * stdin stays unread) up to a random marker line and evals it in that very
  * process; in script that script and the marker. */
-static void channel_command(struct ssh_sb *s, const struct seer_provider_entry *e, const struct seer_spawn *req,
+static void channel_command(struct ssh_sb *s, const struct ssh_entry *e, const struct seer_spawn *req,
 			    struct ssh_job *j, struct sbuf *w, struct sbuf *script)
 {
 	unsigned char rnd[12];
@@ -1627,7 +1626,7 @@ static void channel_command(struct ssh_sb *s, const struct seer_provider_entry *
 static int ssh_spawn(struct sandbox *sb, const struct seer_spawn *req, int *pid, char *err, size_t n)
 {
 	struct ssh_sb *s = priv_of(sb);
-	const struct seer_provider_entry *e = entry_of(sb);
+	const struct ssh_entry *e = entry_of(sb);
 	reap(s, 0);
 	pthread_mutex_lock(&s->lock);
 	int running = s->running;
@@ -1793,7 +1792,7 @@ static int ssh_stop(struct sandbox *sb)
 
 static int ssh_destroy(struct sandbox *sb)
 {
-	const struct seer_provider_entry *e = entry_of(sb);
+	const struct ssh_entry *e = entry_of(sb);
 	struct ssh_sb *s = priv_of(sb);
 	if (!e || e->mode == SEER_SSH_DIRECT || !s->h)
 		return 0;   /* the endpoint is not ours to delete */
@@ -2045,7 +2044,7 @@ static void snap_store_of(const char *root, char *out, size_t n)
 
 static int ssh_snap_take(struct sandbox *sb, const char *snap, struct seer_snap_taken *out, char *err, size_t n)
 {
-	const struct seer_provider_entry *e = entry_of(sb);
+	const struct ssh_entry *e = entry_of(sb);
 	struct ssh_sb *s = priv_of(sb);
 	if (!e || e->mode == SEER_SSH_DIRECT) {
 		snprintf(err, n, "sandbox %s: snapshot %s: provider %s is in mode direct, where the SSH endpoint itself is the sandbox; seerfs neither copies nor deletes anything there, so it takes no snapshots: use mode host for snapshots",
@@ -2102,7 +2101,7 @@ static int ssh_snap_take(struct sandbox *sb, const char *snap, struct seer_snap_
 static int ssh_snap_remove(struct seer_ctx *ctx, const void *settings, const char *snap, const char *where, char *err,
 			   size_t n)
 {
-	const struct seer_provider_entry *e = settings;
+	const struct ssh_entry *e = settings;
 	if (!e || !snap_where_ok(where, snap)) {
 		snprintf(err, n, "%s is not a snapshot's place in a %s directory; the snapshot's info.json is damaged, remove the copy by hand",
 			 where, SNAP_STORE);
@@ -2134,7 +2133,7 @@ static int ssh_snap_remove(struct seer_ctx *ctx, const void *settings, const cha
 static int ssh_snap_remote(struct seer_ctx *ctx, const void *settings, const char *where, struct sftp_client **cli,
 			   char *root, size_t len, char *err, size_t n)
 {
-	const struct seer_provider_entry *e = settings;
+	const struct ssh_entry *e = settings;
 	if (!e || !snap_where_ok(where, NULL)) {
 		snprintf(err, n, "%s is not a snapshot's place in a %s directory; the snapshot's info.json is damaged", where,
 			 SNAP_STORE);
@@ -2158,7 +2157,7 @@ static int ssh_snap_remote(struct seer_ctx *ctx, const void *settings, const cha
  * local provider keeps its upper dir). */
 static int snap_prepare_root(struct sandbox *sb, const char *root, char *err, size_t n)
 {
-	const struct seer_provider_entry *e = entry_of(sb);
+	const struct ssh_entry *e = entry_of(sb);
 	if (e->mode == SEER_SSH_DIRECT && sb->cfg.snapshot) {
 		snprintf(err, n, "sandbox %s: config field \"snapshot\": provider %s is in mode direct, where the SSH endpoint itself is the sandbox; seerfs copies nothing onto it, so it cannot start from snapshot %s: use a provider in mode host",
 			 sb->name, e->name, sb->cfg.snapshot);
@@ -2258,7 +2257,7 @@ static void ssh_release(struct sandbox *sb)
 /* What start logged, for status: the truth about a remote sandbox's walls. */
 static void ssh_isolation(struct sandbox *sb, char *buf, size_t len)
 {
-	const struct seer_provider_entry *e = entry_of(sb);
+	const struct ssh_entry *e = entry_of(sb);
 	struct ssh_sb *s = sb->priv;   /* not priv_of: status must not create it */
 	if (!e || !s) {
 		snprintf(buf, len, "unknown (not started)");
@@ -2281,6 +2280,8 @@ static void ssh_isolation(struct sandbox *sb, char *buf, size_t len)
 
 const struct seer_provider seer_provider_ssh = {
 	.name = "ssh",
+	.init = ssh_state_init,
+	.cleanup = ssh_state_cleanup,
 	.check = ssh_check,
 	.start = ssh_start,
 	.stop = ssh_stop,
@@ -2296,4 +2297,5 @@ const struct seer_provider seer_provider_ssh = {
 	.busy = ssh_busy,
 	.release = ssh_release,
 	.isolation = ssh_isolation,
+	.cell_client = NULL,   /* the Python client */
 };

@@ -1,5 +1,5 @@
 /*
- * providers.c - reading the providers file (see providers.h).
+ * entry.c - the ssh provider's providers-file entries (see entry.h).
  *
  * Entries are interned rather than owned by a sandbox: a sandbox's config
  * can change, a restart can resolve it again, and the ssh provider keys its
@@ -7,7 +7,8 @@
  * of that free of lifetime questions at the cost of a few bytes per edit
  * of the file.
  */
-#include "core/providers.h"
+#include "core/providers/ssh/entry.h"
+#include "core/providers/ssh/ssh.h"
 #include "core/ctx.h"
 #include "core/lib/util.h"
 
@@ -18,17 +19,26 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct seer_remote_ctx *seer_remote_ctx(struct seer_ctx *ctx)
+int ssh_state_init(struct seer_ctx *ctx, void **state)
 {
-	pthread_mutex_lock(&ctx->lock);
-	if (!ctx->ssh) {
-		struct seer_remote_ctx *r = xcalloc(1, sizeof(*r));
-		pthread_mutex_init(&r->lock, NULL);
-		ctx->ssh = r;
-	}
-	struct seer_remote_ctx *r = ctx->ssh;
-	pthread_mutex_unlock(&ctx->lock);
-	return r;
+	struct ssh_state *st = xcalloc(1, sizeof(*st));
+	pthread_mutex_init(&st->lock, NULL);
+	*state = st;
+	return 0;
+}
+
+void ssh_state_cleanup(struct seer_ctx *ctx, void *state)
+{
+	/* Nothing is freed: the entries are immortal by design (sandboxes and
+	 * connection threads hold plain pointers to them, see above), and the
+	 * connection threads end with the process. */
+	(void)ctx;
+	(void)state;
+}
+
+struct ssh_state *ssh_state_of(struct seer_ctx *ctx)
+{
+	return seer_provider_state(ctx, &seer_provider_ssh);
 }
 
 static const char *home_of(struct seer_ctx *ctx)
@@ -59,7 +69,7 @@ static int same_str(const char *a, const char *b)
 	return (!a && !b) || (a && b && !strcmp(a, b));
 }
 
-static int same_entry(const struct seer_provider_entry *a, const struct seer_provider_entry *b)
+static int same_entry(const struct ssh_entry *a, const struct ssh_entry *b)
 {
 	return same_str(a->name, b->name) && same_str(a->type, b->type) && same_str(a->host, b->host) &&
 	       a->port == b->port && same_str(a->user, b->user) && same_str(a->identity_file, b->identity_file) &&
@@ -68,7 +78,7 @@ static int same_entry(const struct seer_provider_entry *a, const struct seer_pro
 	       a->exec_channel == b->exec_channel;
 }
 
-static void entry_free(struct seer_provider_entry *e)
+static void entry_free(struct ssh_entry *e)
 {
 	free(e->name);
 	free(e->type);
@@ -88,8 +98,8 @@ static const char *str_field(struct json_object *o, const char *k)
 	return json_object_get_string(v);
 }
 
-static int parse_entry(struct seer_ctx *ctx, const char *file, const char *name, struct json_object *o,
-		       struct seer_provider_entry **out, char *err, size_t n)
+static int parse_fields(struct seer_ctx *ctx, const char *file, const char *name, struct json_object *o,
+			struct ssh_entry **out, char *err, size_t n)
 {
 	static const char *const known[] = {"type", "host", "port", "user", "identity_file", "agent",
 					    "known_hosts", "workdir", "mode", "timeout", "exec", NULL};
@@ -107,19 +117,14 @@ static int parse_entry(struct seer_ctx *ctx, const char *file, const char *name,
 			return -EINVAL;
 		}
 	}
-	const char *type = str_field(o, "type");
-	if (!type || strcmp(type, "ssh")) {
-		snprintf(err, n, "providers file %s: entry \"%s\": field \"type\" must be \"ssh\"%s%s", file, name,
-			 type ? ", not " : " (missing)", type ? type : "");
-		return -EINVAL;
-	}
+	const char *type = "ssh";   /* core/provider.c chose this parser by it */
 	const char *host = str_field(o, "host");
 	if (!host || !*host) {
 		snprintf(err, n, "providers file %s: entry \"%s\": field \"host\" is missing; add the SSH host name",
 			 file, name);
 		return -EINVAL;
 	}
-	struct seer_provider_entry *e = xcalloc(1, sizeof(*e));
+	struct ssh_entry *e = xcalloc(1, sizeof(*e));
 	e->name = xstrdup(name);
 	e->type = xstrdup(type);
 	e->host = xstrdup(host);
@@ -176,7 +181,7 @@ static int parse_entry(struct seer_ctx *ctx, const char *file, const char *name,
 		return -EINVAL;
 	}
 	/* "agent": a sandbox's commands go through its resident agent where
-	 * it can run (provider_ssh.c); "channel": each gets an exec channel
+	 * it can run (ssh.c); "channel": each gets an exec channel
 	 * and a bubblewrap of its own, as a host without a usable perl does. */
 	const char *ex = str_field(o, "exec");
 	if (ex && strcmp(ex, "agent") && strcmp(ex, "channel")) {
@@ -204,55 +209,26 @@ static int parse_entry(struct seer_ctx *ctx, const char *file, const char *name,
 	return 0;
 }
 
-int seer_providers_lookup(struct seer_ctx *ctx, const char *name, const struct seer_provider_entry **out,
-			  char *err, size_t n)
+int ssh_entry_parse(struct seer_ctx *ctx, const char *file, const char *name, struct json_object *o,
+		    const void **settings, char *err, size_t n)
 {
-	const char *file = ctx->providers_file ? ctx->providers_file : "(none)";
-	char *text = NULL;
-	size_t len = 0;
-	int r = ctx->providers_file ? read_file(ctx->providers_file, 1 << 20, &text, &len) : -ENOENT;
-	if (r < 0) {
-		snprintf(err, n,
-			 "no provider named \"%s\": the providers file %s cannot be read (%s); built in is only \"local\", others are named there (docs/ssh.md)",
-			 name, file, strerror(-r));
-		return -ENOENT;
-	}
-	struct json_tokener *tok = json_tokener_new();
-	struct json_object *root = json_tokener_parse_ex(tok, text, (int)len);
-	enum json_tokener_error je = json_tokener_get_error(tok);
-	json_tokener_free(tok);
-	free(text);
-	if (!root || je != json_tokener_success || !json_object_is_type(root, json_type_object)) {
-		snprintf(err, n, "providers file %s is not a JSON object%s%s; fix it", file,
-			 je != json_tokener_success ? ": " : "", je != json_tokener_success ? json_tokener_error_desc(je) : "");
-		json_object_put(root);
-		return -EINVAL;
-	}
-	struct json_object *o;
-	if (!json_object_object_get_ex(root, name, &o)) {
-		snprintf(err, n, "no provider named \"%s\" in the providers file %s (built in: local); add it there", name,
-			 file);
-		json_object_put(root);
-		return -ENOENT;
-	}
-	struct seer_provider_entry *e = NULL;
-	r = parse_entry(ctx, file, name, o, &e, err, n);
-	json_object_put(root);
+	struct ssh_entry *e = NULL;
+	int r = parse_fields(ctx, file, name, o, &e, err, n);
 	if (r < 0)
 		return r;
-	struct seer_remote_ctx *rc = seer_remote_ctx(ctx);
-	pthread_mutex_lock(&rc->lock);
-	for (struct seer_provider_entry *x = rc->entries; x; x = x->next) {
+	struct ssh_state *st = ssh_state_of(ctx);
+	pthread_mutex_lock(&st->lock);
+	for (struct ssh_entry *x = st->entries; x; x = x->next) {
 		if (same_entry(x, e)) {
 			entry_free(e);
-			*out = x;
-			pthread_mutex_unlock(&rc->lock);
+			*settings = x;
+			pthread_mutex_unlock(&st->lock);
 			return 0;
 		}
 	}
-	e->next = rc->entries;
-	rc->entries = e;
-	pthread_mutex_unlock(&rc->lock);
-	*out = e;
+	e->next = st->entries;
+	st->entries = e;
+	pthread_mutex_unlock(&st->lock);
+	*settings = e;
 	return 0;
 }

@@ -8,7 +8,7 @@
  * 65536-aligned block above every range in either file (at least 100000):
  * the same choice Docker makes for its `dockremap` user.
  */
-#include "core/providers/local/idmap.h"
+#include "core/lib/idmap.h"
 #include "core/lib/util.h"
 
 #include <errno.h>
