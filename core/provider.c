@@ -60,6 +60,25 @@ void *seer_provider_state(struct seer_ctx *ctx, const struct seer_provider *p)
 	return NULL;
 }
 
+void seer_start_free(struct seer_start *in)
+{
+	for (size_t i = 0; i < in->n_models; i++) {
+		free(in->models[i].dir);
+		free(in->models[i].commit);
+		free(in->models[i].mount);
+	}
+	for (size_t i = 0; i < in->n_binds; i++) {
+		free(in->binds[i].host);
+		free(in->binds[i].inside);
+	}
+	free(in->models);
+	free(in->binds);
+	free((char *)in->snap.name);
+	free((char *)in->snap.where);
+	free((char *)in->snap.layers);
+	memset(in, 0, sizeof(*in));
+}
+
 /* "ssh" or "\"a\" or \"b\"": the types an entry may have. */
 static void entry_types(struct sbuf *b)
 {

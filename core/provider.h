@@ -19,12 +19,13 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 struct sandbox;
 struct seer_config;
 struct seer_ctx;
-struct sftp_client;
+struct seer_root;
 struct json_object;
 
 /* A process to start inside a sandbox. */
@@ -43,12 +44,46 @@ struct seer_exit {
 	uint64_t utime_us, stime_us;
 };
 
-/* What a provider that keeps snapshots itself reports about one it took. */
+/* What a provider reports about a snapshot it took. */
 struct seer_snap_taken {
-	char where[2048];        /* its location in the provider's store (info.json "where") */
+	char where[2048];        /* its location in the provider's store (info.json "where"); "": the layer */
 	uint64_t bytes, entries; /* size of its files, and how many entries */
 	double frozen_s;         /* how long the sandbox's processes were stopped */
 };
+
+/* A snapshot as the catalog (core/snapshot.c) knows it. */
+struct seer_snap_ref {
+	const char *name;
+	const char *where;       /* where its provider keeps it; "" : in the state directory */
+	const char *layers;      /* in the state directory: its layer dirs, ':' separated, newest first */
+};
+
+/* A hub model provisioning downloaded (core/provision.c), in the cache of
+ * this machine. */
+struct seer_start_model {
+	char *dir;               /* CACHE/models--ORG--NAME */
+	char *commit;            /* its snapshot there (snapshots/COMMIT) */
+	char *mount;             /* its name under /models */
+};
+
+/* A host directory the sandbox is shown read-only (providers with
+ * host_binds: pip's settings name it). */
+struct seer_bind {
+	char *host;              /* real path on this machine */
+	char *inside;            /* where the sandbox sees it */
+};
+
+/* What the core resolved before start: the provider need not ask. */
+struct seer_start {
+	struct seer_start_model *models;   /* in the order of the config, bases after their PEFT model */
+	size_t n_models;
+	struct seer_bind *binds;
+	size_t n_binds;
+	struct seer_snap_ref snap;   /* the snapshot it is restored from; name NULL: none */
+};
+
+/* Frees what a struct seer_start holds. */
+void seer_start_free(struct seer_start *in);
 
 typedef void (*seer_exit_fn)(struct sandbox *sb, const struct seer_exit *e);
 
@@ -62,17 +97,25 @@ struct seer_provider {
 	void (*cleanup)(struct seer_ctx *ctx, void *state);
 	/* Refuses what this provider cannot honour (a GPU the host lacks...). */
 	int (*check)(struct sandbox *sb, const struct seer_config *cfg, char *err, size_t errlen);
-	/* Creates (first time) or restarts the sandbox's environment; blocking. */
-	int (*start)(struct sandbox *sb, const struct seer_config *cfg, char *err, size_t errlen);
+	/* Creates (first time) or restarts the sandbox's environment, with
+	 * the models, binds and snapshot in `in`; blocking. */
+	int (*start)(struct sandbox *sb, const struct seer_config *cfg, const struct seer_start *in, char *err,
+		     size_t errlen);
 	/* Ends every process of the sandbox; its files stay. */
 	int (*stop)(struct sandbox *sb);
 	/* Removes the sandbox's files for good (after stop). */
 	int (*destroy)(struct sandbox *sb);
-	/* An O_PATH fd on "/" as the sandbox's processes see it; -ENOTCONN when not running. */
-	int (*root_fd)(struct sandbox *sb);
-	/* Remote providers instead: the SFTP client and the path on the remote
-	 * host that root/ shows (NULL for providers with a root_fd). */
-	int (*root_remote)(struct sandbox *sb, struct sftp_client **cli, char *root, size_t len);
+	/* The sandbox's files as its processes see them, for root/
+	 * (core/root.h: an fd on its "/", or an SFTP client and a path);
+	 * -ENOTCONN when not running. */
+	int (*root)(struct sandbox *sb, struct seer_root *out);
+	/* For a root that is not an fd (an fd's the core copies into itself,
+	 * walking by fd): copies the host file or directory open as sfd (st:
+	 * its stat) to /REL in the sandbox through root (one this provider
+	 * handed out), making REL's missing parents; *bad may name the entry
+	 * that failed. -ENOTSUP for providers whose roots are fds. */
+	int (*copy_in)(struct sandbox *sb, const struct seer_root *root, int sfd, const struct stat *st, const char *rel,
+		       char *bad, size_t badn);
 	/* Starts a process; *pid receives its id as the provider names it. */
 	int (*spawn)(struct sandbox *sb, const struct seer_spawn *req, int *pid, char *err, size_t errlen);
 	/* Signals a spawned process, or with tree set its whole process tree. */
@@ -80,29 +123,29 @@ struct seer_provider {
 	/* Stops (freeze=1) or resumes (0) every process of the sandbox. */
 	int (*freeze)(struct sandbox *sb, int freeze);
 	/*
-	 * Snapshots kept by the provider itself (remote providers). NULL
-	 * snap_take: the core copies the sandbox's local overlay instead
-	 * (freeze above), and the snapshot lives in the state directory.
-	 *
-	 * snap_take copies the running sandbox's files into the provider's
-	 * store as snapshot snap, its processes stopped for the copy and
-	 * resumed on every path; it returns once the copy is durable and
-	 * complete under its final name, and leaves nothing behind on failure
-	 * (-ENOSPC passes through). -ENOTSUP with a message where this
-	 * sandbox cannot be snapshotted. Restoring is part of start: there
-	 * snapshot_source (core/snapshot.h) says where the snapshot the
-	 * config names is kept, or refuses one taken on another provider.
+	 * Snapshots. snap_take copies the running sandbox's files as snapshot
+	 * snap, its processes stopped for the copy and resumed on every path:
+	 * into layer (STATE/snapshots/SNAP.tmp/layer, not made yet) for a
+	 * provider whose snapshots live in the state directory (out->where
+	 * left empty), or into the provider's own store, out->where saying
+	 * where. It returns once the copy is durable and complete, and leaves
+	 * nothing behind in its store on failure (-ENOSPC passes through).
+	 * -ENOTSUP with a message where this sandbox cannot be snapshotted.
+	 * The catalog (core/snapshot.c) writes info.json around it. Restoring
+	 * is part of start (struct seer_start's snap).
 	 */
-	int (*snap_take)(struct sandbox *sb, const char *snap, struct seer_snap_taken *out, char *err, size_t errlen);
+	int (*snap_take)(struct sandbox *sb, const char *snap, const char *layer, struct seer_snap_taken *out, char *err,
+			 size_t errlen);
 	/* Deletes the snapshot stored at where (settings: the provider entry
 	 * it was taken on; the snapshot outlives its sandbox). A copy already
 	 * gone counts as deleted. */
 	int (*snap_remove)(struct seer_ctx *ctx, const void *settings, const char *snap, const char *where, char *err,
 			   size_t errlen);
-	/* The SFTP client and path on the remote host under which the
-	 * snapshot stored at where can be read (MOUNT/snapshots/NAME/root/). */
-	int (*snap_remote)(struct seer_ctx *ctx, const void *settings, const char *where, struct sftp_client **cli,
-			   char *root, size_t len, char *err, size_t errlen);
+	/* The files of a snapshot taken on this provider, read-only, for
+	 * MOUNT/snapshots/NAME/root/ (core/root.h). settings: as for
+	 * snap_remove. */
+	int (*snap_root)(struct seer_ctx *ctx, const void *settings, const struct seer_snap_ref *snap,
+			 struct seer_root *out, char *err, size_t errlen);
 	/* Whether any process other than the provider's own is alive. */
 	int (*busy)(struct sandbox *sb);
 	/* Frees sb->priv (the sandbox object is going away). */
@@ -114,6 +157,10 @@ struct seer_provider {
 	/* A notebook cell's client inside the sandbox, run as "CLIENT --cell"
 	 * (core/sessions/sessions.c), or NULL: the Python client there. */
 	const char *cell_client;
+	/* 1: the sandbox runs on this machine and is shown host directories
+	 * read-only (models, pip's settings' directories); 0: they are copied
+	 * to where it runs. */
+	int host_binds;
 };
 
 /* Parses one entry of the providers file (the JSON object o, called name,

@@ -11,10 +11,10 @@
  * planted inside can never redirect a write onto the host.
  */
 #include "core/provision.h"
-#include "core/providers/ssh/upload.h"
 #include "core/config.h"
 #include "core/lib/hf.h"
 #include "core/provider.h"
+#include "core/root.h"
 #include "core/sandbox.h"
 #include "core/lib/util.h"
 #include "core/lib/walk.h"
@@ -542,16 +542,14 @@ static void host_path(struct sandbox *sb, const char *p, char *out, size_t n)
 /* Where local_files/local_dirs go: the sandbox's "/" as a directory fd
  * here, or (remote providers) its path on the far side of an SFTP client. */
 struct dest {
-	int rootfd;
-	struct owner own;   /* of what lands under rootfd */
-	struct sftp_client *cli;
-	char rroot[4096];
+	struct seer_root root;   /* an fd (copied into here) or another (the provider's copy_in) */
+	struct owner own;        /* of what lands under root.fd */
 };
 
 static int copy_in(struct sandbox *sb, const struct dest *dst, const char *src, const char *rel, int want_dir,
 		   char *err, size_t n)
 {
-	int rootfd = dst->rootfd;
+	int rootfd = dst->root.fd;
 	struct stat st;
 	int sfd = open(src, O_RDONLY | O_CLOEXEC);
 	if (sfd < 0 || fstat(sfd, &st) < 0) {
@@ -570,8 +568,8 @@ static int copy_in(struct sandbox *sb, const struct dest *dst, const char *src, 
 				 sb->name, src);
 			return -ENOTDIR;
 		}
-		if (dst->cli) {
-			r = upload_in(dst->cli, dst->rroot, sfd, &st, rel, bad, sizeof(bad));
+		if (rootfd < 0) {
+			r = sb->prov->copy_in(sb, &dst->root, sfd, &st, rel, bad, sizeof(bad));
 		} else {
 			/* The host tree is the user's, but may change while it
 			 * is copied: walked by fd, links copied as links. */
@@ -582,14 +580,14 @@ static int copy_in(struct sandbox *sb, const struct dest *dst, const char *src, 
 			if (dfd >= 0)
 				close(dfd);
 		}
-	} else if (dst->cli) {
+	} else if (rootfd < 0) {
 		if (!S_ISREG(st.st_mode)) {
 			close(sfd);
 			snprintf(err, n, "sandbox %s: local_files: %s on the host is not a regular file; list directories in local_dirs",
 				 sb->name, src);
 			return -EISDIR;
 		}
-		r = upload_in(dst->cli, dst->rroot, sfd, &st, rel, bad, sizeof(bad));
+		r = sb->prov->copy_in(sb, &dst->root, sfd, &st, rel, bad, sizeof(bad));
 	} else {
 		if (!S_ISREG(st.st_mode)) {
 			close(sfd);
@@ -650,20 +648,15 @@ static int check_local_sources(struct sandbox *sb, const struct seer_config *cfg
 	return 0;
 }
 
-/* Where copies into the running sandbox go: its root fd here, or (remote
- * providers) its SFTP client and remote root. Undo with dest_close. */
+/* Where copies into the running sandbox go: the provider's root handle
+ * (core/root.h). Undo with dest_close. */
 static int dest_open(struct sandbox *sb, struct dest *dst, char *err, size_t n)
 {
 	memset(dst, 0, sizeof(*dst));
+	dst->root.fd = -1;
 	dst->own = sandbox_owner(sb);
-	dst->rootfd = sb->prov->root_fd ? sb->prov->root_fd(sb) : -ENOTSUP;
-	int r = dst->rootfd;
-	if (r < 0 && sb->prov->root_remote) {
-		r = sb->prov->root_remote(sb, &dst->cli, dst->rroot, sizeof(dst->rroot));
-		if (r < 0)
-			dst->cli = NULL;
-	}
-	if (r < 0 && !dst->cli) {
+	int r = sb->prov->root(sb, &dst->root);
+	if (r < 0) {
 		snprintf(err, n, "sandbox %s: cannot reach the sandbox's files: %s", sb->name, strerror(-r));
 		return r;
 	}
@@ -672,9 +665,7 @@ static int dest_open(struct sandbox *sb, struct dest *dst, char *err, size_t n)
 
 static void dest_close(struct dest *dst)
 {
-	if (dst->rootfd >= 0)
-		close(dst->rootfd);
-	dst->rootfd = -1;
+	seer_root_release(&dst->root);
 }
 
 static int step_local(struct sandbox *sb, const struct seer_config *cfg, char *err, size_t n)
@@ -946,7 +937,7 @@ static void python_versions(struct sbuf *b)
  * PIP_EXTRA_INDEX_URL in seerfs's environment or by the same keys of a
  * pip.conf. So that `python_packages: ["pkg"]` installs as it would on the
  * host, each such directory is shown to the sandbox read-only at the path
- * the setting names (the local provider binds it, see provision_bwrap_args;
+ * the setting names (the local provider binds it, see provision_start_inputs;
  * a remote provider gets a copy and the pip step gets the settings with the
  * copy's path). Only the directories a setting names are shown; each is
  * resolved with realpath and must be a directory that holds neither the
@@ -1192,7 +1183,7 @@ static int pip_host_dirs(struct sandbox *sb, const struct seer_config *cfg, stru
 	/* The system files are in the sandbox's /etc already (local provider). */
 	static const char *const sys[] = {"/etc/xdg/pip/pip.conf", "/etc/pip.conf", NULL};
 	for (int i = 0; sys[i] && r == 0; i++)
-		if (!sb->prov->root_remote)
+		if (sb->prov->host_binds)
 			r = pip_conf_scan(sb, cfg, sys[i], d, 0, err, n);
 	char src[2][4096];
 	const char *dst[2];
@@ -1358,7 +1349,7 @@ static int step_python(struct sandbox *sb, const struct seer_config *cfg, char *
 		}
 	}
 	extra[ne] = NULL;
-	if (sb->prov->root_remote && (r = pip_copy_remote(sb, cfg, extra, &ne, err, n)) < 0) {
+	if (!sb->prov->host_binds && (r = pip_copy_remote(sb, cfg, extra, &ne, err, n)) < 0) {
 		for (size_t i = 0; i < ne; i++)
 			free(extra[i]);
 		return r;
@@ -1431,12 +1422,12 @@ static void remove_repo_copy(struct sandbox *sb, const char *name)
 	if (dest_open(sb, &dst, e2, sizeof(e2)) < 0)
 		return;
 	int r;
-	if (dst.rootfd >= 0) {
-		int fd = open_in_root(dst.rootfd, REPO_COPY_DIR, O_PATH | O_DIRECTORY | O_NOFOLLOW, 0);
+	if (dst.root.fd >= 0) {
+		int fd = open_in_root(dst.root.fd, REPO_COPY_DIR, O_PATH | O_DIRECTORY | O_NOFOLLOW, 0);
 		r = fd < 0 ? (fd == -ENOENT ? 0 : fd) : walk_rm_at(fd, name);
 		if (fd >= 0)
 			close(fd);
-		fd = open_in_root(dst.rootfd, "tmp", O_PATH | O_DIRECTORY | O_NOFOLLOW, 0);
+		fd = open_in_root(dst.root.fd, "tmp", O_PATH | O_DIRECTORY | O_NOFOLLOW, 0);
 		if (fd >= 0) {
 			unlinkat(fd, REPO_COPY_DIR + 4, AT_REMOVEDIR);   /* only when empty */
 			close(fd);
@@ -1687,7 +1678,7 @@ static void fp_models(struct sbuf *b, const struct seer_config *cfg)
 }
 
 /* Records the host directories pip's settings name, for the local
- * provider to bind (provision_bwrap_args). */
+ * provider to bind (provision_start_inputs). */
 static int pip_binds(struct sandbox *sb, const struct seer_config *cfg, struct json_object *st, char *err, size_t n)
 {
 	struct pip_dirs d;
@@ -1718,7 +1709,7 @@ int provision_prepare(struct sandbox *sb, const struct seer_config *cfg, char *e
 	if (cfg->n_local_files || cfg->n_local_dirs)
 		RUN_STEP("local_sources", check_local_sources(sb, cfg, err, n));
 	json_object_object_del(st, "pip_binds");
-	if (cfg->n_python_packages && !sb->prov->root_remote)
+	if (cfg->n_python_packages && sb->prov->host_binds)
 		RUN_STEP("pip_settings", pip_binds(sb, cfg, st, err, n));
 	if (cfg->n_models) {
 		struct sbuf fp = {0};
@@ -1837,11 +1828,13 @@ out:
 
 /* ---- what others ask ------------------------------------------------------------------ */
 
-void provision_models_each(struct sandbox *sb, provision_model_fn fn, void *arg)
+/* The models prepared (provision_prepare recorded them), still in the cache. */
+static void start_models(struct json_object *st, struct seer_start *in)
 {
-	struct json_object *st = state_load(sb);
 	struct json_object *mounts = obj_get(st, "model_mounts");
 	size_t nm = mounts && json_object_is_type(mounts, json_type_array) ? json_object_array_length(mounts) : 0;
+	if (nm)
+		in->models = xcalloc(nm, sizeof(*in->models));
 	for (size_t i = 0; i < nm; i++) {
 		struct json_object *m = json_object_array_get_idx(mounts, i);
 		const char *dir = json_object_get_string(obj_get(m, "dir"));
@@ -1849,45 +1842,18 @@ void provision_models_each(struct sandbox *sb, provision_model_fn fn, void *arg)
 		const char *mount = json_object_get_string(obj_get(m, "mount"));
 		if (!dir || !commit || !mount || strchr(mount, '/') || strchr(commit, '/') || access(dir, R_OK) != 0)
 			continue;
-		fn(arg, dir, commit, mount);
+		in->models[in->n_models++] = (struct seer_start_model){xstrdup(dir), xstrdup(commit), xstrdup(mount)};
 	}
-	json_object_put(st);
 }
 
-struct bwrap_add {
-	void (*add)(void *arg, const char *s);
-	void *arg;
-};
-
-/* The whole model directory is bound (the snapshot's files are relative
- * links into ../../blobs), and /models/NAME points at the snapshot. */
-static void bwrap_one(void *arg, const char *dir, const char *commit, const char *mount)
+/* The host directories pip's settings name, read-only where they name
+ * them (pip_binds); checked again, as the host may have changed. */
+static void start_binds(struct json_object *st, struct seer_start *in)
 {
-	struct bwrap_add *a = arg;
-	struct sbuf inner = {0}, target = {0}, link = {0};
-	sbuf_printf(&inner, "/.seerfs/models/%s", mount);
-	sbuf_printf(&target, "%s/snapshots/%s", inner.data, commit);
-	sbuf_printf(&link, "/models/%s", mount);
-	a->add(a->arg, "--ro-bind");
-	a->add(a->arg, dir);
-	a->add(a->arg, inner.data);
-	a->add(a->arg, "--symlink");
-	a->add(a->arg, target.data);
-	a->add(a->arg, link.data);
-	sbuf_free(&inner);
-	sbuf_free(&target);
-	sbuf_free(&link);
-}
-
-void provision_bwrap_args(struct sandbox *sb, void (*add)(void *arg, const char *s), void *arg)
-{
-	struct bwrap_add a = {add, arg};
-	provision_models_each(sb, bwrap_one, &a);
-	/* The host directories pip's settings name, read-only where they name
-	 * them (pip_binds); checked again, as the host may have changed. */
-	struct json_object *st = state_load(sb);
 	struct json_object *binds = obj_get(st, "pip_binds");
 	size_t nb = binds && json_object_is_type(binds, json_type_array) ? json_object_array_length(binds) : 0;
+	if (nb)
+		in->binds = xcalloc(nb, sizeof(*in->binds));
 	for (size_t i = 0; i < nb; i++) {
 		struct json_object *b = json_object_array_get_idx(binds, i);
 		const char *real = json_object_get_string(obj_get(b, "real"));
@@ -1897,10 +1863,15 @@ void provision_bwrap_args(struct sandbox *sb, void (*add)(void *arg, const char 
 		if (!real || !named || named[0] != '/' || !realpath(real, now) || strcmp(now, real) || stat(now, &sst) < 0 ||
 		    !S_ISDIR(sst.st_mode))
 			continue;
-		add(arg, "--ro-bind");
-		add(arg, real);
-		add(arg, named);
+		in->binds[in->n_binds++] = (struct seer_bind){xstrdup(real), xstrdup(named)};
 	}
+}
+
+void provision_start_inputs(struct sandbox *sb, struct seer_start *in)
+{
+	struct json_object *st = state_load(sb);
+	start_models(st, in);
+	start_binds(st, in);
 	json_object_put(st);
 }
 

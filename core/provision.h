@@ -22,10 +22,11 @@
 
 struct sandbox;
 struct seer_config;
+struct seer_start;
 struct json_object;
 
 /* Before prov->start: checks the local_files / local_dirs sources and
- * downloads the models (recording where they are for provision_bwrap_args).
+ * downloads the models (recording where they are for provision_start_inputs).
  * Returns 0 or -errno with a message in err. */
 int provision_prepare(struct sandbox *sb, const struct seer_config *cfg, char *err, size_t n);
 
@@ -33,17 +34,10 @@ int provision_prepare(struct sandbox *sb, const struct seer_config *cfg, char *e
  * builds the venv, clones the repos and starts the servers. */
 int provision_run(struct sandbox *sb, const struct seer_config *cfg, char *err, size_t n);
 
-/* Adds the bubblewrap arguments that show the prepared models read-only at
- * /models/ORG--NAME (called by the local provider while building argv). */
-void provision_bwrap_args(struct sandbox *sb, void (*add)(void *arg, const char *s), void *arg);
-
-/* Calls fn for every model provisioning prepared for sb (in the order of
- * models, bases after their PEFT model): its directory in the local model
- * cache (CACHE/models--ORG--NAME), the commit of its snapshot there
- * (snapshots/COMMIT) and its name under /models. Providers that are not on
- * this machine copy the snapshot to their host (core/providers/ssh/ssh_models.c). */
-typedef void (*provision_model_fn)(void *arg, const char *dir, const char *commit, const char *mount);
-void provision_models_each(struct sandbox *sb, provision_model_fn fn, void *arg);
+/* Before prov->start: the models provision_prepare made ready and the
+ * host directories to bind (pip's), for struct seer_start (the caller
+ * frees it with seer_start_free). */
+void provision_start_inputs(struct sandbox *sb, struct seer_start *in);
 
 /* Sets model_handles, repo_handles, jupyter_url and code_server_url of an
  * info.json object from the recorded provisioning state. */

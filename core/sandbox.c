@@ -600,7 +600,15 @@ static void *provision_main(void *p)
 	if (r == 0) {
 		sandbox_set_progress(sb, "starting the sandbox");
 		double ts = mono_s();
-		r = prov->start(sb, cfg, err, sizeof(err));
+		/* The provider gets what it starts from, resolved here. */
+		struct seer_start in;
+		memset(&in, 0, sizeof(in));
+		r = snapshot_start_ref(sb, &in.snap, err, sizeof(err));
+		if (r == 0) {
+			provision_start_inputs(sb, &in);
+			r = prov->start(sb, cfg, &in, err, sizeof(err));
+		}
+		seer_start_free(&in);
 		sandbox_step_time(sb, "start", mono_s() - ts);
 	}
 	if (r == 0)

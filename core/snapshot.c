@@ -19,7 +19,7 @@
  * its host: the same NAME.tmp/rename protocol then holds only info.json,
  * with "provider" and "where", so listing, info.json and the dependency
  * checks stay here; rmdir asks the provider to delete its copy first, and
- * only that provider can restore it (snapshot_source).
+ * only that provider can restore it (snapshot_start_ref).
  */
 #include "core/snapshot.h"
 #include "core/lib/walk.h"
@@ -164,17 +164,6 @@ int snapshot_stack(struct seer_ctx *ctx, const char *name, struct sbuf *out, cha
 	return r;
 }
 
-int snapshot_lowerdirs(struct sandbox *sb, struct sbuf *out, char *err, size_t n)
-{
-	if (!sb->cfg.snapshot)
-		return 0;
-	char e[1024];
-	int r = snapshot_stack(sb->ctx, sb->cfg.snapshot, out, e, sizeof(e));
-	if (r < 0)
-		snprintf(err, n, "sandbox %s: config field \"snapshot\": %s", sb->name, e);
-	return r;
-}
-
 int snapshot_info(struct seer_ctx *ctx, const char *name, char *prov, size_t plen, char *where, size_t wlen)
 {
 	struct json_object *o = snapshot_exists(ctx, name) ? load_info(ctx, name) : NULL;
@@ -187,290 +176,76 @@ int snapshot_info(struct seer_ctx *ctx, const char *name, char *prov, size_t ple
 	return 0;
 }
 
-int snapshot_source(struct sandbox *sb, char *where, size_t len, char *err, size_t n)
+int snapshot_root(struct seer_ctx *ctx, const char *name, struct seer_root *out, char *err, size_t n)
 {
-	where[0] = '\0';
+	char pname[128], where[2048], e2[1024];
+	if (snapshot_info(ctx, name, pname, sizeof(pname), where, sizeof(where)) < 0) {
+		snprintf(err, n, "snapshot %s does not exist (or its info.json is unreadable)", name);
+		return -ENOENT;
+	}
+	/* One in the state directory is its layer stack. */
+	struct sbuf lower = {0};
+	int r = where[0] ? 0 : snapshot_stack(ctx, name, &lower, err, n);
+	if (r < 0) {
+		sbuf_free(&lower);
+		return r;
+	}
+	const struct seer_provider *prov = NULL;
+	const void *settings = NULL;
+	struct seer_snap_ref ref = {name, where, lower.data ? lower.data : ""};
+	r = seer_provider_resolve(ctx, pname, &prov, &settings, e2, sizeof(e2));
+	if (r == 0)
+		r = prov->snap_root(ctx, settings, &ref, out, e2, sizeof(e2));
+	sbuf_free(&lower);
+	if (r < 0 && where[0])
+		snprintf(err, n, "snapshot %s: root/ (kept by provider %s at %s): %s", name, pname, where, e2);
+	else if (r < 0)
+		snprintf(err, n, "%s", e2);
+	return r;
+}
+
+int snapshot_start_ref(struct sandbox *sb, struct seer_snap_ref *ref, char *err, size_t n)
+{
+	memset(ref, 0, sizeof(*ref));
 	if (!sb->cfg.snapshot)
 		return 0;
 	const char *snap = sb->cfg.snapshot, *mine = sb->cfg.provider ? sb->cfg.provider : "local";
-	char prov[128];
-	if (snapshot_info(sb->ctx, snap, prov, sizeof(prov), where, len) < 0) {
+	char prov[128], where[2048], e2[1024];
+	if (snapshot_info(sb->ctx, snap, prov, sizeof(prov), where, sizeof(where)) < 0) {
 		snprintf(err, n, "sandbox %s: config field \"snapshot\": snapshot %s does not exist (or its info.json is unreadable); ls MOUNT/snapshots lists the ones that do",
 			 sb->name, snap);
 		return -ENOENT;
 	}
-	if (strcmp(prov, mine) || !where[0]) {
+	/* Only the provider that took a snapshot restores it. */
+	if (strcmp(prov, mine)) {
 		snprintf(err, n, "sandbox %s: config field \"snapshot\": snapshot %s was taken on provider %s%s, and this sandbox is on provider %s; a snapshot can only be restored on the provider that took it: set \"provider\": \"%s\" or pick another snapshot",
 			 sb->name, snap, prov, where[0] ? "" : " (its files are in this machine's state directory)", mine, prov);
-		where[0] = '\0';
 		return -EXDEV;
 	}
-	return 0;
-}
-
-/* ---- the copy --------------------------------------------------------------------- */
-
-struct hl {
-	dev_t dev;
-	ino_t ino;
-	char *path;   /* of its first copy, from the layer's root */
-};
-
-struct copyctx {
-	int can_clone;             /* FICLONE worked or was not tried yet */
-	int can_chown;
-	int dstroot;               /* the layer being made */
-	uint64_t bytes, entries;
-	struct hl *links;          /* files with more than one link, copied once */
-	size_t nlinks, caplinks;
-	char what[4200];           /* the entry that failed */
-};
-
-/* The extended attributes of src (a file or directory, open) onto dst. */
-static int copy_xattrs(int src, int dst)
-{
-	ssize_t n = flistxattr(src, NULL, 0);
-	if (n <= 0)
-		return n < 0 && errno != ENOTSUP && errno != EPERM ? -errno : 0;
-	char *list = malloc((size_t)n), *val = malloc(65536);
-	int r = 0;
-	if (!list || !val) {
-		r = -ENOMEM;
-		goto out;
-	}
-	n = flistxattr(src, list, (size_t)n);
-	for (char *k = list; n > 0 && k < list + n; k += strlen(k) + 1) {
-		ssize_t v = fgetxattr(src, k, val, 65536);
-		if (v < 0) {
-			if (errno == ENODATA)
-				continue;
-			r = -errno;
-			break;
-		}
-		if (fsetxattr(dst, k, val, (size_t)v, 0) < 0) {
-			/* Overlay's own xattrs carry meaning (opaque dirs,
-			 * redirects): losing one changes the snapshot's files.
-			 * Others (security.*, trusted.* when not root) are
-			 * dropped as cp -a would. */
-			if (!strncmp(k, "user.overlay.", 13) || errno == ENOSPC || errno == EDQUOT) {
-				r = -errno;
-				break;
-			}
+	struct sbuf lower = {0};
+	if (!where[0]) {
+		int r = snapshot_stack(sb->ctx, snap, &lower, e2, sizeof(e2));
+		if (r < 0) {
+			snprintf(err, n, "sandbox %s: config field \"snapshot\": %s", sb->name, e2);
+			sbuf_free(&lower);
+			return r;
 		}
 	}
-out:
-	free(list);
-	free(val);
-	return r;
-}
-
-/* Owners (when root), mode and times of st onto a copy open as dst. */
-static int copy_meta_fd(int src, int dst, const struct stat *st, struct copyctx *c)
-{
-	int r = copy_xattrs(src, dst);
-	if (r < 0)
-		return r;
-	if (c->can_chown && fchown(dst, st->st_uid, st->st_gid) < 0) {
-		if (errno != EPERM)
-			return -errno;
-		c->can_chown = 0;   /* not root: files stay ours, as the sandbox sees them */
-	}
-	if (fchmod(dst, st->st_mode & 07777) < 0)
-		return -errno;
-	struct timespec ts[2] = {st->st_atim, st->st_mtim};
-	return futimens(dst, ts) < 0 ? -errno : 0;
-}
-
-/* The same for a link or special file made as name in dirfd (the layer:
- * seerfs's own tree). User xattrs exist only on files and directories. */
-static int copy_meta_at(int dirfd, const char *name, const struct stat *st, struct copyctx *c)
-{
-	if (c->can_chown && fchownat(dirfd, name, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW) < 0) {
-		if (errno != EPERM)
-			return -errno;
-		c->can_chown = 0;
-	}
-	if (!S_ISLNK(st->st_mode) && fchmodat(dirfd, name, st->st_mode & 07777, AT_SYMLINK_NOFOLLOW) < 0)
-		return -errno;
-	struct timespec ts[2] = {st->st_atim, st->st_mtim};
-	return utimensat(dirfd, name, ts, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
-}
-
-static int copy_data(int in, int out, off_t size, struct copyctx *c)
-{
-	if (c->can_clone) {
-		if (ioctl(out, FICLONE, in) == 0)
-			return 0;
-		if (errno == ENOSPC || errno == EDQUOT)
-			return -errno;
-		c->can_clone = 0;   /* this filesystem cannot share extents */
-	}
-	off_t done = 0;
-	while (done < size) {
-		ssize_t k = copy_file_range(in, NULL, out, NULL, (size_t)(size - done), 0);
-		if (k < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP))
-			break;   /* fall back to read/write below */
-		if (k < 0)
-			return -errno;
-		if (k == 0)
-			return 0;   /* the file shrank: the sandbox is frozen, so it was truncated before */
-		done += k;
-	}
-	char buf[65536];
-	for (;;) {
-		ssize_t k = pread(in, buf, sizeof(buf), done);
-		if (k < 0)
-			return -errno;
-		if (k == 0)
-			return 0;
-		for (ssize_t w = 0; w < k;) {
-			ssize_t m = pwrite(out, buf + w, (size_t)(k - w), done + w);
-			if (m < 0)
-				return -errno;
-			w += m;
-		}
-		done += k;
-	}
-}
-
-/* ---- the sink of walk_tree: `at` is the layer's directory fd ---------------------- */
-
-static int snap_dir(void *ud, void *at, const struct walk_ent *e, void **child)
-{
-	struct copyctx *c = ud;
-	int dfd = (int)(intptr_t)at;
-	c->entries++;
-	if (mkdirat(dfd, e->name, 0700) < 0)
-		return -errno;
-	int fd = openat(dfd, e->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	*child = (void *)(intptr_t)fd;
+	ref->name = xstrdup(snap);
+	ref->where = xstrdup(where);
+	ref->layers = lower.data ? lower.data : xstrdup("");
 	return 0;
-}
-
-/* A directory's metadata after its entries: its times stay the source's. */
-static int snap_dir_done(void *ud, void *at, const struct walk_ent *e, void *child, int r)
-{
-	(void)at;
-	int fd = (int)(intptr_t)child;
-	if (r == 0)
-		r = copy_meta_fd(e->fd, fd, &e->st, ud);
-	close(fd);
-	return r;
-}
-
-static int remember_link(struct copyctx *c, const struct walk_ent *e)
-{
-	if (c->nlinks == c->caplinks) {
-		size_t cap = c->caplinks ? c->caplinks * 2 : 64;
-		struct hl *nl = realloc(c->links, cap * sizeof(*nl));
-		if (!nl)
-			return -ENOMEM;
-		c->links = nl;
-		c->caplinks = cap;
-	}
-	c->links[c->nlinks++] = (struct hl){e->st.st_dev, e->st.st_ino, xstrdup(e->path)};
-	return 0;
-}
-
-static int snap_file(void *ud, void *at, const struct walk_ent *e)
-{
-	struct copyctx *c = ud;
-	int dfd = (int)(intptr_t)at;
-	c->entries++;
-	if (e->st.st_nlink > 1) {
-		for (size_t i = 0; i < c->nlinks; i++)
-			if (c->links[i].dev == e->st.st_dev && c->links[i].ino == e->st.st_ino)
-				return linkat(c->dstroot, c->links[i].path, dfd, e->name, 0) < 0 ? -errno : 0;
-	}
-	int out = openat(dfd, e->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (out < 0)
-		return -errno;
-	int r = copy_data(e->fd, out, e->st.st_size, c);
-	if (r == 0)
-		r = copy_meta_fd(e->fd, out, &e->st, c);
-	if (close(out) < 0 && r == 0)
-		r = -errno;
-	if (r < 0)
-		return r;
-	c->bytes += (uint64_t)e->st.st_size;
-	return e->st.st_nlink > 1 ? remember_link(c, e) : 0;
-}
-
-static int snap_link(void *ud, void *at, const struct walk_ent *e)
-{
-	struct copyctx *c = ud;
-	int dfd = (int)(intptr_t)at;
-	c->entries++;
-	if (symlinkat(e->target, dfd, e->name) < 0)
-		return -errno;
-	return copy_meta_at(dfd, e->name, &e->st, c);
-}
-
-/* Whiteouts (0/0 character devices), fifos, sockets. mknod of a whiteout
- * needs no capability since 5.8. */
-static int snap_other(void *ud, void *at, const struct walk_ent *e)
-{
-	struct copyctx *c = ud;
-	int dfd = (int)(intptr_t)at;
-	c->entries++;
-	if (mknodat(dfd, e->name, e->st.st_mode, e->st.st_rdev) < 0)
-		return -errno;
-	return copy_meta_at(dfd, e->name, &e->st, c);
-}
-
-/* Copies the sandbox's tree at src (seerfs's own path to it; everything
- * below is walked by fd) to dst, created here. */
-static int copy_tree(const char *src, const char *dst, struct copyctx *c)
-{
-	int sfd = open(src, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (sfd < 0) {
-		snprintf(c->what, sizeof(c->what), "opening %s", src);
-		return -errno;
-	}
-	int r = mkdir(dst, 0700) < 0 ? -errno : 0;
-	c->dstroot = r < 0 ? -1 : open(dst, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (r == 0 && c->dstroot < 0)
-		r = -errno;
-	char bad[4096] = "";
-	const struct walk_ops ops = {snap_dir, snap_dir_done, snap_file, snap_link, snap_other, c, WALK_ONE_FS,
-				     bad, sizeof(bad)};
-	if (r == 0)
-		r = walk_tree(sfd, &ops, (void *)(intptr_t)c->dstroot);
-	struct stat st;
-	if (r == 0)
-		r = fstat(sfd, &st) < 0 ? -errno : copy_meta_fd(sfd, c->dstroot, &st, c);
-	if (r < 0 && !c->what[0])
-		snprintf(c->what, sizeof(c->what), "copying %s%s%s%s", src, bad[0] ? "/" : "", bad,
-			 r == -ESTALE ? " (the sandbox replaced it while it was copied; nothing was followed: take the snapshot again)"
-				      : "");
-	if (c->dstroot >= 0)
-		close(c->dstroot);
-	c->dstroot = -1;
-	close(sfd);
-	return r;
 }
 
 static void recover(struct seer_ctx *ctx, int min_age);
 
 /* ---- taking one ------------------------------------------------------------------- */
 
-static int sync_path(const char *p)
-{
-	int fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	int r = syncfs(fd) < 0 ? -errno : 0;
-	close(fd);
-	return r;
-}
-
 /* where: the location in the provider's store of a snapshot the provider
  * keeps (a full copy: its stack is itself alone), or NULL for a layer in
  * the state directory, stacked on its parent's layers. */
-static int write_info(struct sandbox *sb, const char *name, const char *tmp, const struct copyctx *c, const char *where,
-		      uint64_t t0, char *err, size_t n)
+static int write_info(struct sandbox *sb, const char *name, const char *tmp, const struct seer_snap_taken *t,
+		      const char *where, uint64_t t0, char *err, size_t n)
 {
 	pthread_mutex_lock(&sb->lock);
 	/* A fork records the config it ran with (its source's merged with its
@@ -499,8 +274,8 @@ static int write_info(struct sandbox *sb, const char *name, const char *tmp, con
 	json_object_object_add(o, "name", json_object_new_string(name));
 	json_object_object_add(o, "source", json_object_new_string(sb->name));
 	json_object_object_add(o, "created", json_object_new_string(when));
-	json_object_object_add(o, "size", json_object_new_int64((int64_t)c->bytes));
-	json_object_object_add(o, "entries", json_object_new_int64((int64_t)c->entries));
+	json_object_object_add(o, "size", json_object_new_int64((int64_t)t->bytes));
+	json_object_object_add(o, "entries", json_object_new_int64((int64_t)t->entries));
 	json_object_object_add(o, "config", json_object_new_string(config));
 	json_object_object_add(o, "parent", parent ? json_object_new_string(parent) : NULL);
 	json_object_object_add(o, "layers", layers);
@@ -515,12 +290,6 @@ static int write_info(struct sandbox *sb, const char *name, const char *tmp, con
 		sbuf_printf(&b, "%s\n", text);
 		r = write_file_atomic(p, b.data, b.len, 0644);
 		sbuf_free(&b);
-		/* A layer copied from a tree already in the id range needs no
-		 * shift when it is restored (core/providers/local/local.c). */
-		if (r == 0 && !where && sb->ctx->ids.count > 1) {
-			snprintf(p, sizeof(p), "%s/" SEER_IDMAP_MARK, tmp);
-			r = write_file_atomic(p, "", 0, 0600);
-		}
 		if (r < 0)
 			snprintf(err, n, "sandbox %s: snapshot %s: cannot write %s: %s", sb->name, name, p, strerror(-r));
 	}
@@ -529,66 +298,6 @@ static int write_info(struct sandbox *sb, const char *name, const char *tmp, con
 	free(parent);
 	free(prov);
 	return r;
-}
-
-/* Freezes the sandbox, copies its overlay's upper dir to layer, thaws (on
- * every path). The local overlay's way of taking a snapshot. */
-static int take_local(struct sandbox *sb, const char *name, const char *layer, struct copyctx *c, double *frozen,
-		      char *err, size_t n)
-{
-	const struct seer_provider *prov = sb->prov;
-	char upper[4096];
-	snprintf(upper, sizeof(upper), "%s/fs/upper", sb->dir);
-	double m0 = mono_s();
-	sandbox_log(sb, "snapshot %s: freezing the sandbox to copy its changes", name);
-	int r = prov->freeze(sb, 1);
-	/* The agent sends SIGSTOP to all once: a child forked while that
-	 * signal was being delivered escapes it. Asking again stops the
-	 * escapees (the others stay stopped). */
-	if (r == -ETIMEDOUT)
-		r = prov->freeze(sb, 1);
-	if (r < 0) {
-		snprintf(err, n, "sandbox %s: snapshot %s: cannot freeze the sandbox: %s%s", sb->name, name, strerror(-r),
-			 r == -ETIMEDOUT ? " (some of its processes did not stop: a snapshot is taken only of a "
-					   "sandbox that is still; retry, or end the busy processes first)"
-					 : "");
-		prov->freeze(sb, 0);
-		return r;
-	}
-	/* The copy reads the upper dir through the page cache, which already
-	 * holds what the frozen processes wrote; syncfs makes the source
-	 * durable too, so a crash cannot leave a snapshot newer than its
-	 * sandbox's disk. */
-	sync_path(upper);
-	r = copy_tree(upper, layer, c);
-	int tr = prov->freeze(sb, 0);
-	*frozen = mono_s() - m0;
-	if (tr < 0)
-		sandbox_log(sb, "snapshot %s: resuming the sandbox failed: %s; its processes may stay stopped (terminate and retry)",
-			    name, strerror(-tr));
-	if (r < 0)
-		snprintf(err, n, "sandbox %s: snapshot %s failed while %s: %s%s", sb->name, name, c->what[0] ? c->what : "copying",
-			 strerror(-r), r == -ENOSPC ? "; free space in the state directory and try again" : "");
-	return r;
-}
-
-/* The provider copies the sandbox into its own store; the state directory
- * keeps only info.json (with "where"), so listing, info.json and the
- * dependency checks work as for local snapshots. */
-static int take_store(struct sandbox *sb, const char *name, struct copyctx *c, char *where, size_t wlen,
-		      double *frozen, char *err, size_t n)
-{
-	struct seer_snap_taken t;
-	memset(&t, 0, sizeof(t));
-	sandbox_log(sb, "snapshot %s: asking provider %s to copy the sandbox", name, sb->prov->name);
-	int r = sb->prov->snap_take(sb, name, &t, err, n);
-	if (r < 0)
-		return r;
-	snprintf(where, wlen, "%s", t.where);
-	c->bytes = t.bytes;
-	c->entries = t.entries;
-	*frozen = t.frozen_s;
-	return 0;
 }
 
 /* Undoes a store snapshot whose local record could not be made. */
@@ -617,12 +326,9 @@ int snapshot_take(struct sandbox *sb, const char *name, char *err, size_t n)
 			 sb_state_name(st), st == SB_PROVISIONING ? ": wait for it (cat wait) and try again" : "");
 		return st == SB_PROVISIONING || st == SB_TERMINATING ? -EBUSY : -EINVAL;
 	}
-	char upper[4096], tmp[4200], fin[4096], layer[4300], lockp[4096];
-	snprintf(upper, sizeof(upper), "%s/fs/upper", sb->dir);
-	int store = prov && prov->snap_take;
-	if (!store && (!prov || !prov->freeze || access(upper, F_OK) < 0)) {
-		snprintf(err, n, "sandbox %s: snapshot %s: its provider %s keeps no local overlay, so it cannot be snapshotted",
-			 sb->name, name, prov ? prov->name : "(none)");
+	char tmp[4200], fin[4096], layer[4300];
+	if (!prov) {
+		snprintf(err, n, "sandbox %s: snapshot %s: the sandbox has no provider", sb->name, name);
 		return -ENOTSUP;
 	}
 	recover(ctx, TMP_GRACE_S);
@@ -635,11 +341,10 @@ int snapshot_take(struct sandbox *sb, const char *name, char *err, size_t n)
 		return -EEXIST;
 	}
 	/* One snapshot of a sandbox at a time: freeze/thaw do not nest. */
-	snprintf(lockp, sizeof(lockp), store ? "%s" : "%s/fs", sb->dir);
-	int sbl = open(lockp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int sbl = open(sb->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (sbl < 0 || flock(sbl, LOCK_EX) < 0) {
 		int e = -errno;
-		snprintf(err, n, "sandbox %s: snapshot %s: cannot open %s: %s", sb->name, name, lockp, strerror(-e));
+		snprintf(err, n, "sandbox %s: snapshot %s: cannot open %s: %s", sb->name, name, sb->dir, strerror(-e));
 		if (sbl >= 0)
 			close(sbl);
 		return e;
@@ -658,18 +363,17 @@ int snapshot_take(struct sandbox *sb, const char *name, char *err, size_t n)
 	if (tl >= 0)
 		flock(tl, LOCK_EX);   /* tells snapshot_recover this build is alive */
 	uint64_t t0 = now_ns();
-	struct copyctx c = {.can_clone = 1, .can_chown = 1, .dstroot = -1};
-	double frozen = 0;
-	char where[2048] = "";
-	if (store)
-		r = take_store(sb, name, &c, where, sizeof(where), &frozen, err, n);
-	else
-		r = take_local(sb, name, layer, &c, &frozen, err, n);
+	/* The provider copies: into layer (a snapshot in the state
+	 * directory), or into its own store, saying where. */
+	struct seer_snap_taken t;
+	memset(&t, 0, sizeof(t));
+	r = prov->snap_take(sb, name, layer, &t, err, n);
+	const char *where = r == 0 ? t.where : "";
 	if (r < 0)
 		goto fail;
-	if ((r = write_info(sb, name, tmp, &c, store ? where : NULL, t0, err, n)) < 0)
+	if ((r = write_info(sb, name, tmp, &t, where[0] ? where : NULL, t0, err, n)) < 0)
 		goto fail;
-	if ((r = sync_path(tmp)) < 0) {
+	if ((r = syncfs_dir(tmp)) < 0) {
 		snprintf(err, n, "sandbox %s: snapshot %s: syncfs: %s", sb->name, name, strerror(-r));
 		goto fail;
 	}
@@ -682,23 +386,17 @@ int snapshot_take(struct sandbox *sb, const char *name, char *err, size_t n)
 	char parent[4096];
 	snprintf(parent, sizeof(parent), "%s/snapshots", ctx->state_dir);
 	fsync_dir(parent);
-	for (size_t i = 0; i < c.nlinks; i++)
-		free(c.links[i].path);
-	free(c.links);
 	if (tl >= 0)
 		close(tl);
 	close(sbl);
 	sandbox_log(sb, "snapshot %s taken: %llu bytes in %llu entries, sandbox frozen %.3f s%s%s", name,
-		    (unsigned long long)c.bytes, (unsigned long long)c.entries, frozen, where[0] ? ", kept at " : "",
+		    (unsigned long long)t.bytes, (unsigned long long)t.entries, t.frozen_s, where[0] ? ", kept at " : "",
 		    where);
 	return 0;
 fail:
-	if (store && where[0])
+	if (where[0])
 		untake_store(sb, name, where);
 	walk_rm(tmp);
-	for (size_t i = 0; i < c.nlinks; i++)
-		free(c.links[i].path);
-	free(c.links);
 	if (tl >= 0)
 		close(tl);
 	close(sbl);

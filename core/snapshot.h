@@ -20,22 +20,27 @@
 
 struct sandbox;
 struct seer_ctx;
+struct seer_root;
+struct seer_snap_ref;
 
 /* Takes snapshot NAME of a running sandbox; returns when it is durable.
  * -EEXIST name in use, -EBUSY provisioning/terminating, -ENOSPC passes
  * through (nothing is left behind and the sandbox keeps running). */
 int snapshot_take(struct sandbox *sb, const char *name, char *err, size_t errlen);
-/* The overlay lowerdir list for a sandbox started from a snapshot (empty
- * when the config names none). */
-int snapshot_lowerdirs(struct sandbox *sb, struct sbuf *out, char *err, size_t errlen);
-
-/* For providers that keep snapshots themselves: where the snapshot that
- * sb's config names is kept ("" when the config names none). -ENOENT, or
- * -EXDEV when it was taken on another provider, with a message. */
-int snapshot_source(struct sandbox *sb, char *where, size_t len, char *errbuf, size_t errlen);
+/* The snapshot sb's config restores, for its provider's start: a
+ * snapshot in the state directory with its layers, or one the provider
+ * keeps with where (ref->name NULL when the config names none; the caller
+ * frees the strings, seer_start_free). -ENOENT, or -EXDEV when it was
+ * taken on another provider, with a message. */
+int snapshot_start_ref(struct sandbox *sb, struct seer_snap_ref *ref, char *err, size_t errlen);
 /* The provider snapshot NAME was taken on, and where that provider keeps
  * it ("" for a snapshot in the state directory); -ENOENT. */
 int snapshot_info(struct seer_ctx *ctx, const char *name, char *prov, size_t plen, char *where, size_t wlen);
+
+/* The files of snapshot NAME, read-only, from the provider that keeps
+ * them (for MOUNT/snapshots/NAME/root/; core/root.h). -errno with a
+ * message naming the snapshot. */
+int snapshot_root(struct seer_ctx *ctx, const char *name, struct seer_root *out, char *err, size_t errlen);
 
 /* The lowerdir list (colon separated, newest first) of snapshot NAME;
  * -EXDEV for a snapshot a provider keeps elsewhere. */

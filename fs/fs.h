@@ -21,6 +21,7 @@ struct sandbox;
 
 struct fs_sb;
 struct pend;
+struct root_slot;
 
 struct seer_fs {
 	struct seer_ctx *ctx;
@@ -38,8 +39,9 @@ struct seer_fs {
 	int xattr;
 
 	pthread_mutex_t pend_mu; /* held while parked reads are retried or purged */
-	pthread_mutex_t lock;    /* the two lists below */
-	struct fs_sb *sbs;       /* fs/'s per-sandbox data (root/, scratch files) */
+	pthread_mutex_t lock;    /* the three lists below */
+	struct fs_sb *sbs;       /* fs/'s per-sandbox data (scratch files) */
+	struct root_slot *roots; /* root/ of sandboxes and snapshots (fs/root/root.c) */
 	struct pend *pends;      /* reads parked until something changes */
 };
 

@@ -14,6 +14,7 @@
 #include "fs/functionsfs.h"
 #include "fs/readme.h"
 #include "fs/snapfs.h"
+#include "fs/root/root.h"
 #include "core/provider.h"
 
 #include <errno.h>
@@ -65,35 +66,15 @@ struct fs_sb *fs_sb_get(struct seer_fs *fs, uint32_t serial, int create)
 	return s;
 }
 
-int fs_sb_install_remote(struct seer_fs *fs, uint32_t serial, struct sftpfs *nr, const struct sftp_client *cli,
-			 struct fuse_entry_param *e)
-{
-	pthread_mutex_lock(&fs->lock);
-	struct fs_sb *s = fs_sb_get(fs, serial, 1);
-	struct sftpfs *old;
-	if (s->remote && sftpfs_uses(s->remote, cli)) {
-		old = nr;   /* lost a race: the other thread's stays */
-	} else {
-		old = s->remote;
-		s->remote = nr;
-	}
-	int r = sftpfs_root_entry(s->remote, e);
-	pthread_mutex_unlock(&fs->lock);
-	if (old)
-		sftpfs_kill(old);
-	return r;
-}
-
 static void fs_sb_drop(struct seer_fs *fs, uint32_t serial)
 {
-	struct pass_fs *pass = NULL;
+	root_drop(fs, serial);
 	pthread_mutex_lock(&fs->lock);
 	for (struct fs_sb **pp = &fs->sbs; *pp; pp = &(*pp)->next) {
 		struct fs_sb *s = *pp;
 		if (s->serial != serial)
 			continue;
 		*pp = s->next;
-		pass = s->pass;
 		while (s->scratch) {
 			struct scratch *c = s->scratch;
 			s->scratch = c->next;
@@ -104,8 +85,6 @@ static void fs_sb_drop(struct seer_fs *fs, uint32_t serial)
 		break;
 	}
 	pthread_mutex_unlock(&fs->lock);
-	if (pass)
-		pass_kill(pass);
 }
 
 /* ---- parked reads ----------------------------------------------------------- */
@@ -249,46 +228,13 @@ static void hook_changed(void *arg, struct sandbox *sb)
 
 static void hook_job_started(void *arg, struct sandbox *sb)
 {
-	struct seer_fs *fs = arg;
-	struct pass_fs *pass = NULL;
-	pthread_mutex_lock(&fs->lock);
-	struct fs_sb *s = fs_sb_get(fs, sb->serial, 0);
-	struct sftpfs *remote = NULL;
-	if (s) {
-		pass = s->pass;
-		remote = s->remote;
-	}
-	if (pass)
-		pass_ref(pass);   /* root/ may go away meanwhile (hook_root_gone) */
-	pthread_mutex_unlock(&fs->lock);
-	/* The job may change any file: nothing cached while the sandbox was idle
-	 * may outlive this moment. */
-	if (pass) {
-		pass_invalidate(pass);
-		pass_unref(pass);
-	}
-	if (remote)
-		sftpfs_invalidate(remote);
+	root_invalidate(arg, sb->serial);
 }
 
 static void hook_root_gone(void *arg, struct sandbox *sb)
 {
 	struct seer_fs *fs = arg;
-	struct pass_fs *pass = NULL;
-	pthread_mutex_lock(&fs->lock);
-	struct fs_sb *s = fs_sb_get(fs, sb->serial, 0);
-	struct sftpfs *remote = NULL;
-	if (s) {
-		pass = s->pass;
-		s->pass = NULL;
-		remote = s->remote;
-		s->remote = NULL;
-	}
-	pthread_mutex_unlock(&fs->lock);
-	if (pass)
-		pass_kill(pass);
-	if (remote)
-		sftpfs_kill(remote);
+	root_drop(fs, sb->serial);
 	if (fs->se)
 		fuse_lowlevel_notify_inval_entry(fs->se, vino(sb->serial, 0, K_SBDIR), "root", 4);
 }
@@ -472,28 +418,14 @@ static void reply_ventry(fuse_req_t req, fuse_ino_t ino, double timeout)
 	fuse_reply_entry(req, &e);
 }
 
-/* root/ of a sandbox on a remote provider: served over its SFTP client. */
-static int remote_root_entry(struct seer_fs *fs, struct sandbox *sb, struct fuse_entry_param *e)
+static int open_sb_root(void *arg, struct seer_root *out)
 {
-	pthread_mutex_lock(&fs->lock);
-	struct fs_sb *s = fs_sb_get(fs, sb->serial, 1);
-	int r = s->remote ? sftpfs_root_entry(s->remote, e) : -ENOENT;
-	pthread_mutex_unlock(&fs->lock);
-	if (r == 0)
-		return 0;
-	struct sftp_client *cli = NULL;
-	char root[4096];
-	r = sb->prov->root_remote(sb, &cli, root, sizeof(root));
-	if (r < 0)
-		return r;
-	struct sftpfs *nr = sftpfs_new(fs, sb, cli, root);
-	if (!nr)
-		return -ENOTSUP;
-	return fs_sb_install_remote(fs, sb->serial, nr, cli, e);
+	struct sandbox *sb = arg;
+	return sb->prov->root(sb, out);
 }
 
 /* Whether root/ can be served now; on success fills the entry. */
-static int root_entry(struct seer_fs *fs, struct sandbox *sb, struct fuse_entry_param *e)
+static int sb_root_entry(struct seer_fs *fs, struct sandbox *sb, struct fuse_entry_param *e)
 {
 	pthread_mutex_lock(&sb->lock);
 	int running = sb->state == SB_RUNNING && !sb->busy_op;
@@ -501,34 +433,7 @@ static int root_entry(struct seer_fs *fs, struct sandbox *sb, struct fuse_entry_
 	pthread_mutex_unlock(&sb->lock);
 	if (!running || !prov)
 		return -ENOTCONN;
-	if (prov->root_remote)
-		return remote_root_entry(fs, sb, e);
-	pthread_mutex_lock(&fs->lock);
-	struct fs_sb *s = fs_sb_get(fs, sb->serial, 1);
-	struct pass_fs *pass = s->pass;
-	int r = pass ? pass_root_entry(pass, e) : -ENOENT;
-	pthread_mutex_unlock(&fs->lock);
-	if (r == 0)
-		return 0;
-	int fd = prov->root_fd(sb);
-	if (fd < 0)
-		return fd;
-	struct pass_fs *np = pass_new(fs, sb, fd);
-	if (!np)
-		return -ENOMEM;
-	pthread_mutex_lock(&fs->lock);
-	s = fs_sb_get(fs, sb->serial, 1);
-	struct pass_fs *old = NULL;
-	if (s->pass) {
-		old = np;            /* lost a race: use the other thread's */
-	} else {
-		s->pass = np;
-	}
-	r = pass_root_entry(s->pass, e);
-	pthread_mutex_unlock(&fs->lock);
-	if (old)
-		pass_kill(old);
-	return r;
+	return root_entry(fs, sb->serial, sb, open_sb_root, sb, e);
 }
 
 /* ---- lookup, getattr, readdir ------------------------------------------------- */
@@ -642,7 +547,7 @@ static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		if (d && d->kind == K_ROOT_EMPTY) {
 			struct fuse_entry_param e;
 			memset(&e, 0, sizeof(e));
-			if (root_entry(fs, sb, &e) == 0) {
+			if (sb_root_entry(fs, sb, &e) == 0) {
 				sandbox_put(sb);
 				e.entry_timeout = vt ? ROOT_ENTRY_TIMEOUT : 0;
 				fuse_reply_entry(req, &e);

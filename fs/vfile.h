@@ -104,7 +104,7 @@ void pend_park(struct seer_fs *fs, struct pend *p);
 /* Retries the parked reads of one sandbox. */
 void pend_kick(struct seer_fs *fs, uint32_t serial);
 
-/* Per-sandbox state of fs/: root/ and scratch files. */
+/* Per-sandbox state of fs/: scratch files (root/ is fs/root/root.c's). */
 struct scratch {
 	struct scratch *next;
 	uint32_t id;
@@ -117,8 +117,6 @@ struct scratch {
 struct fs_sb {
 	struct fs_sb *next;
 	uint32_t serial;
-	struct pass_fs *pass;      /* root/ while served (local providers) */
-	struct sftpfs *remote;     /* root/ while served (remote providers) */
 	struct scratch *scratch;
 	uint32_t next_scratch;
 };
@@ -141,11 +139,5 @@ void reply_pread(fuse_req_t req, int fd, size_t size, off_t off);
 
 /* Finds (creating) fs/'s data of a sandbox; fs->lock must be held. */
 struct fs_sb *fs_sb_get(struct seer_fs *fs, uint32_t serial, int create);
-/* Makes nr (on client cli) the remote root/ of serial, unless a root/ on
- * the same client is there already (a lost race: nr is killed); one on
- * another client, from before a reconnect, is replaced and killed. Fills
- * the root entry. Takes fs->lock. */
-int fs_sb_install_remote(struct seer_fs *fs, uint32_t serial, struct sftpfs *nr, const struct sftp_client *cli,
-			 struct fuse_entry_param *e);
 
 #endif

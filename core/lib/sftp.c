@@ -98,6 +98,7 @@ struct sftp_client {
 	unsigned char *pkt;
 	size_t pkt_len, pkt_have, pkt_cap;
 	char stderr_tail[200];  /* last words of the server on stderr */
+	int refs;               /* sftp_client_ref/unref; the opener holds the first */
 };
 
 /* ------------------------------------------------------------------ */
@@ -844,6 +845,7 @@ static int client_open_on(struct ssh_conn *c, const char *request, const char *a
 		return -ENOMEM;
 	}
 	s->conn = c;
+	s->refs = 1;
 	s->next_id = 1;
 	s->timeout_ms = ssh_conn_timeout_ms(c);
 	s->max_read = s->max_write = DEFAULT_MAX_IO;
@@ -937,6 +939,17 @@ void sftp_client_close(struct sftp_client *s)
 	pthread_mutex_destroy(&s->mu);
 	pthread_cond_destroy(&s->init_cv);
 	free(s);
+}
+
+void sftp_client_ref(struct sftp_client *s)
+{
+	__atomic_add_fetch(&s->refs, 1, __ATOMIC_RELAXED);
+}
+
+void sftp_client_unref(struct sftp_client *s)
+{
+	if (s && __atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) == 0)
+		sftp_client_close(s);
 }
 
 uint32_t sftp_extensions(const struct sftp_client *s)

@@ -97,6 +97,10 @@ void sftp_client_shutdown(struct sftp_client *s, const char *why);
 /* Fails what is in flight with -ENOTCONN and closes the channel.  Handles
  * still open are not closed on the server (the channel close does that). */
 void sftp_client_close(struct sftp_client *s);
+/* References for clients with several holders (a provider and the root/
+ * it handed out): the opener holds one; the last unref closes. */
+void sftp_client_ref(struct sftp_client *s);
+void sftp_client_unref(struct sftp_client *s);
 
 uint32_t sftp_extensions(const struct sftp_client *s);
 /* Server limits (limits@openssh.com) or conservative defaults. */

@@ -139,6 +139,16 @@ int fsync_dir(const char *path)
 	return r;
 }
 
+int syncfs_dir(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int r = syncfs(fd) < 0 ? -errno : 0;
+	close(fd);
+	return r;
+}
+
 void close_fd(int *fd)
 {
 	if (*fd >= 0)

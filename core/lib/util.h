@@ -42,6 +42,8 @@ int write_file_atomic(const char *path, const void *data, size_t len, mode_t mod
 int write_file_replace(const char *path, const void *data, size_t len, mode_t mode);
 int mkdir_p(const char *path, mode_t mode);
 int fsync_dir(const char *path);
+/* syncfs(2) of the filesystem holding the directory path. */
+int syncfs_dir(const char *path);
 
 /* Wall clock in nanoseconds, and monotonic seconds. */
 uint64_t now_ns(void);

@@ -17,13 +17,14 @@
  */
 #include "core/providers/local/local.h"
 #include "core/providers/local/forker.h"
+#include "core/providers/local/view.h"
+#include "core/providers/local/snap.h"
+#include "core/root.h"
 #include "core/lib/walk.h"
 #include "core/providers/local/agentproto.h"
 #include "core/jobs.h"
 #include "core/sandbox.h"
-#include "core/snapshot.h"
 #include "core/providers/local/gpu.h"
-#include "core/provision.h"
 #include "core/lib/seccomp_filter.h"
 #include "core/providers/local/freezer.h"
 #include "core/lib/walk.h"
@@ -421,7 +422,21 @@ static void add_proc_masks(struct sandbox *sb, struct argv_b *a)
 	}
 }
 
-static void build_argv(struct sandbox *sb, const struct seer_config *cfg, const char *tree, struct argv_b *a)
+/* A hub model: the whole model directory is bound (the snapshot's files
+ * are relative links into ../../blobs), and /models/NAME points at the
+ * snapshot. */
+static void add_model(struct argv_b *a, const struct seer_start_model *m)
+{
+	av_add(a, "--ro-bind");
+	av_add(a, m->dir);
+	av_addf(a, "/.seerfs/models/%s", m->mount);
+	av_add(a, "--symlink");
+	av_addf(a, "/.seerfs/models/%s/snapshots/%s", m->mount, m->commit);
+	av_addf(a, "/models/%s", m->mount);
+}
+
+static void build_argv(struct sandbox *sb, const struct seer_config *cfg, const struct seer_start *in, const char *tree,
+		       struct argv_b *a)
 {
 	const char *d = sb->dir;
 	av_add(a, find_bwrap());
@@ -473,8 +488,15 @@ static void build_argv(struct sandbox *sb, const struct seer_config *cfg, const 
 	}
 	if (cfg->gpu)
 		gpu_bwrap_args(cfg->gpu_count, (void (*)(void *, const char *))av_add, a);
-	/* Hub models, read-only at /models/ORG--NAME (core/provision.c). */
-	provision_bwrap_args(sb, (void (*)(void *, const char *))av_add, a);
+	/* Hub models, read-only at /models/ORG--NAME, and the host
+	 * directories pip's settings name (core/provision.c prepared both). */
+	for (size_t i = 0; i < in->n_models; i++)
+		add_model(a, &in->models[i]);
+	for (size_t i = 0; i < in->n_binds; i++) {
+		av_add(a, "--ro-bind");
+		av_add(a, in->binds[i].host);
+		av_add(a, in->binds[i].inside);
+	}
 	av_add(a, "--ro-bind");
 	av_add(a, sb->ctx->agent_path);
 	av_add(a, "/.seerfs/agent");
@@ -495,14 +517,14 @@ static void build_argv(struct sandbox *sb, const struct seer_config *cfg, const 
  * on it stays an overlay (over an empty directory if need be): fs/layered
  * records that, and fs/work/work (which overlayfs makes) covers the trees
  * of seerfs versions that mounted an overlay for every sandbox. */
-static int lower_dirs(struct sandbox *sb, struct sbuf *lower, char *err, size_t n)
+static int lower_dirs(struct sandbox *sb, const struct seer_start *in, struct sbuf *lower, char *err, size_t n)
 {
 	char mark[4096], work[4096];
 	snprintf(mark, sizeof(mark), "%s/fs/layered", sb->dir);
 	snprintf(work, sizeof(work), "%s/fs/work/work", sb->dir);
-	int r = snapshot_lowerdirs(sb, lower, err, n);
-	if (r < 0)
-		return r;
+	int r = 0;
+	if (in->snap.name && in->snap.layers)
+		sbuf_printf(lower, "%s", in->snap.layers);
 	/* Each layer is STATE/snapshots/NAME/layer (names hold no ':'). */
 	for (char *l = lower->data; r == 0 && l && *l;) {
 		char *end = strchr(l, ':');
@@ -776,14 +798,15 @@ static char *bwrap_said(const char *errpath)
 	return why;
 }
 
-static int local_start(struct sandbox *sb, const struct seer_config *cfg, char *err, size_t n)
+static int local_start(struct sandbox *sb, const struct seer_config *cfg, const struct seer_start *in, char *err,
+		       size_t n)
 {
 	struct local_sb *l = priv_of(sb);
 	int r = prepare_dirs(sb, err, n);
 	if (r < 0)
 		return r;
 	struct sbuf lower = {0};
-	if ((r = lower_dirs(sb, &lower, err, n)) < 0) {
+	if ((r = lower_dirs(sb, in, &lower, err, n)) < 0) {
 		sbuf_free(&lower);
 		return r;
 	}
@@ -807,7 +830,7 @@ static int local_start(struct sandbox *sb, const struct seer_config *cfg, char *
 		wdirs[i] = b.data;
 	}
 	struct argv_b av = {0};
-	build_argv(sb, cfg, tree, &av);
+	build_argv(sb, cfg, in, tree, &av);
 
 	int sv[2] = {-1, -1}, info[2] = {-1, -1}, up[2] = {-1, -1}, down[2] = {-1, -1};
 	int seccomp = seer_seccomp_fd(NULL, err, n);
@@ -1014,14 +1037,37 @@ static int local_destroy(struct sandbox *sb)
 	return walk_rm(p);
 }
 
-static int local_root_fd(struct sandbox *sb)
+/* root/: an O_PATH fd on /proc/AGENT/root, the sandbox's "/" as its
+ * processes see it. */
+static int local_root(struct sandbox *sb, struct seer_root *out)
 {
 	struct local_sb *l = priv_of(sb);
 	pthread_mutex_lock(&l->lock);
 	int fd = l->rootfd >= 0 && !l->dead ? fcntl(l->rootfd, F_DUPFD_CLOEXEC, 3) : -1;
 	int e = l->rootfd >= 0 && !l->dead ? -errno : -ENOTCONN;
 	pthread_mutex_unlock(&l->lock);
-	return fd >= 0 ? fd : e;
+	if (fd < 0)
+		return e;
+	out->fd = fd;
+	out->sftp = NULL;
+	out->path[0] = '\0';
+	out->readonly = 0;
+	return 0;
+}
+
+/* Its roots are fds: the core copies into them itself. */
+static int local_copy_in(struct sandbox *sb, const struct seer_root *root, int sfd, const struct stat *st,
+			 const char *rel, char *bad, size_t badn)
+{
+	return -ENOTSUP;
+}
+
+/* Its snapshots are layers in the state directory, which the catalog
+ * (core/snapshot.c) removes: nothing is kept anywhere else. */
+static int local_snap_remove(struct seer_ctx *ctx, const void *settings, const char *snap, const char *where,
+			     char *err, size_t n)
+{
+	return 0;
 }
 
 static int local_spawn(struct sandbox *sb, const struct seer_spawn *req, int *pid, char *err, size_t n)
@@ -1128,12 +1174,17 @@ const struct seer_provider seer_provider_local = {
 	.start = local_start,
 	.stop = local_stop,
 	.destroy = local_destroy,
-	.root_fd = local_root_fd,
+	.root = local_root,
+	.copy_in = local_copy_in,
 	.spawn = local_spawn,
 	.signal = local_signal,
 	.freeze = local_freeze,
+	.snap_take = local_snap_take,
+	.snap_remove = local_snap_remove,
+	.snap_root = local_snap_root,
 	.busy = local_busy,
 	.release = local_release,
 	.isolation = local_isolation,
 	.cell_client = "/.seerfs/agent",
+	.host_binds = 1,
 };

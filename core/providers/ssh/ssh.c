@@ -1,7 +1,7 @@
 /*
  * ssh.c - the `ssh` provider: sandboxes on another machine, reached
  * over one SSH connection per provider entry (core/lib/sshconn.c), with files
- * over SFTP (core/lib/sftp.c, used by fs/root/sftpfs.c through root_remote) and
+ * over SFTP (core/lib/sftp.c, served by fs/root/sftpfs.c through the root op) and
  * commands over exec channels (core/lib/sshexec.c). See docs/ssh.md.
  *
  * Modes (entry.h): "host" makes each sandbox a directory WORKDIR/NAME on
@@ -33,24 +33,25 @@
  * entry's timeout for a live link, then fail with -ENOTCONN and a message
  * that says "disconnected". Dead connections and their SFTP clients are
  * never freed while seerfs runs (they are parked in a graveyard and fail
- * fast with -ENOTCONN): fs/root/sftpfs.c may still hold the client pointer it
- * got from root_remote, and a dangling pointer there would be far worse
- * than a few kilobytes per reconnect.
+ * fast with -ENOTCONN): the graveyard keeps the opener's reference, so a
+ * client handed out (with a reference of its own) or used by a caller
+ * without one never dangles, at the cost of a few kilobytes per reconnect.
  *
  * Snapshots (host mode): a copy of WORKDIR/NAME at
  * WORKDIR/.seerfs-snapshots/SNAP made by one remote script that stops the
  * sandbox's processes for the copy; see the "snapshots" section below.
  */
 #include "core/providers/ssh/ssh.h"
+#include "core/root.h"
 #include "core/jobs.h"
 #include "core/sandbox.h"
 #include "core/lib/seccomp_filter.h"
 #include "core/lib/sftp.h"
-#include "core/snapshot.h"
 #include "core/lib/sshconn.h"
 #include "core/lib/sshexec.h"
 #include "core/providers/ssh/ssh_models.h"
 #include "core/providers/ssh/ssh_agent.h"
+#include "core/providers/ssh/upload.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -168,7 +169,7 @@ struct ssh_sb {
 static void host_watch_confined(struct ssh_host *h);
 static int confined_probe(struct sandbox *sb, struct ssh_sb *s, char *err, size_t n);
 static void confined_drop(struct ssh_sb *s);
-static int snap_prepare_root(struct sandbox *sb, const char *root, char *err, size_t n);
+static int snap_prepare_root(struct sandbox *sb, const struct seer_start *in, const char *root, char *err, size_t n);
 
 static const struct ssh_entry *entry_of(struct sandbox *sb)
 {
@@ -200,7 +201,7 @@ static void describe(const struct ssh_entry *e, char *buf, size_t n)
 /* ---- the shared connection ---------------------------------------------------------- */
 
 /* A log line in every sandbox on h; with gone, root/ of each is dropped
- * too (fs/ then asks root_remote again and gets the new link's client). */
+ * too (fs/ then asks for the root again and gets the new link's client). */
 static void host_log_all(struct ssh_host *h, const char *msg, int gone)
 {
 	pthread_mutex_lock(&h->sbs_lock);
@@ -727,13 +728,14 @@ static void host_unregister(struct ssh_sb *s)
 
 /* Host mode: the models provisioning prepared, copied to the host once
  * and recorded for build_script's binds. */
-static int start_models(struct sandbox *sb, struct ssh_conn *c, struct sftp_client *cli, const char *workdir, const char *root,
-			int bwrap, char *err, size_t n)
+static int start_models(struct sandbox *sb, const struct seer_start *in, struct ssh_conn *c, struct sftp_client *cli,
+			const char *workdir, const char *root, int bwrap, char *err, size_t n)
 {
 	struct ssh_sb *s = priv_of(sb);
 	const struct ssh_entry *e = entry_of(sb);
 	struct ssh_models_host mh = {.sb = sb, .conn = c, .sftp = cli, .host = e->host, .workdir = workdir,
-				     .root = root, .bwrap = bwrap, .timeout_ms = e->timeout_ms};
+				     .root = root, .bwrap = bwrap, .timeout_ms = e->timeout_ms,
+				     .models = in->models, .n_models = in->n_models};
 	struct ssh_models m = {0};
 	int r = ssh_models_place(&mh, &m, err, n);
 	if (r < 0)
@@ -748,7 +750,8 @@ static int start_models(struct sandbox *sb, struct ssh_conn *c, struct sftp_clie
 	return 0;
 }
 
-static int ssh_start(struct sandbox *sb, const struct seer_config *cfg, char *err, size_t n)
+static int ssh_start(struct sandbox *sb, const struct seer_config *cfg, const struct seer_start *in, char *err,
+		     size_t n)
 {
 	const struct ssh_entry *e = entry_of(sb);
 	struct ssh_sb *s = priv_of(sb);
@@ -779,12 +782,12 @@ static int ssh_start(struct sandbox *sb, const struct seer_config *cfg, char *er
 	if (e->mode == SEER_SSH_DIRECT) {
 		snprintf(root, sizeof(root), "/");
 		bwrap = 0;
-		r = snap_prepare_root(sb, root, err, n);
+		r = snap_prepare_root(sb, in, root, err, n);
 	} else {
 		r = workdir_abs(cli, e, wdabs, sizeof(wdabs));
 		if (r == 0)
 			snprintf(root, sizeof(root), "%s/%s", wdabs, sb->name);
-		if (r == 0 && (r = snap_prepare_root(sb, root, err, n)) < 0)
+		if (r == 0 && (r = snap_prepare_root(sb, in, root, err, n)) < 0)
 			goto out;
 		static const char *const sub[] = {"", "/workspace", "/tmp", "/root", NULL};
 		for (int i = 0; r == 0 && sub[i]; i++) {
@@ -797,7 +800,7 @@ static int ssh_start(struct sandbox *sb, const struct seer_config *cfg, char *er
 				 sb->name, e->workdir, who, strerror(-r));
 			goto out;
 		}
-		r = start_models(sb, c, cli, wdabs, root, bwrap, err, n);
+		r = start_models(sb, in, c, cli, wdabs, root, bwrap, err, n);
 	}
 	if (r < 0)
 		goto out;
@@ -1818,35 +1821,47 @@ static int ssh_destroy(struct sandbox *sb)
 	return 0;
 }
 
-static int ssh_root_fd(struct sandbox *sb)
-{
-	(void)sb;
-	return -ENOTSUP;   /* remote: root_remote instead */
-}
-
-static int ssh_root_remote(struct sandbox *sb, struct sftp_client **cli, char *root, size_t len)
+/* root/ over SFTP: the sandbox's own sftp-server when confined, else the
+ * link's, at the sandbox's directory (or "/" in direct mode). The client
+ * stays ours (parked, never freed, when replaced); the handle holds a
+ * reference of its own. */
+static int ssh_root(struct sandbox *sb, struct seer_root *out)
 {
 	struct ssh_sb *s = priv_of(sb);
 	pthread_mutex_lock(&s->lock);
 	int running = s->running;
-	snprintf(root, len, "%s", s->root);
+	snprintf(out->path, sizeof(out->path), "%s", s->root);
 	pthread_mutex_unlock(&s->lock);
 	if (!running || !s->h)
 		return -ENOTCONN;
 	pthread_mutex_lock(&s->lock);
 	int confined = s->confined;
 	pthread_mutex_unlock(&s->lock);
-	if (confined) {
-		snprintf(root, len, "/");
-		return confined_client(sb, s, cli);
-	}
-	char err[SSH_ERRMSG_LEN];
 	struct sftp_client *c = NULL;
-	int r = host_acquire(sb, NULL, &c, NULL, err, sizeof(err));
+	int r;
+	if (confined) {
+		snprintf(out->path, sizeof(out->path), "/");
+		r = confined_client(sb, s, &c);
+	} else {
+		char err[SSH_ERRMSG_LEN];
+		r = host_acquire(sb, NULL, &c, NULL, err, sizeof(err));
+	}
 	if (r < 0)
 		return r;
-	*cli = c;
+	sftp_client_ref(c);
+	out->fd = -1;
+	out->sftp = c;
+	out->readonly = 0;
 	return 0;
+}
+
+/* local_files and local_dirs go over the root's SFTP client (upload.c). */
+static int ssh_copy_in(struct sandbox *sb, const struct seer_root *root, int sfd, const struct stat *st,
+		       const char *rel, char *bad, size_t badn)
+{
+	if (!root->sftp)
+		return -ENOTSUP;
+	return upload_in(root->sftp, root->path, sfd, st, rel, bad, badn);
 }
 
 static int ssh_freeze(struct sandbox *sb, int freeze)
@@ -2042,7 +2057,8 @@ static void snap_store_of(const char *root, char *out, size_t n)
 	snprintf(out, n, "%.*s/%s", slash ? (int)(slash - root) : 0, root, SNAP_STORE);
 }
 
-static int ssh_snap_take(struct sandbox *sb, const char *snap, struct seer_snap_taken *out, char *err, size_t n)
+static int ssh_snap_take(struct sandbox *sb, const char *snap, const char *layer, struct seer_snap_taken *out, char *err,
+			 size_t n)
 {
 	const struct ssh_entry *e = entry_of(sb);
 	struct ssh_sb *s = priv_of(sb);
@@ -2130,10 +2146,11 @@ static int ssh_snap_remove(struct seer_ctx *ctx, const void *settings, const cha
 	return r;
 }
 
-static int ssh_snap_remote(struct seer_ctx *ctx, const void *settings, const char *where, struct sftp_client **cli,
-			   char *root, size_t len, char *err, size_t n)
+static int ssh_snap_root(struct seer_ctx *ctx, const void *settings, const struct seer_snap_ref *snap,
+			 struct seer_root *out, char *err, size_t n)
 {
 	const struct ssh_entry *e = settings;
+	const char *where = snap->where;
 	if (!e || !snap_where_ok(where, NULL)) {
 		snprintf(err, n, "%s is not a snapshot's place in a %s directory; the snapshot's info.json is damaged", where,
 			 SNAP_STORE);
@@ -2145,8 +2162,11 @@ static int ssh_snap_remote(struct seer_ctx *ctx, const void *settings, const cha
 	int r = host_acquire_h(host_get(ctx, e), label, NULL, &c, NULL, err, n);
 	if (r < 0)
 		return r;
-	*cli = c;
-	snprintf(root, len, "%s", where);
+	sftp_client_ref(c);
+	out->fd = -1;
+	out->sftp = c;
+	out->readonly = 1;
+	snprintf(out->path, sizeof(out->path), "%s", where);
 	return 0;
 }
 
@@ -2155,7 +2175,7 @@ static int ssh_snap_remote(struct seer_ctx *ctx, const void *settings, const cha
  * the config names. Only when root
  * does not exist yet: a restart keeps the sandbox's own files (as the
  * local provider keeps its upper dir). */
-static int snap_prepare_root(struct sandbox *sb, const char *root, char *err, size_t n)
+static int snap_prepare_root(struct sandbox *sb, const struct seer_start *in, const char *root, char *err, size_t n)
 {
 	const struct ssh_entry *e = entry_of(sb);
 	if (e->mode == SEER_SSH_DIRECT && sb->cfg.snapshot) {
@@ -2175,10 +2195,11 @@ static int snap_prepare_root(struct sandbox *sb, const char *root, char *err, si
 			 sb->name, ISO_DIR, e->name, e->host);
 		return -EINVAL;
 	}
-	char where[2048];
-	int r = snapshot_source(sb, where, sizeof(where), err, n);
-	if (r < 0 || !where[0])
-		return r;
+	/* The core checked that this provider took it (snapshot_start_ref). */
+	const char *where = in->snap.name && in->snap.where ? in->snap.where : "";
+	int r;
+	if (!where[0])
+		return 0;
 	if (!snap_where_ok(where, sb->cfg.snapshot)) {
 		snprintf(err, n, "sandbox %s: snapshot %s: its info.json names %s, not a place in a %s directory; the snapshot is damaged, delete it",
 			 sb->name, sb->cfg.snapshot, where, SNAP_STORE);
@@ -2286,16 +2307,17 @@ const struct seer_provider seer_provider_ssh = {
 	.start = ssh_start,
 	.stop = ssh_stop,
 	.destroy = ssh_destroy,
-	.root_fd = ssh_root_fd,
-	.root_remote = ssh_root_remote,
+	.root = ssh_root,
+	.copy_in = ssh_copy_in,
 	.spawn = ssh_spawn,
 	.signal = ssh_signal,
 	.freeze = ssh_freeze,
 	.snap_take = ssh_snap_take,
 	.snap_remove = ssh_snap_remove,
-	.snap_remote = ssh_snap_remote,
+	.snap_root = ssh_snap_root,
 	.busy = ssh_busy,
 	.release = ssh_release,
 	.isolation = ssh_isolation,
 	.cell_client = NULL,   /* the Python client */
+	.host_binds = 0,       /* models and pip's directories are copied there */
 };

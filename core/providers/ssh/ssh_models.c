@@ -23,7 +23,7 @@
  * still gets correct results (the rename decides), only maybe two uploads.
  */
 #include "core/providers/ssh/ssh_models.h"
-#include "core/provision.h"
+#include "core/provider.h"
 #include "core/sandbox.h"
 #include "core/lib/sha256.h"
 #include "core/lib/sshexec.h"
@@ -47,16 +47,6 @@
 #define SUMS_OK_LINE "@@seer-sha256-ok"
 #define MIB (1024.0 * 1024.0)
 
-/* A model as provisioning prepared it (provision_models_each). */
-struct wanted {
-	char *dir, *commit, *mount;
-};
-
-struct wanted_list {
-	struct wanted *v;
-	size_t n;
-};
-
 /* One model being made present on the host. */
 struct place {
 	const struct ssh_models_host *h;
@@ -70,26 +60,6 @@ struct place {
 	struct sbuf sums;     /* "SHA256  ./PATH" lines for sha256sum -c */
 	char bad[1024];       /* the file an upload failed at */
 };
-
-static void collect_wanted(void *arg, const char *dir, const char *commit, const char *mount)
-{
-	struct wanted_list *l = arg;
-	struct wanted *nv = realloc(l->v, (l->n + 1) * sizeof(*nv));
-	if (!nv)
-		abort();
-	l->v = nv;
-	l->v[l->n++] = (struct wanted){xstrdup(dir), xstrdup(commit), xstrdup(mount)};
-}
-
-static void wanted_free(struct wanted_list *l)
-{
-	for (size_t i = 0; i < l->n; i++) {
-		free(l->v[i].dir);
-		free(l->v[i].commit);
-		free(l->v[i].mount);
-	}
-	free(l->v);
-}
 
 /* CACHE/models--ORG--NAME + COMMIT -> "ORG--NAME@COMMIT". */
 static int model_key(const char *dir, const char *commit, char *out, size_t n)
@@ -474,7 +444,7 @@ static void remove_stale(struct place *p)
 }
 
 /* Makes one model present on the host as FINAL. */
-static int place_one(const struct ssh_models_host *h, const struct wanted *w, struct ssh_model_place *out, char *err,
+static int place_one(const struct ssh_models_host *h, const struct seer_start_model *w, struct ssh_model_place *out, char *err,
 		     size_t n)
 {
 	struct place p = {.h = h, .mount = w->mount};
@@ -547,19 +517,16 @@ static int link_into_root(const struct ssh_models_host *h, const struct ssh_mode
 
 int ssh_models_place(const struct ssh_models_host *h, struct ssh_models *out, char *err, size_t n)
 {
-	struct wanted_list l = {0};
-	provision_models_each(h->sb, collect_wanted, &l);
 	memset(out, 0, sizeof(*out));
 	int r = 0;
-	if (l.n)
-		out->v = xcalloc(l.n, sizeof(*out->v));
-	for (size_t i = 0; i < l.n && r == 0; i++) {
-		r = place_one(h, &l.v[i], &out->v[out->n], err, n);
+	if (h->n_models)
+		out->v = xcalloc(h->n_models, sizeof(*out->v));
+	for (size_t i = 0; i < h->n_models && r == 0; i++) {
+		r = place_one(h, &h->models[i], &out->v[out->n], err, n);
 		out->n++;
 		if (r == 0 && !h->bwrap)
 			r = link_into_root(h, &out->v[out->n - 1], err, n);
 	}
-	wanted_free(&l);
 	if (r < 0)
 		ssh_models_free(out);
 	return r;

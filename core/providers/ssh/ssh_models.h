@@ -16,6 +16,7 @@
 #include <stddef.h>
 
 struct sandbox;
+struct seer_start_model;
 
 /* Where each model of one sandbox is on its host. */
 struct ssh_model_place {
@@ -38,9 +39,11 @@ struct ssh_models_host {
 	const char *root;      /* WORKDIR/NAME */
 	int bwrap;             /* commands run under bubblewrap there */
 	int timeout_ms;        /* the entry's timeout, for short commands */
+	const struct seer_start_model *models;   /* what provisioning prepared (struct seer_start) */
+	size_t n_models;
 };
 
-/* Makes every model provisioning prepared for h->sb present on the host
+/* Makes every model of h->models present on the host
  * (uploading what is not there yet, under a lock on the host so that two
  * sandboxes never upload one model at once) and fills *out. Without
  * bubblewrap, also links ROOT/models/MOUNT to each. 0 or -errno with a

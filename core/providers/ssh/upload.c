@@ -2,7 +2,7 @@
  * upload.c - copies files and trees of this machine into a sandbox on a
  * remote provider, over the provider's SFTP client: the local_files and
  * local_dirs of a config (core/provision.c) where the sandbox's "/" is not
- * a directory fd here (provider->root_remote instead of root_fd).
+ * a directory fd here (its root is an SFTP client: the provider's copy_in).
  *
  * What is copied matches the local copy in provision.c: regular files with
  * their permission bits, directories, symlinks as links (they resolve

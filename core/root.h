@@ -1,0 +1,30 @@
+/*
+ * root.h - the handle a provider gives for a tree of files that root/
+ * shows: a sandbox's "/", or a snapshot's copy (core/provider.h's root and
+ * snap_root). fs/root/root.c picks the backend from it: an fd is served
+ * by fs/root/pass.c, an SFTP client by fs/root/sftpfs.c.
+ *
+ * Only providers and fs/root/ include this: the rest of fs/ and core/
+ * pass struct seer_root along by pointer, so the SFTP client never reaches
+ * them.
+ */
+#ifndef SEER_ROOT_H
+#define SEER_ROOT_H
+
+struct sftp_client;
+
+struct seer_root {
+	/* One of the two: */
+	int fd;                    /* an O_PATH fd on the tree's "/" (the receiver owns it), or -1 */
+	struct sftp_client *sftp; /* an SFTP client: one reference for the receiver (sftp_client_unref) */
+	char path[4096];           /* with sftp: the tree's path on the remote host */
+	/* Every change fails with EROFS. An fd's tree must be read-only
+	 * itself (a read-only mount); an SFTP backend refuses changes. */
+	int readonly;
+};
+
+/* Gives back what a handle holds (closes the fd, drops the reference);
+ * the handle is empty afterwards. */
+void seer_root_release(struct seer_root *r);
+
+#endif
