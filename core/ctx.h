@@ -16,8 +16,9 @@
 
 struct sandbox;
 struct jobio;
+struct seer_provider;
 
-/* Slots of per-provider state (core/provider.c's registry has at most this
+/* Slots of per-provider state (core/registry.c's registry has at most this
  * many providers). */
 #define SEER_PROVIDER_SLOTS 8
 
@@ -52,21 +53,14 @@ struct seer_ctx {
 	int stopping;
 
 	struct seer_fs_hooks hooks;
+	/* Frees what core/lifecycle.c attached to a sandbox (jobs, sessions,
+	 * functions) when the object goes (sandbox.c sits below them). */
+	void (*sb_parts_free)(struct sandbox *sb);
 	struct jobio *jobio;    /* the thread that moves job output to disk (core/jobs.c) */
 	/* Each provider's own state, by its place in the registry
-	 * (seer_provider_state, core/provider.h). */
+	 * (seer_provider_state, core/provider.h; filled by core/registry.c). */
+	const struct seer_provider *prov_ops[SEER_PROVIDER_SLOTS];
 	void *prov_state[SEER_PROVIDER_SLOTS];
 };
-
-/* Opens (creating) the state directory, takes its lock and loads every
- * sandbox. -EBUSY with a message naming the holder when another seerfs has it. */
-int seer_ctx_open(struct seer_ctx *ctx, char *err, size_t errlen);
-/* Starts sandboxes that were running before and the timeout timer. */
-int seer_ctx_start(struct seer_ctx *ctx);
-/* Ends every sandbox's processes (states stay): used when the mount went
- * away under us. */
-void seer_ctx_stop_processes(struct seer_ctx *ctx);
-/* Stops the timer and every sandbox's processes; the state stays on disk. */
-void seer_ctx_close(struct seer_ctx *ctx);
 
 #endif

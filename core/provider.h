@@ -1,11 +1,10 @@
 /*
- * provider.h - the interface every sandbox provider implements, and the
- * registry that finds one by its type name.
+ * provider.h - the interface every sandbox provider implements.
  *
  * A provider is one folder, core/providers/NAME/, whose one const struct
  * seer_provider fills every slot below, in the manner of curl's TLS
  * backends: the core calls through this table and never knows which
- * provider it holds. The registry (core/provider.c) has one line per
+ * provider it holds. The registry (core/registry.c) has one line per
  * provider: its type name, the parser of its providers-file entries, its
  * ops. Each sandbox keeps its provider's private data in sb->priv; each
  * context keeps one slot of per-provider state (init, cleanup,
@@ -21,6 +20,8 @@
 #include <stdint.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+
+#include "core/ctx.h"
 
 struct sandbox;
 struct seer_config;
@@ -81,9 +82,6 @@ struct seer_start {
 	size_t n_binds;
 	struct seer_snap_ref snap;   /* the snapshot it is restored from; name NULL: none */
 };
-
-/* Frees what a struct seer_start holds. */
-void seer_start_free(struct seer_start *in);
 
 typedef void (*seer_exit_fn)(struct sandbox *sb, const struct seer_exit *e);
 
@@ -165,23 +163,20 @@ struct seer_provider {
 
 /* Parses one entry of the providers file (the JSON object o, called name,
  * in file) of the provider's type into *settings, which the provider keeps
- * for as long as seerfs runs (sandboxes hold plain pointers to it).
- * -EINVAL with a message naming the file, the entry and the field. */
-typedef int (*seer_entry_parse_fn)(struct seer_ctx *ctx, const char *file, const char *name, struct json_object *o,
-				   const void **settings, char *err, size_t errlen);
+ * (in its per-context state) for as long as seerfs runs: sandboxes hold
+ * plain pointers to it. -EINVAL with a message naming the file, the entry
+ * and the field. */
+typedef int (*seer_entry_parse_fn)(struct seer_ctx *ctx, void *state, const char *file, const char *name,
+				   struct json_object *o, const void **settings, char *err, size_t errlen);
 
-/* Makes (init) and frees (cleanup) every provider's per-context state. */
-int seer_providers_init(struct seer_ctx *ctx, char *err, size_t errlen);
-void seer_providers_cleanup(struct seer_ctx *ctx);
-/* The per-context state of provider p (what its init made). */
-void *seer_provider_state(struct seer_ctx *ctx, const struct seer_provider *p);
-
-/* Built-in name ("local"), or an entry of the providers file
- * (-o providers=FILE, read again on every call so that an edit applies to
- * the next sandbox): *prov and its *settings (NULL for built-ins).
- * -ENOENT/-EINVAL with a message in err (no sandbox name in it: the caller
- * adds it). */
-int seer_provider_resolve(struct seer_ctx *ctx, const char *name, const struct seer_provider **prov,
-			  const void **settings, char *err, size_t errlen);
+/* The per-context state of provider p (what its init made; NULL before the
+ * context opened or after it closed). */
+static inline void *seer_provider_state(struct seer_ctx *ctx, const struct seer_provider *p)
+{
+	for (int i = 0; i < SEER_PROVIDER_SLOTS; i++)
+		if (ctx->prov_ops[i] == p)
+			return ctx->prov_state[i];
+	return NULL;
+}
 
 #endif

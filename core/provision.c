@@ -56,20 +56,7 @@ static void state_path(struct sandbox *sb, char *buf, size_t len)
 
 static struct json_object *state_load(struct sandbox *sb)
 {
-	char p[4096], *text = NULL;
-	state_path(sb, p, sizeof(p));
-	struct json_object *o = NULL;
-	if (read_file(p, 4 << 20, &text, NULL) == 0)
-		o = json_tokener_parse(text);
-	free(text);
-	if (!o || !json_object_is_type(o, json_type_object)) {
-		json_object_put(o);
-		o = json_object_new_object();
-	}
-	struct json_object *v;
-	if (!json_object_object_get_ex(o, "steps", &v))
-		json_object_object_add(o, "steps", json_object_new_object());
-	return o;
+	return sandbox_provisioned(sb);
 }
 
 static int state_save(struct sandbox *sb, struct json_object *o)
@@ -1875,6 +1862,25 @@ void provision_start_inputs(struct sandbox *sb, struct seer_start *in)
 	json_object_put(st);
 }
 
+void provision_start_free(struct seer_start *in)
+{
+	for (size_t i = 0; i < in->n_models; i++) {
+		free(in->models[i].dir);
+		free(in->models[i].commit);
+		free(in->models[i].mount);
+	}
+	for (size_t i = 0; i < in->n_binds; i++) {
+		free(in->binds[i].host);
+		free(in->binds[i].inside);
+	}
+	free(in->models);
+	free(in->binds);
+	free((char *)in->snap.name);
+	free((char *)in->snap.where);
+	free((char *)in->snap.layers);
+	memset(in, 0, sizeof(*in));
+}
+
 void provision_info(struct sandbox *sb, struct json_object *o)
 {
 	struct json_object *st = state_load(sb);
@@ -1891,12 +1897,4 @@ void provision_info(struct sandbox *sb, struct json_object *o)
 			json_object_object_add(o, urls[i], json_object_get(v));
 	}
 	json_object_put(st);
-}
-
-int provision_venv_ready(struct sandbox *sb)
-{
-	struct json_object *st = state_load(sb);
-	int r = obj_get(obj_get(st, "steps"), "python") != NULL;
-	json_object_put(st);
-	return r;
 }

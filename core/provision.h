@@ -35,15 +35,13 @@ int provision_prepare(struct sandbox *sb, const struct seer_config *cfg, char *e
 int provision_run(struct sandbox *sb, const struct seer_config *cfg, char *err, size_t n);
 
 /* Before prov->start: the models provision_prepare made ready and the
- * host directories to bind (pip's), for struct seer_start (the caller
- * frees it with seer_start_free). */
+ * host directories to bind (pip's), for struct seer_start. */
 void provision_start_inputs(struct sandbox *sb, struct seer_start *in);
+/* Frees what a struct seer_start holds (snapshot_start_ref's part too). */
+void provision_start_free(struct seer_start *in);
 
 /* Sets model_handles, repo_handles, jupyter_url and code_server_url of an
  * info.json object from the recorded provisioning state. */
 void provision_info(struct sandbox *sb, struct json_object *o);
-
-/* Whether /opt/venv was built by provisioning (PATH then starts with it). */
-int provision_venv_ready(struct sandbox *sb);
 
 #endif

@@ -1,6 +1,7 @@
 /*
- * sandbox.h - a sandbox: its state machine, its files in the state
- * directory, provisioning and termination, and the log and error it shows.
+ * sandbox.h - a sandbox: the object every part of seerfs holds (its
+ * fields, references, log, error, progress and environment; sandbox.c).
+ * What it goes through is core/lifecycle.h's.
  *
  * States: new -> provisioning -> running | failed; running -> terminating ->
  * terminated; failed or terminated -> provisioning again on a new config
@@ -29,6 +30,7 @@ enum sb_state {
 const char *sb_state_name(enum sb_state s);
 
 struct seer_provider;
+struct json_object;
 struct jobtab;
 struct sesstab;
 struct fntab;
@@ -80,25 +82,7 @@ struct sandbox *sandbox_get_serial(struct seer_ctx *ctx, uint32_t serial);
 void sandbox_ref(struct sandbox *sb);
 void sandbox_put(struct sandbox *sb);
 
-/* mkdir: -EINVAL bad name, -EEXIST. Returns a referenced sandbox. */
-int sandbox_create(struct seer_ctx *ctx, const char *name, struct sandbox **out);
-/* rmdir: -EBUSY while provisioning, running or terminating. */
-int sandbox_remove(struct sandbox *sb);
-/* Loads every sandbox of the state directory (at start-up). */
-int sandbox_load_all(struct seer_ctx *ctx);
-
-/* A complete config landed (close of config.json or rename over it).
- * Validates, stores and starts provisioning: -EINVAL/-EFBIG (error set),
- * -EBUSY when the state forbids it. On success the state is already
- * `provisioning` (or the live change applied) when this returns. */
-int sandbox_apply_config(struct sandbox *sb, const char *text, size_t len);
-
-/* One line written to ctl: terminate, retry, snapshot NAME, ... */
-int sandbox_ctl(struct sandbox *sb, const char *text, size_t len);
-
 /* Texts shown by the control files; the caller frees them. */
-char *sandbox_status_text(struct sandbox *sb);
-char *sandbox_info_json(struct sandbox *sb);
 char *sandbox_error_text(struct sandbox *sb);
 char *sandbox_config_text(struct sandbox *sb);
 /* Path of the log file. */
@@ -108,6 +92,8 @@ void sandbox_log_path(struct sandbox *sb, char *buf, size_t len);
 void sandbox_log(struct sandbox *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Sets the last error (also logged). */
 void sandbox_set_error(struct sandbox *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Clears it (an earlier rejection no longer applies). */
+void sandbox_clear_error(struct sandbox *sb);
 /* Sets the provisioning progress line shown in status (NULL clears). */
 void sandbox_set_progress(struct sandbox *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -120,12 +106,13 @@ int sandbox_settling(struct sandbox *sb);
 /* Tells fs/ that something visible changed (status, log, jobs...). */
 void sandbox_changed(struct sandbox *sb);
 
-/* The timeout timer: terminates sandboxes past their deadline. */
-void *sandbox_timer_main(void *arg);
-
 /* Environment for a process in the sandbox: config env, secrets, basics.
  * NULL-terminated; free with strv_free. */
 char **sandbox_environ(struct sandbox *sb);
 void strv_free(char **v);
+
+/* STATE/sandboxes/NAME/provisioned.json, parsed (an empty object with
+ * "steps" when missing or unreadable); the caller puts it. */
+struct json_object *sandbox_provisioned(struct sandbox *sb);
 
 #endif

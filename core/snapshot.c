@@ -24,6 +24,7 @@
 #include "core/snapshot.h"
 #include "core/lib/walk.h"
 #include "core/provider.h"
+#include "core/registry.h"
 #include "core/sandbox.h"
 
 #include <dirent.h>

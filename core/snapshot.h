@@ -30,7 +30,7 @@ int snapshot_take(struct sandbox *sb, const char *name, char *err, size_t errlen
 /* The snapshot sb's config restores, for its provider's start: a
  * snapshot in the state directory with its layers, or one the provider
  * keeps with where (ref->name NULL when the config names none; the caller
- * frees the strings, seer_start_free). -ENOENT, or -EXDEV when it was
+ * frees the strings, provision_start_free). -ENOENT, or -EXDEV when it was
  * taken on another provider, with a message. */
 int snapshot_start_ref(struct sandbox *sb, struct seer_snap_ref *ref, char *err, size_t errlen);
 /* The provider snapshot NAME was taken on, and where that provider keeps

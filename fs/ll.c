@@ -16,6 +16,7 @@
 #include "fs/snapfs.h"
 #include "fs/root/root.h"
 #include "core/provider.h"
+#include "core/lifecycle.h"
 
 #include <errno.h>
 #include <fcntl.h>

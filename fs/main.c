@@ -9,6 +9,7 @@
  */
 #include "fs/fs.h"
 #include "core/ctx.h"
+#include "core/lifecycle.h"
 #include "core/lib/util.h"
 
 #include <errno.h>

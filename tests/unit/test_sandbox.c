@@ -9,6 +9,7 @@
  * sandbox's init exits at once). Real sandboxes are the integration tests'.
  */
 #include "core/ctx.h"
+#include "core/lifecycle.h"
 #include "core/ctlcmd.h"
 #include "core/sandbox.h"
 #include "core/lib/walk.h"

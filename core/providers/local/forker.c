@@ -6,8 +6,6 @@
  * keeps only the calling thread.
  */
 #include "core/providers/local/forker.h"
-#include "core/providers/local/local.h"
-#include "core/provider.h"
 #include "core/lib/util.h"
 
 #include <pthread.h>
@@ -90,9 +88,9 @@ static void start_locked(struct local_state *st)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
-int local_in_forker(struct seer_ctx *ctx, int (*fn)(void *), void *arg)
+int local_in_forker(void *state, int (*fn)(void *), void *arg)
 {
-	struct local_state *st = seer_provider_state(ctx, &seer_provider_local);
+	struct local_state *st = state;
 	struct forker_req r = {.fn = fn, .arg = arg};
 	if (!st)
 		return fn(arg);

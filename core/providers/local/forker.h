@@ -16,8 +16,9 @@ struct seer_ctx;
 int local_state_init(struct seer_ctx *ctx, void **state);
 void local_state_cleanup(struct seer_ctx *ctx, void *state);
 
-/* Runs fn(arg) on the forker thread (started on first use) and returns its
- * result; runs it here when no thread can be made. */
-int local_in_forker(struct seer_ctx *ctx, int (*fn)(void *), void *arg);
+/* Runs fn(arg) on the forker thread of state (the provider's, started on
+ * first use) and returns its result; runs it here when there is no state
+ * (the context closed) or no thread can be made. */
+int local_in_forker(void *state, int (*fn)(void *), void *arg);
 
 #endif

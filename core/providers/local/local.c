@@ -857,7 +857,7 @@ static int local_start(struct sandbox *sb, const struct seer_config *cfg, const 
 		sbuf_printf(&procs, "%s/cgroup.procs", l->fz.dir);
 		fa.cgroup_procs = procs.data;
 	}
-	pid_t pid = local_in_forker(sb->ctx, fork_sandbox, &fa);
+	pid_t pid = local_in_forker(seer_provider_state(sb->ctx, &seer_provider_local), fork_sandbox, &fa);
 	up[1] = down[0] = -1;   /* fork_sandbox closed them */
 	sbuf_free(&procs);
 	int errfd = fa.errfd;

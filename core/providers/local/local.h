@@ -1,6 +1,6 @@
 /*
  * local.h - the `local` provider (bubblewrap sandboxes on this machine), as
- * the registry (core/provider.c) names it.
+ * the registry (core/registry.c) names it.
  */
 #ifndef SEER_LOCAL_H
 #define SEER_LOCAL_H

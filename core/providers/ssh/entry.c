@@ -8,7 +8,6 @@
  * of the file.
  */
 #include "core/providers/ssh/entry.h"
-#include "core/providers/ssh/ssh.h"
 #include "core/ctx.h"
 #include "core/lib/util.h"
 
@@ -34,11 +33,6 @@ void ssh_state_cleanup(struct seer_ctx *ctx, void *state)
 	 * connection threads end with the process. */
 	(void)ctx;
 	(void)state;
-}
-
-struct ssh_state *ssh_state_of(struct seer_ctx *ctx)
-{
-	return seer_provider_state(ctx, &seer_provider_ssh);
 }
 
 static const char *home_of(struct seer_ctx *ctx)
@@ -117,7 +111,7 @@ static int parse_fields(struct seer_ctx *ctx, const char *file, const char *name
 			return -EINVAL;
 		}
 	}
-	const char *type = "ssh";   /* core/provider.c chose this parser by it */
+	const char *type = "ssh";   /* core/registry.c chose this parser by it */
 	const char *host = str_field(o, "host");
 	if (!host || !*host) {
 		snprintf(err, n, "providers file %s: entry \"%s\": field \"host\" is missing; add the SSH host name",
@@ -209,14 +203,14 @@ static int parse_fields(struct seer_ctx *ctx, const char *file, const char *name
 	return 0;
 }
 
-int ssh_entry_parse(struct seer_ctx *ctx, const char *file, const char *name, struct json_object *o,
+int ssh_entry_parse(struct seer_ctx *ctx, void *state, const char *file, const char *name, struct json_object *o,
 		    const void **settings, char *err, size_t n)
 {
 	struct ssh_entry *e = NULL;
 	int r = parse_fields(ctx, file, name, o, &e, err, n);
 	if (r < 0)
 		return r;
-	struct ssh_state *st = ssh_state_of(ctx);
+	struct ssh_state *st = state;
 	pthread_mutex_lock(&st->lock);
 	for (struct ssh_entry *x = st->entries; x; x = x->next) {
 		if (same_entry(x, e)) {

@@ -6,7 +6,7 @@
  *             "identity_file": "~/.ssh/id_ed25519", "known_hosts": "~/.ssh/known_hosts",
  *             "workdir": "/srv/seerfs", "mode": "host", "timeout": 30}}
  *
- * core/provider.c reads the file (again each time a config names a
+ * core/registry.c reads the file (again each time a config names a
  * provider, so an edit applies to the next sandbox without a remount) and
  * hands an entry of type "ssh" to ssh_entry_parse. Parsed entries are
  * interned in the provider's per-context state (struct ssh_state) and live
@@ -55,13 +55,11 @@ struct ssh_state {
 /* The provider's init and cleanup (struct seer_provider). */
 int ssh_state_init(struct seer_ctx *ctx, void **state);
 void ssh_state_cleanup(struct seer_ctx *ctx, void *state);
-/* The state of ctx. */
-struct ssh_state *ssh_state_of(struct seer_ctx *ctx);
 
 /* Parses entry `name` of the providers file `file` (the JSON object o)
  * and returns its interned copy in *settings. -EINVAL with a message
  * naming the file, the entry and the field. */
-int ssh_entry_parse(struct seer_ctx *ctx, const char *file, const char *name, struct json_object *o,
+int ssh_entry_parse(struct seer_ctx *ctx, void *state, const char *file, const char *name, struct json_object *o,
 		    const void **settings, char *err, size_t errlen);
 
 #endif

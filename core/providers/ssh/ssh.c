@@ -519,7 +519,7 @@ static void *host_main(void *arg)
 /* The connection of an entry (created on first use). */
 static struct ssh_host *host_get(struct seer_ctx *ctx, const struct ssh_entry *ce)
 {
-	struct ssh_state *rc = ssh_state_of(ctx);
+	struct ssh_state *rc = seer_provider_state(ctx, &seer_provider_ssh);
 	/* The entry is interned and immortal; its conn field is ours and set
 	 * once under the remote context's lock. */
 	struct ssh_entry *e = (struct ssh_entry *)ce;

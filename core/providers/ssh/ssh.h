@@ -1,6 +1,6 @@
 /*
  * ssh.h - the `ssh` provider (sandboxes on hosts reached over SSH), as the
- * registry (core/provider.c) names it: its ops and the parser of its
+ * registry (core/registry.c) names it: its ops and the parser of its
  * providers-file entries (core/providers/ssh/entry.h).
  */
 #ifndef SEER_SSH_H

@@ -1,10 +1,10 @@
 /*
- * provider.c - the registry of providers: one line per provider type, and
+ * registry.c - the registry of providers: one line per provider type, and
  * the reading of the providers file, whose entries name a type of this
  * table. The core finds a provider here and from then on only calls
  * through its struct seer_provider (core/provider.h).
  */
-#include "core/provider.h"
+#include "core/registry.h"
 #include "core/ctx.h"
 #include "core/lib/util.h"
 #include "core/providers/local/local.h"
@@ -34,6 +34,7 @@ _Static_assert(ARRAY_SIZE(registry) <= SEER_PROVIDER_SLOTS, "raise SEER_PROVIDER
 int seer_providers_init(struct seer_ctx *ctx, char *err, size_t n)
 {
 	for (size_t i = 0; i < ARRAY_SIZE(registry); i++) {
+		ctx->prov_ops[i] = registry[i].ops;
 		int r = registry[i].ops->init(ctx, &ctx->prov_state[i]);
 		if (r < 0) {
 			snprintf(err, n, "cannot set up the %s provider: %s", registry[i].type, strerror(-r));
@@ -50,33 +51,6 @@ void seer_providers_cleanup(struct seer_ctx *ctx)
 			registry[i].ops->cleanup(ctx, ctx->prov_state[i]);
 		ctx->prov_state[i] = NULL;
 	}
-}
-
-void *seer_provider_state(struct seer_ctx *ctx, const struct seer_provider *p)
-{
-	for (size_t i = 0; i < ARRAY_SIZE(registry); i++)
-		if (registry[i].ops == p)
-			return ctx->prov_state[i];
-	return NULL;
-}
-
-void seer_start_free(struct seer_start *in)
-{
-	for (size_t i = 0; i < in->n_models; i++) {
-		free(in->models[i].dir);
-		free(in->models[i].commit);
-		free(in->models[i].mount);
-	}
-	for (size_t i = 0; i < in->n_binds; i++) {
-		free(in->binds[i].host);
-		free(in->binds[i].inside);
-	}
-	free(in->models);
-	free(in->binds);
-	free((char *)in->snap.name);
-	free((char *)in->snap.where);
-	free((char *)in->snap.layers);
-	memset(in, 0, sizeof(*in));
 }
 
 /* "ssh" or "\"a\" or \"b\"": the types an entry may have. */
@@ -141,7 +115,7 @@ static int lookup_entry(struct seer_ctx *ctx, const char *name, const struct see
 		json_object_put(root);
 		return -EINVAL;
 	}
-	r = pt->parse(ctx, file, name, o, settings, err, n);
+	r = pt->parse(ctx, seer_provider_state(ctx, pt->ops), file, name, o, settings, err, n);
 	json_object_put(root);
 	if (r == 0)
 		*prov = pt->ops;
