@@ -88,137 +88,6 @@ static void fs_sb_drop(struct seer_fs *fs, uint32_t serial)
 	pthread_mutex_unlock(&fs->lock);
 }
 
-/* ---- parked reads ----------------------------------------------------------- */
-
-/* Takes the first parked read that `match` accepts off the list. */
-static struct pend *pend_take(struct seer_fs *fs, int (*match)(const struct pend *, const void *), const void *key)
-{
-	struct pend *found = NULL;
-	pthread_mutex_lock(&fs->lock);
-	for (struct pend **pp = &fs->pends; *pp; pp = &(*pp)->next) {
-		if (match(*pp, key)) {
-			found = *pp;
-			*pp = found->next;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&fs->lock);
-	return found;
-}
-
-static int match_req(const struct pend *p, const void *key)
-{
-	return p->req == (fuse_req_t)key;
-}
-
-static int match_fh(const struct pend *p, const void *key)
-{
-	return p->fh == key;
-}
-
-static int match_serial(const struct pend *p, const void *key)
-{
-	return p->serial == *(const uint32_t *)key;
-}
-
-static void pend_put_back(struct seer_fs *fs, struct pend *p)
-{
-	pthread_mutex_lock(&fs->lock);
-	p->next = fs->pends;
-	fs->pends = p;
-	pthread_mutex_unlock(&fs->lock);
-}
-
-static void pend_interrupted(fuse_req_t req, void *data)
-{
-	struct seer_fs *fs = data;
-	/* Look the request up instead of trusting a pointer: the change path may
-	 * have answered and freed it already. Under pend_mu, so that a read
-	 * being parked is either on the list already or sees the interrupt
-	 * itself (pend_park). */
-	pthread_mutex_lock(&fs->pend_mu);
-	struct pend *found = pend_take(fs, match_req, req);
-	pthread_mutex_unlock(&fs->pend_mu);
-	if (found) {
-		fuse_reply_err(req, EINTR);
-		free(found);
-	}
-}
-
-struct pend *pend_new(fuse_req_t req, struct vfh *h, size_t size, off_t off,
-		      int (*try_answer)(struct seer_fs *fs, struct pend *p))
-{
-	struct pend *p = xcalloc(1, sizeof(*p));
-	p->req = req;
-	p->serial = h->sb->serial;
-	p->fh = h;
-	p->size = size;
-	p->off = off;
-	p->try_answer = try_answer;
-	return p;
-}
-
-void pend_park(struct seer_fs *fs, struct pend *p)
-{
-	fuse_req_t req = p->req;
-	uint32_t serial = p->serial;
-	/* The interrupt hook goes in while the read is still ours alone: once
-	 * it is on the list, a kick from another thread may answer it and free
-	 * it and its request, so nothing below touches them after it is put
-	 * back. (Registering after parking did, and crashed under ASan.) An
-	 * interrupt that came before the hook, or before the read was on the
-	 * list, found nothing to answer: the check under pend_mu catches it. */
-	fuse_req_interrupt_func(req, pend_interrupted, fs);
-	pthread_mutex_lock(&fs->pend_mu);
-	int gone = fuse_req_interrupted(req);
-	if (!gone)
-		pend_put_back(fs, p);
-	pthread_mutex_unlock(&fs->pend_mu);
-	if (gone) {
-		fuse_reply_err(req, EINTR);
-		free(p);
-		return;
-	}
-	/* The state may have changed between the caller's check and parking. */
-	pend_kick(fs, serial);
-}
-
-void pend_kick(struct seer_fs *fs, uint32_t serial)
-{
-	/* One retry pass at a time, and never while a release frees the open
-	 * file a parked read points to. Each parked read of the sandbox is taken
-	 * off the list (then it is ours alone), tried once, and the ones not
-	 * ready yet go back together afterwards, so the pass ends. */
-	pthread_mutex_lock(&fs->pend_mu);
-	struct pend *again = NULL, *p;
-	while ((p = pend_take(fs, match_serial, &serial))) {
-		if (p->try_answer(fs, p)) {
-			free(p);
-		} else {
-			p->next = again;
-			again = p;
-		}
-	}
-	while (again) {
-		p = again;
-		again = p->next;
-		pend_put_back(fs, p);
-	}
-	pthread_mutex_unlock(&fs->pend_mu);
-}
-
-/* Answers (EINTR) and drops the parked reads of an open file being released. */
-static void pend_purge(struct seer_fs *fs, struct vfh *h)
-{
-	pthread_mutex_lock(&fs->pend_mu);
-	struct pend *p;
-	while ((p = pend_take(fs, match_fh, h))) {
-		fuse_reply_err(p->req, EINTR);
-		free(p);
-	}
-	pthread_mutex_unlock(&fs->pend_mu);
-}
-
 /* ---- hooks from core -------------------------------------------------------- */
 
 static void hook_changed(void *arg, struct sandbox *sb)
@@ -298,21 +167,6 @@ static char *content_of(struct sandbox *sb, enum vkind k)
 	default:
 		return xstrdup("");
 	}
-}
-
-void fill_stat(struct seer_fs *fs, struct stat *st, fuse_ino_t ino, mode_t mode, off_t size, uint64_t mtime_ns)
-{
-	memset(st, 0, sizeof(*st));
-	st->st_ino = ino;
-	st->st_mode = mode;
-	st->st_nlink = S_ISDIR(mode) ? 2 : 1;
-	st->st_uid = fs->ctx->uid;
-	st->st_gid = fs->ctx->gid;
-	st->st_size = size;
-	st->st_blksize = 4096;
-	st->st_blocks = (size + 511) / 512;
-	st->st_mtim.tv_sec = st->st_ctim.tv_sec = st->st_atim.tv_sec = (time_t)(mtime_ns / 1000000000ull);
-	st->st_mtim.tv_nsec = st->st_ctim.tv_nsec = st->st_atim.tv_nsec = (long)(mtime_ns % 1000000000ull);
 }
 
 /* The fixed texts at the mount's root. */
@@ -1061,43 +915,6 @@ static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	fi->fh = (uintptr_t)h;
 	fuse_reply_open(req, fi);
-}
-
-void reply_pread(fuse_req_t req, int fd, size_t size, off_t off)
-{
-	if (fd < 0) {
-		fuse_reply_buf(req, NULL, 0);
-		return;
-	}
-	char *buf = malloc(size ? size : 1);
-	ssize_t n = buf ? pread(fd, buf, size, off) : -1;
-	if (n < 0)
-		fuse_reply_err(req, buf ? errno : ENOMEM);
-	else
-		fuse_reply_buf(req, buf, (size_t)n);
-	free(buf);
-}
-
-/* Answers a read with a copy of part of an open file's buffer. The copy
- * matters: once the kernel has the answer, the reader may close the file
- * and its release free the buffer while writev() is still returning. */
-void reply_slice(fuse_req_t req, const struct sbuf *b, size_t size, off_t off)
-{
-	if ((size_t)off >= b->len) {
-		fuse_reply_buf(req, NULL, 0);
-		return;
-	}
-	size_t n = b->len - (size_t)off;
-	if (n > size)
-		n = size;
-	char *copy = malloc(n);
-	if (!copy) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	memcpy(copy, b->data + off, n);
-	fuse_reply_buf(req, copy, n);
-	free(copy);
 }
 
 static int wait_try_answer(struct seer_fs *fs, struct pend *p)

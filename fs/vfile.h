@@ -103,6 +103,8 @@ struct pend *pend_new(fuse_req_t req, struct vfh *h, size_t size, off_t off,
 void pend_park(struct seer_fs *fs, struct pend *p);
 /* Retries the parked reads of one sandbox. */
 void pend_kick(struct seer_fs *fs, uint32_t serial);
+/* Answers every read parked on h with EINTR (h is being released). */
+void pend_purge(struct seer_fs *fs, struct vfh *h);
 
 /* Per-sandbox state of fs/: scratch files (root/ is fs/root/root.c's). */
 struct scratch {
