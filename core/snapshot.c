@@ -1,25 +1,20 @@
 /*
- * snapshot.c - snapshots of a sandbox's writable tree.
+ * snapshot.c - the snapshot catalog: STATE/snapshots/NAME/ with info.json,
+ * and layer/ for a snapshot kept in the state directory.
  *
- * Taking one: freeze the sandbox (its agent stops every process), syncfs,
- * copy fs/upper (the overlay's upper dir, or a fresh sandbox's whole tree:
- * either way only what the sandbox changed) into
- * STATE/snapshots/NAME.tmp/layer keeping everything overlayfs reads (modes,
- * owners, times, user.* xattrs such as user.overlay.opaque/redirect,
- * whiteouts as 0/0 character devices, hard links), thaw, write info.json,
- * syncfs, rename NAME.tmp -> NAME. A crash leaves NAME complete or a NAME.tmp
- * that snapshot_recover() deletes. The builder holds flock on NAME.tmp so
- * a cleanup running beside it never removes a live build.
+ * Taking one: mkdir NAME.tmp (flock'ed, so a cleanup running beside it
+ * never removes a live build), the provider's snap_take copies the
+ * sandbox (the local provider into NAME.tmp/layer, frozen; the ssh
+ * provider into its own store on its host, returning "where"), then
+ * info.json, syncfs, rename NAME.tmp -> NAME. A crash leaves NAME complete
+ * or a NAME.tmp that snapshot_recover() deletes.
  *
- * Restoring is O(1): a sandbox whose config says "snapshot": "NAME" mounts
- * NAME's layer stack (its own layer, then its parent's stack) as the
- * overlay's lower dirs under a fresh upper dir.
- *
- * A provider with snap_take (the ssh provider) keeps the copy itself, on
- * its host: the same NAME.tmp/rename protocol then holds only info.json,
- * with "provider" and "where", so listing, info.json and the dependency
- * checks stay here; rmdir asks the provider to delete its copy first, and
- * only that provider can restore it (snapshot_start_ref).
+ * Restoring: snapshot_start_ref hands the sandbox's provider the snapshot
+ * its config names (only the provider that took it restores it): a layer
+ * stack (its own layer, then its parent's stack), which the local provider
+ * mounts as its overlay's lower dirs in O(1), or the provider's "where".
+ * rmdir asks the provider to delete a copy it keeps first; listing,
+ * info.json and the dependency checks are the same for every provider.
  */
 #include "core/snapshot.h"
 #include "core/lib/walk.h"
@@ -301,7 +296,7 @@ static int write_info(struct sandbox *sb, const char *name, const char *tmp, con
 	return r;
 }
 
-/* Undoes a store snapshot whose local record could not be made. */
+/* Undoes a provider's copy whose record here could not be made. */
 static void untake_store(struct sandbox *sb, const char *name, const char *where)
 {
 	char e2[1024];
@@ -523,10 +518,6 @@ static int remove_stored(struct seer_ctx *ctx, const char *name, char *err, size
 	const struct seer_provider *prov = NULL;
 	const void *settings = NULL;
 	int r = seer_provider_resolve(ctx, pname, &prov, &settings, e2, sizeof(e2));
-	if (r == 0 && !prov->snap_remove) {
-		snprintf(e2, sizeof(e2), "provider %s keeps no snapshots", pname);
-		r = -EINVAL;
-	}
 	if (r < 0) {
 		snprintf(err, n, "snapshot %s cannot be deleted: its copy is kept by provider %s at %s, and %s; put the provider back in the providers file and try again",
 			 name, pname, where, e2);

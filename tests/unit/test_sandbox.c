@@ -1,6 +1,6 @@
 /*
- * test_sandbox.c - unit tests of the sandbox state machine (core/sandbox.c
- * and core/ctx.c) without FUSE: a temporary state directory, sandboxes
+ * test_sandbox.c - unit tests of the sandbox state machine (core/lifecycle.c
+ * and core/sandbox.c) without FUSE: a temporary state directory, sandboxes
  * created, configured, failed, retried, terminated, removed, and loaded
  * again by a second context as a remount would.
  *
