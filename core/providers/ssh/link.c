@@ -2,6 +2,7 @@
  * link.c - the shared connection of a provider entry: one SSH link per entry, its reconnect thread, and what a new link probes and places on the host (bubblewrap, the system call filter).
  */
 #include "core/providers/ssh/ssh_int.h"
+#include "core/providers/ssh/ssh.h"
 
 /* ---- small helpers ---------------------------------------------------------------- */
 

@@ -49,6 +49,7 @@
  * sandbox's processes for the copy; see the "snapshots" section below.
  */
 #include "core/providers/ssh/ssh_int.h"
+#include "core/providers/ssh/ssh.h"
 
 /* ---- provider operations ---------------------------------------------------------------- */
 

@@ -7,7 +7,8 @@
 #ifndef SEER_SSH_INT_H
 #define SEER_SSH_INT_H
 
-#include "core/providers/ssh/ssh.h"
+#include "core/provider.h"
+#include "core/providers/ssh/entry.h"
 #include "core/root.h"
 #include "core/jobs.h"
 #include "core/sandbox.h"
