@@ -26,14 +26,6 @@ int ssh_state_init(struct seer_ctx *ctx, void **state)
 	return 0;
 }
 
-void ssh_state_cleanup(struct seer_ctx *ctx, void *state)
-{
-	/* Nothing is freed: the entries are immortal by design (sandboxes and
-	 * connection threads hold plain pointers to them, see above), and the
-	 * connection threads end with the process. */
-	(void)ctx;
-	(void)state;
-}
 
 static const char *home_of(struct seer_ctx *ctx)
 {
@@ -82,6 +74,29 @@ static void entry_free(struct ssh_entry *e)
 	free(e->known_hosts);
 	free(e->workdir);
 	free(e);
+}
+
+void ssh_state_cleanup(struct seer_ctx *ctx, void *state)
+{
+	/* Entries with a connection stay: sandboxes and the connection's
+	 * thread hold plain pointers to them (see above), and that thread ends
+	 * with the process. Without any, nothing can refer to them. */
+	(void)ctx;
+	struct ssh_state *st = state;
+	pthread_mutex_lock(&st->lock);
+	int linked = 0;
+	for (struct ssh_entry *e = st->entries; e; e = e->next)
+		linked |= e->conn != NULL;
+	pthread_mutex_unlock(&st->lock);
+	if (linked)
+		return;
+	while (st->entries) {
+		struct ssh_entry *e = st->entries;
+		st->entries = e->next;
+		entry_free(e);
+	}
+	pthread_mutex_destroy(&st->lock);
+	free(st);
 }
 
 static const char *str_field(struct json_object *o, const char *k)
