@@ -87,14 +87,16 @@ build() {   # dir [setup args...]; CC may be set by the caller
 	return 0
 }
 
+# Warnings are errors here (-Dwerror=true); meson.build leaves it off so that a
+# packager's release build does not fail on a new compiler's warning.
 note "building build (debugoptimized), build-asan (ASan+UBSan), build-fuzz (clang)"
 BUILD_OK=1 ASAN_OK=1 FUZZ_OK=1
-if build build --buildtype=debugoptimized && ninja -C build >"$LOGDIR/build.log" 2>&1; then :; else
+if build build --buildtype=debugoptimized -Dwerror=true && ninja -C build >"$LOGDIR/build.log" 2>&1; then :; else
 	tail -40 "$LOGDIR/build.log" 2>/dev/null
 	fail_step "build" "see $LOGDIR/build.log"
 	BUILD_OK=0
 fi
-if build build-asan --buildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false &&
+if build build-asan --buildtype=debugoptimized -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false &&
 	ninja -C build-asan >"$LOGDIR/build-asan.log" 2>&1; then :; else
 	tail -40 "$LOGDIR/build-asan.log" 2>/dev/null
 	fail_step "build-asan" "see $LOGDIR/build-asan.log"
@@ -102,7 +104,7 @@ if build build-asan --buildtype=debugoptimized -Db_sanitize=address,undefined -D
 fi
 if [ "${SEERFS_TEST_SKIP_FUZZ:-0}" = 1 ]; then
 	FUZZ_OK=0
-elif CC=clang build build-fuzz -Dfuzz=true && ninja -C build-fuzz tests/fuzz_config tests/fuzz_ctlcmd \
+elif CC=clang build build-fuzz -Dwerror=true -Dfuzz=true && ninja -C build-fuzz tests/fuzz_config tests/fuzz_ctlcmd \
 	>"$LOGDIR/build-fuzz.log" 2>&1; then :; else
 	tail -40 "$LOGDIR/build-fuzz.log" 2>/dev/null
 	fail_step "build-fuzz" "see $LOGDIR/build-fuzz.log"

@@ -65,7 +65,7 @@ static struct sesstab *stab(struct sandbox *sb)
 static struct session *find_locked(struct sesstab *t, uint32_t id, const char *name)
 {
 	for (struct session *s = t->list; s; s = s->next)
-		if (!s->removed && (id ? s->id == id : !strcmp(s->name, name)))
+		if (!s->removed && (id ? s->id == id : name && !strcmp(s->name, name)))
 			return s;
 	return NULL;
 }
