@@ -84,7 +84,7 @@ summary() {   # each stage's counts, the skips by reason, the xpasses, then the 
 
 PKGS="meson ninja-build gcc clang libclang-rt-14-dev pkg-config libfuse3-dev fuse3 libjson-c-dev
 libcurl4-openssl-dev libssh2-1-dev libseccomp-dev bubblewrap python3 python3-pytest openssh-server openssh-client git jupyter-notebook sshfs
-vim-tiny attr rsync util-linux procps python3-numpy python3-matplotlib python3-nbformat nodejs"
+vim-tiny attr rsync util-linux procps man-db groff-base python3-numpy python3-matplotlib python3-nbformat nodejs"
 missing=""
 for p in $PKGS; do
 	dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
