@@ -88,6 +88,13 @@ def record(obj):
             raise KeyboardInterrupt
 
 
+def frames(seq, kind, s):
+    """Text of cell seq, in frames of at most 64 Ki characters: seerfs
+    holds one line at a time, so a big print streams through it."""
+    for i in range(0, len(s), 1 << 16):
+        record({"s": seq, kind: s[i:i + (1 << 16)]})
+
+
 class Stream(io.TextIOBase):
     """sys.stdout / sys.stderr while a cell runs: each write becomes a frame
     of that cell on the record channel; outside a cell (a thread a cell left
@@ -107,9 +114,8 @@ class Stream(io.TextIOBase):
         seq = ST.running
         if not seq:
             return self.fallback.write(s)
-        if s:
-            self.count += len(s.encode("utf-8", "replace"))
-            record({"s": seq, self.kind: s})
+        self.count += len(s.encode("utf-8", "replace"))
+        frames(seq, self.kind, s)
         return len(s)
 
     def flush(self):
@@ -253,10 +259,10 @@ def serve():
                    "exit": 1 if error is not None else 0}
             if result is not None:
                 rec["result"] = {"text/plain": result}
-                record({"s": seq, "o": result + "\n"})
+                frames(seq, "o", result + "\n")
             if error is not None:
                 rec["error"] = error
-                record({"s": seq, "e": "".join(error["traceback"])})
+                frames(seq, "e", "".join(error["traceback"]))
             with ST.lock:
                 ST.running = 0
             record(rec)

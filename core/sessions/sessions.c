@@ -858,7 +858,6 @@ int sessions_cell_start(struct sandbox *sb, uint32_t id, const char *code, size_
 			sbuf_free(&nb);
 		}
 		s->pending = NULL;
-		slog(sb, s, "cell %u: job %u", seq, job_number(j));
 		if (pump_add(kp, seq, j) == 0) {
 			/* In the order of seq: s->mu is held until it is written. */
 			struct json_object *req = json_object_new_object();
@@ -874,6 +873,8 @@ int sessions_cell_start(struct sandbox *sb, uint32_t id, const char *code, size_
 			pthread_mutex_unlock(&kp->wmu);
 			sbuf_free(&line);
 		}
+		/* The records after the hand-over: the kernel runs meanwhile. */
+		slog(sb, s, "cell %u: job %u", seq, job_number(j));
 	}
 	job_put(k);
 	persist(sb, s);
