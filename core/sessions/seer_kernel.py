@@ -147,8 +147,10 @@ def interrupt(seq):
 def reader():
     with os.fdopen(CTRL_FD, "rb", buffering=1 << 16) as f:
         for line in f:
+            # A cell's code is whatever bytes were written: ones that are
+            # not UTF-8 reach compile() as it sees them, and fail there.
             try:
-                req = json.loads(line)
+                req = json.loads(line.decode("utf-8", "surrogateescape"))
             except ValueError:
                 continue
             if not isinstance(req, dict):

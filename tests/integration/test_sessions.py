@@ -301,6 +301,10 @@ def test_errors(sandbox, mnt):
     assert "limited to" in error_text(sandbox)
     assert sorted(os.listdir(sandbox / "jobs")) == jobs_before
     assert cell(s, "'ok'") == (0, "'ok'\n")
+    # code that is not UTF-8 is the cell's error, not a cell that never ends
+    code, out = cell(s, b"x = '\xff'")
+    assert code == 1 and "Error" in out
+    assert cell(s, "'ok'") == (0, "'ok'\n")
     # a sandbox that does not run has no kernel to start
     idle = mnt.path / "idle"
     idle.mkdir()
