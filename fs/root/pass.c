@@ -23,8 +23,8 @@
  * the host's file. readlink therefore rewrites absolute targets (and
  * relative ones that climb above the sandbox's "/") into relative paths
  * that stay inside root/, or, where the link's depth as the kernel sees it
- * is not known for sure, into absolute paths under MOUNT/NAME/root; see
- * link_depth(), rewrite_link() and docs/rootfs.md.
+ * is not known for sure, into absolute paths under MOUNT/NAME/root; the
+ * rule is fs/root/link.c's, the depth link_depth()'s; see docs/rootfs.md.
  *
  * Coherence: while the sandbox is idle (only its init runs, asked through
  * provider->busy() at most every 50 ms) nothing but this mount changes the
@@ -82,6 +82,7 @@
 #include "fs/fs.h"
 #include "core/provider.h"
 #include "core/sandbox.h"
+#include "fs/root/link.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -1191,119 +1192,26 @@ static char *hint_dir_path(struct pass_fs *p, struct pnode *n)
 	return out;
 }
 
-/* Splits t on '/' into comp (in place), dropping "" and "."; folds
- * "name/.." pairs. Returns the number kept; *ups: ".." left over at the
- * front (relative texts), *inner: a ".." followed a name. */
-static int fold_path(char *t, const char **comp, int clamp, int *ups, int *inner)
-{
-	int nc = 0, seen_name = 0;
-	*ups = 0;
-	*inner = 0;
-	for (char *s = t, *save = NULL, *c; (c = strtok_r(s, "/", &save)); s = NULL) {
-		if (!strcmp(c, "."))
-			continue;
-		if (!strcmp(c, "..")) {
-			if (seen_name)
-				*inner = 1;
-			if (nc > 0)
-				nc--;
-			else if (!clamp)
-				(*ups)++;
-			continue;
-		}
-		seen_name = 1;
-		comp[nc++] = c;
-	}
-	return nc;
-}
-
-static int join_path(char *out, size_t outsz, size_t o, const char **comp, int nc, int trailing)
-{
-	for (int i = 0; i < nc; i++) {
-		size_t l = strlen(comp[i]);
-		if (o + l + 2 >= outsz)
-			return -ENAMETOOLONG;
-		if (o && out[o - 1] != '/')
-			out[o++] = '/';
-		memcpy(out + o, comp[i], l);
-		o += l;
-	}
-	if (!o)
-		out[o++] = '.';
-	if (trailing && out[o - 1] != '/' && o + 1 < outsz)
-		out[o++] = '/';
-	out[o] = '\0';
-	return 0;
-}
-
-/* Rewrites a link's text so that it resolves inside root/ (see the top of
- * the file and docs/rootfs.md). Texts that only go down, and relative ones
- * whose ".." stay below the sandbox's "/", are returned unchanged. Others
- * are normalised lexically ("a/../b" -> "b", ".." at "/" stays at "/") and
- * become "../" once per level between the link's directory and root/ plus
- * the path from the sandbox's "/", or, where that level is not known for
- * sure and root/'s absolute path is, that path plus the one inside. */
+/* The text readlink shows for link n whose own text is t: the rule is
+ * fs/root/link.c's; the depth (a lower bound, exact unless *amb) and, only
+ * when the rule asks for it, the link's directory come from the node table. */
 static int rewrite_link(struct pass_fs *p, struct pnode *n, const char *t, char *out, size_t outsz)
 {
-	int abs = t[0] == '/';
-	size_t tl = strlen(t);
-	int trailing = tl > 1 && t[tl - 1] == '/';
-	char *copy = strdup(t), *full = NULL;
-	const char **comp = calloc(tl / 2 + 2, sizeof(*comp));
-	int r = -ENOMEM;
-	if (!copy || !comp)
-		goto done;
-	int ups, inner;
-	int nc = fold_path(copy, comp, abs, &ups, &inner);
-	r = 0;
-	if (!abs && !ups && !inner) {
-		/* Goes down only: every step is a lookup through us. */
-		r = snprintf(out, outsz, "%s", t) >= (int)outsz ? -ENAMETOOLONG : 0;
-		goto done;
+	struct link_place pl = {.exact = 1, .root_path = p->root_path};
+	if (link_needs_depth(t)) {
+		int amb;
+		pl.depth = link_depth(p, n, &amb);
+		pl.exact = !amb;
 	}
-	int amb;
-	int depth = link_depth(p, n, &amb);
-	if (!abs && !inner && ups <= depth) {
-		r = snprintf(out, outsz, "%s", t) >= (int)outsz ? -ENAMETOOLONG : 0;
-		goto done;
+	int r = link_confine(t, &pl, out, outsz);
+	if (r == LINK_NEED_DIR) {
+		char *dir = hint_dir_path(p, n);
+		if (!dir)
+			return -ENOMEM;
+		pl.dir = dir;
+		r = link_confine(t, &pl, out, outsz);
+		free(dir);
 	}
-	if (amb && p->root_path) {
-		/* Where the link is seen from does not matter then. */
-		char *base = abs ? strdup("") : hint_dir_path(p, n);
-		size_t fl = (base ? strlen(base) : 0) + tl + 2;
-		full = base ? malloc(fl) : NULL;
-		const char **fc = full ? calloc(fl / 2 + 2, sizeof(*fc)) : NULL;
-		if (!fc) {
-			free(base);
-			r = -ENOMEM;
-			goto done;
-		}
-		snprintf(full, fl, "%s%s", base, abs ? t + 1 : t);
-		free(base);
-		int u, in;
-		int fn = fold_path(full, fc, 1, &u, &in);
-		int w = snprintf(out, outsz, "%s", p->root_path);
-		r = w >= (int)outsz ? -ENAMETOOLONG : join_path(out, outsz, (size_t)w, fc, fn, trailing);
-		free(fc);
-		goto done;
-	}
-	int up = abs ? depth : (ups < depth ? ups : depth);
-	size_t o = 0;
-	for (int i = 0; i < up; i++) {
-		if (o + 4 >= outsz) {
-			r = -ENAMETOOLONG;
-			goto done;
-		}
-		memcpy(out + o, "../", 3);
-		o += 3;
-	}
-	if (o && !nc)
-		o--;    /* ".." rather than "../" */
-	r = join_path(out, outsz, o, comp, nc, trailing);
-done:
-	free(copy);
-	free(full);
-	free(comp);
 	return r;
 }
 

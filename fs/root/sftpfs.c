@@ -28,8 +28,9 @@
  *    kernel's async readahead keeps two such reads going.
  *
  * Symlinks are never followed by us (lstat, lsetstat@openssh.com for
- * times); readlink rewrites absolute targets, and relative ones that climb
- * above the sandbox's "/", into relative ones that stay inside root/.
+ * times); readlink rewrites absolute targets, relative ones that climb
+ * above the sandbox's "/" and any with a ".." after a name into relative
+ * ones that stay inside root/ (fs/root/link.c).
  *
  * Lifetime: the sftpfs holds one reference for its owner and one per node.
  * sftpfs_kill() fails queued writes, joins the workers and waits for the
@@ -50,6 +51,7 @@
 #include "core/provider.h"
 #include "core/sandbox.h"
 #include "core/lib/sftp.h"
+#include "fs/root/link.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -1886,62 +1888,9 @@ static void s_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_i
 	fuse_reply_err(req, -rc);
 }
 
-/* Folds t onto the components of base (a path relative to the sandbox's
- * "/") into out; returns whether ".." climbed above "/". */
-static int fold_link(const char *base, size_t baselen, const char *t, char *out, size_t outsz, int *err)
-{
-	char buf[PATH_MAX * 2];
-	size_t bl = 0;
-	int above = 0;
-	*err = 0;
-	if (t[0] != '/' && baselen) {
-		if (baselen >= sizeof(buf)) {
-			*err = -ENAMETOOLONG;
-			return 0;
-		}
-		memcpy(buf, base, baselen);
-		bl = baselen;
-	}
-	const char *s = t;
-	while (*s) {
-		while (*s == '/')
-			s++;
-		const char *e = s;
-		while (*e && *e != '/')
-			e++;
-		size_t cl = (size_t)(e - s);
-		if (cl == 0 || (cl == 1 && s[0] == '.')) {
-		} else if (cl == 2 && s[0] == '.' && s[1] == '.') {
-			if (!bl)
-				above = 1;
-			while (bl && buf[bl - 1] != '/')
-				bl--;
-			if (bl)
-				bl--;
-		} else {
-			if (bl + cl + 2 >= sizeof(buf)) {
-				*err = -ENAMETOOLONG;
-				return 0;
-			}
-			if (bl)
-				buf[bl++] = '/';
-			memcpy(buf + bl, s, cl);
-			bl += cl;
-		}
-		s = e;
-	}
-	if (bl >= outsz) {
-		*err = -ENAMETOOLONG;
-		return 0;
-	}
-	memcpy(out, buf, bl);
-	out[bl] = 0;
-	return above;
-}
-
-/* A link's target as root/ must show it: absolute targets and relative
- * ones climbing above the sandbox's "/" become relative paths that stay
- * inside root/ (the reader's kernel would resolve them on the host). */
+/* A link's target as root/ must show it (the rule: fs/root/link.c). The
+ * kernel found the link through the nodes of its path, one per component,
+ * so the depth of its directory below root/ is exact. */
 static int rewrite_link(struct sftpfs *r, const char *lpath, const char *t, char *out, size_t outsz)
 {
 	const char *rel = lpath + r->rootlen;
@@ -1949,43 +1898,10 @@ static int rewrite_link(struct sftpfs *r, const char *lpath, const char *t, char
 		rel++;
 	const char *slash = strrchr(rel, '/');
 	size_t dirlen = slash ? (size_t)(slash - rel) : 0;
-	int depth = dirlen ? 1 : 0; /* components of the link's directory */
+	struct link_place pl = {.depth = dirlen ? 1 : 0, .exact = 1};
 	for (size_t i = 0; i < dirlen; i++)
-		depth += rel[i] == '/';
-	char folded[PATH_MAX];
-	int err;
-	int above = fold_link(rel, dirlen, t, folded, sizeof(folded), &err);
-	if (err)
-		return err;
-	if (t[0] != '/' && !above) {
-		if (strlen(t) >= outsz)
-			return -ENAMETOOLONG;
-		strcpy(out, t);
-		return 0;
-	}
-	size_t o = 0;
-	for (int i = 0; i < depth; i++) {
-		if (o + 3 >= outsz)
-			return -ENAMETOOLONG;
-		memcpy(out + o, "../", 3);
-		o += 3;
-	}
-	size_t fl = strlen(folded);
-	if (!fl) {
-		if (o)
-			o--; /* ".." rather than "../" */
-		else
-			out[o++] = '.';
-	}
-	if (o + fl + 2 >= outsz)
-		return -ENAMETOOLONG;
-	memcpy(out + o, folded, fl);
-	o += fl;
-	size_t tl = strlen(t);
-	if (tl > 1 && t[tl - 1] == '/' && o && out[o - 1] != '/')
-		out[o++] = '/';
-	out[o] = 0;
-	return 0;
+		pl.depth += rel[i] == '/';
+	return link_confine(t, &pl, out, outsz);
 }
 
 static void s_readlink(fuse_req_t req, fuse_ino_t ino)

@@ -33,7 +33,7 @@ def harness_binary():
         return env
     asan = os.environ.get("SEERFS_SFTPMOUNT_ASAN") == "1"
     out = os.path.join(ROOT, "build", "sftpmount-asan" if asan else "sftpmount")
-    srcs = ["tests/unit/sftpmount.c", "fs/root/sftpfs.c", "core/lib/sshconn.c", "core/lib/sftp.c"]
+    srcs = ["tests/unit/sftpmount.c", "fs/root/sftpfs.c", "fs/root/link.c", "core/lib/sshconn.c", "core/lib/sftp.c"]
     newest = max(os.path.getmtime(os.path.join(ROOT, s)) for s in srcs)
     if os.path.exists(out) and os.path.getmtime(out) >= newest:
         return out
@@ -210,6 +210,12 @@ def test_symlinks_and_links(env):
     assert open(M(env, "sl", "sub", "abs")).read() == "T"
     os.symlink("../../../../etc/passwd", R(env, "sl", "sub", "up"))
     assert os.readlink(M(env, "sl", "sub", "up")) == "../../etc/passwd"
+    # A ".." after a name is never left to the kernel: "loop" is a link to
+    # ".", so "loop/../../../x" as it stands would climb out of the mount.
+    os.symlink(".", R(env, "sl", "sub", "loop"))
+    os.symlink("loop/../../../x", R(env, "sl", "sub", "inner"))
+    env.invalidate()
+    assert os.readlink(M(env, "sl", "sub", "inner")) == "../../x"
     # utime on the link itself must not touch its target
     t_before = os.stat(R(env, "sl", "target")).st_mtime
     os.utime(M(env, "sl", "rel"), (1000000000, 1000000000), follow_symlinks=False)
