@@ -33,7 +33,8 @@
  * positive entry on its node, a negative one in a set), and
  * pass_invalidate() (called by fs/ll.c when a job starts) and an observed
  * idle->busy change expire them all. While busy, timeouts are 0 and cached
- * pages are kept only when mtime/ctime/size are unchanged.
+ * pages are kept only when mtime/ctime/size are unchanged. The gate and
+ * the set are fs/root/cache.c's, shared with sftpfs.c.
  *
  * File descriptors: a node's O_PATH fd is a cache. When this pass_fs holds
  * more than its budget (half of RLIMIT_NOFILE) the least recently used are
@@ -82,6 +83,7 @@
 #include "fs/fs.h"
 #include "core/provider.h"
 #include "core/sandbox.h"
+#include "fs/root/cache.h"
 #include "fs/root/link.h"
 
 #include <dirent.h>
@@ -111,17 +113,8 @@
 
 _Static_assert(sizeof(fuse_ino_t) >= sizeof(uintptr_t), "inode numbers hold pointers");
 
-/* Timeout while idle when fs->pass_timeout is not set. Every idle->busy
- * change expires what was cached, so the timeout only bounds how long a
- * change nobody announced (a host-side edit of the sandbox's upper
- * directory, a missed pass_invalidate) can stay hidden: 30 s keeps repeated
- * git status / find runs cached between jobs without leaving such a change
- * unseen for long. */
-#define PASS_IDLE_TIMEOUT 30.0
-/* How long an answer of provider->busy() is trusted (it is an RPC). */
-#define PASS_BUSY_TTL_NS (50ULL * 1000 * 1000)
-/* Entries given a long timeout and remembered for expiry; past this the
- * set is swept early rather than grown. */
+/* Negative entries given a long timeout and remembered for expiry; past
+ * this the set is swept early rather than grown. */
 #define PASS_MAX_LONG_ENTRIES (1u << 20)
 /* Directories a node may have a dentry in that we track for the depth of
  * symlinks; more than this and the node's depth counts as unknown. */
@@ -169,7 +162,7 @@ struct lockowner {
 struct stamp {
 	struct timespec mtim, ctim;
 	off_t size;
-	uint64_t epoch;                /* p->epoch when taken */
+	uint64_t epoch;                /* the idle gate's epoch when taken */
 	int idle;                      /* taken while idle */
 	int valid;
 };
@@ -241,14 +234,6 @@ struct lockwait {
 	struct pfile *f;
 };
 
-/* An entry (parent, name) given a long timeout: expired on the next sweep. */
-struct pent {
-	struct pent *next;
-	fuse_ino_t parent;
-	size_t hash;
-	char name[];
-};
-
 struct pass_fs {
 	struct seer_fs *fs;
 	struct sandbox *sb;
@@ -288,15 +273,8 @@ struct pass_fs {
 	struct pfile *ds[PASS_DSTREAMS];
 	unsigned ds_hand;
 
-	/* idle/busy */
-	atomic_int busy;               /* last answer: 1 busy */
-	atomic_ullong busy_at;         /* when it was taken (monotonic ns) */
-	atomic_int refreshing;
-	atomic_ullong epoch;           /* bumped on every idle<->busy change */
-
-	pthread_mutex_t elock;         /* the entry set */
-	struct pent **etab;
-	size_t etabsize, nent;
+	struct idle_gate gate;         /* idle/busy (fs/root/cache.c) */
+	struct neg_set negs;           /* negative entries given a long timeout */
 
 	pthread_mutex_t wlock;         /* worker */
 	pthread_cond_t wcond;
@@ -305,13 +283,6 @@ struct pass_fs {
 };
 
 /* ---- small helpers ------------------------------------------------------ */
-
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
 
 /* Not one of ours: fs/ll.c's virtual inodes, or another backend's. */
 static int foreign_ino(fuse_ino_t ino)
@@ -564,11 +535,6 @@ static int give_new(struct pass_fs *p, int fd, int is_open, const struct owner *
 	return 0;
 }
 
-static double idle_timeout(struct pass_fs *p)
-{
-	return p->fs && p->fs->pass_timeout > 0 ? p->fs->pass_timeout : PASS_IDLE_TIMEOUT;
-}
-
 static enum fuse_buf_copy_flags copy_flags(struct pass_fs *p)
 {
 	return p->fs && p->fs->no_splice ? FUSE_BUF_NO_SPLICE : FUSE_BUF_SPLICE_MOVE;
@@ -583,17 +549,10 @@ static int dbg(struct pass_fs *p)
 
 static void pass_free(struct pass_fs *p)
 {
-	for (size_t i = 0; i < p->etabsize; i++) {
-		for (struct pent *e = p->etab[i], *nx; e; e = nx) {
-			nx = e->next;
-			free(e);
-		}
-	}
-	free(p->etab);
+	neg_set_destroy(&p->negs);
 	free(p->tab);
 	free(p->root_path);
 	pthread_mutex_destroy(&p->lock);
-	pthread_mutex_destroy(&p->elock);
 	pthread_mutex_destroy(&p->wlock);
 	pthread_cond_destroy(&p->drained);
 	pthread_cond_destroy(&p->wcond);
@@ -1217,14 +1176,10 @@ static int rewrite_link(struct pass_fs *p, struct pnode *n, const char *t, char 
 
 /* ---- idle / busy, the remembered entries, sweeping ------------------------ */
 
-struct idlectx {
-	int idle;
-	uint64_t epoch;
-	double t;
-};
-
-static int ask_busy(struct pass_fs *p)
+/* The provider's answer (fs/root/cache.c asks at most every 50 ms). */
+static int ask_busy(void *arg)
 {
+	struct pass_fs *p = arg;
 	if (p->busy_fn)
 		return p->busy_fn(p->busy_arg);
 	if (p->sb && p->prov && p->prov->busy)
@@ -1232,104 +1187,18 @@ static int ask_busy(struct pass_fs *p)
 	return 1;       /* nobody can tell us: never trust the cache */
 }
 
-/* The last answer if it is fresh; otherwise busy. */
-static void state_peek(struct pass_fs *p, struct idlectx *c)
-{
-	c->t = idle_timeout(p);
-	c->epoch = atomic_load(&p->epoch);
-	c->idle = mono_ns() - atomic_load(&p->busy_at) < PASS_BUSY_TTL_NS && !atomic_load(&p->busy);
-}
-
 /* Whether replies may carry long timeouts now. */
-static void state_get(struct pass_fs *p, struct idlectx *c)
+static void state_get(struct pass_fs *p, struct idle_state *c)
 {
-	c->t = idle_timeout(p);
-	c->epoch = atomic_load(&p->epoch);
-	uint64_t now = mono_ns();
-	if (now - atomic_load(&p->busy_at) < PASS_BUSY_TTL_NS) {
-		c->idle = !atomic_load(&p->busy);
-		return;
-	}
-	if (atomic_exchange(&p->refreshing, 1)) {
-		/* Someone is asking. The last answer stands meanwhile while it
-		 * is not much older than the TTL: a job seerfs starts marks the
-		 * sandbox busy itself (pass_invalidate), so only a process
-		 * entering from outside could be missed, for the length of
-		 * one question. Answering "busy" here made every request of a
-		 * burst that met a question uncacheable, and the kernel asked
-		 * again for each. */
-		c->idle = now - atomic_load(&p->busy_at) < 4 * PASS_BUSY_TTL_NS && !atomic_load(&p->busy);
-		return;
-	}
-	uint64_t asked = atomic_load(&p->epoch);
-	int b = ask_busy(p);
-	b = b != 0;     /* an error (agent gone) counts as busy */
-	int old = atomic_exchange(&p->busy, b);
-	if (atomic_load(&p->epoch) != asked) {
-		/* A job started (pass_invalidate) while we asked: the answer
-		 * may predate it. Its "busy" stands. Whichever order the two
-		 * stores came in, busy ends up 1. */
-		atomic_store(&p->busy, 1);
-		b = 1;
-	} else if (old != b) {
-		atomic_fetch_add(&p->epoch, 1);
-		/* A job we were not told about: what idle replies cached must go. */
-		if (b)
-			request_sweep(p);
-	}
-	atomic_store(&p->busy_at, mono_ns());
-	atomic_store(&p->refreshing, 0);
-	c->epoch = atomic_load(&p->epoch);
-	c->idle = !b;
+	/* A job we were not told about: what idle replies cached must go. */
+	if (idle_gate_get(&p->gate, c))
+		request_sweep(p);
 }
 
 /* Remembers (parent, name) for expiry; 0 when the set is full. */
 static int record_entry(struct pass_fs *p, fuse_ino_t parent, const char *name)
 {
-	size_t len = strlen(name);
-	size_t h = (size_t)parent * 0x9e3779b97f4a7c15ULL;
-	for (size_t i = 0; i < len; i++)
-		h = (h ^ (unsigned char)name[i]) * 0x100000001b3ULL;
-	int ok = 1;
-	pthread_mutex_lock(&p->elock);
-	if (p->nent >= PASS_MAX_LONG_ENTRIES) {
-		ok = 0;
-		goto out;
-	}
-	if (p->nent + 1 > p->etabsize) {
-		size_t ns = p->etabsize ? p->etabsize * 2 : 1024;
-		struct pent **nt = calloc(ns, sizeof(*nt));
-		if (!nt) {
-			ok = 0;
-			goto out;
-		}
-		for (size_t i = 0; i < p->etabsize; i++) {
-			for (struct pent *e = p->etab[i], *nx; e; e = nx) {
-				nx = e->next;
-				e->next = nt[e->hash & (ns - 1)];
-				nt[e->hash & (ns - 1)] = e;
-			}
-		}
-		free(p->etab);
-		p->etab = nt;
-		p->etabsize = ns;
-	}
-	for (struct pent *e = p->etab[h & (p->etabsize - 1)]; e; e = e->next)
-		if (e->hash == h && e->parent == parent && !strcmp(e->name, name))
-			goto out;
-	struct pent *e = malloc(sizeof(*e) + len + 1);
-	if (!e) {
-		ok = 0;
-		goto out;
-	}
-	e->parent = parent;
-	e->hash = h;
-	memcpy(e->name, name, len + 1);
-	e->next = p->etab[h & (p->etabsize - 1)];
-	p->etab[h & (p->etabsize - 1)] = e;
-	p->nent++;
-out:
-	pthread_mutex_unlock(&p->elock);
+	int ok = neg_set_add(&p->negs, parent, name);
 	if (!ok)
 		request_sweep(p);
 	return ok;
@@ -1340,12 +1209,7 @@ out:
  * threads to answer a request before a notification completes. */
 static void sweep(struct pass_fs *p)
 {
-	pthread_mutex_lock(&p->elock);
-	struct pent **etab = p->etab;
-	size_t esize = p->etabsize;
-	p->etab = NULL;
-	p->etabsize = p->nent = 0;
-	pthread_mutex_unlock(&p->elock);
+	struct neg_entry *negs = neg_set_take(&p->negs);
 
 	fuse_ino_t *inos = NULL;
 	size_t ni = 0;
@@ -1388,17 +1252,7 @@ static void sweep(struct pass_fs *p)
 		if (se)
 			fuse_lowlevel_notify_expire_entry(se, e->parent, e->name, strlen(e->name), FUSE_LL_EXPIRE_ONLY);
 	names_free(names);
-	for (size_t i = 0; i < esize; i++) {
-		for (struct pent *e = etab[i], *nx; e; e = nx) {
-			nx = e->next;
-			if (se)
-				fuse_lowlevel_notify_expire_entry(se, e->parent, e->name, strlen(e->name),
-								  FUSE_LL_EXPIRE_ONLY);
-			free(e);
-			ne++;
-		}
-	}
-	free(etab);
+	ne += neg_list_expire(se, negs, 0, 0);
 	/* Attributes only: with AUTO_INVAL_DATA the kernel drops a file's
 	 * pages when it next sees its mtime or size change, and keeps those
 	 * of the files the job did not touch. */
@@ -1541,7 +1395,7 @@ static int queue_wait(struct pass_fs *p, struct lockwait *w)
 /* ---- replies ---------------------------------------------------------------------- */
 
 static void reply_entry(fuse_req_t req, struct pass_fs *p, struct pnode *dir, const char *name,
-			struct fuse_entry_param *e, const struct idlectx *c)
+			struct fuse_entry_param *e, const struct idle_state *c)
 {
 	e->entry_timeout = e->attr_timeout = 0;
 	if (c->idle) {
@@ -1560,20 +1414,20 @@ static void reply_entry(fuse_req_t req, struct pass_fs *p, struct pnode *dir, co
 	if (fuse_reply_entry(req, e) == -ENOENT && n)
 		forget_node(n, 1);
 	/* A job started while we answered: expire what we just gave. */
-	if (c->idle && atomic_load(&p->epoch) != c->epoch)
+	if (c->idle && idle_gate_moved(&p->gate, c))
 		request_sweep(p);
 }
 
 static void reply_attr(fuse_req_t req, struct pass_fs *p, struct pnode *n, const struct stat *st)
 {
-	struct idlectx c;
+	struct idle_state c;
 	state_get(p, &c);
 	if (c.idle)
 		atomic_store(&n->attr_long, 1);
 	struct stat shown = *st;
 	show_owner(p, &shown);
 	fuse_reply_attr(req, &shown, c.idle ? c.t : 0);
-	if (c.idle && atomic_load(&p->epoch) != c.epoch)
+	if (c.idle && idle_gate_moved(&p->gate, &c))
 		request_sweep(p);
 }
 
@@ -1679,7 +1533,7 @@ static void pass_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	NODE(req, parent, dir, p);
 	OP_ENTER(p, req);
-	struct idlectx c;
+	struct idle_state c;
 	state_get(p, &c);
 	struct fuse_entry_param e;
 	int r = lookup_core(p, dir, name, &e, c.idle);
@@ -1894,7 +1748,7 @@ static void remove_new(struct pass_fs *p, struct pnode *dir, const char *name, c
 static void reply_new(fuse_req_t req, struct pass_fs *p, struct pnode *dir, const char *name, mode_t mode,
 		      const struct owner *o)
 {
-	struct idlectx c;
+	struct idle_state c;
 	state_get(p, &c);
 	struct fuse_entry_param e;
 	int r = lookup_core(p, dir, name, &e, c.idle);
@@ -2033,7 +1887,7 @@ static void pass_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 /* After a rename the kernel moves its dentry of the renamed node(s):
  * record the new place for the depth bound and the fd hint. */
 static void moved(struct pass_fs *p, const struct stat *st, struct pnode *dir, const char *name,
-		  const struct idlectx *c)
+		  const struct idle_state *c)
 {
 	int freed = 0, recorded = 0;
 	char *nm = strdup(name);
@@ -2081,7 +1935,7 @@ static void pass_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fus
 	node_unpin(dir);
 	node_unpin(ndir);
 	if (r == 0) {
-		struct idlectx c;
+		struct idle_state c;
 		state_get(p, &c);
 		if (have_a)
 			moved(p, &a, ndir, newname, &c);
@@ -2250,7 +2104,7 @@ static int io_flags(struct pass_fs *p, int flags)
  * While idle, pages cached during this same idle period are good (only we
  * changed the file, through the kernel's own cache); otherwise only if
  * mtime, ctime and size are what they were when we last looked. */
-static int keep_cache(struct pass_fs *p, struct pnode *n, const struct stat *st, const struct idlectx *c)
+static int keep_cache(struct pass_fs *p, struct pnode *n, const struct stat *st, const struct idle_state *c)
 {
 	pthread_mutex_lock(&p->lock);
 	struct stamp *s = &n->stamp;
@@ -2269,7 +2123,7 @@ static int keep_cache(struct pass_fs *p, struct pnode *n, const struct stat *st,
 }
 
 static void set_open_flags(struct pass_fs *p, struct pnode *n, int fd, struct fuse_file_info *fi,
-			   const struct stat *st, const struct idlectx *c)
+			   const struct stat *st, const struct idle_state *c)
 {
 	/* Shared writable mmap needs the page cache: no direct_io for
 	 * regular files, except O_DIRECT opens and synthetic files. */
@@ -2303,7 +2157,7 @@ static void pass_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (r < 0)
 		goto err;
 	struct stat st;
-	struct idlectx c;
+	struct idle_state c;
 	state_get(p, &c);
 	if (fstat(fd, &st) < 0) {
 		r = -errno;
@@ -2376,7 +2230,7 @@ static void pass_create(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 	}
 	struct fuse_entry_param e;
 	memset(&e, 0, sizeof(e));
-	struct idlectx c;
+	struct idle_state c;
 	state_get(p, &c);
 	struct pident id;
 	r = stat_id(fd, &e.attr, &id);
@@ -2737,7 +2591,7 @@ static void pass_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 		r = -ENOMEM;
 		goto err;
 	}
-	struct idlectx c;
+	struct idle_state c;
 	state_get(p, &c);
 	/* Listings are cached only while idle; a sweep expires the
 	 * directory's attributes, and the kernel then drops the cached
@@ -2887,7 +2741,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 		leave(p);
 		return;
 	}
-	struct idlectx c;
+	struct idle_state c;
 	state_get(p, &c);
 	size_t rem = size;
 	int err = 0;
@@ -2985,7 +2839,7 @@ out:
 	if (sent == -ENOENT)
 		for (size_t i = 0; i < ncounted; i++)
 			forget_node(node_of(counted[i]), 1);
-	if (c.idle && ncounted && atomic_load(&p->epoch) != c.epoch)
+	if (c.idle && ncounted && idle_gate_moved(&p->gate, &c))
 		request_sweep(p);
 	if (streamed)
 		dstream_done(p, f, err != 0);
@@ -3281,14 +3135,13 @@ struct pass_fs *pass_new(struct seer_fs *fs, struct sandbox *sb, int root_fd)
 	pthread_mutexattr_init(&ma);
 	pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
 	pthread_mutex_init(&p->lock, &ma);
-	pthread_mutex_init(&p->elock, &ma);
 	pthread_mutexattr_destroy(&ma);
 	pthread_mutex_init(&p->wlock, NULL);
 	pthread_cond_init(&p->drained, NULL);
 	pthread_cond_init(&p->wcond, NULL);
 	atomic_init(&p->refs, 2);       /* the caller's, the root node's */
-	atomic_init(&p->busy, 1);
-	atomic_init(&p->epoch, 1);
+	idle_gate_init(&p->gate, fs ? fs->pass_timeout : 0, ask_busy, p);
+	neg_set_init(&p->negs, PASS_MAX_LONG_ENTRIES);
 	struct rlimit rl;
 	raise_nofile();
 	size_t lim = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? (size_t)rl.rlim_cur : 1024;
@@ -3329,8 +3182,8 @@ int pass_root_entry(struct pass_fs *p, struct fuse_entry_param *e)
 	if (r == 0) {
 		/* fs/ll.c may hold its own lock here: no busy() RPC, only
 		 * what is already known (stale counts as busy). */
-		struct idlectx c;
-		state_peek(p, &c);
+		struct idle_state c;
+		idle_gate_peek(&p->gate, &c);
 		pthread_mutex_lock(&p->lock);
 		root->nlookup++;
 		pthread_mutex_unlock(&p->lock);
@@ -3352,9 +3205,7 @@ void pass_invalidate(struct pass_fs *p)
 		return;
 	/* Busy from now until provider->busy() says otherwise, and nothing
 	 * cached while idle survives: the job may change anything. */
-	atomic_fetch_add(&p->epoch, 1);
-	atomic_store(&p->busy, 1);
-	atomic_store(&p->busy_at, mono_ns());
+	idle_gate_mark_busy(&p->gate);
 	sweep(p);
 }
 
@@ -3469,7 +3320,7 @@ void pass_set_busy_fn(struct pass_fs *p, int (*fn)(void *arg), void *arg)
 {
 	p->busy_fn = fn;
 	p->busy_arg = arg;
-	atomic_store(&p->busy_at, 0);
+	idle_gate_recheck(&p->gate);
 }
 
 void pass_set_root_path(struct pass_fs *p, const char *path)

@@ -48,7 +48,7 @@ def _passmount_binary(tmp: Path) -> str:
     out = tmp / "passmount"
     cmd = ("gcc -std=gnu11 -D_GNU_SOURCE -DFUSE_USE_VERSION=314 -Wall -Wextra -Werror "
            "-Wno-unused-parameter -Wno-missing-field-initializers -g -fsanitize=address,undefined "
-           f"-I. fs/root/pass.c fs/root/link.c core/providers/local/idmap.c core/lib/util.c tests/unit/passmount.c $(pkg-config --cflags --libs fuse3) -lpthread -o {out}")
+           f"-I. fs/root/pass.c fs/root/link.c fs/root/cache.c core/providers/local/idmap.c core/lib/util.c tests/unit/passmount.c $(pkg-config --cflags --libs fuse3) -lpthread -o {out}")
     subprocess.run(cmd, shell=True, cwd=REPO, check=True)
     return str(out)
 

@@ -33,7 +33,7 @@ def harness_binary():
         return env
     asan = os.environ.get("SEERFS_SFTPMOUNT_ASAN") == "1"
     out = os.path.join(ROOT, "build", "sftpmount-asan" if asan else "sftpmount")
-    srcs = ["tests/unit/sftpmount.c", "fs/root/sftpfs.c", "fs/root/link.c", "core/lib/sshconn.c", "core/lib/sftp.c"]
+    srcs = ["tests/unit/sftpmount.c", "fs/root/sftpfs.c", "fs/root/link.c", "fs/root/cache.c", "core/lib/sshconn.c", "core/lib/sftp.c"]
     newest = max(os.path.getmtime(os.path.join(ROOT, s)) for s in srcs)
     if os.path.exists(out) and os.path.getmtime(out) >= newest:
         return out
