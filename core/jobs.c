@@ -21,8 +21,15 @@
  * a background daemon that keeps the pipes open gets half a second of grace,
  * then the job counts as finished and its later output is still appended.
  *
+ * A fed job (job_spawn_opts.fed) has no process and no pipes: whoever runs
+ * it (a notebook session's kernel) hands its output to job_feed, which
+ * stores it as the I/O thread stores a pipe's, and ends it with
+ * job_feed_end.
+ *
  * Locking: a sandbox's jobtab lock guards its jobs' fields; the I/O thread
  * takes it only to update lengths and states, never while writing files.
+ * A fed job's feed_mu (taken before the jobtab lock) makes its feeder the
+ * only writer of its files, as the I/O thread is a pipe job's.
  */
 #include "core/jobs.h"
 #include "core/lib/walk.h"
@@ -89,6 +96,13 @@ struct job {
 	uint64_t deadline_ns;      /* 0: none */
 	int kill_reason;           /* JOB_KILLED or JOB_TIMED_OUT once asked */
 	int removed;
+	/* Fixed at the start (job_spawn_opts), read without a lock. */
+	void (*on_change)(struct job *j, void *arg);
+	void *on_change_arg;
+	int fed;
+	int (*fed_signal)(struct job *j, int sig, void *arg);
+	void *fed_arg;
+	pthread_mutex_t feed_mu;   /* a fed job's writers, one at a time */
 };
 
 struct jobtab {
@@ -164,6 +178,7 @@ static void job_free(struct job *j)
 			close(j->fd[i]);
 	if (j->stdin_w >= 0)
 		close(j->stdin_w);
+	pthread_mutex_destroy(&j->feed_mu);
 	free(j->dir);
 	free(j->cmd);
 	free(j);
@@ -234,6 +249,7 @@ static struct job *job_new(struct sandbox *sb, uint32_t n)
 	j->fd[0] = j->fd[1] = j->fd[2] = -1;
 	j->stdin_w = -1;
 	j->run = -1;
+	pthread_mutex_init(&j->feed_mu, NULL);
 	return j;
 }
 
@@ -304,7 +320,8 @@ void jobs_load(struct sandbox *sb)
 		struct job *j = job_new(sb, (uint32_t)n);
 		char p[4200], *text = NULL;
 		snprintf(p, sizeof(p), "%s/cmd", j->dir);
-		if (read_file(p, 1 << 20, &text, NULL) == 0)
+		/* A notebook cell's code can be 16 MiB (core/sessions/sessions.c). */
+		if (read_file(p, 17 << 20, &text, NULL) == 0)
 			j->cmd = text;
 		else
 			j->cmd = xstrdup("");
@@ -556,11 +573,16 @@ static void check_deadlines(struct jobio *io)
 		pthread_mutex_unlock(&t->lock);
 		if (due) {
 			sandbox_log(j->sb, "job %u reached its timeout: killing its process tree", j->n);
-			if (j->sb->prov)
+			if (j->fed)
+				j->fed_signal(j, SIGKILL, j->fed_arg);
+			else if (j->sb->prov)
 				j->sb->prov->signal(j->sb, pid, SIGKILL, 1);
 		}
-		if (grace_over)
+		if (grace_over) {
 			sandbox_changed(j->sb);
+			if (j->on_change)
+				j->on_change(j, j->on_change_arg);
+		}
 		if (done)
 			io_drop_running(io, j);
 		job_put(j);
@@ -592,6 +614,8 @@ static void *io_main(void *arg)
 			struct job *j = p->j;
 			if (r > 0) {
 				sandbox_changed(j->sb);
+				if (j->on_change && p->which == JS_STDOUT)
+					j->on_change(j, j->on_change_arg);
 				continue;
 			}
 			epoll_ctl(io->epfd, EPOLL_CTL_DEL, p->fd, NULL);
@@ -602,6 +626,8 @@ static void *io_main(void *arg)
 			pthread_cond_broadcast(&t->grew);
 			pthread_mutex_unlock(&t->lock);
 			sandbox_changed(j->sb);
+			if (j->on_change)
+				j->on_change(j, j->on_change_arg);
 			job_put(j);
 			free(p);
 		}
@@ -669,6 +695,8 @@ static int io_watch(struct jobio *io, struct job *j, int which, int fd)
 }
 
 static void apply_exit_locked(struct job *j, const struct seer_exit *e);
+static int start_fed(struct jobio *io, struct job *j, const struct job_spawn_opts *o, int64_t exec_timeout,
+		     struct job **out);
 
 /* ---- starting a job ----------------------------------------------------------------- */
 
@@ -738,8 +766,13 @@ int jobs_start_opts(struct sandbox *sb, const char *text, size_t len, const stru
 	j->cmd[len] = '\0';
 	j->python = python;
 	j->caller = caller;
-	j->cap = cap;
+	j->cap = o->no_cap ? UINT64_MAX : cap;
 	j->owner_open = 1;
+	j->on_change = o->on_change;
+	j->on_change_arg = o->on_change_arg;
+	j->fed = o->fed;
+	j->fed_signal = o->fed_signal;
+	j->fed_arg = o->fed_arg;
 	j->state = JOB_RUNNING;
 	int r = mkdir_p(j->dir, 0700);
 	char p[4200];
@@ -756,13 +789,15 @@ int jobs_start_opts(struct sandbox *sb, const char *text, size_t len, const stru
 			r = -errno;
 	}
 	int po[2] = {-1, -1}, pe[2] = {-1, -1}, pi[2] = {-1, -1};
-	if (r == 0 && (pipe2(po, O_CLOEXEC) < 0 || pipe2(pe, O_CLOEXEC) < 0 || pipe2(pi, O_CLOEXEC) < 0))
+	if (r == 0 && !o->fed && (pipe2(po, O_CLOEXEC) < 0 || pipe2(pe, O_CLOEXEC) < 0 || pipe2(pi, O_CLOEXEC) < 0))
 		r = -errno;
 	if (r < 0) {
 		sandbox_set_error(sb, "sandbox %s: exec: cannot create job %u's files in %s: %s", sb->name, n, j->dir,
 				  strerror(-r));
 		goto fail;
 	}
+	if (o->fed)
+		return start_fed(io, j, o, exec_timeout, out);
 	/* Refused beyond pipe-max-size or the user's pipe budget unless
 	 * privileged: the default size then stays, which only costs speed. */
 	fcntl(po[0], F_SETPIPE_SZ, PIPE_SIZE);
@@ -852,6 +887,41 @@ fail:
 	return r;
 }
 
+/* The rest of jobs_start_opts for a fed job: its files exist; it is
+ * registered as running, with no process to start. */
+static int start_fed(struct jobio *io, struct job *j, const struct job_spawn_opts *o, int64_t exec_timeout,
+		     struct job **out)
+{
+	struct sandbox *sb = j->sb;
+	struct jobtab *t = sb->jobs;
+	j->start_ns = now_ns();
+	if (exec_timeout > 0 && !o->no_timeout)
+		j->deadline_ns = j->start_ns + (uint64_t)exec_timeout * 1000000000ull;
+	pthread_mutex_lock(&t->lock);
+	j->pid = o->fed_pid;
+	tab_add_locked(t, j);
+	j->refs++;   /* the caller's */
+	persist_locked(j);
+	pthread_mutex_unlock(&t->lock);
+	/* Whoever runs it may change any file of the sandbox, as a process would. */
+	if (sb->ctx->hooks.job_started)
+		sb->ctx->hooks.job_started(sb->ctx->hooks.arg, sb);
+	/* On the running list for its timeout, and dropped from it once ended. */
+	job_ref(j);
+	pthread_mutex_lock(&io->lock);
+	if (io->n == io->cap) {
+		io->cap = io->cap ? io->cap * 2 : 16;
+		io->running = realloc(io->running, io->cap * sizeof(*io->running));
+		if (!io->running)
+			abort();
+	}
+	io->running[io->n++] = j;
+	pthread_mutex_unlock(&io->lock);
+	sandbox_log(sb, "job %u started (fed by pid %d): %.200s%s", j->n, j->pid, j->cmd, strlen(j->cmd) > 200 ? "..." : "");
+	*out = j;
+	return 0;
+}
+
 /* Records an exit on its job; sb's jobtab lock held. */
 static void apply_exit_locked(struct job *j, const struct seer_exit *e)
 {
@@ -871,8 +941,10 @@ void jobs_on_exit(struct sandbox *sb, const struct seer_exit *e)
 	pthread_mutex_lock(&t->lock);
 	struct job *j = NULL;
 	for (size_t i = 0; i < t->n; i++)
-		if (t->v[i]->pid == (int)e->cookie && t->v[i]->state == JOB_RUNNING)
+		if (t->v[i]->pid == (int)e->cookie && t->v[i]->state == JOB_RUNNING && !t->v[i]->fed)
 			j = t->v[i];
+	if (j)
+		j->refs++;   /* for on_change below */
 	if (!j) {
 		if (t->n_early == ARRAY_SIZE(t->early))
 			memmove(t->early, t->early + 1, sizeof(t->early) - sizeof(t->early[0]));
@@ -889,7 +961,66 @@ void jobs_on_exit(struct sandbox *sb, const struct seer_exit *e)
 		sandbox_log(sb, "job %u ended: %s (%s)", j->n, state_word[j->state], ex);
 		free(ex);
 		sandbox_changed(sb);
+		if (j->on_change)
+			j->on_change(j, j->on_change_arg);
+		job_put(j);
 	}
+}
+
+int job_pid(struct job *j)
+{
+	pthread_mutex_lock(&j->sb->jobs->lock);
+	int pid = j->pid;
+	pthread_mutex_unlock(&j->sb->jobs->lock);
+	return pid;
+}
+
+int job_feed(struct job *j, enum job_stream s, const char *data, size_t len)
+{
+	struct jobtab *t = j->sb->jobs;
+	if (s != JS_STDOUT && s != JS_STDERR)
+		return -EINVAL;
+	pthread_mutex_lock(&j->feed_mu);
+	pthread_mutex_lock(&t->lock);
+	int running = j->state == JOB_RUNNING;
+	uint64_t at = j->len[s];
+	uint64_t room = j->capped[s] || j->cap <= at ? 0 : j->cap - at;
+	int fd = j->fd[s];
+	pthread_mutex_unlock(&t->lock);
+	if (!running) {
+		pthread_mutex_unlock(&j->feed_mu);
+		return -ESRCH;
+	}
+	if (len == 0) {
+		pthread_mutex_unlock(&j->feed_mu);
+		return 0;
+	}
+	size_t w = len < room ? len : (size_t)room;
+	int err = 0;
+	size_t done = pwrite_all(fd, data, w, at, &err);
+	io_book(j, s, at, len, done, err);
+	pthread_mutex_unlock(&j->feed_mu);
+	sandbox_changed(j->sb);
+	return 0;
+}
+
+void job_feed_end(struct job *j, int wstatus)
+{
+	struct jobtab *t = j->sb->jobs;
+	pthread_mutex_lock(&j->feed_mu);
+	pthread_mutex_lock(&t->lock);
+	int was = j->state == JOB_RUNNING;
+	if (was)
+		apply_exit_locked(j, &(struct seer_exit){.status = wstatus});
+	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&j->feed_mu);
+	if (!was)
+		return;
+	char *ex = job_exit_text(j);
+	ex[strcspn(ex, "\n")] = '\0';
+	sandbox_log(j->sb, "job %u ended: %s (%s)", j->n, state_word[j->state], ex);
+	free(ex);
+	sandbox_changed(j->sb);
 }
 
 void job_owner_closed(struct job *j)
@@ -1313,6 +1444,7 @@ int job_ctl(struct job *j, const char *text, size_t len)
 	long v = 0;
 	char extra;
 	if (!strcmp(buf, "eof")) {
+		/* (a fed job has no stdin: nothing to close) */
 		pthread_mutex_lock(&t->lock);
 		if (j->stdin_w >= 0) {
 			close(j->stdin_w);
@@ -1322,7 +1454,7 @@ int job_ctl(struct job *j, const char *text, size_t len)
 		return 0;
 	}
 	pthread_mutex_lock(&t->lock);
-	int running = j->state == JOB_RUNNING && j->pid > 0;
+	int running = j->state == JOB_RUNNING && (j->pid > 0 || j->fed);
 	int pid = j->pid;
 	pthread_mutex_unlock(&t->lock);
 	if (!strcmp(buf, "kill")) {
@@ -1335,7 +1467,7 @@ int job_ctl(struct job *j, const char *text, size_t len)
 			j->kill_reason = JOB_KILLED;
 		pthread_mutex_unlock(&t->lock);
 		sandbox_log(sb, "job %u: killing its process tree", j->n);
-		int r = sb->prov->signal(sb, pid, SIGKILL, 1);
+		int r = j->fed ? j->fed_signal(j, SIGKILL, j->fed_arg) : sb->prov->signal(sb, pid, SIGKILL, 1);
 		return r < 0 ? r : 0;
 	}
 	if (sscanf(buf, "signal %ld%c", &v, &extra) == 1) {
@@ -1353,7 +1485,7 @@ int job_ctl(struct job *j, const char *text, size_t len)
 				j->kill_reason = JOB_KILLED;
 			pthread_mutex_unlock(&t->lock);
 		}
-		int r = sb->prov->signal(sb, pid, (int)v, 0);
+		int r = j->fed ? j->fed_signal(j, (int)v, j->fed_arg) : sb->prov->signal(sb, pid, (int)v, 0);
 		return r < 0 ? r : 0;
 	}
 	if (sscanf(buf, "timeout %ld%c", &v, &extra) == 1) {

@@ -49,6 +49,24 @@ struct job_spawn_opts {
 	int python;
 	int no_timeout;
 	int provisioning;   /* started by provisioning itself: the sandbox need not be running yet */
+	int no_cap;         /* output_cap does not apply (a kernel's record channel, which carries
+			     * every cell's output: each cell is capped as its own job) */
+	/* Called without locks whenever the job's stdout grew, its pipes
+	 * closed or it ended (a session's kernel: its records move on into
+	 * the cells' jobs at once). */
+	void (*on_change)(struct job *j, void *arg);
+	void *on_change_arg;
+	/* A fed job: no process. The job is a record and a RUNNING job whose
+	 * output arrives through job_feed and which ends with job_feed_end
+	 * (a notebook cell, run by its session's kernel). fed_pid is shown as
+	 * its pid (the process that runs it). kill, signal N and the timeout
+	 * call fed_signal(j, signo, fed_arg) instead of signalling anything;
+	 * kill has already marked the job killed then. fed_signal may call
+	 * job_feed and job_feed_end; it is never called with a jobs lock held. */
+	int fed;
+	int fed_pid;
+	int (*fed_signal)(struct job *j, int sig, void *arg);
+	void *fed_arg;
 };
 int jobs_start_opts(struct sandbox *sb, const char *text, size_t len, const struct job_spawn_opts *o, pid_t caller,
 		    struct job **out);
@@ -100,6 +118,17 @@ uint64_t job_mtime_ns(struct job *j);
 int job_stdin_open(struct job *j);
 int job_stdin_write(struct job *j, const char *data, size_t len);
 void job_stdin_close(struct job *j);
+
+/* A fed job's output (see job_spawn_opts): len bytes appended to its
+ * stdout or stderr and to its output, as the I/O thread stores a pipe's
+ * (the cap applies), and readers woken. -ESRCH once the job has ended. */
+int job_feed(struct job *j, enum job_stream s, const char *data, size_t len);
+/* Ends a fed job with a wait status (exit code << 8, or a signal number);
+ * its state is killed or timed-out when asked so, else exited. Nothing
+ * when it has ended already. */
+void job_feed_end(struct job *j, int wstatus);
+/* The pid jobs/N/status shows (the provider's id of the process). */
+int job_pid(struct job *j);
 
 /* One line written to jobs/N/ctl: kill, signal N, timeout SECONDS, eof. */
 int job_ctl(struct job *j, const char *text, size_t len);

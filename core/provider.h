@@ -152,9 +152,6 @@ struct seer_provider {
 	 * a user can check ("bubblewrap (...)", "NONE: ..."). Called without
 	 * sb->lock held. */
 	void (*isolation)(struct sandbox *sb, char *buf, size_t len);
-	/* A notebook cell's client inside the sandbox, run as "CLIENT --cell"
-	 * (core/sessions/sessions.c), or NULL: the Python client there. */
-	const char *cell_client;
 	/* 1: the sandbox runs on this machine and is shown host directories
 	 * read-only (models, pip's settings' directories); 0: they are copied
 	 * to where it runs. */

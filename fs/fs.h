@@ -37,6 +37,7 @@ struct seer_fs {
 	 * write() (FUSE never marks an inode "no security xattrs"), one
 	 * round trip per write saved. */
 	int xattr;
+	unsigned max_write;      /* the largest write request (ll_init): bigger writes come in pieces */
 
 	pthread_mutex_t pend_mu; /* held while parked reads are retried or purged */
 	pthread_mutex_t lock;    /* the three lists below */

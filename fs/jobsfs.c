@@ -58,6 +58,15 @@ struct exec_fh {
 	size_t n;
 	uint64_t pos;
 	struct job_reader *out;    /* the newest job's output, opened at its first read */
+	/* A session's cell bigger than one FUSE write request: the kernel
+	 * splits the write() into requests at consecutive offsets, all but
+	 * the last of (nearly) max_write bytes; they are held and run as one
+	 * cell with the last (or at the next read or close). */
+	int holding;
+	int held_over;             /* it passed the limit: refused whole */
+	struct sbuf held;
+	uint64_t held_end;         /* where its next piece starts */
+	pid_t held_caller;
 };
 
 /* Pieces per answer: a read of output crossing more runs than this gets
@@ -421,6 +430,8 @@ static int exec_try_answer(struct seer_fs *fs, struct pend *p)
 	return 1;
 }
 
+static int held_run(struct vfh *h);
+
 void jobsfs_read(struct seer_fs *fs, fuse_req_t req, struct vfh *h, size_t size, off_t off)
 {
 	struct pend *p;
@@ -429,6 +440,11 @@ void jobsfs_read(struct seer_fs *fs, fuse_req_t req, struct vfh *h, size_t size,
 	case K_EXEC_PY:
 	case K_SESS_EXEC: {
 		struct exec_fh *e = h->priv;
+		int r = held_run(h);   /* the write before this read is over */
+		if (r < 0) {
+			fuse_reply_err(req, -r);
+			return;
+		}
 		if (!e->n) {
 			fuse_reply_buf(req, NULL, 0);
 			return;
@@ -477,37 +493,87 @@ void jobsfs_read(struct seer_fs *fs, fuse_req_t req, struct vfh *h, size_t size,
 	}
 }
 
+/* A write to an exec file: the job (or the session's cell) it starts
+ * becomes the handle's newest. */
+static int exec_start(struct vfh *h, const char *data, size_t size, pid_t caller)
+{
+	/* A session's exec is the same transaction; only what runs differs
+	 * (a cell of its kernel, core/sessions/sessions.c). */
+	struct exec_fh *e = h->priv;
+	struct job *j;
+	int r = h->kind == K_SESS_EXEC ? sessions_cell_start(h->sb, h->sub, data, size, caller, &j)
+				       : jobs_start(h->sb, data, size, h->kind == K_EXEC_PY, caller, &j);
+	if (r < 0)
+		return r;
+	struct job **nv = realloc(e->jobs, (e->n + 1) * sizeof(*nv));
+	if (!nv) {
+		job_owner_closed(j);
+		job_put(j);
+		return -ENOMEM;
+	}
+	e->jobs = nv;
+	e->jobs[e->n++] = j;
+	e->pos = 0;
+	job_reader_close(e->out);
+	e->out = NULL;
+	return 0;
+}
+
+/* Runs the held cell, if any: its write is over. A cell refused for its
+ * size was answered EFBIG already and is dropped. */
+static int held_run(struct vfh *h)
+{
+	struct exec_fh *e = h->priv;
+	if (!e || !e->holding)
+		return 0;
+	int over = e->held_over, r = 0;
+	e->holding = e->held_over = 0;
+	if (!over)
+		r = exec_start(h, e->held.data ? e->held.data : "", e->held.len, e->held_caller);
+	sbuf_free(&e->held);
+	return r;
+}
+
+/* A write to a session's exec (see struct exec_fh for the pieces of one). */
+static int sess_exec_write(struct seer_fs *fs, struct vfh *h, const char *data, size_t size, off_t off,
+			   pid_t caller)
+{
+	struct exec_fh *e = h->priv;
+	size_t piece = fs->max_write > 8192 ? fs->max_write - 4096 : SIZE_MAX;
+	if (e->holding && (uint64_t)off != e->held_end) {
+		int r = held_run(h);   /* another write: the held one was whole */
+		if (r < 0)
+			return r;
+	}
+	if (!e->holding && size < piece)
+		return exec_start(h, data, size, caller);
+	if (!e->holding) {
+		e->holding = 1;
+		e->held_caller = caller;
+		e->held.len = 0;
+	}
+	if (e->held_over || e->held.len + size > SESSIONS_CELL_MAX + 2) {
+		/* Refused whole: the rest of the write (retried at the same
+		 * offset) is refused as well, until another write or a read. */
+		e->held_over = 1;
+		sbuf_free(&e->held);
+		return sessions_cell_too_big(h->sb, h->sub);
+	}
+	sbuf_append(&e->held, data, size);
+	e->held_end = (uint64_t)off + size;
+	return size < piece ? held_run(h) : 0;
+}
+
 int jobsfs_write(struct seer_fs *fs, struct vfh *h, const char *data, size_t size, off_t off, struct fuse_file_info *fi,
 		 pid_t caller)
 {
-	(void)fs;
-	(void)off;
 	(void)fi;
 	switch (h->kind) {
+	case K_SESS_EXEC:
+		return sess_exec_write(fs, h, data, size, off, caller);
 	case K_EXEC:
 	case K_EXEC_PY:
-	case K_SESS_EXEC: {
-		/* A session's exec is the same transaction; only what runs differs
-		 * (a cell of its kernel, core/sessions/sessions.c). */
-		struct exec_fh *e = h->priv;
-		struct job *j;
-		int r = h->kind == K_SESS_EXEC ? sessions_cell_start(h->sb, h->sub, data, size, caller, &j)
-					       : jobs_start(h->sb, data, size, h->kind == K_EXEC_PY, caller, &j);
-		if (r < 0)
-			return r;
-		struct job **nv = realloc(e->jobs, (e->n + 1) * sizeof(*nv));
-		if (!nv) {
-			job_owner_closed(j);
-			job_put(j);
-			return -ENOMEM;
-		}
-		e->jobs = nv;
-		e->jobs[e->n++] = j;
-		e->pos = 0;
-		job_reader_close(e->out);
-		e->out = NULL;
-		return 0;
-	}
+		return exec_start(h, data, size, caller);
 	case K_JOB_STDIN: {
 		int r = job_stdin_write(h->priv, data, size);
 		return r < 0 ? r : 0;
@@ -522,8 +588,8 @@ int jobsfs_write(struct seer_fs *fs, struct vfh *h, const char *data, size_t siz
 int jobsfs_flush(struct seer_fs *fs, struct vfh *h)
 {
 	(void)fs;
-	(void)h;
-	return 0;
+	/* close() ends a write still held (echo > exec). */
+	return h->kind == K_SESS_EXEC ? held_run(h) : 0;
 }
 
 void jobsfs_release(struct seer_fs *fs, struct vfh *h)
@@ -545,6 +611,7 @@ void jobsfs_fh_free(struct vfh *h)
 		}
 		free(e->jobs);
 		job_reader_close(e->out);
+		sbuf_free(&e->held);
 		free(e);
 	} else if (is_stream(h->kind)) {
 		job_reader_close(h->priv);

@@ -1588,6 +1588,7 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn)
 	size_t lim = jobsfs_splice_limit(1) & ~(size_t)4095;
 	if (conn->max_write > lim)
 		conn->max_write = (unsigned)lim;
+	fs->max_write = conn->max_write;
 }
 
 static void ll_destroy(void *userdata)

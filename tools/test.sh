@@ -14,9 +14,12 @@
 #      of the ssh provider, served by a private sshd: docs/ssh.md), the two
 #      tests that need fs/root/pass.c alone through the passmount harness
 #      (build-asan), then all of them as the ordinary user seer against build.
-# It ends with one line, "N passed, N failed" (", N skipped" when some were
-# skipped or are expected failures marking known bugs), and exits non-zero
-# when anything failed.
+# The summary lists each stage's counts, the skips grouped by their reason
+# and the unexpected passes; it ends with one line, "N passed, N failed,
+# N skipped" (skipped counts expected failures, which mark known bugs, too),
+# and exits non-zero when anything failed. A skip that names no reason and an
+# unexpected pass (xpass: a known bug's test passes, so its mark is stale)
+# count as failed.
 #
 # Environment: SEERFS_FUZZ_SECONDS, SEERFS_TEST_ONLY (a pytest -k expression),
 # SEERFS_TEST_SKIP_FUZZ=1, SEERFS_TEST_SKIP_SEER=1 (for quick local runs).
@@ -41,8 +44,13 @@ LOGDIR=$(mktemp -d /tmp/seerfs-test-logs.XXXXXX)
 chmod 755 "$LOGDIR"
 START=$(date +%s)
 
-PASSED=0 FAILED=0 SKIPPED=0
+PASSED=0 FAILED=0 SKIPPED=0 XPASSED=0
 SUMMARY=()
+# One line per pytest skip summary line, "stage<TAB>count<TAB>place<TAB>reason",
+# and one per unexpected pass, "stage<TAB>test and reason".
+SKIPS=$LOGDIR/skips.tsv XPASSES=$LOGDIR/xpasses.tsv
+: >"$SKIPS"
+: >"$XPASSES"
 
 note() { printf '\n==== %s\n' "$*"; }
 record() {   # stage passed failed skipped [extra words]
@@ -51,11 +59,32 @@ record() {   # stage passed failed skipped [extra words]
 }
 fail_step() { record "$1" 0 1 0 "($2)"; echo "tools/test.sh: $1: $2" >&2; }
 
+summary() {   # each stage's counts, the skips by reason, the xpasses, then the totals line
+	local line
+	for line in "${SUMMARY[@]}"; do
+		echo "  $line"
+	done
+	if [ -s "$SKIPS" ]; then
+		echo "skipped, by reason (count, reason, stages):"
+		awk -F'\t' '
+			{ n[$4] += $2; if (index(";" st[$4] ";", ";" $1 ";") == 0) st[$4] = st[$4] (st[$4] == "" ? "" : ";") $1 }
+			$4 ~ /^NO REASON GIVEN/ { at[$4] = at[$4] " " $3 }
+			END { for (r in n) { s = st[r]; gsub(/;/, ", ", s); printf "%6d  %s  [%s]%s\n", n[r], r, s, (r in at) ? "  at" at[r] : "" } }
+		' "$SKIPS" | sort -k1,1nr -k2
+	fi
+	if [ -s "$XPASSES" ]; then
+		echo "unexpected passes (xpass; counted as failed: drop the xfail mark of a fixed bug):"
+		awk -F'\t' '{ printf "        %s  [%s]\n", $2, $1 }' "$XPASSES"
+	fi
+	[ "$XPASSED" -gt 0 ] && echo "$XPASSED xpassed (in failed)"
+	echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"
+}
+
 # ---- 1. packages, user, /dev/fuse ---------------------------------------------------
 
 PKGS="meson ninja-build gcc clang libclang-rt-14-dev pkg-config libfuse3-dev fuse3 libjson-c-dev
 libcurl4-openssl-dev libssh2-1-dev libseccomp-dev bubblewrap python3 python3-pytest openssh-server openssh-client git jupyter-notebook sshfs
-vim-tiny attr rsync util-linux procps python3-numpy python3-matplotlib python3-nbformat nodejs"
+vim-tiny attr rsync util-linux procps man-db groff-base python3-numpy python3-matplotlib python3-nbformat nodejs"
 missing=""
 for p in $PKGS; do
 	dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
@@ -87,14 +116,16 @@ build() {   # dir [setup args...]; CC may be set by the caller
 	return 0
 }
 
+# Warnings are errors here (-Dwerror=true); meson.build leaves it off so that a
+# packager's release build does not fail on a new compiler's warning.
 note "building build (debugoptimized), build-asan (ASan+UBSan), build-fuzz (clang)"
 BUILD_OK=1 ASAN_OK=1 FUZZ_OK=1
-if build build --buildtype=debugoptimized && ninja -C build >"$LOGDIR/build.log" 2>&1; then :; else
+if build build --buildtype=debugoptimized -Dwerror=true && ninja -C build >"$LOGDIR/build.log" 2>&1; then :; else
 	tail -40 "$LOGDIR/build.log" 2>/dev/null
 	fail_step "build" "see $LOGDIR/build.log"
 	BUILD_OK=0
 fi
-if build build-asan --buildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false &&
+if build build-asan --buildtype=debugoptimized -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false &&
 	ninja -C build-asan >"$LOGDIR/build-asan.log" 2>&1; then :; else
 	tail -40 "$LOGDIR/build-asan.log" 2>/dev/null
 	fail_step "build-asan" "see $LOGDIR/build-asan.log"
@@ -102,7 +133,7 @@ if build build-asan --buildtype=debugoptimized -Db_sanitize=address,undefined -D
 fi
 if [ "${SEERFS_TEST_SKIP_FUZZ:-0}" = 1 ]; then
 	FUZZ_OK=0
-elif CC=clang build build-fuzz -Dfuzz=true && ninja -C build-fuzz tests/fuzz_config tests/fuzz_ctlcmd \
+elif CC=clang build build-fuzz -Dwerror=true -Dfuzz=true && ninja -C build-fuzz tests/fuzz_config tests/fuzz_ctlcmd \
 	>"$LOGDIR/build-fuzz.log" 2>&1; then :; else
 	tail -40 "$LOGDIR/build-fuzz.log" 2>/dev/null
 	fail_step "build-fuzz" "see $LOGDIR/build-fuzz.log"
@@ -123,8 +154,52 @@ meson_counts() {   # stage logfile: adds the counts of a meson test summary
 		fail_step "$1" "no meson test summary; see $2"
 		return
 	fi
-	record "$1" "$((ok + ${xf:-0}))" "$((${fail:-0} + ${up:-0} + ${to:-0}))" "${skip:-0}"
+	# meson's summary gives no reason for a skip (exit status 77): none of
+	# these tests may skip, so one counts as failed.
+	XPASSED=$((XPASSED + ${up:-0}))
+	record "$1" "$((ok + ${xf:-0}))" "$((${fail:-0} + ${up:-0} + ${to:-0} + ${skip:-0}))" 0 \
+		"$(extras "${xf:-0}" "${up:-0}" "${skip:-0}")"
 }
+
+extras() {   # xfailed xpassed skips-without-reason: the words after a stage's counts
+	local w=()
+	[ "$1" -gt 0 ] && w+=("$1 xfailed: known bugs")
+	[ "$2" -gt 0 ] && w+=("$2 xpassed: counted as failed")
+	[ "$3" -gt 0 ] && w+=("$3 skipped without a reason: counted as failed")
+	[ ${#w[@]} -gt 0 ] && (IFS=';'; echo "(${w[*]})" | sed 's/;/; /g')
+	return 0
+}
+
+# pytest -rsX prints "SKIPPED [N] file:line: reason" for each place and reason
+# and "XPASS file::test reason" for each unexpected pass; this files them in
+# $SKIPS and $XPASSES and prints how many skips name no reason: pytest's own
+# words when none was given ("Skipped", "unconditional skip", a bare
+# skipif's "condition: ...").
+skips_of() {   # stage logfile
+	awk -v stage="$1" -v skips="$SKIPS" -v xpasses="$XPASSES" '
+		/^SKIPPED \[[0-9]+\] / {
+			n = substr($2, 2, length($2) - 2)
+			rest = substr($0, length($1) + length($2) + 3)
+			i = index(rest, ": ")
+			if (i) {
+				place = substr(rest, 1, i - 1)
+				why = substr(rest, i + 2)
+			} else {
+				place = rest
+				why = ""
+			}
+			sub(/:$/, "", place)
+			gsub(/^[ \t]+|[ \t]+$/, "", why)
+			if (why == "" || why == "Skipped" || why == "unconditional skip" || why ~ /^condition: /) {
+				bare += n
+				why = "NO REASON GIVEN (" (why == "" ? "empty" : why) ")"
+			}
+			printf "%s\t%d\t%s\t%s\n", stage, n, place, why >> skips
+		}
+		/^XPASS / { printf "%s\t%s\n", stage, substr($0, 7) >> xpasses }
+		END { print bare + 0 }' "$2"
+}
+
 
 if [ $BUILD_OK = 1 ]; then
 	note "unit tests: build"
@@ -151,26 +226,31 @@ fi
 # ---- 4. integration tests -----------------------------------------------------------------
 
 pytest_counts() {   # stage logfile: adds the counts of pytest's closing line
-	local line n p=0 f=0 s=0 xf=0
+	local line n kw p=0 f=0 s=0 xf=0 xp=0 bare
 	line=$(grep -E '(passed|failed|errors?|skipped|xfailed|xpassed|deselected|no tests ran)(,| ).*in [0-9.]+s( \([0-9:]+\))?( =+)?$' "$2" | tail -1)
 	if [ -z "$line" ]; then
 		fail_step "$1" "no pytest summary (crashed or timed out); see $2"
 		return
 	fi
 	for kw in passed failed errors error skipped xfailed xpassed; do
-		n=$(echo "$line" | grep -oE "[0-9]+ $kw\b" | awk '{print $1}' | head -1)
+		n=$(echo "$line" | grep -oE "(^|[^a-z])[0-9]+ $kw\b" | grep -oE '[0-9]+' | head -1)
 		n=${n:-0}
 		case $kw in
-		passed | xpassed) p=$((p + n)) ;;
+		passed) p=$((p + n)) ;;
+		xpassed) xp=$((xp + n)) ;;
 		failed | error | errors) f=$((f + n)) ;;
 		skipped) s=$((s + n)) ;;
 		xfailed) xf=$((xf + n)) ;;
 		esac
 	done
-	record "$1" "$p" "$f" "$((s + xf))" "$([ $xf -gt 0 ] && echo "($xf of them xfail: known bugs)")"
+	bare=$(skips_of "$1" "$2")
+	[ "$bare" -gt "$s" ] && bare=$s
+	XPASSED=$((XPASSED + xp))
+	record "$1" "$p" "$((f + xp + bare))" "$((s - bare + xf))" "$(extras "$xf" "$xp" "$bare")"
 }
 
 # test_hf_unit.py and test_ssh_unit.py run through meson test (suite net).
+# -rs and -rX print the skips' reasons and the unexpected passes the summary lists.
 PYTEST_ARGS=(-p no:cacheprovider -q -rfEsxX --ignore=tests/integration/test_hf_unit.py
 	--ignore=tests/integration/test_ssh_unit.py)
 [ -n "${SEERFS_TEST_ONLY:-}" ] && PYTEST_ARGS+=(-k "$SEERFS_TEST_ONLY")
@@ -231,12 +311,5 @@ fi
 # ---- summary ---------------------------------------------------------------------------------
 
 note "summary ($(($(date +%s) - START)) s; logs in $LOGDIR)"
-for line in "${SUMMARY[@]}"; do
-	echo "  $line"
-done
-if [ "$SKIPPED" -gt 0 ]; then
-	echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"
-else
-	echo "$PASSED passed, $FAILED failed"
-fi
+summary
 [ "$FAILED" -eq 0 ] && [ "$PASSED" -gt 0 ]

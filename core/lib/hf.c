@@ -29,6 +29,7 @@
 #endif
 #include "core/lib/hf.h"
 #include "core/lib/sha256.h"
+#include "core/lib/util.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -118,13 +119,6 @@ static char *hf_asprintf(const char *fmt, ...)
 	return s;
 }
 
-static double mono_now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 static bool is_hex(const char *s, size_t len)
 {
 	if (strlen(s) != len)
@@ -176,24 +170,6 @@ static char *url_quote(const char *s, bool keep_slash)
 	return out;
 }
 
-static int hf_mkdir_p(const char *path, mode_t mode)
-{
-	char tmp[PATH_MAX];
-	if (snprintf(tmp, sizeof(tmp), "%s", path) >= (int)sizeof(tmp))
-		return -ENAMETOOLONG;
-	for (char *p = tmp + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(tmp, mode) < 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	if (mkdir(tmp, mode) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
-}
-
 static int hf_mkdir_parent(const char *path)
 {
 	char tmp[PATH_MAX];
@@ -203,7 +179,7 @@ static int hf_mkdir_parent(const char *path)
 	if (!slash || slash == tmp)
 		return 0;
 	*slash = '\0';
-	return hf_mkdir_p(tmp, 0755);
+	return mkdir_p(tmp, 0755);
 }
 
 /* Replaces a small file atomically (temp + rename) so concurrent readers see
@@ -668,8 +644,8 @@ static int set_out_path(struct fetch *f, const char *commit, char *out, size_t o
 {
 	char sp[PATH_MAX];
 	int rc = snapshot_path(f, commit, NULL, sp, sizeof(sp));
-	if (rc == 0 && hf_mkdir_p(sp, 0755) < 0)
-		rc = -errno;
+	if (rc == 0)
+		rc = mkdir_p(sp, 0755);
 	if (rc)
 		return fail(f, rc, "cannot create snapshot directory %s: %s", sp, strerror(-rc));
 	if ((size_t)snprintf(out, outlen, "%s", sp) >= outlen)
@@ -1484,7 +1460,7 @@ static int download_all(struct fetch *f, struct hf_file *xs, size_t n)
 	size_t ndone = 0;
 	int active = 0, rc = 0;
 	f->tick_t = 0;
-	progress_tick(f, xs, n, mono_now(), true);
+	progress_tick(f, xs, n, mono_s(), true);
 	while (ndone < n) {
 		if (cancelled(f)) {
 			rc = fail(f, -ECANCELED,
@@ -1492,7 +1468,7 @@ static int download_all(struct fetch *f, struct hf_file *xs, size_t n)
 				  f->id, f->repo_dir);
 			break;
 		}
-		double now = mono_now();
+		double now = mono_s();
 		for (size_t i = 0; i < n && active < f->parallel && !rc; i++) {
 			struct hf_file *x = &xs[i];
 			if (x->st == FS_PENDING || (x->st == FS_WAIT_LOCK && now >= x->wake))
@@ -1525,18 +1501,18 @@ static int download_all(struct fetch *f, struct hf_file *xs, size_t n)
 			curl_easy_getinfo(e, CURLINFO_PRIVATE, &priv);
 			struct hf_file *x = (struct hf_file *)priv;
 			active--;
-			rc = file_transfer_done(f, m, x, res, mono_now());
+			rc = file_transfer_done(f, m, x, res, mono_s());
 			if (x->st == FS_DONE)
 				ndone++;
 		}
 		if (rc)
 			break;
-		progress_tick(f, xs, n, mono_now(), false);
+		progress_tick(f, xs, n, mono_s(), false);
 		if (ndone < n)
 			curl_multi_poll(m, NULL, 0, 100, NULL);
 	}
 	if (!rc)
-		progress_tick(f, xs, n, mono_now(), true);
+		progress_tick(f, xs, n, mono_s(), true);
 	for (size_t i = 0; i < n; i++) {
 		if (xs[i].easy) {
 			curl_multi_remove_handle(m, xs[i].easy);
@@ -1689,7 +1665,7 @@ static int setup(struct fetch *f, const struct hf_opts *o, const char *id, const
 	}
 	if (!cache || !*cache)
 		return fail(f, -EINVAL, "no cache directory: pass cache_dir or set HF_HUB_CACHE");
-	int rc = hf_mkdir_p(cache, 0755);
+	int rc = mkdir_p(cache, 0755);
 	if (rc)
 		return fail(f, rc, "cannot create the cache directory %s: %s", cache, strerror(-rc));
 	if (!realpath(cache, f->cache))
@@ -1709,10 +1685,10 @@ static int setup(struct fetch *f, const struct hf_opts *o, const char *id, const
 	for (size_t i = 0; i < 3; i++) {
 		char d[PATH_MAX + 16];
 		snprintf(d, sizeof(d), "%s/%s", f->repo_dir, sub[i]);
-		if ((rc = hf_mkdir_p(d, 0755)) < 0)
+		if ((rc = mkdir_p(d, 0755)) < 0)
 			return fail(f, rc, "cannot create %s: %s", d, strerror(-rc));
 	}
-	if ((rc = hf_mkdir_p(f->lock_dir, 0755)) < 0)
+	if ((rc = mkdir_p(f->lock_dir, 0755)) < 0)
 		return fail(f, rc, "cannot create %s: %s", f->lock_dir, strerror(-rc));
 
 	pthread_once(&hf_global.once, hf_global_init);

@@ -224,6 +224,12 @@ int mkdir_p(const char *path, mode_t mode)
 	char buf[4096];
 	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
 		return -ENAMETOOLONG;
+	/* Most callers make a directory whose parent exists (a job's record,
+	 * one per exec): one call then, not one per component. */
+	if (mkdir(buf, mode) == 0 || errno == EEXIST)
+		return 0;
+	if (errno != ENOENT)
+		return -errno;
 	for (char *p = buf + 1; *p; p++) {
 		if (*p != '/')
 			continue;

@@ -115,7 +115,7 @@ static struct fset *find(struct sandbox *sb, uint32_t id, const char *name)
 		return NULL;
 	pthread_mutex_lock(&t->lock);
 	struct fset *f = t->list;
-	while (f && (f->removed || (id ? f->id != id : strcmp(f->name, name))))
+	while (f && (f->removed || (id ? f->id != id : !name || strcmp(f->name, name))))
 		f = f->next;
 	pthread_mutex_unlock(&t->lock);
 	return f;

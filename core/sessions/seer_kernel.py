@@ -1,22 +1,26 @@
 # seerfs-kernel: the persistent Python of a notebook session (core/sessions/sessions.c)
 #
-# seerfs starts it as a job in the sandbox, with
-#   SEERFS_KNAME  the kernel's directory name under $TMPDIR/.seerfs-sessions
-# It listens on the unix socket "sock" there. Each cell is a separate job,
-# the cell client (core/sessions/seer_cell.py), which connects, sends one JSON line
-# {"seq": N, "code": TEXT} and relays the frames it gets back (one type
-# byte, a 4-byte big-endian length, the payload): "o" stdout, "e" stderr,
-# "x" the cell's exit status. The client sends "i" to interrupt the cell;
-# its connection closing interrupts the cell as well.
+# seerfs starts it as a job in the sandbox and talks to it through that
+# job's own stdin and stdout, so the same path serves every provider:
 #
-# Cells run in the main thread, one at a time, in the order of their seq
-# numbers (seerfs numbers them in the order of the writes); a number that
-# never connects (its client was killed first) is skipped after a second.
+# stdin (seerfs -> kernel), one JSON object a line:
+#   {"seq": N, "code": TEXT}   run TEXT as cell N (cells run in the order
+#                              they arrive, one at a time, in the main thread)
+#   {"interrupt": N}           KeyboardInterrupt in cell N if it is running
+#   {"cancel": N}              cell N's job was killed: interrupt it if it
+#                              runs, drop it if it waits
 #
-# The kernel's own stdout is seerfs's record of what each cell produced
-# beyond text (its result, error, figures), one JSON line per cell; fd 1
-# and 2 of the process both go to the job's stderr, so that nothing a cell
-# or its subprocesses print there can be taken for a record.
+# stdout (kernel -> seerfs, the record channel), one JSON object a line:
+#   {"s": N, "o": TEXT} / {"s": N, "e": TEXT}   what cell N wrote to
+#                              stdout / stderr, in the order it wrote it
+#   {"seq": N, "exit": 0|1, "stdout_len", "stderr_len", "displays",
+#    "result", "error"}        cell N's end and its record (the notebook's
+#                              result, error and figures)
+#
+# The record channel is a private descriptor: fd 1 and 2 of the process
+# both go to the job's stderr and fd 0 reads /dev/null, so nothing a cell
+# or its subprocesses print (to fd 1, sys.__stdout__, ...) can be taken for
+# a record, and nothing a cell reads from stdin is taken from seerfs.
 import ast
 import base64
 import io
@@ -24,16 +28,19 @@ import json
 import linecache
 import os
 import signal
-import socket
-import struct
 import sys
 import threading
-import time
 import traceback
 import warnings
 
-RECORD = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8", errors="replace")
+RECORD_FD = os.dup(1)
+CTRL_FD = os.dup(0)
+os.set_inheritable(RECORD_FD, False)
+os.set_inheritable(CTRL_FD, False)
 os.dup2(2, 1)
+_null = os.open(os.devnull, os.O_RDONLY)
+os.dup2(_null, 0)
+os.close(_null)
 os.environ.setdefault("MPLBACKEND", "Agg")
 warnings.filterwarnings("ignore", message=".*non-interactive.*")
 
@@ -41,27 +48,58 @@ warnings.filterwarnings("ignore", message=".*non-interactive.*")
 class State:
     lock = threading.Lock()
     cond = threading.Condition(lock)
-    waiting = {}
-    next_seq = 1
-    conn = None
+    queue = []           # requests waiting, in arrival order
+    cancelled = set()    # seqs cancelled before they arrived or ran
+    eof = False
+    running = 0          # the seq of the cell that runs, 0: none
     in_cell = False
+    in_record = False    # the main thread is writing a record line
+    deferred = False     # an interrupt came meanwhile
+    wlock = threading.Lock()   # one record line at a time
 
 
 ST = State()
+MAIN = threading.main_thread().ident
 
 
-def send(conn, kind, data):
-    if conn is None:
-        return
-    if isinstance(data, str):
-        data = data.encode("utf-8", "replace")
-    try:
-        conn.sendall(kind + struct.pack(">I", len(data)) + data)
-    except OSError:
-        pass
+def record(obj):
+    """Writes one line on the record channel. A line longer than a pipe
+    takes at once is written in pieces: an interrupt of the main thread
+    waits until the line is whole, or the lines after it would be lost."""
+    line = (json.dumps(obj) + "\n").encode("utf-8", "replace")
+    main = threading.get_ident() == MAIN
+    with ST.wlock:
+        if main:
+            ST.in_record = True
+        try:
+            view = memoryview(line)
+            while view:
+                try:
+                    n = os.write(RECORD_FD, view)
+                except InterruptedError:
+                    continue
+                view = view[n:]
+        finally:
+            if main:
+                ST.in_record = False
+    if main and ST.deferred:
+        ST.deferred = False
+        if ST.in_cell:
+            raise KeyboardInterrupt
+
+
+def frames(seq, kind, s):
+    """Text of cell seq, in frames of at most 64 Ki characters: seerfs
+    holds one line at a time, so a big print streams through it."""
+    for i in range(0, len(s), 1 << 16):
+        record({"s": seq, kind: s[i:i + (1 << 16)]})
 
 
 class Stream(io.TextIOBase):
+    """sys.stdout / sys.stderr while a cell runs: each write becomes a frame
+    of that cell on the record channel; outside a cell (a thread a cell left
+    behind) the text goes where fd 1 and 2 go."""
+
     def __init__(self, kind, fallback):
         self.kind = kind
         self.fallback = fallback
@@ -73,12 +111,11 @@ class Stream(io.TextIOBase):
     def write(self, s):
         if not isinstance(s, str):
             raise TypeError("write() argument must be str, not %s" % type(s).__name__)
-        conn = ST.conn
-        if conn is None:
+        seq = ST.running
+        if not seq:
             return self.fallback.write(s)
-        b = s.encode("utf-8", "replace")
-        self.count += len(b)
-        send(conn, self.kind, b)
+        self.count += len(s.encode("utf-8", "replace"))
+        frames(seq, self.kind, s)
         return len(s)
 
     def flush(self):
@@ -93,86 +130,61 @@ class Stream(io.TextIOBase):
 
 
 def on_sigint(signum, frame):
-    if ST.in_cell:
+    if ST.in_record:
+        ST.deferred = True
+    elif ST.in_cell:
         raise KeyboardInterrupt
 
 
-def watch(conn, seq):
-    """Reads the client's side: "i" or the connection closing interrupts
-    the cell while it is this one."""
-    while True:
-        try:
-            b = conn.recv(64)
-        except OSError:
-            b = b""
-        with ST.lock:
-            mine = ST.conn is conn and ST.in_cell
-        if not b or b"i" in b:
-            if mine:
-                os.kill(os.getpid(), signal.SIGINT)
-            if not b:
-                return
+def interrupt(seq):
+    """KeyboardInterrupt in the main thread if it runs cell seq; ST.lock held."""
+    if ST.running == seq and ST.in_cell:
+        signal.pthread_kill(MAIN, signal.SIGINT)
+        return True
+    return False
 
 
-def accept_loop(srv):
-    while True:
-        try:
-            conn, _ = srv.accept()
-        except OSError:
-            time.sleep(0.01)
-            continue
-        threading.Thread(target=read_request, args=(conn,), daemon=True).start()
-
-
-def read_request(conn):
-    buf = b""
-    try:
-        while not buf.endswith(b"\n"):
-            b = conn.recv(1 << 20)
-            if not b:
-                conn.close()
-                return
-            buf += b
-        req = json.loads(buf.decode("utf-8"))
-        seq = int(req["seq"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        send(conn, b"e", "seerfs kernel: bad request: %s\n" % e)
-        send(conn, b"x", "1")
-        conn.close()
-        return
+def reader():
+    with os.fdopen(CTRL_FD, "rb", buffering=1 << 16) as f:
+        for line in f:
+            # A cell's code is whatever bytes were written: ones that are
+            # not UTF-8 reach compile() as it sees them, and fail there.
+            try:
+                req = json.loads(line.decode("utf-8", "surrogateescape"))
+            except ValueError:
+                continue
+            if not isinstance(req, dict):
+                continue
+            with ST.lock:
+                if "code" in req and "seq" in req:
+                    ST.queue.append(req)
+                    ST.cond.notify_all()
+                elif "interrupt" in req:
+                    interrupt(req["interrupt"])
+                elif "cancel" in req:
+                    seq = req["cancel"]
+                    if not interrupt(seq) and ST.running != seq:
+                        ST.cancelled.add(seq)
     with ST.lock:
-        ST.waiting[seq] = (conn, req, time.monotonic())
+        ST.eof = True
         ST.cond.notify_all()
 
 
 def next_request():
+    """The next cell to run, or None when seerfs closed the kernel's stdin."""
     with ST.lock:
         while True:
-            if ST.next_seq in ST.waiting:
-                seq = ST.next_seq
-            elif ST.waiting:
-                seq = min(ST.waiting)
-                if seq > ST.next_seq and time.monotonic() - ST.waiting[seq][2] < 1.0:
-                    ST.cond.wait(0.1)
+            while ST.queue:
+                req = ST.queue.pop(0)
+                seq = req.get("seq")
+                if seq in ST.cancelled:
+                    ST.cancelled.discard(seq)
                     continue
-            else:
-                ST.cond.wait(1.0)
-                continue
-            conn, req, _ = ST.waiting.pop(seq)
-            ST.next_seq = max(ST.next_seq, seq + 1)
-            ST.conn = conn
-            return seq, conn, req
-
-
-def gone(conn):
-    """Whether the client of a queued cell went away (killed before its
-    turn): its cell is not run."""
-    try:
-        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
+                ST.running = seq
+                return req
+            if ST.eof:
+                return None
+            ST.cond.wait()
 
 
 def split_last_expr(code, filename):
@@ -229,67 +241,44 @@ def run_cell(ns, seq, code):
     return result, error
 
 
-def serve(srv):
+def serve():
     ns = {"__name__": "__main__", "__builtins__": __builtins__}
-    out = Stream(b"o", sys.__stdout__)
-    err = Stream(b"e", sys.__stderr__)
+    out = Stream("o", sys.__stdout__)
+    err = Stream("e", sys.__stderr__)
     sys.stdout, sys.stderr = out, err
-    threading.Thread(target=accept_loop, args=(srv,), daemon=True).start()
+    threading.Thread(target=reader, daemon=True).start()
     while True:
         try:
-            seq, conn, req = next_request()
-            if gone(conn):
-                with ST.lock:
-                    ST.conn = None
-                conn.close()
-                continue
-            threading.Thread(target=watch, args=(conn, seq), daemon=True).start()
+            req = next_request()
+            if req is None:
+                return
+            seq = req["seq"]
             out.count = err.count = 0
             code = req.get("code", "")
-            result, error = run_cell(ns, seq, code)
-            sys.stdout.flush()
+            result, error = run_cell(ns, seq, code if isinstance(code, str) else "")
             rec = {"seq": seq, "stdout_len": out.count, "stderr_len": err.count,
-                   "displays": figures(), "result": None, "error": None}
+                   "displays": figures(), "result": None, "error": None,
+                   "exit": 1 if error is not None else 0}
             if result is not None:
                 rec["result"] = {"text/plain": result}
-                send(conn, b"o", result + "\n")
+                frames(seq, "o", result + "\n")
             if error is not None:
                 rec["error"] = error
-                send(conn, b"e", "".join(error["traceback"]))
-            RECORD.write(json.dumps(rec) + "\n")
-            RECORD.flush()
-            send(conn, b"x", "1" if error is not None else "0")
+                frames(seq, "e", "".join(error["traceback"]))
             with ST.lock:
-                ST.conn = None
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            conn.close()
+                ST.running = 0
+            record(rec)
         except KeyboardInterrupt:
             ST.in_cell = False
 
 
 def main():
-    base = os.path.join(os.environ.get("TMPDIR") or "/tmp", ".seerfs-sessions")
-    kdir = os.path.join(base, os.environ["SEERFS_KNAME"])
-    os.makedirs(kdir, mode=0o700, exist_ok=True)
-    cwd = os.getcwd()
-    os.chdir(kdir)
-    try:
-        os.unlink("sock")
-    except FileNotFoundError:
-        pass
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind("sock")
-    srv.listen(64)
-    os.chdir(cwd)
     signal.signal(signal.SIGINT, on_sigint)
-    # A cell's request passes from the thread that reads it to the main
-    # thread: hand the GIL over sooner than the default 5 ms.
+    # A request passes from the thread that reads it to the main thread:
+    # hand the GIL over sooner than the default 5 ms.
     sys.setswitchinterval(0.0005)
-    RECORD.write(json.dumps({"kernel": os.environ["SEERFS_KNAME"], "pid": os.getpid()}) + "\n")
-    serve(srv)
+    record({"kernel": os.environ.get("SEERFS_KNAME", ""), "pid": os.getpid()})
+    serve()
 
 
 main()

@@ -1,6 +1,14 @@
 /*
  * sessions.c - notebook sessions of a sandbox (see sessions.h): the table,
  * its records on disk, kernels and cells as jobs, and notebook.ipynb.
+ *
+ * A kernel is a job; a cell is a fed job (core/jobs.h): no process of its
+ * own. Its code goes to the kernel as a line on the kernel job's stdin, and
+ * the kernel's frames come back on that job's stdout, a file seerfs
+ * writes; each time it grows, the jobs I/O thread calls the kernel's pump
+ * (struct kpump), which moves the frames into the cells' jobs as their
+ * output and ends each cell with its record. Locks: s->mu, then a pump's
+ * mu, then the jobs' own; a pump's wmu is taken alone.
  */
 #include "core/sessions/sessions.h"
 #include "core/jobs.h"
@@ -9,17 +17,18 @@
 #include "core/lib/util.h"
 
 #include "core/sessions/seer_kernel_py.h"
-#include "core/sessions/seer_cell_py.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <json-c/json.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* One cell: its job, and which kernel ran it under which number. */
@@ -28,6 +37,32 @@ struct cell {
 	uint32_t kjob;      /* the kernel's job (its stdout holds the records) */
 	uint32_t seq;       /* the cell's number in that kernel: In [seq] */
 	char *note;         /* shown before it (the state was lost...), or NULL */
+	int fed;            /* run as a fed job: its record is cell.json only */
+};
+
+/* A cell its kernel has been given and not yet finished with. */
+struct pcell {
+	uint32_t seq;
+	struct job *j;      /* referenced */
+	int ended;          /* its job ended first (killed): only its record is awaited */
+};
+
+/* One kernel's channel back: its frames into its cells' jobs. Lives as
+ * long as its session (the kernel's job may call it until it ends). */
+struct kpump {
+	struct kpump *next;
+	struct sandbox *sb;
+	char sname[72];     /* the session's name, for messages */
+	pthread_mutex_t mu; /* everything below */
+	uint32_t kjob;
+	int fd;             /* the kernel's stdout file; -1 until opened and once done */
+	uint64_t parsed;    /* bytes of it taken */
+	uint64_t punched;   /* bytes before this are freed on disk */
+	struct sbuf partial;
+	struct pcell *v;
+	size_t n, cap;
+	int done;           /* the kernel ended: every cell of it has ended */
+	pthread_mutex_t wmu; /* writes to the kernel's stdin: one line at a time */
 };
 
 struct session {
@@ -37,11 +72,12 @@ struct session {
 	int removed;
 	pthread_mutex_t mu;   /* everything below; held across a cell's start */
 	uint32_t kjob;        /* the current kernel's job, 0: none yet */
-	char kname[96];       /* its directory under $TMPDIR/.seerfs-sessions */
+	char kname[96];       /* its name (SEERFS_KNAME, in its greeting and S.json) */
 	uint32_t seq;         /* cells given to it */
 	char *pending;        /* a note for the next cell (restart, seerfs restarted) */
 	struct cell *cells;
 	size_t n, cap;
+	struct kpump *pumps;  /* every kernel's, newest first */
 };
 
 struct sesstab {
@@ -50,9 +86,9 @@ struct sesstab {
 	uint32_t next_id;
 };
 
-/* A cell's code travels in the client's environment: one string there is
- * limited to 32 pages (MAX_ARG_STRLEN). */
-#define CELL_MAX (128 * 1024 - 64)
+/* A cell's code travels as one line on the kernel's stdin; the limit is
+ * that of the mount's other files. */
+#define CELL_MAX SESSIONS_CELL_MAX
 /* Text of one stream put into the notebook. */
 #define NB_STREAM_MAX (1 << 20)
 
@@ -65,7 +101,7 @@ static struct sesstab *stab(struct sandbox *sb)
 static struct session *find_locked(struct sesstab *t, uint32_t id, const char *name)
 {
 	for (struct session *s = t->list; s; s = s->next)
-		if (!s->removed && (id ? s->id == id : !strcmp(s->name, name)))
+		if (!s->removed && (id ? s->id == id : name && !strcmp(s->name, name)))
 			return s;
 	return NULL;
 }
@@ -128,6 +164,8 @@ static int persist(struct sandbox *sb, struct session *s)
 		json_object_object_add(c, "seq", json_object_new_int64(s->cells[i].seq));
 		if (s->cells[i].note)
 			json_object_object_add(c, "note", json_object_new_string(s->cells[i].note));
+		if (s->cells[i].fed)
+			json_object_object_add(c, "fed", json_object_new_boolean(1));
 		json_object_array_add(a, c);
 	}
 	json_object_object_add(o, "cells", a);
@@ -200,6 +238,7 @@ static void load_one(struct sandbox *sb, struct sesstab *t, const char *file)
 			s->cells[s->n].kjob = jint(c, "kernel_job");
 			s->cells[s->n].seq = jint(c, "seq");
 			s->cells[s->n].note = jstr(c, "note");
+			s->cells[s->n].fed = jint(c, "fed") != 0;
 			s->n++;
 		}
 	}
@@ -236,6 +275,20 @@ void sessions_load(struct sandbox *sb)
 
 static void session_free(struct session *s)
 {
+	/* With the sandbox: no job is left, so no pump holds a cell. */
+	while (s->pumps) {
+		struct kpump *kp = s->pumps;
+		s->pumps = kp->next;
+		if (kp->fd >= 0)
+			close(kp->fd);
+		for (size_t i = 0; i < kp->n; i++)
+			job_put(kp->v[i].j);
+		free(kp->v);
+		sbuf_free(&kp->partial);
+		pthread_mutex_destroy(&kp->mu);
+		pthread_mutex_destroy(&kp->wmu);
+		free(kp);
+	}
 	for (size_t i = 0; i < s->n; i++)
 		free(s->cells[i].note);
 	free(s->cells);
@@ -300,12 +353,12 @@ size_t sessions_list(struct sandbox *sb, uint32_t **ids, char ***names)
 
 /* ---- kernels ------------------------------------------------------------------------------ */
 
-/* The kernel runs behind a shell that records how it ended, so that the
- * cell it dies under can end with the same signal; the shell ignores
- * SIGINT (an interrupt is the kernel's to handle). */
-static const char kernel_sh[] =
-	"d=\"${TMPDIR:-/tmp}/.seerfs-sessions\"; mkdir -p \"$d/$SEERFS_KNAME\" && chmod 700 \"$d\" || exit 126; "
-	"trap '' INT; python3 -c \"$SEERFS_KERNEL\"; s=$?; echo $s > \"$d/$SEERFS_KNAME/died\"; exit $s";
+/* The kernel runs behind a shell whose exit status says how it ended
+ * (128 + N: signal N), so that the cell it dies under can end with the same
+ * signal; the shell ignores SIGINT (an interrupt is the kernel's to handle). */
+static const char kernel_sh[] = "trap '' INT; python3 -c \"$SEERFS_KERNEL\"; exit $?";
+
+static void pump_hook(struct job *k, void *arg);
 
 static int kernel_running(struct sandbox *sb, struct session *s)
 {
@@ -332,6 +385,15 @@ static void kernel_kill(struct sandbox *sb, struct session *s)
 	job_put(k);
 }
 
+/* The pump of the current kernel; s->mu held. */
+static struct kpump *pump_of(struct session *s)
+{
+	for (struct kpump *kp = s->pumps; kp; kp = kp->next)
+		if (kp->kjob == s->kjob)
+			return kp;
+	return NULL;
+}
+
 /* Starts a fresh kernel; s->mu held. */
 static int kernel_start(struct sandbox *sb, struct session *s)
 {
@@ -343,18 +405,36 @@ static int kernel_start(struct sandbox *sb, struct session *s)
 	sbuf_printf(&txt, "seerfs kernel of session %s (python3)", s->name);
 	char *env[] = {e1.data, e2.data, e3.data, NULL};
 	char *argv[] = {"/bin/sh", "-c", (char *)kernel_sh, "seerfs-kernel", NULL};
-	struct job_spawn_opts o = {.argv = argv, .env = env, .no_timeout = 1};
+	/* The pump exists before the kernel's first output can call it. */
+	struct kpump *kp = xcalloc(1, sizeof(*kp));
+	kp->sb = sb;
+	snprintf(kp->sname, sizeof(kp->sname), "%s", s->name);
+	kp->fd = -1;
+	pthread_mutex_init(&kp->mu, NULL);
+	pthread_mutex_init(&kp->wmu, NULL);
+	/* Its stdout carries every cell's output: the cap applies to each
+	 * cell's job instead. Its stdin stays open: cells come that way. */
+	struct job_spawn_opts o = {.argv = argv, .env = env, .no_timeout = 1, .no_cap = 1,
+				   .on_change = pump_hook, .on_change_arg = kp};
 	struct job *k;
 	int r = jobs_start_opts(sb, txt.data, txt.len, &o, 0, &k);
 	sbuf_free(&e1);
 	sbuf_free(&e2);
 	sbuf_free(&e3);
 	sbuf_free(&txt);
-	if (r < 0)
+	if (r < 0) {
+		pthread_mutex_destroy(&kp->mu);
+		pthread_mutex_destroy(&kp->wmu);
+		free(kp);
 		return r;
+	}
 	s->kjob = job_number(k);
 	s->seq = 0;
-	job_owner_closed(k);   /* its stdin: nothing to say */
+	pthread_mutex_lock(&kp->mu);
+	kp->kjob = s->kjob;
+	pthread_mutex_unlock(&kp->mu);
+	kp->next = s->pumps;
+	s->pumps = kp;
 	job_put(k);
 	slog(sb, s, "kernel started: job %u", s->kjob);
 	return 0;
@@ -481,7 +561,244 @@ int sessions_remove(struct sandbox *sb, const char *name)
 	return 0;
 }
 
+/* ---- a kernel's pump: its frames into its cells' jobs ------------------------------------ */
+
+static void save_record(struct sandbox *sb, uint32_t job, struct json_object *rec);
+
+/* How the kernel ended, as a wait status for the cells it leaves (exit
+ * codes over 128 are the shell's report of a signal). */
+static int kernel_wstatus(struct job *k)
+{
+	char *ex = job_exit_text(k);
+	int st;
+	unsigned v;
+	if (sscanf(ex, "signal %u", &v) == 1)
+		st = (int)v;
+	else if (sscanf(ex, "%u", &v) == 1 && v > 128 && v < 128 + 65)
+		st = (int)(v - 128);
+	else if (sscanf(ex, "%u", &v) == 1)
+		st = (int)(v & 0xff) << 8;
+	else
+		st = SIGKILL;   /* lost with seerfs */
+	free(ex);
+	return st;
+}
+
+static void pcell_drop(struct kpump *kp, size_t i)
+{
+	job_put(kp->v[i].j);
+	memmove(kp->v + i, kp->v + i + 1, (kp->n - i - 1) * sizeof(*kp->v));
+	kp->n--;
+}
+
+static ssize_t pcell_find(struct kpump *kp, uint32_t seq)
+{
+	for (size_t i = 0; i < kp->n; i++)
+		if (kp->v[i].seq == seq)
+			return (ssize_t)i;
+	return -1;
+}
+
+/* The kernel has ended and all it wrote is taken: its cells end with it;
+ * kp->mu held. */
+static void pump_finish(struct kpump *kp, struct job *k)
+{
+	int st = kernel_wstatus(k);
+	int first = 1;
+	for (size_t i = 0; i < kp->n; i++) {
+		struct job *j = kp->v[i].j;
+		if (!kp->v[i].ended) {
+			const char *when = first ? "while it ran this cell" : "before it could run this cell";
+			struct sbuf b = {0};
+			if (WIFSIGNALED(st) || (st & 0x7f))
+				sbuf_printf(&b, "seerfs: the kernel of session %s was killed by signal %d %s; "
+					    "the next cell starts a fresh one (state lost)\n", kp->sname, st & 0x7f, when);
+			else
+				sbuf_printf(&b, "seerfs: the kernel of session %s exited with status %d %s; "
+					    "the next cell starts a fresh one\n", kp->sname, WEXITSTATUS(st), when);
+			job_feed(j, JS_STDERR, b.data, b.len);
+			sbuf_free(&b);
+			/* A cell dies with the kernel's signal; a kernel that just
+			 * exited fails its cells. */
+			job_feed_end(j, st & 0x7f ? st & 0x7f : 1 << 8);
+			first = 0;
+		}
+		save_record(kp->sb, job_number(j), NULL);
+		job_put(j);
+	}
+	kp->n = 0;
+	kp->done = 1;
+	if (kp->fd >= 0)
+		close(kp->fd);
+	kp->fd = -1;
+	sbuf_free(&kp->partial);
+}
+
+/* One line of the kernel's record channel; kp->mu held. */
+static void pump_line(struct kpump *kp, char *line, size_t len)
+{
+	int frame = !strncmp(line, "{\"s\": ", 6), end = !strncmp(line, "{\"seq\": ", 8);
+	if (!frame && !end)
+		return;   /* the kernel's greeting */
+	struct json_tokener *tok = json_tokener_new_ex(JSON_TOKENER_DEFAULT_DEPTH);
+	struct json_object *o = json_tokener_parse_ex(tok, line, (int)len), *v;
+	json_tokener_free(tok);
+	if (!o)
+		return;
+	ssize_t i = json_object_object_get_ex(o, frame ? "s" : "seq", &v) ? pcell_find(kp, (uint32_t)json_object_get_int64(v))
+									  : -1;
+	if (i >= 0 && frame) {
+		int err = json_object_object_get_ex(o, "e", &v);
+		if ((err || json_object_object_get_ex(o, "o", &v)) && json_object_is_type(v, json_type_string) &&
+		    !kp->v[i].ended)
+			job_feed(kp->v[i].j, err ? JS_STDERR : JS_STDOUT, json_object_get_string(v),
+				 (size_t)json_object_get_string_len(v));
+	} else if (i >= 0) {
+		struct job *j = kp->v[i].j;
+		/* The record first: the cell's figures are there when its
+		 * reader sees it end. */
+		save_record(kp->sb, job_number(j), o);
+		int code = json_object_object_get_ex(o, "exit", &v) ? json_object_get_int(v) : 1;
+		if (!kp->v[i].ended)
+			job_feed_end(j, (code & 0xff) << 8);
+		pcell_drop(kp, (size_t)i);
+	}
+	json_object_put(o);
+}
+
+/* Takes what the kernel wrote since the last look; ends its cells once it
+ * has ended. Called from the jobs I/O thread (and the provider's, at the
+ * kernel's exit) with no lock held. */
+static void pump_run(struct kpump *kp, struct job *k)
+{
+	pthread_mutex_lock(&kp->mu);
+	if (kp->done) {
+		pthread_mutex_unlock(&kp->mu);
+		return;
+	}
+	int finished = job_finished(k);   /* before reading: nothing written before the end is missed */
+	if (kp->fd < 0) {
+		char p[4200];
+		snprintf(p, sizeof(p), "%s/stdout", job_dir(k));
+		kp->fd = open(p, O_RDWR | O_CLOEXEC);
+	}
+	char buf[65536];
+	for (;;) {
+		ssize_t n = kp->fd >= 0 ? pread(kp->fd, buf, sizeof(buf), (off_t)kp->parsed) : -1;
+		if (n <= 0)
+			break;
+		kp->parsed += (uint64_t)n;
+		char *start = buf, *stop = buf + n, *nl;
+		while (start < stop && (nl = memchr(start, '\n', (size_t)(stop - start)))) {
+			if (kp->partial.len) {
+				sbuf_append(&kp->partial, start, (size_t)(nl - start));
+				pump_line(kp, kp->partial.data, kp->partial.len);
+				kp->partial.len = 0;
+			} else {
+				pump_line(kp, start, (size_t)(nl - start));
+			}
+			start = nl + 1;
+		}
+		if (start < stop)
+			sbuf_append(&kp->partial, start, (size_t)(stop - start));
+	}
+	/* What is taken is in the cells' own files now: the kernel's copy
+	 * gives its disk space back (the file keeps its length). */
+	uint64_t upto = (kp->parsed - kp->partial.len) & ~(uint64_t)((1 << 20) - 1);
+	if (kp->fd >= 0 && upto > kp->punched) {
+		fallocate(kp->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)kp->punched,
+			  (off_t)(upto - kp->punched));
+		kp->punched = upto;
+	}
+	if (finished)
+		pump_finish(kp, k);
+	pthread_mutex_unlock(&kp->mu);
+}
+
+static void pump_hook(struct job *k, void *arg)
+{
+	pump_run(arg, k);
+}
+
+/* Hands cell seq (job j) to the pump; 0 when the kernel is to be given its
+ * code, -ESRCH when the cell has ended already (killed, or the kernel is
+ * gone). */
+static int pump_add(struct kpump *kp, uint32_t seq, struct job *j)
+{
+	pthread_mutex_lock(&kp->mu);
+	int r = 0;
+	if (kp->done) {
+		struct sbuf b = {0};
+		sbuf_printf(&b, "seerfs: the kernel of session %s ended before it could run this cell; "
+			    "the next cell starts a fresh one\n", kp->sname);
+		job_feed(j, JS_STDERR, b.data, b.len);
+		sbuf_free(&b);
+		job_feed_end(j, 1 << 8);
+		r = -ESRCH;
+	} else if (job_state(j) != JOB_RUNNING) {
+		r = -ESRCH;
+	} else {
+		if (kp->n == kp->cap) {
+			kp->cap = kp->cap ? kp->cap * 2 : 8;
+			kp->v = realloc(kp->v, kp->cap * sizeof(*kp->v));
+			if (!kp->v)
+				abort();
+		}
+		job_ref(j);
+		kp->v[kp->n++] = (struct pcell){.seq = seq, .j = j};
+	}
+	pthread_mutex_unlock(&kp->mu);
+	return r;
+}
+
+/* kill, signal N or the timeout on a cell's job (its fed_signal): SIGINT
+ * interrupts the cell in the kernel (KeyboardInterrupt; the cell ends as
+ * it ends); a signal whose default is to end a process ends the cell's job
+ * now with that signal, and the kernel interrupts the cell, or drops it
+ * when it has not started, keeping its namespace. */
+static int cell_signal(struct job *j, int sig, void *arg)
+{
+	struct kpump *kp = arg;
+	if (sig == SIGCHLD || sig == SIGCONT || sig == SIGURG || sig == SIGWINCH || sig == SIGSTOP ||
+	    sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU)
+		return 0;   /* nothing a process would notice either */
+	pthread_mutex_lock(&kp->mu);
+	uint32_t seq = 0;
+	for (size_t i = 0; i < kp->n; i++) {
+		if (kp->v[i].j == j && !kp->v[i].ended) {
+			seq = kp->v[i].seq;
+			if (sig != SIGINT)
+				kp->v[i].ended = 1;   /* its record may still come: the notebook shows it */
+		}
+	}
+	if (sig != SIGINT)
+		job_feed_end(j, sig);
+	uint32_t kjob = kp->kjob;
+	pthread_mutex_unlock(&kp->mu);
+	if (!seq)
+		return 0;
+	struct job *k = jobs_find(kp->sb, kjob);
+	if (k) {
+		char line[64];
+		int n = snprintf(line, sizeof(line), "{\"%s\": %u}\n", sig == SIGINT ? "interrupt" : "cancel", seq);
+		pthread_mutex_lock(&kp->wmu);
+		job_stdin_write(k, line, (size_t)n);
+		pthread_mutex_unlock(&kp->wmu);
+		job_put(k);
+	}
+	return 0;
+}
+
 /* ---- cells ------------------------------------------------------------------------------- */
+
+int sessions_cell_too_big(struct sandbox *sb, uint32_t id)
+{
+	char name[80] = "?";
+	sessions_name(sb, id, name, sizeof(name));
+	sandbox_set_error(sb, "sandbox %s: sessions/%s/exec: a cell is limited to %d bytes; put longer code "
+			  "in a file under root/workspace and run exec(open(PATH).read())", sb->name, name, CELL_MAX);
+	return -EFBIG;
+}
 
 int sessions_cell_start(struct sandbox *sb, uint32_t id, const char *code, size_t len, pid_t caller,
 			struct job **out)
@@ -491,12 +808,8 @@ int sessions_cell_start(struct sandbox *sb, uint32_t id, const char *code, size_
 		return -ENOENT;
 	while (len && (code[len - 1] == '\n' || code[len - 1] == '\r'))
 		len--;
-	if (len > CELL_MAX) {
-		sandbox_set_error(sb, "sandbox %s: sessions/%s/exec: a cell is limited to %d bytes; put longer code "
-				  "in a file under root/workspace and run exec(open(PATH).read())",
-				  sb->name, s->name, CELL_MAX);
-		return -EFBIG;
-	}
+	if (len > CELL_MAX)
+		return sessions_cell_too_big(sb, id);
 	if (memchr(code, '\0', len)) {
 		sandbox_set_error(sb, "sandbox %s: sessions/%s/exec: the cell contains a NUL byte", sb->name, s->name);
 		return -EINVAL;
@@ -515,48 +828,57 @@ int sessions_cell_start(struct sandbox *sb, uint32_t id, const char *code, size_
 		if (s->pending)
 			slog(sb, s, "%s", s->pending);
 	}
-	struct sbuf e1 = {0}, e2 = {0}, e3 = {0}, e4 = {0}, e5 = {0};
 	struct job *j = NULL;
+	struct kpump *kp = r == 0 ? pump_of(s) : NULL;
+	struct job *k = kp ? jobs_find(sb, s->kjob) : NULL;
+	if (r == 0 && !k)
+		r = -EIO;   /* cannot be: the kernel's job was started under s->mu */
+	uint32_t seq = s->seq + 1;
 	if (r == 0) {
-		uint32_t seq = s->seq + 1;
-		sbuf_printf(&e1, "SEERFS_KNAME=%s", s->kname);
-		sbuf_printf(&e2, "SEERFS_SEQ=%u", seq);
-		sbuf_printf(&e3, "SEERFS_CODE=%.*s", (int)len, code);
-		sbuf_printf(&e4, "SEERFS_SESSION=%s", s->name);
-		if (s->pending)
-			sbuf_printf(&e5, "SEERFS_NOTE=seerfs: %s", s->pending);
-		char *env[] = {e1.data, e2.data, e3.data, e4.data, e5.data, NULL};
-		/* A provider may have a native client in its sandboxes (the
-		 * local one's agent binary, whose --cell mode starts in a
-		 * millisecond); elsewhere the same client in Python. */
-		char *argv_c[] = {(char *)(sb->prov ? sb->prov->cell_client : NULL), "--cell", NULL};
-		char *argv_py[] = {"python3", "-I", "-S", "-c", (char *)seer_cell_py, NULL};
-		char **argv = argv_c[0] ? argv_c : argv_py;
-		struct job_spawn_opts o = {.argv = argv, .env = env, .python = 1};
+		struct job_spawn_opts o = {.python = 1, .fed = 1, .fed_pid = job_pid(k), .fed_signal = cell_signal,
+					   .fed_arg = kp};
 		/* An empty cell is a cell (Jupyter runs it): its job shows it as a
 		 * blank line, since a job's command cannot be empty. */
 		r = len ? jobs_start_opts(sb, code, len, &o, caller, &j) : jobs_start_opts(sb, " ", 1, &o, caller, &j);
-		if (r == 0) {
-			s->seq = seq;
-			if (s->n == s->cap) {
-				s->cap = s->cap ? s->cap * 2 : 16;
-				s->cells = realloc(s->cells, s->cap * sizeof(*s->cells));
-				if (!s->cells)
-					abort();
-			}
-			s->cells[s->n++] = (struct cell){.job = job_number(j), .kjob = s->kjob, .seq = seq,
-							 .note = s->pending};
-			s->pending = NULL;
-			slog(sb, s, "cell %u: job %u", seq, job_number(j));
-		}
 	}
+	if (r == 0) {
+		s->seq = seq;
+		if (s->n == s->cap) {
+			s->cap = s->cap ? s->cap * 2 : 16;
+			s->cells = realloc(s->cells, s->cap * sizeof(*s->cells));
+			if (!s->cells)
+				abort();
+		}
+		s->cells[s->n++] = (struct cell){.job = job_number(j), .kjob = s->kjob, .seq = seq,
+						 .note = s->pending, .fed = 1};
+		if (s->pending) {
+			struct sbuf nb = {0};
+			sbuf_printf(&nb, "seerfs: %s\n", s->pending);
+			job_feed(j, JS_STDERR, nb.data, nb.len);
+			sbuf_free(&nb);
+		}
+		s->pending = NULL;
+		if (pump_add(kp, seq, j) == 0) {
+			/* In the order of seq: s->mu is held until it is written. */
+			struct json_object *req = json_object_new_object();
+			json_object_object_add(req, "seq", json_object_new_int64(seq));
+			json_object_object_add(req, "code", json_object_new_string_len(code, (int)len));
+			struct sbuf line = {0};
+			sbuf_printf(&line, "%s\n", json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN));
+			json_object_put(req);
+			pthread_mutex_lock(&kp->wmu);
+			/* A kernel that is gone refuses it: its pump ends the cell
+			 * when the kernel's end is recorded. */
+			job_stdin_write(k, line.data, line.len);
+			pthread_mutex_unlock(&kp->wmu);
+			sbuf_free(&line);
+		}
+		/* The records after the hand-over: the kernel runs meanwhile. */
+		slog(sb, s, "cell %u: job %u", seq, job_number(j));
+	}
+	job_put(k);
 	persist(sb, s);
 	pthread_mutex_unlock(&s->mu);
-	sbuf_free(&e1);
-	sbuf_free(&e2);
-	sbuf_free(&e3);
-	sbuf_free(&e4);
-	sbuf_free(&e5);
 	if (r == 0)
 		*out = j;
 	return r;
@@ -682,23 +1004,11 @@ static int b64decode(const char *in, struct sbuf *out)
 	return 0;
 }
 
-/* Saves a finished cell's record (cell.json) and figures (fig-K.png) in
- * its job's directory, once; returns the record (or NULL: none). */
-static struct json_object *cell_collect(struct sandbox *sb, const struct cell *c)
+/* Saves a finished cell's record (cell.json; "null" when it has none) and
+ * figures (fig-K.png) in its job's directory. */
+static void save_record(struct sandbox *sb, uint32_t job, struct json_object *rec)
 {
-	char p[4200], *txt = NULL;
-	cell_file(sb, c->job, "cell.json", p, sizeof(p));
-	if (read_file(p, 256 << 20, &txt, NULL) == 0) {
-		struct json_object *o = json_tokener_parse(txt);
-		free(txt);
-		return o;
-	}
-	struct json_object *rec = record_of(sb, c->kjob, c->seq);
-	struct job *j = jobs_find(sb, c->job);
-	int done = j && job_finished(j);
-	job_put(j);
-	if (!rec || !done)
-		return rec;
+	char p[4200];
 	struct json_object *d;
 	if (json_object_object_get_ex(rec, "displays", &d) && json_object_is_type(d, json_type_array)) {
 		size_t n = json_object_array_length(d);
@@ -711,15 +1021,38 @@ static struct json_object *cell_collect(struct sandbox *sb, const struct cell *c
 			struct sbuf b = {0};
 			char name[32];
 			snprintf(name, sizeof(name), "fig-%zu.png", i + 1);
-			cell_file(sb, c->job, name, p, sizeof(p));
+			cell_file(sb, job, name, p, sizeof(p));
 			if (b64decode(json_object_get_string(png), &b) == 0)
 				write_file_replace(p, b.data ? b.data : "", b.len, 0600);
 			sbuf_free(&b);
 		}
 	}
-	const char *s = json_object_to_json_string_ext(rec, JSON_C_TO_STRING_PLAIN);
-	cell_file(sb, c->job, "cell.json", p, sizeof(p));
+	const char *s = rec ? json_object_to_json_string_ext(rec, JSON_C_TO_STRING_PLAIN) : "null";
+	cell_file(sb, job, "cell.json", p, sizeof(p));
 	write_file_replace(p, s, strlen(s), 0600);
+}
+
+/* A cell's record, saved with its figures in its job's directory once it
+ * is known; NULL: none (yet). A fed cell's pump saves it as the cell ends;
+ * cells of older kernels find it in their kernel's stdout. */
+static struct json_object *cell_collect(struct sandbox *sb, const struct cell *c)
+{
+	char p[4200], *txt = NULL;
+	cell_file(sb, c->job, "cell.json", p, sizeof(p));
+	if (read_file(p, 256 << 20, &txt, NULL) == 0) {
+		struct json_object *o = json_tokener_parse(txt);
+		free(txt);
+		return o;
+	}
+	if (c->fed)
+		return NULL;
+	struct json_object *rec = record_of(sb, c->kjob, c->seq);
+	struct job *j = jobs_find(sb, c->job);
+	int done = j && job_finished(j);
+	job_put(j);
+	if (!rec || !done)
+		return rec;
+	save_record(sb, c->job, rec);
 	return rec;
 }
 
@@ -745,7 +1078,8 @@ unsigned sessions_job_figures(struct sandbox *sb, uint32_t n)
 		pthread_mutex_lock(&v[k]->mu);
 		for (size_t i = 0; i < v[k]->n; i++)
 			if (v[k]->cells[i].job == n)
-				c = (struct cell){.job = n, .kjob = v[k]->cells[i].kjob, .seq = v[k]->cells[i].seq};
+				c = (struct cell){.job = n, .kjob = v[k]->cells[i].kjob, .seq = v[k]->cells[i].seq,
+						  .fed = v[k]->cells[i].fed};
 		pthread_mutex_unlock(&v[k]->mu);
 	}
 	free(v);
@@ -817,7 +1151,7 @@ static struct json_object *markdown(const char *id, const char *text)
 	return m;
 }
 
-static char *read_part(struct sandbox *sb, uint32_t job, const char *name, size_t *n)
+static char *read_part(struct sandbox *sb, uint32_t job, const char *name, size_t max, size_t *n)
 {
 	char p[4200], *txt = NULL;
 	cell_file(sb, job, name, p, sizeof(p));
@@ -825,8 +1159,8 @@ static char *read_part(struct sandbox *sb, uint32_t job, const char *name, size_
 	*n = 0;
 	if (fd < 0)
 		return xstrdup("");
-	txt = malloc(NB_STREAM_MAX + 1);
-	ssize_t r = txt ? pread(fd, txt, NB_STREAM_MAX, 0) : -1;
+	txt = malloc(max + 1);
+	ssize_t r = txt ? pread(fd, txt, max, 0) : -1;
 	close(fd);
 	if (r < 0) {
 		free(txt);
@@ -846,7 +1180,7 @@ static struct json_object *code_cell(struct sandbox *sb, const struct cell *c)
 	json_object_object_add(cell, "id", json_object_new_string(id));
 	json_object_object_add(cell, "metadata", json_object_new_object());
 	size_t n;
-	char *src = read_part(sb, c->job, "cmd", &n);
+	char *src = read_part(sb, c->job, "cmd", CELL_MAX, &n);
 	if (n == 1 && src[0] == ' ')
 		n = 0;
 	json_object_object_add(cell, "source", jtext(src, n));
@@ -859,7 +1193,8 @@ static struct json_object *code_cell(struct sandbox *sb, const struct cell *c)
 	struct json_object *outs = json_object_new_array();
 	struct json_object *v;
 	size_t no, ne;
-	char *so = read_part(sb, c->job, "stdout", &no), *se = read_part(sb, c->job, "stderr", &ne);
+	char *so = read_part(sb, c->job, "stdout", NB_STREAM_MAX, &no),
+	     *se = read_part(sb, c->job, "stderr", NB_STREAM_MAX, &ne);
 	size_t skip = c->note ? strlen("seerfs: ") + strlen(c->note) + 1 : 0;
 	const char *eb = se + (skip <= ne ? skip : ne);
 	size_t el = ne - (size_t)(eb - se);

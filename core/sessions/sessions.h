@@ -3,16 +3,18 @@
  * sandbox, whose cells run one after another in the same namespace.
  *
  * The kernel is a job of the sandbox (core/sessions/seer_kernel.py, started with
- * jobs_start_opts), and each cell is a job too: a small client
- * (core/sessions/seer_cell.py) that hands the cell's code to the kernel over a unix
- * socket in the sandbox and relays its output, so a cell's stdout, stderr,
- * output and exit are a job's, and `kill` on it interrupts the cell. The
- * kernel's own stdout carries one JSON record per cell (its result, error
- * and figures): seerfs builds notebook.ipynb from the cells' job records and
- * those, so nothing of it lives only in the sandbox or in memory.
+ * jobs_start_opts), and each cell is a job too, a fed one (core/jobs.h): no
+ * process of its own. seerfs writes the cell's code to the kernel job's
+ * stdin and moves the kernel's frames from that job's stdout into the
+ * cell's job as they come, so a cell's stdout, stderr, output and exit are
+ * a job's, and `kill` on it interrupts the cell. The kernel's end record
+ * of each cell (its result, error and figures) is saved beside the cell's
+ * job record: seerfs builds notebook.ipynb from those, so nothing of it
+ * lives only in the sandbox or in memory.
  *
  * State on disk: STATE/sandboxes/NAME/sessions/S.json (the cells, the
- * kernel generation) and S.log; a cell's figures become jobs/N/fig-K.png.
+ * kernel generation) and S.log; a cell's record is jobs/N/cell.json and
+ * its figures jobs/N/fig-K.png.
  */
 #ifndef SEER_SESSIONS_H
 #define SEER_SESSIONS_H
@@ -41,6 +43,10 @@ int sessions_name(struct sandbox *sb, uint32_t id, char *buf, size_t len);
 /* Ids and names of every session; caller frees both arrays (and names). */
 size_t sessions_list(struct sandbox *sb, uint32_t **ids, char ***names);
 
+/* The largest cell, in bytes (a trailing newline aside). */
+#define SESSIONS_CELL_MAX (16 << 20)
+/* A cell refused for its size: sets the sandbox's error; -EFBIG. */
+int sessions_cell_too_big(struct sandbox *sb, uint32_t id);
 /* A write to sessions/NAME/exec: runs the code as the session's next cell;
  * returns the cell's job, referenced. Starts a fresh kernel when the last
  * one ended (the cell's stderr and the notebook say the state was lost). */

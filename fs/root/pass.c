@@ -23,8 +23,8 @@
  * the host's file. readlink therefore rewrites absolute targets (and
  * relative ones that climb above the sandbox's "/") into relative paths
  * that stay inside root/, or, where the link's depth as the kernel sees it
- * is not known for sure, into absolute paths under MOUNT/NAME/root; see
- * link_depth(), rewrite_link() and docs/rootfs.md.
+ * is not known for sure, into absolute paths under MOUNT/NAME/root; the
+ * rule is fs/root/link.c's, the depth link_depth()'s; see docs/rootfs.md.
  *
  * Coherence: while the sandbox is idle (only its init runs, asked through
  * provider->busy() at most every 50 ms) nothing but this mount changes the
@@ -33,7 +33,8 @@
  * positive entry on its node, a negative one in a set), and
  * pass_invalidate() (called by fs/ll.c when a job starts) and an observed
  * idle->busy change expire them all. While busy, timeouts are 0 and cached
- * pages are kept only when mtime/ctime/size are unchanged.
+ * pages are kept only when mtime/ctime/size are unchanged. The gate and
+ * the set are fs/root/cache.c's, shared with sftpfs.c.
  *
  * File descriptors: a node's O_PATH fd is a cache. When this pass_fs holds
  * more than its budget (half of RLIMIT_NOFILE) the least recently used are
@@ -78,239 +79,16 @@
  *
  * Every function returns 0 or a negative errno; every FUSE op replies
  * exactly once (the lock waits reply later, from the worker).
+ *
+ * Files: this one (owners, lifetime, the FUSE operations), pass_node.c
+ * (the node table, the fd budget, a symlink's depth), pass_worker.c
+ * (idle/busy, sweeps, the worker and its lock waits), pass_int.h (what
+ * they share); fs/root/link.c and fs/root/cache.c are shared with
+ * sftpfs.c.
  */
-#include "fs/fs.h"
-#include "core/provider.h"
-#include "core/sandbox.h"
-
-#include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
-#include <linux/magic.h>
-#include <linux/openat2.h>
-#include <pthread.h>
-#include <stdatomic.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/file.h>
-#include <sys/fsuid.h>
-#include <sys/resource.h>
-#include <sys/stat.h>
-#include <sys/statfs.h>
-#include <sys/statvfs.h>
-#include <sys/syscall.h>
-#include <sys/sysmacros.h>
-#include <sys/types.h>
-#include <sys/xattr.h>
-#include <time.h>
-#include <unistd.h>
-
-_Static_assert(sizeof(fuse_ino_t) >= sizeof(uintptr_t), "inode numbers hold pointers");
-
-/* Timeout while idle when fs->pass_timeout is not set. Every idle->busy
- * change expires what was cached, so the timeout only bounds how long a
- * change nobody announced (a host-side edit of the sandbox's upper
- * directory, a missed pass_invalidate) can stay hidden: 30 s keeps repeated
- * git status / find runs cached between jobs without leaving such a change
- * unseen for long. */
-#define PASS_IDLE_TIMEOUT 30.0
-/* How long an answer of provider->busy() is trusted (it is an RPC). */
-#define PASS_BUSY_TTL_NS (50ULL * 1000 * 1000)
-/* Entries given a long timeout and remembered for expiry; past this the
- * set is swept early rather than grown. */
-#define PASS_MAX_LONG_ENTRIES (1u << 20)
-/* Directories a node may have a dentry in that we track for the depth of
- * symlinks; more than this and the node's depth counts as unknown. */
-#define PASS_PARENTS 4
-/* Older names of one node kept for the next sweep; past this a sweep is
- * asked for, which empties them. */
-#define PASS_NODE_ENTS 16
-/* Nodes visited when bounding a symlink's depth; past this, depth 0. */
-#define PASS_DEPTH_BUDGET 256
-/* getdents64 buffer of an open directory. */
-#define PASS_DIRBUF 32768
-/* Directory streams kept between READDIRs (see struct pass_fs). */
-#define PASS_DSTREAMS 16
-/* Lock retry interval bounds of the worker, in ms. */
-#define PASS_LOCK_POLL_MIN_MS 1
-#define PASS_LOCK_POLL_MAX_MS 16
-
-struct pass_fs;
-struct pnode;
-
-struct pkey {
-	dev_t dev;
-	ino_t ino;
-};
-
-/* What tells two inodes with one (st_dev, st_ino) apart: a number is only
- * reused after the inode is gone, which a held O_PATH fd prevents, but an
- * evicted node holds none. */
-struct pident {
-	mode_t type;
-	int has_btime;
-	int64_t btime_sec;
-	uint32_t btime_nsec;
-};
-
-/* One fd per (inode, POSIX lock owner): its OFD locks are the owner's. */
-struct lockowner {
-	struct lockowner *next;
-	uint64_t owner;
-	int fd;
-	int acc;                       /* O_RDONLY / O_WRONLY / O_RDWR */
-};
-
-/* What the kernel's page cache of a file corresponds to (for keep_cache). */
-struct stamp {
-	struct timespec mtim, ctim;
-	off_t size;
-	uint64_t epoch;                /* p->epoch when taken */
-	int idle;                      /* taken while idle */
-	int valid;
-};
-
-struct pnode {
-	struct pass_fs *p;
-	struct pnode *hnext;           /* hash chain; under p->lock */
-	struct pnode *cprev, *cnext;   /* CLOCK ring of evictable fds; under p->lock */
-	dev_t dev;
-	ino_t ino;
-	mode_t type;                   /* S_IFMT bits */
-	struct pident id;
-	atomic_int stale;              /* its inode is gone; off the table */
-	atomic_int fd;                 /* O_PATH (or -1 while evicted) */
-	atomic_int pins;               /* users of fd right now */
-	atomic_int used;               /* CLOCK reference bit */
-	atomic_int attr_long;          /* attrs given a long timeout since the last sweep */
-	/* under p->lock: */
-	uint64_t nlookup;
-	unsigned refs;                 /* nodes whose hint_parent is this one, temporary holds */
-	unsigned nopen;
-	struct pnode *hint_parent;     /* where to reopen an evicted fd */
-	char *hint_name;
-	/* Entries of this node the kernel may hold with a long timeout, for
-	 * sweep(): (hint_parent, hint_name) when ent_long, and older names
-	 * (hard links, earlier hints) on ents. Kept on the node rather than
-	 * in one set: they die with it (the kernel forgot the node, so it
-	 * holds none of them), and recording one costs no allocation. */
-	unsigned char ent_long;
-	unsigned nents;
-	struct pname *ents;
-	struct pkey parents[PASS_PARENTS];
-	unsigned char nparents, parents_overflow;
-	atomic_int synthetic;          /* -1 unknown, 0 no, 1 procfs-like: direct_io */
-	struct lockowner *owners;
-	struct stamp stamp;
-};
-
-/* One name a node had: (parent, name), parent an ino given to the kernel. */
-struct pname {
-	struct pname *next;
-	fuse_ino_t parent;
-	char *name;
-};
-
-/* An open file or directory (fi->fh). */
-struct pfile {
-	struct pfile *prev, *next;     /* p->files; under p->lock */
-	struct pnode *n;
-	int fd;                        /* -1 after pass_kill */
-	int flags;
-	/* directories */
-	pthread_mutex_t dlock;
-	int is_dir;
-	off_t pos;                     /* offset of the next unread entry */
-	size_t len, cur;
-	int eof;
-	char *buf;
-};
-
-/* A lock request that must wait: retried by the worker. */
-struct lockwait {
-	struct lockwait *next;
-	fuse_req_t req;
-	int fd;                        /* dup: same open file description */
-	int is_flock;
-	int op;                        /* flock */
-	struct flock fl;               /* POSIX (OFD) */
-	struct pfile *f;
-};
-
-/* An entry (parent, name) given a long timeout: expired on the next sweep. */
-struct pent {
-	struct pent *next;
-	fuse_ino_t parent;
-	size_t hash;
-	char name[];
-};
-
-struct pass_fs {
-	struct seer_fs *fs;
-	struct sandbox *sb;
-	const struct seer_provider *prov;
-	int (*busy_fn)(void *arg);     /* tests; else prov->busy(sb) */
-	void *busy_arg;
-	atomic_int refs;               /* caller, every node, the worker */
-	atomic_int dead;
-	atomic_long active;            /* ops running right now */
-	mode_t umask;                  /* the daemon's, read at pass_new */
-	/* Owners (see "owners" below): the sandbox's ids on the host, the
-	 * mounting user, who stands for the sandbox's root, and the daemon's
-	 * own ids, which a new file gets before it is given away. ranged:
-	 * the sandbox maps more than the mounting user (a root seerfs). */
-	struct seer_idmap ids;
-	uid_t muid, duid;
-	gid_t mgid, dgid;
-	int ranged;
-	char *root_path;               /* root/ on the host (MOUNT/NAME/root), or NULL */
-	int toplevel;                  /* root is the mount's FUSE_ROOT_ID (passmount) */
-	int killed;                    /* pass_kill dropped the caller's reference */
-	atomic_int no_openat2;
-
-	pthread_mutex_t lock;          /* nodes, table, files, CLOCK ring */
-	pthread_cond_t drained;        /* active reached 0 after dead */
-	struct pnode **tab;
-	size_t tabsize, nnodes;
-	struct pnode *root;
-	struct pnode *stale;           /* nodes off the table (see node_get), by hnext */
-	struct pnode *hand;            /* CLOCK hand */
-	size_t nfds, fd_budget;
-	struct pfile *files;
-	int warned_fds;
-	/* Listings in progress without OPENDIR (fs/ll.c refuses it): a
-	 * directory read in several READDIRs keeps its fd and position
-	 * here between them; each holds a ref on its node. */
-	struct pfile *ds[PASS_DSTREAMS];
-	unsigned ds_hand;
-
-	/* idle/busy */
-	atomic_int busy;               /* last answer: 1 busy */
-	atomic_ullong busy_at;         /* when it was taken (monotonic ns) */
-	atomic_int refreshing;
-	atomic_ullong epoch;           /* bumped on every idle<->busy change */
-
-	pthread_mutex_t elock;         /* the entry set */
-	struct pent **etab;
-	size_t etabsize, nent;
-
-	pthread_mutex_t wlock;         /* worker */
-	pthread_cond_t wcond;
-	int worker_on, worker_stop, sweep_req;
-	struct lockwait *waits;
-};
+#include "fs/root/pass_int.h"
 
 /* ---- small helpers ------------------------------------------------------ */
-
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
 
 /* Not one of ours: fs/ll.c's virtual inodes, or another backend's. */
 static int foreign_ino(fuse_ino_t ino)
@@ -327,7 +105,7 @@ static struct pnode *node_of(fuse_ino_t ino)
 	return (struct pnode *)(uintptr_t)ino;
 }
 
-static fuse_ino_t ino_of(struct pass_fs *p, struct pnode *n)
+fuse_ino_t ino_of(struct pass_fs *p, struct pnode *n)
 {
 	return p->toplevel && n == p->root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)n;
 }
@@ -381,12 +159,12 @@ static int stat_at(int dfd, const char *name, int flags, struct stat *st, struct
 	return 0;
 }
 
-static int stat_id(int fd, struct stat *st, struct pident *id)
+int stat_id(int fd, struct stat *st, struct pident *id)
 {
 	return stat_at(fd, "", AT_EMPTY_PATH, st, id);
 }
 
-static int same_id(const struct pident *a, const struct pident *b)
+int same_id(const struct pident *a, const struct pident *b)
 {
 	if (a->type != b->type)
 		return 0;
@@ -563,17 +341,12 @@ static int give_new(struct pass_fs *p, int fd, int is_open, const struct owner *
 	return 0;
 }
 
-static double idle_timeout(struct pass_fs *p)
-{
-	return p->fs && p->fs->pass_timeout > 0 ? p->fs->pass_timeout : PASS_IDLE_TIMEOUT;
-}
-
 static enum fuse_buf_copy_flags copy_flags(struct pass_fs *p)
 {
 	return p->fs && p->fs->no_splice ? FUSE_BUF_NO_SPLICE : FUSE_BUF_SPLICE_MOVE;
 }
 
-static int dbg(struct pass_fs *p)
+int dbg(struct pass_fs *p)
 {
 	return p->fs && p->fs->debug;
 }
@@ -582,24 +355,17 @@ static int dbg(struct pass_fs *p)
 
 static void pass_free(struct pass_fs *p)
 {
-	for (size_t i = 0; i < p->etabsize; i++) {
-		for (struct pent *e = p->etab[i], *nx; e; e = nx) {
-			nx = e->next;
-			free(e);
-		}
-	}
-	free(p->etab);
+	neg_set_destroy(&p->negs);
 	free(p->tab);
 	free(p->root_path);
 	pthread_mutex_destroy(&p->lock);
-	pthread_mutex_destroy(&p->elock);
 	pthread_mutex_destroy(&p->wlock);
 	pthread_cond_destroy(&p->drained);
 	pthread_cond_destroy(&p->wcond);
 	free(p);
 }
 
-static void pass_put(struct pass_fs *p, int n)
+void pass_put(struct pass_fs *p, int n)
 {
 	if (n > 0 && atomic_fetch_sub(&p->refs, n) == n)
 		pass_free(p);
@@ -630,1010 +396,11 @@ static void leave(struct pass_fs *p)
 	}
 }
 
-/* ---- the node table ------------------------------------------------------- */
-
-static size_t key_hash(dev_t dev, ino_t ino)
-{
-	uint64_t h = (uint64_t)ino * 0x9e3779b97f4a7c15ULL ^ (uint64_t)dev * 0xc2b2ae3d27d4eb4fULL;
-	return (size_t)(h ^ (h >> 29));
-}
-
-static struct pnode *tab_find(struct pass_fs *p, dev_t dev, ino_t ino)
-{
-	if (!p->tabsize)
-		return NULL;
-	for (struct pnode *n = p->tab[key_hash(dev, ino) & (p->tabsize - 1)]; n; n = n->hnext)
-		if (n->ino == ino && n->dev == dev)
-			return n;
-	return NULL;
-}
-
-static int tab_insert(struct pass_fs *p, struct pnode *n)
-{
-	if (p->nnodes + 1 > p->tabsize) {
-		size_t nsize = p->tabsize ? p->tabsize * 2 : 1024;
-		struct pnode **nt = calloc(nsize, sizeof(*nt));
-		if (!nt)
-			return -ENOMEM;
-		for (size_t i = 0; i < p->tabsize; i++) {
-			for (struct pnode *x = p->tab[i], *nx; x; x = nx) {
-				nx = x->hnext;
-				size_t b = key_hash(x->dev, x->ino) & (nsize - 1);
-				x->hnext = nt[b];
-				nt[b] = x;
-			}
-		}
-		free(p->tab);
-		p->tab = nt;
-		p->tabsize = nsize;
-	}
-	size_t b = key_hash(n->dev, n->ino) & (p->tabsize - 1);
-	n->hnext = p->tab[b];
-	p->tab[b] = n;
-	p->nnodes++;
-	return 0;
-}
-
-static void tab_remove(struct pass_fs *p, struct pnode *n)
-{
-	for (struct pnode **pp = &p->tab[key_hash(n->dev, n->ino) & (p->tabsize - 1)]; *pp; pp = &(*pp)->hnext) {
-		if (*pp == n) {
-			*pp = n->hnext;
-			p->nnodes--;
-			return;
-		}
-	}
-}
-
-static void ring_add(struct pass_fs *p, struct pnode *n)
-{
-	if (!p->hand) {
-		n->cprev = n->cnext = n;
-		p->hand = n;
-	} else {
-		n->cnext = p->hand;
-		n->cprev = p->hand->cprev;
-		n->cprev->cnext = n;
-		p->hand->cprev = n;
-	}
-}
-
-static void ring_del(struct pass_fs *p, struct pnode *n)
-{
-	if (!n->cnext)
-		return;
-	if (n->cnext == n) {
-		p->hand = NULL;
-	} else {
-		n->cprev->cnext = n->cnext;
-		n->cnext->cprev = n->cprev;
-		if (p->hand == n)
-			p->hand = n->cnext;
-	}
-	n->cprev = n->cnext = NULL;
-}
-
-static void owners_close(struct pnode *n)
-{
-	for (struct lockowner *o = n->owners, *nx; o; o = nx) {
-		nx = o->next;
-		if (o->fd >= 0)
-			close(o->fd);
-		free(o);
-	}
-	n->owners = NULL;
-}
-
-static void names_free(struct pname *e)
-{
-	for (struct pname *nx; e; e = nx) {
-		nx = e->next;
-		free(e->name);
-		free(e);
-	}
-}
-
-/* The memory of a node nothing refers to any more. */
-static void node_free_mem(struct pnode *n)
-{
-	free(n->hint_name);
-	names_free(n->ents);
-	free(n);
-}
-
-/* Frees n and then every hint parent it kept alive, while nothing
- * references them. Under p->lock; returns how many pass_fs references the
- * caller must drop once it has unlocked. */
-static int node_maybe_free(struct pass_fs *p, struct pnode *n)
-{
-	int freed = 0;
-	while (n && !n->nlookup && !n->refs && (n != p->root || atomic_load(&p->dead))) {
-		struct pnode *parent = n->hint_parent;
-		if (!atomic_load(&n->stale)) {
-			tab_remove(p, n);
-		} else {
-			for (struct pnode **pp = &p->stale; *pp; pp = &(*pp)->hnext) {
-				if (*pp == n) {
-					*pp = n->hnext;
-					break;
-				}
-			}
-		}
-		ring_del(p, n);
-		int fd = atomic_exchange(&n->fd, -1);
-		if (fd >= 0) {
-			close(fd);
-			if (n != p->root)
-				p->nfds--;
-		}
-		owners_close(n);
-		if (n == p->root)
-			p->root = NULL;
-		node_free_mem(n);
-		freed++;
-		if (parent)
-			parent->refs--;
-		n = parent;
-	}
-	return freed;
-}
-
-/* Closes the fds of unused nodes until at most target are open: a CLOCK
- * sweep that spares recently used nodes, and directories (the parents
- * every reopen needs) and open files on its first two laps. Under p->lock. */
-static void evict(struct pass_fs *p, size_t target)
-{
-	size_t steps = 0, limit = 3 * (p->nfds + 1) + 16;
-	while (p->nfds > target && p->hand && steps++ < limit) {
-		struct pnode *n = p->hand;
-		p->hand = n->cnext;
-		if (atomic_exchange(&n->used, 0))
-			continue;
-		size_t lap = steps / (p->nfds + 1);
-		if (lap < 2 && (S_ISDIR(n->type) || n->nopen))
-			continue;
-		if (atomic_load(&n->pins))
-			continue;
-		/* Dekker with node_fd(): it increments pins and then reads fd;
-		 * we clear fd and then read pins. One of us sees the other. */
-		int fd = atomic_exchange(&n->fd, -1);
-		if (atomic_load(&n->pins)) {
-			atomic_store(&n->fd, fd);
-			continue;
-		}
-		ring_del(p, n);
-		p->nfds--;
-		close(fd);
-	}
-}
-
-/* Gives n the O_PATH fd if it has none. Under p->lock; returns the fd the
- * caller must close once it has unlocked (fd when n had one), or -1: a
- * close is a system call, and every lookup waits on this lock. */
-static int node_install_fd(struct pass_fs *p, struct pnode *n, int fd)
-{
-	if (fd < 0)
-		return -1;
-	if (atomic_load(&n->fd) >= 0 || atomic_load(&p->dead))
-		return fd;
-	atomic_store(&n->fd, fd);
-	if (n != p->root) {
-		ring_add(p, n);
-		p->nfds++;
-		if (p->nfds > p->fd_budget)
-			evict(p, p->fd_budget - p->fd_budget / 8);
-	}
-	return -1;
-}
-
-static int openat2_raw(struct pass_fs *p, int dfd, const char *name, int flags, mode_t mode)
-{
-	if (!atomic_load(&p->no_openat2)) {
-		struct open_how how = {
-			.flags = (uint64_t)(flags | O_NOFOLLOW | O_CLOEXEC),
-			.mode = (flags & O_CREAT) ? mode : 0,
-			.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_BENEATH,
-		};
-		long r = syscall(SYS_openat2, dfd, name, &how, sizeof(how));
-		if (r >= 0 || errno != ENOSYS)
-			return r >= 0 ? (int)r : -errno;
-		atomic_store(&p->no_openat2, 1);
-	}
-	int r = openat(dfd, name, flags | O_NOFOLLOW | O_CLOEXEC, mode);
-	return r >= 0 ? r : -errno;
-}
-
-/* The only way the daemon opens a name: one component below dfd, never
- * following a symlink or magic link. Out of fds, it closes some of ours. */
-static int open_child(struct pass_fs *p, int dfd, const char *name, int flags, mode_t mode)
-{
-	int r = openat2_raw(p, dfd, name, flags, mode);
-	if (r == -EMFILE || r == -ENFILE) {
-		pthread_mutex_lock(&p->lock);
-		if (!p->warned_fds && p->sb)
-			sandbox_log(p->sb, "root/: out of file descriptors with %zu cached; closing unused ones", p->nfds);
-		p->warned_fds = 1;
-		evict(p, p->nfds / 2);
-		pthread_mutex_unlock(&p->lock);
-		r = openat2_raw(p, dfd, name, flags, mode);
-	}
-	return r;
-}
-
-static int node_fd_depth(struct pass_fs *p, struct pnode *n, int depth);
-
-static void node_unpin(struct pnode *n)
-{
-	atomic_fetch_sub(&n->pins, 1);
-}
-
-/* Reopens an evicted node from its hint (parent, name); the object found
- * there must still be the same (dev, ino), else ESTALE. */
-static int node_reopen(struct pass_fs *p, struct pnode *n, int depth)
-{
-	if (depth > 256)
-		return -ESTALE;
-	pthread_mutex_lock(&p->lock);
-	struct pnode *par = n->hint_parent;
-	char *name = par && n->hint_name ? strdup(n->hint_name) : NULL;
-	if (par)
-		par->refs++;    /* keeps par while we use it */
-	pthread_mutex_unlock(&p->lock);
-	int r;
-	if (!par || atomic_load(&n->stale)) {
-		r = -ESTALE;
-	} else if (!name) {
-		r = -ENOMEM;
-	} else {
-		int pfd = node_fd_depth(p, par, depth + 1);
-		if (pfd < 0) {
-			r = pfd;
-		} else {
-			r = open_child(p, pfd, name, O_PATH, 0);
-			node_unpin(par);
-			if (r == -ENOENT || r == -ENOTDIR || r == -ELOOP)
-				r = -ESTALE;
-		}
-		struct stat st;
-		struct pident id;
-		if (r >= 0 && (stat_id(r, &st, &id) < 0 || st.st_dev != n->dev || st.st_ino != n->ino ||
-			       !same_id(&id, &n->id))) {
-			close(r);
-			r = -ESTALE;
-		}
-	}
-	free(name);
-	pthread_mutex_lock(&p->lock);
-	int freed = 0;
-	if (par) {
-		par->refs--;
-		freed = node_maybe_free(p, par);
-	}
-	int spare = -1;
-	if (r >= 0) {
-		spare = node_install_fd(p, n, r);
-		r = 0;
-	}
-	pthread_mutex_unlock(&p->lock);
-	close_fd(&spare);
-	pass_put(p, freed);
-	return r;
-}
-
-/* A usable O_PATH fd of n, pinned so that eviction leaves it alone until
- * node_unpin(). */
-static int node_fd_depth(struct pass_fs *p, struct pnode *n, int depth)
-{
-	for (int tries = 0; tries < 4; tries++) {
-		atomic_fetch_add(&n->pins, 1);
-		int fd = atomic_load(&n->fd);
-		if (fd >= 0) {
-			atomic_store(&n->used, 1);
-			return fd;
-		}
-		node_unpin(n);
-		if (atomic_load(&p->dead))
-			return -ENOTCONN;
-		int r = node_reopen(p, n, depth);
-		if (r < 0)
-			return r;
-	}
-	return -ESTALE;
-}
-
-static int node_fd(struct pass_fs *p, struct pnode *n)
-{
-	return node_fd_depth(p, n, 0);
-}
-
-/* Remembers that the kernel may have a dentry of n in dir. Under p->lock. */
-static void add_parent(struct pnode *n, struct pnode *dir)
-{
-	if (!dir)
-		return;
-	for (int i = 0; i < n->nparents; i++)
-		if (n->parents[i].dev == dir->dev && n->parents[i].ino == dir->ino)
-			return;
-	if (n->nparents < PASS_PARENTS)
-		n->parents[n->nparents++] = (struct pkey){dir->dev, dir->ino};
-	else
-		n->parents_overflow = 1;
-}
-
-static void request_sweep(struct pass_fs *p);
-
-static int hint_is(const struct pnode *n, const struct pnode *dir, const char *name)
-{
-	return n->hint_parent == dir && n->hint_name && !strcmp(n->hint_name, name);
-}
-
-/* Points n's hint at (dir, *name), taking *name (strdup'd by the caller,
- * outside the lock). A hint the kernel may hold with a long timeout moves
- * to n->ents, so that the next sweep still expires it. Under p->lock. */
-static void set_hint(struct pass_fs *p, struct pnode *n, struct pnode *dir, char **name, int *freed)
-{
-	if (!dir || n == p->root || hint_is(n, dir, *name))
-		return;
-	struct pnode *old = n->hint_parent;
-	char *oldname = n->hint_name;
-	struct pname *keep = n->ent_long && old && oldname ? malloc(sizeof(*keep)) : NULL;
-	if (keep) {
-		*keep = (struct pname){n->ents, ino_of(p, old), oldname};
-		n->ents = keep;
-		oldname = NULL;
-		if (++n->nents > PASS_NODE_ENTS)
-			request_sweep(p);
-	} else if (n->ent_long && old) {
-		request_sweep(p);       /* no memory to remember it: expire all */
-	}
-	n->ent_long = 0;
-	dir->refs++;
-	n->hint_parent = dir;
-	free(oldname);
-	n->hint_name = *name;
-	*name = NULL;
-	if (old) {
-		old->refs--;
-		*freed += node_maybe_free(p, old);
-	}
-}
-
-/* Finds or creates the node of st (fd: an O_PATH fd on it, consumed) and
- * counts one lookup. dir/name: where the kernel will see it; long_entry:
- * the reply gives that entry a long timeout (recorded for sweep()). */
-static int node_get(struct pass_fs *p, struct pnode *dir, const char *name, int fd, const struct stat *st,
-		    const struct pident *id, int long_entry, struct pnode **out)
-{
-	/* Every lookup of the mount takes this lock: what a new node or a new
-	 * hint needs is allocated outside it, and only when needed (a node
-	 * the kernel looks up again, at the name it had, needs nothing). */
-	struct pnode *fresh = NULL, *n;
-	char *nm = NULL;
-	int freed = 0, spare = -1, r = 0;
-	for (;;) {
-		pthread_mutex_lock(&p->lock);
-		if (atomic_load(&p->dead)) {
-			spare = fd;
-			r = -ENOTCONN;
-			goto out;
-		}
-		n = tab_find(p, st->st_dev, st->st_ino);
-		if (n && atomic_load(&n->fd) < 0 && !same_id(&n->id, id)) {
-			/* An evicted node whose inode was deleted and its
-			 * number reused: a different file. The old node stays
-			 * for the kernel (ESTALE) until forgotten, off the
-			 * table. */
-			tab_remove(p, n);
-			atomic_store(&n->stale, 1);
-			n->hnext = p->stale;
-			p->stale = n;
-			n = NULL;
-		}
-		int need_name = dir && (!n || (n != p->root && !hint_is(n, dir, name)));
-		if ((n || fresh) && (!need_name || nm))
-			break;
-		pthread_mutex_unlock(&p->lock);
-		if ((!n && !fresh && !(fresh = calloc(1, sizeof(*fresh)))) || (need_name && !nm && !(nm = strdup(name)))) {
-			free(fresh);
-			free(nm);
-			close_fd(&fd);
-			return -ENOMEM;
-		}
-	}
-	if (n) {
-		n->nlookup++;
-		spare = node_install_fd(p, n, fd);
-	} else {
-		n = fresh;
-		n->p = p;
-		n->dev = st->st_dev;
-		n->ino = st->st_ino;
-		n->type = st->st_mode & S_IFMT;
-		n->id = *id;
-		if (tab_insert(p, n) < 0) {
-			spare = fd;
-			r = -ENOMEM;
-			goto out;
-		}
-		fresh = NULL;
-		atomic_init(&n->synthetic, -1);
-		n->nlookup = 1;
-		atomic_init(&n->fd, -1);
-		atomic_fetch_add(&p->refs, 1);
-		spare = node_install_fd(p, n, fd);
-	}
-	if (nm)
-		set_hint(p, n, dir, &nm, &freed);
-	if (long_entry && dir && n != p->root)
-		n->ent_long = 1;
-	add_parent(n, dir);
-	*out = n;
-out:
-	pthread_mutex_unlock(&p->lock);
-	close_fd(&spare);
-	free(fresh);
-	free(nm);
-	pass_put(p, freed);
-	return r;
-}
-
-/* fuse_reply_* failed: the kernel never saw that lookup. */
-static void forget_node(struct pnode *n, uint64_t count)
-{
-	struct pass_fs *p = n->p;
-	pthread_mutex_lock(&p->lock);
-	n->nlookup = n->nlookup >= count ? n->nlookup - count : 0;
-	int freed = node_maybe_free(p, n);
-	pthread_mutex_unlock(&p->lock);
-	pass_put(p, freed);
-}
-
-/* ---- the depth of a symlink, as the kernel may see it --------------------- */
-
-/* A lower bound of the depth below root/ of the directory the kernel found
- * link n in. Every dentry the kernel has was created or moved by one of
- * our replies, and we recorded each such (node, parent) pair: the shortest
- * path up to the root through them cannot be longer than the kernel's real
- * chain, so "../" repeated this many times never climbs above root/.
- * *amb is set unless that path is the only one (a hard-linked symlink, a
- * directory moved behind the kernel's back, parents we lost track of):
- * then the bound may undershoot and rewrite_link() prefers an absolute
- * path, which does not depend on the kernel's chain at all. */
-static int link_depth(struct pass_fs *p, struct pnode *n, int *amb)
-{
-	struct {
-		struct pnode *n;
-		int d;
-	} q[PASS_DEPTH_BUDGET];
-	int qh = 0, qt = 0, best = INT_MAX;
-	*amb = 0;
-	pthread_mutex_lock(&p->lock);
-	q[qt++] = (typeof(q[0])){n, 0};
-	while (qh < qt) {
-		struct pnode *x = q[qh].n;
-		int d = q[qh++].d;
-		if (d >= best)
-			break;
-		if (x == p->root) {
-			best = d;
-			break;
-		}
-		int usable = 0;
-		for (int i = 0; i < x->nparents; i++) {
-			struct pnode *y = tab_find(p, x->parents[i].dev, x->parents[i].ino);
-			if (!y)
-				continue;
-			usable++;
-			int seen = 0;
-			for (int k = 0; k < qt; k++)
-				seen |= q[k].n == y;
-			if (seen)
-				continue;
-			if (qt == PASS_DEPTH_BUDGET) {
-				best = 1;       /* parent depth 0 */
-				*amb = 1;
-				goto out;
-			}
-			q[qt++] = (typeof(q[0])){y, d + 1};
-		}
-		if (usable != 1 || x->parents_overflow)
-			*amb = 1;
-		/* Parents we do not know: x's parent is at depth >= 0. */
-		if (x->parents_overflow || !usable)
-			best = best < d + 1 ? best : d + 1;
-	}
-out:
-	pthread_mutex_unlock(&p->lock);
-	if (best == INT_MAX || best < 1)
-		return 0;
-	return best - 1;
-}
-
-/* The path below root/ of the directory n was last looked up in, from the
- * fd hints ("" when the chain is lost). */
-static char *hint_dir_path(struct pass_fs *p, struct pnode *n)
-{
-	struct sbuf_lite {
-		const char **v;
-		size_t n, cap;
-	} names = {0};
-	char *out = NULL;
-	pthread_mutex_lock(&p->lock);
-	struct pnode *x = n->hint_parent;
-	for (int guard = 0; x && x != p->root && guard < 4096; x = x->hint_parent, guard++) {
-		if (names.n == names.cap) {
-			size_t nc = names.cap ? names.cap * 2 : 16;
-			const char **t = realloc(names.v, nc * sizeof(*t));
-			if (!t)
-				break;
-			names.v = t;
-			names.cap = nc;
-		}
-		names.v[names.n++] = x->hint_name;
-	}
-	size_t len = 1;
-	if (x == p->root)
-		for (size_t i = 0; i < names.n; i++)
-			len += strlen(names.v[i]) + 1;
-	out = malloc(len);
-	if (out) {
-		size_t o = 0;
-		for (size_t i = names.n; x == p->root && i-- > 0;) {
-			size_t l = strlen(names.v[i]);
-			memcpy(out + o, names.v[i], l);
-			o += l;
-			out[o++] = '/';
-		}
-		out[o] = '\0';
-	}
-	pthread_mutex_unlock(&p->lock);
-	free(names.v);
-	return out;
-}
-
-/* Splits t on '/' into comp (in place), dropping "" and "."; folds
- * "name/.." pairs. Returns the number kept; *ups: ".." left over at the
- * front (relative texts), *inner: a ".." followed a name. */
-static int fold_path(char *t, const char **comp, int clamp, int *ups, int *inner)
-{
-	int nc = 0, seen_name = 0;
-	*ups = 0;
-	*inner = 0;
-	for (char *s = t, *save = NULL, *c; (c = strtok_r(s, "/", &save)); s = NULL) {
-		if (!strcmp(c, "."))
-			continue;
-		if (!strcmp(c, "..")) {
-			if (seen_name)
-				*inner = 1;
-			if (nc > 0)
-				nc--;
-			else if (!clamp)
-				(*ups)++;
-			continue;
-		}
-		seen_name = 1;
-		comp[nc++] = c;
-	}
-	return nc;
-}
-
-static int join_path(char *out, size_t outsz, size_t o, const char **comp, int nc, int trailing)
-{
-	for (int i = 0; i < nc; i++) {
-		size_t l = strlen(comp[i]);
-		if (o + l + 2 >= outsz)
-			return -ENAMETOOLONG;
-		if (o && out[o - 1] != '/')
-			out[o++] = '/';
-		memcpy(out + o, comp[i], l);
-		o += l;
-	}
-	if (!o)
-		out[o++] = '.';
-	if (trailing && out[o - 1] != '/' && o + 1 < outsz)
-		out[o++] = '/';
-	out[o] = '\0';
-	return 0;
-}
-
-/* Rewrites a link's text so that it resolves inside root/ (see the top of
- * the file and docs/rootfs.md). Texts that only go down, and relative ones
- * whose ".." stay below the sandbox's "/", are returned unchanged. Others
- * are normalised lexically ("a/../b" -> "b", ".." at "/" stays at "/") and
- * become "../" once per level between the link's directory and root/ plus
- * the path from the sandbox's "/", or, where that level is not known for
- * sure and root/'s absolute path is, that path plus the one inside. */
-static int rewrite_link(struct pass_fs *p, struct pnode *n, const char *t, char *out, size_t outsz)
-{
-	int abs = t[0] == '/';
-	size_t tl = strlen(t);
-	int trailing = tl > 1 && t[tl - 1] == '/';
-	char *copy = strdup(t), *full = NULL;
-	const char **comp = calloc(tl / 2 + 2, sizeof(*comp));
-	int r = -ENOMEM;
-	if (!copy || !comp)
-		goto done;
-	int ups, inner;
-	int nc = fold_path(copy, comp, abs, &ups, &inner);
-	r = 0;
-	if (!abs && !ups && !inner) {
-		/* Goes down only: every step is a lookup through us. */
-		r = snprintf(out, outsz, "%s", t) >= (int)outsz ? -ENAMETOOLONG : 0;
-		goto done;
-	}
-	int amb;
-	int depth = link_depth(p, n, &amb);
-	if (!abs && !inner && ups <= depth) {
-		r = snprintf(out, outsz, "%s", t) >= (int)outsz ? -ENAMETOOLONG : 0;
-		goto done;
-	}
-	if (amb && p->root_path) {
-		/* Where the link is seen from does not matter then. */
-		char *base = abs ? strdup("") : hint_dir_path(p, n);
-		size_t fl = (base ? strlen(base) : 0) + tl + 2;
-		full = base ? malloc(fl) : NULL;
-		const char **fc = full ? calloc(fl / 2 + 2, sizeof(*fc)) : NULL;
-		if (!fc) {
-			free(base);
-			r = -ENOMEM;
-			goto done;
-		}
-		snprintf(full, fl, "%s%s", base, abs ? t + 1 : t);
-		free(base);
-		int u, in;
-		int fn = fold_path(full, fc, 1, &u, &in);
-		int w = snprintf(out, outsz, "%s", p->root_path);
-		r = w >= (int)outsz ? -ENAMETOOLONG : join_path(out, outsz, (size_t)w, fc, fn, trailing);
-		free(fc);
-		goto done;
-	}
-	int up = abs ? depth : (ups < depth ? ups : depth);
-	size_t o = 0;
-	for (int i = 0; i < up; i++) {
-		if (o + 4 >= outsz) {
-			r = -ENAMETOOLONG;
-			goto done;
-		}
-		memcpy(out + o, "../", 3);
-		o += 3;
-	}
-	if (o && !nc)
-		o--;    /* ".." rather than "../" */
-	r = join_path(out, outsz, o, comp, nc, trailing);
-done:
-	free(copy);
-	free(full);
-	free(comp);
-	return r;
-}
-
-/* ---- idle / busy, the remembered entries, sweeping ------------------------ */
-
-struct idlectx {
-	int idle;
-	uint64_t epoch;
-	double t;
-};
-
-static int ask_busy(struct pass_fs *p)
-{
-	if (p->busy_fn)
-		return p->busy_fn(p->busy_arg);
-	if (p->sb && p->prov && p->prov->busy)
-		return p->prov->busy(p->sb);
-	return 1;       /* nobody can tell us: never trust the cache */
-}
-
-/* The last answer if it is fresh; otherwise busy. */
-static void state_peek(struct pass_fs *p, struct idlectx *c)
-{
-	c->t = idle_timeout(p);
-	c->epoch = atomic_load(&p->epoch);
-	c->idle = mono_ns() - atomic_load(&p->busy_at) < PASS_BUSY_TTL_NS && !atomic_load(&p->busy);
-}
-
-/* Whether replies may carry long timeouts now. */
-static void state_get(struct pass_fs *p, struct idlectx *c)
-{
-	c->t = idle_timeout(p);
-	c->epoch = atomic_load(&p->epoch);
-	uint64_t now = mono_ns();
-	if (now - atomic_load(&p->busy_at) < PASS_BUSY_TTL_NS) {
-		c->idle = !atomic_load(&p->busy);
-		return;
-	}
-	if (atomic_exchange(&p->refreshing, 1)) {
-		/* Someone is asking. The last answer stands meanwhile while it
-		 * is not much older than the TTL: a job seerfs starts marks the
-		 * sandbox busy itself (pass_invalidate), so only a process
-		 * entering from outside could be missed, for the length of
-		 * one question. Answering "busy" here made every request of a
-		 * burst that met a question uncacheable, and the kernel asked
-		 * again for each. */
-		c->idle = now - atomic_load(&p->busy_at) < 4 * PASS_BUSY_TTL_NS && !atomic_load(&p->busy);
-		return;
-	}
-	uint64_t asked = atomic_load(&p->epoch);
-	int b = ask_busy(p);
-	b = b != 0;     /* an error (agent gone) counts as busy */
-	int old = atomic_exchange(&p->busy, b);
-	if (atomic_load(&p->epoch) != asked) {
-		/* A job started (pass_invalidate) while we asked: the answer
-		 * may predate it. Its "busy" stands. Whichever order the two
-		 * stores came in, busy ends up 1. */
-		atomic_store(&p->busy, 1);
-		b = 1;
-	} else if (old != b) {
-		atomic_fetch_add(&p->epoch, 1);
-		/* A job we were not told about: what idle replies cached must go. */
-		if (b)
-			request_sweep(p);
-	}
-	atomic_store(&p->busy_at, mono_ns());
-	atomic_store(&p->refreshing, 0);
-	c->epoch = atomic_load(&p->epoch);
-	c->idle = !b;
-}
-
-/* Remembers (parent, name) for expiry; 0 when the set is full. */
-static int record_entry(struct pass_fs *p, fuse_ino_t parent, const char *name)
-{
-	size_t len = strlen(name);
-	size_t h = (size_t)parent * 0x9e3779b97f4a7c15ULL;
-	for (size_t i = 0; i < len; i++)
-		h = (h ^ (unsigned char)name[i]) * 0x100000001b3ULL;
-	int ok = 1;
-	pthread_mutex_lock(&p->elock);
-	if (p->nent >= PASS_MAX_LONG_ENTRIES) {
-		ok = 0;
-		goto out;
-	}
-	if (p->nent + 1 > p->etabsize) {
-		size_t ns = p->etabsize ? p->etabsize * 2 : 1024;
-		struct pent **nt = calloc(ns, sizeof(*nt));
-		if (!nt) {
-			ok = 0;
-			goto out;
-		}
-		for (size_t i = 0; i < p->etabsize; i++) {
-			for (struct pent *e = p->etab[i], *nx; e; e = nx) {
-				nx = e->next;
-				e->next = nt[e->hash & (ns - 1)];
-				nt[e->hash & (ns - 1)] = e;
-			}
-		}
-		free(p->etab);
-		p->etab = nt;
-		p->etabsize = ns;
-	}
-	for (struct pent *e = p->etab[h & (p->etabsize - 1)]; e; e = e->next)
-		if (e->hash == h && e->parent == parent && !strcmp(e->name, name))
-			goto out;
-	struct pent *e = malloc(sizeof(*e) + len + 1);
-	if (!e) {
-		ok = 0;
-		goto out;
-	}
-	e->parent = parent;
-	e->hash = h;
-	memcpy(e->name, name, len + 1);
-	e->next = p->etab[h & (p->etabsize - 1)];
-	p->etab[h & (p->etabsize - 1)] = e;
-	p->nent++;
-out:
-	pthread_mutex_unlock(&p->elock);
-	if (!ok)
-		request_sweep(p);
-	return ok;
-}
-
-/* Expires every entry and attribute the kernel got with a long timeout.
- * No lock is held while notifying: the kernel may need one of our worker
- * threads to answer a request before a notification completes. */
-static void sweep(struct pass_fs *p)
-{
-	pthread_mutex_lock(&p->elock);
-	struct pent **etab = p->etab;
-	size_t esize = p->etabsize;
-	p->etab = NULL;
-	p->etabsize = p->nent = 0;
-	pthread_mutex_unlock(&p->elock);
-
-	fuse_ino_t *inos = NULL;
-	size_t ni = 0;
-	struct pname *names = NULL;
-	pthread_mutex_lock(&p->lock);
-	if (p->nnodes)
-		inos = malloc(p->nnodes * sizeof(*inos));
-	for (size_t i = 0; i <= p->tabsize; i++) {
-		for (struct pnode *n = i < p->tabsize ? p->tab[i] : p->stale; n; n = n->hnext) {
-			if (atomic_exchange(&n->attr_long, 0) && inos && i < p->tabsize)
-				inos[ni++] = ino_of(p, n);
-			if (n->ent_long && n->hint_parent && n->hint_name) {
-				struct pname *e = malloc(sizeof(*e));
-				char *nm = strdup(n->hint_name);
-				if (e && nm) {
-					*e = (struct pname){names, ino_of(p, n->hint_parent), nm};
-					names = e;
-				} else {
-					free(e);
-					free(nm);
-				}
-			}
-			n->ent_long = 0;
-			if (n->ents) {
-				struct pname *last = n->ents;
-				while (last->next)
-					last = last->next;
-				last->next = names;
-				names = n->ents;
-				n->ents = NULL;
-				n->nents = 0;
-			}
-		}
-	}
-	pthread_mutex_unlock(&p->lock);
-
-	struct fuse_session *se = p->fs ? p->fs->se : NULL;
-	size_t ne = 0;
-	for (struct pname *e = names; e; e = e->next, ne++)
-		if (se)
-			fuse_lowlevel_notify_expire_entry(se, e->parent, e->name, strlen(e->name), FUSE_LL_EXPIRE_ONLY);
-	names_free(names);
-	for (size_t i = 0; i < esize; i++) {
-		for (struct pent *e = etab[i], *nx; e; e = nx) {
-			nx = e->next;
-			if (se)
-				fuse_lowlevel_notify_expire_entry(se, e->parent, e->name, strlen(e->name),
-								  FUSE_LL_EXPIRE_ONLY);
-			free(e);
-			ne++;
-		}
-	}
-	free(etab);
-	/* Attributes only: with AUTO_INVAL_DATA the kernel drops a file's
-	 * pages when it next sees its mtime or size change, and keeps those
-	 * of the files the job did not touch. */
-	for (size_t i = 0; se && i < ni; i++)
-		fuse_lowlevel_notify_inval_inode(se, inos[i], -1, 0);
-	free(inos);
-	if (dbg(p))
-		fuse_log(FUSE_LOG_DEBUG, "pass: swept %zu entries, %zu inodes\n", ne, ni);
-}
-
-/* ---- the worker: async sweeps and lock waits --------------------------------- */
-
-static int try_lock(struct lockwait *w)
-{
-	if (w->is_flock)
-		return flock(w->fd, w->op | LOCK_NB) < 0 ? -errno : 0;
-	struct flock fl = w->fl;
-	return fcntl(w->fd, F_OFD_SETLK, &fl) < 0 ? -errno : 0;
-}
-
-static int lock_again(int r)
-{
-	return r == -EAGAIN || r == -EACCES || r == -EWOULDBLOCK;
-}
-
-static void *worker_main(void *arg)
-{
-	struct pass_fs *p = arg;
-	int interval = PASS_LOCK_POLL_MIN_MS;
-	pthread_mutex_lock(&p->wlock);
-	for (;;) {
-		while (!p->worker_stop && !p->sweep_req && !p->waits)
-			pthread_cond_wait(&p->wcond, &p->wlock);
-		if (p->worker_stop)
-			break;
-		if (p->sweep_req) {
-			p->sweep_req = 0;
-			pthread_mutex_unlock(&p->wlock);
-			sweep(p);
-			pthread_mutex_lock(&p->wlock);
-			continue;
-		}
-		struct lockwait *list = p->waits, *keep = NULL;
-		p->waits = NULL;
-		pthread_mutex_unlock(&p->wlock);
-		int progress = 0;
-		for (struct lockwait *w = list, *nx; w; w = nx) {
-			nx = w->next;
-			int r = fuse_req_interrupted(w->req) ? -EINTR : try_lock(w);
-			if (lock_again(r)) {
-				w->next = keep;
-				keep = w;
-				continue;
-			}
-			fuse_reply_err(w->req, -r);
-			close(w->fd);
-			free(w);
-			progress = 1;
-		}
-		pthread_mutex_lock(&p->wlock);
-		if (keep) {
-			struct lockwait *t = keep;
-			while (t->next)
-				t = t->next;
-			t->next = p->waits;
-			p->waits = keep;
-		}
-		if (p->waits && !p->worker_stop && !p->sweep_req) {
-			interval = progress ? PASS_LOCK_POLL_MIN_MS
-					    : (interval * 2 > PASS_LOCK_POLL_MAX_MS ? PASS_LOCK_POLL_MAX_MS : interval * 2);
-			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += interval * 1000000L;
-			if (ts.tv_nsec >= 1000000000L) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000L;
-			}
-			pthread_cond_timedwait(&p->wcond, &p->wlock, &ts);
-		}
-	}
-	struct lockwait *list = p->waits;
-	p->waits = NULL;
-	p->worker_on = 0;
-	pthread_mutex_unlock(&p->wlock);
-	for (struct lockwait *w = list, *nx; w; w = nx) {
-		nx = w->next;
-		fuse_reply_err(w->req, ENOTCONN);
-		close(w->fd);
-		free(w);
-	}
-	pass_put(p, 1);
-	return NULL;
-}
-
-/* Under p->wlock. */
-static int worker_start(struct pass_fs *p)
-{
-	if (p->worker_on)
-		return 0;
-	if (p->worker_stop)
-		return -ENOTCONN;
-	pthread_t t;
-	pthread_attr_t a;
-	pthread_attr_init(&a);
-	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-	atomic_fetch_add(&p->refs, 1);
-	int e = pthread_create(&t, &a, worker_main, p);
-	pthread_attr_destroy(&a);
-	if (e) {
-		atomic_fetch_sub(&p->refs, 1);
-		return -e;
-	}
-	p->worker_on = 1;
-	return 0;
-}
-
-static void request_sweep(struct pass_fs *p)
-{
-	pthread_mutex_lock(&p->wlock);
-	if (!p->worker_stop && worker_start(p) == 0) {
-		p->sweep_req = 1;
-		pthread_cond_signal(&p->wcond);
-	}
-	pthread_mutex_unlock(&p->wlock);
-}
-
-static int queue_wait(struct pass_fs *p, struct lockwait *w)
-{
-	pthread_mutex_lock(&p->wlock);
-	int r = worker_start(p);
-	if (r == 0) {
-		w->next = p->waits;
-		p->waits = w;
-		pthread_cond_signal(&p->wcond);
-	}
-	pthread_mutex_unlock(&p->wlock);
-	return r;
-}
 
 /* ---- replies ---------------------------------------------------------------------- */
 
 static void reply_entry(fuse_req_t req, struct pass_fs *p, struct pnode *dir, const char *name,
-			struct fuse_entry_param *e, const struct idlectx *c)
+			struct fuse_entry_param *e, const struct idle_state *c)
 {
 	e->entry_timeout = e->attr_timeout = 0;
 	if (c->idle) {
@@ -1652,20 +419,20 @@ static void reply_entry(fuse_req_t req, struct pass_fs *p, struct pnode *dir, co
 	if (fuse_reply_entry(req, e) == -ENOENT && n)
 		forget_node(n, 1);
 	/* A job started while we answered: expire what we just gave. */
-	if (c->idle && atomic_load(&p->epoch) != c->epoch)
+	if (c->idle && idle_gate_moved(&p->gate, c))
 		request_sweep(p);
 }
 
 static void reply_attr(fuse_req_t req, struct pass_fs *p, struct pnode *n, const struct stat *st)
 {
-	struct idlectx c;
+	struct idle_state c;
 	state_get(p, &c);
 	if (c.idle)
 		atomic_store(&n->attr_long, 1);
 	struct stat shown = *st;
 	show_owner(p, &shown);
 	fuse_reply_attr(req, &shown, c.idle ? c.t : 0);
-	if (c.idle && atomic_load(&p->epoch) != c.epoch)
+	if (c.idle && idle_gate_moved(&p->gate, &c))
 		request_sweep(p);
 }
 
@@ -1771,7 +538,7 @@ static void pass_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	NODE(req, parent, dir, p);
 	OP_ENTER(p, req);
-	struct idlectx c;
+	struct idle_state c;
 	state_get(p, &c);
 	struct fuse_entry_param e;
 	int r = lookup_core(p, dir, name, &e, c.idle);
@@ -1986,7 +753,7 @@ static void remove_new(struct pass_fs *p, struct pnode *dir, const char *name, c
 static void reply_new(fuse_req_t req, struct pass_fs *p, struct pnode *dir, const char *name, mode_t mode,
 		      const struct owner *o)
 {
-	struct idlectx c;
+	struct idle_state c;
 	state_get(p, &c);
 	struct fuse_entry_param e;
 	int r = lookup_core(p, dir, name, &e, c.idle);
@@ -2125,7 +892,7 @@ static void pass_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 /* After a rename the kernel moves its dentry of the renamed node(s):
  * record the new place for the depth bound and the fd hint. */
 static void moved(struct pass_fs *p, const struct stat *st, struct pnode *dir, const char *name,
-		  const struct idlectx *c)
+		  const struct idle_state *c)
 {
 	int freed = 0, recorded = 0;
 	char *nm = strdup(name);
@@ -2173,7 +940,7 @@ static void pass_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fus
 	node_unpin(dir);
 	node_unpin(ndir);
 	if (r == 0) {
-		struct idlectx c;
+		struct idle_state c;
 		state_get(p, &c);
 		if (have_a)
 			moved(p, &a, ndir, newname, &c);
@@ -2342,7 +1109,7 @@ static int io_flags(struct pass_fs *p, int flags)
  * While idle, pages cached during this same idle period are good (only we
  * changed the file, through the kernel's own cache); otherwise only if
  * mtime, ctime and size are what they were when we last looked. */
-static int keep_cache(struct pass_fs *p, struct pnode *n, const struct stat *st, const struct idlectx *c)
+static int keep_cache(struct pass_fs *p, struct pnode *n, const struct stat *st, const struct idle_state *c)
 {
 	pthread_mutex_lock(&p->lock);
 	struct stamp *s = &n->stamp;
@@ -2361,7 +1128,7 @@ static int keep_cache(struct pass_fs *p, struct pnode *n, const struct stat *st,
 }
 
 static void set_open_flags(struct pass_fs *p, struct pnode *n, int fd, struct fuse_file_info *fi,
-			   const struct stat *st, const struct idlectx *c)
+			   const struct stat *st, const struct idle_state *c)
 {
 	/* Shared writable mmap needs the page cache: no direct_io for
 	 * regular files, except O_DIRECT opens and synthetic files. */
@@ -2395,7 +1162,7 @@ static void pass_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (r < 0)
 		goto err;
 	struct stat st;
-	struct idlectx c;
+	struct idle_state c;
 	state_get(p, &c);
 	if (fstat(fd, &st) < 0) {
 		r = -errno;
@@ -2468,7 +1235,7 @@ static void pass_create(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 	}
 	struct fuse_entry_param e;
 	memset(&e, 0, sizeof(e));
-	struct idlectx c;
+	struct idle_state c;
 	state_get(p, &c);
 	struct pident id;
 	r = stat_id(fd, &e.attr, &id);
@@ -2829,7 +1596,7 @@ static void pass_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 		r = -ENOMEM;
 		goto err;
 	}
-	struct idlectx c;
+	struct idle_state c;
 	state_get(p, &c);
 	/* Listings are cached only while idle; a sweep expires the
 	 * directory's attributes, and the kernel then drops the cached
@@ -2979,7 +1746,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 		leave(p);
 		return;
 	}
-	struct idlectx c;
+	struct idle_state c;
 	state_get(p, &c);
 	size_t rem = size;
 	int err = 0;
@@ -3077,7 +1844,7 @@ out:
 	if (sent == -ENOENT)
 		for (size_t i = 0; i < ncounted; i++)
 			forget_node(node_of(counted[i]), 1);
-	if (c.idle && ncounted && atomic_load(&p->epoch) != c.epoch)
+	if (c.idle && ncounted && idle_gate_moved(&p->gate, &c))
 		request_sweep(p);
 	if (streamed)
 		dstream_done(p, f, err != 0);
@@ -3373,14 +2140,13 @@ struct pass_fs *pass_new(struct seer_fs *fs, struct sandbox *sb, int root_fd)
 	pthread_mutexattr_init(&ma);
 	pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
 	pthread_mutex_init(&p->lock, &ma);
-	pthread_mutex_init(&p->elock, &ma);
 	pthread_mutexattr_destroy(&ma);
 	pthread_mutex_init(&p->wlock, NULL);
 	pthread_cond_init(&p->drained, NULL);
 	pthread_cond_init(&p->wcond, NULL);
 	atomic_init(&p->refs, 2);       /* the caller's, the root node's */
-	atomic_init(&p->busy, 1);
-	atomic_init(&p->epoch, 1);
+	idle_gate_init(&p->gate, fs ? fs->pass_timeout : 0, ask_busy, p);
+	neg_set_init(&p->negs, PASS_MAX_LONG_ENTRIES);
 	struct rlimit rl;
 	raise_nofile();
 	size_t lim = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? (size_t)rl.rlim_cur : 1024;
@@ -3421,8 +2187,8 @@ int pass_root_entry(struct pass_fs *p, struct fuse_entry_param *e)
 	if (r == 0) {
 		/* fs/ll.c may hold its own lock here: no busy() RPC, only
 		 * what is already known (stale counts as busy). */
-		struct idlectx c;
-		state_peek(p, &c);
+		struct idle_state c;
+		idle_gate_peek(&p->gate, &c);
 		pthread_mutex_lock(&p->lock);
 		root->nlookup++;
 		pthread_mutex_unlock(&p->lock);
@@ -3444,9 +2210,7 @@ void pass_invalidate(struct pass_fs *p)
 		return;
 	/* Busy from now until provider->busy() says otherwise, and nothing
 	 * cached while idle survives: the job may change anything. */
-	atomic_fetch_add(&p->epoch, 1);
-	atomic_store(&p->busy, 1);
-	atomic_store(&p->busy_at, mono_ns());
+	idle_gate_mark_busy(&p->gate);
 	sweep(p);
 }
 
@@ -3561,7 +2325,7 @@ void pass_set_busy_fn(struct pass_fs *p, int (*fn)(void *arg), void *arg)
 {
 	p->busy_fn = fn;
 	p->busy_arg = arg;
-	atomic_store(&p->busy_at, 0);
+	idle_gate_recheck(&p->gate);
 }
 
 void pass_set_root_path(struct pass_fs *p, const char *path)

@@ -14,7 +14,8 @@
  *  - replies carry long entry/attr timeouts and open files keep their page
  *    cache (keep_cache) and directories their readdir cache; everything
  *    handed out is dropped by sftpfs_invalidate() (a job started in the
- *    sandbox), including negative entries, which we remember for that;
+ *    sandbox), including negative entries, which we remember for that
+ *    (the idle/busy gate and that set are fs/root/cache.c's);
  *  - writes are write-behind: the data is copied, the write is answered at
  *    once and a pool of worker threads sends it (each 1 MiB FUSE write as
  *    16 x 64 KiB requests in flight, several writes at once).  Writes that
@@ -28,8 +29,9 @@
  *    kernel's async readahead keeps two such reads going.
  *
  * Symlinks are never followed by us (lstat, lsetstat@openssh.com for
- * times); readlink rewrites absolute targets, and relative ones that climb
- * above the sandbox's "/", into relative ones that stay inside root/.
+ * times); readlink rewrites absolute targets, relative ones that climb
+ * above the sandbox's "/" and any with a ".." after a name into relative
+ * ones that stay inside root/ (fs/root/link.c).
  *
  * Lifetime: the sftpfs holds one reference for its owner and one per node.
  * sftpfs_kill() fails queued writes, joins the workers and waits for the
@@ -50,6 +52,8 @@
 #include "core/provider.h"
 #include "core/sandbox.h"
 #include "core/lib/sftp.h"
+#include "fs/root/cache.h"
+#include "fs/root/link.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -73,7 +77,6 @@
 #define SFTPFS_RA_MAX (8u << 20)
 /* Negative entries remembered for invalidation; past this, not cached. */
 #define SFTPFS_NEG_MAX 16384
-#define SFTPFS_DEFAULT_TIMEOUT 30.0
 /* Content kept of files we wrote (struct snode: cdata): per file, in all. */
 #define SFTPFS_CDATA_FILE_MAX (256u << 10)
 #define SFTPFS_CDATA_TOTAL (64u << 20)
@@ -156,11 +159,6 @@ struct sdir {
 	int refs;
 };
 
-struct neg {
-	fuse_ino_t parent;
-	char *name;
-};
-
 /* A directory's cached listing, keyed by path (not by node, so that it
  * outlives the kernel forgetting the directory: `drop_caches`). */
 struct lent {
@@ -193,7 +191,6 @@ struct sftpfs {
 	struct sftp_client *cli;
 	char *root;           /* remote path of the sandbox's "/" */
 	size_t rootlen;       /* 0 when root is "/" */
-	double timeout;
 	int readonly;         /* a snapshot's files: every change fails EROFS */
 
 	pthread_mutex_t mu;
@@ -209,13 +206,11 @@ struct sftpfs {
 	struct wjob *jobs, **jtail;
 	size_t qbytes;
 	size_t cbytes;        /* held in snode.cdata, all nodes */
-	struct neg *negs;
-	size_t nneg;
+	struct neg_set negs;      /* negative entries given a long timeout */
 	struct lent *lists[SFTPFS_LISTS_BUCKETS];
 	size_t nlists;
 	fuse_ino_t root_alias;    /* tests/unit/sftpmount.c: the kernel's name for rootn */
-	int64_t busy_checked_ms;
-	int busy;
+	struct idle_gate gate;    /* idle/busy (fs/root/cache.c) */
 	/* Listings being read without OPENDIR (fs/ll.c refuses it): the
 	 * READDIRs after the first of a listing continue the same copy, so
 	 * offsets stay those of one listing. Keyed by path; under mu. */
@@ -364,9 +359,7 @@ static void sftpfs_free(struct sftpfs *r)
 		free(r->cont[i].path);
 		sdir_put(r->cont[i].d);
 	}
-	for (size_t i = 0; i < r->nneg; i++)
-		free(r->negs[i].name);
-	free(r->negs);
+	neg_set_destroy(&r->negs);
 	free(r->tab);
 	free(r->root);
 	pthread_mutex_destroy(&r->mu);
@@ -723,25 +716,25 @@ static int settle_file(struct sftpfs *r, struct snode *n, struct sfile *f)
 	return rc ? rc : prc;
 }
 
-/* While a job runs in the sandbox files change under us: no caching. */
+/* The provider's answer; without one (tests/unit/sftpmount.c) the tree is
+ * only changed through us and by those who say so (sftpfs_invalidate). */
+static int ask_busy(void *arg)
+{
+	struct sftpfs *r = arg;
+	if (!r->sb || !r->sb->prov || !r->sb->prov->busy)
+		return 0;
+	return r->sb->prov->busy(r->sb);
+}
+
+/* While a job runs in the sandbox files change under us: no caching. A
+ * job seerfs starts calls sftpfs_invalidate(); one we only see starting
+ * here is not expired at once (pass.c does that from its worker thread;
+ * here no thread may send notifications), it is bounded by the timeout. */
 static double cur_timeout(struct sftpfs *r)
 {
-	if (!r->sb || !r->sb->prov || !r->sb->prov->busy)
-		return r->timeout;
-	int64_t now = now_ms();
-	pthread_mutex_lock(&r->mu);
-	int check = now - r->busy_checked_ms >= 50;
-	if (check)
-		r->busy_checked_ms = now;
-	int busy = r->busy;
-	pthread_mutex_unlock(&r->mu);
-	if (check) {
-		busy = r->sb->prov->busy(r->sb) > 0;
-		pthread_mutex_lock(&r->mu);
-		r->busy = busy;
-		pthread_mutex_unlock(&r->mu);
-	}
-	return busy ? 0.0 : r->timeout;
+	struct idle_state c;
+	idle_gate_get(&r->gate, &c);
+	return c.idle ? c.t : 0.0;
 }
 
 /* ---- attributes ------------------------------------------------------- */
@@ -793,7 +786,7 @@ static int make_entry(struct sftpfs *r, const char *path, const struct sftp_attr
 	if (n) {
 		n->a = *a;
 		n->a_wgen = n->wgen;
-		n->a_valid = !r->busy;
+		n->a_valid = !idle_gate_busy(&r->gate);
 		n->a_ms = now_ms();
 	}
 	pthread_mutex_unlock(&r->mu);
@@ -817,18 +810,8 @@ static void forget_entry(struct sftpfs *r, fuse_ino_t ino)
 static void remember_neg(struct sftpfs *r, fuse_ino_t parent, const char *name, struct fuse_entry_param *e)
 {
 	double t = cur_timeout(r);
-	pthread_mutex_lock(&r->mu);
-	if (t > 0 && r->nneg < SFTPFS_NEG_MAX) {
-		if (!r->negs)
-			r->negs = calloc(SFTPFS_NEG_MAX, sizeof(*r->negs));
-		char *c = r->negs ? strdup(name) : NULL;
-		if (c) {
-			r->negs[r->nneg].parent = parent;
-			r->negs[r->nneg++].name = c;
-			e->entry_timeout = t;
-		}
-	}
-	pthread_mutex_unlock(&r->mu);
+	if (t > 0 && neg_set_add(&r->negs, parent, name))
+		e->entry_timeout = t;
 }
 
 /* ---- write-behind workers -------------------------------------------- */
@@ -961,10 +944,11 @@ struct sftpfs *sftpfs_new(struct seer_fs *fs, struct sandbox *sb, struct sftp_cl
 	while (l > 1 && r->root[l - 1] == '/')
 		r->root[--l] = 0;
 	r->rootlen = l == 1 ? 0 : l;
-	r->timeout = fs && fs->pass_timeout > 0 ? fs->pass_timeout : SFTPFS_DEFAULT_TIMEOUT;
+	idle_gate_init(&r->gate, fs ? fs->pass_timeout : 0, ask_busy, r);
 	r->refs = 1;
 	r->jtail = &r->jobs;
 	pthread_mutex_init(&r->mu, NULL);
+	neg_set_init(&r->negs, SFTPFS_NEG_MAX);
 	pthread_cond_init(&r->work_cv, NULL);
 	pthread_cond_init(&r->done_cv, NULL);
 	/* The root is stat'ed (following a link to it) here, outside fs->lock,
@@ -1061,7 +1045,7 @@ void sftpfs_invalidate(struct sftpfs *r)
 	/* Collect under the lock, notify without it: the kernel may have to
 	 * wait for a request that itself waits for r->mu. */
 	pthread_mutex_lock(&r->mu);
-	size_t cap = r->count + r->nneg + 1, k = 0;
+	size_t cap = r->count + 1, k = 0;
 	struct inval *v = calloc(cap, sizeof(*v));
 	for (size_t i = 0; v && i < r->tabsz; i++) {
 		for (struct snode *n = r->tab[i]; n; n = n->hnext) {
@@ -1091,18 +1075,10 @@ void sftpfs_invalidate(struct sftpfs *r)
 			k++;
 		}
 	}
-	for (size_t i = 0; i < r->nneg; i++) {
-		if (v && k < cap) {
-			v[k].parent = r->negs[i].parent;
-			v[k++].name = r->negs[i].name;
-		} else {
-			free(r->negs[i].name);
-		}
-	}
-	r->nneg = 0;
 	lc_drop_all(r);
 	fuse_ino_t rootino = r->rootn ? ino_of(r->rootn) : 0, alias = r->root_alias;
 	pthread_mutex_unlock(&r->mu);
+	struct neg_entry *negs = neg_set_take(&r->negs);
 	struct fuse_session *se = r->fs->se;
 	for (size_t i = 0; i < k; i++) {
 		if (alias && v[i].parent == rootino)
@@ -1126,6 +1102,7 @@ void sftpfs_invalidate(struct sftpfs *r)
 			fuse_lowlevel_notify_inval_inode(se, v[i].ino, v[i].pages ? 0 : -1, 0);
 	}
 	free(v);
+	neg_list_expire(se, negs, alias ? rootino : 0, alias);
 }
 
 /* For the standalone harness, which mounts the root node as FUSE_ROOT_ID:
@@ -1157,7 +1134,7 @@ static void note_attrs(struct sftpfs *r, struct snode *n, const struct sftp_attr
 	n->a = *a;
 	n->a_wgen = n->wgen;
 	/* While a job runs it may change the file right after: not kept. */
-	n->a_valid = !r->busy;
+	n->a_valid = !idle_gate_busy(&r->gate);
 	n->a_ms = now_ms();
 	pthread_mutex_unlock(&r->mu);
 }
@@ -1166,7 +1143,7 @@ static void note_attrs(struct sftpfs *r, struct snode *n, const struct sftp_attr
 static int known_attrs(struct sftpfs *r, struct snode *n, struct sftp_attrs *a)
 {
 	pthread_mutex_lock(&r->mu);
-	int ok = n->a_valid && !r->busy && n->a_wgen == n->wgen && (n->a.flags & SFTP_ATTR_PERMISSIONS) &&
+	int ok = n->a_valid && !idle_gate_busy(&r->gate) && n->a_wgen == n->wgen && (n->a.flags & SFTP_ATTR_PERMISSIONS) &&
 		 (n->a.flags & SFTP_ATTR_UIDGID) && (n->a.flags & SFTP_ATTR_ACMODTIME);
 	if (ok)
 		*a = n->a;
@@ -1886,62 +1863,9 @@ static void s_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_i
 	fuse_reply_err(req, -rc);
 }
 
-/* Folds t onto the components of base (a path relative to the sandbox's
- * "/") into out; returns whether ".." climbed above "/". */
-static int fold_link(const char *base, size_t baselen, const char *t, char *out, size_t outsz, int *err)
-{
-	char buf[PATH_MAX * 2];
-	size_t bl = 0;
-	int above = 0;
-	*err = 0;
-	if (t[0] != '/' && baselen) {
-		if (baselen >= sizeof(buf)) {
-			*err = -ENAMETOOLONG;
-			return 0;
-		}
-		memcpy(buf, base, baselen);
-		bl = baselen;
-	}
-	const char *s = t;
-	while (*s) {
-		while (*s == '/')
-			s++;
-		const char *e = s;
-		while (*e && *e != '/')
-			e++;
-		size_t cl = (size_t)(e - s);
-		if (cl == 0 || (cl == 1 && s[0] == '.')) {
-		} else if (cl == 2 && s[0] == '.' && s[1] == '.') {
-			if (!bl)
-				above = 1;
-			while (bl && buf[bl - 1] != '/')
-				bl--;
-			if (bl)
-				bl--;
-		} else {
-			if (bl + cl + 2 >= sizeof(buf)) {
-				*err = -ENAMETOOLONG;
-				return 0;
-			}
-			if (bl)
-				buf[bl++] = '/';
-			memcpy(buf + bl, s, cl);
-			bl += cl;
-		}
-		s = e;
-	}
-	if (bl >= outsz) {
-		*err = -ENAMETOOLONG;
-		return 0;
-	}
-	memcpy(out, buf, bl);
-	out[bl] = 0;
-	return above;
-}
-
-/* A link's target as root/ must show it: absolute targets and relative
- * ones climbing above the sandbox's "/" become relative paths that stay
- * inside root/ (the reader's kernel would resolve them on the host). */
+/* A link's target as root/ must show it (the rule: fs/root/link.c). The
+ * kernel found the link through the nodes of its path, one per component,
+ * so the depth of its directory below root/ is exact. */
 static int rewrite_link(struct sftpfs *r, const char *lpath, const char *t, char *out, size_t outsz)
 {
 	const char *rel = lpath + r->rootlen;
@@ -1949,43 +1873,10 @@ static int rewrite_link(struct sftpfs *r, const char *lpath, const char *t, char
 		rel++;
 	const char *slash = strrchr(rel, '/');
 	size_t dirlen = slash ? (size_t)(slash - rel) : 0;
-	int depth = dirlen ? 1 : 0; /* components of the link's directory */
+	struct link_place pl = {.depth = dirlen ? 1 : 0, .exact = 1};
 	for (size_t i = 0; i < dirlen; i++)
-		depth += rel[i] == '/';
-	char folded[PATH_MAX];
-	int err;
-	int above = fold_link(rel, dirlen, t, folded, sizeof(folded), &err);
-	if (err)
-		return err;
-	if (t[0] != '/' && !above) {
-		if (strlen(t) >= outsz)
-			return -ENAMETOOLONG;
-		strcpy(out, t);
-		return 0;
-	}
-	size_t o = 0;
-	for (int i = 0; i < depth; i++) {
-		if (o + 3 >= outsz)
-			return -ENAMETOOLONG;
-		memcpy(out + o, "../", 3);
-		o += 3;
-	}
-	size_t fl = strlen(folded);
-	if (!fl) {
-		if (o)
-			o--; /* ".." rather than "../" */
-		else
-			out[o++] = '.';
-	}
-	if (o + fl + 2 >= outsz)
-		return -ENAMETOOLONG;
-	memcpy(out + o, folded, fl);
-	o += fl;
-	size_t tl = strlen(t);
-	if (tl > 1 && t[tl - 1] == '/' && o && out[o - 1] != '/')
-		out[o++] = '/';
-	out[o] = 0;
-	return 0;
+		pl.depth += rel[i] == '/';
+	return link_confine(t, &pl, out, outsz);
 }
 
 static void s_readlink(fuse_req_t req, fuse_ino_t ino)

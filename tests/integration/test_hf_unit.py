@@ -1,9 +1,10 @@
-"""test_hf_unit.py - drives the compiled tests/unit/test_hf binary (core/lib/hf.c)
+"""test_hf_unit.py - drives the compiled tests/drivers/hf_driver binary (core/lib/hf.c)
 against tests/integration/hf_server.py, a real local HTTP hub look-alike.
 
 Builds nothing: the binary is looked up as $SEERFS_TEST_HF, else under
 $SEERFS_BUILD (default "build/", relative to the cwd or the repo root) as
-test_hf, tests/test_hf or tests/unit/test_hf.
+tests/drivers/hf_driver (where meson puts it).  meson test runs this file
+(suite net): meson test -C build hf.
 
 Run:  SEERFS_BUILD=build /usr/bin/python3 -m pytest -q tests/integration/test_hf_unit.py
 """
@@ -38,11 +39,11 @@ def find_binary():
     build = pathlib.Path(os.environ.get("SEERFS_BUILD", "build"))
     bases = [build] if build.is_absolute() else [pathlib.Path.cwd() / build, ROOT / build]
     for base in bases:
-        for rel in ("test_hf", "tests/test_hf", "tests/unit/test_hf"):
+        for rel in ("tests/drivers/hf_driver",):
             if (base / rel).is_file() and os.access(base / rel, os.X_OK):
                 return base / rel
-    pytest.fail(f"test_hf binary not found under {', '.join(map(str, bases))}: build it first "
-                "(meson builds it: ninja -C build tests/test_hf) or set SEERFS_BUILD / SEERFS_TEST_HF", pytrace=False)
+    pytest.fail(f"hf_driver binary not found under {', '.join(map(str, bases))}: build it first "
+                "(meson builds it: ninja -C build tests/drivers/hf_driver) or set SEERFS_BUILD / SEERFS_TEST_HF", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -105,7 +106,7 @@ class Result:
                          if l.startswith("FILEDONE ")]
 
     def __repr__(self):
-        return f"<test_hf rc={self.rc}\nstdout:\n{self.out}\nstderr:\n{self.err[-4000:]}>"
+        return f"<hf_driver rc={self.rc}\nstdout:\n{self.out}\nstderr:\n{self.err[-4000:]}>"
 
 
 def clean_env(extra=None):
@@ -122,7 +123,7 @@ def run_hf(binary, endpoint, cache, *args, token=None, env=None, timeout=120):
         cmd += ["--token", token]
     cp = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=clean_env(env))
     res = Result(cp, cmd)
-    assert res.lines, f"test_hf printed no result line: {res!r}"
+    assert res.lines, f"hf_driver printed no result line: {res!r}"
     for bad in ("AddressSanitizer", "LeakSanitizer", "runtime error"):
         assert bad not in cp.stderr, res
     assert cp.returncode == (0 if res.ok else 1), res

@@ -2,7 +2,7 @@
 docs/rootfs.md "Who owns what" says.
 
 Under root the sandbox runs in a user namespace mapped to a subordinate
-range (core/providers/local/idmap.h): root/ numbers the range as the sandbox does, gives new
+range (core/lib/idmap.h): root/ numbers the range as the sandbox does, gives new
 entries to the caller's id as the sandbox sees it, maps chown into the range
 (EINVAL outside), shows host ids the sandbox does not map as they are (so
 that -o allow_other's permission checks cannot take host nobody for their

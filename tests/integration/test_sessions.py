@@ -288,13 +288,22 @@ def test_errors(sandbox, mnt):
     with pytest.raises(OSError) as ei:
         (s / "notebook.ipynb").write_text("x")
     assert ei.value.errno == errno.EACCES
-    # a cell over the limit is refused whole, and nothing ran
+    # a cell over the limit (16 MiB) is refused whole, and nothing ran;
+    # its write comes in pieces: the one past the limit fails
+    jobs_before = sorted(os.listdir(sandbox / "jobs"))
     fd = os.open(s / "exec", os.O_RDWR)
+    view = memoryview(b"#" * (16 * 1024 * 1024 + 4096))
     with pytest.raises(OSError) as ei:
-        os.write(fd, b"#" * (200 * 1024))
+        while view:
+            view = view[os.write(fd, view):]
     os.close(fd)
     assert ei.value.errno == errno.EFBIG
     assert "limited to" in error_text(sandbox)
+    assert sorted(os.listdir(sandbox / "jobs")) == jobs_before
+    assert cell(s, "'ok'") == (0, "'ok'\n")
+    # code that is not UTF-8 is the cell's error, not a cell that never ends
+    code, out = cell(s, b"x = '\xff'")
+    assert code == 1 and "Error" in out
     assert cell(s, "'ok'") == (0, "'ok'\n")
     # a sandbox that does not run has no kernel to start
     idle = mnt.path / "idle"
@@ -342,3 +351,103 @@ def test_escape_session_names_and_figures(sandbox, sess):
     cell(sess, "2")
     assert not [n for n in os.listdir(latest_job(sandbox)) if n.startswith("fig-")]
     assert [n for n in os.listdir(sandbox / "jobs" / "1") if n.startswith("fig-../")] == []
+
+
+def test_large_cell(sandbox, sess):
+    """A cell of 1 MiB (more than one FUSE write request) runs as one cell,
+    and its job and the notebook show all of it."""
+    body = "s = '" + "x" * (1 << 20) + "'"
+    code = body + "\nprint(len(s))\nlen(s) * 2"
+    assert cell(sess, code) == (0, "1048576\n2097152\n")
+    job = latest_job(sandbox)
+    assert (job / "cmd").read_text().rstrip("\n") == code
+    codes = [c for c in notebook(sess)["cells"] if c["cell_type"] == "code"]
+    assert len(codes) == 1 and codes[0]["source"] == code
+    # the next cell is a cell of its own, in the same namespace
+    assert cell(sess, "s[:3]") == (0, "'xxx'\n")
+
+
+def test_forged_records_are_output(sandbox, sess):
+    """Text shaped like the kernel's frames or end records, printed to fd 1,
+    sys.__stdout__ or sys.stdout, is only text: it ends no cell, feeds no
+    other cell and makes no figure."""
+    fake_end = '{"seq": 2, "exit": 0, "stdout_len": 0, "stderr_len": 0, ' \
+               '"displays": [{"image/png": "AAAA"}], "result": {"text/plain": "forged"}, "error": null}'
+    fake_frame = '{"s": 2, "o": "forged output\\n"}'
+    code = ("import os, sys, time\n"
+            f"os.write(1, {(fake_frame + chr(10) + fake_end + chr(10)).encode()!r})\n"
+            f"sys.__stdout__.write({(fake_frame + chr(10) + fake_end + chr(10))!r}); sys.__stdout__.flush()\n"
+            f"print({fake_end!r})\n"
+            "time.sleep(0.3)\n"
+            "print('done')")
+    code_exit, out = cell(sess, code)
+    assert code_exit == 0
+    # only what went to sys.stdout is the cell's output, as text
+    assert out == fake_end + "\ndone\n"
+    assert cell(sess, "21 * 2") == (0, "42\n")
+    job = latest_job(sandbox)
+    assert (job / "stdout").read_text() == "42\n"
+    assert not [n for n in os.listdir(job) if n.startswith("fig-")]
+    codes = [c for c in notebook(sess)["cells"] if c["cell_type"] == "code"]
+    assert codes[1]["outputs"][-1]["data"] == {"text/plain": "42"}
+
+
+def test_kill_queued_and_running_cells(sandbox, sess):
+    """kill on a cell that waits behind another drops it (it never runs);
+    kill on the running one interrupts it; the namespace stays."""
+    cell(sess, "log = []")
+    run = os.open(sess / "exec", os.O_RDWR)
+    os.write(run, b"import time\nlog.append('a')\nfor i in range(300):\n    time.sleep(0.1)\nlog.append('a-end')")
+    a = latest_job(sandbox)
+    queued = os.open(sess / "exec", os.O_RDWR)
+    os.write(queued, b"log.append('b')")
+    b = latest_job(sandbox)
+    assert a != b
+    poll(lambda: "running" in (b / "status").read_text(), what="queued cell running")
+    ctl(b, "kill")
+    assert os.read(queued, 65536) == b""
+    os.close(queued)
+    assert read_text(b / "exit").strip() == "signal 9"
+    assert "killed" in (b / "status").read_text()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    ctl(a, "kill")
+    while os.read(run, 65536):
+        pass
+    os.close(run)
+    assert time.monotonic() - t0 < 5
+    assert read_text(a / "exit").strip() == "signal 9"
+    assert cell(sess, "log") == (0, "['a']\n")
+
+
+def test_kernel_killed_from_outside(sandbox, sess):
+    """The kernel's job killed while a cell runs and another waits: the
+    running cell ends with the kernel's signal, the waiting one fails, and
+    the next cell runs in a fresh kernel with a note that state was lost."""
+    cell(sess, "x = 1")
+    kjob = [c for c in (sandbox / "jobs").iterdir()
+            if c.name.isdigit() and (c / "cmd").read_text().startswith("seerfs kernel")]
+    assert len(kjob) == 1
+    kernel = kjob[0]
+    run = os.open(sess / "exec", os.O_RDWR)
+    os.write(run, b"import time\nprint('started', flush=True)\ntime.sleep(60)")
+    a = latest_job(sandbox)
+    queued = os.open(sess / "exec", os.O_RDWR)
+    os.write(queued, b"y = 2")
+    b = latest_job(sandbox)
+    poll(lambda: (a / "stdout").read_text() == "started\n", what="cell started")
+    ctl(kernel, "kill")
+    out = b""
+    while chunk := os.read(run, 65536):
+        out += chunk
+    os.close(run)
+    assert read_text(a / "exit").strip() == "signal 9"
+    assert b"started" in out and b"killed by signal 9 while it ran this cell" in out
+    while os.read(queued, 65536):
+        pass
+    os.close(queued)
+    assert read_text(b / "exit").strip() in ("signal 9", "1")
+    assert "before it could run this cell" in (b / "stderr").read_text()
+    code, out = cell(sess, "x")
+    assert code == 1 and "NameError" in out and "state of the cells before it was lost" in out
+    assert cell(sess, "1 + 1") == (0, "2\n")

@@ -1,11 +1,12 @@
 """test_ssh_unit.py - integration tests of core/sshconn, core/sftp and
-core/sshexec through the tests/unit/test_ssh driver, against a real OpenSSH
+core/sshexec through the tests/drivers/ssh_driver driver, against a real OpenSSH
 server started by sshd_fixture.py (no mocks).
 
-Run:   /usr/bin/python3 -m pytest tests/integration/test_ssh_unit.py
+Run:   meson test -C build ssh   (suite net), or
+       /usr/bin/python3 -m pytest tests/integration/test_ssh_unit.py
 The driver binary is $SEERFS_TEST_SSH, else looked up in $SEERFS_BUILD
-(default build/; relative to the repository root) as tests/test_ssh (where
-meson puts it), test_ssh or tests/unit/test_ssh.  Throughput figures are
+(default build/; relative to the repository root) as tests/drivers/ssh_driver
+(where meson puts it).  Throughput figures are
 printed (use -s to see them live), never asserted.  Nothing here assumes
 root; the EACCES check only runs as an ordinary user.
 """
@@ -34,13 +35,11 @@ def _driver():
     build = os.environ.get("SEERFS_BUILD", "build")
     if not os.path.isabs(build):
         build = os.path.join(REPO, build)
-    # meson's location first, so a stale hand-built copy cannot shadow it
-    for rel in (os.path.join("tests", "test_ssh"), "test_ssh",
-                os.path.join("tests", "unit", "test_ssh")):
-        path = os.path.join(build, rel)
-        if os.access(path, os.X_OK):
-            return path
-    pytest.skip(f"test_ssh driver not built in {build} (meson builds it: ninja -C build tests/test_ssh)")
+    path = os.path.join(build, "tests", "drivers", "ssh_driver")
+    if os.access(path, os.X_OK):
+        return path
+    pytest.fail(f"ssh_driver not built in {build}: build it first (meson builds it: "
+                "ninja -C build tests/drivers/ssh_driver) or set SEERFS_BUILD / SEERFS_TEST_SSH", pytrace=False)
 
 
 def _sha256(path):

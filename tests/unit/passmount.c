@@ -6,7 +6,8 @@
  * SRCDIR plays the sandbox's "/" (give /proc/PID/root to serve a running
  * sandbox's tree exactly as seerfs does). A minimal dispatcher maps
  * FUSE_ROOT_ID to the pass root node and forwards every op to pass_ops,
- * as fs/ll.c does for root/.
+ * as fs/ll.c does for root/ (tests/unit/harness.c, shared with
+ * sftpmount.c).
  *
  * Options (besides the usual FUSE mount options):
  *   mode=busy     timeouts 0, as while a sandbox runs a job (default)
@@ -23,6 +24,7 @@
  * Build: see the top of fs/root/pass.c's tests; sandbox_log is stubbed here.
  */
 #include "fs/fs.h"
+#include "tests/unit/harness.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -53,10 +55,10 @@ __attribute__((weak)) void sandbox_log(struct sandbox *sb, const char *fmt, ...)
 	(void)fmt;
 }
 
-struct harness {
+struct passmount {
+	struct harness hh;
 	struct seer_fs fs;
 	struct pass_fs *p;
-	fuse_ino_t root;
 	char *mode;
 	char *ack;
 	int procfd;             /* SRCDIR/proc, mode=auto */
@@ -69,13 +71,13 @@ struct harness {
 };
 
 static const struct fuse_opt opts[] = {
-	{"mode=%s", offsetof(struct harness, mode), 0},
-	{"ack=%s", offsetof(struct harness, ack), 0},
-	{"timeout=%lf", offsetof(struct harness, timeout), 0},
-	{"fd_budget=%lu", offsetof(struct harness, fd_budget), 0},
-	{"threads=%d", offsetof(struct harness, threads), 0},
-	{"writeback", offsetof(struct harness, writeback), 1},
-	{"nosplice", offsetof(struct harness, nosplice), 1},
+	{"mode=%s", offsetof(struct passmount, mode), 0},
+	{"ack=%s", offsetof(struct passmount, ack), 0},
+	{"timeout=%lf", offsetof(struct passmount, timeout), 0},
+	{"fd_budget=%lu", offsetof(struct passmount, fd_budget), 0},
+	{"threads=%d", offsetof(struct passmount, threads), 0},
+	{"writeback", offsetof(struct passmount, writeback), 1},
+	{"nosplice", offsetof(struct passmount, nosplice), 1},
 	FUSE_OPT_END,
 };
 
@@ -94,7 +96,7 @@ static int busy_never(void *arg)
 /* Busy while the sandbox's pid namespace has more than its init. */
 static int busy_procs(void *arg)
 {
-	struct harness *h = arg;
+	struct passmount *h = arg;
 	int fd = openat(h->procfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return 1;
@@ -111,291 +113,50 @@ static int busy_procs(void *arg)
 	return n > 1;
 }
 
-#define H(req) ((struct harness *)fuse_req_userdata(req))
-#define MAP(req, ino) ((ino) == FUSE_ROOT_ID ? H(req)->root : (ino))
-
-static void h_init(void *userdata, struct fuse_conn_info *conn)
+static void pm_init(struct harness *hh, struct fuse_conn_info *conn)
 {
-	struct harness *h = userdata;
+	struct passmount *h = hh->owner;
 	pass_init_conn(conn, &h->fs);
 }
 
-static void h_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
-{
-	pass_ops.lookup(req, MAP(req, parent), name);
-}
-
-static void h_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
-{
-	if (ino != FUSE_ROOT_ID)
-		pass_forget_one(ino, nlookup);
-	fuse_reply_none(req);
-}
-
-static void h_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
-{
-	for (size_t i = 0; i < count; i++)
-		if (forgets[i].ino != FUSE_ROOT_ID)
-			pass_forget_one(forgets[i].ino, forgets[i].nlookup);
-	fuse_reply_none(req);
-}
-
-static void h_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	pass_ops.getattr(req, MAP(req, ino), fi);
-}
-
-static void h_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
-{
-	pass_ops.setattr(req, MAP(req, ino), attr, to_set, fi);
-}
-
-static void h_readlink(fuse_req_t req, fuse_ino_t ino)
-{
-	pass_ops.readlink(req, MAP(req, ino));
-}
-
-static void h_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
-{
-	pass_ops.mknod(req, MAP(req, parent), name, mode, rdev);
-}
-
-static void h_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
-{
-	pass_ops.mkdir(req, MAP(req, parent), name, mode);
-}
-
-static void h_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
-{
-	pass_ops.unlink(req, MAP(req, parent), name);
-}
-
-static void h_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
-{
-	pass_ops.rmdir(req, MAP(req, parent), name);
-}
-
-static void h_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
-{
-	pass_ops.symlink(req, link, MAP(req, parent), name);
-}
-
-static void h_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent, const char *newname,
-		     unsigned int flags)
-{
-	pass_ops.rename(req, MAP(req, parent), name, MAP(req, newparent), newname, flags);
-}
-
-static void h_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
-{
-	pass_ops.link(req, MAP(req, ino), MAP(req, newparent), newname);
-}
-
-static void h_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	pass_ops.open(req, MAP(req, ino), fi);
-}
-
-static void h_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
-{
-	pass_ops.read(req, MAP(req, ino), size, off, fi);
-}
-
-static void h_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bufv, off_t off, struct fuse_file_info *fi)
-{
-	pass_ops.write_buf(req, MAP(req, ino), bufv, off, fi);
-}
-
-static void h_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	pass_ops.flush(req, MAP(req, ino), fi);
-}
-
-static void h_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	pass_ops.release(req, MAP(req, ino), fi);
-}
-
-static void h_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
-{
-	pass_ops.fsync(req, MAP(req, ino), datasync, fi);
-}
-
-static void h_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	pass_ops.opendir(req, MAP(req, ino), fi);
-}
-
-static void h_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
-{
-	pass_ops.readdir(req, MAP(req, ino), size, off, fi);
-}
-
-static void h_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
-{
-	pass_ops.readdirplus(req, MAP(req, ino), size, off, fi);
-}
-
-static void h_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	pass_ops.releasedir(req, MAP(req, ino), fi);
-}
-
-static void h_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
-{
-	pass_ops.fsyncdir(req, MAP(req, ino), datasync, fi);
-}
-
-static void h_statfs(fuse_req_t req, fuse_ino_t ino)
-{
-	pass_ops.statfs(req, MAP(req, ino));
-}
-
-static void h_access(fuse_req_t req, fuse_ino_t ino, int mask)
-{
-	pass_ops.access(req, MAP(req, ino), mask);
-}
-
-static void h_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags)
-{
-	pass_ops.setxattr(req, MAP(req, ino), name, value, size, flags);
-}
-
-static void h_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
-{
-	pass_ops.getxattr(req, MAP(req, ino), name, size);
-}
-
-static void h_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
-{
-	pass_ops.listxattr(req, MAP(req, ino), size);
-}
-
-static void h_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
-{
-	pass_ops.removexattr(req, MAP(req, ino), name);
-}
-
-static void h_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
-{
-	pass_ops.create(req, MAP(req, parent), name, mode, fi);
-}
-
-static void h_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock)
-{
-	pass_ops.getlk(req, MAP(req, ino), fi, lock);
-}
-
-static void h_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock, int sleep)
-{
-	pass_ops.setlk(req, MAP(req, ino), fi, lock, sleep);
-}
-
-static void h_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, int op)
-{
-	pass_ops.flock(req, MAP(req, ino), fi, op);
-}
-
-static void h_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length, struct fuse_file_info *fi)
-{
-	pass_ops.fallocate(req, MAP(req, ino), mode, offset, length, fi);
-}
-
-static void h_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, struct fuse_file_info *fi_in,
-			      fuse_ino_t ino_out, off_t off_out, struct fuse_file_info *fi_out, size_t len, int flags)
-{
-	pass_ops.copy_file_range(req, MAP(req, ino_in), off_in, fi_in, MAP(req, ino_out), off_out, fi_out, len, flags);
-}
-
-static void h_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi)
-{
-	pass_ops.lseek(req, MAP(req, ino), off, whence, fi);
-}
-
-static const struct fuse_lowlevel_ops h_ops = {
-	.init = h_init,
-	.lookup = h_lookup,
-	.forget = h_forget,
-	.forget_multi = h_forget_multi,
-	.getattr = h_getattr,
-	.setattr = h_setattr,
-	.readlink = h_readlink,
-	.mknod = h_mknod,
-	.mkdir = h_mkdir,
-	.unlink = h_unlink,
-	.rmdir = h_rmdir,
-	.symlink = h_symlink,
-	.rename = h_rename,
-	.link = h_link,
-	.open = h_open,
-	.read = h_read,
-	.write_buf = h_write_buf,
-	.flush = h_flush,
-	.release = h_release,
-	.fsync = h_fsync,
-	.opendir = h_opendir,
-	.readdir = h_readdir,
-	.readdirplus = h_readdirplus,
-	.releasedir = h_releasedir,
-	.fsyncdir = h_fsyncdir,
-	.statfs = h_statfs,
-	.access = h_access,
-	.setxattr = h_setxattr,
-	.getxattr = h_getxattr,
-	.listxattr = h_listxattr,
-	.removexattr = h_removexattr,
-	.create = h_create,
-	.getlk = h_getlk,
-	.setlk = h_setlk,
-	.flock = h_flock,
-	.fallocate = h_fallocate,
-	.copy_file_range = h_copy_file_range,
-	.lseek = h_lseek,
-};
-
 /* SIGUSR1: a job starts (pass_invalidate); SIGUSR2: the sandbox stops. */
-static void *signal_main(void *arg)
+static void pm_signal(struct harness *hh, int sig)
 {
-	struct harness *h = arg;
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGUSR1);
-	sigaddset(&set, SIGUSR2);
-	for (;;) {
-		int sig;
-		if (sigwait(&set, &sig) != 0)
-			continue;
-		pthread_mutex_lock(&h->siglock);
-		if (sig == SIGUSR2) {
-			if (!__atomic_exchange_n(&h->killed, 1, __ATOMIC_SEQ_CST))
-				pass_kill(h->p);
-		} else if (h->p) {
-			/* After SIGUSR2 there is nothing to invalidate, but the
-			 * sender still waits for its acknowledgement. */
-			if (!__atomic_load_n(&h->killed, __ATOMIC_SEQ_CST))
-				pass_invalidate(h->p);
-			h->acks++;
-			if (h->ack) {
-				char tmp[4096], num[32];
-				snprintf(tmp, sizeof(tmp), "%s.tmp", h->ack);
-				int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-				if (fd >= 0) {
-					int l = snprintf(num, sizeof(num), "%lu\n", h->acks);
-					if (write(fd, num, (size_t)l) != l)
-						perror("passmount: ack");
-					close(fd);
-					rename(tmp, h->ack);
-				}
+	struct passmount *h = hh->owner;
+	pthread_mutex_lock(&h->siglock);
+	if (sig == SIGUSR2) {
+		if (!__atomic_exchange_n(&h->killed, 1, __ATOMIC_SEQ_CST))
+			pass_kill(h->p);
+	} else if (h->p) {
+		/* After SIGUSR2 there is nothing to invalidate, but the
+		 * sender still waits for its acknowledgement. */
+		if (!__atomic_load_n(&h->killed, __ATOMIC_SEQ_CST))
+			pass_invalidate(h->p);
+		h->acks++;
+		if (h->ack) {
+			char tmp[4096], num[32];
+			snprintf(tmp, sizeof(tmp), "%s.tmp", h->ack);
+			int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+			if (fd >= 0) {
+				int l = snprintf(num, sizeof(num), "%lu\n", h->acks);
+				if (write(fd, num, (size_t)l) != l)
+					perror("passmount: ack");
+				close(fd);
+				rename(tmp, h->ack);
 			}
 		}
-		pthread_mutex_unlock(&h->siglock);
 	}
-	return NULL;
+	pthread_mutex_unlock(&h->siglock);
 }
 
 int main(int argc, char *argv[])
 {
-	struct harness h = {.timeout = 0, .threads = 64, .siglock = PTHREAD_MUTEX_INITIALIZER};
+	struct passmount h = {
+		.hh = {.name = "passmount", .be = &pass_ops, .forget_one = pass_forget_one, .init = pm_init,
+		       .on_signal = pm_signal},
+		.timeout = 0, .threads = 64, .siglock = PTHREAD_MUTEX_INITIALIZER,
+	};
+	h.hh.owner = &h;
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	const char *src = NULL, *mnt = NULL;
 	int debug = 0, single = 0;
@@ -437,14 +198,13 @@ int main(int argc, char *argv[])
 	h.fs.writeback = h.writeback;
 	h.fs.no_splice = h.nosplice;
 
-	/* SIGUSR1/2 go to signal_main only: block them before any thread. */
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGUSR1);
-	sigaddset(&set, SIGUSR2);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	/* SIGUSR1/2 go to pm_signal only: block them before any thread. */
+	sigemptyset(&h.hh.sigs);
+	sigaddset(&h.hh.sigs, SIGUSR1);
+	sigaddset(&h.hh.sigs, SIGUSR2);
+	harness_block_signals(&h.hh);
 
-	struct fuse_session *se = fuse_session_new(&args, &h_ops, sizeof(h_ops), &h);
+	struct fuse_session *se = harness_session(&h.hh, &args);
 	if (!se)
 		return 1;
 	h.fs.se = se;
@@ -462,7 +222,7 @@ int main(int argc, char *argv[])
 		pass_set_busy_fn(h.p, busy_always, &h);
 	if (h.fd_budget)
 		pass_set_fd_budget(h.p, h.fd_budget);
-	h.root = pass_make_toplevel(h.p);
+	h.hh.root = pass_make_toplevel(h.p);
 	/* Absolute symlink rewrites point into the mount, as fs/ll.c's do
 	 * into MOUNT/NAME/root. */
 	char *rp = realpath(mnt, NULL);
@@ -472,21 +232,8 @@ int main(int argc, char *argv[])
 	int ret = 1;
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out;
-	if (fuse_session_mount(se, mnt) != 0)
-		goto out_sig;
-	pthread_t sigt;
-	pthread_create(&sigt, NULL, signal_main, &h);
-	pthread_detach(sigt);
-	if (single) {
-		ret = fuse_session_loop(se);
-	} else {
-		struct fuse_loop_config *cfg = fuse_loop_cfg_create();
-		fuse_loop_cfg_set_max_threads(cfg, (unsigned)h.threads);
-		ret = fuse_session_loop_mt(se, cfg);
-		fuse_loop_cfg_destroy(cfg);
-	}
-	fuse_session_unmount(se);
-out_sig:
+	/* SIGTERM/SIGINT end the loop through libfuse's own handlers. */
+	ret = harness_run(&h.hh, mnt, single, (unsigned)h.threads, 0);
 	fuse_remove_signal_handlers(se);
 out:
 	/* The root node's permanent lookup keeps h.p alive even after a

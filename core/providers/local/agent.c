@@ -9,7 +9,6 @@
  * the PID namespace: no process of a sandbox outlives its seerfs.
  */
 #include "core/providers/local/agentproto.h"
-#include "core/sessions/cell_client.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -393,10 +392,6 @@ out:
 
 int main(int argc, char **argv)
 {
-	/* The same binary is a notebook cell's client (core/sessions/cell_client.c):
-	 * it is in every local sandbox already. */
-	if (argc > 1 && !strcmp(argv[1], "--cell"))
-		return cell_client_main();
 	struct agent a = {.sock = AGENT_FD};
 	/* Out of the sandbox's reach: a process of the same uid could otherwise
 	 * ptrace us (and hold us stopped through a snapshot's freeze) or read

@@ -1185,6 +1185,5 @@ const struct seer_provider seer_provider_local = {
 	.busy = local_busy,
 	.release = local_release,
 	.isolation = local_isolation,
-	.cell_client = "/.seerfs/agent",
 	.host_binds = 1,
 };

@@ -578,6 +578,5 @@ const struct seer_provider seer_provider_ssh = {
 	.busy = ssh_busy,
 	.release = ssh_release,
 	.isolation = ssh_isolation,
-	.cell_client = NULL,   /* the Python client */
 	.host_binds = 0,       /* models and pip's directories are copied there */
 };

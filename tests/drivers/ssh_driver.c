@@ -1,10 +1,10 @@
 /*
- * test_ssh.c - command-line driver for core/sshconn, core/sftp and
- * core/sshexec, used by tests/integration/test_ssh_unit.py against a real
+ * ssh_driver.c - command-line driver for core/lib/sshconn, core/lib/sftp and
+ * core/lib/sshexec, used by tests/integration/test_ssh_unit.py against a real
  * OpenSSH server (no mocks).
  *
  * Usage:
- *   test_ssh [options] HOST PORT USER KEY KNOWN_HOSTS COMMAND [ARGS...]
+ *   ssh_driver [options] HOST PORT USER KEY KNOWN_HOSTS COMMAND [ARGS...]
  * KEY "-" means: authenticate with ssh-agent only.
  * Options:
  *   --timeout MS      per-operation timeout (default 30000)
@@ -619,7 +619,7 @@ static int cmd_stress(const char *dir, int threads, int iters)
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: test_ssh [--timeout MS] [--depth N] [--chunk N]"
+	fprintf(stderr, "usage: ssh_driver [--timeout MS] [--depth N] [--chunk N]"
 			" [--throttle-ms MS] [--sftp-exec CMD] [--agent] HOST PORT USER KEY KNOWN_HOSTS "
 			"COMMAND [ARGS...]\n");
 	return 2;

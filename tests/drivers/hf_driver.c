@@ -1,12 +1,12 @@
 /*
- * test_hf.c - command-line driver for core/lib/hf.c, run by
+ * hf_driver.c - command-line driver for core/lib/hf.c, run by
  * tests/integration/test_hf_unit.py against tests/integration/hf_server.py
  * (or by hand against any hub endpoint).
  *
- *   test_hf --selftest                      SHA-256 / SHA-1 known answers
- *   test_hf --endpoint URL --cache DIR [--id ORG/NAME] [--rev REV]
- *           [--token T] [--parallel N] [--retries N] [--threads N]
- *           [--cancel-after BYTES]
+ *   hf_driver --selftest                    SHA-256 / SHA-1 known answers
+ *   hf_driver --endpoint URL --cache DIR [--id ORG/NAME] [--rev REV]
+ *             [--token T] [--parallel N] [--retries N] [--threads N]
+ *             [--cancel-after BYTES]
  *
  * Options fall back to HF_TEST_ENDPOINT, HF_TEST_CACHE, HF_TEST_ID,
  * HF_TEST_TOKEN.  An unset endpoint leaves hf.c's own default
@@ -168,9 +168,9 @@ static int selftest(void)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: test_hf --selftest\n"
-			"       test_hf --endpoint URL --cache DIR [--id ORG/NAME] [--rev REV] [--token T]\n"
-			"               [--parallel N] [--retries N] [--threads N] [--cancel-after BYTES]\n");
+	fprintf(stderr, "usage: hf_driver --selftest\n"
+			"       hf_driver --endpoint URL --cache DIR [--id ORG/NAME] [--rev REV] [--token T]\n"
+			"                 [--parallel N] [--retries N] [--threads N] [--cancel-after BYTES]\n");
 }
 
 static const char *env_or(const char *name, const char *dflt)
