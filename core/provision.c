@@ -1256,7 +1256,7 @@ static int pip_copy_remote(struct sandbox *sb, const struct seer_config *cfg, ch
 	int opened = r == 0;
 	for (size_t i = 0; i < d.n && r == 0; i++) {
 		char rel[64];
-		snprintf(rel, sizeof(rel), "%s/%zu", PIP_COPIES + 1, i);
+		snprintf(rel, sizeof(rel), "%s/%zu", &PIP_COPIES[1], i);
 		r = copy_in(sb, &dd, d.v[i].real, rel, 1, err, n);
 		if (r == 0)
 			sandbox_log(sb, "provision: python: copied pip's host directory %s to /%s", d.v[i].named, rel);
@@ -1416,7 +1416,7 @@ static void remove_repo_copy(struct sandbox *sb, const char *name)
 			close(fd);
 		fd = open_in_root(dst.root.fd, "tmp", O_PATH | O_DIRECTORY | O_NOFOLLOW, 0);
 		if (fd >= 0) {
-			unlinkat(fd, REPO_COPY_DIR + 4, AT_REMOVEDIR);   /* only when empty */
+			unlinkat(fd, &REPO_COPY_DIR[4], AT_REMOVEDIR);   /* only when empty */
 			close(fd);
 		}
 	} else {

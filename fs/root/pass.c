@@ -737,7 +737,7 @@ out:
  * if name is still that inode and the daemon's. */
 static void remove_new(struct pass_fs *p, struct pnode *dir, const char *name, const struct stat *made)
 {
-	struct stat st;
+	struct stat st = {0};
 	int dfd = node_fd(p, dir);
 	if (dfd < 0)
 		return;

@@ -130,10 +130,15 @@ static void host_park_sftp(struct ssh_host *h, struct sftp_client *cli, const ch
 /* Logs a failure to start the server, once per distinct message. */
 static void confined_log_failure(struct sandbox *sb, struct ssh_sb *s, const char *msg)
 {
+	/* Compared on what the buffer holds: a longer message is kept cut,
+	 * and compared cut, so it too is logged once. */
 	pthread_mutex_lock(&s->lock);
-	int fresh = strcmp(s->sftp_err, msg) != 0;
-	if (fresh)
-		snprintf(s->sftp_err, sizeof(s->sftp_err), "%s", msg);
+	int fresh = strncmp(s->sftp_err, msg, sizeof(s->sftp_err) - 1) != 0;
+	if (fresh) {
+		size_t l = strnlen(msg, sizeof(s->sftp_err) - 1);
+		memcpy(s->sftp_err, msg, l);
+		s->sftp_err[l] = '\0';
+	}
 	pthread_mutex_unlock(&s->lock);
 	if (fresh)
 		sandbox_log(sb, "%s", msg);

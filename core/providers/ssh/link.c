@@ -53,7 +53,8 @@ static void collect(void *ud, int stream, const void *data, size_t len)
 int ssh_sftp_mkdir_p(struct sftp_client *s, const char *path, uint32_t mode)
 {
 	char p[2048];
-	snprintf(p, sizeof(p), "%s", path);
+	if ((size_t)snprintf(p, sizeof(p), "%s", path) >= sizeof(p))
+		return -ENAMETOOLONG;   /* never a cut path: that would make another directory */
 	for (char *q = p + 1;; q++) {
 		if (*q == '/' || !*q) {
 			char c = *q;
