@@ -276,7 +276,7 @@ if [ $BUILD_OK = 1 ] && [ -e /dev/fuse ]; then
 	pytest_counts "integration (root, ssh)" "$LOGDIR/pytest-ssh.log"
 fi
 
-# fs/root/pass.c alone, through the passmount harness (tests/unit/passmount.c):
+# fs/root/pass.c alone, through the passmount harness (tests/drivers/passmount.c):
 # the tests that need to reach into it (pass_kill, the fd budget).
 if [ $ASAN_OK = 1 ] && [ -e /dev/fuse ]; then
 	note "root/ through the passmount harness, build-asan"

@@ -209,7 +209,7 @@ struct sftpfs {
 	struct neg_set negs;      /* negative entries given a long timeout */
 	struct lent *lists[SFTPFS_LISTS_BUCKETS];
 	size_t nlists;
-	fuse_ino_t root_alias;    /* tests/unit/sftpmount.c: the kernel's name for rootn */
+	fuse_ino_t root_alias;    /* tests/drivers/sftpmount.c: the kernel's name for rootn */
 	struct idle_gate gate;    /* idle/busy (fs/root/cache.c) */
 	/* Listings being read without OPENDIR (fs/ll.c refuses it): the
 	 * READDIRs after the first of a listing continue the same copy, so
@@ -716,7 +716,7 @@ static int settle_file(struct sftpfs *r, struct snode *n, struct sfile *f)
 	return rc ? rc : prc;
 }
 
-/* The provider's answer; without one (tests/unit/sftpmount.c) the tree is
+/* The provider's answer; without one (tests/drivers/sftpmount.c) the tree is
  * only changed through us and by those who say so (sftpfs_invalidate). */
 static int ask_busy(void *arg)
 {

@@ -42,7 +42,7 @@ def _passmount_binary(tmp: Path) -> str:
         return env
     build = Path(os.environ.get("SEERFS_BUILD", "build"))
     build = build if build.is_absolute() else REPO / build
-    for cand in (build / "tests/passmount", build / "tests/unit/passmount"):
+    for cand in (build / "tests/passmount", build / "tests/drivers/passmount"):
         if cand.is_file() and os.access(cand, os.X_OK):
             return str(cand)
     raise RuntimeError(f"{build}/tests/passmount is missing: build it with ninja -C {build} "

@@ -44,7 +44,7 @@ REPO = HERE.parents[1]
 
 # TODO(conftest): remove this block once tests/integration/conftest.py
 # provides posix_root and sandbox_run for the real seerfs. Until then the
-# fixtures serve fs/root/pass.c alone through tests/unit/passmount.c.
+# fixtures serve fs/root/pass.c alone through tests/drivers/passmount.c.
 # SEERFS_TEST_PASSMOUNT=1 uses the harness even with the conftest: fs/root/pass.c
 # alone, plus the tests below that need the daemon itself (pass_kill, fd
 # eviction).

@@ -1,5 +1,5 @@
 """test_sftpfs.py - fs/root/sftpfs.c (root/ over SFTP) through the standalone
-harness tests/unit/sftpmount.c, against a real OpenSSH sshd on 127.0.0.1
+harness tests/drivers/sftpmount.c, against a real OpenSSH sshd on 127.0.0.1
 (sshd_fixture.py).  The sshd serves a local backing directory, so the
 "remote side" can be changed directly to check invalidation.
 

@@ -2,7 +2,7 @@
  * harness.c - the dispatcher, signal thread and main loop the standalone
  * root/ harnesses share (see harness.h).
  */
-#include "tests/unit/harness.h"
+#include "tests/drivers/harness.h"
 
 #include <pthread.h>
 #include <stdio.h>

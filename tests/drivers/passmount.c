@@ -6,7 +6,7 @@
  * SRCDIR plays the sandbox's "/" (give /proc/PID/root to serve a running
  * sandbox's tree exactly as seerfs does). A minimal dispatcher maps
  * FUSE_ROOT_ID to the pass root node and forwards every op to pass_ops,
- * as fs/ll.c does for root/ (tests/unit/harness.c, shared with
+ * as fs/ll.c does for root/ (tests/drivers/harness.c, shared with
  * sftpmount.c).
  *
  * Options (besides the usual FUSE mount options):
@@ -24,7 +24,7 @@
  * Build: see the top of fs/root/pass.c's tests; sandbox_log is stubbed here.
  */
 #include "fs/fs.h"
-#include "tests/unit/harness.h"
+#include "tests/drivers/harness.h"
 
 #include <dirent.h>
 #include <errno.h>

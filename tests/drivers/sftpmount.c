@@ -5,7 +5,7 @@
  *   sftpmount HOST PORT USER KEY KNOWN_HOSTS REMOTE_DIR MOUNTPOINT [fuse args]
  *
  * The mount's root (FUSE_ROOT_ID) is REMOTE_DIR's node: a minimal
- * dispatcher (tests/unit/harness.c, shared with passmount.c) rewrites
+ * dispatcher (tests/drivers/harness.c, shared with passmount.c) rewrites
  * inode 1 to it and forwards everything else to sftpfs_ops unchanged, as
  * fs/ll.c does for REMOTE_INO_FLAG inodes.
  * SIGUSR1 calls sftpfs_invalidate() (what fs/ll.c does when a job starts);
@@ -15,7 +15,7 @@
  * Built by tests/meson.build (build-asan's is the ASan/UBSan one).
  */
 #include "fs/fs.h"
-#include "tests/unit/harness.h"
+#include "tests/drivers/harness.h"
 #include "core/lib/sftp.h"
 #include "core/lib/sshconn.h"
 
