@@ -312,8 +312,14 @@ static int scoped_gate(fuse_req_t req, fuse_ino_t ino, const char *name)
 	if (!ino_is_virtual(ino) || fuse_req_ctx(req)->uid == fs->ctx->uid)
 		return 0;
 	enum vkind k = vino_kind(ino);
-	if (k == K_TOP || k == K_README || k == K_SNAPDIR || snapfs_owns(ino) || functionsfs_owns(k))
+	if (k == K_TOP || k == K_README || k == K_SNAPDIR || functionsfs_owns(k))
 		return 0;
+	if (snapfs_owns(ino)) {
+		/* a scoped sandbox's snapshot: its name and directory, no more */
+		if (k == K_SNAPSHOT && (!name || !strcmp(name, ".") || !strcmp(name, "..")))
+			return 0;
+		return snapfs_scoped(fs, ino) ? -EACCES : 0;
+	}
 	if (k == K_SBDIR && (!name || !strcmp(name, "functions") || !strcmp(name, ".") || !strcmp(name, "..")))
 		return 0;
 	struct sandbox *sb = sandbox_get_serial(fs->ctx, vino_serial(ino));
@@ -834,6 +840,8 @@ static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	if (snapfs_owns(ino)) {
 		/* info.json / error of a snapshot: read-only, read once at open. */
+		if (scoped_refused(req, ino, NULL))
+			return;
 		struct vfh *h = vfh_new(k, NULL, vino_sub(ino));
 		int r = acc != O_RDONLY ? -EROFS : snapfs_read(fs, ino, &h->buf);
 		if (r < 0) {

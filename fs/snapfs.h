@@ -24,5 +24,7 @@ int snapfs_list(struct seer_fs *fs, fuse_ino_t ino, void (*add)(void *d, const c
 int snapfs_read(struct seer_fs *fs, fuse_ino_t ino, struct sbuf *out);
 /* rmdir MOUNT/snapshots/NAME. */
 int snapfs_rmdir(struct seer_fs *fs, const char *name);
+/* 1 when ino is in a snapshot of a scoped sandbox. */
+int snapfs_scoped(struct seer_fs *fs, fuse_ino_t ino);
 
 #endif

@@ -370,9 +370,15 @@ def test_scoped_second_user(seerfs_factory, tmp_path):
     ctl(sb, f"serve {path} as model_tools")
     open_sb = m.sandbox("open", "{}")
     sandbox_run(sb, "echo hi > /workspace/secret")
+    # a snapshot of it holds the same files: as closed as the sandbox
+    ctl(sb, "snapshot scsnap")
+    ctl(open_sb, "snapshot opensnap")
+    snaps = m.path / "snapshots"
     # the owner's lookups are cached; the second user must still be refused
     os.listdir(sb)
     os.listdir(sb / "root" / "workspace")
+    assert (snaps / "scsnap" / "root" / "workspace" / "secret").read_text() == "hi\n"
+    (snaps / "scsnap" / "info.json").read_text()
     prog = f"""
 import errno, json, os, sys
 sb = {str(sb)!r}
@@ -413,6 +419,20 @@ try:
     res["other"] = sorted(os.listdir({str(open_sb)!r}))[:3]
 except OSError as e:
     res["other"] = errno.errorcode[e.errno]
+snaps = {str(m.path / "snapshots")!r}
+res["snaps"] = sorted(os.listdir(snaps))
+res["scsnap"] = sorted(os.listdir(os.path.join(snaps, "scsnap")))
+for name in ("scsnap/root/workspace/secret", "scsnap/info.json", "opensnap/info.json"):
+    try:
+        os.close(os.open(os.path.join(snaps, name), os.O_RDONLY))
+        res[name] = "open"
+    except OSError as e:
+        res[name] = errno.errorcode[e.errno]
+for name in ("scsnap/root", "opensnap/root"):
+    try:
+        res[name] = sorted(os.listdir(os.path.join(snaps, name)))[:1]
+    except OSError as e:
+        res[name] = errno.errorcode[e.errno]
 print(json.dumps(res))
 """
     p = subprocess.run(["runuser", "-u", "seer", "--", sys.executable, "-c", prog], capture_output=True, text=True,
@@ -428,6 +448,12 @@ print(json.dumps(res))
     assert res["lib"] == 2
     # a sandbox that is not scoped is unchanged
     assert res["other"] == ["config.json", "ctl", "error"]
+    # its snapshot's name shows; nothing in it opens, unlike an open sandbox's
+    assert res["snaps"] == ["opensnap", "scsnap"]
+    assert res["scsnap"] == ["error", "info.json", "root"]
+    for name in ("scsnap/root/workspace/secret", "scsnap/info.json", "scsnap/root"):
+        assert res[name] == "EACCES", (name, res)
+    assert res["opensnap/info.json"] == "open" and isinstance(res["opensnap/root"], list), res
     # the owner still has everything
     assert (sb / "root" / "workspace" / "secret").read_text() == "hi\n"
     for d in (sb, open_sb):
