@@ -694,6 +694,22 @@ static int io_watch(struct jobio *io, struct job *j, int which, int fd)
 	return 0;
 }
 
+/* Puts j (a reference of its own) on the I/O thread's running list, which
+ * watches its deadline and drops it once it has ended. */
+static void io_add_running(struct jobio *io, struct job *j)
+{
+	job_ref(j);
+	pthread_mutex_lock(&io->lock);
+	if (io->n == io->cap) {
+		io->cap = io->cap ? io->cap * 2 : 16;
+		io->running = realloc(io->running, io->cap * sizeof(*io->running));
+		if (!io->running)
+			abort();
+	}
+	io->running[io->n++] = j;
+	pthread_mutex_unlock(&io->lock);
+}
+
 static void apply_exit_locked(struct job *j, const struct seer_exit *e);
 static int start_fed(struct jobio *io, struct job *j, const struct job_spawn_opts *o, int64_t exec_timeout,
 		     struct job **out);
@@ -859,16 +875,7 @@ int jobs_start_opts(struct sandbox *sb, const char *text, size_t len, const stru
 		sandbox_changed(sb);
 	io_watch(io, j, JS_STDOUT, po[0]);
 	io_watch(io, j, JS_STDERR, pe[0]);
-	job_ref(j);
-	pthread_mutex_lock(&io->lock);
-	if (io->n == io->cap) {
-		io->cap = io->cap ? io->cap * 2 : 16;
-		io->running = realloc(io->running, io->cap * sizeof(*io->running));
-		if (!io->running)
-			abort();
-	}
-	io->running[io->n++] = j;
-	pthread_mutex_unlock(&io->lock);
+	io_add_running(io, j);
 	sandbox_log(sb, "job %u started (pid %d): %.200s%s", n, pid, j->cmd, strlen(j->cmd) > 200 ? "..." : "");
 	*out = j;
 	return 0;
@@ -907,16 +914,7 @@ static int start_fed(struct jobio *io, struct job *j, const struct job_spawn_opt
 	if (sb->ctx->hooks.job_started)
 		sb->ctx->hooks.job_started(sb->ctx->hooks.arg, sb);
 	/* On the running list for its timeout, and dropped from it once ended. */
-	job_ref(j);
-	pthread_mutex_lock(&io->lock);
-	if (io->n == io->cap) {
-		io->cap = io->cap ? io->cap * 2 : 16;
-		io->running = realloc(io->running, io->cap * sizeof(*io->running));
-		if (!io->running)
-			abort();
-	}
-	io->running[io->n++] = j;
-	pthread_mutex_unlock(&io->lock);
+	io_add_running(io, j);
 	sandbox_log(sb, "job %u started (fed by pid %d): %.200s%s", j->n, j->pid, j->cmd, strlen(j->cmd) > 200 ? "..." : "");
 	*out = j;
 	return 0;

@@ -27,21 +27,7 @@ if id -u "${SEERFS_BENCH_USER:-seer}" >/dev/null 2>&1; then
 	RUNAS=(runuser -u "${SEERFS_BENCH_USER:-seer}" --)
 	chown "${SEERFS_BENCH_USER:-seer}" "$SRV"
 fi
-"${RUNAS[@]}" python3 - "$SRV/env" <<'PY' &
-import os, sys, time
-sys.path.insert(0, "tests/integration")
-from sshd_fixture import SshdFixture
-s = SshdFixture(log_level="ERROR")
-s.start()
-with open(sys.argv[1] + ".tmp", "w") as f:
-    f.write(f"{s.host} {s.port} {s.user} {s.identity_file} {s.known_hosts}\n")
-os.rename(sys.argv[1] + ".tmp", sys.argv[1])
-try:
-    while os.path.exists(sys.argv[1]):
-        time.sleep(0.2)
-finally:
-    s.stop()
-PY
+"${RUNAS[@]}" python3 tests/integration/sshd_fixture.py "$SRV/env" &
 PYPID=$!
 for _ in $(seq 300); do [ -f "$SRV/env" ] && break; sleep 0.1; done
 read -r HOST PORT USER KEY KH <"$SRV/env"

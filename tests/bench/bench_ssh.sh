@@ -51,27 +51,8 @@ if id -u "${SEERFS_BENCH_USER:-seer}" >/dev/null 2>&1; then
 	chmod 755 "$B"
 	chown "${SEERFS_BENCH_USER:-seer}" "$SRV"
 fi
-"${RUNAS[@]}" python3 - "$SRV/env" <<'EOF' &
-import os, sys, time
-sys.path.insert(0, "tests/integration")
-from sshd_fixture import SshdFixture
-class Fixture(SshdFixture):
-    def _write_config(self, authorized):
-        super()._write_config(authorized)
-        with open(self.config, "a") as f:
-            f.write("Ciphers aes128-ctr\nMACs hmac-sha2-256\nCompression no\n")
-s = SshdFixture.__new__(Fixture)
-SshdFixture.__init__(s, sftp_server="sftp-server", log_level="ERROR")
-s.start()
-with open(sys.argv[1] + ".tmp", "w") as f:
-    f.write(f"{s.host} {s.port} {s.user} {s.identity_file} {s.known_hosts}\n")
-os.rename(sys.argv[1] + ".tmp", sys.argv[1])
-try:
-    while os.path.exists(sys.argv[1]):
-        time.sleep(0.2)
-finally:
-    s.stop()
-EOF
+"${RUNAS[@]}" python3 tests/integration/sshd_fixture.py "$SRV/env" --sftp-server sftp-server \
+	--config "Ciphers aes128-ctr" --config "MACs hmac-sha2-256" --config "Compression no" &
 PYPID=$!
 for _ in $(seq 100); do [ -f "$SRV/env" ] && break; sleep 0.1; done
 read -r HOST PORT USER KEY KH <"$SRV/env"

@@ -257,19 +257,6 @@ class SshdFixture:
         ]
 
 
-if __name__ == "__main__":
-    # Manual use: start a server and print how to reach it.
-    with SshdFixture() as s:
-        print(f"host={s.host} port={s.port} user={s.user}")
-        print(f"identity_file={s.identity_file} known_hosts={s.known_hosts}")
-        print("Ctrl-C to stop")
-        try:
-            while True:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            pass
-
-
 def transfers_across_link_kill(sshd, read_path, write_path):
     """Reads read_path and writes 4 GiB to write_path in two threads, kills
     sshd's session processes a second in, and returns the errno each ended
@@ -306,3 +293,43 @@ def transfers_across_link_kill(sshd, read_path, write_path):
     for t in ths:
         t.join(30)
     return results, time.monotonic() - killed
+
+
+def serve_until_removed(envfile, **kw):
+    """For the benchmarks (tests/bench/*.sh): starts an sshd, writes
+    "HOST PORT USER IDENTITY KNOWN_HOSTS" to envfile, and serves until
+    envfile is removed."""
+    s = SshdFixture(log_level="ERROR", **kw)
+    s.start()
+    try:
+        with open(envfile + ".tmp", "w") as f:
+            f.write(f"{s.host} {s.port} {s.user} {s.identity_file} {s.known_hosts}\n")
+        os.rename(envfile + ".tmp", envfile)
+        while os.path.exists(envfile):
+            time.sleep(0.2)
+    finally:
+        s.stop()
+
+
+if __name__ == "__main__":
+    # sshd_fixture.py: start a server and print how to reach it (manual use);
+    # sshd_fixture.py ENVFILE [--sftp-server sftp-server] [--config LINE]...:
+    # the benchmarks' form (serve_until_removed).
+    import argparse
+    ap = argparse.ArgumentParser()
+    ap.add_argument("envfile", nargs="?")
+    ap.add_argument("--sftp-server", default="internal-sftp")
+    ap.add_argument("--config", action="append", default=[])
+    a = ap.parse_args()
+    if a.envfile:
+        serve_until_removed(a.envfile, sftp_server=a.sftp_server, extra_config=a.config)
+    else:
+        with SshdFixture(sftp_server=a.sftp_server, extra_config=a.config) as s:
+            print(f"host={s.host} port={s.port} user={s.user}")
+            print(f"identity_file={s.identity_file} known_hosts={s.known_hosts}")
+            print("Ctrl-C to stop")
+            try:
+                while True:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                pass
