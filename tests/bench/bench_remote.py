@@ -149,10 +149,10 @@ class Fixture(SshdFixture):
             f.write("Ciphers aes128-ctr\nMACs hmac-sha2-256\nCompression no\n")
 s = Fixture(sftp_server="sftp-server", log_level="ERROR")
 s.start()
-with open(sys.argv[1] + ".tmp", "w") as f:
-    f.write(f"{s.host} {s.port} {s.user} {s.identity_file} {s.known_hosts} {s.host_key}\n")
-os.rename(sys.argv[1] + ".tmp", sys.argv[1])
 try:
+    with open(sys.argv[1] + ".tmp", "w") as f:
+        f.write(f"{s.host} {s.port} {s.user} {s.identity_file} {s.known_hosts} {s.host_key}\n")
+    os.rename(sys.argv[1] + ".tmp", sys.argv[1])
     while os.path.exists(sys.argv[1]):
         time.sleep(0.2)
 finally:
