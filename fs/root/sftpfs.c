@@ -219,7 +219,7 @@ struct sftpfs {
 		struct sdir *d;
 	} cont[SFTPFS_CONT];
 	unsigned cont_hand;
-	unsigned dir_gen;         /* see s_getattr */
+	unsigned dir_gen;         /* see sftpfs_getattr */
 	pthread_t workers[SFTPFS_WORKERS];
 	int nworkers;
 };
@@ -761,7 +761,7 @@ static void to_stat(const struct sftp_attrs *a, fuse_ino_t ino, struct stat *st)
 }
 
 /* The cache timeout for n's entry, attributes and pages. A file we gave a
- * second name (s_link) is two nodes, so a write through one name would
+ * second name (sftpfs_link) is two nodes, so a write through one name would
  * leave the other's cached size and pages stale (a read of the old length):
  * such nodes are never cached. Links made inside the sandbox are unknown
  * here; a job's start drops every cache anyway (sftpfs_invalidate). */
@@ -1193,13 +1193,13 @@ static void dir_added(struct sftpfs *r, struct snode *n, const char *name)
 		return;                            \
 	} while (0)
 
-static void s_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+static void sftpfs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
 	sftpfs_forget_one(ino, nlookup);
 	fuse_reply_none(req);
 }
 
-static void s_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+static void sftpfs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
 {
 	for (size_t i = 0; i < count; i++)
 		sftpfs_forget_one(forgets[i].ino, forgets[i].nlookup);
@@ -1218,7 +1218,7 @@ static void drain_path(struct sftpfs *r, const char *path)
 	pthread_mutex_unlock(&r->mu);
 }
 
-static void s_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+static void sftpfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	BEGIN(parent);
 	char *p = node_path(n, name, &rc);
@@ -1301,7 +1301,7 @@ static int node_stat(struct sftpfs *r, struct snode *n, struct sftp_attrs *a)
 	return rc;
 }
 
-static void s_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void sftpfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	BEGIN(ino);
 	struct sftp_attrs a;
@@ -1320,7 +1320,7 @@ static void s_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		settle_node(r, n);
 	struct sfile *f = fi && fi->fh && !S_ISDIR(n->mode) ? (struct sfile *)(uintptr_t)fi->fh : NULL;
 	if (f && !f->h)
-		f = NULL; /* opened without the server (s_open): ask by path */
+		f = NULL; /* opened without the server (sftpfs_open): ask by path */
 	if (mine) {
 		rc = 0;
 	} else if (f) {
@@ -1396,12 +1396,12 @@ static int defer_attrs(struct sftpfs *r, struct snode *n, const struct sftp_attr
 	return can;
 }
 
-static void s_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
+static void sftpfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
 {
 	BEGIN_CHANGE(ino);
 	struct sfile *f = fi && fi->fh && !S_ISDIR(n->mode) ? (struct sfile *)(uintptr_t)fi->fh : NULL;
 	if (f && !f->h)
-		f = NULL; /* opened without the server (s_open): ask by path */
+		f = NULL; /* opened without the server (sftpfs_open): ask by path */
 	char *p = node_path(n, NULL, &rc);
 	if (!p && !f)
 		FAIL(rc);
@@ -1525,7 +1525,7 @@ static void fix_perm(struct sftpfs *r, const char *p, struct sftp_handle *h, str
 		a->perm = (a->perm & S_IFMT) | (mode & 07777);
 }
 
-static void s_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+static void sftpfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
 	BEGIN_CHANGE(parent);
 	char *p = node_path(n, name, &rc);
@@ -1561,7 +1561,7 @@ static void s_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t 
 		forget_entry(r, e.ino);
 }
 
-static void s_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+static void sftpfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
 	(void)rdev;
 	BEGIN_CHANGE(parent);
@@ -1602,7 +1602,7 @@ static void orphan_path(struct sftpfs *r, const char *p)
 	pthread_mutex_unlock(&r->mu);
 }
 
-static void s_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+static void sftpfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	BEGIN_CHANGE(parent);
 	char *p = node_path(n, name, &rc);
@@ -1624,7 +1624,7 @@ static void s_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	fuse_reply_err(req, -rc);
 }
 
-static void s_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+static void sftpfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	BEGIN_CHANGE(parent);
 	char *p = node_path(n, name, &rc);
@@ -1649,7 +1649,7 @@ static void s_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	fuse_reply_err(req, -rc);
 }
 
-static void s_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+static void sftpfs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
 	BEGIN_CHANGE(parent);
 	char *p = node_path(n, name, &rc);
@@ -1676,7 +1676,7 @@ static void s_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const
 		forget_entry(r, e.ino);
 }
 
-static void s_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+static void sftpfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
 	BEGIN_CHANGE(ino);
 	struct snode *np = node_of(newparent);
@@ -1725,7 +1725,7 @@ static void s_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const c
  * non-directory without any x bit is EACCES for everyone, root included
  * (execve refuses it too), so that is asked of the server's attributes.
  * Without this, access(X_OK) said yes for a mode-0644 file. */
-static void s_access(fuse_req_t req, fuse_ino_t ino, int mask)
+static void sftpfs_access(fuse_req_t req, fuse_ino_t ino, int mask)
 {
 	BEGIN(ino);
 	if (r->readonly && (mask & W_OK))
@@ -1812,7 +1812,7 @@ static void rename_nodes(struct sftpfs *r, const char *from, const char *to)
 	free(mv);
 }
 
-static void s_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent, const char *newname,
+static void sftpfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent, const char *newname,
 		     unsigned int flags)
 {
 	BEGIN_CHANGE(parent);
@@ -1879,7 +1879,7 @@ static int rewrite_link(struct sftpfs *r, const char *lpath, const char *t, char
 	return link_confine(t, &pl, out, outsz);
 }
 
-static void s_readlink(fuse_req_t req, fuse_ino_t ino)
+static void sftpfs_readlink(fuse_req_t req, fuse_ino_t ino)
 {
 	BEGIN(ino);
 	char *p = node_path(n, NULL, &rc);
@@ -1932,7 +1932,7 @@ static struct sfile *file_new(struct snode *n, struct sftp_handle *h, int flags)
 	return f;
 }
 
-static void s_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
+static void sftpfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
 {
 	BEGIN_CHANGE(parent);
 	char *p = node_path(n, name, &rc);
@@ -1993,7 +1993,7 @@ static void s_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	}
 }
 
-static void s_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void sftpfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	BEGIN(ino);
 	if (r->readonly && ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)))
@@ -2011,7 +2011,7 @@ static void s_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	struct sftp_handle *h = NULL;
 	/* A read of content we keep opens nothing on the server (it would,
-	 * lazily, if the content stopped being ours: see s_read). We made
+	 * lazily, if the content stopped being ours: see sftpfs_read). We made
 	 * the file, so its owner-read bit decides. */
 	int lazy = (fi->flags & O_ACCMODE) == O_RDONLY && !(fi->flags & O_TRUNC) && cur_timeout(r) > 0;
 	if (lazy) {
@@ -2064,9 +2064,9 @@ static ssize_t ra_take(struct sfile *f, uint64_t wgen, uint64_t off, size_t size
 	return (ssize_t)n;
 }
 
-/* A read through a handle opened without the server (s_open's lazy case):
+/* A read through a handle opened without the server (sftpfs_open's lazy case):
  * answered from the kept content (0), or failed (< 0); 1 when the content
- * is no longer ours, after opening the real handle for s_read to use. */
+ * is no longer ours, after opening the real handle for sftpfs_read to use. */
 static int read_kept(struct sftpfs *r, struct snode *n, struct sfile *f, size_t size, off_t off, fuse_req_t req)
 {
 	int on = cur_timeout(r) > 0;
@@ -2101,7 +2101,7 @@ static int read_kept(struct sftpfs *r, struct snode *n, struct sfile *f, size_t 
 	return rc < 0 ? rc : 1;
 }
 
-static void s_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+static void sftpfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	BEGIN(ino);
 	struct sfile *f = (struct sfile *)(uintptr_t)fi->fh;
@@ -2176,7 +2176,7 @@ static void s_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struc
 	free(buf);
 }
 
-static void s_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+static void sftpfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	BEGIN(ino);
@@ -2234,7 +2234,7 @@ static void s_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size
 	fuse_reply_write(req, size);
 }
 
-static void s_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void sftpfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	BEGIN(ino);
 	(void)n;
@@ -2253,7 +2253,7 @@ static void s_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_err(req, -rc);
 }
 
-static void s_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+static void sftpfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	(void)datasync;
 	BEGIN(ino);
@@ -2269,7 +2269,7 @@ static void s_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_fi
 	fuse_reply_err(req, -rc);
 }
 
-static void s_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void sftpfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct snode *n = node_of(ino);
 	struct sftpfs *r = n->r;
@@ -2401,7 +2401,7 @@ static int get_list(struct sftpfs *r, struct snode *n, struct sdir **out)
 	return 0;
 }
 
-static void s_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void sftpfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	BEGIN(ino);
 	struct sdir *d = NULL;
@@ -2542,17 +2542,17 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 	free(buf);
 }
 
-static void s_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+static void sftpfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	do_readdir(req, ino, size, off, fi, 0);
 }
 
-static void s_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+static void sftpfs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	do_readdir(req, ino, size, off, fi, 1);
 }
 
-static void s_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void sftpfs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct sftpfs *r = node_of(ino)->r;
 	pthread_mutex_lock(&r->mu);
@@ -2561,7 +2561,7 @@ static void s_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 	fuse_reply_err(req, 0);
 }
 
-static void s_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+static void sftpfs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	(void)ino;
 	(void)datasync;
@@ -2569,7 +2569,7 @@ static void s_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse
 	fuse_reply_err(req, 0); /* SFTP has no directory fsync; the server's metadata ops are synchronous enough */
 }
 
-static void s_statfs(fuse_req_t req, fuse_ino_t ino)
+static void sftpfs_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	BEGIN(ino);
 	/* Of the file's own mount: root/ may span several (a sandbox's "/"
@@ -2600,31 +2600,31 @@ static void s_statfs(fuse_req_t req, fuse_ino_t ino)
 }
 
 const struct fuse_lowlevel_ops sftpfs_ops = {
-	.lookup = s_lookup,
-	.forget = s_forget,
-	.forget_multi = s_forget_multi,
-	.getattr = s_getattr,
-	.setattr = s_setattr,
-	.readlink = s_readlink,
-	.mknod = s_mknod,
-	.mkdir = s_mkdir,
-	.unlink = s_unlink,
-	.rmdir = s_rmdir,
-	.symlink = s_symlink,
-	.rename = s_rename,
-	.link = s_link,
-	.access = s_access,
-	.open = s_open,
-	.read = s_read,
-	.write = s_write,
-	.flush = s_flush,
-	.release = s_release,
-	.fsync = s_fsync,
-	.opendir = s_opendir,
-	.readdir = s_readdir,
-	.readdirplus = s_readdirplus,
-	.releasedir = s_releasedir,
-	.fsyncdir = s_fsyncdir,
-	.statfs = s_statfs,
-	.create = s_create,
+	.lookup = sftpfs_lookup,
+	.forget = sftpfs_forget,
+	.forget_multi = sftpfs_forget_multi,
+	.getattr = sftpfs_getattr,
+	.setattr = sftpfs_setattr,
+	.readlink = sftpfs_readlink,
+	.mknod = sftpfs_mknod,
+	.mkdir = sftpfs_mkdir,
+	.unlink = sftpfs_unlink,
+	.rmdir = sftpfs_rmdir,
+	.symlink = sftpfs_symlink,
+	.rename = sftpfs_rename,
+	.link = sftpfs_link,
+	.access = sftpfs_access,
+	.open = sftpfs_open,
+	.read = sftpfs_read,
+	.write = sftpfs_write,
+	.flush = sftpfs_flush,
+	.release = sftpfs_release,
+	.fsync = sftpfs_fsync,
+	.opendir = sftpfs_opendir,
+	.readdir = sftpfs_readdir,
+	.readdirplus = sftpfs_readdirplus,
+	.releasedir = sftpfs_releasedir,
+	.fsyncdir = sftpfs_fsyncdir,
+	.statfs = sftpfs_statfs,
+	.create = sftpfs_create,
 };
