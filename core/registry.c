@@ -7,8 +7,6 @@
 #include "core/registry.h"
 #include "core/ctx.h"
 #include "core/lib/util.h"
-#include "core/providers/local/local.h"
-#include "core/providers/ssh/ssh.h"
 
 #include <errno.h>
 #include <json-c/json.h>
@@ -22,12 +20,11 @@ struct seer_provider_type {
 	const struct seer_provider *ops;
 };
 
-/* The registry. A new provider: its folder core/providers/NAME/, its
- * header above, and one line here. */
-static const struct seer_provider_type registry[] = {
-	{"local", NULL, &seer_provider_local},
-	{"ssh", ssh_entry_parse, &seer_provider_ssh},
-};
+/* The registry: `registry[]`, one row per provider, made from the list in
+ * core/providers/meson.build. A new provider is its folder
+ * core/providers/NAME/ (NAME.h declaring seer_provider_NAME) and one line
+ * in that list. */
+#include "core/providers/registry_table.h"
 
 _Static_assert(ARRAY_SIZE(registry) <= SEER_PROVIDER_SLOTS, "raise SEER_PROVIDER_SLOTS (core/ctx.h)");
 
