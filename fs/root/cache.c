@@ -22,7 +22,7 @@ void idle_gate_init(struct idle_gate *g, double timeout, int (*ask)(void *arg), 
 {
 	g->ask = ask;
 	g->arg = arg;
-	g->timeout = timeout > 0 ? timeout : CACHE_IDLE_TIMEOUT;
+	g->timeout = timeout >= 0 ? timeout : CACHE_IDLE_TIMEOUT;
 	atomic_init(&g->busy, 1);
 	atomic_init(&g->busy_at, 0);
 	atomic_init(&g->refreshing, 0);
@@ -33,6 +33,10 @@ void idle_gate_peek(struct idle_gate *g, struct idle_state *c)
 {
 	c->t = g->timeout;
 	c->epoch = atomic_load(&g->epoch);
+	if (g->timeout <= 0) {
+		c->idle = 0;    /* caching off: as while busy, always */
+		return;
+	}
 	c->idle = mono_ns() - atomic_load(&g->busy_at) < CACHE_BUSY_TTL_NS && !atomic_load(&g->busy);
 }
 
@@ -40,6 +44,12 @@ int idle_gate_get(struct idle_gate *g, struct idle_state *c)
 {
 	c->t = g->timeout;
 	c->epoch = atomic_load(&g->epoch);
+	if (g->timeout <= 0) {
+		/* Caching off: nothing is ever given a long timeout, so
+		 * there is nothing to expire and no need to ask. */
+		c->idle = 0;
+		return 0;
+	}
 	uint64_t now = mono_ns();
 	if (now - atomic_load(&g->busy_at) < CACHE_BUSY_TTL_NS) {
 		c->idle = !atomic_load(&g->busy);

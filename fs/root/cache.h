@@ -48,7 +48,10 @@ struct idle_state {
 	double t;
 };
 
-/* Starts busy, asking at the first request. timeout <= 0: the default. */
+/* Starts busy, asking at the first request. timeout < 0: the default
+ * (CACHE_IDLE_TIMEOUT); 0: caching off, every request is answered as
+ * while busy (timeouts 0, nothing promoted to a long timeout) and the
+ * provider is never asked. */
 void idle_gate_init(struct idle_gate *g, double timeout, int (*ask)(void *arg), void *arg);
 
 /* Fills c, asking the provider if the last answer is too old. Returns 1

@@ -2145,7 +2145,7 @@ struct pass_fs *pass_new(struct seer_fs *fs, struct sandbox *sb, int root_fd)
 	pthread_cond_init(&p->drained, NULL);
 	pthread_cond_init(&p->wcond, NULL);
 	atomic_init(&p->refs, 2);       /* the caller's, the root node's */
-	idle_gate_init(&p->gate, fs ? fs->pass_timeout : 0, ask_busy, p);
+	idle_gate_init(&p->gate, fs ? fs->pass_timeout : -1, ask_busy, p);
 	neg_set_init(&p->negs, PASS_MAX_LONG_ENTRIES);
 	struct rlimit rl;
 	raise_nofile();
