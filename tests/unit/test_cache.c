@@ -32,7 +32,7 @@ static void gate(void)
 	struct idle_gate g;
 	struct fake f = {.answer = 0, .g = &g};
 	struct idle_state c;
-	idle_gate_init(&g, 0, ask, &f);
+	idle_gate_init(&g, -1, ask, &f);
 	CHECK(g.timeout == CACHE_IDLE_TIMEOUT, "default timeout %f", g.timeout);
 	idle_gate_peek(&g, &c);
 	CHECK(!c.idle, "busy until the provider was asked");
@@ -78,6 +78,15 @@ static void gate(void)
 	CHECK(g2.timeout == 5.0, "timeout given");
 	idle_gate_get(&g2, &c);
 	CHECK(!c.idle, "nobody to ask: busy");
+
+	/* 0: caching off, answered as busy without asking. */
+	struct idle_gate g3;
+	f.asked = 0;
+	f.answer = 0;
+	idle_gate_init(&g3, 0, ask, &f);
+	CHECK(idle_gate_get(&g3, &c) == 0 && !c.idle && f.asked == 0, "timeout 0: never idle, never asked");
+	idle_gate_peek(&g3, &c);
+	CHECK(!c.idle, "timeout 0: peek says busy too");
 }
 
 static void negs(void)
