@@ -146,7 +146,7 @@ void neg_set_destroy(struct neg_set *s)
 	pthread_mutex_destroy(&s->mu);
 }
 
-int neg_set_add(struct neg_set *s, fuse_ino_t parent, const char *name)
+int neg_set_add(struct neg_set *s, fuse_ino_t parent, uint64_t tag, const char *name)
 {
 	size_t len = strlen(name);
 	size_t h = (size_t)parent * 0x9e3779b97f4a7c15ULL;
@@ -177,14 +177,17 @@ int neg_set_add(struct neg_set *s, fuse_ino_t parent, const char *name)
 		s->size = ns;
 	}
 	for (struct neg_entry *e = s->tab[h & (s->size - 1)]; e; e = e->next)
-		if (e->hash == h && e->parent == parent && !strcmp(e->name, name))
+		if (e->hash == h && e->parent == parent && !strcmp(e->name, name)) {
+			e->tag = tag;
 			goto out;
+		}
 	struct neg_entry *e = malloc(sizeof(*e) + len + 1);
 	if (!e) {
 		ok = 0;
 		goto out;
 	}
 	e->parent = parent;
+	e->tag = tag;
 	e->hash = h;
 	memcpy(e->name, name, len + 1);
 	e->next = s->tab[h & (s->size - 1)];
@@ -221,7 +224,7 @@ size_t neg_list_expire(struct fuse_session *se, struct neg_entry *l, fuse_ino_t 
 	for (struct neg_entry *e = l, *nx; e; e = nx, n++) {
 		nx = e->next;
 		fuse_ino_t parent = from && e->parent == from ? to : e->parent;
-		if (se)
+		if (se && parent)
 			fuse_lowlevel_notify_expire_entry(se, parent, e->name, strlen(e->name), FUSE_LL_EXPIRE_ONLY);
 		free(e);
 	}

@@ -407,7 +407,7 @@ static void reply_entry(fuse_req_t req, struct pass_fs *p, struct pnode *dir, co
 		e->attr_timeout = c->t;
 		/* A positive entry was recorded on its node by node_get (with
 		 * the same c->idle); a negative one has no node. */
-		if (e->ino || record_entry(p, ino_of(p, dir), name))
+		if (e->ino || record_entry(p, dir, name))
 			e->entry_timeout = c->t;
 		if (e->ino)
 			atomic_store(&node_of(e->ino)->attr_long, 1);
@@ -912,7 +912,7 @@ static void moved(struct pass_fs *p, const struct stat *st, struct pnode *dir, c
 	free(nm);
 	pass_put(p, freed);
 	if (c->idle && !recorded)
-		record_entry(p, ino_of(p, dir), name);
+		record_entry(p, dir, name);
 }
 
 static void pass_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
@@ -2156,6 +2156,7 @@ struct pass_fs *pass_new(struct seer_fs *fs, struct sandbox *sb, int root_fd)
 	root->ino = st.st_ino;
 	root->type = S_IFDIR;
 	root->id.type = S_IFDIR;
+	root->serial = ++p->serials;
 	atomic_init(&root->synthetic, -1);
 	atomic_init(&root->fd, root_fd);
 	p->root = root;

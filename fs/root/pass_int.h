@@ -110,7 +110,10 @@ struct pnode {
 	atomic_int pins;               /* users of fd right now */
 	atomic_int used;               /* CLOCK reference bit */
 	atomic_int attr_long;          /* attrs given a long timeout since the last sweep */
+	uint64_t serial;               /* tells this node from a later one at its address;
+	                                * set before the node is on the table, never changed */
 	/* under p->lock: */
+	uint64_t swept;                /* the last sweep that pinned it (sweep()) */
 	uint64_t nlookup;
 	unsigned refs;                 /* nodes whose hint_parent is this one, temporary holds */
 	unsigned nopen;
@@ -131,11 +134,13 @@ struct pnode {
 	struct stamp stamp;
 };
 
-/* One name a node had: (parent, name), parent an ino given to the kernel. */
+/* One name a node had: (parent, name), parent an ino given to the kernel
+ * and the serial its node had (the id may name another node later). */
 struct pname {
 	struct pname *next;
 	fuse_ino_t parent;
 	char *name;
+	uint64_t serial;
 };
 
 /* An open file or directory (fi->fh). */
@@ -193,6 +198,8 @@ struct pass_fs {
 	size_t tabsize, nnodes;
 	struct pnode *root;
 	struct pnode *stale;           /* nodes off the table (see node_get), by hnext */
+	uint64_t serials;              /* the last node serial given */
+	uint64_t sweeps;               /* the last sweep's number */
 	struct pnode *hand;            /* CLOCK hand */
 	size_t nfds, fd_budget;
 	struct pfile *files;
@@ -241,7 +248,7 @@ int rewrite_link(struct pass_fs *p, struct pnode *n, const char *t, char *out, s
 /* pass_worker.c: idle/busy, sweeping, the worker and its lock waits */
 int ask_busy(void *arg);
 void state_get(struct pass_fs *p, struct idle_state *c);
-int record_entry(struct pass_fs *p, fuse_ino_t parent, const char *name);
+int record_entry(struct pass_fs *p, struct pnode *dir, const char *name);
 void sweep(struct pass_fs *p);
 int lock_again(int r);
 void request_sweep(struct pass_fs *p);

@@ -810,7 +810,7 @@ static void forget_entry(struct sftpfs *r, fuse_ino_t ino)
 static void remember_neg(struct sftpfs *r, fuse_ino_t parent, const char *name, struct fuse_entry_param *e)
 {
 	double t = cur_timeout(r);
-	if (t > 0 && neg_set_add(&r->negs, parent, name))
+	if (t > 0 && neg_set_add(&r->negs, parent, 0, name))
 		e->entry_timeout = t;
 }
 

@@ -86,3 +86,69 @@ def test_negative_pass_timeout_refused(seerfs_binary, tmp_path):
                         "-o", "pass_timeout=-1"], capture_output=True, text=True, timeout=30)
     assert r.returncode != 0
     assert "pass_timeout" in r.stderr
+
+
+# ---- expiry notices never address a reused node id ----------------------------
+
+def _churn(ws, tag, stop, errors):
+    """Host side through root/: directories that get negative entries
+    recorded under them (a lookup of a missing name while idle), then are
+    removed (the kernel forgets them, their node is freed) and replaced by
+    files and directories whose new nodes may take the freed addresses."""
+    i = 0
+    while not stop.is_set():
+        i += 1
+        try:
+            dd = ws / f"{tag}-d{i}"
+            dd.mkdir()
+            for k in range(3):
+                assert not os.path.exists(dd / f"missing{k}")
+            (dd / "x").write_text("x")
+            os.stat(dd / "x")
+            os.rename(dd / "x", ws / f"{tag}-x{i}")
+            os.rmdir(dd)
+            for k in range(3):
+                (ws / f"{tag}-f{i}-{k}").write_text("f")
+            os.mkdir(ws / f"{tag}-e{i}")
+            os.rename(ws / f"{tag}-e{i}", ws / f"{tag}-r{i}")
+            assert not os.path.exists(ws / f"{tag}-r{i}" / "nothing")
+            os.rmdir(ws / f"{tag}-r{i}")
+            os.unlink(ws / f"{tag}-x{i}")
+            for k in range(3):
+                os.unlink(ws / f"{tag}-f{i}-{k}")
+        except OSError as e:       # a job inside may remove what we made: only ENOENT
+            if e.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST):
+                errors.append(repr(e))
+        except AssertionError as e:
+            errors.append(repr(e))
+
+
+def test_no_expiry_notice_for_a_reused_node_id(seerfs_factory):
+    """fsstress on root/ made the daemon print `fuse: writing device: Not a
+    directory`: an expiry notice for a parent whose node had been freed and
+    its address (the node id) reused by a regular file. Host-side churn
+    through root/ while idle records entries under short-lived
+    directories; jobs inside (each one a sweep) churn too."""
+    import threading
+    m = seerfs_factory(args=["-o", "pass_timeout=0.2"])
+    d = m.sandbox("sb", "{}")
+    ws = d / "root" / "workspace"
+    stop = threading.Event()
+    errors = []
+    threads = [threading.Thread(target=_churn, args=(ws, f"t{t}", stop, errors)) for t in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 12
+        n = 0
+        while time.monotonic() < deadline:
+            n += 1
+            must(sandbox_run(d, f"cd /workspace && for i in 1 2 3 4 5; do mkdir -p in{n}/a/b && "
+                                f"touch in{n}/a/b/f$i && mv in{n}/a in{n}/c && rm -r in{n}; done"))
+            time.sleep(0.15)           # idle again: replies recorded for the next sweep
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors[:5]
+    assert "writing device" not in m.stderr(), m.stderr()[-2000:]

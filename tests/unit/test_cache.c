@@ -93,24 +93,25 @@ static void negs(void)
 {
 	struct neg_set s;
 	neg_set_init(&s, 3000);
-	CHECK(neg_set_add(&s, 1, "a") == 1, "add");
-	CHECK(neg_set_add(&s, 1, "a") == 1 && s.n == 1, "once: n %zu", s.n);
-	CHECK(neg_set_add(&s, 2, "a") == 1 && s.n == 2, "another parent is another entry");
+	CHECK(neg_set_add(&s, 1, 0, "a") == 1, "add");
+	CHECK(neg_set_add(&s, 1, 0, "a") == 1 && s.n == 1, "once: n %zu", s.n);
+	CHECK(neg_set_add(&s, 2, 0, "a") == 1 && s.n == 2, "another parent is another entry");
+	CHECK(neg_set_add(&s, 2, 5, "a") == 1 && s.n == 2, "a newer tag: the same entry");
 	char name[32];
 	int ok = 1;
 	for (int i = 0; i < 2998; i++) {
 		snprintf(name, sizeof(name), "f%d", i);
-		ok &= neg_set_add(&s, 7, name);
+		ok &= neg_set_add(&s, 7, 0, name);
 	}
 	CHECK(ok && s.n == 3000, "grown past the first table: %zu", s.n);
-	CHECK(neg_set_add(&s, 7, "one-more") == 0, "refused past the cap");
-	CHECK(neg_set_add(&s, 7, "f17") == 0, "a full set refuses everything: its owner expires it all");
+	CHECK(neg_set_add(&s, 7, 0, "one-more") == 0, "refused past the cap");
+	CHECK(neg_set_add(&s, 7, 0, "f17") == 0, "a full set refuses everything: its owner expires it all");
 	struct neg_entry *l = neg_set_take(&s);
-	CHECK(s.n == 0 && neg_set_add(&s, 9, "x") == 1, "empty and usable after take");
+	CHECK(s.n == 0 && neg_set_add(&s, 9, 0, "x") == 1, "empty and usable after take");
 	size_t n = 0;
 	int found = 0;
 	for (struct neg_entry *e = l; e; e = e->next, n++)
-		found |= e->parent == 2 && !strcmp(e->name, "a");
+		found |= e->parent == 2 && e->tag == 5 && !strcmp(e->name, "a");
 	CHECK(n == 3000 && found, "handed back: %zu", n);
 	CHECK(neg_list_expire(NULL, l, 0, 0) == 3000, "freed");
 	neg_set_destroy(&s);
