@@ -127,6 +127,7 @@ struct pnode {
 	unsigned char ent_long;
 	unsigned nents;
 	struct pname *ents;
+	char *link_text;               /* a symlink's own text once known: stat reads nothing */
 	struct pkey parents[PASS_PARENTS];
 	unsigned char nparents, parents_overflow;
 	atomic_int synthetic;          /* -1 unknown, 0 no, 1 procfs-like: direct_io */

@@ -114,6 +114,7 @@ void names_free(struct pname *e)
 void node_free_mem(struct pnode *n)
 {
 	free(n->hint_name);
+	free(n->link_text);
 	names_free(n->ents);
 	free(n);
 }

@@ -152,3 +152,38 @@ def test_no_expiry_notice_for_a_reused_node_id(seerfs_factory):
             t.join()
     assert not errors, errors[:5]
     assert "writing device" not in m.stderr(), m.stderr()[-2000:]
+
+
+# ---- stat of a symlink leaves its atime alone -----------------------------------
+
+def _link_times_kept(ws, hp, name):
+    """Sets link name's times (atime before mtime: relatime would update it
+    on the next read of the link), stats it through root/ several ways and
+    says whether the backing file system's atime stayed."""
+    os.utime(ws / name, ns=(1_000_000_000_000_000_000, 2_000_000_000_000_000_000), follow_symlinks=False)
+    for _ in range(3):
+        st = os.lstat(ws / name)
+        assert st.st_atime_ns == 1_000_000_000_000_000_000
+        os.listdir(ws)
+    return os.lstat(hp / name).st_atime_ns == 1_000_000_000_000_000_000
+
+
+def test_stat_of_symlink_keeps_atime(seerfs_factory):
+    """pjdfstest utimensat/05 #7: the size root/ reports for a link is the
+    length of the (confined) text readlink returns; finding it read the
+    link, and ext4's relatime then moved the atime just set."""
+    m = seerfs_factory()
+    d = m.sandbox("sb", "{}")
+    ws, hp = d / "root" / "workspace", host_path(m, d)
+    # Made through root/: the text is known, the link is never read.
+    os.symlink("/etc/passwd", ws / "abs")
+    os.symlink("down/file", ws / "rel")
+    for name in ("abs", "rel"):
+        assert _link_times_kept(ws, hp, name), name
+        assert os.lstat(ws / name).st_size == len(os.readlink(ws / name))
+    # Made inside: read once when root/ first meets it, then kept.
+    must(sandbox_run(d, "ln -s /etc/hostname /workspace/inside"))
+    assert os.lstat(ws / "inside").st_size == len(os.readlink(ws / "inside"))
+    assert _link_times_kept(ws, hp, "inside")
+    # The confinement rewrite is still what the size says.
+    assert os.readlink(ws / "abs") != "/etc/passwd"
