@@ -1429,6 +1429,71 @@ static void pass_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offse
 	leave(p);
 }
 
+/* The inode flags the kernel's file-attribute calls carry (its
+ * FS_COMMON_FL): a FUSE SETFLAGS holds these and nothing else. */
+#define PASS_INODE_FLAGS (FS_SYNC_FL | FS_IMMUTABLE_FL | FS_APPEND_FL | FS_NODUMP_FL | FS_NOATIME_FL | \
+			  FS_DAX_FL | FS_PROJINHERIT_FL)
+
+/* chattr/lsattr: the inode flags of a regular file or directory (the
+ * kernel sends them as FS_IOC_GETFLAGS/SETFLAGS for its fileattr calls,
+ * after checking that the caller owns the file and, for the append-only
+ * and immutable flags, holds CAP_LINUX_IMMUTABLE). Only those flags of the
+ * file itself change; the backing file system's others (ext4's extents
+ * flag, which it refuses to clear) stay as they are, and nothing else of
+ * the ioctl space passes but FS_IOC_FSGETXATTR, which the kernel asks
+ * before every change (FS_IOC_FSSETXATTR is refused: its project id would
+ * reach the host's quotas). The file is opened anew from its node's O_PATH fd
+ * (a regular file or directory, never a link): fi may be the kernel's own
+ * short-lived open, or none for a directory (OPENDIR is refused). */
+static void pass_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg, struct fuse_file_info *fi,
+		       unsigned flags, const void *in_buf, size_t in_bufsz, size_t out_bufsz)
+{
+	NODE(req, ino, n, p);
+	OP_ENTER(p, req);
+	int r = 0, fd = -1, attr = 0;
+	struct fsxattr fsx;
+	size_t need = cmd == FS_IOC_FSGETXATTR ? sizeof(fsx) : sizeof(attr);
+	if ((cmd != FS_IOC_GETFLAGS && cmd != FS_IOC_SETFLAGS && cmd != FS_IOC_FSGETXATTR) ||
+	    (flags & FUSE_IOCTL_UNRESTRICTED) || (n->type != S_IFREG && n->type != S_IFDIR)) {
+		r = -ENOTTY;
+		goto out;
+	}
+	if (cmd == FS_IOC_SETFLAGS ? in_bufsz < need : out_bufsz < need) {
+		r = -EINVAL;
+		goto out;
+	}
+	if (cmd == FS_IOC_SETFLAGS)
+		memcpy(&attr, in_buf, sizeof(attr));
+	int nfd = node_fd(p, n);
+	if (nfd < 0) {
+		r = nfd;
+		goto out;
+	}
+	char path[64];
+	proc_path(path, sizeof(path), nfd);
+	fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC | (n->type == S_IFDIR ? O_DIRECTORY : 0));
+	node_unpin(n);
+	int cur = 0;
+	if (fd < 0)
+		r = -errno;
+	else if (cmd == FS_IOC_SETFLAGS && ioctl(fd, FS_IOC_GETFLAGS, &cur) < 0)
+		r = -errno;
+	else if (cmd == FS_IOC_SETFLAGS)
+		attr = (cur & ~PASS_INODE_FLAGS) | (attr & PASS_INODE_FLAGS);
+	if (r == 0 && ioctl(fd, cmd, cmd == FS_IOC_FSGETXATTR ? (void *)&fsx : (void *)&attr) < 0)
+		r = -errno;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else if (cmd == FS_IOC_SETFLAGS)
+		fuse_reply_ioctl(req, 0, NULL, 0);
+	else
+		fuse_reply_ioctl(req, 0, cmd == FS_IOC_FSGETXATTR ? (void *)&fsx : (void *)&attr, need);
+	leave(p);
+}
+
 static void pass_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, struct fuse_file_info *fi_in,
 				 fuse_ino_t ino_out, off_t off_out, struct fuse_file_info *fi_out, size_t len,
 				 int flags)
@@ -2115,6 +2180,7 @@ const struct fuse_lowlevel_ops pass_ops = {
 	.setlk = pass_setlk,
 	.flock = pass_flock,
 	.fallocate = pass_fallocate,
+	.ioctl = pass_ioctl,
 	.copy_file_range = pass_copy_file_range,
 	.lseek = pass_lseek,
 };

@@ -187,3 +187,125 @@ def test_stat_of_symlink_keeps_atime(seerfs_factory):
     assert _link_times_kept(ws, hp, "inside")
     # The confinement rewrite is still what the size says.
     assert os.readlink(ws / "abs") != "/etc/passwd"
+
+
+# ---- fallocate's collapse and insert range --------------------------------------
+
+FALLOC_FL_COLLAPSE_RANGE = 0x08
+FALLOC_FL_INSERT_RANGE = 0x20
+
+
+def _fallocate(fd, mode, off, length):
+    import ctypes
+    import ctypes.util
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+    if libc.fallocate(fd, mode, off, length) < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+@pytest.mark.parametrize("mode", ["collapse", "insert"])
+def test_fallocate_collapse_insert_range(seerfs_factory, mode):
+    m = seerfs_factory()
+    d = m.sandbox("sb", "{}")
+    ws, hp = d / "root" / "workspace", host_path(m, d)
+    blk = os.statvfs(hp).f_bsize
+    data = b"".join(bytes([65 + i]) * blk for i in range(4))
+    flag = FALLOC_FL_COLLAPSE_RANGE if mode == "collapse" else FALLOC_FL_INSERT_RANGE
+    # The backing file system first: without it there is nothing to pass on.
+    (hp / "probe").write_bytes(data)
+    fd = os.open(hp / "probe", os.O_RDWR)
+    try:
+        _fallocate(fd, flag, blk, blk)
+    except OSError as e:
+        pytest.skip(f"the backing file system refuses {mode} range: {e}")
+    finally:
+        os.close(fd)
+    (ws / "f").write_bytes(data)
+    fd = os.open(ws / "f", os.O_RDWR)
+    try:
+        _fallocate(fd, flag, blk, blk)
+    except OSError as e:
+        if e.errno == errno.EOPNOTSUPP:
+            pytest.skip(f"the kernel's FUSE refuses {mode} range before asking seerfs "
+                        "(fs/fuse/file.c passes on only KEEP_SIZE, PUNCH_HOLE and ZERO_RANGE)")
+        raise
+    finally:
+        os.close(fd)
+    got = (ws / "f").read_bytes()
+    if mode == "collapse":
+        assert got == data[:blk] + data[2 * blk:]
+    else:
+        assert got == data[:blk] + bytes(blk) + data[blk:]
+    assert (hp / "f").read_bytes() == got
+
+
+# ---- chattr / lsattr -------------------------------------------------------------
+
+def _lsattr(path, d=False):
+    import subprocess
+    r = subprocess.run(["lsattr", "-d" if d else "--", str(path)] if d else ["lsattr", str(path)],
+                       capture_output=True, text=True)
+    return r.returncode, (r.stdout.split()[0] if r.returncode == 0 and r.stdout.split() else r.stderr)
+
+
+def test_chattr_lsattr_pass_through(seerfs_factory):
+    import shutil
+    import subprocess
+    if not shutil.which("chattr") or not shutil.which("lsattr"):
+        pytest.skip("needs chattr and lsattr (e2fsprogs)")
+    if os.geteuid() != 0:
+        pytest.skip("chattr +a needs CAP_LINUX_IMMUTABLE (root)")
+    m = seerfs_factory()
+    d = m.sandbox("sb", "{}")
+    ws, hp = d / "root" / "workspace", host_path(m, d)
+    (ws / "f").write_text("one\n")
+    (ws / "dir").mkdir()
+    (hp / "probe").write_text("x")
+    if subprocess.run(["chattr", "+a", str(hp / "probe")], capture_output=True).returncode != 0:
+        pytest.skip("the backing file system has no append-only flag")
+    subprocess.run(["chattr", "-a", str(hp / "probe")], check=True)
+    try:
+        for target, isdir in ((ws / "f", False), (ws / "dir", True)):
+            rc, before = _lsattr(target, isdir)
+            assert rc == 0, before
+            assert "a" not in before
+            r = subprocess.run(["chattr", "+a", str(target)], capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr
+            rc, after = _lsattr(target, isdir)
+            assert rc == 0 and "a" in after, after
+            rc, host = _lsattr(hp / target.name, isdir)
+            assert rc == 0 and "a" in host, host
+        # Append-only holds through root/: a rewrite is refused, an append goes.
+        with pytest.raises(PermissionError):
+            open(ws / "f", "w").close()
+        with open(ws / "f", "a") as f:
+            f.write("two\n")
+        assert (hp / "f").read_text() == "one\ntwo\n"
+    finally:
+        for name in ("f", "dir"):
+            subprocess.run(["chattr", "-a", str(hp / name)], capture_output=True)
+    rc, after = _lsattr(ws / "f")
+    assert rc == 0 and "a" not in after, after
+    # FS_IOC_FSSETXATTR is not passed on: its project id would reach the
+    # host's quotas. Its read half is (the kernel asks it before a change).
+    import fcntl
+    import struct
+    FS_IOC_FSGETXATTR, FS_IOC_FSSETXATTR = 0x801c581f, 0x401c5820
+
+    def projid(path):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            return struct.unpack("IIIII8x", fcntl.ioctl(fd, FS_IOC_FSGETXATTR, bytes(28)))[3]
+        finally:
+            os.close(fd)
+    assert projid(ws / "dir") == projid(hp / "dir")
+    fd = os.open(ws / "dir", os.O_RDONLY)
+    try:
+        with pytest.raises(OSError) as ei:
+            fcntl.ioctl(fd, FS_IOC_FSSETXATTR, struct.pack("IIIII8x", 0, 0, 0, 4242, 0))
+        assert ei.value.errno in (errno.ENOTTY, errno.EOPNOTSUPP, errno.EINVAL), ei.value
+    finally:
+        os.close(fd)
+    assert projid(hp / "dir") != 4242
