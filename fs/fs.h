@@ -27,7 +27,8 @@ struct seer_fs {
 	struct seer_ctx *ctx;
 	struct fuse_session *se;
 	int debug;
-	double pass_timeout;     /* entry/attr timeout for root/ while the sandbox is idle */
+	double pass_timeout;     /* entry/attr timeout for root/ while the sandbox is idle
+	                          * (0: root/ caches nothing; < 0: the default) */
 	int writeback;           /* -o writeback: kernel writeback cache for root/ */
 	int no_splice;
 	int splice_read;         /* -o splice_read: requests received by splice (off: read) */

@@ -1534,6 +1534,15 @@ XATTR_OP(listxattr, (fuse_req_t req, fuse_ino_t ino, size_t size), (req, ino, si
 XATTR_OP(removexattr, (fuse_req_t req, fuse_ino_t ino, const char *name), (req, ino, name))
 PASS_ONLY(fallocate, (fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length, struct fuse_file_info *fi),
 	  (req, ino, mode, offset, length, fi))
+/* root/'s inode flags (chattr/lsattr); anything else is no tty. */
+static void ll_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg, struct fuse_file_info *fi,
+		     unsigned flags, const void *in_buf, size_t in_bufsz, size_t out_bufsz)
+{
+	if (!ino_is_virtual(ino) && backend_of(ino)->ioctl)
+		backend_of(ino)->ioctl(req, ino, cmd, arg, fi, flags, in_buf, in_bufsz, out_bufsz);
+	else
+		fuse_reply_err(req, ENOTTY);
+}
 PASS_ONLY(flock, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, int op), (req, ino, fi, op))
 PASS_ONLY(getlk, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock), (req, ino, fi, lock))
 PASS_ONLY(setlk, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock, int sleep),
@@ -1642,6 +1651,7 @@ const struct fuse_lowlevel_ops seer_ll_ops = {
 	.setlk = ll_setlk,
 	.flock = ll_flock,
 	.fallocate = ll_fallocate,
+	.ioctl = ll_ioctl,
 	.copy_file_range = ll_copy_file_range,
 	.lseek = ll_lseek,
 	.poll = ll_poll,

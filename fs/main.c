@@ -111,8 +111,9 @@ static void usage(const char *prog)
 	       "    -o idmap_user=NAME     as root: the user whose subordinate ids (/etc/subuid,\n"
 	       "                           /etc/subgid) the sandboxes' ids map to (default\n"
 	       "                           seerfs, created with a free range when missing)\n"
-	       "    -o pass_timeout=SECS   how long the kernel may cache root/ entries while a\n"
-	       "                           sandbox runs nothing (default 30)\n"
+	       "    -o pass_timeout=SECS   how long the kernel may cache root/ entries and\n"
+	       "                           attributes while a sandbox runs nothing (default 30;\n"
+	       "                           0: never, every access asks the sandbox's tree)\n"
 	       "    -o writeback           kernel writeback cache for root/ (off: it can lose data)\n"
 	       "    -o no_splice           no splice for root/ data\n"
 	       "    -o splice_read         receive requests by splice: large writes use less\n"
@@ -256,6 +257,12 @@ int main(int argc, char *argv[])
 		free(o.model_cache);
 		fuse_opt_free_args(&args);
 		return 0;
+	}
+	if (!(o.pass_timeout >= 0)) {
+		fprintf(stderr, "seerfs: -o pass_timeout=%g: give a number of seconds, 0 or more "
+				"(0 turns root/'s caching off)\n", o.pass_timeout);
+		fuse_opt_free_args(&args);
+		return 1;
 	}
 	if (!o.mountpoint) {
 		fprintf(stderr, "usage: %s [local] MOUNTPOINT [options]  (--help for more)\n", argv[0]);

@@ -22,7 +22,7 @@ void idle_gate_init(struct idle_gate *g, double timeout, int (*ask)(void *arg), 
 {
 	g->ask = ask;
 	g->arg = arg;
-	g->timeout = timeout > 0 ? timeout : CACHE_IDLE_TIMEOUT;
+	g->timeout = timeout >= 0 ? timeout : CACHE_IDLE_TIMEOUT;
 	atomic_init(&g->busy, 1);
 	atomic_init(&g->busy_at, 0);
 	atomic_init(&g->refreshing, 0);
@@ -33,6 +33,10 @@ void idle_gate_peek(struct idle_gate *g, struct idle_state *c)
 {
 	c->t = g->timeout;
 	c->epoch = atomic_load(&g->epoch);
+	if (g->timeout <= 0) {
+		c->idle = 0;    /* caching off: as while busy, always */
+		return;
+	}
 	c->idle = mono_ns() - atomic_load(&g->busy_at) < CACHE_BUSY_TTL_NS && !atomic_load(&g->busy);
 }
 
@@ -40,6 +44,12 @@ int idle_gate_get(struct idle_gate *g, struct idle_state *c)
 {
 	c->t = g->timeout;
 	c->epoch = atomic_load(&g->epoch);
+	if (g->timeout <= 0) {
+		/* Caching off: nothing is ever given a long timeout, so
+		 * there is nothing to expire and no need to ask. */
+		c->idle = 0;
+		return 0;
+	}
 	uint64_t now = mono_ns();
 	if (now - atomic_load(&g->busy_at) < CACHE_BUSY_TTL_NS) {
 		c->idle = !atomic_load(&g->busy);
@@ -136,7 +146,7 @@ void neg_set_destroy(struct neg_set *s)
 	pthread_mutex_destroy(&s->mu);
 }
 
-int neg_set_add(struct neg_set *s, fuse_ino_t parent, const char *name)
+int neg_set_add(struct neg_set *s, fuse_ino_t parent, uint64_t tag, const char *name)
 {
 	size_t len = strlen(name);
 	size_t h = (size_t)parent * 0x9e3779b97f4a7c15ULL;
@@ -167,14 +177,17 @@ int neg_set_add(struct neg_set *s, fuse_ino_t parent, const char *name)
 		s->size = ns;
 	}
 	for (struct neg_entry *e = s->tab[h & (s->size - 1)]; e; e = e->next)
-		if (e->hash == h && e->parent == parent && !strcmp(e->name, name))
+		if (e->hash == h && e->parent == parent && !strcmp(e->name, name)) {
+			e->tag = tag;
 			goto out;
+		}
 	struct neg_entry *e = malloc(sizeof(*e) + len + 1);
 	if (!e) {
 		ok = 0;
 		goto out;
 	}
 	e->parent = parent;
+	e->tag = tag;
 	e->hash = h;
 	memcpy(e->name, name, len + 1);
 	e->next = s->tab[h & (s->size - 1)];
@@ -211,7 +224,7 @@ size_t neg_list_expire(struct fuse_session *se, struct neg_entry *l, fuse_ino_t 
 	for (struct neg_entry *e = l, *nx; e; e = nx, n++) {
 		nx = e->next;
 		fuse_ino_t parent = from && e->parent == from ? to : e->parent;
-		if (se)
+		if (se && parent)
 			fuse_lowlevel_notify_expire_entry(se, parent, e->name, strlen(e->name), FUSE_LL_EXPIRE_ONLY);
 		free(e);
 	}

@@ -48,7 +48,10 @@ struct idle_state {
 	double t;
 };
 
-/* Starts busy, asking at the first request. timeout <= 0: the default. */
+/* Starts busy, asking at the first request. timeout < 0: the default
+ * (CACHE_IDLE_TIMEOUT); 0: caching off, every request is answered as
+ * while busy (timeouts 0, nothing promoted to a long timeout) and the
+ * provider is never asked. */
 void idle_gate_init(struct idle_gate *g, double timeout, int (*ask)(void *arg), void *arg);
 
 /* Fills c, asking the provider if the last answer is too old. Returns 1
@@ -74,7 +77,8 @@ int idle_gate_moved(struct idle_gate *g, const struct idle_state *c);
 /* One negative entry (parent, name) the kernel was given a long timeout. */
 struct neg_entry {
 	struct neg_entry *next;
-	fuse_ino_t parent;
+	fuse_ino_t parent;             /* 0: not to be sent (see neg_list_expire) */
+	uint64_t tag;                  /* the backend's: which parent this id was */
 	size_t hash;
 	char name[];
 };
@@ -89,17 +93,21 @@ struct neg_set {
 void neg_set_init(struct neg_set *s, size_t max);
 void neg_set_destroy(struct neg_set *s);
 
-/* Remembers (parent, name); 1 when it is (now or already) in the set, 0
- * when the set is full or memory ran out: then the entry must not be
+/* Remembers (parent, name) with tag (a backend whose node ids can be
+ * reused tells the parents an id named apart by it; an entry already in
+ * the set takes the newer tag: the older parent was forgotten, so the
+ * kernel holds nothing of it). 1 when it is (now or already) in the set,
+ * 0 when the set is full or memory ran out: then the entry must not be
  * given a long timeout. */
-int neg_set_add(struct neg_set *s, fuse_ino_t parent, const char *name);
+int neg_set_add(struct neg_set *s, fuse_ino_t parent, uint64_t tag, const char *name);
 
 /* Empties the set, handing back what it held as a list. */
 struct neg_entry *neg_set_take(struct neg_set *s);
 
 /* Expires every entry of list l in the kernel (se may be NULL: only
  * frees), naming parent `from` as `to` (from 0: no renaming); frees l.
- * Returns how many there were. Call it with no lock held: the kernel may
+ * Entries whose parent the caller set to 0 are only freed. Returns how
+ * many there were. Call it with no lock held: the kernel may
  * need a request of ours answered before a notification completes. */
 size_t neg_list_expire(struct fuse_session *se, struct neg_entry *l, fuse_ino_t from, fuse_ino_t to);
 

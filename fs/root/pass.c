@@ -407,7 +407,7 @@ static void reply_entry(fuse_req_t req, struct pass_fs *p, struct pnode *dir, co
 		e->attr_timeout = c->t;
 		/* A positive entry was recorded on its node by node_get (with
 		 * the same c->idle); a negative one has no node. */
-		if (e->ino || record_entry(p, ino_of(p, dir), name))
+		if (e->ino || record_entry(p, dir, name))
 			e->entry_timeout = c->t;
 		if (e->ino)
 			atomic_store(&node_of(e->ino)->attr_long, 1);
@@ -436,24 +436,57 @@ static void reply_attr(fuse_req_t req, struct pass_fs *p, struct pnode *n, const
 		request_sweep(p);
 }
 
+/* Keeps t as link n's own text, unless one is kept already. A symlink's
+ * text never changes (a new text is a new inode, hence a new node). */
+static void keep_link_text(struct pass_fs *p, struct pnode *n, const char *t)
+{
+	char *c = strdup(t);
+	pthread_mutex_lock(&p->lock);
+	if (c && !n->link_text) {
+		n->link_text = c;
+		c = NULL;
+	}
+	pthread_mutex_unlock(&p->lock);
+	free(c);
+}
+
 /* A symlink's st_size is the length of the text readlink returns: some
- * programs (tar) read exactly that many bytes. */
-static void link_size(struct pass_fs *p, struct pnode *n, int fd, struct stat *st)
+ * programs (tar) read exactly that many bytes. That needs the link's own
+ * text, and reading it updates the link's atime on a relatime backing
+ * file system (stat must not: pjdfstest utimensat/05), so it is read once
+ * per node and kept; made: the text root/ just created the link with
+ * (NULL: unknown), taken when its length is the link's. */
+static void link_size(struct pass_fs *p, struct pnode *n, int fd, struct stat *st, const char *made)
 {
 	char buf[PATH_MAX + 1], out[PATH_MAX + 1];
 	if (!S_ISLNK(st->st_mode))
 		return;
-	ssize_t len = readlinkat(fd, "", buf, sizeof(buf));
-	if (len < 0 || (size_t)len >= sizeof(buf))
-		return;
-	buf[len] = '\0';
+	int known = 0;
+	pthread_mutex_lock(&p->lock);
+	if (n->link_text && strlen(n->link_text) == (size_t)st->st_size && (size_t)st->st_size < sizeof(buf)) {
+		memcpy(buf, n->link_text, (size_t)st->st_size + 1);
+		known = 1;
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (!known && made && strlen(made) == (size_t)st->st_size && (size_t)st->st_size < sizeof(buf)) {
+		memcpy(buf, made, (size_t)st->st_size + 1);
+		keep_link_text(p, n, buf);
+		known = 1;
+	}
+	if (!known) {
+		ssize_t len = readlinkat(fd, "", buf, sizeof(buf));
+		if (len < 0 || (size_t)len >= sizeof(buf))
+			return;
+		buf[len] = '\0';
+		keep_link_text(p, n, buf);
+	}
 	if (rewrite_link(p, n, buf, out, sizeof(out)) == 0)
 		st->st_size = (off_t)strlen(out);
 }
 
 /* Looks name up in dir and counts it. e->ino == 0 with -ENOENT. */
 static int lookup_core(struct pass_fs *p, struct pnode *dir, const char *name, struct fuse_entry_param *e,
-		       int long_entry)
+		       int long_entry, const char *made)
 {
 	memset(e, 0, sizeof(*e));
 	int r = name_check(name);
@@ -476,7 +509,7 @@ static int lookup_core(struct pass_fs *p, struct pnode *dir, const char *name, s
 	int lfd = S_ISLNK(e->attr.st_mode) ? dup(fd) : -1;
 	r = node_get(p, dir, name, fd, &e->attr, &id, long_entry, &n);
 	if (r == 0 && lfd >= 0)
-		link_size(p, n, lfd, &e->attr);
+		link_size(p, n, lfd, &e->attr, made);
 	if (lfd >= 0)
 		close(lfd);
 	if (r < 0)
@@ -511,7 +544,7 @@ static int lookup_listed(struct pass_fs *p, struct pnode *dir, int dfd, const ch
 			return 0;
 		}
 	}
-	return lookup_core(p, dir, name, e, long_entry);
+	return lookup_core(p, dir, name, e, long_entry, NULL);
 }
 
 #define OP_ENTER(p, req)                                     \
@@ -541,7 +574,7 @@ static void pass_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct idle_state c;
 	state_get(p, &c);
 	struct fuse_entry_param e;
-	int r = lookup_core(p, dir, name, &e, c.idle);
+	int r = lookup_core(p, dir, name, &e, c.idle, NULL);
 	if (r == -ENOENT && c.idle) {
 		/* A negative entry, cached like the rest while idle. */
 		memset(&e, 0, sizeof(e));
@@ -591,7 +624,7 @@ static void pass_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 		else if (fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
 			r = -errno;
 		else
-			link_size(p, n, fd, &st);
+			link_size(p, n, fd, &st, NULL);
 		if (fd >= 0)
 			node_unpin(n);
 	}
@@ -685,7 +718,7 @@ static void pass_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int 
 	if (r < 0)
 		goto err;
 	if (ffd < 0)
-		link_size(p, n, nfd, &st);
+		link_size(p, n, nfd, &st, NULL);
 	reply_attr(req, p, n, &st);
 	goto done;
 err:
@@ -720,6 +753,7 @@ static void pass_readlink(fuse_req_t req, fuse_ino_t ino)
 		goto out;
 	}
 	buf[len] = '\0';
+	keep_link_text(p, n, buf);
 	r = rewrite_link(p, n, buf, out, sizeof(out));
 	if (r == 0) {
 		fuse_reply_readlink(req, out);
@@ -751,12 +785,12 @@ static void remove_new(struct pass_fs *p, struct pnode *dir, const char *name, c
 /* Finishes mkdir/mknod/symlink/link: the entry of what is now at name.
  * mode: what was asked for a new inode (0: none). */
 static void reply_new(fuse_req_t req, struct pass_fs *p, struct pnode *dir, const char *name, mode_t mode,
-		      const struct owner *o)
+		      const struct owner *o, const char *link)
 {
 	struct idle_state c;
 	state_get(p, &c);
 	struct fuse_entry_param e;
-	int r = lookup_core(p, dir, name, &e, c.idle);
+	int r = lookup_core(p, dir, name, &e, c.idle, link);
 	if (r < 0) {
 		fuse_reply_err(req, -r);
 		return;
@@ -845,7 +879,7 @@ static void make_entry(fuse_req_t req, fuse_ino_t parent, const char *name, enum
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
-		reply_new(req, p, dir, name, kind == MAKE_LINK ? 0 : mode & 07777, o);
+		reply_new(req, p, dir, name, kind == MAKE_LINK ? 0 : mode & 07777, o, link);
 done:
 	leave(p);
 }
@@ -912,7 +946,7 @@ static void moved(struct pass_fs *p, const struct stat *st, struct pnode *dir, c
 	free(nm);
 	pass_put(p, freed);
 	if (c->idle && !recorded)
-		record_entry(p, ino_of(p, dir), name);
+		record_entry(p, dir, name);
 }
 
 static void pass_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
@@ -980,7 +1014,7 @@ static void pass_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, cons
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
-		reply_new(req, p, dir, newname, 0, NULL);
+		reply_new(req, p, dir, newname, 0, NULL, NULL);
 done:
 	leave(p);
 }
@@ -1392,6 +1426,71 @@ static void pass_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offse
 	OP_ENTER(p, req);
 	struct pfile *f = (struct pfile *)(uintptr_t)fi->fh;
 	fuse_reply_err(req, fallocate(f->fd, mode, offset, length) < 0 ? errno : 0);
+	leave(p);
+}
+
+/* The inode flags the kernel's file-attribute calls carry (its
+ * FS_COMMON_FL): a FUSE SETFLAGS holds these and nothing else. */
+#define PASS_INODE_FLAGS (FS_SYNC_FL | FS_IMMUTABLE_FL | FS_APPEND_FL | FS_NODUMP_FL | FS_NOATIME_FL | \
+			  FS_DAX_FL | FS_PROJINHERIT_FL)
+
+/* chattr/lsattr: the inode flags of a regular file or directory (the
+ * kernel sends them as FS_IOC_GETFLAGS/SETFLAGS for its fileattr calls,
+ * after checking that the caller owns the file and, for the append-only
+ * and immutable flags, holds CAP_LINUX_IMMUTABLE). Only those flags of the
+ * file itself change; the backing file system's others (ext4's extents
+ * flag, which it refuses to clear) stay as they are, and nothing else of
+ * the ioctl space passes but FS_IOC_FSGETXATTR, which the kernel asks
+ * before every change (FS_IOC_FSSETXATTR is refused: its project id would
+ * reach the host's quotas). The file is opened anew from its node's O_PATH fd
+ * (a regular file or directory, never a link): fi may be the kernel's own
+ * short-lived open, or none for a directory (OPENDIR is refused). */
+static void pass_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg, struct fuse_file_info *fi,
+		       unsigned flags, const void *in_buf, size_t in_bufsz, size_t out_bufsz)
+{
+	NODE(req, ino, n, p);
+	OP_ENTER(p, req);
+	int r = 0, fd = -1, attr = 0;
+	struct fsxattr fsx;
+	size_t need = cmd == FS_IOC_FSGETXATTR ? sizeof(fsx) : sizeof(attr);
+	if ((cmd != FS_IOC_GETFLAGS && cmd != FS_IOC_SETFLAGS && cmd != FS_IOC_FSGETXATTR) ||
+	    (flags & FUSE_IOCTL_UNRESTRICTED) || (n->type != S_IFREG && n->type != S_IFDIR)) {
+		r = -ENOTTY;
+		goto out;
+	}
+	if (cmd == FS_IOC_SETFLAGS ? in_bufsz < need : out_bufsz < need) {
+		r = -EINVAL;
+		goto out;
+	}
+	if (cmd == FS_IOC_SETFLAGS)
+		memcpy(&attr, in_buf, sizeof(attr));
+	int nfd = node_fd(p, n);
+	if (nfd < 0) {
+		r = nfd;
+		goto out;
+	}
+	char path[64];
+	proc_path(path, sizeof(path), nfd);
+	fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC | (n->type == S_IFDIR ? O_DIRECTORY : 0));
+	node_unpin(n);
+	int cur = 0;
+	if (fd < 0)
+		r = -errno;
+	else if (cmd == FS_IOC_SETFLAGS && ioctl(fd, FS_IOC_GETFLAGS, &cur) < 0)
+		r = -errno;
+	else if (cmd == FS_IOC_SETFLAGS)
+		attr = (cur & ~PASS_INODE_FLAGS) | (attr & PASS_INODE_FLAGS);
+	if (r == 0 && ioctl(fd, cmd, cmd == FS_IOC_FSGETXATTR ? (void *)&fsx : (void *)&attr) < 0)
+		r = -errno;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else if (cmd == FS_IOC_SETFLAGS)
+		fuse_reply_ioctl(req, 0, NULL, 0);
+	else
+		fuse_reply_ioctl(req, 0, cmd == FS_IOC_FSGETXATTR ? (void *)&fsx : (void *)&attr, need);
 	leave(p);
 }
 
@@ -2081,6 +2180,7 @@ const struct fuse_lowlevel_ops pass_ops = {
 	.setlk = pass_setlk,
 	.flock = pass_flock,
 	.fallocate = pass_fallocate,
+	.ioctl = pass_ioctl,
 	.copy_file_range = pass_copy_file_range,
 	.lseek = pass_lseek,
 };
@@ -2145,7 +2245,7 @@ struct pass_fs *pass_new(struct seer_fs *fs, struct sandbox *sb, int root_fd)
 	pthread_cond_init(&p->drained, NULL);
 	pthread_cond_init(&p->wcond, NULL);
 	atomic_init(&p->refs, 2);       /* the caller's, the root node's */
-	idle_gate_init(&p->gate, fs ? fs->pass_timeout : 0, ask_busy, p);
+	idle_gate_init(&p->gate, fs ? fs->pass_timeout : -1, ask_busy, p);
 	neg_set_init(&p->negs, PASS_MAX_LONG_ENTRIES);
 	struct rlimit rl;
 	raise_nofile();
@@ -2156,6 +2256,7 @@ struct pass_fs *pass_new(struct seer_fs *fs, struct sandbox *sb, int root_fd)
 	root->ino = st.st_ino;
 	root->type = S_IFDIR;
 	root->id.type = S_IFDIR;
+	root->serial = ++p->serials;
 	atomic_init(&root->synthetic, -1);
 	atomic_init(&root->fd, root_fd);
 	p->root = root;

@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/fs.h>
 #include <linux/magic.h>
 #include <linux/openat2.h>
 #include <pthread.h>
@@ -29,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/fsuid.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -110,7 +112,10 @@ struct pnode {
 	atomic_int pins;               /* users of fd right now */
 	atomic_int used;               /* CLOCK reference bit */
 	atomic_int attr_long;          /* attrs given a long timeout since the last sweep */
+	uint64_t serial;               /* tells this node from a later one at its address;
+	                                * set before the node is on the table, never changed */
 	/* under p->lock: */
+	uint64_t swept;                /* the last sweep that pinned it (sweep()) */
 	uint64_t nlookup;
 	unsigned refs;                 /* nodes whose hint_parent is this one, temporary holds */
 	unsigned nopen;
@@ -124,6 +129,7 @@ struct pnode {
 	unsigned char ent_long;
 	unsigned nents;
 	struct pname *ents;
+	char *link_text;               /* a symlink's own text once known: stat reads nothing */
 	struct pkey parents[PASS_PARENTS];
 	unsigned char nparents, parents_overflow;
 	atomic_int synthetic;          /* -1 unknown, 0 no, 1 procfs-like: direct_io */
@@ -131,11 +137,13 @@ struct pnode {
 	struct stamp stamp;
 };
 
-/* One name a node had: (parent, name), parent an ino given to the kernel. */
+/* One name a node had: (parent, name), parent an ino given to the kernel
+ * and the serial its node had (the id may name another node later). */
 struct pname {
 	struct pname *next;
 	fuse_ino_t parent;
 	char *name;
+	uint64_t serial;
 };
 
 /* An open file or directory (fi->fh). */
@@ -193,6 +201,8 @@ struct pass_fs {
 	size_t tabsize, nnodes;
 	struct pnode *root;
 	struct pnode *stale;           /* nodes off the table (see node_get), by hnext */
+	uint64_t serials;              /* the last node serial given */
+	uint64_t sweeps;               /* the last sweep's number */
 	struct pnode *hand;            /* CLOCK hand */
 	size_t nfds, fd_budget;
 	struct pfile *files;
@@ -241,7 +251,7 @@ int rewrite_link(struct pass_fs *p, struct pnode *n, const char *t, char *out, s
 /* pass_worker.c: idle/busy, sweeping, the worker and its lock waits */
 int ask_busy(void *arg);
 void state_get(struct pass_fs *p, struct idle_state *c);
-int record_entry(struct pass_fs *p, fuse_ino_t parent, const char *name);
+int record_entry(struct pass_fs *p, struct pnode *dir, const char *name);
 void sweep(struct pass_fs *p);
 int lock_again(int r);
 void request_sweep(struct pass_fs *p);

@@ -114,6 +114,7 @@ void names_free(struct pname *e)
 void node_free_mem(struct pnode *n)
 {
 	free(n->hint_name);
+	free(n->link_text);
 	names_free(n->ents);
 	free(n);
 }
@@ -354,7 +355,7 @@ void set_hint(struct pass_fs *p, struct pnode *n, struct pnode *dir, char **name
 	char *oldname = n->hint_name;
 	struct pname *keep = n->ent_long && old && oldname ? malloc(sizeof(*keep)) : NULL;
 	if (keep) {
-		*keep = (struct pname){n->ents, ino_of(p, old), oldname};
+		*keep = (struct pname){n->ents, ino_of(p, old), oldname, old->serial};
 		n->ents = keep;
 		oldname = NULL;
 		if (++n->nents > PASS_NODE_ENTS)
@@ -432,6 +433,7 @@ int node_get(struct pass_fs *p, struct pnode *dir, const char *name, int fd, con
 			goto out;
 		}
 		fresh = NULL;
+		n->serial = ++p->serials;
 		atomic_init(&n->synthetic, -1);
 		n->nlookup = 1;
 		atomic_init(&n->fd, -1);

@@ -28,37 +28,95 @@ void state_get(struct pass_fs *p, struct idle_state *c)
 		request_sweep(p);
 }
 
-/* Remembers (parent, name) for expiry; 0 when the set is full. */
-int record_entry(struct pass_fs *p, fuse_ino_t parent, const char *name)
+/* Remembers (dir, name) for expiry; 0 when the set is full. */
+int record_entry(struct pass_fs *p, struct pnode *dir, const char *name)
 {
-	int ok = neg_set_add(&p->negs, parent, name);
+	int ok = neg_set_add(&p->negs, ino_of(p, dir), dir->serial, name);
 	if (!ok)
 		request_sweep(p);
 	return ok;
 }
 
+/* A node id and the node it names right now, for sweep()'s lookups. */
+struct live {
+	fuse_ino_t ino;
+	struct pnode *n;
+};
+
+static int live_cmp(const void *a, const void *b)
+{
+	fuse_ino_t x = ((const struct live *)a)->ino, y = ((const struct live *)b)->ino;
+	return x < y ? -1 : x > y;
+}
+
+/* Under p->lock: the directory node that id `ino` names now if it is still
+ * the one a record saw (the same serial), else NULL. A node id is the
+ * node's address: once the kernel forgets a directory its node is freed
+ * and the address may come back as any new node, a regular file included
+ * (the kernel then answers a notice with ENOTDIR, and libfuse prints
+ * "writing device: Not a directory"). The kernel holds no entry under a
+ * directory it forgot, so such a record needs no notice at all. */
+static struct pnode *live_dir(const struct live *v, size_t nv, fuse_ino_t ino, uint64_t serial)
+{
+	struct live key = {ino, NULL};
+	const struct live *l = v ? bsearch(&key, v, nv, sizeof(*v), live_cmp) : NULL;
+	if (!l || l->n->serial != serial || l->n->type != S_IFDIR)
+		return NULL;
+	return l->n;
+}
+
+/* Under p->lock: holds n until sweep() has sent its notices (one hold per
+ * sweep, remembered in pins). */
+static void pin_for_sweep(struct pnode *n, uint64_t sweep_no, struct pnode **pins, size_t *npins)
+{
+	if (n->swept == sweep_no)
+		return;
+	n->swept = sweep_no;
+	n->refs++;
+	pins[(*npins)++] = n;
+}
+
 /* Expires every entry and attribute the kernel got with a long timeout.
  * No lock is held while notifying: the kernel may need one of our worker
- * threads to answer a request before a notification completes. */
+ * threads to answer a request before a notification completes. So every
+ * node a notice names is checked to be the node the record saw and is
+ * held (refs) until its notices are sent: forgotten meanwhile, it is not
+ * freed, and its id cannot be given to another node. */
 void sweep(struct pass_fs *p)
 {
 	struct neg_entry *negs = neg_set_take(&p->negs);
 
-	fuse_ino_t *inos = NULL;
-	size_t ni = 0;
+	struct pnode **inos = NULL, **pins = NULL;
+	struct live *live = NULL;
+	size_t ni = 0, npins = 0, nlive = 0;
 	struct pname *names = NULL;
 	pthread_mutex_lock(&p->lock);
-	if (p->nnodes)
-		inos = malloc(p->nnodes * sizeof(*inos));
+	uint64_t sweep_no = ++p->sweeps;
+	size_t all = p->nnodes;
+	for (struct pnode *n = p->stale; n; n = n->hnext)
+		all++;
+	if (all) {
+		inos = malloc(all * sizeof(*inos));
+		pins = malloc(all * sizeof(*pins));
+		live = malloc(all * sizeof(*live));
+	}
+	if (!pins) {
+		free(inos);
+		inos = NULL;    /* nothing can be held: only entries of live parents below */
+	}
 	for (size_t i = 0; i <= p->tabsize; i++) {
 		for (struct pnode *n = i < p->tabsize ? p->tab[i] : p->stale; n; n = n->hnext) {
-			if (atomic_exchange(&n->attr_long, 0) && inos && i < p->tabsize)
-				inos[ni++] = ino_of(p, n);
+			if (live && nlive < all)
+				live[nlive++] = (struct live){ino_of(p, n), n};
+			if (atomic_exchange(&n->attr_long, 0) && inos && i < p->tabsize) {
+				inos[ni++] = n;
+				pin_for_sweep(n, sweep_no, pins, &npins);
+			}
 			if (n->ent_long && n->hint_parent && n->hint_name) {
 				struct pname *e = malloc(sizeof(*e));
 				char *nm = strdup(n->hint_name);
 				if (e && nm) {
-					*e = (struct pname){names, ino_of(p, n->hint_parent), nm};
+					*e = (struct pname){names, ino_of(p, n->hint_parent), nm, n->hint_parent->serial};
 					names = e;
 				} else {
 					free(e);
@@ -77,12 +135,32 @@ void sweep(struct pass_fs *p)
 			}
 		}
 	}
+	if (live)
+		qsort(live, nlive, sizeof(*live), live_cmp);
+	/* Without the table of live ids or room for holds nothing can be
+	 * checked: those records are dropped (parent 0), and what the kernel
+	 * cached expires with its timeout. */
+	for (struct pname *e = names; e; e = e->next) {
+		struct pnode *d = pins ? live_dir(live, nlive, e->parent, e->serial) : NULL;
+		if (d)
+			pin_for_sweep(d, sweep_no, pins, &npins);
+		else
+			e->parent = 0;
+	}
+	for (struct neg_entry *e = negs; e; e = e->next) {
+		struct pnode *d = pins ? live_dir(live, nlive, e->parent, e->tag) : NULL;
+		if (d)
+			pin_for_sweep(d, sweep_no, pins, &npins);
+		else
+			e->parent = 0;
+	}
 	pthread_mutex_unlock(&p->lock);
+	free(live);
 
 	struct fuse_session *se = p->fs ? p->fs->se : NULL;
 	size_t ne = 0;
 	for (struct pname *e = names; e; e = e->next, ne++)
-		if (se)
+		if (se && e->parent)
 			fuse_lowlevel_notify_expire_entry(se, e->parent, e->name, strlen(e->name), FUSE_LL_EXPIRE_ONLY);
 	names_free(names);
 	ne += neg_list_expire(se, negs, 0, 0);
@@ -90,8 +168,20 @@ void sweep(struct pass_fs *p)
 	 * pages when it next sees its mtime or size change, and keeps those
 	 * of the files the job did not touch. */
 	for (size_t i = 0; se && i < ni; i++)
-		fuse_lowlevel_notify_inval_inode(se, inos[i], -1, 0);
+		fuse_lowlevel_notify_inval_inode(se, ino_of(p, inos[i]), -1, 0);
 	free(inos);
+
+	/* Each hold dropped in turn: a node freed here frees the hint parents
+	 * it kept, and those still held by this sweep stay until their turn. */
+	int freed = 0;
+	pthread_mutex_lock(&p->lock);
+	for (size_t i = 0; i < npins; i++) {
+		pins[i]->refs--;
+		freed += node_maybe_free(p, pins[i]);
+	}
+	pthread_mutex_unlock(&p->lock);
+	free(pins);
+	pass_put(p, freed);
 	if (dbg(p))
 		fuse_log(FUSE_LOG_DEBUG, "pass: swept %zu entries, %zu inodes\n", ne, ni);
 }

@@ -810,7 +810,7 @@ static void forget_entry(struct sftpfs *r, fuse_ino_t ino)
 static void remember_neg(struct sftpfs *r, fuse_ino_t parent, const char *name, struct fuse_entry_param *e)
 {
 	double t = cur_timeout(r);
-	if (t > 0 && neg_set_add(&r->negs, parent, name))
+	if (t > 0 && neg_set_add(&r->negs, parent, 0, name))
 		e->entry_timeout = t;
 }
 
@@ -944,7 +944,7 @@ struct sftpfs *sftpfs_new(struct seer_fs *fs, struct sandbox *sb, struct sftp_cl
 	while (l > 1 && r->root[l - 1] == '/')
 		r->root[--l] = 0;
 	r->rootlen = l == 1 ? 0 : l;
-	idle_gate_init(&r->gate, fs ? fs->pass_timeout : 0, ask_busy, r);
+	idle_gate_init(&r->gate, fs ? fs->pass_timeout : -1, ask_busy, r);
 	r->refs = 1;
 	r->jtail = &r->jobs;
 	pthread_mutex_init(&r->mu, NULL);

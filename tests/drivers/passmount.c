@@ -14,7 +14,7 @@
  *   mode=idle     long timeouts, as while a sandbox is idle (benchmarks)
  *   mode=auto     busy while SRCDIR/proc lists a process besides PID 1:
  *                 the local provider's busy() for a bubblewrap sandbox
- *   timeout=SEC   the idle timeout (fs->pass_timeout)
+ *   timeout=SEC   the idle timeout (fs->pass_timeout; 0: no caching, default 30)
  *   fd_budget=N   O_PATH fds kept before evicting (tests eviction)
  *   writeback, nosplice, threads=N
  *   ack=FILE      after each SIGUSR1 (= pass_invalidate, what fs/ll.c does
@@ -154,7 +154,7 @@ int main(int argc, char *argv[])
 	struct passmount h = {
 		.hh = {.name = "passmount", .be = &pass_ops, .forget_one = pass_forget_one, .init = pm_init,
 		       .on_signal = pm_signal},
-		.timeout = 0, .threads = 64, .siglock = PTHREAD_MUTEX_INITIALIZER,
+		.timeout = -1, .threads = 64, .siglock = PTHREAD_MUTEX_INITIALIZER,
 	};
 	h.hh.owner = &h;
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);

@@ -32,7 +32,7 @@ static void gate(void)
 	struct idle_gate g;
 	struct fake f = {.answer = 0, .g = &g};
 	struct idle_state c;
-	idle_gate_init(&g, 0, ask, &f);
+	idle_gate_init(&g, -1, ask, &f);
 	CHECK(g.timeout == CACHE_IDLE_TIMEOUT, "default timeout %f", g.timeout);
 	idle_gate_peek(&g, &c);
 	CHECK(!c.idle, "busy until the provider was asked");
@@ -78,30 +78,40 @@ static void gate(void)
 	CHECK(g2.timeout == 5.0, "timeout given");
 	idle_gate_get(&g2, &c);
 	CHECK(!c.idle, "nobody to ask: busy");
+
+	/* 0: caching off, answered as busy without asking. */
+	struct idle_gate g3;
+	f.asked = 0;
+	f.answer = 0;
+	idle_gate_init(&g3, 0, ask, &f);
+	CHECK(idle_gate_get(&g3, &c) == 0 && !c.idle && f.asked == 0, "timeout 0: never idle, never asked");
+	idle_gate_peek(&g3, &c);
+	CHECK(!c.idle, "timeout 0: peek says busy too");
 }
 
 static void negs(void)
 {
 	struct neg_set s;
 	neg_set_init(&s, 3000);
-	CHECK(neg_set_add(&s, 1, "a") == 1, "add");
-	CHECK(neg_set_add(&s, 1, "a") == 1 && s.n == 1, "once: n %zu", s.n);
-	CHECK(neg_set_add(&s, 2, "a") == 1 && s.n == 2, "another parent is another entry");
+	CHECK(neg_set_add(&s, 1, 0, "a") == 1, "add");
+	CHECK(neg_set_add(&s, 1, 0, "a") == 1 && s.n == 1, "once: n %zu", s.n);
+	CHECK(neg_set_add(&s, 2, 0, "a") == 1 && s.n == 2, "another parent is another entry");
+	CHECK(neg_set_add(&s, 2, 5, "a") == 1 && s.n == 2, "a newer tag: the same entry");
 	char name[32];
 	int ok = 1;
 	for (int i = 0; i < 2998; i++) {
 		snprintf(name, sizeof(name), "f%d", i);
-		ok &= neg_set_add(&s, 7, name);
+		ok &= neg_set_add(&s, 7, 0, name);
 	}
 	CHECK(ok && s.n == 3000, "grown past the first table: %zu", s.n);
-	CHECK(neg_set_add(&s, 7, "one-more") == 0, "refused past the cap");
-	CHECK(neg_set_add(&s, 7, "f17") == 0, "a full set refuses everything: its owner expires it all");
+	CHECK(neg_set_add(&s, 7, 0, "one-more") == 0, "refused past the cap");
+	CHECK(neg_set_add(&s, 7, 0, "f17") == 0, "a full set refuses everything: its owner expires it all");
 	struct neg_entry *l = neg_set_take(&s);
-	CHECK(s.n == 0 && neg_set_add(&s, 9, "x") == 1, "empty and usable after take");
+	CHECK(s.n == 0 && neg_set_add(&s, 9, 0, "x") == 1, "empty and usable after take");
 	size_t n = 0;
 	int found = 0;
 	for (struct neg_entry *e = l; e; e = e->next, n++)
-		found |= e->parent == 2 && !strcmp(e->name, "a");
+		found |= e->parent == 2 && e->tag == 5 && !strcmp(e->name, "a");
 	CHECK(n == 3000 && found, "handed back: %zu", n);
 	CHECK(neg_list_expire(NULL, l, 0, 0) == 3000, "freed");
 	neg_set_destroy(&s);
