@@ -257,6 +257,28 @@ def test_sigkill_during_snapshot(seerfs_factory):
             taken.append(name)
     print("sigkill test: snapshots that completed before the kill:", taken)
     assert set(snaps(m)) == set(taken)
+    # A daemon killed while the sandbox was frozen for a snapshot leaves no
+    # process behind (its cgroup is reaped by the next daemon): once this
+    # daemon's own sandbox is terminated, nothing runs from this state dir.
+    ctl(a, "terminate")
+    poll(lambda: not _procs_of(m.state), timeout=20,
+         what=f"no process left of the killed daemons' sandboxes: {_procs_of(m.state)}")
+
+
+def _procs_of(state_dir):
+    """PIDs whose command line names state_dir (a sandbox's bubblewrap and
+    what runs under it name its state directory)."""
+    out = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                if str(state_dir).encode() + b"/sandboxes/" in f.read():
+                    out.append(int(p))
+        except OSError:
+            pass
+    return out
 
 
 def test_enospc_leaves_nothing(small_state, seerfs_factory):

@@ -6,6 +6,7 @@
  * keeps only the calling thread.
  */
 #include "core/providers/local/forker.h"
+#include "core/providers/local/freezer.h"
 #include "core/lib/util.h"
 
 #include <pthread.h>
@@ -52,6 +53,10 @@ static void *forker_main(void *arg)
 int local_state_init(struct seer_ctx *ctx, void **state)
 {
 	(void)ctx;
+	/* A daemon killed while a snapshot had a sandbox frozen left that
+	 * sandbox's processes frozen for good: end them before making ours. */
+	if (geteuid() == 0)
+		freezer_reap_stale();
 	struct local_state *st = xcalloc(1, sizeof(*st));
 	pthread_mutex_init(&st->lock, NULL);
 	pthread_cond_init(&st->cond, NULL);

@@ -11,14 +11,25 @@
 #include "core/providers/local/freezer.h"
 #include "core/lib/util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+static const struct {
+	const char *base, *probe;
+	int v2;
+} kinds[] = {
+	{"/sys/fs/cgroup", "/sys/fs/cgroup/cgroup.controllers", 1},
+	{"/sys/fs/cgroup/unified", "/sys/fs/cgroup/unified/cgroup.procs", 1},
+	{"/sys/fs/cgroup/freezer", "/sys/fs/cgroup/freezer/cgroup.procs", 0},
+};
 
 static int write_text(const char *dir, const char *file, const char *text)
 {
@@ -34,14 +45,6 @@ static int write_text(const char *dir, const char *file, const char *text)
 
 int freezer_create(struct seer_freezer *f, int owner, const char *name)
 {
-	static const struct {
-		const char *base, *probe;
-		int v2;
-	} kinds[] = {
-		{"/sys/fs/cgroup", "/sys/fs/cgroup/cgroup.controllers", 1},
-		{"/sys/fs/cgroup/unified", "/sys/fs/cgroup/unified/cgroup.procs", 1},
-		{"/sys/fs/cgroup/freezer", "/sys/fs/cgroup/freezer/cgroup.procs", 0},
-	};
 	f->dir = NULL;
 	for (size_t i = 0; i < ARRAY_SIZE(kinds); i++) {
 		if (access(kinds[i].probe, W_OK) < 0)
@@ -109,4 +112,82 @@ void freezer_remove(struct seer_freezer *f)
 	rmdir(f->dir);   /* the daemon's, once its last sandbox's is gone */
 	free(f->dir);
 	f->dir = NULL;
+}
+
+/* Whether pid is a live seerfs (a reused pid of another program is not). */
+static int seerfs_alive(long pid)
+{
+	char p[64], *comm = NULL;
+	snprintf(p, sizeof(p), "/proc/%ld/comm", pid);
+	if (read_file(p, 64, &comm, NULL) < 0)
+		return 0;
+	int alive = !strncmp(comm, "seerfs", 6);
+	free(comm);
+	return alive;
+}
+
+/* Kills every task of one stale sandbox cgroup, thaws it (a frozen task
+ * dies only once thawed, on v1) and removes it. */
+static void reap_one(const char *dir, int v2)
+{
+	struct sbuf p = {0};
+	char *procs = NULL;
+	sbuf_printf(&p, "%s/cgroup.procs", dir);
+	for (int round = 0; round < 100; round++) {
+		if (read_file(p.data, 1 << 20, &procs, NULL) < 0)
+			break;
+		int any = 0;
+		for (char *q = procs; *q;) {
+			long pid = strtol(q, &q, 10);
+			if (pid > 0 && kill((pid_t)pid, SIGKILL) == 0)
+				any = 1;
+			while (*q == '\n')
+				q++;
+		}
+		free(procs);
+		procs = NULL;
+		write_text(dir, v2 ? "cgroup.freeze" : "freezer.state", v2 ? "0" : "THAWED");
+		if (!any && rmdir(dir) == 0)
+			break;
+		struct timespec ts = {0, 10000000};
+		nanosleep(&ts, NULL);
+	}
+	rmdir(dir);
+	sbuf_free(&p);
+}
+
+void freezer_reap_stale(void)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(kinds); i++) {
+		DIR *d = opendir(kinds[i].base);
+		if (!d)
+			continue;
+		struct dirent *e;
+		while ((e = readdir(d))) {
+			long pid;
+			char *end;
+			if (strncmp(e->d_name, "seerfs-", 7))
+				continue;
+			pid = strtol(e->d_name + 7, &end, 10);
+			if (*end || pid <= 0 || seerfs_alive(pid))
+				continue;
+			struct sbuf top = {0};
+			sbuf_printf(&top, "%s/%s", kinds[i].base, e->d_name);
+			DIR *sd = opendir(top.data);
+			struct dirent *se;
+			while (sd && (se = readdir(sd))) {
+				if (se->d_type != DT_DIR || se->d_name[0] == '.')
+					continue;
+				struct sbuf sub = {0};
+				sbuf_printf(&sub, "%s/%s", top.data, se->d_name);
+				reap_one(sub.data, kinds[i].v2);
+				sbuf_free(&sub);
+			}
+			if (sd)
+				closedir(sd);
+			rmdir(top.data);
+			sbuf_free(&top);
+		}
+		closedir(d);
+	}
 }

@@ -26,4 +26,9 @@ int freezer_set(const struct seer_freezer *f, int frozen, double timeout_s);
 /* Removes the cgroup (once its processes are gone) and frees f. */
 void freezer_remove(struct seer_freezer *f);
 
+/* The cgroups of daemons that died without removing them (SIGKILL while a
+ * snapshot had a sandbox frozen): their tasks are killed and thawed, and
+ * the cgroups removed. Run once per daemon, as root. */
+void freezer_reap_stale(void);
+
 #endif
