@@ -1218,6 +1218,14 @@ static void drain_path(struct sftpfs *r, const char *path)
 	pthread_mutex_unlock(&r->mu);
 }
 
+/* name in a listing; NULL when absent (an empty listing has no array,
+ * and bsearch must not be given a NULL one). */
+static struct sdent *sdir_find(const struct sdir *d, const char *name)
+{
+	struct sdent key = {.name = (char *)name};
+	return d->n ? bsearch(&key, d->e, d->n, sizeof(*d->e), sdent_cmp) : NULL;
+}
+
 static void sftpfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	BEGIN(parent);
@@ -1241,8 +1249,7 @@ static void sftpfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	int neg = 0;
 	if (d && l->dirty) {
 		/* Only a miss can be trusted now (struct lent). */
-		struct sdent key = {.name = (char *)name};
-		neg = !bsearch(&key, d->e, d->n, sizeof(*d->e), sdent_cmp);
+		neg = !sdir_find(d, name);
 		for (size_t i = 0; neg && i < l->nadded; i++)
 			neg = strcmp(l->added[i], name) != 0;
 		d = NULL;
@@ -1256,8 +1263,7 @@ static void sftpfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (neg) {
 		rc = -ENOENT;
 	} else if (d) {
-		struct sdent key = {.name = (char *)name};
-		struct sdent *hit = bsearch(&key, d->e, d->n, sizeof(*d->e), sdent_cmp);
+		struct sdent *hit = sdir_find(d, name);
 		rc = hit ? 0 : -ENOENT;
 		if (hit)
 			a = hit->a;

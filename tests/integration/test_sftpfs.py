@@ -96,9 +96,16 @@ def env():
     try:
         yield m
     finally:
+        died = m.proc.poll()
         m.close()
         sshd.stop()
+        with open(m.log.name, errors="replace") as f:
+            log = f.read()[-8000:]
         shutil.rmtree(tmp, ignore_errors=True)
+    # A harness that died under the tests (every later test then fails with
+    # ENOTCONN) says why here, sanitizer report included.
+    assert died is None and "ERROR: AddressSanitizer" not in log and "runtime error:" not in log, \
+        f"sftpmount ended (status {died}):\n{log}"
 
 
 def R(env, *p):
