@@ -7,7 +7,7 @@
 #   1. builds three trees: build (debugoptimized), build-asan (ASan+UBSan)
 #      and build-fuzz (clang, libFuzzer targets only);
 #   2. runs the unit tests (meson test) in build and build-asan;
-#   3. runs the two fuzzers for $SEERFS_FUZZ_SECONDS (default 20) each;
+#   3. runs the fuzzers (config, ctlcmd, link) for $SEERFS_FUZZ_SECONDS (default 20) each;
 #   4. runs the integration tests (pytest, tests/integration) as root against
 #      build-asan, then test_posix.py and test_exec.py again as root against
 #      build with SEERFS_TEST_PROVIDER=ssh (the same test bodies on a sandbox
@@ -133,7 +133,7 @@ if build build-asan --buildtype=debugoptimized -Dwerror=true -Db_sanitize=addres
 fi
 if [ "${SEERFS_TEST_SKIP_FUZZ:-0}" = 1 ]; then
 	FUZZ_OK=0
-elif CC=clang build build-fuzz -Dwerror=true -Dfuzz=true && ninja -C build-fuzz tests/fuzz_config tests/fuzz_ctlcmd \
+elif CC=clang build build-fuzz -Dwerror=true -Dfuzz=true && ninja -C build-fuzz tests/fuzz_config tests/fuzz_ctlcmd tests/fuzz_link \
 	>"$LOGDIR/build-fuzz.log" 2>&1; then :; else
 	tail -40 "$LOGDIR/build-fuzz.log" 2>/dev/null
 	fail_step "build-fuzz" "see $LOGDIR/build-fuzz.log"
