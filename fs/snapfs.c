@@ -138,14 +138,8 @@ static int snap_root_entry(struct seer_fs *fs, uint32_t id, const char *name, st
 /* A snapshot of a sandbox with "scoped": true in its config is as closed to
  * users other than the mount's owner as the sandbox was: its root/ holds the
  * same files and info.json the same config (fs/ll.c's scoped_gate). */
-int snapfs_scoped(struct seer_fs *fs, fuse_ino_t ino)
+static int scoped_name(struct seer_fs *fs, const char *sn)
 {
-	enum vkind k = vino_kind(ino);
-	if (k != K_SNAPSHOT && k != K_SNAP_INFO && k != K_SNAP_ROOT)
-		return 0;
-	char sn[80];
-	if (name_of(fs, vino_sub(ino), sn, sizeof(sn)) < 0)
-		return 0;
 	char *text = snapshot_config(fs->ctx, sn);
 	struct json_object *o = text ? json_tokener_parse(text) : NULL, *v;
 	int sc = o && json_object_object_get_ex(o, "scoped", &v) && json_object_get_boolean(v);
@@ -154,11 +148,21 @@ int snapfs_scoped(struct seer_fs *fs, fuse_ino_t ino)
 	return sc;
 }
 
+int snapfs_scoped(struct seer_fs *fs, fuse_ino_t ino)
+{
+	enum vkind k = vino_kind(ino);
+	if (k != K_SNAPSHOT && k != K_SNAP_INFO && k != K_SNAP_ROOT)
+		return 0;
+	char sn[80];
+	return name_of(fs, vino_sub(ino), sn, sizeof(sn)) == 0 && scoped_name(fs, sn);
+}
+
 int snapfs_lookup(struct seer_fs *fs, fuse_ino_t parent, const char *name, struct fuse_entry_param *e)
 {
 	memset(e, 0, sizeof(*e));
 	enum vkind pk = vino_kind(parent);
 	fuse_ino_t ino;
+	double timeout = SNAP_TIMEOUT;
 	if (pk == K_SNAPDIR) {
 		if (!snapshot_exists(fs->ctx, name))
 			return -ENOENT;
@@ -171,11 +175,12 @@ int snapfs_lookup(struct seer_fs *fs, fuse_ino_t parent, const char *name, struc
 			return r;
 		/* Entries of a scoped snapshot are not cached, so every walk
 		 * through them comes back to the gate (as a scoped sandbox's). */
-		double t = snapfs_scoped(fs, parent) ? 0 : SNAP_TIMEOUT;
+		if (scoped_name(fs, sn))
+			timeout = 0;
 		if (!strcmp(name, "root")) {
 			r = snap_root_entry(fs, id, sn, e);
 			if (r == 0)
-				e->entry_timeout = t;
+				e->entry_timeout = timeout;
 			return r;
 		}
 		if (!strcmp(name, "info.json"))
@@ -191,7 +196,7 @@ int snapfs_lookup(struct seer_fs *fs, fuse_ino_t parent, const char *name, struc
 	if (r < 0)
 		return r;
 	e->ino = ino;
-	e->entry_timeout = pk == K_SNAPSHOT && snapfs_scoped(fs, parent) ? 0 : SNAP_TIMEOUT;
+	e->entry_timeout = timeout;
 	return 0;
 }
 

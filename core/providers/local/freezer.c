@@ -137,16 +137,19 @@ static void reap_one(const char *dir, int v2)
 		if (read_file(p.data, 1 << 20, &procs, NULL) < 0)
 			break;
 		int any = 0;
-		for (char *q = procs; *q;) {
-			long pid = strtol(q, &q, 10);
+		for (char *q = procs, *end; *q; q = end) {
+			long pid = strtol(q, &end, 10);
+			if (end == q)
+				break;   /* not a pid list: leave it */
 			if (pid > 0 && kill((pid_t)pid, SIGKILL) == 0)
 				any = 1;
-			while (*q == '\n')
-				q++;
+			while (*end == '\n')
+				end++;
 		}
 		free(procs);
 		procs = NULL;
-		write_text(dir, v2 ? "cgroup.freeze" : "freezer.state", v2 ? "0" : "THAWED");
+		struct seer_freezer f = {.dir = (char *)dir, .v2 = v2};
+		freezer_set(&f, 0, 0);
 		if (!any && rmdir(dir) == 0)
 			break;
 		struct timespec ts = {0, 10000000};
