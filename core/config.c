@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define MAX_TIMEOUT (366LL * 24 * 3600)
 
@@ -408,6 +409,7 @@ void seer_config_free(struct seer_config *c)
 	}
 	free(c->serve);
 	free(c->snapshot);
+	free(c->image);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -483,6 +485,66 @@ static int parse_json(const char *text, size_t len, struct json_object **out, ch
 	return 0;
 }
 
+/* An image reference as container engines take it: [registry/]name[:tag][@digest]. */
+static int image_ref_valid(const char *s)
+{
+	size_t l = strlen(s);
+	if (!l || l > 255 || strchr("-:/.@", s[0]))
+		return 0;
+	return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/:@") == l;
+}
+
+/* "memory": a whole number of MiB, or a string NUMBER with a unit k, m, g
+ * (KiB, MiB, GiB; "512m", "4g"), as the docker CLI takes it. At least 6 MiB
+ * (the engines' own floor), at most 16 TiB. */
+static int get_memory(struct json_object *v, int64_t *out, char *err, size_t n)
+{
+	int64_t bytes = 0;
+	if (json_object_is_type(v, json_type_int)) {
+		int64_t mib = json_object_get_int64(v);
+		if (mib < 0 || mib > (16LL << 20))
+			return fail(err, n, "field \"memory\": %lld MiB is out of range (6 MiB to 16 TiB)", (long long)mib);
+		bytes = mib << 20;
+	} else if (json_object_is_type(v, json_type_string)) {
+		const char *s = json_object_get_string(v);
+		char *end = NULL;
+		errno = 0;
+		long long num = strtoll(s, &end, 10);
+		int shift = -1;
+		if (end && end != s && s[0] != '-' && !errno) {
+			if (!strcasecmp(end, "k"))
+				shift = 10;
+			else if (!strcasecmp(end, "m"))
+				shift = 20;
+			else if (!strcasecmp(end, "g"))
+				shift = 30;
+			else if (!*end || !strcasecmp(end, "b"))
+				shift = 0;
+		}
+		if (shift < 0 || num > (16LL << 40) >> shift)
+			return fail(err, n, "field \"memory\": \"%.40s\" is not a size: write MiB as a number (512) or a string with a unit (\"512m\", \"4g\")", s);
+		bytes = (int64_t)num << shift;
+	} else {
+		return fail(err, n, "field \"memory\": expected MiB as a number or a size string (\"4g\"), got %s", type_name(v));
+	}
+	if (bytes < (6LL << 20))
+		return fail(err, n, "field \"memory\": at least 6 MiB (the container engines' floor)");
+	*out = bytes;
+	return 0;
+}
+
+/* "cpu": how many CPUs (fractions allowed), 0.01 to 1024. */
+static int get_cpu(struct json_object *v, int64_t *out, char *err, size_t n)
+{
+	if (!json_object_is_type(v, json_type_int) && !json_object_is_type(v, json_type_double))
+		return fail(err, n, "field \"cpu\": expected a number of CPUs (2, 0.5), got %s", type_name(v));
+	double d = json_object_get_double(v);
+	if (!(d >= 0.01 && d <= 1024))
+		return fail(err, n, "field \"cpu\": %g is out of range (0.01 to 1024 CPUs)", d);
+	*out = (int64_t)(d * 1000 + 0.5);
+	return 0;
+}
+
 static int parse_fields(struct json_object *root, struct seer_config *c, char *err, size_t n)
 {
 	int r = 0;
@@ -547,6 +609,14 @@ static int parse_fields(struct json_object *root, struct seer_config *c, char *e
 		} else if (!strcmp(key, "snapshot")) {
 			if ((r = get_opt_str(v, key, &c->snapshot, err, n)) == 0 && c->snapshot && !name_valid(c->snapshot))
 				r = fail(err, n, "field \"snapshot\": \"%s\" is not a snapshot name", c->snapshot);
+		} else if (!strcmp(key, "image")) {
+			if ((r = get_opt_str(v, key, &c->image, err, n)) == 0 && c->image && !image_ref_valid(c->image))
+				r = fail(err, n, "field \"image\": \"%.100s\" is not an image reference (name[:tag], e.g. \"debian:bookworm-slim\")",
+					 c->image);
+		} else if (!strcmp(key, "memory")) {
+			r = get_memory(v, &c->memory, err, n);
+		} else if (!strcmp(key, "cpu")) {
+			r = get_cpu(v, &c->cpu_milli, err, n);
 		} else if (!strcmp(key, "on_timeout")) {
 			char *s = NULL;
 			if ((r = get_str(v, key, 0, &s, err, n)) == 0) {
@@ -602,7 +672,7 @@ int seer_config_parse(const char *text, size_t len, struct seer_config *c, char 
 static const char *const all_fields[] = {
 	"provider", "gpu", "gpu_count", "models", "repos", "python_packages", "system_packages",
 	"python_version", "secrets", "env", "timeout", "exec_timeout", "output_cap", "local_files",
-	"local_dirs", "debug", "network", "execution_mode", "snapshot", "on_timeout", "serve", "scoped", NULL};
+	"local_dirs", "debug", "network", "execution_mode", "snapshot", "on_timeout", "serve", "scoped", "image", "memory", "cpu", NULL};
 
 /* Fields whose work a snapshot's files already hold: a fork does not redo them. */
 static const char *const not_forked[] = {"local_files", "local_dirs", "repos", "snapshot", NULL};

@@ -67,6 +67,9 @@ struct seer_config {
 	int64_t output_cap;        /* bytes per job stream, default 64 MiB */
 	struct seer_serve *serve; size_t n_serve;   /* interface files served (core/sessions/functions.c) */
 	int scoped;                /* other users reach only functions/ */
+	char *image;               /* container image (docker provider); NULL: the provider entry's default */
+	int64_t memory;            /* bytes, 0 = no limit (docker provider) */
+	int64_t cpu_milli;         /* thousandths of a CPU, 0 = no limit (docker provider) */
 };
 
 /* Fills *c with defaults (an empty "{}" config). */

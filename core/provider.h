@@ -156,6 +156,10 @@ struct seer_provider {
 	 * read-only (models, pip's settings' directories); 0: they are copied
 	 * to where it runs. */
 	int host_binds;
+	/* 1: system_packages, python_version and python_packages are built
+	 * by start itself (into the image the sandbox runs, cached): the
+	 * core's provisioning neither checks nor installs them. */
+	int builds_packages;
 };
 
 /* Parses one entry of the providers file (the JSON object o, called name,

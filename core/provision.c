@@ -1739,13 +1739,16 @@ int provision_run(struct sandbox *sb, const struct seer_config *cfg, char *err, 
 	}
 	if (sb->cancel)
 		goto out;
-	if (cfg->n_system_packages)   /* a check only: always asked again, it is quick */
+	if (cfg->n_system_packages && !sb->prov->builds_packages)   /* a check only: always asked again, it is quick */
 		RUN_STEP("system_packages", step_system(sb, cfg, err, n));
 	if (cfg->n_python_packages || cfg->python_version) {
 		sbuf_printf(&fp, "%s|", cfg->python_version ? cfg->python_version : "");
 		for (size_t i = 0; i < cfg->n_python_packages; i++)
 			sbuf_printf(&fp, "%s;", cfg->python_packages[i]);
-		if (step_done(st, "python", fp.data)) {
+		if (sb->prov->builds_packages) {
+			/* the provider's start built /opt/venv into the image */
+			step_mark(sb, st, "python", fp.data);
+		} else if (step_done(st, "python", fp.data)) {
 			sandbox_log(sb, "provision: step python already done");
 		} else {
 			step_forget(st, "python");

@@ -467,8 +467,41 @@ static void test_utf8(void)
 	CHECK(utf8_invalid_at("", 0) == (size_t)-1, "empty text is valid");
 }
 
+/* The container fields: image, memory (MiB or a size string), cpu. */
+static void test_container_fields(void)
+{
+	struct seer_config c;
+	CHECK(parse("{\"image\": \"seerfs-base:bookworm\", \"memory\": \"512m\", \"cpu\": 1.5}", &c) == 0, "%s", err);
+	CHECK(c.image && !strcmp(c.image, "seerfs-base:bookworm"), "image %s", c.image ? c.image : "(null)");
+	CHECK(c.memory == 512LL << 20, "memory %lld", (long long)c.memory);
+	CHECK(c.cpu_milli == 1500, "cpu %lld", (long long)c.cpu_milli);
+	seer_config_free(&c);
+	CHECK(parse("{\"memory\": 2048, \"cpu\": 2}", &c) == 0, "%s", err);
+	CHECK(c.memory == 2048LL << 20 && c.cpu_milli == 2000 && !c.image, "memory %lld cpu %lld", (long long)c.memory,
+	      (long long)c.cpu_milli);
+	seer_config_free(&c);
+	CHECK(parse("{\"memory\": \"4G\", \"image\": \"registry.example:5000/org/img@sha256:abc\"}", &c) == 0, "%s", err);
+	CHECK(c.memory == 4LL << 30, "memory %lld", (long long)c.memory);
+	seer_config_free(&c);
+	CHECK(parse("{}", &c) == 0 && !c.image && !c.memory && !c.cpu_milli, "defaults");
+	seer_config_free(&c);
+	REFUSED("{\"image\": \"-rm\"}", "\"image\"", "image reference");
+	REFUSED("{\"image\": \"a b\"}", "\"image\"", "image reference");
+	REFUSED("{\"image\": 3}", "\"image\"", NULL);
+	REFUSED("{\"memory\": \"lots\"}", "\"memory\"", "not a size");
+	REFUSED("{\"memory\": \"-5m\"}", "\"memory\"", "not a size");
+	REFUSED("{\"memory\": 1}", "\"memory\"", "6 MiB");
+	REFUSED("{\"memory\": true}", "\"memory\"", NULL);
+	REFUSED("{\"cpu\": 0}", "\"cpu\"", "out of range");
+	REFUSED("{\"cpu\": \"2\"}", "\"cpu\"", "number of CPUs");
+	char diff[256];
+	seer_config_diff("{\"image\": \"a\"}", "{\"image\": \"b\", \"cpu\": 1}", diff, sizeof(diff));
+	CHECK(!strcmp(diff, "image,cpu"), "diff %s", diff);
+}
+
 int main(void)
 {
+	test_container_fields();
 	test_defaults();
 	test_utf8();
 	test_every_field();

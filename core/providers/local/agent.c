@@ -7,6 +7,13 @@
  * freezes the sandbox for snapshots and counts its processes. When seerfs
  * goes away (the socket closes) it kills everything and exits, which ends
  * the PID namespace: no process of a sandbox outlives its seerfs.
+ *
+ * In a container of the docker provider it runs as `agent --connect PATH`:
+ * the engine starts it, so it reaches seerfs by connecting to the unix
+ * socket PATH (a read-only bind of a directory seerfs listens in). When
+ * that connection closes it kills every other process of the container (as
+ * above: seerfs is gone, its jobs with it) and connects again, every 100 ms,
+ * so that the next seerfs adopts the container with its files.
  */
 #include "core/providers/local/agentproto.h"
 
@@ -23,6 +30,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -390,9 +398,52 @@ out:
 	return 0;
 }
 
+/* --connect PATH: the socket to seerfs, made again after every hangup;
+ * blocks until seerfs listens. Returns the connected fd on AGENT_FD. */
+static int connect_seerfs(const char *path)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -1;
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	for (;;) {
+		int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			return -1;
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+			if (fd != AGENT_FD) {
+				dup3(fd, AGENT_FD, O_CLOEXEC);
+				close(fd);
+			}
+			return AGENT_FD;
+		}
+		close(fd);
+		struct timespec ts = {0, 100000000};
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* seerfs went away: every other process of the sandbox ends (PID 1 of its
+ * own namespace only), and what the agent knew of its jobs with them. */
+static void end_all(struct agent *a)
+{
+	if (getpid() != 1)
+		return;
+	kill(-1, SIGKILL);
+	for (;;) {
+		pid_t p = waitpid(-1, NULL, 0);
+		if (p < 0 && errno != EINTR)
+			break;
+	}
+	a->njobs = 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct agent a = {.sock = AGENT_FD};
+	const char *connect_path = argc == 3 && !strcmp(argv[1], "--connect") ? argv[2] : NULL;
+	if (argc > 1 && !connect_path)
+		return 2;
 	/* Out of the sandbox's reach: a process of the same uid could otherwise
 	 * ptrace us (and hold us stopped through a snapshot's freeze) or read
 	 * our memory and fds through /proc/1. Not dumpable, that takes
@@ -412,6 +463,8 @@ int main(int argc, char **argv)
 	sigprocmask(SIG_BLOCK, &ss, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	a.sigfd = signalfd(-1, &ss, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (connect_path && connect_seerfs(connect_path) < 0)
+		return 1;
 	fcntl(a.sock, F_SETFD, FD_CLOEXEC);
 	if (a.sigfd < 0)
 		return 1;
@@ -428,12 +481,19 @@ int main(int argc, char **argv)
 				;
 			reap(&a);
 		}
-		if (p[0].revents & POLLIN) {
-			if (handle(&a) < 0)
-				break;
-		} else if (p[0].revents & (POLLHUP | POLLERR)) {
+		int gone = 0;
+		if (p[0].revents & POLLIN)
+			gone = handle(&a) < 0;
+		else if (p[0].revents & (POLLHUP | POLLERR))
+			gone = 1;
+		if (!gone)
+			continue;
+		if (!connect_path)
 			break;
-		}
+		close(a.sock);
+		end_all(&a);
+		if (connect_seerfs(connect_path) < 0)
+			return 1;
 	}
 	/* seerfs is gone: end the sandbox's processes with us. Only as PID 1
 	 * of its own namespace: anywhere else kill(-1) would hit the host. */

@@ -112,6 +112,11 @@ static int local_check(struct sandbox *sb, const struct seer_config *cfg, char *
 			 sb->ctx->agent_path);
 		return -ENOENT;
 	}
+	if (cfg->image || cfg->memory || cfg->cpu_milli) {
+		snprintf(err, n, "sandbox %s: \"%s\" is for container providers (type \"docker\" in the providers file); the local provider runs the host's system without limits: remove it or set \"provider\"",
+			 sb->name, cfg->image ? "image" : cfg->memory ? "memory" : "cpu");
+		return -EINVAL;
+	}
 	if (cfg->gpu)
 		return gpu_check(cfg->gpu, cfg->gpu_count, sb->name, err, n);
 	return 0;

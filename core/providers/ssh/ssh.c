@@ -88,6 +88,11 @@ static int ssh_check(struct sandbox *sb, const struct seer_config *cfg, char *er
 			 cfg->provider);
 		return -EINVAL;
 	}
+	if (cfg->image || cfg->memory || cfg->cpu_milli) {
+		snprintf(err, n, "sandbox %s: \"%s\" is for container providers (type \"docker\" in the providers file); provider %s runs the ssh host's system: remove it or name a docker provider",
+			 sb->name, cfg->image ? "image" : cfg->memory ? "memory" : "cpu", e->name);
+		return -EINVAL;
+	}
 	int r = check_models(sb, cfg, err, n);
 	if (r < 0)
 		return r;

@@ -1,0 +1,40 @@
+/*
+ * api.h - the few Engine API requests the docker provider makes, over
+ * libcurl: JSON in, JSON out, on a unix socket or tcp:// with TLS client
+ * certificates. The API version is negotiated once per entry (GET /version:
+ * the engine's, capped at the newest this client was written for).
+ *
+ * A shared client (core/lib/engine.h) is being written for the hijacked
+ * exec/attach streams and archives of remote engines; these calls are the
+ * provider's own until it lands, with the same contract.
+ */
+#ifndef SEER_DOCKER_API_H
+#define SEER_DOCKER_API_H
+
+#include <stddef.h>
+
+struct docker_entry;
+struct json_object;
+struct sbuf;
+
+/* method path (no version prefix; query included), body a JSON text or
+ * NULL. *status gets the HTTP status, *out (when out is not NULL) the
+ * parsed JSON answer (NULL when the answer is not JSON). timeout_ms 0: the
+ * entry's. Returns 0 for a 2xx answer; -ENOENT (404), -EEXIST (409),
+ * -EHOSTUNREACH (no connection: err names the endpoint), -ETIMEDOUT, -EIO
+ * (any other answer: err holds the engine's message). */
+int dk_call(struct docker_entry *e, const char *method, const char *path, const char *body, int timeout_ms,
+	    long *status, struct json_object **out, char *err, size_t errlen);
+
+/* The same, the answer's raw bytes in *raw (malloc'd, *rawlen). */
+int dk_call_raw(struct docker_entry *e, const char *method, const char *path, const char *body, int timeout_ms,
+		long *status, char **raw, size_t *rawlen, char *err, size_t errlen);
+
+/* Appends to out the text of a multiplexed log stream (8-byte frame
+ * headers: stream, 0, 0, 0, length), stdout and stderr alike. */
+void dk_demux(const char *raw, size_t len, struct sbuf *out);
+
+/* A value of a JSON object by dotted path ("State.Pid"), or NULL. */
+struct json_object *dk_get(struct json_object *o, const char *path);
+
+#endif

@@ -1,0 +1,977 @@
+/*
+ * docker.c - the `docker` provider: sandboxes in containers of a Docker
+ * Engine API (dockerd, Podman's compatible service).
+ *
+ * Start-up of one sandbox (a local engine: unix://, or tcp:// to this
+ * machine):
+ *   the image is the config's "image" (else the entry's), with cached layers
+ *   for system_packages and python (image.c), or a snapshot's image. The
+ *   container runs seerfs-agent (a static build, embedded in seerfs and
+ *   written to STATE/docker/agent) as its PID 1, bound read-only, with
+ *   every capability dropped, no-new-privileges, the engine's seccomp
+ *   profile, no network or the host's, the memory/cpu limits and GPU device
+ *   requests. The agent connects to a socket seerfs listens on in
+ *   STATE/sandboxes/NAME/docker/ (bound read-only at /.seerfs/run), and from
+ *   then on commands run exactly as in a local sandbox: seerfs sends the
+ *   argv, environment and the job's three fds over the socket (SCM_RIGHTS),
+ *   so env and secrets reach the job only, never the container's config.
+ *   seerfs accepts only the container's init (SO_PEERCRED against the
+ *   engine's State.Pid), and root/ is /proc/PID/root of that init, an fd,
+ *   through the same backend as the local provider.
+ *
+ * Containers carry the labels seerfs.state and seerfs.sandbox; a remount
+ * finds its container by name, checks those labels and adopts it (the
+ * agent reconnects within 100 ms). An unmount leaves containers running
+ * (their jobs end with the connection, as on the local provider), terminate
+ * kills the container, rmdir removes it.
+ */
+#include "core/providers/docker/docker.h"
+#include "core/providers/docker/api.h"
+#include "core/providers/docker/image.h"
+#include "core/providers/local/agentproto.h"
+#include "core/config.h"
+#include "core/jobs.h"
+#include "core/lib/sha256.h"
+#include "core/lib/util.h"
+#include "core/root.h"
+#include "core/sandbox.h"
+#include "docker_agent_bin.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define RPC_TIMEOUT_S 20
+
+struct rpc_wait {
+	uint32_t seq;
+	int done;
+	struct agent_msg reply;
+	struct rpc_wait *next;
+};
+
+struct docker_sb {
+	char id[80];                /* the container's id */
+	char image[160];            /* the image id it runs */
+	pid_t pid;                  /* its init (the agent), host pid */
+	int sock;                   /* to the agent */
+	int rootfd;                 /* O_PATH on /proc/PID/root */
+	pthread_t reader;
+	int reader_started;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	uint32_t seq;
+	struct rpc_wait *waits;
+	int dead;
+	int stopping;
+	int paused;                 /* by the engine (snapshot's commit) */
+};
+
+static struct docker_sb *priv_of(struct sandbox *sb)
+{
+	if (!sb->priv) {
+		struct docker_sb *d = xcalloc(1, sizeof(*d));
+		d->sock = d->rootfd = -1;
+		d->dead = 1;
+		pthread_mutex_init(&d->lock, NULL);
+		pthread_cond_init(&d->cond, NULL);
+		sb->priv = d;
+	}
+	return sb->priv;
+}
+
+static struct docker_entry *entry_of(struct sandbox *sb)
+{
+	return (struct docker_entry *)sb->prov_settings;
+}
+
+/* seerfs-<8 hex of the state dir>-NAME: one state dir's containers never
+ * meet another's. */
+static void container_name(struct seer_ctx *ctx, const char *name, char *out, size_t n)
+{
+	struct sha256_ctx c;
+	uint8_t d[SHA256_DIGEST_LEN];
+	char hex[2 * SHA256_DIGEST_LEN + 1];
+	sha256_init(&c);
+	sha256_update(&c, ctx->state_dir, strlen(ctx->state_dir));
+	sha256_final(&c, d);
+	sha_hex(d, SHA256_DIGEST_LEN, hex);
+	snprintf(out, n, "seerfs-%.8s-%s", hex, name);
+}
+
+static int docker_check(struct sandbox *sb, const struct seer_config *cfg, char *err, size_t n)
+{
+	struct docker_entry *e = entry_of(sb);
+	if (!e) {
+		snprintf(err, n, "sandbox %s: provider \"%s\" has no settings; write config.json again", sb->name,
+			 cfg->provider);
+		return -EINVAL;
+	}
+	if (!e->local) {
+		snprintf(err, n,
+			 "sandbox %s: provider %s: engine %s is not on this machine; this seerfs runs docker sandboxes on local engines only (unix://, or tcp:// to a loopback address, or \"local\": true where the engine shares this machine's processes)",
+			 sb->name, e->name, e->endpoint);
+		return -EOPNOTSUPP;
+	}
+	if (cfg->n_models) {
+		snprintf(err, n, "sandbox %s: \"models\" are not yet available on docker sandboxes (provider %s); use the local provider, or copy the model in with local_dirs",
+			 sb->name, e->name);
+		return -EOPNOTSUPP;
+	}
+	return 0;
+}
+
+/* ---- the agent ---------------------------------------------------------------------------- */
+
+static int write_agent(struct seer_ctx *ctx, char *err, size_t n)
+{
+	struct docker_state *st = seer_provider_state(ctx, &seer_provider_docker);
+	pthread_mutex_lock(&st->agent_lock);
+	struct stat s;
+	int r = 0;
+	if (stat(st->agent_path, &s) < 0 || (size_t)s.st_size != docker_agent_bin_len) {
+		char dir[4096];
+		snprintf(dir, sizeof(dir), "%s/docker", ctx->state_dir);
+		r = mkdir_p(dir, 0755);
+		if (r == 0)
+			r = write_file_atomic(st->agent_path, docker_agent_bin, docker_agent_bin_len, 0755);
+		if (r < 0)
+			snprintf(err, n, "cannot write the containers' init %s: %s", st->agent_path, strerror(-r));
+	}
+	pthread_mutex_unlock(&st->agent_lock);
+	return r;
+}
+
+static int send_agent(struct docker_sb *d, struct agent_msg *m, const void *payload, size_t len, const int *fds,
+		      int nfds)
+{
+	char cbuf[CMSG_SPACE(sizeof(int) * 3)];
+	struct iovec iov[2] = {{m, sizeof(*m)}, {(void *)payload, len}};
+	struct msghdr mh = {.msg_iov = iov, .msg_iovlen = len ? 2 : 1};
+	if (nfds) {
+		memset(cbuf, 0, sizeof(cbuf));
+		mh.msg_control = cbuf;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+		memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+	}
+	m->len = (uint32_t)len;
+	ssize_t r;
+	do
+		r = sendmsg(d->sock, &mh, MSG_NOSIGNAL);
+	while (r < 0 && errno == EINTR);
+	return r < 0 ? -errno : 0;
+}
+
+static int rpc(struct docker_sb *d, struct agent_msg *m, const void *payload, size_t len, const int *fds, int nfds,
+	       struct agent_msg *out)
+{
+	struct rpc_wait w = {0};
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += RPC_TIMEOUT_S;
+	pthread_mutex_lock(&d->lock);
+	while (d->paused && !d->dead)
+		if (pthread_cond_timedwait(&d->cond, &d->lock, &ts) == ETIMEDOUT)
+			break;
+	if (d->dead || d->sock < 0 || d->paused) {
+		int r = d->paused ? -EBUSY : -ENOTCONN;
+		pthread_mutex_unlock(&d->lock);
+		return r;
+	}
+	w.seq = m->seq = ++d->seq ? d->seq : ++d->seq;
+	w.next = d->waits;
+	d->waits = &w;
+	int r = send_agent(d, m, payload, len, fds, nfds);
+	while (r == 0 && !w.done && !d->dead)
+		if (pthread_cond_timedwait(&d->cond, &d->lock, &ts) == ETIMEDOUT)
+			r = -ETIMEDOUT;
+	if (r == 0 && !w.done)
+		r = -ENOTCONN;
+	for (struct rpc_wait **pp = &d->waits; *pp; pp = &(*pp)->next) {
+		if (*pp == &w) {
+			*pp = w.next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&d->lock);
+	if (r == 0)
+		*out = w.reply;
+	return r;
+}
+
+static void *reader_main(void *arg)
+{
+	struct sandbox *sb = arg;
+	struct docker_sb *d = sb->priv;
+	for (;;) {
+		struct agent_msg m;
+		ssize_t k = recv(d->sock, &m, sizeof(m), 0);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < (ssize_t)sizeof(m))
+			break;
+		if (m.type == AG_EXIT) {
+			struct seer_exit e = {.cookie = (uint64_t)m.pid, .status = m.arg, .utime_us = (uint64_t)m.val1,
+					      .stime_us = (uint64_t)m.val2};
+			jobs_on_exit(sb, &e);
+			continue;
+		}
+		pthread_mutex_lock(&d->lock);
+		for (struct rpc_wait *w = d->waits; w; w = w->next) {
+			if (w->seq == m.seq) {
+				w->reply = m;
+				w->done = 1;
+			}
+		}
+		pthread_cond_broadcast(&d->cond);
+		pthread_mutex_unlock(&d->lock);
+	}
+	pthread_mutex_lock(&d->lock);
+	d->dead = 1;
+	int expected = d->stopping;
+	pthread_cond_broadcast(&d->cond);
+	pthread_mutex_unlock(&d->lock);
+	if (!expected) {
+		sandbox_log(sb, "the container's init (the agent) went away: its processes are gone (was the container stopped, or the engine restarted?); the next command starts the container again");
+		jobs_sandbox_stopping(sb);
+	}
+	return NULL;
+}
+
+/* The listening socket STATE/sandboxes/NAME/docker/agent.sock, bound
+ * through its directory's fd (the path may be longer than sun_path). */
+static int listen_agent(struct sandbox *sb, char *err, size_t n)
+{
+	char dir[4096];
+	snprintf(dir, sizeof(dir), "%s/docker", sb->dir);
+	int r = mkdir_p(dir, 0755);
+	if (r == 0 && chmod(dir, 0755) < 0)
+		r = -errno;
+	int dfd = r == 0 ? open(dir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1;
+	if (dfd < 0) {
+		r = r < 0 ? r : -errno;
+		snprintf(err, n, "sandbox %s: cannot make %s: %s", sb->name, dir, strerror(-r));
+		return r;
+	}
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/agent.sock", dfd);
+	unlinkat(dfd, "agent.sock", 0);
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 4) < 0 ||
+	    fchmodat(dfd, "agent.sock", 0666, 0) < 0) {
+		r = -errno;
+		snprintf(err, n, "sandbox %s: cannot listen on %s/agent.sock: %s", sb->name, dir, strerror(-r));
+		if (fd >= 0)
+			close(fd);
+		close(dfd);
+		return r;
+	}
+	close(dfd);
+	return fd;
+}
+
+/* Waits for the container's init to connect: only a peer whose host pid is
+ * pid counts (a process of the sandbox could connect as well). */
+static int accept_agent(struct sandbox *sb, int lfd, pid_t pid, int timeout_ms, char *err, size_t n)
+{
+	double deadline = mono_s() + timeout_ms / 1000.0;
+	for (;;) {
+		int left = (int)((deadline - mono_s()) * 1000);
+		struct pollfd p = {lfd, POLLIN, 0};
+		if (left <= 0 || poll(&p, 1, left) == 0) {
+			snprintf(err, n, "sandbox %s: the container's init (pid %d) did not connect to seerfs within %d ms; see `docker logs` of the container",
+				 sb->name, (int)pid, timeout_ms);
+			return -ETIMEDOUT;
+		}
+		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			int r = -errno;
+			snprintf(err, n, "sandbox %s: accept: %s", sb->name, strerror(-r));
+			return r;
+		}
+		struct ucred uc;
+		socklen_t ul = sizeof(uc);
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &ul) == 0 && uc.pid == pid)
+			return fd;
+		sandbox_log(sb, "docker: a connection to the agent socket from pid %d, not the container's init %d: refused",
+			    (int)uc.pid, (int)pid);
+		close(fd);
+	}
+}
+
+/* ---- the container ------------------------------------------------------------------------ */
+
+static int inspect(struct docker_entry *e, const char *ref, struct json_object **out, char *err, size_t n)
+{
+	char p[512];
+	snprintf(p, sizeof(p), "/containers/%s/json", ref);
+	return dk_call(e, "GET", p, NULL, 0, NULL, out, err, n);
+}
+
+static const char *jstr(struct json_object *o, const char *path)
+{
+	struct json_object *v = dk_get(o, path);
+	return v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
+}
+
+static struct json_object *strarr(const char *const *v)
+{
+	struct json_object *a = json_object_new_array();
+	for (int i = 0; v[i]; i++)
+		json_object_array_add(a, json_object_new_string(v[i]));
+	return a;
+}
+
+static int create_container(struct sandbox *sb, struct docker_entry *e, const struct seer_config *cfg,
+			    const char *cname, const char *image, char *id, size_t idlen, char *err, size_t n)
+{
+	struct docker_state *st = seer_provider_state(sb->ctx, &seer_provider_docker);
+	struct json_object *req = json_object_new_object(), *hc = json_object_new_object();
+	json_object_object_add(req, "Image", json_object_new_string(image));
+	json_object_object_add(req, "Hostname", json_object_new_string(sb->name));
+	json_object_object_add(req, "WorkingDir", json_object_new_string("/workspace"));
+	static const char *const ep[] = {"/.seerfs/agent", "--connect", "/.seerfs/run/agent.sock", NULL};
+	json_object_object_add(req, "Entrypoint", strarr(ep));
+	json_object_object_add(req, "Cmd", json_object_new_array());
+	static const char *const env[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL};
+	json_object_object_add(req, "Env", strarr(env));
+	struct json_object *labels = json_object_new_object();
+	json_object_object_add(labels, "seerfs.state", json_object_new_string(sb->ctx->state_dir));
+	json_object_object_add(labels, "seerfs.sandbox", json_object_new_string(sb->name));
+	json_object_object_add(labels, "seerfs.image", json_object_new_string(image));
+	json_object_object_add(req, "Labels", labels);
+	struct json_object *binds = json_object_new_array();
+	struct sbuf b = {0};
+	sbuf_printf(&b, "%s:/.seerfs/agent:ro", st->agent_path);
+	json_object_array_add(binds, json_object_new_string(b.data));
+	sbuf_free(&b);
+	sbuf_printf(&b, "%s/docker:/.seerfs/run:ro", sb->dir);
+	json_object_array_add(binds, json_object_new_string(b.data));
+	sbuf_free(&b);
+	json_object_object_add(hc, "Binds", binds);
+	json_object_object_add(hc, "NetworkMode", json_object_new_string(cfg->network ? "host" : "none"));
+	static const char *const drop[] = {"ALL", NULL};
+	json_object_object_add(hc, "CapDrop", strarr(drop));
+	static const char *const sec[] = {"no-new-privileges:true", NULL};
+	json_object_object_add(hc, "SecurityOpt", strarr(sec));
+	json_object_object_add(hc, "Privileged", json_object_new_boolean(0));
+	if (cfg->memory) {
+		json_object_object_add(hc, "Memory", json_object_new_int64(cfg->memory));
+		json_object_object_add(hc, "MemorySwap", json_object_new_int64(cfg->memory));
+	}
+	if (cfg->cpu_milli)
+		json_object_object_add(hc, "NanoCpus", json_object_new_int64(cfg->cpu_milli * 1000000));
+	if (cfg->gpu) {
+		struct json_object *dr = json_object_new_object(), *caps = json_object_new_array();
+		static const char *const gpu[] = {"gpu", NULL};
+		json_object_array_add(caps, strarr(gpu));
+		json_object_object_add(dr, "Driver", json_object_new_string("nvidia"));
+		json_object_object_add(dr, "Count", json_object_new_int(cfg->gpu_count));
+		json_object_object_add(dr, "Capabilities", caps);
+		struct json_object *drs = json_object_new_array();
+		json_object_array_add(drs, dr);
+		json_object_object_add(hc, "DeviceRequests", drs);
+	}
+	json_object_object_add(req, "HostConfig", hc);
+	struct sbuf path = {0};
+	sbuf_printf(&path, "/containers/create?name=%s", cname);
+	struct json_object *res = NULL;
+	int r = dk_call(e, "POST", path.data, json_object_to_json_string(req), 0, NULL, &res, err, n);
+	sbuf_free(&path);
+	json_object_put(req);
+	if (r == 0) {
+		const char *cid = jstr(res, "Id");
+		if (cid)
+			snprintf(id, idlen, "%s", cid);
+		else
+			r = -EPROTO;
+	}
+	json_object_put(res);
+	return r;
+}
+
+static int container_post(struct docker_entry *e, const char *id, const char *what, char *err, size_t n)
+{
+	char p[512];
+	snprintf(p, sizeof(p), "/containers/%s/%s", id, what);
+	long st = 0;
+	int r = dk_call(e, "POST", p, NULL, 0, &st, NULL, err, n);
+	return r;
+}
+
+static int docker_start(struct sandbox *sb, const struct seer_config *cfg, const struct seer_start *in, char *err,
+			size_t n)
+{
+	struct docker_entry *e = entry_of(sb);
+	struct docker_sb *d = priv_of(sb);
+	char e2[1024];
+	int r = write_agent(sb->ctx, err, n);
+	if (r < 0)
+		return r;
+	char cname[160];
+	container_name(sb->ctx, sb->name, cname, sizeof(cname));
+	double t0 = mono_s();
+
+	/* The image: a snapshot's, or the base with its package layers. */
+	char img[160];
+	if (in->snap.name) {
+		r = dk_image_id(sb, e, in->snap.where, img, sizeof(img), e2, sizeof(e2));
+		if (r < 0) {
+			snprintf(err, n, "sandbox %s: snapshot %s: its image %s: %s", sb->name, in->snap.name, in->snap.where, e2);
+			return r;
+		}
+	} else {
+		const char *base = cfg->image ? cfg->image : e->image;
+		sandbox_set_progress(sb, "image: %s on %s", base, e->endpoint);
+		char bid[160];
+		if ((r = dk_image_id(sb, e, base, bid, sizeof(bid), err, n)) < 0)
+			return r;
+		if ((r = dk_image_layers(sb, e, cfg, in, bid, img, sizeof(img), err, n)) < 0)
+			return r;
+	}
+
+	/* Adopt the container this state dir made for this sandbox, when it runs
+	 * the same image; any other one of that name is in the way. */
+	struct json_object *ci = NULL;
+	char id[80] = "";
+	r = inspect(e, cname, &ci, e2, sizeof(e2));
+	if (r == 0) {
+		struct json_object *labels = dk_get(ci, "Config.Labels"), *v;
+		const char *ls = labels && json_object_object_get_ex(labels, "seerfs.state", &v) ? json_object_get_string(v) : NULL;
+		const char *li = labels && json_object_object_get_ex(labels, "seerfs.image", &v) ? json_object_get_string(v) : NULL;
+		const char *cid = jstr(ci, "Id");
+		if (!ls || strcmp(ls, sb->ctx->state_dir)) {
+			snprintf(err, n, "sandbox %s: engine %s has a container %s that is not this seerfs's (label seerfs.state %s); remove or rename it",
+				 sb->name, e->endpoint, cname, ls ? ls : "missing");
+			json_object_put(ci);
+			return -EEXIST;
+		}
+		if (cid && li && !strcmp(li, img)) {
+			snprintf(id, sizeof(id), "%s", cid);
+			sandbox_log(sb, "docker: adopting container %s (%.12s)", cname, cid);
+		} else if (cid) {
+			char p[256];
+			snprintf(p, sizeof(p), "/containers/%s?force=1&v=1", cid);
+			dk_call(e, "DELETE", p, NULL, 0, NULL, NULL, e2, sizeof(e2));
+			sandbox_log(sb, "docker: container %s ran another image: removed", cname);
+		}
+	} else if (r != -ENOENT) {
+		snprintf(err, n, "sandbox %s: %s", sb->name, e2);
+		return r;
+	}
+	json_object_put(ci);
+	ci = NULL;
+
+	int lfd = listen_agent(sb, err, n);
+	if (lfd < 0)
+		return lfd;
+	if (!id[0]) {
+		sandbox_set_progress(sb, "container: creating %s", cname);
+		if ((r = create_container(sb, e, cfg, cname, img, id, sizeof(id), e2, sizeof(e2))) < 0) {
+			snprintf(err, n, "sandbox %s: cannot create container %s: %s", sb->name, cname, e2);
+			close(lfd);
+			return r;
+		}
+	}
+	r = inspect(e, id, &ci, e2, sizeof(e2));
+	struct json_object *running = dk_get(ci, "State.Running");
+	int is_running = r == 0 && running && json_object_get_boolean(running);
+	struct json_object *paused = dk_get(ci, "State.Paused");
+	if (r == 0 && paused && json_object_get_boolean(paused))
+		container_post(e, id, "unpause", e2, sizeof(e2));
+	json_object_put(ci);
+	ci = NULL;
+	if (r == 0 && !is_running)
+		r = container_post(e, id, "start", e2, sizeof(e2));
+	if (r == 0)
+		r = inspect(e, id, &ci, e2, sizeof(e2));
+	pid_t pid = r == 0 && dk_get(ci, "State.Pid") ? (pid_t)json_object_get_int(dk_get(ci, "State.Pid")) : 0;
+	json_object_put(ci);
+	if (r < 0 || pid <= 0) {
+		snprintf(err, n, "sandbox %s: cannot start container %s: %s", sb->name, cname,
+			 r < 0 ? e2 : "the engine gives no pid for it (not running)");
+		close(lfd);
+		return r < 0 ? r : -ESRCH;
+	}
+	int sock = accept_agent(sb, lfd, pid, e->timeout_ms, err, n);
+	close(lfd);
+	char rp[64];
+	snprintf(rp, sizeof(rp), "/proc/%d/root", (int)pid);
+	int rfd = sock < 0 ? -1 : open(rp, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (sock >= 0 && rfd < 0) {
+		r = -errno;
+		snprintf(err, n, "sandbox %s: cannot reach the container's files at %s: %s", sb->name, rp, strerror(-r));
+		close(sock);
+		return r;
+	}
+	if (sock < 0)
+		return sock;
+	pthread_mutex_lock(&d->lock);
+	snprintf(d->id, sizeof(d->id), "%s", id);
+	snprintf(d->image, sizeof(d->image), "%s", img);
+	d->pid = pid;
+	d->sock = sock;
+	d->rootfd = rfd;
+	d->dead = 0;
+	d->stopping = 0;
+	d->paused = 0;
+	pthread_mutex_unlock(&d->lock);
+	if (pthread_create(&d->reader, NULL, reader_main, sb) != 0) {
+		snprintf(err, n, "sandbox %s: cannot start the agent reader thread", sb->name);
+		return -EAGAIN;
+	}
+	d->reader_started = 1;
+	struct agent_msg m = {.type = AG_PING}, rep;
+	r = rpc(d, &m, NULL, 0, NULL, 0, &rep);
+	if (r < 0) {
+		snprintf(err, n, "sandbox %s: the container's init did not answer: %s", sb->name, strerror(-r));
+		return r;
+	}
+	sandbox_log(sb, "docker: container %s (%.12s) running on %s, init pid %d, in %.2f s", cname, id, e->endpoint,
+		    (int)pid, mono_s() - t0);
+	return 0;
+}
+
+/* Ends the connection: the agent kills the container's processes and waits
+ * for the next seerfs. */
+static void drop_agent(struct docker_sb *d)
+{
+	pthread_mutex_lock(&d->lock);
+	d->stopping = 1;
+	int sock = d->sock, rootfd = d->rootfd;
+	d->rootfd = -1;
+	pthread_mutex_unlock(&d->lock);
+	if (sock >= 0)
+		shutdown(sock, SHUT_RDWR);
+	if (d->reader_started) {
+		pthread_join(d->reader, NULL);
+		d->reader_started = 0;
+	}
+	pthread_mutex_lock(&d->lock);
+	if (d->sock >= 0)
+		close(d->sock);
+	d->sock = -1;
+	d->dead = 1;
+	pthread_mutex_unlock(&d->lock);
+	if (rootfd >= 0)
+		close(rootfd);
+}
+
+static int docker_stop(struct sandbox *sb)
+{
+	struct docker_sb *d = priv_of(sb);
+	struct docker_entry *e = entry_of(sb);
+	pthread_mutex_lock(&sb->ctx->lock);
+	int unmounting = sb->ctx->stopping;
+	pthread_mutex_unlock(&sb->ctx->lock);
+	if (d->paused && e && d->id[0]) {
+		char e2[256];
+		container_post(e, d->id, "unpause", e2, sizeof(e2));
+		d->paused = 0;
+	}
+	drop_agent(d);
+	/* An unmount leaves the container to the next seerfs (its files,
+	 * installed packages); terminate stops it. */
+	if (!unmounting && e && d->id[0]) {
+		char e2[512];
+		int r = container_post(e, d->id, "kill", e2, sizeof(e2));
+		if (r < 0 && r != -EEXIST && r != -ENOENT)
+			sandbox_log(sb, "docker: cannot stop container %.12s: %s", d->id, e2);
+	}
+	d->pid = 0;
+	return 0;
+}
+
+static int docker_destroy(struct sandbox *sb)
+{
+	struct docker_entry *e = entry_of(sb);
+	struct docker_sb *d = priv_of(sb);
+	char cname[160], p[512], e2[512];
+	container_name(sb->ctx, sb->name, cname, sizeof(cname));
+	int r = 0;
+	if (e) {
+		struct json_object *ci = NULL;
+		if (inspect(e, cname, &ci, e2, sizeof(e2)) == 0) {
+			struct json_object *labels = dk_get(ci, "Config.Labels"), *v;
+			const char *ls = labels && json_object_object_get_ex(labels, "seerfs.state", &v) ? json_object_get_string(v) : NULL;
+			if (ls && !strcmp(ls, sb->ctx->state_dir)) {
+				snprintf(p, sizeof(p), "/containers/%s?force=1&v=1", cname);
+				r = dk_call(e, "DELETE", p, NULL, 0, NULL, NULL, e2, sizeof(e2));
+				if (r < 0 && r != -ENOENT)
+					sandbox_log(sb, "docker: cannot remove container %s: %s", cname, e2);
+				else
+					r = 0;
+			}
+		}
+		json_object_put(ci);
+	}
+	d->id[0] = '\0';
+	snprintf(p, sizeof(p), "%s/docker/agent.sock", sb->dir);
+	unlink(p);
+	snprintf(p, sizeof(p), "%s/docker", sb->dir);
+	rmdir(p);
+	return r;
+}
+
+static int docker_root(struct sandbox *sb, struct seer_root *out)
+{
+	struct docker_sb *d = priv_of(sb);
+	pthread_mutex_lock(&d->lock);
+	int ok = d->rootfd >= 0 && !d->dead;
+	int fd = ok ? fcntl(d->rootfd, F_DUPFD_CLOEXEC, 3) : -1;
+	int e = ok ? -errno : -ENOTCONN;
+	pthread_mutex_unlock(&d->lock);
+	if (fd < 0)
+		return e;
+	out->fd = fd;
+	out->sftp = NULL;
+	out->path[0] = '\0';
+	out->readonly = 0;
+	return 0;
+}
+
+static int docker_copy_in(struct sandbox *sb, const struct seer_root *root, int sfd, const struct stat *st,
+			  const char *rel, char *bad, size_t badn)
+{
+	return -ENOTSUP;   /* its roots are fds: the core copies itself */
+}
+
+/* The agent went away (the engine restarted, the container was stopped
+ * from outside): start the container again and reconnect. */
+static int revive(struct sandbox *sb, char *err, size_t n)
+{
+	struct docker_sb *d = priv_of(sb);
+	if (!d->dead || !d->id[0])
+		return 0;
+	drop_agent(d);
+	struct docker_entry *e = entry_of(sb);
+	char e2[512];
+	int lfd = listen_agent(sb, err, n);
+	if (lfd < 0)
+		return lfd;
+	struct json_object *ci = NULL;
+	int r = inspect(e, d->id, &ci, e2, sizeof(e2));
+	struct json_object *running = dk_get(ci, "State.Running");
+	int is_running = r == 0 && running && json_object_get_boolean(running);
+	json_object_put(ci);
+	ci = NULL;
+	if (r == 0 && !is_running)
+		r = container_post(e, d->id, "start", e2, sizeof(e2));
+	if (r == 0)
+		r = inspect(e, d->id, &ci, e2, sizeof(e2));
+	pid_t pid = r == 0 && dk_get(ci, "State.Pid") ? (pid_t)json_object_get_int(dk_get(ci, "State.Pid")) : 0;
+	json_object_put(ci);
+	if (r < 0 || pid <= 0) {
+		close(lfd);
+		snprintf(err, n, "sandbox %s: its container is gone and cannot be started again: %s", sb->name,
+			 r < 0 ? e2 : "no pid");
+		return r < 0 ? r : -ESRCH;
+	}
+	int sock = accept_agent(sb, lfd, pid, e->timeout_ms, err, n);
+	close(lfd);
+	if (sock < 0)
+		return sock;
+	char rp[64];
+	snprintf(rp, sizeof(rp), "/proc/%d/root", (int)pid);
+	int rfd = open(rp, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	pthread_mutex_lock(&d->lock);
+	d->pid = pid;
+	d->sock = sock;
+	d->rootfd = rfd;
+	d->dead = 0;
+	d->stopping = 0;
+	pthread_mutex_unlock(&d->lock);
+	if (pthread_create(&d->reader, NULL, reader_main, sb) != 0)
+		return -EAGAIN;
+	d->reader_started = 1;
+	sandbox_log(sb, "docker: container %.12s started again, init pid %d", d->id, (int)pid);
+	return 0;
+}
+
+static int docker_spawn(struct sandbox *sb, const struct seer_spawn *req, int *pid, char *err, size_t n)
+{
+	struct docker_sb *d = priv_of(sb);
+	int r;
+	if (d->dead && d->id[0] && (r = revive(sb, err, n)) < 0)
+		return r;
+	struct sbuf p = {0};
+	int argc = 0, envc = 0;
+	const char *cwd = req->cwd ? req->cwd : "/workspace";
+	sbuf_append(&p, cwd, strlen(cwd) + 1);
+	for (; req->argv[argc]; argc++)
+		sbuf_append(&p, req->argv[argc], strlen(req->argv[argc]) + 1);
+	for (; req->envp && req->envp[envc]; envc++)
+		sbuf_append(&p, req->envp[envc], strlen(req->envp[envc]) + 1);
+	if (p.len > AGENT_MAX_PAYLOAD) {
+		snprintf(err, n, "sandbox %s: the command and its environment are %zu bytes, over the limit of %d", sb->name,
+			 p.len, AGENT_MAX_PAYLOAD);
+		sbuf_free(&p);
+		return -E2BIG;
+	}
+	int fds[3] = {req->fd_in, req->fd_out, req->fd_err};
+	struct agent_msg m = {.type = AG_SPAWN, .arg = argc, .val1 = envc}, rep;
+	r = rpc(d, &m, p.data, p.len, fds, 3, &rep);
+	sbuf_free(&p);
+	if (r < 0) {
+		snprintf(err, n, "sandbox %s: its container's init did not take the command: %s", sb->name, strerror(-r));
+		return r;
+	}
+	if (rep.pid < 0) {
+		snprintf(err, n, "sandbox %s: cannot start %s: %s", sb->name, req->argv[0], strerror(-rep.pid));
+		return rep.pid;
+	}
+	*pid = rep.pid;
+	return 0;
+}
+
+static int docker_signal(struct sandbox *sb, int pid, int sig, int tree)
+{
+	struct agent_msg m = {.type = AG_SIGNAL, .pid = pid, .arg = sig, .val1 = tree}, rep;
+	int r = rpc(priv_of(sb), &m, NULL, 0, NULL, 0, &rep);
+	return r < 0 ? r : rep.arg;
+}
+
+/* The engine's pause (the cgroup freezer): the agent stops with the rest,
+ * so RPCs wait until it resumes. */
+static int docker_freeze(struct sandbox *sb, int freeze)
+{
+	struct docker_sb *d = priv_of(sb);
+	struct docker_entry *e = entry_of(sb);
+	char e2[512];
+	if (!d->id[0] || d->dead)
+		return -ENOTCONN;
+	int r = container_post(e, d->id, freeze ? "pause" : "unpause", e2, sizeof(e2));
+	if (r == 0) {
+		pthread_mutex_lock(&d->lock);
+		d->paused = freeze;
+		pthread_cond_broadcast(&d->cond);
+		pthread_mutex_unlock(&d->lock);
+	} else {
+		sandbox_log(sb, "docker: %s: %s", freeze ? "pause" : "unpause", e2);
+	}
+	return r;
+}
+
+/* ---- snapshots: committed images ----------------------------------------------------------- */
+
+static void snap_ref(struct seer_ctx *ctx, const char *snap, char *out, size_t n)
+{
+	char cname[160];
+	container_name(ctx, snap, cname, sizeof(cname));
+	/* seerfs-HASH-SNAP -> seerfs-snap:HASH-SNAP (tags allow [\w.-], 128) */
+	snprintf(out, n, "seerfs-snap:%.120s", cname + 7);
+}
+
+static int docker_snap_take(struct sandbox *sb, const char *snap, const char *layer, struct seer_snap_taken *out,
+			    char *err, size_t n)
+{
+	(void)layer;
+	struct docker_sb *d = priv_of(sb);
+	struct docker_entry *e = entry_of(sb);
+	if (!d->id[0] || d->dead) {
+		snprintf(err, n, "sandbox %s: its container is not running: no snapshot", sb->name);
+		return -ENOTCONN;
+	}
+	char ref[200], p[512], e2[1024];
+	snap_ref(sb->ctx, snap, ref, sizeof(ref));
+	const char *colon = strchr(ref, ':');
+	snprintf(p, sizeof(p), "/commit?container=%s&repo=%.*s&tag=%s&pause=1", d->id, (int)(colon - ref), ref, colon + 1);
+	double t0 = mono_s();
+	/* the engine pauses the container for the commit (its freezer) */
+	int r = dk_call(e, "POST", p, "{}", 60 * 60 * 1000, NULL, NULL, e2, sizeof(e2));
+	double dt = mono_s() - t0;
+	if (r < 0) {
+		snprintf(err, n, "sandbox %s: snapshot %s: commit of container %.12s failed: %s", sb->name, snap, d->id, e2);
+		return r;
+	}
+	struct json_object *o = NULL;
+	snprintf(p, sizeof(p), "/images/%s/json", ref);
+	if (dk_call(e, "GET", p, NULL, 0, NULL, &o, e2, sizeof(e2)) == 0 && dk_get(o, "Size"))
+		out->bytes = (uint64_t)json_object_get_int64(dk_get(o, "Size"));
+	json_object_put(o);
+	snprintf(out->where, sizeof(out->where), "%s", ref);
+	out->entries = 0;
+	out->frozen_s = dt;
+	return 0;
+}
+
+/* The viewer of a snapshot: a container of its image with a read-only
+ * root, whose init is the agent connecting to nothing (it only waits). */
+static void view_name(struct seer_ctx *ctx, const char *snap, char *out, size_t n)
+{
+	char cname[160];
+	container_name(ctx, snap, cname, sizeof(cname));
+	snprintf(out, n, "%s-snapview", cname);
+}
+
+static int docker_snap_remove(struct seer_ctx *ctx, const void *settings, const char *snap, const char *where,
+			      char *err, size_t n)
+{
+	struct docker_entry *e = (struct docker_entry *)settings;
+	if (!e || !where || !*where)
+		return 0;
+	char p[512], vname[200];
+	view_name(ctx, snap, vname, sizeof(vname));
+	snprintf(p, sizeof(p), "/containers/%s?force=1&v=1", vname);
+	char e2[512];
+	dk_call(e, "DELETE", p, NULL, 0, NULL, NULL, e2, sizeof(e2));
+	snprintf(p, sizeof(p), "/images/%s?force=1", where);
+	int r = dk_call(e, "DELETE", p, NULL, 0, NULL, NULL, e2, sizeof(e2));
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
+		snprintf(err, n, "snapshot %s: cannot remove image %s: %s", snap, where, e2);
+	return r;
+}
+
+static int docker_snap_root(struct seer_ctx *ctx, const void *settings, const struct seer_snap_ref *snap,
+			    struct seer_root *out, char *err, size_t n)
+{
+	struct docker_entry *e = (struct docker_entry *)settings;
+	struct docker_state *st = seer_provider_state(ctx, &seer_provider_docker);
+	if (!e || !snap->where || !*snap->where) {
+		snprintf(err, n, "snapshot %s: no image recorded", snap->name);
+		return -ENOENT;
+	}
+	if (!e->local) {
+		snprintf(err, n, "snapshot %s: its image is on a remote engine; root/ of it needs a local engine", snap->name);
+		return -EOPNOTSUPP;
+	}
+	int r = write_agent(ctx, err, n);
+	if (r < 0)
+		return r;
+	char vname[200], e2[1024];
+	view_name(ctx, snap->name, vname, sizeof(vname));
+	struct json_object *ci = NULL;
+	r = inspect(e, vname, &ci, e2, sizeof(e2));
+	if (r == -ENOENT) {
+		struct json_object *req = json_object_new_object(), *hc = json_object_new_object();
+		json_object_object_add(req, "Image", json_object_new_string(snap->where));
+		static const char *const ep[] = {"/.seerfs/agent", "--connect", "/nonexistent/seerfs-view", NULL};
+		json_object_object_add(req, "Entrypoint", strarr(ep));
+		json_object_object_add(req, "Cmd", json_object_new_array());
+		struct json_object *labels = json_object_new_object();
+		json_object_object_add(labels, "seerfs.state", json_object_new_string(ctx->state_dir));
+		json_object_object_add(labels, "seerfs.snapshot", json_object_new_string(snap->name));
+		json_object_object_add(req, "Labels", labels);
+		struct sbuf b = {0};
+		sbuf_printf(&b, "%s:/.seerfs/agent:ro", st->agent_path);
+		const char *binds[] = {b.data, NULL};
+		json_object_object_add(hc, "Binds", strarr(binds));
+		sbuf_free(&b);
+		json_object_object_add(hc, "ReadonlyRootfs", json_object_new_boolean(1));
+		json_object_object_add(hc, "NetworkMode", json_object_new_string("none"));
+		static const char *const drop[] = {"ALL", NULL};
+		json_object_object_add(hc, "CapDrop", strarr(drop));
+		json_object_object_add(req, "HostConfig", hc);
+		char p[512];
+		snprintf(p, sizeof(p), "/containers/create?name=%s", vname);
+		r = dk_call(e, "POST", p, json_object_to_json_string(req), 0, NULL, NULL, e2, sizeof(e2));
+		json_object_put(req);
+	}
+	json_object_put(ci);
+	ci = NULL;
+	if (r == 0)
+		r = inspect(e, vname, &ci, e2, sizeof(e2));
+	struct json_object *running = dk_get(ci, "State.Running");
+	if (r == 0 && !(running && json_object_get_boolean(running))) {
+		json_object_put(ci);
+		ci = NULL;
+		r = container_post(e, vname, "start", e2, sizeof(e2));
+		if (r == 0)
+			r = inspect(e, vname, &ci, e2, sizeof(e2));
+	}
+	pid_t pid = r == 0 && dk_get(ci, "State.Pid") ? (pid_t)json_object_get_int(dk_get(ci, "State.Pid")) : 0;
+	json_object_put(ci);
+	if (r < 0 || pid <= 0) {
+		snprintf(err, n, "snapshot %s: cannot run a viewer of image %s: %s", snap->name, snap->where,
+			 r < 0 ? e2 : "no pid");
+		return r < 0 ? r : -ESRCH;
+	}
+	char rp[64];
+	snprintf(rp, sizeof(rp), "/proc/%d/root", (int)pid);
+	int fd = open(rp, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		r = -errno;
+		snprintf(err, n, "snapshot %s: cannot open %s: %s", snap->name, rp, strerror(-r));
+		return r;
+	}
+	out->fd = fd;
+	out->sftp = NULL;
+	out->path[0] = '\0';
+	out->readonly = 1;
+	return 0;
+}
+
+static int docker_busy(struct sandbox *sb)
+{
+	struct docker_sb *d = priv_of(sb);
+	if (d->paused)
+		return 1;
+	struct agent_msg m = {.type = AG_COUNT}, rep;
+	int r = rpc(d, &m, NULL, 0, NULL, 0, &rep);
+	return r < 0 ? r : rep.val1 > 0;
+}
+
+static void docker_release(struct sandbox *sb)
+{
+	struct docker_sb *d = sb->priv;
+	if (!d)
+		return;
+	drop_agent(d);
+	pthread_mutex_destroy(&d->lock);
+	pthread_cond_destroy(&d->cond);
+	free(d);
+	sb->priv = NULL;
+}
+
+static void docker_isolation(struct sandbox *sb, char *buf, size_t len)
+{
+	pthread_mutex_lock(&sb->lock);
+	int network = sb->cfg.network;
+	pthread_mutex_unlock(&sb->lock);
+	struct docker_entry *e = entry_of(sb);
+	struct docker_sb *d = priv_of(sb);
+	snprintf(buf, len,
+		 "docker container %.12s on %s (pid, mount, ipc, uts namespaces; %s; no capabilities; no-new-privileges; the engine's seccomp profile; root is host root unless the engine remaps users)",
+		 d->id, e ? e->endpoint : "?", network ? "the host's network" : "no network");
+}
+
+const struct seer_provider seer_provider_docker = {
+	.name = "docker",
+	.init = docker_state_init,
+	.cleanup = docker_state_cleanup,
+	.check = docker_check,
+	.start = docker_start,
+	.stop = docker_stop,
+	.destroy = docker_destroy,
+	.root = docker_root,
+	.copy_in = docker_copy_in,
+	.spawn = docker_spawn,
+	.signal = docker_signal,
+	.freeze = docker_freeze,
+	.snap_take = docker_snap_take,
+	.snap_remove = docker_snap_remove,
+	.snap_root = docker_snap_root,
+	.busy = docker_busy,
+	.release = docker_release,
+	.isolation = docker_isolation,
+	.host_binds = 1,
+	.builds_packages = 1,
+};

@@ -1,0 +1,254 @@
+/*
+ * entry.c - the docker provider's providers-file entries (see entry.h).
+ */
+#include "core/providers/docker/entry.h"
+#include "core/ctx.h"
+#include "core/lib/util.h"
+
+#include <errno.h>
+#include <json-c/json.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int docker_state_init(struct seer_ctx *ctx, void **state)
+{
+	struct docker_state *st = xcalloc(1, sizeof(*st));
+	pthread_mutex_init(&st->lock, NULL);
+	pthread_mutex_init(&st->agent_lock, NULL);
+	struct sbuf b = {0};
+	sbuf_printf(&b, "%s/docker/agent", ctx->state_dir);
+	st->agent_path = b.data;
+	*state = st;
+	return 0;
+}
+
+static void entry_free(struct docker_entry *e)
+{
+	free(e->name);
+	free(e->endpoint);
+	free(e->sock);
+	free(e->url);
+	free(e->ca);
+	free(e->cert);
+	free(e->key);
+	free(e->image);
+	pthread_mutex_destroy(&e->lock);
+	free(e);
+}
+
+/* Called after every sandbox stopped: nothing refers to the entries. */
+void docker_state_cleanup(struct seer_ctx *ctx, void *state)
+{
+	(void)ctx;
+	struct docker_state *st = state;
+	while (st->entries) {
+		struct docker_entry *e = st->entries;
+		st->entries = e->next;
+		entry_free(e);
+	}
+	free(st->agent_path);
+	pthread_mutex_destroy(&st->lock);
+	pthread_mutex_destroy(&st->agent_lock);
+	free(st);
+}
+
+static const char *home_of(struct seer_ctx *ctx)
+{
+	struct passwd *pw = getpwuid(ctx->uid);
+	if (pw && pw->pw_dir)
+		return pw->pw_dir;
+	const char *h = getenv("HOME");
+	return h ? h : "/";
+}
+
+/* "~/x": the mounting user's home (certificates are files of this machine). */
+static char *local_path(struct seer_ctx *ctx, const char *p)
+{
+	if (!p)
+		return NULL;
+	struct sbuf b = {0};
+	if (p[0] == '~' && (p[1] == '/' || !p[1]))
+		sbuf_printf(&b, "%s%s", home_of(ctx), p + 1);
+	else
+		sbuf_printf(&b, "%s", p);
+	return b.data;
+}
+
+static int same_str(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && !strcmp(a, b));
+}
+
+static int same_entry(const struct docker_entry *a, const struct docker_entry *b)
+{
+	return same_str(a->name, b->name) && same_str(a->endpoint, b->endpoint) && same_str(a->ca, b->ca) &&
+	       same_str(a->cert, b->cert) && same_str(a->key, b->key) && same_str(a->image, b->image) &&
+	       a->timeout_ms == b->timeout_ms && a->local == b->local;
+}
+
+static const char *str_field(struct json_object *o, const char *k)
+{
+	struct json_object *v;
+	if (!json_object_object_get_ex(o, k, &v) || !json_object_is_type(v, json_type_string))
+		return NULL;
+	return json_object_get_string(v);
+}
+
+/* A loopback host of tcp://HOST:PORT: the engine is on this machine. */
+static int loopback(const char *hostport)
+{
+	static const char *const lo[] = {"127.", "localhost:", "localhost", "[::1]", NULL};
+	for (int i = 0; lo[i]; i++)
+		if (!strncmp(hostport, lo[i], strlen(lo[i])))
+			return 1;
+	return 0;
+}
+
+/* endpoint -> sock/url; -EINVAL with a message for anything else. */
+static int parse_endpoint(struct docker_entry *e, const char *file, const char *name, char *err, size_t n)
+{
+	const char *ep = e->endpoint;
+	struct sbuf b = {0};
+	if (!strncmp(ep, "unix://", 7)) {
+		if (ep[7] != '/' || strlen(ep + 7) >= 108) {
+			snprintf(err, n,
+				 "providers file %s: entry \"%s\": field \"endpoint\": \"%s\" must name an absolute socket path under 108 bytes (unix:///var/run/docker.sock)",
+				 file, name, ep);
+			return -EINVAL;
+		}
+		e->sock = xstrdup(ep + 7);
+		e->url = xstrdup("http://docker");
+		e->local = 1;
+		return 0;
+	}
+	if (!strncmp(ep, "tcp://", 6)) {
+		const char *hp = ep + 6;
+		const char *colon = strrchr(hp, ':');
+		if (!*hp || strpbrk(hp, "/?#@ ") || !colon || !colon[1] || strspn(colon + 1, "0123456789") != strlen(colon + 1)) {
+			snprintf(err, n,
+				 "providers file %s: entry \"%s\": field \"endpoint\": \"%s\" must be tcp://HOST:PORT",
+				 file, name, ep);
+			return -EINVAL;
+		}
+		sbuf_printf(&b, "%s://%s", e->cert || e->ca ? "https" : "http", hp);
+		e->url = b.data;
+		e->local = loopback(hp);
+		return 0;
+	}
+	snprintf(err, n,
+		 "providers file %s: entry \"%s\": field \"endpoint\": \"%s\" is neither unix:///PATH nor tcp://HOST:PORT",
+		 file, name, ep);
+	return -EINVAL;
+}
+
+/* An image reference as the engine takes it: [registry/]name[:tag][@digest]. */
+static int image_valid(const char *s)
+{
+	size_t l = strlen(s);
+	if (!l || l > 255 || s[0] == '-' || s[0] == ':' || s[0] == '/')
+		return 0;
+	return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/:@") == l;
+}
+
+static int parse_fields(struct seer_ctx *ctx, const char *file, const char *name, struct json_object *o,
+			struct docker_entry **out, char *err, size_t n)
+{
+	static const char *const known[] = {"type", "endpoint", "ca", "cert", "key", "image", "timeout", "local", NULL};
+	if (!json_object_is_type(o, json_type_object)) {
+		snprintf(err, n, "providers file %s: entry \"%s\" must be an object; fix the file", file, name);
+		return -EINVAL;
+	}
+	json_object_object_foreach(o, key, val) {
+		int ok = 0;
+		for (int i = 0; known[i]; i++)
+			ok |= !strcmp(key, known[i]);
+		if (!ok) {
+			snprintf(err, n, "providers file %s: entry \"%s\": unknown field \"%s\"; fix the file", file, name, key);
+			return -EINVAL;
+		}
+		if (strcmp(key, "timeout") && strcmp(key, "local") && !json_object_is_type(val, json_type_string)) {
+			snprintf(err, n, "providers file %s: entry \"%s\": field \"%s\" must be a string", file, name, key);
+			return -EINVAL;
+		}
+	}
+	struct docker_entry *e = xcalloc(1, sizeof(*e));
+	pthread_mutex_init(&e->lock, NULL);
+	e->name = xstrdup(name);
+	const char *ep = str_field(o, "endpoint");
+	e->endpoint = xstrdup(ep && *ep ? ep : "unix:///var/run/docker.sock");
+	e->ca = local_path(ctx, str_field(o, "ca"));
+	e->cert = local_path(ctx, str_field(o, "cert"));
+	e->key = local_path(ctx, str_field(o, "key"));
+	const char *img = str_field(o, "image");
+	e->image = xstrdup(img ? img : "debian:bookworm-slim");
+	e->timeout_ms = 30000;
+	int r = parse_endpoint(e, file, name, err, n);
+	if (r == 0 && e->sock && (e->ca || e->cert || e->key)) {
+		snprintf(err, n,
+			 "providers file %s: entry \"%s\": \"ca\", \"cert\" and \"key\" are for tcp:// endpoints, not %s",
+			 file, name, e->endpoint);
+		r = -EINVAL;
+	}
+	if (r == 0 && !e->cert != !e->key) {
+		snprintf(err, n, "providers file %s: entry \"%s\": \"cert\" and \"key\" go together; give both or neither",
+			 file, name);
+		r = -EINVAL;
+	}
+	if (r == 0 && !image_valid(e->image)) {
+		snprintf(err, n, "providers file %s: entry \"%s\": field \"image\": \"%s\" is not an image reference",
+			 file, name, e->image);
+		r = -EINVAL;
+	}
+	struct json_object *v;
+	if (r == 0 && json_object_object_get_ex(o, "timeout", &v)) {
+		double t = json_object_get_double(v);
+		if ((!json_object_is_type(v, json_type_int) && !json_object_is_type(v, json_type_double)) || t <= 0 ||
+		    t > 3600) {
+			snprintf(err, n, "providers file %s: entry \"%s\": field \"timeout\" must be seconds (0 < t <= 3600)",
+				 file, name);
+			r = -EINVAL;
+		} else {
+			e->timeout_ms = (int)(t * 1000);
+		}
+	}
+	if (r == 0 && json_object_object_get_ex(o, "local", &v)) {
+		if (!json_object_is_type(v, json_type_boolean)) {
+			snprintf(err, n, "providers file %s: entry \"%s\": field \"local\" must be true or false", file, name);
+			r = -EINVAL;
+		} else {
+			e->local = json_object_get_boolean(v);
+		}
+	}
+	if (r < 0) {
+		entry_free(e);
+		return r;
+	}
+	*out = e;
+	return 0;
+}
+
+int docker_entry_parse(struct seer_ctx *ctx, void *state, const char *file, const char *name, struct json_object *o,
+		       const void **settings, char *err, size_t n)
+{
+	struct docker_entry *e = NULL;
+	int r = parse_fields(ctx, file, name, o, &e, err, n);
+	if (r < 0)
+		return r;
+	struct docker_state *st = state;
+	pthread_mutex_lock(&st->lock);
+	for (struct docker_entry *x = st->entries; x; x = x->next) {
+		if (same_entry(x, e)) {
+			entry_free(e);
+			*settings = x;
+			pthread_mutex_unlock(&st->lock);
+			return 0;
+		}
+	}
+	e->next = st->entries;
+	st->entries = e;
+	pthread_mutex_unlock(&st->lock);
+	*settings = e;
+	return 0;
+}
