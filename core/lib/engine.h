@@ -173,6 +173,10 @@ int engine_tar_from_path(int dirfd, const char *src, const char *dest_name, void
 			 size_t errlen);
 int engine_tar_from_path_owner(int dirfd, const char *src, const char *dest_name, unsigned uid, unsigned gid,
 			       void **tar, size_t *len, char *err, size_t errlen);
+/* The same from an open file or directory (a provider's copy_in gets the fd
+ * the core opened); fd's offset is not used. */
+int engine_tar_from_fd(int fd, const char *dest_name, unsigned uid, unsigned gid, void **tar, size_t *len, char *err,
+		       size_t errlen);
 int engine_tar_extract(int dirfd, const void *tar, size_t len, char *err, size_t errlen);
 
 #endif /* SEER_ENGINE_H */
