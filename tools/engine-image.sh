@@ -16,13 +16,13 @@ INCLUDE=python3,python3-venv,python3-pip,openssh-sftp-server,perl-base,procps,ca
 MIRROR=${SEERFS_DEBIAN_MIRROR:-}
 
 want=$(printf '%s\n' "recipe=2" "suite=$SUITE" "variant=minbase" "include=$INCLUDE" | sha256sum | cut -d' ' -f1)
-if [ -s "$OUT" ] && [ -f "$OUT.hash" ] && [ "$(cat "$OUT.hash")" = "$want" ]; then
+if [ -f "$OUT" ] && [ -s "$OUT" ] && [ -f "$OUT.hash" ] && [ "$(cat "$OUT.hash")" = "$want" ]; then
 	echo "$OUT"
 	exit 0
 fi
 command -v mmdebstrap >/dev/null || { echo "engine-image.sh: mmdebstrap is missing (apt-get install mmdebstrap)" >&2; exit 1; }
 mkdir -p "$CACHE"
-tmp=$OUT.tmp.$$
+tmp=$CACHE/bookworm-base.tmp.$$.tar   # mmdebstrap writes a tarball when the name ends in .tar
 log=$CACHE/bookworm-base.log
 trap 'rm -f "$tmp"' EXIT
 # The image's own apt lists and caches are dropped: the provider's
@@ -34,6 +34,8 @@ if ! mmdebstrap --variant=minbase --include="$INCLUDE" \
 	tail -n 30 "$log" >&2
 	exit 1
 fi
+[ -f "$tmp" ] || { echo "engine-image.sh: mmdebstrap made no tarball at $tmp" >&2; exit 1; }
+rm -rf "$OUT"
 mv -f "$tmp" "$OUT"
 echo "$want" >"$OUT.hash"
 echo "$OUT"
