@@ -10,6 +10,7 @@ and once as the ordinary user `seer` (SEERFS_TEST_USER=seer, under runuser),
 so nothing here may assume root: tests that need it skip with a reason.
 
 Fixtures:
+  docker_engine, podman_engine  session-scoped real engines (engines.py), root only
   seerfs_factory   start(state=None, env=None, args=(), mountpoint=None) -> Seerfs;
                    every seerfs started is unmounted at teardown, and must
                    then exit with status 0 (its stderr is shown otherwise)
@@ -554,6 +555,44 @@ def ssh_server():
     from sshd_fixture import SshdFixture
     with SshdFixture(log_level="INFO") as s:
         yield s
+
+
+ENGINES_NEED_ROOT = "container engines need root (tools/test.sh runs them in the root stage)"
+
+
+def _engine_fixture(kind):
+    """One engine of `kind` for the session (tests/integration/engines.py):
+    started on a data directory of its own with seerfs-base:bookworm
+    imported; stopped and removed at the end, failing the session's last
+    test when it left a container, a mount or a process behind."""
+    if TEST_USER == "seer" or not IS_ROOT:
+        pytest.skip(ENGINES_NEED_ROOT)
+    from engines import EngineError, start_engine
+    try:
+        e = start_engine(kind)
+    except EngineError as err:
+        pytest.fail(f"cannot start the {kind} engine: {err}", pytrace=False)
+    try:
+        yield e
+    finally:
+        try:
+            e.stop()
+        except EngineError as err:
+            pytest.fail(str(err), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    """dockerd (docker.io): .endpoint (unix), .tls_endpoint with .ca/.cert/.key,
+    .bad_cert/.bad_key (refused), .image, .data_dir, .kill(), .restart()."""
+    yield from _engine_fixture("docker")
+
+
+@pytest.fixture(scope="session")
+def podman_engine():
+    """Podman's Docker-compatible service: .endpoint (unix), .image,
+    .data_dir, .kill(), .restart(); no TLS (.tls_endpoint is None)."""
+    yield from _engine_fixture("podman")
 
 
 def ssh_entry(sshd, workdir, **kw):

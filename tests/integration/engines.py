@@ -1,0 +1,348 @@
+"""Real container engines for the tests: dockerd (Debian's docker.io) and
+Podman's Docker-compatible service, each started on a data directory of the
+test session's own, with the base image (tools/engine-image.sh: a bookworm
+minbase with python3, venv, pip, sftp-server, procps) imported as
+`seerfs-base:bookworm`.
+
+dockerd listens on a unix socket and on tcp://127.0.0.1:PORT with TLS client
+certificates (a CA, server and client certificates made here with openssl,
+plus a client certificate of another CA that it must refuse). Podman 4.3's
+service speaks plain unix only.
+
+An Engine can be killed (SIGKILL, as a crash) and started again on the same
+data, for the provider tests' "engine killed mid-job". stop() removes every
+container, stops the engine, unmounts what it left and removes its data; it
+raises when a container, a mount or a process of the engine is left.
+
+Used by conftest.py's session fixtures docker_engine and podman_engine.
+"""
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+IMAGE = "seerfs-base:bookworm"
+START_TIMEOUT_S = 90
+
+
+class EngineError(Exception):
+    pass
+
+
+class _UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path, timeout=60):
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self._path)
+        self.sock = s
+
+
+def base_image():
+    """The cached base image tarball (built on first use: about a minute)."""
+    r = subprocess.run([os.path.join(ROOT, "tools", "engine-image.sh")], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise EngineError("tools/engine-image.sh failed: " + r.stderr[-3000:])
+    return r.stdout.strip().splitlines()[-1]
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def _openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_certs(d):
+    """A CA, a server certificate for 127.0.0.1/localhost, a client
+    certificate, and a client certificate of another CA (refused). EC keys:
+    instant to make. Returns a dict of paths."""
+    os.makedirs(d, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for ca in ("ca", "otherca"):
+        _openssl("req", "-x509", *ec, "-keyout", ca + "-key.pem", "-out", ca + ".pem", "-days", "7",
+                 "-subj", "/CN=seerfs test " + ca, cwd=d)
+    with open(os.path.join(d, "server.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
+    with open(os.path.join(d, "client.ext"), "w") as f:
+        f.write("extendedKeyUsage=clientAuth\n")
+    for name, ca, ext in (("server", "ca", "server.ext"), ("client", "ca", "client.ext"),
+                          ("badclient", "otherca", "client.ext")):
+        _openssl("req", *ec, "-keyout", name + "-key.pem", "-out", name + ".csr", "-subj", "/CN=" + name, cwd=d)
+        _openssl("x509", "-req", "-in", name + ".csr", "-CA", ca + ".pem", "-CAkey", ca + "-key.pem",
+                 "-CAcreateserial", "-out", name + ".pem", "-days", "7", "-extfile", ext, cwd=d)
+    for n in os.listdir(d):
+        if n.endswith("-key.pem"):
+            os.chmod(os.path.join(d, n), 0o600)
+    p = lambda n: os.path.join(d, n)  # noqa: E731
+    return {"ca": p("ca.pem"), "cert": p("client.pem"), "key": p("client-key.pem"),
+            "server_cert": p("server.pem"), "server_key": p("server-key.pem"),
+            "bad_cert": p("badclient.pem"), "bad_key": p("badclient-key.pem"), "other_ca": p("otherca.pem")}
+
+
+class Engine:
+    """One engine of the session. Fields: kind ("docker"/"podman"), endpoint
+    (unix://...), tls_endpoint/ca/cert/key (docker; None on podman),
+    bad_cert/bad_key (a client certificate the engine refuses), image,
+    data_dir, log_path."""
+
+    def __init__(self, kind):
+        self.kind = kind
+        # Short: a unix socket's path must fit 108 bytes, containerd's under it too.
+        self.data_dir = tempfile.mkdtemp(prefix="sfe-" + kind[0] + "-", dir="/tmp")
+        os.chmod(self.data_dir, 0o711)
+        self.sock = os.path.join(self.data_dir, kind + ".sock")
+        self.endpoint = "unix://" + self.sock
+        self.log_path = os.path.join(self.data_dir, kind + ".log")
+        self.image = IMAGE
+        self.proc = None
+        self.tls_endpoint = self.ca = self.cert = self.key = None
+        self.bad_cert = self.bad_key = None
+        if kind == "docker":
+            certs = make_certs(os.path.join(self.data_dir, "tls"))
+            self.certs = certs
+            self.ca, self.cert, self.key = certs["ca"], certs["cert"], certs["key"]
+            self.bad_cert, self.bad_key = certs["bad_cert"], certs["bad_key"]
+            self.port = free_port()
+            self.tls_endpoint = "tcp://127.0.0.1:%d" % self.port
+            with open(os.path.join(self.data_dir, "daemon.json"), "w") as f:
+                f.write("{}\n")
+
+    # ---- the process --------------------------------------------------------------
+
+    def _argv(self):
+        d = self.data_dir
+        if self.kind == "docker":
+            return ["dockerd", "--config-file", os.path.join(d, "daemon.json"),
+                    "--iptables=false", "--ip-masq=false", "--bridge=none", "--userland-proxy=false",
+                    "--storage-driver", "overlay2",
+                    "--data-root", os.path.join(d, "data"), "--exec-root", os.path.join(d, "exec"),
+                    "--pidfile", os.path.join(d, "docker.pid"),
+                    "-H", self.endpoint, "-H", self.tls_endpoint,
+                    "--tlsverify", "--tlscacert", self.ca, "--tlscert", self.certs["server_cert"],
+                    "--tlskey", self.certs["server_key"]]
+        return ["podman", *self._podman_globals(), "system", "service", "--time=0", self.endpoint]
+
+    def _podman_globals(self):
+        d = self.data_dir
+        return ["--root", os.path.join(d, "root"), "--runroot", os.path.join(d, "run"),
+                "--tmpdir", os.path.join(d, "tmp"), "--volumepath", os.path.join(d, "volumes"),
+                "--network-config-dir", os.path.join(d, "net"),
+                "--cgroup-manager", "cgroupfs", "--runtime", "runc", "--events-backend", "file",
+                "--storage-driver", "overlay"]
+
+    def log_tail(self, n=60):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "".join(f.readlines()[-n:])
+        except OSError as e:
+            return "(no log: %s)" % e
+
+    def start(self):
+        """Starts the engine and waits for /_ping; raises EngineError with
+        its log when it does not answer within START_TIMEOUT_S."""
+        if self.proc and self.proc.poll() is None:
+            return
+        for n in ("net", "tmp"):
+            os.makedirs(os.path.join(self.data_dir, n), exist_ok=True)
+        if os.path.exists(self.sock):
+            os.unlink(self.sock)
+        log = open(self.log_path, "ab")
+        env = dict(os.environ)
+        env["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(self._argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                     env=env, start_new_session=True)
+        log.close()
+        while time.monotonic() - t0 < START_TIMEOUT_S:
+            if self.proc.poll() is not None:
+                raise EngineError("%s exited with status %s while starting; its log %s ends:\n%s"
+                                  % (self.kind, self.proc.returncode, self.log_path, self.log_tail()))
+            try:
+                st, body = self.request("GET", "/_ping", timeout=5)
+                if st == 200:
+                    self.start_seconds = time.monotonic() - t0
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.kill()
+        raise EngineError("%s did not answer /_ping on %s within %d s; its log %s ends:\n%s"
+                          % (self.kind, self.endpoint, START_TIMEOUT_S, self.log_path, self.log_tail()))
+
+    def kill(self):
+        """SIGKILL of the engine process alone, as a crash: its containers
+        (dockerd's containerd and shims, podman's conmons) live on."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+    def restart(self):
+        self.kill()
+        self.start()
+
+    # ---- the API, for setup and teardown ----------------------------------------------
+
+    def request(self, method, path, body=None, headers=None, timeout=60):
+        c = _UnixHTTP(self.sock, timeout=timeout)
+        try:
+            c.request(method, path, body=body, headers=headers or {})
+            r = c.getresponse()
+            return r.status, r.read()
+        finally:
+            c.close()
+
+    def containers(self):
+        st, body = self.request("GET", "/containers/json?all=1")
+        if st != 200:
+            raise EngineError("%s: GET /containers/json: HTTP %d %s" % (self.kind, st, body[:300]))
+        return json.loads(body)
+
+    def load_image(self, tarball):
+        """Imports the base image tarball as IMAGE (POST /images/create
+        fromSrc=-, which both engines take)."""
+        repo, tag = self.image.split(":")
+        t0 = time.monotonic()
+        with open(tarball, "rb") as f:
+            st, body = self.request("POST", "/images/create?fromSrc=-&repo=%s&tag=%s" % (repo, tag), body=f,
+                                    headers={"Content-Type": "application/x-tar",
+                                             "Content-Length": str(os.path.getsize(tarball))}, timeout=600)
+        if st != 200 or b'"error' in body:
+            raise EngineError("%s: importing %s as %s failed: HTTP %d %s; log:\n%s"
+                              % (self.kind, tarball, self.image, st, body[-1000:].decode(errors="replace"),
+                                 self.log_tail()))
+        st, body = self.request("GET", "/images/%s/json" % self.image)
+        if st != 200:
+            raise EngineError("%s: the imported image %s is not found: HTTP %d %s"
+                              % (self.kind, self.image, st, body[:300]))
+        self.image_seconds = time.monotonic() - t0
+
+    # ---- teardown ---------------------------------------------------------------------------
+
+    def _our_pids(self):
+        """Processes of this engine: its own, its containerd, shims and
+        conmons (their command lines name the data directory) and the
+        containers' processes (their root lies under it)."""
+        pids = []
+        for p in os.listdir("/proc"):
+            if not p.isdigit() or int(p) == os.getpid():
+                continue
+            try:
+                with open("/proc/%s/cmdline" % p, "rb") as f:
+                    cmd = f.read()
+                root = os.readlink("/proc/%s/root" % p)
+            except OSError:
+                continue
+            if self.data_dir.encode() in cmd or root.startswith(self.data_dir + "/"):
+                pids.append(int(p))
+        return pids
+
+    def _our_mounts(self):
+        out = []
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                mp = line.split()[4].replace("\\040", " ")
+                if mp == self.data_dir or mp.startswith(self.data_dir + "/"):
+                    out.append(mp)
+        return out
+
+    def stop(self):
+        """Removes every container, stops the engine (SIGTERM, then SIGKILL),
+        removes its data. Raises EngineError naming what was left behind
+        (after cleaning it up, so that the next run starts clean)."""
+        left = []
+        if not (self.proc and self.proc.poll() is None):
+            try:
+                self.start()
+            except EngineError:
+                pass
+        if self.proc and self.proc.poll() is None:
+            try:
+                for c in self.containers():
+                    st, body = self.request("DELETE", "/containers/%s?force=1&v=1" % c["Id"], timeout=120)
+                    if st not in (204, 404):
+                        left.append("container %s (DELETE: HTTP %d %s)" % (c["Id"][:12], st, body[:200]))
+                if self.containers():
+                    left.append("containers still listed after removal")
+            except (OSError, EngineError, ValueError) as e:
+                left.append("could not list containers: %s" % e)
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                left.append("%s ignored SIGTERM for 60 s" % self.kind)
+                self.proc.kill()
+                self.proc.wait()
+        # dockerd stops its containerd itself; wait for it a moment
+        deadline = time.monotonic() + 15
+        while self._our_pids() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        pids = self._our_pids()
+        if pids:
+            left.append("processes left: " + ", ".join("%d (%s)" % (p, _comm(p)) for p in pids))
+            for p in pids:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except OSError:
+                    pass
+            time.sleep(0.5)
+        mounts = self._our_mounts()
+        if mounts:
+            # podman leaves its storage's own bind of the root (overlay's
+            # "root" is a private bind mount): expected, not a leak.
+            leaked = [m for m in mounts if not _expected_mount(self, m)]
+            if leaked:
+                left.append("mounts left: " + ", ".join(leaked))
+            for m in sorted(mounts, key=len, reverse=True):
+                subprocess.run(["umount", "-l", m], capture_output=True)
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        if os.path.exists(self.data_dir):
+            left.append("could not remove " + self.data_dir)
+        if left:
+            raise EngineError("%s engine on %s left: %s" % (self.kind, self.data_dir, "; ".join(left)))
+
+
+def _expected_mount(e, mp):
+    if e.kind == "podman":
+        return mp in (os.path.join(e.data_dir, "root", "overlay"),)
+    return mp in (os.path.join(e.data_dir, "data", "overlay2"), os.path.join(e.data_dir, "exec", "netns"))
+
+
+def _comm(pid):
+    try:
+        with open("/proc/%d/comm" % pid) as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def start_engine(kind):
+    """A started engine with the base image loaded; EngineError (with its
+    log) otherwise, after stopping what it started."""
+    tarball = base_image()
+    e = Engine(kind)
+    try:
+        e.start()
+        e.load_image(tarball)
+    except Exception:
+        try:
+            e.stop()
+        except EngineError:
+            pass
+        raise
+    return e
