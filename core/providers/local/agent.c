@@ -457,6 +457,15 @@ int main(int argc, char **argv)
 	for (int sig = 1; sig < SIGRTMIN; sig++)
 		if (sig != SIGKILL && sig != SIGSTOP)
 			signal(sig, SIG_DFL);
+	/* fd 3 is the socket's: held by a placeholder until it connects, so
+	 * that the signalfd below does not take it. */
+	if (connect_path) {
+		int ph = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		if (ph >= 0 && ph != AGENT_FD) {
+			dup3(ph, AGENT_FD, O_CLOEXEC);
+			close(ph);
+		}
+	}
 	sigset_t ss;
 	sigemptyset(&ss);
 	sigaddset(&ss, SIGCHLD);
