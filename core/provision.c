@@ -647,6 +647,8 @@ static int dest_open(struct sandbox *sb, struct dest *dst, char *err, size_t n)
 		snprintf(err, n, "sandbox %s: cannot reach the sandbox's files: %s", sb->name, strerror(-r));
 		return r;
 	}
+	if (dst->root.host_ids)   /* its root is host root: copies stay the daemon's */
+		dst->own = (struct owner){geteuid(), getegid(), 0};
 	return 0;
 }
 

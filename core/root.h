@@ -21,6 +21,11 @@ struct seer_root {
 	/* Every change fails with EROFS. An fd's tree must be read-only
 	 * itself (a read-only mount); an SFTP backend refuses changes. */
 	int readonly;
+	/* 1: the tree's owners are host ids one to one (a container without
+	 * a user namespace, whose root is host root): root/ and provisioning's
+	 * copies leave new entries the daemon's own instead of giving them to
+	 * the sandboxes' id range. Zero for the local provider's trees. */
+	int host_ids;
 };
 
 /* Gives back what a handle holds (closes the fd, drops the reference);

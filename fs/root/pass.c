@@ -2196,6 +2196,12 @@ static void raise_nofile(void)
 	}
 }
 
+void pass_host_ids(struct pass_fs *p)
+{
+	p->ids = (struct seer_idmap){.uid = p->duid, .gid = p->dgid, .count = 1};
+	p->ranged = 0;
+}
+
 struct pass_fs *pass_new(struct seer_fs *fs, struct sandbox *sb, int root_fd)
 {
 	struct stat st;

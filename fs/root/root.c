@@ -68,6 +68,8 @@ static struct root_slot *slot_new(struct seer_fs *fs, uint32_t key, struct sandb
 			free(s);
 			return NULL;
 		}
+		if (h->host_ids)
+			pass_host_ids(s->pass);
 		return s;
 	}
 	s->cli = h->sftp;

@@ -78,16 +78,40 @@ IS_ROOT = os.geteuid() == 0
 TEST_USER = os.environ.get("SEERFS_TEST_USER", "")
 # Which provider the sandboxes of the tests use: "local" or "ssh" (see above).
 PROVIDER = os.environ.get("SEERFS_TEST_PROVIDER", "local") or "local"
-if PROVIDER not in ("local", "ssh"):
-    raise RuntimeError(f"SEERFS_TEST_PROVIDER={PROVIDER!r}: want local or ssh")
+if PROVIDER not in ("local", "ssh", "docker"):
+    raise RuntimeError(f"SEERFS_TEST_PROVIDER={PROVIDER!r}: want local, ssh or docker")
 LOCAL = PROVIDER == "local"
+# root/ is an fd on the sandbox's "/" (fs/root/pass.c): the local provider's
+# and the docker provider's on a local engine; ssh's is SFTP.
+FD_ROOT = PROVIDER in ("local", "docker")
 SSH_PROVIDER_NAME = "t1"
+DOCKER_PROVIDER_NAME = "t1"
 
 
 def needs_local(reason):
     """Skips a test under SEERFS_TEST_PROVIDER=ssh; reason says what the ssh
     provider lacks (so the skip line in the summary explains itself)."""
-    return pytest.mark.skipif(not LOCAL, reason=f"ssh provider: {reason}")
+    return pytest.mark.skipif(not LOCAL, reason=f"{PROVIDER} provider: {reason}")
+
+
+def needs_fd_root(reason):
+    """Skips a test where root/ is SFTP (the ssh provider): reason says
+    what SFTP lacks. The docker provider's root/ is an fd, as the local's."""
+    return pytest.mark.skipif(not FD_ROOT, reason=f"{PROVIDER} provider: {reason}")
+
+
+def not_on_docker(reason):
+    """Skips a test under SEERFS_TEST_PROVIDER=docker; reason says why it
+    cannot hold in a container."""
+    return pytest.mark.skipif(PROVIDER == "docker", reason=f"docker provider: {reason}")
+
+
+def docker_entry(engine, **kw):
+    """A providers.json entry of type docker for engine (engines.py's
+    Engine) with its base image; kw adds or overrides keys."""
+    e = {"type": "docker", "endpoint": engine.endpoint, "image": engine.image, "timeout": 20}
+    e.update(kw)
+    return e
 
 # Control files every sandbox directory has (from the issue; names are fixed).
 CONTROL_FILES = ("config.json", "status", "wait", "log", "error", "info.json", "ctl")
@@ -620,9 +644,13 @@ def seerfs_factory(tmp_path, seerfs_binary, request):
     started = []
     counter = iter(range(1000))
     extra, provider = (), None
-    if not LOCAL:
+    if PROVIDER == "ssh":
         pfile, _ = ssh_providers_file(request.getfixturevalue("ssh_server"), tmp_path)
         extra, provider = ("-o", f"providers={pfile}"), SSH_PROVIDER_NAME
+    elif PROVIDER == "docker":
+        pfile = tmp_path / "providers.json"
+        pfile.write_text(json.dumps({DOCKER_PROVIDER_NAME: docker_entry(request.getfixturevalue("docker_engine"))}))
+        extra, provider = ("-o", f"providers={pfile}"), DOCKER_PROVIDER_NAME
 
     def start(state=None, env=None, args=(), mountpoint=None):
         n = next(counter)
@@ -709,7 +737,7 @@ def workspace_inside(sbdir):
     """sandbox/root/workspace as the sandbox's commands see it: /workspace,
     except on an ssh host without a working bwrap, where commands run in the
     remote WORKDIR/NAME/workspace itself (their starting directory)."""
-    if LOCAL:
+    if FD_ROOT:
         return "/workspace"
     code, out = sandbox_run(sbdir, "pwd")
     assert code == 0, out

@@ -320,7 +320,10 @@ class Engine:
 def _expected_mount(e, mp):
     if e.kind == "podman":
         return mp in (os.path.join(e.data_dir, "root", "overlay"),)
-    return mp in (os.path.join(e.data_dir, "data", "overlay2"), os.path.join(e.data_dir, "exec", "netns"))
+    # exec/netns/default: dockerd's bind of the host's network namespace,
+    # made by the first container with host networking (the docker provider's).
+    return mp in (os.path.join(e.data_dir, "data", "overlay2"), os.path.join(e.data_dir, "exec", "netns"),
+                  os.path.join(e.data_dir, "exec", "netns", "default"))
 
 
 def _comm(pid):

@@ -643,6 +643,7 @@ static int docker_root(struct sandbox *sb, struct seer_root *out)
 	out->sftp = NULL;
 	out->path[0] = '\0';
 	out->readonly = 0;
+	out->host_ids = 1;   /* no user namespace: the container's root is host root */
 	return 0;
 }
 
@@ -916,6 +917,7 @@ static int docker_snap_root(struct seer_ctx *ctx, const void *settings, const st
 	out->sftp = NULL;
 	out->path[0] = '\0';
 	out->readonly = 1;
+	out->host_ids = 1;
 	return 0;
 }
 
