@@ -1,0 +1,325 @@
+"""The docker provider (core/providers/docker/, docs/docker.md) against a
+real dockerd of the test's own (engines.py, the docker_engine fixture; root
+only): provisioning with labels, limits and no capabilities; package layers
+cached as images (a second sandbox installs nothing); snapshots as commits
+and restore; remount adoption; an engine killed mid-job; a TLS endpoint
+with client certificates; unreachable endpoints; GPU device requests as the
+engine receives them; escapes (host root, /proc/sys, capabilities, planted
+symlinks, the agent's socket); secrets kept out of the container's config;
+exec latency beside `docker exec`.
+
+test_posix.py and test_exec.py run their bodies on docker with
+SEERFS_TEST_PROVIDER=docker (conftest.py)."""
+
+import errno
+import json
+import os
+import pathlib
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from conftest import (build_wheel, ctl, docker_entry, error_text, log_text, read_text, sandbox_run, state,
+                      status_text, wait_settled, write_config)
+
+NAME = "dk"
+
+
+def mount(factory, tmp_path, engine, env=None, state_dir=None, **kw):
+    """A seerfs whose providers file names `engine` "dk" (kw: entry fields)."""
+    pfile = tmp_path / f"providers-{uuid.uuid4().hex[:6]}.json"
+    pfile.write_text(json.dumps({NAME: docker_entry(engine, **kw)}))
+    return factory(args=("-o", f"providers={pfile}"), env=env, state=state_dir)
+
+
+def start(m, name, config=None, want="running"):
+    cfg = dict(config or {})
+    cfg.setdefault("provider", NAME)
+    return m.sandbox(name, json.dumps(cfg), want=want)
+
+
+def must(sb, cmd, timeout=120):
+    code, out = sandbox_run(sb, cmd, timeout)
+    assert code == 0, f"{cmd!r}: exit {code}: {out.decode(errors='replace')}"
+    return out.decode(errors="replace")
+
+
+def containers(engine, name=None):
+    """The engine's containers (all states), or those of sandbox `name`."""
+    flt = {"label": ["seerfs.sandbox=" + name]} if name else {}
+    q = "/containers/json?all=1"
+    if flt:
+        import urllib.parse
+        q += "&filters=" + urllib.parse.quote(json.dumps(flt))
+    st, body = engine.request("GET", q)
+    assert st == 200, body
+    return json.loads(body)
+
+
+def inspect(engine, cid):
+    st, body = engine.request("GET", f"/containers/{cid}/json")
+    assert st == 200, body
+    return json.loads(body)
+
+
+def container_of(engine, name):
+    cs = containers(engine, name)
+    assert len(cs) == 1, cs
+    return inspect(engine, cs[0]["Id"])
+
+
+# ---- provisioning ------------------------------------------------------------------------
+
+
+def test_provision_labels_isolation_limits(seerfs_factory, tmp_path, docker_engine):
+    m = mount(seerfs_factory, tmp_path, docker_engine)
+    sb = start(m, "p1", {"memory": "256m", "cpu": 0.5, "network": False,
+                         "env": {"SEED": "env-marker-5150"}})
+    c = container_of(docker_engine, "p1")
+    labels = c["Config"]["Labels"]
+    assert labels["seerfs.sandbox"] == "p1"
+    assert labels["seerfs.state"] == str(m.state)
+    hc = c["HostConfig"]
+    assert hc["Privileged"] is False
+    assert hc["CapDrop"] == ["ALL"] and not hc.get("CapAdd")
+    assert "no-new-privileges:true" in hc["SecurityOpt"]
+    assert hc["NetworkMode"] == "none"
+    assert hc["Memory"] == 256 << 20 and hc["NanoCpus"] == 500_000_000
+    # The engine's seccomp profile applies: nothing turned it off.
+    assert not any("seccomp" in o and "unconfined" in o for o in hc["SecurityOpt"])
+    # env reaches the job, never the container's config.
+    assert must(sb, "echo $SEED").strip() == "env-marker-5150"
+    assert "env-marker-5150" not in json.dumps(c)
+    assert "env-marker-5150" not in json.dumps(container_of(docker_engine, "p1"))
+    # The limits hold inside: cgroup v2's files, or v1's.
+    out = must(sb, "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes")
+    assert out.strip() == str(256 << 20)
+    # no network: only lo
+    assert must(sb, "ls /sys/class/net").split() == ["lo"]
+    assert "docker container" in status_text(sb)
+    ctl(sb, "terminate")
+    assert wait_settled(sb) == "terminated"
+    assert container_of(docker_engine, "p1")["State"]["Running"] is False
+    os.rmdir(sb)
+    assert containers(docker_engine, "p1") == []
+
+
+def test_unreachable_endpoint_fails_in_time(seerfs_factory, tmp_path):
+    class Gone:
+        endpoint = "unix:///nonexistent/seerfs-test/docker.sock"
+        image = "seerfs-base:bookworm"
+    m = mount(seerfs_factory, tmp_path, Gone, timeout=3)
+    t0 = time.monotonic()
+    sb = start(m, "u1", want="failed")
+    assert time.monotonic() - t0 < 10
+    assert "unix:///nonexistent/seerfs-test/docker.sock" in error_text(sb)
+    # tcp to a closed port: refused at once, named likewise
+    class Closed:
+        endpoint = "tcp://127.0.0.1:1"
+        image = "seerfs-base:bookworm"
+    m2 = mount(seerfs_factory, tmp_path, Closed, timeout=3)
+    t0 = time.monotonic()
+    sb2 = start(m2, "u2", want="failed")
+    assert time.monotonic() - t0 < 10
+    assert "tcp://127.0.0.1:1" in error_text(sb2)
+
+
+def test_tls_endpoint_with_client_certificates(seerfs_factory, tmp_path, docker_engine):
+    e = docker_engine
+    m = mount(seerfs_factory, tmp_path, e, endpoint=e.tls_endpoint, ca=e.ca, cert=e.cert, key=e.key)
+    sb = start(m, "t1")
+    assert must(sb, "echo over-tls").strip() == "over-tls"
+    # A client certificate of another CA is refused, and the error says where.
+    m2 = mount(seerfs_factory, tmp_path, e, endpoint=e.tls_endpoint, ca=e.ca, cert=e.bad_cert, key=e.bad_key,
+               timeout=5)
+    bad = start(m2, "t2", want="failed")
+    assert e.tls_endpoint in error_text(bad)
+
+
+def test_gpu_device_requests_reach_the_engine(seerfs_factory, tmp_path, docker_engine):
+    """No GPU here: the engine refuses to start the container (no nvidia
+    driver), so what it received is read from the created container."""
+    m = mount(seerfs_factory, tmp_path, docker_engine)
+    sb = start(m, "g1", {"gpu": "any", "gpu_count": 2}, want="failed")
+    assert "cannot start container" in error_text(sb)
+    c = container_of(docker_engine, "g1")
+    reqs = c["HostConfig"]["DeviceRequests"]
+    assert reqs == [{"Driver": "nvidia", "Count": 2, "DeviceIDs": None, "Capabilities": [["gpu"]],
+                     "Options": None}] or (len(reqs) == 1 and reqs[0]["Driver"] == "nvidia" and reqs[0]["Count"] == 2
+                                           and reqs[0]["Capabilities"] == [["gpu"]])
+    os.rmdir(sb)
+    assert containers(docker_engine, "g1") == []
+
+
+# ---- packages --------------------------------------------------------------------------
+
+
+def provision_log(sb):
+    return log_text(sb)
+
+
+def test_system_packages_cached_as_a_layer(seerfs_factory, tmp_path, docker_engine):
+    m = mount(seerfs_factory, tmp_path, docker_engine)
+    cfg = {"system_packages": ["hello"]}
+    a = start(m, "s1", cfg)
+    assert "installing into image layer" in log_text(a)
+    assert must(a, "hello").strip() == "Hello, world!"
+    # The sandbox itself has no capabilities even though apt needed some.
+    assert "CapEff:\t0000000000000000" in must(a, "grep CapEff /proc/self/status")
+    t0 = time.monotonic()
+    b = start(m, "s2", cfg)
+    dt = time.monotonic() - t0
+    log = log_text(b)
+    assert "cached, nothing installed" in log and "installing" not in log, log
+    assert dt < 5, f"second start took {dt:.1f} s"
+    assert must(b, "hello").strip() == "Hello, world!"
+
+
+def test_python_packages_cached_as_a_layer(seerfs_factory, tmp_path, docker_engine):
+    wheels = tmp_path / "wheels"
+    build_wheel(wheels, "seerdemo", "1.0", "from-the-wheel")
+    env = dict(os.environ, PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheels))
+    m = mount(seerfs_factory, tmp_path, docker_engine, env=env)
+    cfg = {"python_packages": ["seerdemo"]}
+    a = start(m, "py1", cfg)
+    assert "installing into image layer" in log_text(a)
+    assert must(a, "python -c 'import seerdemo; print(seerdemo.VALUE)'").strip() == "from-the-wheel"
+    assert must(a, "command -v python").strip() == "/opt/venv/bin/python"
+    t0 = time.monotonic()
+    b = start(m, "py2", cfg)
+    assert time.monotonic() - t0 < 5
+    assert "cached, nothing installed" in log_text(b)
+    assert must(b, "python -c 'import seerdemo; print(seerdemo.VALUE)'").strip() == "from-the-wheel"
+
+
+# ---- snapshots ------------------------------------------------------------------------
+
+
+def test_snapshot_browse_restore_remove(seerfs_factory, tmp_path, docker_engine):
+    m = mount(seerfs_factory, tmp_path, docker_engine)
+    a = start(m, "sn1")
+    must(a, "echo kept > /workspace/f && mkdir -p /opt/x && echo opt > /opt/x/y")
+    ctl(a, "snapshot s1")
+    snap = m.path / "snapshots" / "s1"
+    assert (snap / "root" / "workspace" / "f").read_text() == "kept\n"
+    with pytest.raises(OSError) as ei:
+        (snap / "root" / "workspace" / "new").write_text("no")
+    assert ei.value.errno == errno.EROFS
+    # the source keeps running and changing
+    must(a, "echo later > /workspace/f")
+    b = start(m, "sn2", {"snapshot": "s1"})
+    assert must(b, "cat /workspace/f /opt/x/y") == "kept\nopt\n"
+    assert must(a, "cat /workspace/f") == "later\n"
+    # terminate snapshot=NAME
+    ctl(a, "terminate snapshot=s2")
+    assert wait_settled(a) == "terminated"
+    c = start(m, "sn3", {"snapshot": "s2"})
+    assert must(c, "cat /workspace/f") == "later\n"
+    for sb in (b, c):
+        ctl(sb, "terminate")
+        wait_settled(sb)
+    os.rmdir(snap)
+    st, _ = docker_engine.request("GET", "/images/json")
+    assert st == 200
+
+
+# ---- restarts -------------------------------------------------------------------------
+
+
+def test_remount_adopts_the_container(seerfs_factory, tmp_path, docker_engine):
+    m = mount(seerfs_factory, tmp_path, docker_engine)
+    a = start(m, "r1")
+    must(a, "echo before > /workspace/f")
+    cid = container_of(docker_engine, "r1")["Id"]
+    m.stop(terminate_first=False)
+    # the container lives on while no seerfs runs
+    assert container_of(docker_engine, "r1")["State"]["Running"] is True
+    m2 = mount(seerfs_factory, tmp_path, docker_engine, state_dir=m.state)
+    a2 = m2.path / "r1"
+    assert wait_settled(a2) == "running"
+    assert "adopting container" in log_text(a2)
+    assert container_of(docker_engine, "r1")["Id"] == cid
+    assert must(a2, "cat /workspace/f") == "before\n"
+
+
+def test_engine_killed_mid_job(seerfs_factory, tmp_path, docker_engine):
+    m = mount(seerfs_factory, tmp_path, docker_engine)
+    a = start(m, "k1")
+    (a / "exec").write_text("sleep 60; echo done")
+    job = a / "jobs" / "latest"
+    time.sleep(0.5)
+    docker_engine.kill()
+    try:
+        # dockerd gone, its containers live on: the job goes on
+        assert state(a) == "running"
+    finally:
+        docker_engine.start()
+    # dockerd, started again without live-restore, stops the containers it
+    # finds: the job ends with a status that says so.
+    exit_text = read_text(job / "exit", timeout=90).strip()
+    assert exit_text in ("signal 9", "killed", "lost") or exit_text.startswith("signal"), exit_text
+    # The next command starts the container again and runs.
+    assert must(a, "echo back").strip() == "back"
+    assert "started again" in log_text(a)
+
+
+# ---- escapes --------------------------------------------------------------------------
+
+
+def test_escapes(seerfs_factory, tmp_path, docker_engine):
+    secret = pathlib.Path("/tmp") / f"seerfs-host-secret-{uuid.uuid4().hex}"
+    secret.write_text("host-only")
+    try:
+        m = mount(seerfs_factory, tmp_path, docker_engine)
+        a = start(m, "e1")
+        # the host's root is not the container's
+        code, out = sandbox_run(a, f"cat {secret}")
+        assert code != 0 and b"host-only" not in out
+        # /proc/sys is read-only, and no capability is left
+        code, out = sandbox_run(a, "echo x > /proc/sys/kernel/hostname")
+        assert code != 0
+        assert "CapEff:\t0000000000000000" in must(a, "grep CapEff /proc/self/status")
+        code, out = sandbox_run(a, "mount -t tmpfs none /mnt")
+        assert code != 0
+        # symlinks planted inside do not take root/ out of the container
+        must(a, f"ln -s {secret} /workspace/abs && ln -s ../../../../../../..{secret} /workspace/rel"
+                " && ln -s / /workspace/top")
+        for name in ("abs", "rel"):
+            with pytest.raises(OSError):
+                (a / "root" / "workspace" / name).read_text()
+        assert not (a / "root" / "workspace" / "top" / secret.relative_to("/")).exists()
+        # a process of the sandbox cannot take the agent's socket
+        code, out = sandbox_run(a, "python3 -c \"import socket,struct; s=socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET);"
+                                   " s.connect('/.seerfs/run/agent.sock'); s.settimeout(3);"
+                                   " s.send(struct.pack('<IIiiqqII',1,1,0,0,0,0,0,0)); print(repr(s.recv(64)))\"")
+        assert b"b''" in out or code != 0, out
+        assert "refused" in log_text(a)
+        assert must(a, "echo still-fine").strip() == "still-fine"
+        # the agent and its socket's directory are read-only inside
+        code, _ = sandbox_run(a, "echo x > /.seerfs/agent || rm /.seerfs/run/agent.sock")
+        assert code != 0
+    finally:
+        secret.unlink()
+
+
+# ---- speed ------------------------------------------------------------------------------
+
+
+def test_exec_latency_beside_docker_exec(seerfs_factory, tmp_path, docker_engine):
+    m = mount(seerfs_factory, tmp_path, docker_engine)
+    a = start(m, "l1")
+    n = 20
+    t0 = time.monotonic()
+    for _ in range(n):
+        must(a, "true")
+    ours = (time.monotonic() - t0) / n
+    cid = container_of(docker_engine, "l1")["Id"]
+    env = dict(os.environ, DOCKER_HOST=docker_engine.endpoint)
+    t0 = time.monotonic()
+    for _ in range(5):
+        subprocess.run(["docker", "exec", cid, "true"], check=True, env=env, capture_output=True)
+    theirs = (time.monotonic() - t0) / 5
+    print(f"exec round trip: seerfs {ours * 1000:.1f} ms, docker exec {theirs * 1000:.1f} ms")
+    assert ours < theirs
