@@ -1038,6 +1038,10 @@ int seer_ctx_start(struct seer_ctx *ctx)
 void seer_ctx_stop_processes(struct seer_ctx *ctx)
 {
 	pthread_mutex_lock(&ctx->lock);
+	/* seerfs is ending (the mount went away): providers whose sandboxes
+	 * outlive it (docker's containers) see that in stop. */
+	ctx->stopping = 1;
+	pthread_cond_broadcast(&ctx->timer_cond);
 	size_t n = 0;
 	for (struct sandbox *sb = ctx->sandboxes; sb; sb = sb->next)
 		n++;
