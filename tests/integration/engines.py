@@ -191,6 +191,30 @@ class Engine:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=30)
+        # A killed dockerd leaves its pid file, and refuses to start again
+        # while it is there ("pid file found, ensure docker is not running").
+        if self.kind == "docker":
+            try:
+                os.unlink(os.path.join(self.data_dir, "docker.pid"))
+            except FileNotFoundError:
+                pass
+            # Its containerd dies with it (its log pipe closes); where no
+            # init reaps it, a zombie keeps its pid file "running", and the
+            # next dockerd waits on its socket until it gives up.
+            cpid = os.path.join(self.data_dir, "exec", "containerd", "containerd.pid")
+            try:
+                with open(cpid) as f:
+                    pid = int(f.read().strip() or "0")
+                alive = False
+                try:
+                    with open("/proc/%d/stat" % pid) as f:
+                        alive = f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+                except OSError:
+                    pass
+                if not alive:
+                    os.unlink(cpid)
+            except (OSError, ValueError):
+                pass
 
     def restart(self):
         self.kill()
@@ -322,8 +346,10 @@ def _expected_mount(e, mp):
         return mp in (os.path.join(e.data_dir, "root", "overlay"),)
     # exec/netns/default: dockerd's bind of the host's network namespace,
     # made by the first container with host networking (the docker provider's).
+    # data: dockerd started again over the same data root (kill/restart)
+    # leaves the bind it makes of it.
     return mp in (os.path.join(e.data_dir, "data", "overlay2"), os.path.join(e.data_dir, "exec", "netns"),
-                  os.path.join(e.data_dir, "exec", "netns", "default"))
+                  os.path.join(e.data_dir, "exec", "netns", "default"), os.path.join(e.data_dir, "data"))
 
 
 def _comm(pid):

@@ -84,7 +84,7 @@ def test_provision_labels_isolation_limits(seerfs_factory, tmp_path, docker_engi
     hc = c["HostConfig"]
     assert hc["Privileged"] is False
     assert hc["CapDrop"] == ["ALL"] and not hc.get("CapAdd")
-    assert "no-new-privileges:true" in hc["SecurityOpt"]
+    assert "no-new-privileges" in hc["SecurityOpt"]
     assert hc["NetworkMode"] == "none"
     assert hc["Memory"] == 256 << 20 and hc["NanoCpus"] == 500_000_000
     # The engine's seccomp profile applies: nothing turned it off.
@@ -220,9 +220,14 @@ def test_snapshot_browse_restore_remove(seerfs_factory, tmp_path, docker_engine)
     for sb in (b, c):
         ctl(sb, "terminate")
         wait_settled(sb)
+        os.rmdir(sb)
     os.rmdir(snap)
-    st, _ = docker_engine.request("GET", "/images/json")
+    # the snapshot's image went with it
+    st, body = docker_engine.request("GET", "/images/json")
     assert st == 200
+    tags = [t for i in json.loads(body) for t in (i.get("RepoTags") or [])]
+    assert not any(t.startswith("seerfs-snap:") and t.endswith("-s1") for t in tags), tags
+    assert any(t.startswith("seerfs-snap:") and t.endswith("-s2") for t in tags), tags
 
 
 # ---- restarts -------------------------------------------------------------------------

@@ -368,7 +368,7 @@ static int create_container(struct sandbox *sb, struct docker_entry *e, const st
 	json_object_object_add(hc, "NetworkMode", json_object_new_string(cfg->network ? "host" : "none"));
 	static const char *const drop[] = {"ALL", NULL};
 	json_object_object_add(hc, "CapDrop", strarr(drop));
-	static const char *const sec[] = {"no-new-privileges:true", NULL};
+	static const char *const sec[] = {"no-new-privileges", NULL};
 	json_object_object_add(hc, "SecurityOpt", strarr(sec));
 	json_object_object_add(hc, "Privileged", json_object_new_boolean(0));
 	if (cfg->memory) {

@@ -113,7 +113,7 @@ static int build_layer(struct sandbox *sb, struct docker_entry *e, const char *f
 	json_object_object_add(req, "Labels", labels);
 	json_object_object_add(hc, "NetworkMode", json_object_new_string("host"));
 	json_object_object_add(hc, "SecurityOpt", json_object_new_array());
-	json_object_array_add(dk_get(hc, "SecurityOpt"), json_object_new_string("no-new-privileges:true"));
+	json_object_array_add(dk_get(hc, "SecurityOpt"), json_object_new_string("no-new-privileges"));
 	if (in && in->n_binds && e->local) {
 		struct json_object *binds = json_object_new_array();
 		for (size_t i = 0; i < in->n_binds; i++) {
