@@ -11,7 +11,9 @@
 #   4. runs the integration tests (pytest, tests/integration) as root against
 #      build-asan, then test_posix.py and test_exec.py again as root against
 #      build with SEERFS_TEST_PROVIDER=ssh (the same test bodies on a sandbox
-#      of the ssh provider, served by a private sshd: docs/ssh.md), the two
+#      of the ssh provider, served by a private sshd: docs/ssh.md), with
+#      SEERFS_TEST_PROVIDER=docker with test_docker.py (a dockerd of the
+#      tests' own: docs/docker.md; test_docker.py runs only there), the two
 #      tests that need fs/root/pass.c alone through the passmount harness
 #      (build-asan), then all of them as the ordinary user seer against build.
 # The summary lists each stage's counts, the skips grouped by their reason
@@ -260,7 +262,7 @@ if [ $ASAN_OK = 1 ] && [ -e /dev/fuse ]; then
 	env SEERFS_BUILD="$REPO/build-asan" SEERFS_TEST_PROVIDER=local \
 		ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:print_summary=1 \
 		UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-		timeout 1800 "$PY" -m pytest "${PYTEST_ARGS[@]}" tests/integration 2>&1 | tee "$LOGDIR/pytest-root.log" |
+		timeout 1800 "$PY" -m pytest "${PYTEST_ARGS[@]}" --ignore=tests/integration/test_docker.py tests/integration 2>&1 | tee "$LOGDIR/pytest-root.log" |
 		tail -80
 	pytest_counts "integration (root, asan)" "$LOGDIR/pytest-root.log"
 fi
@@ -274,6 +276,18 @@ if [ $BUILD_OK = 1 ] && [ -e /dev/fuse ]; then
 		timeout 900 "$PY" -m pytest "${PYTEST_ARGS[@]}" tests/integration/test_posix.py \
 		tests/integration/test_exec.py 2>&1 | tee "$LOGDIR/pytest-ssh.log" | tail -40
 	pytest_counts "integration (root, ssh)" "$LOGDIR/pytest-ssh.log"
+fi
+
+# The same bodies on the docker provider, plus its own tests (test_docker.py:
+# package layers, snapshots, adoption, an engine killed mid-job, TLS, escapes)
+# against a dockerd of the tests' own (tests/integration/engines.py), as root.
+# The plain build: the container's init is a static, unsanitized agent either way.
+if [ $BUILD_OK = 1 ] && [ -e /dev/fuse ] && command -v dockerd >/dev/null; then
+	note "integration tests on the docker provider as root, build"
+	env SEERFS_BUILD="$REPO/build" SEERFS_TEST_PROVIDER=docker \
+		timeout 1200 "$PY" -m pytest "${PYTEST_ARGS[@]}" tests/integration/test_posix.py \
+		tests/integration/test_exec.py tests/integration/test_docker.py 2>&1 | tee "$LOGDIR/pytest-docker.log" | tail -40
+	pytest_counts "integration (root, docker)" "$LOGDIR/pytest-docker.log"
 fi
 
 # fs/root/pass.c alone, through the passmount harness (tests/drivers/passmount.c):
