@@ -191,6 +191,28 @@ class Engine:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=30)
+        if self.kind == "docker":
+            self._forget_dead_containerd()
+
+    def _forget_dead_containerd(self):
+        """dockerd's managed containerd dies with it (parent-death signal),
+        but where PID 1 does not reap orphans (this CI's init), it stays a
+        zombie, which the next dockerd takes for a live containerd ("still
+        running") and waits on forever. Its pid file is removed once the
+        process is dead or a zombie, as a reboot's fresh /run would."""
+        pidfile = os.path.join(self.data_dir, "exec", "containerd", "containerd.pid")
+        try:
+            with open(pidfile) as f:
+                pid = int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            return
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            st = _state(pid)
+            if st in (None, "Z", "X"):
+                os.unlink(pidfile)
+                return
+            time.sleep(0.05)
 
     def restart(self):
         self.kill()
@@ -217,6 +239,11 @@ class Engine:
         """Imports the base image tarball as IMAGE (POST /images/create
         fromSrc=-, which both engines take)."""
         repo, tag = self.image.split(":")
+        if self.kind == "podman":
+            # Podman names an import localhost/REPO, but its compatible API
+            # reads a short name as Docker does (docker.io/library/REPO):
+            # the image gets that name, so "seerfs-base:bookworm" finds it.
+            repo = "docker.io/library/" + repo
         t0 = time.monotonic()
         with open(tarball, "rb") as f:
             st, body = self.request("POST", "/images/create?fromSrc=-&repo=%s&tag=%s" % (repo, tag), body=f,
@@ -320,7 +347,20 @@ class Engine:
 def _expected_mount(e, mp):
     if e.kind == "podman":
         return mp in (os.path.join(e.data_dir, "root", "overlay"),)
-    return mp in (os.path.join(e.data_dir, "data", "overlay2"), os.path.join(e.data_dir, "exec", "netns"))
+    # dockerd binds its data root onto itself to make it a shared mount and
+    # undoes that at a clean shutdown, but not after a crash (kill()): the
+    # next start binds it again, and one stays.
+    return mp in (os.path.join(e.data_dir, "data"), os.path.join(e.data_dir, "data", "overlay2"),
+                  os.path.join(e.data_dir, "exec", "netns"))
+
+
+def _state(pid):
+    """A process's state letter (R, S, Z...), None when there is none."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 def _comm(pid):
