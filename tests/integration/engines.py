@@ -146,6 +146,26 @@ class Engine:
                 "--cgroup-manager", "cgroupfs", "--runtime", "runc", "--events-backend", "file",
                 "--storage-driver", "overlay"]
 
+    def _podman_conf(self):
+        """A containers.conf of our own. Podman as root gives containers
+        nofile=1048576 unless told otherwise, which a root without
+        CAP_SYS_RESOURCE (this CI's) cannot raise to: runc fails with
+        "error setting rlimit type 7". The default is this process's own
+        hard limits instead (dockerd's containers inherit them as well);
+        nproc at most 32768, which Podman lowers its own limit to when it
+        cannot raise it (seen on Podman 4.3 here: its /proc/PID/limits)."""
+        import resource
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        nproc = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+        if nproc == resource.RLIM_INFINITY or nproc > 32768:
+            nproc = 32768
+        lim = lambda v: "-1" if v == resource.RLIM_INFINITY else str(v)  # noqa: E731
+        path = os.path.join(self.data_dir, "containers.conf")
+        with open(path, "w") as f:
+            f.write("[containers]\ndefault_ulimits = [\"nofile=%s:%s\", \"nproc=%s:%s\"]\n"
+                    % (lim(nofile), lim(nofile), lim(nproc), lim(nproc)))
+        return path
+
     def log_tail(self, n=60):
         try:
             with open(self.log_path, errors="replace") as f:
@@ -165,6 +185,8 @@ class Engine:
         log = open(self.log_path, "ab")
         env = dict(os.environ)
         env["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        if self.kind == "podman":
+            env["CONTAINERS_CONF"] = self._podman_conf()
         t0 = time.monotonic()
         self.proc = subprocess.Popen(self._argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                      env=env, start_new_session=True)
@@ -239,11 +261,6 @@ class Engine:
         """Imports the base image tarball as IMAGE (POST /images/create
         fromSrc=-, which both engines take)."""
         repo, tag = self.image.split(":")
-        if self.kind == "podman":
-            # Podman names an import localhost/REPO, but its compatible API
-            # reads a short name as Docker does (docker.io/library/REPO):
-            # the image gets that name, so "seerfs-base:bookworm" finds it.
-            repo = "docker.io/library/" + repo
         t0 = time.monotonic()
         with open(tarball, "rb") as f:
             st, body = self.request("POST", "/images/create?fromSrc=-&repo=%s&tag=%s" % (repo, tag), body=f,
@@ -253,6 +270,15 @@ class Engine:
             raise EngineError("%s: importing %s as %s failed: HTTP %d %s; log:\n%s"
                               % (self.kind, tarball, self.image, st, body[-1000:].decode(errors="replace"),
                                  self.log_tail()))
+        if self.kind == "podman":
+            # Podman 4.3's import drops the tag (REPO:latest) and names it
+            # localhost/REPO; its compatible API reads a short name as Docker
+            # does (docker.io/library/REPO). Tagged here, so the same
+            # "seerfs-base:bookworm" names it on both engines.
+            image_id = json.loads(body.strip().splitlines()[-1])["id"]
+            st, b2 = self.request("POST", "/images/%s/tag?repo=docker.io/library/%s&tag=%s" % (image_id, repo, tag))
+            if st != 201:
+                raise EngineError("podman: tagging the import %s as %s: HTTP %d %s" % (image_id, self.image, st, b2[:300]))
         st, body = self.request("GET", "/images/%s/json" % self.image)
         if st != 200:
             raise EngineError("%s: the imported image %s is not found: HTTP %d %s"
@@ -317,9 +343,19 @@ class Engine:
                 self.proc.wait()
         # dockerd stops its containerd itself; wait for it a moment
         deadline = time.monotonic() + 15
-        while self._our_pids() and time.monotonic() < deadline:
+        while [p for p in self._our_pids() if not _is_exec_conmon(p)] and time.monotonic() < deadline:
             time.sleep(0.2)
-        pids = self._our_pids()
+        # Podman keeps each exec's conmon for --exit-delay 300 s after the
+        # exec ended (so a client may still read its exit code), even once
+        # the container is gone: expected, killed without a complaint.
+        lingering = [p for p in self._our_pids() if _is_exec_conmon(p)]
+        for p in lingering:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.2 if lingering else 0)
+        pids = [p for p in self._our_pids() if _state(p) not in (None, "Z")]
         if pids:
             left.append("processes left: " + ", ".join("%d (%s)" % (p, _comm(p)) for p in pids))
             for p in pids:
@@ -352,6 +388,15 @@ def _expected_mount(e, mp):
     # next start binds it again, and one stays.
     return mp in (os.path.join(e.data_dir, "data"), os.path.join(e.data_dir, "data", "overlay2"),
                   os.path.join(e.data_dir, "exec", "netns"))
+
+
+def _is_exec_conmon(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return False
+    return os.path.basename(argv[0]) == b"conmon" and b"--exec-attach" in argv and b"--exit-delay" in argv
 
 
 def _state(pid):
