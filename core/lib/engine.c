@@ -257,7 +257,7 @@ static CURL *engine_handle(struct engine *e, const char *url, char *cerr)
 	return h;
 }
 
-static int is_tls_error(CURLcode res, const char *cerr)
+static int is_tls_error(CURLcode res, const char *cerr, int tls)
 {
 	switch (res) {
 	case CURLE_SSL_CONNECT_ERROR:
@@ -270,8 +270,10 @@ static int is_tls_error(CURLcode res, const char *cerr)
 		return 1;
 	case CURLE_RECV_ERROR:
 	case CURLE_SEND_ERROR:
-		/* TLS 1.3: a refused client certificate shows at the first read */
-		return strstr(cerr, "SSL") || strstr(cerr, "alert");
+	case CURLE_GOT_NOTHING:
+		/* A refused client certificate shows at the first read after
+		 * the handshake (TLS 1.3) as the server's alert and close. */
+		return tls || strstr(cerr, "SSL") || strstr(cerr, "alert");
 	default:
 		return 0;
 	}
@@ -281,8 +283,9 @@ static int is_tls_error(CURLcode res, const char *cerr)
 static int net_fail(struct engine *e, CURLcode res, const char *cerr, int os_errno, const char *what, char *err,
 		    size_t errlen)
 {
-	const char *detail = cerr && cerr[0] ? cerr : curl_easy_strerror(res);
-	if (is_tls_error(res, cerr ? cerr : "")) {
+	char detail[CURL_ERROR_SIZE + 128];
+	snprintf(detail, sizeof(detail), "%s%s%s", curl_easy_strerror(res), cerr && cerr[0] ? ": " : "", cerr ? cerr : "");
+	if (is_tls_error(res, cerr ? cerr : "", e->tls)) {
 		snprintf(err, errlen,
 			 "engine %s: %s: TLS failed (%s): check the endpoint's ca, cert and key (the engine must trust "
 			 "the client certificate, and its own certificate must be signed by ca for this host)",
@@ -789,7 +792,7 @@ int engine_hijack(struct engine *e, const char *path, struct json_object *body, 
 		if (res != CURLE_OK) {
 			r = -EIO;
 			snprintf(cerr, sizeof(cerr), "%s", curl_easy_strerror(res));
-			if (is_tls_error(res, cerr) || res == CURLE_RECV_ERROR)
+			if (is_tls_error(res, cerr, e->tls))
 				r = -EACCES;
 			break;
 		}
