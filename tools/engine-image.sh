@@ -15,13 +15,17 @@ SUITE=bookworm
 INCLUDE=python3,python3-venv,python3-pip,openssh-sftp-server,perl-base,procps,ca-certificates
 MIRROR=${SEERFS_DEBIAN_MIRROR:-}
 
+mkdir -p "$CACHE"
+# One build at a time (several test sessions may ask at once): the others
+# wait for it and then find the tarball.
+exec 9>"$CACHE/.lock"
+flock 9
 want=$(printf '%s\n' "recipe=3" "suite=$SUITE" "variant=minbase" "include=$INCLUDE" | sha256sum | cut -d' ' -f1)
 if [ -f "$OUT" ] && [ -s "$OUT" ] && [ -f "$OUT.hash" ] && [ "$(cat "$OUT.hash")" = "$want" ]; then
 	echo "$OUT"
 	exit 0
 fi
 command -v mmdebstrap >/dev/null || { echo "engine-image.sh: mmdebstrap is missing (apt-get install mmdebstrap)" >&2; exit 1; }
-mkdir -p "$CACHE"
 tmp=$CACHE/bookworm-base.tmp.$$.tar   # mmdebstrap writes a tarball when the name ends in .tar
 log=$CACHE/bookworm-base.log
 trap 'rm -f "$tmp"' EXIT

@@ -442,7 +442,7 @@ static int do_request(struct engine *e, const struct req *q, struct json_object 
 		snprintf(err, errlen, "engine %s: %s: no reply within %d s: the engine is stalled", e->endpoint, what,
 			 q->deadline_s);
 		r = -ETIMEDOUT;
-	} else if (res != CURLE_OK && !(code >= 100 && x.got_headers && !q->sink)) {
+	} else if (res != CURLE_OK) {	/* a reply cut short is no reply */
 		r = net_fail(e, res, cerr, (int)oserr, what, err, errlen);
 	} else {
 		struct json_object *j = parse_json(x.body.data ? x.body.data : "", x.body.len);

@@ -89,6 +89,14 @@ def test_roundtrip(engine, tmp_path):
     assert not [c for c in engine.containers() if c.get("Labels", {}).get("seerfs.test") == "engine_driver"]
 
 
+def test_stream_outlives_timeout(engine):
+    """The endpoint's timeout bounds connecting and the reply's headers, not
+    a stream: an exec that is silent for longer than it still completes."""
+    r = drive("--timeout", "2", engine.endpoint, "exec", engine.image, "sleep 4; echo late; echo e >&2; exit 7")
+    assert r["exec"] == 0 and r["stdout"] == "late\n" and r["stderr"] == "e\n" and r["exit"] == 7, r
+    assert r["seconds"] >= 4 and r["remove"] == 204, r
+
+
 def test_tls_client_certificates(docker_engine):
     e = docker_engine
     v = drive(*tls_args(e), e.tls_endpoint, "version")
