@@ -107,6 +107,23 @@ def test_tls_client_certificates(docker_engine):
     assert c["status"] == 200 and isinstance(c["reply"], list), c
 
 
+def test_tls_roundtrip(docker_engine, tmp_path):
+    """The hijacked stream over TLS: 1 MiB of stdin through cat and back,
+    stdin's half-close (shutdown of the socket under TLS), stderr apart, the
+    exit code; archive put and get."""
+    e = docker_engine
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("over tls\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    r = drive(*tls_args(e), e.tls_endpoint, "roundtrip", e.image, src, out, timeout=300)
+    assert r["exec"] == 0 and r["stdout_same"] and r["stderr"] == "to-stderr\n" and r["exit"] == 3, r
+    assert r["put"] == 200 and r["get"] == 200 and r["extract"] == 0 and r["remove"] == 204, r
+    assert (out / "up" / "f").read_text() == "over tls\n"
+    print(f"docker over TLS: exec round trip of `true` {r['exec_rtt_ms']:.1f} ms (median of 15)")
+
+
 def test_tls_refusals(docker_engine):
     e = docker_engine
     # a client certificate of another CA: the engine refuses it
