@@ -512,6 +512,20 @@ static int api_num(const char *v)
 	return (int)(maj * 1000 + min);
 }
 
+int engine_negotiate_api(const char *server, char *out, size_t outlen)
+{
+	int s = api_num(server), max = api_num(ENGINE_API_MAX);
+	if (s < 0)
+		return -EINVAL;
+	if (s < api_num(ENGINE_API_MIN))
+		return -ENOTSUP;
+	if (s < max)
+		snprintf(out, outlen, "%d.%d", s / 1000, s % 1000);
+	else
+		snprintf(out, outlen, "%s", ENGINE_API_MAX);
+	return 0;
+}
+
 static const char *jstr(struct json_object *j, const char *key)
 {
 	struct json_object *v;
@@ -626,21 +640,18 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
 		return r;
 	}
 	const char *sv = jstr(ver, "ApiVersion");
-	int s = api_num(sv), max = api_num(ENGINE_API_MAX);
-	if (s < 0) {
+	r = engine_negotiate_api(sv, e->api, sizeof(e->api));
+	if (r == -EINVAL) {
 		snprintf(err, errlen, "engine %s: GET /version has no ApiVersion: not a Docker Engine API endpoint", e->endpoint);
-		json_object_put(ver);
-		engine_close(e);
-		return -EPROTO;
-	}
-	if (s < api_num(ENGINE_API_MIN)) {
+	} else if (r < 0) {
 		snprintf(err, errlen, "engine %s: its API version %s is older than %s (Docker 19.03): upgrade the engine",
 			 e->endpoint, sv, ENGINE_API_MIN);
+	}
+	if (r < 0) {
 		json_object_put(ver);
 		engine_close(e);
 		return -EPROTO;
 	}
-	snprintf(e->api, sizeof(e->api), "%s", s < max ? sv : ENGINE_API_MAX);
 	snprintf(e->kind, sizeof(e->kind), "%s", kind_of(ver));
 	const char *v = jstr(ver, "Version");
 	snprintf(e->version, sizeof(e->version), "%s", v ? v : "?");

@@ -55,6 +55,11 @@ struct engine_addr {
  * or too long socket path, no or a bad port). */
 int engine_parse_endpoint(const char *endpoint, struct engine_addr *a, char *err, size_t errlen);
 
+/* The version to speak to a server whose newest is server ("1.43"):
+ * min(server, ENGINE_API_MAX) into out. -EINVAL when server is not
+ * MAJOR.MINOR, -ENOTSUP when it is older than ENGINE_API_MIN. */
+int engine_negotiate_api(const char *server, char *out, size_t outlen);
+
 /* Opens an endpoint: GET /version (unversioned) and negotiates the API
  * version min(server's ApiVersion, ENGINE_API_MAX). Fails within the
  * timeout, naming the endpoint: -ECONNREFUSED/-ENOENT (nothing listens),
