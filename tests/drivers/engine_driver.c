@@ -17,6 +17,9 @@
  *       a container, SHELLCMD run over a hijacked stream (no stdin):
  *       {"exec", "stdout", "stderr", "exit", "seconds"}; a stream outlives
  *       the endpoint's timeout (only connecting and the reply are bounded)
+ *   engine_driver ... ENDPOINT parallel THREADS CALLS
+ *       THREADS threads each make CALLS GET /_ping on one struct engine:
+ *       {"ok", "failed", "error", "seconds"}
  *   engine_driver tar HOSTPATH NAME OUTDIR
  *       engine_tar_from_path then engine_tar_extract into OUTDIR (no engine)
  *   engine_driver extract TARFILE OUTDIR
@@ -346,6 +349,57 @@ static int exec_cmd(struct engine *e, const char *image, const char *shcmd)
 	return 0;
 }
 
+struct pinger {
+	struct engine *e;
+	int calls, ok, failed;
+	char err[512];
+};
+
+static void *ping_thread(void *ud)
+{
+	struct pinger *p = ud;
+	for (int i = 0; i < p->calls; i++) {
+		char err[512] = "";
+		int st = engine_call(p->e, "GET", "/_ping", NULL, NULL, err, sizeof(err));
+		if (st == 200) {
+			p->ok++;
+		} else {
+			p->failed++;
+			snprintf(p->err, sizeof(p->err), "%d: %s", st, err);
+		}
+	}
+	return NULL;
+}
+
+static int parallel_cmd(struct engine *e, int threads, int calls)
+{
+	if (threads < 1 || threads > 64)
+		threads = 8;
+	struct pinger p[64];
+	pthread_t th[64];
+	double t0 = mono_s();
+	for (int i = 0; i < threads; i++) {
+		p[i] = (struct pinger){ .e = e, .calls = calls };
+		pthread_create(&th[i], NULL, ping_thread, &p[i]);
+	}
+	int ok = 0, failed = 0;
+	const char *err = "";
+	for (int i = 0; i < threads; i++) {
+		pthread_join(th[i], NULL);
+		ok += p[i].ok;
+		failed += p[i].failed;
+		if (p[i].err[0])
+			err = p[i].err;
+	}
+	struct json_object *j = json_object_new_object();
+	json_object_object_add(j, "ok", json_object_new_int(ok));
+	json_object_object_add(j, "failed", json_object_new_int(failed));
+	json_object_object_add(j, "error", json_object_new_string(err));
+	json_object_object_add(j, "seconds", json_object_new_double(mono_s() - t0));
+	print_json(j);
+	return 0;
+}
+
 static int tar_cmd(const char *src, const char *name, const char *outdir)
 {
 	char err[1024] = "";
@@ -437,6 +491,8 @@ int main(int argc, char **argv)
 		print_json(j);
 	} else if (!strcmp(cmd, "roundtrip") && i + 4 < argc) {
 		roundtrip(e, argv[i + 2], argv[i + 3], argv[i + 4]);
+	} else if (!strcmp(cmd, "parallel") && i + 3 < argc) {
+		parallel_cmd(e, atoi(argv[i + 2]), atoi(argv[i + 3]));
 	} else if (!strcmp(cmd, "exec") && i + 3 < argc) {
 		exec_cmd(e, argv[i + 2], argv[i + 3]);
 	} else if (!strcmp(cmd, "call") && i + 3 < argc) {

@@ -99,6 +99,17 @@ def test_stream_outlives_timeout(engine):
     assert r["seconds"] >= 6 and r["remove"] == 204, r
 
 
+@pytest.mark.parametrize("over", ["unix", "tls"])
+def test_parallel_calls(docker_engine, over):
+    """One struct engine used by 8 threads at once (a curl handle per call,
+    TLS sessions shared under a lock): every call answered."""
+    e = docker_engine
+    args = [e.endpoint] if over == "unix" else [*tls_args(e), e.tls_endpoint]
+    r = drive(*args, "parallel", 8, 25)
+    assert r["ok"] == 200 and r["failed"] == 0, r
+    print(f"docker over {over}: 200 calls from 8 threads in {r['seconds'] * 1000:.0f} ms")
+
+
 def test_tls_client_certificates(docker_engine):
     e = docker_engine
     v = drive(*tls_args(e), e.tls_endpoint, "version")
