@@ -116,7 +116,9 @@ int engine_escape(const char *s, char *buf, size_t len);
  * request goes with "Connection: Upgrade" and "Upgrade: tcp" over a
  * connect-only curl handle (so TLS works too); after the 101 (dockerd) or
  * 200 (podman) reply the connection carries raw bytes both ways: docker's
- * framed stdout/stderr (engine_demux) from the engine, stdin to it. */
+ * framed stdout/stderr (engine_demux) from the engine, stdin to it.
+ * One thread may read while another writes (the stream's calls into curl
+ * are serialised by a lock of its own; reads and writes never block in it). */
 struct engine_stream;
 int engine_hijack(struct engine *e, const char *path, struct json_object *body, struct engine_stream **out,
 		  char *err, size_t errlen);
