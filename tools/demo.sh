@@ -23,7 +23,7 @@ run() {
 	"$@"
 }
 
-PKGS="meson ninja-build gcc pkg-config libfuse3-dev fuse3 libjson-c-dev libcurl4-openssl-dev libssh2-1-dev libseccomp-dev bubblewrap"
+PKGS="meson ninja-build gcc pkg-config libfuse3-dev fuse3 libjson-c-dev libcurl4-openssl-dev libssh2-1-dev libseccomp-dev libarchive-dev bubblewrap"
 missing=""
 for p in $PKGS; do
 	dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

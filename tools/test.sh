@@ -86,7 +86,8 @@ summary() {   # each stage's counts, the skips by reason, the xpasses, then the 
 
 PKGS="meson ninja-build gcc clang libclang-rt-14-dev pkg-config libfuse3-dev fuse3 libjson-c-dev
 libcurl4-openssl-dev libssh2-1-dev libseccomp-dev bubblewrap python3 python3-pytest openssh-server openssh-client git jupyter-notebook sshfs
-vim-tiny attr rsync util-linux procps man-db groff-base python3-numpy python3-matplotlib python3-nbformat nodejs"
+vim-tiny attr rsync util-linux procps man-db groff-base python3-numpy python3-matplotlib python3-nbformat nodejs
+libarchive-dev docker.io podman runc uidmap mmdebstrap openssl"
 missing=""
 for p in $PKGS; do
 	dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
@@ -140,6 +141,17 @@ elif CC=clang build build-fuzz -Dwerror=true -Dfuzz=true && ninja -C build-fuzz 
 	tail -40 "$LOGDIR/build-fuzz.log" 2>/dev/null
 	fail_step "build-fuzz" "see $LOGDIR/build-fuzz.log"
 	FUZZ_OK=0
+fi
+
+# The container engines' base image (tests/integration/engines.py imports it
+# into dockerd and Podman): a bookworm minbase from Debian's mirror, built once
+# (about a minute) and cached in /var/cache/seerfs-test by its recipe's hash.
+note "engine base image (tools/engine-image.sh)"
+if ! IMAGE_TAR=$(tools/engine-image.sh 2>"$LOGDIR/engine-image.log"); then
+	cat "$LOGDIR/engine-image.log"
+	fail_step "engine base image" "tools/engine-image.sh (mmdebstrap) failed: see $LOGDIR/engine-image.log; the docker_engine and podman_engine tests fail without it"
+else
+	note "engine base image: $IMAGE_TAR"
 fi
 
 # ---- 3. unit tests and fuzzers (meson test) ----------------------------------------------

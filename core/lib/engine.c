@@ -257,7 +257,7 @@ static CURL *engine_handle(struct engine *e, const char *url, char *cerr)
 	return h;
 }
 
-static int is_tls_error(CURLcode res, const char *cerr)
+static int is_tls_error(CURLcode res, const char *cerr, int tls)
 {
 	switch (res) {
 	case CURLE_SSL_CONNECT_ERROR:
@@ -270,8 +270,10 @@ static int is_tls_error(CURLcode res, const char *cerr)
 		return 1;
 	case CURLE_RECV_ERROR:
 	case CURLE_SEND_ERROR:
-		/* TLS 1.3: a refused client certificate shows at the first read */
-		return strstr(cerr, "SSL") || strstr(cerr, "alert");
+	case CURLE_GOT_NOTHING:
+		/* A refused client certificate shows at the first read after
+		 * the handshake (TLS 1.3) as the server's alert and close. */
+		return tls || strstr(cerr, "SSL") || strstr(cerr, "alert");
 	default:
 		return 0;
 	}
@@ -281,8 +283,9 @@ static int is_tls_error(CURLcode res, const char *cerr)
 static int net_fail(struct engine *e, CURLcode res, const char *cerr, int os_errno, const char *what, char *err,
 		    size_t errlen)
 {
-	const char *detail = cerr && cerr[0] ? cerr : curl_easy_strerror(res);
-	if (is_tls_error(res, cerr ? cerr : "")) {
+	char detail[CURL_ERROR_SIZE + 128];
+	snprintf(detail, sizeof(detail), "%s%s%s", curl_easy_strerror(res), cerr && cerr[0] ? ": " : "", cerr ? cerr : "");
+	if (is_tls_error(res, cerr ? cerr : "", e->tls)) {
 		snprintf(err, errlen,
 			 "engine %s: %s: TLS failed (%s): check the endpoint's ca, cert and key (the engine must trust "
 			 "the client certificate, and its own certificate must be signed by ca for this host)",
@@ -439,7 +442,7 @@ static int do_request(struct engine *e, const struct req *q, struct json_object 
 		snprintf(err, errlen, "engine %s: %s: no reply within %d s: the engine is stalled", e->endpoint, what,
 			 q->deadline_s);
 		r = -ETIMEDOUT;
-	} else if (res != CURLE_OK && !(code >= 100 && x.got_headers && !q->sink)) {
+	} else if (res != CURLE_OK) {	/* a reply cut short is no reply */
 		r = net_fail(e, res, cerr, (int)oserr, what, err, errlen);
 	} else {
 		struct json_object *j = parse_json(x.body.data ? x.body.data : "", x.body.len);
@@ -507,6 +510,20 @@ static int api_num(const char *v)
 	if (!v || sscanf(v, "%u.%u%c", &maj, &min, &tail) != 2 || maj > 99 || min > 999)
 		return -1;
 	return (int)(maj * 1000 + min);
+}
+
+int engine_negotiate_api(const char *server, char *out, size_t outlen)
+{
+	int s = api_num(server), max = api_num(ENGINE_API_MAX);
+	if (s < 0)
+		return -EINVAL;
+	if (s < api_num(ENGINE_API_MIN))
+		return -ENOTSUP;
+	if (s < max)
+		snprintf(out, outlen, "%d.%d", s / 1000, s % 1000);
+	else
+		snprintf(out, outlen, "%s", ENGINE_API_MAX);
+	return 0;
 }
 
 static const char *jstr(struct json_object *j, const char *key)
@@ -623,21 +640,18 @@ int engine_open(const struct engine_opts *o, struct engine **out, char *err, siz
 		return r;
 	}
 	const char *sv = jstr(ver, "ApiVersion");
-	int s = api_num(sv), max = api_num(ENGINE_API_MAX);
-	if (s < 0) {
+	r = engine_negotiate_api(sv, e->api, sizeof(e->api));
+	if (r == -EINVAL) {
 		snprintf(err, errlen, "engine %s: GET /version has no ApiVersion: not a Docker Engine API endpoint", e->endpoint);
-		json_object_put(ver);
-		engine_close(e);
-		return -EPROTO;
-	}
-	if (s < api_num(ENGINE_API_MIN)) {
+	} else if (r < 0) {
 		snprintf(err, errlen, "engine %s: its API version %s is older than %s (Docker 19.03): upgrade the engine",
 			 e->endpoint, sv, ENGINE_API_MIN);
+	}
+	if (r < 0) {
 		json_object_put(ver);
 		engine_close(e);
 		return -EPROTO;
 	}
-	snprintf(e->api, sizeof(e->api), "%s", s < max ? sv : ENGINE_API_MAX);
 	snprintf(e->kind, sizeof(e->kind), "%s", kind_of(ver));
 	const char *v = jstr(ver, "Version");
 	snprintf(e->version, sizeof(e->version), "%s", v ? v : "?");
@@ -789,7 +803,7 @@ int engine_hijack(struct engine *e, const char *path, struct json_object *body, 
 		if (res != CURLE_OK) {
 			r = -EIO;
 			snprintf(cerr, sizeof(cerr), "%s", curl_easy_strerror(res));
-			if (is_tls_error(res, cerr) || res == CURLE_RECV_ERROR)
+			if (is_tls_error(res, cerr, e->tls))
 				r = -EACCES;
 			break;
 		}

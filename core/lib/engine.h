@@ -55,6 +55,11 @@ struct engine_addr {
  * or too long socket path, no or a bad port). */
 int engine_parse_endpoint(const char *endpoint, struct engine_addr *a, char *err, size_t errlen);
 
+/* The version to speak to a server whose newest is server ("1.43"):
+ * min(server, ENGINE_API_MAX) into out. -EINVAL when server is not
+ * MAJOR.MINOR, -ENOTSUP when it is older than ENGINE_API_MIN. */
+int engine_negotiate_api(const char *server, char *out, size_t outlen);
+
 /* Opens an endpoint: GET /version (unversioned) and negotiates the API
  * version min(server's ApiVersion, ENGINE_API_MAX). Fails within the
  * timeout, naming the endpoint: -ECONNREFUSED/-ENOENT (nothing listens),
@@ -111,7 +116,9 @@ int engine_escape(const char *s, char *buf, size_t len);
  * request goes with "Connection: Upgrade" and "Upgrade: tcp" over a
  * connect-only curl handle (so TLS works too); after the 101 (dockerd) or
  * 200 (podman) reply the connection carries raw bytes both ways: docker's
- * framed stdout/stderr (engine_demux) from the engine, stdin to it. */
+ * framed stdout/stderr (engine_demux) from the engine, stdin to it.
+ * One thread may read while another writes (the stream's calls into curl
+ * are serialised by a lock of its own; reads and writes never block in it). */
 struct engine_stream;
 int engine_hijack(struct engine *e, const char *path, struct json_object *body, struct engine_stream **out,
 		  char *err, size_t errlen);

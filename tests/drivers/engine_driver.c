@@ -13,6 +13,13 @@
  *       OUTDIR, the exec round trip time of `true`, then the container removed.
  *   engine_driver ... ENDPOINT call METHOD PATH [JSON]
  *       {"status", "reply", "error"}
+ *   engine_driver ... ENDPOINT exec IMAGE SHELLCMD
+ *       a container, SHELLCMD run over a hijacked stream (no stdin):
+ *       {"exec", "stdout", "stderr", "exit", "seconds"}; a stream outlives
+ *       the endpoint's timeout (only connecting and the reply are bounded)
+ *   engine_driver ... ENDPOINT parallel THREADS CALLS
+ *       THREADS threads each make CALLS GET /_ping on one struct engine:
+ *       {"ok", "failed", "error", "seconds"}
  *   engine_driver tar HOSTPATH NAME OUTDIR
  *       engine_tar_from_path then engine_tar_extract into OUTDIR (no engine)
  *   engine_driver extract TARFILE OUTDIR
@@ -298,6 +305,101 @@ out:
 	return 0;
 }
 
+static int exec_cmd(struct engine *e, const char *image, const char *shcmd)
+{
+	char err[2048] = "", path[300], id[128] = "";
+	struct json_object *res = json_object_new_object(), *rep = NULL, *v;
+	struct json_object *body = json_object_new_object(), *cmd = json_object_new_array(), *hc = json_object_new_object();
+	json_object_object_add(body, "Image", json_object_new_string(image));
+	json_object_array_add(cmd, json_object_new_string("sleep"));
+	json_object_array_add(cmd, json_object_new_string("infinity"));
+	json_object_object_add(body, "Cmd", cmd);
+	json_object_object_add(hc, "NetworkMode", json_object_new_string("none"));
+	json_object_object_add(body, "HostConfig", hc);
+	int st = engine_call_t(e, "POST", "/containers/create", body, 60, &rep, err, sizeof(err));
+	json_object_put(body);
+	if (st == 201 && json_object_object_get_ex(rep, "Id", &v))
+		snprintf(id, sizeof(id), "%s", json_object_get_string(v));
+	json_object_put(rep);
+	if (id[0]) {
+		snprintf(path, sizeof(path), "/containers/%s/start", id);
+		st = engine_call_t(e, "POST", path, NULL, 60, NULL, err, sizeof(err));
+	}
+	if (id[0] && st == 204) {
+		const char *argv[] = { "sh", "-c", shcmd, NULL };
+		struct out x = { { 0 }, { 0 } };
+		int code = -1;
+		double t = mono_s();
+		int r = run_exec(e, id, argv, NULL, 0, &x, &code, err, sizeof(err));
+		json_object_object_add(res, "exec", json_object_new_int(r));
+		json_object_object_add(res, "seconds", json_object_new_double(mono_s() - t));
+		json_object_object_add(res, "stdout", json_object_new_string(x.o.data ? x.o.data : ""));
+		json_object_object_add(res, "stderr", json_object_new_string(x.e.data ? x.e.data : ""));
+		json_object_object_add(res, "exit", json_object_new_int(code));
+		sbuf_free(&x.o);
+		sbuf_free(&x.e);
+	}
+	if (id[0]) {
+		char err3[1024];
+		snprintf(path, sizeof(path), "/containers/%s?force=true", id);
+		json_object_object_add(res, "remove", json_object_new_int(engine_call_t(e, "DELETE", path, NULL, 60, NULL, err3, sizeof(err3))));
+	}
+	json_object_object_add(res, "error", json_object_new_string(err));
+	print_json(res);
+	return 0;
+}
+
+struct pinger {
+	struct engine *e;
+	int calls, ok, failed;
+	char err[512];
+};
+
+static void *ping_thread(void *ud)
+{
+	struct pinger *p = ud;
+	for (int i = 0; i < p->calls; i++) {
+		char err[512] = "";
+		int st = engine_call(p->e, "GET", "/_ping", NULL, NULL, err, sizeof(err));
+		if (st == 200) {
+			p->ok++;
+		} else {
+			p->failed++;
+			snprintf(p->err, sizeof(p->err), "%d: %s", st, err);
+		}
+	}
+	return NULL;
+}
+
+static int parallel_cmd(struct engine *e, int threads, int calls)
+{
+	if (threads < 1 || threads > 64)
+		threads = 8;
+	struct pinger p[64];
+	pthread_t th[64];
+	double t0 = mono_s();
+	for (int i = 0; i < threads; i++) {
+		p[i] = (struct pinger){ .e = e, .calls = calls };
+		pthread_create(&th[i], NULL, ping_thread, &p[i]);
+	}
+	int ok = 0, failed = 0;
+	const char *err = "";
+	for (int i = 0; i < threads; i++) {
+		pthread_join(th[i], NULL);
+		ok += p[i].ok;
+		failed += p[i].failed;
+		if (p[i].err[0])
+			err = p[i].err;
+	}
+	struct json_object *j = json_object_new_object();
+	json_object_object_add(j, "ok", json_object_new_int(ok));
+	json_object_object_add(j, "failed", json_object_new_int(failed));
+	json_object_object_add(j, "error", json_object_new_string(err));
+	json_object_object_add(j, "seconds", json_object_new_double(mono_s() - t0));
+	print_json(j);
+	return 0;
+}
+
 static int tar_cmd(const char *src, const char *name, const char *outdir)
 {
 	char err[1024] = "";
@@ -389,6 +491,10 @@ int main(int argc, char **argv)
 		print_json(j);
 	} else if (!strcmp(cmd, "roundtrip") && i + 4 < argc) {
 		roundtrip(e, argv[i + 2], argv[i + 3], argv[i + 4]);
+	} else if (!strcmp(cmd, "parallel") && i + 3 < argc) {
+		parallel_cmd(e, atoi(argv[i + 2]), atoi(argv[i + 3]));
+	} else if (!strcmp(cmd, "exec") && i + 3 < argc) {
+		exec_cmd(e, argv[i + 2], argv[i + 3]);
 	} else if (!strcmp(cmd, "call") && i + 3 < argc) {
 		struct json_object *body = i + 4 < argc ? json_tokener_parse(argv[i + 4]) : NULL, *rep = NULL;
 		int st = engine_call(e, argv[i + 2], argv[i + 3], body, &rep, err, sizeof(err));

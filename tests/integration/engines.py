@@ -146,6 +146,26 @@ class Engine:
                 "--cgroup-manager", "cgroupfs", "--runtime", "runc", "--events-backend", "file",
                 "--storage-driver", "overlay"]
 
+    def _podman_conf(self):
+        """A containers.conf of our own. Podman as root gives containers
+        nofile=1048576 unless told otherwise, which a root without
+        CAP_SYS_RESOURCE (this CI's) cannot raise to: runc fails with
+        "error setting rlimit type 7". The default is this process's own
+        hard limits instead (dockerd's containers inherit them as well);
+        nproc at most 32768, which Podman lowers its own limit to when it
+        cannot raise it (seen on Podman 4.3 here: its /proc/PID/limits)."""
+        import resource
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        nproc = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+        if nproc == resource.RLIM_INFINITY or nproc > 32768:
+            nproc = 32768
+        lim = lambda v: "-1" if v == resource.RLIM_INFINITY else str(v)  # noqa: E731
+        path = os.path.join(self.data_dir, "containers.conf")
+        with open(path, "w") as f:
+            f.write("[containers]\ndefault_ulimits = [\"nofile=%s:%s\", \"nproc=%s:%s\"]\n"
+                    % (lim(nofile), lim(nofile), lim(nproc), lim(nproc)))
+        return path
+
     def log_tail(self, n=60):
         try:
             with open(self.log_path, errors="replace") as f:
@@ -165,6 +185,8 @@ class Engine:
         log = open(self.log_path, "ab")
         env = dict(os.environ)
         env["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        if self.kind == "podman":
+            env["CONTAINERS_CONF"] = self._podman_conf()
         t0 = time.monotonic()
         self.proc = subprocess.Popen(self._argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                      env=env, start_new_session=True)
@@ -191,30 +213,35 @@ class Engine:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=30)
-        # A killed dockerd leaves its pid file, and refuses to start again
-        # while it is there ("pid file found, ensure docker is not running").
         if self.kind == "docker":
+            self._forget_dead_containerd()
+            # A killed dockerd leaves its pid file, and refuses to start
+            # again while it is there ("pid file found, ensure docker is not
+            # running") where its pid is taken by then.
             try:
                 os.unlink(os.path.join(self.data_dir, "docker.pid"))
             except FileNotFoundError:
                 pass
-            # Its containerd dies with it (its log pipe closes); where no
-            # init reaps it, a zombie keeps its pid file "running", and the
-            # next dockerd waits on its socket until it gives up.
-            cpid = os.path.join(self.data_dir, "exec", "containerd", "containerd.pid")
-            try:
-                with open(cpid) as f:
-                    pid = int(f.read().strip() or "0")
-                alive = False
-                try:
-                    with open("/proc/%d/stat" % pid) as f:
-                        alive = f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-                except OSError:
-                    pass
-                if not alive:
-                    os.unlink(cpid)
-            except (OSError, ValueError):
-                pass
+
+    def _forget_dead_containerd(self):
+        """dockerd's managed containerd dies with it (parent-death signal),
+        but where PID 1 does not reap orphans (this CI's init), it stays a
+        zombie, which the next dockerd takes for a live containerd ("still
+        running") and waits on forever. Its pid file is removed once the
+        process is dead or a zombie, as a reboot's fresh /run would."""
+        pidfile = os.path.join(self.data_dir, "exec", "containerd", "containerd.pid")
+        try:
+            with open(pidfile) as f:
+                pid = int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            return
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            st = _state(pid)
+            if st in (None, "Z", "X"):
+                os.unlink(pidfile)
+                return
+            time.sleep(0.05)
 
     def restart(self):
         self.kill()
@@ -250,6 +277,15 @@ class Engine:
             raise EngineError("%s: importing %s as %s failed: HTTP %d %s; log:\n%s"
                               % (self.kind, tarball, self.image, st, body[-1000:].decode(errors="replace"),
                                  self.log_tail()))
+        if self.kind == "podman":
+            # Podman 4.3's import drops the tag (REPO:latest) and names it
+            # localhost/REPO; its compatible API reads a short name as Docker
+            # does (docker.io/library/REPO). Tagged here, so the same
+            # "seerfs-base:bookworm" names it on both engines.
+            image_id = json.loads(body.strip().splitlines()[-1])["id"]
+            st, b2 = self.request("POST", "/images/%s/tag?repo=docker.io/library/%s&tag=%s" % (image_id, repo, tag))
+            if st != 201:
+                raise EngineError("podman: tagging the import %s as %s: HTTP %d %s" % (image_id, self.image, st, b2[:300]))
         st, body = self.request("GET", "/images/%s/json" % self.image)
         if st != 200:
             raise EngineError("%s: the imported image %s is not found: HTTP %d %s"
@@ -314,9 +350,19 @@ class Engine:
                 self.proc.wait()
         # dockerd stops its containerd itself; wait for it a moment
         deadline = time.monotonic() + 15
-        while self._our_pids() and time.monotonic() < deadline:
+        while [p for p in self._our_pids() if not _is_exec_conmon(p)] and time.monotonic() < deadline:
             time.sleep(0.2)
-        pids = self._our_pids()
+        # Podman keeps each exec's conmon for --exit-delay 300 s after the
+        # exec ended (so a client may still read its exit code), even once
+        # the container is gone: expected, killed without a complaint.
+        lingering = [p for p in self._our_pids() if _is_exec_conmon(p)]
+        for p in lingering:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.2 if lingering else 0)
+        pids = [p for p in self._our_pids() if _state(p) not in (None, "Z")]
         if pids:
             left.append("processes left: " + ", ".join("%d (%s)" % (p, _comm(p)) for p in pids))
             for p in pids:
@@ -344,12 +390,31 @@ class Engine:
 def _expected_mount(e, mp):
     if e.kind == "podman":
         return mp in (os.path.join(e.data_dir, "root", "overlay"),)
+    # dockerd binds its data root onto itself to make it a shared mount and
+    # undoes that at a clean shutdown, but not after a crash (kill()): the
+    # next start binds it again, and one stays.
     # exec/netns/default: dockerd's bind of the host's network namespace,
     # made by the first container with host networking (the docker provider's).
-    # data: dockerd started again over the same data root (kill/restart)
-    # leaves the bind it makes of it.
-    return mp in (os.path.join(e.data_dir, "data", "overlay2"), os.path.join(e.data_dir, "exec", "netns"),
-                  os.path.join(e.data_dir, "exec", "netns", "default"), os.path.join(e.data_dir, "data"))
+    return mp in (os.path.join(e.data_dir, "data"), os.path.join(e.data_dir, "data", "overlay2"),
+                  os.path.join(e.data_dir, "exec", "netns"), os.path.join(e.data_dir, "exec", "netns", "default"))
+
+
+def _is_exec_conmon(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return False
+    return os.path.basename(argv[0]) == b"conmon" and b"--exec-attach" in argv and b"--exit-delay" in argv
+
+
+def _state(pid):
+    """A process's state letter (R, S, Z...), None when there is none."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 def _comm(pid):

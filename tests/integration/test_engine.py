@@ -89,12 +89,50 @@ def test_roundtrip(engine, tmp_path):
     assert not [c for c in engine.containers() if c.get("Labels", {}).get("seerfs.test") == "engine_driver"]
 
 
+def test_stream_outlives_timeout(engine):
+    """The endpoint's timeout bounds connecting and the reply's headers, not
+    a stream: an exec that is silent for longer than it still completes."""
+    # 4 s: Podman's GET /version alone takes about 1 s (more on a loaded machine)
+    r = drive("--timeout", "4", engine.endpoint, "exec", engine.image, "sleep 6; echo late; echo e >&2; exit 7")
+    assert "exec" in r, r
+    assert r["exec"] == 0 and r["stdout"] == "late\n" and r["stderr"] == "e\n" and r["exit"] == 7, r
+    assert r["seconds"] >= 6 and r["remove"] == 204, r
+
+
+@pytest.mark.parametrize("over", ["unix", "tls"])
+def test_parallel_calls(docker_engine, over):
+    """One struct engine used by 8 threads at once (a curl handle per call,
+    TLS sessions shared under a lock): every call answered."""
+    e = docker_engine
+    args = [e.endpoint] if over == "unix" else [*tls_args(e), e.tls_endpoint]
+    r = drive(*args, "parallel", 8, 25)
+    assert r["ok"] == 200 and r["failed"] == 0, r
+    print(f"docker over {over}: 200 calls from 8 threads in {r['seconds'] * 1000:.0f} ms")
+
+
 def test_tls_client_certificates(docker_engine):
     e = docker_engine
     v = drive(*tls_args(e), e.tls_endpoint, "version")
     assert v["ok"] and v["api"] == "1.41" and v["kind"] == "docker", v
     c = drive(*tls_args(e), e.tls_endpoint, "call", "GET", "/containers/json?all=1")
     assert c["status"] == 200 and isinstance(c["reply"], list), c
+
+
+def test_tls_roundtrip(docker_engine, tmp_path):
+    """The hijacked stream over TLS: 1 MiB of stdin through cat and back,
+    stdin's half-close (shutdown of the socket under TLS), stderr apart, the
+    exit code; archive put and get."""
+    e = docker_engine
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("over tls\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    r = drive(*tls_args(e), e.tls_endpoint, "roundtrip", e.image, src, out, timeout=300)
+    assert r["exec"] == 0 and r["stdout_same"] and r["stderr"] == "to-stderr\n" and r["exit"] == 3, r
+    assert r["put"] == 200 and r["get"] == 200 and r["extract"] == 0 and r["remove"] == 204, r
+    assert (out / "up" / "f").read_text() == "over tls\n"
+    print(f"docker over TLS: exec round trip of `true` {r['exec_rtt_ms']:.1f} ms (median of 15)")
 
 
 def test_tls_refusals(docker_engine):

@@ -1,10 +1,11 @@
 /*
  * test_engine.c - the pure parts of the Engine API client (core/lib/engine.c,
- * engine_tar.c), with no engine: endpoint parsing, query escaping, docker's
- * stdout/stderr framing fed in every split, TLS options checked before any
- * connection, and the tar extraction's refusals (absolute names, "..", a
- * path through a planted symlink, devices) on archives built here with
- * libarchive, beside a tree's round trip through engine_tar_from_path.
+ * engine_tar.c), with no engine: endpoint parsing, API version negotiation,
+ * query escaping, docker's stdout/stderr framing fed in every split, TLS
+ * options checked before any connection, and the tar extraction's refusals
+ * (absolute names, "..", a path through a planted symlink, devices) on
+ * archives built here with libarchive, beside a tree's round trip through
+ * engine_tar_from_path.
  */
 #include "core/lib/engine.h"
 #include "core/lib/util.h"
@@ -44,6 +45,20 @@ static void test_endpoints(void)
 	char longp[200];
 	snprintf(longp, sizeof(longp), "unix:///%0150d", 0);
 	CHECK(engine_parse_endpoint(longp, &a, err, sizeof(err)) == -EINVAL, "a 150-byte socket path accepted");
+}
+
+static void test_negotiate(void)
+{
+	char v[16];
+	CHECK(engine_negotiate_api("1.43", v, sizeof(v)) == 0 && !strcmp(v, ENGINE_API_MAX), "newer server: %s", v);
+	CHECK(engine_negotiate_api("1.41", v, sizeof(v)) == 0 && !strcmp(v, "1.41"), "dockerd 20.10 / Podman 4.3: %s", v);
+	CHECK(engine_negotiate_api("1.40", v, sizeof(v)) == 0 && !strcmp(v, "1.40"), "an older server's own: %s", v);
+	CHECK(engine_negotiate_api("1.39", v, sizeof(v)) == -ENOTSUP, "older than the minimum");
+	CHECK(engine_negotiate_api("2.0", v, sizeof(v)) == 0 && !strcmp(v, ENGINE_API_MAX), "a 2.x server");
+	static const char *bad[] = { NULL, "", "1", "1.", "v1.41", "1.41.2", "1.x", NULL };
+	for (int i = 1; bad[i]; i++)
+		CHECK(engine_negotiate_api(bad[i], v, sizeof(v)) == -EINVAL, "%s accepted", bad[i]);
+	CHECK(engine_negotiate_api(NULL, v, sizeof(v)) == -EINVAL, "NULL accepted");
 }
 
 static void test_escape(void)
@@ -313,6 +328,7 @@ int main(void)
 		return 1;
 	}
 	test_endpoints();
+	test_negotiate();
 	test_escape();
 	test_demux();
 	test_open_refusals();
