@@ -2,7 +2,9 @@
 # gpu-check.sh - the GPU check of the foundation issue, for a machine with an
 # NVIDIA GPU: a sandbox with "gpu": TYPE runs nvidia-smi inside and sees the
 # GPU, one with gpu null sees none, one asking for a type the host lacks is
-# refused with the reason. Needs root (it mounts without fusermount3).
+# refused with the reason; then the same on the docker provider where an
+# engine with the NVIDIA container toolkit answers. Needs root (it mounts
+# without fusermount3).
 #   tools/gpu-check.sh [DEVDIR]
 # DEVDIR (optional) holds seerfs, seerfs-agent, a bwrap wrapper and the
 # libraries they need, for a machine without the Debian packages.
@@ -39,5 +41,34 @@ mkdir "$m/r"; echo "{\"gpu\": \"$other\"}" > "$m/r/config.json"; head -1 "$m/r/w
 grep -q failed "$m/r/status" && grep -q "$other" "$m/r/error"; check $? "gpu $other: refused with the reason"
 for s in g n; do echo terminate > "$m/$s/ctl"; cat "$m/$s/wait" >/dev/null; done
 umount "$m" 2>/dev/null || fusermount3 -u "$m" 2>/dev/null
+
+# The docker provider (docs/docker.md), where an engine answers at
+# $SEERFS_DOCKER_ENDPOINT (default unix:///var/run/docker.sock) with the
+# NVIDIA container toolkit: a sandbox with "gpu" gets the engine's device
+# request (driver nvidia, count, [["gpu"]]) and nvidia-smi inside sees the
+# GPU; one without sees none. Image: $SEERFS_DOCKER_IMAGE (default
+# debian:bookworm-slim; the toolkit brings nvidia-smi into the container).
+dep=${SEERFS_DOCKER_ENDPOINT:-unix:///var/run/docker.sock}
+if command -v docker >/dev/null && docker -H "$dep" info >/dev/null 2>&1; then
+	echo "== docker provider on $dep"
+	img=${SEERFS_DOCKER_IMAGE:-debian:bookworm-slim}
+	dm=$(mktemp -d); dst=$(mktemp -d); pf=$(mktemp)
+	printf '{"box": {"type": "docker", "endpoint": "%s", "image": "%s", "timeout": 120}}\n' "$dep" "$img" > "$pf"
+	run_seerfs "$dm" -o state="$dst" -o providers="$pf" || { echo "FAIL: seerfs (docker) did not mount"; exit 1; }
+	mkdir "$dm/g"; echo '{"provider": "box", "gpu": "any", "gpu_count": 1}' > "$dm/g/config.json"; head -1 "$dm/g/wait"
+	cat "$dm/g/error"
+	echo 'nvidia-smi -L; ls /dev/nvidia*' > "$dm/g/exec"
+	cat "$dm/g/jobs/latest/exit" >/dev/null; cat "$dm/g/jobs/latest/output"
+	grep -q "GPU 0" "$dm/g/jobs/latest/output"; check $? "docker, gpu: nvidia-smi inside the container sees the GPU"
+	mkdir "$dm/n"; echo '{"provider": "box"}' > "$dm/n/config.json"; head -1 "$dm/n/wait"
+	echo 'ls /dev/nvidia* 2>&1; nvidia-smi -L 2>&1; echo done' > "$dm/n/exec"
+	cat "$dm/n/jobs/latest/exit" >/dev/null; cat "$dm/n/jobs/latest/output"
+	! grep -q "GPU 0" "$dm/n/jobs/latest/output" && ! grep -q "^/dev/nvidia" "$dm/n/jobs/latest/output"; check $? "docker, no gpu: no GPU device inside"
+	for s in g n; do echo terminate > "$dm/$s/ctl"; cat "$dm/$s/wait" >/dev/null; rmdir "$dm/$s"; done
+	umount "$dm" 2>/dev/null || fusermount3 -u "$dm" 2>/dev/null
+	rm -f "$pf"
+else
+	echo "== docker provider: no engine answers at $dep (set SEERFS_DOCKER_ENDPOINT); not checked"
+fi
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

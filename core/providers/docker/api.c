@@ -1,174 +1,113 @@
 /*
- * api.c - Engine API requests of the docker provider (see api.h).
+ * api.c - Engine API requests of the docker provider (see api.h), through
+ * the shared client core/lib/engine.h: one struct engine per providers-file
+ * entry, opened at the first request (which negotiates the API version)
+ * and kept; a failed open is tried again by the next request.
  */
+#include "core/lib/engine.h"
 #include "core/lib/util.h"
 #include "core/providers/docker/api.h"
 #include "core/providers/docker/entry.h"
 
-#include <curl/curl.h>
 #include <errno.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* The newest API this client knows: dockerd 20.10 (Debian 12) and Podman
- * 4.x's compatible service both speak it. */
-#define DK_API_MAX "1.41"
-
-static size_t on_data(char *p, size_t sz, size_t nm, void *ud)
-{
-	struct sbuf *b = ud;
-	if (b->len + sz * nm > (512u << 20))
-		return 0;
-	return sbuf_append(b, p, sz * nm) < 0 ? 0 : sz * nm;
-}
-
-static CURL *handle_for(struct docker_entry *e, int timeout_ms)
-{
-	CURL *c = curl_easy_init();
-	if (!c)
-		return NULL;
-	if (e->sock)
-		curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, e->sock);
-	if (e->ca)
-		curl_easy_setopt(c, CURLOPT_CAINFO, e->ca);
-	if (e->cert) {
-		curl_easy_setopt(c, CURLOPT_SSLCERT, e->cert);
-		curl_easy_setopt(c, CURLOPT_SSLKEY, e->key);
-	}
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)e->timeout_ms);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)(timeout_ms > 0 ? timeout_ms : e->timeout_ms));
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-	return c;
-}
-
-static int perform(struct docker_entry *e, const char *method, const char *url, const char *body, int timeout_ms,
-		   long *status, struct sbuf *resp, char *err, size_t n)
-{
-	CURL *c = handle_for(e, timeout_ms);
-	if (!c) {
-		snprintf(err, n, "docker engine %s: cannot make a request (libcurl)", e->endpoint);
-		return -ENOMEM;
-	}
-	struct curl_slist *h = NULL;
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, resp);
-	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-	if (body) {
-		h = curl_slist_append(h, "Content-Type: application/json");
-		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-	} else if (!strcmp(method, "POST") || !strcmp(method, "PUT")) {
-		curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
-		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, 0L);
-	}
-	if (h)
-		curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-	CURLcode cr = curl_easy_perform(c);
-	*status = 0;
-	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
-	curl_slist_free_all(h);
-	curl_easy_cleanup(c);
-	if (cr == CURLE_OK)
-		return 0;
-	int r = cr == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT : -EHOSTUNREACH;
-	snprintf(err, n, "docker engine %s cannot be reached: %s%s; start the engine or fix the provider's \"endpoint\"",
-		 e->endpoint, curl_easy_strerror(cr), r == -ETIMEDOUT ? " (timed out)" : "");
-	return r;
-}
-
-/* The API version to speak: the engine's, capped at ours. */
-static int negotiate(struct docker_entry *e, char *err, size_t n)
+static struct engine *engine_of(struct docker_entry *e, char *err, size_t n)
 {
 	pthread_mutex_lock(&e->lock);
-	int have = e->api[0] != '\0';
+	struct engine *eng = e->eng;
+	if (!eng) {
+		struct engine_opts o = {.endpoint = e->endpoint, .ca = e->ca, .cert = e->cert, .key = e->key,
+					.timeout_s = (e->timeout_ms + 999) / 1000};
+		char e2[768];
+		int r = engine_open(&o, &eng, e2, sizeof(e2));
+		if (r < 0) {
+			eng = NULL;
+			snprintf(err, n, "%s; start the engine or fix the provider's \"endpoint\"", e2);
+		} else {
+			e->eng = eng;
+		}
+	}
 	pthread_mutex_unlock(&e->lock);
-	if (have)
-		return 0;
-	struct sbuf url = {0}, resp = {0};
-	sbuf_printf(&url, "%s/version", e->url);
-	long st = 0;
-	int r = perform(e, "GET", url.data, NULL, 0, &st, &resp, err, n);
-	sbuf_free(&url);
-	if (r < 0) {
-		sbuf_free(&resp);
-		return r;
-	}
-	struct json_object *o = resp.data ? json_tokener_parse(resp.data) : NULL, *v;
-	sbuf_free(&resp);
-	const char *ver = o && json_object_object_get_ex(o, "ApiVersion", &v) ? json_object_get_string(v) : NULL;
-	if (st != 200 || !ver) {
-		json_object_put(o);
-		snprintf(err, n, "docker engine %s: GET /version answered %ld without an ApiVersion: not a Docker Engine API",
-			 e->endpoint, st);
-		return -EPROTO;
-	}
-	int maj = 0, min = 0;
-	sscanf(ver, "%d.%d", &maj, &min);
-	pthread_mutex_lock(&e->lock);
-	if (maj > 1 || (maj == 1 && min >= 41))
-		snprintf(e->api, sizeof(e->api), "%s", DK_API_MAX);
-	else
-		snprintf(e->api, sizeof(e->api), "%d.%d", maj, min);
-	pthread_mutex_unlock(&e->lock);
-	json_object_put(o);
-	if (maj == 1 && min < 25) {
-		snprintf(err, n, "docker engine %s speaks API %s; seerfs needs 1.25 or newer", e->endpoint, ver);
-		return -EPROTO;
-	}
-	return 0;
+	return eng;
 }
 
-int dk_call_raw(struct docker_entry *e, const char *method, const char *path, const char *body, int timeout_ms,
-		long *status, char **raw, size_t *rawlen, char *err, size_t n)
+static int status_errno(int st)
 {
-	*raw = NULL;
-	*rawlen = 0;
-	int r = negotiate(e, err, n);
-	if (r < 0)
-		return r;
-	struct sbuf url = {0}, resp = {0};
-	pthread_mutex_lock(&e->lock);
-	sbuf_printf(&url, "%s/v%s%s", e->url, e->api, path);
-	pthread_mutex_unlock(&e->lock);
-	r = perform(e, method, url.data, body, timeout_ms, status, &resp, err, n);
-	sbuf_free(&url);
-	if (r < 0) {
-		sbuf_free(&resp);
-		return r;
-	}
-	if (*status < 200 || *status > 299) {
-		struct json_object *o = resp.data ? json_tokener_parse(resp.data) : NULL, *v;
-		const char *msg = o && json_object_object_get_ex(o, "message", &v) ? json_object_get_string(v) : NULL;
-		snprintf(err, n, "docker engine %s: %s %s: %ld %s", e->endpoint, method, path, *status,
-			 msg ? msg : "(no message)");
-		json_object_put(o);
-		sbuf_free(&resp);
-		return *status == 404 ? -ENOENT : *status == 409 ? -EEXIST : -EIO;
-	}
-	*raw = resp.data;
-	*rawlen = resp.len;
-	return 0;
+	return st == 404 ? -ENOENT : st == 409 ? -EEXIST : -EIO;
 }
 
 int dk_call(struct docker_entry *e, const char *method, const char *path, const char *body, int timeout_ms,
 	    long *status, struct json_object **out, char *err, size_t n)
 {
-	char *raw;
-	size_t len;
-	long st;
+	long st0;
 	if (!status)
-		status = &st;
+		status = &st0;
+	*status = 0;
 	if (out)
 		*out = NULL;
-	int r = dk_call_raw(e, method, path, body, timeout_ms, status, &raw, &len, err, n);
-	if (r < 0)
+	struct engine *eng = engine_of(e, err, n);
+	if (!eng)
+		return -EHOSTUNREACH;
+	struct json_object *b = body ? json_tokener_parse(body) : NULL;
+	if (body && !b) {
+		snprintf(err, n, "docker engine %s: %s %s: the request body is not JSON", e->endpoint, method, path);
+		return -EINVAL;
+	}
+	struct json_object *reply = NULL;
+	int r = timeout_ms > 0 ? engine_call_t(eng, method, path, b, (timeout_ms + 999) / 1000, &reply, err, n)
+			       : engine_call(eng, method, path, b, &reply, err, n);
+	json_object_put(b);
+	if (r < 0) {
+		json_object_put(reply);
 		return r;
-	if (out && raw)
-		*out = json_tokener_parse(raw);
-	free(raw);
+	}
+	*status = r;
+	if (r < 200 || r > 299) {
+		json_object_put(reply);
+		return status_errno(r);
+	}
+	if (out)
+		*out = reply;
+	else
+		json_object_put(reply);
+	return 0;
+}
+
+static int to_sbuf(void *ud, const void *buf, size_t len)
+{
+	struct sbuf *b = ud;
+	if (b->len + len > (64u << 20))
+		return -EFBIG;
+	return sbuf_append(b, buf, len) < 0 ? -ENOMEM : 0;
+}
+
+int dk_call_raw(struct docker_entry *e, const char *method, const char *path, const char *body, int timeout_ms,
+		long *status, char **raw, size_t *rawlen, char *err, size_t n)
+{
+	(void)timeout_ms;
+	*raw = NULL;
+	*rawlen = 0;
+	*status = 0;
+	if (strcmp(method, "GET") || body) {
+		snprintf(err, n, "docker engine %s: raw %s %s: only GET without a body", e->endpoint, method, path);
+		return -EINVAL;
+	}
+	struct engine *eng = engine_of(e, err, n);
+	if (!eng)
+		return -EHOSTUNREACH;
+	struct sbuf b = {0};
+	int r = engine_get_stream(eng, path, to_sbuf, &b, err, n);
+	if (r < 0) {
+		sbuf_free(&b);
+		return r;
+	}
+	*status = r;
+	*raw = b.data;
+	*rawlen = b.len;
 	return 0;
 }
 

@@ -4,9 +4,9 @@
  * certificates. The API version is negotiated once per entry (GET /version:
  * the engine's, capped at the newest this client was written for).
  *
- * A shared client (core/lib/engine.h) is being written for the hijacked
- * exec/attach streams and archives of remote engines; these calls are the
- * provider's own until it lands, with the same contract.
+ * They go through the shared client core/lib/engine.h (api.c keeps one
+ * per entry); these wrappers give the provider's callers errnos for the
+ * statuses they branch on.
  */
 #ifndef SEER_DOCKER_API_H
 #define SEER_DOCKER_API_H
@@ -21,12 +21,14 @@ struct sbuf;
  * NULL. *status gets the HTTP status, *out (when out is not NULL) the
  * parsed JSON answer (NULL when the answer is not JSON). timeout_ms 0: the
  * entry's. Returns 0 for a 2xx answer; -ENOENT (404), -EEXIST (409),
- * -EHOSTUNREACH (no connection: err names the endpoint), -ETIMEDOUT, -EIO
- * (any other answer: err holds the engine's message). */
+ * -EHOSTUNREACH (the engine cannot be opened: err names the endpoint), the
+ * client's -errno (-ETIMEDOUT...), -EIO (any other answer: err holds the
+ * engine's message). */
 int dk_call(struct docker_entry *e, const char *method, const char *path, const char *body, int timeout_ms,
 	    long *status, struct json_object **out, char *err, size_t errlen);
 
-/* The same, the answer's raw bytes in *raw (malloc'd, *rawlen). */
+/* GET only: the answer's raw bytes in *raw (malloc'd, *rawlen), such as
+ * logs. */
 int dk_call_raw(struct docker_entry *e, const char *method, const char *path, const char *body, int timeout_ms,
 		long *status, char **raw, size_t *rawlen, char *err, size_t errlen);
 

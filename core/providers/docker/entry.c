@@ -3,6 +3,7 @@
  */
 #include "core/providers/docker/entry.h"
 #include "core/ctx.h"
+#include "core/lib/engine.h"
 #include "core/lib/util.h"
 
 #include <errno.h>
@@ -34,6 +35,8 @@ static void entry_free(struct docker_entry *e)
 	free(e->cert);
 	free(e->key);
 	free(e->image);
+	if (e->eng)
+		engine_close(e->eng);
 	pthread_mutex_destroy(&e->lock);
 	free(e);
 }
@@ -191,8 +194,8 @@ static int parse_fields(struct seer_ctx *ctx, const char *file, const char *name
 			 file, name, e->endpoint);
 		r = -EINVAL;
 	}
-	if (r == 0 && !e->cert != !e->key) {
-		snprintf(err, n, "providers file %s: entry \"%s\": \"cert\" and \"key\" go together; give both or neither",
+	if (r == 0 && (e->ca || e->cert || e->key) && !(e->ca && e->cert && e->key)) {
+		snprintf(err, n, "providers file %s: entry \"%s\": \"ca\", \"cert\" and \"key\" go together (TLS with client certificates); give all three or none",
 			 file, name);
 		r = -EINVAL;
 	}

@@ -20,6 +20,7 @@
 
 struct seer_ctx;
 struct json_object;
+struct engine;
 
 /* One entry of type "docker". */
 struct docker_entry {
@@ -32,8 +33,8 @@ struct docker_entry {
 	char *image;                 /* the default image; default "debian:bookworm-slim" */
 	int timeout_ms;              /* "timeout" in seconds, default 30: every request, and the connect */
 	int local;                   /* the engine runs on this machine (unix://, or tcp:// to a loopback address) */
-	char api[16];                /* the negotiated API version ("1.41"), "" until asked (api.c) */
-	pthread_mutex_t lock;        /* api */
+	struct engine *eng;          /* its client (core/lib/engine.h), opened by the first request (api.c) */
+	pthread_mutex_t lock;        /* eng */
 };
 
 /* The provider's state in one seerfs: the interned entries. */
