@@ -350,3 +350,19 @@ def test_exec_latency_beside_docker_exec(seerfs_factory, tmp_path, docker_engine
     theirs = (time.monotonic() - t0) / 5
     print(f"exec round trip: seerfs {ours * 1000:.1f} ms, docker exec {theirs * 1000:.1f} ms")
     assert ours < theirs
+
+
+# ---- Podman's compatible service -----------------------------------------------------
+
+
+def test_podman_service(seerfs_factory, tmp_path, podman_engine):
+    """The same provider on Podman 4.3's Docker-compatible API: a sandbox
+    runs commands, root/ shows its files, a snapshot restores."""
+    m = mount(seerfs_factory, tmp_path, podman_engine)
+    a = start(m, "pm1", {"env": {"SEED": "pm-env"}})
+    assert must(a, "echo $SEED; grep CapEff /proc/self/status") == "pm-env\nCapEff:\t0000000000000000\n"
+    (a / "root" / "workspace" / "f").write_text("via-root")
+    assert must(a, "cat /workspace/f") == "via-root"
+    ctl(a, "snapshot p1")
+    b = start(m, "pm2", {"snapshot": "p1"})
+    assert must(b, "cat /workspace/f") == "via-root"
