@@ -75,6 +75,8 @@ struct docker_sb {
 	int dead;
 	int stopping;
 	int paused;                 /* by the engine (snapshot's commit) */
+	pthread_mutex_t revive_lock; /* one revive at a time */
+	int terminated;             /* stop ran: no revive until the next start */
 };
 
 static struct docker_sb *priv_of(struct sandbox *sb)
@@ -84,6 +86,7 @@ static struct docker_sb *priv_of(struct sandbox *sb)
 		d->sock = d->rootfd = -1;
 		d->dead = 1;
 		pthread_mutex_init(&d->lock, NULL);
+		pthread_mutex_init(&d->revive_lock, NULL);
 		pthread_cond_init(&d->cond, NULL);
 		sb->priv = d;
 	}
@@ -531,6 +534,7 @@ static int docker_start(struct sandbox *sb, const struct seer_config *cfg, const
 	d->dead = 0;
 	d->stopping = 0;
 	d->paused = 0;
+	d->terminated = 0;
 	pthread_mutex_unlock(&d->lock);
 	if (pthread_create(&d->reader, NULL, reader_main, sb) != 0) {
 		snprintf(err, n, "sandbox %s: cannot start the agent reader thread", sb->name);
@@ -585,6 +589,9 @@ static int docker_stop(struct sandbox *sb)
 		container_post(e, d->id, "unpause", e2, sizeof(e2));
 		d->paused = 0;
 	}
+	pthread_mutex_lock(&d->lock);
+	d->terminated = 1;
+	pthread_mutex_unlock(&d->lock);
 	drop_agent(d);
 	/* An unmount leaves the container to the next seerfs (its files,
 	 * installed packages); terminate stops it. */
@@ -655,11 +662,23 @@ static int docker_copy_in(struct sandbox *sb, const struct seer_root *root, int 
 
 /* The agent went away (the engine restarted, the container was stopped
  * from outside): start the container again and reconnect. */
+static int revive_locked(struct sandbox *sb, char *err, size_t n);
+
 static int revive(struct sandbox *sb, char *err, size_t n)
 {
 	struct docker_sb *d = priv_of(sb);
-	if (!d->dead || !d->id[0])
-		return 0;
+	pthread_mutex_lock(&d->revive_lock);
+	pthread_mutex_lock(&d->lock);
+	int need = d->dead && d->id[0] && !d->terminated;
+	pthread_mutex_unlock(&d->lock);
+	int r = need ? revive_locked(sb, err, n) : 0;
+	pthread_mutex_unlock(&d->revive_lock);
+	return r;
+}
+
+static int revive_locked(struct sandbox *sb, char *err, size_t n)
+{
+	struct docker_sb *d = priv_of(sb);
 	drop_agent(d);
 	struct docker_entry *e = entry_of(sb);
 	char e2[512];
@@ -708,8 +727,8 @@ static int revive(struct sandbox *sb, char *err, size_t n)
 static int docker_spawn(struct sandbox *sb, const struct seer_spawn *req, int *pid, char *err, size_t n)
 {
 	struct docker_sb *d = priv_of(sb);
-	int r;
-	if (d->dead && d->id[0] && (r = revive(sb, err, n)) < 0)
+	int r = revive(sb, err, n);
+	if (r < 0)
 		return r;
 	struct sbuf p = {0};
 	int argc = 0, envc = 0;
@@ -877,6 +896,8 @@ static int docker_snap_root(struct seer_ctx *ctx, const void *settings, const st
 		json_object_object_add(hc, "Binds", strarr(binds));
 		sbuf_free(&b);
 		json_object_object_add(hc, "ReadonlyRootfs", json_object_new_boolean(1));
+		static const char *const sec[] = {"no-new-privileges", NULL};
+		json_object_object_add(hc, "SecurityOpt", strarr(sec));
 		json_object_object_add(hc, "NetworkMode", json_object_new_string("none"));
 		static const char *const drop[] = {"ALL", NULL};
 		json_object_object_add(hc, "CapDrop", strarr(drop));
@@ -938,6 +959,7 @@ static void docker_release(struct sandbox *sb)
 		return;
 	drop_agent(d);
 	pthread_mutex_destroy(&d->lock);
+	pthread_mutex_destroy(&d->revive_lock);
 	pthread_cond_destroy(&d->cond);
 	free(d);
 	sb->priv = NULL;
