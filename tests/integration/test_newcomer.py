@@ -218,7 +218,7 @@ def test_every_config_field_has_a_working_example(seerfs_factory, tmp_path, monk
     ref = (fs.path / "CONFIG").read_text()
     fields = config_fields(ref)
     # the reference names each field the parser knows, and only those
-    assert len(fields) == 22, sorted(fields)
+    assert len(fields) == 25, sorted(fields)
     probe = fs.path / "probe"
     probe.mkdir()
     for f in fields:
