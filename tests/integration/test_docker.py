@@ -167,6 +167,37 @@ def test_local_files_land_as_root_inside(seerfs_factory, tmp_path, docker_engine
     must(a, "echo more >> /workspace/in.txt")
 
 
+@pytest.fixture(scope="module")
+def hub():
+    import threading
+    import hf_server
+    srv = hf_server.make_server(token="hf_DOCKtoken_0a1b")
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_models_bound_read_only(seerfs_factory, tmp_path, docker_engine, hub):
+    import hashlib
+    import hf_server
+    repo = hf_server.build_repos()["seer/tiny-model"]
+    env = dict(os.environ, HF_ENDPOINT=f"http://127.0.0.1:{hub.server_address[1]}")
+    env.pop("HF_TOKEN", None)
+    m = mount(seerfs_factory, tmp_path, docker_engine, env=env)
+    a = start(m, "md1", {"models": ["seer/tiny-model"]})
+    out = must(a, "sha256sum /models/seer--tiny-model/model.safetensors")
+    assert hashlib.sha256(repo.files["model.safetensors"]).hexdigest() in out
+    code, _ = sandbox_run(a, "touch /models/seer--tiny-model/x")
+    assert code != 0, "the model must be read-only"
+    code, _ = sandbox_run(a, "echo x > /.seerfs/models/seer--tiny-model/config.json")
+    assert code != 0
+    # the bind is of the host's model cache, read-only
+    c = container_of(docker_engine, "md1")
+    assert any(b.endswith(":/.seerfs/models/seer--tiny-model:ro") for b in c["HostConfig"]["Binds"])
+
+
 # ---- packages --------------------------------------------------------------------------
 
 

@@ -48,6 +48,8 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/syscall.h>
+#include <linux/openat2.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -124,11 +126,6 @@ static int docker_check(struct sandbox *sb, const struct seer_config *cfg, char 
 		snprintf(err, n,
 			 "sandbox %s: provider %s: engine %s is not on this machine; this seerfs runs docker sandboxes on local engines only (unix://, or tcp:// to a loopback address, or \"local\": true where the engine shares this machine's processes)",
 			 sb->name, e->name, e->endpoint);
-		return -EOPNOTSUPP;
-	}
-	if (cfg->n_models) {
-		snprintf(err, n, "sandbox %s: \"models\" are not yet available on docker sandboxes (provider %s); use the local provider, or copy the model in with local_dirs",
-			 sb->name, e->name);
 		return -EOPNOTSUPP;
 	}
 	return 0;
@@ -342,7 +339,8 @@ static struct json_object *strarr(const char *const *v)
 }
 
 static int create_container(struct sandbox *sb, struct docker_entry *e, const struct seer_config *cfg,
-			    const char *cname, const char *image, char *id, size_t idlen, char *err, size_t n)
+			    const struct seer_start *in, const char *cname, const char *image, const char *binds_key,
+			    char *id, size_t idlen, char *err, size_t n)
 {
 	struct docker_state *st = seer_provider_state(sb->ctx, &seer_provider_docker);
 	struct json_object *req = json_object_new_object(), *hc = json_object_new_object();
@@ -358,8 +356,18 @@ static int create_container(struct sandbox *sb, struct docker_entry *e, const st
 	json_object_object_add(labels, "seerfs.state", json_object_new_string(sb->ctx->state_dir));
 	json_object_object_add(labels, "seerfs.sandbox", json_object_new_string(sb->name));
 	json_object_object_add(labels, "seerfs.image", json_object_new_string(image));
+	json_object_object_add(labels, "seerfs.binds", json_object_new_string(binds_key));
 	json_object_object_add(req, "Labels", labels);
 	struct json_object *binds = json_object_new_array();
+	/* hub models: the cache's model directory read-only (its snapshot's
+	 * files are links into ../../blobs); /models/NAME points at the
+	 * snapshot (model_links, after start). */
+	for (size_t i = 0; i < in->n_models; i++) {
+		struct sbuf mb = {0};
+		sbuf_printf(&mb, "%s:/.seerfs/models/%s:ro", in->models[i].dir, in->models[i].mount);
+		json_object_array_add(binds, json_object_new_string(mb.data));
+		sbuf_free(&mb);
+	}
 	struct sbuf b = {0};
 	sbuf_printf(&b, "%s:/.seerfs/agent:ro", st->agent_path);
 	json_object_array_add(binds, json_object_new_string(b.data));
@@ -418,6 +426,63 @@ static int container_post(struct docker_entry *e, const char *id, const char *wh
 	return r;
 }
 
+/* What the container's binds depend on besides the image (the models),
+ * as a label: a container made with others is made again. */
+static void binds_key(const struct seer_start *in, char *out, size_t n)
+{
+	struct sha256_ctx c;
+	uint8_t d[SHA256_DIGEST_LEN];
+	char hex[2 * SHA256_DIGEST_LEN + 1];
+	sha256_init(&c);
+	for (size_t i = 0; i < in->n_models; i++) {
+		sha256_update(&c, in->models[i].dir, strlen(in->models[i].dir) + 1);
+		sha256_update(&c, in->models[i].mount, strlen(in->models[i].mount) + 1);
+	}
+	sha256_final(&c, d);
+	sha_hex(d, SHA256_DIGEST_LEN, hex);
+	snprintf(out, n, "%.16s", hex);
+}
+
+/* /models/NAME -> /.seerfs/models/NAME/snapshots/COMMIT in the container,
+ * made through its root fd: /models is opened inside it (RESOLVE_IN_ROOT),
+ * so a link the image holds there cannot lead out. */
+static int model_links(struct sandbox *sb, int rootfd, const struct seer_start *in, char *err, size_t n)
+{
+	if (!in->n_models)
+		return 0;
+	struct open_how how = {.flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
+			       .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS};
+	long mfd = syscall(SYS_openat2, rootfd, "models", &how, sizeof(how));
+	if (mfd < 0 && errno == ENOENT) {
+		if (mkdirat(rootfd, "models", 0755) < 0 && errno != EEXIST)
+			mfd = -1;
+		else
+			mfd = syscall(SYS_openat2, rootfd, "models", &how, sizeof(how));
+	}
+	if (mfd < 0) {
+		int r = -errno;
+		snprintf(err, n, "sandbox %s: cannot make /models in the container: %s", sb->name, strerror(-r));
+		return r;
+	}
+	int r = 0;
+	for (size_t i = 0; i < in->n_models && r == 0; i++) {
+		const struct seer_start_model *m = &in->models[i];
+		struct sbuf t = {0};
+		sbuf_printf(&t, "/.seerfs/models/%s/snapshots/%s", m->mount, m->commit);
+		struct stat st;
+		if (fstatat((int)mfd, m->mount, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
+			unlinkat((int)mfd, m->mount, 0);
+		if (symlinkat(t.data, (int)mfd, m->mount) < 0) {
+			r = -errno;
+			snprintf(err, n, "sandbox %s: cannot link /models/%s in the container: %s", sb->name, m->mount,
+				 strerror(-r));
+		}
+		sbuf_free(&t);
+	}
+	close((int)mfd);
+	return r;
+}
+
 static int docker_start(struct sandbox *sb, const struct seer_config *cfg, const struct seer_start *in, char *err,
 			size_t n)
 {
@@ -450,7 +515,10 @@ static int docker_start(struct sandbox *sb, const struct seer_config *cfg, const
 	}
 
 	/* Adopt the container this state dir made for this sandbox, when it runs
-	 * the same image; any other one of that name is in the way. */
+	 * the same image with the same binds; any other one of that name is in
+	 * the way. */
+	char bkey[32];
+	binds_key(in, bkey, sizeof(bkey));
 	struct json_object *ci = NULL;
 	char id[80] = "";
 	r = inspect(e, cname, &ci, e2, sizeof(e2));
@@ -465,14 +533,15 @@ static int docker_start(struct sandbox *sb, const struct seer_config *cfg, const
 			json_object_put(ci);
 			return -EEXIST;
 		}
-		if (cid && li && !strcmp(li, img)) {
+		const char *lb = labels && json_object_object_get_ex(labels, "seerfs.binds", &v) ? json_object_get_string(v) : NULL;
+		if (cid && li && !strcmp(li, img) && lb && !strcmp(lb, bkey)) {
 			snprintf(id, sizeof(id), "%s", cid);
 			sandbox_log(sb, "docker: adopting container %s (%.12s)", cname, cid);
 		} else if (cid) {
 			char p[256];
 			snprintf(p, sizeof(p), "/containers/%s?force=1&v=1", cid);
 			dk_call(e, "DELETE", p, NULL, 0, NULL, NULL, e2, sizeof(e2));
-			sandbox_log(sb, "docker: container %s ran another image: removed", cname);
+			sandbox_log(sb, "docker: container %s ran another image or other models: removed", cname);
 		}
 	} else if (r != -ENOENT) {
 		snprintf(err, n, "sandbox %s: %s", sb->name, e2);
@@ -486,7 +555,7 @@ static int docker_start(struct sandbox *sb, const struct seer_config *cfg, const
 		return lfd;
 	if (!id[0]) {
 		sandbox_set_progress(sb, "container: creating %s", cname);
-		if ((r = create_container(sb, e, cfg, cname, img, id, sizeof(id), e2, sizeof(e2))) < 0) {
+		if ((r = create_container(sb, e, cfg, in, cname, img, bkey, id, sizeof(id), e2, sizeof(e2))) < 0) {
 			snprintf(err, n, "sandbox %s: cannot create container %s: %s", sb->name, cname, e2);
 			close(lfd);
 			return r;
@@ -525,6 +594,11 @@ static int docker_start(struct sandbox *sb, const struct seer_config *cfg, const
 	}
 	if (sock < 0)
 		return sock;
+	if ((r = model_links(sb, rfd, in, err, n)) < 0) {
+		close(sock);
+		close(rfd);
+		return r;
+	}
 	pthread_mutex_lock(&d->lock);
 	snprintf(d->id, sizeof(d->id), "%s", id);
 	snprintf(d->image, sizeof(d->image), "%s", img);
