@@ -483,6 +483,26 @@ static int model_links(struct sandbox *sb, int rootfd, const struct seer_start *
 	return r;
 }
 
+/* Whether the container's init shares the host's user ids (no user
+ * namespace of the engine's, userns-remap): root/ and the copies assume it
+ * (struct seer_root.host_ids). */
+static int host_ids_of(pid_t pid)
+{
+	char p[64], buf[256];
+	snprintf(p, sizeof(p), "/proc/%d/uid_map", (int)pid);
+	int fd = open(p, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t k = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (k <= 0)
+		return 0;
+	buf[k] = '\0';
+	unsigned long in, out, count;
+	return sscanf(buf, "%lu %lu %lu", &in, &out, &count) == 3 && in == 0 && out == 0 && count == 4294967295UL &&
+	       !strchr(strchr(buf, '\n') ? strchr(buf, '\n') + 1 : "", ' ');
+}
+
 static int docker_start(struct sandbox *sb, const struct seer_config *cfg, const struct seer_start *in, char *err,
 			size_t n)
 {
@@ -594,6 +614,14 @@ static int docker_start(struct sandbox *sb, const struct seer_config *cfg, const
 	}
 	if (sock < 0)
 		return sock;
+	if (!host_ids_of(pid)) {
+		snprintf(err, n,
+			 "sandbox %s: engine %s runs containers in a user namespace of its own (userns-remap); seerfs's root/ needs the host's ids in the container: run this provider on an engine without userns-remap",
+			 sb->name, e->endpoint);
+		close(sock);
+		close(rfd);
+		return -EOPNOTSUPP;
+	}
 	if ((r = model_links(sb, rfd, in, err, n)) < 0) {
 		close(sock);
 		close(rfd);
