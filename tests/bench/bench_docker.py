@@ -6,7 +6,7 @@ host through root/workspace), exec round trip (write exec, read exit),
 from an image the engine has. Starts a dockerd of its own
 (tests/integration/engines.py; root). Not a test: it asserts nothing.
 usage: tests/bench/bench_docker.py [BUILD] [FILES] [ROUNDS]"""
-import json, os, pathlib, statistics, subprocess, sys, tempfile, time
+import json, os, pathlib, shutil, statistics, subprocess, sys, tempfile, time
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
@@ -103,6 +103,7 @@ def main():
         subprocess.run(["fusermount3", "-u", str(mnt)])
         p.wait(timeout=60)
         e.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":
