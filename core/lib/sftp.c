@@ -1266,6 +1266,41 @@ void sftp_dirents_free(struct sftp_dirent *ents, size_t n)
 	free(ents);
 }
 
+/* A READDIR's reply: its entries (*n may be 0), -ENODATA at the end of
+ * the directory, or another negative errno. */
+static int parse_names(const struct sftp_req *r, struct sftp_dirent **ents, size_t *n)
+{
+	*ents = NULL;
+	*n = 0;
+	if (r->type == FXP_STATUS) {
+		int rc = expect_status(r, -EIO);
+		return rc == 0 ? -EPROTO : rc;
+	}
+	if (r->type != FXP_NAME)
+		return -EPROTO;
+	struct rd d = { r->body, r->body_len, 0 };
+	uint32_t count = rd_u32(&d), i;
+	struct sftp_dirent *e;
+	/* Each entry takes at least 12 bytes: bound the allocation by what
+	 * the packet can actually hold. */
+	if (d.bad || count > d.len / 12 + 1)
+		return -EPROTO;
+	if (!(e = calloc(count ? count : 1, sizeof *e)))
+		return -ENOMEM;
+	for (i = 0; i < count && !d.bad; i++) {
+		e[i].name = rd_strdup(&d);
+		e[i].longname = rd_strdup(&d);
+		rd_attrs(&d, &e[i].attrs);
+	}
+	if (d.bad) {
+		sftp_dirents_free(e, count);
+		return -EPROTO;
+	}
+	*ents = e;
+	*n = count;
+	return 0;
+}
+
 int sftp_readdir(struct sftp_client *s, struct sftp_handle *h, struct sftp_dirent **ents,
 				 size_t *n)
 {
@@ -1280,42 +1315,155 @@ int sftp_readdir(struct sftp_client *s, struct sftp_handle *h, struct sftp_diren
 	sb_handle(&b, h);
 	rc = call(s, &b, NULL, 0, &r, &w);
 	if (rc == 0) {
-		if (r.type == FXP_STATUS) {
-			rc = expect_status(&r, -EIO);
-			if (rc == -ENODATA)
-				rc = 0; /* end of directory */
-			else if (rc == 0)
-				rc = -EPROTO;
-		} else if (r.type != FXP_NAME) {
-			rc = -EPROTO;
-		} else {
-			struct rd d = { r.body, r.body_len, 0 };
-			uint32_t count = rd_u32(&d), i;
-			struct sftp_dirent *e;
-			/* Each entry takes at least 12 bytes: bound the allocation by
-			 * what the packet can actually hold. */
-			if (d.bad || count > d.len / 12 + 1)
-				rc = -EPROTO;
-			else if (!(e = calloc(count ? count : 1, sizeof *e)))
-				rc = -ENOMEM;
-			else {
-				for (i = 0; i < count && !d.bad; i++) {
-					e[i].name = rd_strdup(&d);
-					e[i].longname = rd_strdup(&d);
-					rd_attrs(&d, &e[i].attrs);
-				}
-				if (d.bad) {
-					sftp_dirents_free(e, count);
-					rc = -EPROTO;
-				} else {
-					*ents = e;
-					*n = count;
-				}
-			}
-		}
+		rc = parse_names(&r, ents, n);
+		if (rc == -ENODATA)
+			rc = 0; /* end of directory */
 	}
 	call_done(&r, &w);
 	return rc;
+}
+
+/* Appends the k entries of more to l's (more's array is freed). */
+static int list_append(struct sftp_listing *l, struct sftp_dirent *more, size_t k)
+{
+	struct sftp_dirent *ne;
+	if (!k) {
+		free(more);
+		return 0;
+	}
+	ne = realloc(l->ents, (l->n + k) * sizeof *ne);
+	if (!ne) {
+		sftp_dirents_free(more, k);
+		return -ENOMEM;
+	}
+	memcpy(ne + l->n, more, k * sizeof *ne);
+	free(more);
+	l->ents = ne;
+	l->n += k;
+	return 0;
+}
+
+/* READDIRs in flight per directory: OpenSSH answers up to 100 names per
+ * READDIR, so two tell a small directory's entries and its end at once. */
+#define LIST_AHEAD 2u
+
+int sftp_list_dirs(struct sftp_client *s, struct sftp_listing *ls, size_t k)
+{
+	struct sftp_req *rq;
+	struct sftp_handle **h;
+	unsigned char *sent;
+	struct sftp_waiter w;
+	size_t i, j, live;
+	int rc;
+
+	for (i = 0; i < k; i++) {
+		ls[i].rc = 0;
+		ls[i].ents = NULL;
+		ls[i].n = 0;
+	}
+	rq = calloc(k * LIST_AHEAD + 1, sizeof *rq);
+	h = calloc(k + 1, sizeof *h);
+	sent = calloc(k + 1, 1);
+	if (!rq || !h || !sent) {
+		free(rq);
+		free(h);
+		free(sent);
+		for (i = 0; i < k; i++)
+			ls[i].rc = -ENOMEM;
+		return -ENOMEM;
+	}
+	waiter_init(&w);
+	for (i = 0; i < k * LIST_AHEAD; i++)
+		req_init(&rq[i], &w);
+
+	/* Every OPENDIR at once, then their handles. */
+	for (i = 0; i < k; i++) {
+		struct sbuf b;
+		sb_start(&b, FXP_OPENDIR);
+		sb_str(&b, ls[i].path);
+		rc = send_req(s, &rq[i * LIST_AHEAD], &b, NULL, 0);
+		sb_free(&b);
+		ls[i].rc = rc;
+		sent[i] = rc == 0;
+	}
+	for (i = 0; i < k; i++) {
+		struct sftp_req *r = &rq[i * LIST_AHEAD];
+		if (!sent[i])
+			continue;
+		rc = wait_req(s, r);
+		if (rc == 0)
+			rc = expect_handle(r, &h[i], -EIO);
+		ls[i].rc = rc;
+		req_reset(r);
+	}
+
+	/* Rounds of LIST_AHEAD READDIRs per open directory not yet at its
+	 * end, all sent before any is waited for. */
+	do {
+		live = 0;
+		for (i = 0; i < k; i++) {
+			sent[i] = 0;
+			if (!h[i] || ls[i].rc)
+				continue;
+			for (j = 0; j < LIST_AHEAD; j++) {
+				struct sbuf b;
+				sb_start(&b, FXP_READDIR);
+				sb_handle(&b, h[i]);
+				rc = send_req(s, &rq[i * LIST_AHEAD + j], &b, NULL, 0);
+				sb_free(&b);
+				if (rc) {
+					ls[i].rc = rc;
+					break;
+				}
+				sent[i]++;
+			}
+		}
+		for (i = 0; i < k; i++) {
+			int end = 0;
+			for (j = 0; j < sent[i]; j++) {
+				struct sftp_req *r = &rq[i * LIST_AHEAD + j];
+				struct sftp_dirent *e = NULL;
+				size_t n = 0;
+				rc = wait_req(s, r);
+				if (rc == 0 && !end && !ls[i].rc) {
+					rc = parse_names(r, &e, &n);
+					if (rc == 0)
+						rc = list_append(&ls[i], e, n);
+					if (rc == -ENODATA) {
+						end = 1;
+						rc = 0;
+					}
+				}
+				if (rc && !ls[i].rc)
+					ls[i].rc = rc;
+				req_reset(r);
+			}
+			if (sent[i] && !end && !ls[i].rc) {
+				live++;
+			} else if (sent[i]) {
+				sftp_close_nowait(s, h[i]);
+				h[i] = NULL;
+			}
+		}
+	} while (live);
+
+	/* Handles left (a failed send): closed without waiting too. */
+	for (i = 0; i < k; i++) {
+		if (h[i])
+			sftp_close_nowait(s, h[i]);
+		if (ls[i].rc) {
+			sftp_dirents_free(ls[i].ents, ls[i].n);
+			ls[i].ents = NULL;
+			ls[i].n = 0;
+		}
+	}
+	for (i = 0; i < k * LIST_AHEAD; i++)
+		cancel_req(s, &rq[i]);
+	pthread_cond_destroy(&w.cv);
+	free(rq);
+	free(h);
+	free(sent);
+	return 0;
 }
 
 /* Sends b (a request answered by STATUS) and an LSTAT of lpath back to
@@ -1572,7 +1720,7 @@ static int send_read(struct sftp_client *s, struct sftp_handle *h, struct rslot 
 static int read_engine(struct sftp_client *s, struct sftp_handle *h, uint64_t off,
 					   uint64_t limit, unsigned char *outbuf,
 					   sftp_sink_fn sink, void *ud, unsigned depth,
-					   size_t chunk, uint64_t *total)
+					   size_t chunk, uint64_t *total, uint64_t eof_at)
 {
 	struct rslot *slots;
 	unsigned char *bufs = NULL;
@@ -1627,6 +1775,12 @@ static int read_engine(struct sftp_client *s, struct sftp_handle *h, uint64_t of
 				rc = 0;
 			}
 			done_bytes += n;
+			if (n < sl->want && sl->off + n >= eof_at) {
+				/* Short where the file was known to end: its end,
+				 * no READ more to learn it. */
+				eof = 1;
+				break;
+			}
 			if (n < sl->want) {
 				/* Short reply (not EOF): ask again for the rest. */
 				sl->off += n;
@@ -1672,7 +1826,17 @@ int sftp_pread_range(struct sftp_client *s, struct sftp_handle *h, uint64_t off,
 					 size_t len, size_t *got, unsigned depth, size_t chunk)
 {
 	uint64_t t = 0;
-	int rc = read_engine(s, h, off, len, buf, NULL, NULL, depth, chunk, &t);
+	int rc = read_engine(s, h, off, len, buf, NULL, NULL, depth, chunk, &t, UINT64_MAX);
+	*got = (size_t)t;
+	return rc;
+}
+
+int sftp_pread_range_eof(struct sftp_client *s, struct sftp_handle *h, uint64_t off, void *buf,
+						 size_t len, size_t *got, unsigned depth, size_t chunk,
+						 uint64_t eof_at)
+{
+	uint64_t t = 0;
+	int rc = read_engine(s, h, off, len, buf, NULL, NULL, depth, chunk, &t, eof_at);
 	*got = (size_t)t;
 	return rc;
 }
@@ -1682,7 +1846,7 @@ int sftp_download(struct sftp_client *s, struct sftp_handle *h, uint64_t off,
 				  unsigned depth, size_t chunk, uint64_t *total)
 {
 	return read_engine(s, h, off, limit, NULL, sink, ud, depth, chunk,
-					   total);
+					   total, UINT64_MAX);
 }
 
 /* Write engine: data is copied into the channel queue when a request is

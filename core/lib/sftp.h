@@ -147,6 +147,20 @@ int sftp_readdir(struct sftp_client *s, struct sftp_handle *h, struct sftp_diren
 				 size_t *n);
 void sftp_dirents_free(struct sftp_dirent *ents, size_t n);
 
+/* Whole listings of k directories in two round trips for small ones:
+ * every OPENDIR sent at once, then two READDIRs per handle at once (more
+ * rounds for directories not at their end yet), then every CLOSE sent
+ * without waiting for its answer.  Per directory: ls[i].path in, rc (0 or
+ * -errno), ents and n out (free with sftp_dirents_free).  Returns 0, or
+ * -ENOMEM before anything was sent. */
+struct sftp_listing {
+	const char *path;
+	int rc;
+	struct sftp_dirent *ents;
+	size_t n;
+};
+int sftp_list_dirs(struct sftp_client *s, struct sftp_listing *ls, size_t k);
+
 int sftp_mkdir(struct sftp_client *s, const char *path, uint32_t mode);
 /* The same, with an LSTAT of the new name in the same round trip: *a and
  * *lrc (0 or -errno) are the LSTAT's; on failure it shows what was in the
@@ -184,6 +198,11 @@ int sftp_fstatvfs(struct sftp_client *s, struct sftp_handle *h, struct sftp_vfsi
 /* Reads up to len bytes at off into buf; *got < len only at end of file. */
 int sftp_pread_range(struct sftp_client *s, struct sftp_handle *h, uint64_t off, void *buf,
 					 size_t len, size_t *got, unsigned depth, size_t chunk);
+/* The same, for a file known to end at eof_at: a short reply that reaches
+ * it is the end of file (no READ more to learn it). */
+int sftp_pread_range_eof(struct sftp_client *s, struct sftp_handle *h, uint64_t off,
+						 void *buf, size_t len, size_t *got, unsigned depth,
+						 size_t chunk, uint64_t eof_at);
 /* Writes all of buf at off. */
 int sftp_pwrite_range(struct sftp_client *s, struct sftp_handle *h, uint64_t off,
 					  const void *buf, size_t len, unsigned depth,

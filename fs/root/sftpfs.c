@@ -175,12 +175,19 @@ struct lent {
 	int dirty;
 	char **added;         /* names made here through us since d was read */
 	size_t nadded;
+	int loading;          /* queued for, or being read by, the prefetcher */
+	int kids;             /* its subdirectories were queued (d's) */
 };
 
 /* Past this many names made in one directory, its listing is dropped. */
 #define SFTPFS_ADDED_MAX 4096
 
 #define SFTPFS_LISTS_MAX 8192
+/* Listing prefetch (prefetcher): directories read per batch, and queued
+ * at most. */
+#define SFTPFS_PF_BATCH 64
+#define SFTPFS_PF_QUEUE 1024
+
 /* Listings kept for READDIRs that continue one (see cont_list). */
 #define SFTPFS_CONT 16
 #define SFTPFS_LISTS_BUCKETS 4096
@@ -222,9 +229,22 @@ struct sftpfs {
 	unsigned dir_gen;         /* see sftpfs_getattr */
 	pthread_t workers[SFTPFS_WORKERS];
 	int nworkers;
+	/* Listing prefetch: the subdirectories of a listing in use are read
+	 * ahead, many in one batch (sftp_list_dirs), by one thread; a walk
+	 * (`find`, `grep -r`, `git status`) then finds them in the cache. */
+	pthread_t pf;
+	int pf_on;
+	pthread_cond_t pf_cv;     /* a directory was queued, or stop */
+	pthread_cond_t list_cv;   /* a prefetched listing arrived, or stop */
+	char *pfq[SFTPFS_PF_QUEUE];
+	size_t pfn;
+	uint64_t lgen;            /* bumped when listings are dropped */
 };
 
 static int get_list(struct sftpfs *r, struct snode *n, struct sdir **out);
+static void *prefetcher(void *arg);
+static void queue_kids(struct sftpfs *r, struct lent *l, const struct sdir *d);
+static void wait_loading(struct sftpfs *r, const char *path);
 static int sdent_cmp(const void *a, const void *b);
 static void sdir_put(struct sdir *d);
 static void drop_parent_list(struct sftpfs *r, const char *path);
@@ -355,6 +375,10 @@ static void sdir_put(struct sdir *d);
 static void sftpfs_free(struct sftpfs *r)
 {
 	lc_drop_all(r);
+	for (size_t i = 0; i < r->pfn; i++)
+		free(r->pfq[i]);
+	pthread_cond_destroy(&r->pf_cv);
+	pthread_cond_destroy(&r->list_cv);
 	for (int i = 0; i < SFTPFS_CONT; i++) {
 		free(r->cont[i].path);
 		sdir_put(r->cont[i].d);
@@ -420,6 +444,7 @@ static void lent_drop_list(struct lent *l)
 {
 	sdir_put(l->d);
 	l->d = NULL;
+	l->kids = 0;
 	lent_clean(l);
 }
 
@@ -432,6 +457,7 @@ static void lent_free(struct lent *l)
 
 static void lc_drop_all(struct sftpfs *r)
 {
+	r->lgen++;
 	for (size_t b = 0; b < SFTPFS_LISTS_BUCKETS; b++) {
 		for (struct lent *l = r->lists[b], *next; l; l = next) {
 			next = l->next;
@@ -446,6 +472,7 @@ static void lc_drop_all(struct sftpfs *r)
 static void lc_drop_prefix(struct sftpfs *r, const char *path)
 {
 	size_t pl = strlen(path);
+	r->lgen++;
 	for (size_t b = 0; b < SFTPFS_LISTS_BUCKETS; b++) {
 		for (struct lent **pp = &r->lists[b]; *pp;) {
 			struct lent *l = *pp;
@@ -951,6 +978,8 @@ struct sftpfs *sftpfs_new(struct seer_fs *fs, struct sandbox *sb, struct sftp_cl
 	neg_set_init(&r->negs, SFTPFS_NEG_MAX);
 	pthread_cond_init(&r->work_cv, NULL);
 	pthread_cond_init(&r->done_cv, NULL);
+	pthread_cond_init(&r->pf_cv, NULL);
+	pthread_cond_init(&r->list_cv, NULL);
 	/* The root is stat'ed (following a link to it) here, outside fs->lock,
 	 * so sftpfs_root_entry never waits on the network. */
 	if (sftp_stat(cli, r->root, &r->root_attrs) < 0 || !S_ISDIR(r->root_attrs.perm)) {
@@ -964,6 +993,7 @@ struct sftpfs *sftpfs_new(struct seer_fs *fs, struct sandbox *sb, struct sftp_cl
 		sftpfs_free(r);
 		return NULL;
 	}
+	r->pf_on = pthread_create(&r->pf, NULL, prefetcher, r) == 0;
 	return r;
 }
 
@@ -995,9 +1025,13 @@ void sftpfs_kill(struct sftpfs *r)
 	}
 	pthread_cond_broadcast(&r->work_cv);
 	pthread_cond_broadcast(&r->done_cv);
+	pthread_cond_broadcast(&r->pf_cv);
+	pthread_cond_broadcast(&r->list_cv);
 	pthread_mutex_unlock(&r->mu);
 	for (int i = 0; i < r->nworkers; i++)
 		pthread_join(r->workers[i], NULL);
+	if (r->pf_on)
+		pthread_join(r->pf, NULL);
 	pthread_mutex_lock(&r->mu);
 	while (r->active)
 		pthread_cond_wait(&r->done_cv, &r->mu);
@@ -1239,6 +1273,8 @@ static void sftpfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	 * in a directory fetches it (one round trip set for all siblings:
 	 * `git status` after a cache drop, `make` probing for files). */
 	pthread_mutex_lock(&r->mu);
+	if (t > 0 && n->path)
+		wait_loading(r, n->path);
 	struct snode *child = tab_find(r, p);
 	int writing = child && child->pending;
 	struct lent *l = writing || t <= 0 || !n->path ? NULL : lc_get(r, n->path, 1);
@@ -1254,8 +1290,10 @@ static void sftpfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 			neg = strcmp(l->added[i], name) != 0;
 		d = NULL;
 	}
-	if (d)
+	if (d) {
 		d->refs++;
+		queue_kids(r, l, d);
+	}
 	int want = l && !d && !neg && ++l->misses >= 2 && now - l->changed_ms > 1000;
 	pthread_mutex_unlock(&r->mu);
 	if (!d && want && get_list(r, n, &d) < 0)
@@ -2126,6 +2164,10 @@ static void sftpfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, 
 		FAIL(-ENOMEM);
 	pthread_mutex_lock(&r->mu);
 	uint64_t wgen = n->wgen;
+	/* Where the file ends, if we know: a short READ reaching it is the
+	 * end, not asked again (grep: two round trips per file, not three). */
+	uint64_t eof_at = n->a_valid && n->a_wgen == wgen && !n->pending && (n->a.flags & SFTP_ATTR_SIZE) &&
+				  !idle_gate_busy(&r->gate) ? n->a.size : UINT64_MAX;
 	pthread_mutex_unlock(&r->mu);
 	size_t got = 0;
 	uint64_t o = (uint64_t)off;
@@ -2152,7 +2194,7 @@ static void sftpfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, 
 		pthread_mutex_unlock(&f->ra_mu);
 		char *nb = malloc(win);
 		size_t ngot = 0;
-		rc = nb ? sftp_pread_range(r->cli, f->h, o, nb, win, &ngot, 0, 0) : -ENOMEM;
+		rc = nb ? sftp_pread_range_eof(r->cli, f->h, o, nb, win, &ngot, 0, 0, eof_at) : -ENOMEM;
 		pthread_mutex_lock(&f->ra_mu);
 		if (rc == 0) {
 			free(f->ra_buf);
@@ -2172,7 +2214,7 @@ static void sftpfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, 
 	} else {
 		f->ra_win = 0;
 		pthread_mutex_unlock(&f->ra_mu);
-		rc = sftp_pread_range(r->cli, f->h, o, buf, size, &got, 0, 0);
+		rc = sftp_pread_range_eof(r->cli, f->h, o, buf, size, &got, 0, 0, eof_at);
 	}
 	op_exit(r);
 	if (rc < 0)
@@ -2314,47 +2356,31 @@ static int sdent_cmp(const void *a, const void *b)
 	return strcmp(((const struct sdent *)a)->name, ((const struct sdent *)b)->name);
 }
 
-/* Reads the whole listing of path (READDIR brings every entry's lstat). */
-static int fetch_list(struct sftpfs *r, const char *path, struct sdir **out)
+/* A listing read by sftp_list_dirs as an sdir (ls's entries taken). */
+static int sdir_from(struct sftp_listing *ls, struct sdir **out)
 {
-	struct sftp_handle *h = NULL;
-	int rc = sftp_opendir(r->cli, path, &h);
-	if (rc < 0)
-		return rc;
+	*out = NULL;
+	if (ls->rc < 0)
+		return ls->rc;
 	struct sdir *d = calloc(1, sizeof(*d));
-	size_t cap = 0;
-	while (d) {
-		struct sftp_dirent *ents = NULL;
-		size_t k = 0;
-		rc = sftp_readdir(r->cli, h, &ents, &k);
-		if (rc < 0 || k == 0)
-			break;
-		if (d->n + k > cap) {
-			size_t nc = (d->n + k) * 2;
-			struct sdent *ne = realloc(d->e, nc * sizeof(*ne));
-			if (!ne) {
-				sftp_dirents_free(ents, k);
-				rc = -ENOMEM;
-				break;
-			}
-			d->e = ne;
-			cap = nc;
-		}
-		for (size_t i = 0; i < k; i++) {
-			d->e[d->n].name = ents[i].name;
-			ents[i].name = NULL;
-			d->e[d->n++].a = ents[i].attrs;
-		}
-		sftp_dirents_free(ents, k);
+	if (d && ls->n && !(d->e = calloc(ls->n, sizeof(*d->e)))) {
+		free(d);
+		d = NULL;
 	}
-	sftp_close(r->cli, h);
-	if (!d)
-		rc = -ENOMEM;
-	if (rc < 0) {
-		if (d)
-			sdir_free(d);
-		return rc;
+	if (!d) {
+		sftp_dirents_free(ls->ents, ls->n);
+		ls->ents = NULL;
+		ls->n = 0;
+		return -ENOMEM;
 	}
+	for (size_t i = 0; i < ls->n; i++) {
+		d->e[d->n].name = ls->ents[i].name;
+		ls->ents[i].name = NULL;
+		d->e[d->n++].a = ls->ents[i].attrs;
+	}
+	sftp_dirents_free(ls->ents, ls->n);
+	ls->ents = NULL;
+	ls->n = 0;
 	if (d->n > 1)
 		qsort(d->e, d->n, sizeof(*d->e), sdent_cmp);
 	d->refs = 1;
@@ -2362,16 +2388,128 @@ static int fetch_list(struct sftpfs *r, const char *path, struct sdir **out)
 	return 0;
 }
 
+/* Reads the whole listing of path (READDIR brings every entry's lstat):
+ * OPENDIR, then two READDIRs at once, the CLOSE not waited for. */
+static int fetch_list(struct sftpfs *r, const char *path, struct sdir **out)
+{
+	struct sftp_listing ls = {.path = path};
+	int rc = sftp_list_dirs(r->cli, &ls, 1);
+	return rc < 0 ? rc : sdir_from(&ls, out);
+}
+
+/* Under r->mu: queues the subdirectories of path (listing d) not cached
+ * for the prefetcher, once per listing (l is path's entry). */
+static void queue_kids(struct sftpfs *r, struct lent *l, const struct sdir *d)
+{
+	if (!r->pf_on || !l || l->kids || l->d != d)
+		return;
+	l->kids = 1;
+	char *path = strdup(l->path); /* lc_get below may not move l, but be safe */
+	if (!path)
+		return;
+	int any = 0;
+	for (size_t i = 0; i < d->n && r->pfn < SFTPFS_PF_QUEUE; i++) {
+		const struct sdent *e = &d->e[i];
+		if (!(e->a.flags & SFTP_ATTR_PERMISSIONS) || !S_ISDIR(e->a.perm) || !strcmp(e->name, ".") ||
+		    !strcmp(e->name, ".."))
+			continue;
+		char *cp = join(path, e->name);
+		struct lent *c = cp ? lc_get(r, cp, 1) : NULL;
+		if (!c || c->d || c->loading) {
+			free(cp);
+			continue;
+		}
+		c->loading = 1;
+		r->pfq[r->pfn++] = cp;
+		any = 1;
+	}
+	free(path);
+	if (any)
+		pthread_cond_signal(&r->pf_cv);
+}
+
+/* Under r->mu: waits while path's listing is being prefetched. */
+static void wait_loading(struct sftpfs *r, const char *path)
+{
+	struct lent *l;
+	while (!r->stop && (l = lc_get(r, path, 0)) && l->loading)
+		pthread_cond_wait(&r->list_cv, &r->mu);
+}
+
+/* The prefetcher: reads queued directories in batches and caches their
+ * listings, unless the directory changed through us or the caches were
+ * dropped (lgen) since the batch was sent. */
+static void *prefetcher(void *arg)
+{
+	struct sftpfs *r = arg;
+	pthread_mutex_lock(&r->mu);
+	while (!r->stop) {
+		if (!r->pfn) {
+			pthread_cond_wait(&r->pf_cv, &r->mu);
+			continue;
+		}
+		size_t k = r->pfn < SFTPFS_PF_BATCH ? r->pfn : SFTPFS_PF_BATCH;
+		char *paths[SFTPFS_PF_BATCH];
+		memcpy(paths, r->pfq, k * sizeof(*paths));
+		memmove(r->pfq, r->pfq + k, (r->pfn - k) * sizeof(*paths));
+		r->pfn -= k;
+		uint64_t gen = r->lgen;
+		int64_t start = now_ms();
+		pthread_mutex_unlock(&r->mu);
+		struct sftp_listing ls[SFTPFS_PF_BATCH];
+		struct sdir *d[SFTPFS_PF_BATCH];
+		memset(ls, 0, sizeof(ls));
+		for (size_t i = 0; i < k; i++)
+			ls[i].path = paths[i];
+		if (sftp_list_dirs(r->cli, ls, k) < 0)
+			for (size_t i = 0; i < k; i++)
+				ls[i].rc = -ENOMEM;
+		for (size_t i = 0; i < k; i++)
+			sdir_from(&ls[i], &d[i]);
+		int on = cur_timeout(r) > 0;
+		pthread_mutex_lock(&r->mu);
+		for (size_t i = 0; i < k; i++) {
+			struct lent *l = lc_get(r, paths[i], 0);
+			if (l)
+				l->loading = 0;
+			if (l && d[i] && on && gen == r->lgen && !l->d && l->changed_ms < start) {
+				lent_clean(l);
+				l->d = d[i];
+				l->ms = start;
+				d[i] = NULL;
+			}
+			sdir_put(d[i]);
+			free(paths[i]);
+		}
+		pthread_cond_broadcast(&r->list_cv);
+	}
+	/* Stopped: what is still queued will not be read. */
+	for (size_t i = 0; i < r->pfn; i++) {
+		struct lent *l = lc_get(r, r->pfq[i], 0);
+		if (l)
+			l->loading = 0;
+		free(r->pfq[i]);
+	}
+	r->pfn = 0;
+	pthread_cond_broadcast(&r->list_cv);
+	pthread_mutex_unlock(&r->mu);
+	return NULL;
+}
+
 /* The listing of n, from the cache or the server; the caller owns a ref. */
 static int get_list(struct sftpfs *r, struct snode *n, struct sdir **out)
 {
 	double t = cur_timeout(r);
-	int64_t start = now_ms();
 	pthread_mutex_lock(&r->mu);
+	if (n->path && t > 0)
+		wait_loading(r, n->path);
+	int64_t start = now_ms();
 	struct lent *l = n->path && t > 0 ? lc_get(r, n->path, 0) : NULL;
 	struct sdir *d = l && l->d && !l->dirty && start - l->ms <= (int64_t)(t * 1000) ? l->d : NULL;
-	if (d)
+	if (d) {
 		d->refs++;
+		queue_kids(r, l, d);
+	}
 	char *p = !d && n->path ? strdup(n->path) : NULL;
 	int gone = !d && !n->path;
 	pthread_mutex_unlock(&r->mu);
@@ -2399,6 +2537,7 @@ static int get_list(struct sftpfs *r, struct snode *n, struct sdir **out)
 			l->d = d;
 			l->ms = start;
 			d->refs++;
+			queue_kids(r, l, d);
 		}
 	}
 	pthread_mutex_unlock(&r->mu);
