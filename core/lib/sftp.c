@@ -1854,7 +1854,8 @@ int sftp_download(struct sftp_client *s, struct sftp_handle *h, uint64_t off,
 static int write_engine(struct sftp_client *s, struct sftp_handle *h, uint64_t off,
 						const unsigned char *in, size_t inlen,
 						sftp_source_fn source, void *ud, unsigned depth,
-						size_t chunk, uint64_t *total)
+						size_t chunk, uint64_t *total,
+						void (*sent)(void *), void *sent_ud)
 {
 	struct sftp_req *reqs;
 	size_t *lens;
@@ -1914,6 +1915,11 @@ static int write_engine(struct sftp_client *s, struct sftp_handle *h, uint64_t o
 			pos += n;
 			count++;
 		}
+		if (sent && !rc && (source ? src_end : pos == inlen)) {
+			/* every WRITE is on the wire: what is sent next follows */
+			sent(sent_ud);
+			sent = NULL;
+		}
 		if (!count || rc)
 			break;
 		rc = wait_req(s, &reqs[head]);
@@ -1942,12 +1948,23 @@ int sftp_pwrite_range(struct sftp_client *s, struct sftp_handle *h, uint64_t off
 					  const void *buf, size_t len, unsigned depth,
 					  size_t chunk)
 {
-	return write_engine(s, h, off, buf, len, NULL, NULL, depth, chunk, NULL);
+	return write_engine(s, h, off, buf, len, NULL, NULL, depth, chunk, NULL,
+						NULL, NULL);
+}
+
+int sftp_pwrite_range_notify(struct sftp_client *s, struct sftp_handle *h,
+							 uint64_t off, const void *buf, size_t len,
+							 unsigned depth, size_t chunk,
+							 void (*sent)(void *), void *ud)
+{
+	return write_engine(s, h, off, buf, len, NULL, NULL, depth, chunk, NULL,
+						sent, ud);
 }
 
 int sftp_upload(struct sftp_client *s, struct sftp_handle *h, uint64_t off,
 				sftp_source_fn source, void *ud, unsigned depth,
 				size_t chunk, uint64_t *total)
 {
-	return write_engine(s, h, off, NULL, 0, source, ud, depth, chunk, total);
+	return write_engine(s, h, off, NULL, 0, source, ud, depth, chunk, total,
+						NULL, NULL);
 }

@@ -207,6 +207,14 @@ int sftp_pread_range_eof(struct sftp_client *s, struct sftp_handle *h, uint64_t 
 int sftp_pwrite_range(struct sftp_client *s, struct sftp_handle *h, uint64_t off,
 					  const void *buf, size_t len, unsigned depth,
 					  size_t chunk);
+/* The same, calling sent(ud) once every WRITE of buf was handed to the
+ * channel (before the replies are waited for; not called when the range
+ * failed before that): a request sent after that call is handled by the
+ * server after all of them. */
+int sftp_pwrite_range_notify(struct sftp_client *s, struct sftp_handle *h,
+							 uint64_t off, const void *buf, size_t len,
+							 unsigned depth, size_t chunk,
+							 void (*sent)(void *), void *ud);
 
 /* Streaming forms for files larger than memory.  The sink gets the data in
  * file order; the source fills buf and returns a count, 0 at its end, or a

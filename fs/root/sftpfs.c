@@ -89,6 +89,7 @@ struct snode {
 	struct snode *hnext;
 	uint64_t nlookup;
 	unsigned pending;     /* write-behind jobs not yet acknowledged */
+	unsigned unsent;      /* ... of which not yet all sent (settle_file) */
 	uint32_t mode;        /* S_IFMT of the last attributes seen */
 	uint64_t wgen;        /* bumped by every write/truncate through us */
 	uint64_t sino;        /* st_ino: a hash of the path it was created
@@ -143,6 +144,7 @@ struct wjob {
 	uint64_t off;
 	size_t len;
 	int running;
+	int sent;             /* every WRITE of it is on the wire */
 	char data[];
 };
 
@@ -243,6 +245,7 @@ struct sftpfs {
 
 static int get_list(struct sftpfs *r, struct snode *n, struct sdir **out);
 static void *prefetcher(void *arg);
+static int send_pend(struct sftpfs *r, struct snode *n);
 static void queue_kids(struct sftpfs *r, struct lent *l, const struct sdir *d);
 static void wait_loading(struct sftpfs *r, const char *path);
 static int sdent_cmp(const void *a, const void *b);
@@ -706,7 +709,16 @@ static int apply_pend(struct sftpfs *r, struct snode *n)
 	if (!any)
 		return 0;
 	drain_node(n);
+	return send_pend(r, n);
+}
+
+/* apply_pend's second half: sends n's deferred changes now, once every
+ * write of n queued before is on the wire (the server handles them first). */
+static int send_pend(struct sftpfs *r, struct snode *n)
+{
 	pthread_mutex_lock(&r->mu);
+	while (n->unsent && !r->dead)
+		pthread_cond_wait(&r->done_cv, &r->mu);
 	struct sfile *f = n->cf;
 	struct sftp_attrs a = n->pend;
 	n->pend.flags = 0;
@@ -734,12 +746,13 @@ static int settle_node(struct sftpfs *r, struct snode *n)
 	return apply_pend(r, n);
 }
 
-/* flush and fsync: f's writes acknowledged, then n's deferred changes
- * sent; the first error of either. */
+/* flush and fsync: n's deferred changes sent right behind its writes
+ * (not after their replies: one round trip for both, `tar x`'s close),
+ * then f's writes acknowledged; the first error of either. */
 static int settle_file(struct sftpfs *r, struct snode *n, struct sfile *f)
 {
+	int prc = send_pend(r, n);
 	int rc = drain_file(r, f);
-	int prc = apply_pend(r, n);
 	return rc ? rc : prc;
 }
 
@@ -879,8 +892,17 @@ static void job_done(struct sftpfs *r, struct wjob *j, int rc)
 	r->qbytes -= j->len;
 	j->f->pending--;
 	j->f->n->pending--;
-	if (rc < 0 && !j->f->werr)
+	if (!j->sent)
+		j->f->n->unsent--;
+	if (rc < 0 && !j->f->werr) {
 		j->f->werr = rc;
+		/* The write was answered long ago: say which file lost it (the
+		 * close or fsync of this handle reports the error). */
+		fprintf(stderr, "seerfs: sandbox %s: a deferred write of %s (%zu bytes at %llu) failed: %s; "
+				"the close or fsync of that file reports it, rewrite the file\n",
+			r->sb ? r->sb->name : "?", j->f->n->path ? j->f->n->path : "(removed file)", j->len,
+			(unsigned long long)j->off, strerror(-rc));
+	}
 	free(j);
 	pthread_cond_broadcast(&r->done_cv);
 	pthread_cond_broadcast(&r->work_cv);
@@ -928,6 +950,22 @@ static int refine_failure(struct sftpfs *r, const char *p, struct sftp_handle *h
 	return rc == -EEXIST ? -EIO : rc;
 }
 
+struct sent_note {
+	struct sftpfs *r;
+	struct wjob *j;
+};
+
+/* Every WRITE of a job is on the wire (sftp_pwrite_range_notify). */
+static void job_sent(void *arg)
+{
+	struct sent_note *s = arg;
+	pthread_mutex_lock(&s->r->mu);
+	s->j->sent = 1;
+	s->j->f->n->unsent--;
+	pthread_cond_broadcast(&s->r->done_cv);
+	pthread_mutex_unlock(&s->r->mu);
+}
+
 static void *worker(void *arg)
 {
 	struct sftpfs *r = arg;
@@ -940,7 +978,8 @@ static void *worker(void *arg)
 		}
 		j->running = 1;
 		pthread_mutex_unlock(&r->mu);
-		int rc = sftp_pwrite_range(r->cli, j->f->h, j->off, j->data, j->len, 0, 0);
+		struct sent_note note = {r, j};
+		int rc = sftp_pwrite_range_notify(r->cli, j->f->h, j->off, j->data, j->len, 0, 0, job_sent, &note);
 		if (rc == -EIO)
 			rc = refine_failure(r, NULL, j->f->h, 0, j->len, rc);
 		pthread_mutex_lock(&r->mu);
@@ -2269,6 +2308,7 @@ static void sftpfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t
 		r->qbytes += size;
 		f->pending++;
 		n->pending++;
+		n->unsent++;
 		f->written = 1;
 		pthread_cond_signal(&r->work_cv);
 	}
