@@ -1466,6 +1466,115 @@ int sftp_list_dirs(struct sftp_client *s, struct sftp_listing *ls, size_t k)
 	return 0;
 }
 
+int sftp_read_files(struct sftp_client *s, struct sftp_fileread *fr, size_t k)
+{
+	struct sftp_req *rq;
+	struct sftp_handle **h;
+	unsigned char *sent;
+	struct sftp_waiter w;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < k; i++) {
+		fr[i].rc = 0;
+		fr[i].data = NULL;
+		fr[i].got = 0;
+	}
+	rq = calloc(k + 1, sizeof *rq);
+	h = calloc(k + 1, sizeof *h);
+	sent = calloc(k + 1, 1);
+	if (!rq || !h || !sent) {
+		free(rq);
+		free(h);
+		free(sent);
+		for (i = 0; i < k; i++)
+			fr[i].rc = -ENOMEM;
+		return -ENOMEM;
+	}
+	waiter_init(&w);
+	for (i = 0; i < k; i++)
+		req_init(&rq[i], &w);
+
+	/* Every OPEN at once, then their handles. */
+	for (i = 0; i < k; i++) {
+		struct sbuf b;
+		if (fr[i].want > s->max_read || !(fr[i].data = malloc(fr[i].want ? fr[i].want : 1))) {
+			fr[i].rc = fr[i].want > s->max_read ? -EFBIG : -ENOMEM;
+			continue;
+		}
+		sb_start(&b, FXP_OPEN);
+		sb_str(&b, fr[i].path);
+		sb_u32(&b, SFTP_READ);
+		sb_attrs(&b, NULL);
+		rc = send_req(s, &rq[i], &b, NULL, 0);
+		sb_free(&b);
+		fr[i].rc = rc;
+		sent[i] = rc == 0;
+	}
+	for (i = 0; i < k; i++) {
+		if (!sent[i])
+			continue;
+		rc = wait_req(s, &rq[i]);
+		if (rc == 0)
+			rc = expect_handle(&rq[i], &h[i], -EIO);
+		fr[i].rc = rc;
+		req_reset(&rq[i]);
+	}
+
+	/* One READ per handle, all at once, each followed by its CLOSE (not
+	 * waited for: a read-only handle has nothing to report). */
+	for (i = 0; i < k; i++) {
+		struct sbuf b;
+		sent[i] = 0;
+		if (!h[i])
+			continue;
+		rq[i].dst = fr[i].data;
+		rq[i].dst_cap = fr[i].want;
+		sb_start(&b, FXP_READ);
+		sb_handle(&b, h[i]);
+		sb_u64(&b, 0);
+		sb_u32(&b, (uint32_t)fr[i].want);
+		rc = send_req(s, &rq[i], &b, NULL, 0);
+		sb_free(&b);
+		fr[i].rc = rc;
+		sent[i] = rc == 0;
+		sftp_close_nowait(s, h[i]);
+		h[i] = NULL;
+	}
+	for (i = 0; i < k; i++) {
+		if (!sent[i])
+			continue;
+		rc = wait_req(s, &rq[i]);
+		if (rc == 0) {
+			if (rq[i].type == FXP_DATA) {
+				fr[i].got = rq[i].got;
+			} else {
+				rc = expect_status(&rq[i], -EIO);
+				if (rc == -ENODATA)
+					rc = 0; /* empty */
+				else if (rc == 0)
+					rc = -EPROTO;
+			}
+		}
+		fr[i].rc = rc;
+		req_reset(&rq[i]);
+	}
+	for (i = 0; i < k; i++) {
+		cancel_req(s, &rq[i]);
+		free(rq[i].body);
+		if (fr[i].rc) {
+			free(fr[i].data);
+			fr[i].data = NULL;
+			fr[i].got = 0;
+		}
+	}
+	pthread_cond_destroy(&w.cv);
+	free(rq);
+	free(h);
+	free(sent);
+	return 0;
+}
+
 /* Sends b (a request answered by STATUS) and an LSTAT of lpath back to
  * back, one round trip for both: the LSTAT shows what b made, or what was
  * in its way when it failed. *lrc gets the LSTAT's result. Frees b. */

@@ -161,6 +161,21 @@ struct sftp_listing {
 };
 int sftp_list_dirs(struct sftp_client *s, struct sftp_listing *ls, size_t k);
 
+/* Small files read whole, k of them in two round trips: every OPEN
+ * (read-only) at once, then one READ of `want` bytes (<= sftp_max_read)
+ * per handle at once, each followed by its CLOSE, not waited for.  Per
+ * file: path and want in; rc (0 or -errno), data (malloc'd, NULL on
+ * error) and got (bytes read; fewer than want at end of file) out.
+ * Returns 0, or -ENOMEM before anything was sent. */
+struct sftp_fileread {
+	const char *path;
+	size_t want;
+	int rc;
+	unsigned char *data;
+	size_t got;
+};
+int sftp_read_files(struct sftp_client *s, struct sftp_fileread *fr, size_t k);
+
 int sftp_mkdir(struct sftp_client *s, const char *path, uint32_t mode);
 /* The same, with an LSTAT of the new name in the same round trip: *a and
  * *lrc (0 or -errno) are the LSTAT's; on failure it shows what was in the

@@ -80,6 +80,12 @@
 /* Content kept of files we wrote (struct snode: cdata): per file, in all. */
 #define SFTPFS_CDATA_FILE_MAX (256u << 10)
 #define SFTPFS_CDATA_TOTAL (64u << 20)
+/* Small files read whole at their open, with the next small files of the
+ * same listing (read_ahead_files): at most this size each, this many and
+ * this many bytes per batch. */
+#define SFTPFS_RD_FILE_MAX (64u << 10)
+#define SFTPFS_RD_BATCH 32
+#define SFTPFS_RD_BYTES (1u << 20)
 
 struct sftpfs;
 
@@ -2076,6 +2082,94 @@ static void sftpfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, m
 	}
 }
 
+/* Under r->mu: m is a small file whose content read_ahead_files may keep:
+ * regular, non-empty, readable by all (the lazy open in sftpfs_open checks
+ * no permission on the server), attributes current, nothing of ours
+ * pending, content not kept yet. */
+static int rd_candidate(struct sftpfs *r, struct snode *m)
+{
+	size_t max = sftp_max_read(r->cli) - 1;
+	if (max > SFTPFS_RD_FILE_MAX)
+		max = SFTPFS_RD_FILE_MAX;
+	return m->path && m->a_valid && m->a_wgen == m->wgen && !m->pending && !m->linked && !m->cf &&
+	       (m->a.flags & SFTP_ATTR_SIZE) && (m->a.flags & SFTP_ATTR_PERMISSIONS) && S_ISREG(m->a.perm) &&
+	       (m->a.perm & 0444) == 0444 && m->a.size > 0 && m->a.size <= max && !cdata_ok(m);
+}
+
+/*
+ * A read-only open of a small file (grep -r, git status, a compiler's
+ * headers): instead of OPEN, then READ, it and the small files after it in
+ * its directory's listing (kernel-known nodes only, sorted as a walk reads
+ * them) are read whole in one batch, two round trips for all
+ * (sftp_read_files), and kept as their content (struct snode: cdata), so
+ * their opens need no server. Kept only if the size read is the size the
+ * listing told (one byte more is asked, to see growth), the file did not
+ * change through us and the caches were not dropped meanwhile (a job
+ * started). Returns 1 when n's content is kept now.
+ */
+static int read_ahead_files(struct sftpfs *r, struct snode *n)
+{
+	struct sftp_fileread fr[SFTPFS_RD_BATCH];
+	uint64_t wg[SFTPFS_RD_BATCH];
+	size_t k = 0, bytes = 0;
+	memset(fr, 0, sizeof(fr));
+	pthread_mutex_lock(&r->mu);
+	if (!rd_candidate(r, n)) {
+		pthread_mutex_unlock(&r->mu);
+		return 0;
+	}
+	char *slash = strrchr(n->path, '/');
+	char *dir = strndup(n->path, slash == n->path ? 1 : (size_t)(slash - n->path));
+	struct lent *l = dir ? lc_get(r, dir, 0) : NULL;
+	struct sdir *d = l ? l->d : NULL; /* even if dirty: names to try only */
+	char *np = strdup(n->path);
+	if (np) {
+		fr[k].path = np;
+		fr[k].want = n->a.size + 1;
+		wg[k++] = n->wgen;
+		bytes += n->a.size;
+	}
+	struct sdent *at = d && np ? sdir_find(d, slash + 1) : NULL;
+	for (size_t i = at ? (size_t)(at - d->e) + 1 : 0; at && i < d->n && k < SFTPFS_RD_BATCH && bytes < SFTPFS_RD_BYTES; i++) {
+		char *cp = join(dir, d->e[i].name);
+		struct snode *m = cp ? tab_find(r, cp) : NULL;
+		if (!m || !rd_candidate(r, m) || bytes + m->a.size > SFTPFS_RD_BYTES) {
+			free(cp);
+			continue;
+		}
+		fr[k].path = cp;
+		fr[k].want = m->a.size + 1;
+		wg[k++] = m->wgen;
+		bytes += m->a.size;
+	}
+	uint64_t gen = r->lgen;
+	pthread_mutex_unlock(&r->mu);
+	free(dir);
+	if (!k)
+		return 0;
+	(void)sftp_read_files(r->cli, fr, k); /* each fr[i].rc says how it went */
+	int on = cur_timeout(r) > 0;
+	pthread_mutex_lock(&r->mu);
+	for (size_t i = 0; i < k; i++) {
+		struct snode *m = fr[i].rc == 0 && on && gen == r->lgen ? tab_find(r, fr[i].path) : NULL;
+		if (m && m->wgen == wg[i] && rd_candidate(r, m) && fr[i].got + 1 == fr[i].want &&
+		    r->cbytes + fr[i].got <= SFTPFS_CDATA_TOTAL) {
+			cdata_drop(r, m);
+			m->cdata = (char *)fr[i].data;
+			fr[i].data = NULL;
+			m->clen = fr[i].got;
+			m->cgen = m->wgen;
+			m->cvalid = 1;
+			r->cbytes += m->clen;
+		}
+		free(fr[i].data);
+		free((char *)fr[i].path);
+	}
+	int ok = cdata_ok(n);
+	pthread_mutex_unlock(&r->mu);
+	return ok;
+}
+
 static void sftpfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	BEGIN(ino);
@@ -2101,6 +2195,8 @@ static void sftpfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 		pthread_mutex_lock(&r->mu);
 		lazy = cdata_ok(n) && n->a_valid && (n->a.perm & S_IRUSR) && (n->cf || (n->a.perm & 0444) == 0444);
 		pthread_mutex_unlock(&r->mu);
+		if (!lazy)
+			lazy = read_ahead_files(r, n);
 	}
 	rc = lazy ? 0 : sftp_open(r->cli, p, open_flags(r, fi->flags), NULL, &h);
 	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
