@@ -108,6 +108,7 @@ struct snode {
 	int opened;           /* opened through us since the last invalidation */
 	int kcached;          /* handed to the kernel with a timeout since then */
 	int linked;           /* has another name we made (link): see node_timeout */
+	struct snode *lpeer;  /* the one other name, while there is one (orphan_path) */
 	/* Mode and time changes of a file we created, not yet sent: they go
 	 * with one FSETSTAT through cf's handle when a handle is flushed, before
 	 * the next write, and before anything asks the server (settle_node).
@@ -604,6 +605,8 @@ static int node_unref(struct snode *n, uint64_t k)
 	tab_remove(r, n);
 	if (r->rootn == n)
 		r->rootn = NULL;
+	if (n->lpeer)
+		n->lpeer->lpeer = NULL; /* it stays linked: we no longer know */
 	cdata_drop(r, n);
 	free(n->path);
 	free(n);
@@ -1335,16 +1338,27 @@ static void sftpfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 			neg = strcmp(l->added[i], name) != 0;
 		d = NULL;
 	}
+	/* A name the kernel let expire whose node we know, with attributes
+	 * as fresh as getattr would answer from (its listing may be dirty:
+	 * git's objects after link and unlink). */
+	int known = !writing && t > 0 && child && !neg && child->a_valid && child->a_wgen == child->wgen &&
+		    !child->linked && (child->cf || now - child->a_ms < (int64_t)(t * 1000));
+	if (known) {
+		a = child->a;
+		d = NULL;
+	}
 	if (d) {
 		d->refs++;
 		queue_kids(r, l, d);
 	}
-	int want = l && !d && !neg && ++l->misses >= 2 && now - l->changed_ms > 1000;
+	int want = l && !d && !neg && !known && ++l->misses >= 2 && now - l->changed_ms > 1000;
 	pthread_mutex_unlock(&r->mu);
 	if (!d && want && get_list(r, n, &d) < 0)
 		d = NULL;
 	if (neg) {
 		rc = -ENOENT;
+	} else if (known) {
+		rc = 0;
 	} else if (d) {
 		struct sdent *hit = sdir_find(d, name);
 		rc = hit ? 0 : -ENOENT;
@@ -1686,6 +1700,14 @@ static void orphan_path(struct sftpfs *r, const char *p)
 {
 	pthread_mutex_lock(&r->mu);
 	struct snode *m = tab_find(r, p);
+	if (m && m->lpeer && !m->cf && !m->pending) {
+		/* The other name of a file we linked is its only one again
+		 * (git: link the temporary object to its name, unlink the
+		 * temporary): it may be cached again. */
+		m->lpeer->linked = 0;
+		m->lpeer->lpeer = NULL;
+		m->lpeer = NULL;
+	}
 	if (m)
 		node_orphan(r, m);
 	pthread_mutex_unlock(&r->mu);
@@ -1794,8 +1816,20 @@ static void sftpfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, co
 		 * Only while the kernel keeps the node: looked up afresh after
 		 * a forget, the name gets its own path's number again. */
 		pthread_mutex_lock(&r->mu);
-		node_of(e.ino)->sino = n->sino;
-		node_of(e.ino)->linked = n->linked = 1;
+		struct snode *m = node_of(e.ino);
+		/* One pair is tracked: a third name keeps them linked for good. */
+		if (!n->linked && !m->linked && m != n) {
+			n->lpeer = m;
+			m->lpeer = n;
+		} else {
+			if (n->lpeer)
+				n->lpeer->lpeer = NULL;
+			if (m->lpeer)
+				m->lpeer->lpeer = NULL;
+			n->lpeer = m->lpeer = NULL;
+		}
+		m->sino = n->sino;
+		m->linked = n->linked = 1;
 		pthread_mutex_unlock(&r->mu);
 		e.attr.st_ino = n->sino;
 		e.attr_timeout = e.entry_timeout = 0;
