@@ -186,6 +186,7 @@ struct lent {
 	size_t nadded;
 	int loading;          /* queued for, or being read by, the prefetcher */
 	int kids;             /* its subdirectories were queued (d's) */
+	int ahead;            /* prefetched this many levels below one in use */
 };
 
 /* Past this many names made in one directory, its listing is dropped. */
@@ -196,6 +197,9 @@ struct lent {
  * at most. */
 #define SFTPFS_PF_BATCH 64
 #define SFTPFS_PF_QUEUE 1024
+/* Levels read ahead of a listing in use: a walk entering a directory finds
+ * its subdirectories' listings, and theirs, already read. */
+#define SFTPFS_PF_DEPTH 2
 
 /* Listings kept for READDIRs that continue one (see cont_list). */
 #define SFTPFS_CONT 16
@@ -253,7 +257,7 @@ struct sftpfs {
 static int get_list(struct sftpfs *r, struct snode *n, struct sdir **out);
 static void *prefetcher(void *arg);
 static int send_pend(struct sftpfs *r, struct snode *n);
-static void queue_kids(struct sftpfs *r, struct lent *l, const struct sdir *d);
+static void queue_kids(struct sftpfs *r, struct lent *l, const struct sdir *d, int level);
 static void wait_loading(struct sftpfs *r, const char *path);
 static int sdent_cmp(const void *a, const void *b);
 static void sdir_put(struct sdir *d);
@@ -1349,7 +1353,7 @@ static void sftpfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	if (d) {
 		d->refs++;
-		queue_kids(r, l, d);
+		queue_kids(r, l, d, 1);
 	}
 	int want = l && !d && !neg && !known && ++l->misses >= 2 && now - l->changed_ms > 1000;
 	pthread_mutex_unlock(&r->mu);
@@ -2568,8 +2572,9 @@ static int fetch_list(struct sftpfs *r, const char *path, struct sdir **out)
 }
 
 /* Under r->mu: queues the subdirectories of path (listing d) not cached
- * for the prefetcher, once per listing (l is path's entry). */
-static void queue_kids(struct sftpfs *r, struct lent *l, const struct sdir *d)
+ * for the prefetcher, once per listing (l is path's entry); they are
+ * `level` levels below the listing in use. */
+static void queue_kids(struct sftpfs *r, struct lent *l, const struct sdir *d, int level)
 {
 	if (!r->pf_on || !l || l->kids || l->d != d)
 		return;
@@ -2590,6 +2595,7 @@ static void queue_kids(struct sftpfs *r, struct lent *l, const struct sdir *d)
 			continue;
 		}
 		c->loading = 1;
+		c->ahead = level;
 		r->pfq[r->pfn++] = cp;
 		any = 1;
 	}
@@ -2647,6 +2653,8 @@ static void *prefetcher(void *arg)
 				l->d = d[i];
 				l->ms = start;
 				d[i] = NULL;
+				if (l->ahead < SFTPFS_PF_DEPTH)
+					queue_kids(r, l, l->d, l->ahead + 1);
 			}
 			sdir_put(d[i]);
 			free(paths[i]);
@@ -2678,7 +2686,7 @@ static int get_list(struct sftpfs *r, struct snode *n, struct sdir **out)
 	struct sdir *d = l && l->d && !l->dirty && start - l->ms <= (int64_t)(t * 1000) ? l->d : NULL;
 	if (d) {
 		d->refs++;
-		queue_kids(r, l, d);
+		queue_kids(r, l, d, 1);
 	}
 	char *p = !d && n->path ? strdup(n->path) : NULL;
 	int gone = !d && !n->path;
@@ -2707,7 +2715,7 @@ static int get_list(struct sftpfs *r, struct snode *n, struct sdir **out)
 			l->d = d;
 			l->ms = start;
 			d->refs++;
-			queue_kids(r, l, d);
+			queue_kids(r, l, d, 1);
 		}
 	}
 	pthread_mutex_unlock(&r->mu);
