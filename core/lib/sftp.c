@@ -1323,6 +1323,22 @@ int sftp_readdir(struct sftp_client *s, struct sftp_handle *h, struct sftp_diren
 	return rc;
 }
 
+/* Waits for r in a batch: once one request of the batch timed out or the
+ * link died (*broken), the rest are withdrawn, not waited for each in
+ * turn (a batch of k must not take k timeouts). */
+static int batch_wait(struct sftp_client *s, struct sftp_req *r, int *broken)
+{
+	int rc;
+	if (*broken) {
+		cancel_req(s, r);
+		return *broken;
+	}
+	rc = wait_req(s, r);
+	if (rc == -ETIMEDOUT || rc == -ENOTCONN)
+		*broken = rc;
+	return rc;
+}
+
 /* Appends the k entries of more to l's (more's array is freed). */
 static int list_append(struct sftp_listing *l, struct sftp_dirent *more, size_t k)
 {
@@ -1354,7 +1370,7 @@ int sftp_list_dirs(struct sftp_client *s, struct sftp_listing *ls, size_t k)
 	unsigned char *sent;
 	struct sftp_waiter w;
 	size_t i, j, live;
-	int rc;
+	int rc, broken = 0;
 
 	for (i = 0; i < k; i++) {
 		ls[i].rc = 0;
@@ -1390,7 +1406,7 @@ int sftp_list_dirs(struct sftp_client *s, struct sftp_listing *ls, size_t k)
 		struct sftp_req *r = &rq[i * LIST_AHEAD];
 		if (!sent[i])
 			continue;
-		rc = wait_req(s, r);
+		rc = batch_wait(s, r, &broken);
 		if (rc == 0)
 			rc = expect_handle(r, &h[i], -EIO);
 		ls[i].rc = rc;
@@ -1424,7 +1440,7 @@ int sftp_list_dirs(struct sftp_client *s, struct sftp_listing *ls, size_t k)
 				struct sftp_req *r = &rq[i * LIST_AHEAD + j];
 				struct sftp_dirent *e = NULL;
 				size_t n = 0;
-				rc = wait_req(s, r);
+				rc = batch_wait(s, r, &broken);
 				if (rc == 0 && !end && !ls[i].rc) {
 					rc = parse_names(r, &e, &n);
 					if (rc == 0)
@@ -1473,7 +1489,7 @@ int sftp_read_files(struct sftp_client *s, struct sftp_fileread *fr, size_t k)
 	unsigned char *sent;
 	struct sftp_waiter w;
 	size_t i;
-	int rc;
+	int rc, broken = 0;
 
 	for (i = 0; i < k; i++) {
 		fr[i].rc = 0;
@@ -1514,7 +1530,7 @@ int sftp_read_files(struct sftp_client *s, struct sftp_fileread *fr, size_t k)
 	for (i = 0; i < k; i++) {
 		if (!sent[i])
 			continue;
-		rc = wait_req(s, &rq[i]);
+		rc = batch_wait(s, &rq[i], &broken);
 		if (rc == 0)
 			rc = expect_handle(&rq[i], &h[i], -EIO);
 		fr[i].rc = rc;
@@ -1544,7 +1560,7 @@ int sftp_read_files(struct sftp_client *s, struct sftp_fileread *fr, size_t k)
 	for (i = 0; i < k; i++) {
 		if (!sent[i])
 			continue;
-		rc = wait_req(s, &rq[i]);
+		rc = batch_wait(s, &rq[i], &broken);
 		if (rc == 0) {
 			if (rq[i].type == FXP_DATA) {
 				fr[i].got = rq[i].got;
