@@ -10,7 +10,13 @@
  *
  * Speed comes from round trips, not bandwidth:
  *  - READDIR returns attributes with the names, so readdirplus fills the
- *    kernel's dentries and attributes in one listing;
+ *    kernel's dentries and attributes in one listing; a listing costs two
+ *    round trips (OPENDIR, then two READDIRs at once; CLOSE not waited
+ *    for), and the subdirectories of a listing in use are read ahead, two
+ *    levels deep, many per batch, by the prefetcher thread;
+ *  - a read-only open of a small file reads it and the next small files
+ *    of its listing whole, in one batch (read_ahead_files), and keeps
+ *    their content, so their opens need no server;
  *  - replies carry long entry/attr timeouts and open files keep their page
  *    cache (keep_cache) and directories their readdir cache; everything
  *    handed out is dropped by sftpfs_invalidate() (a job started in the
@@ -21,8 +27,9 @@
  *    16 x 64 KiB requests in flight, several writes at once).  Writes that
  *    overlap an earlier unfinished one (or any write of an O_APPEND file)
  *    wait for it, so the order of overlapping data is kept.  An error is
- *    sticky on the open file and reported by the next write, flush, fsync;
- *    flush (every close) waits until the server acknowledged every byte.
+ *    sticky on the open file, logged with its file, and reported by the
+ *    next write, flush, fsync; flush (every close) waits until the server
+ *    acknowledged every byte, its held-back FSETSTAT sent behind them;
  *    getattr/lookup/read/truncate of a node first wait for its pending
  *    writes, so no stale size can shrink the kernel's i_size;
  *  - reads use sftp_pread_range (32 x 64 KiB in flight) per FUSE read; the
