@@ -74,8 +74,12 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Write-behind workers: each sends one FUSE write (max_write, capped to a
+ * splice pipe by fs/ll.c) and waits for its answers, so they bound what is
+ * in flight; at 100 ms a round trip, 4 of them moved only about 0.5 MiB per
+ * round trip (docs/remote-latency.md). */
 #ifndef SFTPFS_WORKERS
-#define SFTPFS_WORKERS 4
+#define SFTPFS_WORKERS 12
 #endif
 /* Write-behind budget: bytes accepted but not yet acknowledged. */
 #define SFTPFS_WB_MAX (64u << 20)
@@ -2192,8 +2196,9 @@ static int read_ahead_files(struct sftpfs *r, struct snode *n)
 	free(dir);
 	if (!k)
 		return 0;
-	(void)sftp_read_files(r->cli, fr, k); /* each fr[i].rc says how it went */
 	int on = cur_timeout(r) > 0;
+	(void)sftp_read_files(r->cli, fr, k); /* each fr[i].rc says how it went */
+	on = on && cur_timeout(r) > 0;
 	pthread_mutex_lock(&r->mu);
 	for (size_t i = 0; i < k; i++) {
 		struct snode *m = fr[i].rc == 0 && on && gen == r->lgen ? tab_find(r, fr[i].path) : NULL;
@@ -2639,6 +2644,8 @@ static void *prefetcher(void *arg)
 		uint64_t gen = r->lgen;
 		int64_t start = now_ms();
 		pthread_mutex_unlock(&r->mu);
+		/* Read while a job runs, a listing may miss what it does next. */
+		int on0 = cur_timeout(r) > 0;
 		struct sftp_listing ls[SFTPFS_PF_BATCH];
 		struct sdir *d[SFTPFS_PF_BATCH];
 		memset(ls, 0, sizeof(ls));
@@ -2649,7 +2656,7 @@ static void *prefetcher(void *arg)
 				ls[i].rc = -ENOMEM;
 		for (size_t i = 0; i < k; i++)
 			sdir_from(&ls[i], &d[i]);
-		int on = cur_timeout(r) > 0;
+		int on = on0 && cur_timeout(r) > 0;
 		pthread_mutex_lock(&r->mu);
 		for (size_t i = 0; i < k; i++) {
 			struct lent *l = lc_get(r, paths[i], 0);
