@@ -1360,8 +1360,11 @@ static int list_append(struct sftp_listing *l, struct sftp_dirent *more, size_t 
 }
 
 /* READDIRs in flight per directory: OpenSSH answers up to 100 names per
- * READDIR, so two tell a small directory's entries and its end at once. */
+ * READDIR, so two tell a small directory's entries and its end at once;
+ * a directory not at its end gets twice as many the next round, up to
+ * LIST_MAX (a directory of 10,000 names: 7 round trips, not 50). */
 #define LIST_AHEAD 2u
+#define LIST_MAX 16u
 
 int sftp_list_dirs(struct sftp_client *s, struct sftp_listing *ls, size_t k)
 {
@@ -1377,7 +1380,8 @@ int sftp_list_dirs(struct sftp_client *s, struct sftp_listing *ls, size_t k)
 		ls[i].ents = NULL;
 		ls[i].n = 0;
 	}
-	rq = calloc(k * LIST_AHEAD + 1, sizeof *rq);
+	unsigned ahead = LIST_AHEAD;
+	rq = calloc(k * LIST_MAX + 1, sizeof *rq);
 	h = calloc(k + 1, sizeof *h);
 	sent = calloc(k + 1, 1);
 	if (!rq || !h || !sent) {
@@ -1389,7 +1393,7 @@ int sftp_list_dirs(struct sftp_client *s, struct sftp_listing *ls, size_t k)
 		return -ENOMEM;
 	}
 	waiter_init(&w);
-	for (i = 0; i < k * LIST_AHEAD; i++)
+	for (i = 0; i < k * LIST_MAX; i++)
 		req_init(&rq[i], &w);
 
 	/* Every OPENDIR at once, then their handles. */
@@ -1397,13 +1401,13 @@ int sftp_list_dirs(struct sftp_client *s, struct sftp_listing *ls, size_t k)
 		struct sbuf b;
 		sb_start(&b, FXP_OPENDIR);
 		sb_str(&b, ls[i].path);
-		rc = send_req(s, &rq[i * LIST_AHEAD], &b, NULL, 0);
+		rc = send_req(s, &rq[i * LIST_MAX], &b, NULL, 0);
 		sb_free(&b);
 		ls[i].rc = rc;
 		sent[i] = rc == 0;
 	}
 	for (i = 0; i < k; i++) {
-		struct sftp_req *r = &rq[i * LIST_AHEAD];
+		struct sftp_req *r = &rq[i * LIST_MAX];
 		if (!sent[i])
 			continue;
 		rc = batch_wait(s, r, &broken);
@@ -1413,19 +1417,19 @@ int sftp_list_dirs(struct sftp_client *s, struct sftp_listing *ls, size_t k)
 		req_reset(r);
 	}
 
-	/* Rounds of LIST_AHEAD READDIRs per open directory not yet at its
-	 * end, all sent before any is waited for. */
+	/* Rounds of `ahead` READDIRs per open directory not yet at its end,
+	 * all sent before any is waited for. */
 	do {
 		live = 0;
 		for (i = 0; i < k; i++) {
 			sent[i] = 0;
 			if (!h[i] || ls[i].rc)
 				continue;
-			for (j = 0; j < LIST_AHEAD; j++) {
+			for (j = 0; j < ahead; j++) {
 				struct sbuf b;
 				sb_start(&b, FXP_READDIR);
 				sb_handle(&b, h[i]);
-				rc = send_req(s, &rq[i * LIST_AHEAD + j], &b, NULL, 0);
+				rc = send_req(s, &rq[i * LIST_MAX + j], &b, NULL, 0);
 				sb_free(&b);
 				if (rc) {
 					ls[i].rc = rc;
@@ -1437,7 +1441,7 @@ int sftp_list_dirs(struct sftp_client *s, struct sftp_listing *ls, size_t k)
 		for (i = 0; i < k; i++) {
 			int end = 0;
 			for (j = 0; j < sent[i]; j++) {
-				struct sftp_req *r = &rq[i * LIST_AHEAD + j];
+				struct sftp_req *r = &rq[i * LIST_MAX + j];
 				struct sftp_dirent *e = NULL;
 				size_t n = 0;
 				rc = batch_wait(s, r, &broken);
@@ -1461,6 +1465,8 @@ int sftp_list_dirs(struct sftp_client *s, struct sftp_listing *ls, size_t k)
 				h[i] = NULL;
 			}
 		}
+		if (ahead < LIST_MAX)
+			ahead *= 2;
 	} while (live);
 
 	/* Handles left (a failed send): closed without waiting too. */
@@ -1473,7 +1479,7 @@ int sftp_list_dirs(struct sftp_client *s, struct sftp_listing *ls, size_t k)
 			ls[i].n = 0;
 		}
 	}
-	for (i = 0; i < k * LIST_AHEAD; i++)
+	for (i = 0; i < k * LIST_MAX; i++)
 		cancel_req(s, &rq[i]);
 	pthread_cond_destroy(&w.cv);
 	free(rq);

@@ -188,6 +188,22 @@ def test_walk_and_read_in_few_round_trips(lat):
     assert read <= 80, read
 
 
+def test_big_directory_listed_whole(lat):
+    """A directory of 2,500 names (25 READDIR answers of OpenSSH's 100)
+    is listed whole, in rounds of more READDIRs at once, not one round
+    trip per 100 names."""
+    os.makedirs(lat.R("big"))
+    for i in range(2500):
+        open(lat.R("big", f"n{i:05d}"), "w").close()
+    lat.m.invalidate()
+    b0 = lat.proxy.bursts()
+    names = os.listdir(lat.M("big"))
+    took = lat.proxy.bursts() - b0
+    assert sorted(names) == [f"n{i:05d}" for i in range(2500)]
+    # OPENDIR, then rounds of 2, 4, 8, 16 READDIRs: 5 (25 one by one before)
+    assert took <= 12, took
+
+
 def test_read_ahead_stays_coherent(lat):
     """Listings and contents read ahead follow changes made through the
     mount at once, and changes on the host after the next job starts
