@@ -108,6 +108,8 @@ struct snode {
 	 * round trips each, now none until the close. */
 	struct sfile *cf;     /* the open handle that created it, if still open */
 	struct sftp_attrs pend;      /* pend.flags: which fields are waiting */
+	int pend_busy;        /* apply_pend is sending some: one at a time, so
+	                         a later chmod never overtakes an earlier one */
 	/* Content of a small file we created and wrote from its start, kept
 	 * while only we can change it (cdata_*): reading it back - `git add`
 	 * after `tar x`, a compiler after an editor - needs no OPEN or READ.
@@ -674,12 +676,16 @@ static int drain_file(struct sftpfs *r, struct sfile *f)
 static int apply_pend(struct sftpfs *r, struct snode *n)
 {
 	pthread_mutex_lock(&r->mu);
-	int any = n->pend.flags && n->cf;
+	int any = (n->pend.flags && n->cf) || n->pend_busy;
 	pthread_mutex_unlock(&r->mu);
 	if (!any)
 		return 0;
 	drain_node(n);
 	pthread_mutex_lock(&r->mu);
+	/* Two senders in flight could reach the server in either order (a
+	 * chmod 0 after the chmod 600 that followed it): one at a time. */
+	while (n->pend_busy)
+		pthread_cond_wait(&r->done_cv, &r->mu);
 	struct sfile *f = n->cf;
 	struct sftp_attrs a = n->pend;
 	n->pend.flags = 0;
@@ -688,12 +694,14 @@ static int apply_pend(struct sftpfs *r, struct snode *n)
 		return 0;
 	}
 	f->pending++; /* keeps f (and its handle) until we are done */
+	n->pend_busy = 1;
 	pthread_mutex_unlock(&r->mu);
 	int rc = sftp_fsetstat(r->cli, f->h, &a);
 	pthread_mutex_lock(&r->mu);
 	if (rc < 0 && !f->werr)
 		f->werr = rc;
 	f->pending--;
+	n->pend_busy = 0;
 	pthread_cond_broadcast(&r->done_cv);
 	pthread_mutex_unlock(&r->mu);
 	return rc;
@@ -2015,6 +2023,9 @@ static void sftpfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 		cdata_drop(r, n);
 		pthread_mutex_unlock(&r->mu);
 	}
+	/* The server checks permissions at OPEN: mode changes held back for
+	 * this file (another handle created it) are there first. */
+	apply_pend(r, n);
 	struct sftp_handle *h = NULL;
 	/* A read of content we keep opens nothing on the server (it would,
 	 * lazily, if the content stopped being ours: see sftpfs_read). We made
@@ -2285,10 +2296,16 @@ static void sftpfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info
 		 * (a flush normally sent them already). */
 		apply_pend(r, n);
 		pthread_mutex_lock(&r->mu);
-		if (n->cf == f) {
-			n->cf = NULL;
-			n->pend.flags = 0;
+		/* A setattr deferred while apply_pend was sending (cf was still
+		 * f) is sent too, not dropped with cf: dropping a chmod 600 that
+		 * followed a chmod 0 left the file unreadable (test_permissions). */
+		while (n->cf == f && n->pend.flags) {
+			pthread_mutex_unlock(&r->mu);
+			apply_pend(r, n);
+			pthread_mutex_lock(&r->mu);
 		}
+		if (n->cf == f)
+			n->cf = NULL;
 		pthread_mutex_unlock(&r->mu);
 		int err = drain_file(r, f);
 		/* Nothing is left to report: the flush did (writes acknowledged,
