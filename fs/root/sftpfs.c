@@ -54,6 +54,7 @@
 #include "core/lib/sftp.h"
 #include "fs/root/cache.h"
 #include "fs/root/link.h"
+#include "fs/root/sftpfs_agent.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -204,6 +205,7 @@ struct sftpfs {
 	struct sftp_attrs root_attrs;
 	int refs;
 	int dead, stop;
+	int x_off;                /* the sandbox's agent cannot make file operations (sftpfs_agent.c) */
 	unsigned active;          /* requests using cli right now */
 	struct wjob *jobs, **jtail;
 	size_t qbytes;
@@ -670,6 +672,9 @@ static int drain_file(struct sftpfs *r, struct sfile *f)
 	return e;
 }
 
+static int use_x(struct sftpfs *r);
+static int x_fallback(struct sftpfs *r, int rc);
+
 /* Sends n's deferred mode/time changes (struct snode: cf, pend) after every
  * write queued before them; the error also sticks to the handle, so the
  * close reports it. */
@@ -696,7 +701,20 @@ static int apply_pend(struct sftpfs *r, struct snode *n)
 	f->pending++; /* keeps f (and its handle) until we are done */
 	n->pend_busy = 1;
 	pthread_mutex_unlock(&r->mu);
-	int rc = sftp_fsetstat(r->cli, f->h, &a);
+	int rc = 1;
+	/* Times with their nanoseconds (and the mode in the same trip): the
+	 * sandbox's agent; SFTP has whole seconds only. */
+	char *xp = (a.flags & SFTP_ATTR_ACMODTIME) && (a.x & SFTPX_TIMES) && use_x(r) ? node_path(n, NULL, &rc) : NULL;
+	if (xp) {
+		struct timespec ts[2] = {{.tv_sec = (time_t)a.xatime, .tv_nsec = a.atime_ns},
+					 {.tv_sec = (time_t)a.xmtime, .tv_nsec = a.mtime_ns}};
+		rc = sftpx_setattr(r->sb, xp, !!(a.flags & SFTP_ATTR_PERMISSIONS), a.perm, ts);
+		if (x_fallback(r, rc))
+			rc = 1;
+		free(xp);
+	}
+	if (rc == 1 || !xp)
+		rc = sftp_fsetstat(r->cli, f->h, &a);
 	pthread_mutex_lock(&r->mu);
 	if (rc < 0 && !f->werr)
 		f->werr = rc;
@@ -747,6 +765,30 @@ static double cur_timeout(struct sftpfs *r)
 
 /* ---- attributes ------------------------------------------------------- */
 
+/* What the sandbox's agent told beyond SFTP (struct sftp_attrs: x): the
+ * link count (SFTPX_NLINK), and (SFTPX_TIMES) 64-bit times with nanoseconds
+ * and ctime, while the whole seconds still agree with atime and mtime (a
+ * write through us moves mtime: then whole seconds, ctime with it). */
+static void to_stat_x(const struct sftp_attrs *a, struct stat *st)
+{
+	if (a->x & SFTPX_NLINK)
+		st->st_nlink = a->nlink;
+	if (!(a->x & SFTPX_TIMES) || !(a->flags & SFTP_ATTR_ACMODTIME))
+		return;
+	if ((uint32_t)a->xatime == a->atime) {
+		st->st_atim.tv_sec = (time_t)a->xatime;
+		st->st_atim.tv_nsec = a->atime_ns;
+	}
+	if ((uint32_t)a->xmtime == a->mtime) {
+		st->st_mtim.tv_sec = (time_t)a->xmtime;
+		st->st_mtim.tv_nsec = a->mtime_ns;
+		st->st_ctim.tv_sec = (time_t)a->xctime;
+		st->st_ctim.tv_nsec = a->ctime_ns;
+	}
+	if (a->size == a->xsize)
+		st->st_blocks = (blkcnt_t)a->blocks;
+}
+
 static void to_stat(const struct sftp_attrs *a, fuse_ino_t ino, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
@@ -766,6 +808,7 @@ static void to_stat(const struct sftp_attrs *a, fuse_ino_t ino, struct stat *st)
 		st->st_mtim.tv_sec = a->mtime;
 		st->st_ctim.tv_sec = a->mtime;
 	}
+	to_stat_x(a, st);
 }
 
 /* The cache timeout for n's entry, attributes and pages. A file we gave a
@@ -1159,15 +1202,67 @@ static int known_attrs(struct sftpfs *r, struct snode *n, struct sftp_attrs *a)
 	return ok;
 }
 
+/* Whether root/ may ask the sandbox's agent (fs/root/sftpfs_agent.c):
+ * root/'s "/" is the sandbox's own (its confined SFTP server: the agent
+ * sees the same tree) and the provider has an agent there. */
+static int use_x(struct sftpfs *r)
+{
+	return !r->readonly && r->rootlen == 0 && !__atomic_load_n(&r->x_off, __ATOMIC_RELAXED) && sftpx_can(r->sb);
+}
+
+/* Whether an agent's answer means "ask SFTP instead": no agent there (for
+ * good: not asked again), or it did not answer this time. */
+static int x_fallback(struct sftpfs *r, int rc)
+{
+	if (rc == -ENOTSUP || rc == -ENOSYS)
+		__atomic_store_n(&r->x_off, 1, __ATOMIC_RELAXED);
+	return rc == -ENOTSUP || rc == -ENOSYS || rc == -ENOTCONN || rc == -ETIMEDOUT;
+}
+
+/* lstat with the link count, ctime and nanoseconds where the agent can
+ * tell them, else SFTP's. */
+static int x_lstat(struct sftpfs *r, const char *p, struct sftp_attrs *a)
+{
+	if (use_x(r)) {
+		int rc = sftpx_lstat(r->sb, p, a);
+		if (!x_fallback(r, rc))
+			return rc;
+	}
+	return sftp_lstat(r->cli, p, a);
+}
+
+/* Under r->mu: directory n's attributes are not to be answered from what
+ * we last saw (its mtime and link count moved with a change in it). */
+static void dir_attrs_stale(struct snode *n)
+{
+	if (n)
+		n->a_valid = 0;
+}
+
+/* Under r->mu: the directory holding path, as dir_attrs_stale. */
+static void parent_attrs_stale(struct sftpfs *r, const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	if (!slash)
+		return;
+	char *dir = strndup(path, slash == path ? 1 : (size_t)(slash - path));
+	if (dir)
+		dir_attrs_stale(tab_find(r, dir));
+	free(dir);
+}
+
 /* Something in directory n (or, n NULL, the one holding path) changed
- * through us: its cached listing goes. */
+ * through us: its cached listing and attributes go. */
 static void dir_changed(struct sftpfs *r, struct snode *n, const char *path)
 {
 	pthread_mutex_lock(&r->mu);
-	if (n)
+	if (n) {
 		mark_changed(n, NULL);
-	else if (path)
+		dir_attrs_stale(n);
+	} else if (path) {
 		drop_parent_list(r, path);
+		parent_attrs_stale(r, path);
+	}
 	pthread_mutex_unlock(&r->mu);
 }
 
@@ -1176,6 +1271,7 @@ static void dir_added(struct sftpfs *r, struct snode *n, const char *name)
 {
 	pthread_mutex_lock(&r->mu);
 	mark_changed(n, name);
+	dir_attrs_stale(n);
 	pthread_mutex_unlock(&r->mu);
 }
 
@@ -1279,7 +1375,7 @@ static void sftpfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		sdir_put(d);
 		pthread_mutex_unlock(&r->mu);
 	} else {
-		rc = sftp_lstat(r->cli, p, &a);
+		rc = x_lstat(r, p, &a);
 	}
 	struct fuse_entry_param e;
 	if (rc == -ENOENT) {
@@ -1308,7 +1404,7 @@ static int node_stat(struct sftpfs *r, struct snode *n, struct sftp_attrs *a)
 	char *p = node_path(n, NULL, &rc);
 	if (!p)
 		return rc;
-	rc = n == r->rootn ? sftp_stat(r->cli, p, a) : sftp_lstat(r->cli, p, a);
+	rc = n == r->rootn ? sftp_stat(r->cli, p, a) : x_lstat(r, p, a);
 	free(p);
 	if (rc == 0)
 		note_attrs(r, n, a);
@@ -1335,13 +1431,23 @@ static void sftpfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info
 	struct sfile *f = fi && fi->fh && !S_ISDIR(n->mode) ? (struct sfile *)(uintptr_t)fi->fh : NULL;
 	if (f && !f->h)
 		f = NULL; /* opened without the server (sftpfs_open): ask by path */
+	/* An open file with a name: by that name where the agent gives link
+	 * count and ctime; else (or deleted) by its handle. */
+	rc = !mine && f && use_x(r) ? node_stat(r, n, &a) : -ENOENT;
 	if (mine) {
 		rc = 0;
-	} else if (f) {
+	} else if (f && rc == -ENOENT) {
 		rc = sftp_fstat(r->cli, f->h, &a);
-		if (rc == 0)
+		if (rc == 0) {
+			pthread_mutex_lock(&r->mu);
+			if (n->a.x & SFTPX_NLINK) {   /* 0 once its last name went (sftpfs_unlink) */
+				a.x |= SFTPX_NLINK;
+				a.nlink = n->a.nlink;
+			}
+			pthread_mutex_unlock(&r->mu);
 			note_attrs(r, n, &a);
-	} else {
+		}
+	} else if (!f) {
 		rc = node_stat(r, n, &a);
 	}
 	if (rc < 0)
@@ -1361,6 +1467,41 @@ static void sftpfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info
 		pthread_mutex_unlock(&r->mu);
 	}
 	fuse_reply_attr(req, &st, t);
+}
+
+/* The times a setattr gives (to_set, attr; known: the attributes before)
+ * into a's 64-bit, nanosecond fields, where the agent keeps them; ctime is
+ * now. Without the agent, a keeps SFTP's whole seconds only. */
+static void x_set_times(struct sftpfs *r, struct sftp_attrs *a, const struct sftp_attrs *known, const struct stat *attr,
+			int to_set, time_t now)
+{
+	if (!use_x(r)) {
+		a->x &= ~SFTPX_TIMES;
+		return;
+	}
+	struct timespec nw;
+	clock_gettime(CLOCK_REALTIME, &nw);
+	(void)now;
+	if (!(known->x & SFTPX_TIMES)) {
+		a->xatime = known->atime;
+		a->xmtime = known->mtime;
+		a->atime_ns = a->mtime_ns = 0;
+		a->xsize = known->size;
+		a->blocks = (known->size + 511) / 512;
+	}
+	a->x |= SFTPX_TIMES;
+	if (to_set & FUSE_SET_ATTR_ATIME) {
+		a->xatime = (to_set & FUSE_SET_ATTR_ATIME_NOW) ? nw.tv_sec : attr->st_atim.tv_sec;
+		a->atime_ns = (uint32_t)((to_set & FUSE_SET_ATTR_ATIME_NOW) ? nw.tv_nsec : attr->st_atim.tv_nsec);
+	}
+	if (to_set & FUSE_SET_ATTR_MTIME) {
+		a->xmtime = (to_set & FUSE_SET_ATTR_MTIME_NOW) ? nw.tv_sec : attr->st_mtim.tv_sec;
+		a->mtime_ns = (uint32_t)((to_set & FUSE_SET_ATTR_MTIME_NOW) ? nw.tv_nsec : attr->st_mtim.tv_nsec);
+	}
+	a->atime = (uint32_t)a->xatime;
+	a->mtime = (uint32_t)a->xmtime;
+	a->xctime = nw.tv_sec;
+	a->ctime_ns = (uint32_t)nw.tv_nsec;
 }
 
 /* Defers a mode/time change of a file we created and still hold open
@@ -1390,6 +1531,7 @@ static int defer_attrs(struct sftpfs *r, struct snode *n, const struct sftp_attr
 		a.atime = (to_set & FUSE_SET_ATTR_ATIME_NOW) ? (uint32_t)now : (uint32_t)attr->st_atim.tv_sec;
 	if (to_set & FUSE_SET_ATTR_MTIME)
 		a.mtime = (to_set & FUSE_SET_ATTR_MTIME_NOW) ? (uint32_t)now : (uint32_t)attr->st_mtim.tv_sec;
+	x_set_times(r, &a, known, attr, to_set, now);
 	pthread_mutex_lock(&r->mu);
 	int can = n->cf && n->a_valid && n->a_wgen == n->wgen;
 	if (can) {
@@ -1401,6 +1543,12 @@ static int defer_attrs(struct sftpfs *r, struct snode *n, const struct sftp_attr
 			n->pend.flags |= SFTP_ATTR_ACMODTIME;
 			n->pend.atime = a.atime;
 			n->pend.mtime = a.mtime;
+			/* with the nanoseconds, for the agent (apply_pend) */
+			n->pend.x = a.x & SFTPX_TIMES;
+			n->pend.xatime = a.xatime;
+			n->pend.atime_ns = a.atime_ns;
+			n->pend.xmtime = a.xmtime;
+			n->pend.mtime_ns = a.mtime_ns;
 		}
 		n->a = a;
 	}
@@ -1447,7 +1595,16 @@ static void sftpfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, in
 		a.perm = attr->st_mode & 07777;
 		rc = f ? sftp_fsetstat(r->cli, f->h, &a) : sftp_setstat(r->cli, p, &a);
 	}
-	if (rc == 0 && (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))) {
+	int x_owner = 1;
+	if (rc == 0 && (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) && p && use_x(r)) {
+		/* fchownat inside the sandbox: the kernel's own answer */
+		rc = sftpx_chown(r->sb, p, (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : (uint32_t)-1,
+				 (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : (uint32_t)-1);
+		x_owner = x_fallback(r, rc);
+		if (x_owner)
+			rc = 0;
+	}
+	if (rc == 0 && x_owner && (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))) {
 		if (have)
 			cur = known;
 		else
@@ -1473,8 +1630,29 @@ static void sftpfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, in
 		a.flags = SFTP_ATTR_SIZE;
 		a.size = (uint64_t)attr->st_size;
 		rc = f ? sftp_fsetstat(r->cli, f->h, &a) : sftp_setstat(r->cli, p, &a);
+		/* SFTP says FAILURE (EPERM here) for what the kernel tells
+		 * apart (EFBIG past the file system's largest file): ask the
+		 * agent to make it, which answers with the kernel's errno. */
+		if (rc < 0 && rc != -ENOTCONN && p && use_x(r)) {
+			int xr = sftpx_truncate(r->sb, p, (uint64_t)attr->st_size);
+			if (!x_fallback(r, xr))
+				rc = xr;
+		}
 	}
-	if (rc == 0 && (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME))) {
+	int x_times = 1;
+	if (rc == 0 && (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) && p && use_x(r)) {
+		/* utimensat inside the sandbox: nanoseconds, 64-bit seconds */
+		struct timespec ts[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_nsec = UTIME_OMIT}};
+		if (to_set & FUSE_SET_ATTR_ATIME)
+			ts[0] = (to_set & FUSE_SET_ATTR_ATIME_NOW) ? (struct timespec){.tv_nsec = UTIME_NOW} : attr->st_atim;
+		if (to_set & FUSE_SET_ATTR_MTIME)
+			ts[1] = (to_set & FUSE_SET_ATTR_MTIME_NOW) ? (struct timespec){.tv_nsec = UTIME_NOW} : attr->st_mtim;
+		rc = sftpx_setattr(r->sb, p, 0, 0, ts);
+		x_times = x_fallback(r, rc);
+		if (x_times)
+			rc = 0;
+	}
+	if (rc == 0 && x_times && (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME))) {
 		/* SFTP sets both times at once, whole seconds only. */
 		memset(&a, 0, sizeof(a));
 		a.flags = SFTP_ATTR_ACMODTIME;
@@ -1498,7 +1676,15 @@ static void sftpfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, in
 	/* chown may clear set-id bits on the server: ask it then. */
 	if (have && (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) && (known.perm & (S_ISUID | S_ISGID)))
 		have = 0;
-	if (rc == 0 && have) {
+	/* With the agent, ask it: ctime, nanoseconds, times past 2^32. */
+	if (rc == 0 && have && p && use_x(r)) {
+		rc = x_lstat(r, p, &a);
+		if (rc == 0)
+			have = 2;
+	}
+	if (have == 2) {
+		; /* a is the agent's */
+	} else if (rc == 0 && have) {
 		a = known;
 		if (to_set & FUSE_SET_ATTR_MODE)
 			a.perm = (known.perm & S_IFMT) | (attr->st_mode & 07777);
@@ -1514,8 +1700,8 @@ static void sftpfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, in
 				a.mtime = (to_set & FUSE_SET_ATTR_MTIME_NOW) ? (uint32_t)now : (uint32_t)attr->st_mtim.tv_sec;
 		}
 	} else if (rc == 0) {
-		rc = f ? sftp_fstat(r->cli, f->h, &a)
-		       : (n == r->rootn ? sftp_stat(r->cli, p, &a) : sftp_lstat(r->cli, p, &a));
+		rc = f && !(p && use_x(r)) ? sftp_fstat(r->cli, f->h, &a)
+		       : (n == r->rootn ? sftp_stat(r->cli, p, &a) : x_lstat(r, p, &a));
 	}
 	if (rc < 0 && p)
 		rc = refine_failure(r, p, NULL, 0, 0, rc);
@@ -1575,12 +1761,44 @@ static void sftpfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 		forget_entry(r, e.ino);
 }
 
+/* A FIFO or a socket: made by the sandbox's agent (SFTP has neither);
+ * EPERM without it. Ends the op begun in sftpfs_mknod. */
+static void sftpfs_mknod_x(fuse_req_t req, struct sftpfs *r, struct snode *n, const char *name, mode_t mode)
+{
+	int rc;
+	if (!use_x(r))
+		FAIL(-EPERM);
+	char *p = node_path(n, name, &rc);
+	if (!p)
+		FAIL(rc);
+	rc = sftpx_mknod(r->sb, p, mode);
+	if (x_fallback(r, rc))
+		rc = -EPERM;
+	dir_added(r, n, name);
+	struct sftp_attrs a;
+	if (rc == 0)
+		rc = x_lstat(r, p, &a);
+	struct fuse_entry_param e;
+	if (rc == 0)
+		rc = make_entry(r, p, &a, &e);
+	free(p);
+	if (rc < 0)
+		FAIL(rc);
+	op_exit(r);
+	if (fuse_reply_entry(req, &e) < 0)
+		forget_entry(r, e.ino);
+}
+
 static void sftpfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
 	(void)rdev;
 	BEGIN_CHANGE(parent);
+	if (S_ISFIFO(mode) || S_ISSOCK(mode)) {
+		sftpfs_mknod_x(req, r, n, name, mode);
+		return;
+	}
 	if (!S_ISREG(mode))
-		FAIL(-EPERM); /* SFTP carries no device nodes, FIFOs or sockets */
+		FAIL(-EPERM); /* SFTP carries no device nodes; the agent has no CAP_MKNOD */
 	char *p = node_path(n, name, &rc);
 	if (!p)
 		FAIL(rc);
@@ -1631,8 +1849,18 @@ static void sftpfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 			rc = -EISDIR;
 	}
 	rc = refine_failure(r, p, NULL, 1, 0, rc);
-	if (rc == 0)
+	if (rc == 0) {
+		/* One name fewer: an open file whose last name went has 0
+		 * links (fstat of it; unlink/14 of pjdfstest). */
+		pthread_mutex_lock(&r->mu);
+		struct snode *m = tab_find(r, p);
+		if (m) {
+			m->a.nlink = (m->a.x & SFTPX_NLINK) && m->a.nlink > 0 ? m->a.nlink - 1 : 0;
+			m->a.x |= SFTPX_NLINK;
+		}
+		pthread_mutex_unlock(&r->mu);
 		orphan_path(r, p);
+	}
 	free(p);
 	op_exit(r);
 	fuse_reply_err(req, -rc);
@@ -1708,6 +1936,11 @@ static void sftpfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, co
 	dir_changed(r, NULL, op); /* the link count in its listing */
 	if (rc == 0)
 		rc = lrc;
+	if (rc == 0 && use_x(r)) {
+		struct sftp_attrs xa;   /* its link count */
+		if (x_lstat(r, p, &xa) == 0)
+			a = xa;
+	}
 	struct fuse_entry_param e;
 	if (rc == 0)
 		rc = make_entry(r, p, &a, &e);

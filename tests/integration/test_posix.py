@@ -303,8 +303,8 @@ def test_sparse_file_over_4g(posix_root, sandbox_run):
     os.close(fd)
     st = os.stat(f)
     assert st.st_size == size
-    if LOCAL:   # SFTP v3 has no block counts and no SEEK_DATA/SEEK_HOLE
-        assert st.st_blocks * 512 < (64 << 20)
+    # (on ssh from the sandbox's agent: SFTP v3 has no block counts)
+    assert st.st_blocks * 512 < (64 << 20)
     fd = os.open(f, os.O_RDONLY)
     assert os.pread(fd, 4, size - 4) == b"tail"
     assert os.pread(fd, 3, (4 << 30) + 7) == b"mid"
@@ -387,8 +387,9 @@ def test_hard_links(posix_root, sandbox_run):
     a.write_text("data")
     os.link(a, posix_root / "b")
     assert os.stat(a).st_ino == os.stat(posix_root / "b").st_ino
-    if LOCAL:       # SFTP v3 has no link counts: always 1 (docs/sftpfs.md)
-        assert os.stat(a).st_nlink == 2
+    # (on ssh from the sandbox's agent: SFTP v3 has no link counts)
+    assert os.stat(a).st_nlink == 2
+    assert os.stat(posix_root / "b").st_nlink == 2
     (posix_root / "b").write_text("changed")
     assert a.read_text() == "changed"
     expect_errno(errno.EEXIST, os.link, a, posix_root / "b")
@@ -428,8 +429,9 @@ def test_symlinks(posix_root, sandbox_run):
 
 
 def ns(t):
-    """A time in ns as the mount keeps it: whole seconds over SFTP v3."""
-    return t if LOCAL else t - t % 1_000_000_000
+    """A time in ns as the mount keeps it: all of it (on ssh the sandbox's
+    agent sets and reads times; SFTP v3 alone keeps whole seconds)."""
+    return t
 
 
 def test_chmod_chown_utimens_ownership(posix_root, sandbox_run):
@@ -461,14 +463,9 @@ def test_chmod_chown_utimens_ownership(posix_root, sandbox_run):
 
 def test_fifo_and_device_nodes(posix_root, sandbox_run):
     p = posix_root / "fifo"
-    if not LOCAL:   # SFTP v3 cannot make FIFOs or device nodes: EPERM (docs/sftpfs.md)
-        expect_errno(errno.EPERM, os.mkfifo, p, 0o600)
-        expect_errno(errno.EPERM, os.mknod, posix_root / "null", stat.S_IFCHR | 0o600, os.makedev(1, 3))
-        os.mknod(posix_root / "plain", stat.S_IFREG | 0o600)
-        assert stat.S_ISREG(os.stat(posix_root / "plain").st_mode)
-        return
-    os.mkfifo(p, 0o600)
+    os.mkfifo(p, 0o600)     # on ssh: made by the sandbox's agent
     assert stat.S_ISFIFO(os.stat(p).st_mode)
+    assert stat.S_IMODE(os.stat(p).st_mode) == 0o600
     assert must(sandbox_run("test -p fifo && echo yes")).strip() == "yes"
     got = []
     t = threading.Thread(target=lambda: got.append(open(p, "rb").read()))
@@ -477,13 +474,16 @@ def test_fifo_and_device_nodes(posix_root, sandbox_run):
         w.write(b"through the fifo")
     t.join(10)
     assert got == [b"through the fifo"]
-    if os.geteuid() == 0 and not HARNESS:
+    expect_errno(errno.EEXIST, os.mkfifo, p, 0o600)
+    if os.geteuid() == 0 and not HARNESS and LOCAL:
         # Host root may, as on the host; the sandbox's mounts are nodev
         # (test_owners.py checks that such a node is inert inside). The
         # harness's passmount has no CAP_MKNOD: EPERM from the kernel.
         os.mknod(posix_root / "null", stat.S_IFCHR | 0o600, os.makedev(1, 3))
         assert os.lstat(posix_root / "null").st_rdev == os.makedev(1, 3)
     else:
+        # On ssh the agent has no CAP_MKNOD (docs/ssh.md), as the sandbox's
+        # own root has none.
         expect_errno(errno.EPERM, os.mknod, posix_root / "null", stat.S_IFCHR | 0o600, os.makedev(1, 3))
     os.mknod(posix_root / "plain", stat.S_IFREG | 0o600)
     assert stat.S_ISREG(os.stat(posix_root / "plain").st_mode)

@@ -459,6 +459,16 @@ static void agent_exit(void *ud, int pid, int status, const char *why)
 	jobs_on_exit(sb, &(struct seer_exit){.cookie = (uint64_t)pid, .status = status});
 }
 
+/* Waits until no file operation of root/ uses the agent (ssh_fileop):
+ * then it may be closed. On a dead agent they end at once. */
+static void agent_fileops_drain(struct ssh_sb *s)
+{
+	pthread_mutex_lock(&s->lock);
+	while (s->fileops)
+		pthread_cond_wait(&s->fileop_cv, &s->lock);
+	pthread_mutex_unlock(&s->lock);
+}
+
 /* The running agent on the current link, started if need be: 0 with the
  * agent in *out and agent_lock held (so that no stop frees it meanwhile:
  * the caller unlocks); -ENOTSUP where commands go without it; else
@@ -488,6 +498,7 @@ int agent_acquire(struct sandbox *sb, struct ssh_sb *s, struct ssh_agent **out, 
 		return -ENOTSUP;
 	}
 	if (s->agent && !ssh_agent_alive(s->agent, c)) {
+		agent_fileops_drain(s);
 		ssh_agent_close(s->agent);   /* the link or the agent ended */
 		s->agent = NULL;
 	}
@@ -495,9 +506,10 @@ int agent_acquire(struct sandbox *sb, struct ssh_sb *s, struct ssh_agent **out, 
 	if (!s->agent) {
 		struct sbuf sh = {0}, cmd = {0};
 		pthread_mutex_lock(&s->lock);
-		/* perl reads the agent from its stdin; its one argument is
-		 * prctl's number on this machine (PR_SET_DUMPABLE). */
-		sbuf_printf(&cmd, "/usr/bin/perl - %d", s->prctl_nr);
+		/* perl reads the agent from its stdin; its arguments are
+		 * prctl's number on this machine (PR_SET_DUMPABLE) and those
+		 * of its file operations' system calls (ssh_fileop). */
+		sbuf_printf(&cmd, "/usr/bin/perl - %d %s", s->prctl_nr, s->fileop_nrs[0] ? s->fileop_nrs : "-");
 		ssh_bwrap_command(s, "/", s->network, 1, "", cmd.data, &sh);
 		int warned = s->agent_warned;
 		pthread_mutex_unlock(&s->lock);
@@ -541,6 +553,7 @@ void agent_stop(struct ssh_sb *s)
 	s->agent = NULL;
 	s->agent_off = 0;   /* a new start tries again */
 	pthread_mutex_unlock(&s->agent_lock);
+	agent_fileops_drain(s);
 	ssh_agent_close(a);
 }
 

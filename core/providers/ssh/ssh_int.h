@@ -117,6 +117,7 @@ struct ssh_sb {
 	int pid1;                    /* its bwrap takes --as-pid-1 */
 	int prctl_nr;                /* prctl's number there, for the agent's PR_SET_DUMPABLE (or -1) */
 	int agent_warned;            /* the agent's warning was logged */
+	char fileop_nrs[256];        /* "openat=257,statx=332,...": the agent's file operations' system calls there */
 	int network;
 	int gpu;
 	int running;
@@ -134,6 +135,8 @@ struct ssh_sb {
 	pthread_mutex_t agent_lock;  /* agent and agent_off (lock order: agent_lock, lock) */
 	struct ssh_agent *agent;     /* or NULL */
 	int agent_off;               /* it cannot run there: one bubblewrap per command */
+	int fileops;                 /* root/'s file operations on agent in flight (under lock) */
+	pthread_cond_t fileop_cv;    /* fileops dropped to 0 */
 };
 
 static inline const struct ssh_entry *entry_of(struct sandbox *sb)
