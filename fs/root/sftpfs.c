@@ -626,6 +626,14 @@ static char *node_path(struct snode *n, const char *name, int *err)
 	else if (!(p = name ? join(n->path, name) : strdup(n->path)))
 		*err = -ENOMEM;
 	pthread_mutex_unlock(&r->mu);
+	/* The server takes whole paths, which its kernel refuses from
+	 * PATH_MAX on (SFTP says FAILURE, EINVAL here): the errno the kernel
+	 * gives for such a path. */
+	if (p && strlen(p) >= PATH_MAX) {
+		free(p);
+		p = NULL;
+		*err = -ENAMETOOLONG;
+	}
 	return p;
 }
 
@@ -1434,6 +1442,8 @@ static void sftpfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info
 	/* An open file with a name: by that name where the agent gives link
 	 * count and ctime; else (or deleted) by its handle. */
 	rc = !mine && f && use_x(r) ? node_stat(r, n, &a) : -ENOENT;
+	if (rc == -ENOTDIR || rc == -ELOOP)
+		rc = -ENOENT; /* a directory on its path swapped for a symlink */
 	if (mine) {
 		rc = 0;
 	} else if (f && rc == -ENOENT) {
@@ -1449,6 +1459,14 @@ static void sftpfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info
 		}
 	} else if (!f) {
 		rc = node_stat(r, n, &a);
+		/* Deleted while open without a server handle (content we
+		 * keep): what we last knew, with its link count. */
+		pthread_mutex_lock(&r->mu);
+		if (rc == -ENOENT && !n->path && fi && fi->fh && (n->a.flags & SFTP_ATTR_PERMISSIONS)) {
+			a = n->a;
+			rc = 0;
+		}
+		pthread_mutex_unlock(&r->mu);
 	}
 	if (rc < 0)
 		FAIL(rc);
@@ -1601,6 +1619,8 @@ static void sftpfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, in
 		rc = sftpx_chown(r->sb, p, (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : (uint32_t)-1,
 				 (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : (uint32_t)-1);
 		x_owner = x_fallback(r, rc);
+		if (f && (rc == -ENOENT || rc == -ENOTDIR || rc == -ELOOP))
+			x_owner = 1;
 		if (x_owner)
 			rc = 0;
 	}
@@ -1649,6 +1669,9 @@ static void sftpfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, in
 			ts[1] = (to_set & FUSE_SET_ATTR_MTIME_NOW) ? (struct timespec){.tv_nsec = UTIME_NOW} : attr->st_mtim;
 		rc = sftpx_setattr(r->sb, p, 0, 0, ts);
 		x_times = x_fallback(r, rc);
+		/* an open file whose name went or moved: by its handle */
+		if (f && (rc == -ENOENT || rc == -ENOTDIR || rc == -ELOOP))
+			x_times = 1;
 		if (x_times)
 			rc = 0;
 	}
@@ -1678,9 +1701,11 @@ static void sftpfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, in
 		have = 0;
 	/* With the agent, ask it: ctime, nanoseconds, times past 2^32. */
 	if (rc == 0 && have && p && use_x(r)) {
-		rc = x_lstat(r, p, &a);
-		if (rc == 0)
+		int xr = x_lstat(r, p, &a);
+		if (xr == 0)
 			have = 2;
+		else if (!f || (xr != -ENOENT && xr != -ENOTDIR && xr != -ELOOP))
+			rc = xr;
 	}
 	if (have == 2) {
 		; /* a is the agent's */
@@ -1702,6 +1727,8 @@ static void sftpfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, in
 	} else if (rc == 0) {
 		rc = f && !(p && use_x(r)) ? sftp_fstat(r->cli, f->h, &a)
 		       : (n == r->rootn ? sftp_stat(r->cli, p, &a) : x_lstat(r, p, &a));
+		if (f && (rc == -ENOENT || rc == -ENOTDIR || rc == -ELOOP))
+			rc = sftp_fstat(r->cli, f->h, &a); /* its name went or moved */
 	}
 	if (rc < 0 && p)
 		rc = refine_failure(r, p, NULL, 0, 0, rc);
@@ -1965,6 +1992,11 @@ static void sftpfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, co
 	op_exit(r);
 	if (fuse_reply_entry(req, &e) < 0)
 		forget_entry(r, e.ino);
+	/* The kernel keeps the source's attributes (its link count) as
+	 * cached before: the new name is another node here, so nothing it
+	 * got says the count moved. Told after the reply (no lock held). */
+	else if (r->fs && r->fs->se)
+		fuse_lowlevel_notify_inval_inode(r->fs->se, ino, -1, 0);
 }
 
 /* access(2), chdir, `test -x`: the server checks every operation as the
@@ -2593,7 +2625,8 @@ static int fetch_list(struct sftpfs *r, const char *path, struct sdir **out)
 		for (size_t i = 0; i < k; i++) {
 			d->e[d->n].name = ents[i].name;
 			ents[i].name = NULL;
-			d->e[d->n++].a = ents[i].attrs;
+			d->e[d->n].a = ents[i].attrs;
+			sftpx_longname_nlink(&d->e[d->n++].a, ents[i].longname);
 		}
 		sftp_dirents_free(ents, k);
 	}

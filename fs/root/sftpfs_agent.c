@@ -142,3 +142,29 @@ int sftpx_truncate(struct sandbox *sb, const char *path, uint64_t size)
 	int64_t args[1] = {(int64_t)size};
 	return call(sb, "truncate", path, args, 1, reply, sizeof(reply), f, NULL);
 }
+
+void sftpx_longname_nlink(struct sftp_attrs *a, const char *l)
+{
+	static const char types[] = "-dlcbps";
+	if (!l || strlen(l) < 12 || !strchr(types, l[0]) || l[0] == '\0' || !(a->flags & SFTP_ATTR_PERMISSIONS))
+		return;
+	for (int i = 1; i < 10; i++)
+		if (!strchr("rwxsStT-", l[i]))
+			return;
+	const char *p = l + 10;
+	if (*p == '+' || *p == '.' || *p == '@')
+		p++;
+	if (*p != ' ')
+		return;
+	while (*p == ' ')
+		p++;
+	char *end;
+	unsigned long n = strtoul(p, &end, 10);
+	if (end == p || *end != ' ' || n == 0 || n > UINT32_MAX)
+		return;
+	int dir = l[0] == 'd';
+	if (dir != !!S_ISDIR(a->perm))
+		return;
+	a->nlink = (uint32_t)n;
+	a->x |= SFTPX_NLINK;
+}

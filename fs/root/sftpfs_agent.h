@@ -43,4 +43,9 @@ int sftpx_setattr(struct sandbox *sb, const char *path, int mode_set, mode_t mod
 /* truncate without following a symlink: the kernel's errno (EFBIG). */
 int sftpx_truncate(struct sandbox *sb, const char *path, uint64_t size);
 
+/* The link count in a READDIR entry's "ls -l" line (OpenSSH's
+ * sftp-server: "drwxr-xr-x    3 user group ..."), into a's nlink, when
+ * the line has that form and agrees with a's type. */
+void sftpx_longname_nlink(struct sftp_attrs *a, const char *longname);
+
 #endif

@@ -28,6 +28,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import stat
 import struct
 import subprocess
@@ -487,6 +488,201 @@ def test_fifo_and_device_nodes(posix_root, sandbox_run):
         expect_errno(errno.EPERM, os.mknod, posix_root / "null", stat.S_IFCHR | 0o600, os.makedev(1, 3))
     os.mknod(posix_root / "plain", stat.S_IFREG | 0o600)
     assert stat.S_ISREG(os.stat(posix_root / "plain").st_mode)
+
+
+# ---- what SFTP v3 cannot say (issue 21; on ssh through the sandbox's agent) ----
+
+def test_unix_socket_bind(posix_root, sandbox_run):
+    """bind(2) of a Unix socket at a path in root/ makes a socket there
+    (FUSE's mknod S_IFSOCK; on ssh the sandbox's agent binds one at the
+    path), a second bind there is EADDRINUSE, and inside it is a socket."""
+    old = os.getcwd()
+    os.chdir(posix_root)        # sun_path holds 108 bytes: bind by a short name
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.bind("sock")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            expect_errno(errno.EADDRINUSE, s.bind, "sock")
+    finally:
+        os.chdir(old)
+    assert stat.S_ISSOCK(os.lstat(posix_root / "sock").st_mode)
+    assert must(sandbox_run("test -S sock && echo yes")).strip() == "yes"
+    expect_errno(errno.EEXIST, os.mknod, posix_root / "sock", stat.S_IFSOCK | 0o600)
+    os.mknod(posix_root / "sock2", stat.S_IFSOCK | 0o640)
+    st = os.lstat(posix_root / "sock2")
+    assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o640
+    os.unlink(posix_root / "sock")
+    assert not os.path.lexists(posix_root / "sock")
+
+
+def test_link_counts(posix_root, sandbox_run):
+    """st_nlink as the kernel keeps it: a directory has 2 plus one per
+    subdirectory, a file one per name, and an open file whose last name
+    went has 0 (SFTP v3 has no link counts: on ssh they come from the
+    sandbox's agent)."""
+    d = posix_root / "d"
+    os.mkdir(d)
+    assert os.stat(d).st_nlink == 2
+    os.mkdir(d / "a")
+    os.mkdir(d / "b")
+    assert os.stat(d).st_nlink == 4
+    os.rmdir(d / "a")
+    assert os.stat(d).st_nlink == 3
+    os.rename(d / "b", posix_root / "b")
+    assert os.stat(d).st_nlink == 2
+    f = posix_root / "f"
+    f.write_text("x")
+    assert os.stat(f).st_nlink == 1
+    os.link(f, posix_root / "g")
+    os.link(f, d / "h")
+    assert os.stat(f).st_nlink == 3
+    assert must(sandbox_run("stat -c %h f")).strip() == "3"
+    os.unlink(posix_root / "g")
+    os.unlink(d / "h")
+    assert os.stat(f).st_nlink == 1
+    fd = os.open(f, os.O_RDONLY)
+    try:
+        os.unlink(f)
+        assert os.fstat(fd).st_nlink == 0
+    finally:
+        os.close(fd)
+    # Made inside: seen through root/ too.
+    must(sandbox_run("echo y > i && ln i j && mkdir -p k/l"))
+    assert os.stat(posix_root / "i").st_nlink == 2
+    assert os.stat(posix_root / "k").st_nlink == 3
+
+
+def test_ctime(posix_root, sandbox_run):
+    """st_ctime is the inode's change time, not the mtime: setting the
+    times to the past leaves ctime now, and a chmod moves it."""
+    f = posix_root / "f"
+    f.write_text("x")
+    os.utime(f, (1_000_000_000, 1_000_000_000))
+    st = os.stat(f)
+    assert st.st_mtime == 1_000_000_000
+    assert abs(st.st_ctime - time.time()) < 60
+    time.sleep(0.05)
+    os.chmod(f, 0o640)
+    st2 = os.stat(f)
+    assert st2.st_ctime_ns > st.st_ctime_ns and st2.st_mtime == 1_000_000_000
+    assert int(must(sandbox_run("stat -c %Z f"))) == st2.st_ctime_ns // 10**9
+    d = posix_root / "d"
+    os.mkdir(d)
+    os.utime(d, (1_000_000_000, 1_000_000_000))
+    assert abs(os.stat(d).st_ctime - time.time()) < 60
+
+
+def test_times_past_2_32_and_nanoseconds(posix_root, sandbox_run):
+    """64-bit times and nanoseconds are kept (SFTP v3 has 32-bit whole
+    seconds: on ssh the sandbox's agent sets and reads them), for files,
+    directories and symlinks, and read back after a job dropped every
+    cache."""
+    f = posix_root / "f"
+    f.write_text("x")
+    big = (1 << 32) * 10**9
+    os.utime(f, ns=(big + 5, big + 10**9 + 123_456_789))
+    st = os.stat(f)
+    assert (st.st_atime_ns, st.st_mtime_ns) == (big + 5, big + 10**9 + 123_456_789)
+    assert must(sandbox_run("stat -c %Y f")).strip() == str((1 << 32) + 1)
+    st = os.stat(f)     # after the job: from the server
+    assert (st.st_atime_ns, st.st_mtime_ns) == (big + 5, big + 10**9 + 123_456_789)
+    os.utime(f, ns=(1_500_000_000_987_654_321, 1_600_000_000_000_000_001))
+    assert os.stat(f).st_mtime_ns == 1_600_000_000_000_000_001
+    assert must(sandbox_run("stat -c %y f")).strip().startswith("2020-09-13 12:26:40.000000001")
+    d = posix_root / "d"
+    os.mkdir(d)
+    os.utime(d, ns=(3_000_000_007, 4_000_000_009))
+    assert os.stat(d).st_mtime_ns == 4_000_000_009
+    os.symlink("f", posix_root / "l")
+    os.utime(posix_root / "l", ns=(5_000_000_007, 6_000_000_009), follow_symlinks=False)
+    assert os.lstat(posix_root / "l").st_mtime_ns == 6_000_000_009
+    assert os.stat(f).st_mtime_ns == 1_600_000_000_000_000_001
+    # Held back while the file is still open after its creation (tar x).
+    fd = os.open(posix_root / "g", os.O_CREAT | os.O_WRONLY, 0o644)
+    os.write(fd, b"data")
+    os.utime(fd, ns=(7_000_000_011, 8_000_000_013))
+    os.fchmod(fd, 0o600)
+    os.close(fd)
+    must(sandbox_run("true"))
+    st = os.stat(posix_root / "g")
+    assert (st.st_atime_ns, st.st_mtime_ns, stat.S_IMODE(st.st_mode)) == (7_000_000_011, 8_000_000_013, 0o600)
+
+
+def test_truncate_too_large_is_efbig(posix_root, tmp_path):
+    """truncate past the file system's largest file: EFBIG, as the backing
+    file system says (over SFTP a bare FAILURE, EPERM before)."""
+    probe = tmp_path / "probe"
+    probe.write_text("")
+    try:
+        os.truncate(probe, 999_999_999_999_999)
+        pytest.skip("this machine's file system takes 999,999,999,999,999 bytes: no EFBIG to compare with")
+    except OSError as e:
+        assert e.errno == errno.EFBIG
+    f = posix_root / "f"
+    f.write_text("x")
+    expect_errno(errno.EFBIG, os.truncate, f, 999_999_999_999_999)
+    fd = os.open(f, os.O_RDWR)
+    try:
+        expect_errno(errno.EFBIG, os.ftruncate, fd, 999_999_999_999_999)
+    finally:
+        os.close(fd)
+    assert os.stat(f).st_size == 1 and f.read_text() == "x"
+
+
+def test_long_paths(posix_root, sandbox_run):
+    """Paths as long as the kernel takes them: a name 4,095 bytes into the
+    sandbox works, and one byte more is ENAMETOOLONG (root/ over SFTP names
+    files by whole paths, so on ssh that limit is the path inside the
+    sandbox: docs/ssh.md), never EINVAL."""
+    _, inside = sandbox_root(posix_root, sandbox_run)
+    name = "x" * 150
+    fds = [os.open(posix_root, os.O_RDONLY | os.O_DIRECTORY)]
+    depth = 0
+    try:
+        while 4095 - (len(inside) + (depth + 1) * 151 + 1) >= 60:
+            os.mkdir(name, dir_fd=fds[-1])
+            fds.append(os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fds[-1]))
+            depth += 1
+        used = len(inside) + depth * 151 + 1      # "/" before the last name
+        fits, over = "y" * (4095 - used), "z" * (4096 - used)
+        assert len(fits) <= 255 and len(over) <= 255
+        fd = os.open(fits, os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fds[-1])
+        os.close(fd)
+        assert os.stat(fits, dir_fd=fds[-1]).st_size == 0
+        if LOCAL:   # the kernel takes it: the daemon works by descriptors
+            fd = os.open(over, os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fds[-1])
+            os.close(fd)
+            os.unlink(over, dir_fd=fds[-1])
+        else:
+            expect_errno(errno.ENAMETOOLONG, os.open, over, os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fds[-1])
+            expect_errno(errno.ENAMETOOLONG, os.mkdir, over, dir_fd=fds[-1])
+            expect_errno(errno.ENAMETOOLONG, os.stat, over, dir_fd=fds[-1])
+        os.unlink(fits, dir_fd=fds[-1])
+    finally:
+        for i in range(len(fds) - 1, 0, -1):
+            os.close(fds[i])
+            os.rmdir(name, dir_fd=fds[i - 1])
+        os.close(fds[0])
+    # The kernel's own limit on one path argument.
+    expect_errno(errno.ENAMETOOLONG, os.stat, posix_root / ("a/" * 2048))
+
+
+def test_directory_attributes_fresh_after_change(posix_root):
+    """A directory's mtime and link count move at once when an entry is
+    made or removed in it through root/ (they stayed as cached for about
+    30 s on ssh)."""
+    d = posix_root / "d"
+    os.mkdir(d)
+    os.utime(d, (1_000_000_000, 1_000_000_000))
+    assert os.stat(d).st_mtime == 1_000_000_000
+    (d / "f").write_text("x")
+    assert os.stat(d).st_mtime > 1_000_000_000
+    for op in (lambda: os.unlink(d / "f"), lambda: os.mkdir(d / "s"), lambda: os.rename(d / "s", d / "t"),
+               lambda: os.symlink("x", d / "l"), lambda: os.rmdir(d / "t")):
+        os.utime(d, (1_000_000_000, 1_000_000_000))
+        assert os.stat(d).st_mtime == 1_000_000_000
+        op()
+        assert abs(os.stat(d).st_mtime - time.time()) < 60
 
 
 def _xattr_pass_through(f, run):
