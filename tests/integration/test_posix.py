@@ -1205,6 +1205,85 @@ def test_symlink_swap_race_never_escapes(posix_root, sandbox_run, host_marker):
     time.sleep(0.6)
 
 
+def _host_state(f):
+    """What any chown, chmod, utimens, truncate or new entry would move
+    (ctime included; not atime, which reading moves)."""
+    st = os.lstat(f)
+    d = Path(f).parent if Path(f).is_file() else Path(f)
+    return (st.st_mtime_ns, st.st_ctime_ns, st.st_uid, st.st_gid, st.st_mode, st.st_size, sorted(os.listdir(d)))
+
+
+def test_planted_symlink_to_host_never_changes_it(posix_root, sandbox_run, host_marker):
+    """A symlink the sandbox plants at a name root/ acts on, pointing to a
+    host file or directory: chown, times, mode, truncate, mkfifo and
+    socket binds through root/ change the link or fail, never the host's
+    file (on ssh the sandbox's agent acts without following it)."""
+    f, d = host_marker
+    before_f, before_d = _host_state(f), _host_state(d)
+    must(sandbox_run(f"ln -s {f} evil && ln -s {d} evildir && ln -s {d}/new dangling"))
+    evil = posix_root / "evil"
+    for op in (lambda: os.chown(evil, os.geteuid(), os.getegid(), follow_symlinks=False),
+               lambda: os.utime(evil, ns=(5_000_000_000, 6_000_000_000), follow_symlinks=False),
+               lambda: os.chown(evil, os.geteuid(), os.getegid()),
+               lambda: os.utime(evil, ns=(5_000_000_000, 6_000_000_000)),
+               lambda: os.chmod(evil, 0o777),
+               lambda: os.truncate(evil, 0),
+               lambda: os.mkfifo(evil),
+               lambda: os.mkfifo(posix_root / "dangling"),
+               lambda: os.mkfifo(posix_root / "evildir" / "p"),
+               lambda: os.mknod(posix_root / "evildir" / "s", stat.S_IFSOCK | 0o600),
+               lambda: os.utime(posix_root / "evildir" / "f", ns=(5_000_000_000, 6_000_000_000)),
+               lambda: os.truncate(posix_root / "evildir" / "f", 0)):
+        try:
+            op()
+        except OSError:
+            pass
+    assert stat.S_ISLNK(os.lstat(evil).st_mode)
+    assert _host_state(f) == before_f and _host_state(d) == before_d
+    assert Path(f).read_text() == "HOST\n" and (Path(d) / "f").read_text() == "HOST\n"
+
+
+def test_directory_swap_race_never_changes_host(posix_root, sandbox_run, host_marker):
+    """While the sandbox swaps a directory for a symlink to a host
+    directory (RENAME_EXCHANGE in a loop), root/ changes names beneath it:
+    times, owner, truncate, FIFOs, sockets. They land inside or fail; the
+    host directory and its file never change."""
+    _, d = host_marker
+    before = _host_state(d)
+    before_f = _host_state(d / "f")
+    must(sandbox_run("mkdir real && echo INSIDE > real/f && ln -s " + str(d) + " sw"))
+    must(sandbox_run(py_inside(
+        "import ctypes, time\nlibc = ctypes.CDLL(None, use_errno=True)\nend = time.time() + 2.5\n"
+        "while time.time() < end:\n    libc.renameat2(-100, b'real', -100, b'sw', 2)")
+        + " >/dev/null 2>&1 & sleep 0.1"))
+    stop = time.time() + 2
+
+    def worker(k):
+        i = 0
+        while time.time() < stop:
+            for name in ("sw", "real"):
+                base = posix_root / name
+                for op in (lambda: os.utime(base / "f", ns=(5_000_000_000 + i, 6_000_000_000)),
+                           lambda: os.chown(base / "f", os.geteuid(), os.getegid()),
+                           lambda: os.truncate(base / "f", 3),
+                           lambda: os.mkfifo(base / f"p{k}-{i}"),
+                           lambda: os.mknod(base / f"s{k}-{i}", stat.S_IFSOCK | 0o600)):
+                    try:
+                        op()
+                    except OSError:
+                        pass
+                i += 1
+
+    ths = [threading.Thread(target=worker, args=(k,)) for k in range(3)]
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join()
+    time.sleep(0.6)
+    assert _host_state(d) == before and _host_state(d / "f") == before_f
+    assert (d / "f").read_text() == "HOST\n"
+
+
 def test_hard_link_to_host_file_refused(posix_root, host_marker):
     f, _ = host_marker
     expect_errno(errno.EXDEV, os.link, f, posix_root / "stolen")
