@@ -1491,7 +1491,7 @@ static void sftpfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info
  * into a's 64-bit, nanosecond fields, where the agent keeps them; ctime is
  * now. Without the agent, a keeps SFTP's whole seconds only. */
 static void x_set_times(struct sftpfs *r, struct sftp_attrs *a, const struct sftp_attrs *known, const struct stat *attr,
-			int to_set, time_t now)
+			int to_set)
 {
 	if (!use_x(r)) {
 		a->x &= ~SFTPX_TIMES;
@@ -1499,7 +1499,6 @@ static void x_set_times(struct sftpfs *r, struct sftp_attrs *a, const struct sft
 	}
 	struct timespec nw;
 	clock_gettime(CLOCK_REALTIME, &nw);
-	(void)now;
 	if (!(known->x & SFTPX_TIMES)) {
 		a->xatime = known->atime;
 		a->xmtime = known->mtime;
@@ -1549,7 +1548,7 @@ static int defer_attrs(struct sftpfs *r, struct snode *n, const struct sftp_attr
 		a.atime = (to_set & FUSE_SET_ATTR_ATIME_NOW) ? (uint32_t)now : (uint32_t)attr->st_atim.tv_sec;
 	if (to_set & FUSE_SET_ATTR_MTIME)
 		a.mtime = (to_set & FUSE_SET_ATTR_MTIME_NOW) ? (uint32_t)now : (uint32_t)attr->st_mtim.tv_sec;
-	x_set_times(r, &a, known, attr, to_set, now);
+	x_set_times(r, &a, known, attr, to_set);
 	pthread_mutex_lock(&r->mu);
 	int can = n->cf && n->a_valid && n->a_wgen == n->wgen;
 	if (can) {
