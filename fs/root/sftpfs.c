@@ -1614,9 +1614,11 @@ static void sftpfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, in
 	}
 	int x_owner = 1;
 	if (rc == 0 && (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) && p && use_x(r)) {
-		/* fchownat inside the sandbox: the kernel's own answer */
+		/* fchownat inside the sandbox: the kernel's own answer; for a
+		 * root caller with CAP_CHOWN (another owner, as root may) */
+		const struct fuse_ctx *ctx = fuse_req_ctx(req);
 		rc = sftpx_chown(r->sb, p, (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : (uint32_t)-1,
-				 (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : (uint32_t)-1);
+				 (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : (uint32_t)-1, ctx && ctx->uid == 0);
 		x_owner = x_fallback(r, rc);
 		if (f && (rc == -ENOENT || rc == -ENOTDIR || rc == -ELOOP))
 			x_owner = 1;

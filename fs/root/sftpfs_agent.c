@@ -109,12 +109,12 @@ int sftpx_lstat(struct sandbox *sb, const char *path, struct sftp_attrs *a)
 	return 0;
 }
 
-int sftpx_chown(struct sandbox *sb, const char *path, uint32_t uid, uint32_t gid)
+int sftpx_chown(struct sandbox *sb, const char *path, uint32_t uid, uint32_t gid, int root)
 {
 	char reply[64];
 	char *f[SFTPX_FIELDS];
 	int64_t args[2] = {uid == (uint32_t)-1 ? -1 : (int64_t)uid, gid == (uint32_t)-1 ? -1 : (int64_t)gid};
-	return call(sb, "chown", path, args, 2, reply, sizeof(reply), f, NULL);
+	return call(sb, root ? "pchown" : "chown", path, args, 2, reply, sizeof(reply), f, NULL);
 }
 
 int sftpx_mknod(struct sandbox *sb, const char *path, mode_t mode)

@@ -28,8 +28,10 @@ int sftpx_can(struct sandbox *sb);
 /* lstat of path: every field of a, the x ones (struct sftp_attrs) set. */
 int sftpx_lstat(struct sandbox *sb, const char *path, struct sftp_attrs *a);
 
-/* fchownat(AT_SYMLINK_NOFOLLOW); (uint32_t)-1 leaves an id as it is. */
-int sftpx_chown(struct sandbox *sb, const char *path, uint32_t uid, uint32_t gid);
+/* fchownat(AT_SYMLINK_NOFOLLOW); (uint32_t)-1 leaves an id as it is. With
+ * root (the caller is root), by the provider's owners' agent, which may give
+ * a file to any of the sandbox's ids (0 to 65535, EINVAL beyond). */
+int sftpx_chown(struct sandbox *sb, const char *path, uint32_t uid, uint32_t gid, int root);
 
 /* A FIFO (mknodat) or a socket (bound at path) with mode's type and bits;
  * device nodes fail EPERM (the agent has no CAP_MKNOD). */

@@ -143,6 +143,10 @@ def test_operations(agent, tree):
     assert agent.op("truncate", f, 999_999_999_999_999)[0] == errno.EFBIG
     assert agent.op("truncate", f, 3)[0] == 0 and os.stat(f).st_size == 3
     assert agent.op("chown", f, os.geteuid(), os.getegid())[0] == 0
+    # Owners are the sandbox's ids only, as the local provider maps them.
+    assert agent.op("chown", f, 65536, -1)[0] == errno.EINVAL
+    assert agent.op("pchown", f, -1, 70000)[0] == errno.EINVAL
+    assert agent.op("chown", f, "x", -1)[0] == errno.EINVAL
     assert agent.op("stat", inside / "missing")[0] == errno.ENOENT
     assert agent.op("stat", inside / "d" / "f" / "x")[0] == errno.ENOTDIR
     assert agent.op("stat", "relative/path")[0] == errno.EINVAL
@@ -240,6 +244,36 @@ def test_directory_swapped_mid_walk(agent, tree):
     assert 0 in seen
     assert seen <= {0, errno.ENOTDIR, errno.ELOOP, errno.ENOENT, errno.EEXIST}
     assert host_state(host) == before
+
+
+def test_owners_agent_runs_no_command(tree):
+    """The owners' agent (third argument "files", run with CAP_CHOWN)
+    makes file operations only: a command is refused, a signal request
+    signals nothing."""
+    inside, _ = tree
+    a = Agent.__new__(Agent)
+    a.p = subprocess.Popen(["/usr/bin/perl", "-", "-1", NUMBERS, "files"], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    a.p.stdin.write(AGENT.read_bytes() + b"\n__END__\n")
+    a.p.stdin.flush()
+    while a.p.stdout.readline() != b"@@seer-agent-ready\n":
+        pass
+    a.mu, a.id = threading.Lock(), 0
+    try:
+        spec = b"/\x000\x00/bin/touch\x00" + str(inside / "ran").encode()
+        a.p.stdin.write(struct.pack(">cII", b"S", 99, len(spec)) + spec)
+        a.p.stdin.write(struct.pack(">cII", b"K", 100, 5) + b"1 9 1")
+        a.p.stdin.flush()
+        got = {}
+        while len(got) < 3:
+            t, i, n = struct.unpack(">cII", a.p.stdout.read(9))
+            got[t] = (i, a.p.stdout.read(n))
+        assert got[b"E"][1].startswith(b"seerfs: this agent makes file operations only")
+        assert got[b"X"][0] == 99 and got[b"R"] == (100, b"0")
+        assert not os.path.exists(inside / "ran")
+        assert a.op("pchown", inside / "d" / "f", os.geteuid(), -1)[0] == 0
+    finally:
+        a.close()
 
 
 def test_without_system_call_numbers(tree):

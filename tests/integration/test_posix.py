@@ -552,6 +552,33 @@ def test_link_counts(posix_root, sandbox_run):
     assert os.stat(posix_root / "k").st_nlink == 3
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root gives files to other owners (EPERM otherwise: test_chmod_chown_utimens_ownership)")
+@pytest.mark.skipif(HARNESS, reason="needs the seerfs daemon")
+def test_chown_to_other_owners(posix_root, sandbox_run):
+    """Under root, chown through root/ gives files to the sandbox's other
+    ids (0 to 65535) as root may, and the sandbox sees them so; an id past
+    the range is EINVAL (on ssh through the owners' agent, the one process
+    there with CAP_CHOWN: docs/ssh.md)."""
+    f = posix_root / "f"
+    f.write_text("x")
+    os.chown(f, 4242, 4343)
+    st = os.stat(f)
+    assert (st.st_uid, st.st_gid) == (4242, 4343)
+    assert must(sandbox_run("stat -c %u:%g f")).strip() == "4242:4343"
+    os.chown(f, -1, 65534)
+    assert (os.stat(f).st_uid, os.stat(f).st_gid) == (4242, 65534)
+    expect_errno(errno.EINVAL, os.chown, f, 65536, -1)
+    os.mkdir(posix_root / "d")
+    os.chown(posix_root / "d", 1000, 1000)
+    assert must(sandbox_run("stat -c %u:%g d")).strip() == "1000:1000"
+    os.symlink("f", posix_root / "l")
+    os.chown(posix_root / "l", 77, 78, follow_symlinks=False)
+    assert (os.lstat(posix_root / "l").st_uid, os.lstat(posix_root / "l").st_gid) == (77, 78)
+    assert os.stat(f).st_uid == 4242
+    os.chown(f, 0, 0)
+    assert must(sandbox_run("stat -c %u:%g f")).strip() == "0:0"
+
+
 def test_ctime(posix_root, sandbox_run):
     """st_ctime is the inode's change time, not the mtime: setting the
     times to the past leaves ctime now, and a chmod moves it."""

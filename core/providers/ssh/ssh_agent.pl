@@ -21,7 +21,10 @@
 #   answers f "ERRNO\0FIELDS..." (ERRNO 0: done). OPs: stat (statx: link
 #   count, ctime, nanoseconds, 64-bit times), chown UID GID, mknod MODE
 #   (FIFOs and sockets: a socket is bound at the path), utimens AS ANS MS
-#   MNS [MODE] (the mode first, when given), truncate SIZE. PATH is resolved from "/" one name at a time by
+#   MNS [MODE] (the mode first, when given), truncate SIZE; pchown is
+#   chown sent to the owners' agent (a third argument "files": file
+#   operations only, in a bubblewrap of its own with CAP_CHOWN). Owners are
+#   the sandbox's ids, 0 to 65535 (EINVAL beyond, as on the local provider). PATH is resolved from "/" one name at a time by
 #   descriptor (openat with O_NOFOLLOW), so no symlink is followed in any
 #   component: a directory the sandbox swaps for a symlink fails the
 #   operation instead of redirecting it; the last name is acted on with
@@ -72,6 +75,10 @@ sub nodump {
 }
 my $nodump = nodump($ARGV[0]);
 my %nr = map { split /=/, $_, 2 } grep { /^\w+=\d+$/ } split /,/, ($ARGV[1] // '');
+# "files": the owners' agent of root/ (core/providers/ssh/run.c: fagent_acquire),
+# in a bubblewrap of its own with CAP_CHOWN: file operations only, never a
+# command or a signal.
+my $files_only = ($ARGV[2] // '') eq 'files';
 
 sub nonblock { my $fh = shift; my $f = fcntl($fh, F_GETFL, 0); fcntl($fh, F_SETFL, $f | O_NONBLOCK) if defined $f }
 # perl-base (what a minimal Debian has) lacks Time::HiRes: whole seconds then.
@@ -252,7 +259,11 @@ sub frames {
 		my $d = substr($$in, 9, $len);
 		substr($$in, 0, 9 + $len) = '';
 		my $j = $jobs{$id};
-		if ($t eq 'S') {
+		if ($t eq 'S' && $files_only) {
+			refuse($id, "this agent makes file operations only");
+		} elsif ($t eq 'K' && $files_only) {
+			frame('R', $id, 0);
+		} elsif ($t eq 'S') {
 			spawn($id, $d);
 		} elsif ($t eq 'I') {
 			if ($j && $j->{in_fh}) {
@@ -332,8 +343,13 @@ sub fileop {
 	my $r = 0;
 	if ($op eq 'stat') {
 		$r = fop_stat($fd, $name);
-	} elsif ($op eq 'chown') {
-		$r = -($! + 0) if sc($nr{fchownat}, $fd + 0, $name, $a[0] + 0, $a[1] + 0, AT_SYMLINK_NOFOLLOW) < 0;
+	} elsif ($op eq 'chown' || $op eq 'pchown') {
+		# the sandbox's ids only, as the local provider maps them
+		if (grep { !/^-?\d+$/ || ($_ != -1 && ($_ < 0 || $_ > 65535)) } @a[0, 1]) {
+			$r = -POSIX::EINVAL();
+		} elsif (sc($nr{fchownat}, $fd + 0, $name, $a[0] + 0, $a[1] + 0, AT_SYMLINK_NOFOLLOW) < 0) {
+			$r = -($! + 0);
+		}
 	} elsif ($op eq 'mknod') {
 		my $mode = $a[0] + 0;
 		my $old = umask(0);

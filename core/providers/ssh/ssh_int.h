@@ -135,7 +135,9 @@ struct ssh_sb {
 	pthread_mutex_t agent_lock;  /* agent and agent_off (lock order: agent_lock, lock) */
 	struct ssh_agent *agent;     /* or NULL */
 	int agent_off;               /* it cannot run there: one bubblewrap per command */
-	int fileops;                 /* root/'s file operations on agent in flight (under lock) */
+	int fileops;                 /* root/'s file operations on agent or fagent in flight (under lock) */
+	struct ssh_agent *fagent;    /* root/'s owners' agent (fagent_acquire), or NULL; under agent_lock */
+	int fagent_off;              /* it cannot run there: chown to another owner is EPERM */
 	pthread_cond_t fileop_cv;    /* fileops dropped to 0 */
 };
 
@@ -162,6 +164,7 @@ int ssh_workdir_abs(struct sftp_client *cli, const struct ssh_entry *e, char *ou
 /* run.c */
 int agent_acquire(struct sandbox *sb, struct ssh_sb *s, struct ssh_agent **out, char *err, size_t n);
 void agent_stop(struct ssh_sb *s);
+int fagent_acquire(struct sandbox *sb, struct ssh_sb *s, struct ssh_agent **out);
 void ssh_build_script(struct ssh_sb *s, const struct ssh_entry *e, const struct seer_spawn *req,
 			 const char *sigmark, struct sbuf *b);
 void ssh_bwrap_command(struct ssh_sb *s, const char *cwd, int network, int pid1, const char *extra, const char *cmd,
