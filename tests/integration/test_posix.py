@@ -1236,8 +1236,8 @@ def _host_state(f):
     """What any chown, chmod, utimens, truncate or new entry would move
     (ctime included; not atime, which reading moves)."""
     st = os.lstat(f)
-    d = Path(f).parent if Path(f).is_file() else Path(f)
-    return (st.st_mtime_ns, st.st_ctime_ns, st.st_uid, st.st_gid, st.st_mode, st.st_size, sorted(os.listdir(d)))
+    entries = sorted(os.listdir(f)) if stat.S_ISDIR(st.st_mode) else None
+    return (st.st_mtime_ns, st.st_ctime_ns, st.st_uid, st.st_gid, st.st_mode, st.st_size, entries)
 
 
 def test_planted_symlink_to_host_never_changes_it(posix_root, sandbox_run, host_marker):
