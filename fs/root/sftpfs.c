@@ -776,6 +776,10 @@ static int send_pend(struct sftpfs *r, struct snode *n)
 	 * sandbox's agent; SFTP has whole seconds only. */
 	char *xp = (a.flags & SFTP_ATTR_ACMODTIME) && (a.x & SFTPX_TIMES) && use_x(r) ? node_path(n, NULL, &rc) : NULL;
 	if (xp) {
+		/* The agent is another channel: it could overtake writes still
+		 * in flight on the SFTP one, and a write landing after the
+		 * times moves mtime again. Their replies first. */
+		drain_node(n);
 		struct timespec ts[2] = {{.tv_sec = (time_t)a.xatime, .tv_nsec = a.atime_ns},
 					 {.tv_sec = (time_t)a.xmtime, .tv_nsec = a.mtime_ns}};
 		rc = sftpx_setattr(r->sb, xp, !!(a.flags & SFTP_ATTR_PERMISSIONS), a.perm, ts);
