@@ -31,6 +31,9 @@
 #include "core/providers/local/agentproto.h"
 #include "core/config.h"
 #include "core/jobs.h"
+#include "core/lib/bytestream.h"
+#include "core/lib/engine.h"
+#include "core/lib/sftp.h"
 #include "core/lib/sha256.h"
 #include "core/lib/util.h"
 #include "core/root.h"
@@ -79,7 +82,15 @@ struct docker_sb {
 	int paused;                 /* by the engine (snapshot's commit) */
 	pthread_mutex_t revive_lock; /* one revive at a time */
 	int terminated;             /* stop ran: no revive until the next start */
+	int remote;                 /* on a remote engine: root/ is sftp, no agent socket */
+	struct sftp_client *sftp;   /* remote: sftp-server in the container, over an exec stream */
 };
+
+/* On a remote engine nothing of this machine can be bound into the
+ * container: its init is a shell that waits (and reaps), and root/ is
+ * this SFTP server in the container, started over an exec stream. */
+#define REMOTE_INIT "trap 'exit 0' TERM INT; while :; do sleep 86400 & wait $!; done"
+#define REMOTE_SFTP_SERVER "/usr/lib/openssh/sftp-server"
 
 static struct docker_sb *priv_of(struct sandbox *sb)
 {
@@ -122,9 +133,9 @@ static int docker_check(struct sandbox *sb, const struct seer_config *cfg, char 
 			 cfg->provider);
 		return -EINVAL;
 	}
-	if (!e->local) {
+	if (!e->local && cfg->n_models) {
 		snprintf(err, n,
-			 "sandbox %s: provider %s: engine %s is not on this machine; this seerfs runs docker sandboxes on local engines only (unix://, or tcp:// to a loopback address, or \"local\": true where the engine shares this machine's processes)",
+			 "sandbox %s: provider %s: engine %s is remote (not on this machine) and models on a remote engine are not supported yet; use an engine on this machine for sandboxes with models, or drop \"models\"",
 			 sb->name, e->name, e->endpoint);
 		return -EOPNOTSUPP;
 	}
@@ -348,7 +359,8 @@ static int create_container(struct sandbox *sb, struct docker_entry *e, const st
 	json_object_object_add(req, "Hostname", json_object_new_string(sb->name));
 	json_object_object_add(req, "WorkingDir", json_object_new_string("/workspace"));
 	static const char *const ep[] = {"/.seerfs/agent", "--connect", "/.seerfs/run/agent.sock", NULL};
-	json_object_object_add(req, "Entrypoint", strarr(ep));
+	static const char *const ep_remote[] = {"/bin/sh", "-c", REMOTE_INIT, NULL};
+	json_object_object_add(req, "Entrypoint", strarr(e->local ? ep : ep_remote));
 	json_object_object_add(req, "Cmd", json_object_new_array());
 	static const char *const env[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL};
 	json_object_object_add(req, "Env", strarr(env));
@@ -369,12 +381,14 @@ static int create_container(struct sandbox *sb, struct docker_entry *e, const st
 		sbuf_free(&mb);
 	}
 	struct sbuf b = {0};
-	sbuf_printf(&b, "%s:/.seerfs/agent:ro", st->agent_path);
-	json_object_array_add(binds, json_object_new_string(b.data));
-	sbuf_free(&b);
-	sbuf_printf(&b, "%s/docker:/.seerfs/run:ro", sb->dir);
-	json_object_array_add(binds, json_object_new_string(b.data));
-	sbuf_free(&b);
+	if (e->local) {   /* a remote engine's binds would be of its machine's paths: none */
+		sbuf_printf(&b, "%s:/.seerfs/agent:ro", st->agent_path);
+		json_object_array_add(binds, json_object_new_string(b.data));
+		sbuf_free(&b);
+		sbuf_printf(&b, "%s/docker:/.seerfs/run:ro", sb->dir);
+		json_object_array_add(binds, json_object_new_string(b.data));
+		sbuf_free(&b);
+	}
 	json_object_object_add(hc, "Binds", binds);
 	json_object_object_add(hc, "NetworkMode", json_object_new_string(cfg->network ? "host" : "none"));
 	static const char *const drop[] = {"ALL", NULL};
@@ -503,13 +517,166 @@ static int host_ids_of(pid_t pid)
 	       !strchr(strchr(buf, '\n') ? strchr(buf, '\n') + 1 : "", ' ');
 }
 
+
+/* ---- a remote engine: root/ over SFTP in the container ------------------------------------- */
+
+struct exec_open_arg {
+	struct engine *eng;
+	const char *id;
+	int timeout_ms;
+};
+
+static int open_sftp_exec(void *arg, const struct bytestream_cbs *cbs, void *ud, struct bytestream **out, char *err,
+			  size_t n)
+{
+	const struct exec_open_arg *a = arg;
+	static const char *const argv[] = {REMOTE_SFTP_SERVER, NULL};
+	return bytestream_engine_open(a->eng, a->id, argv, a->timeout_ms, cbs, ud, out, err, n);
+}
+
+/* sftp-server in container id, over an exec stream: the paths it serves
+ * resolve inside the container (its own mount namespace and root). */
+static int open_remote_sftp(struct sandbox *sb, struct docker_entry *e, const char *id, const char *image,
+			    const char *named, struct sftp_client **out, char *err, size_t n)
+{
+	char e2[512];
+	struct engine *eng = dk_engine(e, err, n);
+	if (!eng)
+		return -EHOSTUNREACH;
+	struct exec_open_arg a = {eng, id, e->timeout_ms};
+	int r = sftp_client_open_stream(open_sftp_exec, &a, out, e2, sizeof(e2));
+	if (r == 0)
+		return 0;
+	/* Say why plainly when the image lacks the server. */
+	char p[256], *raw = NULL;
+	size_t rawlen = 0;
+	long st = 0;
+	char e3[256];
+	snprintf(p, sizeof(p), "/containers/%s/archive?path=%s", id, REMOTE_SFTP_SERVER);
+	if (dk_call_raw(e, "GET", p, NULL, 0, &st, &raw, &rawlen, e3, sizeof(e3)) == -ENOENT) {
+		snprintf(err, n,
+			 "sandbox %s: image %s (%.19s) has no %s, which root/ on a remote engine (%s) needs; use an image with it (Debian: the openssh-sftp-server package), such as seerfs-base:bookworm",
+			 sb->name, named ? named : image, image, REMOTE_SFTP_SERVER, e->endpoint);
+		r = -ENOENT;
+	} else {
+		snprintf(err, n, "sandbox %s: cannot start %s in its container on %s: %s", sb->name, REMOTE_SFTP_SERVER,
+			 e->endpoint, e2);
+	}
+	free(raw);
+	return r;
+}
+
+/* The container running (started again when it stopped) and its SFTP
+ * server connected: d's remote state. */
+static int remote_connect(struct sandbox *sb, struct docker_entry *e, const char *id, const char *image,
+			  const char *named, char *err, size_t n)
+{
+	struct docker_sb *d = priv_of(sb);
+	char e2[512];
+	struct json_object *ci = NULL;
+	int r = inspect(e, id, &ci, e2, sizeof(e2));
+	struct json_object *running = dk_get(ci, "State.Running");
+	int is_running = r == 0 && running && json_object_get_boolean(running);
+	struct json_object *paused = dk_get(ci, "State.Paused");
+	if (r == 0 && paused && json_object_get_boolean(paused))
+		container_post(e, id, "unpause", e2, sizeof(e2));
+	json_object_put(ci);
+	if (r == 0 && !is_running)
+		r = container_post(e, id, "start", e2, sizeof(e2));
+	if (r < 0) {
+		snprintf(err, n, "sandbox %s: cannot start its container %.12s on %s: %s", sb->name, id, e->endpoint, e2);
+		return r;
+	}
+	struct sftp_client *c = NULL;
+	if ((r = open_remote_sftp(sb, e, id, image, named, &c, err, n)) < 0)
+		return r;
+	pthread_mutex_lock(&d->lock);
+	struct sftp_client *old = d->sftp;
+	snprintf(d->id, sizeof(d->id), "%s", id);
+	snprintf(d->image, sizeof(d->image), "%s", image);
+	d->remote = 1;
+	d->sftp = c;
+	d->pid = 0;
+	d->dead = 0;
+	d->stopping = 0;
+	d->paused = 0;
+	d->terminated = 0;
+	pthread_mutex_unlock(&d->lock);
+	if (old) {
+		sftp_client_shutdown(old, "replaced by a new SFTP session");
+		sftp_client_unref(old);
+	}
+	return 0;
+}
+
+/* Host files into the container through the archive endpoint: a tar of
+ * the host tree (walked by fd, engine_tar_from_fd) extracted by the engine
+ * at "/" under the name rel, which resolves inside the container. */
+static int remote_copy_in(struct sandbox *sb, struct sftp_client *c, int sfd, const char *rel, char *bad, size_t badn)
+{
+	struct docker_entry *e = entry_of(sb);
+	struct docker_sb *d = priv_of(sb);
+	char e2[512], parent[4096];
+	void *tar = NULL;
+	size_t len = 0;
+	/* REL's missing parents, made by the container's SFTP server (so
+	 * they resolve inside it); then a tar of one name extracted there. */
+	snprintf(parent, sizeof(parent), "/%s", rel);
+	char *base = strrchr(parent, '/');
+	*base++ = '\0';
+	for (char *p = parent + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		int m = sftp_mkdir(c, parent, 0755);
+		*p = '/';
+		if (m < 0 && m != -EEXIST) {
+			snprintf(bad, badn, "%.200s", parent);
+			return m;
+		}
+	}
+	if (parent[0]) {
+		int m = sftp_mkdir(c, parent, 0755);
+		if (m < 0 && m != -EEXIST) {
+			snprintf(bad, badn, "%.200s", parent);
+			return m;
+		}
+	}
+	int r = engine_tar_from_fd(sfd, base, 0, 0, &tar, &len, e2, sizeof(e2));
+	if (r < 0) {
+		snprintf(bad, badn, "%.200s", e2);
+		return r;
+	}
+	struct engine *eng = dk_engine(e, e2, sizeof(e2));
+	if (!eng) {
+		free(tar);
+		snprintf(bad, badn, "%.200s", e2);
+		return -EHOSTUNREACH;
+	}
+	char p[256 + 3 * sizeof(parent)], q[3 * sizeof(parent)];
+	if (engine_escape(parent[0] ? parent : "/", q, sizeof(q)) < 0) {
+		free(tar);
+		return -ENAMETOOLONG;
+	}
+	snprintf(p, sizeof(p), "/containers/%s/archive?path=%s", d->id, q);
+	int st = engine_put_raw(eng, "PUT", p, "application/x-tar", tar, len, NULL, e2, sizeof(e2));
+	free(tar);
+	if (st < 0 || st >= 300) {
+		sandbox_log(sb, "docker: copying to /%s through the archive endpoint of %s: %s", rel, e->endpoint, e2);
+		snprintf(bad, badn, "%.200s", e2);
+		return st < 0 ? st : st == 404 ? -ENOENT : -EIO;
+	}
+	return 0;
+}
+
 static int docker_start(struct sandbox *sb, const struct seer_config *cfg, const struct seer_start *in, char *err,
 			size_t n)
 {
 	struct docker_entry *e = entry_of(sb);
 	struct docker_sb *d = priv_of(sb);
 	char e2[1024];
-	int r = write_agent(sb->ctx, err, n);
+	d->remote = !e->local;
+	int r = e->local ? write_agent(sb->ctx, err, n) : 0;
 	if (r < 0)
 		return r;
 	char cname[160];
@@ -569,6 +736,21 @@ static int docker_start(struct sandbox *sb, const struct seer_config *cfg, const
 	}
 	json_object_put(ci);
 	ci = NULL;
+
+	if (!e->local) {
+		if (!id[0]) {
+			sandbox_set_progress(sb, "container: creating %s", cname);
+			if ((r = create_container(sb, e, cfg, in, cname, img, bkey, id, sizeof(id), e2, sizeof(e2))) < 0) {
+				snprintf(err, n, "sandbox %s: cannot create container %s: %s", sb->name, cname, e2);
+				return r;
+			}
+		}
+		if ((r = remote_connect(sb, e, id, img, in->snap.name ? in->snap.where : cfg->image ? cfg->image : e->image, err, n)) < 0)
+			return r;
+		sandbox_log(sb, "docker: container %s (%.12s) running on remote engine %s, root/ over SFTP in it, in %.2f s",
+			    cname, id, e->endpoint, mono_s() - t0);
+		return 0;
+	}
 
 	int lfd = listen_agent(sb, err, n);
 	if (lfd < 0)
@@ -661,8 +843,14 @@ static void drop_agent(struct docker_sb *d)
 	pthread_mutex_lock(&d->lock);
 	d->stopping = 1;
 	int sock = d->sock, rootfd = d->rootfd;
+	struct sftp_client *c = d->sftp;
 	d->rootfd = -1;
+	d->sftp = NULL;
 	pthread_mutex_unlock(&d->lock);
+	if (c) {
+		sftp_client_shutdown(c, "the sandbox stopped");
+		sftp_client_unref(c);
+	}
 	if (sock >= 0)
 		shutdown(sock, SHUT_RDWR);
 	if (d->reader_started) {
@@ -738,9 +926,36 @@ static int docker_destroy(struct sandbox *sb)
 	return r;
 }
 
+static int revive(struct sandbox *sb, char *err, size_t n);
+
 static int docker_root(struct sandbox *sb, struct seer_root *out)
 {
 	struct docker_sb *d = priv_of(sb);
+	if (d->remote) {
+		char err[512];
+		pthread_mutex_lock(&d->lock);
+		if (d->sftp && sftp_client_error(d->sftp, NULL, 0) != 0)
+			d->dead = 1;   /* the engine or the container went away: connect again */
+		pthread_mutex_unlock(&d->lock);
+		int r = revive(sb, err, sizeof(err));
+		if (r < 0) {
+			sandbox_log(sb, "%s", err);
+			return -ENOTCONN;
+		}
+		pthread_mutex_lock(&d->lock);
+		struct sftp_client *c = d->dead ? NULL : d->sftp;
+		if (c)
+			sftp_client_ref(c);
+		pthread_mutex_unlock(&d->lock);
+		if (!c)
+			return -ENOTCONN;
+		out->fd = -1;
+		out->sftp = c;
+		snprintf(out->path, sizeof(out->path), "/");
+		out->readonly = 0;
+		out->host_ids = 0;
+		return 0;
+	}
 	pthread_mutex_lock(&d->lock);
 	int ok = d->rootfd >= 0 && !d->dead;
 	int fd = ok ? fcntl(d->rootfd, F_DUPFD_CLOEXEC, 3) : -1;
@@ -759,7 +974,10 @@ static int docker_root(struct sandbox *sb, struct seer_root *out)
 static int docker_copy_in(struct sandbox *sb, const struct seer_root *root, int sfd, const struct stat *st,
 			  const char *rel, char *bad, size_t badn)
 {
-	return -ENOTSUP;   /* its roots are fds: the core copies itself */
+	(void)st;
+	if (!root->sftp)
+		return -ENOTSUP;   /* a local engine's roots are fds: the core copies itself */
+	return remote_copy_in(sb, root->sftp, sfd, rel, bad, badn);
 }
 
 /* The agent went away (the engine restarted, the container was stopped
@@ -783,6 +1001,15 @@ static int revive_locked(struct sandbox *sb, char *err, size_t n)
 	struct docker_sb *d = priv_of(sb);
 	drop_agent(d);
 	struct docker_entry *e = entry_of(sb);
+	if (d->remote) {
+		char id[80], img[160];
+		snprintf(id, sizeof(id), "%s", d->id);
+		snprintf(img, sizeof(img), "%s", d->image);
+		int r = remote_connect(sb, e, id, img, NULL, err, n);
+		if (r == 0)
+			sandbox_log(sb, "docker: container %.12s on %s reached again", id, e->endpoint);
+		return r;
+	}
 	char e2[512];
 	int lfd = listen_agent(sb, err, n);
 	if (lfd < 0)
@@ -829,6 +1056,12 @@ static int revive_locked(struct sandbox *sb, char *err, size_t n)
 static int docker_spawn(struct sandbox *sb, const struct seer_spawn *req, int *pid, char *err, size_t n)
 {
 	struct docker_sb *d = priv_of(sb);
+	if (d->remote) {
+		snprintf(err, n,
+			 "sandbox %s: commands on a remote engine (%s) are not supported yet: root/ works; run commands on a sandbox of an engine on this machine",
+			 sb->name, entry_of(sb) ? entry_of(sb)->endpoint : "?");
+		return -EOPNOTSUPP;
+	}
 	int r = revive(sb, err, n);
 	if (r < 0)
 		return r;
@@ -1049,6 +1282,8 @@ static int docker_busy(struct sandbox *sb)
 	struct docker_sb *d = priv_of(sb);
 	if (d->paused)
 		return 1;
+	if (d->remote)
+		return 0;   /* no commands run there (docker_spawn) */
 	struct agent_msg m = {.type = AG_COUNT}, rep;
 	int r = rpc(d, &m, NULL, 0, NULL, 0, &rep);
 	return r < 0 ? r : rep.val1 > 0;

@@ -1,0 +1,212 @@
+"""The docker provider on a remote engine (docs/docker.md, "Remote
+engines"): the test's own dockerd (engines.py, docker_engine) reached over
+its TLS tcp endpoint with the entry forced remote ("local": false), so
+nothing of this machine is bound into the container. root/ is SFTP to
+/usr/lib/openssh/sftp-server started in the container over an Engine API
+exec stream (core/lib/bytestream_engine.c); local_files and local_dirs go
+through the archive endpoint."""
+
+import errno
+import io
+import json
+import os
+import pathlib
+import tarfile
+import time
+import urllib.parse
+import uuid
+
+import pytest
+
+from conftest import docker_entry, error_text, log_text, state, wait_settled
+
+NAME = "dkr"
+
+
+def mount(factory, tmp_path, engine, state_dir=None, **kw):
+    e = engine
+    fields = dict(endpoint=e.tls_endpoint, ca=e.ca, cert=e.cert, key=e.key, local=False)
+    fields.update(kw)
+    pfile = tmp_path / f"providers-{uuid.uuid4().hex[:6]}.json"
+    pfile.write_text(json.dumps({NAME: docker_entry(engine, **fields)}))
+    return factory(args=("-o", f"providers={pfile}"), state=state_dir)
+
+
+def start(m, name, config=None, want="running"):
+    cfg = dict(config or {})
+    cfg.setdefault("provider", NAME)
+    return m.sandbox(name, json.dumps(cfg), want=want)
+
+
+def container_of(engine, name):
+    q = "/containers/json?all=1&filters=" + urllib.parse.quote(json.dumps({"label": ["seerfs.sandbox=" + name]}))
+    st, body = engine.request("GET", q)
+    assert st == 200, body
+    cs = json.loads(body)
+    assert len(cs) == 1, cs
+    st, body = engine.request("GET", f"/containers/{cs[0]['Id']}/json")
+    assert st == 200, body
+    return json.loads(body)
+
+
+def file_in_container(engine, cid, path):
+    """A file's bytes as the engine reads it inside the container (the
+    archive endpoint), or None when it is not there."""
+    st, body = engine.request("GET", f"/containers/{cid}/archive?path=" + urllib.parse.quote(path))
+    if st == 404:
+        return None
+    assert st == 200, body
+    with tarfile.open(fileobj=io.BytesIO(body)) as t:
+        m = t.getmembers()[0]
+        if m.issym():
+            return ("symlink", m.linkname)
+        return t.extractfile(m).read()
+
+
+@pytest.fixture
+def engine(docker_engine):
+    if not docker_engine.tls_endpoint:
+        pytest.skip("this engine has no TLS tcp endpoint")
+    return docker_engine
+
+
+def test_remote_root_read_write_rename_symlink(seerfs_factory, tmp_path, engine):
+    m = mount(seerfs_factory, tmp_path, engine)
+    a = start(m, "r1")
+    c = container_of(engine, "r1")
+    # nothing of this machine is bound in, and its init is no seerfs binary
+    assert not c["HostConfig"]["Binds"] and not c["Mounts"], (c["HostConfig"]["Binds"], c["Mounts"])
+    assert c["Path"] == "/bin/sh"
+    root = a / "root"
+    # the container's own files
+    assert (root / "etc" / "hostname").read_text().strip() == "r1"
+    assert (root / "usr" / "lib" / "openssh" / "sftp-server").is_file()
+    # write, read, append, rename, mkdir, rmdir, unlink
+    (root / "workspace").mkdir(exist_ok=True)
+    f = root / "workspace" / "a.txt"
+    f.write_text("hello remote\n")
+    with open(f, "a") as fh:
+        fh.write("more\n")
+    assert f.read_text() == "hello remote\nmore\n"
+    big = os.urandom(3 * 1024 * 1024 + 17)
+    (root / "workspace" / "big.bin").write_bytes(big)
+    assert (root / "workspace" / "big.bin").read_bytes() == big
+    os.rename(f, root / "workspace" / "b.txt")
+    assert not f.exists()
+    (root / "workspace" / "sub").mkdir()
+    os.rename(root / "workspace" / "b.txt", root / "workspace" / "sub" / "b.txt")
+    assert sorted(os.listdir(root / "workspace")) == ["big.bin", "sub"]
+    # the engine sees the same files inside the container
+    assert file_in_container(engine, c["Id"], "/workspace/sub/b.txt") == b"hello remote\nmore\n"
+    # symlinks are made and read as links, resolved inside the container
+    os.symlink("sub/b.txt", root / "workspace" / "ln")
+    assert os.readlink(root / "workspace" / "ln") == "sub/b.txt"
+    assert (root / "workspace" / "ln").read_text() == "hello remote\nmore\n"
+    assert file_in_container(engine, c["Id"], "/workspace/ln") == ("symlink", "sub/b.txt")
+    os.chmod(root / "workspace" / "sub" / "b.txt", 0o640)
+    assert (root / "workspace" / "sub" / "b.txt").stat().st_mode & 0o777 == 0o640
+    os.unlink(root / "workspace" / "ln")
+    os.unlink(root / "workspace" / "sub" / "b.txt")
+    os.rmdir(root / "workspace" / "sub")
+    with pytest.raises(FileNotFoundError):
+        (root / "workspace" / "nope").read_text()
+    # commands are refused until they are supported there; the sandbox stays up
+    with pytest.raises(OSError) as ei:
+        (a / "exec").write_text("echo hi")
+    assert ei.value.errno == errno.EOPNOTSUPP
+    assert state(a) == "running"
+
+
+def test_remote_escape_symlinks_stay_inside(seerfs_factory, tmp_path, engine):
+    secret = pathlib.Path("/tmp") / f"seerfs-host-secret-{uuid.uuid4().hex}"
+    secret.write_text("host-only")
+    try:
+        m = mount(seerfs_factory, tmp_path, engine)
+        a = start(m, "e1")
+        root = a / "root"
+        (root / "workspace").mkdir(exist_ok=True)
+        os.symlink("/", root / "workspace" / "top")
+        os.symlink(str(secret), root / "workspace" / "abs")
+        os.symlink("../../../../../../.." + str(secret), root / "workspace" / "rel")
+        # through root/, every link resolves in the container: the host's file is not there
+        assert not (root / "workspace" / "top" / secret.relative_to("/")).exists()
+        for name in ("abs", "rel"):
+            with pytest.raises(OSError):
+                (root / "workspace" / name).read_text()
+        # "/" through the link is the container's "/", not the host's
+        assert (root / "workspace" / "top" / "etc" / "hostname").read_text().strip() == "e1"
+        # writing through the link lands in the container, never on the host
+        (root / "workspace" / "top" / "tmp" / "planted").write_text("x")
+        assert not pathlib.Path("/tmp/planted").exists() or pathlib.Path("/tmp/planted").read_text() != "x"
+        assert file_in_container(engine, container_of(engine, "e1")["Id"], "/tmp/planted") == b"x"
+    finally:
+        secret.unlink()
+
+
+def test_remote_local_files_through_the_archive_endpoint(seerfs_factory, tmp_path, engine):
+    src = tmp_path / "in.txt"
+    src.write_text("from-the-host")
+    d = tmp_path / "d"
+    (d / "deep").mkdir(parents=True)
+    (d / "x").write_text("x1")
+    (d / "deep" / "y").write_text("y1")
+    os.symlink("x", d / "lx")
+    m = mount(seerfs_factory, tmp_path, engine)
+    a = start(m, "lf1", {"local_files": [[str(src), "/workspace/in.txt"]],
+                         "local_dirs": [[str(d), "/opt/d"]]})
+    root = a / "root"
+    assert (root / "workspace" / "in.txt").read_text() == "from-the-host"
+    assert (root / "opt" / "d" / "x").read_text() == "x1"
+    assert (root / "opt" / "d" / "deep" / "y").read_text() == "y1"
+    assert os.readlink(root / "opt" / "d" / "lx") == "x"
+    cid = container_of(engine, "lf1")["Id"]
+    assert file_in_container(engine, cid, "/opt/d/deep/y") == b"y1"
+    st = (root / "workspace" / "in.txt").stat()
+    assert (st.st_uid, st.st_gid) == (0, 0)
+
+
+def test_remote_image_without_sftp_server_is_refused(seerfs_factory, tmp_path, engine):
+    m = mount(seerfs_factory, tmp_path, engine)
+    a = start(m, "ns1")
+    cid = container_of(engine, "ns1")["Id"]
+    os.unlink(a / "root" / "usr" / "lib" / "openssh" / "sftp-server")
+    tag = "t" + uuid.uuid4().hex[:8]
+    st, body = engine.request("POST", f"/commit?container={cid}&repo=seerfs-nosftp&tag={tag}")
+    assert st == 201, body
+    try:
+        b = start(m, "ns2", {"image": f"seerfs-nosftp:{tag}"}, want="failed")
+        err = error_text(b)
+        assert "/usr/lib/openssh/sftp-server" in err and f"seerfs-nosftp:{tag}" in err, err
+    finally:
+        engine.request("DELETE", f"/images/seerfs-nosftp:{tag}?force=1")
+
+
+def test_remote_engine_killed_fails_pending_requests_in_time(seerfs_factory, tmp_path, engine):
+    m = mount(seerfs_factory, tmp_path, engine, timeout=5)
+    a = start(m, "k1")
+    root = a / "root"
+    (root / "workspace").mkdir(exist_ok=True)
+    (root / "workspace" / "f").write_text("before")
+    engine.kill()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(OSError) as ei:
+            (root / "workspace" / "g").write_text("during")
+        took = time.monotonic() - t0
+        assert took < 15, took
+        assert ei.value.errno in (errno.ENOTCONN, errno.EIO, errno.ETIMEDOUT, errno.ECONNABORTED), ei.value
+    finally:
+        engine.start()
+    # the engine back (it stopped the container at its start): root/ connects again
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            (root / "workspace" / "after").write_text("after")
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+    assert sorted(os.listdir(root / "workspace")) == ["after", "f"]
+    assert (root / "workspace" / "f").read_text() == "before"
+    assert "reached again" in log_text(a)
