@@ -65,13 +65,16 @@ int bytestream_ssh_open(struct ssh_conn *c, const char *request, const char *arg
 
 struct engine;
 /* An exec in a container of an engine (core/lib/engine.h): POST
- * /containers/CONTAINER/exec with argv (stdin, stdout, stderr attached,
- * no tty), then its hijacked start; a reader thread demultiplexes the
- * engine's framing into on_data. When the stream ends, the exec's exit
- * code is asked for and given in on_closed's why. timeout_ms bounds
- * writes and is the stream's request timeout. */
-int bytestream_engine_open(struct engine *e, const char *container, const char *const *argv, int timeout_ms,
-			   const struct bytestream_cbs *cbs, void *ud, struct bytestream **out, char *err,
-			   size_t errlen);
+ * /containers/CONTAINER/exec with argv, the environment envp and the
+ * working directory cwd (NULL: the container's) (stdin, stdout, stderr
+ * attached, no tty), then its hijacked start; a reader thread of the
+ * stream demultiplexes the engine's framing into on_data. When the stream
+ * ends, the exec's exit code is asked for: on_closed then gets err 0 and
+ * why exactly " (exit status N)". timeout_ms is the stream's request
+ * timeout (writes wait up to the engine's own). envp goes to this exec
+ * only, never to the container's configuration. */
+int bytestream_engine_open(struct engine *e, const char *container, const char *const *argv,
+			   const char *const *envp, const char *cwd, int timeout_ms, const struct bytestream_cbs *cbs,
+			   void *ud, struct bytestream **out, char *err, size_t errlen);
 
 #endif /* SEER_BYTESTREAM_H */

@@ -202,9 +202,9 @@ static int es_error(struct bytestream *b, char *buf, size_t len)
 
 static const struct bytestream_ops engine_ops = {es_writev, es_send_eof, es_release, es_error};
 
-int bytestream_engine_open(struct engine *e, const char *container, const char *const *argv, int timeout_ms,
-			   const struct bytestream_cbs *cbs, void *ud, struct bytestream **out, char *err,
-			   size_t errlen)
+int bytestream_engine_open(struct engine *e, const char *container, const char *const *argv,
+			   const char *const *envp, const char *cwd, int timeout_ms, const struct bytestream_cbs *cbs,
+			   void *ud, struct bytestream **out, char *err, size_t errlen)
 {
 	struct json_object *body = json_object_new_object(), *cmd = json_object_new_array(), *rep = NULL, *v;
 	char path[300];
@@ -212,6 +212,14 @@ int bytestream_engine_open(struct engine *e, const char *container, const char *
 	for (int i = 0; argv[i]; i++)
 		json_object_array_add(cmd, json_object_new_string(argv[i]));
 	json_object_object_add(body, "Cmd", cmd);
+	if (envp) {
+		struct json_object *env = json_object_new_array();
+		for (int i = 0; envp[i]; i++)
+			json_object_array_add(env, json_object_new_string(envp[i]));
+		json_object_object_add(body, "Env", env);
+	}
+	if (cwd)
+		json_object_object_add(body, "WorkingDir", json_object_new_string(cwd));
 	json_object_object_add(body, "AttachStdin", json_object_new_boolean(1));
 	json_object_object_add(body, "AttachStdout", json_object_new_boolean(1));
 	json_object_object_add(body, "AttachStderr", json_object_new_boolean(1));

@@ -18,7 +18,8 @@ import uuid
 
 import pytest
 
-from conftest import docker_entry, error_text, log_text, state, wait_settled
+from conftest import docker_entry, error_text, log_text, poll, read_text, sandbox_run, state, wait_settled
+from conftest import start_job
 
 NAME = "dkr"
 
@@ -110,11 +111,10 @@ def test_remote_root_read_write_rename_symlink(seerfs_factory, tmp_path, engine)
     os.rmdir(root / "workspace" / "sub")
     with pytest.raises(FileNotFoundError):
         (root / "workspace" / "nope").read_text()
-    # commands are refused until they are supported there; the sandbox stays up
-    with pytest.raises(OSError) as ei:
-        (a / "exec").write_text("echo hi")
-    assert ei.value.errno == errno.EOPNOTSUPP
-    assert state(a) == "running"
+    # a command sees what root/ wrote: one container
+    (root / "workspace" / "seen").write_text("via-sftp")
+    code, out = sandbox_run(a, "cat /workspace/seen; hostname")
+    assert (code, out) == (0, b"via-sftpr1\n")
 
 
 def test_remote_escape_symlinks_stay_inside(seerfs_factory, tmp_path, engine):
@@ -210,3 +210,62 @@ def test_remote_engine_killed_fails_pending_requests_in_time(seerfs_factory, tmp
     assert sorted(os.listdir(root / "workspace")) == ["after", "f"]
     assert (root / "workspace" / "f").read_text() == "before"
     assert "reached again" in log_text(a)
+
+
+def exit_of(job, timeout=60):
+    return read_text(job / "exit", timeout).strip()
+
+
+def test_remote_exec_stdin_exit_env_kill(seerfs_factory, tmp_path, engine):
+    m = mount(seerfs_factory, tmp_path, engine)
+    a = start(m, "x1")
+    # exit codes and output, stdout and stderr
+    for cmd, want in (("true", "0"), ("false", "1"), ("exit 3", "3"), ("no-such-command-xyz", "127")):
+        assert exit_of(start_job(a, cmd)) == want, cmd
+    j = start_job(a, "echo out; echo err >&2; pwd")
+    assert exit_of(j) == "0"
+    assert (j / "stdout").read_text() == "out\n/workspace\n"
+    assert (j / "stderr").read_text() == "err\n"
+    # stdin, with its end
+    fd = os.open(a / "exec", os.O_RDWR)
+    try:
+        os.write(fd, b"wc -c; echo end")
+        job = a / "jobs" / os.readlink(a / "jobs" / "mine")
+        w = os.open(job / "stdin", os.O_WRONLY)
+        os.write(w, b"x" * 100000)
+        os.close(w)
+        out = b""
+        while b := os.read(fd, 65536):
+            out += b
+    finally:
+        os.close(fd)
+    assert out.split() == [b"100000", b"end"]
+    # no stdin: EOF at once
+    j = start_job(a, "cat; echo after-eof")
+    assert exit_of(j, 20) == "0" and (j / "output").read_text() == "after-eof\n"
+    # kill of the tree: every process of it, inside the container
+    marker = "seerfs-remote-kill-4321"
+    j = start_job(a, f"sh -c 'sleep 1000 # {marker}' & sleep 1002 # {marker}")
+    def left():
+        code, out = sandbox_run(a, f"ps -eo args | grep -c '[#] {marker}'")
+        return int(out.decode().strip() or 0)
+    poll(lambda: left() >= 2, what="the job's processes to start")
+    t0 = time.monotonic()
+    ctl_fd = os.open(j / "ctl", os.O_WRONLY)
+    os.write(ctl_fd, b"kill")
+    os.close(ctl_fd)
+    assert exit_of(j) == "signal 9"
+    kill_s = time.monotonic() - t0
+    poll(lambda: left() == 0, what="no process of the tree left in the container")
+    # a signal the command handles
+    j = start_job(a, "trap 'echo got-usr1; exit 5' USR1; while true; do sleep 0.05; done")
+    time.sleep(0.5)
+    ctl_fd = os.open(j / "ctl", os.O_WRONLY)
+    os.write(ctl_fd, b"signal 10")
+    os.close(ctl_fd)
+    assert exit_of(j) == "5" and "got-usr1" in (j / "stdout").read_text()
+    # the round trip, beside the local engine's in test_docker.py
+    t0 = time.monotonic()
+    for _ in range(10):
+        assert sandbox_run(a, "true")[0] == 0
+    print(f"\nremote exec round trip {(time.monotonic() - t0) / 10 * 1000:.1f} ms; kill {kill_s * 1000:.0f} ms")

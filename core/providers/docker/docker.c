@@ -28,6 +28,7 @@
 #include "core/providers/docker/docker.h"
 #include "core/providers/docker/api.h"
 #include "core/providers/docker/image.h"
+#include "core/providers/docker/remote_exec.h"
 #include "core/providers/local/agentproto.h"
 #include "core/config.h"
 #include "core/jobs.h"
@@ -84,6 +85,7 @@ struct docker_sb {
 	int terminated;             /* stop ran: no revive until the next start */
 	int remote;                 /* on a remote engine: root/ is sftp, no agent socket */
 	struct sftp_client *sftp;   /* remote: sftp-server in the container, over an exec stream */
+	struct dkr_jobs *rjobs;     /* remote: the commands, each an exec stream (remote_exec.c) */
 };
 
 /* On a remote engine nothing of this machine can be bound into the
@@ -531,7 +533,7 @@ static int open_sftp_exec(void *arg, const struct bytestream_cbs *cbs, void *ud,
 {
 	const struct exec_open_arg *a = arg;
 	static const char *const argv[] = {REMOTE_SFTP_SERVER, NULL};
-	return bytestream_engine_open(a->eng, a->id, argv, a->timeout_ms, cbs, ud, out, err, n);
+	return bytestream_engine_open(a->eng, a->id, argv, NULL, NULL, a->timeout_ms, cbs, ud, out, err, n);
 }
 
 /* sftp-server in container id, over an exec stream: the paths it serves
@@ -590,8 +592,16 @@ static int remote_connect(struct sandbox *sb, struct docker_entry *e, const char
 	struct sftp_client *c = NULL;
 	if ((r = open_remote_sftp(sb, e, id, image, named, &c, err, n)) < 0)
 		return r;
+	struct engine *eng = dk_engine(e, err, n);
+	if (!eng) {
+		sftp_client_unref(c);
+		return -EHOSTUNREACH;
+	}
+	struct dkr_jobs *rj = dkr_jobs_new(sb, eng, id, e->timeout_ms);
 	pthread_mutex_lock(&d->lock);
 	struct sftp_client *old = d->sftp;
+	struct dkr_jobs *oldj = d->rjobs;
+	d->rjobs = rj;
 	snprintf(d->id, sizeof(d->id), "%s", id);
 	snprintf(d->image, sizeof(d->image), "%s", image);
 	d->remote = 1;
@@ -606,6 +616,7 @@ static int remote_connect(struct sandbox *sb, struct docker_entry *e, const char
 		sftp_client_shutdown(old, "replaced by a new SFTP session");
 		sftp_client_unref(old);
 	}
+	dkr_jobs_free(oldj, 0);
 	return 0;
 }
 
@@ -844,9 +855,12 @@ static void drop_agent(struct docker_sb *d)
 	d->stopping = 1;
 	int sock = d->sock, rootfd = d->rootfd;
 	struct sftp_client *c = d->sftp;
+	struct dkr_jobs *rj = d->rjobs;
 	d->rootfd = -1;
 	d->sftp = NULL;
+	d->rjobs = NULL;
 	pthread_mutex_unlock(&d->lock);
+	dkr_jobs_free(rj, 0);
 	if (c) {
 		sftp_client_shutdown(c, "the sandbox stopped");
 		sftp_client_unref(c);
@@ -881,7 +895,21 @@ static int docker_stop(struct sandbox *sb)
 	}
 	pthread_mutex_lock(&d->lock);
 	d->terminated = 1;
+	struct dkr_jobs *rj = NULL;
+	if (d->remote && !unmounting && e && d->id[0]) {
+		/* the container's end ends the commands' streams: their exits
+		 * come with the status the engine gives */
+		rj = d->rjobs;
+		d->rjobs = NULL;
+	}
 	pthread_mutex_unlock(&d->lock);
+	if (rj) {
+		char e2[512];
+		int r = container_post(e, d->id, "kill", e2, sizeof(e2));
+		if (r < 0 && r != -EEXIST && r != -ENOENT)
+			sandbox_log(sb, "docker: cannot stop container %.12s: %s", d->id, e2);
+		dkr_jobs_free(rj, 3000);
+	}
 	drop_agent(d);
 	/* An unmount leaves the container to the next seerfs (its files,
 	 * installed packages); terminate stops it. */
@@ -1056,15 +1084,19 @@ static int revive_locked(struct sandbox *sb, char *err, size_t n)
 static int docker_spawn(struct sandbox *sb, const struct seer_spawn *req, int *pid, char *err, size_t n)
 {
 	struct docker_sb *d = priv_of(sb);
-	if (d->remote) {
-		snprintf(err, n,
-			 "sandbox %s: commands on a remote engine (%s) are not supported yet: root/ works; run commands on a sandbox of an engine on this machine",
-			 sb->name, entry_of(sb) ? entry_of(sb)->endpoint : "?");
-		return -EOPNOTSUPP;
-	}
 	int r = revive(sb, err, n);
 	if (r < 0)
 		return r;
+	if (d->remote) {
+		pthread_mutex_lock(&d->lock);
+		struct dkr_jobs *rj = d->dead ? NULL : d->rjobs;
+		pthread_mutex_unlock(&d->lock);
+		if (!rj) {
+			snprintf(err, n, "sandbox %s: its container is not reachable", sb->name);
+			return -ENOTCONN;
+		}
+		return dkr_spawn(rj, req, pid, err, n);
+	}
 	struct sbuf p = {0};
 	int argc = 0, envc = 0;
 	const char *cwd = req->cwd ? req->cwd : "/workspace";
@@ -1097,6 +1129,13 @@ static int docker_spawn(struct sandbox *sb, const struct seer_spawn *req, int *p
 
 static int docker_signal(struct sandbox *sb, int pid, int sig, int tree)
 {
+	struct docker_sb *d = priv_of(sb);
+	if (d->remote) {
+		pthread_mutex_lock(&d->lock);
+		struct dkr_jobs *rj = d->rjobs;
+		pthread_mutex_unlock(&d->lock);
+		return rj ? dkr_signal(rj, pid, sig, tree) : -ENOTCONN;
+	}
 	struct agent_msg m = {.type = AG_SIGNAL, .pid = pid, .arg = sig, .val1 = tree}, rep;
 	int r = rpc(priv_of(sb), &m, NULL, 0, NULL, 0, &rep);
 	return r < 0 ? r : rep.arg;
@@ -1282,8 +1321,12 @@ static int docker_busy(struct sandbox *sb)
 	struct docker_sb *d = priv_of(sb);
 	if (d->paused)
 		return 1;
-	if (d->remote)
-		return 0;   /* no commands run there (docker_spawn) */
+	if (d->remote) {
+		pthread_mutex_lock(&d->lock);
+		struct dkr_jobs *rj = d->rjobs;
+		pthread_mutex_unlock(&d->lock);
+		return rj ? dkr_busy(rj) : 0;
+	}
 	struct agent_msg m = {.type = AG_COUNT}, rep;
 	int r = rpc(d, &m, NULL, 0, NULL, 0, &rep);
 	return r < 0 ? r : rep.val1 > 0;
