@@ -1277,6 +1277,41 @@ void sftp_dirents_free(struct sftp_dirent *ents, size_t n)
 	free(ents);
 }
 
+/* A READDIR's reply: its entries (*n may be 0), -ENODATA at the end of
+ * the directory, or another negative errno. */
+static int parse_names(const struct sftp_req *r, struct sftp_dirent **ents, size_t *n)
+{
+	*ents = NULL;
+	*n = 0;
+	if (r->type == FXP_STATUS) {
+		int rc = expect_status(r, -EIO);
+		return rc == 0 ? -EPROTO : rc;
+	}
+	if (r->type != FXP_NAME)
+		return -EPROTO;
+	struct rd d = { r->body, r->body_len, 0 };
+	uint32_t count = rd_u32(&d), i;
+	struct sftp_dirent *e;
+	/* Each entry takes at least 12 bytes: bound the allocation by what
+	 * the packet can actually hold. */
+	if (d.bad || count > d.len / 12 + 1)
+		return -EPROTO;
+	if (!(e = calloc(count ? count : 1, sizeof *e)))
+		return -ENOMEM;
+	for (i = 0; i < count && !d.bad; i++) {
+		e[i].name = rd_strdup(&d);
+		e[i].longname = rd_strdup(&d);
+		rd_attrs(&d, &e[i].attrs);
+	}
+	if (d.bad) {
+		sftp_dirents_free(e, count);
+		return -EPROTO;
+	}
+	*ents = e;
+	*n = count;
+	return 0;
+}
+
 int sftp_readdir(struct sftp_client *s, struct sftp_handle *h, struct sftp_dirent **ents,
 				 size_t *n)
 {
@@ -1291,42 +1326,286 @@ int sftp_readdir(struct sftp_client *s, struct sftp_handle *h, struct sftp_diren
 	sb_handle(&b, h);
 	rc = call(s, &b, NULL, 0, &r, &w);
 	if (rc == 0) {
-		if (r.type == FXP_STATUS) {
-			rc = expect_status(&r, -EIO);
-			if (rc == -ENODATA)
-				rc = 0; /* end of directory */
-			else if (rc == 0)
-				rc = -EPROTO;
-		} else if (r.type != FXP_NAME) {
-			rc = -EPROTO;
-		} else {
-			struct rd d = { r.body, r.body_len, 0 };
-			uint32_t count = rd_u32(&d), i;
-			struct sftp_dirent *e;
-			/* Each entry takes at least 12 bytes: bound the allocation by
-			 * what the packet can actually hold. */
-			if (d.bad || count > d.len / 12 + 1)
-				rc = -EPROTO;
-			else if (!(e = calloc(count ? count : 1, sizeof *e)))
-				rc = -ENOMEM;
-			else {
-				for (i = 0; i < count && !d.bad; i++) {
-					e[i].name = rd_strdup(&d);
-					e[i].longname = rd_strdup(&d);
-					rd_attrs(&d, &e[i].attrs);
-				}
-				if (d.bad) {
-					sftp_dirents_free(e, count);
-					rc = -EPROTO;
-				} else {
-					*ents = e;
-					*n = count;
-				}
-			}
-		}
+		rc = parse_names(&r, ents, n);
+		if (rc == -ENODATA)
+			rc = 0; /* end of directory */
 	}
 	call_done(&r, &w);
 	return rc;
+}
+
+/* Waits for r in a batch: once one request of the batch timed out or the
+ * link died (*broken), the rest are withdrawn, not waited for each in
+ * turn (a batch of k must not take k timeouts). */
+static int batch_wait(struct sftp_client *s, struct sftp_req *r, int *broken)
+{
+	int rc;
+	if (*broken) {
+		cancel_req(s, r);
+		return *broken;
+	}
+	rc = wait_req(s, r);
+	if (rc == -ETIMEDOUT || rc == -ENOTCONN)
+		*broken = rc;
+	return rc;
+}
+
+/* Appends the k entries of more to l's (more's array is freed). */
+static int list_append(struct sftp_listing *l, struct sftp_dirent *more, size_t k)
+{
+	struct sftp_dirent *ne;
+	if (!k) {
+		free(more);
+		return 0;
+	}
+	ne = realloc(l->ents, (l->n + k) * sizeof *ne);
+	if (!ne) {
+		sftp_dirents_free(more, k);
+		return -ENOMEM;
+	}
+	memcpy(ne + l->n, more, k * sizeof *ne);
+	free(more);
+	l->ents = ne;
+	l->n += k;
+	return 0;
+}
+
+/* READDIRs in flight per directory: OpenSSH answers up to 100 names per
+ * READDIR, so two tell a small directory's entries and its end at once;
+ * a directory not at its end gets twice as many the next round, up to
+ * LIST_MAX (a directory of 10,000 names: 7 round trips, not 50). */
+#define LIST_AHEAD 2u
+#define LIST_MAX 16u
+
+int sftp_list_dirs(struct sftp_client *s, struct sftp_listing *ls, size_t k)
+{
+	struct sftp_req *rq;
+	struct sftp_handle **h;
+	unsigned char *sent;
+	struct sftp_waiter w;
+	size_t i, j, live;
+	int rc, broken = 0;
+
+	for (i = 0; i < k; i++) {
+		ls[i].rc = 0;
+		ls[i].ents = NULL;
+		ls[i].n = 0;
+	}
+	unsigned ahead = LIST_AHEAD;
+	rq = calloc(k * LIST_MAX + 1, sizeof *rq);
+	h = calloc(k + 1, sizeof *h);
+	sent = calloc(k + 1, 1);
+	if (!rq || !h || !sent) {
+		free(rq);
+		free(h);
+		free(sent);
+		for (i = 0; i < k; i++)
+			ls[i].rc = -ENOMEM;
+		return -ENOMEM;
+	}
+	waiter_init(&w);
+	for (i = 0; i < k * LIST_MAX; i++)
+		req_init(&rq[i], &w);
+
+	/* Every OPENDIR at once, then their handles. */
+	for (i = 0; i < k; i++) {
+		struct sbuf b;
+		sb_start(&b, FXP_OPENDIR);
+		sb_str(&b, ls[i].path);
+		rc = send_req(s, &rq[i * LIST_MAX], &b, NULL, 0);
+		sb_free(&b);
+		ls[i].rc = rc;
+		sent[i] = rc == 0;
+	}
+	for (i = 0; i < k; i++) {
+		struct sftp_req *r = &rq[i * LIST_MAX];
+		if (!sent[i])
+			continue;
+		rc = batch_wait(s, r, &broken);
+		if (rc == 0)
+			rc = expect_handle(r, &h[i], -EIO);
+		ls[i].rc = rc;
+		req_reset(r);
+	}
+
+	/* Rounds of `ahead` READDIRs per open directory not yet at its end,
+	 * all sent before any is waited for. */
+	do {
+		live = 0;
+		for (i = 0; i < k; i++) {
+			sent[i] = 0;
+			if (!h[i] || ls[i].rc)
+				continue;
+			for (j = 0; j < ahead; j++) {
+				struct sbuf b;
+				sb_start(&b, FXP_READDIR);
+				sb_handle(&b, h[i]);
+				rc = send_req(s, &rq[i * LIST_MAX + j], &b, NULL, 0);
+				sb_free(&b);
+				if (rc) {
+					ls[i].rc = rc;
+					break;
+				}
+				sent[i]++;
+			}
+		}
+		for (i = 0; i < k; i++) {
+			int end = 0;
+			for (j = 0; j < sent[i]; j++) {
+				struct sftp_req *r = &rq[i * LIST_MAX + j];
+				struct sftp_dirent *e = NULL;
+				size_t n = 0;
+				rc = batch_wait(s, r, &broken);
+				if (rc == 0 && !end && !ls[i].rc) {
+					rc = parse_names(r, &e, &n);
+					if (rc == 0)
+						rc = list_append(&ls[i], e, n);
+					if (rc == -ENODATA) {
+						end = 1;
+						rc = 0;
+					}
+				}
+				if (rc && !ls[i].rc)
+					ls[i].rc = rc;
+				req_reset(r);
+			}
+			if (sent[i] && !end && !ls[i].rc) {
+				live++;
+			} else if (sent[i]) {
+				sftp_close_nowait(s, h[i]);
+				h[i] = NULL;
+			}
+		}
+		if (ahead < LIST_MAX)
+			ahead *= 2;
+	} while (live);
+
+	/* Handles left (a failed send): closed without waiting too. */
+	for (i = 0; i < k; i++) {
+		if (h[i])
+			sftp_close_nowait(s, h[i]);
+		if (ls[i].rc) {
+			sftp_dirents_free(ls[i].ents, ls[i].n);
+			ls[i].ents = NULL;
+			ls[i].n = 0;
+		}
+	}
+	for (i = 0; i < k * LIST_MAX; i++)
+		cancel_req(s, &rq[i]);
+	pthread_cond_destroy(&w.cv);
+	free(rq);
+	free(h);
+	free(sent);
+	return 0;
+}
+
+int sftp_read_files(struct sftp_client *s, struct sftp_fileread *fr, size_t k)
+{
+	struct sftp_req *rq;
+	struct sftp_handle **h;
+	unsigned char *sent;
+	struct sftp_waiter w;
+	size_t i;
+	int rc, broken = 0;
+
+	for (i = 0; i < k; i++) {
+		fr[i].rc = 0;
+		fr[i].data = NULL;
+		fr[i].got = 0;
+	}
+	rq = calloc(k + 1, sizeof *rq);
+	h = calloc(k + 1, sizeof *h);
+	sent = calloc(k + 1, 1);
+	if (!rq || !h || !sent) {
+		free(rq);
+		free(h);
+		free(sent);
+		for (i = 0; i < k; i++)
+			fr[i].rc = -ENOMEM;
+		return -ENOMEM;
+	}
+	waiter_init(&w);
+	for (i = 0; i < k; i++)
+		req_init(&rq[i], &w);
+
+	/* Every OPEN at once, then their handles. */
+	for (i = 0; i < k; i++) {
+		struct sbuf b;
+		if (fr[i].want > s->max_read || !(fr[i].data = malloc(fr[i].want ? fr[i].want : 1))) {
+			fr[i].rc = fr[i].want > s->max_read ? -EFBIG : -ENOMEM;
+			continue;
+		}
+		sb_start(&b, FXP_OPEN);
+		sb_str(&b, fr[i].path);
+		sb_u32(&b, SFTP_READ);
+		sb_attrs(&b, NULL);
+		rc = send_req(s, &rq[i], &b, NULL, 0);
+		sb_free(&b);
+		fr[i].rc = rc;
+		sent[i] = rc == 0;
+	}
+	for (i = 0; i < k; i++) {
+		if (!sent[i])
+			continue;
+		rc = batch_wait(s, &rq[i], &broken);
+		if (rc == 0)
+			rc = expect_handle(&rq[i], &h[i], -EIO);
+		fr[i].rc = rc;
+		req_reset(&rq[i]);
+	}
+
+	/* One READ per handle, all at once, each followed by its CLOSE (not
+	 * waited for: a read-only handle has nothing to report). */
+	for (i = 0; i < k; i++) {
+		struct sbuf b;
+		sent[i] = 0;
+		if (!h[i])
+			continue;
+		rq[i].dst = fr[i].data;
+		rq[i].dst_cap = fr[i].want;
+		sb_start(&b, FXP_READ);
+		sb_handle(&b, h[i]);
+		sb_u64(&b, 0);
+		sb_u32(&b, (uint32_t)fr[i].want);
+		rc = send_req(s, &rq[i], &b, NULL, 0);
+		sb_free(&b);
+		fr[i].rc = rc;
+		sent[i] = rc == 0;
+		sftp_close_nowait(s, h[i]);
+		h[i] = NULL;
+	}
+	for (i = 0; i < k; i++) {
+		if (!sent[i])
+			continue;
+		rc = batch_wait(s, &rq[i], &broken);
+		if (rc == 0) {
+			if (rq[i].type == FXP_DATA) {
+				fr[i].got = rq[i].got;
+			} else {
+				rc = expect_status(&rq[i], -EIO);
+				if (rc == -ENODATA)
+					rc = 0; /* empty */
+				else if (rc == 0)
+					rc = -EPROTO;
+			}
+		}
+		fr[i].rc = rc;
+		req_reset(&rq[i]);
+	}
+	for (i = 0; i < k; i++) {
+		cancel_req(s, &rq[i]);
+		free(rq[i].body);
+		if (fr[i].rc) {
+			free(fr[i].data);
+			fr[i].data = NULL;
+			fr[i].got = 0;
+		}
+	}
+	pthread_cond_destroy(&w.cv);
+	free(rq);
+	free(h);
+	free(sent);
+	return 0;
 }
 
 /* Sends b (a request answered by STATUS) and an LSTAT of lpath back to
@@ -1583,7 +1862,7 @@ static int send_read(struct sftp_client *s, struct sftp_handle *h, struct rslot 
 static int read_engine(struct sftp_client *s, struct sftp_handle *h, uint64_t off,
 					   uint64_t limit, unsigned char *outbuf,
 					   sftp_sink_fn sink, void *ud, unsigned depth,
-					   size_t chunk, uint64_t *total)
+					   size_t chunk, uint64_t *total, uint64_t eof_at)
 {
 	struct rslot *slots;
 	unsigned char *bufs = NULL;
@@ -1638,6 +1917,12 @@ static int read_engine(struct sftp_client *s, struct sftp_handle *h, uint64_t of
 				rc = 0;
 			}
 			done_bytes += n;
+			if (n < sl->want && sl->off + n >= eof_at) {
+				/* Short where the file was known to end: its end,
+				 * no READ more to learn it. */
+				eof = 1;
+				break;
+			}
 			if (n < sl->want) {
 				/* Short reply (not EOF): ask again for the rest. */
 				sl->off += n;
@@ -1683,7 +1968,17 @@ int sftp_pread_range(struct sftp_client *s, struct sftp_handle *h, uint64_t off,
 					 size_t len, size_t *got, unsigned depth, size_t chunk)
 {
 	uint64_t t = 0;
-	int rc = read_engine(s, h, off, len, buf, NULL, NULL, depth, chunk, &t);
+	int rc = read_engine(s, h, off, len, buf, NULL, NULL, depth, chunk, &t, UINT64_MAX);
+	*got = (size_t)t;
+	return rc;
+}
+
+int sftp_pread_range_eof(struct sftp_client *s, struct sftp_handle *h, uint64_t off, void *buf,
+						 size_t len, size_t *got, unsigned depth, size_t chunk,
+						 uint64_t eof_at)
+{
+	uint64_t t = 0;
+	int rc = read_engine(s, h, off, len, buf, NULL, NULL, depth, chunk, &t, eof_at);
 	*got = (size_t)t;
 	return rc;
 }
@@ -1693,7 +1988,7 @@ int sftp_download(struct sftp_client *s, struct sftp_handle *h, uint64_t off,
 				  unsigned depth, size_t chunk, uint64_t *total)
 {
 	return read_engine(s, h, off, limit, NULL, sink, ud, depth, chunk,
-					   total);
+					   total, UINT64_MAX);
 }
 
 /* Write engine: data is copied into the channel queue when a request is
@@ -1701,7 +1996,8 @@ int sftp_download(struct sftp_client *s, struct sftp_handle *h, uint64_t off,
 static int write_engine(struct sftp_client *s, struct sftp_handle *h, uint64_t off,
 						const unsigned char *in, size_t inlen,
 						sftp_source_fn source, void *ud, unsigned depth,
-						size_t chunk, uint64_t *total)
+						size_t chunk, uint64_t *total,
+						void (*sent)(void *), void *sent_ud)
 {
 	struct sftp_req *reqs;
 	size_t *lens;
@@ -1761,6 +2057,11 @@ static int write_engine(struct sftp_client *s, struct sftp_handle *h, uint64_t o
 			pos += n;
 			count++;
 		}
+		if (sent && !rc && (source ? src_end : pos == inlen)) {
+			/* every WRITE is on the wire: what is sent next follows */
+			sent(sent_ud);
+			sent = NULL;
+		}
 		if (!count || rc)
 			break;
 		rc = wait_req(s, &reqs[head]);
@@ -1789,12 +2090,23 @@ int sftp_pwrite_range(struct sftp_client *s, struct sftp_handle *h, uint64_t off
 					  const void *buf, size_t len, unsigned depth,
 					  size_t chunk)
 {
-	return write_engine(s, h, off, buf, len, NULL, NULL, depth, chunk, NULL);
+	return write_engine(s, h, off, buf, len, NULL, NULL, depth, chunk, NULL,
+						NULL, NULL);
+}
+
+int sftp_pwrite_range_notify(struct sftp_client *s, struct sftp_handle *h,
+							 uint64_t off, const void *buf, size_t len,
+							 unsigned depth, size_t chunk,
+							 void (*sent)(void *), void *ud)
+{
+	return write_engine(s, h, off, buf, len, NULL, NULL, depth, chunk, NULL,
+						sent, ud);
 }
 
 int sftp_upload(struct sftp_client *s, struct sftp_handle *h, uint64_t off,
 				sftp_source_fn source, void *ud, unsigned depth,
 				size_t chunk, uint64_t *total)
 {
-	return write_engine(s, h, off, NULL, 0, source, ud, depth, chunk, total);
+	return write_engine(s, h, off, NULL, 0, source, ud, depth, chunk, total,
+						NULL, NULL);
 }

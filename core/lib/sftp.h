@@ -156,6 +156,35 @@ int sftp_readdir(struct sftp_client *s, struct sftp_handle *h, struct sftp_diren
 				 size_t *n);
 void sftp_dirents_free(struct sftp_dirent *ents, size_t n);
 
+/* Whole listings of k directories in two round trips for small ones:
+ * every OPENDIR sent at once, then two READDIRs per handle at once (more
+ * rounds for directories not at their end yet), then every CLOSE sent
+ * without waiting for its answer.  Per directory: ls[i].path in, rc (0 or
+ * -errno), ents and n out (free with sftp_dirents_free).  Returns 0, or
+ * -ENOMEM before anything was sent. */
+struct sftp_listing {
+	const char *path;
+	int rc;
+	struct sftp_dirent *ents;
+	size_t n;
+};
+int sftp_list_dirs(struct sftp_client *s, struct sftp_listing *ls, size_t k);
+
+/* Small files read whole, k of them in two round trips: every OPEN
+ * (read-only) at once, then one READ of `want` bytes (<= sftp_max_read)
+ * per handle at once, each followed by its CLOSE, not waited for.  Per
+ * file: path and want in; rc (0 or -errno), data (malloc'd, NULL on
+ * error) and got (bytes read; fewer than want at end of file) out.
+ * Returns 0, or -ENOMEM before anything was sent. */
+struct sftp_fileread {
+	const char *path;
+	size_t want;
+	int rc;
+	unsigned char *data;
+	size_t got;
+};
+int sftp_read_files(struct sftp_client *s, struct sftp_fileread *fr, size_t k);
+
 int sftp_mkdir(struct sftp_client *s, const char *path, uint32_t mode);
 /* The same, with an LSTAT of the new name in the same round trip: *a and
  * *lrc (0 or -errno) are the LSTAT's; on failure it shows what was in the
@@ -193,10 +222,23 @@ int sftp_fstatvfs(struct sftp_client *s, struct sftp_handle *h, struct sftp_vfsi
 /* Reads up to len bytes at off into buf; *got < len only at end of file. */
 int sftp_pread_range(struct sftp_client *s, struct sftp_handle *h, uint64_t off, void *buf,
 					 size_t len, size_t *got, unsigned depth, size_t chunk);
+/* The same, for a file known to end at eof_at: a short reply that reaches
+ * it is the end of file (no READ more to learn it). */
+int sftp_pread_range_eof(struct sftp_client *s, struct sftp_handle *h, uint64_t off,
+						 void *buf, size_t len, size_t *got, unsigned depth,
+						 size_t chunk, uint64_t eof_at);
 /* Writes all of buf at off. */
 int sftp_pwrite_range(struct sftp_client *s, struct sftp_handle *h, uint64_t off,
 					  const void *buf, size_t len, unsigned depth,
 					  size_t chunk);
+/* The same, calling sent(ud) once every WRITE of buf was handed to the
+ * channel (before the replies are waited for; not called when the range
+ * failed before that): a request sent after that call is handled by the
+ * server after all of them. */
+int sftp_pwrite_range_notify(struct sftp_client *s, struct sftp_handle *h,
+							 uint64_t off, const void *buf, size_t len,
+							 unsigned depth, size_t chunk,
+							 void (*sent)(void *), void *ud);
 
 /* Streaming forms for files larger than memory.  The sink gets the data in
  * file order; the source fills buf and returns a count, 0 at its end, or a

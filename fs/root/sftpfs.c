@@ -10,7 +10,13 @@
  *
  * Speed comes from round trips, not bandwidth:
  *  - READDIR returns attributes with the names, so readdirplus fills the
- *    kernel's dentries and attributes in one listing;
+ *    kernel's dentries and attributes in one listing; a listing costs two
+ *    round trips (OPENDIR, then two READDIRs at once; CLOSE not waited
+ *    for), and the subdirectories of a listing in use are read ahead, two
+ *    levels deep, many per batch, by the prefetcher thread;
+ *  - a read-only open of a small file reads it and the next small files
+ *    of its listing whole, in one batch (read_ahead_files), and keeps
+ *    their content, so their opens need no server;
  *  - replies carry long entry/attr timeouts and open files keep their page
  *    cache (keep_cache) and directories their readdir cache; everything
  *    handed out is dropped by sftpfs_invalidate() (a job started in the
@@ -21,8 +27,9 @@
  *    16 x 64 KiB requests in flight, several writes at once).  Writes that
  *    overlap an earlier unfinished one (or any write of an O_APPEND file)
  *    wait for it, so the order of overlapping data is kept.  An error is
- *    sticky on the open file and reported by the next write, flush, fsync;
- *    flush (every close) waits until the server acknowledged every byte.
+ *    sticky on the open file, logged with its file, and reported by the
+ *    next write, flush, fsync; flush (every close) waits until the server
+ *    acknowledged every byte, its held-back FSETSTAT sent behind them;
  *    getattr/lookup/read/truncate of a node first wait for its pending
  *    writes, so no stale size can shrink the kernel's i_size;
  *  - reads use sftp_pread_range (32 x 64 KiB in flight) per FUSE read; the
@@ -67,8 +74,12 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Write-behind workers: each sends one FUSE write (max_write, capped to a
+ * splice pipe by fs/ll.c) and waits for its answers, so they bound what is
+ * in flight; at 100 ms a round trip, 4 of them moved only about 0.5 MiB per
+ * round trip (docs/remote-latency.md). */
 #ifndef SFTPFS_WORKERS
-#define SFTPFS_WORKERS 4
+#define SFTPFS_WORKERS 12
 #endif
 /* Write-behind budget: bytes accepted but not yet acknowledged. */
 #define SFTPFS_WB_MAX (64u << 20)
@@ -80,6 +91,12 @@
 /* Content kept of files we wrote (struct snode: cdata): per file, in all. */
 #define SFTPFS_CDATA_FILE_MAX (256u << 10)
 #define SFTPFS_CDATA_TOTAL (64u << 20)
+/* Small files read whole at their open, with the next small files of the
+ * same listing (read_ahead_files): at most this size each, this many and
+ * this many bytes per batch. */
+#define SFTPFS_RD_FILE_MAX (64u << 10)
+#define SFTPFS_RD_BATCH 32
+#define SFTPFS_RD_BYTES (1u << 20)
 
 struct sftpfs;
 
@@ -89,6 +106,7 @@ struct snode {
 	struct snode *hnext;
 	uint64_t nlookup;
 	unsigned pending;     /* write-behind jobs not yet acknowledged */
+	unsigned unsent;      /* ... of which not yet all sent (settle_file) */
 	uint32_t mode;        /* S_IFMT of the last attributes seen */
 	uint64_t wgen;        /* bumped by every write/truncate through us */
 	uint64_t sino;        /* st_ino: a hash of the path it was created
@@ -101,6 +119,7 @@ struct snode {
 	int opened;           /* opened through us since the last invalidation */
 	int kcached;          /* handed to the kernel with a timeout since then */
 	int linked;           /* has another name we made (link): see node_timeout */
+	struct snode *lpeer;  /* the one other name, while there is one (orphan_path) */
 	/* Mode and time changes of a file we created, not yet sent: they go
 	 * with one FSETSTAT through cf's handle when a handle is flushed, before
 	 * the next write, and before anything asks the server (settle_node).
@@ -143,6 +162,7 @@ struct wjob {
 	uint64_t off;
 	size_t len;
 	int running;
+	int sent;             /* every WRITE of it is on the wire */
 	char data[];
 };
 
@@ -175,12 +195,23 @@ struct lent {
 	int dirty;
 	char **added;         /* names made here through us since d was read */
 	size_t nadded;
+	int loading;          /* queued for, or being read by, the prefetcher */
+	int kids;             /* its subdirectories were queued (d's) */
+	int ahead;            /* prefetched this many levels below one in use */
 };
 
 /* Past this many names made in one directory, its listing is dropped. */
 #define SFTPFS_ADDED_MAX 4096
 
 #define SFTPFS_LISTS_MAX 8192
+/* Listing prefetch (prefetcher): directories read per batch, and queued
+ * at most. */
+#define SFTPFS_PF_BATCH 64
+#define SFTPFS_PF_QUEUE 1024
+/* Levels read ahead of a listing in use: a walk entering a directory finds
+ * its subdirectories' listings, and theirs, already read. */
+#define SFTPFS_PF_DEPTH 2
+
 /* Listings kept for READDIRs that continue one (see cont_list). */
 #define SFTPFS_CONT 16
 #define SFTPFS_LISTS_BUCKETS 4096
@@ -222,9 +253,23 @@ struct sftpfs {
 	unsigned dir_gen;         /* see sftpfs_getattr */
 	pthread_t workers[SFTPFS_WORKERS];
 	int nworkers;
+	/* Listing prefetch: the subdirectories of a listing in use are read
+	 * ahead, many in one batch (sftp_list_dirs), by one thread; a walk
+	 * (`find`, `grep -r`, `git status`) then finds them in the cache. */
+	pthread_t pf;
+	int pf_on;
+	pthread_cond_t pf_cv;     /* a directory was queued, or stop */
+	pthread_cond_t list_cv;   /* a prefetched listing arrived, or stop */
+	char *pfq[SFTPFS_PF_QUEUE];
+	size_t pfn;
+	uint64_t lgen;            /* bumped when listings are dropped */
 };
 
 static int get_list(struct sftpfs *r, struct snode *n, struct sdir **out);
+static void *prefetcher(void *arg);
+static int send_pend(struct sftpfs *r, struct snode *n);
+static void queue_kids(struct sftpfs *r, struct lent *l, const struct sdir *d, int level);
+static void wait_loading(struct sftpfs *r, const char *path);
 static int sdent_cmp(const void *a, const void *b);
 static void sdir_put(struct sdir *d);
 static void drop_parent_list(struct sftpfs *r, const char *path);
@@ -355,6 +400,10 @@ static void sdir_put(struct sdir *d);
 static void sftpfs_free(struct sftpfs *r)
 {
 	lc_drop_all(r);
+	for (size_t i = 0; i < r->pfn; i++)
+		free(r->pfq[i]);
+	pthread_cond_destroy(&r->pf_cv);
+	pthread_cond_destroy(&r->list_cv);
 	for (int i = 0; i < SFTPFS_CONT; i++) {
 		free(r->cont[i].path);
 		sdir_put(r->cont[i].d);
@@ -420,6 +469,7 @@ static void lent_drop_list(struct lent *l)
 {
 	sdir_put(l->d);
 	l->d = NULL;
+	l->kids = 0;
 	lent_clean(l);
 }
 
@@ -432,6 +482,7 @@ static void lent_free(struct lent *l)
 
 static void lc_drop_all(struct sftpfs *r)
 {
+	r->lgen++;
 	for (size_t b = 0; b < SFTPFS_LISTS_BUCKETS; b++) {
 		for (struct lent *l = r->lists[b], *next; l; l = next) {
 			next = l->next;
@@ -446,6 +497,7 @@ static void lc_drop_all(struct sftpfs *r)
 static void lc_drop_prefix(struct sftpfs *r, const char *path)
 {
 	size_t pl = strlen(path);
+	r->lgen++;
 	for (size_t b = 0; b < SFTPFS_LISTS_BUCKETS; b++) {
 		for (struct lent **pp = &r->lists[b]; *pp;) {
 			struct lent *l = *pp;
@@ -568,6 +620,8 @@ static int node_unref(struct snode *n, uint64_t k)
 	tab_remove(r, n);
 	if (r->rootn == n)
 		r->rootn = NULL;
+	if (n->lpeer)
+		n->lpeer->lpeer = NULL; /* it stays linked: we no longer know */
 	cdata_drop(r, n);
 	free(n->path);
 	free(n);
@@ -679,7 +733,16 @@ static int apply_pend(struct sftpfs *r, struct snode *n)
 	if (!any)
 		return 0;
 	drain_node(n);
+	return send_pend(r, n);
+}
+
+/* apply_pend's second half: sends n's deferred changes now, once every
+ * write of n queued before is on the wire (the server handles them first). */
+static int send_pend(struct sftpfs *r, struct snode *n)
+{
 	pthread_mutex_lock(&r->mu);
+	while (n->unsent && !r->dead)
+		pthread_cond_wait(&r->done_cv, &r->mu);
 	struct sfile *f = n->cf;
 	struct sftp_attrs a = n->pend;
 	n->pend.flags = 0;
@@ -707,12 +770,13 @@ static int settle_node(struct sftpfs *r, struct snode *n)
 	return apply_pend(r, n);
 }
 
-/* flush and fsync: f's writes acknowledged, then n's deferred changes
- * sent; the first error of either. */
+/* flush and fsync: n's deferred changes sent right behind its writes
+ * (not after their replies: one round trip for both, `tar x`'s close),
+ * then f's writes acknowledged; the first error of either. */
 static int settle_file(struct sftpfs *r, struct snode *n, struct sfile *f)
 {
+	int prc = send_pend(r, n);
 	int rc = drain_file(r, f);
-	int prc = apply_pend(r, n);
 	return rc ? rc : prc;
 }
 
@@ -852,8 +916,17 @@ static void job_done(struct sftpfs *r, struct wjob *j, int rc)
 	r->qbytes -= j->len;
 	j->f->pending--;
 	j->f->n->pending--;
-	if (rc < 0 && !j->f->werr)
+	if (!j->sent)
+		j->f->n->unsent--;
+	if (rc < 0 && !j->f->werr) {
 		j->f->werr = rc;
+		/* The write was answered long ago: say which file lost it (the
+		 * close or fsync of this handle reports the error). */
+		fprintf(stderr, "seerfs: sandbox %s: a deferred write of %s (%zu bytes at %llu) failed: %s; "
+				"the close or fsync of that file reports it, rewrite the file\n",
+			r->sb ? r->sb->name : "?", j->f->n->path ? j->f->n->path : "(removed file)", j->len,
+			(unsigned long long)j->off, strerror(-rc));
+	}
 	free(j);
 	pthread_cond_broadcast(&r->done_cv);
 	pthread_cond_broadcast(&r->work_cv);
@@ -901,6 +974,22 @@ static int refine_failure(struct sftpfs *r, const char *p, struct sftp_handle *h
 	return rc == -EEXIST ? -EIO : rc;
 }
 
+struct sent_note {
+	struct sftpfs *r;
+	struct wjob *j;
+};
+
+/* Every WRITE of a job is on the wire (sftp_pwrite_range_notify). */
+static void job_sent(void *arg)
+{
+	struct sent_note *s = arg;
+	pthread_mutex_lock(&s->r->mu);
+	s->j->sent = 1;
+	s->j->f->n->unsent--;
+	pthread_cond_broadcast(&s->r->done_cv);
+	pthread_mutex_unlock(&s->r->mu);
+}
+
 static void *worker(void *arg)
 {
 	struct sftpfs *r = arg;
@@ -913,7 +1002,8 @@ static void *worker(void *arg)
 		}
 		j->running = 1;
 		pthread_mutex_unlock(&r->mu);
-		int rc = sftp_pwrite_range(r->cli, j->f->h, j->off, j->data, j->len, 0, 0);
+		struct sent_note note = {r, j};
+		int rc = sftp_pwrite_range_notify(r->cli, j->f->h, j->off, j->data, j->len, 0, 0, job_sent, &note);
 		if (rc == -EIO)
 			rc = refine_failure(r, NULL, j->f->h, 0, j->len, rc);
 		pthread_mutex_lock(&r->mu);
@@ -951,6 +1041,8 @@ struct sftpfs *sftpfs_new(struct seer_fs *fs, struct sandbox *sb, struct sftp_cl
 	neg_set_init(&r->negs, SFTPFS_NEG_MAX);
 	pthread_cond_init(&r->work_cv, NULL);
 	pthread_cond_init(&r->done_cv, NULL);
+	pthread_cond_init(&r->pf_cv, NULL);
+	pthread_cond_init(&r->list_cv, NULL);
 	/* The root is stat'ed (following a link to it) here, outside fs->lock,
 	 * so sftpfs_root_entry never waits on the network. */
 	if (sftp_stat(cli, r->root, &r->root_attrs) < 0 || !S_ISDIR(r->root_attrs.perm)) {
@@ -964,6 +1056,7 @@ struct sftpfs *sftpfs_new(struct seer_fs *fs, struct sandbox *sb, struct sftp_cl
 		sftpfs_free(r);
 		return NULL;
 	}
+	r->pf_on = pthread_create(&r->pf, NULL, prefetcher, r) == 0;
 	return r;
 }
 
@@ -995,9 +1088,13 @@ void sftpfs_kill(struct sftpfs *r)
 	}
 	pthread_cond_broadcast(&r->work_cv);
 	pthread_cond_broadcast(&r->done_cv);
+	pthread_cond_broadcast(&r->pf_cv);
+	pthread_cond_broadcast(&r->list_cv);
 	pthread_mutex_unlock(&r->mu);
 	for (int i = 0; i < r->nworkers; i++)
 		pthread_join(r->workers[i], NULL);
+	if (r->pf_on)
+		pthread_join(r->pf, NULL);
 	pthread_mutex_lock(&r->mu);
 	while (r->active)
 		pthread_cond_wait(&r->done_cv, &r->mu);
@@ -1239,6 +1336,8 @@ static void sftpfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	 * in a directory fetches it (one round trip set for all siblings:
 	 * `git status` after a cache drop, `make` probing for files). */
 	pthread_mutex_lock(&r->mu);
+	if (t > 0 && n->path)
+		wait_loading(r, n->path);
 	struct snode *child = tab_find(r, p);
 	int writing = child && child->pending;
 	struct lent *l = writing || t <= 0 || !n->path ? NULL : lc_get(r, n->path, 1);
@@ -1254,14 +1353,27 @@ static void sftpfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 			neg = strcmp(l->added[i], name) != 0;
 		d = NULL;
 	}
-	if (d)
+	/* A name the kernel let expire whose node we know, with attributes
+	 * as fresh as getattr would answer from (its listing may be dirty:
+	 * git's objects after link and unlink). */
+	int known = !writing && t > 0 && child && !neg && child->a_valid && child->a_wgen == child->wgen &&
+		    !child->linked && (child->cf || now - child->a_ms < (int64_t)(t * 1000));
+	if (known) {
+		a = child->a;
+		d = NULL;
+	}
+	if (d) {
 		d->refs++;
-	int want = l && !d && !neg && ++l->misses >= 2 && now - l->changed_ms > 1000;
+		queue_kids(r, l, d, 1);
+	}
+	int want = l && !d && !neg && !known && ++l->misses >= 2 && now - l->changed_ms > 1000;
 	pthread_mutex_unlock(&r->mu);
 	if (!d && want && get_list(r, n, &d) < 0)
 		d = NULL;
 	if (neg) {
 		rc = -ENOENT;
+	} else if (known) {
+		rc = 0;
 	} else if (d) {
 		struct sdent *hit = sdir_find(d, name);
 		rc = hit ? 0 : -ENOENT;
@@ -1603,6 +1715,14 @@ static void orphan_path(struct sftpfs *r, const char *p)
 {
 	pthread_mutex_lock(&r->mu);
 	struct snode *m = tab_find(r, p);
+	if (m && m->lpeer && !m->cf && !m->pending) {
+		/* The other name of a file we linked is its only one again
+		 * (git: link the temporary object to its name, unlink the
+		 * temporary): it may be cached again. */
+		m->lpeer->linked = 0;
+		m->lpeer->lpeer = NULL;
+		m->lpeer = NULL;
+	}
 	if (m)
 		node_orphan(r, m);
 	pthread_mutex_unlock(&r->mu);
@@ -1711,8 +1831,20 @@ static void sftpfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, co
 		 * Only while the kernel keeps the node: looked up afresh after
 		 * a forget, the name gets its own path's number again. */
 		pthread_mutex_lock(&r->mu);
-		node_of(e.ino)->sino = n->sino;
-		node_of(e.ino)->linked = n->linked = 1;
+		struct snode *m = node_of(e.ino);
+		/* One pair is tracked: a third name keeps them linked for good. */
+		if (!n->linked && !m->linked && m != n) {
+			n->lpeer = m;
+			m->lpeer = n;
+		} else {
+			if (n->lpeer)
+				n->lpeer->lpeer = NULL;
+			if (m->lpeer)
+				m->lpeer->lpeer = NULL;
+			n->lpeer = m->lpeer = NULL;
+		}
+		m->sino = n->sino;
+		m->linked = n->linked = 1;
 		pthread_mutex_unlock(&r->mu);
 		e.attr.st_ino = n->sino;
 		e.attr_timeout = e.entry_timeout = 0;
@@ -1999,6 +2131,95 @@ static void sftpfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, m
 	}
 }
 
+/* Under r->mu: m is a small file whose content read_ahead_files may keep:
+ * regular, non-empty, readable by all (the lazy open in sftpfs_open checks
+ * no permission on the server), attributes current, nothing of ours
+ * pending, content not kept yet. */
+static int rd_candidate(struct sftpfs *r, struct snode *m)
+{
+	size_t max = sftp_max_read(r->cli) - 1;
+	if (max > SFTPFS_RD_FILE_MAX)
+		max = SFTPFS_RD_FILE_MAX;
+	return m->path && m->a_valid && m->a_wgen == m->wgen && !m->pending && !m->linked && !m->cf &&
+	       (m->a.flags & SFTP_ATTR_SIZE) && (m->a.flags & SFTP_ATTR_PERMISSIONS) && S_ISREG(m->a.perm) &&
+	       (m->a.perm & 0444) == 0444 && m->a.size > 0 && m->a.size <= max && !cdata_ok(m);
+}
+
+/*
+ * A read-only open of a small file (grep -r, git status, a compiler's
+ * headers): instead of OPEN, then READ, it and the small files after it in
+ * its directory's listing (kernel-known nodes only, sorted as a walk reads
+ * them) are read whole in one batch, two round trips for all
+ * (sftp_read_files), and kept as their content (struct snode: cdata), so
+ * their opens need no server. Kept only if the size read is the size the
+ * listing told (one byte more is asked, to see growth), the file did not
+ * change through us and the caches were not dropped meanwhile (a job
+ * started). Returns 1 when n's content is kept now.
+ */
+static int read_ahead_files(struct sftpfs *r, struct snode *n)
+{
+	struct sftp_fileread fr[SFTPFS_RD_BATCH];
+	uint64_t wg[SFTPFS_RD_BATCH];
+	size_t k = 0, bytes = 0;
+	memset(fr, 0, sizeof(fr));
+	pthread_mutex_lock(&r->mu);
+	if (!rd_candidate(r, n)) {
+		pthread_mutex_unlock(&r->mu);
+		return 0;
+	}
+	char *slash = strrchr(n->path, '/');
+	char *dir = strndup(n->path, slash == n->path ? 1 : (size_t)(slash - n->path));
+	struct lent *l = dir ? lc_get(r, dir, 0) : NULL;
+	struct sdir *d = l ? l->d : NULL; /* even if dirty: names to try only */
+	char *np = strdup(n->path);
+	if (np) {
+		fr[k].path = np;
+		fr[k].want = n->a.size + 1;
+		wg[k++] = n->wgen;
+		bytes += n->a.size;
+	}
+	struct sdent *at = d && np ? sdir_find(d, slash + 1) : NULL;
+	for (size_t i = at ? (size_t)(at - d->e) + 1 : 0; at && i < d->n && k < SFTPFS_RD_BATCH && bytes < SFTPFS_RD_BYTES; i++) {
+		char *cp = join(dir, d->e[i].name);
+		struct snode *m = cp ? tab_find(r, cp) : NULL;
+		if (!m || !rd_candidate(r, m) || bytes + m->a.size > SFTPFS_RD_BYTES) {
+			free(cp);
+			continue;
+		}
+		fr[k].path = cp;
+		fr[k].want = m->a.size + 1;
+		wg[k++] = m->wgen;
+		bytes += m->a.size;
+	}
+	uint64_t gen = r->lgen;
+	pthread_mutex_unlock(&r->mu);
+	free(dir);
+	if (!k)
+		return 0;
+	int on = cur_timeout(r) > 0;
+	(void)sftp_read_files(r->cli, fr, k); /* each fr[i].rc says how it went */
+	on = on && cur_timeout(r) > 0;
+	pthread_mutex_lock(&r->mu);
+	for (size_t i = 0; i < k; i++) {
+		struct snode *m = fr[i].rc == 0 && on && gen == r->lgen ? tab_find(r, fr[i].path) : NULL;
+		if (m && m->wgen == wg[i] && rd_candidate(r, m) && fr[i].got + 1 == fr[i].want &&
+		    r->cbytes + fr[i].got <= SFTPFS_CDATA_TOTAL) {
+			cdata_drop(r, m);
+			m->cdata = (char *)fr[i].data;
+			fr[i].data = NULL;
+			m->clen = fr[i].got;
+			m->cgen = m->wgen;
+			m->cvalid = 1;
+			r->cbytes += m->clen;
+		}
+		free(fr[i].data);
+		free((char *)fr[i].path);
+	}
+	int ok = cdata_ok(n);
+	pthread_mutex_unlock(&r->mu);
+	return ok;
+}
+
 static void sftpfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	BEGIN(ino);
@@ -2024,6 +2245,8 @@ static void sftpfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 		pthread_mutex_lock(&r->mu);
 		lazy = cdata_ok(n) && n->a_valid && (n->a.perm & S_IRUSR) && (n->cf || (n->a.perm & 0444) == 0444);
 		pthread_mutex_unlock(&r->mu);
+		if (!lazy)
+			lazy = read_ahead_files(r, n);
 	}
 	rc = lazy ? 0 : sftp_open(r->cli, p, open_flags(r, fi->flags), NULL, &h);
 	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
@@ -2126,6 +2349,10 @@ static void sftpfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, 
 		FAIL(-ENOMEM);
 	pthread_mutex_lock(&r->mu);
 	uint64_t wgen = n->wgen;
+	/* Where the file ends, if we know: a short READ reaching it is the
+	 * end, not asked again (grep: two round trips per file, not three). */
+	uint64_t eof_at = n->a_valid && n->a_wgen == wgen && !n->pending && (n->a.flags & SFTP_ATTR_SIZE) &&
+				  !idle_gate_busy(&r->gate) ? n->a.size : UINT64_MAX;
 	pthread_mutex_unlock(&r->mu);
 	size_t got = 0;
 	uint64_t o = (uint64_t)off;
@@ -2152,7 +2379,7 @@ static void sftpfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, 
 		pthread_mutex_unlock(&f->ra_mu);
 		char *nb = malloc(win);
 		size_t ngot = 0;
-		rc = nb ? sftp_pread_range(r->cli, f->h, o, nb, win, &ngot, 0, 0) : -ENOMEM;
+		rc = nb ? sftp_pread_range_eof(r->cli, f->h, o, nb, win, &ngot, 0, 0, eof_at) : -ENOMEM;
 		pthread_mutex_lock(&f->ra_mu);
 		if (rc == 0) {
 			free(f->ra_buf);
@@ -2172,7 +2399,7 @@ static void sftpfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, 
 	} else {
 		f->ra_win = 0;
 		pthread_mutex_unlock(&f->ra_mu);
-		rc = sftp_pread_range(r->cli, f->h, o, buf, size, &got, 0, 0);
+		rc = sftp_pread_range_eof(r->cli, f->h, o, buf, size, &got, 0, 0, eof_at);
 	}
 	op_exit(r);
 	if (rc < 0)
@@ -2227,6 +2454,7 @@ static void sftpfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t
 		r->qbytes += size;
 		f->pending++;
 		n->pending++;
+		n->unsent++;
 		f->written = 1;
 		pthread_cond_signal(&r->work_cv);
 	}
@@ -2314,47 +2542,31 @@ static int sdent_cmp(const void *a, const void *b)
 	return strcmp(((const struct sdent *)a)->name, ((const struct sdent *)b)->name);
 }
 
-/* Reads the whole listing of path (READDIR brings every entry's lstat). */
-static int fetch_list(struct sftpfs *r, const char *path, struct sdir **out)
+/* A listing read by sftp_list_dirs as an sdir (ls's entries taken). */
+static int sdir_from(struct sftp_listing *ls, struct sdir **out)
 {
-	struct sftp_handle *h = NULL;
-	int rc = sftp_opendir(r->cli, path, &h);
-	if (rc < 0)
-		return rc;
+	*out = NULL;
+	if (ls->rc < 0)
+		return ls->rc;
 	struct sdir *d = calloc(1, sizeof(*d));
-	size_t cap = 0;
-	while (d) {
-		struct sftp_dirent *ents = NULL;
-		size_t k = 0;
-		rc = sftp_readdir(r->cli, h, &ents, &k);
-		if (rc < 0 || k == 0)
-			break;
-		if (d->n + k > cap) {
-			size_t nc = (d->n + k) * 2;
-			struct sdent *ne = realloc(d->e, nc * sizeof(*ne));
-			if (!ne) {
-				sftp_dirents_free(ents, k);
-				rc = -ENOMEM;
-				break;
-			}
-			d->e = ne;
-			cap = nc;
-		}
-		for (size_t i = 0; i < k; i++) {
-			d->e[d->n].name = ents[i].name;
-			ents[i].name = NULL;
-			d->e[d->n++].a = ents[i].attrs;
-		}
-		sftp_dirents_free(ents, k);
+	if (d && ls->n && !(d->e = calloc(ls->n, sizeof(*d->e)))) {
+		free(d);
+		d = NULL;
 	}
-	sftp_close(r->cli, h);
-	if (!d)
-		rc = -ENOMEM;
-	if (rc < 0) {
-		if (d)
-			sdir_free(d);
-		return rc;
+	if (!d) {
+		sftp_dirents_free(ls->ents, ls->n);
+		ls->ents = NULL;
+		ls->n = 0;
+		return -ENOMEM;
 	}
+	for (size_t i = 0; i < ls->n; i++) {
+		d->e[d->n].name = ls->ents[i].name;
+		ls->ents[i].name = NULL;
+		d->e[d->n++].a = ls->ents[i].attrs;
+	}
+	sftp_dirents_free(ls->ents, ls->n);
+	ls->ents = NULL;
+	ls->n = 0;
 	if (d->n > 1)
 		qsort(d->e, d->n, sizeof(*d->e), sdent_cmp);
 	d->refs = 1;
@@ -2362,16 +2574,134 @@ static int fetch_list(struct sftpfs *r, const char *path, struct sdir **out)
 	return 0;
 }
 
+/* Reads the whole listing of path (READDIR brings every entry's lstat):
+ * OPENDIR, then two READDIRs at once, the CLOSE not waited for. */
+static int fetch_list(struct sftpfs *r, const char *path, struct sdir **out)
+{
+	struct sftp_listing ls = {.path = path};
+	int rc = sftp_list_dirs(r->cli, &ls, 1);
+	return rc < 0 ? rc : sdir_from(&ls, out);
+}
+
+/* Under r->mu: queues the subdirectories of path (listing d) not cached
+ * for the prefetcher, once per listing (l is path's entry); they are
+ * `level` levels below the listing in use. */
+static void queue_kids(struct sftpfs *r, struct lent *l, const struct sdir *d, int level)
+{
+	if (!r->pf_on || !l || l->kids || l->d != d)
+		return;
+	l->kids = 1;
+	char *path = strdup(l->path); /* lc_get below may not move l, but be safe */
+	if (!path)
+		return;
+	int any = 0;
+	for (size_t i = 0; i < d->n && r->pfn < SFTPFS_PF_QUEUE; i++) {
+		const struct sdent *e = &d->e[i];
+		if (!(e->a.flags & SFTP_ATTR_PERMISSIONS) || !S_ISDIR(e->a.perm) || !strcmp(e->name, ".") ||
+		    !strcmp(e->name, ".."))
+			continue;
+		char *cp = join(path, e->name);
+		struct lent *c = cp ? lc_get(r, cp, 1) : NULL;
+		if (!c || c->d || c->loading) {
+			free(cp);
+			continue;
+		}
+		c->loading = 1;
+		c->ahead = level;
+		r->pfq[r->pfn++] = cp;
+		any = 1;
+	}
+	free(path);
+	if (any)
+		pthread_cond_signal(&r->pf_cv);
+}
+
+/* Under r->mu: waits while path's listing is being prefetched. */
+static void wait_loading(struct sftpfs *r, const char *path)
+{
+	struct lent *l;
+	while (!r->stop && (l = lc_get(r, path, 0)) && l->loading)
+		pthread_cond_wait(&r->list_cv, &r->mu);
+}
+
+/* The prefetcher: reads queued directories in batches and caches their
+ * listings, unless the directory changed through us or the caches were
+ * dropped (lgen) since the batch was sent. */
+static void *prefetcher(void *arg)
+{
+	struct sftpfs *r = arg;
+	pthread_mutex_lock(&r->mu);
+	while (!r->stop) {
+		if (!r->pfn) {
+			pthread_cond_wait(&r->pf_cv, &r->mu);
+			continue;
+		}
+		size_t k = r->pfn < SFTPFS_PF_BATCH ? r->pfn : SFTPFS_PF_BATCH;
+		char *paths[SFTPFS_PF_BATCH];
+		memcpy(paths, r->pfq, k * sizeof(*paths));
+		memmove(r->pfq, r->pfq + k, (r->pfn - k) * sizeof(*paths));
+		r->pfn -= k;
+		uint64_t gen = r->lgen;
+		int64_t start = now_ms();
+		pthread_mutex_unlock(&r->mu);
+		/* Read while a job runs, a listing may miss what it does next. */
+		int on0 = cur_timeout(r) > 0;
+		struct sftp_listing ls[SFTPFS_PF_BATCH];
+		struct sdir *d[SFTPFS_PF_BATCH];
+		memset(ls, 0, sizeof(ls));
+		for (size_t i = 0; i < k; i++)
+			ls[i].path = paths[i];
+		if (sftp_list_dirs(r->cli, ls, k) < 0)
+			for (size_t i = 0; i < k; i++)
+				ls[i].rc = -ENOMEM;
+		for (size_t i = 0; i < k; i++)
+			sdir_from(&ls[i], &d[i]);
+		int on = on0 && cur_timeout(r) > 0;
+		pthread_mutex_lock(&r->mu);
+		for (size_t i = 0; i < k; i++) {
+			struct lent *l = lc_get(r, paths[i], 0);
+			if (l)
+				l->loading = 0;
+			if (l && d[i] && on && gen == r->lgen && !l->d && l->changed_ms < start) {
+				lent_clean(l);
+				l->d = d[i];
+				l->ms = start;
+				d[i] = NULL;
+				if (l->ahead < SFTPFS_PF_DEPTH)
+					queue_kids(r, l, l->d, l->ahead + 1);
+			}
+			sdir_put(d[i]);
+			free(paths[i]);
+		}
+		pthread_cond_broadcast(&r->list_cv);
+	}
+	/* Stopped: what is still queued will not be read. */
+	for (size_t i = 0; i < r->pfn; i++) {
+		struct lent *l = lc_get(r, r->pfq[i], 0);
+		if (l)
+			l->loading = 0;
+		free(r->pfq[i]);
+	}
+	r->pfn = 0;
+	pthread_cond_broadcast(&r->list_cv);
+	pthread_mutex_unlock(&r->mu);
+	return NULL;
+}
+
 /* The listing of n, from the cache or the server; the caller owns a ref. */
 static int get_list(struct sftpfs *r, struct snode *n, struct sdir **out)
 {
 	double t = cur_timeout(r);
-	int64_t start = now_ms();
 	pthread_mutex_lock(&r->mu);
+	if (n->path && t > 0)
+		wait_loading(r, n->path);
+	int64_t start = now_ms();
 	struct lent *l = n->path && t > 0 ? lc_get(r, n->path, 0) : NULL;
 	struct sdir *d = l && l->d && !l->dirty && start - l->ms <= (int64_t)(t * 1000) ? l->d : NULL;
-	if (d)
+	if (d) {
 		d->refs++;
+		queue_kids(r, l, d, 1);
+	}
 	char *p = !d && n->path ? strdup(n->path) : NULL;
 	int gone = !d && !n->path;
 	pthread_mutex_unlock(&r->mu);
@@ -2399,6 +2729,7 @@ static int get_list(struct sftpfs *r, struct snode *n, struct sdir **out)
 			l->d = d;
 			l->ms = start;
 			d->refs++;
+			queue_kids(r, l, d, 1);
 		}
 	}
 	pthread_mutex_unlock(&r->mu);

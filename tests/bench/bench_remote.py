@@ -93,6 +93,18 @@ LABELS = {
 NEEDS = {"commit": "tarx", "gsc": "commit", "gsw": "commit", "find": "tarx", "grep": "tarx",
          "read": "write"}
 COLD = {"gsc", "find", "grep", "read"}
+# Units of each row for round trips per operation: (count, unit), and the
+# same without .git for find/grep when commit did not run.
+UNITS = {"create": (100, "file"), "tarx": (120, "entry"), "commit": (121, "object"), "gsc": (118, "dir"),
+         "gsw": (17, "file git opens"), "find": (118, "dir"), "grep": (251, "file"), "write": (16, "MiB"),
+         "read": (16, "MiB")}
+UNITS_NOGIT = {"find": (12, "dir"), "grep": (108, "file")}
+# The fewest round trips each row could cost over plain SFTP v3 (a handle
+# must come back before a request names it; a call that can fail must
+# wait for its answer; listings and small files of many directories may
+# share a round trip), for this tree; docs/remote-latency.md says how.
+FLOOR = {"create": 200, "tarx": 228, "commit": 580, "gsc": 12, "gsw": 0, "find": 10, "grep": 20,
+         "write": 2, "read": 2}
 CLIENTS = ["sshfs", "seerfs"]
 
 
@@ -530,20 +542,24 @@ def main():
                    f" (sshfs/seerfs)); median of {n} round{'s' if n > 1 else ''}, seconds; "
                    f"rt = round trips (client-to-server bursts)")
         out.append("")
-        out.append("| row | sshfs | seerfs | sshfs / seerfs | sshfs rt | seerfs rt |")
-        out.append("|---|---|---|---|---|---|")
+        out.append("| row | sshfs | seerfs | sshfs / seerfs | sshfs rt | seerfs rt | seerfs rt per unit "
+                   "| SFTP floor rt |")
+        out.append("|---|---|---|---|---|---|---|---|")
         for row in ROWS:
             if row not in want:
                 continue
             r = {c: results.get((lat, c, row)) for c in CLIENTS}
             if not all(r.values()):
-                out.append(f"| {LABELS[row]} | skipped | skipped | | | |")
+                out.append(f"| {LABELS[row]} | skipped | skipped | | | | | |")
                 continue
             s = {c: statistics.median(x[0] for x in r[c]) for c in CLIENTS}
             rt = {c: statistics.median(x[1] for x in r[c]) for c in CLIENTS}
             label = LABELS[row] + (" (no .git: commit not run)" if (lat, row) in nogit else "")
+            units, unit = (UNITS_NOGIT if (lat, row) in nogit and row in UNITS_NOGIT else UNITS)[row]
+            floor = "" if (lat, row) in nogit else f"{FLOOR[row]:g}"
             out.append(f"| {label} | {s['sshfs']:.2f} | {s['seerfs']:.2f} | "
-                       f"{s['sshfs'] / s['seerfs']:.2f} | {rt['sshfs']:g} | {rt['seerfs']:g} |")
+                       f"{s['sshfs'] / s['seerfs']:.2f} | {rt['sshfs']:g} | {rt['seerfs']:g} | "
+                       f"{rt['seerfs'] / units:.2f} per {unit} | {floor} |")
         if skipped.get(lat):
             out.append("")
             out.append(f"skipped at {lat:g} ms (time budget {a.budget:g} s or a skipped row it needs): "

@@ -25,7 +25,8 @@ Fixtures:
 SEERFS_TEST_PROVIDER=ssh runs the same test bodies against the ssh provider
 (docs/ssh.md): one OpenSSH sshd on 127.0.0.1 for the whole session
 (sshd_fixture.py), and every seerfs the factory starts gets -o providers=FILE
-naming it "t1" (a per-test file, so each test has its own remote workdir);
+naming it "t1" (a per-test file, so each test has its own remote workdir;
+SEERFS_TEST_SSH_DELAY_MS=20 puts tests/bench/delay_proxy.py in front of it);
 Seerfs.sandbox() adds "provider": "t1" to the configs it writes, so the
 `sandbox` fixture and tests that build their own sandboxes land there. The
 default (unset or "local") is the local provider, unchanged. Tests that check
@@ -55,6 +56,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -571,14 +573,59 @@ def time_limit(seconds, what):
         signal.signal(signal.SIGALRM, old)
 
 
+class _DelayedSshd:
+    """An SshdFixture seen through tests/bench/delay_proxy.py: its port and
+    known_hosts are the proxy's, everything else the sshd's."""
+
+    def __init__(self, sshd, delay_ms, base):
+        self._sshd = sshd
+        portfile = os.path.join(base, "proxy.port")
+        self._proxy = subprocess.Popen(
+            [sys.executable, str(pathlib.Path(__file__).resolve().parents[1] / "bench" / "delay_proxy.py"),
+             "0", "127.0.0.1", str(sshd.port), str(delay_ms / 2), "--port-file", portfile],
+            stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not os.path.exists(portfile):
+            if self._proxy.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("delay_proxy.py did not start")
+            time.sleep(0.05)
+        with open(portfile) as f:
+            self.port = int(f.read())
+        self.known_hosts = os.path.join(base, "known_hosts")
+        with open(self.known_hosts, "w") as f:
+            f.write(self.known_hosts_line())
+
+    def __getattr__(self, name):
+        return getattr(self._sshd, name)
+
+    def known_hosts_line(self, host_key=None):
+        with open((host_key or self._sshd.host_key) + ".pub") as f:
+            keytype, key = f.read().split()[:2]
+        return f"[{self._sshd.host}]:{self.port} {keytype} {key}\n"
+
+    def stop_proxy(self):
+        self._proxy.terminate()
+        self._proxy.wait()
+
+
 @pytest.fixture(scope="session")
-def ssh_server():
-    """The sshd of SEERFS_TEST_PROVIDER=ssh, one for the session."""
+def ssh_server(tmp_path_factory):
+    """The sshd of SEERFS_TEST_PROVIDER=ssh, one for the session; with
+    SEERFS_TEST_SSH_DELAY_MS=N, seen through tests/bench/delay_proxy.py
+    adding a round trip of N ms (issue #19: remote hosts are far away)."""
     if not os.path.exists("/usr/sbin/sshd"):
         pytest.fail("SEERFS_TEST_PROVIDER=ssh needs openssh-server (/usr/sbin/sshd)", pytrace=False)
     from sshd_fixture import SshdFixture
+    delay = float(os.environ.get("SEERFS_TEST_SSH_DELAY_MS", "0") or 0)
     with SshdFixture(log_level="INFO") as s:
-        yield s
+        if delay <= 0:
+            yield s
+            return
+        d = _DelayedSshd(s, delay, str(tmp_path_factory.mktemp("delay-proxy")))
+        try:
+            yield d
+        finally:
+            d.stop_proxy()
 
 
 ENGINES_NEED_ROOT = "container engines need root (tools/test.sh runs them in the root stage)"
