@@ -269,3 +269,58 @@ def test_remote_exec_stdin_exit_env_kill(seerfs_factory, tmp_path, engine):
     for _ in range(10):
         assert sandbox_run(a, "true")[0] == 0
     print(f"\nremote exec round trip {(time.monotonic() - t0) / 10 * 1000:.1f} ms; kill {kill_s * 1000:.0f} ms")
+
+
+def test_remote_root_and_exec_speed_beside_local_engine(seerfs_factory, tmp_path, engine):
+    """One mount, the same dockerd as a local and as a remote engine: the
+    rows of docs/docker.md's remote table (printed; the assertions are on
+    the files)."""
+    e = engine
+    pfile = tmp_path / "providers-both.json"
+    pfile.write_text(json.dumps({
+        "loc": docker_entry(e),
+        NAME: docker_entry(e, endpoint=e.tls_endpoint, ca=e.ca, cert=e.cert, key=e.key, local=False)}))
+    m = seerfs_factory(args=("-o", f"providers={pfile}"))
+    boxes = {"local": m.sandbox("sl", json.dumps({"provider": "loc"}), want="running"),
+             "remote": m.sandbox("sr", json.dumps({"provider": NAME}), want="running")}
+    n = 200
+    rows = {}
+    for kind, sb in boxes.items():
+        d = sb / "root" / "workspace" / "bench"
+        d.mkdir(parents=True)
+        t = {}
+        t0 = time.monotonic()
+        for i in range(n):
+            (d / f"f{i}").write_bytes(b"x" * 100)
+        t["create"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        for i in range(n):
+            assert (d / f"f{i}").stat().st_size == 100
+        t["stat"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        for i in range(n):
+            assert (d / f"f{i}").read_bytes() == b"x" * 100
+        t["read"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        assert len(os.listdir(d)) == n
+        t["readdir"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        for i in range(n):
+            os.unlink(d / f"f{i}")
+        t["delete"] = time.monotonic() - t0
+        big = os.urandom(16 << 20)
+        t0 = time.monotonic()
+        (d / "big").write_bytes(big)
+        t["write 16 MiB"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        assert (d / "big").read_bytes() == big
+        t["read 16 MiB"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        for _ in range(10):
+            assert sandbox_run(sb, "true")[0] == 0
+        t["exec round trip"] = (time.monotonic() - t0) / 10
+        rows[kind] = t
+    print("\n| row | local engine | remote (TLS, SFTP) |")
+    for k in rows["local"]:
+        label = f"{k} ({n} files)" if k in ("create", "stat", "read", "readdir", "delete") else k
+        print(f"| {label} | {rows['local'][k] * 1000:.1f} ms | {rows['remote'][k] * 1000:.1f} ms |")
