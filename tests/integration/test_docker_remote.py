@@ -324,3 +324,54 @@ def test_remote_root_and_exec_speed_beside_local_engine(seerfs_factory, tmp_path
     for k in rows["local"]:
         label = f"{k} ({n} files)" if k in ("create", "stat", "read", "readdir", "delete") else k
         print(f"| {label} | {rows['local'][k] * 1000:.1f} ms | {rows['remote'][k] * 1000:.1f} ms |")
+
+
+@pytest.fixture(scope="module")
+def hub():
+    import threading
+    import hf_server
+    srv = hf_server.make_server(token="hf_DOCKtoken_0a1b")
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_remote_model_volume_filled_once(seerfs_factory, tmp_path, engine, hub):
+    import hashlib
+    import hf_server
+    repo = hf_server.build_repos()["seer/tiny-model"]
+    env = dict(os.environ, HF_ENDPOINT=f"http://127.0.0.1:{hub.server_address[1]}")
+    env.pop("HF_TOKEN", None)
+    e = engine
+    pfile = tmp_path / "providers-models.json"
+    pfile.write_text(json.dumps({NAME: docker_entry(e, endpoint=e.tls_endpoint, ca=e.ca, cert=e.cert, key=e.key,
+                                                    local=False)}))
+    m = seerfs_factory(args=("-o", f"providers={pfile}"), env=env)
+    a = start(m, "md1", {"models": ["seer/tiny-model"]})
+    assert "filled in" in log_text(a), log_text(a)
+    want = hashlib.sha256(repo.files["model.safetensors"]).hexdigest()
+    code, out = sandbox_run(a, "sha256sum /models/seer--tiny-model/model.safetensors")
+    assert code == 0 and want in out.decode(), out
+    # the files, not links into a cache that is not there
+    assert (a / "root" / "models" / "seer--tiny-model" / "model.safetensors").read_bytes() == \
+        repo.files["model.safetensors"]
+    code, _ = sandbox_run(a, "touch /models/seer--tiny-model/x")
+    assert code != 0, "the model must be read-only"
+    # a volume of the engine's, labelled with the model, mounted read-only; no host path
+    c = container_of(e, "md1")
+    mounts = [x for x in c["Mounts"] if x["Destination"] == "/models/seer--tiny-model"]
+    assert len(mounts) == 1 and mounts[0]["Type"] == "volume" and mounts[0]["RW"] is False, c["Mounts"]
+    st, body = e.request("GET", "/volumes/" + mounts[0]["Name"])
+    assert st == 200, body
+    assert json.loads(body)["Labels"]["seerfs.model"] == "seer/tiny-model"
+    # a second sandbox on the same engine uses the volume as it is
+    b = start(m, "md2", {"models": ["seer/tiny-model"]})
+    assert "is filled already" in log_text(b) and "filled in" not in log_text(b), log_text(b)
+    code, out = sandbox_run(b, "sha256sum /models/seer--tiny-model/model.safetensors")
+    assert code == 0 and want in out.decode(), out
+    # no helper container is left behind
+    q = "/containers/json?all=1&filters=" + urllib.parse.quote(json.dumps({"label": ["seerfs.helper=model"]}))
+    st, body = e.request("GET", q)
+    assert st == 200 and json.loads(body) == [], body

@@ -49,6 +49,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -134,12 +136,6 @@ static int docker_check(struct sandbox *sb, const struct seer_config *cfg, char 
 		snprintf(err, n, "sandbox %s: provider \"%s\" has no settings; write config.json again", sb->name,
 			 cfg->provider);
 		return -EINVAL;
-	}
-	if (!e->local && cfg->n_models) {
-		snprintf(err, n,
-			 "sandbox %s: provider %s: engine %s is remote (not on this machine) and models on a remote engine are not supported yet; use an engine on this machine for sandboxes with models, or drop \"models\"",
-			 sb->name, e->name, e->endpoint);
-		return -EOPNOTSUPP;
 	}
 	return 0;
 }
@@ -351,6 +347,191 @@ static struct json_object *strarr(const char *const *v)
 	return a;
 }
 
+/* ---- models on a remote engine: a volume per model and commit ------------------------------ */
+
+/* seerfs-model-HASH: HASH of the model's name and commit, so one engine
+ * holds one copy of each, whatever state directory asks. */
+static void model_volume_name(const struct seer_start_model *m, char *out, size_t n)
+{
+	struct sha256_ctx c;
+	uint8_t d[SHA256_DIGEST_LEN];
+	char hex[2 * SHA256_DIGEST_LEN + 1];
+	sha256_init(&c);
+	sha256_update(&c, m->mount, strlen(m->mount) + 1);
+	sha256_update(&c, m->commit, strlen(m->commit) + 1);
+	sha256_final(&c, d);
+	sha_hex(d, SHA256_DIGEST_LEN, hex);
+	snprintf(out, n, "seerfs-model-%.24s", hex);
+}
+
+#define MODEL_DONE ".seerfs-complete"
+
+/* PUTs a tar (made by engine_tar_from_fd of fd, under name) at dir of
+ * container hid. */
+static int put_fd(struct docker_entry *e, struct engine *eng, const char *hid, const char *dir, int fd, const char *name,
+		  char *err, size_t n)
+{
+	void *tar = NULL;
+	size_t len = 0;
+	int r = engine_tar_from_fd(fd, name, 0, 0, &tar, &len, err, n);
+	if (r < 0)
+		return r;
+	char q[3 * 4096], p[3 * 4096 + 128];
+	if (engine_escape(dir, q, sizeof(q)) < 0) {
+		free(tar);
+		return -ENAMETOOLONG;
+	}
+	snprintf(p, sizeof(p), "/containers/%s/archive?path=%s", hid, q);
+	int st = engine_put_raw(eng, "PUT", p, "application/x-tar", tar, len, NULL, err, n);
+	free(tar);
+	(void)e;
+	return st < 0 ? st : st >= 300 ? -EIO : 0;
+}
+
+/* The model's snapshot directory (its entries are links into ../../blobs:
+ * followed, so the volume holds the files) into dir of container hid. */
+static int put_model_dir(struct docker_entry *e, struct engine *eng, const char *hid, int dfd, const char *dir,
+			 char *err, size_t n)
+{
+	int r = 0, dup = fcntl(dfd, F_DUPFD_CLOEXEC, 3);
+	DIR *dh = dup >= 0 ? fdopendir(dup) : NULL;
+	if (!dh) {
+		snprintf(err, n, "cannot list %s of the model: %s", dir, strerror(errno));
+		if (dup >= 0)
+			close(dup);
+		return -errno;
+	}
+	struct dirent *de;
+	while (r == 0 && (de = readdir(dh))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		int fd = openat(dfd, de->d_name, O_RDONLY | O_CLOEXEC);
+		struct stat st;
+		if (fd < 0 || fstat(fd, &st) < 0) {
+			r = -errno;
+			snprintf(err, n, "cannot read %s/%s of the model: %s", dir, de->d_name, strerror(-r));
+		} else if (S_ISREG(st.st_mode)) {
+			r = put_fd(e, eng, hid, dir, fd, de->d_name, err, n);
+		} else if (S_ISDIR(st.st_mode)) {
+			/* the directory itself first (a tar of an empty one), then its files */
+			char tmpl[] = "/tmp/seerfs-model-XXXXXX", sub[4096];
+			if (!mkdtemp(tmpl)) {
+				r = -errno;
+			} else {
+				int tfd = open(tmpl, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+				r = tfd < 0 ? -errno : put_fd(e, eng, hid, dir, tfd, de->d_name, err, n);
+				if (tfd >= 0)
+					close(tfd);
+				rmdir(tmpl);
+			}
+			snprintf(sub, sizeof(sub), "%s/%s", dir, de->d_name);
+			if (r == 0)
+				r = put_model_dir(e, eng, hid, fd, sub, err, n);
+		}
+		if (fd >= 0)
+			close(fd);
+	}
+	closedir(dh);
+	return r;
+}
+
+/* The volume of model m on the engine, filled once: a helper container
+ * (the sandbox's image, never started, no network) mounts it, the model's
+ * files go in through the archive endpoint, then the marker MODEL_DONE; a
+ * volume with the marker is used as it is. */
+static int model_volume(struct sandbox *sb, struct docker_entry *e, const char *image, const struct seer_start_model *m,
+			char *err, size_t n)
+{
+	char vol[96], e2[768], p[512];
+	model_volume_name(m, vol, sizeof(vol));
+	struct engine *eng = dk_engine(e, err, n);
+	if (!eng)
+		return -EHOSTUNREACH;
+	char model[256];
+	snprintf(model, sizeof(model), "%s", m->mount);
+	char *dd = strstr(model, "--");
+	if (dd) {   /* ORG--NAME -> ORG/NAME */
+		*dd = '/';
+		memmove(dd + 1, dd + 2, strlen(dd + 2) + 1);
+	}
+	struct json_object *req = json_object_new_object(), *labels = json_object_new_object();
+	json_object_object_add(req, "Name", json_object_new_string(vol));
+	json_object_object_add(labels, "seerfs.model", json_object_new_string(model));
+	json_object_object_add(labels, "seerfs.model.commit", json_object_new_string(m->commit));
+	json_object_object_add(req, "Labels", labels);
+	int r = dk_call(e, "POST", "/volumes/create", json_object_to_json_string(req), 0, NULL, NULL, e2, sizeof(e2));
+	json_object_put(req);
+	if (r < 0) {
+		snprintf(err, n, "sandbox %s: model %s: cannot make volume %s on %s: %s", sb->name, model, vol, e->endpoint, e2);
+		return r;
+	}
+	req = json_object_new_object();
+	struct json_object *hc = json_object_new_object(), *binds = json_object_new_array();
+	json_object_object_add(req, "Image", json_object_new_string(image));
+	static const char *const ep[] = {"/bin/true", NULL};
+	json_object_object_add(req, "Entrypoint", strarr(ep));
+	json_object_object_add(req, "Cmd", json_object_new_array());
+	labels = json_object_new_object();
+	json_object_object_add(labels, "seerfs.state", json_object_new_string(sb->ctx->state_dir));
+	json_object_object_add(labels, "seerfs.helper", json_object_new_string("model"));
+	json_object_object_add(req, "Labels", labels);
+	snprintf(p, sizeof(p), "%s:/m", vol);
+	json_object_array_add(binds, json_object_new_string(p));
+	json_object_object_add(hc, "Binds", binds);
+	json_object_object_add(hc, "NetworkMode", json_object_new_string("none"));
+	json_object_object_add(req, "HostConfig", hc);
+	struct json_object *res = NULL;
+	r = dk_call(e, "POST", "/containers/create", json_object_to_json_string(req), 0, NULL, &res, e2, sizeof(e2));
+	json_object_put(req);
+	char hid[80] = "";
+	if (r == 0 && jstr(res, "Id"))
+		snprintf(hid, sizeof(hid), "%s", jstr(res, "Id"));
+	json_object_put(res);
+	if (!hid[0]) {
+		snprintf(err, n, "sandbox %s: model %s: cannot make the helper container that fills volume %s: %s", sb->name,
+			 model, vol, e2);
+		return r < 0 ? r : -EPROTO;
+	}
+	char *raw = NULL;
+	size_t rawlen = 0;
+	long st = 0;
+	snprintf(p, sizeof(p), "/containers/%s/archive?path=/m/" MODEL_DONE, hid);
+	r = dk_call_raw(e, "GET", p, NULL, 0, &st, &raw, &rawlen, e2, sizeof(e2));
+	free(raw);
+	if (r == 0) {
+		sandbox_log(sb, "docker: model %s: volume %s on %s is filled already", model, vol, e->endpoint);
+	} else {
+		sandbox_set_progress(sb, "model %s: filling volume %s on %s", model, vol, e->endpoint);
+		double t0 = mono_s();
+		char sp[4096];
+		snprintf(sp, sizeof(sp), "%s/snapshots/%s", m->dir, m->commit);
+		int dfd = open(sp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		r = dfd < 0 ? -errno : put_model_dir(e, eng, hid, dfd, "/m", e2, sizeof(e2));
+		if (dfd < 0)
+			snprintf(e2, sizeof(e2), "cannot open %.600s: %s", sp, strerror(-r));
+		else
+			close(dfd);
+		if (r == 0) {
+			int mfd = memfd_create("seerfs-model-done", MFD_CLOEXEC);
+			if (mfd < 0 || write(mfd, m->commit, strlen(m->commit)) < 0)
+				r = -errno;
+			else
+				r = put_fd(e, eng, hid, "/m", mfd, MODEL_DONE, e2, sizeof(e2));
+			if (mfd >= 0)
+				close(mfd);
+		}
+		if (r == 0)
+			sandbox_log(sb, "docker: model %s: volume %s on %s filled in %.2f s", model, vol, e->endpoint,
+				    mono_s() - t0);
+		else
+			snprintf(err, n, "sandbox %s: model %s: cannot fill volume %s on %s: %s", sb->name, model, vol,
+				 e->endpoint, e2);
+	}
+	snprintf(p, sizeof(p), "/containers/%s?force=1", hid);
+	dk_call(e, "DELETE", p, NULL, 0, NULL, NULL, e2, sizeof(e2));
+	return r;
+}
+
 static int create_container(struct sandbox *sb, struct docker_entry *e, const struct seer_config *cfg,
 			    const struct seer_start *in, const char *cname, const char *image, const char *binds_key,
 			    char *id, size_t idlen, char *err, size_t n)
@@ -378,7 +559,13 @@ static int create_container(struct sandbox *sb, struct docker_entry *e, const st
 	 * snapshot (model_links, after start). */
 	for (size_t i = 0; i < in->n_models; i++) {
 		struct sbuf mb = {0};
-		sbuf_printf(&mb, "%s:/.seerfs/models/%s:ro", in->models[i].dir, in->models[i].mount);
+		if (e->local) {
+			sbuf_printf(&mb, "%s:/.seerfs/models/%s:ro", in->models[i].dir, in->models[i].mount);
+		} else {   /* a volume of the engine's, filled once (model_volume) */
+			char vol[96];
+			model_volume_name(&in->models[i], vol, sizeof(vol));
+			sbuf_printf(&mb, "%s:/models/%s:ro", vol, in->models[i].mount);
+		}
 		json_object_array_add(binds, json_object_new_string(mb.data));
 		sbuf_free(&mb);
 	}
@@ -444,7 +631,7 @@ static int container_post(struct docker_entry *e, const char *id, const char *wh
 
 /* What the container's binds depend on besides the image (the models),
  * as a label: a container made with others is made again. */
-static void binds_key(const struct seer_start *in, char *out, size_t n)
+static void binds_key(const struct docker_entry *e, const struct seer_start *in, char *out, size_t n)
 {
 	struct sha256_ctx c;
 	uint8_t d[SHA256_DIGEST_LEN];
@@ -453,6 +640,8 @@ static void binds_key(const struct seer_start *in, char *out, size_t n)
 	for (size_t i = 0; i < in->n_models; i++) {
 		sha256_update(&c, in->models[i].dir, strlen(in->models[i].dir) + 1);
 		sha256_update(&c, in->models[i].mount, strlen(in->models[i].mount) + 1);
+		if (!e->local)   /* a volume per commit */
+			sha256_update(&c, in->models[i].commit, strlen(in->models[i].commit) + 1);
 	}
 	sha256_final(&c, d);
 	sha_hex(d, SHA256_DIGEST_LEN, hex);
@@ -716,7 +905,7 @@ static int docker_start(struct sandbox *sb, const struct seer_config *cfg, const
 	 * the same image with the same binds; any other one of that name is in
 	 * the way. */
 	char bkey[32];
-	binds_key(in, bkey, sizeof(bkey));
+	binds_key(e, in, bkey, sizeof(bkey));
 	struct json_object *ci = NULL;
 	char id[80] = "";
 	r = inspect(e, cname, &ci, e2, sizeof(e2));
@@ -749,6 +938,9 @@ static int docker_start(struct sandbox *sb, const struct seer_config *cfg, const
 	ci = NULL;
 
 	if (!e->local) {
+		for (size_t i = 0; i < in->n_models; i++)
+			if ((r = model_volume(sb, e, img, &in->models[i], err, n)) < 0)
+				return r;
 		if (!id[0]) {
 			sandbox_set_progress(sb, "container: creating %s", cname);
 			if ((r = create_container(sb, e, cfg, in, cname, img, bkey, id, sizeof(id), e2, sizeof(e2))) < 0) {
