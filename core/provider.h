@@ -146,6 +146,12 @@ struct seer_provider {
 			 struct seer_root *out, char *err, size_t errlen);
 	/* Whether any process other than the provider's own is alive. */
 	int (*busy)(struct sandbox *sb);
+	/* root/ of a sandbox whose root is not an fd: one file operation
+	 * that the root's protocol cannot make (SFTP v3: owners, FIFOs,
+	 * sockets, link counts, ctime, nanoseconds), made inside the sandbox
+	 * (fs/root/sftpfs_agent.c says the request's text and its answer's).
+	 * -ENOTSUP where the provider cannot; NULL: never can. */
+	int (*fileop)(struct sandbox *sb, const void *req, size_t len, char *reply, size_t cap, size_t *rlen);
 	/* Frees sb->priv (the sandbox object is going away). */
 	void (*release)(struct sandbox *sb);
 	/* One line for status: how the running sandbox is isolated, in words

@@ -71,6 +71,15 @@ struct sftp_attrs {
 	uint32_t uid, gid;
 	uint32_t perm;  /* st_mode bits, file type included */
 	uint32_t atime, mtime;
+	/* Beyond SFTP v3 (never sent or read by this client): what root/
+	 * learned from the sandbox's agent (fs/root/sftpfs_agent.c), valid
+	 * when x is set; whole 64-bit seconds, whose low 32 bits are atime
+	 * and mtime above while nothing changed them since. */
+	int x;
+	uint32_t nlink;
+	int64_t xatime, xmtime, xctime;
+	uint32_t atime_ns, mtime_ns, ctime_ns;
+	uint64_t xsize, blocks;   /* st_blocks, while size is still xsize */
 };
 
 struct sftp_dirent {

@@ -314,7 +314,15 @@ def test_root_follows_a_swapped_symlink_inside(remote):
         assert (sb / "root" / "workspace" / "d").is_dir()     # the kernel knows d now
         (ws / "d").rename(ws / "d.old")
         (ws / "d").symlink_to(host)
-        assert (sb / "root" / "workspace" / "d" / "f").read_text() == "SANDBOX-TMP\n"
+        try:
+            got = (sb / "root" / "workspace" / "d" / "f").read_text()
+        except OSError as e:
+            got = e.errno
+        # The sandbox's agent looks the name up without following the
+        # symlink (ENOTDIR: docs/sftpfs.md, "Beyond SFTP v3"); over SFTP
+        # alone the server resolves it in the sandbox's /tmp. Never the
+        # host's.
+        assert got in ("SANDBOX-TMP\n", errno.ENOTDIR, errno.ELOOP)
     finally:
         shutil.rmtree(host)
 

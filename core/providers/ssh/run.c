@@ -459,6 +459,16 @@ static void agent_exit(void *ud, int pid, int status, const char *why)
 	jobs_on_exit(sb, &(struct seer_exit){.cookie = (uint64_t)pid, .status = status});
 }
 
+/* Waits until no file operation of root/ uses the agent (ssh_fileop):
+ * then it may be closed. On a dead agent they end at once. */
+static void agent_fileops_drain(struct ssh_sb *s)
+{
+	pthread_mutex_lock(&s->lock);
+	while (s->fileops)
+		pthread_cond_wait(&s->fileop_cv, &s->lock);
+	pthread_mutex_unlock(&s->lock);
+}
+
 /* The running agent on the current link, started if need be: 0 with the
  * agent in *out and agent_lock held (so that no stop frees it meanwhile:
  * the caller unlocks); -ENOTSUP where commands go without it; else
@@ -488,6 +498,7 @@ int agent_acquire(struct sandbox *sb, struct ssh_sb *s, struct ssh_agent **out, 
 		return -ENOTSUP;
 	}
 	if (s->agent && !ssh_agent_alive(s->agent, c)) {
+		agent_fileops_drain(s);
 		ssh_agent_close(s->agent);   /* the link or the agent ended */
 		s->agent = NULL;
 	}
@@ -495,9 +506,10 @@ int agent_acquire(struct sandbox *sb, struct ssh_sb *s, struct ssh_agent **out, 
 	if (!s->agent) {
 		struct sbuf sh = {0}, cmd = {0};
 		pthread_mutex_lock(&s->lock);
-		/* perl reads the agent from its stdin; its one argument is
-		 * prctl's number on this machine (PR_SET_DUMPABLE). */
-		sbuf_printf(&cmd, "/usr/bin/perl - %d", s->prctl_nr);
+		/* perl reads the agent from its stdin; its arguments are
+		 * prctl's number on this machine (PR_SET_DUMPABLE) and those
+		 * of its file operations' system calls (ssh_fileop). */
+		sbuf_printf(&cmd, "/usr/bin/perl - %d %s", s->prctl_nr, s->fileop_nrs[0] ? s->fileop_nrs : "-");
 		ssh_bwrap_command(s, "/", s->network, 1, "", cmd.data, &sh);
 		int warned = s->agent_warned;
 		pthread_mutex_unlock(&s->lock);
@@ -533,15 +545,87 @@ int agent_acquire(struct sandbox *sb, struct ssh_sb *s, struct ssh_agent **out, 
 	return r;
 }
 
+static void fagent_exit(void *ud, int pid, int status, const char *why)
+{
+	(void)ud;
+	(void)pid;
+	(void)status;
+	(void)why;   /* it never runs a command */
+}
+
+/* root/'s owners' agent: chown to another owner needs CAP_CHOWN, which the
+ * sandbox's agent, its commands and root/'s SFTP server never have. This is
+ * a second agent (the same text, told "files": file operations only, never
+ * a command or a signal) in a bubblewrap of its own with the sandbox's
+ * binds, filter and masks, its own pid namespace (out of the sandbox's
+ * processes' sight and reach), no network, and CAP_CHOWN alone; it walks
+ * paths without following symlinks as the other does, and takes the
+ * sandbox's ids only (0 to 65535). fs/root/sftpfs.c asks it only for a
+ * caller that is root. 0 with it in *out and agent_lock held (the caller
+ * unlocks); -ENOTSUP where it cannot run (a login that is not root: bwrap
+ * refuses --cap-add then). */
+int fagent_acquire(struct sandbox *sb, struct ssh_sb *s, struct ssh_agent **out)
+{
+	const struct ssh_entry *e = entry_of(sb);
+	struct ssh_conn *c;
+	char err[SSH_ERRMSG_LEN + 400];
+	int r = host_acquire(sb, &c, NULL, NULL, err, sizeof(err));
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&s->agent_lock);
+	pthread_mutex_lock(&s->lock);
+	int use = s->bwrap && s->running && !s->fagent_off && e->mode != SEER_SSH_DIRECT && !e->exec_channel;
+	pthread_mutex_unlock(&s->lock);
+	if (!use) {
+		pthread_mutex_unlock(&s->agent_lock);
+		return -ENOTSUP;
+	}
+	if (s->fagent && !ssh_agent_alive(s->fagent, c)) {
+		agent_fileops_drain(s);
+		ssh_agent_close(s->fagent);
+		s->fagent = NULL;
+	}
+	r = 0;
+	if (!s->fagent) {
+		struct sbuf sh = {0}, cmd = {0};
+		pthread_mutex_lock(&s->lock);
+		sbuf_printf(&cmd, "/usr/bin/perl - %d %s files", s->prctl_nr, s->fileop_nrs[0] ? s->fileop_nrs : "-");
+		ssh_bwrap_command(s, "/", 0, 0, " --cap-add CAP_CHOWN", cmd.data, &sh);
+		pthread_mutex_unlock(&s->lock);
+		sbuf_free(&cmd);
+		char e2[SSH_ERRMSG_LEN + 400] = "";
+		r = ssh_agent_open(c, sh.data, e->timeout_ms, fagent_exit, s, &s->fagent, e2, sizeof(e2));
+		sbuf_free(&sh);
+		if (r < 0 && ssh_conn_alive(c)) {
+			s->fagent_off = 1;
+			sandbox_log(sb, "sandbox %s: root/ cannot give files to other owners on %s (chown fails with EPERM there): its owners' agent did not start (%s); it needs a login that may give bubblewrap CAP_CHOWN (root)",
+				    sb->name, e->host, e2);
+			r = -ENOTSUP;
+		} else if (r == 0) {
+			sandbox_log(sb, "sandbox %s: root/ gives files to the sandbox's other owners on %s through an agent with CAP_CHOWN alone (bubblewrap pid %d there)",
+				    sb->name, e->host, ssh_agent_host_pid(s->fagent));
+		}
+	}
+	if (r == 0)
+		*out = s->fagent;
+	else
+		pthread_mutex_unlock(&s->agent_lock);
+	return r;
+}
+
 /* Stop: the agent ends and takes every process of the sandbox with it. */
 void agent_stop(struct ssh_sb *s)
 {
 	pthread_mutex_lock(&s->agent_lock);
-	struct ssh_agent *a = s->agent;
+	struct ssh_agent *a = s->agent, *fa = s->fagent;
 	s->agent = NULL;
+	s->fagent = NULL;
 	s->agent_off = 0;   /* a new start tries again */
+	s->fagent_off = 0;
 	pthread_mutex_unlock(&s->agent_lock);
+	agent_fileops_drain(s);
 	ssh_agent_close(a);
+	ssh_agent_close(fa);
 }
 
 /* A command over a channel of its own: in w the fixed wrapper the channel

@@ -61,6 +61,7 @@ struct ssh_sb *ssh_priv_of(struct sandbox *sb)
 		pthread_mutex_init(&s->lock, NULL);
 		pthread_mutex_init(&s->sftp_lock, NULL);
 		pthread_mutex_init(&s->agent_lock, NULL);
+		pthread_cond_init(&s->fileop_cv, NULL);
 		sb->priv = s;
 	}
 	return sb->priv;
@@ -239,6 +240,16 @@ int ssh_start(struct sandbox *sb, const struct seer_config *cfg, const struct se
 	snprintf(s->machine, sizeof(s->machine), "%s", hp->machine);
 	s->pid1 = hp->pid1;
 	s->prctl_nr = bwrap ? seer_syscall_nr(hp->machine, "prctl") : -1;
+	/* The agent's file operations for root/ (ssh_agent.pl: fileop). */
+	s->fileop_nrs[0] = '\0';
+	static const char *const fileop_calls[] = {"openat", "statx", "fchownat", "mknodat", "utimensat",
+						   "utimensat_time64", "ftruncate", "fchdir", "fchmodat", NULL};
+	for (int i = 0; bwrap && fileop_calls[i]; i++) {
+		int nr = seer_syscall_nr(hp->machine, fileop_calls[i]);
+		size_t l = strlen(s->fileop_nrs);
+		if (nr >= 0)
+			snprintf(s->fileop_nrs + l, sizeof(s->fileop_nrs) - l, "%s%s=%d", l ? "," : "", fileop_calls[i], nr);
+	}
 	s->network = cfg->network;
 	s->gpu = cfg->gpu != NULL;
 	s->running = 1;
@@ -506,6 +517,41 @@ static int ssh_freeze(struct sandbox *sb, int freeze)
 	return -ENOTSUP;
 }
 
+/* root/'s file operations that SFTP v3 cannot make (fs/root/sftpfs_agent.c),
+ * through the sandbox's agent, which runs in the sandbox's namespaces as
+ * its commands do; -ENOTSUP where the agent cannot run (no bubblewrap or
+ * perl there, "exec": "channel", mode direct), so root/ stays on SFTP. */
+static int ssh_fileop(struct sandbox *sb, const void *req, size_t len, char *reply, size_t cap, size_t *rlen)
+{
+	struct ssh_sb *s = ssh_priv_of(sb);
+	pthread_mutex_lock(&s->lock);
+	int running = s->running;
+	pthread_mutex_unlock(&s->lock);
+	if (!running)
+		return -ENOTCONN;
+	struct ssh_agent *a;
+	char err[SSH_ERRMSG_LEN + 400];
+	/* chown for a root caller: the owners' agent, with CAP_CHOWN; where it
+	 * cannot run, the sandbox's own (the kernel then says EPERM). */
+	int r = len > 7 && !memcmp(req, "pchown", 7) ? fagent_acquire(sb, s, &a) : -ENOTSUP;
+	if (r == -ENOTSUP)
+		r = agent_acquire(sb, s, &a, err, sizeof(err));
+	if (r < 0)
+		return r;
+	/* Not under agent_lock (file operations in flight together, and
+	 * beside spawns): the count keeps a from being closed meanwhile. */
+	pthread_mutex_lock(&s->lock);
+	s->fileops++;
+	pthread_mutex_unlock(&s->lock);
+	pthread_mutex_unlock(&s->agent_lock);
+	r = ssh_agent_fileop(a, req, len, reply, cap, rlen);
+	pthread_mutex_lock(&s->lock);
+	if (--s->fileops == 0)
+		pthread_cond_broadcast(&s->fileop_cv);
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
 static int ssh_busy(struct sandbox *sb)
 {
 	struct ssh_sb *s = ssh_priv_of(sb);
@@ -536,6 +582,7 @@ static void ssh_release(struct sandbox *sb)
 	pthread_mutex_destroy(&s->lock);
 	pthread_mutex_destroy(&s->sftp_lock);
 	pthread_mutex_destroy(&s->agent_lock);
+	pthread_cond_destroy(&s->fileop_cv);
 	free(s);
 	sb->priv = NULL;
 }
@@ -581,6 +628,7 @@ const struct seer_provider seer_provider_ssh = {
 	.snap_remove = ssh_snap_remove,
 	.snap_root = ssh_snap_root,
 	.busy = ssh_busy,
+	.fileop = ssh_fileop,
 	.release = ssh_release,
 	.isolation = ssh_isolation,
 	.host_binds = 0,       /* models and pip's directories are copied there */

@@ -61,12 +61,14 @@ struct agent_job {
 	int th_started, th_done;
 };
 
-/* A signal request waiting for its answer. */
+/* A signal or file request waiting for its answer. */
 struct agent_req {
 	struct agent_req *next;
 	uint32_t id;
 	int done;
 	long n;
+	char *reply;                 /* a file request's answer (f frame), cut to cap */
+	size_t cap, len;
 };
 
 struct ssh_agent {
@@ -153,10 +155,14 @@ static void job_end(struct ssh_agent *a, struct agent_job *j, int status, const 
 static void dispatch(struct ssh_agent *a, char type, uint32_t id, const char *d, size_t len)
 {
 	pthread_mutex_lock(&a->mu);
-	if (type == 'R') {
+	if (type == 'R' || type == 'f') {
 		for (struct agent_req *q = a->reqs; q; q = q->next) {
 			if (q->id == id) {
 				q->n = frame_num(d, len);
+				if (type == 'f' && q->reply) {
+					q->len = len < q->cap ? len : q->cap;
+					memcpy(q->reply, d, q->len);
+				}
 				q->done = 1;
 				pthread_cond_broadcast(&a->cv);
 			}
@@ -558,6 +564,48 @@ int ssh_agent_spawn(struct ssh_agent *a, const struct seer_spawn *req, int *pid,
 	for (int i = 0; i < 3; i++)
 		close(fds[i]);
 	snprintf(err, n, "the sandbox's agent did not answer: %s", strerror(-r));
+	return r;
+}
+
+/* Sends one request frame and waits for its answer in q (registered under
+ * a fresh id first, so the answer cannot come before we wait for it). */
+static int agent_request(struct ssh_agent *a, struct agent_req *q, char type, const void *data, size_t len)
+{
+	pthread_mutex_lock(&a->mu);
+	if (a->dead) {
+		pthread_mutex_unlock(&a->mu);
+		return -ENOTCONN;
+	}
+	if (++a->next_id == 0)
+		a->next_id = 1;
+	q->id = a->next_id;
+	q->next = a->reqs;
+	a->reqs = q;
+	pthread_mutex_unlock(&a->mu);
+	int r = agent_send(a, type, q->id, data, len);
+	int64_t deadline = ssh_now_ms() + a->timeout_ms;
+	pthread_mutex_lock(&a->mu);
+	while (r == 0 && !q->done && !a->dead) {
+		if (ssh_cond_wait_until(&a->cv, &a->mu, deadline) == ETIMEDOUT && !q->done)
+			r = -ETIMEDOUT;
+	}
+	if (r == 0 && !q->done)
+		r = -ENOTCONN;
+	for (struct agent_req **pp = &a->reqs; *pp; pp = &(*pp)->next) {
+		if (*pp == q) {
+			*pp = q->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&a->mu);
+	return r;
+}
+
+int ssh_agent_fileop(struct ssh_agent *a, const void *req, size_t len, char *reply, size_t cap, size_t *rlen)
+{
+	struct agent_req q = {.reply = reply, .cap = cap};
+	int r = agent_request(a, &q, 'F', req, len);
+	*rlen = r == 0 ? q.len : 0;
 	return r;
 }
 

@@ -46,6 +46,12 @@ int ssh_agent_spawn(struct ssh_agent *a, const struct seer_spawn *req, int *pid,
  * nothing was signalled. */
 int ssh_agent_signal(struct ssh_agent *a, int pid, int sig, int tree, char *err, size_t n);
 
+/* A file operation for root/ (the F frame of core/providers/ssh/ssh_agent.pl:
+ * "OP\0PATH\0ARGS..."): its answer ("ERRNO\0FIELDS...") in reply, cut to
+ * cap bytes, its length in *rlen. -ENOTCONN, -ETIMEDOUT when the agent
+ * did not answer. */
+int ssh_agent_fileop(struct ssh_agent *a, const void *req, size_t len, char *reply, size_t cap, size_t *rlen);
+
 /* Whether commands of a still run. */
 int ssh_agent_busy(struct ssh_agent *a);
 

@@ -16,6 +16,21 @@
 #                    credit that bounds what seerfs sends ahead), c the
 #                    command closed its stdin, X wait status, R the number
 #                    of processes signalled
+#   file operations for root/ (fs/root/sftpfs_agent.c), what SFTP v3 cannot
+#   say: seerfs sends F "OP\0PATH\0ARGS..." (NUL-separated), the agent
+#   answers f "ERRNO\0FIELDS..." (ERRNO 0: done). OPs: stat (statx: link
+#   count, ctime, nanoseconds, 64-bit times), chown UID GID, mknod MODE
+#   (FIFOs and sockets: a socket is bound at the path), utimens AS ANS MS
+#   MNS [MODE] (the mode first, when given), truncate SIZE; pchown is
+#   chown sent to the owners' agent (a third argument "files": file
+#   operations only, in a bubblewrap of its own with CAP_CHOWN). Owners are
+#   the sandbox's ids, 0 to 65535 (EINVAL beyond, as on the local provider). PATH is resolved from "/" one name at a time by
+#   descriptor (openat with O_NOFOLLOW), so no symlink is followed in any
+#   component: a directory the sandbox swaps for a symlink fails the
+#   operation instead of redirecting it; the last name is acted on with
+#   the *at call's no-follow flag. The system calls' numbers on this
+#   machine come as the second argument ("name=nr,..."; seerfs knows them
+#   from `uname -m`); without them every F gets ENOSYS.
 #
 # The spec is NUL-separated: cwd, the number of environment entries, the
 # entries (KEY=VALUE), then argv. When its stdin ends (seerfs stops the
@@ -37,6 +52,7 @@
 use strict;
 use POSIX qw(setsid WNOHANG EAGAIN EINTR EPIPE ENOENT);
 use Fcntl qw(F_GETFL F_SETFL O_NONBLOCK);
+use Socket ();
 
 use constant LIM   => 1 << 20;   # output waiting for seerfs above which the commands' pipes are not read
 use constant GRACE => 0.5;       # output read after the command's exit, as core/jobs.c does locally
@@ -58,6 +74,11 @@ sub nodump {
 	return '';
 }
 my $nodump = nodump($ARGV[0]);
+my %nr = map { split /=/, $_, 2 } grep { /^\w+=\d+$/ } split /,/, ($ARGV[1] // '');
+# "files": the owners' agent of root/ (core/providers/ssh/run.c: fagent_acquire),
+# in a bubblewrap of its own with CAP_CHOWN: file operations only, never a
+# command or a signal.
+my $files_only = ($ARGV[2] // '') eq 'files';
 
 sub nonblock { my $fh = shift; my $f = fcntl($fh, F_GETFL, 0); fcntl($fh, F_SETFL, $f | O_NONBLOCK) if defined $f }
 # perl-base (what a minimal Debian has) lacks Time::HiRes: whole seconds then.
@@ -238,7 +259,11 @@ sub frames {
 		my $d = substr($$in, 9, $len);
 		substr($$in, 0, 9 + $len) = '';
 		my $j = $jobs{$id};
-		if ($t eq 'S') {
+		if ($t eq 'S' && $files_only) {
+			refuse($id, "this agent makes file operations only");
+		} elsif ($t eq 'K' && $files_only) {
+			frame('R', $id, 0);
+		} elsif ($t eq 'S') {
 			spawn($id, $d);
 		} elsif ($t eq 'I') {
 			if ($j && $j->{in_fh}) {
@@ -255,8 +280,131 @@ sub frames {
 				$n = $tree ? signal_tree($pid, $sig) : (kill($sig, $pid) ? 1 : 0);
 			}
 			frame('R', $id, $n);
+		} elsif ($t eq 'F') {
+			# A mistake in one must never end the agent (and the sandbox).
+			my $r = eval { fileop($d) };
+			frame('f', $id, defined $r ? $r : POSIX::EIO());
 		}
 	}
+}
+
+# ---- file operations for root/ ----------------------------------------------
+use constant {
+	AT_FDCWD => -100, AT_SYMLINK_NOFOLLOW => 0x100, O_PATH_ => 010000000, O_CLOEXEC_ => 02000000,
+	STATX_BASIC => 0x7ff, S_IFIFO_ => 0010000, S_IFSOCK_ => 0140000,
+};
+
+sub sc { my $n = shift; return defined $n ? syscall($n + 0, @_) : do { $! = POSIX::ENOSYS(); -1 } }
+
+# The directory that holds PATH's last name, opened by descriptor from "/"
+# one name at a time, never following a symlink: (fd, name) or (-errno).
+sub walk {
+	my $path = shift;
+	return (-POSIX::EINVAL()) unless substr($path, 0, 1) eq '/';
+	my @c = grep { length } split m{/}, $path;
+	my $last = @c ? pop @c : '.';
+	return (-POSIX::EINVAL()) if $last eq '..';
+	my $root = '/';   # syscall takes a string it may write: not a constant
+	my $fd = sc($nr{openat}, AT_FDCWD, $root, O_PATH_ | Fcntl::O_DIRECTORY() | O_CLOEXEC_, 0);
+	return (-($! + 0)) if $fd < 0;
+	for my $c (@c) {
+		if ($c eq '..') {   # root/'s paths never hold one
+			POSIX::close($fd);
+			return (-POSIX::EINVAL());
+		}
+		my $n = sc($nr{openat}, $fd + 0, $c, O_PATH_ | Fcntl::O_DIRECTORY() | Fcntl::O_NOFOLLOW() | O_CLOEXEC_, 0);
+		my $e = $! + 0;
+		POSIX::close($fd);
+		return (-$e) if $n < 0;
+		$fd = $n;
+	}
+	return ($fd, $last);
+}
+
+sub fop_stat {
+	my ($fd, $name) = @_;
+	my $buf = "\0" x 256;
+	return -($! + 0) if sc($nr{statx}, $fd + 0, $name, AT_SYMLINK_NOFOLLOW, STATX_BASIC, $buf) < 0;
+	my ($mask, $blksize, undef, $nlink, $uid, $gid, $mode, undef, $ino, $size, $blocks) = unpack('L L Q L L L S S Q Q Q', $buf);
+	my ($as, $ans) = unpack('q L', substr($buf, 64, 12));
+	my ($cs, $cns) = unpack('q L', substr($buf, 96, 12));
+	my ($ms, $mns) = unpack('q L', substr($buf, 112, 12));
+	my ($rmaj, $rmin) = unpack('L L', substr($buf, 128, 8));
+	return join("\0", 0, $nlink, $uid, $gid, $mode, $size, $blocks, $as, $ans, $ms, $mns, $cs, $cns, $ino, $rmaj, $rmin);
+}
+
+# One operation: its reply's text.
+sub fileop {
+	my @a = split /\0/, shift, -1;
+	my ($op, $path) = (shift @a, shift @a);
+	return POSIX::EINVAL() unless defined $path;
+	my ($fd, $name) = walk($path);
+	return -$fd if $fd < 0;
+	my $r = 0;
+	if ($op eq 'stat') {
+		$r = fop_stat($fd, $name);
+	} elsif ($op eq 'chown' || $op eq 'pchown') {
+		# the sandbox's ids only, as the local provider maps them
+		if (grep { !/^-?\d+$/ || ($_ != -1 && ($_ < 0 || $_ > 65535)) } @a[0, 1]) {
+			$r = -POSIX::EINVAL();
+		} elsif (sc($nr{fchownat}, $fd + 0, $name, $a[0] + 0, $a[1] + 0, AT_SYMLINK_NOFOLLOW) < 0) {
+			$r = -($! + 0);
+		}
+	} elsif ($op eq 'mknod') {
+		my $mode = $a[0] + 0;
+		my $old = umask(0);
+		if (($mode & 0170000) == S_IFSOCK_) {
+			# bind makes the socket with 0777 less the umask; it takes
+			# a name relative to the current directory (108 bytes).
+			umask(~$mode & 0777);
+			if (length($name) > 107) {
+				$r = -POSIX::ENAMETOOLONG();
+			} elsif (sc($nr{fchdir}, $fd + 0) < 0) {
+				$r = -($! + 0);
+			} else {
+				if (!socket(my $s, Socket::AF_UNIX(), Socket::SOCK_STREAM(), 0)) {
+					$r = -($! + 0);
+				} else {
+					$r = -($! + 0) unless bind($s, Socket::pack_sockaddr_un($name));
+					$r = -POSIX::EEXIST() if $r == -POSIX::EADDRINUSE();
+					close $s;
+				}
+				chdir '/';
+			}
+		} elsif (($mode & 0170000) == S_IFIFO_) {
+			$r = -($! + 0) if sc($nr{mknodat}, $fd + 0, $name, $mode, 0) < 0;
+		} else {
+			$r = -POSIX::EPERM();   # device nodes: no CAP_MKNOD here
+		}
+		umask($old);
+	} elsif ($op eq 'utimens') {
+		if (defined $a[4] && length $a[4]) {
+			# The mode first, on the name itself: an O_PATH descriptor
+			# of it (never a symlink's target) through /proc.
+			my $f = sc($nr{openat}, $fd + 0, $name, O_PATH_ | Fcntl::O_NOFOLLOW() | O_CLOEXEC_, 0);
+			if ($f < 0) {
+				$r = -($! + 0);
+			} else {
+				my $via = "/proc/self/fd/$f";
+				$r = -($! + 0) if sc($nr{fchmodat}, AT_FDCWD, $via, $a[4] + 0, 0) < 0;
+				POSIX::close($f);
+			}
+		}
+		my $ts = pack('q q q q', map { $_ + 0 } @a[0 .. 3]);
+		$r = -($! + 0) if !$r && sc($nr{utimensat_time64} // $nr{utimensat}, $fd + 0, $name, $ts, AT_SYMLINK_NOFOLLOW) < 0;
+	} elsif ($op eq 'truncate') {
+		my $f = sc($nr{openat}, $fd + 0, $name, Fcntl::O_WRONLY() | Fcntl::O_NOFOLLOW() | O_CLOEXEC_, 0);
+		if ($f < 0) {
+			$r = -($! + 0);
+		} else {
+			$r = -($! + 0) if sc($nr{ftruncate}, $f + 0, $a[0] + 0) < 0;
+			POSIX::close($f);
+		}
+	} else {
+		$r = -POSIX::ENOSYS();
+	}
+	POSIX::close($fd);
+	return $r =~ /^-?\d+$/ ? -$r : $r;
 }
 
 # ---- the loop ----------------------------------------------------------------

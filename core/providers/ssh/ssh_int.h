@@ -117,6 +117,7 @@ struct ssh_sb {
 	int pid1;                    /* its bwrap takes --as-pid-1 */
 	int prctl_nr;                /* prctl's number there, for the agent's PR_SET_DUMPABLE (or -1) */
 	int agent_warned;            /* the agent's warning was logged */
+	char fileop_nrs[256];        /* "openat=257,statx=332,...": the agent's file operations' system calls there */
 	int network;
 	int gpu;
 	int running;
@@ -134,6 +135,10 @@ struct ssh_sb {
 	pthread_mutex_t agent_lock;  /* agent and agent_off (lock order: agent_lock, lock) */
 	struct ssh_agent *agent;     /* or NULL */
 	int agent_off;               /* it cannot run there: one bubblewrap per command */
+	int fileops;                 /* root/'s file operations on agent or fagent in flight (under lock) */
+	struct ssh_agent *fagent;    /* root/'s owners' agent (fagent_acquire), or NULL; under agent_lock */
+	int fagent_off;              /* it cannot run there: chown to another owner is EPERM */
+	pthread_cond_t fileop_cv;    /* fileops dropped to 0 */
 };
 
 static inline const struct ssh_entry *entry_of(struct sandbox *sb)
@@ -159,6 +164,7 @@ int ssh_workdir_abs(struct sftp_client *cli, const struct ssh_entry *e, char *ou
 /* run.c */
 int agent_acquire(struct sandbox *sb, struct ssh_sb *s, struct ssh_agent **out, char *err, size_t n);
 void agent_stop(struct ssh_sb *s);
+int fagent_acquire(struct sandbox *sb, struct ssh_sb *s, struct ssh_agent **out);
 void ssh_build_script(struct ssh_sb *s, const struct ssh_entry *e, const struct seer_spawn *req,
 			 const char *sigmark, struct sbuf *b);
 void ssh_bwrap_command(struct ssh_sb *s, const char *cwd, int network, int pid1, const char *extra, const char *cmd,

@@ -1,0 +1,170 @@
+/*
+ * sftpfs_agent.c - root/ of a remote sandbox beyond SFTP v3, through the
+ * sandbox's resident agent (core/providers/ssh/ssh_agent.pl, "file
+ * operations"): the agent runs inside the sandbox's bubblewrap, in its
+ * namespaces, as its commands do, so it sees the same "/" as root/'s own
+ * SFTP server. SFTP v3 has no link counts, ctime, nanoseconds or times past
+ * 2^32, no FIFOs or sockets, and answers most failures with a bare FAILURE;
+ * the agent makes those calls itself (statx, mknodat, bind, utimensat,
+ * fchownat, ftruncate) and answers with the kernel's errno.
+ *
+ * The request is "OP\0PATH\0ARGS..." and the answer "ERRNO\0FIELDS...";
+ * the agent resolves PATH from "/" one name at a time by descriptor with
+ * O_NOFOLLOW and acts on the last name with the *at call's no-follow flag,
+ * so a directory the sandbox swaps for a symlink fails the operation
+ * instead of redirecting it. The provider carries the text
+ * (struct seer_provider: fileop); where it cannot (no agent there), every
+ * function here answers -ENOTSUP and fs/root/sftpfs.c stays on SFTP.
+ */
+#include "fs/root/sftpfs_agent.h"
+
+#include "core/provider.h"
+#include "core/sandbox.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define SFTPX_REQ_MAX (PATH_MAX_SFTPX + 256)
+#define PATH_MAX_SFTPX 16384
+#define SFTPX_FIELDS 20
+
+int sftpx_can(struct sandbox *sb)
+{
+	return sb && sb->prov && sb->prov->fileop;
+}
+
+/* Sends op on path with nargs numbers; the answer's fields after ERRNO in
+ * f (up to SFTPX_FIELDS, NUL-terminated in reply). */
+static int call(struct sandbox *sb, const char *op, const char *path, const int64_t *args, int nargs, char *reply,
+		size_t cap, char **f, int *nf)
+{
+	if (!sftpx_can(sb))
+		return -ENOTSUP;
+	size_t pl = strlen(path);
+	if (pl > PATH_MAX_SFTPX)
+		return -ENAMETOOLONG;
+	char req[SFTPX_REQ_MAX];
+	size_t n = (size_t)snprintf(req, sizeof(req), "%s", op) + 1;
+	memcpy(req + n, path, pl);
+	n += pl;
+	for (int i = 0; i < nargs; i++)
+		n += (size_t)snprintf(req + n, sizeof(req) - n, "%c%" PRId64, '\0', args[i]);
+	size_t rl = 0;
+	int rc = sb->prov->fileop(sb, req, n, reply, cap - 1, &rl);
+	if (rc < 0)
+		return rc;
+	reply[rl] = '\0';
+	int k = 0;
+	char *p = reply, *end = reply + rl;
+	long e = strtol(p, NULL, 10);
+	p += strlen(p) + 1;
+	while (p < end && k < SFTPX_FIELDS) {
+		f[k++] = p;
+		p += strlen(p) + 1;
+	}
+	if (nf)
+		*nf = k;
+	if (e < 0 || e > 4095)
+		return -EIO;
+	return -(int)e;
+}
+
+static int64_t num(const char *s)
+{
+	return strtoll(s, NULL, 10);
+}
+
+int sftpx_lstat(struct sandbox *sb, const char *path, struct sftp_attrs *a)
+{
+	char reply[512];
+	char *f[SFTPX_FIELDS];
+	int nf = 0;
+	int rc = call(sb, "stat", path, NULL, 0, reply, sizeof(reply), f, &nf);
+	if (rc < 0)
+		return rc;
+	if (nf < 13)
+		return -EIO;
+	/* nlink uid gid mode size blocks atime ans mtime mns ctime cns ino ... */
+	memset(a, 0, sizeof(*a));
+	a->flags = SFTP_ATTR_SIZE | SFTP_ATTR_UIDGID | SFTP_ATTR_PERMISSIONS | SFTP_ATTR_ACMODTIME;
+	a->x = SFTPX_NLINK | SFTPX_TIMES;
+	a->nlink = (uint32_t)num(f[0]);
+	a->uid = (uint32_t)num(f[1]);
+	a->gid = (uint32_t)num(f[2]);
+	a->perm = (uint32_t)num(f[3]);
+	a->size = a->xsize = (uint64_t)num(f[4]);
+	a->blocks = (uint64_t)num(f[5]);
+	a->xatime = num(f[6]);
+	a->atime_ns = (uint32_t)num(f[7]);
+	a->xmtime = num(f[8]);
+	a->mtime_ns = (uint32_t)num(f[9]);
+	a->xctime = num(f[10]);
+	a->ctime_ns = (uint32_t)num(f[11]);
+	a->atime = (uint32_t)a->xatime;
+	a->mtime = (uint32_t)a->xmtime;
+	return 0;
+}
+
+int sftpx_chown(struct sandbox *sb, const char *path, uint32_t uid, uint32_t gid, int root)
+{
+	char reply[64];
+	char *f[SFTPX_FIELDS];
+	int64_t args[2] = {uid == (uint32_t)-1 ? -1 : (int64_t)uid, gid == (uint32_t)-1 ? -1 : (int64_t)gid};
+	return call(sb, root ? "pchown" : "chown", path, args, 2, reply, sizeof(reply), f, NULL);
+}
+
+int sftpx_mknod(struct sandbox *sb, const char *path, mode_t mode)
+{
+	char reply[64];
+	char *f[SFTPX_FIELDS];
+	int64_t args[1] = {(int64_t)mode};
+	return call(sb, "mknod", path, args, 1, reply, sizeof(reply), f, NULL);
+}
+
+int sftpx_setattr(struct sandbox *sb, const char *path, int mode_set, mode_t mode, const struct timespec ts[2])
+{
+	char reply[64];
+	char *f[SFTPX_FIELDS];
+	int64_t args[5] = {(int64_t)ts[0].tv_sec, ts[0].tv_nsec, (int64_t)ts[1].tv_sec, ts[1].tv_nsec, (int64_t)(mode & 07777)};
+	return call(sb, "utimens", path, args, mode_set ? 5 : 4, reply, sizeof(reply), f, NULL);
+}
+
+int sftpx_truncate(struct sandbox *sb, const char *path, uint64_t size)
+{
+	char reply[64];
+	char *f[SFTPX_FIELDS];
+	if (size > (uint64_t)INT64_MAX)
+		return -EFBIG;
+	int64_t args[1] = {(int64_t)size};
+	return call(sb, "truncate", path, args, 1, reply, sizeof(reply), f, NULL);
+}
+
+void sftpx_longname_nlink(struct sftp_attrs *a, const char *l)
+{
+	static const char types[] = "-dlcbps";
+	if (!l || strlen(l) < 12 || !strchr(types, l[0]) || l[0] == '\0' || !(a->flags & SFTP_ATTR_PERMISSIONS))
+		return;
+	for (int i = 1; i < 10; i++)
+		if (!strchr("rwxsStT-", l[i]))
+			return;
+	const char *p = l + 10;
+	if (*p == '+' || *p == '.' || *p == '@')
+		p++;
+	if (*p != ' ')
+		return;
+	while (*p == ' ')
+		p++;
+	char *end;
+	unsigned long n = strtoul(p, &end, 10);
+	if (end == p || *end != ' ' || n == 0 || n > UINT32_MAX)
+		return;
+	int dir = l[0] == 'd';
+	if (dir != !!S_ISDIR(a->perm))
+		return;
+	a->nlink = (uint32_t)n;
+	a->x |= SFTPX_NLINK;
+}

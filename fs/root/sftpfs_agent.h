@@ -1,0 +1,53 @@
+/*
+ * sftpfs_agent.h - root/ of a remote sandbox beyond SFTP v3: the file
+ * operations the sandbox's resident agent makes inside the sandbox (owners,
+ * FIFOs, sockets, link counts, ctime, nanoseconds, 64-bit times, the
+ * kernel's own errno). See fs/root/sftpfs_agent.c.
+ *
+ * Every function returns 0 or a negative errno; -ENOTSUP means the provider
+ * has no agent for it (root/ then stays on SFTP alone).
+ */
+#ifndef SEER_SFTPFS_AGENT_H
+#define SEER_SFTPFS_AGENT_H
+
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "core/lib/sftp.h"
+
+struct sandbox;
+
+/* struct sftp_attrs' x: which of its fields beyond SFTP are known. */
+#define SFTPX_NLINK 1     /* nlink */
+#define SFTPX_TIMES 2     /* xatime, xmtime, xctime, their ns, xsize, blocks */
+
+/* Whether sb's provider can make file operations at all. */
+int sftpx_can(struct sandbox *sb);
+
+/* lstat of path: every field of a, the x ones (struct sftp_attrs) set. */
+int sftpx_lstat(struct sandbox *sb, const char *path, struct sftp_attrs *a);
+
+/* fchownat(AT_SYMLINK_NOFOLLOW); (uint32_t)-1 leaves an id as it is. With
+ * root (the caller is root), by the provider's owners' agent, which may give
+ * a file to any of the sandbox's ids (0 to 65535, EINVAL beyond). */
+int sftpx_chown(struct sandbox *sb, const char *path, uint32_t uid, uint32_t gid, int root);
+
+/* A FIFO (mknodat) or a socket (bound at path) with mode's type and bits;
+ * device nodes fail EPERM (the agent has no CAP_MKNOD). */
+int sftpx_mknod(struct sandbox *sb, const char *path, mode_t mode);
+
+/* utimensat(AT_SYMLINK_NOFOLLOW) with ts as the call takes it (UTIME_NOW,
+ * UTIME_OMIT); with mode_set also fchmodat's mode first (a file's held-back
+ * changes in one round trip). */
+int sftpx_setattr(struct sandbox *sb, const char *path, int mode_set, mode_t mode, const struct timespec ts[2]);
+
+/* truncate without following a symlink: the kernel's errno (EFBIG). */
+int sftpx_truncate(struct sandbox *sb, const char *path, uint64_t size);
+
+/* The link count in a READDIR entry's "ls -l" line (OpenSSH's
+ * sftp-server: "drwxr-xr-x    3 user group ..."), into a's nlink, when
+ * the line has that form and agrees with a's type. */
+void sftpx_longname_nlink(struct sftp_attrs *a, const char *longname);
+
+#endif

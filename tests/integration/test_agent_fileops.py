@@ -1,0 +1,289 @@
+"""test_agent_fileops.py - the ssh agent's file operations for root/
+(core/providers/ssh/ssh_agent.pl, F frames; fs/root/sftpfs_agent.c), run
+here against this machine's files, with no bubblewrap around them: what
+keeps them from following a symlink is the agent's own walk (openat with
+O_NOFOLLOW, one name at a time, and the *at calls' no-follow flags), and
+these tests check exactly that. The same agent serves root/ of ssh
+sandboxes inside their bubblewrap (test_posix.py on the ssh stage checks
+the operations end to end).
+
+Needs /usr/bin/perl and libseccomp (for this machine's system call numbers,
+as seerfs finds them for the host)."""
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import stat
+import struct
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+AGENT = REPO / "core" / "providers" / "ssh" / "ssh_agent.pl"
+CALLS = ["openat", "statx", "fchownat", "mknodat", "utimensat", "utimensat_time64", "ftruncate", "fchdir", "fchmodat"]
+UTIME_NOW = (1 << 30) - 1
+UTIME_OMIT = (1 << 30) - 2
+
+
+def _numbers():
+    name = ctypes.util.find_library("seccomp")
+    if not name:
+        return None
+    lib = ctypes.CDLL(name)
+    lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    out = []
+    for c in CALLS:
+        nr = lib.seccomp_syscall_resolve_name(c.encode())
+        if nr >= 0:
+            out.append(f"{c}={nr}")
+    return ",".join(out)
+
+
+NUMBERS = _numbers()
+pytestmark = [
+    pytest.mark.skipif(not os.path.exists("/usr/bin/perl"), reason="no /usr/bin/perl"),
+    pytest.mark.skipif(not NUMBERS, reason="no libseccomp to resolve this machine's system call numbers"),
+]
+
+
+class Agent:
+    """The real agent text, started as seerfs starts it (perl -, the text on
+    stdin up to __END__), speaking frames on its stdin and stdout."""
+
+    def __init__(self, numbers=None):
+        self.p = subprocess.Popen(["/usr/bin/perl", "-", "-1", numbers if numbers is not None else NUMBERS],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.p.stdin.write(AGENT.read_bytes() + b"\n__END__\n")
+        self.p.stdin.flush()
+        while True:
+            line = self.p.stdout.readline()
+            assert line, "the agent ended before it was ready"
+            if line == b"@@seer-agent-ready\n":
+                break
+        self.mu = threading.Lock()
+        self.id = 0
+
+    def op(self, *args):
+        """(errno, [fields]) of one file operation."""
+        data = b"\0".join(a if isinstance(a, bytes) else str(a).encode() for a in args)
+        with self.mu:
+            self.id += 1
+            self.p.stdin.write(struct.pack(">cII", b"F", self.id, len(data)) + data)
+            self.p.stdin.flush()
+            t, i, n = struct.unpack(">cII", self.p.stdout.read(9))
+            body = self.p.stdout.read(n)
+        assert (t, i) == (b"f", self.id)
+        f = body.split(b"\0")
+        return int(f[0]), f[1:]
+
+    def close(self):
+        self.p.stdin.close()
+        self.p.wait(10)
+
+
+@pytest.fixture
+def agent():
+    a = Agent()
+    yield a
+    a.close()
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """inside/ (the sandbox's files) and host/ (a host file the sandbox
+    points at)."""
+    inside = tmp_path / "inside"
+    host = tmp_path / "host"
+    inside.mkdir()
+    host.mkdir()
+    (host / "f").write_text("HOST\n")
+    os.utime(host / "f", (1_000_000_000, 1_000_000_000))
+    os.chmod(host / "f", 0o644)
+    (inside / "d").mkdir()
+    (inside / "d" / "f").write_text("INSIDE\n")
+    return inside, host
+
+
+def host_state(host):
+    """Everything a change would move (ctime: any chown, chmod, utimens or
+    truncate); not atime, which reading the file moves."""
+    st = os.lstat(host / "f")
+    return (st.st_mtime_ns, st.st_ctime_ns, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode), st.st_size,
+            sorted(os.listdir(host)), (host / "f").read_text())
+
+
+def test_operations(agent, tree):
+    inside, _ = tree
+    f = inside / "d" / "f"
+    e, s = agent.op("stat", f)
+    assert e == 0
+    st = os.lstat(f)
+    assert int(s[0]) == st.st_nlink and int(s[3]) == st.st_mode and int(s[4]) == st.st_size
+    assert (int(s[10]), int(s[11])) == (st.st_ctime_ns // 10**9, st.st_ctime_ns % 10**9)
+    assert agent.op("utimens", f, (1 << 32), 5, (1 << 32) + 1, 123_456_789)[0] == 0
+    assert os.stat(f).st_mtime_ns == ((1 << 32) + 1) * 10**9 + 123_456_789
+    assert os.stat(f).st_atime_ns == (1 << 32) * 10**9 + 5
+    assert agent.op("utimens", f, 0, UTIME_OMIT, 7, 0, 0o600)[0] == 0
+    assert os.stat(f).st_mtime_ns == 7 * 10**9 and stat.S_IMODE(os.stat(f).st_mode) == 0o600
+    assert agent.op("mknod", inside / "p", stat.S_IFIFO | 0o640)[0] == 0
+    assert stat.S_ISFIFO(os.lstat(inside / "p").st_mode) and stat.S_IMODE(os.lstat(inside / "p").st_mode) == 0o640
+    assert agent.op("mknod", inside / "p", stat.S_IFIFO | 0o640)[0] == errno.EEXIST
+    assert agent.op("mknod", inside / "s", stat.S_IFSOCK | 0o755)[0] == 0
+    assert stat.S_ISSOCK(os.lstat(inside / "s").st_mode) and stat.S_IMODE(os.lstat(inside / "s").st_mode) == 0o755
+    assert agent.op("mknod", inside / "s", stat.S_IFSOCK | 0o755)[0] == errno.EEXIST
+    # Device nodes: refused whoever runs the agent (it never has
+    # CAP_MKNOD inside a sandbox; refused here too, as there).
+    assert agent.op("mknod", inside / "null", stat.S_IFCHR | 0o600, 0)[0] == errno.EPERM
+    assert not os.path.lexists(inside / "null")
+    assert agent.op("truncate", f, 999_999_999_999_999)[0] == errno.EFBIG
+    assert agent.op("truncate", f, 3)[0] == 0 and os.stat(f).st_size == 3
+    assert agent.op("chown", f, os.geteuid(), os.getegid())[0] == 0
+    # Owners are the sandbox's ids only, as the local provider maps them.
+    assert agent.op("chown", f, 65536, -1)[0] == errno.EINVAL
+    assert agent.op("pchown", f, -1, 70000)[0] == errno.EINVAL
+    assert agent.op("chown", f, "x", -1)[0] == errno.EINVAL
+    assert agent.op("stat", inside / "missing")[0] == errno.ENOENT
+    assert agent.op("stat", inside / "d" / "f" / "x")[0] == errno.ENOTDIR
+    assert agent.op("stat", "relative/path")[0] == errno.EINVAL
+    assert agent.op("stat", f"{inside}/d/../d/f")[0] == errno.EINVAL
+    assert agent.op("nosuchop", f)[0] == errno.ENOSYS
+    # A long path, walked a name at a time: no PATH_MAX of its own.
+    deep = inside
+    for _ in range(24):
+        deep = deep / ("n" * 200)
+    # made by descriptors: the whole path is longer than open() takes
+    fd = os.open(inside, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(24):
+        os.mkdir("n" * 200, dir_fd=fd)
+        nfd = os.open("n" * 200, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = nfd
+    os.close(fd)
+    assert len(str(deep)) > 4096
+    assert agent.op("mknod", deep / "p", stat.S_IFIFO | 0o600)[0] == 0
+    e, s = agent.op("stat", deep / "p")
+    assert e == 0 and stat.S_ISFIFO(int(s[3]))
+
+
+def test_final_symlink_never_followed(agent, tree):
+    """A symlink planted where root/ names a file: chown, utimens (and the
+    mode with it), truncate and mknod act on the link or fail; the host
+    file it points at stays as it was."""
+    inside, host = tree
+    before = host_state(host)
+    evil = inside / "evil"
+    evil.symlink_to(host / "f")
+    assert agent.op("utimens", evil, 5, 0, 6, 0)[0] == 0
+    assert os.lstat(evil).st_mtime == 6      # the link's own time
+    assert agent.op("utimens", evil, 5, 0, 6, 0, 0o777)[0] in (errno.EOPNOTSUPP, errno.ENOTSUP)
+    assert agent.op("chown", evil, os.geteuid(), os.getegid())[0] == 0
+    assert agent.op("truncate", evil, 0)[0] == errno.ELOOP
+    assert agent.op("mknod", evil, stat.S_IFIFO | 0o600)[0] == errno.EEXIST
+    assert agent.op("mknod", evil, stat.S_IFSOCK | 0o600)[0] == errno.EEXIST
+    e, s = agent.op("stat", evil)
+    assert e == 0 and stat.S_ISLNK(int(s[3]))
+    # A dangling link to a host path: nothing is made there.
+    (inside / "dangling").symlink_to(host / "new")
+    assert agent.op("mknod", inside / "dangling", stat.S_IFIFO | 0o600)[0] == errno.EEXIST
+    assert agent.op("mknod", inside / "dangling", stat.S_IFSOCK | 0o600)[0] == errno.EEXIST
+    assert host_state(host) == before
+
+
+def test_symlink_in_the_middle_never_followed(agent, tree):
+    """A directory on the path that is a symlink (to a host directory)
+    fails the operation; it is never walked through."""
+    inside, host = tree
+    before = host_state(host)
+    (inside / "sw").symlink_to(host)
+    for args in (("utimens", inside / "sw" / "f", 5, 0, 6, 0), ("chown", inside / "sw" / "f", 0, 0),
+                 ("truncate", inside / "sw" / "f", 0), ("mknod", inside / "sw" / "p", stat.S_IFIFO | 0o600),
+                 ("mknod", inside / "sw" / "s", stat.S_IFSOCK | 0o600), ("stat", inside / "sw" / "f")):
+        assert agent.op(*args)[0] in (errno.ENOTDIR, errno.ELOOP), args
+    assert host_state(host) == before
+
+
+def test_directory_swapped_mid_walk(agent, tree):
+    """The sandbox swaps a directory of the path for a symlink to a host
+    directory (RENAME_EXCHANGE, as fast as it can) while the agent works on
+    names beneath it: every operation lands inside or fails, the host
+    directory is never touched."""
+    inside, host = tree
+    before = host_state(host)
+    (inside / "sw").symlink_to(host)
+    libc = ctypes.CDLL(None, use_errno=True)
+    stop = time.time() + 2.0
+    swaps = [0]
+
+    def swapper():
+        a, b = str(inside / "d").encode(), str(inside / "sw").encode()
+        while time.time() < stop:
+            if libc.renameat2(-100, a, -100, b, 2) == 0:
+                swaps[0] += 1
+
+    t = threading.Thread(target=swapper)
+    t.start()
+    seen = set()
+    n = 0
+    try:
+        while time.time() < stop:
+            for name in ("d", "sw"):
+                base = inside / name
+                seen.add(agent.op("utimens", base / "f", 5, 0, 6, 0)[0])
+                seen.add(agent.op("chown", base / "f", os.geteuid(), os.getegid())[0])
+                seen.add(agent.op("mknod", base / f"p{n}", stat.S_IFIFO | 0o600)[0])
+                seen.add(agent.op("truncate", base / "f", 1)[0])
+                n += 1
+    finally:
+        t.join()
+    assert swaps[0] > 10
+    assert 0 in seen
+    assert seen <= {0, errno.ENOTDIR, errno.ELOOP, errno.ENOENT, errno.EEXIST}
+    assert host_state(host) == before
+
+
+def test_owners_agent_runs_no_command(tree):
+    """The owners' agent (third argument "files", run with CAP_CHOWN)
+    makes file operations only: a command is refused, a signal request
+    signals nothing."""
+    inside, _ = tree
+    a = Agent.__new__(Agent)
+    a.p = subprocess.Popen(["/usr/bin/perl", "-", "-1", NUMBERS, "files"], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    a.p.stdin.write(AGENT.read_bytes() + b"\n__END__\n")
+    a.p.stdin.flush()
+    while a.p.stdout.readline() != b"@@seer-agent-ready\n":
+        pass
+    a.mu, a.id = threading.Lock(), 0
+    try:
+        spec = b"/\x000\x00/bin/touch\x00" + str(inside / "ran").encode()
+        a.p.stdin.write(struct.pack(">cII", b"S", 99, len(spec)) + spec)
+        a.p.stdin.write(struct.pack(">cII", b"K", 100, 5) + b"1 9 1")
+        a.p.stdin.flush()
+        got = {}
+        while len(got) < 3:
+            t, i, n = struct.unpack(">cII", a.p.stdout.read(9))
+            got[t] = (i, a.p.stdout.read(n))
+        assert got[b"E"][1].startswith(b"seerfs: this agent makes file operations only")
+        assert got[b"X"][0] == 99 and got[b"R"] == (100, b"0")
+        assert not os.path.exists(inside / "ran")
+        assert a.op("pchown", inside / "d" / "f", os.geteuid(), -1)[0] == 0
+    finally:
+        a.close()
+
+
+def test_without_system_call_numbers(tree):
+    """An agent not told the numbers answers ENOSYS (root/ then stays on
+    SFTP), and runs on."""
+    inside, _ = tree
+    a = Agent(numbers="-")
+    try:
+        assert a.op("stat", inside / "d" / "f")[0] == errno.ENOSYS
+        assert a.op("mknod", inside / "p", stat.S_IFIFO | 0o600)[0] == errno.ENOSYS
+        assert not os.path.lexists(inside / "p")
+    finally:
+        a.close()
