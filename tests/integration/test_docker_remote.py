@@ -187,8 +187,13 @@ def test_remote_engine_killed_fails_pending_requests_in_time(seerfs_factory, tmp
     root = a / "root"
     (root / "workspace").mkdir(exist_ok=True)
     (root / "workspace" / "f").write_text("before")
+    (a / "exec").write_text("sleep 60; echo done")
+    job = a / "jobs" / "latest"
+    time.sleep(0.5)
     engine.kill()
     try:
+        # the job's stream went with the engine: it ends as killed, at once
+        assert exit_of(job, 20) == 'signal 9'
         t0 = time.monotonic()
         with pytest.raises(OSError) as ei:
             (root / "workspace" / "g").write_text("during")
@@ -210,6 +215,9 @@ def test_remote_engine_killed_fails_pending_requests_in_time(seerfs_factory, tmp
     assert sorted(os.listdir(root / "workspace")) == ["after", "f"]
     assert (root / "workspace" / "f").read_text() == "before"
     assert "reached again" in log_text(a)
+    # and commands run again
+    code, out = sandbox_run(a, "cat /workspace/after")
+    assert (code, out) == (0, b"after")
 
 
 def exit_of(job, timeout=60):

@@ -1276,6 +1276,12 @@ static int revive_locked(struct sandbox *sb, char *err, size_t n)
 static int docker_spawn(struct sandbox *sb, const struct seer_spawn *req, int *pid, char *err, size_t n)
 {
 	struct docker_sb *d = priv_of(sb);
+	if (d->remote) {
+		pthread_mutex_lock(&d->lock);
+		if (d->sftp && sftp_client_error(d->sftp, NULL, 0) != 0)
+			d->dead = 1;   /* the engine or the container went away: connect again */
+		pthread_mutex_unlock(&d->lock);
+	}
 	int r = revive(sb, err, n);
 	if (r < 0)
 		return r;
