@@ -165,8 +165,7 @@ static void *pump_main(void *arg)
 
 static void job_free(struct dkr_job *j)
 {
-	if (j->bs)
-		j->bs->ops->release(j->bs);   /* joins its reader: no callback after this */
+	/* the pump first: it writes into the stream */
 	if (j->pump_started) {
 		char one = 1;
 		if (write(j->wake[1], &one, 1) < 0) {
@@ -174,6 +173,8 @@ static void job_free(struct dkr_job *j)
 		}
 		pthread_join(j->pump, NULL);
 	}
+	if (j->bs)
+		j->bs->ops->release(j->bs);   /* joins its reader: no callback after this */
 	if (j->fd_in >= 0)
 		close(j->fd_in);
 	if (j->fd_out >= 0)
