@@ -19,6 +19,13 @@
  *   engine's State.Pid), and root/ is /proc/PID/root of that init, an fd,
  *   through the same backend as the local provider.
  *
+ * On a remote engine (not on this machine: the entry's "local" is false)
+ * nothing of this machine is bound in: the container's init is a waiting
+ * shell of the image, root/ is SFTP to the image's sftp-server started by
+ * an exec stream (core/lib/bytestream_engine.c), commands are execs
+ * (remote_exec.c), local_files go through the archive endpoint and models
+ * are engine volumes filled once per engine (model_volume).
+ *
  * Containers carry the labels seerfs.state and seerfs.sandbox; a remount
  * finds its container by name, checks those labels and adopts it (the
  * agent reconnects within 100 ms). An unmount leaves containers running
