@@ -820,11 +820,11 @@ static void query_limits(struct sftp_client *s)
 	call_done(&r, &w);
 }
 
-/* Opens the client on a stream that open() starts with the client's
+/* Opens the client on a stream that opener() starts with the client's
  * callbacks: the "sftp" subsystem of an SSH connection, or an exec of an
  * SFTP server binary (over SSH or in a container), which speaks the same
  * protocol on its stdin and stdout. */
-int sftp_client_open_stream(bytestream_open_fn open, void *arg,
+int sftp_client_open_stream(bytestream_open_fn opener, void *arg,
 							struct sftp_client **out, char *err, size_t errlen)
 {
 	static const struct bytestream_cbs cbs = { on_data, on_closed };
@@ -847,7 +847,7 @@ int sftp_client_open_stream(bytestream_open_fn open, void *arg,
 	pthread_mutex_init(&s->mu, NULL);
 	ssh_cond_init(&s->init_cv);
 
-	rc = open(arg, &cbs, s, &s->ch, err, errlen);
+	rc = opener(arg, &cbs, s, &s->ch, err, errlen);
 	if (rc) {
 		pthread_mutex_destroy(&s->mu);
 		pthread_cond_destroy(&s->init_cv);

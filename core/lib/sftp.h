@@ -102,11 +102,11 @@ int sftp_client_open(struct ssh_conn *c, struct sftp_client **out, char *err,
  * command is visible in the remote process list: no secrets in it. */
 int sftp_client_open_exec(struct ssh_conn *c, const char *command,
 						  struct sftp_client **out, char *err, size_t errlen);
-/* The same over any byte stream: open(arg, ...) starts it with the
+/* The same over any byte stream: opener(arg, ...) starts it with the
  * client's callbacks (bytestream.h), e.g. bytestream_engine_open of
  * /usr/lib/openssh/sftp-server in a container. The request timeout is the
  * stream's. */
-int sftp_client_open_stream(bytestream_open_fn open, void *arg,
+int sftp_client_open_stream(bytestream_open_fn opener, void *arg,
 							struct sftp_client **out, char *err, size_t errlen);
 /* Ends the session without freeing s: everything in flight and every later
  * call fails with -ENOTCONN (sftp_client_error gives why), and the server
