@@ -1336,6 +1336,14 @@ static int x_lstat(struct sftpfs *r, const char *p, struct sftp_attrs *a)
 	return sftp_lstat(r->cli, p, a);
 }
 
+/* Whether new entries may get their creator's owner (own_new): only a
+ * root seerfs gives files away (as chown through root/; under another user
+ * the mounting user's entries stay the login's), through the agents. */
+static int own_may(struct sftpfs *r)
+{
+	return geteuid() == 0 && use_x(r) && !__atomic_load_n(&r->own_off, __ATOMIC_RELAXED);
+}
+
 /* A new entry gets its creator's owner, as the kernel gives it (the
  * SFTP server makes it as the login): the caller's uid, and its gid
  * unless parent (its directory) is setgid, where the server's kernel
@@ -1343,12 +1351,14 @@ static int x_lstat(struct sftpfs *r, const char *p, struct sftp_attrs *a)
  * (lchown by a no-follow walk: a name swapped for a symlink meanwhile
  * changes the link, never its target), only where the caller is not who
  * the entry already belongs to. Where that agent cannot run (docs/ssh.md)
- * the entry stays the login's, as before; once logged per sandbox.
+ * the entry stays the login's, as before; once logged per sandbox. Waited
+ * for (one round trip more, for such callers only): sent behind, a later
+ * SFTP or agent call of another channel could overtake it.
  * Updates a (and the set-id bits a chown of a file clears). */
 static void own_new(struct sftpfs *r, fuse_req_t req, struct snode *parent, const char *p, struct sftp_attrs *a)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-	if (!ctx || !use_x(r) || __atomic_load_n(&r->own_off, __ATOMIC_RELAXED) || !(a->flags & SFTP_ATTR_UIDGID))
+	if (!ctx || !own_may(r) || !(a->flags & SFTP_ATTR_UIDGID))
 		return;
 	pthread_mutex_lock(&r->mu);
 	int have_pm = parent && (parent->a.flags & SFTP_ATTR_PERMISSIONS);
@@ -2429,7 +2439,7 @@ static void sftpfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, m
 	 * EXCL: only a file made here changes owner, never one that was there
 	 * (or a symlink's target); one that was is opened as open(2) would. */
 	int tried = 0, made = 1;
-	if (!(fi->flags & O_EXCL) && use_x(r) && !__atomic_load_n(&r->own_off, __ATOMIC_RELAXED)) {
+	if (!(fi->flags & O_EXCL) && own_may(r)) {
 		rc = sftp_open_lstat(r->cli, p, open_flags(r, fi->flags) | SFTP_CREAT | SFTP_EXCL, &a, &h, &a);
 		tried = 1;
 		if (rc == -EIO || rc == -EEXIST) {
