@@ -1796,14 +1796,28 @@ static void sftpfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, in
 		a.flags = SFTP_ATTR_PERMISSIONS;
 		a.perm = attr->st_mode & 07777;
 		rc = f ? sftp_fsetstat(r->cli, f->h, &a) : sftp_setstat(r->cli, p, &a);
+		/* An entry the login does not own (another owner's, root/
+		 * gave it): the owners' agent, with CAP_FOWNER, for a change
+		 * the kernel allowed (a root seerfs: a root caller, or the
+		 * owner under -o allow_other's default_permissions). */
+		if ((rc == -EACCES || rc == -EPERM) && p && geteuid() == 0 && use_x(r)) {
+			int xr = sftpx_pchmod(r->sb, p, attr->st_mode & 07777);
+			if (!x_fallback(r, xr))
+				rc = xr;
+		}
 	}
 	int x_owner = 1;
 	if (rc == 0 && (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) && p && use_x(r)) {
-		/* fchownat inside the sandbox: the kernel's own answer; for a
-		 * root caller with CAP_CHOWN (another owner, as root may) */
+		/* fchownat inside the sandbox: the kernel's own answer; under
+		 * a root seerfs with CAP_CHOWN: the caller is root, or the
+		 * kernel checked the change (-o allow_other brings
+		 * default_permissions, fs/main.c), so what it let through is
+		 * what the caller may do (another owner, as root may; a group
+		 * of the owner's) */
 		const struct fuse_ctx *ctx = fuse_req_ctx(req);
 		rc = sftpx_chown(r->sb, p, (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : (uint32_t)-1,
-				 (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : (uint32_t)-1, ctx && ctx->uid == 0);
+				 (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : (uint32_t)-1,
+				 (ctx && ctx->uid == 0) || geteuid() == 0);
 		x_owner = x_fallback(r, rc);
 		if (f && (rc == -ENOENT || rc == -ENOTDIR || rc == -ELOOP))
 			x_owner = 1;

@@ -575,6 +575,11 @@ def test_chown_to_other_owners(posix_root, sandbox_run):
     assert must(sandbox_run("stat -c %u:%g f")).strip() == "4242:4343"
     os.chown(f, -1, 65534)
     assert (os.stat(f).st_uid, os.stat(f).st_gid) == (4242, 65534)
+    # Root changes the mode of another owner's file (on ssh through the
+    # owners' agent: the login owns it no more), set-id bits included.
+    os.chmod(f, 0o6750)
+    assert os.stat(f).st_mode & 0o7777 == 0o6750
+    assert must(sandbox_run("stat -c %a f")).strip() == "6750"
     expect_errno(errno.EINVAL, os.chown, f, 65536, -1)
     os.mkdir(posix_root / "d")
     os.chown(posix_root / "d", 1000, 1000)
@@ -670,6 +675,11 @@ with open(d + '/byroot', 'a') as f: f.write('x')   # an existing file keeps its 
         if line.strip():
             n, ids = line.split()
             assert ids == "%d:%d" % want[n], line
+    # The new owner changes its file's mode as owners may (the login, which
+    # does not own it, may not: on ssh the owners' agent makes it).
+    _as_other("import os, sys; os.chmod(sys.argv[1] + '/f', 0o600)", d)
+    assert os.stat(d / "f").st_mode & 0o7777 == 0o600
+    assert run("stat -c %a f").strip() == "600"
     # Root's own entries stay root's.
     (d / "mine").write_text("m")
     assert (os.stat(d / "mine").st_uid, os.stat(d / "mine").st_gid) == (0, 0)

@@ -590,7 +590,7 @@ int fagent_acquire(struct sandbox *sb, struct ssh_sb *s, struct ssh_agent **out)
 		struct sbuf sh = {0}, cmd = {0};
 		pthread_mutex_lock(&s->lock);
 		sbuf_printf(&cmd, "/usr/bin/perl - %d %s files", s->prctl_nr, s->fileop_nrs[0] ? s->fileop_nrs : "-");
-		ssh_bwrap_command(s, "/", 0, 0, " --cap-add CAP_CHOWN", cmd.data, &sh);
+		ssh_bwrap_command(s, "/", 0, 0, " --cap-add CAP_CHOWN --cap-add CAP_FOWNER --cap-add CAP_FSETID", cmd.data, &sh);
 		pthread_mutex_unlock(&s->lock);
 		sbuf_free(&cmd);
 		char e2[SSH_ERRMSG_LEN + 400] = "";
