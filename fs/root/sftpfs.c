@@ -237,6 +237,7 @@ struct sftpfs {
 	int refs;
 	int dead, stop;
 	int x_off;                /* the sandbox's agent cannot make file operations (sftpfs_agent.c) */
+	int own_off;              /* the owners' agent cannot give new entries their creator's owner (own_new) */
 	unsigned active;          /* requests using cli right now */
 	struct wjob *jobs, **jtail;
 	size_t qbytes;
@@ -1339,6 +1340,79 @@ static int x_lstat(struct sftpfs *r, const char *p, struct sftp_attrs *a)
 	return sftp_lstat(r->cli, p, a);
 }
 
+/* Whether new entries may get their creator's owner (own_new): only a
+ * root seerfs gives files away (as chown through root/; under another user
+ * the mounting user's entries stay the login's), through the agents. */
+static int own_may(struct sftpfs *r)
+{
+	return geteuid() == 0 && use_x(r) && !__atomic_load_n(&r->own_off, __ATOMIC_RELAXED);
+}
+
+/* A new entry gets its creator's owner, as the kernel gives it (the
+ * SFTP server makes it as the login): the caller's uid, and its gid
+ * unless parent (its directory) is setgid, where the server's kernel
+ * already gave the directory's gid. Through the owners' agent's chown
+ * (lchown by a no-follow walk: a name swapped for a symlink meanwhile
+ * changes the link, never its target), only where the caller is not who
+ * the entry already belongs to. Where that agent cannot run (docs/ssh.md)
+ * the entry stays the login's, as before; once logged per sandbox. Waited
+ * for (one round trip more, for such callers only): sent behind, a later
+ * SFTP or agent call of another channel could overtake it.
+ * Updates a (and the set-id bits a chown of a file clears). */
+static void own_new(struct sftpfs *r, fuse_req_t req, struct snode *parent, const char *p, struct sftp_attrs *a)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	if (!ctx || !own_may(r) || !(a->flags & SFTP_ATTR_UIDGID))
+		return;
+	pthread_mutex_lock(&r->mu);
+	int have_pm = parent && (parent->a.flags & SFTP_ATTR_PERMISSIONS);
+	uint32_t pperm = have_pm ? parent->a.perm : 0;
+	pthread_mutex_unlock(&r->mu);
+	if (!have_pm && parent) {
+		int e = 0;
+		char *pp = node_path(parent, NULL, &e);
+		struct sftp_attrs pa;
+		if (pp && x_lstat(r, pp, &pa) == 0 && (pa.flags & SFTP_ATTR_PERMISSIONS))
+			pperm = pa.perm;
+		free(pp);
+	}
+	uint32_t uid = ctx->uid, gid = (pperm & S_ISGID) ? (uint32_t)-1 : ctx->gid;
+	if (uid == a->uid)
+		uid = (uint32_t)-1;
+	if (gid == a->gid)
+		gid = (uint32_t)-1;
+	if (uid == (uint32_t)-1 && gid == (uint32_t)-1)
+		return;
+	if ((uid != (uint32_t)-1 && uid > 65535) || (gid != (uint32_t)-1 && gid > 65535))
+		return; /* beyond the sandbox's ids (EINVAL there): stays the login's */
+	int rc = sftpx_chown(r->sb, p, uid, gid, 1);
+	if (rc < 0) {
+		if (x_fallback(r, rc) || rc == -EPERM) {
+			if (!__atomic_exchange_n(&r->own_off, 1, __ATOMIC_RELAXED))
+				fprintf(stderr,
+					"seerfs: sandbox %s: %s made by uid %u stays owned by %u:%u: the owners' agent "
+					"cannot chown (%s); new entries of other users keep the SSH login's owner "
+					"(docs/ssh.md: owners)\n",
+					r->sb ? r->sb->name : "?", p, ctx->uid, a->uid, a->gid, strerror(-rc));
+		} else {
+			fprintf(stderr, "seerfs: sandbox %s: %s made by uid %u stays owned by %u:%u: chown failed: %s\n",
+				r->sb ? r->sb->name : "?", p, ctx->uid, a->uid, a->gid, strerror(-rc));
+		}
+		return;
+	}
+	if (uid != (uint32_t)-1)
+		a->uid = uid;
+	if (gid != (uint32_t)-1)
+		a->gid = gid;
+	/* The kernel clears a file's set-uid bit on chown, and its set-gid
+	 * bit where group-executable. */
+	if ((a->flags & SFTP_ATTR_PERMISSIONS) && !S_ISDIR(a->perm) && !S_ISLNK(a->perm)) {
+		a->perm &= ~(uint32_t)S_ISUID;
+		if (a->perm & S_IXGRP)
+			a->perm &= ~(uint32_t)S_ISGID;
+	}
+}
+
 /* Under r->mu: directory n's attributes are not to be answered from what
  * we last saw (its mtime and link count moved with a change in it). */
 static void dir_attrs_stale(struct snode *n)
@@ -1726,14 +1800,28 @@ static void sftpfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, in
 		a.flags = SFTP_ATTR_PERMISSIONS;
 		a.perm = attr->st_mode & 07777;
 		rc = f ? sftp_fsetstat(r->cli, f->h, &a) : sftp_setstat(r->cli, p, &a);
+		/* An entry the login does not own (another owner's, root/
+		 * gave it): the owners' agent, with CAP_FOWNER, for a change
+		 * the kernel allowed (a root seerfs: a root caller, or the
+		 * owner under -o allow_other's default_permissions). */
+		if ((rc == -EACCES || rc == -EPERM) && p && geteuid() == 0 && use_x(r)) {
+			int xr = sftpx_pchmod(r->sb, p, attr->st_mode & 07777);
+			if (!x_fallback(r, xr))
+				rc = xr;
+		}
 	}
 	int x_owner = 1;
 	if (rc == 0 && (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) && p && use_x(r)) {
-		/* fchownat inside the sandbox: the kernel's own answer; for a
-		 * root caller with CAP_CHOWN (another owner, as root may) */
+		/* fchownat inside the sandbox: the kernel's own answer; under
+		 * a root seerfs with CAP_CHOWN: the caller is root, or the
+		 * kernel checked the change (-o allow_other brings
+		 * default_permissions, fs/main.c), so what it let through is
+		 * what the caller may do (another owner, as root may; a group
+		 * of the owner's) */
 		const struct fuse_ctx *ctx = fuse_req_ctx(req);
 		rc = sftpx_chown(r->sb, p, (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : (uint32_t)-1,
-				 (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : (uint32_t)-1, ctx && ctx->uid == 0);
+				 (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : (uint32_t)-1,
+				 (ctx && ctx->uid == 0) || geteuid() == 0);
 		x_owner = x_fallback(r, rc);
 		if (f && (rc == -ENOENT || rc == -ENOTDIR || rc == -ELOOP))
 			x_owner = 1;
@@ -1886,8 +1974,12 @@ static void sftpfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 		rc = refine_failure(r, p, NULL, 1, 1, rc);
 	else
 		rc = lrc;
+	/* A directory made in a setgid one is setgid too (the server's
+	 * kernel made it so): kept, as the kernel keeps it. */
 	if (rc == 0)
-		fix_perm(r, p, NULL, &a, mode);
+		fix_perm(r, p, NULL, &a, (mode & 01777) | (a.perm & S_ISGID));
+	if (rc == 0)
+		own_new(r, req, n, p, &a);
 	if (rc == 0 && cur_timeout(r) > 0) {
 		pthread_mutex_lock(&r->mu);
 		lc_seed_empty(r, p);
@@ -1921,6 +2013,8 @@ static void sftpfs_mknod_x(fuse_req_t req, struct sftpfs *r, struct snode *n, co
 	struct sftp_attrs a;
 	if (rc == 0)
 		rc = x_lstat(r, p, &a);
+	if (rc == 0)
+		own_new(r, req, n, p, &a);
 	struct fuse_entry_param e;
 	if (rc == 0)
 		rc = make_entry(r, p, &a, &e);
@@ -1956,6 +2050,8 @@ static void sftpfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 			fix_perm(r, p, h, &a, mode);
 		sftp_close(r->cli, h);
 	}
+	if (rc == 0)
+		own_new(r, req, n, p, &a);
 	struct fuse_entry_param e;
 	if (rc == 0)
 		rc = make_entry(r, p, &a, &e);
@@ -2058,6 +2154,8 @@ static void sftpfs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, 
 		rc = refine_failure(r, p, NULL, 1, 1, rc);
 	else
 		rc = lrc;
+	if (rc == 0)
+		own_new(r, req, n, p, &a);
 	struct fuse_entry_param e;
 	if (rc == 0)
 		rc = make_entry(r, p, &a, &e);
@@ -2355,8 +2453,23 @@ static void sftpfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, m
 		FAIL(rc);
 	struct sftp_attrs a = {.flags = SFTP_ATTR_PERMISSIONS, .perm = mode & 07777};
 	struct sftp_handle *h = NULL;
-	rc = sftp_open_lstat(r->cli, p, open_flags(r, fi->flags) | SFTP_CREAT | ((fi->flags & O_EXCL) ? SFTP_EXCL : 0),
-			     &a, &h, &a);
+	/* Where the entry may get its creator's owner (own_new), made with
+	 * EXCL: only a file made here changes owner, never one that was there
+	 * (or a symlink's target); one that was is opened as open(2) would. */
+	int tried = 0, made = 1;
+	if (!(fi->flags & O_EXCL) && own_may(r)) {
+		rc = sftp_open_lstat(r->cli, p, open_flags(r, fi->flags) | SFTP_CREAT | SFTP_EXCL, &a, &h, &a);
+		tried = 1;
+		if (rc == -EIO || rc == -EEXIST) {
+			made = 0;
+			tried = 0;
+			a = (struct sftp_attrs){.flags = SFTP_ATTR_PERMISSIONS, .perm = mode & 07777};
+			h = NULL;
+		}
+	}
+	if (!tried)
+		rc = sftp_open_lstat(r->cli, p, open_flags(r, fi->flags) | SFTP_CREAT | ((fi->flags & O_EXCL) ? SFTP_EXCL : 0),
+				     &a, &h, &a);
 	dir_added(r, n, name);
 	if (rc == -EIO && (fi->flags & O_EXCL) && sftp_lstat(r->cli, p, &a) == 0)
 		rc = -EEXIST;
@@ -2368,6 +2481,8 @@ static void sftpfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, m
 		rc = sftp_fstat(r->cli, h, &a);
 	if (rc == 0)
 		fix_perm(r, p, h, &a, mode);
+	if (rc == 0 && made)
+		own_new(r, req, n, p, &a);
 	struct fuse_entry_param e;
 	if (rc == 0)
 		rc = make_entry(r, p, &a, &e);

@@ -117,6 +117,14 @@ int sftpx_chown(struct sandbox *sb, const char *path, uint32_t uid, uint32_t gid
 	return call(sb, root ? "pchown" : "chown", path, args, 2, reply, sizeof(reply), f, NULL);
 }
 
+int sftpx_pchmod(struct sandbox *sb, const char *path, mode_t mode)
+{
+	char reply[64];
+	char *f[SFTPX_FIELDS];
+	int64_t args[1] = {(int64_t)(mode & 07777)};
+	return call(sb, "pchmod", path, args, 1, reply, sizeof(reply), f, NULL);
+}
+
 int sftpx_mknod(struct sandbox *sb, const char *path, mode_t mode)
 {
 	char reply[64];

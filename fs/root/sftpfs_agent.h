@@ -32,6 +32,10 @@ int sftpx_lstat(struct sandbox *sb, const char *path, struct sftp_attrs *a);
  * root (the caller is root), by the provider's owners' agent, which may give
  * a file to any of the sandbox's ids (0 to 65535, EINVAL beyond). */
 int sftpx_chown(struct sandbox *sb, const char *path, uint32_t uid, uint32_t gid, int root);
+/* chmod of path itself (EOPNOTSUPP on a symlink) by the owners' agent, with
+ * CAP_FOWNER: for a change the kernel allowed on an entry the login does
+ * not own. */
+int sftpx_pchmod(struct sandbox *sb, const char *path, mode_t mode);
 
 /* A FIFO (mknodat) or a socket (bound at path) with mode's type and bits;
  * device nodes fail EPERM (the agent has no CAP_MKNOD). */

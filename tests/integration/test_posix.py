@@ -575,6 +575,11 @@ def test_chown_to_other_owners(posix_root, sandbox_run):
     assert must(sandbox_run("stat -c %u:%g f")).strip() == "4242:4343"
     os.chown(f, -1, 65534)
     assert (os.stat(f).st_uid, os.stat(f).st_gid) == (4242, 65534)
+    # Root changes the mode of another owner's file (on ssh through the
+    # owners' agent: the login owns it no more), set-id bits included.
+    os.chmod(f, 0o6750)
+    assert os.stat(f).st_mode & 0o7777 == 0o6750
+    assert must(sandbox_run("stat -c %a f")).strip() == "6750"
     expect_errno(errno.EINVAL, os.chown, f, 65536, -1)
     os.mkdir(posix_root / "d")
     os.chown(posix_root / "d", 1000, 1000)
@@ -585,6 +590,133 @@ def test_chown_to_other_owners(posix_root, sandbox_run):
     assert os.stat(f).st_uid == 4242
     os.chown(f, 0, 0)
     assert must(sandbox_run("stat -c %u:%g f")).strip() == "0:0"
+
+
+OTHER = 1234     # a uid and gid of the sandbox that is not the caller's (root) nor the SSH login's
+
+
+def _shared_mount(seerfs_factory):
+    """A mount with allow_other (other uids reach root/, as pjdfstest
+    needs), its sandbox, and a directory of root/workspace anyone may
+    write; with the sandbox's path of that directory."""
+    from conftest import sandbox_run as run_in, workspace_inside
+    mp = Path(tempfile.mkdtemp(prefix="seerfs-own-", dir="/tmp"))
+    mp.chmod(0o755)
+    m = seerfs_factory(args=("-o", "allow_other"), mountpoint=mp)
+    sb = m.sandbox("own", "{}")
+    for p in (sb, sb / "root", sb / "root" / "workspace"):
+        try:
+            os.chmod(p, 0o755)
+        except OSError:
+            pass
+    d = sb / "root" / "workspace" / "o"
+    d.mkdir()
+    os.chmod(d, 0o777)
+
+    def run(cmd):
+        code, out = run_in(sb, f"cd {shlex.quote(workspace_inside(sb) + '/o')} && {cmd}")
+        assert code == 0, out
+        return out.decode(errors="replace")
+    return mp, d, run
+
+
+def _as_other(code, *args):
+    """Runs python code as uid and gid OTHER, no supplementary groups (as
+    `setpriv --reuid --regid --clear-groups` would); args in sys.argv."""
+    def drop():
+        os.setgroups([])
+        os.setresgid(OTHER, OTHER, OTHER)
+        os.setresuid(OTHER, OTHER, OTHER)
+    r = subprocess.run(["/usr/bin/python3", "-c", code, *map(str, args)], preexec_fn=drop,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: other uids, and a mount with allow_other")
+@pytest.mark.skipif(HARNESS, reason="needs the seerfs daemon")
+def test_new_entries_take_the_callers_owner(seerfs_factory):
+    """A file, directory, FIFO, socket and symlink made through root/ by
+    another uid are that uid's and gid's, as the kernel makes them (on ssh
+    through the owners' agent's chown); a hard link keeps its target's
+    owner; in a setgid directory a new entry takes the directory's gid
+    (and a new directory its setgid bit)."""
+    _, d, run = _shared_mount(seerfs_factory)
+    os.mkdir(d / "sg")     # root's group (on ssh a chmod cannot set setgid on another group's directory: docs/ssh.md)
+    os.chmod(d / "sg", 0o2777)
+    assert os.stat(d / "sg").st_mode & stat.S_ISGID
+    (d / "byroot").write_text("r")
+    os.chmod(d / "byroot", 0o666)
+    _as_other("""
+import os, socket, sys
+d = sys.argv[1]
+os.close(os.open(d + '/f', os.O_CREAT | os.O_WRONLY, 0o644))
+os.close(os.open(d + '/e', os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+os.mkdir(d + '/dir', 0o755)
+os.mkfifo(d + '/fifo', 0o644)
+os.mknod(d + '/nod', 0o600)
+s = socket.socket(socket.AF_UNIX); s.bind(d + '/sock'); s.close()
+os.symlink('f', d + '/sym')
+os.link(d + '/byroot', d + '/hard')
+os.close(os.open(d + '/sg/f', os.O_CREAT | os.O_WRONLY, 0o644))
+os.mkdir(d + '/sg/dir')
+with open(d + '/byroot', 'a') as f: f.write('x')   # an existing file keeps its owner
+""", d)
+    want = {n: (OTHER, OTHER) for n in ("f", "e", "dir", "fifo", "nod", "sock", "sym")}
+    want.update({"hard": (0, 0), "byroot": (0, 0), "sg/f": (OTHER, 0), "sg/dir": (OTHER, 0)})
+    for n, ids in want.items():
+        st = os.lstat(d / n)
+        assert (st.st_uid, st.st_gid) == ids, n
+    assert os.lstat(d / "sg" / "dir").st_mode & stat.S_ISGID
+    assert stat.S_ISLNK(os.lstat(d / "sym").st_mode) and stat.S_ISFIFO(os.lstat(d / "fifo").st_mode)
+    # What the sandbox sees, not only what root/ answers.
+    seen = run("stat -c '%n %u:%g' f e dir fifo nod sock sym hard byroot sg/f sg/dir")
+    for line in seen.split("\n"):
+        if line.strip():
+            n, ids = line.split()
+            assert ids == "%d:%d" % want[n], line
+    # The new owner changes its file's mode as owners may (the login, which
+    # does not own it, may not: on ssh the owners' agent makes it).
+    _as_other("import os, sys; os.chmod(sys.argv[1] + '/f', 0o600)", d)
+    assert os.stat(d / "f").st_mode & 0o7777 == 0o600
+    assert run("stat -c %a f").strip() == "600"
+    # Root's own entries stay root's.
+    (d / "mine").write_text("m")
+    assert (os.stat(d / "mine").st_uid, os.stat(d / "mine").st_gid) == (0, 0)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: other uids, and a mount with allow_other")
+@pytest.mark.skipif(HARNESS, reason="needs the seerfs daemon")
+def test_other_uid_creating_over_planted_symlink_never_chowns_host(seerfs_factory, host_marker):
+    """Another uid creates names where the sandbox planted symlinks to a
+    host file and directory (and a dangling one): no chown lands on the
+    host's file, directory or anything in it, and the links stay the
+    login's (only an entry made by the call changes owner)."""
+    f, hd = host_marker
+    before_f, before_d = _host_state(f), _host_state(hd)
+    _, d, run = _shared_mount(seerfs_factory)
+    run(f"ln -s {f} evil && ln -s {hd} evildir && ln -s {hd}/new dangling && stat -c %u:%g evil")
+    links = {n: (os.lstat(d / n).st_uid, os.lstat(d / n).st_gid) for n in ("evil", "evildir", "dangling")}
+    _as_other("""
+import os, socket, sys
+d = sys.argv[1]
+ops = [lambda: os.close(os.open(d + '/evil', os.O_CREAT | os.O_WRONLY, 0o644)),
+       lambda: os.close(os.open(d + '/dangling', os.O_CREAT | os.O_WRONLY, 0o644)),
+       lambda: os.close(os.open(d + '/evildir/g', os.O_CREAT | os.O_WRONLY, 0o644)),
+       lambda: os.mkdir(d + '/evil'), lambda: os.mkdir(d + '/evildir/x'),
+       lambda: os.mkfifo(d + '/evil'), lambda: os.mkfifo(d + '/evildir/p'),
+       lambda: os.symlink('x', d + '/evil'), lambda: os.symlink('x', d + '/evildir/s')]
+for op in ops:
+    try:
+        op()
+    except OSError:
+        pass
+""", d)
+    for n, ids in links.items():
+        st = os.lstat(d / n)
+        assert stat.S_ISLNK(st.st_mode) and (st.st_uid, st.st_gid) == ids, n
+    assert _host_state(f) == before_f and _host_state(hd) == before_d
+    assert Path(f).read_text() == "HOST\n" and sorted(os.listdir(hd)) == ["f"]
 
 
 def test_ctime(posix_root, sandbox_run):
@@ -1295,6 +1427,9 @@ def test_directory_swap_race_never_changes_host(posix_root, sandbox_run, host_ma
     before = _host_state(d)
     before_f = _host_state(d / "f")
     must(sandbox_run("mkdir real && echo INSIDE > real/f && ln -s " + str(d) + " sw"))
+    if os.geteuid() == 0 and not HARNESS:
+        # another owner's: a chmod then goes to the owners' agent on ssh (pchmod)
+        os.chown(posix_root / "real" / "f", 4242, 4242)
     must(sandbox_run(py_inside(
         "import ctypes, time\nlibc = ctypes.CDLL(None, use_errno=True)\nend = time.time() + 2.5\n"
         "while time.time() < end:\n    libc.renameat2(-100, b'real', -100, b'sw', 2)")
@@ -1307,7 +1442,8 @@ def test_directory_swap_race_never_changes_host(posix_root, sandbox_run, host_ma
             for name in ("sw", "real"):
                 base = posix_root / name
                 for op in (lambda: os.utime(base / "f", ns=(5_000_000_000 + i, 6_000_000_000)),
-                           lambda: os.chown(base / "f", os.geteuid(), os.getegid()),
+                           lambda: os.chown(base / "f", 4242, 4242),
+                           lambda: os.chmod(base / "f", 0o6640 if i % 2 else 0o644),
                            lambda: os.truncate(base / "f", 3),
                            lambda: os.mkfifo(base / f"p{k}-{i}"),
                            lambda: os.mknod(base / f"s{k}-{i}", stat.S_IFSOCK | 0o600)):

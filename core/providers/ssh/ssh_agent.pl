@@ -22,7 +22,8 @@
 #   count, ctime, nanoseconds, 64-bit times), chown UID GID, mknod MODE
 #   (FIFOs and sockets: a socket is bound at the path), utimens AS ANS MS
 #   MNS [MODE] (the mode first, when given), truncate SIZE; pchown is
-#   chown sent to the owners' agent (a third argument "files": file
+#   chown sent to the owners' agent, pchmod MODE (the name itself, never a
+#   symlink's target) sent there too (a third argument "files": file
 #   operations only, in a bubblewrap of its own with CAP_CHOWN). Owners are
 #   the sandbox's ids, 0 to 65535 (EINVAL beyond, as on the local provider). PATH is resolved from "/" one name at a time by
 #   descriptor (openat with O_NOFOLLOW), so no symlink is followed in any
@@ -349,6 +350,19 @@ sub fileop {
 			$r = -POSIX::EINVAL();
 		} elsif (sc($nr{fchownat}, $fd + 0, $name, $a[0] + 0, $a[1] + 0, AT_SYMLINK_NOFOLLOW) < 0) {
 			$r = -($! + 0);
+		}
+	} elsif ($op eq 'pchmod') {
+		# chmod of the name itself (a symlink: EOPNOTSUPP, as lchmod),
+		# by an O_PATH descriptor through /proc; with CAP_FOWNER and
+		# CAP_FSETID in the owners' agent, what the kernel let the
+		# caller do through root/.
+		my $f = sc($nr{openat}, $fd + 0, $name, O_PATH_ | Fcntl::O_NOFOLLOW() | O_CLOEXEC_, 0);
+		if ($f < 0) {
+			$r = -($! + 0);
+		} else {
+			my $via = "/proc/self/fd/$f";
+			$r = -($! + 0) if sc($nr{fchmodat}, AT_FDCWD, $via, ($a[0] // 0) & 07777, 0) < 0;
+			POSIX::close($f);
 		}
 	} elsif ($op eq 'mknod') {
 		my $mode = $a[0] + 0;
