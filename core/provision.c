@@ -1293,9 +1293,7 @@ static int step_python(struct sandbox *sb, const struct seer_config *cfg, char *
 	char py[128] = "/usr/bin/python3";
 	if (cfg->python_version) {
 		const char *v = cfg->python_version;
-		int ok = strlen(v) < 16;
-		for (const char *c = v; ok && *c; c++)
-			ok = (*c >= '0' && *c <= '9') || *c == '.';
+		int ok = python_version_valid(v);
 		snprintf(py, sizeof(py), "/usr/bin/python%s", v);
 		if (!ok || access(py, X_OK) != 0) {
 			struct sbuf b = {0};

@@ -385,3 +385,11 @@ size_t pip_env(char **out)
 	out[k] = NULL;
 	return k;
 }
+
+int python_version_valid(const char *v)
+{
+	int ok = strlen(v) < 16;
+	for (const char *c = v; ok && *c; c++)
+		ok = (*c >= '0' && *c <= '9') || *c == '.';
+	return ok;
+}

@@ -82,4 +82,8 @@ void *xcalloc(size_t n, size_t sz);
 #define PIP_ENV_MAX 5
 size_t pip_env(char **out);
 
+/* A python_version as seerfs takes it: digits and dots, under 16 bytes
+ * ("3.11"), so "python" followed by it names a program. 1 or 0. */
+int python_version_valid(const char *v);
+
 #endif

@@ -259,10 +259,7 @@ int dk_image_layers(struct sandbox *sb, struct docker_entry *e, const struct see
 		char py[64] = "python3";
 		if (cfg->python_version) {
 			const char *v = cfg->python_version;
-			int ok = strlen(v) < 16;
-			for (const char *c = v; ok && *c; c++)
-				ok = (*c >= '0' && *c <= '9') || *c == '.';
-			if (!ok) {
+			if (!python_version_valid(v)) {
 				snprintf(err, n, "sandbox %s: python_version \"%s\" is not a version (3.11)", sb->name, v);
 				return -EINVAL;
 			}
