@@ -13,7 +13,9 @@
 #      build with SEERFS_TEST_PROVIDER=ssh (the same test bodies on a sandbox
 #      of the ssh provider, served by a private sshd: docs/ssh.md), with
 #      SEERFS_TEST_PROVIDER=docker with test_docker.py (a dockerd of the
-#      tests' own: docs/docker.md; test_docker.py runs only there), the two
+#      tests' own: docs/docker.md; test_docker.py runs only there), with
+#      SEERFS_TEST_PROVIDER=docker-remote with test_docker_remote.py (the
+#      same dockerd forced remote: root/ over SFTP in the container), the two
 #      tests that need fs/root/pass.c alone through the passmount harness
 #      (build-asan), then all of them as the ordinary user seer against build.
 # The summary lists each stage's counts, the skips grouped by their reason
@@ -274,7 +276,7 @@ if [ $ASAN_OK = 1 ] && [ -e /dev/fuse ]; then
 	env SEERFS_BUILD="$REPO/build-asan" SEERFS_TEST_PROVIDER=local \
 		ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:print_summary=1 \
 		UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-		timeout 1800 "$PY" -m pytest "${PYTEST_ARGS[@]}" --ignore=tests/integration/test_docker.py tests/integration 2>&1 | tee "$LOGDIR/pytest-root.log" |
+		timeout 1800 "$PY" -m pytest "${PYTEST_ARGS[@]}" --ignore=tests/integration/test_docker.py --ignore=tests/integration/test_docker_remote.py tests/integration 2>&1 | tee "$LOGDIR/pytest-root.log" |
 		tail -80
 	pytest_counts "integration (root, asan)" "$LOGDIR/pytest-root.log"
 fi
@@ -300,6 +302,15 @@ if [ $BUILD_OK = 1 ] && [ -e /dev/fuse ] && command -v dockerd >/dev/null; then
 		timeout 1200 "$PY" -m pytest "${PYTEST_ARGS[@]}" tests/integration/test_posix.py \
 		tests/integration/test_exec.py tests/integration/test_docker.py 2>&1 | tee "$LOGDIR/pytest-docker.log" | tail -40
 	pytest_counts "integration (root, docker)" "$LOGDIR/pytest-docker.log"
+	# The same dockerd as a remote engine (its TLS endpoint, "local": false):
+	# root/ is SFTP in the container, commands are Engine API execs, models
+	# are volumes (test_docker_remote.py runs only here).
+	note "integration tests on the docker provider, remote engine, as root, build"
+	env SEERFS_BUILD="$REPO/build" SEERFS_TEST_PROVIDER=docker-remote \
+		timeout 1200 "$PY" -m pytest "${PYTEST_ARGS[@]}" tests/integration/test_posix.py \
+		tests/integration/test_exec.py tests/integration/test_docker_remote.py 2>&1 |
+		tee "$LOGDIR/pytest-docker-remote.log" | tail -40
+	pytest_counts "integration (root, docker-remote)" "$LOGDIR/pytest-docker-remote.log"
 fi
 
 # fs/root/pass.c alone, through the passmount harness (tests/drivers/passmount.c):

@@ -1,9 +1,10 @@
 /*
- * sftp.c - SFTP v3 client with OpenSSH extensions over a struct ssh_conn channel.
+ * sftp.c - SFTP v3 client with OpenSSH extensions over a byte stream
+ * (bytestream.h): an SSH channel, or an exec stream of a container engine.
  *
  * How requests flow: a caller builds a packet, registers a request record
- * (id -> waiter) in a hash table, then queues the bytes on the channel.  The
- * connection's I/O thread hands every received byte to on_data(), which
+ * (id -> waiter) in a hash table, then queues the bytes on the stream.  The
+ * stream's I/O thread hands every received byte to on_data(), which
  * reassembles packets, looks the id up, stores the reply in the record (DATA
  * replies go straight into the caller's buffer) and signals the caller's
  * condition variable.  Registering before sending means a reply can never
@@ -19,6 +20,7 @@
 #endif
 #include "core/lib/sftp.h"
 #include "core/lib/bytes.h"
+#include "core/lib/bytestream.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -77,8 +79,7 @@ struct sftp_req {
 };
 
 struct sftp_client {
-	struct ssh_conn *conn;
-	struct ssh_chan *ch;
+	struct bytestream *ch;  /* the transport: an SSH channel, an engine exec stream */
 	pthread_mutex_t mu;
 	uint32_t next_id;
 	struct sftp_req *tab[HASH_SIZE];
@@ -527,18 +528,13 @@ static int on_data(void *ud, int stream, const char *buf, size_t len)
 	return 0;
 }
 
-static void on_closed(void *ud, int err, const struct ssh_chan_exit *ex)
+static void on_closed(void *ud, int err, const char *why)
 {
 	struct sftp_client *s = ud;
-	char msg[300], why[200] = "";
+	char msg[300];
 	if (err < 0) {
-		ssh_conn_error(s->conn, why, sizeof why);
 		snprintf(msg, sizeof msg, "%s", *why ? why : "connection lost");
 	} else {
-		if (ex->signal[0])
-			snprintf(why, sizeof why, " (killed by signal %s)", ex->signal);
-		else if (ex->has_status)
-			snprintf(why, sizeof why, " (exit status %d)", ex->status);
 		snprintf(msg, sizeof msg, "the SFTP server closed the channel"
 				 "%.60s%s%.180s", why, s->stderr_tail[0] ? ": " : "",
 				 s->stderr_tail);
@@ -605,7 +601,7 @@ static int send_req(struct sftp_client *s, struct sftp_req *r, struct sbuf *b,
 	iov[0].iov_len = b->len;
 	iov[1].iov_base = (void *)data;
 	iov[1].iov_len = dlen;
-	rc = ssh_chan_writev(s->ch, iov, dlen ? 2 : 1,
+	rc = s->ch->ops->writev(s->ch, iov, dlen ? 2 : 1,
 						 __atomic_load_n(&s->timeout_ms, __ATOMIC_RELAXED));
 	if (rc && r) {
 		pthread_mutex_lock(&s->mu);
@@ -824,13 +820,14 @@ static void query_limits(struct sftp_client *s)
 	call_done(&r, &w);
 }
 
-/* Opens the client on a channel started with (request, arg): the "sftp"
- * subsystem, or an exec of an SFTP server binary, which speaks the same
+/* Opens the client on a stream that opener() starts with the client's
+ * callbacks: the "sftp" subsystem of an SSH connection, or an exec of an
+ * SFTP server binary (over SSH or in a container), which speaks the same
  * protocol on its stdin and stdout. */
-static int client_open_on(struct ssh_conn *c, const char *request, const char *arg,
-						  struct sftp_client **out, char *err, size_t errlen)
+int sftp_client_open_stream(bytestream_open_fn opener, void *arg,
+							struct sftp_client **out, char *err, size_t errlen)
 {
-	static const struct ssh_chan_cbs cbs = { on_data, NULL, on_closed };
+	static const struct bytestream_cbs cbs = { on_data, on_closed };
 	struct sftp_client *s;
 	unsigned char init[9];
 	struct iovec iov = { init, sizeof init };
@@ -844,25 +841,24 @@ static int client_open_on(struct ssh_conn *c, const char *request, const char *a
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
-	s->conn = c;
 	s->refs = 1;
 	s->next_id = 1;
-	s->timeout_ms = ssh_conn_timeout_ms(c);
 	s->max_read = s->max_write = DEFAULT_MAX_IO;
 	pthread_mutex_init(&s->mu, NULL);
 	ssh_cond_init(&s->init_cv);
 
-	rc = ssh_chan_open(c, request, arg, &cbs, s, &s->ch, err, errlen);
+	rc = opener(arg, &cbs, s, &s->ch, err, errlen);
 	if (rc) {
 		pthread_mutex_destroy(&s->mu);
 		pthread_cond_destroy(&s->init_cv);
 		free(s);
 		return rc;
 	}
+	s->timeout_ms = s->ch->timeout_ms;
 	put32(init, 5);
 	init[4] = FXP_INIT;
 	put32(init + 5, 3);
-	rc = ssh_chan_writev(s->ch, &iov, 1, s->timeout_ms);
+	rc = s->ch->ops->writev(s->ch, &iov, 1, s->timeout_ms);
 	deadline = ssh_now_ms() + s->timeout_ms;
 	pthread_mutex_lock(&s->mu);
 	while (rc == 0 && !s->version_done && !s->dead) {
@@ -901,16 +897,31 @@ static int client_open_on(struct ssh_conn *c, const char *request, const char *a
 	return 0;
 }
 
+struct ssh_open_arg {
+	struct ssh_conn *c;
+	const char *request, *arg;
+};
+
+static int open_ssh(void *arg, const struct bytestream_cbs *cbs, void *ud,
+					struct bytestream **out, char *err, size_t errlen)
+{
+	const struct ssh_open_arg *a = arg;
+	return bytestream_ssh_open(a->c, a->request, a->arg, cbs, ud, out, err,
+							   errlen);
+}
+
 int sftp_client_open(struct ssh_conn *c, struct sftp_client **out, char *err,
 					 size_t errlen)
 {
-	return client_open_on(c, "subsystem", "sftp", out, err, errlen);
+	struct ssh_open_arg a = { c, "subsystem", "sftp" };
+	return sftp_client_open_stream(open_ssh, &a, out, err, errlen);
 }
 
 int sftp_client_open_exec(struct ssh_conn *c, const char *command,
 						  struct sftp_client **out, char *err, size_t errlen)
 {
-	return client_open_on(c, "exec", command, out, err, errlen);
+	struct ssh_open_arg a = { c, "exec", command };
+	return sftp_client_open_stream(open_ssh, &a, out, err, errlen);
 }
 
 void sftp_client_shutdown(struct sftp_client *s, const char *why)
@@ -922,7 +933,7 @@ void sftp_client_shutdown(struct sftp_client *s, const char *why)
 	pthread_mutex_unlock(&s->mu);
 	/* The server exits at the end of its input; sshd then closes the
 	 * channel. The channel itself stays ours until sftp_client_close. */
-	ssh_chan_send_eof(s->ch);
+	s->ch->ops->send_eof(s->ch);
 }
 
 void sftp_client_close(struct sftp_client *s)
@@ -933,7 +944,7 @@ void sftp_client_close(struct sftp_client *s)
 	client_die(s, -ENOTCONN, "SFTP client closed");
 	pthread_mutex_unlock(&s->mu);
 	/* After release no callback can touch s any more. */
-	ssh_chan_release(s->ch);
+	s->ch->ops->release(s->ch);
 	free(s->pkt);
 	free(s->version_body);
 	pthread_mutex_destroy(&s->mu);
@@ -970,7 +981,7 @@ size_t sftp_max_write(const struct sftp_client *s)
 void sftp_set_timeout(struct sftp_client *s, int timeout_ms)
 {
 	__atomic_store_n(&s->timeout_ms, timeout_ms > 0 ? timeout_ms
-									 : ssh_conn_timeout_ms(s->conn),
+									 : s->ch->timeout_ms,
 					 __ATOMIC_RELAXED);
 }
 

@@ -1,8 +1,10 @@
 /*
  * sftp.h - SFTP version 3 client (draft-ietf-secsh-filexfer-02) with the
  * OpenSSH extensions posix-rename, hardlink, fsync, statvfs/fstatvfs,
- * lsetstat and limits, running over one "sftp" subsystem channel of an
- * ssh_conn (sshconn.h), or over an exec channel that runs an SFTP server.
+ * lsetstat and limits, running over a byte stream (bytestream.h): one
+ * "sftp" subsystem channel of an ssh_conn (sshconn.h), an exec channel
+ * that runs an SFTP server, or an exec of an SFTP server in a container of
+ * a Docker Engine API (bytestream_engine_open).
  *
  * Why our own client: libssh2 1.10's SFTP layer lacks the OpenSSH
  * extensions above and serialises requests, while a filesystem needs many
@@ -30,6 +32,7 @@
 #include <sys/types.h>
 
 #include "core/lib/sshconn.h"
+#include "core/lib/bytestream.h"
 
 /* SSH_FILEXFER_ATTR_* */
 #define SFTP_ATTR_SIZE 0x00000001u
@@ -99,6 +102,12 @@ int sftp_client_open(struct ssh_conn *c, struct sftp_client **out, char *err,
  * command is visible in the remote process list: no secrets in it. */
 int sftp_client_open_exec(struct ssh_conn *c, const char *command,
 						  struct sftp_client **out, char *err, size_t errlen);
+/* The same over any byte stream: opener(arg, ...) starts it with the
+ * client's callbacks (bytestream.h), e.g. bytestream_engine_open of
+ * /usr/lib/openssh/sftp-server in a container. The request timeout is the
+ * stream's. */
+int sftp_client_open_stream(bytestream_open_fn opener, void *arg,
+							struct sftp_client **out, char *err, size_t errlen);
 /* Ends the session without freeing s: everything in flight and every later
  * call fails with -ENOTCONN (sftp_client_error gives why), and the server
  * gets end of input, so it exits. For a client others may still hold. */

@@ -80,12 +80,16 @@ IS_ROOT = os.geteuid() == 0
 TEST_USER = os.environ.get("SEERFS_TEST_USER", "")
 # Which provider the sandboxes of the tests use: "local" or "ssh" (see above).
 PROVIDER = os.environ.get("SEERFS_TEST_PROVIDER", "local") or "local"
-if PROVIDER not in ("local", "ssh", "docker"):
-    raise RuntimeError(f"SEERFS_TEST_PROVIDER={PROVIDER!r}: want local, ssh or docker")
+if PROVIDER not in ("local", "ssh", "docker", "docker-remote"):
+    raise RuntimeError(f"SEERFS_TEST_PROVIDER={PROVIDER!r}: want local, ssh, docker or docker-remote")
+# docker-remote: the docker provider with the test's dockerd reached over its
+# TLS endpoint and the entry forced remote ("local": false): root/ is SFTP in
+# the container, commands are Engine API execs (docs/docker.md).
+DOCKER = PROVIDER in ("docker", "docker-remote")
 LOCAL = PROVIDER == "local"
 # root/ is an fd on the sandbox's "/" (fs/root/pass.c): the local provider's
 # and the docker provider's on a local engine; ssh's is SFTP.
-FD_ROOT = PROVIDER in ("local", "docker")
+FD_ROOT = PROVIDER in ("local", "docker")   # docker-remote's root/ is SFTP, as ssh's
 SSH_PROVIDER_NAME = "t1"
 DOCKER_PROVIDER_NAME = "t1"
 
@@ -105,7 +109,7 @@ def needs_fd_root(reason):
 def not_on_docker(reason):
     """Skips a test under SEERFS_TEST_PROVIDER=docker; reason says why it
     cannot hold in a container."""
-    return pytest.mark.skipif(PROVIDER == "docker", reason=f"docker provider: {reason}")
+    return pytest.mark.skipif(DOCKER, reason=f"docker provider: {reason}")
 
 
 def docker_entry(engine, **kw):
@@ -694,9 +698,13 @@ def seerfs_factory(tmp_path, seerfs_binary, request):
     if PROVIDER == "ssh":
         pfile, _ = ssh_providers_file(request.getfixturevalue("ssh_server"), tmp_path)
         extra, provider = ("-o", f"providers={pfile}"), SSH_PROVIDER_NAME
-    elif PROVIDER == "docker":
+    elif DOCKER:
         pfile = tmp_path / "providers.json"
-        pfile.write_text(json.dumps({DOCKER_PROVIDER_NAME: docker_entry(request.getfixturevalue("docker_engine"))}))
+        eng = request.getfixturevalue("docker_engine")
+        kw = {}
+        if PROVIDER == "docker-remote":
+            kw = dict(endpoint=eng.tls_endpoint, ca=eng.ca, cert=eng.cert, key=eng.key, local=False)
+        pfile.write_text(json.dumps({DOCKER_PROVIDER_NAME: docker_entry(eng, **kw)}))
         extra, provider = ("-o", f"providers={pfile}"), DOCKER_PROVIDER_NAME
 
     def start(state=None, env=None, args=(), mountpoint=None):

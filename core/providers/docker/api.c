@@ -35,6 +35,11 @@ static struct engine *engine_of(struct docker_entry *e, char *err, size_t n)
 	return eng;
 }
 
+struct engine *dk_engine(struct docker_entry *e, char *err, size_t n)
+{
+	return engine_of(e, err, n);
+}
+
 static int status_errno(int st)
 {
 	return st == 404 ? -ENOENT : st == 409 ? -EEXIST : -EIO;

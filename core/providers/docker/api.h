@@ -36,6 +36,11 @@ int dk_call_raw(struct docker_entry *e, const char *method, const char *path, co
  * headers: stream, 0, 0, 0, length), stdout and stderr alike. */
 void dk_demux(const char *raw, size_t len, struct sbuf *out);
 
+/* The entry's engine client (engine.h), opened on first use; NULL with a
+ * message naming the endpoint when it cannot be opened. */
+struct engine;
+struct engine *dk_engine(struct docker_entry *e, char *err, size_t errlen);
+
 /* A value of a JSON object by dotted path ("State.Pid"), or NULL. */
 struct json_object *dk_get(struct json_object *o, const char *path);
 

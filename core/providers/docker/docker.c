@@ -19,6 +19,13 @@
  *   engine's State.Pid), and root/ is /proc/PID/root of that init, an fd,
  *   through the same backend as the local provider.
  *
+ * On a remote engine (not on this machine: the entry's "local" is false)
+ * nothing of this machine is bound in: the container's init is a waiting
+ * shell of the image, root/ is SFTP to the image's sftp-server started by
+ * an exec stream (core/lib/bytestream_engine.c), commands are execs
+ * (remote_exec.c), local_files go through the archive endpoint and models
+ * are engine volumes filled once per engine (model_volume).
+ *
  * Containers carry the labels seerfs.state and seerfs.sandbox; a remount
  * finds its container by name, checks those labels and adopts it (the
  * agent reconnects within 100 ms). An unmount leaves containers running
@@ -28,9 +35,13 @@
 #include "core/providers/docker/docker.h"
 #include "core/providers/docker/api.h"
 #include "core/providers/docker/image.h"
+#include "core/providers/docker/remote_exec.h"
 #include "core/lib/agentconn.h"
 #include "core/config.h"
 #include "core/jobs.h"
+#include "core/lib/bytestream.h"
+#include "core/lib/engine.h"
+#include "core/lib/sftp.h"
 #include "core/lib/sha256.h"
 #include "core/lib/util.h"
 #include "core/root.h"
@@ -45,6 +56,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -63,7 +76,16 @@ struct docker_sb {
 	int reader_started;
 	pthread_mutex_t revive_lock; /* one revive at a time */
 	int terminated;             /* stop ran: no revive until the next start */
+	int remote;                 /* on a remote engine: root/ is sftp, no agent socket */
+	struct sftp_client *sftp;   /* remote: sftp-server in the container, over an exec stream */
+	struct dkr_jobs *rjobs;     /* remote: the commands, each an exec stream (remote_exec.c) */
 };
+
+/* On a remote engine nothing of this machine can be bound into the
+ * container: its init is a shell that waits (and reaps), and root/ is
+ * this SFTP server in the container, started over an exec stream. */
+#define REMOTE_INIT "trap 'exit 0' TERM INT; while :; do sleep 86400 & wait $!; done"
+#define REMOTE_SFTP_SERVER "/usr/lib/openssh/sftp-server"
 
 static struct docker_sb *priv_of(struct sandbox *sb)
 {
@@ -105,12 +127,6 @@ static int docker_check(struct sandbox *sb, const struct seer_config *cfg, char 
 		snprintf(err, n, "sandbox %s: provider \"%s\" has no settings; write config.json again", sb->name,
 			 cfg->provider);
 		return -EINVAL;
-	}
-	if (!e->local) {
-		snprintf(err, n,
-			 "sandbox %s: provider %s: engine %s is not on this machine; this seerfs runs docker sandboxes on local engines only (unix://, or tcp:// to a loopback address, or \"local\": true where the engine shares this machine's processes)",
-			 sb->name, e->name, e->endpoint);
-		return -EOPNOTSUPP;
 	}
 	return 0;
 }
@@ -246,6 +262,191 @@ static struct json_object *strarr(const char *const *v)
 	return a;
 }
 
+/* ---- models on a remote engine: a volume per model and commit ------------------------------ */
+
+/* seerfs-model-HASH: HASH of the model's name and commit, so one engine
+ * holds one copy of each, whatever state directory asks. */
+static void model_volume_name(const struct seer_start_model *m, char *out, size_t n)
+{
+	struct sha256_ctx c;
+	uint8_t d[SHA256_DIGEST_LEN];
+	char hex[2 * SHA256_DIGEST_LEN + 1];
+	sha256_init(&c);
+	sha256_update(&c, m->mount, strlen(m->mount) + 1);
+	sha256_update(&c, m->commit, strlen(m->commit) + 1);
+	sha256_final(&c, d);
+	sha_hex(d, SHA256_DIGEST_LEN, hex);
+	snprintf(out, n, "seerfs-model-%.24s", hex);
+}
+
+#define MODEL_DONE ".seerfs-complete"
+
+/* PUTs a tar (made by engine_tar_from_fd of fd, under name) at dir of
+ * container hid. */
+static int put_fd(struct docker_entry *e, struct engine *eng, const char *hid, const char *dir, int fd, const char *name,
+		  char *err, size_t n)
+{
+	void *tar = NULL;
+	size_t len = 0;
+	int r = engine_tar_from_fd(fd, name, 0, 0, &tar, &len, err, n);
+	if (r < 0)
+		return r;
+	char q[3 * 4096], p[3 * 4096 + 128];
+	if (engine_escape(dir, q, sizeof(q)) < 0) {
+		free(tar);
+		return -ENAMETOOLONG;
+	}
+	snprintf(p, sizeof(p), "/containers/%s/archive?path=%s", hid, q);
+	int st = engine_put_raw(eng, "PUT", p, "application/x-tar", tar, len, NULL, err, n);
+	free(tar);
+	(void)e;
+	return st < 0 ? st : st >= 300 ? -EIO : 0;
+}
+
+/* The model's snapshot directory (its entries are links into ../../blobs:
+ * followed, so the volume holds the files) into dir of container hid. */
+static int put_model_dir(struct docker_entry *e, struct engine *eng, const char *hid, int dfd, const char *dir,
+			 char *err, size_t n)
+{
+	int r = 0, dup = fcntl(dfd, F_DUPFD_CLOEXEC, 3);
+	DIR *dh = dup >= 0 ? fdopendir(dup) : NULL;
+	if (!dh) {
+		snprintf(err, n, "cannot list %s of the model: %s", dir, strerror(errno));
+		if (dup >= 0)
+			close(dup);
+		return -errno;
+	}
+	struct dirent *de;
+	while (r == 0 && (de = readdir(dh))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		int fd = openat(dfd, de->d_name, O_RDONLY | O_CLOEXEC);
+		struct stat st;
+		if (fd < 0 || fstat(fd, &st) < 0) {
+			r = -errno;
+			snprintf(err, n, "cannot read %s/%s of the model: %s", dir, de->d_name, strerror(-r));
+		} else if (S_ISREG(st.st_mode)) {
+			r = put_fd(e, eng, hid, dir, fd, de->d_name, err, n);
+		} else if (S_ISDIR(st.st_mode)) {
+			/* the directory itself first (a tar of an empty one), then its files */
+			char tmpl[] = "/tmp/seerfs-model-XXXXXX", sub[4096];
+			if (!mkdtemp(tmpl)) {
+				r = -errno;
+			} else {
+				int tfd = open(tmpl, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+				r = tfd < 0 ? -errno : put_fd(e, eng, hid, dir, tfd, de->d_name, err, n);
+				if (tfd >= 0)
+					close(tfd);
+				rmdir(tmpl);
+			}
+			snprintf(sub, sizeof(sub), "%s/%s", dir, de->d_name);
+			if (r == 0)
+				r = put_model_dir(e, eng, hid, fd, sub, err, n);
+		}
+		if (fd >= 0)
+			close(fd);
+	}
+	closedir(dh);
+	return r;
+}
+
+/* The volume of model m on the engine, filled once: a helper container
+ * (the sandbox's image, never started, no network) mounts it, the model's
+ * files go in through the archive endpoint, then the marker MODEL_DONE; a
+ * volume with the marker is used as it is. */
+static int model_volume(struct sandbox *sb, struct docker_entry *e, const char *image, const struct seer_start_model *m,
+			char *err, size_t n)
+{
+	char vol[96], e2[768], p[512];
+	model_volume_name(m, vol, sizeof(vol));
+	struct engine *eng = dk_engine(e, err, n);
+	if (!eng)
+		return -EHOSTUNREACH;
+	char model[256];
+	snprintf(model, sizeof(model), "%s", m->mount);
+	char *dd = strstr(model, "--");
+	if (dd) {   /* ORG--NAME -> ORG/NAME */
+		*dd = '/';
+		memmove(dd + 1, dd + 2, strlen(dd + 2) + 1);
+	}
+	struct json_object *req = json_object_new_object(), *labels = json_object_new_object();
+	json_object_object_add(req, "Name", json_object_new_string(vol));
+	json_object_object_add(labels, "seerfs.model", json_object_new_string(model));
+	json_object_object_add(labels, "seerfs.model.commit", json_object_new_string(m->commit));
+	json_object_object_add(req, "Labels", labels);
+	int r = dk_call(e, "POST", "/volumes/create", json_object_to_json_string(req), 0, NULL, NULL, e2, sizeof(e2));
+	json_object_put(req);
+	if (r < 0) {
+		snprintf(err, n, "sandbox %s: model %s: cannot make volume %s on %s: %s", sb->name, model, vol, e->endpoint, e2);
+		return r;
+	}
+	req = json_object_new_object();
+	struct json_object *hc = json_object_new_object(), *binds = json_object_new_array();
+	json_object_object_add(req, "Image", json_object_new_string(image));
+	static const char *const ep[] = {"/bin/true", NULL};
+	json_object_object_add(req, "Entrypoint", strarr(ep));
+	json_object_object_add(req, "Cmd", json_object_new_array());
+	labels = json_object_new_object();
+	json_object_object_add(labels, "seerfs.state", json_object_new_string(sb->ctx->state_dir));
+	json_object_object_add(labels, "seerfs.helper", json_object_new_string("model"));
+	json_object_object_add(req, "Labels", labels);
+	snprintf(p, sizeof(p), "%s:/m", vol);
+	json_object_array_add(binds, json_object_new_string(p));
+	json_object_object_add(hc, "Binds", binds);
+	json_object_object_add(hc, "NetworkMode", json_object_new_string("none"));
+	json_object_object_add(req, "HostConfig", hc);
+	struct json_object *res = NULL;
+	r = dk_call(e, "POST", "/containers/create", json_object_to_json_string(req), 0, NULL, &res, e2, sizeof(e2));
+	json_object_put(req);
+	char hid[80] = "";
+	if (r == 0 && jstr(res, "Id"))
+		snprintf(hid, sizeof(hid), "%s", jstr(res, "Id"));
+	json_object_put(res);
+	if (!hid[0]) {
+		snprintf(err, n, "sandbox %s: model %s: cannot make the helper container that fills volume %s: %s", sb->name,
+			 model, vol, e2);
+		return r < 0 ? r : -EPROTO;
+	}
+	char *raw = NULL;
+	size_t rawlen = 0;
+	long st = 0;
+	snprintf(p, sizeof(p), "/containers/%s/archive?path=/m/" MODEL_DONE, hid);
+	r = dk_call_raw(e, "GET", p, NULL, 0, &st, &raw, &rawlen, e2, sizeof(e2));
+	free(raw);
+	if (r == 0) {
+		sandbox_log(sb, "docker: model %s: volume %s on %s is filled already", model, vol, e->endpoint);
+	} else {
+		sandbox_set_progress(sb, "model %s: filling volume %s on %s", model, vol, e->endpoint);
+		double t0 = mono_s();
+		char sp[4096];
+		snprintf(sp, sizeof(sp), "%s/snapshots/%s", m->dir, m->commit);
+		int dfd = open(sp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		r = dfd < 0 ? -errno : put_model_dir(e, eng, hid, dfd, "/m", e2, sizeof(e2));
+		if (dfd < 0)
+			snprintf(e2, sizeof(e2), "cannot open %.600s: %s", sp, strerror(-r));
+		else
+			close(dfd);
+		if (r == 0) {
+			int mfd = memfd_create("seerfs-model-done", MFD_CLOEXEC);
+			if (mfd < 0 || write(mfd, m->commit, strlen(m->commit)) < 0)
+				r = -errno;
+			else
+				r = put_fd(e, eng, hid, "/m", mfd, MODEL_DONE, e2, sizeof(e2));
+			if (mfd >= 0)
+				close(mfd);
+		}
+		if (r == 0)
+			sandbox_log(sb, "docker: model %s: volume %s on %s filled in %.2f s", model, vol, e->endpoint,
+				    mono_s() - t0);
+		else
+			snprintf(err, n, "sandbox %s: model %s: cannot fill volume %s on %s: %s", sb->name, model, vol,
+				 e->endpoint, e2);
+	}
+	snprintf(p, sizeof(p), "/containers/%s?force=1", hid);
+	dk_call(e, "DELETE", p, NULL, 0, NULL, NULL, e2, sizeof(e2));
+	return r;
+}
+
 static int create_container(struct sandbox *sb, struct docker_entry *e, const struct seer_config *cfg,
 			    const struct seer_start *in, const char *cname, const char *image, const char *binds_key,
 			    char *id, size_t idlen, char *err, size_t n)
@@ -256,7 +457,8 @@ static int create_container(struct sandbox *sb, struct docker_entry *e, const st
 	json_object_object_add(req, "Hostname", json_object_new_string(sb->name));
 	json_object_object_add(req, "WorkingDir", json_object_new_string("/workspace"));
 	static const char *const ep[] = {"/.seerfs/agent", "--connect", "/.seerfs/run/agent.sock", NULL};
-	json_object_object_add(req, "Entrypoint", strarr(ep));
+	static const char *const ep_remote[] = {"/bin/sh", "-c", REMOTE_INIT, NULL};
+	json_object_object_add(req, "Entrypoint", strarr(e->local ? ep : ep_remote));
 	json_object_object_add(req, "Cmd", json_object_new_array());
 	static const char *const env[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL};
 	json_object_object_add(req, "Env", strarr(env));
@@ -272,17 +474,25 @@ static int create_container(struct sandbox *sb, struct docker_entry *e, const st
 	 * snapshot (model_links, after start). */
 	for (size_t i = 0; i < in->n_models; i++) {
 		struct sbuf mb = {0};
-		sbuf_printf(&mb, "%s:/.seerfs/models/%s:ro", in->models[i].dir, in->models[i].mount);
+		if (e->local) {
+			sbuf_printf(&mb, "%s:/.seerfs/models/%s:ro", in->models[i].dir, in->models[i].mount);
+		} else {   /* a volume of the engine's, filled once (model_volume) */
+			char vol[96];
+			model_volume_name(&in->models[i], vol, sizeof(vol));
+			sbuf_printf(&mb, "%s:/models/%s:ro", vol, in->models[i].mount);
+		}
 		json_object_array_add(binds, json_object_new_string(mb.data));
 		sbuf_free(&mb);
 	}
 	struct sbuf b = {0};
-	sbuf_printf(&b, "%s:/.seerfs/agent:ro", st->agent_path);
-	json_object_array_add(binds, json_object_new_string(b.data));
-	sbuf_free(&b);
-	sbuf_printf(&b, "%s/docker:/.seerfs/run:ro", sb->dir);
-	json_object_array_add(binds, json_object_new_string(b.data));
-	sbuf_free(&b);
+	if (e->local) {   /* a remote engine's binds would be of its machine's paths: none */
+		sbuf_printf(&b, "%s:/.seerfs/agent:ro", st->agent_path);
+		json_object_array_add(binds, json_object_new_string(b.data));
+		sbuf_free(&b);
+		sbuf_printf(&b, "%s/docker:/.seerfs/run:ro", sb->dir);
+		json_object_array_add(binds, json_object_new_string(b.data));
+		sbuf_free(&b);
+	}
 	json_object_object_add(hc, "Binds", binds);
 	json_object_object_add(hc, "NetworkMode", json_object_new_string(cfg->network ? "host" : "none"));
 	static const char *const drop[] = {"ALL", NULL};
@@ -336,7 +546,7 @@ static int container_post(struct docker_entry *e, const char *id, const char *wh
 
 /* What the container's binds depend on besides the image (the models),
  * as a label: a container made with others is made again. */
-static void binds_key(const struct seer_start *in, char *out, size_t n)
+static void binds_key(const struct docker_entry *e, const struct seer_start *in, char *out, size_t n)
 {
 	struct sha256_ctx c;
 	uint8_t d[SHA256_DIGEST_LEN];
@@ -345,6 +555,8 @@ static void binds_key(const struct seer_start *in, char *out, size_t n)
 	for (size_t i = 0; i < in->n_models; i++) {
 		sha256_update(&c, in->models[i].dir, strlen(in->models[i].dir) + 1);
 		sha256_update(&c, in->models[i].mount, strlen(in->models[i].mount) + 1);
+		if (!e->local)   /* a volume per commit */
+			sha256_update(&c, in->models[i].commit, strlen(in->models[i].commit) + 1);
 	}
 	sha256_final(&c, d);
 	sha_hex(d, SHA256_DIGEST_LEN, hex);
@@ -411,13 +623,175 @@ static int host_ids_of(pid_t pid)
 	       !strchr(strchr(buf, '\n') ? strchr(buf, '\n') + 1 : "", ' ');
 }
 
+
+/* ---- a remote engine: root/ over SFTP in the container ------------------------------------- */
+
+struct exec_open_arg {
+	struct engine *eng;
+	const char *id;
+	int timeout_ms;
+};
+
+static int open_sftp_exec(void *arg, const struct bytestream_cbs *cbs, void *ud, struct bytestream **out, char *err,
+			  size_t n)
+{
+	const struct exec_open_arg *a = arg;
+	static const char *const argv[] = {REMOTE_SFTP_SERVER, NULL};
+	return bytestream_engine_open(a->eng, a->id, argv, NULL, NULL, a->timeout_ms, cbs, ud, out, err, n);
+}
+
+/* sftp-server in container id, over an exec stream: the paths it serves
+ * resolve inside the container (its own mount namespace and root). */
+static int open_remote_sftp(struct sandbox *sb, struct docker_entry *e, const char *id, const char *image,
+			    const char *named, struct sftp_client **out, char *err, size_t n)
+{
+	char e2[512];
+	struct engine *eng = dk_engine(e, err, n);
+	if (!eng)
+		return -EHOSTUNREACH;
+	struct exec_open_arg a = {eng, id, e->timeout_ms};
+	int r = sftp_client_open_stream(open_sftp_exec, &a, out, e2, sizeof(e2));
+	if (r == 0)
+		return 0;
+	/* Say why plainly when the image lacks the server. */
+	char p[256], *raw = NULL;
+	size_t rawlen = 0;
+	long st = 0;
+	char e3[256];
+	snprintf(p, sizeof(p), "/containers/%s/archive?path=%s", id, REMOTE_SFTP_SERVER);
+	if (dk_call_raw(e, "GET", p, NULL, 0, &st, &raw, &rawlen, e3, sizeof(e3)) == -ENOENT) {
+		snprintf(err, n,
+			 "sandbox %s: image %s (%.19s) has no %s, which root/ on a remote engine (%s) needs; use an image with it (Debian: the openssh-sftp-server package), such as seerfs-base:bookworm",
+			 sb->name, named ? named : image, image, REMOTE_SFTP_SERVER, e->endpoint);
+		r = -ENOENT;
+	} else {
+		snprintf(err, n, "sandbox %s: cannot start %s in its container on %s: %s", sb->name, REMOTE_SFTP_SERVER,
+			 e->endpoint, e2);
+	}
+	free(raw);
+	return r;
+}
+
+/* The container running (started again when it stopped) and its SFTP
+ * server connected: d's remote state. */
+static int remote_connect(struct sandbox *sb, struct docker_entry *e, const char *id, const char *image,
+			  const char *named, char *err, size_t n)
+{
+	struct docker_sb *d = priv_of(sb);
+	char e2[512];
+	struct json_object *ci = NULL;
+	int r = inspect(e, id, &ci, e2, sizeof(e2));
+	struct json_object *running = dk_get(ci, "State.Running");
+	int is_running = r == 0 && running && json_object_get_boolean(running);
+	struct json_object *paused = dk_get(ci, "State.Paused");
+	if (r == 0 && paused && json_object_get_boolean(paused))
+		container_post(e, id, "unpause", e2, sizeof(e2));
+	json_object_put(ci);
+	if (r == 0 && !is_running)
+		r = container_post(e, id, "start", e2, sizeof(e2));
+	if (r < 0) {
+		snprintf(err, n, "sandbox %s: cannot start its container %.12s on %s: %s", sb->name, id, e->endpoint, e2);
+		return r;
+	}
+	struct sftp_client *c = NULL;
+	if ((r = open_remote_sftp(sb, e, id, image, named, &c, err, n)) < 0)
+		return r;
+	struct engine *eng = dk_engine(e, err, n);
+	if (!eng) {
+		sftp_client_unref(c);
+		return -EHOSTUNREACH;
+	}
+	struct dkr_jobs *rj = dkr_jobs_new(sb, eng, id, e->timeout_ms);
+	pthread_mutex_lock(&d->lock);
+	struct sftp_client *old = d->sftp;
+	struct dkr_jobs *oldj = d->rjobs;
+	d->rjobs = rj;
+	snprintf(d->id, sizeof(d->id), "%s", id);
+	snprintf(d->image, sizeof(d->image), "%s", image);
+	d->remote = 1;
+	d->sftp = c;
+	d->pid = 0;
+	d->dead = 0;
+	d->stopping = 0;
+	d->paused = 0;
+	d->terminated = 0;
+	pthread_mutex_unlock(&d->lock);
+	if (old) {
+		sftp_client_shutdown(old, "replaced by a new SFTP session");
+		sftp_client_unref(old);
+	}
+	dkr_jobs_free(oldj, 0);
+	return 0;
+}
+
+/* Host files into the container through the archive endpoint: a tar of
+ * the host tree (walked by fd, engine_tar_from_fd) extracted by the engine
+ * at "/" under the name rel, which resolves inside the container. */
+static int remote_copy_in(struct sandbox *sb, struct sftp_client *c, int sfd, const char *rel, char *bad, size_t badn)
+{
+	struct docker_entry *e = entry_of(sb);
+	struct docker_sb *d = priv_of(sb);
+	char e2[512], parent[4096];
+	void *tar = NULL;
+	size_t len = 0;
+	/* REL's missing parents, made by the container's SFTP server (so
+	 * they resolve inside it); then a tar of one name extracted there. */
+	snprintf(parent, sizeof(parent), "/%s", rel);
+	char *base = strrchr(parent, '/');
+	*base++ = '\0';
+	for (char *p = parent + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		int m = sftp_mkdir(c, parent, 0755);
+		*p = '/';
+		if (m < 0 && m != -EEXIST) {
+			snprintf(bad, badn, "%.200s", parent);
+			return m;
+		}
+	}
+	if (parent[0]) {
+		int m = sftp_mkdir(c, parent, 0755);
+		if (m < 0 && m != -EEXIST) {
+			snprintf(bad, badn, "%.200s", parent);
+			return m;
+		}
+	}
+	int r = engine_tar_from_fd(sfd, base, 0, 0, &tar, &len, e2, sizeof(e2));
+	if (r < 0) {
+		snprintf(bad, badn, "%.200s", e2);
+		return r;
+	}
+	struct engine *eng = dk_engine(e, e2, sizeof(e2));
+	if (!eng) {
+		free(tar);
+		snprintf(bad, badn, "%.200s", e2);
+		return -EHOSTUNREACH;
+	}
+	char p[256 + 3 * sizeof(parent)], q[3 * sizeof(parent)];
+	if (engine_escape(parent[0] ? parent : "/", q, sizeof(q)) < 0) {
+		free(tar);
+		return -ENAMETOOLONG;
+	}
+	snprintf(p, sizeof(p), "/containers/%s/archive?path=%s", d->id, q);
+	int st = engine_put_raw(eng, "PUT", p, "application/x-tar", tar, len, NULL, e2, sizeof(e2));
+	free(tar);
+	if (st < 0 || st >= 300) {
+		sandbox_log(sb, "docker: copying to /%s through the archive endpoint of %s: %s", rel, e->endpoint, e2);
+		snprintf(bad, badn, "%.200s", e2);
+		return st < 0 ? st : st == 404 ? -ENOENT : -EIO;
+	}
+	return 0;
+}
+
 static int docker_start(struct sandbox *sb, const struct seer_config *cfg, const struct seer_start *in, char *err,
 			size_t n)
 {
 	struct docker_entry *e = entry_of(sb);
 	struct docker_sb *d = priv_of(sb);
 	char e2[1024];
-	int r = write_agent(sb->ctx, err, n);
+	d->remote = !e->local;
+	int r = e->local ? write_agent(sb->ctx, err, n) : 0;
 	if (r < 0)
 		return r;
 	char cname[160];
@@ -446,7 +820,7 @@ static int docker_start(struct sandbox *sb, const struct seer_config *cfg, const
 	 * the same image with the same binds; any other one of that name is in
 	 * the way. */
 	char bkey[32];
-	binds_key(in, bkey, sizeof(bkey));
+	binds_key(e, in, bkey, sizeof(bkey));
 	struct json_object *ci = NULL;
 	char id[80] = "";
 	r = inspect(e, cname, &ci, e2, sizeof(e2));
@@ -477,6 +851,24 @@ static int docker_start(struct sandbox *sb, const struct seer_config *cfg, const
 	}
 	json_object_put(ci);
 	ci = NULL;
+
+	if (!e->local) {
+		for (size_t i = 0; i < in->n_models; i++)
+			if ((r = model_volume(sb, e, img, &in->models[i], err, n)) < 0)
+				return r;
+		if (!id[0]) {
+			sandbox_set_progress(sb, "container: creating %s", cname);
+			if ((r = create_container(sb, e, cfg, in, cname, img, bkey, id, sizeof(id), e2, sizeof(e2))) < 0) {
+				snprintf(err, n, "sandbox %s: cannot create container %s: %s", sb->name, cname, e2);
+				return r;
+			}
+		}
+		if ((r = remote_connect(sb, e, id, img, in->snap.name ? in->snap.where : cfg->image ? cfg->image : e->image, err, n)) < 0)
+			return r;
+		sandbox_log(sb, "docker: container %s (%.12s) running on remote engine %s, root/ over SFTP in it, in %.2f s",
+			    cname, id, e->endpoint, mono_s() - t0);
+		return 0;
+	}
 
 	int lfd = listen_agent(sb, err, n);
 	if (lfd < 0)
@@ -569,8 +961,17 @@ static void drop_agent(struct docker_sb *d)
 	pthread_mutex_lock(&d->lock);
 	d->stopping = 1;
 	int sock = d->sock, rootfd = d->rootfd;
+	struct sftp_client *c = d->sftp;
+	struct dkr_jobs *rj = d->rjobs;
 	d->rootfd = -1;
+	d->sftp = NULL;
+	d->rjobs = NULL;
 	pthread_mutex_unlock(&d->lock);
+	dkr_jobs_free(rj, 0);
+	if (c) {
+		sftp_client_shutdown(c, "the sandbox stopped");
+		sftp_client_unref(c);
+	}
 	if (sock >= 0)
 		shutdown(sock, SHUT_RDWR);
 	if (d->reader_started) {
@@ -601,7 +1002,21 @@ static int docker_stop(struct sandbox *sb)
 	}
 	pthread_mutex_lock(&d->lock);
 	d->terminated = 1;
+	struct dkr_jobs *rj = NULL;
+	if (d->remote && !unmounting && e && d->id[0]) {
+		/* the container's end ends the commands' streams: their exits
+		 * come with the status the engine gives */
+		rj = d->rjobs;
+		d->rjobs = NULL;
+	}
 	pthread_mutex_unlock(&d->lock);
+	if (rj) {
+		char e2[512];
+		int r = container_post(e, d->id, "kill", e2, sizeof(e2));
+		if (r < 0 && r != -EEXIST && r != -ENOENT)
+			sandbox_log(sb, "docker: cannot stop container %.12s: %s", d->id, e2);
+		dkr_jobs_free(rj, 3000);
+	}
 	drop_agent(d);
 	/* An unmount leaves the container to the next seerfs (its files,
 	 * installed packages); terminate stops it. */
@@ -646,9 +1061,36 @@ static int docker_destroy(struct sandbox *sb)
 	return r;
 }
 
+static int revive(struct sandbox *sb, char *err, size_t n);
+
 static int docker_root(struct sandbox *sb, struct seer_root *out)
 {
 	struct docker_sb *d = priv_of(sb);
+	if (d->remote) {
+		char err[512];
+		pthread_mutex_lock(&d->lock);
+		if (d->sftp && sftp_client_error(d->sftp, NULL, 0) != 0)
+			d->dead = 1;   /* the engine or the container went away: connect again */
+		pthread_mutex_unlock(&d->lock);
+		int r = revive(sb, err, sizeof(err));
+		if (r < 0) {
+			sandbox_log(sb, "%s", err);
+			return -ENOTCONN;
+		}
+		pthread_mutex_lock(&d->lock);
+		struct sftp_client *c = d->dead ? NULL : d->sftp;
+		if (c)
+			sftp_client_ref(c);
+		pthread_mutex_unlock(&d->lock);
+		if (!c)
+			return -ENOTCONN;
+		out->fd = -1;
+		out->sftp = c;
+		snprintf(out->path, sizeof(out->path), "/");
+		out->readonly = 0;
+		out->host_ids = 0;
+		return 0;
+	}
 	pthread_mutex_lock(&d->lock);
 	int ok = d->rootfd >= 0 && !d->dead;
 	int fd = ok ? fcntl(d->rootfd, F_DUPFD_CLOEXEC, 3) : -1;
@@ -667,7 +1109,10 @@ static int docker_root(struct sandbox *sb, struct seer_root *out)
 static int docker_copy_in(struct sandbox *sb, const struct seer_root *root, int sfd, const struct stat *st,
 			  const char *rel, char *bad, size_t badn)
 {
-	return -ENOTSUP;   /* its roots are fds: the core copies itself */
+	(void)st;
+	if (!root->sftp)
+		return -ENOTSUP;   /* a local engine's roots are fds: the core copies itself */
+	return remote_copy_in(sb, root->sftp, sfd, rel, bad, badn);
 }
 
 /* The agent went away (the engine restarted, the container was stopped
@@ -691,6 +1136,15 @@ static int revive_locked(struct sandbox *sb, char *err, size_t n)
 	struct docker_sb *d = priv_of(sb);
 	drop_agent(d);
 	struct docker_entry *e = entry_of(sb);
+	if (d->remote) {
+		char id[80], img[160];
+		snprintf(id, sizeof(id), "%s", d->id);
+		snprintf(img, sizeof(img), "%s", d->image);
+		int r = remote_connect(sb, e, id, img, NULL, err, n);
+		if (r == 0)
+			sandbox_log(sb, "docker: container %.12s on %s reached again", id, e->endpoint);
+		return r;
+	}
 	char e2[512];
 	int lfd = listen_agent(sb, err, n);
 	if (lfd < 0)
@@ -737,9 +1191,25 @@ static int revive_locked(struct sandbox *sb, char *err, size_t n)
 static int docker_spawn(struct sandbox *sb, const struct seer_spawn *req, int *pid, char *err, size_t n)
 {
 	struct docker_sb *d = priv_of(sb);
+	if (d->remote) {
+		pthread_mutex_lock(&d->lock);
+		if (d->sftp && sftp_client_error(d->sftp, NULL, 0) != 0)
+			d->dead = 1;   /* the engine or the container went away: connect again */
+		pthread_mutex_unlock(&d->lock);
+	}
 	int r = revive(sb, err, n);
 	if (r < 0)
 		return r;
+	if (d->remote) {
+		pthread_mutex_lock(&d->lock);
+		struct dkr_jobs *rj = d->dead ? NULL : d->rjobs;
+		pthread_mutex_unlock(&d->lock);
+		if (!rj) {
+			snprintf(err, n, "sandbox %s: its container is not reachable", sb->name);
+			return -ENOTCONN;
+		}
+		return dkr_spawn(rj, req, pid, err, n);
+	}
 	struct sbuf p = {0};
 	int argc = 0, envc = 0;
 	const char *cwd = req->cwd ? req->cwd : "/workspace";
@@ -772,6 +1242,13 @@ static int docker_spawn(struct sandbox *sb, const struct seer_spawn *req, int *p
 
 static int docker_signal(struct sandbox *sb, int pid, int sig, int tree)
 {
+	struct docker_sb *d = priv_of(sb);
+	if (d->remote) {
+		pthread_mutex_lock(&d->lock);
+		struct dkr_jobs *rj = d->rjobs;
+		pthread_mutex_unlock(&d->lock);
+		return rj ? dkr_signal(rj, pid, sig, tree) : -ENOTCONN;
+	}
 	struct agent_msg m = {.type = AG_SIGNAL, .pid = pid, .arg = sig, .val1 = tree}, rep;
 	int r = rpc(priv_of(sb), &m, NULL, 0, NULL, 0, &rep);
 	return r < 0 ? r : rep.arg;
@@ -957,6 +1434,12 @@ static int docker_busy(struct sandbox *sb)
 	struct docker_sb *d = priv_of(sb);
 	if (d->paused)
 		return 1;
+	if (d->remote) {
+		pthread_mutex_lock(&d->lock);
+		struct dkr_jobs *rj = d->rjobs;
+		pthread_mutex_unlock(&d->lock);
+		return rj ? dkr_busy(rj) : 0;
+	}
 	struct agent_msg m = {.type = AG_COUNT}, rep;
 	int r = rpc(d, &m, NULL, 0, NULL, 0, &rep);
 	return r < 0 ? r : rep.val1 > 0;

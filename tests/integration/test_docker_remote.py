@@ -1,0 +1,385 @@
+"""The docker provider on a remote engine (docs/docker.md, "Remote
+engines"): the test's own dockerd (engines.py, docker_engine) reached over
+its TLS tcp endpoint with the entry forced remote ("local": false), so
+nothing of this machine is bound into the container. root/ is SFTP to
+/usr/lib/openssh/sftp-server started in the container over an Engine API
+exec stream (core/lib/bytestream_engine.c); local_files and local_dirs go
+through the archive endpoint."""
+
+import errno
+import io
+import json
+import os
+import pathlib
+import tarfile
+import time
+import urllib.parse
+import uuid
+
+import pytest
+
+from conftest import docker_entry, error_text, log_text, poll, read_text, sandbox_run, state, wait_settled
+from conftest import start_job
+
+NAME = "dkr"
+
+
+def mount(factory, tmp_path, engine, state_dir=None, **kw):
+    e = engine
+    fields = dict(endpoint=e.tls_endpoint, ca=e.ca, cert=e.cert, key=e.key, local=False)
+    fields.update(kw)
+    pfile = tmp_path / f"providers-{uuid.uuid4().hex[:6]}.json"
+    pfile.write_text(json.dumps({NAME: docker_entry(engine, **fields)}))
+    return factory(args=("-o", f"providers={pfile}"), state=state_dir)
+
+
+def start(m, name, config=None, want="running"):
+    cfg = dict(config or {})
+    cfg.setdefault("provider", NAME)
+    return m.sandbox(name, json.dumps(cfg), want=want)
+
+
+def container_of(engine, name):
+    q = "/containers/json?all=1&filters=" + urllib.parse.quote(json.dumps({"label": ["seerfs.sandbox=" + name]}))
+    st, body = engine.request("GET", q)
+    assert st == 200, body
+    cs = json.loads(body)
+    assert len(cs) == 1, cs
+    st, body = engine.request("GET", f"/containers/{cs[0]['Id']}/json")
+    assert st == 200, body
+    return json.loads(body)
+
+
+def file_in_container(engine, cid, path):
+    """A file's bytes as the engine reads it inside the container (the
+    archive endpoint), or None when it is not there."""
+    st, body = engine.request("GET", f"/containers/{cid}/archive?path=" + urllib.parse.quote(path))
+    if st == 404:
+        return None
+    assert st == 200, body
+    with tarfile.open(fileobj=io.BytesIO(body)) as t:
+        m = t.getmembers()[0]
+        if m.issym():
+            return ("symlink", m.linkname)
+        return t.extractfile(m).read()
+
+
+@pytest.fixture
+def engine(docker_engine):
+    if not docker_engine.tls_endpoint:
+        pytest.skip("this engine has no TLS tcp endpoint")
+    return docker_engine
+
+
+def test_remote_root_read_write_rename_symlink(seerfs_factory, tmp_path, engine):
+    m = mount(seerfs_factory, tmp_path, engine)
+    a = start(m, "r1")
+    c = container_of(engine, "r1")
+    # nothing of this machine is bound in, and its init is no seerfs binary
+    assert not c["HostConfig"]["Binds"] and not c["Mounts"], (c["HostConfig"]["Binds"], c["Mounts"])
+    assert c["Path"] == "/bin/sh"
+    root = a / "root"
+    # the container's own files
+    assert (root / "etc" / "hostname").read_text().strip() == "r1"
+    assert (root / "usr" / "lib" / "openssh" / "sftp-server").is_file()
+    # write, read, append, rename, mkdir, rmdir, unlink
+    (root / "workspace").mkdir(exist_ok=True)
+    f = root / "workspace" / "a.txt"
+    f.write_text("hello remote\n")
+    with open(f, "a") as fh:
+        fh.write("more\n")
+    assert f.read_text() == "hello remote\nmore\n"
+    big = os.urandom(3 * 1024 * 1024 + 17)
+    (root / "workspace" / "big.bin").write_bytes(big)
+    assert (root / "workspace" / "big.bin").read_bytes() == big
+    os.rename(f, root / "workspace" / "b.txt")
+    assert not f.exists()
+    (root / "workspace" / "sub").mkdir()
+    os.rename(root / "workspace" / "b.txt", root / "workspace" / "sub" / "b.txt")
+    assert sorted(os.listdir(root / "workspace")) == ["big.bin", "sub"]
+    # the engine sees the same files inside the container
+    assert file_in_container(engine, c["Id"], "/workspace/sub/b.txt") == b"hello remote\nmore\n"
+    # symlinks are made and read as links, resolved inside the container
+    os.symlink("sub/b.txt", root / "workspace" / "ln")
+    assert os.readlink(root / "workspace" / "ln") == "sub/b.txt"
+    assert (root / "workspace" / "ln").read_text() == "hello remote\nmore\n"
+    assert file_in_container(engine, c["Id"], "/workspace/ln") == ("symlink", "sub/b.txt")
+    os.chmod(root / "workspace" / "sub" / "b.txt", 0o640)
+    assert (root / "workspace" / "sub" / "b.txt").stat().st_mode & 0o777 == 0o640
+    os.unlink(root / "workspace" / "ln")
+    os.unlink(root / "workspace" / "sub" / "b.txt")
+    os.rmdir(root / "workspace" / "sub")
+    with pytest.raises(FileNotFoundError):
+        (root / "workspace" / "nope").read_text()
+    # a command sees what root/ wrote: one container
+    (root / "workspace" / "seen").write_text("via-sftp")
+    code, out = sandbox_run(a, "cat /workspace/seen; hostname")
+    assert (code, out) == (0, b"via-sftpr1\n")
+
+
+def test_remote_escape_symlinks_stay_inside(seerfs_factory, tmp_path, engine):
+    secret = pathlib.Path("/tmp") / f"seerfs-host-secret-{uuid.uuid4().hex}"
+    secret.write_text("host-only")
+    try:
+        m = mount(seerfs_factory, tmp_path, engine)
+        a = start(m, "e1")
+        root = a / "root"
+        (root / "workspace").mkdir(exist_ok=True)
+        os.symlink("/", root / "workspace" / "top")
+        os.symlink(str(secret), root / "workspace" / "abs")
+        os.symlink("../../../../../../.." + str(secret), root / "workspace" / "rel")
+        # through root/, every link resolves in the container: the host's file is not there
+        assert not (root / "workspace" / "top" / secret.relative_to("/")).exists()
+        for name in ("abs", "rel"):
+            with pytest.raises(OSError):
+                (root / "workspace" / name).read_text()
+        # "/" through the link is the container's "/", not the host's
+        assert (root / "workspace" / "top" / "etc" / "hostname").read_text().strip() == "e1"
+        # writing through the link lands in the container, never on the host
+        (root / "workspace" / "top" / "tmp" / "planted").write_text("x")
+        assert not pathlib.Path("/tmp/planted").exists() or pathlib.Path("/tmp/planted").read_text() != "x"
+        assert file_in_container(engine, container_of(engine, "e1")["Id"], "/tmp/planted") == b"x"
+    finally:
+        secret.unlink()
+
+
+def test_remote_local_files_through_the_archive_endpoint(seerfs_factory, tmp_path, engine):
+    src = tmp_path / "in.txt"
+    src.write_text("from-the-host")
+    d = tmp_path / "d"
+    (d / "deep").mkdir(parents=True)
+    (d / "x").write_text("x1")
+    (d / "deep" / "y").write_text("y1")
+    os.symlink("x", d / "lx")
+    m = mount(seerfs_factory, tmp_path, engine)
+    a = start(m, "lf1", {"local_files": [[str(src), "/workspace/in.txt"]],
+                         "local_dirs": [[str(d), "/opt/d"]]})
+    root = a / "root"
+    assert (root / "workspace" / "in.txt").read_text() == "from-the-host"
+    assert (root / "opt" / "d" / "x").read_text() == "x1"
+    assert (root / "opt" / "d" / "deep" / "y").read_text() == "y1"
+    assert os.readlink(root / "opt" / "d" / "lx") == "x"
+    cid = container_of(engine, "lf1")["Id"]
+    assert file_in_container(engine, cid, "/opt/d/deep/y") == b"y1"
+    st = (root / "workspace" / "in.txt").stat()
+    assert (st.st_uid, st.st_gid) == (0, 0)
+
+
+def test_remote_image_without_sftp_server_is_refused(seerfs_factory, tmp_path, engine):
+    m = mount(seerfs_factory, tmp_path, engine)
+    a = start(m, "ns1")
+    cid = container_of(engine, "ns1")["Id"]
+    os.unlink(a / "root" / "usr" / "lib" / "openssh" / "sftp-server")
+    tag = "t" + uuid.uuid4().hex[:8]
+    st, body = engine.request("POST", f"/commit?container={cid}&repo=seerfs-nosftp&tag={tag}")
+    assert st == 201, body
+    try:
+        b = start(m, "ns2", {"image": f"seerfs-nosftp:{tag}"}, want="failed")
+        err = error_text(b)
+        assert "/usr/lib/openssh/sftp-server" in err and f"seerfs-nosftp:{tag}" in err, err
+    finally:
+        engine.request("DELETE", f"/images/seerfs-nosftp:{tag}?force=1")
+
+
+def test_remote_engine_killed_fails_pending_requests_in_time(seerfs_factory, tmp_path, engine):
+    m = mount(seerfs_factory, tmp_path, engine, timeout=5)
+    a = start(m, "k1")
+    root = a / "root"
+    (root / "workspace").mkdir(exist_ok=True)
+    (root / "workspace" / "f").write_text("before")
+    (a / "exec").write_text("sleep 60; echo done")
+    job = a / "jobs" / "latest"
+    time.sleep(0.5)
+    engine.kill()
+    try:
+        # the job's stream went with the engine: it ends as killed, at once
+        assert exit_of(job, 20) == 'signal 9'
+        t0 = time.monotonic()
+        with pytest.raises(OSError) as ei:
+            (root / "workspace" / "g").write_text("during")
+        took = time.monotonic() - t0
+        assert took < 15, took
+        assert ei.value.errno in (errno.ENOTCONN, errno.EIO, errno.ETIMEDOUT, errno.ECONNABORTED), ei.value
+    finally:
+        engine.start()
+    # the engine back (it stopped the container at its start): root/ connects again
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            (root / "workspace" / "after").write_text("after")
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+    assert sorted(os.listdir(root / "workspace")) == ["after", "f"]
+    assert (root / "workspace" / "f").read_text() == "before"
+    assert "reached again" in log_text(a)
+    # and commands run again
+    code, out = sandbox_run(a, "cat /workspace/after")
+    assert (code, out) == (0, b"after")
+
+
+def exit_of(job, timeout=60):
+    return read_text(job / "exit", timeout).strip()
+
+
+def test_remote_exec_stdin_exit_env_kill(seerfs_factory, tmp_path, engine):
+    m = mount(seerfs_factory, tmp_path, engine)
+    a = start(m, "x1")
+    # exit codes and output, stdout and stderr
+    for cmd, want in (("true", "0"), ("false", "1"), ("exit 3", "3"), ("no-such-command-xyz", "127")):
+        assert exit_of(start_job(a, cmd)) == want, cmd
+    j = start_job(a, "echo out; echo err >&2; pwd")
+    assert exit_of(j) == "0"
+    assert (j / "stdout").read_text() == "out\n/workspace\n"
+    assert (j / "stderr").read_text() == "err\n"
+    # stdin, with its end
+    fd = os.open(a / "exec", os.O_RDWR)
+    try:
+        os.write(fd, b"wc -c; echo end")
+        job = a / "jobs" / os.readlink(a / "jobs" / "mine")
+        w = os.open(job / "stdin", os.O_WRONLY)
+        os.write(w, b"x" * 100000)
+        os.close(w)
+        out = b""
+        while b := os.read(fd, 65536):
+            out += b
+    finally:
+        os.close(fd)
+    assert out.split() == [b"100000", b"end"]
+    # no stdin: EOF at once
+    j = start_job(a, "cat; echo after-eof")
+    assert exit_of(j, 20) == "0" and (j / "output").read_text() == "after-eof\n"
+    # kill of the tree: every process of it, inside the container
+    marker = "seerfs-remote-kill-4321"
+    j = start_job(a, f"sh -c 'sleep 1000 # {marker}' & sleep 1002 # {marker}")
+    def left():
+        code, out = sandbox_run(a, f"ps -eo args | grep -c '[#] {marker}'")
+        return int(out.decode().strip() or 0)
+    poll(lambda: left() >= 2, what="the job's processes to start")
+    t0 = time.monotonic()
+    ctl_fd = os.open(j / "ctl", os.O_WRONLY)
+    os.write(ctl_fd, b"kill")
+    os.close(ctl_fd)
+    assert exit_of(j) == "signal 9"
+    kill_s = time.monotonic() - t0
+    poll(lambda: left() == 0, what="no process of the tree left in the container")
+    # a signal the command handles
+    j = start_job(a, "trap 'echo got-usr1; exit 5' USR1; while true; do sleep 0.05; done")
+    time.sleep(0.5)
+    ctl_fd = os.open(j / "ctl", os.O_WRONLY)
+    os.write(ctl_fd, b"signal 10")
+    os.close(ctl_fd)
+    assert exit_of(j) == "5" and "got-usr1" in (j / "stdout").read_text()
+    # the round trip, beside the local engine's in test_docker.py
+    t0 = time.monotonic()
+    for _ in range(10):
+        assert sandbox_run(a, "true")[0] == 0
+    print(f"\nremote exec round trip {(time.monotonic() - t0) / 10 * 1000:.1f} ms; kill {kill_s * 1000:.0f} ms")
+
+
+def test_remote_root_and_exec_speed_beside_local_engine(seerfs_factory, tmp_path, engine):
+    """One mount, the same dockerd as a local and as a remote engine: the
+    rows of docs/docker.md's remote table (printed; the assertions are on
+    the files)."""
+    e = engine
+    pfile = tmp_path / "providers-both.json"
+    pfile.write_text(json.dumps({
+        "loc": docker_entry(e),
+        NAME: docker_entry(e, endpoint=e.tls_endpoint, ca=e.ca, cert=e.cert, key=e.key, local=False)}))
+    m = seerfs_factory(args=("-o", f"providers={pfile}"))
+    boxes = {"local": m.sandbox("sl", json.dumps({"provider": "loc"}), want="running"),
+             "remote": m.sandbox("sr", json.dumps({"provider": NAME}), want="running")}
+    n = 200
+    rows = {}
+    for kind, sb in boxes.items():
+        d = sb / "root" / "workspace" / "bench"
+        d.mkdir(parents=True)
+        t = {}
+        t0 = time.monotonic()
+        for i in range(n):
+            (d / f"f{i}").write_bytes(b"x" * 100)
+        t["create"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        for i in range(n):
+            assert (d / f"f{i}").stat().st_size == 100
+        t["stat"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        for i in range(n):
+            assert (d / f"f{i}").read_bytes() == b"x" * 100
+        t["read"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        assert len(os.listdir(d)) == n
+        t["readdir"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        for i in range(n):
+            os.unlink(d / f"f{i}")
+        t["delete"] = time.monotonic() - t0
+        big = os.urandom(16 << 20)
+        t0 = time.monotonic()
+        (d / "big").write_bytes(big)
+        t["write 16 MiB"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        assert (d / "big").read_bytes() == big
+        t["read 16 MiB"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        for _ in range(10):
+            assert sandbox_run(sb, "true")[0] == 0
+        t["exec round trip"] = (time.monotonic() - t0) / 10
+        rows[kind] = t
+    print("\n| row | local engine | remote (TLS, SFTP) |")
+    for k in rows["local"]:
+        label = f"{k} ({n} files)" if k in ("create", "stat", "read", "readdir", "delete") else k
+        print(f"| {label} | {rows['local'][k] * 1000:.1f} ms | {rows['remote'][k] * 1000:.1f} ms |")
+
+
+@pytest.fixture(scope="module")
+def hub():
+    import threading
+    import hf_server
+    srv = hf_server.make_server(token="hf_DOCKtoken_0a1b")
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_remote_model_volume_filled_once(seerfs_factory, tmp_path, engine, hub):
+    import hashlib
+    import hf_server
+    repo = hf_server.build_repos()["seer/tiny-model"]
+    env = dict(os.environ, HF_ENDPOINT=f"http://127.0.0.1:{hub.server_address[1]}")
+    env.pop("HF_TOKEN", None)
+    e = engine
+    pfile = tmp_path / "providers-models.json"
+    pfile.write_text(json.dumps({NAME: docker_entry(e, endpoint=e.tls_endpoint, ca=e.ca, cert=e.cert, key=e.key,
+                                                    local=False)}))
+    m = seerfs_factory(args=("-o", f"providers={pfile}"), env=env)
+    a = start(m, "md1", {"models": ["seer/tiny-model"]})
+    assert "filled in" in log_text(a), log_text(a)
+    want = hashlib.sha256(repo.files["model.safetensors"]).hexdigest()
+    code, out = sandbox_run(a, "sha256sum /models/seer--tiny-model/model.safetensors")
+    assert code == 0 and want in out.decode(), out
+    # the files, not links into a cache that is not there
+    assert (a / "root" / "models" / "seer--tiny-model" / "model.safetensors").read_bytes() == \
+        repo.files["model.safetensors"]
+    code, _ = sandbox_run(a, "touch /models/seer--tiny-model/x")
+    assert code != 0, "the model must be read-only"
+    # a volume of the engine's, labelled with the model, mounted read-only; no host path
+    c = container_of(e, "md1")
+    mounts = [x for x in c["Mounts"] if x["Destination"] == "/models/seer--tiny-model"]
+    assert len(mounts) == 1 and mounts[0]["Type"] == "volume" and mounts[0]["RW"] is False, c["Mounts"]
+    st, body = e.request("GET", "/volumes/" + mounts[0]["Name"])
+    assert st == 200, body
+    assert json.loads(body)["Labels"]["seerfs.model"] == "seer/tiny-model"
+    # a second sandbox on the same engine uses the volume as it is
+    b = start(m, "md2", {"models": ["seer/tiny-model"]})
+    assert "is filled already" in log_text(b) and "filled in" not in log_text(b), log_text(b)
+    code, out = sandbox_run(b, "sha256sum /models/seer--tiny-model/model.safetensors")
+    assert code == 0 and want in out.decode(), out
+    # no helper container is left behind
+    q = "/containers/json?all=1&filters=" + urllib.parse.quote(json.dumps({"label": ["seerfs.helper=model"]}))
+    st, body = e.request("GET", q)
+    assert st == 200 and json.loads(body) == [], body
