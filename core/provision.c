@@ -1293,9 +1293,7 @@ static int step_python(struct sandbox *sb, const struct seer_config *cfg, char *
 	char py[128] = "/usr/bin/python3";
 	if (cfg->python_version) {
 		const char *v = cfg->python_version;
-		int ok = strlen(v) < 16;
-		for (const char *c = v; ok && *c; c++)
-			ok = (*c >= '0' && *c <= '9') || *c == '.';
+		int ok = python_version_valid(v);
 		snprintf(py, sizeof(py), "/usr/bin/python%s", v);
 		if (!ok || access(py, X_OK) != 0) {
 			struct sbuf b = {0};
@@ -1325,19 +1323,8 @@ static int step_python(struct sandbox *sb, const struct seer_config *cfg, char *
 		return 0;
 	/* pip's settings from seerfs's environment reach this one command,
 	 * not the sandbox's jobs. */
-	static const char *const pipvars[] = {"PIP_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX", "PIP_EXTRA_INDEX_URL",
-					      "PIP_TRUSTED_HOST", NULL};
 	char *extra[8] = {0};
-	size_t ne = 0;
-	for (int i = 0; pipvars[i]; i++) {
-		const char *v = getenv(pipvars[i]);
-		if (v) {
-			struct sbuf b = {0};
-			sbuf_printf(&b, "%s=%s", pipvars[i], v);
-			extra[ne++] = b.data;
-		}
-	}
-	extra[ne] = NULL;
+	size_t ne = pip_env(extra);
 	if (!sb->prov->host_binds && (r = pip_copy_remote(sb, cfg, extra, &ne, err, n)) < 0) {
 		for (size_t i = 0; i < ne; i++)
 			free(extra[i]);

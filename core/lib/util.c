@@ -368,3 +368,28 @@ int run_capture(char *const argv[], struct sbuf *out, size_t max)
 			return -errno;
 	return status;
 }
+
+size_t pip_env(char **out)
+{
+	static const char *const vars[PIP_ENV_MAX] = {"PIP_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX",
+						      "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST"};
+	size_t k = 0;
+	for (size_t i = 0; i < PIP_ENV_MAX; i++) {
+		const char *v = getenv(vars[i]);
+		if (v) {
+			struct sbuf b = {0};
+			sbuf_printf(&b, "%s=%s", vars[i], v);
+			out[k++] = b.data;
+		}
+	}
+	out[k] = NULL;
+	return k;
+}
+
+int python_version_valid(const char *v)
+{
+	int ok = strlen(v) < 16;
+	for (const char *c = v; ok && *c; c++)
+		ok = (*c >= '0' && *c <= '9') || *c == '.';
+	return ok;
+}

@@ -75,4 +75,15 @@ int str_endswith(const char *s, const char *suffix);
 char *xstrdup(const char *s);
 void *xcalloc(size_t n, size_t sz);
 
+/* pip's settings in seerfs's environment (PIP_INDEX_URL, PIP_FIND_LINKS,
+ * PIP_NO_INDEX, PIP_EXTRA_INDEX_URL, PIP_TRUSTED_HOST) as malloc'd
+ * "NAME=VALUE" strings into out, which has room for PIP_ENV_MAX + 1; a NULL
+ * follows the last. Returns how many; the caller frees them. */
+#define PIP_ENV_MAX 5
+size_t pip_env(char **out);
+
+/* A python_version as seerfs takes it: digits and dots, under 16 bytes
+ * ("3.11"), so "python" followed by it names a program. 1 or 0. */
+int python_version_valid(const char *v);
+
 #endif

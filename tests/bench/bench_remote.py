@@ -69,7 +69,6 @@ import os
 import pathlib
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -77,7 +76,8 @@ import tempfile
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-PROXY = REPO / "tests/bench/delay_proxy.py"
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from proxy_client import DelayProxy  # noqa: E402
 ROWS = ["create", "tarx", "commit", "gsc", "gsw", "find", "grep", "write", "read"]
 LABELS = {
     "create": "create 100 files (echo x > fN)",
@@ -213,41 +213,11 @@ finally:
             self.proc.wait()
 
 
-class Proxy:
+class Proxy(DelayProxy):
     """One delay_proxy.py process; counters() reads its counts."""
 
     def __init__(self, base, name, target_port, delay_ms):
-        self.status = os.path.join(base, f"proxy-{name}.json")
-        portfile = os.path.join(base, f"proxy-{name}.port")
-        self.proc = subprocess.Popen([sys.executable, str(PROXY), "0", "127.0.0.1", str(target_port),
-                                      str(delay_ms), "--status", self.status, "--port-file", portfile],
-                                     stdin=subprocess.DEVNULL)
-        for _ in range(100):
-            if os.path.exists(portfile):
-                break
-            time.sleep(0.05)
-        with open(portfile) as f:
-            self.port = int(f.read())
-        self.seq = 0
-
-    def counters(self):
-        self.proc.send_signal(signal.SIGUSR1)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with open(self.status) as f:
-                    st = json.load(f)
-                if st["seq"] > self.seq:
-                    self.seq = st["seq"]
-                    return st
-            except (FileNotFoundError, ValueError):
-                pass
-            time.sleep(0.002)
-        raise RuntimeError("delay_proxy.py did not answer SIGUSR1")
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait()
+        super().__init__(base, target_port, delay_ms, name=f"proxy-{name}")
 
 
 class Client:

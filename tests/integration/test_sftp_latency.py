@@ -12,10 +12,8 @@ client-to-server bursts.  Needs root (tmpfs for a full disk), sshd.
 """
 
 import errno
-import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,46 +27,20 @@ import sshd_fixture  # noqa: E402
 from sshd_fixture import SshdFixture  # noqa: E402
 from test_sftpfs import Mount, errno_of  # noqa: E402
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-PROXY = os.path.join(ROOT, "tests", "bench", "delay_proxy.py")
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
+from proxy_client import DelayProxy  # noqa: E402
 
 
-class Proxy:
+
+class Proxy(DelayProxy):
     """delay_proxy.py in front of the sshd; bursts() is its client-to-server
     burst count so far."""
 
     def __init__(self, base, target_port, delay_ms=10):
-        self.status = os.path.join(base, "proxy.json")
-        portfile = os.path.join(base, "proxy.port")
-        self.proc = subprocess.Popen([sys.executable, PROXY, "0", "127.0.0.1", str(target_port), str(delay_ms),
-                                      "--status", self.status, "--port-file", portfile], stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while not os.path.exists(portfile):
-            assert self.proc.poll() is None and time.monotonic() < deadline, "delay_proxy.py did not start"
-            time.sleep(0.05)
-        with open(portfile) as f:
-            self.port = int(f.read())
-        self.seq = 0
+        super().__init__(base, target_port, delay_ms)
 
     def bursts(self):
-        self.proc.send_signal(signal.SIGUSR1)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with open(self.status) as f:
-                    st = json.load(f)
-                if st["seq"] > self.seq:
-                    self.seq = st["seq"]
-                    return st["up"]["bursts"]  # client to server
-            except (FileNotFoundError, ValueError, KeyError):
-                pass
-            time.sleep(0.005)
-        raise RuntimeError("delay_proxy.py did not answer SIGUSR1")
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
+        return self.counters()["up"]["bursts"]  # client to server
 
 
 class Via:

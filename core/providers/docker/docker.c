@@ -36,7 +36,7 @@
 #include "core/providers/docker/api.h"
 #include "core/providers/docker/image.h"
 #include "core/providers/docker/remote_exec.h"
-#include "core/providers/local/agentproto.h"
+#include "core/lib/agentconn.h"
 #include "core/config.h"
 #include "core/jobs.h"
 #include "core/lib/bytestream.h"
@@ -66,30 +66,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#define RPC_TIMEOUT_S 20
-
-struct rpc_wait {
-	uint32_t seq;
-	int done;
-	struct agent_msg reply;
-	struct rpc_wait *next;
-};
-
 struct docker_sb {
 	char id[80];                /* the container's id */
 	char image[160];            /* the image id it runs */
 	pid_t pid;                  /* its init (the agent), host pid */
-	int sock;                   /* to the agent */
+	AGENT_CONN_GROUP(ac);       /* to the agent; paused by the engine (snapshot's commit) */
 	int rootfd;                 /* O_PATH on /proc/PID/root */
 	pthread_t reader;
 	int reader_started;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	uint32_t seq;
-	struct rpc_wait *waits;
-	int dead;
-	int stopping;
-	int paused;                 /* by the engine (snapshot's commit) */
 	pthread_mutex_t revive_lock; /* one revive at a time */
 	int terminated;             /* stop ran: no revive until the next start */
 	int remote;                 /* on a remote engine: root/ is sftp, no agent socket */
@@ -168,100 +152,24 @@ static int write_agent(struct seer_ctx *ctx, char *err, size_t n)
 	return r;
 }
 
-static int send_agent(struct docker_sb *d, struct agent_msg *m, const void *payload, size_t len, const int *fds,
-		      int nfds)
-{
-	char cbuf[CMSG_SPACE(sizeof(int) * 3)];
-	struct iovec iov[2] = {{m, sizeof(*m)}, {(void *)payload, len}};
-	struct msghdr mh = {.msg_iov = iov, .msg_iovlen = len ? 2 : 1};
-	if (nfds) {
-		memset(cbuf, 0, sizeof(cbuf));
-		mh.msg_control = cbuf;
-		mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-		memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
-	}
-	m->len = (uint32_t)len;
-	ssize_t r;
-	do
-		r = sendmsg(d->sock, &mh, MSG_NOSIGNAL);
-	while (r < 0 && errno == EINTR);
-	return r < 0 ? -errno : 0;
-}
-
 static int rpc(struct docker_sb *d, struct agent_msg *m, const void *payload, size_t len, const int *fds, int nfds,
 	       struct agent_msg *out)
 {
-	struct rpc_wait w = {0};
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += RPC_TIMEOUT_S;
-	pthread_mutex_lock(&d->lock);
-	while (d->paused && !d->dead)
-		if (pthread_cond_timedwait(&d->cond, &d->lock, &ts) == ETIMEDOUT)
-			break;
-	if (d->dead || d->sock < 0 || d->paused) {
-		int r = d->paused ? -EBUSY : -ENOTCONN;
-		pthread_mutex_unlock(&d->lock);
-		return r;
-	}
-	w.seq = m->seq = ++d->seq ? d->seq : ++d->seq;
-	w.next = d->waits;
-	d->waits = &w;
-	int r = send_agent(d, m, payload, len, fds, nfds);
-	while (r == 0 && !w.done && !d->dead)
-		if (pthread_cond_timedwait(&d->cond, &d->lock, &ts) == ETIMEDOUT)
-			r = -ETIMEDOUT;
-	if (r == 0 && !w.done)
-		r = -ENOTCONN;
-	for (struct rpc_wait **pp = &d->waits; *pp; pp = &(*pp)->next) {
-		if (*pp == &w) {
-			*pp = w.next;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&d->lock);
-	if (r == 0)
-		*out = w.reply;
-	return r;
+	return agentconn_rpc(&d->ac, m, payload, len, fds, nfds, out);
+}
+
+static void agent_exited(void *arg, const struct agent_msg *m)
+{
+	struct seer_exit e = {.cookie = (uint64_t)m->pid, .status = m->arg, .utime_us = (uint64_t)m->val1,
+			      .stime_us = (uint64_t)m->val2};
+	jobs_on_exit(arg, &e);
 }
 
 static void *reader_main(void *arg)
 {
 	struct sandbox *sb = arg;
 	struct docker_sb *d = sb->priv;
-	for (;;) {
-		struct agent_msg m;
-		ssize_t k = recv(d->sock, &m, sizeof(m), 0);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k < (ssize_t)sizeof(m))
-			break;
-		if (m.type == AG_EXIT) {
-			struct seer_exit e = {.cookie = (uint64_t)m.pid, .status = m.arg, .utime_us = (uint64_t)m.val1,
-					      .stime_us = (uint64_t)m.val2};
-			jobs_on_exit(sb, &e);
-			continue;
-		}
-		pthread_mutex_lock(&d->lock);
-		for (struct rpc_wait *w = d->waits; w; w = w->next) {
-			if (w->seq == m.seq) {
-				w->reply = m;
-				w->done = 1;
-			}
-		}
-		pthread_cond_broadcast(&d->cond);
-		pthread_mutex_unlock(&d->lock);
-	}
-	pthread_mutex_lock(&d->lock);
-	d->dead = 1;
-	int expected = d->stopping;
-	pthread_cond_broadcast(&d->cond);
-	pthread_mutex_unlock(&d->lock);
-	if (!expected) {
+	if (!agentconn_serve(&d->ac, agent_exited, sb)) {
 		sandbox_log(sb, "the container's init (the agent) went away: its processes are gone (was the container stopped, or the engine restarted?); the next command starts the container again");
 		jobs_sandbox_stopping(sb);
 	}

@@ -3,12 +3,12 @@
  */
 #include "core/providers/docker/entry.h"
 #include "core/ctx.h"
+#include "core/providers/entryfield.h"
 #include "core/lib/engine.h"
 #include "core/lib/util.h"
 
 #include <errno.h>
 #include <json-c/json.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,46 +57,11 @@ void docker_state_cleanup(struct seer_ctx *ctx, void *state)
 	free(st);
 }
 
-static const char *home_of(struct seer_ctx *ctx)
-{
-	struct passwd *pw = getpwuid(ctx->uid);
-	if (pw && pw->pw_dir)
-		return pw->pw_dir;
-	const char *h = getenv("HOME");
-	return h ? h : "/";
-}
-
-/* "~/x": the mounting user's home (certificates are files of this machine). */
-static char *local_path(struct seer_ctx *ctx, const char *p)
-{
-	if (!p)
-		return NULL;
-	struct sbuf b = {0};
-	if (p[0] == '~' && (p[1] == '/' || !p[1]))
-		sbuf_printf(&b, "%s%s", home_of(ctx), p + 1);
-	else
-		sbuf_printf(&b, "%s", p);
-	return b.data;
-}
-
-static int same_str(const char *a, const char *b)
-{
-	return (!a && !b) || (a && b && !strcmp(a, b));
-}
-
 static int same_entry(const struct docker_entry *a, const struct docker_entry *b)
 {
-	return same_str(a->name, b->name) && same_str(a->endpoint, b->endpoint) && same_str(a->ca, b->ca) &&
-	       same_str(a->cert, b->cert) && same_str(a->key, b->key) && same_str(a->image, b->image) &&
-	       a->timeout_ms == b->timeout_ms && a->local == b->local;
-}
-
-static const char *str_field(struct json_object *o, const char *k)
-{
-	struct json_object *v;
-	if (!json_object_object_get_ex(o, k, &v) || !json_object_is_type(v, json_type_string))
-		return NULL;
-	return json_object_get_string(v);
+	return entry_same_str(a->name, b->name) && entry_same_str(a->endpoint, b->endpoint) &&
+	       entry_same_str(a->ca, b->ca) && entry_same_str(a->cert, b->cert) && entry_same_str(a->key, b->key) &&
+	       entry_same_str(a->image, b->image) && a->timeout_ms == b->timeout_ms && a->local == b->local;
 }
 
 /* A loopback host of tcp://HOST:PORT: the engine is on this machine. */
@@ -159,18 +124,10 @@ static int parse_fields(struct seer_ctx *ctx, const char *file, const char *name
 			struct docker_entry **out, char *err, size_t n)
 {
 	static const char *const known[] = {"type", "endpoint", "ca", "cert", "key", "image", "timeout", "local", NULL};
-	if (!json_object_is_type(o, json_type_object)) {
-		snprintf(err, n, "providers file %s: entry \"%s\" must be an object; fix the file", file, name);
-		return -EINVAL;
-	}
+	int r = entry_check_fields(o, known, file, name, err, n);
+	if (r < 0)
+		return r;
 	json_object_object_foreach(o, key, val) {
-		int ok = 0;
-		for (int i = 0; known[i]; i++)
-			ok |= !strcmp(key, known[i]);
-		if (!ok) {
-			snprintf(err, n, "providers file %s: entry \"%s\": unknown field \"%s\"; fix the file", file, name, key);
-			return -EINVAL;
-		}
 		if (strcmp(key, "timeout") && strcmp(key, "local") && !json_object_is_type(val, json_type_string)) {
 			snprintf(err, n, "providers file %s: entry \"%s\": field \"%s\" must be a string", file, name, key);
 			return -EINVAL;
@@ -179,15 +136,15 @@ static int parse_fields(struct seer_ctx *ctx, const char *file, const char *name
 	struct docker_entry *e = xcalloc(1, sizeof(*e));
 	pthread_mutex_init(&e->lock, NULL);
 	e->name = xstrdup(name);
-	const char *ep = str_field(o, "endpoint");
+	const char *ep = entry_str(o, "endpoint");
 	e->endpoint = xstrdup(ep && *ep ? ep : "unix:///var/run/docker.sock");
-	e->ca = local_path(ctx, str_field(o, "ca"));
-	e->cert = local_path(ctx, str_field(o, "cert"));
-	e->key = local_path(ctx, str_field(o, "key"));
-	const char *img = str_field(o, "image");
+	e->ca = entry_local_path(ctx->uid, entry_str(o, "ca"));
+	e->cert = entry_local_path(ctx->uid, entry_str(o, "cert"));
+	e->key = entry_local_path(ctx->uid, entry_str(o, "key"));
+	const char *img = entry_str(o, "image");
 	e->image = xstrdup(img ? img : "debian:bookworm-slim");
 	e->timeout_ms = 30000;
-	int r = parse_endpoint(e, file, name, err, n);
+	r = parse_endpoint(e, file, name, err, n);
 	if (r == 0 && e->sock && (e->ca || e->cert || e->key)) {
 		snprintf(err, n,
 			 "providers file %s: entry \"%s\": \"ca\", \"cert\" and \"key\" are for tcp:// endpoints, not %s",
@@ -205,17 +162,8 @@ static int parse_fields(struct seer_ctx *ctx, const char *file, const char *name
 		r = -EINVAL;
 	}
 	struct json_object *v;
-	if (r == 0 && json_object_object_get_ex(o, "timeout", &v)) {
-		double t = json_object_get_double(v);
-		if ((!json_object_is_type(v, json_type_int) && !json_object_is_type(v, json_type_double)) || t <= 0 ||
-		    t > 3600) {
-			snprintf(err, n, "providers file %s: entry \"%s\": field \"timeout\" must be seconds (0 < t <= 3600)",
-				 file, name);
-			r = -EINVAL;
-		} else {
-			e->timeout_ms = (int)(t * 1000);
-		}
-	}
+	if (r == 0)
+		r = entry_timeout(o, file, name, &e->timeout_ms, err, n);
 	if (r == 0 && json_object_object_get_ex(o, "local", &v)) {
 		if (!json_object_is_type(v, json_type_boolean)) {
 			snprintf(err, n, "providers file %s: entry \"%s\": field \"local\" must be true or false", file, name);

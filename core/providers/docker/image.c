@@ -259,10 +259,7 @@ int dk_image_layers(struct sandbox *sb, struct docker_entry *e, const struct see
 		char py[64] = "python3";
 		if (cfg->python_version) {
 			const char *v = cfg->python_version;
-			int ok = strlen(v) < 16;
-			for (const char *c = v; ok && *c; c++)
-				ok = (*c >= '0' && *c <= '9') || *c == '.';
-			if (!ok) {
+			if (!python_version_valid(v)) {
 				snprintf(err, n, "sandbox %s: python_version \"%s\" is not a version (3.11)", sb->name, v);
 				return -EINVAL;
 			}
@@ -272,20 +269,11 @@ int dk_image_layers(struct sandbox *sb, struct docker_entry *e, const struct see
 		for (size_t i = 0; i < cfg->n_python_packages; i++)
 			sbuf_printf(&list, "%s\n", cfg->python_packages[i]);
 		/* pip's settings from seerfs's environment reach the build only. */
-		static const char *const pipvars[] = {"PIP_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX",
-						      "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST", NULL};
-		char *env[8] = {0};
-		size_t ne = 0;
-		for (int i = 0; pipvars[i]; i++) {
-			const char *v = getenv(pipvars[i]);
-			if (v) {
-				struct sbuf b = {0};
-				sbuf_printf(&b, "%s=%s", pipvars[i], v);
-				env[ne++] = b.data;
-				/* a different index can give different packages */
-				sbuf_printf(&list, "%s\n", b.data);
-			}
-		}
+		char *env[PIP_ENV_MAX + 1];
+		size_t ne = pip_env(env);
+		/* a different index can give different packages */
+		for (size_t i = 0; i < ne; i++)
+			sbuf_printf(&list, "%s\n", env[i]);
 		sbuf_printf(&what, "venv /opt/venv (%s) and pip install of %zu package(s)", py, cfg->n_python_packages);
 		sbuf_printf(&script, "set -e; command -v %s >/dev/null || { echo \"%s is not in the image\" >&2; exit 3; }; "
 			    "%s -m venv /opt/venv", py, py, py);

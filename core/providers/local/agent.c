@@ -15,7 +15,7 @@
  * above: seerfs is gone, its jobs with it) and connects again, every 100 ms,
  * so that the next seerfs adopts the container with its files.
  */
-#include "core/providers/local/agentproto.h"
+#include "core/lib/agentproto.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -21,7 +21,7 @@
 #include "core/providers/local/snap.h"
 #include "core/root.h"
 #include "core/lib/walk.h"
-#include "core/providers/local/agentproto.h"
+#include "core/lib/agentconn.h"
 #include "core/jobs.h"
 #include "core/sandbox.h"
 #include "core/providers/local/gpu.h"
@@ -47,30 +47,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#define RPC_TIMEOUT_S 20
-
-struct rpc_wait {
-	uint32_t seq;
-	int done;
-	struct agent_msg reply;
-	struct rpc_wait *next;
-};
-
 struct local_sb {
 	pid_t holder;               /* our child: bubblewrap */
 	pid_t agent;                /* the agent (PID 1 inside), host pid */
-	int sock;                   /* to the agent */
+	AGENT_CONN_GROUP(ac);       /* to the agent; paused while fz has it frozen */
 	int rootfd;                 /* O_PATH on /proc/AGENT/root */
 	pthread_t reader;
 	int reader_started;
-	pthread_mutex_t lock;       /* sock writes, waits, seq */
-	pthread_cond_t cond;
-	uint32_t seq;
-	struct rpc_wait *waits;
-	int dead;                   /* the agent went away */
-	int stopping;
 	struct seer_freezer fz;     /* its cgroup, where the host lets us make one */
-	int frozen;                 /* by fz: the agent cannot answer, RPCs wait */
 };
 
 static struct local_sb *priv_of(struct sandbox *sb)
@@ -124,100 +108,25 @@ static int local_check(struct sandbox *sb, const struct seer_config *cfg, char *
 
 /* ---- talking to the agent ------------------------------------------------ */
 
-static int send_agent(struct local_sb *l, struct agent_msg *m, const void *payload, size_t len, const int *fds, int nfds)
-{
-	char cbuf[CMSG_SPACE(sizeof(int) * 3)];
-	struct iovec iov[2] = {{m, sizeof(*m)}, {(void *)payload, len}};
-	struct msghdr mh = {.msg_iov = iov, .msg_iovlen = len ? 2 : 1};
-	if (nfds) {
-		memset(cbuf, 0, sizeof(cbuf));
-		mh.msg_control = cbuf;
-		mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-		memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
-	}
-	m->len = (uint32_t)len;
-	ssize_t r;
-	do
-		r = sendmsg(l->sock, &mh, MSG_NOSIGNAL);
-	while (r < 0 && errno == EINTR);
-	return r < 0 ? -errno : 0;
-}
-
 /* Sends a request and waits for its reply (the reader thread delivers it). */
 static int rpc(struct local_sb *l, struct agent_msg *m, const void *payload, size_t len, const int *fds, int nfds,
 	       struct agent_msg *out)
 {
-	struct rpc_wait w = {0};
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += RPC_TIMEOUT_S;
-	pthread_mutex_lock(&l->lock);
-	while (l->frozen && !l->dead)
-		if (pthread_cond_timedwait(&l->cond, &l->lock, &ts) == ETIMEDOUT)
-			break;
-	if (l->dead || l->sock < 0 || l->frozen) {
-		int r = l->frozen ? -EBUSY : -ENOTCONN;
-		pthread_mutex_unlock(&l->lock);
-		return r;
-	}
-	w.seq = m->seq = ++l->seq ? l->seq : ++l->seq;
-	w.next = l->waits;
-	l->waits = &w;
-	int r = send_agent(l, m, payload, len, fds, nfds);
-	while (r == 0 && !w.done && !l->dead)
-		if (pthread_cond_timedwait(&l->cond, &l->lock, &ts) == ETIMEDOUT)
-			r = -ETIMEDOUT;
-	if (r == 0 && !w.done)
-		r = -ENOTCONN;
-	for (struct rpc_wait **pp = &l->waits; *pp; pp = &(*pp)->next) {
-		if (*pp == &w) {
-			*pp = w.next;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&l->lock);
-	if (r == 0)
-		*out = w.reply;
-	return r;
+	return agentconn_rpc(&l->ac, m, payload, len, fds, nfds, out);
+}
+
+static void agent_exited(void *arg, const struct agent_msg *m)
+{
+	struct seer_exit e = {.cookie = (uint64_t)m->pid, .status = m->arg, .utime_us = (uint64_t)m->val1,
+			      .stime_us = (uint64_t)m->val2};
+	jobs_on_exit(arg, &e);
 }
 
 static void *reader_main(void *arg)
 {
 	struct sandbox *sb = arg;
 	struct local_sb *l = sb->priv;
-	for (;;) {
-		struct agent_msg m;
-		ssize_t n = recv(l->sock, &m, sizeof(m), 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < (ssize_t)sizeof(m))
-			break;
-		if (m.type == AG_EXIT) {
-			struct seer_exit e = {.cookie = (uint64_t)m.pid, .status = m.arg,
-					      .utime_us = (uint64_t)m.val1, .stime_us = (uint64_t)m.val2};
-			jobs_on_exit(sb, &e);
-			continue;
-		}
-		pthread_mutex_lock(&l->lock);
-		for (struct rpc_wait *w = l->waits; w; w = w->next) {
-			if (w->seq == m.seq) {
-				w->reply = m;
-				w->done = 1;
-			}
-		}
-		pthread_cond_broadcast(&l->cond);
-		pthread_mutex_unlock(&l->lock);
-	}
-	pthread_mutex_lock(&l->lock);
-	l->dead = 1;
-	int expected = l->stopping;
-	pthread_cond_broadcast(&l->cond);
-	pthread_mutex_unlock(&l->lock);
-	if (!expected) {
+	if (!agentconn_serve(&l->ac, agent_exited, sb)) {
 		sandbox_log(sb, "the sandbox's init process ended unexpectedly; its processes are gone");
 		jobs_sandbox_stopping(sb);
 	}
@@ -990,9 +899,9 @@ static int local_stop(struct sandbox *sb)
 	struct local_sb *l = priv_of(sb);
 	pthread_mutex_lock(&l->lock);
 	l->stopping = 1;
-	if (l->frozen) {
+	if (l->paused) {
 		freezer_set(&l->fz, 0, 0);
-		l->frozen = 0;
+		l->paused = 0;
 		pthread_cond_broadcast(&l->cond);
 	}
 	int sock = l->sock;
@@ -1124,7 +1033,7 @@ static int local_freeze(struct sandbox *sb, int freeze)
 		pthread_mutex_lock(&l->lock);
 		int r = l->dead ? -ENOTCONN : freezer_set(&l->fz, freeze, 10.0);
 		if (r == 0)
-			l->frozen = freeze;
+			l->paused = freeze;
 		pthread_cond_broadcast(&l->cond);
 		pthread_mutex_unlock(&l->lock);
 		return r;
@@ -1136,7 +1045,7 @@ static int local_freeze(struct sandbox *sb, int freeze)
 
 static int local_busy(struct sandbox *sb)
 {
-	if (priv_of(sb)->frozen)
+	if (priv_of(sb)->paused)
 		return 1;   /* nothing runs, but a snapshot is under way: cache nothing */
 	struct agent_msg m = {.type = AG_COUNT}, rep;
 	int r = rpc(priv_of(sb), &m, NULL, 0, NULL, 0, &rep);

@@ -9,6 +9,7 @@
  */
 #include "core/providers/ssh/entry.h"
 #include "core/ctx.h"
+#include "core/providers/entryfield.h"
 #include "core/lib/util.h"
 
 #include <errno.h>
@@ -27,41 +28,13 @@ int ssh_state_init(struct seer_ctx *ctx, void **state)
 }
 
 
-static const char *home_of(struct seer_ctx *ctx)
-{
-	struct passwd *pw = getpwuid(ctx->uid);
-	if (pw && pw->pw_dir)
-		return pw->pw_dir;
-	const char *h = getenv("HOME");
-	return h ? h : "/";
-}
-
-/* "~/x" is the mounting user's home on this machine (identity and
- * known_hosts files are local). */
-static char *local_path(struct seer_ctx *ctx, const char *p)
-{
-	if (!p)
-		return NULL;
-	if (p[0] == '~' && (p[1] == '/' || !p[1])) {
-		struct sbuf b = {0};
-		sbuf_printf(&b, "%s%s", home_of(ctx), p + 1);
-		return b.data;
-	}
-	return xstrdup(p);
-}
-
-static int same_str(const char *a, const char *b)
-{
-	return (!a && !b) || (a && b && !strcmp(a, b));
-}
-
 static int same_entry(const struct ssh_entry *a, const struct ssh_entry *b)
 {
-	return same_str(a->name, b->name) && same_str(a->type, b->type) && same_str(a->host, b->host) &&
-	       a->port == b->port && same_str(a->user, b->user) && same_str(a->identity_file, b->identity_file) &&
-	       a->use_agent == b->use_agent && same_str(a->known_hosts, b->known_hosts) &&
-	       same_str(a->workdir, b->workdir) && a->mode == b->mode && a->timeout_ms == b->timeout_ms &&
-	       a->exec_channel == b->exec_channel;
+	return entry_same_str(a->name, b->name) && entry_same_str(a->type, b->type) &&
+	       entry_same_str(a->host, b->host) && a->port == b->port && entry_same_str(a->user, b->user) &&
+	       entry_same_str(a->identity_file, b->identity_file) && a->use_agent == b->use_agent &&
+	       entry_same_str(a->known_hosts, b->known_hosts) && entry_same_str(a->workdir, b->workdir) &&
+	       a->mode == b->mode && a->timeout_ms == b->timeout_ms && a->exec_channel == b->exec_channel;
 }
 
 static void entry_free(struct ssh_entry *e)
@@ -99,35 +72,16 @@ void ssh_state_cleanup(struct seer_ctx *ctx, void *state)
 	free(st);
 }
 
-static const char *str_field(struct json_object *o, const char *k)
-{
-	struct json_object *v;
-	if (!json_object_object_get_ex(o, k, &v) || !json_object_is_type(v, json_type_string))
-		return NULL;
-	return json_object_get_string(v);
-}
-
 static int parse_fields(struct seer_ctx *ctx, const char *file, const char *name, struct json_object *o,
 			struct ssh_entry **out, char *err, size_t n)
 {
 	static const char *const known[] = {"type", "host", "port", "user", "identity_file", "agent",
 					    "known_hosts", "workdir", "mode", "timeout", "exec", NULL};
-	if (!json_object_is_type(o, json_type_object)) {
-		snprintf(err, n, "providers file %s: entry \"%s\" must be an object; fix the file", file, name);
-		return -EINVAL;
-	}
-	json_object_object_foreach(o, key, val) {
-		(void)val;
-		int ok = 0;
-		for (int i = 0; known[i]; i++)
-			ok |= !strcmp(key, known[i]);
-		if (!ok) {
-			snprintf(err, n, "providers file %s: entry \"%s\": unknown field \"%s\"; fix the file", file, name, key);
-			return -EINVAL;
-		}
-	}
+	int r = entry_check_fields(o, known, file, name, err, n);
+	if (r < 0)
+		return r;
 	const char *type = "ssh";   /* core/registry.c chose this parser by it */
-	const char *host = str_field(o, "host");
+	const char *host = entry_str(o, "host");
 	if (!host || !*host) {
 		snprintf(err, n, "providers file %s: entry \"%s\": field \"host\" is missing; add the SSH host name",
 			 file, name);
@@ -149,36 +103,30 @@ static int parse_fields(struct seer_ctx *ctx, const char *file, const char *name
 		}
 		e->port = p;
 	}
-	if (json_object_object_get_ex(o, "timeout", &v)) {
-		double t = json_object_get_double(v);
-		if ((!json_object_is_type(v, json_type_int) && !json_object_is_type(v, json_type_double)) || t <= 0 ||
-		    t > 3600) {
-			snprintf(err, n, "providers file %s: entry \"%s\": field \"timeout\" must be seconds (0 < t <= 3600)",
-				 file, name);
-			entry_free(e);
-			return -EINVAL;
-		}
-		e->timeout_ms = (int)(t * 1000);
+	r = entry_timeout(o, file, name, &e->timeout_ms, err, n);
+	if (r < 0) {
+		entry_free(e);
+		return r;
 	}
-	const char *user = str_field(o, "user");
+	const char *user = entry_str(o, "user");
 	if (!user) {
 		struct passwd *pw = getpwuid(ctx->uid);
 		user = pw ? pw->pw_name : "root";
 	}
 	e->user = xstrdup(user);
-	e->identity_file = local_path(ctx, str_field(o, "identity_file"));
+	e->identity_file = entry_local_path(ctx->uid, entry_str(o, "identity_file"));
 	e->use_agent = !e->identity_file;
 	if (json_object_object_get_ex(o, "agent", &v))
 		e->use_agent = json_object_get_boolean(v);
-	const char *kh = str_field(o, "known_hosts");
+	const char *kh = entry_str(o, "known_hosts");
 	if (kh) {
-		e->known_hosts = local_path(ctx, kh);
+		e->known_hosts = entry_local_path(ctx->uid, kh);
 	} else {
 		struct sbuf b = {0};
-		sbuf_printf(&b, "%s/.ssh/known_hosts", home_of(ctx));
+		sbuf_printf(&b, "%s/.ssh/known_hosts", entry_home(ctx->uid));
 		e->known_hosts = b.data;
 	}
-	const char *mode = str_field(o, "mode");
+	const char *mode = entry_str(o, "mode");
 	if (!mode || !strcmp(mode, "host")) {
 		e->mode = SEER_SSH_HOST;
 	} else if (!strcmp(mode, "direct")) {
@@ -192,7 +140,7 @@ static int parse_fields(struct seer_ctx *ctx, const char *file, const char *name
 	/* "agent": a sandbox's commands go through its resident agent where
 	 * it can run (ssh.c); "channel": each gets an exec channel
 	 * and a bubblewrap of its own, as a host without a usable perl does. */
-	const char *ex = str_field(o, "exec");
+	const char *ex = entry_str(o, "exec");
 	if (ex && strcmp(ex, "agent") && strcmp(ex, "channel")) {
 		snprintf(err, n, "providers file %s: entry \"%s\": field \"exec\" must be \"agent\" or \"channel\", not \"%s\"",
 			 file, name, ex);
@@ -200,7 +148,7 @@ static int parse_fields(struct seer_ctx *ctx, const char *file, const char *name
 		return -EINVAL;
 	}
 	e->exec_channel = ex && !strcmp(ex, "channel");
-	const char *wd = str_field(o, "workdir");
+	const char *wd = entry_str(o, "workdir");
 	if (wd && (wd[0] != '/' || strstr(wd, "/../") || !strcmp(wd, "/") || str_endswith(wd, "/.."))) {
 		snprintf(err, n,
 			 "providers file %s: entry \"%s\": field \"workdir\" must be an absolute directory other than /, not \"%s\"",

@@ -1,6 +1,7 @@
 /*
  * agentproto.h - the messages between seerfs and seerfs-agent, the PID 1 of
- * every local sandbox.
+ * every local sandbox and of every docker container (core/lib/agentconn.c
+ * is seerfs's side).
  *
  * One SOCK_SEQPACKET socket carries them, so each message is one datagram:
  * a fixed header, then `len` bytes of payload; SPAWN also carries the
