@@ -719,15 +719,19 @@ static void pass_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int 
 		goto err;
 	if (ffd < 0)
 		link_size(p, n, nfd, &st, NULL);
+	/* Unpinned before the reply: once the kernel has it, a FORGET may
+	 * free n on another thread. */
+	if (nfd >= 0)
+		node_unpin(n);
 	reply_attr(req, p, n, &st);
-	goto done;
+	leave(p);
+	return;
 err:
 	r = -errno;
 out:
-	fuse_reply_err(req, -r);
-done:
 	if (nfd >= 0)
 		node_unpin(n);
+	fuse_reply_err(req, -r);
 	leave(p);
 }
 
