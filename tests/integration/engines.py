@@ -101,8 +101,11 @@ class Engine:
     bad_cert/bad_key (a client certificate the engine refuses), image,
     data_dir, log_path."""
 
-    def __init__(self, kind):
+    def __init__(self, kind, userns_remap=None):
         self.kind = kind
+        # docker only: dockerd's --userns-remap=USER (every container in a
+        # user namespace on USER's /etc/subuid, /etc/subgid range)
+        self.userns_remap = userns_remap
         # Short: a unix socket's path must fit 108 bytes, containerd's under it too.
         self.data_dir = tempfile.mkdtemp(prefix="sfe-" + kind[0] + "-", dir="/tmp")
         os.chmod(self.data_dir, 0o711)
@@ -135,7 +138,8 @@ class Engine:
                     "--pidfile", os.path.join(d, "docker.pid"),
                     "-H", self.endpoint, "-H", self.tls_endpoint,
                     "--tlsverify", "--tlscacert", self.ca, "--tlscert", self.certs["server_cert"],
-                    "--tlskey", self.certs["server_key"]]
+                    "--tlskey", self.certs["server_key"],
+                    *(["--userns-remap", self.userns_remap] if self.userns_remap else [])]
         return ["podman", *self._podman_globals(), "system", "service", "--time=0", self.endpoint]
 
     def _podman_globals(self):
@@ -425,11 +429,11 @@ def _comm(pid):
         return "?"
 
 
-def start_engine(kind):
+def start_engine(kind, userns_remap=None):
     """A started engine with the base image loaded; EngineError (with its
     log) otherwise, after stopping what it started."""
     tarball = base_image()
-    e = Engine(kind)
+    e = Engine(kind, userns_remap)
     try:
         e.start()
         e.load_image(tarball)

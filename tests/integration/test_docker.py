@@ -406,3 +406,117 @@ def test_podman_service(seerfs_factory, tmp_path, podman_engine):
     ctl(a, "snapshot p1")
     b = start(m, "pm2", {"snapshot": "p1"})
     assert must(b, "cat /workspace/f") == "via-root"
+
+
+# ---- a user namespace: dockerd's userns-remap ----------------------------------------------
+
+REMAP_USER = "sfdkremap"
+REMAP_BASE = 1879048192   # a subordinate range of the fixture's own, far from useradd's
+
+
+@pytest.fixture(scope="module")
+def remap_engine():
+    """A dockerd of its own with --userns-remap onto user REMAP_USER, whom
+    the fixture creates with the range REMAP_BASE..+65536 in /etc/subuid
+    and /etc/subgid, and removes (user and lines) at the end."""
+    if os.geteuid() != 0:
+        pytest.skip("container engines need root (tools/test.sh runs them in the root stage)")
+    from engines import EngineError, start_engine
+    line = f"{REMAP_USER}:{REMAP_BASE}:65536\n"
+    made = subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", REMAP_USER],
+                          capture_output=True).returncode == 0
+    for f in ("/etc/subuid", "/etc/subgid"):
+        with open(f, "a") as fh:
+            fh.write(line)
+
+    def undo():
+        for f in ("/etc/subuid", "/etc/subgid"):
+            with open(f) as fh:
+                lines = fh.readlines()
+            with open(f, "w") as fh:
+                fh.writelines(x for x in lines if x != line)
+        if made:
+            subprocess.run(["userdel", REMAP_USER], capture_output=True)
+    try:
+        e = start_engine("docker", REMAP_USER)
+    except EngineError as err:
+        undo()
+        pytest.fail(f"cannot start the userns-remap dockerd: {err}", pytrace=False)
+    try:
+        yield e
+    finally:
+        try:
+            e.stop()
+        finally:
+            undo()
+
+
+def host_ids(pid):
+    """(uid, gid) of host process pid, as the host sees them."""
+    st = pathlib.Path(f"/proc/{pid}/status").read_text()
+    uid = [ln.split()[1] for ln in st.splitlines() if ln.startswith("Uid:")][0]
+    gid = [ln.split()[1] for ln in st.splitlines() if ln.startswith("Gid:")][0]
+    return int(uid), int(gid)
+
+
+def test_userns_remap_ids_through_root(seerfs_factory, tmp_path, remap_engine):
+    st, body = remap_engine.request("GET", "/info")
+    assert st == 200 and "name=userns" in json.dumps(json.loads(body).get("SecurityOptions")), body[:300]
+    src = tmp_path / "secret.txt"
+    src.write_text("for-the-sandbox")
+    os.chmod(src, 0o600)
+    m = mount(seerfs_factory, tmp_path, remap_engine)
+    a = start(m, "un1", {"network": False, "local_files": [[str(src), "/workspace/secret.txt"]]})
+    # root inside, the remapped range outside
+    assert must(a, "id -u").strip() == "0"
+    pid = container_of(remap_engine, "un1")["State"]["Pid"]
+    assert host_ids(pid) == (REMAP_BASE, REMAP_BASE)
+    disk = pathlib.Path(f"/proc/{pid}/root")
+    # a local_files copy of mode 0600 is the container root's, and readable by it
+    assert must(a, "cat /workspace/secret.txt") == "for-the-sandbox"
+    assert must(a, "stat -c %u:%g:%a /workspace/secret.txt").strip() == "0:0:600"
+    s = os.lstat(disk / "workspace" / "secret.txt")
+    assert (s.st_uid, s.st_gid) == (REMAP_BASE, REMAP_BASE)
+    # what the mounting root creates in root/ is the container's root's
+    (a / "root" / "workspace" / "from-root.txt").write_text("made-in-root")
+    assert must(a, "stat -c %u:%g /workspace/from-root.txt").strip() == "0:0"
+    s = os.lstat(disk / "workspace" / "from-root.txt")
+    assert (s.st_uid, s.st_gid) == (REMAP_BASE, REMAP_BASE)
+    must(a, "echo more >> /workspace/from-root.txt")
+    # what the container's root makes reads as 0 through root/, the range on disk
+    must(a, "echo inside > /workspace/inside.txt && mkdir /workspace/dd")
+    s = os.stat(a / "root" / "workspace" / "inside.txt")
+    assert (s.st_uid, s.st_gid) == (0, 0)
+    # chown through root/ numbers the container's ids (it has no CAP_CHOWN itself)
+    os.chown(a / "root" / "workspace" / "dd", 1000, 1000)
+    assert must(a, "stat -c %u:%g /workspace/dd").strip() == "1000:1000"
+    assert os.stat(a / "root" / "workspace" / "dd").st_uid == 1000
+    assert os.lstat(disk / "workspace" / "dd").st_uid == REMAP_BASE + 1000
+    with pytest.raises(OSError) as ei:   # an id the container does not map
+        os.chown(a / "root" / "workspace" / "dd", 70000, 70000)
+    assert ei.value.errno == errno.EINVAL
+    s = os.lstat(disk / "workspace" / "inside.txt")
+    assert (s.st_uid, s.st_gid) == (REMAP_BASE, REMAP_BASE)
+
+
+def test_userns_remap_escape(seerfs_factory, tmp_path, remap_engine):
+    m = mount(seerfs_factory, tmp_path, remap_engine)
+    a = start(m, "un2", {"network": False})
+    info = container_of(remap_engine, "un2")
+    assert not info["HostConfig"].get("Privileged")
+    run = [x["Source"] for x in info["Mounts"] if x["Destination"] == "/.seerfs/run"]
+    assert run, info["Mounts"]
+    # a host file only host root may read, in a directory bound into the
+    # sandbox: the container's root is not host root and cannot read it
+    secret = pathlib.Path(run[0]) / "h0.txt"
+    secret.write_text("hush-value")
+    os.chmod(secret, 0o600)
+    try:
+        code, out = sandbox_run(a, "cat /.seerfs/run/h0.txt")
+        assert code != 0 and b"hush-value" not in out, out
+        assert b"Permission denied" in out, out
+        # nor by taking it
+        code, out = sandbox_run(a, "chown 0:0 /.seerfs/run/h0.txt; cat /.seerfs/run/h0.txt")
+        assert code != 0 and b"hush-value" not in out, out
+    finally:
+        secret.unlink()

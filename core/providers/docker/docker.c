@@ -81,6 +81,7 @@ struct docker_sb {
 	pid_t pid;                  /* its init (the agent), host pid */
 	int sock;                   /* to the agent */
 	int rootfd;                 /* O_PATH on /proc/PID/root */
+	struct seer_idmap ids;      /* count > 0: its user namespace's range (userns-remap); 0: host ids */
 	pthread_t reader;
 	int reader_started;
 	pthread_mutex_t lock;
@@ -539,6 +540,26 @@ static int model_volume(struct sandbox *sb, struct docker_entry *e, const char *
 	return r;
 }
 
+/* Whether engine e runs every container in a user namespace of its own
+ * (dockerd's --userns-remap: GET /info's SecurityOptions name "userns"). */
+static int engine_userns(struct docker_entry *e)
+{
+	char e2[256];
+	struct json_object *o = NULL;
+	int userns = 0;
+	if (dk_call(e, "GET", "/info", NULL, 0, NULL, &o, e2, sizeof(e2)) == 0) {
+		struct json_object *so = dk_get(o, "SecurityOptions");
+		size_t k = so && json_object_is_type(so, json_type_array) ? json_object_array_length(so) : 0;
+		for (size_t i = 0; i < k; i++) {
+			const char *v = json_object_get_string(json_object_array_get_idx(so, i));
+			if (v && strstr(v, "name=userns"))
+				userns = 1;
+		}
+	}
+	json_object_put(o);
+	return userns;
+}
+
 static int create_container(struct sandbox *sb, struct docker_entry *e, const struct seer_config *cfg,
 			    const struct seer_start *in, const char *cname, const char *image, const char *binds_key,
 			    char *id, size_t idlen, char *err, size_t n)
@@ -586,7 +607,10 @@ static int create_container(struct sandbox *sb, struct docker_entry *e, const st
 		sbuf_free(&b);
 	}
 	json_object_object_add(hc, "Binds", binds);
-	json_object_object_add(hc, "NetworkMode", json_object_new_string(cfg->network ? "host" : "none"));
+	/* dockerd refuses the host's network namespace to a container in a
+	 * user namespace (userns-remap): there, its default network. */
+	const char *net = !cfg->network ? "none" : engine_userns(e) ? "default" : "host";
+	json_object_object_add(hc, "NetworkMode", json_object_new_string(net));
 	static const char *const drop[] = {"ALL", NULL};
 	json_object_object_add(hc, "CapDrop", strarr(drop));
 	static const char *const sec[] = {"no-new-privileges", NULL};
@@ -695,26 +719,59 @@ static int model_links(struct sandbox *sb, int rootfd, const struct seer_start *
 	return r;
 }
 
-/* Whether the container's init shares the host's user ids (no user
- * namespace of the engine's, userns-remap): root/ and the copies assume it
- * (struct seer_root.host_ids). */
-static int host_ids_of(pid_t pid)
+/* One of /proc/PID/uid_map, gid_map: 1 for the host's own ids (no user
+ * namespace of the engine's), 0 with *base and *count for the single range
+ * "0 BASE COUNT" of a user namespace (dockerd's userns-remap), -EOPNOTSUPP
+ * for any other map (several ranges, or one that does not start at 0). */
+static int read_map(pid_t pid, const char *which, unsigned long *base, unsigned long *count)
 {
-	char p[64], buf[256];
-	snprintf(p, sizeof(p), "/proc/%d/uid_map", (int)pid);
+	char p[64], buf[512];
+	snprintf(p, sizeof(p), "/proc/%d/%s", (int)pid, which);
 	int fd = open(p, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return 0;
+		return -errno;
 	ssize_t k = read(fd, buf, sizeof(buf) - 1);
+	int e = errno;
 	close(fd);
-	if (k <= 0)
-		return 0;
-	buf[k] = '\0';
-	unsigned long in, out, count;
-	return sscanf(buf, "%lu %lu %lu", &in, &out, &count) == 3 && in == 0 && out == 0 && count == 4294967295UL &&
-	       !strchr(strchr(buf, '\n') ? strchr(buf, '\n') + 1 : "", ' ');
+	if (k < 0)
+		return -e;
+	buf[k > 0 ? k : 0] = '\0';
+	unsigned long in, out, cnt;
+	const char *nl = strchr(buf, '\n');
+	if (sscanf(buf, "%lu %lu %lu", &in, &out, &cnt) != 3 || in != 0 || (nl && strchr(nl + 1, ' ')))
+		return -EOPNOTSUPP;
+	if (out == 0 && cnt == 4294967295UL)
+		return 1;
+	if (cnt == 0 || cnt > SEER_IDMAP_COUNT * 256ul || out + cnt > 4294967295UL)
+		return -EOPNOTSUPP;
+	*base = out;
+	*count = cnt;
+	return 0;
 }
 
+/* The ids of the container's init: 1 when they are the host's one to one
+ * (no user namespace: root/ and the copies leave owners as they are), 0
+ * with *m filled for the user namespace dockerd's userns-remap gives every
+ * container (one range from 0 for uids and one for gids; root/ then shows
+ * the container's ids and gives new entries its mapped ones), or a
+ * negative errno with err filled. */
+static int ids_of(const char *kind, const char *name, pid_t pid, struct seer_idmap *m, char *err, size_t n)
+{
+	unsigned long ub = 0, uc = 0, gb = 0, gc = 0;
+	int ru = read_map(pid, "uid_map", &ub, &uc);
+	int rg = ru < 0 ? ru : read_map(pid, "gid_map", &gb, &gc);
+	if (ru == 1 && rg == 1)
+		return 1;
+	if (ru < 0 || rg < 0 || ru != rg) {
+		int r = ru < 0 ? ru : rg < 0 ? rg : -EOPNOTSUPP;
+		snprintf(err, n,
+			 "%s %s: cannot use the user namespace of container process %d (/proc/%d/uid_map, gid_map): %s; seerfs's root/ understands the host's ids or one range from 0 (dockerd's userns-remap)",
+			 kind, name, (int)pid, (int)pid, strerror(-r));
+		return r;
+	}
+	*m = (struct seer_idmap){.uid = (uid_t)ub, .gid = (gid_t)gb, .count = (uint32_t)(uc < gc ? uc : gc)};
+	return 0;
+}
 
 /* ---- a remote engine: root/ over SFTP in the container ------------------------------------- */
 
@@ -1006,13 +1063,11 @@ static int docker_start(struct sandbox *sb, const struct seer_config *cfg, const
 	}
 	if (sock < 0)
 		return sock;
-	if (!host_ids_of(pid)) {
-		snprintf(err, n,
-			 "sandbox %s: engine %s runs containers in a user namespace of its own (userns-remap); seerfs's root/ needs the host's ids in the container: run this provider on an engine without userns-remap",
-			 sb->name, e->endpoint);
+	struct seer_idmap ids = {0};
+	if ((r = ids_of("sandbox", sb->name, pid, &ids, err, n)) < 0) {
 		close(sock);
 		close(rfd);
-		return -EOPNOTSUPP;
+		return r;
 	}
 	if ((r = model_links(sb, rfd, in, err, n)) < 0) {
 		close(sock);
@@ -1025,6 +1080,7 @@ static int docker_start(struct sandbox *sb, const struct seer_config *cfg, const
 	d->pid = pid;
 	d->sock = sock;
 	d->rootfd = rfd;
+	d->ids = ids;
 	d->dead = 0;
 	d->stopping = 0;
 	d->paused = 0;
@@ -1187,6 +1243,7 @@ static int docker_root(struct sandbox *sb, struct seer_root *out)
 	int ok = d->rootfd >= 0 && !d->dead;
 	int fd = ok ? fcntl(d->rootfd, F_DUPFD_CLOEXEC, 3) : -1;
 	int e = ok ? -errno : -ENOTCONN;
+	struct seer_idmap ids = d->ids;
 	pthread_mutex_unlock(&d->lock);
 	if (fd < 0)
 		return e;
@@ -1194,7 +1251,10 @@ static int docker_root(struct sandbox *sb, struct seer_root *out)
 	out->sftp = NULL;
 	out->path[0] = '\0';
 	out->readonly = 0;
-	out->host_ids = 1;   /* no user namespace: the container's root is host root */
+	/* No user namespace: the container's root is host root; in one
+	 * (userns-remap), its range. */
+	out->host_ids = ids.count == 0;
+	out->ids = ids;
 	return 0;
 }
 
@@ -1266,10 +1326,20 @@ static int revive_locked(struct sandbox *sb, char *err, size_t n)
 	char rp[64];
 	snprintf(rp, sizeof(rp), "/proc/%d/root", (int)pid);
 	int rfd = open(rp, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	struct seer_idmap ids = {0};
+	char e3[512];
+	if (ids_of("sandbox", sb->name, pid, &ids, e3, sizeof(e3)) < 0) {
+		snprintf(err, n, "%s", e3);
+		if (rfd >= 0)
+			close(rfd);
+		close(sock);
+		return -EOPNOTSUPP;
+	}
 	pthread_mutex_lock(&d->lock);
 	d->pid = pid;
 	d->sock = sock;
 	d->rootfd = rfd;
+	d->ids = ids;
 	d->dead = 0;
 	d->stopping = 0;
 	pthread_mutex_unlock(&d->lock);
@@ -1513,11 +1583,17 @@ static int docker_snap_root(struct seer_ctx *ctx, const void *settings, const st
 		snprintf(err, n, "snapshot %s: cannot open %s: %s", snap->name, rp, strerror(-r));
 		return r;
 	}
+	struct seer_idmap ids = {0};
+	if ((r = ids_of("snapshot", snap->name, pid, &ids, err, n)) < 0) {
+		close(fd);
+		return r;
+	}
 	out->fd = fd;
 	out->sftp = NULL;
 	out->path[0] = '\0';
 	out->readonly = 1;
-	out->host_ids = 1;
+	out->host_ids = ids.count == 0;
+	out->ids = ids;
 	return 0;
 }
 
