@@ -385,6 +385,9 @@ class Engine:
             for m in sorted(mounts, key=len, reverse=True):
                 subprocess.run(["umount", "-l", m], capture_output=True)
         shutil.rmtree(self.data_dir, ignore_errors=True)
+        if getattr(self, "subid_added", False):
+            remove_subid_line(PODMAN_SUBID_LINE)
+            self.subid_added = False
         if os.path.exists(self.data_dir):
             left.append("could not remove " + self.data_dir)
         if left:
@@ -429,11 +432,40 @@ def _comm(pid):
         return "?"
 
 
+# Podman's "userns": "auto" (the docker provider's default there) takes
+# each container's ids from user `containers`'s subordinate range.
+PODMAN_SUBID_LINE = "containers:1880096768:1048576\n"
+
+
+def add_subid_line(line):
+    """Appends line to /etc/subuid and /etc/subgid unless its user has a
+    range there already; True when it was added (remove_subid_line)."""
+    user = line.split(":")[0] + ":"
+    for f in ("/etc/subuid", "/etc/subgid"):
+        with open(f) as fh:
+            if any(x.startswith(user) for x in fh):
+                return False
+    for f in ("/etc/subuid", "/etc/subgid"):
+        with open(f, "a") as fh:
+            fh.write(line)
+    return True
+
+
+def remove_subid_line(line):
+    for f in ("/etc/subuid", "/etc/subgid"):
+        with open(f) as fh:
+            lines = fh.readlines()
+        with open(f, "w") as fh:
+            fh.writelines(x for x in lines if x != line)
+
+
 def start_engine(kind, userns_remap=None):
     """A started engine with the base image loaded; EngineError (with its
     log) otherwise, after stopping what it started."""
     tarball = base_image()
     e = Engine(kind, userns_remap)
+    if kind == "podman":
+        e.subid_added = add_subid_line(PODMAN_SUBID_LINE)
     try:
         e.start()
         e.load_image(tarball)

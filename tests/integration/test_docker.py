@@ -21,7 +21,7 @@ import uuid
 
 import pytest
 
-from conftest import (build_wheel, ctl, docker_entry, error_text, log_text, read_text, sandbox_run, state,
+from conftest import (build_wheel, ctl, ctl_errno, docker_entry, error_text, log_text, read_text, sandbox_run, state,
                       status_text, wait_settled, write_config)
 
 NAME = "dk"
@@ -395,6 +395,14 @@ def test_exec_latency_beside_docker_exec(seerfs_factory, tmp_path, docker_engine
 # ---- Podman's compatible service -----------------------------------------------------
 
 
+def host_ids(pid):
+    """(uid, gid) of host process pid, as the host sees them."""
+    st = pathlib.Path(f"/proc/{pid}/status").read_text()
+    uid = [ln.split()[1] for ln in st.splitlines() if ln.startswith("Uid:")][0]
+    gid = [ln.split()[1] for ln in st.splitlines() if ln.startswith("Gid:")][0]
+    return int(uid), int(gid)
+
+
 def test_podman_service(seerfs_factory, tmp_path, podman_engine):
     """The same provider on Podman 4.3's Docker-compatible API: a sandbox
     runs commands, root/ shows its files, a snapshot restores."""
@@ -406,6 +414,56 @@ def test_podman_service(seerfs_factory, tmp_path, podman_engine):
     ctl(a, "snapshot p1")
     b = start(m, "pm2", {"snapshot": "p1"})
     assert must(b, "cat /workspace/f") == "via-root"
+
+
+def test_podman_userns_auto(seerfs_factory, tmp_path, podman_engine):
+    """Podman gives each container a user namespace of its own with
+    "userns": "auto": root inside, a range of user containers's outside;
+    root/ shows the container's ids and gives its own; no snapshot (Podman
+    4.3 commits host ids); without it, no user namespace."""
+    src = tmp_path / "secret.txt"
+    src.write_text("for-the-sandbox")
+    os.chmod(src, 0o600)
+    m = mount(seerfs_factory, tmp_path, podman_engine, userns="auto")
+    a = start(m, "pu1", {"local_files": [[str(src), "/workspace/secret.txt"]]})
+    info = container_of(podman_engine, "pu1")
+    assert info["HostConfig"].get("UsernsMode") in ("auto", "private"), info["HostConfig"].get("UsernsMode")
+    assert must(a, "id -u").strip() == "0"
+    pid = info["State"]["Pid"]
+    base = int(pathlib.Path(f"/proc/{pid}/uid_map").read_text().split()[1])
+    assert base != 0 and host_ids(pid)[0] == base
+    disk = pathlib.Path(f"/proc/{pid}/root")
+    assert must(a, "cat /workspace/secret.txt") == "for-the-sandbox"
+    assert must(a, "stat -c %u:%a /workspace/secret.txt").strip() == "0:600"
+    assert os.lstat(disk / "workspace" / "secret.txt").st_uid == base
+    (a / "root" / "workspace" / "from-root.txt").write_text("made-in-root")
+    assert must(a, "stat -c %u /workspace/from-root.txt").strip() == "0"
+    assert os.lstat(disk / "workspace" / "from-root.txt").st_uid == base
+    must(a, "echo inside > /workspace/inside.txt")
+    assert os.stat(a / "root" / "workspace" / "inside.txt").st_uid == 0
+    # the host's root-only files stay closed to the container's root
+    run = [x["Source"] for x in info["Mounts"] if x["Destination"] == "/.seerfs/run"][0]
+    secret = pathlib.Path(run) / "h0.txt"
+    secret.write_text("hush-value")
+    os.chmod(secret, 0o600)
+    try:
+        code, out = sandbox_run(a, "cat /.seerfs/run/h0.txt")
+        assert code != 0 and b"hush-value" not in out, out
+    finally:
+        secret.unlink()
+    # no snapshot: refused with the reason
+    code = ctl_errno(a, "snapshot pu-s")
+    deadline = time.monotonic() + 30
+    while "Podman's user namespace" not in log_text(a) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "Podman's user namespace" in log_text(a), (code, log_text(a))
+    assert not (m.path / "snapshots" / "pu-s").exists()
+    # without "userns": no user namespace, the container's root is host root
+    m2 = mount(seerfs_factory, tmp_path, podman_engine)
+    b = start(m2, "pu2")
+    pid = container_of(podman_engine, "pu2")["State"]["Pid"]
+    assert host_ids(pid)[0] == 0
+    assert must(b, "id -u").strip() == "0"
 
 
 # ---- a user namespace: dockerd's userns-remap ----------------------------------------------
@@ -449,14 +507,6 @@ def remap_engine():
             e.stop()
         finally:
             undo()
-
-
-def host_ids(pid):
-    """(uid, gid) of host process pid, as the host sees them."""
-    st = pathlib.Path(f"/proc/{pid}/status").read_text()
-    uid = [ln.split()[1] for ln in st.splitlines() if ln.startswith("Uid:")][0]
-    gid = [ln.split()[1] for ln in st.splitlines() if ln.startswith("Gid:")][0]
-    return int(uid), int(gid)
 
 
 def test_userns_remap_ids_through_root(seerfs_factory, tmp_path, remap_engine):

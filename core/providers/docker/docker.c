@@ -82,6 +82,7 @@ struct docker_sb {
 	int sock;                   /* to the agent */
 	int rootfd;                 /* O_PATH on /proc/PID/root */
 	struct seer_idmap ids;      /* count > 0: its user namespace's range (userns-remap); 0: host ids */
+	int no_commit;              /* in Podman's user namespace ("userns": "auto"): no snapshot */
 	pthread_t reader;
 	int reader_started;
 	pthread_mutex_t lock;
@@ -540,6 +541,26 @@ static int model_volume(struct sandbox *sb, struct docker_entry *e, const char *
 	return r;
 }
 
+/* Whether engine e is Podman's compatible service (GET /version names a
+ * component "Podman Engine"). */
+static int engine_podman(struct docker_entry *e)
+{
+	char e2[256];
+	struct json_object *o = NULL;
+	int podman = 0;
+	if (dk_call(e, "GET", "/version", NULL, 0, NULL, &o, e2, sizeof(e2)) == 0) {
+		struct json_object *c = dk_get(o, "Components");
+		size_t k = c && json_object_is_type(c, json_type_array) ? json_object_array_length(c) : 0;
+		for (size_t i = 0; i < k; i++) {
+			const char *v = jstr(json_object_array_get_idx(c, i), "Name");
+			if (v && strstr(v, "Podman"))
+				podman = 1;
+		}
+	}
+	json_object_put(o);
+	return podman;
+}
+
 /* Whether engine e runs every container in a user namespace of its own
  * (dockerd's --userns-remap: GET /info's SecurityOptions name "userns"). */
 static int engine_userns(struct docker_entry *e)
@@ -607,9 +628,24 @@ static int create_container(struct sandbox *sb, struct docker_entry *e, const st
 		sbuf_free(&b);
 	}
 	json_object_object_add(hc, "Binds", binds);
-	/* dockerd refuses the host's network namespace to a container in a
-	 * user namespace (userns-remap): there, its default network. */
-	const char *net = !cfg->network ? "none" : engine_userns(e) ? "default" : "host";
+	/* A user namespace: dockerd's daemon-wide userns-remap unless
+	 * "userns": "host" opts out (then the container's root is host root);
+	 * Podman's per-container "auto" (a range of user `containers`'s in
+	 * /etc/subuid and /etc/subgid) with "userns": "auto" only: Podman 4.3
+	 * commits such a container's layer with host ids, so its snapshots
+	 * could not be restored (docker_snap_take refuses them). */
+	int podman = engine_podman(e), remap = 0;
+	if (podman)
+		json_object_object_add(hc, "UsernsMode", json_object_new_string(e->userns_auto ? "auto" : "host"));
+	else if (e->userns_host)
+		json_object_object_add(hc, "UsernsMode", json_object_new_string("host"));
+	else
+		remap = engine_userns(e);
+	/* The engines refuse the host's network namespace to a container in a
+	 * user namespace (dockerd outright; Podman's runc cannot mount /sys
+	 * there): such a container gets the engine's default network. */
+	int own_ns = remap || (podman && e->userns_auto);
+	const char *net = !cfg->network ? "none" : own_ns ? "default" : "host";
 	json_object_object_add(hc, "NetworkMode", json_object_new_string(net));
 	static const char *const drop[] = {"ALL", NULL};
 	json_object_object_add(hc, "CapDrop", strarr(drop));
@@ -640,6 +676,11 @@ static int create_container(struct sandbox *sb, struct docker_entry *e, const st
 	int r = dk_call(e, "POST", path.data, json_object_to_json_string(req), 0, NULL, &res, err, n);
 	sbuf_free(&path);
 	json_object_put(req);
+	if (r < 0 && podman && e->userns_auto && strstr(err, "available IDs")) {
+		size_t l = strlen(err);
+		snprintf(err + l, n - l,
+			 "; Podman's user namespaces (\"userns\": \"auto\") take their ids from user containers's range: add a line such as containers:2147483647:2147483648 to /etc/subuid and /etc/subgid, or set \"userns\": \"host\" in the provider's entry");
+	}
 	if (r == 0) {
 		const char *cid = jstr(res, "Id");
 		if (cid)
@@ -771,6 +812,45 @@ static int ids_of(const char *kind, const char *name, pid_t pid, struct seer_idm
 	}
 	*m = (struct seer_idmap){.uid = (uid_t)ub, .gid = (gid_t)gb, .count = (uint32_t)(uc < gc ? uc : gc)};
 	return 0;
+}
+
+/* Podman ("userns": "auto") makes the container's working directory and
+ * the mount points of its binds (/.seerfs, /.seerfs/agent, /.seerfs/run)
+ * in its writable layer as host root, an id the container's user namespace
+ * does not map: a commit (snapshot) of that layer then fails ("needs a
+ * user namespace with size ... bigger than the maximum"). Those entries of
+ * the layer (GraphDriver.Data.UpperDir on this machine, walked by fd,
+ * beneath it, no link followed) become the container root's. */
+static int own_mount_points(struct sandbox *sb, struct docker_entry *e, const char *id, const struct seer_idmap *m,
+			    char *err, size_t n)
+{
+	struct json_object *ci = NULL;
+	char e2[512];
+	int r = inspect(e, id, &ci, e2, sizeof(e2));
+	const char *upper = r == 0 ? jstr(ci, "GraphDriver.Data.UpperDir") : NULL;
+	int dfd = upper && upper[0] == '/' ? open(upper, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1;
+	json_object_put(ci);
+	if (dfd < 0)
+		return 0;   /* no overlay layer on this machine: nothing to fix */
+	static const char *const names[] = {"workspace", ".seerfs", ".seerfs/agent", ".seerfs/run", NULL};
+	r = 0;
+	for (int i = 0; names[i] && r == 0; i++) {
+		struct open_how how = {.flags = O_PATH | O_NOFOLLOW | O_CLOEXEC,
+				       .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
+		long fd = syscall(SYS_openat2, dfd, names[i], &how, sizeof(how));
+		if (fd < 0)
+			continue;   /* not in this layer */
+		struct stat st;
+		if (fstat((int)fd, &st) == 0 && st.st_uid == 0 && st.st_gid == 0 &&
+		    fchownat((int)fd, "", m->uid, m->gid, AT_EMPTY_PATH) < 0) {
+			r = -errno;
+			snprintf(err, n, "sandbox %s: cannot give %s/%s to the container's root (host uid %u): %s", sb->name,
+				 upper, names[i], (unsigned)m->uid, strerror(-r));
+		}
+		close((int)fd);
+	}
+	close(dfd);
+	return r;
 }
 
 /* ---- a remote engine: root/ over SFTP in the container ------------------------------------- */
@@ -1064,7 +1144,8 @@ static int docker_start(struct sandbox *sb, const struct seer_config *cfg, const
 	if (sock < 0)
 		return sock;
 	struct seer_idmap ids = {0};
-	if ((r = ids_of("sandbox", sb->name, pid, &ids, err, n)) < 0) {
+	if ((r = ids_of("sandbox", sb->name, pid, &ids, err, n)) < 0 ||
+	    (r == 0 && (r = own_mount_points(sb, e, id, &ids, err, n)) < 0)) {
 		close(sock);
 		close(rfd);
 		return r;
@@ -1081,6 +1162,7 @@ static int docker_start(struct sandbox *sb, const struct seer_config *cfg, const
 	d->sock = sock;
 	d->rootfd = rfd;
 	d->ids = ids;
+	d->no_commit = ids.count > 0 && e->userns_auto && engine_podman(e);
 	d->dead = 0;
 	d->stopping = 0;
 	d->paused = 0;
@@ -1456,6 +1538,12 @@ static int docker_snap_take(struct sandbox *sb, const char *snap, const char *la
 	if (!d->id[0] || d->dead) {
 		snprintf(err, n, "sandbox %s: its container is not running: no snapshot", sb->name);
 		return -ENOTCONN;
+	}
+	if (d->no_commit) {
+		snprintf(err, n,
+			 "sandbox %s: snapshot %s: its container runs in Podman's user namespace (\"userns\": \"auto\"), whose commits Podman 4.3 cannot start again (it keeps the host ids in the layer); remove \"userns\" from the provider's entry for sandboxes that take snapshots",
+			 sb->name, snap);
+		return -EOPNOTSUPP;
 	}
 	char ref[200], p[512], e2[1024];
 	snap_ref(sb->ctx, snap, ref, sizeof(ref));

@@ -88,7 +88,8 @@ static int same_entry(const struct docker_entry *a, const struct docker_entry *b
 {
 	return same_str(a->name, b->name) && same_str(a->endpoint, b->endpoint) && same_str(a->ca, b->ca) &&
 	       same_str(a->cert, b->cert) && same_str(a->key, b->key) && same_str(a->image, b->image) &&
-	       a->timeout_ms == b->timeout_ms && a->local == b->local;
+	       a->timeout_ms == b->timeout_ms && a->local == b->local && a->userns_host == b->userns_host &&
+	       a->userns_auto == b->userns_auto;
 }
 
 static const char *str_field(struct json_object *o, const char *k)
@@ -158,7 +159,7 @@ static int image_valid(const char *s)
 static int parse_fields(struct seer_ctx *ctx, const char *file, const char *name, struct json_object *o,
 			struct docker_entry **out, char *err, size_t n)
 {
-	static const char *const known[] = {"type", "endpoint", "ca", "cert", "key", "image", "timeout", "local", NULL};
+	static const char *const known[] = {"type", "endpoint", "ca", "cert", "key", "image", "timeout", "local", "userns", NULL};
 	if (!json_object_is_type(o, json_type_object)) {
 		snprintf(err, n, "providers file %s: entry \"%s\" must be an object; fix the file", file, name);
 		return -EINVAL;
@@ -224,6 +225,14 @@ static int parse_fields(struct seer_ctx *ctx, const char *file, const char *name
 			e->local = json_object_get_boolean(v);
 		}
 	}
+	const char *un = str_field(o, "userns");
+	if (r == 0 && un && strcmp(un, "auto") && strcmp(un, "host")) {
+		snprintf(err, n, "providers file %s: entry \"%s\": field \"userns\" is \"auto\" (a user namespace where the engine offers one) or \"host\" (none), not \"%s\"",
+			 file, name, un);
+		r = -EINVAL;
+	}
+	e->userns_host = un && !strcmp(un, "host");
+	e->userns_auto = un && !strcmp(un, "auto");
 	if (r < 0) {
 		entry_free(e);
 		return r;
