@@ -547,6 +547,11 @@ def test_userns_remap_ids_through_root(seerfs_factory, tmp_path, remap_engine):
     assert ei.value.errno == errno.EINVAL
     s = os.lstat(disk / "workspace" / "inside.txt")
     assert (s.st_uid, s.st_gid) == (REMAP_BASE, REMAP_BASE)
+    # a snapshot restores with the container's ids
+    ctl(a, "snapshot us1")
+    b = start(m, "un3", {"network": False, "snapshot": "us1"})
+    assert must(b, "stat -c %u:%g /workspace/from-root.txt /workspace/dd").split() == ["0:0", "1000:1000"]
+    assert os.stat(m.path / "snapshots" / "us1" / "root" / "workspace" / "dd").st_uid == 1000
 
 
 def test_userns_remap_escape(seerfs_factory, tmp_path, remap_engine):
