@@ -6,7 +6,10 @@ and restore; remount adoption; an engine killed mid-job; a TLS endpoint
 with client certificates; unreachable endpoints; GPU device requests as the
 engine receives them; escapes (host root, /proc/sys, capabilities, planted
 symlinks, the agent's socket); secrets kept out of the container's config;
-exec latency beside `docker exec`.
+exec latency beside `docker exec`; user namespaces (a userns-remap dockerd of
+the module's own, Podman's "userns": "auto"): ids through root/, on disk and
+in provisioning's copies, snapshots, and a host root-only file closed to the
+container's root.
 
 test_posix.py and test_exec.py run their bodies on docker with
 SEERFS_TEST_PROVIDER=docker (conftest.py)."""
