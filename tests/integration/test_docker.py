@@ -578,3 +578,20 @@ def test_userns_remap_escape(seerfs_factory, tmp_path, remap_engine):
         assert code != 0 and b"hush-value" not in out, out
     finally:
         secret.unlink()
+
+
+def test_userns_remap_models(seerfs_factory, tmp_path, remap_engine, hub):
+    """Models on a remapped engine: the bind of the host's cache is readable
+    by the container's root, /models and its links are the container's."""
+    import hashlib
+    import hf_server
+    repo = hf_server.build_repos()["seer/tiny-model"]
+    env = dict(os.environ, HF_ENDPOINT=f"http://127.0.0.1:{hub.server_address[1]}")
+    env.pop("HF_TOKEN", None)
+    m = mount(seerfs_factory, tmp_path, remap_engine, env=env)
+    a = start(m, "um1", {"network": False, "models": ["seer/tiny-model"]})
+    out = must(a, "sha256sum /models/seer--tiny-model/model.safetensors")
+    assert hashlib.sha256(repo.files["model.safetensors"]).hexdigest() in out
+    assert must(a, "stat -c %u:%g /models /models/seer--tiny-model").split() == ["0:0", "0:0"]
+    code, _ = sandbox_run(a, "touch /models/seer--tiny-model/x")
+    assert code != 0, "the model must be read-only"

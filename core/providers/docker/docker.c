@@ -722,8 +722,10 @@ static void binds_key(const struct docker_entry *e, const struct seer_start *in,
 
 /* /models/NAME -> /.seerfs/models/NAME/snapshots/COMMIT in the container,
  * made through its root fd: /models is opened inside it (RESOLVE_IN_ROOT),
- * so a link the image holds there cannot lead out. */
-static int model_links(struct sandbox *sb, int rootfd, const struct seer_start *in, char *err, size_t n)
+ * so a link the image holds there cannot lead out. In a user namespace
+ * (ids->count > 0) what is made becomes the container root's. */
+static int model_links(struct sandbox *sb, int rootfd, const struct seer_start *in, const struct seer_idmap *ids,
+		       char *err, size_t n)
 {
 	if (!in->n_models)
 		return 0;
@@ -735,6 +737,10 @@ static int model_links(struct sandbox *sb, int rootfd, const struct seer_start *
 			mfd = -1;
 		else
 			mfd = syscall(SYS_openat2, rootfd, "models", &how, sizeof(how));
+		if (mfd >= 0 && ids->count > 0 && fchownat((int)mfd, "", ids->uid, ids->gid, AT_EMPTY_PATH) < 0) {
+			close((int)mfd);
+			mfd = -1;
+		}
 	}
 	if (mfd < 0) {
 		int r = -errno;
@@ -749,7 +755,8 @@ static int model_links(struct sandbox *sb, int rootfd, const struct seer_start *
 		struct stat st;
 		if (fstatat((int)mfd, m->mount, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
 			unlinkat((int)mfd, m->mount, 0);
-		if (symlinkat(t.data, (int)mfd, m->mount) < 0) {
+		if (symlinkat(t.data, (int)mfd, m->mount) < 0 ||
+		    (ids->count > 0 && fchownat((int)mfd, m->mount, ids->uid, ids->gid, AT_SYMLINK_NOFOLLOW) < 0)) {
 			r = -errno;
 			snprintf(err, n, "sandbox %s: cannot link /models/%s in the container: %s", sb->name, m->mount,
 				 strerror(-r));
@@ -1150,7 +1157,7 @@ static int docker_start(struct sandbox *sb, const struct seer_config *cfg, const
 		close(rfd);
 		return r;
 	}
-	if ((r = model_links(sb, rfd, in, err, n)) < 0) {
+	if ((r = model_links(sb, rfd, in, &ids, err, n)) < 0) {
 		close(sock);
 		close(rfd);
 		return r;
