@@ -595,3 +595,20 @@ def test_userns_remap_models(seerfs_factory, tmp_path, remap_engine, hub):
     assert must(a, "stat -c %u:%g /models /models/seer--tiny-model").split() == ["0:0", "0:0"]
     code, _ = sandbox_run(a, "touch /models/seer--tiny-model/x")
     assert code != 0, "the model must be read-only"
+
+
+def test_userns_remap_remount_adopts(seerfs_factory, tmp_path, remap_engine):
+    """An adopted container of a remapped engine keeps its ids through root/."""
+    m = mount(seerfs_factory, tmp_path, remap_engine)
+    a = start(m, "ur1", {"network": False})
+    must(a, "echo before > /workspace/f")
+    m.stop(terminate_first=False)
+    m2 = mount(seerfs_factory, tmp_path, remap_engine, state_dir=m.state)
+    a2 = m2.path / "ur1"
+    assert wait_settled(a2) == "running"
+    assert "adopting container" in log_text(a2)
+    assert os.stat(a2 / "root" / "workspace" / "f").st_uid == 0
+    (a2 / "root" / "workspace" / "g").write_text("after")
+    assert must(a2, "stat -c %u /workspace/g; cat /workspace/f").split() == ["0", "before"]
+    pid = container_of(remap_engine, "ur1")["State"]["Pid"]
+    assert os.lstat(f"/proc/{pid}/root/workspace/g").st_uid == REMAP_BASE

@@ -797,19 +797,20 @@ static int read_map(pid_t pid, const char *which, unsigned long *base, unsigned 
 	return 0;
 }
 
-/* The ids of the container's init: 1 when they are the host's one to one
- * (no user namespace: root/ and the copies leave owners as they are), 0
- * with *m filled for the user namespace dockerd's userns-remap gives every
- * container (one range from 0 for uids and one for gids; root/ then shows
- * the container's ids and gives new entries its mapped ones), or a
- * negative errno with err filled. */
+/* The ids of the container's init in *m: count 0 when they are the
+ * host's one to one (no user namespace: root/ and the copies leave owners
+ * as they are), else the user namespace's range (dockerd's userns-remap,
+ * Podman's userns auto: one range from 0 for uids and one for gids; root/
+ * then shows the container's ids and gives new entries its mapped ones).
+ * 0, or a negative errno with err filled. */
 static int ids_of(const char *kind, const char *name, pid_t pid, struct seer_idmap *m, char *err, size_t n)
 {
 	unsigned long ub = 0, uc = 0, gb = 0, gc = 0;
 	int ru = read_map(pid, "uid_map", &ub, &uc);
 	int rg = ru < 0 ? ru : read_map(pid, "gid_map", &gb, &gc);
+	*m = (struct seer_idmap){0};
 	if (ru == 1 && rg == 1)
-		return 1;
+		return 0;
 	if (ru < 0 || rg < 0 || ru != rg) {
 		int r = ru < 0 ? ru : rg < 0 ? rg : -EOPNOTSUPP;
 		snprintf(err, n,
@@ -1152,7 +1153,7 @@ static int docker_start(struct sandbox *sb, const struct seer_config *cfg, const
 		return sock;
 	struct seer_idmap ids = {0};
 	if ((r = ids_of("sandbox", sb->name, pid, &ids, err, n)) < 0 ||
-	    (r == 0 && (r = own_mount_points(sb, e, id, &ids, err, n)) < 0)) {
+	    (ids.count > 0 && (r = own_mount_points(sb, e, id, &ids, err, n)) < 0)) {
 		close(sock);
 		close(rfd);
 		return r;
