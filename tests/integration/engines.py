@@ -340,7 +340,7 @@ class Engine:
                 for c in self.containers():
                     st, body = self.request("DELETE", "/containers/%s?force=1&v=1" % c["Id"], timeout=120)
                     if st not in (204, 404):
-                        left.append("container %s (DELETE: HTTP %d %s)" % (c["Id"][:12], st, body[:200]))
+                        left.append("container %s (DELETE: HTTP %d %s)" % (c["Id"][:12], st, body[:600]))
                 if self.containers():
                     left.append("containers still listed after removal")
             except (OSError, EngineError, ValueError) as e:

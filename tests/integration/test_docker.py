@@ -467,6 +467,14 @@ def test_podman_userns_auto(seerfs_factory, tmp_path, podman_engine):
     pid = container_of(podman_engine, "pu2")["State"]["Pid"]
     assert host_ids(pid)[0] == 0
     assert must(b, "id -u").strip() == "0"
+    # removed now: Podman keeps a userns container's id-mapped layer mounted
+    # until removal, and an engine started later (the userns-remap dockerd)
+    # would copy that mount into its containers' namespaces and keep it busy
+    for sb in (a, b):
+        ctl(sb, "terminate")
+        assert wait_settled(sb) == "terminated"
+        os.rmdir(sb)
+    assert not containers(podman_engine, "pu1") and not containers(podman_engine, "pu2")
 
 
 # ---- a user namespace: dockerd's userns-remap ----------------------------------------------
