@@ -649,6 +649,9 @@ static int dest_open(struct sandbox *sb, struct dest *dst, char *err, size_t n)
 	}
 	if (dst->root.host_ids)   /* its root is host root: copies stay the daemon's */
 		dst->own = (struct owner){geteuid(), getegid(), 0};
+	else if (dst->root.ids.count > 0)   /* the container's own user namespace: its root's */
+		dst->own = (struct owner){dst->root.ids.uid, dst->root.ids.gid,
+					  dst->root.ids.uid != geteuid() || dst->root.ids.gid != getegid()};
 	return 0;
 }
 

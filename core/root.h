@@ -11,6 +11,8 @@
 #ifndef SEER_ROOT_H
 #define SEER_ROOT_H
 
+#include "core/lib/idmap.h"
+
 struct sftp_client;
 
 struct seer_root {
@@ -26,6 +28,13 @@ struct seer_root {
 	 * copies leave new entries the daemon's own instead of giving them to
 	 * the sandboxes' id range. Zero for the local provider's trees. */
 	int host_ids;
+	/* ids.count > 0 (with host_ids 0): the tree's owners are the
+	 * container's ids 0..count-1 at host ids ids.uid and ids.gid on (a
+	 * container in a user namespace of the engine's, dockerd's
+	 * userns-remap): root/ shows and gives them as the sandbox's range,
+	 * and provisioning's copies become its root's. Zero: the sandboxes'
+	 * range of the mount (ctx->ids). */
+	struct seer_idmap ids;
 };
 
 /* Gives back what a handle holds (closes the fd, drops the reference);

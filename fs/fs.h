@@ -68,6 +68,9 @@ struct pass_fs *pass_new(struct seer_fs *fs, struct sandbox *sb, int root_fd);
 /* The tree's owners are host ids one to one (core/root.h's host_ids): no
  * id range is shown or given; called right after pass_new. */
 void pass_host_ids(struct pass_fs *p);
+/* The tree's owners are the range m (a container's user namespace, core/
+ * root.h's ids) instead of the mount's sandbox range. */
+void pass_set_ids(struct pass_fs *p, const struct seer_idmap *m);
 /* The sandbox stopped: later operations fail with ENOTCONN, fds are closed,
  * nodes are freed as the kernel forgets them. Drops the caller's reference. */
 void pass_kill(struct pass_fs *p);

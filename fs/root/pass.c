@@ -2206,6 +2206,12 @@ void pass_host_ids(struct pass_fs *p)
 	p->ranged = 0;
 }
 
+void pass_set_ids(struct pass_fs *p, const struct seer_idmap *m)
+{
+	p->ids = *m;
+	p->ranged = 1;
+}
+
 struct pass_fs *pass_new(struct seer_fs *fs, struct sandbox *sb, int root_fd)
 {
 	struct stat st;

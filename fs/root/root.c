@@ -70,6 +70,8 @@ static struct root_slot *slot_new(struct seer_fs *fs, uint32_t key, struct sandb
 		}
 		if (h->host_ids)
 			pass_host_ids(s->pass);
+		else if (h->ids.count > 0)
+			pass_set_ids(s->pass, &h->ids);
 		return s;
 	}
 	s->cli = h->sftp;

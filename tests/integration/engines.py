@@ -101,8 +101,11 @@ class Engine:
     bad_cert/bad_key (a client certificate the engine refuses), image,
     data_dir, log_path."""
 
-    def __init__(self, kind):
+    def __init__(self, kind, userns_remap=None):
         self.kind = kind
+        # docker only: dockerd's --userns-remap=USER (every container in a
+        # user namespace on USER's /etc/subuid, /etc/subgid range)
+        self.userns_remap = userns_remap
         # Short: a unix socket's path must fit 108 bytes, containerd's under it too.
         self.data_dir = tempfile.mkdtemp(prefix="sfe-" + kind[0] + "-", dir="/tmp")
         os.chmod(self.data_dir, 0o711)
@@ -135,7 +138,8 @@ class Engine:
                     "--pidfile", os.path.join(d, "docker.pid"),
                     "-H", self.endpoint, "-H", self.tls_endpoint,
                     "--tlsverify", "--tlscacert", self.ca, "--tlscert", self.certs["server_cert"],
-                    "--tlskey", self.certs["server_key"]]
+                    "--tlskey", self.certs["server_key"],
+                    *(["--userns-remap", self.userns_remap] if self.userns_remap else [])]
         return ["podman", *self._podman_globals(), "system", "service", "--time=0", self.endpoint]
 
     def _podman_globals(self):
@@ -336,7 +340,7 @@ class Engine:
                 for c in self.containers():
                     st, body = self.request("DELETE", "/containers/%s?force=1&v=1" % c["Id"], timeout=120)
                     if st not in (204, 404):
-                        left.append("container %s (DELETE: HTTP %d %s)" % (c["Id"][:12], st, body[:200]))
+                        left.append("container %s (DELETE: HTTP %d %s)" % (c["Id"][:12], st, body[:600]))
                 if self.containers():
                     left.append("containers still listed after removal")
             except (OSError, EngineError, ValueError) as e:
@@ -381,6 +385,9 @@ class Engine:
             for m in sorted(mounts, key=len, reverse=True):
                 subprocess.run(["umount", "-l", m], capture_output=True)
         shutil.rmtree(self.data_dir, ignore_errors=True)
+        if getattr(self, "subid_added", False):
+            remove_subid_line(PODMAN_SUBID_LINE)
+            self.subid_added = False
         if os.path.exists(self.data_dir):
             left.append("could not remove " + self.data_dir)
         if left:
@@ -425,11 +432,40 @@ def _comm(pid):
         return "?"
 
 
-def start_engine(kind):
+# Podman's "userns": "auto" (the docker provider's default there) takes
+# each container's ids from user `containers`'s subordinate range.
+PODMAN_SUBID_LINE = "containers:1880096768:1048576\n"
+
+
+def add_subid_line(line):
+    """Appends line to /etc/subuid and /etc/subgid unless its user has a
+    range there already; True when it was added (remove_subid_line)."""
+    user = line.split(":")[0] + ":"
+    for f in ("/etc/subuid", "/etc/subgid"):
+        with open(f) as fh:
+            if any(x.startswith(user) for x in fh):
+                return False
+    for f in ("/etc/subuid", "/etc/subgid"):
+        with open(f, "a") as fh:
+            fh.write(line)
+    return True
+
+
+def remove_subid_line(line):
+    for f in ("/etc/subuid", "/etc/subgid"):
+        with open(f) as fh:
+            lines = fh.readlines()
+        with open(f, "w") as fh:
+            fh.writelines(x for x in lines if x != line)
+
+
+def start_engine(kind, userns_remap=None):
     """A started engine with the base image loaded; EngineError (with its
     log) otherwise, after stopping what it started."""
     tarball = base_image()
-    e = Engine(kind)
+    e = Engine(kind, userns_remap)
+    if kind == "podman":
+        e.subid_added = add_subid_line(PODMAN_SUBID_LINE)
     try:
         e.start()
         e.load_image(tarball)

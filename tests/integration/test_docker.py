@@ -6,7 +6,10 @@ and restore; remount adoption; an engine killed mid-job; a TLS endpoint
 with client certificates; unreachable endpoints; GPU device requests as the
 engine receives them; escapes (host root, /proc/sys, capabilities, planted
 symlinks, the agent's socket); secrets kept out of the container's config;
-exec latency beside `docker exec`.
+exec latency beside `docker exec`; user namespaces (a userns-remap dockerd of
+the module's own, Podman's "userns": "auto"): ids through root/, on disk and
+in provisioning's copies, snapshots, and a host root-only file closed to the
+container's root.
 
 test_posix.py and test_exec.py run their bodies on docker with
 SEERFS_TEST_PROVIDER=docker (conftest.py)."""
@@ -21,7 +24,7 @@ import uuid
 
 import pytest
 
-from conftest import (build_wheel, ctl, docker_entry, error_text, log_text, read_text, sandbox_run, state,
+from conftest import (build_wheel, ctl, ctl_errno, docker_entry, error_text, log_text, read_text, sandbox_run, state,
                       status_text, wait_settled, write_config)
 
 NAME = "dk"
@@ -395,6 +398,14 @@ def test_exec_latency_beside_docker_exec(seerfs_factory, tmp_path, docker_engine
 # ---- Podman's compatible service -----------------------------------------------------
 
 
+def host_ids(pid):
+    """(uid, gid) of host process pid, as the host sees them."""
+    st = pathlib.Path(f"/proc/{pid}/status").read_text()
+    uid = [ln.split()[1] for ln in st.splitlines() if ln.startswith("Uid:")][0]
+    gid = [ln.split()[1] for ln in st.splitlines() if ln.startswith("Gid:")][0]
+    return int(uid), int(gid)
+
+
 def test_podman_service(seerfs_factory, tmp_path, podman_engine):
     """The same provider on Podman 4.3's Docker-compatible API: a sandbox
     runs commands, root/ shows its files, a snapshot restores."""
@@ -406,3 +417,206 @@ def test_podman_service(seerfs_factory, tmp_path, podman_engine):
     ctl(a, "snapshot p1")
     b = start(m, "pm2", {"snapshot": "p1"})
     assert must(b, "cat /workspace/f") == "via-root"
+
+
+def test_podman_userns_auto(seerfs_factory, tmp_path, podman_engine):
+    """Podman gives each container a user namespace of its own with
+    "userns": "auto": root inside, a range of user containers's outside;
+    root/ shows the container's ids and gives its own; no snapshot (Podman
+    4.3 commits host ids); without it, no user namespace."""
+    src = tmp_path / "secret.txt"
+    src.write_text("for-the-sandbox")
+    os.chmod(src, 0o600)
+    m = mount(seerfs_factory, tmp_path, podman_engine, userns="auto")
+    a = start(m, "pu1", {"local_files": [[str(src), "/workspace/secret.txt"]]})
+    info = container_of(podman_engine, "pu1")
+    assert info["HostConfig"].get("UsernsMode") in ("auto", "private"), info["HostConfig"].get("UsernsMode")
+    assert must(a, "id -u").strip() == "0"
+    pid = info["State"]["Pid"]
+    base = int(pathlib.Path(f"/proc/{pid}/uid_map").read_text().split()[1])
+    assert base != 0 and host_ids(pid)[0] == base
+    disk = pathlib.Path(f"/proc/{pid}/root")
+    assert must(a, "cat /workspace/secret.txt") == "for-the-sandbox"
+    assert must(a, "stat -c %u:%a /workspace/secret.txt").strip() == "0:600"
+    assert os.lstat(disk / "workspace" / "secret.txt").st_uid == base
+    (a / "root" / "workspace" / "from-root.txt").write_text("made-in-root")
+    assert must(a, "stat -c %u /workspace/from-root.txt").strip() == "0"
+    assert os.lstat(disk / "workspace" / "from-root.txt").st_uid == base
+    must(a, "echo inside > /workspace/inside.txt")
+    assert os.stat(a / "root" / "workspace" / "inside.txt").st_uid == 0
+    # the host's root-only files stay closed to the container's root
+    run = [x["Source"] for x in info["Mounts"] if x["Destination"] == "/.seerfs/run"][0]
+    secret = pathlib.Path(run) / "h0.txt"
+    secret.write_text("hush-value")
+    os.chmod(secret, 0o600)
+    try:
+        code, out = sandbox_run(a, "cat /.seerfs/run/h0.txt")
+        assert code != 0 and b"hush-value" not in out, out
+    finally:
+        secret.unlink()
+    # no snapshot: refused with the reason
+    code = ctl_errno(a, "snapshot pu-s")
+    deadline = time.monotonic() + 30
+    while "Podman's user namespace" not in log_text(a) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "Podman's user namespace" in log_text(a), (code, log_text(a))
+    assert not (m.path / "snapshots" / "pu-s").exists()
+    # without "userns": no user namespace, the container's root is host root
+    m2 = mount(seerfs_factory, tmp_path, podman_engine)
+    b = start(m2, "pu2")
+    pid = container_of(podman_engine, "pu2")["State"]["Pid"]
+    assert host_ids(pid)[0] == 0
+    assert must(b, "id -u").strip() == "0"
+    # removed now: Podman keeps a userns container's id-mapped layer mounted
+    # until removal, and an engine started later (the userns-remap dockerd)
+    # would copy that mount into its containers' namespaces and keep it busy
+    for sb in (a, b):
+        ctl(sb, "terminate")
+        assert wait_settled(sb) == "terminated"
+        os.rmdir(sb)
+    assert not containers(podman_engine, "pu1") and not containers(podman_engine, "pu2")
+
+
+# ---- a user namespace: dockerd's userns-remap ----------------------------------------------
+
+REMAP_USER = "sfdkremap"
+REMAP_BASE = 1879048192   # a subordinate range of the fixture's own, far from useradd's
+
+
+@pytest.fixture(scope="module")
+def remap_engine():
+    """A dockerd of its own with --userns-remap onto user REMAP_USER, whom
+    the fixture creates with the range REMAP_BASE..+65536 in /etc/subuid
+    and /etc/subgid, and removes (user and lines) at the end."""
+    if os.geteuid() != 0:
+        pytest.skip("container engines need root (tools/test.sh runs them in the root stage)")
+    from engines import EngineError, start_engine
+    line = f"{REMAP_USER}:{REMAP_BASE}:65536\n"
+    made = subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", REMAP_USER],
+                          capture_output=True).returncode == 0
+    for f in ("/etc/subuid", "/etc/subgid"):
+        with open(f, "a") as fh:
+            fh.write(line)
+
+    def undo():
+        for f in ("/etc/subuid", "/etc/subgid"):
+            with open(f) as fh:
+                lines = fh.readlines()
+            with open(f, "w") as fh:
+                fh.writelines(x for x in lines if x != line)
+        if made:
+            subprocess.run(["userdel", REMAP_USER], capture_output=True)
+    try:
+        e = start_engine("docker", REMAP_USER)
+    except EngineError as err:
+        undo()
+        pytest.fail(f"cannot start the userns-remap dockerd: {err}", pytrace=False)
+    try:
+        yield e
+    finally:
+        try:
+            e.stop()
+        finally:
+            undo()
+
+
+def test_userns_remap_ids_through_root(seerfs_factory, tmp_path, remap_engine):
+    st, body = remap_engine.request("GET", "/info")
+    assert st == 200 and "name=userns" in json.dumps(json.loads(body).get("SecurityOptions")), body[:300]
+    src = tmp_path / "secret.txt"
+    src.write_text("for-the-sandbox")
+    os.chmod(src, 0o600)
+    m = mount(seerfs_factory, tmp_path, remap_engine)
+    a = start(m, "un1", {"network": False, "local_files": [[str(src), "/workspace/secret.txt"]]})
+    # root inside, the remapped range outside
+    assert must(a, "id -u").strip() == "0"
+    pid = container_of(remap_engine, "un1")["State"]["Pid"]
+    assert host_ids(pid) == (REMAP_BASE, REMAP_BASE)
+    disk = pathlib.Path(f"/proc/{pid}/root")
+    # a local_files copy of mode 0600 is the container root's, and readable by it
+    assert must(a, "cat /workspace/secret.txt") == "for-the-sandbox"
+    assert must(a, "stat -c %u:%g:%a /workspace/secret.txt").strip() == "0:0:600"
+    s = os.lstat(disk / "workspace" / "secret.txt")
+    assert (s.st_uid, s.st_gid) == (REMAP_BASE, REMAP_BASE)
+    # what the mounting root creates in root/ is the container's root's
+    (a / "root" / "workspace" / "from-root.txt").write_text("made-in-root")
+    assert must(a, "stat -c %u:%g /workspace/from-root.txt").strip() == "0:0"
+    s = os.lstat(disk / "workspace" / "from-root.txt")
+    assert (s.st_uid, s.st_gid) == (REMAP_BASE, REMAP_BASE)
+    must(a, "echo more >> /workspace/from-root.txt")
+    # what the container's root makes reads as 0 through root/, the range on disk
+    must(a, "echo inside > /workspace/inside.txt && mkdir /workspace/dd")
+    s = os.stat(a / "root" / "workspace" / "inside.txt")
+    assert (s.st_uid, s.st_gid) == (0, 0)
+    # chown through root/ numbers the container's ids (it has no CAP_CHOWN itself)
+    os.chown(a / "root" / "workspace" / "dd", 1000, 1000)
+    assert must(a, "stat -c %u:%g /workspace/dd").strip() == "1000:1000"
+    assert os.stat(a / "root" / "workspace" / "dd").st_uid == 1000
+    assert os.lstat(disk / "workspace" / "dd").st_uid == REMAP_BASE + 1000
+    with pytest.raises(OSError) as ei:   # an id the container does not map
+        os.chown(a / "root" / "workspace" / "dd", 70000, 70000)
+    assert ei.value.errno == errno.EINVAL
+    s = os.lstat(disk / "workspace" / "inside.txt")
+    assert (s.st_uid, s.st_gid) == (REMAP_BASE, REMAP_BASE)
+    # a snapshot restores with the container's ids
+    ctl(a, "snapshot us1")
+    b = start(m, "un3", {"network": False, "snapshot": "us1"})
+    assert must(b, "stat -c %u:%g /workspace/from-root.txt /workspace/dd").split() == ["0:0", "1000:1000"]
+    assert os.stat(m.path / "snapshots" / "us1" / "root" / "workspace" / "dd").st_uid == 1000
+
+
+def test_userns_remap_escape(seerfs_factory, tmp_path, remap_engine):
+    m = mount(seerfs_factory, tmp_path, remap_engine)
+    a = start(m, "un2", {"network": False})
+    info = container_of(remap_engine, "un2")
+    assert not info["HostConfig"].get("Privileged")
+    run = [x["Source"] for x in info["Mounts"] if x["Destination"] == "/.seerfs/run"]
+    assert run, info["Mounts"]
+    # a host file only host root may read, in a directory bound into the
+    # sandbox: the container's root is not host root and cannot read it
+    secret = pathlib.Path(run[0]) / "h0.txt"
+    secret.write_text("hush-value")
+    os.chmod(secret, 0o600)
+    try:
+        code, out = sandbox_run(a, "cat /.seerfs/run/h0.txt")
+        assert code != 0 and b"hush-value" not in out, out
+        assert b"Permission denied" in out, out
+        # nor by taking it
+        code, out = sandbox_run(a, "chown 0:0 /.seerfs/run/h0.txt; cat /.seerfs/run/h0.txt")
+        assert code != 0 and b"hush-value" not in out, out
+    finally:
+        secret.unlink()
+
+
+def test_userns_remap_models(seerfs_factory, tmp_path, remap_engine, hub):
+    """Models on a remapped engine: the bind of the host's cache is readable
+    by the container's root, /models and its links are the container's."""
+    import hashlib
+    import hf_server
+    repo = hf_server.build_repos()["seer/tiny-model"]
+    env = dict(os.environ, HF_ENDPOINT=f"http://127.0.0.1:{hub.server_address[1]}")
+    env.pop("HF_TOKEN", None)
+    m = mount(seerfs_factory, tmp_path, remap_engine, env=env)
+    a = start(m, "um1", {"network": False, "models": ["seer/tiny-model"]})
+    out = must(a, "sha256sum /models/seer--tiny-model/model.safetensors")
+    assert hashlib.sha256(repo.files["model.safetensors"]).hexdigest() in out
+    assert must(a, "stat -c %u:%g /models /models/seer--tiny-model").split() == ["0:0", "0:0"]
+    code, _ = sandbox_run(a, "touch /models/seer--tiny-model/x")
+    assert code != 0, "the model must be read-only"
+
+
+def test_userns_remap_remount_adopts(seerfs_factory, tmp_path, remap_engine):
+    """An adopted container of a remapped engine keeps its ids through root/."""
+    m = mount(seerfs_factory, tmp_path, remap_engine)
+    a = start(m, "ur1", {"network": False})
+    must(a, "echo before > /workspace/f")
+    m.stop(terminate_first=False)
+    m2 = mount(seerfs_factory, tmp_path, remap_engine, state_dir=m.state)
+    a2 = m2.path / "ur1"
+    assert wait_settled(a2) == "running"
+    assert "adopting container" in log_text(a2)
+    assert os.stat(a2 / "root" / "workspace" / "f").st_uid == 0
+    (a2 / "root" / "workspace" / "g").write_text("after")
+    assert must(a2, "stat -c %u /workspace/g; cat /workspace/f").split() == ["0", "before"]
+    pid = container_of(remap_engine, "ur1")["State"]["Pid"]
+    assert os.lstat(f"/proc/{pid}/root/workspace/g").st_uid == REMAP_BASE

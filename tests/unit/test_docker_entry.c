@@ -66,6 +66,12 @@ int main(void)
 	      !strcmp(e->url, "http://127.0.0.1:2375"), "loopback tcp is local: %s", err);
 	CHECK(parse("{\"type\": \"docker\", \"endpoint\": \"tcp://10.0.0.5:2375\", \"local\": true}", &e) == 0 &&
 	      e->local == 1, "local forced: %s", err);
+	/* "userns": "auto" or "host"; neither when absent */
+	CHECK(parse("{\"type\": \"docker\"}", &e) == 0 && !e->userns_auto && !e->userns_host, "userns unset: %s", err);
+	CHECK(parse("{\"type\": \"docker\", \"userns\": \"auto\"}", &e) == 0 && e->userns_auto && !e->userns_host,
+	      "userns auto: %s", err);
+	CHECK(parse("{\"type\": \"docker\", \"userns\": \"host\"}", &e2) == 0 && e2->userns_host && !e2->userns_auto &&
+	      e != e2, "userns host: %s", err);
 	/* "~/" is the mounting user's home */
 	CHECK(parse("{\"type\": \"docker\", \"endpoint\": \"tcp://h:1\", \"ca\": \"~/ca\", \"cert\": \"~/c\", \"key\": \"~/k\"}",
 		    &e) == 0 && e->ca[0] == '/' && has(e->ca, "/ca"), "home: %s", e ? nn(e->ca) : err);
@@ -87,6 +93,8 @@ int main(void)
 	REFUSED("{\"type\": \"docker\", \"timeout\": 0}", "\"timeout\"", "seconds");
 	REFUSED("{\"type\": \"docker\", \"timeout\": \"5\"}", "\"timeout\"", "seconds");
 	REFUSED("{\"type\": \"docker\", \"local\": 1}", "\"local\"", "true or false");
+	REFUSED("{\"type\": \"docker\", \"userns\": \"private\"}", "\"userns\"", "\"host\"");
+	REFUSED("{\"type\": \"docker\", \"userns\": true}", "\"userns\"", "string");
 	REFUSED("{\"type\": \"docker\", \"hots\": \"x\"}", "unknown field", "\"hots\"");
 	REFUSED("[1]", "must be an object", NULL);
 

@@ -72,6 +72,8 @@ struct docker_sb {
 	pid_t pid;                  /* its init (the agent), host pid */
 	AGENT_CONN_GROUP(ac);       /* to the agent; paused by the engine (snapshot's commit) */
 	int rootfd;                 /* O_PATH on /proc/PID/root */
+	struct seer_idmap ids;      /* count > 0: its user namespace's range (userns-remap); 0: host ids */
+	int no_commit;              /* in Podman's user namespace ("userns": "auto"): no snapshot */
 	pthread_t reader;
 	int reader_started;
 	pthread_mutex_t revive_lock; /* one revive at a time */
@@ -447,6 +449,46 @@ static int model_volume(struct sandbox *sb, struct docker_entry *e, const char *
 	return r;
 }
 
+/* Whether engine e is Podman's compatible service (GET /version names a
+ * component "Podman Engine"). */
+static int engine_podman(struct docker_entry *e)
+{
+	char e2[256];
+	struct json_object *o = NULL;
+	int podman = 0;
+	if (dk_call(e, "GET", "/version", NULL, 0, NULL, &o, e2, sizeof(e2)) == 0) {
+		struct json_object *c = dk_get(o, "Components");
+		size_t k = c && json_object_is_type(c, json_type_array) ? json_object_array_length(c) : 0;
+		for (size_t i = 0; i < k; i++) {
+			const char *v = jstr(json_object_array_get_idx(c, i), "Name");
+			if (v && strstr(v, "Podman"))
+				podman = 1;
+		}
+	}
+	json_object_put(o);
+	return podman;
+}
+
+/* Whether engine e runs every container in a user namespace of its own
+ * (dockerd's --userns-remap: GET /info's SecurityOptions name "userns"). */
+static int engine_userns(struct docker_entry *e)
+{
+	char e2[256];
+	struct json_object *o = NULL;
+	int userns = 0;
+	if (dk_call(e, "GET", "/info", NULL, 0, NULL, &o, e2, sizeof(e2)) == 0) {
+		struct json_object *so = dk_get(o, "SecurityOptions");
+		size_t k = so && json_object_is_type(so, json_type_array) ? json_object_array_length(so) : 0;
+		for (size_t i = 0; i < k; i++) {
+			const char *v = json_object_get_string(json_object_array_get_idx(so, i));
+			if (v && strstr(v, "name=userns"))
+				userns = 1;
+		}
+	}
+	json_object_put(o);
+	return userns;
+}
+
 static int create_container(struct sandbox *sb, struct docker_entry *e, const struct seer_config *cfg,
 			    const struct seer_start *in, const char *cname, const char *image, const char *binds_key,
 			    char *id, size_t idlen, char *err, size_t n)
@@ -494,7 +536,25 @@ static int create_container(struct sandbox *sb, struct docker_entry *e, const st
 		sbuf_free(&b);
 	}
 	json_object_object_add(hc, "Binds", binds);
-	json_object_object_add(hc, "NetworkMode", json_object_new_string(cfg->network ? "host" : "none"));
+	/* A user namespace: dockerd's daemon-wide userns-remap unless
+	 * "userns": "host" opts out (then the container's root is host root);
+	 * Podman's per-container "auto" (a range of user `containers`'s in
+	 * /etc/subuid and /etc/subgid) with "userns": "auto" only: Podman 4.3
+	 * commits such a container's layer with host ids, so its snapshots
+	 * could not be restored (docker_snap_take refuses them). */
+	int podman = engine_podman(e), remap = 0;
+	if (podman)
+		json_object_object_add(hc, "UsernsMode", json_object_new_string(e->userns_auto ? "auto" : "host"));
+	else if (e->userns_host)
+		json_object_object_add(hc, "UsernsMode", json_object_new_string("host"));
+	else
+		remap = engine_userns(e);
+	/* The engines refuse the host's network namespace to a container in a
+	 * user namespace (dockerd outright; Podman's runc cannot mount /sys
+	 * there): such a container gets the engine's default network. */
+	int own_ns = remap || (podman && e->userns_auto);
+	const char *net = !cfg->network ? "none" : own_ns ? "default" : "host";
+	json_object_object_add(hc, "NetworkMode", json_object_new_string(net));
 	static const char *const drop[] = {"ALL", NULL};
 	json_object_object_add(hc, "CapDrop", strarr(drop));
 	static const char *const sec[] = {"no-new-privileges", NULL};
@@ -524,6 +584,11 @@ static int create_container(struct sandbox *sb, struct docker_entry *e, const st
 	int r = dk_call(e, "POST", path.data, json_object_to_json_string(req), 0, NULL, &res, err, n);
 	sbuf_free(&path);
 	json_object_put(req);
+	if (r < 0 && podman && e->userns_auto && strstr(err, "available IDs")) {
+		size_t l = strlen(err);
+		snprintf(err + l, n - l,
+			 "; Podman's user namespaces (\"userns\": \"auto\") take their ids from user containers's range: add a line such as containers:2147483647:2147483648 to /etc/subuid and /etc/subgid, or set \"userns\": \"host\" in the provider's entry");
+	}
 	if (r == 0) {
 		const char *cid = jstr(res, "Id");
 		if (cid)
@@ -565,8 +630,10 @@ static void binds_key(const struct docker_entry *e, const struct seer_start *in,
 
 /* /models/NAME -> /.seerfs/models/NAME/snapshots/COMMIT in the container,
  * made through its root fd: /models is opened inside it (RESOLVE_IN_ROOT),
- * so a link the image holds there cannot lead out. */
-static int model_links(struct sandbox *sb, int rootfd, const struct seer_start *in, char *err, size_t n)
+ * so a link the image holds there cannot lead out. In a user namespace
+ * (ids->count > 0) what is made becomes the container root's. */
+static int model_links(struct sandbox *sb, int rootfd, const struct seer_start *in, const struct seer_idmap *ids,
+		       char *err, size_t n)
 {
 	if (!in->n_models)
 		return 0;
@@ -578,6 +645,10 @@ static int model_links(struct sandbox *sb, int rootfd, const struct seer_start *
 			mfd = -1;
 		else
 			mfd = syscall(SYS_openat2, rootfd, "models", &how, sizeof(how));
+		if (mfd >= 0 && ids->count > 0 && fchownat((int)mfd, "", ids->uid, ids->gid, AT_EMPTY_PATH) < 0) {
+			close((int)mfd);
+			mfd = -1;
+		}
 	}
 	if (mfd < 0) {
 		int r = -errno;
@@ -592,7 +663,8 @@ static int model_links(struct sandbox *sb, int rootfd, const struct seer_start *
 		struct stat st;
 		if (fstatat((int)mfd, m->mount, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
 			unlinkat((int)mfd, m->mount, 0);
-		if (symlinkat(t.data, (int)mfd, m->mount) < 0) {
+		if (symlinkat(t.data, (int)mfd, m->mount) < 0 ||
+		    (ids->count > 0 && fchownat((int)mfd, m->mount, ids->uid, ids->gid, AT_SYMLINK_NOFOLLOW) < 0)) {
 			r = -errno;
 			snprintf(err, n, "sandbox %s: cannot link /models/%s in the container: %s", sb->name, m->mount,
 				 strerror(-r));
@@ -603,26 +675,99 @@ static int model_links(struct sandbox *sb, int rootfd, const struct seer_start *
 	return r;
 }
 
-/* Whether the container's init shares the host's user ids (no user
- * namespace of the engine's, userns-remap): root/ and the copies assume it
- * (struct seer_root.host_ids). */
-static int host_ids_of(pid_t pid)
+/* One of /proc/PID/uid_map, gid_map: 1 for the host's own ids (no user
+ * namespace of the engine's), 0 with *base and *count for the single range
+ * "0 BASE COUNT" of a user namespace (dockerd's userns-remap), -EOPNOTSUPP
+ * for any other map (several ranges, or one that does not start at 0). */
+static int read_map(pid_t pid, const char *which, unsigned long *base, unsigned long *count)
 {
-	char p[64], buf[256];
-	snprintf(p, sizeof(p), "/proc/%d/uid_map", (int)pid);
+	char p[64], buf[512];
+	snprintf(p, sizeof(p), "/proc/%d/%s", (int)pid, which);
 	int fd = open(p, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return 0;
+		return -errno;
 	ssize_t k = read(fd, buf, sizeof(buf) - 1);
+	int e = errno;
 	close(fd);
-	if (k <= 0)
-		return 0;
-	buf[k] = '\0';
-	unsigned long in, out, count;
-	return sscanf(buf, "%lu %lu %lu", &in, &out, &count) == 3 && in == 0 && out == 0 && count == 4294967295UL &&
-	       !strchr(strchr(buf, '\n') ? strchr(buf, '\n') + 1 : "", ' ');
+	if (k < 0)
+		return -e;
+	buf[k > 0 ? k : 0] = '\0';
+	unsigned long in, out, cnt;
+	const char *nl = strchr(buf, '\n');
+	if (sscanf(buf, "%lu %lu %lu", &in, &out, &cnt) != 3 || in != 0 || (nl && strchr(nl + 1, ' ')))
+		return -EOPNOTSUPP;
+	if (out == 0 && cnt == 4294967295UL)
+		return 1;
+	if (cnt == 0 || cnt > SEER_IDMAP_COUNT * 256ul || out + cnt > 4294967295UL)
+		return -EOPNOTSUPP;
+	*base = out;
+	*count = cnt;
+	return 0;
 }
 
+/* The ids of the container's init in *m: count 0 when they are the
+ * host's one to one (no user namespace: root/ and the copies leave owners
+ * as they are), else the user namespace's range (dockerd's userns-remap,
+ * Podman's userns auto: one range from 0 for uids and one for gids; root/
+ * then shows the container's ids and gives new entries its mapped ones).
+ * 0, or a negative errno with err filled. */
+static int ids_of(const char *kind, const char *name, pid_t pid, struct seer_idmap *m, char *err, size_t n)
+{
+	unsigned long ub = 0, uc = 0, gb = 0, gc = 0;
+	int ru = read_map(pid, "uid_map", &ub, &uc);
+	int rg = ru < 0 ? ru : read_map(pid, "gid_map", &gb, &gc);
+	*m = (struct seer_idmap){0};
+	if (ru == 1 && rg == 1)
+		return 0;
+	if (ru < 0 || rg < 0 || ru != rg) {
+		int r = ru < 0 ? ru : rg < 0 ? rg : -EOPNOTSUPP;
+		snprintf(err, n,
+			 "%s %s: cannot use the user namespace of container process %d (/proc/%d/uid_map, gid_map): %s; seerfs's root/ understands the host's ids or one range from 0 (dockerd's userns-remap)",
+			 kind, name, (int)pid, (int)pid, strerror(-r));
+		return r;
+	}
+	*m = (struct seer_idmap){.uid = (uid_t)ub, .gid = (gid_t)gb, .count = (uint32_t)(uc < gc ? uc : gc)};
+	return 0;
+}
+
+/* Podman ("userns": "auto") makes the container's working directory and
+ * the mount points of its binds (/.seerfs, /.seerfs/agent, /.seerfs/run)
+ * in its writable layer as host root, an id the container's user namespace
+ * does not map: a commit (snapshot) of that layer then fails ("needs a
+ * user namespace with size ... bigger than the maximum"). Those entries of
+ * the layer (GraphDriver.Data.UpperDir on this machine, walked by fd,
+ * beneath it, no link followed) become the container root's. */
+static int own_mount_points(struct sandbox *sb, struct docker_entry *e, const char *id, const struct seer_idmap *m,
+			    char *err, size_t n)
+{
+	struct json_object *ci = NULL;
+	char e2[512];
+	int r = inspect(e, id, &ci, e2, sizeof(e2));
+	const char *upper = r == 0 ? jstr(ci, "GraphDriver.Data.UpperDir") : NULL;
+	int dfd = upper && upper[0] == '/' ? open(upper, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1;
+	json_object_put(ci);
+	if (dfd < 0)
+		return 0;   /* no overlay layer on this machine: nothing to fix */
+	static const char *const names[] = {"workspace", ".seerfs", ".seerfs/agent", ".seerfs/run", NULL};
+	r = 0;
+	for (int i = 0; names[i] && r == 0; i++) {
+		struct open_how how = {.flags = O_PATH | O_NOFOLLOW | O_CLOEXEC,
+				       .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
+		long fd = syscall(SYS_openat2, dfd, names[i], &how, sizeof(how));
+		if (fd < 0)
+			continue;   /* not in this layer */
+		struct stat st;
+		if (fstat((int)fd, &st) == 0 && st.st_uid == 0 && st.st_gid == 0 &&
+		    fchownat((int)fd, "", m->uid, m->gid, AT_EMPTY_PATH) < 0) {
+			r = -errno;
+			snprintf(err, n, "sandbox %s: cannot give %s/%s to the container's root (host uid %u): %s", sb->name,
+				 upper, names[i], (unsigned)m->uid, strerror(-r));
+		}
+		close((int)fd);
+	}
+	close(dfd);
+	return r;
+}
 
 /* ---- a remote engine: root/ over SFTP in the container ------------------------------------- */
 
@@ -914,15 +1059,14 @@ static int docker_start(struct sandbox *sb, const struct seer_config *cfg, const
 	}
 	if (sock < 0)
 		return sock;
-	if (!host_ids_of(pid)) {
-		snprintf(err, n,
-			 "sandbox %s: engine %s runs containers in a user namespace of its own (userns-remap); seerfs's root/ needs the host's ids in the container: run this provider on an engine without userns-remap",
-			 sb->name, e->endpoint);
+	struct seer_idmap ids = {0};
+	if ((r = ids_of("sandbox", sb->name, pid, &ids, err, n)) < 0 ||
+	    (ids.count > 0 && (r = own_mount_points(sb, e, id, &ids, err, n)) < 0)) {
 		close(sock);
 		close(rfd);
-		return -EOPNOTSUPP;
+		return r;
 	}
-	if ((r = model_links(sb, rfd, in, err, n)) < 0) {
+	if ((r = model_links(sb, rfd, in, &ids, err, n)) < 0) {
 		close(sock);
 		close(rfd);
 		return r;
@@ -933,6 +1077,8 @@ static int docker_start(struct sandbox *sb, const struct seer_config *cfg, const
 	d->pid = pid;
 	d->sock = sock;
 	d->rootfd = rfd;
+	d->ids = ids;
+	d->no_commit = ids.count > 0 && e->userns_auto && engine_podman(e);
 	d->dead = 0;
 	d->stopping = 0;
 	d->paused = 0;
@@ -1095,6 +1241,7 @@ static int docker_root(struct sandbox *sb, struct seer_root *out)
 	int ok = d->rootfd >= 0 && !d->dead;
 	int fd = ok ? fcntl(d->rootfd, F_DUPFD_CLOEXEC, 3) : -1;
 	int e = ok ? -errno : -ENOTCONN;
+	struct seer_idmap ids = d->ids;
 	pthread_mutex_unlock(&d->lock);
 	if (fd < 0)
 		return e;
@@ -1102,7 +1249,10 @@ static int docker_root(struct sandbox *sb, struct seer_root *out)
 	out->sftp = NULL;
 	out->path[0] = '\0';
 	out->readonly = 0;
-	out->host_ids = 1;   /* no user namespace: the container's root is host root */
+	/* No user namespace: the container's root is host root; in one
+	 * (userns-remap), its range. */
+	out->host_ids = ids.count == 0;
+	out->ids = ids;
 	return 0;
 }
 
@@ -1174,10 +1324,20 @@ static int revive_locked(struct sandbox *sb, char *err, size_t n)
 	char rp[64];
 	snprintf(rp, sizeof(rp), "/proc/%d/root", (int)pid);
 	int rfd = open(rp, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	struct seer_idmap ids = {0};
+	char e3[512];
+	if (ids_of("sandbox", sb->name, pid, &ids, e3, sizeof(e3)) < 0) {
+		snprintf(err, n, "%s", e3);
+		if (rfd >= 0)
+			close(rfd);
+		close(sock);
+		return -EOPNOTSUPP;
+	}
 	pthread_mutex_lock(&d->lock);
 	d->pid = pid;
 	d->sock = sock;
 	d->rootfd = rfd;
+	d->ids = ids;
 	d->dead = 0;
 	d->stopping = 0;
 	pthread_mutex_unlock(&d->lock);
@@ -1294,6 +1454,12 @@ static int docker_snap_take(struct sandbox *sb, const char *snap, const char *la
 	if (!d->id[0] || d->dead) {
 		snprintf(err, n, "sandbox %s: its container is not running: no snapshot", sb->name);
 		return -ENOTCONN;
+	}
+	if (d->no_commit) {
+		snprintf(err, n,
+			 "sandbox %s: snapshot %s: its container runs in Podman's user namespace (\"userns\": \"auto\"), whose commits Podman 4.3 cannot start again (it keeps the host ids in the layer); remove \"userns\" from the provider's entry for sandboxes that take snapshots",
+			 sb->name, snap);
+		return -EOPNOTSUPP;
 	}
 	char ref[200], p[512], e2[1024];
 	snap_ref(sb->ctx, snap, ref, sizeof(ref));
@@ -1421,11 +1587,17 @@ static int docker_snap_root(struct seer_ctx *ctx, const void *settings, const st
 		snprintf(err, n, "snapshot %s: cannot open %s: %s", snap->name, rp, strerror(-r));
 		return r;
 	}
+	struct seer_idmap ids = {0};
+	if ((r = ids_of("snapshot", snap->name, pid, &ids, err, n)) < 0) {
+		close(fd);
+		return r;
+	}
 	out->fd = fd;
 	out->sftp = NULL;
 	out->path[0] = '\0';
 	out->readonly = 1;
-	out->host_ids = 1;
+	out->host_ids = ids.count == 0;
+	out->ids = ids;
 	return 0;
 }
 

@@ -61,7 +61,8 @@ static int same_entry(const struct docker_entry *a, const struct docker_entry *b
 {
 	return entry_same_str(a->name, b->name) && entry_same_str(a->endpoint, b->endpoint) &&
 	       entry_same_str(a->ca, b->ca) && entry_same_str(a->cert, b->cert) && entry_same_str(a->key, b->key) &&
-	       entry_same_str(a->image, b->image) && a->timeout_ms == b->timeout_ms && a->local == b->local;
+	       entry_same_str(a->image, b->image) && a->timeout_ms == b->timeout_ms && a->local == b->local &&
+	       a->userns_host == b->userns_host && a->userns_auto == b->userns_auto;
 }
 
 /* A loopback host of tcp://HOST:PORT: the engine is on this machine. */
@@ -123,7 +124,7 @@ static int image_valid(const char *s)
 static int parse_fields(struct seer_ctx *ctx, const char *file, const char *name, struct json_object *o,
 			struct docker_entry **out, char *err, size_t n)
 {
-	static const char *const known[] = {"type", "endpoint", "ca", "cert", "key", "image", "timeout", "local", NULL};
+	static const char *const known[] = {"type", "endpoint", "ca", "cert", "key", "image", "timeout", "local", "userns", NULL};
 	int r = entry_check_fields(o, known, file, name, err, n);
 	if (r < 0)
 		return r;
@@ -172,6 +173,14 @@ static int parse_fields(struct seer_ctx *ctx, const char *file, const char *name
 			e->local = json_object_get_boolean(v);
 		}
 	}
+	const char *un = entry_str(o, "userns");
+	if (r == 0 && un && strcmp(un, "auto") && strcmp(un, "host")) {
+		snprintf(err, n, "providers file %s: entry \"%s\": field \"userns\" is \"auto\" (a user namespace where the engine offers one) or \"host\" (none), not \"%s\"",
+			 file, name, un);
+		r = -EINVAL;
+	}
+	e->userns_host = un && !strcmp(un, "host");
+	e->userns_auto = un && !strcmp(un, "auto");
 	if (r < 0) {
 		entry_free(e);
 		return r;

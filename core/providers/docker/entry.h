@@ -33,6 +33,8 @@ struct docker_entry {
 	char *image;                 /* the default image; default "debian:bookworm-slim" */
 	int timeout_ms;              /* "timeout" in seconds, default 30: every request, and the connect */
 	int local;                   /* the engine runs on this machine (unix://, or tcp:// to a loopback address) */
+	int userns_host;             /* "userns": "host": no user namespace asked for */
+	int userns_auto;             /* "userns": "auto": one where the engine offers it (unset: dockerd's userns-remap, none on Podman) */
 	struct engine *eng;          /* its client (core/lib/engine.h), opened by the first request (api.c) */
 	pthread_mutex_t lock;        /* eng */
 };
