@@ -312,13 +312,25 @@ static void as_daemon(const struct pass_fs *p)
  * inode the daemon owns (so not on something the sandbox swapped in under
  * the name). A group a setgid directory gave stays. chown clears setuid
  * and setgid bits: what the create gave is put back. */
-static int give_new(struct pass_fs *p, int fd, int is_open, const struct owner *o, struct stat *st)
+static int dir_setgid(struct pass_fs *p, struct pnode *dir)
+{
+	int dfd = node_fd(p, dir);
+	if (dfd < 0)
+		return 0;
+	struct stat ds;
+	int r = fstat(dfd, &ds) == 0 && (ds.st_mode & S_ISGID);
+	node_unpin(dir);
+	return r;
+}
+
+static int give_new(struct pass_fs *p, struct pnode *dir, int fd, int is_open, const struct owner *o, struct stat *st)
 {
 	if (st->st_uid != p->duid)
 		return 0;
 	uid_t u = st->st_uid == o->uid ? (uid_t)-1 : o->uid;
-	/* Another group than the daemon's came from a setgid directory. */
-	gid_t g = st->st_gid != p->dgid || st->st_gid == o->gid ? (gid_t)-1 : o->gid;
+	/* A new entry of a setgid directory keeps the group it got there
+	 * (which may be the daemon's own: a tree with the host's ids). */
+	gid_t g = st->st_gid != p->dgid || st->st_gid == o->gid || dir_setgid(p, dir) ? (gid_t)-1 : o->gid;
 	if (u == (uid_t)-1 && g == (gid_t)-1)
 		return 0;
 	int r = is_open ? fchown(fd, u, g) : fchownat(fd, "", u, g, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
@@ -805,7 +817,7 @@ static void reply_new(fuse_req_t req, struct pass_fs *p, struct pnode *dir, cons
 		if (fd < 0) {
 			r = fd;
 		} else {
-			r = o ? give_new(p, fd, 0, o, &e.attr) : 0;
+			r = o ? give_new(p, dir, fd, 0, o, &e.attr) : 0;
 			if (r == 0 && mode)
 				fix_mode(p, fd, 0, mode, &e.attr);
 			node_unpin(n);
@@ -1279,7 +1291,7 @@ static void pass_create(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 	r = stat_id(fd, &e.attr, &id);
 	if (r < 0)
 		goto fail;
-	if (created && p->ranged && (r = give_new(p, fd, 1, &own, &e.attr)) < 0) {
+	if (created && p->ranged && (r = give_new(p, dir, fd, 1, &own, &e.attr)) < 0) {
 		remove_new(p, dir, name, &e.attr);
 		goto fail;
 	}
@@ -2202,6 +2214,13 @@ static void raise_nofile(void)
 
 void pass_host_ids(struct pass_fs *p)
 {
+	if (p->duid == 0) {
+		/* Every host id is the tree's own: shown as is, and new entries
+		 * still go to their caller, as on a ranged root. */
+		p->ids = (struct seer_idmap){.uid = 0, .gid = 0, .count = UINT32_MAX};
+		p->ranged = 1;
+		return;
+	}
 	p->ids = (struct seer_idmap){.uid = p->duid, .gid = p->dgid, .count = 1};
 	p->ranged = 0;
 }
