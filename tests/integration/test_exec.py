@@ -65,7 +65,13 @@ def test_output_streams_and_interleaving(sandbox):
 def test_read_write_transaction(sandbox):
     code, out = sandbox_run(sandbox, "for i in 1 2 3; do echo line $i; done; echo done >&2")
     assert code == 0
-    assert out == b"line 1\nline 2\nline 3\ndone\n"
+    if PROVIDER == "docker-remote":
+        # The Engine API carries stdout and stderr from two pipes that the
+        # engine reads apart: each stream keeps its order, not their
+        # interleaving (docs/docker.md, Remote engines).
+        assert out.replace(b"done\n", b"", 1) == b"line 1\nline 2\nline 3\n" and b"done\n" in out
+    else:
+        assert out == b"line 1\nline 2\nline 3\ndone\n"
 
 
 def test_exec_python(sandbox):
