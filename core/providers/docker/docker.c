@@ -449,24 +449,13 @@ static int model_volume(struct sandbox *sb, struct docker_entry *e, const char *
 	return r;
 }
 
-/* Whether engine e is Podman's compatible service (GET /version names a
- * component "Podman Engine"). */
+/* Whether engine e is Podman's compatible service: what the engine's
+ * handle learnt from GET /version when it was opened (engine_server_kind). */
 static int engine_podman(struct docker_entry *e)
 {
 	char e2[256];
-	struct json_object *o = NULL;
-	int podman = 0;
-	if (dk_call(e, "GET", "/version", NULL, 0, NULL, &o, e2, sizeof(e2)) == 0) {
-		struct json_object *c = dk_get(o, "Components");
-		size_t k = c && json_object_is_type(c, json_type_array) ? json_object_array_length(c) : 0;
-		for (size_t i = 0; i < k; i++) {
-			const char *v = jstr(json_object_array_get_idx(c, i), "Name");
-			if (v && strstr(v, "Podman"))
-				podman = 1;
-		}
-	}
-	json_object_put(o);
-	return podman;
+	struct engine *eng = dk_engine(e, e2, sizeof(e2));
+	return eng && !strcmp(engine_server_kind(eng), "podman");
 }
 
 /* Whether engine e runs every container in a user namespace of its own
