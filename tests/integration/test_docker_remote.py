@@ -18,7 +18,7 @@ import uuid
 
 import pytest
 
-from conftest import docker_entry, error_text, log_text, poll, read_text, sandbox_run, state, wait_settled
+from conftest import ctl, docker_entry, error_text, log_text, poll, read_text, sandbox_run, state, wait_settled
 from conftest import start_job
 
 NAME = "dkr"
@@ -383,3 +383,155 @@ def test_remote_model_volume_filled_once(seerfs_factory, tmp_path, engine, hub):
     q = "/containers/json?all=1&filters=" + urllib.parse.quote(json.dumps({"label": ["seerfs.helper=model"]}))
     st, body = e.request("GET", q)
     assert st == 200 and json.loads(body) == [], body
+
+
+# ---- snapshots: snapshots/NAME/root/ through a viewer container over SFTP ------------------
+
+
+def viewers_of(engine, snap):
+    """The engine's viewer containers of snapshot `snap` (all states)."""
+    q = "/containers/json?all=1&filters=" + urllib.parse.quote(json.dumps({"label": ["seerfs.snapshot=" + snap]}))
+    st, body = engine.request("GET", q)
+    assert st == 200, body
+    return json.loads(body)
+
+
+def snap_images(engine, snap):
+    st, body = engine.request("GET", "/images/json")
+    assert st == 200, body
+    return [t for i in json.loads(body) for t in (i.get("RepoTags") or [])
+            if t.startswith("seerfs-snap:") and t.endswith("-" + snap)]
+
+
+def assert_erofs(fn, *args):
+    with pytest.raises(OSError) as ei:
+        fn(*args)
+    assert ei.value.errno == errno.EROFS, (fn, args, ei.value)
+
+
+def test_remote_snapshot_browse_read_only_and_removed(seerfs_factory, tmp_path, engine):
+    m = mount(seerfs_factory, tmp_path, engine)
+    a = start(m, "rs1")
+    ws = a / "root" / "workspace"
+    ws.mkdir(exist_ok=True)
+    (ws / "f.txt").write_text("kept\n")
+    big = os.urandom(2 * 1024 * 1024 + 5)
+    (ws / "big.bin").write_bytes(big)
+    (ws / "sub").mkdir()
+    (ws / "sub" / "x").write_text("deep")
+    os.symlink("sub/x", ws / "ln")
+    code, out = sandbox_run(a, "mkdir -p /opt/x && echo opt > /opt/x/y")
+    assert code == 0, out
+    ctl(a, "snapshot s1")
+    snap = m.path / "snapshots" / "s1"
+    root = snap / "root"
+    # its files, as written
+    assert sorted(os.listdir(root / "workspace")) == ["big.bin", "f.txt", "ln", "sub"]
+    assert (root / "workspace" / "f.txt").read_text() == "kept\n"
+    assert (root / "workspace" / "big.bin").read_bytes() == big
+    assert (root / "workspace" / "sub" / "x").read_text() == "deep"
+    assert os.readlink(root / "workspace" / "ln") == "sub/x"
+    assert (root / "workspace" / "ln").read_text() == "deep"
+    assert (root / "opt" / "x" / "y").read_text() == "opt\n"
+    # read-only: every change is EROFS
+    assert_erofs((root / "workspace" / "new").write_text, "no")
+    assert_erofs((root / "workspace" / "f.txt").write_text, "changed")
+    assert_erofs(os.mkdir, root / "workspace" / "d")
+    assert_erofs(os.unlink, root / "workspace" / "f.txt")
+    assert_erofs(os.rmdir, root / "workspace" / "sub")
+    assert_erofs(os.rename, root / "workspace" / "f.txt", root / "workspace" / "g.txt")
+    assert_erofs(os.symlink, "x", root / "workspace" / "l2")
+    assert_erofs(os.chmod, root / "workspace" / "f.txt", 0o600)
+    assert_erofs(os.truncate, root / "workspace" / "f.txt", 0)
+    assert (root / "workspace" / "f.txt").read_text() == "kept\n"
+    # the sandbox's later changes are not in the snapshot
+    (ws / "f.txt").write_text("later\n")
+    (ws / "after").write_text("after")
+    code, out = sandbox_run(a, "echo changed > /opt/x/y")
+    assert code == 0, out
+    assert (root / "workspace" / "f.txt").read_text() == "kept\n"
+    assert not (root / "workspace" / "after").exists()
+    assert (root / "opt" / "x" / "y").read_text() == "opt\n"
+    assert (ws / "f.txt").read_text() == "later\n"
+    # the viewer: on the engine, with the sandboxes' isolation, a read-only
+    # root, no network, nothing of this machine bound in; not the sandbox's
+    vs = viewers_of(engine, "s1")
+    assert len(vs) == 1, vs
+    st, body = engine.request("GET", f"/containers/{vs[0]['Id']}/json")
+    assert st == 200, body
+    v = json.loads(body)
+    hc = v["HostConfig"]
+    assert hc["ReadonlyRootfs"] is True and hc["NetworkMode"] == "none", hc
+    assert hc["CapDrop"] == ["ALL"] and "no-new-privileges" in hc["SecurityOpt"] and not hc["Privileged"], hc
+    assert not hc["Binds"] and not v["Mounts"], (hc["Binds"], v["Mounts"])
+    assert v["Path"] == "/bin/sh" and v["State"]["Running"] is True
+    assert v["Config"]["Labels"]["seerfs.state"] == str(m.state)
+    assert container_of(engine, "rs1")["Id"] != v["Id"]   # one container labelled rs1: the sandbox
+    # rmdir removes the viewer and the image
+    assert len(snap_images(engine, "s1")) == 1
+    os.rmdir(snap)
+    assert viewers_of(engine, "s1") == []
+    assert snap_images(engine, "s1") == []
+    assert not snap.exists()
+    # the sandbox is untouched
+    assert (ws / "f.txt").read_text() == "later\n"
+
+
+def test_remote_snapshot_symlinks_stay_in_the_viewer(seerfs_factory, tmp_path, engine):
+    secret = pathlib.Path("/tmp") / f"seerfs-host-secret-{uuid.uuid4().hex}"
+    secret.write_text("host-only")
+    try:
+        m = mount(seerfs_factory, tmp_path, engine)
+        a = start(m, "rs2")
+        ws = a / "root" / "workspace"
+        ws.mkdir(exist_ok=True)
+        (ws / "marker").write_text("inside")
+        os.symlink("/", ws / "top")
+        os.symlink("../../../../../../..", ws / "up")
+        os.symlink(str(secret), ws / "abs")
+        os.symlink("../../../../../../.." + str(secret), ws / "rel")
+        ctl(a, "snapshot s2")
+        root = m.path / "snapshots" / "s2" / "root"
+        sws = root / "workspace"
+        # root/ shows a link to "/" relative, into the snapshot's root/ (docs/sftpfs.md)
+        assert os.path.realpath(sws / "top") == os.path.realpath(root)
+        # "/" and "../../.." through the links are the viewer's "/": the
+        # snapshot's files, never the host's
+        for link in ("top", "up"):
+            assert (sws / link / "workspace" / "marker").read_text() == "inside"
+            assert not (sws / link / secret.relative_to("/")).exists()
+            assert sorted(os.listdir(sws / link / "workspace")) == ["abs", "marker", "rel", "top", "up"]
+        for name in ("abs", "rel"):
+            with pytest.raises(OSError) as ei:
+                (sws / name).read_text()
+            assert ei.value.errno == errno.ENOENT, ei.value
+        # nor can anything be written through them
+        assert_erofs((sws / "top" / "tmp" / "planted").write_text, "x")
+        assert not pathlib.Path("/tmp/planted").exists() or pathlib.Path("/tmp/planted").read_text() != "x"
+        os.rmdir(m.path / "snapshots" / "s2")
+        assert viewers_of(engine, "s2") == []
+    finally:
+        secret.unlink()
+
+
+def test_remote_snapshot_viewer_adopted_after_remount(seerfs_factory, tmp_path, engine):
+    m = mount(seerfs_factory, tmp_path, engine)
+    a = start(m, "rs3")
+    (a / "root" / "workspace").mkdir(exist_ok=True)
+    (a / "root" / "workspace" / "f").write_text("one")
+    ctl(a, "snapshot s3")
+    assert (m.path / "snapshots" / "s3" / "root" / "workspace" / "f").read_text() == "one"
+    vid = viewers_of(engine, "s3")[0]["Id"]
+    m.stop(terminate_first=False)
+    # the viewer outlives the mount; stopped meanwhile, a remount starts it again
+    st, body = engine.request("POST", f"/containers/{vid}/kill")
+    assert st == 204, body
+    m2 = mount(seerfs_factory, tmp_path, engine, state_dir=m.state)
+    root = m2.path / "snapshots" / "s3" / "root"
+    assert (root / "workspace" / "f").read_text() == "one"
+    vs = viewers_of(engine, "s3")
+    assert [x["Id"] for x in vs] == [vid] and vs[0]["State"] == "running", vs
+    assert_erofs((root / "workspace" / "g").write_text, "no")
+    os.rmdir(m2.path / "snapshots" / "s3")
+    assert viewers_of(engine, "s3") == []
+    assert snap_images(engine, "s3") == []

@@ -36,6 +36,7 @@
 #include "core/providers/docker/api.h"
 #include "core/providers/docker/image.h"
 #include "core/providers/docker/remote_exec.h"
+#include "core/providers/docker/snapview.h"
 #include "core/lib/agentconn.h"
 #include "core/config.h"
 #include "core/jobs.h"
@@ -1473,8 +1474,8 @@ static int docker_snap_take(struct sandbox *sb, const char *snap, const char *la
 	return 0;
 }
 
-/* The viewer of a snapshot: a container of its image with a read-only
- * root, whose init is the agent connecting to nothing (it only waits). */
+/* The viewer of a snapshot (snapview.c): a container of its image with a
+ * read-only root whose init only waits. */
 static void view_name(struct seer_ctx *ctx, const char *snap, char *out, size_t n)
 {
 	char cname[160];
@@ -1488,18 +1489,60 @@ static int docker_snap_remove(struct seer_ctx *ctx, const void *settings, const 
 	struct docker_entry *e = (struct docker_entry *)settings;
 	if (!e || !where || !*where)
 		return 0;
-	char p[512], vname[200];
+	char p[512], vname[200], e2[512];
 	view_name(ctx, snap, vname, sizeof(vname));
-	snprintf(p, sizeof(p), "/containers/%s?force=1&v=1", vname);
-	char e2[512];
-	dk_call(e, "DELETE", p, NULL, 0, NULL, NULL, e2, sizeof(e2));
+	int r = dk_view_remove(e, vname, e2, sizeof(e2));
+	if (r < 0) {
+		snprintf(err, n, "snapshot %s: %s", snap, e2);
+		return r;
+	}
 	snprintf(p, sizeof(p), "/images/%s?force=1", where);
-	int r = dk_call(e, "DELETE", p, NULL, 0, NULL, NULL, e2, sizeof(e2));
+	r = dk_call(e, "DELETE", p, NULL, 0, NULL, NULL, e2, sizeof(e2));
 	if (r == -ENOENT)
 		return 0;
 	if (r < 0)
 		snprintf(err, n, "snapshot %s: cannot remove image %s: %s", snap, where, e2);
 	return r;
+}
+
+/* A local engine's viewer: /proc/PID/root of its init, an fd. */
+static int view_root_fd(const char *snap, pid_t pid, struct seer_root *out, char *err, size_t n)
+{
+	char rp[64];
+	snprintf(rp, sizeof(rp), "/proc/%d/root", (int)pid);
+	int fd = open(rp, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		int r = -errno;
+		snprintf(err, n, "snapshot %s: cannot open %s: %s", snap, rp, strerror(-r));
+		return r;
+	}
+	struct seer_idmap ids = {0};
+	int r = ids_of("snapshot", snap, pid, &ids, err, n);
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
+	out->fd = fd;
+	out->sftp = NULL;
+	out->path[0] = '\0';
+	out->host_ids = ids.count == 0;
+	out->ids = ids;
+	return 0;
+}
+
+/* A remote engine's viewer: its "/" over SFTP, as a remote sandbox's
+ * root/ (owners as the server gives them). */
+static int view_root_sftp(struct docker_entry *e, const struct dk_view *v, struct seer_root *out, char *err, size_t n)
+{
+	struct sftp_client *c = NULL;
+	int r = dk_view_sftp(e, v, REMOTE_SFTP_SERVER, &c, err, n);
+	if (r < 0)
+		return r;
+	out->fd = -1;
+	out->sftp = c;
+	snprintf(out->path, sizeof(out->path), "/");
+	out->host_ids = 0;
+	return 0;
 }
 
 static int docker_snap_root(struct seer_ctx *ctx, const void *settings, const struct seer_snap_ref *snap,
@@ -1511,83 +1554,24 @@ static int docker_snap_root(struct seer_ctx *ctx, const void *settings, const st
 		snprintf(err, n, "snapshot %s: no image recorded", snap->name);
 		return -ENOENT;
 	}
-	if (!e->local) {
-		snprintf(err, n, "snapshot %s: its image is on a remote engine; root/ of it needs a local engine", snap->name);
-		return -EOPNOTSUPP;
-	}
-	int r = write_agent(ctx, err, n);
+	int r = e->local ? write_agent(ctx, err, n) : 0;
 	if (r < 0)
 		return r;
-	char vname[200], e2[1024];
+	static const char *const ep[] = {"/.seerfs/agent", "--connect", "/nonexistent/seerfs-view", NULL};
+	static const char *const ep_remote[] = {"/bin/sh", "-c", REMOTE_INIT, NULL};
+	char vname[200];
 	view_name(ctx, snap->name, vname, sizeof(vname));
-	struct json_object *ci = NULL;
-	r = inspect(e, vname, &ci, e2, sizeof(e2));
-	if (r == -ENOENT) {
-		struct json_object *req = json_object_new_object(), *hc = json_object_new_object();
-		json_object_object_add(req, "Image", json_object_new_string(snap->where));
-		static const char *const ep[] = {"/.seerfs/agent", "--connect", "/nonexistent/seerfs-view", NULL};
-		json_object_object_add(req, "Entrypoint", strarr(ep));
-		json_object_object_add(req, "Cmd", json_object_new_array());
-		struct json_object *labels = json_object_new_object();
-		json_object_object_add(labels, "seerfs.state", json_object_new_string(ctx->state_dir));
-		json_object_object_add(labels, "seerfs.snapshot", json_object_new_string(snap->name));
-		json_object_object_add(req, "Labels", labels);
-		struct sbuf b = {0};
+	struct sbuf b = {0};
+	if (e->local)
 		sbuf_printf(&b, "%s:/.seerfs/agent:ro", st->agent_path);
-		const char *binds[] = {b.data, NULL};
-		json_object_object_add(hc, "Binds", strarr(binds));
-		sbuf_free(&b);
-		json_object_object_add(hc, "ReadonlyRootfs", json_object_new_boolean(1));
-		static const char *const sec[] = {"no-new-privileges", NULL};
-		json_object_object_add(hc, "SecurityOpt", strarr(sec));
-		json_object_object_add(hc, "NetworkMode", json_object_new_string("none"));
-		static const char *const drop[] = {"ALL", NULL};
-		json_object_object_add(hc, "CapDrop", strarr(drop));
-		json_object_object_add(req, "HostConfig", hc);
-		char p[512];
-		snprintf(p, sizeof(p), "/containers/create?name=%s", vname);
-		r = dk_call(e, "POST", p, json_object_to_json_string(req), 0, NULL, NULL, e2, sizeof(e2));
-		json_object_put(req);
-	}
-	json_object_put(ci);
-	ci = NULL;
+	struct dk_view v = {snap->name, snap->where, vname, e->local ? ep : ep_remote, b.data};
+	pid_t pid = 0;
+	r = dk_view_run(ctx, e, &v, &pid, err, n);
 	if (r == 0)
-		r = inspect(e, vname, &ci, e2, sizeof(e2));
-	struct json_object *running = dk_get(ci, "State.Running");
-	if (r == 0 && !(running && json_object_get_boolean(running))) {
-		json_object_put(ci);
-		ci = NULL;
-		r = container_post(e, vname, "start", e2, sizeof(e2));
-		if (r == 0)
-			r = inspect(e, vname, &ci, e2, sizeof(e2));
-	}
-	pid_t pid = r == 0 && dk_get(ci, "State.Pid") ? (pid_t)json_object_get_int(dk_get(ci, "State.Pid")) : 0;
-	json_object_put(ci);
-	if (r < 0 || pid <= 0) {
-		snprintf(err, n, "snapshot %s: cannot run a viewer of image %s: %s", snap->name, snap->where,
-			 r < 0 ? e2 : "no pid");
-		return r < 0 ? r : -ESRCH;
-	}
-	char rp[64];
-	snprintf(rp, sizeof(rp), "/proc/%d/root", (int)pid);
-	int fd = open(rp, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0) {
-		r = -errno;
-		snprintf(err, n, "snapshot %s: cannot open %s: %s", snap->name, rp, strerror(-r));
-		return r;
-	}
-	struct seer_idmap ids = {0};
-	if ((r = ids_of("snapshot", snap->name, pid, &ids, err, n)) < 0) {
-		close(fd);
-		return r;
-	}
-	out->fd = fd;
-	out->sftp = NULL;
-	out->path[0] = '\0';
+		r = e->local ? view_root_fd(snap->name, pid, out, err, n) : view_root_sftp(e, &v, out, err, n);
+	sbuf_free(&b);
 	out->readonly = 1;
-	out->host_ids = ids.count == 0;
-	out->ids = ids;
-	return 0;
+	return r;
 }
 
 static int docker_busy(struct sandbox *sb)
