@@ -26,6 +26,10 @@
  * (remote_exec.c), local_files go through the archive endpoint and models
  * are engine volumes filled once per engine (model_volume).
  *
+ * Snapshots are commits; snapshots/NAME/root/ is a viewer container of the
+ * committed image (snapview.c), through an fd on a local engine and SFTP
+ * on a remote one, read-only either way.
+ *
  * Containers carry the labels seerfs.state and seerfs.sandbox; a remount
  * finds its container by name, checks those labels and adopts it (the
  * agent reconnects within 100 ms). An unmount leaves containers running
