@@ -520,8 +520,14 @@ def test_remote_snapshot_viewer_adopted_after_remount(seerfs_factory, tmp_path, 
     (a / "root" / "workspace").mkdir(exist_ok=True)
     (a / "root" / "workspace" / "f").write_text("one")
     ctl(a, "snapshot s3")
-    assert (m.path / "snapshots" / "s3" / "root" / "workspace" / "f").read_text() == "one"
-    vid = viewers_of(engine, "s3")[0]["Id"]
+    # first looks from several threads at once: one viewer, every look served
+    from concurrent.futures import ThreadPoolExecutor
+    f = m.path / "snapshots" / "s3" / "root" / "workspace" / "f"
+    with ThreadPoolExecutor(6) as pool:
+        assert list(pool.map(lambda _: f.read_text(), range(6))) == ["one"] * 6
+    vs = viewers_of(engine, "s3")
+    assert len(vs) == 1, vs
+    vid = vs[0]["Id"]
     m.stop(terminate_first=False)
     # the viewer outlives the mount; stopped meanwhile, a remount starts it again
     st, body = engine.request("POST", f"/containers/{vid}/kill")

@@ -123,29 +123,35 @@ static int view_fail(struct docker_entry *e, const struct dk_view *v, int r, con
 	return r;
 }
 
-/* Its container there (adopted, made again or created); *ci its inspect. */
+/* Its container there (adopted, made again or created); *ci its inspect.
+ * A second lookup may make it meanwhile: the create's conflict (409) then
+ * looks again, once. */
 static int view_ensure(struct seer_ctx *ctx, struct docker_entry *e, const struct dk_view *v, struct json_object **ci,
 		       char *err, size_t n)
 {
 	char e2[1024];
-	int r = view_inspect(e, v->name, ci, e2, sizeof(e2));
-	if (r == 0) {
-		int ours = view_ours(ctx, e, v, *ci, err, n);
-		if (ours > 0)
-			return 0;
-		json_object_put(*ci);
-		*ci = NULL;
-		if (ours < 0)
-			return ours;
-		if ((r = dk_view_remove(e, v->name, e2, sizeof(e2))) < 0)
-			return view_fail(e, v, r, e2, err, n);
-		r = -ENOENT;
+	for (int tries = 0;; tries++) {
+		int r = view_inspect(e, v->name, ci, e2, sizeof(e2));
+		if (r == 0) {
+			int ours = view_ours(ctx, e, v, *ci, err, n);
+			if (ours > 0)
+				return 0;
+			json_object_put(*ci);
+			*ci = NULL;
+			if (ours < 0)
+				return ours;
+			r = dk_view_remove(e, v->name, e2, sizeof(e2));
+		} else if (r == -ENOENT) {
+			r = 0;   /* none: made below (dk_call left *ci NULL) */
+		}
+		if (r == 0)
+			r = view_create(ctx, e, v, e2, sizeof(e2));
+		if (r == -EEXIST && tries == 0)
+			continue;
+		if (r == 0)
+			r = view_inspect(e, v->name, ci, e2, sizeof(e2));
+		return r < 0 ? view_fail(e, v, r, e2, err, n) : 0;
 	}
-	json_object_put(*ci);
-	*ci = NULL;
-	if (r == -ENOENT && (r = view_create(ctx, e, v, e2, sizeof(e2))) == 0)
-		r = view_inspect(e, v->name, ci, e2, sizeof(e2));
-	return r < 0 ? view_fail(e, v, r, e2, err, n) : 0;
 }
 
 int dk_view_run(struct seer_ctx *ctx, struct docker_entry *e, const struct dk_view *v, pid_t *pid, char *err,
@@ -163,8 +169,9 @@ int dk_view_run(struct seer_ctx *ctx, struct docker_entry *e, const struct dk_vi
 		json_object_put(ci);
 		ci = NULL;
 		snprintf(p, sizeof(p), "/containers/%s/%s", v->name, what);
-		r = dk_call(e, "POST", p, NULL, 0, NULL, NULL, e2, sizeof(e2));
-		if (r == 0)
+		long st = 0;
+		r = dk_call(e, "POST", p, NULL, 0, &st, NULL, e2, sizeof(e2));
+		if (r == 0 || st == 304)   /* 304: started or unpaused meanwhile */
 			r = view_inspect(e, v->name, &ci, e2, sizeof(e2));
 	}
 	struct json_object *jp = dk_get(ci, "State.Pid");
