@@ -541,3 +541,47 @@ def test_remote_snapshot_viewer_adopted_after_remount(seerfs_factory, tmp_path, 
     os.rmdir(m2.path / "snapshots" / "s3")
     assert viewers_of(engine, "s3") == []
     assert snap_images(engine, "s3") == []
+
+
+def test_remote_snapshot_viewer_of_another_image_made_again_foreign_refused(seerfs_factory, tmp_path, engine):
+    m = mount(seerfs_factory, tmp_path, engine)
+    a = start(m, "rs4")
+    (a / "root" / "workspace").mkdir(exist_ok=True)
+    (a / "root" / "workspace" / "f").write_text("v1")
+    ctl(a, "snapshot s4")
+    assert (m.path / "snapshots" / "s4" / "root" / "workspace" / "f").read_text() == "v1"
+    old = viewers_of(engine, "s4")[0]
+    m.stop(terminate_first=False)
+    # the snapshot's tag now names another image (the same files, committed again)
+    tag = snap_images(engine, "s4")[0]
+    repo, t = tag.split(":")
+    cid = container_of(engine, "rs4")["Id"]
+    st, body = engine.request("POST", f"/commit?container={cid}&repo={repo}&tag={t}")
+    assert st == 201, body
+    # a container under the name a viewer of s5 will take, made by someone else
+    foreign = old["Names"][0].lstrip("/").replace("-s4-snapview", "-s5-snapview")
+    st, body = engine.request("POST", f"/containers/create?name={foreign}",
+                              body=json.dumps({"Image": engine.image, "Cmd": ["true"]}),
+                              headers={"Content-Type": "application/json"})
+    assert st == 201, body
+    try:
+        m2 = mount(seerfs_factory, tmp_path, engine, state_dir=m.state)
+        root = m2.path / "snapshots" / "s4" / "root"
+        assert (root / "workspace" / "f").read_text() == "v1"
+        new = viewers_of(engine, "s4")
+        assert len(new) == 1 and new[0]["Id"] != old["Id"] and new[0]["ImageID"] != old["ImageID"], (old, new)
+        a2 = m2.path / "rs4"
+        ctl(a2, "snapshot s5")
+        with pytest.raises(OSError) as ei:
+            os.listdir(m2.path / "snapshots" / "s5" / "root")
+        assert ei.value.errno == errno.EBUSY, ei.value
+        assert f"has a container named {foreign} that is not this mount's viewer" in m2.stderr(), m2.stderr()
+        st, body = engine.request("GET", f"/containers/{foreign}/json")
+        assert st == 200, body   # left alone
+    finally:
+        engine.request("DELETE", f"/containers/{foreign}?force=1")
+    # once it is gone, the viewer is made
+    assert sorted(os.listdir(m2.path / "snapshots" / "s5" / "root" / "workspace")) == ["f"]
+    for s in ("s4", "s5"):
+        os.rmdir(m2.path / "snapshots" / s)
+        assert viewers_of(engine, s) == [] and snap_images(engine, s) == []

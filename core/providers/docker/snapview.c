@@ -44,8 +44,9 @@ static struct json_object *str_array(const char *const *v)
 }
 
 /* 1: container ci is this state directory's viewer of v's image (adopt
- * it); 0: this state directory's, of another image (make it again); -EEXIST:
- * someone else's container under that name (left alone). */
+ * it); 0: this state directory's, of another image (make it again); -EBUSY:
+ * someone else's container under that name (left alone; the lookup of
+ * root/ fails with it). */
 static int view_ours(struct seer_ctx *ctx, struct docker_entry *e, const struct dk_view *v, struct json_object *ci,
 		     char *err, size_t n)
 {
@@ -56,7 +57,7 @@ static int view_ours(struct seer_ctx *ctx, struct docker_entry *e, const struct 
 		snprintf(err, n,
 			 "snapshot %s: engine %s has a container named %s that is not this mount's viewer of it (its labels seerfs.state and seerfs.snapshot differ); remove it (docker rm -f %s) and try again",
 			 v->snap, e->endpoint, v->name, v->name);
-		return -EEXIST;
+		return -EBUSY;
 	}
 	char p[512], e2[256];
 	struct json_object *img = NULL;
