@@ -4,7 +4,9 @@ its TLS tcp endpoint with the entry forced remote ("local": false), so
 nothing of this machine is bound into the container. root/ is SFTP to
 /usr/lib/openssh/sftp-server started in the container over an Engine API
 exec stream (core/lib/bytestream_engine.c); local_files and local_dirs go
-through the archive endpoint."""
+through the archive endpoint; snapshots/NAME/root/ is the same SFTP to a
+viewer container of the snapshot's image (core/providers/docker/snapview.c),
+read-only, adopted at a remount, removed with the snapshot."""
 
 import errno
 import io
