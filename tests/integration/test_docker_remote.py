@@ -427,14 +427,17 @@ def test_remote_snapshot_browse_read_only_and_removed(seerfs_factory, tmp_path, 
     ctl(a, "snapshot s1")
     snap = m.path / "snapshots" / "s1"
     root = snap / "root"
-    # its files, as written
+    # its files, as written (the first look makes the viewer and connects)
+    t0 = time.monotonic()
     assert sorted(os.listdir(root / "workspace")) == ["big.bin", "f.txt", "ln", "sub"]
+    first = time.monotonic() - t0
     assert (root / "workspace" / "f.txt").read_text() == "kept\n"
     assert (root / "workspace" / "big.bin").read_bytes() == big
     assert (root / "workspace" / "sub" / "x").read_text() == "deep"
     assert os.readlink(root / "workspace" / "ln") == "sub/x"
     assert (root / "workspace" / "ln").read_text() == "deep"
     assert (root / "opt" / "x" / "y").read_text() == "opt\n"
+    print(f"\nremote snapshot root/: first look {first:.2f} s (viewer made and started, SFTP connected)")
     # read-only: every change is EROFS
     assert_erofs((root / "workspace" / "new").write_text, "no")
     assert_erofs((root / "workspace" / "f.txt").write_text, "changed")
