@@ -79,3 +79,42 @@ int entry_timeout(struct json_object *o, const char *file, const char *name, int
 	*ms = (int)(t * 1000);
 	return 0;
 }
+
+void entry_set_init(struct entry_set *s)
+{
+	memset(s, 0, sizeof(*s));
+	pthread_mutex_init(&s->lock, NULL);
+}
+
+void *entry_set_intern(struct entry_set *s, void *e, int (*same)(const void *a, const void *b),
+		       void (*drop)(void *e))
+{
+	pthread_mutex_lock(&s->lock);
+	for (size_t i = 0; i < s->n; i++) {
+		if (same(s->v[i], e)) {
+			void *x = s->v[i];
+			pthread_mutex_unlock(&s->lock);
+			drop(e);
+			return x;
+		}
+	}
+	if (s->n == s->cap) {
+		s->cap = s->cap ? 2 * s->cap : 4;
+		void **v = realloc(s->v, s->cap * sizeof(*v));
+		if (!v)
+			abort();   /* as xcalloc: bookkeeping of a few entries */
+		s->v = v;
+	}
+	s->v[s->n++] = e;
+	pthread_mutex_unlock(&s->lock);
+	return e;
+}
+
+void entry_set_cleanup(struct entry_set *s, void (*drop)(void *e))
+{
+	for (size_t i = 0; i < s->n; i++)
+		drop(s->v[i]);
+	free(s->v);
+	pthread_mutex_destroy(&s->lock);
+	memset(s, 0, sizeof(*s));
+}

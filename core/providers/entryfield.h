@@ -9,6 +9,7 @@
 #define SEER_ENTRYFIELD_H
 
 #include <json-c/json.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -33,5 +34,24 @@ int entry_check_fields(struct json_object *o, const char *const *known, const ch
 /* The optional field "timeout", seconds (0 < t <= 3600), into *ms; left as
  * it is when absent. 0 or -EINVAL with a message. */
 int entry_timeout(struct json_object *o, const char *file, const char *name, int *ms, char *err, size_t n);
+
+/* A provider's interned entries: an entry written again (a providers file
+ * reread, two files naming the same host) is the one already parsed, so
+ * its connection and engine client are shared. */
+struct entry_set {
+	pthread_mutex_t lock;
+	void **v;
+	size_t n, cap;
+};
+
+void entry_set_init(struct entry_set *s);
+
+/* The entry of s that same() finds equal to e (e is then freed with drop),
+ * or e, now in s. */
+void *entry_set_intern(struct entry_set *s, void *e, int (*same)(const void *a, const void *b),
+		       void (*drop)(void *e));
+
+/* Frees every entry with drop, then s's own storage. */
+void entry_set_cleanup(struct entry_set *s, void (*drop)(void *e));
 
 #endif

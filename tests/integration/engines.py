@@ -101,11 +101,17 @@ class Engine:
     bad_cert/bad_key (a client certificate the engine refuses), image,
     data_dir, log_path."""
 
-    def __init__(self, kind, userns_remap=None):
+    def __init__(self, kind, userns_remap=None, bridge=None):
         self.kind = kind
         # docker only: dockerd's --userns-remap=USER (every container in a
         # user namespace on USER's /etc/subuid, /etc/subgid range)
         self.userns_remap = userns_remap
+        # docker only: (NAME, "ADDR/PREFIX"), a bridge of the engine's own
+        # that start() makes and stop() removes, instead of --bridge=none:
+        # the engine's default network. dockerd runs without iptables, so
+        # the fixture adds the one masquerade rule dockerd would (what
+        # leaves the bridge's subnet for elsewhere), and removes it.
+        self.bridge = bridge
         # Short: a unix socket's path must fit 108 bytes, containerd's under it too.
         self.data_dir = tempfile.mkdtemp(prefix="sfe-" + kind[0] + "-", dir="/tmp")
         os.chmod(self.data_dir, 0o711)
@@ -132,7 +138,8 @@ class Engine:
         d = self.data_dir
         if self.kind == "docker":
             return ["dockerd", "--config-file", os.path.join(d, "daemon.json"),
-                    "--iptables=false", "--ip-masq=false", "--bridge=none", "--userland-proxy=false",
+                    "--iptables=false", "--ip-masq=false", "--userland-proxy=false",
+                    "--bridge", self.bridge[0] if self.bridge else "none",
                     "--storage-driver", "overlay2",
                     "--data-root", os.path.join(d, "data"), "--exec-root", os.path.join(d, "exec"),
                     "--pidfile", os.path.join(d, "docker.pid"),
@@ -141,6 +148,11 @@ class Engine:
                     "--tlskey", self.certs["server_key"],
                     *(["--userns-remap", self.userns_remap] if self.userns_remap else [])]
         return ["podman", *self._podman_globals(), "system", "service", "--time=0", self.endpoint]
+
+    def _nat_rule(self):
+        import ipaddress
+        net = ipaddress.ip_interface(self.bridge[1]).network
+        return ["POSTROUTING", "-s", str(net), "!", "-o", self.bridge[0], "-j", "MASQUERADE"]
 
     def _podman_globals(self):
         d = self.data_dir
@@ -184,6 +196,14 @@ class Engine:
             return
         for n in ("net", "tmp"):
             os.makedirs(os.path.join(self.data_dir, n), exist_ok=True)
+        if self.bridge and not os.path.exists("/sys/class/net/" + self.bridge[0]):
+            for cmd in (["ip", "link", "add", self.bridge[0], "type", "bridge"],
+                        ["ip", "addr", "add", self.bridge[1], "dev", self.bridge[0]],
+                        ["ip", "link", "set", self.bridge[0], "up"],
+                        ["iptables", "-t", "nat", "-A", *self._nat_rule()]):
+                r = subprocess.run(cmd, capture_output=True, text=True)
+                if r.returncode:
+                    raise EngineError("cannot make the engine's bridge: %s: %s" % (" ".join(cmd), r.stderr))
         if os.path.exists(self.sock):
             os.unlink(self.sock)
         log = open(self.log_path, "ab")
@@ -385,6 +405,11 @@ class Engine:
             for m in sorted(mounts, key=len, reverse=True):
                 subprocess.run(["umount", "-l", m], capture_output=True)
         shutil.rmtree(self.data_dir, ignore_errors=True)
+        if self.bridge and os.path.exists("/sys/class/net/" + self.bridge[0]):
+            for cmd in (["iptables", "-t", "nat", "-D", *self._nat_rule()], ["ip", "link", "del", self.bridge[0]]):
+                r = subprocess.run(cmd, capture_output=True, text=True)
+                if r.returncode:
+                    left.append("bridge %s: %s: %s" % (self.bridge[0], " ".join(cmd), r.stderr.strip()))
         if getattr(self, "subid_added", False):
             remove_subid_line(PODMAN_SUBID_LINE)
             self.subid_added = False
@@ -459,11 +484,11 @@ def remove_subid_line(line):
             fh.writelines(x for x in lines if x != line)
 
 
-def start_engine(kind, userns_remap=None):
+def start_engine(kind, userns_remap=None, bridge=None):
     """A started engine with the base image loaded; EngineError (with its
     log) otherwise, after stopping what it started."""
     tarball = base_image()
-    e = Engine(kind, userns_remap)
+    e = Engine(kind, userns_remap, bridge)
     if kind == "podman":
         e.subid_added = add_subid_line(PODMAN_SUBID_LINE)
     try:

@@ -481,6 +481,9 @@ def test_podman_userns_auto(seerfs_factory, tmp_path, podman_engine):
 
 REMAP_USER = "sfdkremap"
 REMAP_BASE = 1879048192   # a subordinate range of the fixture's own, far from useradd's
+# The remapped engine's own bridge (its default network): dockerd refuses the
+# host's network namespace to a container in a user namespace.
+REMAP_BRIDGE = ("sfdkbr0", "10.213.77.1/24")
 
 
 @pytest.fixture(scope="module")
@@ -507,7 +510,7 @@ def remap_engine():
         if made:
             subprocess.run(["userdel", REMAP_USER], capture_output=True)
     try:
-        e = start_engine("docker", REMAP_USER)
+        e = start_engine("docker", REMAP_USER, bridge=REMAP_BRIDGE)
     except EngineError as err:
         undo()
         pytest.fail(f"cannot start the userns-remap dockerd: {err}", pytrace=False)
@@ -565,6 +568,53 @@ def test_userns_remap_ids_through_root(seerfs_factory, tmp_path, remap_engine):
     assert os.stat(m.path / "snapshots" / "us1" / "root" / "workspace" / "dd").st_uid == 1000
 
 
+def test_userns_remap_network(seerfs_factory, tmp_path, remap_engine):
+    """network: true on a remapped dockerd is the engine's default network
+    (its bridge), since the engine refuses the host's network namespace
+    there: the container has an address on it and reaches a server on this
+    machine's side of the bridge. network: false has only lo and reaches
+    nothing."""
+    import socket
+    import threading
+    ip = REMAP_BRIDGE[1].split("/")[0]
+    srv = socket.socket()
+    srv.bind((ip, 0))
+    srv.listen(4)
+    srv.settimeout(60)
+    port = srv.getsockname()[1]
+    seen = []
+
+    def serve():
+        try:
+            while True:
+                c, peer = srv.accept()
+                seen.append(peer[0])
+                c.sendall(b"over-the-bridge\n")
+                c.close()
+        except OSError:
+            pass
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    try:
+        m = mount(seerfs_factory, tmp_path, remap_engine)
+        a = start(m, "unet1", {"network": True})
+        info = container_of(remap_engine, "unet1")
+        assert info["HostConfig"]["NetworkMode"] == "default", info["HostConfig"]["NetworkMode"]
+        assert info["HostConfig"].get("UsernsMode", "") != "host"
+        assert "eth0" in must(a, "ls /sys/class/net").split()
+        out = must(a, f"bash -c 'exec 3<>/dev/tcp/{ip}/{port} && cat <&3'")
+        assert out.strip() == "over-the-bridge"
+        assert seen and seen[0].startswith("10.213.77."), seen
+        # still in the user namespace: root inside, the range outside
+        assert host_ids(info["State"]["Pid"]) == (REMAP_BASE, REMAP_BASE)
+        b = start(m, "unet2", {"network": False})
+        assert must(b, "ls /sys/class/net").split() == ["lo"]
+        code, out = sandbox_run(b, f"bash -c 'exec 3<>/dev/tcp/{ip}/{port} && cat <&3'")
+        assert code != 0 and b"over-the-bridge" not in out, out
+    finally:
+        srv.close()
+
+
 def test_userns_remap_escape(seerfs_factory, tmp_path, remap_engine):
     m = mount(seerfs_factory, tmp_path, remap_engine)
     a = start(m, "un2", {"network": False})
@@ -620,3 +670,22 @@ def test_userns_remap_remount_adopts(seerfs_factory, tmp_path, remap_engine):
     assert must(a2, "stat -c %u /workspace/g; cat /workspace/f").split() == ["0", "before"]
     pid = container_of(remap_engine, "ur1")["State"]["Pid"]
     assert os.lstat(f"/proc/{pid}/root/workspace/g").st_uid == REMAP_BASE
+
+
+
+def test_userns_remap_system_packages(seerfs_factory, tmp_path, remap_engine):
+    """system_packages on a remapped dockerd: the build container is in the
+    same user namespace as the sandbox (so the layer's files are the
+    container's root's) and reaches the mirror through the engine's default
+    network, since dockerd refuses the host's network namespace there
+    (before: "cannot share the host's network namespace when user
+    namespaces are enabled")."""
+    m = mount(seerfs_factory, tmp_path, remap_engine)
+    a = start(m, "upk", {"network": False, "system_packages": ["hello"]})
+    assert "Hello" in must(a, "hello")
+    assert must(a, "stat -c %u:%g /usr/bin/hello").strip() == "0:0"
+    pid = container_of(remap_engine, "upk")["State"]["Pid"]
+    s = os.stat(f"/proc/{pid}/root/usr/bin/hello")
+    assert (s.st_uid, s.st_gid) == (REMAP_BASE, REMAP_BASE)
+    builds = [c for c in remap_engine.containers() if "seerfs.sandbox" not in (c.get("Labels") or {})]
+    assert not builds, builds

@@ -149,3 +149,51 @@ struct json_object *dk_get(struct json_object *o, const char *path)
 	}
 	return o;
 }
+
+int dk_podman(struct docker_entry *e)
+{
+	char e2[256];
+	struct engine *eng = dk_engine(e, e2, sizeof(e2));
+	return eng && !strcmp(engine_server_kind(eng), "podman");
+}
+
+/* Whether e's engine runs every container in a user namespace of its own
+ * (dockerd's --userns-remap: GET /info's SecurityOptions name "userns").
+ * Asked each time: an engine restarted without the remap must not keep
+ * its containers' ids translated. */
+static int dk_remapped(struct docker_entry *e)
+{
+	char e2[256];
+	struct json_object *o = NULL;
+	int userns = 0;
+	if (dk_call(e, "GET", "/info", NULL, 0, NULL, &o, e2, sizeof(e2)) == 0) {
+		struct json_object *so = dk_get(o, "SecurityOptions");
+		size_t k = so && json_object_is_type(so, json_type_array) ? json_object_array_length(so) : 0;
+		for (size_t i = 0; i < k; i++) {
+			const char *v = json_object_get_string(json_object_array_get_idx(so, i));
+			if (v && strstr(v, "name=userns"))
+				userns = 1;
+		}
+	}
+	json_object_put(o);
+	return userns;
+}
+
+/* dockerd: its daemon-wide userns-remap unless "userns": "host" opts out
+ * (then the container's root is host root). Podman: a per-container
+ * "auto" namespace (a range of user `containers`'s in /etc/subuid and
+ * /etc/subgid) with "userns": "auto" only, since Podman 4.3 cannot restore
+ * a commit of such a container (docker_snap_take refuses them). */
+int dk_userns_mode(struct docker_entry *e, struct json_object *hc, int for_build)
+{
+	if (dk_podman(e)) {
+		int own = e->userns_auto && !for_build;
+		json_object_object_add(hc, "UsernsMode", json_object_new_string(own ? "auto" : "host"));
+		return own;
+	}
+	if (e->userns_host) {
+		json_object_object_add(hc, "UsernsMode", json_object_new_string("host"));
+		return 0;
+	}
+	return dk_remapped(e);
+}

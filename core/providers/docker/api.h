@@ -44,4 +44,16 @@ struct engine *dk_engine(struct docker_entry *e, char *err, size_t errlen);
 /* A value of a JSON object by dotted path ("State.Pid"), or NULL. */
 struct json_object *dk_get(struct json_object *o, const char *path);
 
+/* Whether e's engine is Podman's compatible service: what its handle
+ * learnt from GET /version when it was opened (engine_server_kind). */
+int dk_podman(struct docker_entry *e);
+
+/* Puts into hc (a HostConfig) the user namespace a container of entry e
+ * runs in, and returns 1 when that is a namespace of its own. Package
+ * builds (for_build) get the same as the entry's sandboxes, so that the
+ * ids of a committed layer are the ids its sandboxes see, except on
+ * Podman, whose 4.3 commits an "auto" container's layer with host ids:
+ * builds there run without one. */
+int dk_userns_mode(struct docker_entry *e, struct json_object *hc, int for_build);
+
 #endif

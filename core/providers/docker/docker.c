@@ -454,35 +454,6 @@ static int model_volume(struct sandbox *sb, struct docker_entry *e, const char *
 	return r;
 }
 
-/* Whether engine e is Podman's compatible service: what the engine's
- * handle learnt from GET /version when it was opened (engine_server_kind). */
-static int engine_podman(struct docker_entry *e)
-{
-	char e2[256];
-	struct engine *eng = dk_engine(e, e2, sizeof(e2));
-	return eng && !strcmp(engine_server_kind(eng), "podman");
-}
-
-/* Whether engine e runs every container in a user namespace of its own
- * (dockerd's --userns-remap: GET /info's SecurityOptions name "userns"). */
-static int engine_userns(struct docker_entry *e)
-{
-	char e2[256];
-	struct json_object *o = NULL;
-	int userns = 0;
-	if (dk_call(e, "GET", "/info", NULL, 0, NULL, &o, e2, sizeof(e2)) == 0) {
-		struct json_object *so = dk_get(o, "SecurityOptions");
-		size_t k = so && json_object_is_type(so, json_type_array) ? json_object_array_length(so) : 0;
-		for (size_t i = 0; i < k; i++) {
-			const char *v = json_object_get_string(json_object_array_get_idx(so, i));
-			if (v && strstr(v, "name=userns"))
-				userns = 1;
-		}
-	}
-	json_object_put(o);
-	return userns;
-}
-
 static int create_container(struct sandbox *sb, struct docker_entry *e, const struct seer_config *cfg,
 			    const struct seer_start *in, const char *cname, const char *image, const char *binds_key,
 			    char *id, size_t idlen, char *err, size_t n)
@@ -530,23 +501,7 @@ static int create_container(struct sandbox *sb, struct docker_entry *e, const st
 		sbuf_free(&b);
 	}
 	json_object_object_add(hc, "Binds", binds);
-	/* A user namespace: dockerd's daemon-wide userns-remap unless
-	 * "userns": "host" opts out (then the container's root is host root);
-	 * Podman's per-container "auto" (a range of user `containers`'s in
-	 * /etc/subuid and /etc/subgid) with "userns": "auto" only: Podman 4.3
-	 * commits such a container's layer with host ids, so its snapshots
-	 * could not be restored (docker_snap_take refuses them). */
-	int podman = engine_podman(e), remap = 0;
-	if (podman)
-		json_object_object_add(hc, "UsernsMode", json_object_new_string(e->userns_auto ? "auto" : "host"));
-	else if (e->userns_host)
-		json_object_object_add(hc, "UsernsMode", json_object_new_string("host"));
-	else
-		remap = engine_userns(e);
-	/* The engines refuse the host's network namespace to a container in a
-	 * user namespace (dockerd outright; Podman's runc cannot mount /sys
-	 * there): such a container gets the engine's default network. */
-	int own_ns = remap || (podman && e->userns_auto);
+	int own_ns = dk_userns_mode(e, hc, 0);
 	const char *net = !cfg->network ? "none" : own_ns ? "default" : "host";
 	json_object_object_add(hc, "NetworkMode", json_object_new_string(net));
 	static const char *const drop[] = {"ALL", NULL};
@@ -578,7 +533,7 @@ static int create_container(struct sandbox *sb, struct docker_entry *e, const st
 	int r = dk_call(e, "POST", path.data, json_object_to_json_string(req), 0, NULL, &res, err, n);
 	sbuf_free(&path);
 	json_object_put(req);
-	if (r < 0 && podman && e->userns_auto && strstr(err, "available IDs")) {
+	if (r < 0 && e->userns_auto && dk_podman(e) && strstr(err, "available IDs")) {
 		size_t l = strlen(err);
 		snprintf(err + l, n - l,
 			 "; Podman's user namespaces (\"userns\": \"auto\") take their ids from user containers's range: add a line such as containers:2147483647:2147483648 to /etc/subuid and /etc/subgid, or set \"userns\": \"host\" in the provider's entry");
@@ -1072,7 +1027,7 @@ static int docker_start(struct sandbox *sb, const struct seer_config *cfg, const
 	d->sock = sock;
 	d->rootfd = rfd;
 	d->ids = ids;
-	d->no_commit = ids.count > 0 && e->userns_auto && engine_podman(e);
+	d->no_commit = ids.count > 0 && e->userns_auto && dk_podman(e);
 	d->dead = 0;
 	d->stopping = 0;
 	d->paused = 0;

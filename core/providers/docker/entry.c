@@ -16,7 +16,7 @@
 int docker_state_init(struct seer_ctx *ctx, void **state)
 {
 	struct docker_state *st = xcalloc(1, sizeof(*st));
-	pthread_mutex_init(&st->lock, NULL);
+	entry_set_init(&st->entries);
 	pthread_mutex_init(&st->agent_lock, NULL);
 	struct sbuf b = {0};
 	sbuf_printf(&b, "%s/docker/agent", ctx->state_dir);
@@ -25,8 +25,9 @@ int docker_state_init(struct seer_ctx *ctx, void **state)
 	return 0;
 }
 
-static void entry_free(struct docker_entry *e)
+static void entry_free(void *p)
 {
+	struct docker_entry *e = p;
 	free(e->name);
 	free(e->endpoint);
 	free(e->sock);
@@ -46,19 +47,15 @@ void docker_state_cleanup(struct seer_ctx *ctx, void *state)
 {
 	(void)ctx;
 	struct docker_state *st = state;
-	while (st->entries) {
-		struct docker_entry *e = st->entries;
-		st->entries = e->next;
-		entry_free(e);
-	}
+	entry_set_cleanup(&st->entries, entry_free);
 	free(st->agent_path);
-	pthread_mutex_destroy(&st->lock);
 	pthread_mutex_destroy(&st->agent_lock);
 	free(st);
 }
 
-static int same_entry(const struct docker_entry *a, const struct docker_entry *b)
+static int same_entry(const void *pa, const void *pb)
 {
+	const struct docker_entry *a = pa, *b = pb;
 	return entry_same_str(a->name, b->name) && entry_same_str(a->endpoint, b->endpoint) &&
 	       entry_same_str(a->ca, b->ca) && entry_same_str(a->cert, b->cert) && entry_same_str(a->key, b->key) &&
 	       entry_same_str(a->image, b->image) && a->timeout_ms == b->timeout_ms && a->local == b->local &&
@@ -197,18 +194,6 @@ int docker_entry_parse(struct seer_ctx *ctx, void *state, const char *file, cons
 	if (r < 0)
 		return r;
 	struct docker_state *st = state;
-	pthread_mutex_lock(&st->lock);
-	for (struct docker_entry *x = st->entries; x; x = x->next) {
-		if (same_entry(x, e)) {
-			entry_free(e);
-			*settings = x;
-			pthread_mutex_unlock(&st->lock);
-			return 0;
-		}
-	}
-	e->next = st->entries;
-	st->entries = e;
-	pthread_mutex_unlock(&st->lock);
-	*settings = e;
+	*settings = entry_set_intern(&st->entries, e, same_entry, entry_free);
 	return 0;
 }

@@ -15,6 +15,8 @@
 #ifndef SEER_DOCKER_ENTRY_H
 #define SEER_DOCKER_ENTRY_H
 
+#include "core/providers/entryfield.h"
+
 #include <pthread.h>
 #include <stddef.h>
 
@@ -24,7 +26,6 @@ struct engine;
 
 /* One entry of type "docker". */
 struct docker_entry {
-	struct docker_entry *next;   /* docker_state.entries */
 	char *name;                  /* "box" */
 	char *endpoint;              /* unix:///PATH or tcp://HOST:PORT */
 	char *sock;                  /* unix://: the socket's path; else NULL */
@@ -41,8 +42,7 @@ struct docker_entry {
 
 /* The provider's state in one seerfs: the interned entries. */
 struct docker_state {
-	pthread_mutex_t lock;
-	struct docker_entry *entries;
+	struct entry_set entries;    /* struct docker_entry */
 	char *agent_path;            /* STATE/docker/agent: the static agent, written by the first start */
 	pthread_mutex_t agent_lock;
 };

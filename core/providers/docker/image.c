@@ -111,7 +111,12 @@ static int build_layer(struct sandbox *sb, struct docker_entry *e, const char *f
 	json_object_object_add(labels, "seerfs.state", json_object_new_string(sb->ctx->state_dir));
 	json_object_object_add(labels, "seerfs.build", json_object_new_string(tag));
 	json_object_object_add(req, "Labels", labels);
-	json_object_object_add(hc, "NetworkMode", json_object_new_string("host"));
+	/* Builds reach the package mirrors through the host's network, or,
+	 * in a user namespace (where the engines refuse the host's network
+	 * namespace), through the engine's default network, as the sandbox's
+	 * own "network": true does. */
+	int own_ns = dk_userns_mode(e, hc, 1);
+	json_object_object_add(hc, "NetworkMode", json_object_new_string(own_ns ? "default" : "host"));
 	json_object_object_add(hc, "SecurityOpt", json_object_new_array());
 	json_object_array_add(dk_get(hc, "SecurityOpt"), json_object_new_string("no-new-privileges"));
 	if (in && in->n_binds && e->local) {

@@ -22,14 +22,15 @@
 int ssh_state_init(struct seer_ctx *ctx, void **state)
 {
 	struct ssh_state *st = xcalloc(1, sizeof(*st));
-	pthread_mutex_init(&st->lock, NULL);
+	entry_set_init(&st->entries);
 	*state = st;
 	return 0;
 }
 
 
-static int same_entry(const struct ssh_entry *a, const struct ssh_entry *b)
+static int same_entry(const void *pa, const void *pb)
 {
+	const struct ssh_entry *a = pa, *b = pb;
 	return entry_same_str(a->name, b->name) && entry_same_str(a->type, b->type) &&
 	       entry_same_str(a->host, b->host) && a->port == b->port && entry_same_str(a->user, b->user) &&
 	       entry_same_str(a->identity_file, b->identity_file) && a->use_agent == b->use_agent &&
@@ -37,8 +38,9 @@ static int same_entry(const struct ssh_entry *a, const struct ssh_entry *b)
 	       a->mode == b->mode && a->timeout_ms == b->timeout_ms && a->exec_channel == b->exec_channel;
 }
 
-static void entry_free(struct ssh_entry *e)
+static void entry_free(void *p)
 {
+	struct ssh_entry *e = p;
 	free(e->name);
 	free(e->type);
 	free(e->host);
@@ -56,19 +58,14 @@ void ssh_state_cleanup(struct seer_ctx *ctx, void *state)
 	 * with the process. Without any, nothing can refer to them. */
 	(void)ctx;
 	struct ssh_state *st = state;
-	pthread_mutex_lock(&st->lock);
+	pthread_mutex_lock(&st->entries.lock);
 	int linked = 0;
-	for (struct ssh_entry *e = st->entries; e; e = e->next)
-		linked |= e->conn != NULL;
-	pthread_mutex_unlock(&st->lock);
+	for (size_t i = 0; i < st->entries.n; i++)
+		linked |= ((struct ssh_entry *)st->entries.v[i])->conn != NULL;
+	pthread_mutex_unlock(&st->entries.lock);
 	if (linked)
 		return;
-	while (st->entries) {
-		struct ssh_entry *e = st->entries;
-		st->entries = e->next;
-		entry_free(e);
-	}
-	pthread_mutex_destroy(&st->lock);
+	entry_set_cleanup(&st->entries, entry_free);
 	free(st);
 }
 
@@ -174,18 +171,6 @@ int ssh_entry_parse(struct seer_ctx *ctx, void *state, const char *file, const c
 	if (r < 0)
 		return r;
 	struct ssh_state *st = state;
-	pthread_mutex_lock(&st->lock);
-	for (struct ssh_entry *x = st->entries; x; x = x->next) {
-		if (same_entry(x, e)) {
-			entry_free(e);
-			*settings = x;
-			pthread_mutex_unlock(&st->lock);
-			return 0;
-		}
-	}
-	e->next = st->entries;
-	st->entries = e;
-	pthread_mutex_unlock(&st->lock);
-	*settings = e;
+	*settings = entry_set_intern(&st->entries, e, same_entry, entry_free);
 	return 0;
 }

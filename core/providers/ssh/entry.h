@@ -17,6 +17,8 @@
 #ifndef SEER_SSH_ENTRY_H
 #define SEER_SSH_ENTRY_H
 
+#include "core/providers/entryfield.h"
+
 #include <pthread.h>
 #include <stddef.h>
 
@@ -28,7 +30,6 @@ enum seer_ssh_mode { SEER_SSH_HOST, SEER_SSH_DIRECT };
 
 /* One entry of type "ssh". */
 struct ssh_entry {
-	struct ssh_entry *next;             /* ssh_state.entries */
 	char *name;                         /* "gpu1" */
 	char *type;                         /* "ssh" */
 	char *host;
@@ -48,8 +49,7 @@ struct ssh_entry {
  * interned entries and, through them, their connections. Made by
  * ssh_state_init when the context opens; lives until the process ends. */
 struct ssh_state {
-	pthread_mutex_t lock;
-	struct ssh_entry *entries;
+	struct entry_set entries;           /* struct ssh_entry */
 };
 
 /* The provider's init and cleanup (struct seer_provider). */

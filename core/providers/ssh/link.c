@@ -350,9 +350,9 @@ struct ssh_host *host_get(struct seer_ctx *ctx, const struct ssh_entry *ce)
 {
 	struct ssh_state *rc = seer_provider_state(ctx, &seer_provider_ssh);
 	/* The entry is interned and immortal; its conn field is ours and set
-	 * once under the remote context's lock. */
+	 * once under the entry set's lock (the provider state's). */
 	struct ssh_entry *e = (struct ssh_entry *)ce;
-	pthread_mutex_lock(&rc->lock);
+	pthread_mutex_lock(&rc->entries.lock);
 	if (!e->conn) {
 		struct ssh_host *h = xcalloc(1, sizeof(*h));
 		h->ent = e;
@@ -368,7 +368,7 @@ struct ssh_host *host_get(struct seer_ctx *ctx, const struct ssh_entry *ce)
 		e->conn = h;
 	}
 	struct ssh_host *h = e->conn;
-	pthread_mutex_unlock(&rc->lock);
+	pthread_mutex_unlock(&rc->entries.lock);
 	return h;
 }
 
