@@ -14,7 +14,6 @@
 #include "core/providers/docker/entry.h"
 #include "core/ctx.h"
 #include "core/lib/bytestream.h"
-#include "core/lib/engine.h"
 #include "core/lib/sftp.h"
 
 #include <errno.h>
@@ -69,19 +68,6 @@ static int view_ours(struct seer_ctx *ctx, struct docker_entry *e, const struct 
 	return same;
 }
 
-/* The entry's user namespace choice, as its sandboxes' containers get it
- * (docker.c's create_container): Podman's per container, "userns": "host"
- * on dockerd. */
-static void view_userns(struct docker_entry *e, struct json_object *hc)
-{
-	char e2[256];
-	struct engine *eng = dk_engine(e, e2, sizeof(e2));
-	if (eng && !strcmp(engine_server_kind(eng), "podman"))
-		json_object_object_add(hc, "UsernsMode", json_object_new_string(e->userns_auto ? "auto" : "host"));
-	else if (e->userns_host)
-		json_object_object_add(hc, "UsernsMode", json_object_new_string("host"));
-}
-
 static struct json_object *view_labels(struct seer_ctx *ctx, const struct dk_view *v)
 {
 	struct json_object *l = json_object_new_object();
@@ -108,7 +94,7 @@ static int view_create(struct seer_ctx *ctx, struct docker_entry *e, const struc
 	static const char *const sec[] = {"no-new-privileges", NULL};
 	json_object_object_add(hc, "SecurityOpt", str_array(sec));
 	json_object_object_add(hc, "Privileged", json_object_new_boolean(0));
-	view_userns(e, hc);
+	dk_userns_mode(e, hc, 0);   /* as the sandboxes' containers */
 	json_object_object_add(req, "HostConfig", hc);
 	char p[512];
 	snprintf(p, sizeof(p), "/containers/create?name=%s", v->name);
