@@ -102,7 +102,8 @@ struct agent_remote {
 	struct sbuf in;              /* channel output not yet parsed */
 	struct sbuf err;             /* the end of its stderr, for messages */
 	int host_pid;
-	char lost_why[160];          /* a command's end when the stream died */
+	int lost_sig;                /* a command's end when the stream died: killed by it, */
+	char lost_why[160];          /* for this reason */
 	char warn[256];              /* its warning line, or "" */
 };
 
@@ -344,7 +345,7 @@ static void *reader_main(void *arg)
 		if (closing)
 			job_end(a, j, SIGKILL, "the sandbox stopped");
 		else
-			job_end(a, j, SIGHUP, a->lost_why);
+			job_end(a, j, a->lost_sig, a->lost_why);
 	}
 	return NULL;
 }
@@ -454,7 +455,7 @@ static void agent_failed(struct agent_remote *a, int r, char *err, size_t n)
 	pthread_mutex_unlock(&a->mu);
 }
 
-int agent_remote_open(bytestream_open_fn open, void *arg, const void *link, const char *lost_why, int timeout_ms,
+int agent_remote_open(bytestream_open_fn open, void *arg, const void *link, int lost_sig, const char *lost_why, int timeout_ms,
 		      agent_remote_exit_fn on_exit, void *ud, struct agent_remote **out, char *err, size_t n)
 {
 	static const struct bytestream_cbs cbs = {on_data, on_closed};
@@ -463,6 +464,7 @@ int agent_remote_open(bytestream_open_fn open, void *arg, const void *link, cons
 	a->timeout_ms = timeout_ms;
 	a->on_exit = on_exit;
 	a->ud = ud;
+	a->lost_sig = lost_sig;
 	snprintf(a->lost_why, sizeof(a->lost_why), "%s", lost_why);
 	pthread_mutex_init(&a->mu, NULL);
 	pthread_mutex_init(&a->wmu, NULL);

@@ -29,9 +29,9 @@ typedef void (*agent_remote_exit_fn)(void *ud, int pid, int status, const char *
  * where the sandbox's commands run (perl reads the agent from its stdin,
  * which this sends). A line "@@seer-pid N" before the agent's own output
  * gives agent_remote_host_pid. link is what the caller opened it on
- * (agent_remote_alive compares it); lost_why is a command's end when the
- * stream dies. Waits up to timeout_ms for it to be ready. */
-int agent_remote_open(bytestream_open_fn open, void *arg, const void *link, const char *lost_why, int timeout_ms,
+ * (agent_remote_alive compares it); when the stream dies, its commands
+ * end as killed by lost_sig, for the reason lost_why. Waits up to timeout_ms for it to be ready. */
+int agent_remote_open(bytestream_open_fn open, void *arg, const void *link, int lost_sig, const char *lost_why, int timeout_ms,
 		      agent_remote_exit_fn on_exit, void *ud, struct agent_remote **out, char *err, size_t n);
 
 /* The agent's arguments for a machine of `uname -m` machine (NULL: none

@@ -252,8 +252,8 @@ struct dkr_jobs *dkr_jobs_new(struct sandbox *sb, struct engine *eng, const char
 static void agent_exit(void *ud, int pid, int status, const char *why)
 {
 	struct dkr_jobs *o = ud;
-	if (why && status == SIGHUP)
-		sandbox_log(o->sb, "docker: sandbox %s: job pid %d: %s; it ends as killed by SIGHUP", o->sb->name, pid, why);
+	if (why)
+		sandbox_log(o->sb, "docker: sandbox %s: job pid %d: %s; it ends as killed by signal %d", o->sb->name, pid, why, status);
 	jobs_on_exit(o->sb, &(struct seer_exit){.cookie = (uint64_t)pid, .status = status});
 }
 
@@ -311,7 +311,9 @@ static struct agent_remote *agent_locked(struct dkr_jobs *o, char *err, size_t n
 	}
 	if (!o->agent && !o->agent_off) {
 		char e2[600] = "";
-		int r = agent_remote_open(agent_stream_open, o, o, "disconnected (the engine's exec stream of the sandbox's agent ended)",
+		/* as before the agent: the engine or the container went away */
+		int r = agent_remote_open(agent_stream_open, o, o, SIGKILL,
+					  "disconnected (the engine's exec stream of the sandbox's agent ended)",
 					  o->timeout_ms, agent_exit, o, &o->agent, e2, sizeof(e2));
 		if (r < 0) {
 			o->agent = NULL;

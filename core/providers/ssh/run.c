@@ -497,7 +497,7 @@ static int open_agent(struct ssh_conn *c, const char *sh_lines, int timeout_ms, 
 		      struct ssh_sb *s, struct agent_remote **out, char *err, size_t n)
 {
 	struct agent_chan ac = {c, sh_lines};
-	return agent_remote_open(agent_chan_open, &ac, c, "disconnected (the SSH connection or the sandbox's agent ended)",
+	return agent_remote_open(agent_chan_open, &ac, c, SIGHUP, "disconnected (the SSH connection or the sandbox's agent ended)",
 				 timeout_ms, on_exit, s, out, err, n);
 }
 
