@@ -523,7 +523,7 @@ int agent_remote_alive(struct agent_remote *a, const void *link)
 	return alive;
 }
 
-/* The spec of ssh_agent.pl: cwd, the number of entries, the environment
+/* The spec of agent_remote.pl: cwd, the number of entries, the environment
  * (KEY=VALUE entries only), argv, NUL-separated. */
 static void job_spec(const struct seer_spawn *req, struct sbuf *d)
 {

@@ -413,7 +413,8 @@ def test_remote_agent_self_kill_reads_as_signal(seerfs_factory, tmp_path, engine
     not the engine's 128 + 9; `exit 137` stays 137."""
     m = mount(seerfs_factory, tmp_path, engine)
     a = start(m, "sk1")
-    assert "commands go one Engine API exec each" not in log_text(a)
+    log = log_text(a)
+    assert "commands start through its agent in container" in log and "one Engine API exec each" not in log, log
     assert exit_of(start_job(a, "kill -9 $$")) == "signal 9"
     assert exit_of(start_job(a, "kill -TERM $$")) == "signal 15"
     assert exit_of(start_job(a, "exit 137")) == "137"
@@ -485,5 +486,13 @@ def test_remote_image_without_perl_falls_back(seerfs_factory, tmp_path, engine):
         # root/ stays on SFTP alone: no FIFOs there
         with pytest.raises(OSError):
             os.mkfifo(b / "root" / "tmp" / "fifo")
+        # the round trip of one exec per command, beside the agent's
+        rt = {}
+        for kind, sb in (("agent", a), ("one exec each", b)):
+            t0 = time.monotonic()
+            for _ in range(10):
+                assert sandbox_run(sb, "true")[0] == 0
+            rt[kind] = (time.monotonic() - t0) / 10 * 1000
+        print("\nremote exec round trip: " + "; ".join(f"{k} {v:.1f} ms" for k, v in rt.items()))
     finally:
         engine.request("DELETE", f"/images/{img}?force=1")

@@ -364,6 +364,8 @@ int dkr_agent_start(struct dkr_jobs *o, const char *image, const char *named, ch
 	}
 	if (warn[0])
 		sandbox_log(o->sb, "docker: sandbox %s: its agent: %s", o->sb->name, warn);
+	sandbox_log(o->sb, "docker: sandbox %s: commands start through its agent in container %.12s (one exec stream)",
+		    o->sb->name, o->cid);
 	return 0;
 }
 

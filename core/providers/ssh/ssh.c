@@ -8,7 +8,7 @@
  * link.c (the shared connection and its reconnect thread), run.c (a
  * command: its script, bubblewrap, wait status, the agent's glue),
  * confined.c (root/'s own sftp-server), snap.c (snapshots), entry.c (its
- * providers-file entries), ssh_agent.c (the resident agent), ssh_models.c
+ * providers-file entries), ssh_models.c
  * (models on the host), upload.c (local files copied in).
  *
  * Modes (entry.h): "host" makes each sandbox a directory WORKDIR/NAME on
