@@ -496,3 +496,20 @@ def test_remote_image_without_perl_falls_back(seerfs_factory, tmp_path, engine):
         print("\nremote exec round trip: " + "; ".join(f"{k} {v:.1f} ms" for k, v in rt.items()))
     finally:
         engine.request("DELETE", f"/images/{img}?force=1")
+
+
+def test_remote_agent_killed_by_a_command_next_command_starts_another(seerfs_factory, tmp_path, engine):
+    """The agent runs as the container's root, as its commands do: one
+    that kills it ends the records of the commands it ran (as killed, the
+    log says why), and the next command starts another agent."""
+    m = mount(seerfs_factory, tmp_path, engine)
+    a = start(m, "ak1")
+    j = start_job(a, "sleep 1000")
+    time.sleep(0.5)
+    start_job(a, "for p in /proc/[0-9]*; do grep -q '[s]eerfs-agent' $p/cmdline 2>/dev/null && kill -9 ${p#/proc/}; done")
+    assert exit_of(j, 30) == "signal 9"
+    poll(lambda: "disconnected (the engine's exec stream of the sandbox's agent ended)" in log_text(a),
+         what="the log to say why")
+    code, out = sandbox_run(a, "echo again; kill -9 $$")
+    assert (code, out) == ("signal 9", b"again\n"), (code, out)
+    assert "its agent in container" in log_text(a) and "ended: starting another" in log_text(a)
