@@ -2,7 +2,7 @@
 """embed_text.py - turns a script into a C header holding it as a string.
 
 Used by core/meson.build for the perl programs the ssh provider runs on a
-remote host (core/providers/ssh/ssh_agent.pl, core/ssh_client.pl), so that they stay
+remote host (core/lib/agent_remote.pl, core/ssh_client.pl), so that they stay
 readable files here and travel as `perl -e TEXT`. Comment-only lines are
 dropped (they would only lengthen every command line), except the first,
 which tags the process for `ps` and for seerfs itself.

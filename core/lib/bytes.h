@@ -1,6 +1,6 @@
 /*
  * bytes.h - big-endian 32-bit numbers in wire formats: SFTP packets
- * (core/lib/sftp.c) and the frames of a sandbox's agent (core/providers/ssh/ssh_agent.c).
+ * (core/lib/sftp.c) and the frames of a sandbox's agent (core/lib/agent_remote.c).
  */
 #ifndef SEER_BYTES_H
 #define SEER_BYTES_H

@@ -24,9 +24,9 @@
 struct bytestream;
 
 struct bytestream_cbs {
-	/* stream 0 is the process's stdout, 1 its stderr. Returns 0 (the
-	 * value is passed on as the SSH channel's pause request, which no
-	 * user of this interface makes). */
+	/* stream 0 is the process's stdout, 1 its stderr. Returns 0, or
+	 * nonzero to stop reading the stream (the carrier's flow control
+	 * then holds the process back) until ops->resume. */
 	int (*on_data)(void *ud, int stream, const char *buf, size_t len);
 	/* Called once: err 0 when the process ended its output (why says how
 	 * it ended when the carrier knows: " (exit status 1)"), or a negative
@@ -45,6 +45,9 @@ struct bytestream_ops {
 	/* Why the carrier failed, into buf; 0 while it is usable, else the
 	 * errno it died with. */
 	int (*error)(struct bytestream *s, char *buf, size_t len);
+	/* Reads again after on_data asked for a pause (a resume while that
+	 * on_data still runs cancels its pause). */
+	void (*resume)(struct bytestream *s);
 };
 
 struct bytestream {

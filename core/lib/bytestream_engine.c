@@ -9,6 +9,8 @@
  *
  * The reader polls the connection and a pipe of its own; release writes
  * to that pipe and joins the reader, so after it returns no callback runs.
+ * A pause that on_data asks for holds the reader (so TCP's flow control
+ * holds the exec back) until resume or release.
  */
 #ifndef _GNU_SOURCE /* the meson build defines it project-wide */
 #define _GNU_SOURCE
@@ -38,6 +40,10 @@ struct engine_bs {
 	pthread_mutex_t wlock;   /* one writer at a time: writev is one unit */
 	pthread_mutex_t mu;      /* dead, dead_err, dead_msg */
 	int dead, dead_err;
+	int pause;               /* on_data asked for a pause, no resume since */
+	unsigned resumes;        /* resume calls so far */
+	int released;
+	pthread_cond_t cv;       /* pause ended */
 	char dead_msg[240];
 };
 
@@ -45,8 +51,27 @@ static void out_piece(void *ud, int stream, const void *p, size_t n)
 {
 	struct engine_bs *s = ud;
 	/* the engine's 1 (stdout) and 2 (stderr) are the interface's 0 and 1 */
-	if (stream == 1 || stream == 2)
-		s->cbs->on_data(s->ud, stream - 1, p, n);
+	if (stream != 1 && stream != 2)
+		return;
+	pthread_mutex_lock(&s->mu);
+	unsigned gen = s->resumes;
+	pthread_mutex_unlock(&s->mu);
+	if (s->cbs->on_data(s->ud, stream - 1, p, n)) {
+		pthread_mutex_lock(&s->mu);
+		s->pause = s->resumes == gen;   /* a resume meanwhile cancels it */
+		pthread_mutex_unlock(&s->mu);
+	}
+}
+
+/* Holds the reader while a pause lasts; -ECANCELED once released. */
+static int hold(struct engine_bs *s)
+{
+	pthread_mutex_lock(&s->mu);
+	while (s->pause && !s->released)
+		pthread_cond_wait(&s->cv, &s->mu);
+	int r = s->released ? -ECANCELED : 0;
+	pthread_mutex_unlock(&s->mu);
+	return r;
 }
 
 /* The exec's exit code once it ended; -errno when the engine cannot say. */
@@ -115,6 +140,8 @@ static void *reader_main(void *arg)
 			rc = -EPROTO;
 			break;
 		}
+		if ((rc = hold(s)) < 0)
+			break;
 	}
 	if (rc == -ECANCELED)
 		return NULL;   /* released: no more callbacks */
@@ -174,6 +201,10 @@ static void es_release(struct bytestream *b)
 	struct engine_bs *s = (struct engine_bs *)b;
 	char one = 1;
 	ssize_t k;
+	pthread_mutex_lock(&s->mu);
+	s->released = 1;
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->mu);
 	do
 		k = write(s->wake[1], &one, 1);
 	while (k < 0 && errno == EINTR);
@@ -186,6 +217,7 @@ static void es_release(struct bytestream *b)
 	close(s->wake[1]);
 	pthread_mutex_destroy(&s->wlock);
 	pthread_mutex_destroy(&s->mu);
+	pthread_cond_destroy(&s->cv);
 	free(s);
 }
 
@@ -200,7 +232,17 @@ static int es_error(struct bytestream *b, char *buf, size_t len)
 	return e;
 }
 
-static const struct bytestream_ops engine_ops = {es_writev, es_send_eof, es_release, es_error};
+static void es_resume(struct bytestream *b)
+{
+	struct engine_bs *s = (struct engine_bs *)b;
+	pthread_mutex_lock(&s->mu);
+	s->pause = 0;
+	s->resumes++;
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+}
+
+static const struct bytestream_ops engine_ops = {es_writev, es_send_eof, es_release, es_error, es_resume};
 
 int bytestream_engine_open(struct engine *e, const char *container, const char *const *argv,
 			   const char *const *envp, const char *cwd, int timeout_ms, const struct bytestream_cbs *cbs,
@@ -251,6 +293,7 @@ int bytestream_engine_open(struct engine *e, const char *container, const char *
 	s->wake[0] = s->wake[1] = -1;
 	pthread_mutex_init(&s->wlock, NULL);
 	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->cv, NULL);
 	body = json_object_new_object();
 	json_object_object_add(body, "Detach", json_object_new_boolean(0));
 	json_object_object_add(body, "Tty", json_object_new_boolean(0));
@@ -272,6 +315,7 @@ int bytestream_engine_open(struct engine *e, const char *container, const char *
 	if (r < 0) {
 		pthread_mutex_destroy(&s->wlock);
 		pthread_mutex_destroy(&s->mu);
+		pthread_cond_destroy(&s->cv);
 		free(s);
 		return r;
 	}

@@ -67,7 +67,12 @@ static int ss_error(struct bytestream *b, char *buf, size_t len)
 	return ssh_conn_error(((struct ssh_stream *)b)->conn, buf, len);
 }
 
-static const struct bytestream_ops ssh_ops = {ss_writev, ss_send_eof, ss_release, ss_error};
+static void ss_resume(struct bytestream *b)
+{
+	ssh_chan_resume(((struct ssh_stream *)b)->ch);
+}
+
+static const struct bytestream_ops ssh_ops = {ss_writev, ss_send_eof, ss_release, ss_error, ss_resume};
 
 int bytestream_ssh_open(struct ssh_conn *c, const char *request, const char *arg, const struct bytestream_cbs *cbs,
 			void *ud, struct bytestream **out, char *err, size_t errlen)

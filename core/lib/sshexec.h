@@ -51,7 +51,7 @@ int ssh_exec_write(struct ssh_exec *e, const void *buf, size_t len, int timeout_
 
 /* From now on ssh_exec_write only writes: output reaches the callback
  * through ssh_exec_pump / ssh_exec_wait_event alone, on the one thread
- * that reads (core/providers/ssh/ssh_agent.c, whose many writers must not deliver out
+ * that reads (core/lib/agent_remote.c, whose many writers must not deliver out
  * of order). */
 void ssh_exec_reader_only(struct ssh_exec *e);
 

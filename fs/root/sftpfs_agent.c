@@ -1,6 +1,6 @@
 /*
  * sftpfs_agent.c - root/ of a remote sandbox beyond SFTP v3, through the
- * sandbox's resident agent (core/providers/ssh/ssh_agent.pl, "file
+ * sandbox's resident agent (core/lib/agent_remote.pl, "file
  * operations"): the agent runs inside the sandbox's bubblewrap, in its
  * namespaces, as its commands do, so it sees the same "/" as root/'s own
  * SFTP server. SFTP v3 has no link counts, ctime, nanoseconds or times past

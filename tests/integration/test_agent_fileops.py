@@ -1,5 +1,5 @@
 """test_agent_fileops.py - the ssh agent's file operations for root/
-(core/providers/ssh/ssh_agent.pl, F frames; fs/root/sftpfs_agent.c), run
+(core/lib/agent_remote.pl, F frames; fs/root/sftpfs_agent.c), run
 here against this machine's files, with no bubblewrap around them: what
 keeps them from following a symlink is the agent's own walk (openat with
 O_NOFOLLOW, one name at a time, and the *at calls' no-follow flags), and
@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-AGENT = REPO / "core" / "providers" / "ssh" / "ssh_agent.pl"
+AGENT = REPO / "core" / "lib" / "agent_remote.pl"
 CALLS = ["openat", "statx", "fchownat", "mknodat", "utimensat", "utimensat_time64", "ftruncate", "fchdir", "fchmodat"]
 UTIME_NOW = (1 << 30) - 1
 UTIME_OMIT = (1 << 30) - 2

@@ -590,3 +590,133 @@ def test_remote_snapshot_viewer_of_another_image_made_again_foreign_refused(seer
     for s in ("s4", "s5"):
         os.rmdir(m2.path / "snapshots" / s)
         assert viewers_of(engine, s) == [] and snap_images(engine, s) == []
+
+
+# ---- the sandbox's agent in the container (core/lib/agent_remote.c) ----------------------------
+
+def procs_with(a, marker):
+    """How many processes in the container have marker in their command
+    line, read from /proc (no ps needed)."""
+    code, out = sandbox_run(a, "for p in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $p 2>/dev/null; echo; done"
+                               f" | grep -c '[#] {marker}'")
+    return int(out.decode().strip() or 0)
+
+
+def image_without(engine, a, name, paths):
+    """An image of a's container with paths removed (through root/): its
+    tag, made with the engine's commit."""
+    cid = container_of(engine, name)["Id"]
+    for p in paths:
+        if os.path.lexists(a / "root" / p.lstrip("/")):
+            os.unlink(a / "root" / p.lstrip("/"))
+    tag = "t" + uuid.uuid4().hex[:8]
+    st, body = engine.request("POST", f"/commit?container={cid}&repo=seerfs-without&tag={tag}")
+    assert st == 201, body
+    return f"seerfs-without:{tag}"
+
+
+def test_remote_agent_self_kill_reads_as_signal(seerfs_factory, tmp_path, engine):
+    """A command that kills itself: `signal 9` (the agent's wait status),
+    not the engine's 128 + 9; `exit 137` stays 137."""
+    m = mount(seerfs_factory, tmp_path, engine)
+    a = start(m, "sk1")
+    log = log_text(a)
+    assert "commands start through its agent in container" in log and "one Engine API exec each" not in log, log
+    assert exit_of(start_job(a, "kill -9 $$")) == "signal 9"
+    assert exit_of(start_job(a, "kill -TERM $$")) == "signal 15"
+    assert exit_of(start_job(a, "exit 137")) == "137"
+    # the agent's commands run where its stream runs: in the container
+    code, out = sandbox_run(a, "cat /etc/hostname; echo $PWD")
+    assert code == 0 and out.decode().split()[1] == "/workspace", out
+
+
+def test_remote_agent_kills_a_tree_without_ps(seerfs_factory, tmp_path, engine):
+    """kill of a job's tree in an image without ps: the agent finds the
+    tree in /proc."""
+    m = mount(seerfs_factory, tmp_path, engine)
+    a = start(m, "np1")
+    img = image_without(engine, a, "np1", ["/usr/bin/ps", "/bin/ps"])
+    try:
+        b = start(m, "np2", {"image": img})
+        code, out = sandbox_run(b, "command -v ps || echo no-ps")
+        assert out.strip() == b"no-ps", out
+        marker = "seerfs-agent-kill-5150"
+        j = start_job(b, f"sh -c 'sleep 1000 # {marker}' & sh -c 'sleep 1001 # {marker}' & wait")
+        poll(lambda: procs_with(b, marker) >= 2, what="the job's processes to start")
+        os.write(fd := os.open(j / "ctl", os.O_WRONLY), b"kill")
+        os.close(fd)
+        assert exit_of(j) == "signal 9"
+        poll(lambda: procs_with(b, marker) == 0, what="no process of the tree left in the container")
+    finally:
+        engine.request("DELETE", f"/images/{img}?force=1")
+
+
+def test_remote_agent_unmount_ends_running_commands(seerfs_factory, tmp_path, engine):
+    """An unmount leaves the container to the next seerfs, but not the
+    commands: the agent's stream ends and it kills them."""
+    state_dir = tmp_path / "state-um"
+    m = mount(seerfs_factory, tmp_path, engine, state_dir=state_dir)
+    a = start(m, "um1")
+    marker = "seerfs-unmount-7331"
+    start_job(a, f"sh -c 'sleep 1000 # {marker}' & sleep 1001 # {marker}")
+    poll(lambda: procs_with(a, marker) >= 1, what="the job to start")
+    m.stop(terminate_first=False)
+    assert container_of(engine, "um1")["State"]["Running"], "an unmount keeps the container"
+    m2 = mount(seerfs_factory, tmp_path, engine, state_dir=state_dir)
+    a2 = m2.path / "um1"
+    assert wait_settled(a2) == "running"
+    poll(lambda: procs_with(a2, marker) == 0, timeout=20, what="the commands of the last mount ended")
+
+
+def test_remote_image_without_perl_falls_back(seerfs_factory, tmp_path, engine):
+    """Without perl in the image, commands go one Engine API exec each, as
+    before the agent; the log names the image and says why."""
+    m = mount(seerfs_factory, tmp_path, engine)
+    a = start(m, "pl1")
+    code, out = sandbox_run(a, "ls /usr/bin/perl*")
+    perls = out.decode().split()
+    assert code == 0 and "/usr/bin/perl" in perls, out
+    img = image_without(engine, a, "pl1", perls)
+    try:
+        b = start(m, "pl2", {"image": img})
+        log = log_text(b)
+        assert "commands go one Engine API exec each" in log and img in log and "no perl" in log, log
+        code, out = sandbox_run(b, "echo hi; command -v perl || echo no-perl")
+        assert (code, out) == (0, b"hi\nno-perl\n")
+        # the engine's exit code of a death by signal: 128 + N
+        assert exit_of(start_job(b, "kill -9 $$")) == "137"
+        j = start_job(b, "sleep 1000")
+        time.sleep(0.5)
+        os.write(fd := os.open(j / "ctl", os.O_WRONLY), b"kill")
+        os.close(fd)
+        assert exit_of(j) == "signal 9"
+        # root/ stays on SFTP alone: no FIFOs there
+        with pytest.raises(OSError):
+            os.mkfifo(b / "root" / "tmp" / "fifo")
+        # the round trip of one exec per command, beside the agent's
+        rt = {}
+        for kind, sb in (("agent", a), ("one exec each", b)):
+            t0 = time.monotonic()
+            for _ in range(10):
+                assert sandbox_run(sb, "true")[0] == 0
+            rt[kind] = (time.monotonic() - t0) / 10 * 1000
+        print("\nremote exec round trip: " + "; ".join(f"{k} {v:.1f} ms" for k, v in rt.items()))
+    finally:
+        engine.request("DELETE", f"/images/{img}?force=1")
+
+
+def test_remote_agent_killed_by_a_command_next_command_starts_another(seerfs_factory, tmp_path, engine):
+    """The agent runs as the container's root, as its commands do: one
+    that kills it ends the records of the commands it ran (as killed, the
+    log says why), and the next command starts another agent."""
+    m = mount(seerfs_factory, tmp_path, engine)
+    a = start(m, "ak1")
+    j = start_job(a, "sleep 1000")
+    time.sleep(0.5)
+    start_job(a, "for p in /proc/[0-9]*; do grep -q '[s]eerfs-agent' $p/cmdline 2>/dev/null && kill -9 ${p#/proc/}; done")
+    assert exit_of(j, 30) == "signal 9"
+    poll(lambda: "disconnected (the engine's exec stream of the sandbox's agent ended)" in log_text(a),
+         what="the log to say why")
+    code, out = sandbox_run(a, "echo again; kill -9 $$")
+    assert (code, out) == ("signal 9", b"again\n"), (code, out)
+    assert "its agent in container" in log_text(a) and "ended: starting another" in log_text(a)

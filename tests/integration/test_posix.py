@@ -302,7 +302,6 @@ def test_truncate(posix_root, sandbox_run):
     expect_errno(errno.EINVAL, os.truncate, f, -1)
 
 
-@pytest.mark.skipif(PROVIDER == "docker-remote", reason="docker-remote: root/ is SFTP to the container's sftp-server with no agent beside it: st_blocks and sparse layout come from the agent on ssh; SFTP v3 has no block count (docs/docker.md)")
 def test_sparse_file_over_4g(posix_root, sandbox_run):
     f = posix_root / "sparse"
     size = 5 << 30
@@ -392,7 +391,6 @@ def test_rename(posix_root, sandbox_run):
     expect_errno(errno.EXDEV, os.rename, b, root / "tmp" / ("x-" + uuid.uuid4().hex))
 
 
-@pytest.mark.skipif(PROVIDER == "docker-remote", reason="docker-remote: root/ is SFTP to the container's sftp-server with no agent beside it: SFTP v3 has no link counts (the ssh provider reads them through its agent) (docs/docker.md)")
 def test_hard_links(posix_root, sandbox_run):
     a = posix_root / "a"
     a.write_text("data")
@@ -440,10 +438,10 @@ def test_symlinks(posix_root, sandbox_run):
 
 
 def ns(t):
-    """A time in ns as the mount keeps it: all of it (on ssh the sandbox's
-    agent sets and reads times; SFTP v3 alone keeps whole seconds, as on
-    docker-remote, whose root/ has no agent)."""
-    return t - t % 10**9 if PROVIDER == "docker-remote" else t
+    """A time in ns as the mount keeps it: all of it (on ssh and
+    docker-remote the sandbox's agent sets and reads times; SFTP v3 alone
+    keeps whole seconds)."""
+    return t
 
 
 def test_chmod_chown_utimens_ownership(posix_root, sandbox_run):
@@ -473,7 +471,6 @@ def test_chmod_chown_utimens_ownership(posix_root, sandbox_run):
     assert os.stat(f).st_mtime_ns != 6_000_000_000
 
 
-@pytest.mark.skipif(PROVIDER == "docker-remote", reason="docker-remote: root/ is SFTP to the container's sftp-server with no agent beside it: SFTP v3 has no mknod (the ssh provider makes FIFOs through its agent) (docs/docker.md)")
 def test_fifo_and_device_nodes(posix_root, sandbox_run):
     p = posix_root / "fifo"
     os.mkfifo(p, 0o600)     # on ssh: made by the sandbox's agent
@@ -504,7 +501,6 @@ def test_fifo_and_device_nodes(posix_root, sandbox_run):
 
 # ---- what SFTP v3 cannot say (issue 21; on ssh through the sandbox's agent) ----
 
-@pytest.mark.skipif(PROVIDER == "docker-remote", reason="docker-remote: root/ is SFTP to the container's sftp-server with no agent beside it: SFTP v3 has no mknod (the ssh provider binds sockets through its agent) (docs/docker.md)")
 def test_unix_socket_bind(posix_root, sandbox_run):
     """bind(2) of a Unix socket at a path in root/ makes a socket there
     (FUSE's mknod S_IFSOCK; on ssh the sandbox's agent binds one at the
@@ -528,7 +524,6 @@ def test_unix_socket_bind(posix_root, sandbox_run):
     assert not os.path.lexists(posix_root / "sock")
 
 
-@pytest.mark.skipif(PROVIDER == "docker-remote", reason="docker-remote: root/ is SFTP to the container's sftp-server with no agent beside it: SFTP v3 has no link counts (the ssh provider reads them through its agent) (docs/docker.md)")
 def test_link_counts(posix_root, sandbox_run):
     """st_nlink as the kernel keeps it: a directory has 2 plus one per
     subdirectory, a file one per name, and an open file whose last name
@@ -566,8 +561,9 @@ def test_link_counts(posix_root, sandbox_run):
     assert os.stat(posix_root / "k").st_nlink == 3
 
 
-REMOTE_OWNERS = ("docker-remote: root/ is SFTP to the container's sftp-server, which runs without "
-                 "capabilities and has no owners' agent beside it: chown to other owners is EPERM (docs/docker.md)")
+REMOTE_OWNERS = ("docker-remote: root/'s SFTP server and the sandbox's agent run in the container, "
+                 "which has no capabilities (CapDrop ALL), and there is no owners' agent with CAP_CHOWN "
+                 "as on ssh: chown to other owners is EPERM (docs/docker.md)")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root gives files to other owners (EPERM otherwise: test_chmod_chown_utimens_ownership)")
@@ -737,7 +733,6 @@ for op in ops:
     assert Path(f).read_text() == "HOST\n" and sorted(os.listdir(hd)) == ["f"]
 
 
-@pytest.mark.skipif(PROVIDER == "docker-remote", reason="docker-remote: root/ is SFTP to the container's sftp-server with no agent beside it: SFTP v3 has no ctime (the ssh provider reads it through its agent) (docs/docker.md)")
 def test_ctime(posix_root, sandbox_run):
     """st_ctime is the inode's change time, not the mtime: setting the
     times to the past leaves ctime now, and a chmod moves it."""
@@ -758,7 +753,6 @@ def test_ctime(posix_root, sandbox_run):
     assert abs(os.stat(d).st_ctime - time.time()) < 60
 
 
-@pytest.mark.skipif(PROVIDER == "docker-remote", reason="docker-remote: root/ is SFTP to the container's sftp-server with no agent beside it: SFTP v3 has 32-bit whole-second times (the ssh provider sets them through its agent) (docs/docker.md)")
 def test_times_past_2_32_and_nanoseconds(posix_root, sandbox_run):
     """64-bit times and nanoseconds are kept (SFTP v3 has 32-bit whole
     seconds: on ssh the sandbox's agent sets and reads them), for files,
@@ -795,7 +789,6 @@ def test_times_past_2_32_and_nanoseconds(posix_root, sandbox_run):
     assert (st.st_atime_ns, st.st_mtime_ns, stat.S_IMODE(st.st_mode)) == (7_000_000_011, 8_000_000_013, 0o600)
 
 
-@pytest.mark.skipif(PROVIDER == "docker-remote", reason="docker-remote: root/ is SFTP to the container's sftp-server with no agent beside it: the container's sftp-server answers EPERM, SFTP v3 has no EFBIG (the ssh provider truncates through its agent) (docs/docker.md)")
 def test_truncate_too_large_is_efbig(posix_root, tmp_path):
     """truncate past the file system's largest file: EFBIG, as the backing
     file system says (over SFTP a bare FAILURE, EPERM before)."""

@@ -1106,7 +1106,7 @@ def test_restore_from_a_copy_removed_by_hand(remote):
     assert os.listdir(m.path / "snapshots") == []
 
 
-# ---- the resident agent (core/providers/ssh/ssh_agent.c, core/providers/ssh/ssh_agent.pl) ------------------------------
+# ---- the resident agent (core/lib/agent_remote.c, core/lib/agent_remote.pl) ------------------------------
 
 def agent_starts(sb):
     return log_text(sb).count("commands start through its agent")

@@ -796,6 +796,9 @@ static int remote_connect(struct sandbox *sb, struct docker_entry *e, const char
 		return -EHOSTUNREACH;
 	}
 	struct dkr_jobs *rj = dkr_jobs_new(sb, eng, id, e->timeout_ms);
+	char e3[1024];
+	if (dkr_agent_start(rj, image, named, e3, sizeof(e3)) < 0)
+		sandbox_log(sb, "docker: %s", e3);
 	pthread_mutex_lock(&d->lock);
 	struct sftp_client *old = d->sftp;
 	struct dkr_jobs *oldj = d->rjobs;
@@ -1107,6 +1110,7 @@ static int docker_stop(struct sandbox *sb)
 	pthread_mutex_unlock(&d->lock);
 	if (rj) {
 		char e2[512];
+		dkr_agent_stop(rj);   /* it kills its commands: they end as killed */
 		int r = container_post(e, d->id, "kill", e2, sizeof(e2));
 		if (r < 0 && r != -EEXIST && r != -ENOENT)
 			sandbox_log(sb, "docker: cannot stop container %.12s: %s", d->id, e2);
@@ -1312,12 +1316,16 @@ static int docker_spawn(struct sandbox *sb, const struct seer_spawn *req, int *p
 	if (d->remote) {
 		pthread_mutex_lock(&d->lock);
 		struct dkr_jobs *rj = d->dead ? NULL : d->rjobs;
+		if (rj)
+			dkr_hold(rj);
 		pthread_mutex_unlock(&d->lock);
 		if (!rj) {
 			snprintf(err, n, "sandbox %s: its container is not reachable", sb->name);
 			return -ENOTCONN;
 		}
-		return dkr_spawn(rj, req, pid, err, n);
+		r = dkr_spawn(rj, req, pid, err, n);
+		dkr_unhold(rj);
+		return r;
 	}
 	struct sbuf p = {0};
 	int argc = 0, envc = 0;
@@ -1355,8 +1363,14 @@ static int docker_signal(struct sandbox *sb, int pid, int sig, int tree)
 	if (d->remote) {
 		pthread_mutex_lock(&d->lock);
 		struct dkr_jobs *rj = d->rjobs;
+		if (rj)
+			dkr_hold(rj);
 		pthread_mutex_unlock(&d->lock);
-		return rj ? dkr_signal(rj, pid, sig, tree) : -ENOTCONN;
+		if (!rj)
+			return -ENOTCONN;
+		int r = dkr_signal(rj, pid, sig, tree);
+		dkr_unhold(rj);
+		return r;
 	}
 	struct agent_msg m = {.type = AG_SIGNAL, .pid = pid, .arg = sig, .val1 = tree}, rep;
 	int r = rpc(priv_of(sb), &m, NULL, 0, NULL, 0, &rep);
@@ -1533,6 +1547,26 @@ static int docker_snap_root(struct seer_ctx *ctx, const void *settings, const st
 	return r;
 }
 
+/* root/'s file operations beyond SFTP on a remote engine, through the
+ * sandbox's agent in the container (fs/root/sftpfs_agent.c); -ENOTSUP on a
+ * local engine (root/ is an fd there) and without the agent (no perl). */
+static int docker_fileop(struct sandbox *sb, const void *req, size_t len, char *reply, size_t cap, size_t *rlen)
+{
+	struct docker_sb *d = priv_of(sb);
+	if (!d->remote)
+		return -ENOTSUP;
+	pthread_mutex_lock(&d->lock);
+	struct dkr_jobs *rj = d->dead ? NULL : d->rjobs;
+	if (rj)
+		dkr_hold(rj);
+	pthread_mutex_unlock(&d->lock);
+	if (!rj)
+		return -ENOTCONN;
+	int r = dkr_fileop(rj, req, len, reply, cap, rlen);
+	dkr_unhold(rj);
+	return r;
+}
+
 static int docker_busy(struct sandbox *sb)
 {
 	struct docker_sb *d = priv_of(sb);
@@ -1541,8 +1575,14 @@ static int docker_busy(struct sandbox *sb)
 	if (d->remote) {
 		pthread_mutex_lock(&d->lock);
 		struct dkr_jobs *rj = d->rjobs;
+		if (rj)
+			dkr_hold(rj);
 		pthread_mutex_unlock(&d->lock);
-		return rj ? dkr_busy(rj) : 0;
+		if (!rj)
+			return 0;
+		int busy = dkr_busy(rj);
+		dkr_unhold(rj);
+		return busy;
 	}
 	struct agent_msg m = {.type = AG_COUNT}, rep;
 	int r = rpc(d, &m, NULL, 0, NULL, 0, &rep);
@@ -1591,6 +1631,7 @@ const struct seer_provider seer_provider_docker = {
 	.snap_remove = docker_snap_remove,
 	.snap_root = docker_snap_root,
 	.busy = docker_busy,
+	.fileop = docker_fileop,
 	.release = docker_release,
 	.isolation = docker_isolation,
 	.host_binds = 1,

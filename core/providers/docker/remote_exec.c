@@ -1,7 +1,19 @@
 /*
- * remote_exec.c - commands of a docker sandbox on a remote engine, each an
- * Engine API exec over a hijacked stream (see remote_exec.h).
+ * remote_exec.c - commands of a docker sandbox on a remote engine (see
+ * remote_exec.h): through the resident agent (core/lib/agent_remote.c) in
+ * the container when its image has perl, else each an Engine API exec over
+ * a hijacked stream.
  *
+ * The agent: one exec, `sh -c 'exec perl - ARGS'`, whose stream stays open
+ * (bytestream_engine.c); the agent's text goes on its stdin. Every command
+ * is then a few frames on that stream and a fork in the container (as on
+ * the ssh provider: its wait status, so a death by signal reads as one; a
+ * kill of the tree by the agent's /proc walk). Its stream's end (unmount,
+ * the engine gone) makes it kill its commands. A command that kills the
+ * agent (it runs as the container's root, as they do) ends the commands'
+ * records as hung up; the next command starts a new agent.
+ *
+ * Without perl, one exec per command:
  * One job: the exec runs `sh -c 'echo $$; exec "$@"' seerfs-job ARGV...`
  * with the job's environment and cwd; the stream's reader thread takes
  * the first stdout line as the pid, writes the rest of stdout and all of
@@ -12,11 +24,14 @@
  */
 #include "core/providers/docker/remote_exec.h"
 #include "core/jobs.h"
+#include "core/lib/agent_remote.h"
 #include "core/lib/bytestream.h"
+#include "core/lib/engine.h"
 #include "core/lib/util.h"
 #include "core/sandbox.h"
 
 #include <errno.h>
+#include <json-c/json.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -59,6 +74,14 @@ struct dkr_jobs {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	struct dkr_job *jobs;
+	/* The agent (under alock: one start at a time); users counts the
+	 * calls on it outside alock (under mu), which closing it waits for. */
+	pthread_mutex_t alock;
+	struct agent_remote *agent;
+	int users;
+	char agent_args[300];       /* agent_remote_args for the image's machine */
+	int agent_off;              /* no perl: one exec per command */
+	int holds;                  /* dkr_hold: freeing waits for 0 (under mu) */
 };
 
 static void put_all(int fd, const char *p, size_t n)
@@ -220,8 +243,170 @@ struct dkr_jobs *dkr_jobs_new(struct sandbox *sb, struct engine *eng, const char
 	o->timeout_ms = timeout_ms > 0 ? timeout_ms : 20000;
 	pthread_mutex_init(&o->mu, NULL);
 	pthread_cond_init(&o->cv, NULL);
+	pthread_mutex_init(&o->alock, NULL);
 	return o;
 }
+
+/* ---- through the agent ------------------------------------------------------------------- */
+
+static void agent_exit(void *ud, int pid, int status, const char *why)
+{
+	struct dkr_jobs *o = ud;
+	if (why)
+		sandbox_log(o->sb, "docker: sandbox %s: job pid %d: %s; it ends as killed by signal %d", o->sb->name, pid, why, status);
+	jobs_on_exit(o->sb, &(struct seer_exit){.cookie = (uint64_t)pid, .status = status});
+}
+
+static int agent_stream_open(void *arg, const struct bytestream_cbs *cbs, void *ud, struct bytestream **out, char *err,
+			     size_t n)
+{
+	struct dkr_jobs *o = arg;
+	char nr[16], calls[300];
+	if (sscanf(o->agent_args, "%15s %299s", nr, calls) != 2)
+		snprintf(calls, sizeof(calls), "-");
+	const char *argv[] = {"/bin/sh", "-c",
+			      "command -v perl >/dev/null 2>&1 || { echo 'no perl in the image' >&2; exit 125; }; "
+			      "exec perl - \"$@\"",
+			      "seerfs-agent", nr, calls, NULL};
+	/* cwd "/": the agent's walk and its commands' cwd are absolute */
+	return bytestream_engine_open(o->eng, o->cid, argv, NULL, "/", o->timeout_ms, cbs, ud, out, err, n);
+}
+
+/* The image's machine as `uname -m` names it (the engine gives Go's name):
+ * the system call numbers its processes use, even when emulated. */
+static const char *image_machine(struct dkr_jobs *o, const char *image, char *buf, size_t n)
+{
+	static const char *const names[][2] = {{"amd64", "x86_64"}, {"arm64", "aarch64"}, {"386", "i686"},
+					       {"ppc64le", "ppc64le"}, {"s390x", "s390x"}, {"riscv64", "riscv64"}};
+	char path[256], e2[256];
+	struct json_object *rep = NULL, *v;
+	snprintf(path, sizeof(path), "/images/%s/json", image);
+	const char *m = NULL;
+	if (engine_call(o->eng, "GET", path, NULL, &rep, e2, sizeof(e2)) == 200 &&
+	    json_object_object_get_ex(rep, "Architecture", &v)) {
+		const char *a = json_object_get_string(v);
+		for (size_t i = 0; a && i < sizeof(names) / sizeof(names[0]); i++)
+			if (!strcmp(a, names[i][0]))
+				m = names[i][1];
+	}
+	json_object_put(rep);
+	if (!m)
+		return NULL;
+	snprintf(buf, n, "%s", m);
+	return buf;
+}
+
+/* The agent, started if need be (under alock): NULL when it cannot run. */
+static struct agent_remote *agent_locked(struct dkr_jobs *o, char *err, size_t n)
+{
+	if (o->agent && !agent_remote_alive(o->agent, o)) {
+		pthread_mutex_lock(&o->mu);
+		while (o->users)
+			pthread_cond_wait(&o->cv, &o->mu);
+		pthread_mutex_unlock(&o->mu);
+		sandbox_log(o->sb, "docker: sandbox %s: its agent in container %.12s ended: starting another", o->sb->name,
+			    o->cid);
+		agent_remote_close(o->agent);
+		o->agent = NULL;
+	}
+	if (!o->agent && !o->agent_off) {
+		char e2[600] = "";
+		/* as before the agent: the engine or the container went away */
+		int r = agent_remote_open(agent_stream_open, o, o, SIGKILL,
+					  "disconnected (the engine's exec stream of the sandbox's agent ended)",
+					  o->timeout_ms, agent_exit, o, &o->agent, e2, sizeof(e2));
+		if (r < 0) {
+			o->agent = NULL;
+			snprintf(err, n, "%s", e2);
+			return NULL;
+		}
+	}
+	return o->agent;
+}
+
+/* A call on the agent: it stays open until agent_put. */
+static struct agent_remote *agent_get(struct dkr_jobs *o)
+{
+	char e2[600];
+	pthread_mutex_lock(&o->alock);
+	struct agent_remote *a = agent_locked(o, e2, sizeof(e2));
+	if (a) {
+		pthread_mutex_lock(&o->mu);
+		o->users++;
+		pthread_mutex_unlock(&o->mu);
+	}
+	pthread_mutex_unlock(&o->alock);
+	return a;
+}
+
+static void agent_put(struct dkr_jobs *o)
+{
+	pthread_mutex_lock(&o->mu);
+	if (--o->users == 0)
+		pthread_cond_broadcast(&o->cv);
+	pthread_mutex_unlock(&o->mu);
+}
+
+int dkr_agent_start(struct dkr_jobs *o, const char *image, const char *named, char *err, size_t n)
+{
+	char m[32], e2[600] = "";
+	agent_remote_args(image_machine(o, image, m, sizeof(m)), o->agent_args, sizeof(o->agent_args));
+	pthread_mutex_lock(&o->alock);
+	struct agent_remote *a = agent_locked(o, e2, sizeof(e2));
+	if (!a)
+		o->agent_off = 1;
+	const char *warn = a ? agent_remote_warning(a) : "";
+	pthread_mutex_unlock(&o->alock);
+	if (!a) {
+		snprintf(err, n, "sandbox %s: commands go one Engine API exec each (about 100 ms more per command; a death by signal N reads as 128+N; a kill of a tree needs ps in the image; an unmount leaves them running): its agent did not start in image %s (%s); an image with perl (Debian: perl-base, as seerfs-base:bookworm) lets it run",
+			 o->sb->name, named ? named : image, e2);
+		return -ENOTSUP;
+	}
+	if (warn[0])
+		sandbox_log(o->sb, "docker: sandbox %s: its agent: %s", o->sb->name, warn);
+	sandbox_log(o->sb, "docker: sandbox %s: commands start through its agent in container %.12s (one exec stream)",
+		    o->sb->name, o->cid);
+	return 0;
+}
+
+int dkr_fileop(struct dkr_jobs *o, const void *req, size_t len, char *reply, size_t cap, size_t *rlen)
+{
+	pthread_mutex_lock(&o->alock);
+	int off = o->agent_off;
+	pthread_mutex_unlock(&o->alock);
+	if (off)
+		return -ENOTSUP;
+	struct agent_remote *a = agent_get(o);
+	if (!a)
+		return -ENOTCONN;
+	int r = agent_remote_fileop(a, req, len, reply, cap, rlen);
+	agent_put(o);
+	return r;
+}
+
+/* -ENOTSUP where the commands go one exec each. */
+static int agent_spawn(struct dkr_jobs *o, const struct seer_spawn *req, int *pid, char *err, size_t n)
+{
+	char e2[600] = "";
+	pthread_mutex_lock(&o->alock);
+	if (o->agent_off) {
+		pthread_mutex_unlock(&o->alock);
+		return -ENOTSUP;
+	}
+	struct agent_remote *a = agent_locked(o, e2, sizeof(e2));
+	if (!a) {
+		pthread_mutex_unlock(&o->alock);
+		snprintf(err, n, "sandbox %s: cannot start its agent in container %.12s: %s", o->sb->name, o->cid, e2);
+		return -ENOTCONN;
+	}
+	int r = agent_remote_spawn(a, req, pid, e2, sizeof(e2));
+	pthread_mutex_unlock(&o->alock);
+	if (r < 0)
+		snprintf(err, n, "sandbox %s: %s", o->sb->name, e2);
+	return r;
+}
+
+/* ---- one exec per command ---------------------------------------------------------------- */
 
 static const struct bytestream_cbs job_cbs = {job_data, job_closed};
 
@@ -232,6 +417,9 @@ static int wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, const struct time
 
 int dkr_spawn(struct dkr_jobs *o, const struct seer_spawn *req, int *pid, char *err, size_t n)
 {
+	int ar = agent_spawn(o, req, pid, err, n);
+	if (ar != -ENOTSUP)
+		return ar;
 	reap(o);
 	int argc = 0;
 	while (req->argv[argc])
@@ -339,6 +527,22 @@ static void shot_closed(void *ud, int err, const char *why)
 
 int dkr_signal(struct dkr_jobs *o, int pid, int sig, int tree)
 {
+	pthread_mutex_lock(&o->alock);
+	int use = !o->agent_off;
+	pthread_mutex_unlock(&o->alock);
+	if (use) {
+		/* the agent signals the command (or its session and
+		 * descendants), by its pid in the container */
+		struct agent_remote *a = agent_get(o);
+		if (!a)
+			return -ENOTCONN;
+		char e2[300];
+		int r = agent_remote_signal(a, pid, sig, tree, e2, sizeof(e2));
+		agent_put(o);
+		if (r < 0 && r != -ESRCH)
+			sandbox_log(o->sb, "docker: sandbox %s: signal %d to pid %d: %s", o->sb->name, sig, pid, e2);
+		return r < 0 ? r : 1;
+	}
 	static const struct bytestream_cbs cbs = {shot_data, shot_closed};
 	char ssig[16], spid[16];
 	snprintf(ssig, sizeof(ssig), "%d", sig);
@@ -379,16 +583,58 @@ int dkr_signal(struct dkr_jobs *o, int pid, int sig, int tree)
 int dkr_busy(struct dkr_jobs *o)
 {
 	reap(o);
+	pthread_mutex_lock(&o->alock);
+	int busy = o->agent && agent_remote_busy(o->agent);
+	pthread_mutex_unlock(&o->alock);
 	pthread_mutex_lock(&o->mu);
-	int busy = o->jobs != NULL;
+	busy |= o->jobs != NULL;
 	pthread_mutex_unlock(&o->mu);
 	return busy;
+}
+
+void dkr_agent_stop(struct dkr_jobs *o)
+{
+	if (!o)
+		return;
+	pthread_mutex_lock(&o->alock);
+	struct agent_remote *a = o->agent;
+	o->agent = NULL;
+	pthread_mutex_unlock(&o->alock);
+	if (!a)
+		return;
+	pthread_mutex_lock(&o->mu);
+	while (o->users)
+		pthread_cond_wait(&o->cv, &o->mu);
+	pthread_mutex_unlock(&o->mu);
+	/* EOF on its stdin: it kills its commands (their exits come as
+	 * killed by SIGKILL) and ends */
+	agent_remote_close(a);
+}
+
+void dkr_hold(struct dkr_jobs *o)
+{
+	pthread_mutex_lock(&o->mu);
+	o->holds++;
+	pthread_mutex_unlock(&o->mu);
+}
+
+void dkr_unhold(struct dkr_jobs *o)
+{
+	pthread_mutex_lock(&o->mu);
+	if (--o->holds == 0)
+		pthread_cond_broadcast(&o->cv);
+	pthread_mutex_unlock(&o->mu);
 }
 
 void dkr_jobs_free(struct dkr_jobs *o, int wait_ms)
 {
 	if (!o)
 		return;
+	dkr_agent_stop(o);
+	pthread_mutex_lock(&o->mu);
+	while (o->holds)
+		pthread_cond_wait(&o->cv, &o->mu);
+	pthread_mutex_unlock(&o->mu);
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	ts.tv_sec += wait_ms / 1000;
@@ -420,6 +666,7 @@ void dkr_jobs_free(struct dkr_jobs *o, int wait_ms)
 		}
 	}
 	pthread_mutex_destroy(&o->mu);
+	pthread_mutex_destroy(&o->alock);
 	pthread_cond_destroy(&o->cv);
 	free(o);
 }

@@ -439,7 +439,7 @@ void ssh_build_script(struct ssh_sb *s, const struct ssh_entry *e, const struct 
 
 /*
  * In host mode under bubblewrap, with perl on the host, a sandbox's
- * commands go through its agent (core/providers/ssh/ssh_agent.c): one exec channel and
+ * commands go through its agent (core/lib/agent_remote.c): one exec channel and
  * one bubblewrap for all of them, started by the first command and again
  * after the link or the agent ended. Pids are then the sandbox's own, and
  * signals go through the agent. As on the local provider, a process a
@@ -469,11 +469,43 @@ static void agent_fileops_drain(struct ssh_sb *s)
 	pthread_mutex_unlock(&s->lock);
 }
 
+/* The agent's stream: an exec channel on c that runs sh_lines, which end
+ * in "exec ... bwrap ... -- /usr/bin/perl - ARGS" (the sandbox as its
+ * commands see it), after a line with the pid of that shell (the
+ * bubblewrap's, which a snapshot stops). */
+struct agent_chan {
+	struct ssh_conn *c;
+	const char *sh_lines;
+};
+
+static int agent_chan_open(void *arg, const struct bytestream_cbs *cbs, void *ud, struct bytestream **out, char *err,
+			   size_t n)
+{
+	const struct agent_chan *ac = arg;
+	struct sbuf sh = {0}, cmd = {0};
+	sbuf_printf(&sh, "[ -x /usr/bin/perl ] || { echo 'no /usr/bin/perl on this host' >&2; exit 125; }\n"
+		       "printf '@@seer-pid %%s\\n' \"$$\"\n%s", ac->sh_lines);
+	sbuf_printf(&cmd, "exec /bin/sh -c ");
+	sbuf_shell_quote(&cmd, sh.data);
+	sbuf_free(&sh);
+	int r = bytestream_ssh_open(ac->c, "exec", cmd.data, cbs, ud, out, err, n);
+	sbuf_free(&cmd);
+	return r;
+}
+
+static int open_agent(struct ssh_conn *c, const char *sh_lines, int timeout_ms, agent_remote_exit_fn on_exit,
+		      struct ssh_sb *s, struct agent_remote **out, char *err, size_t n)
+{
+	struct agent_chan ac = {c, sh_lines};
+	return agent_remote_open(agent_chan_open, &ac, c, SIGHUP, "disconnected (the SSH connection or the sandbox's agent ended)",
+				 timeout_ms, on_exit, s, out, err, n);
+}
+
 /* The running agent on the current link, started if need be: 0 with the
  * agent in *out and agent_lock held (so that no stop frees it meanwhile:
  * the caller unlocks); -ENOTSUP where commands go without it; else
  * -errno. */
-int agent_acquire(struct sandbox *sb, struct ssh_sb *s, struct ssh_agent **out, char *err, size_t n)
+int agent_acquire(struct sandbox *sb, struct ssh_sb *s, struct agent_remote **out, char *err, size_t n)
 {
 	const struct ssh_entry *e = entry_of(sb);
 	struct ssh_conn *c;
@@ -497,9 +529,9 @@ int agent_acquire(struct sandbox *sb, struct ssh_sb *s, struct ssh_agent **out, 
 		pthread_mutex_unlock(&s->agent_lock);
 		return -ENOTSUP;
 	}
-	if (s->agent && !ssh_agent_alive(s->agent, c)) {
+	if (s->agent && !agent_remote_alive(s->agent, c)) {
 		agent_fileops_drain(s);
-		ssh_agent_close(s->agent);   /* the link or the agent ended */
+		agent_remote_close(s->agent);   /* the link or the agent ended */
 		s->agent = NULL;
 	}
 	r = 0;
@@ -509,19 +541,19 @@ int agent_acquire(struct sandbox *sb, struct ssh_sb *s, struct ssh_agent **out, 
 		/* perl reads the agent from its stdin; its arguments are
 		 * prctl's number on this machine (PR_SET_DUMPABLE) and those
 		 * of its file operations' system calls (ssh_fileop). */
-		sbuf_printf(&cmd, "/usr/bin/perl - %d %s", s->prctl_nr, s->fileop_nrs[0] ? s->fileop_nrs : "-");
+		sbuf_printf(&cmd, "/usr/bin/perl - %s", s->agent_args);
 		ssh_bwrap_command(s, "/", s->network, 1, "", cmd.data, &sh);
 		int warned = s->agent_warned;
 		pthread_mutex_unlock(&s->lock);
 		sbuf_free(&cmd);
 		char e2[SSH_ERRMSG_LEN + 400] = "";
-		r = ssh_agent_open(c, sh.data, e->timeout_ms, agent_exit, s, &s->agent, e2, sizeof(e2));
+		r = open_agent(c, sh.data, e->timeout_ms, agent_exit, s, &s->agent, e2, sizeof(e2));
 		sbuf_free(&sh);
-		if (r == 0 && ssh_agent_warning(s->agent)[0] && !warned) {
+		if (r == 0 && agent_remote_warning(s->agent)[0] && !warned) {
 			pthread_mutex_lock(&s->lock);
 			s->agent_warned = 1;
 			pthread_mutex_unlock(&s->lock);
-			sandbox_log(sb, "sandbox %s: its agent on %s: %s", sb->name, e->host, ssh_agent_warning(s->agent));
+			sandbox_log(sb, "sandbox %s: its agent on %s: %s", sb->name, e->host, agent_remote_warning(s->agent));
 		}
 		if (r < 0 && ssh_conn_alive(c)) {
 			/* The host cannot run it: every command gets a bubblewrap
@@ -535,7 +567,7 @@ int agent_acquire(struct sandbox *sb, struct ssh_sb *s, struct ssh_agent **out, 
 				 r == -ENOTCONN ? " (disconnected; seerfs reconnects in the background: try again)" : "");
 		} else {
 			sandbox_log(sb, "sandbox %s: commands start through its agent on %s (bubblewrap pid %d there)",
-				    sb->name, e->host, ssh_agent_host_pid(s->agent));
+				    sb->name, e->host, agent_remote_host_pid(s->agent));
 		}
 	}
 	if (r == 0)
@@ -566,7 +598,7 @@ static void fagent_exit(void *ud, int pid, int status, const char *why)
  * change (default_permissions). 0 with it in *out and agent_lock held (the caller
  * unlocks); -ENOTSUP where it cannot run (a login that is not root: bwrap
  * refuses --cap-add then). */
-int fagent_acquire(struct sandbox *sb, struct ssh_sb *s, struct ssh_agent **out)
+int fagent_acquire(struct sandbox *sb, struct ssh_sb *s, struct agent_remote **out)
 {
 	const struct ssh_entry *e = entry_of(sb);
 	struct ssh_conn *c;
@@ -582,21 +614,21 @@ int fagent_acquire(struct sandbox *sb, struct ssh_sb *s, struct ssh_agent **out)
 		pthread_mutex_unlock(&s->agent_lock);
 		return -ENOTSUP;
 	}
-	if (s->fagent && !ssh_agent_alive(s->fagent, c)) {
+	if (s->fagent && !agent_remote_alive(s->fagent, c)) {
 		agent_fileops_drain(s);
-		ssh_agent_close(s->fagent);
+		agent_remote_close(s->fagent);
 		s->fagent = NULL;
 	}
 	r = 0;
 	if (!s->fagent) {
 		struct sbuf sh = {0}, cmd = {0};
 		pthread_mutex_lock(&s->lock);
-		sbuf_printf(&cmd, "/usr/bin/perl - %d %s files", s->prctl_nr, s->fileop_nrs[0] ? s->fileop_nrs : "-");
+		sbuf_printf(&cmd, "/usr/bin/perl - %s files", s->agent_args);
 		ssh_bwrap_command(s, "/", 0, 0, " --cap-add CAP_CHOWN --cap-add CAP_FOWNER --cap-add CAP_FSETID", cmd.data, &sh);
 		pthread_mutex_unlock(&s->lock);
 		sbuf_free(&cmd);
 		char e2[SSH_ERRMSG_LEN + 400] = "";
-		r = ssh_agent_open(c, sh.data, e->timeout_ms, fagent_exit, s, &s->fagent, e2, sizeof(e2));
+		r = open_agent(c, sh.data, e->timeout_ms, fagent_exit, s, &s->fagent, e2, sizeof(e2));
 		sbuf_free(&sh);
 		if (r < 0 && ssh_conn_alive(c)) {
 			s->fagent_off = 1;
@@ -605,7 +637,7 @@ int fagent_acquire(struct sandbox *sb, struct ssh_sb *s, struct ssh_agent **out)
 			r = -ENOTSUP;
 		} else if (r == 0) {
 			sandbox_log(sb, "sandbox %s: root/ gives files to the sandbox's other owners on %s through an agent with CAP_CHOWN, CAP_FOWNER and CAP_FSETID alone (bubblewrap pid %d there)",
-				    sb->name, e->host, ssh_agent_host_pid(s->fagent));
+				    sb->name, e->host, agent_remote_host_pid(s->fagent));
 		}
 	}
 	if (r == 0)
@@ -619,15 +651,15 @@ int fagent_acquire(struct sandbox *sb, struct ssh_sb *s, struct ssh_agent **out)
 void agent_stop(struct ssh_sb *s)
 {
 	pthread_mutex_lock(&s->agent_lock);
-	struct ssh_agent *a = s->agent, *fa = s->fagent;
+	struct agent_remote *a = s->agent, *fa = s->fagent;
 	s->agent = NULL;
 	s->fagent = NULL;
 	s->agent_off = 0;   /* a new start tries again */
 	s->fagent_off = 0;
 	pthread_mutex_unlock(&s->agent_lock);
 	agent_fileops_drain(s);
-	ssh_agent_close(a);
-	ssh_agent_close(fa);
+	agent_remote_close(a);
+	agent_remote_close(fa);
 }
 
 /* A command over a channel of its own: in w the fixed wrapper the channel

@@ -174,7 +174,7 @@ static void snap_pids(struct ssh_sb *s, char *out, size_t n)
 	/* The agent's bubblewrap leads the group that holds the agent and,
 	 * as descendants, every process its commands started. */
 	pthread_mutex_lock(&s->agent_lock);
-	int apid = s->agent ? ssh_agent_host_pid(s->agent) : 0;
+	int apid = s->agent ? agent_remote_host_pid(s->agent) : 0;
 	if (apid > 1 && k + 16 < n)
 		k += (size_t)snprintf(out + k, n - k, "%s%d", k ? " " : "", apid);
 	pthread_mutex_unlock(&s->agent_lock);

@@ -8,7 +8,7 @@
  * link.c (the shared connection and its reconnect thread), run.c (a
  * command: its script, bubblewrap, wait status, the agent's glue),
  * confined.c (root/'s own sftp-server), snap.c (snapshots), entry.c (its
- * providers-file entries), ssh_agent.c (the resident agent), ssh_models.c
+ * providers-file entries), ssh_models.c
  * (models on the host), upload.c (local files copied in).
  *
  * Modes (entry.h): "host" makes each sandbox a directory WORKDIR/NAME on
@@ -22,7 +22,7 @@
  * WORKDIR/NAME over the connection's "sftp" subsystem.
  *
  * Commands: in host mode under bubblewrap, all of a sandbox's commands go
- * over one channel to its resident agent (core/providers/ssh/ssh_agent.c, agent_* here),
+ * over one channel to its resident agent (core/lib/agent_remote.c, agent_* here),
  * which forks each inside one bubblewrap. Otherwise (or with "exec":
  * "channel" in the entry):
  * one command = one exec channel. The channel runs a tiny fixed wrapper
@@ -239,17 +239,8 @@ int ssh_start(struct sandbox *sb, const struct seer_config *cfg, const struct se
 	snprintf(s->iso, sizeof(s->iso), "%s", bwrap ? hp->iso_dir : "");
 	snprintf(s->machine, sizeof(s->machine), "%s", hp->machine);
 	s->pid1 = hp->pid1;
-	s->prctl_nr = bwrap ? seer_syscall_nr(hp->machine, "prctl") : -1;
-	/* The agent's file operations for root/ (ssh_agent.pl: fileop). */
-	s->fileop_nrs[0] = '\0';
-	static const char *const fileop_calls[] = {"openat", "statx", "fchownat", "mknodat", "utimensat",
-						   "utimensat_time64", "ftruncate", "fchdir", "fchmodat", NULL};
-	for (int i = 0; bwrap && fileop_calls[i]; i++) {
-		int nr = seer_syscall_nr(hp->machine, fileop_calls[i]);
-		size_t l = strlen(s->fileop_nrs);
-		if (nr >= 0)
-			snprintf(s->fileop_nrs + l, sizeof(s->fileop_nrs) - l, "%s%s=%d", l ? "," : "", fileop_calls[i], nr);
-	}
+	/* prctl's number and those of the agent's file operations there */
+	agent_remote_args(bwrap ? hp->machine : NULL, s->agent_args, sizeof(s->agent_args));
 	s->network = cfg->network;
 	s->gpu = cfg->gpu != NULL;
 	s->running = 1;
@@ -282,11 +273,11 @@ static int ssh_spawn(struct sandbox *sb, const struct seer_spawn *req, int *pid,
 		snprintf(err, n, "sandbox %s: not started on %s", sb->name, e->host);
 		return -ENOTCONN;
 	}
-	struct ssh_agent *a;
+	struct agent_remote *a;
 	int r = agent_acquire(sb, s, &a, err, n);
 	if (r == 0) {
 		char e2[SSH_ERRMSG_LEN];
-		r = ssh_agent_spawn(a, req, pid, e2, sizeof(e2));
+		r = agent_remote_spawn(a, req, pid, e2, sizeof(e2));
 		pthread_mutex_unlock(&s->agent_lock);
 		if (r < 0)
 			snprintf(err, n, "sandbox %s: on %s: %s%s", sb->name, e->host, e2,
@@ -372,7 +363,7 @@ int ssh_signal(struct sandbox *sb, int pid, int sig, int tree)
 	if (s->agent) {
 		/* The sandbox's own pid: its agent signals it (the command
 		 * itself, or its session and descendants as one tree). */
-		int r = ssh_agent_signal(s->agent, pid, sig, tree, err, sizeof(err));
+		int r = agent_remote_signal(s->agent, pid, sig, tree, err, sizeof(err));
 		pthread_mutex_unlock(&s->agent_lock);
 		if (r < 0 && r != -ESRCH)
 			sandbox_log(sb, "sandbox %s: signal %d to pid %d: %s", sb->name, sig, pid, err);
@@ -529,7 +520,7 @@ static int ssh_fileop(struct sandbox *sb, const void *req, size_t len, char *rep
 	pthread_mutex_unlock(&s->lock);
 	if (!running)
 		return -ENOTCONN;
-	struct ssh_agent *a;
+	struct agent_remote *a;
 	char err[SSH_ERRMSG_LEN + 400];
 	/* chown and chmod the kernel allowed (a root seerfs: the caller is root,
 	 * or -o allow_other's default_permissions checked it): the owners'
@@ -546,7 +537,7 @@ static int ssh_fileop(struct sandbox *sb, const void *req, size_t len, char *rep
 	s->fileops++;
 	pthread_mutex_unlock(&s->lock);
 	pthread_mutex_unlock(&s->agent_lock);
-	r = ssh_agent_fileop(a, req, len, reply, cap, rlen);
+	r = agent_remote_fileop(a, req, len, reply, cap, rlen);
 	pthread_mutex_lock(&s->lock);
 	if (--s->fileops == 0)
 		pthread_cond_broadcast(&s->fileop_cv);
@@ -563,7 +554,7 @@ static int ssh_busy(struct sandbox *sb)
 		busy |= !j->done;
 	pthread_mutex_unlock(&s->lock);
 	pthread_mutex_lock(&s->agent_lock);
-	busy |= s->agent && ssh_agent_busy(s->agent);
+	busy |= s->agent && agent_remote_busy(s->agent);
 	pthread_mutex_unlock(&s->agent_lock);
 	return busy;
 }

@@ -17,7 +17,7 @@
 #include "core/lib/sshconn.h"
 #include "core/lib/sshexec.h"
 #include "core/providers/ssh/ssh_models.h"
-#include "core/providers/ssh/ssh_agent.h"
+#include "core/lib/agent_remote.h"
 #include "core/providers/ssh/upload.h"
 
 #include <errno.h>
@@ -115,9 +115,8 @@ struct ssh_sb {
 	char iso[2048];              /* with it: WORKDIR/ISO_DIR on the host (filter, empty mask files) */
 	char machine[64];            /* the host's `uname -m` */
 	int pid1;                    /* its bwrap takes --as-pid-1 */
-	int prctl_nr;                /* prctl's number there, for the agent's PR_SET_DUMPABLE (or -1) */
+	char agent_args[300];        /* the agent's arguments there (agent_remote_args): prctl's and its file operations' system call numbers */
 	int agent_warned;            /* the agent's warning was logged */
-	char fileop_nrs[256];        /* "openat=257,statx=332,...": the agent's file operations' system calls there */
 	int network;
 	int gpu;
 	int running;
@@ -133,10 +132,10 @@ struct ssh_sb {
 	pthread_mutex_t sftp_lock;   /* one start at a time (lock order: sftp_lock, lock) */
 	/* The resident agent that starts commands (agent_*). */
 	pthread_mutex_t agent_lock;  /* agent and agent_off (lock order: agent_lock, lock) */
-	struct ssh_agent *agent;     /* or NULL */
+	struct agent_remote *agent;     /* or NULL */
 	int agent_off;               /* it cannot run there: one bubblewrap per command */
 	int fileops;                 /* root/'s file operations on agent or fagent in flight (under lock) */
-	struct ssh_agent *fagent;    /* root/'s owners' agent (fagent_acquire), or NULL; under agent_lock */
+	struct agent_remote *fagent;    /* root/'s owners' agent (fagent_acquire), or NULL; under agent_lock */
 	int fagent_off;              /* it cannot run there: chown to another owner is EPERM */
 	pthread_cond_t fileop_cv;    /* fileops dropped to 0 */
 };
@@ -162,9 +161,9 @@ int ssh_signal_number(const char *name);
 int ssh_workdir_abs(struct sftp_client *cli, const struct ssh_entry *e, char *out, size_t n);
 
 /* run.c */
-int agent_acquire(struct sandbox *sb, struct ssh_sb *s, struct ssh_agent **out, char *err, size_t n);
+int agent_acquire(struct sandbox *sb, struct ssh_sb *s, struct agent_remote **out, char *err, size_t n);
 void agent_stop(struct ssh_sb *s);
-int fagent_acquire(struct sandbox *sb, struct ssh_sb *s, struct ssh_agent **out);
+int fagent_acquire(struct sandbox *sb, struct ssh_sb *s, struct agent_remote **out);
 void ssh_build_script(struct ssh_sb *s, const struct ssh_entry *e, const struct seer_spawn *req,
 			 const char *sigmark, struct sbuf *b);
 void ssh_bwrap_command(struct ssh_sb *s, const char *cwd, int network, int pid1, const char *extra, const char *cmd,

@@ -1,30 +1,35 @@
 /*
- * ssh_agent.c - the commands of a sandbox on an SSH host, through its
- * resident agent.
+ * agent_remote.c - the commands of a remote sandbox, through its resident
+ * agent (core/lib/agent_remote.pl), over one byte stream (bytestream.h).
  *
- * A command over its own exec channel costs sshd a session, the remote
- * user's login shell, and bubblewrap a new sandbox: about 20 ms before the
- * command runs. Instead, each sandbox in host mode under bubblewrap runs
- * one agent (core/providers/ssh/ssh_agent.pl) inside one bubblewrap, over one exec
- * channel that stays open, and every command is a few frames on that
- * channel and a fork there. The frames are listed in ssh_agent.pl.
+ * A command over an exec of its own costs a session there: on an SSH host
+ * sshd's, the remote user's login shell and a new bubblewrap (about 20 ms);
+ * on a remote Docker engine an Engine API exec (about 100 ms). Instead,
+ * each sandbox runs one agent over one stream that stays open (an SSH exec
+ * channel into the sandbox's bubblewrap, bytestream_ssh.c; an Engine API
+ * exec in the container, bytestream_engine.c), and every command is a few
+ * frames on that stream and a fork there. The frames are listed in
+ * agent_remote.pl.
  *
- * Here: one reader thread per agent reads the channel, writes each
- * command's output to its pipes, and reports its end (ssh_agent_exit_fn);
- * one thread per command moves its stdin pipe to the channel, never more
- * than CREDIT bytes ahead of what the agent says it took, so one command
- * that does not read its stdin holds no one else up. Writers take wmu so
- * that frames never interleave, and the channel delivers output to the
- * reader thread alone (ssh_exec_reader_only), so frames arrive in order.
+ * Here: the stream's callbacks only queue what arrives (so a slow command
+ * pipe never stalls the carrier's I/O thread: over SSH, every channel of
+ * the connection), pausing the stream above RX_PAUSE bytes; one reader
+ * thread per agent parses the queue in order, writes each command's output
+ * to its pipes, and reports its end (agent_remote_exit_fn); one thread per
+ * command moves its stdin pipe to the stream, never more than CREDIT bytes
+ * ahead of what the agent says it took, so one command that does not read
+ * its stdin holds no one else up. Writers take wmu so that frames never
+ * interleave.
  *
- * The channel's end is every command's end: killed (SIGKILL) when the
- * sandbox stops, hung up (SIGHUP) when the link or the agent died, as
- * before the agent. The environment travels inside the channel, never on
- * a command line.
+ * The stream's end is every command's end: killed (SIGKILL) when the
+ * sandbox stops, hung up (SIGHUP) when the link or the agent died. The
+ * environment travels inside the stream, never on a command line.
  */
-#include "core/providers/ssh/ssh_agent.h"
+#include "core/lib/agent_remote.h"
 #include "core/lib/bytes.h"
-#include "core/providers/ssh/ssh_agent_pl.h"
+#include "core/lib/agent_remote_pl.h"
+#include "core/lib/seccomp_filter.h"
+#include "core/lib/sshconn.h"   /* ssh_now_ms, ssh_cond_*: monotonic waits */
 #include "core/lib/util.h"
 
 #include <errno.h>
@@ -43,13 +48,14 @@
 #define PID_LINE "@@seer-pid "
 #define FRAME_HDR 9
 #define CREDIT (1u << 20)        /* stdin bytes a command may have in flight */
-#define CLOSE_WAIT_MS 6000       /* how long a stop waits for the channel's end */
+#define CLOSE_WAIT_MS 6000       /* how long a stop waits for the stream's end */
+#define RX_PAUSE (1u << 20)      /* queued stream output above which the stream pauses */
 
 enum { JOB_STARTING, JOB_RUNNING, JOB_DONE };
 
 struct agent_job {
 	struct agent_job *next;
-	struct ssh_agent *a;
+	struct agent_remote *a;
 	uint32_t id;
 	int pid;                     /* from the agent's P frame; 0 until then */
 	int fd_in, fd_out, fd_err;
@@ -71,11 +77,11 @@ struct agent_req {
 	size_t cap, len;
 };
 
-struct ssh_agent {
-	struct ssh_exec *x;
-	struct ssh_conn *conn;
+struct agent_remote {
+	struct bytestream *bs;
+	const void *link;            /* what the caller opened it on (agent_remote_alive) */
 	int timeout_ms;
-	ssh_agent_exit_fn on_exit;
+	agent_remote_exit_fn on_exit;
 	void *ud;
 	pthread_mutex_t mu;          /* everything below */
 	pthread_cond_t cv;
@@ -84,14 +90,20 @@ struct ssh_agent {
 	struct agent_req *reqs;
 	uint32_t next_id;
 	int ready;
-	int dead;                    /* the channel ended */
-	int closing;                 /* ssh_agent_close was called */
+	int eof;                     /* the stream ended (on_closed ran) */
+	int paused;                  /* on_data asked the stream to pause */
+	char eof_why[240];           /* how it ended */
+	struct sbuf rx;              /* stdout not yet taken by the reader */
+	int dead;                    /* the stream ended and the reader took all of it */
+	int closing;                 /* agent_remote_close was called */
 	int64_t close_deadline;
 	pthread_t reader;
 	int reader_started;
 	struct sbuf in;              /* channel output not yet parsed */
 	struct sbuf err;             /* the end of its stderr, for messages */
 	int host_pid;
+	int lost_sig;                /* a command's end when the stream died: killed by it, */
+	char lost_why[160];          /* for this reason */
 	char warn[256];              /* its warning line, or "" */
 };
 
@@ -107,21 +119,20 @@ static long frame_num(const char *d, size_t len)
 
 /* One frame onto the channel. No deadline: a frame cut short would garble
  * every one after it, and the link's own keepalives end a dead link. */
-static int agent_send(struct ssh_agent *a, char type, uint32_t id, const void *data, size_t len)
+static int agent_send(struct agent_remote *a, char type, uint32_t id, const void *data, size_t len)
 {
 	unsigned char h[FRAME_HDR];
 	h[0] = (unsigned char)type;
 	put32(h + 1, id);
 	put32(h + 5, (uint32_t)len);
+	struct iovec v[2] = {{h, sizeof(h)}, {(void *)data, len}};
 	pthread_mutex_lock(&a->wmu);
-	int r = ssh_exec_write(a->x, h, sizeof(h), -1);
-	if (r == 0 && len)
-		r = ssh_exec_write(a->x, data, len, -1);
+	int r = a->bs->ops->writev(a->bs, v, len ? 2 : 1, -1);
 	pthread_mutex_unlock(&a->wmu);
 	return r;
 }
 
-static struct agent_job *find_job(struct ssh_agent *a, uint32_t id)
+static struct agent_job *find_job(struct agent_remote *a, uint32_t id)
 {
 	for (struct agent_job *j = a->jobs; j; j = j->next)
 		if (j->id == id)
@@ -131,7 +142,7 @@ static struct agent_job *find_job(struct ssh_agent *a, uint32_t id)
 
 /* A command's end, on the reader thread: its output pipes close first, so
  * that readers see EOF no later than the exit. */
-static void job_end(struct ssh_agent *a, struct agent_job *j, int status, const char *why)
+static void job_end(struct agent_remote *a, struct agent_job *j, int status, const char *why)
 {
 	pthread_mutex_lock(&a->mu);
 	int was = j->state;
@@ -152,7 +163,7 @@ static void job_end(struct ssh_agent *a, struct agent_job *j, int status, const 
 		a->on_exit(a->ud, j->pid, status, why);
 }
 
-static void dispatch(struct ssh_agent *a, char type, uint32_t id, const char *d, size_t len)
+static void dispatch(struct agent_remote *a, char type, uint32_t id, const char *d, size_t len)
 {
 	pthread_mutex_lock(&a->mu);
 	if (type == 'R' || type == 'f') {
@@ -215,18 +226,42 @@ static void dispatch(struct ssh_agent *a, char type, uint32_t id, const char *d,
 		write_all(fd, d, len);
 }
 
-/* Channel output: text up to the ready line, then frames. */
-static void agent_output(void *ud, int stream, const void *data, size_t len)
+/* Stream output, on the carrier's thread: queued for the reader. */
+static int on_data(void *ud, int stream, const char *data, size_t len)
 {
-	struct ssh_agent *a = ud;
-	if (stream == SSH_EXEC_STDERR) {
+	struct agent_remote *a = ud;
+	int pause = 0;
+	pthread_mutex_lock(&a->mu);
+	if (stream == 1) {
 		sbuf_append(&a->err, data, len);
 		if (a->err.len > 4096) {
 			memmove(a->err.data, a->err.data + a->err.len - 2048, 2048);
 			a->err.len = 2048;
 		}
-		return;
+	} else {
+		sbuf_append(&a->rx, data, len);
+		pause = a->rx.len >= RX_PAUSE;
+		a->paused |= pause;
+		pthread_cond_broadcast(&a->cv);
 	}
+	pthread_mutex_unlock(&a->mu);
+	return pause;
+}
+
+static void on_closed(void *ud, int err, const char *why)
+{
+	struct agent_remote *a = ud;
+	pthread_mutex_lock(&a->mu);
+	a->eof = 1;
+	snprintf(a->eof_why, sizeof(a->eof_why), "%s%s", err < 0 ? "" : "the agent ended", why ? why : "");
+	pthread_cond_broadcast(&a->cv);
+	pthread_mutex_unlock(&a->mu);
+}
+
+/* Stream output, on the reader thread: text up to the ready line, then
+ * frames. */
+static void agent_output(struct agent_remote *a, const void *data, size_t len)
+{
 	sbuf_append(&a->in, data, len);
 	size_t off = 0;
 	if (!a->ready) {
@@ -270,21 +305,30 @@ consume:
 
 static void *reader_main(void *arg)
 {
-	struct ssh_agent *a = arg;
+	struct agent_remote *a = arg;
+	struct sbuf take = {0};
+	pthread_mutex_lock(&a->mu);
 	for (;;) {
-		int r = ssh_exec_wait_event(a->x, 500);
-		if (r == 0)
-			continue;
-		if (r == -ETIMEDOUT) {
-			pthread_mutex_lock(&a->mu);
-			int give_up = a->closing && ssh_now_ms() > a->close_deadline;
+		if (a->rx.len) {
+			struct sbuf t = a->rx;
+			a->rx = take;
+			take = t;
+			int resume = a->paused;
+			a->paused = 0;
 			pthread_mutex_unlock(&a->mu);
-			if (give_up)
-				break;
+			if (resume && a->bs->ops->resume)
+				a->bs->ops->resume(a->bs);
+			agent_output(a, take.data, take.len);
+			take.len = 0;
+			pthread_mutex_lock(&a->mu);
 			continue;
 		}
-		break;   /* 1: the channel ended; < 0: the link did */
+		if (a->eof || (a->closing && ssh_now_ms() > a->close_deadline))
+			break;
+		ssh_cond_wait_until(&a->cv, &a->mu, ssh_now_ms() + 500);
 	}
+	pthread_mutex_unlock(&a->mu);
+	sbuf_free(&take);
 	pthread_mutex_lock(&a->mu);
 	a->dead = 1;
 	int closing = a->closing;
@@ -301,7 +345,7 @@ static void *reader_main(void *arg)
 		if (closing)
 			job_end(a, j, SIGKILL, "the sandbox stopped");
 		else
-			job_end(a, j, SIGHUP, "disconnected (the SSH connection or the sandbox's agent ended)");
+			job_end(a, j, a->lost_sig, a->lost_why);
 	}
 	return NULL;
 }
@@ -309,7 +353,7 @@ static void *reader_main(void *arg)
 static void *stdin_main(void *arg)
 {
 	struct agent_job *j = arg;
-	struct ssh_agent *a = j->a;
+	struct agent_remote *a = j->a;
 	static const int poll_ms = 200;   /* how soon a pump notices its command's end */
 	char *buf = xcalloc(1, 65536);
 	for (;;) {
@@ -363,7 +407,7 @@ static void job_free(struct agent_job *j)
 
 /* Frees the commands that ended and whose pumps finished (all: every one,
  * after the reader ended them). */
-static void reap(struct ssh_agent *a, int all)
+static void reap(struct agent_remote *a, int all)
 {
 	for (;;) {
 		struct agent_job *j = NULL;
@@ -383,11 +427,12 @@ static void reap(struct ssh_agent *a, int all)
 	}
 }
 
-static void agent_free(struct ssh_agent *a)
+static void agent_free(struct agent_remote *a)
 {
-	if (a->x)
-		ssh_exec_free(a->x);
+	if (a->bs)
+		a->bs->ops->release(a->bs);
 	sbuf_free(&a->in);
+	sbuf_free(&a->rx);
 	sbuf_free(&a->err);
 	pthread_mutex_destroy(&a->mu);
 	pthread_mutex_destroy(&a->wmu);
@@ -395,85 +440,90 @@ static void agent_free(struct ssh_agent *a)
 	free(a);
 }
 
-int ssh_agent_open(struct ssh_conn *c, const char *sh_lines, int timeout_ms, ssh_agent_exit_fn on_exit, void *ud,
-		   struct ssh_agent **out, char *err, size_t n)
+/* The end of the agent's stderr (what it said before it died), into err
+ * after what. */
+static void agent_failed(struct agent_remote *a, int r, char *err, size_t n)
 {
-	struct ssh_agent *a = xcalloc(1, sizeof(*a));
-	a->conn = c;
+	pthread_mutex_lock(&a->mu);
+	size_t l = a->err.len;
+	const char *o = a->err.data ? a->err.data : "";
+	while (l && (o[l - 1] == '\n' || o[l - 1] == ' '))
+		l--;
+	const char *from = l > 300 ? o + l - 300 : o;
+	snprintf(err, n, "%s%s%.*s%s%.200s", strerror(-r), l ? ": " : "", (int)(o + l - from), from,
+		 a->eof && !l && a->eof_why[0] ? ": " : "", a->eof && !l ? a->eof_why : "");
+	pthread_mutex_unlock(&a->mu);
+}
+
+int agent_remote_open(bytestream_open_fn open, void *arg, const void *link, int lost_sig, const char *lost_why, int timeout_ms,
+		      agent_remote_exit_fn on_exit, void *ud, struct agent_remote **out, char *err, size_t n)
+{
+	static const struct bytestream_cbs cbs = {on_data, on_closed};
+	struct agent_remote *a = xcalloc(1, sizeof(*a));
+	a->link = link;
 	a->timeout_ms = timeout_ms;
 	a->on_exit = on_exit;
 	a->ud = ud;
+	a->lost_sig = lost_sig;
+	snprintf(a->lost_why, sizeof(a->lost_why), "%s", lost_why);
 	pthread_mutex_init(&a->mu, NULL);
 	pthread_mutex_init(&a->wmu, NULL);
 	ssh_cond_init(&a->cv);
-	/* The perl text comes on stdin up to __END__, so that no ps shows
-	 * it; its pid line first: the bubblewrap's, which a snapshot stops. */
-	struct sbuf sh = {0}, cmd = {0};
-	sbuf_printf(&sh, "[ -x /usr/bin/perl ] || { echo 'no /usr/bin/perl on this host' >&2; exit 125; }\n"
-		       "printf '%s%%s\\n' \"$$\"\n%s", PID_LINE, sh_lines);
-	sbuf_printf(&cmd, "exec /bin/sh -c ");
-	sbuf_shell_quote(&cmd, sh.data);
-	sbuf_free(&sh);
-	char e2[SSH_ERRMSG_LEN] = "";
-	int r = ssh_exec_start(c, cmd.data, agent_output, a, &a->x, e2, sizeof(e2));
-	sbuf_free(&cmd);
+	char e2[512] = "";
+	int r = open(arg, &cbs, a, &a->bs, e2, sizeof(e2));
 	if (r < 0) {
 		snprintf(err, n, "%s", e2[0] ? e2 : strerror(-r));
-		goto fail;
+		a->bs = NULL;
+		agent_free(a);
+		return r;
 	}
-	static const char end[] = "\n__END__\n";
-	r = ssh_exec_write(a->x, ssh_agent_pl, strlen(ssh_agent_pl), timeout_ms);
-	if (r == 0)
-		r = ssh_exec_write(a->x, end, strlen(end), timeout_ms);
-	int64_t deadline = ssh_now_ms() + timeout_ms;
-	while (r == 0 && !a->ready) {
-		int64_t left = deadline - ssh_now_ms();
-		r = left > 0 ? ssh_exec_wait_event(a->x, (int)left) : -ETIMEDOUT;
-		if (r == 1)
-			r = -EIO;   /* it ended before it was ready */
-	}
-	if (r < 0) {
-		size_t l = a->err.len;
-		const char *o = a->err.data ? a->err.data : "";
-		while (l && (o[l - 1] == '\n' || o[l - 1] == ' '))
-			l--;
-		const char *from = l > 300 ? o + l - 300 : o;
-		snprintf(err, n, "%s%s%.*s", strerror(-r), l ? ": " : "", (int)(o + l - from), from);
-		goto fail;
-	}
-	ssh_exec_reader_only(a->x);
 	if (pthread_create(&a->reader, NULL, reader_main, a) != 0) {
-		r = -EAGAIN;
 		snprintf(err, n, "cannot start a thread for it");
-		goto fail;
+		agent_free(a);
+		return -EAGAIN;
 	}
 	a->reader_started = 1;
+	/* The perl text comes on stdin up to __END__, so that no ps shows it. */
+	static const char end[] = "\n__END__\n";
+	struct iovec v[2] = {{(void *)agent_remote_pl, strlen(agent_remote_pl)}, {(void *)end, strlen(end)}};
+	r = a->bs->ops->writev(a->bs, v, 2, timeout_ms);
+	int64_t deadline = ssh_now_ms() + timeout_ms;
+	pthread_mutex_lock(&a->mu);
+	while (r == 0 && !a->ready) {
+		if (a->dead)
+			r = -EIO;   /* it ended before it was ready */
+		else if (ssh_cond_wait_until(&a->cv, &a->mu, deadline) == ETIMEDOUT && !a->ready)
+			r = -ETIMEDOUT;
+	}
+	pthread_mutex_unlock(&a->mu);
+	if (r < 0) {
+		agent_failed(a, r, err, n);
+		agent_remote_close(a);
+		return r;
+	}
 	*out = a;
 	return 0;
-fail:
-	agent_free(a);
-	return r;
 }
 
-int ssh_agent_host_pid(struct ssh_agent *a)
+int agent_remote_host_pid(struct agent_remote *a)
 {
 	return a->host_pid;   /* set before the ready line, never after */
 }
 
-const char *ssh_agent_warning(struct ssh_agent *a)
+const char *agent_remote_warning(struct agent_remote *a)
 {
 	return a->warn;   /* set before the ready line, never after */
 }
 
-int ssh_agent_alive(struct ssh_agent *a, struct ssh_conn *c)
+int agent_remote_alive(struct agent_remote *a, const void *link)
 {
 	pthread_mutex_lock(&a->mu);
-	int alive = !a->dead && !a->closing && a->conn == c;
+	int alive = !a->dead && !a->eof && !a->closing && a->link == link;
 	pthread_mutex_unlock(&a->mu);
 	return alive;
 }
 
-/* The spec of ssh_agent.pl: cwd, the number of entries, the environment
+/* The spec of agent_remote.pl: cwd, the number of entries, the environment
  * (KEY=VALUE entries only), argv, NUL-separated. */
 static void job_spec(const struct seer_spawn *req, struct sbuf *d)
 {
@@ -495,7 +545,7 @@ static void job_spec(const struct seer_spawn *req, struct sbuf *d)
 	}
 }
 
-int ssh_agent_spawn(struct ssh_agent *a, const struct seer_spawn *req, int *pid, char *err, size_t n)
+int agent_remote_spawn(struct agent_remote *a, const struct seer_spawn *req, int *pid, char *err, size_t n)
 {
 	reap(a, 0);
 	struct agent_job *j = xcalloc(1, sizeof(*j));
@@ -569,7 +619,7 @@ int ssh_agent_spawn(struct ssh_agent *a, const struct seer_spawn *req, int *pid,
 
 /* Sends one request frame and waits for its answer in q (registered under
  * a fresh id first, so the answer cannot come before we wait for it). */
-static int agent_request(struct ssh_agent *a, struct agent_req *q, char type, const void *data, size_t len)
+static int agent_request(struct agent_remote *a, struct agent_req *q, char type, const void *data, size_t len)
 {
 	pthread_mutex_lock(&a->mu);
 	if (a->dead) {
@@ -601,7 +651,7 @@ static int agent_request(struct ssh_agent *a, struct agent_req *q, char type, co
 	return r;
 }
 
-int ssh_agent_fileop(struct ssh_agent *a, const void *req, size_t len, char *reply, size_t cap, size_t *rlen)
+int agent_remote_fileop(struct agent_remote *a, const void *req, size_t len, char *reply, size_t cap, size_t *rlen)
 {
 	struct agent_req q = {.reply = reply, .cap = cap};
 	int r = agent_request(a, &q, 'F', req, len);
@@ -609,7 +659,7 @@ int ssh_agent_fileop(struct ssh_agent *a, const void *req, size_t len, char *rep
 	return r;
 }
 
-int ssh_agent_signal(struct ssh_agent *a, int pid, int sig, int tree, char *err, size_t n)
+int agent_remote_signal(struct agent_remote *a, int pid, int sig, int tree, char *err, size_t n)
 {
 	struct agent_req q = {0};
 	pthread_mutex_lock(&a->mu);
@@ -649,7 +699,7 @@ int ssh_agent_signal(struct ssh_agent *a, int pid, int sig, int tree, char *err,
 	return q.n > 0 ? 0 : -ESRCH;
 }
 
-int ssh_agent_busy(struct ssh_agent *a)
+int agent_remote_busy(struct agent_remote *a)
 {
 	int busy = 0;
 	pthread_mutex_lock(&a->mu);
@@ -659,7 +709,7 @@ int ssh_agent_busy(struct ssh_agent *a)
 	return busy;
 }
 
-void ssh_agent_close(struct ssh_agent *a)
+void agent_remote_close(struct agent_remote *a)
 {
 	if (!a)
 		return;
@@ -668,12 +718,28 @@ void ssh_agent_close(struct ssh_agent *a)
 	a->close_deadline = ssh_now_ms() + CLOSE_WAIT_MS;
 	pthread_mutex_unlock(&a->mu);
 	/* EOF on its stdin: the agent kills the sandbox's processes, exits,
-	 * and the channel ends; the reader then ends every command. */
+	 * and the stream ends; the reader then ends every command. */
 	pthread_mutex_lock(&a->wmu);
-	ssh_exec_close_stdin(a->x);
+	a->bs->ops->send_eof(a->bs);
 	pthread_mutex_unlock(&a->wmu);
 	if (a->reader_started)
 		pthread_join(a->reader, NULL);
 	reap(a, 1);
 	agent_free(a);
+}
+
+void agent_remote_args(const char *machine, char *buf, size_t n)
+{
+	/* The file operations' system calls (agent_remote.pl: fileop). */
+	static const char *const calls[] = {"openat", "statx", "fchownat", "mknodat", "utimensat",
+					    "utimensat_time64", "ftruncate", "fchdir", "fchmodat", NULL};
+	int l = snprintf(buf, n, "%d ", machine ? seer_syscall_nr(machine, "prctl") : -1);
+	size_t start = (size_t)l;
+	for (int i = 0; machine && calls[i] && (size_t)l < n; i++) {
+		int nr = seer_syscall_nr(machine, calls[i]);
+		if (nr >= 0)
+			l += snprintf(buf + l, n - (size_t)l, "%s%s=%d", (size_t)l > start ? "," : "", calls[i], nr);
+	}
+	if ((size_t)l == start && (size_t)l < n)
+		snprintf(buf + l, n - (size_t)l, "-");
 }

@@ -1,10 +1,12 @@
 #seerfs-ssh-agent
-# ssh_agent.pl - the resident agent of one sandbox on an SSH host.
+# agent_remote.pl - the resident agent of one remote sandbox: on an SSH host
+# (the ssh provider) or in a container of a remote Docker engine.
 #
-# core/providers/ssh/ssh_agent.c starts it once per sandbox, inside the sandbox's
-# bubblewrap, over an exec channel that then carries every command of the
-# sandbox: a command costs a fork here instead of a new channel, a login
-# shell and a new bubblewrap (together about 15 ms). Its text comes on its
+# core/lib/agent_remote.c starts it once per sandbox, inside the sandbox's
+# bubblewrap over an SSH exec channel, or in the container over an Engine
+# API exec, and that one stream then carries every command of the sandbox:
+# a command costs a fork here instead of a new channel, a login shell and a
+# new bubblewrap (together about 15 ms), or a new exec (about 100 ms). Its text comes on its
 # stdin, up to __END__, so no ps shows it. It prints one line when it is
 # ready, then speaks in frames on stdin and stdout:
 #
