@@ -303,7 +303,8 @@ if [ $BUILD_OK = 1 ] && [ -e /dev/fuse ] && command -v dockerd >/dev/null; then
 		tests/integration/test_exec.py tests/integration/test_docker.py 2>&1 | tee "$LOGDIR/pytest-docker.log" | tail -40
 	pytest_counts "integration (root, docker)" "$LOGDIR/pytest-docker.log"
 	# The same dockerd as a remote engine (its TLS endpoint, "local": false):
-	# root/ is SFTP in the container, commands are Engine API execs, models
+	# root/ is SFTP in the container, commands go through the perl agent over
+	# one Engine API exec stream (one exec each without perl), models
 	# are volumes (test_docker_remote.py runs only here).
 	note "integration tests on the docker provider, remote engine, as root, build"
 	env SEERFS_BUILD="$REPO/build" SEERFS_TEST_PROVIDER=docker-remote \
