@@ -117,7 +117,7 @@ struct ssh_sb {
 	int pid1;                    /* its bwrap takes --as-pid-1 */
 	int prctl_nr;                /* prctl's number there, for the agent's PR_SET_DUMPABLE (or -1) */
 	int agent_warned;            /* the agent's warning was logged */
-	char fileop_nrs[256];        /* "openat=257,statx=332,...": the agent's file operations' system calls there */
+	char fileop_nrs[512];        /* "openat=257,statx=332,...": the agent's file operations' system calls there */
 	int network;
 	int gpu;
 	int running;
