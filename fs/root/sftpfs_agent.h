@@ -57,7 +57,8 @@ int sftpx_chown(struct sandbox *sb, const char *path, uint32_t uid, uint32_t gid
 int sftpx_pchmod(struct sandbox *sb, const char *path, mode_t mode);
 
 /* A FIFO (mknodat) or a socket (bound at path) with mode's type and bits;
- * device nodes fail EPERM (the agent has no CAP_MKNOD). */
+ * device nodes fail EPERM (the sandbox's agent has no CAP_MKNOD; root's
+ * are made by sftpx_as). */
 int sftpx_mknod(struct sandbox *sb, const char *path, mode_t mode);
 
 /* utimensat(AT_SYMLINK_NOFOLLOW) with ts as the call takes it (UTIME_NOW,

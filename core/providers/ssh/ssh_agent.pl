@@ -24,7 +24,12 @@
 #   MNS [MODE] (the mode first, when given), truncate SIZE; pchown is
 #   chown sent to the owners' agent, pchmod MODE (the name itself, never a
 #   symlink's target) sent there too (a third argument "files": file
-#   operations only, in a bubblewrap of its own with CAP_CHOWN). Owners are
+#   operations only, in a bubblewrap of its own with CAP_CHOWN). There
+#   only, "as UID GID GROUPS OP PATH ARGS" makes a directory operation with
+#   root/'s caller's ids (as_caller, below): mkdir MODE, mknod MODE RDEV
+#   (files, FIFOs, sockets, device nodes), mkfile (a new file, then the
+#   agent's own uid's), symlink TARGET, link NEWPATH, unlink, rmdir, rename
+#   NEWPATH FLAGS; those that make a name answer with its stat. Owners are
 #   the sandbox's ids, 0 to 65535 (EINVAL beyond, as on the local provider). PATH is resolved from "/" one name at a time by
 #   descriptor (openat with O_NOFOLLOW), so no symlink is followed in any
 #   component: a directory the sandbox swaps for a symlink fails the
