@@ -1917,6 +1917,15 @@ static void sftpfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, in
 			if (!x_fallback(r, xr))
 				rc = xr;
 		}
+		/* A file the login may not write and the caller may (its
+		 * owner's; the kernel checked the caller): truncated by the
+		 * owners' agent as the caller (as_caller). */
+		if ((rc == -EACCES || rc == -EPERM) && p) {
+			int64_t sz = (int64_t)attr->st_size;
+			int xr = as_caller(r, req, AS_REFUSED, "truncate", p, NULL, &sz, 1, NULL);
+			if (xr != -ENOTSUP)
+				rc = xr;
+		}
 	}
 	int x_times = 1;
 	if (rc == 0 && (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) && p && use_x(r)) {

@@ -354,6 +354,8 @@ def test_owners_agent_acts_as_the_caller(owners, shared):
     assert (os.lstat(t / "od" / "x").st_uid, os.lstat(t / "od" / "x").st_gid) == (U1, U1)
     assert _as(owners, 0, [], "mkdir", t / "od" / "r", 0o700)[0] == 0
     assert os.lstat(t / "od" / "r").st_uid == 0
+    assert _as(owners, U2, [], "truncate", t / "od" / "f", 1)[0] == errno.EACCES
+    assert _as(owners, U1, [], "truncate", t / "od" / "f", 1)[0] == 0 and os.stat(t / "od" / "f").st_size == 1
     # Groups: the caller's supplementary groups count, and only those.
     assert _as(owners, U2, [], "mkdir", t / "gd" / "y", 0o755)[0] == errno.EACCES
     e, s = _as(owners, U2, [5], "mkdir", t / "gd" / "y", 0o755)

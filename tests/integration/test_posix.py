@@ -852,6 +852,17 @@ def test_other_owners_0755_directory(seerfs_factory):
     got = _try(OTHER, f"unlink:{od}/a", f"rmdir:{od}/b", f"mkdir:{od}/j")
     assert set(got.values()) == {"ok"}, got
     assert os.stat(od / "j").st_uid == OTHER
+    # Its new file, written through the handle its create gave, then
+    # truncated by name (on ssh the login may not write it: the owners'
+    # agent truncates it as the caller).
+    _as_uid(OTHER, "import os, sys\nwith open(sys.argv[1], 'w') as f: f.write('abc')\nos.truncate(sys.argv[1], 123)",
+            od / "k")
+    st = os.stat(od / "k")
+    assert (st.st_uid, st.st_gid, st.st_size, stat.S_IMODE(st.st_mode)) == (OTHER, OTHER, 123, 0o644)
+    assert (od / "k").read_bytes()[:3] == b"abc"
+    out = _as_uid(OTHER2, "import errno, os, sys\ntry:\n    os.truncate(sys.argv[1], 1)\nexcept OSError as e:\n"
+                          "    print(errno.errorcode[e.errno])", od / "k")
+    assert out.strip() == "EACCES" and os.stat(od / "k").st_size == 123
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root: other uids, and a mount with allow_other")

@@ -29,7 +29,8 @@
 #   root/'s caller's ids (as_caller, below): mkdir MODE, mknod MODE RDEV
 #   (files, FIFOs, sockets, device nodes), mkfile (a new file, then the
 #   agent's own uid's), symlink TARGET, link NEWPATH, unlink, rmdir, rename
-#   NEWPATH FLAGS; those that make a name answer with its stat. Owners are
+#   NEWPATH FLAGS, truncate SIZE; those that make a name answer with its
+#   stat. Owners are
 #   the sandbox's ids, 0 to 65535 (EINVAL beyond, as on the local provider). PATH is resolved from "/" one name at a time by
 #   descriptor (openat with O_NOFOLLOW), so no symlink is followed in any
 #   component: a directory the sandbox swaps for a symlink fails the
@@ -353,7 +354,8 @@ sub fop_stat {
 # seerfs) acts with the agent's capabilities. Ids are the sandbox's, 0 to
 # 65535; anything else is EINVAL. Should the agent fail to get its own
 # credentials back, it exits (seerfs starts a new one) rather than act on.
-my %caller_op = map { $_ => 1 } qw(mkdir mknod mkfile symlink link unlink rmdir rename);
+my %caller_op = map { $_ => 1 } qw(mkdir mknod mkfile symlink link unlink rmdir rename truncate);
+my %only_as = map { $_ => 1 } qw(mkdir mkfile symlink link unlink rmdir rename);   # never without "as"
 my ($own_fsuid, $own_fsgid, @own_groups);
 our $acting = 0;   # within as_caller
 my $made_fd;       # mkfile's new file
@@ -423,7 +425,7 @@ sub fileop {
 	# The owners' agent (it holds capabilities) makes owners and modes
 	# by itself, everything else only as a caller (as_caller).
 	return POSIX::ENOSYS() if $files_only && !$acting && $op ne 'pchown' && $op ne 'pchmod' && $op ne 'stat';
-	return POSIX::ENOSYS() if $caller_op{$op} && !$acting && $op ne 'mknod';
+	return POSIX::ENOSYS() if $only_as{$op} && !$acting;
 	my ($fd, $name) = walk($path);
 	return -$fd if $fd < 0;
 	my $r = 0;
