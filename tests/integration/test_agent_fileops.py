@@ -356,6 +356,10 @@ def test_owners_agent_acts_as_the_caller(owners, shared):
     assert os.lstat(t / "od" / "r").st_uid == 0
     assert _as(owners, U2, [], "truncate", t / "od" / "f", 1)[0] == errno.EACCES
     assert _as(owners, U1, [], "truncate", t / "od" / "f", 1)[0] == 0 and os.stat(t / "od" / "f").st_size == 1
+    assert _as(owners, U2, [], "utimens", t / "od" / "f", 0, UTIME_NOW, 0, UTIME_NOW)[0] == errno.EACCES
+    assert _as(owners, U2, [], "utimens", t / "od" / "f", 5, 0, 6, 0)[0] == errno.EPERM
+    assert _as(owners, U1, [], "utimens", t / "od" / "f", 5, 0, 6, 7)[0] == 0
+    assert os.stat(t / "od" / "f").st_mtime_ns == 6_000_000_007
     # Groups: the caller's supplementary groups count, and only those.
     assert _as(owners, U2, [], "mkdir", t / "gd" / "y", 0o755)[0] == errno.EACCES
     e, s = _as(owners, U2, [5], "mkdir", t / "gd" / "y", 0o755)

@@ -863,6 +863,13 @@ def test_other_owners_0755_directory(seerfs_factory):
     out = _as_uid(OTHER2, "import errno, os, sys\ntry:\n    os.truncate(sys.argv[1], 1)\nexcept OSError as e:\n"
                           "    print(errno.errorcode[e.errno])", od / "k")
     assert out.strip() == "EACCES" and os.stat(od / "k").st_size == 123
+    # Times of another's file: root may set them, its owner too (on ssh
+    # the login may not: the owners' agent sets them as the caller).
+    os.utime(od / "k", ns=(5_000_000_123, 6_000_000_456))
+    assert os.stat(od / "k").st_mtime_ns == 6_000_000_456
+    _as_uid(OTHER, "import os, sys; os.utime(sys.argv[1], ns=(7_000_000_000, 8_000_000_789))", od / "k")
+    assert os.stat(od / "k").st_mtime_ns == 8_000_000_789
+    assert run("stat -c %Y od/k").strip() == "8"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root: other uids, and a mount with allow_other")

@@ -29,7 +29,7 @@
 #   root/'s caller's ids (as_caller, below): mkdir MODE, mknod MODE RDEV
 #   (files, FIFOs, sockets, device nodes), mkfile (a new file, then the
 #   agent's own uid's), symlink TARGET, link NEWPATH, unlink, rmdir, rename
-#   NEWPATH FLAGS, truncate SIZE; those that make a name answer with its
+#   NEWPATH FLAGS, truncate SIZE, utimens AS ANS MS MNS; those that make a name answer with its
 #   stat. Owners are
 #   the sandbox's ids, 0 to 65535 (EINVAL beyond, as on the local provider). PATH is resolved from "/" one name at a time by
 #   descriptor (openat with O_NOFOLLOW), so no symlink is followed in any
@@ -354,7 +354,7 @@ sub fop_stat {
 # seerfs) acts with the agent's capabilities. Ids are the sandbox's, 0 to
 # 65535; anything else is EINVAL. Should the agent fail to get its own
 # credentials back, it exits (seerfs starts a new one) rather than act on.
-my %caller_op = map { $_ => 1 } qw(mkdir mknod mkfile symlink link unlink rmdir rename truncate);
+my %caller_op = map { $_ => 1 } qw(mkdir mknod mkfile symlink link unlink rmdir rename truncate utimens);
 my %only_as = map { $_ => 1 } qw(mkdir mkfile symlink link unlink rmdir rename);   # never without "as"
 my ($own_fsuid, $own_fsgid, @own_groups);
 our $acting = 0;   # within as_caller
