@@ -732,7 +732,10 @@ void agent_remote_args(const char *machine, char *buf, size_t n)
 {
 	/* The file operations' system calls (agent_remote.pl: fileop). */
 	static const char *const calls[] = {"openat", "statx", "fchownat", "mknodat", "utimensat",
-					    "utimensat_time64", "ftruncate", "fchdir", "fchmodat", NULL};
+					    "utimensat_time64", "ftruncate", "fchdir", "fchmodat",
+					    /* the owners' agent's operations as root/'s caller */
+					    "mkdirat", "unlinkat", "renameat2", "linkat", "symlinkat",
+					    "setfsuid", "setfsgid", "setgroups", NULL};
 	int l = snprintf(buf, n, "%d ", machine ? seer_syscall_nr(machine, "prctl") : -1);
 	size_t start = (size_t)l;
 	for (int i = 0; machine && calls[i] && (size_t)l < n; i++) {

@@ -38,6 +38,7 @@ int agent_remote_open(bytestream_open_fn open, void *arg, const void *link, int 
  * known, so no prctl and no file operations): prctl's system call number
  * and those of its file operations ("openat=257,statx=332,..."), into buf
  * as "NR CALLS". */
+#define AGENT_ARGS_MAX 640   /* room for them on x86_64 and aarch64 */
 void agent_remote_args(const char *machine, char *buf, size_t n);
 
 /* The pid of a's bubblewrap on the host (0 if unknown): its process group

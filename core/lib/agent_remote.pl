@@ -26,7 +26,13 @@
 #   MNS [MODE] (the mode first, when given), truncate SIZE; pchown is
 #   chown sent to the owners' agent, pchmod MODE (the name itself, never a
 #   symlink's target) sent there too (a third argument "files": file
-#   operations only, in a bubblewrap of its own with CAP_CHOWN). Owners are
+#   operations only, in a bubblewrap of its own with CAP_CHOWN). There
+#   only, "as UID GID GROUPS OP PATH ARGS" makes a directory operation with
+#   root/'s caller's ids (as_caller, below): mkdir MODE, mknod MODE RDEV
+#   (files, FIFOs, sockets, device nodes), mkfile (a new file, then the
+#   agent's own uid's), symlink TARGET, link NEWPATH, unlink, rmdir, rename
+#   NEWPATH FLAGS, truncate SIZE, utimens AS ANS MS MNS; those that make a name answer with its
+#   stat. Owners are
 #   the sandbox's ids, 0 to 65535 (EINVAL beyond, as on the local provider). PATH is resolved from "/" one name at a time by
 #   descriptor (openat with O_NOFOLLOW), so no symlink is followed in any
 #   component: a directory the sandbox swaps for a symlink fails the
@@ -285,7 +291,7 @@ sub frames {
 			frame('R', $id, $n);
 		} elsif ($t eq 'F') {
 			# A mistake in one must never end the agent (and the sandbox).
-			my $r = eval { fileop($d) };
+			my $r = eval { fileop_req($d) };
 			frame('f', $id, defined $r ? $r : POSIX::EIO());
 		}
 	}
@@ -294,7 +300,8 @@ sub frames {
 # ---- file operations for root/ ----------------------------------------------
 use constant {
 	AT_FDCWD => -100, AT_SYMLINK_NOFOLLOW => 0x100, O_PATH_ => 010000000, O_CLOEXEC_ => 02000000,
-	STATX_BASIC => 0x7ff, S_IFIFO_ => 0010000, S_IFSOCK_ => 0140000,
+	STATX_BASIC => 0x7ff, S_IFIFO_ => 0010000, S_IFSOCK_ => 0140000, S_IFREG_ => 0100000,
+	S_IFCHR_ => 0020000, S_IFBLK_ => 0060000, AT_REMOVEDIR => 0x200, AT_EMPTY_PATH => 0x1000,
 };
 
 sub sc { my $n = shift; return defined $n ? syscall($n + 0, @_) : do { $! = POSIX::ENOSYS(); -1 } }
@@ -336,11 +343,91 @@ sub fop_stat {
 	return join("\0", 0, $nlink, $uid, $gid, $mode, $size, $blocks, $as, $ans, $ms, $mns, $cs, $cns, $ino, $rmaj, $rmin);
 }
 
+# ---- operations as root/'s caller (the owners' agent only) -----------------
+# "as UID GID GROUPS OP PATH ARGS...": OP made with the FUSE caller's
+# credentials, as the local provider's kernel would check them: fsuid,
+# fsgid and the supplementary groups (GROUPS: comma-separated) are the
+# caller's for this one operation (its walk included), then the agent's
+# again. A fsuid other than 0 takes CAP_CHOWN, CAP_DAC_OVERRIDE,
+# CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_FSETID and CAP_MKNOD out of the
+# effective set (capabilities(7)), so such a caller gets its own rights and
+# no more: search and write permission, the sticky bit, EACCES and EPERM
+# come from the host's kernel. Only root (uid 0, host root through a root
+# seerfs) acts with the agent's capabilities. Ids are the sandbox's, 0 to
+# 65535; anything else is EINVAL. Should the agent fail to get its own
+# credentials back, it exits (seerfs starts a new one) rather than act on.
+my %caller_op = map { $_ => 1 } qw(mkdir mknod mkfile symlink link unlink rmdir rename truncate utimens);
+my %only_as = map { $_ => 1 } qw(mkdir mkfile symlink link unlink rmdir rename);   # never without "as"
+my ($own_fsuid, $own_fsgid, @own_groups);
+our $acting = 0;   # within as_caller
+my $made_fd;       # mkfile's new file
+sub id_ok { my $v = shift; return defined $v && $v =~ /^\d{1,5}$/ && $v <= 65535 }
+
+sub set_ids {
+	my ($uid, $gid, @g) = @_;
+	my $gl = pack('L*', @g);
+	return -($! + 0) if sc($nr{setgroups32} // $nr{setgroups}, scalar(@g), @g ? $gl : 0) < 0;
+	sc($nr{setfsgid32} // $nr{setfsgid}, $gid + 0);
+	return -POSIX::EPERM() if sc($nr{setfsgid32} // $nr{setfsgid}, -1) != $gid;
+	sc($nr{setfsuid32} // $nr{setfsuid}, $uid + 0);
+	return -POSIX::EPERM() if sc($nr{setfsuid32} // $nr{setfsuid}, -1) != $uid;
+	return 0;
+}
+
+sub as_caller {
+	my ($uid, $gid, $groups, @rest) = @_;
+	return POSIX::ENOSYS() unless $files_only && defined($nr{setfsuid} // $nr{setfsuid32}) && defined($nr{setgroups} // $nr{setgroups32});
+	my @g = grep { length } split /,/, ($groups // ''), -1;
+	return POSIX::EINVAL() if grep { !id_ok($_) } ($uid, $gid, @g);
+	return POSIX::EINVAL() if @g > 1024 || !@rest || !$caller_op{$rest[0]};
+	unless (defined $own_fsuid) {
+		$own_fsuid = sc($nr{setfsuid32} // $nr{setfsuid}, -1);
+		$own_fsgid = sc($nr{setfsgid32} // $nr{setfsgid}, -1);
+		my @l = split ' ', $(;
+		shift @l;
+		my %seen;
+		@own_groups = grep { !$seen{$_}++ } @l;
+	}
+	my $old = umask(0);   # the mode as the kernel gave it to root/ (the caller's umask applied)
+	my $r = set_ids($uid, $gid, @g);
+	if ($r == 0) {
+		local $acting = 1;
+		$r = eval { fileop(@rest) };
+		$r = POSIX::EIO() unless defined $r;
+	} else {
+		$r = -$r;
+	}
+	umask($old);
+	if (set_ids($own_fsuid, $own_fsgid, @own_groups) != 0) {
+		syswrite(STDOUT, $out) if length $out;
+		POSIX::_exit(1);
+	}
+	if (defined $made_fd) {
+		# mkfile: the file this call made (by its descriptor, never
+		# by name) becomes the login's, so that root/'s SFTP server
+		# may open it; root/ then gives it to the caller (pchown).
+		my ($f, $empty) = ($made_fd, '');   # syscall may write a string: not a constant
+		$made_fd = undef;
+		$r = -($! + 0) if sc($nr{fchownat}, $f + 0, $empty, $own_fsuid + 0, -1, AT_EMPTY_PATH) < 0 && $r eq '0';
+		POSIX::close($f);
+	}
+	return $r;
+}
+
+# Where a caller's operation made NAME in directory FD: 0 and its stat.
+sub made { my ($r, $fd, $name) = @_; return $r ? $r : fop_stat($fd, $name) }
+
 # One operation: its reply's text.
+sub fileop_req { my @a = split /\0/, shift, -1; return ($a[0] // '') eq 'as' ? as_caller(@a[1 .. $#a]) : fileop(@a) }
+
 sub fileop {
-	my @a = split /\0/, shift, -1;
+	my @a = @_;
 	my ($op, $path) = (shift @a, shift @a);
 	return POSIX::EINVAL() unless defined $path;
+	# The owners' agent (it holds capabilities) makes owners and modes
+	# by itself, everything else only as a caller (as_caller).
+	return POSIX::ENOSYS() if $files_only && !$acting && $op ne 'pchown' && $op ne 'pchmod' && $op ne 'stat';
+	return POSIX::ENOSYS() if $only_as{$op} && !$acting;
 	my ($fd, $name) = walk($path);
 	return -$fd if $fd < 0;
 	my $r = 0;
@@ -387,12 +474,45 @@ sub fileop {
 				}
 				chdir '/';
 			}
-		} elsif (($mode & 0170000) == S_IFIFO_) {
+		} elsif (($mode & 0170000) == S_IFIFO_ || ($mode & 0170000) == S_IFREG_) {
 			$r = -($! + 0) if sc($nr{mknodat}, $fd + 0, $name, $mode, 0) < 0;
+		} elsif ($acting && (($mode & 0170000) == S_IFCHR_ || ($mode & 0170000) == S_IFBLK_)) {
+			# device nodes: a caller's, with CAP_MKNOD where it is root
+			my $dev = $a[1] // 0;
+			$r = $dev =~ /^\d+$/ && $dev <= 0xffffffff ? (sc($nr{mknodat}, $fd + 0, $name, $mode, $dev + 0) < 0 ? -($! + 0) : 0) : -POSIX::EINVAL();
 		} else {
 			$r = -POSIX::EPERM();   # device nodes: no CAP_MKNOD here
 		}
 		umask($old);
+		$r = made($r, $fd, $name) if $acting;
+	} elsif ($op eq 'mkfile') {
+		# a new, empty file (O_EXCL, never through a symlink), 0600
+		# until root/ gives it its mode
+		my $f = sc($nr{openat}, $fd + 0, $name, Fcntl::O_WRONLY() | Fcntl::O_CREAT() | Fcntl::O_EXCL() | Fcntl::O_NOFOLLOW() | O_CLOEXEC_, 0600);
+		if ($f < 0) {
+			$r = -($! + 0);
+		} else {
+			$made_fd = $f;
+		}
+	} elsif ($op eq 'mkdir') {
+		$r = made(sc($nr{mkdirat}, $fd + 0, $name, ($a[0] // 0) & 07777) < 0 ? -($! + 0) : 0, $fd, $name);
+	} elsif ($op eq 'symlink') {
+		my $t = $a[0] // '';
+		$r = made(sc($nr{symlinkat}, $t, $fd + 0, $name) < 0 ? -($! + 0) : 0, $fd, $name);
+	} elsif ($op eq 'unlink' || $op eq 'rmdir') {
+		$r = -($! + 0) if sc($nr{unlinkat}, $fd + 0, $name, $op eq 'rmdir' ? AT_REMOVEDIR : 0) < 0;
+	} elsif ($op eq 'link' || $op eq 'rename') {
+		# the second path walked as the first, by descriptor from "/"
+		my ($fd2, $name2) = walk($a[0] // '');
+		if ($fd2 < 0) {
+			$r = $fd2;
+		} elsif ($op eq 'link') {
+			$r = made(sc($nr{linkat}, $fd + 0, $name, $fd2 + 0, $name2, 0) < 0 ? -($! + 0) : 0, $fd2, $name2);
+		} else {
+			my $fl = $a[1] // 0;
+			$r = $fl =~ /^\d+$/ ? (sc($nr{renameat2}, $fd + 0, $name, $fd2 + 0, $name2, $fl + 0) < 0 ? -($! + 0) : 0) : -POSIX::EINVAL();
+		}
+		POSIX::close($fd2) if $fd2 >= 0;
 	} elsif ($op eq 'utimens') {
 		if (defined $a[4] && length $a[4]) {
 			# The mode first, on the name itself: an O_PATH descriptor

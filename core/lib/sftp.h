@@ -80,6 +80,7 @@ struct sftp_attrs {
 	int64_t xatime, xmtime, xctime;
 	uint32_t atime_ns, mtime_ns, ctime_ns;
 	uint64_t xsize, blocks;   /* st_blocks, while size is still xsize */
+	uint32_t rdev_major, rdev_minor;   /* a device node's (SFTPX_TIMES) */
 };
 
 struct sftp_dirent {

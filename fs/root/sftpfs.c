@@ -71,6 +71,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
@@ -238,6 +239,7 @@ struct sftpfs {
 	int dead, stop;
 	int x_off;                /* the sandbox's agent cannot make file operations (sftpfs_agent.c) */
 	int own_off;              /* the owners' agent cannot give new entries their creator's owner (own_new) */
+	int as_off;               /* the owners' agent cannot make callers' operations as them (as_caller) */
 	unsigned active;          /* requests using cli right now */
 	struct wjob *jobs, **jtail;
 	size_t qbytes;
@@ -863,6 +865,8 @@ static void to_stat_x(const struct sftp_attrs *a, struct stat *st)
 	}
 	if (a->size == a->xsize)
 		st->st_blocks = (blkcnt_t)a->blocks;
+	if (S_ISCHR(a->perm) || S_ISBLK(a->perm))
+		st->st_rdev = makedev(a->rdev_major, a->rdev_minor);
 }
 
 static void to_stat(const struct sftp_attrs *a, fuse_ino_t ino, struct stat *st)
@@ -1413,6 +1417,57 @@ static void own_new(struct sftpfs *r, fuse_req_t req, struct snode *parent, cons
 	}
 }
 
+/*
+ * Directory operations as their caller (docs/ssh.md: "callers' own ids"):
+ * root/'s SFTP server acts as the login, root without capabilities, which
+ * may neither write in another owner's 0755 directory nor remove another's
+ * entry from a sticky one, nor make device nodes. Under a root seerfs the
+ * owners' agent makes such an operation with the caller's fsuid, fsgid and
+ * groups instead (fs/root/sftpfs_agent.c: sftpx_as), so the host's kernel
+ * checks it as the local provider's does, and a new entry is the caller's
+ * at once. when: AS_FIRST, a caller other than root goes there first (one
+ * round trip, no chown after); AS_ALWAYS, any caller (device nodes);
+ * AS_REFUSED, any caller SFTP refused (a create, which needs SFTP's handle); a
+ * negative errno, what SFTP answered: root goes there once SFTP refused
+ * (EACCES, EPERM), so its own entries keep their single SFTP round trip.
+ * -ENOTSUP where it does not apply (no owners' agent, a seerfs not run by
+ * root, ids beyond the sandbox's 0 to 65535): SFTP then, as before.
+ */
+#define AS_FIRST 0
+#define AS_ALWAYS 1
+#define AS_REFUSED 2 /* any caller, SFTP having refused (EACCES, EPERM) */
+static int as_caller(struct sftpfs *r, fuse_req_t req, int when, const char *op, const char *path, const char *str,
+		     const int64_t *args, int nargs, struct sftp_attrs *a)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	if (!ctx || !own_may(r) || __atomic_load_n(&r->as_off, __ATOMIC_RELAXED))
+		return -ENOTSUP;
+	if (when == AS_FIRST ? ctx->uid == 0
+			     : when < 0 && (ctx->uid != 0 || (when != -EACCES && when != -EPERM)))
+		return -ENOTSUP;
+	if (ctx->uid > 65535 || ctx->gid > 65535)
+		return -ENOTSUP;
+	gid_t all[SFTPX_GROUPS_MAX], g[SFTPX_GROUPS_MAX];
+	int ng = fuse_req_getgroups(req, SFTPX_GROUPS_MAX, all), k = 0;
+	if (ng > SFTPX_GROUPS_MAX)
+		return -ENOTSUP; /* more groups than it takes: SFTP, as before */
+	/* A group beyond the sandbox's ids is left out: fewer rights, never more. */
+	for (int i = 0; i < ng; i++)
+		if (all[i] <= 65535)
+			g[k++] = all[i];
+	struct sftpx_caller c = {.uid = ctx->uid, .gid = ctx->gid, .ngroups = k, .groups = g};
+	int rc = sftpx_as(r->sb, &c, op, path, str, args, nargs, a);
+	if (rc == -ENOTSUP || rc == -ENOSYS) {
+		if (!__atomic_exchange_n(&r->as_off, 1, __ATOMIC_RELAXED) && rc == -ENOSYS)
+			fprintf(stderr,
+				"seerfs: sandbox %s: %s by uid %u: the owners' agent cannot act as root/'s callers (%s); "
+				"their directory operations go over SFTP as the SSH login (docs/ssh.md: owners)\n",
+				r->sb ? r->sb->name : "?", path, ctx->uid, strerror(-rc));
+		return -ENOTSUP;
+	}
+	return rc;
+}
+
 /* Under r->mu: directory n's attributes are not to be answered from what
  * we last saw (its mtime and link count moved with a change in it). */
 static void dir_attrs_stale(struct snode *n)
@@ -1862,6 +1917,15 @@ static void sftpfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, in
 			if (!x_fallback(r, xr))
 				rc = xr;
 		}
+		/* A file the login may not write and the caller may (its
+		 * owner's; the kernel checked the caller): truncated by the
+		 * owners' agent as the caller (as_caller). */
+		if ((rc == -EACCES || rc == -EPERM) && p) {
+			int64_t sz = (int64_t)attr->st_size;
+			int xr = as_caller(r, req, AS_REFUSED, "truncate", p, NULL, &sz, 1, NULL);
+			if (xr != -ENOTSUP)
+				rc = xr;
+		}
 	}
 	int x_times = 1;
 	if (rc == 0 && (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) && p && use_x(r)) {
@@ -1872,6 +1936,15 @@ static void sftpfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, in
 		if (to_set & FUSE_SET_ATTR_MTIME)
 			ts[1] = (to_set & FUSE_SET_ATTR_MTIME_NOW) ? (struct timespec){.tv_nsec = UTIME_NOW} : attr->st_mtim;
 		rc = sftpx_setattr(r->sb, p, 0, 0, ts);
+		/* Times the login may not set and the caller may (its own
+		 * file's, root's, "now" by one who may write it; the kernel
+		 * checked the caller): set by the owners' agent as the caller. */
+		if (rc == -EACCES || rc == -EPERM) {
+			int64_t ta[4] = {(int64_t)ts[0].tv_sec, ts[0].tv_nsec, (int64_t)ts[1].tv_sec, ts[1].tv_nsec};
+			int xr = as_caller(r, req, AS_REFUSED, "utimens", p, NULL, ta, 4, NULL);
+			if (xr != -ENOTSUP)
+				rc = xr;
+		}
 		x_times = x_fallback(r, rc);
 		/* an open file whose name went or moved: by its handle */
 		if (f && (rc == -ENOENT || rc == -ENOTDIR || rc == -ELOOP))
@@ -1964,21 +2037,32 @@ static void sftpfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 		FAIL(rc);
 	struct sftp_attrs a;
 	int lrc;
-	rc = sftp_mkdir_lstat(r->cli, p, mode & 07777, &a, &lrc);
+	int64_t am = mode & 07777;
+	rc = as_caller(r, req, AS_FIRST, "mkdir", p, NULL, &am, 1, &a);
+	int as = rc != -ENOTSUP;
+	if (!as) {
+		rc = sftp_mkdir_lstat(r->cli, p, mode & 07777, &a, &lrc);
+		/* The server says FAILURE for most things; what is in the way
+		 * tells EEXIST apart, statvfs the rest (refine_failure). */
+		if ((rc == -EEXIST || rc == -ENOTEMPTY || rc == -EIO) && lrc == 0)
+			rc = -EEXIST;
+		else if (rc < 0)
+			rc = refine_failure(r, p, NULL, 1, 1, rc);
+		else
+			rc = lrc;
+		int xr = rc < 0 ? as_caller(r, req, rc, "mkdir", p, NULL, &am, 1, &a) : -ENOTSUP;
+		if (xr != -ENOTSUP) {
+			rc = xr;
+			as = 1;
+		}
+	}
 	dir_added(r, n, name);
-	/* The server says FAILURE for most things; what is in the way tells
-	 * EEXIST apart, statvfs the rest (refine_failure). */
-	if ((rc == -EEXIST || rc == -ENOTEMPTY || rc == -EIO) && lrc == 0)
-		rc = -EEXIST;
-	else if (rc < 0)
-		rc = refine_failure(r, p, NULL, 1, 1, rc);
-	else
-		rc = lrc;
 	/* A directory made in a setgid one is setgid too (the server's
-	 * kernel made it so): kept, as the kernel keeps it. */
-	if (rc == 0)
+	 * kernel made it so): kept, as the kernel keeps it. The owners'
+	 * agent made it with the caller's ids and the exact mode. */
+	if (rc == 0 && !as)
 		fix_perm(r, p, NULL, &a, (mode & 01777) | (a.perm & S_ISGID));
-	if (rc == 0)
+	if (rc == 0 && !as)
 		own_new(r, req, n, p, &a);
 	if (rc == 0 && cur_timeout(r) > 0) {
 		pthread_mutex_lock(&r->mu);
@@ -2006,15 +2090,56 @@ static void sftpfs_mknod_x(fuse_req_t req, struct sftpfs *r, struct snode *n, co
 	char *p = node_path(n, name, &rc);
 	if (!p)
 		FAIL(rc);
-	rc = sftpx_mknod(r->sb, p, mode);
-	if (x_fallback(r, rc))
-		rc = -EPERM;
-	dir_added(r, n, name);
 	struct sftp_attrs a;
-	if (rc == 0)
+	int64_t args[2] = {(int64_t)mode, 0};
+	rc = as_caller(r, req, AS_FIRST, "mknod", p, NULL, args, 2, &a);
+	int as = rc != -ENOTSUP;
+	if (!as) {
+		rc = sftpx_mknod(r->sb, p, mode);
+		if (x_fallback(r, rc))
+			rc = -EPERM;
+		int xr = rc < 0 ? as_caller(r, req, rc, "mknod", p, NULL, args, 2, &a) : -ENOTSUP;
+		if (xr != -ENOTSUP) {
+			rc = xr;
+			as = 1;
+		}
+	}
+	dir_added(r, n, name);
+	if (rc == 0 && !as)
 		rc = x_lstat(r, p, &a);
-	if (rc == 0)
+	if (rc == 0 && !as)
 		own_new(r, req, n, p, &a);
+	struct fuse_entry_param e;
+	if (rc == 0)
+		rc = make_entry(r, p, &a, &e);
+	free(p);
+	if (rc < 0)
+		FAIL(rc);
+	op_exit(r);
+	if (fuse_reply_entry(req, &e) < 0)
+		forget_entry(r, e.ino);
+}
+
+/* A device node: as on the local provider, only root (host root through a
+ * root seerfs) may make one; here by the owners' agent as root, with
+ * CAP_MKNOD (as_caller). EPERM for anyone else, and without that agent.
+ * Ends the op begun in sftpfs_mknod. */
+static void sftpfs_mknod_dev(fuse_req_t req, struct sftpfs *r, struct snode *n, const char *name, mode_t mode,
+			     dev_t rdev)
+{
+	int rc;
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	if (!ctx || ctx->uid != 0 || rdev > UINT32_MAX)
+		FAIL(-EPERM);
+	char *p = node_path(n, name, &rc);
+	if (!p)
+		FAIL(rc);
+	struct sftp_attrs a;
+	int64_t args[2] = {(int64_t)mode, (int64_t)rdev};
+	rc = as_caller(r, req, AS_ALWAYS, "mknod", p, NULL, args, 2, &a);
+	if (rc == -ENOTSUP)
+		rc = -EPERM; /* SFTP carries no device nodes */
+	dir_added(r, n, name);
 	struct fuse_entry_param e;
 	if (rc == 0)
 		rc = make_entry(r, p, &a, &e);
@@ -2028,29 +2153,42 @@ static void sftpfs_mknod_x(fuse_req_t req, struct sftpfs *r, struct snode *n, co
 
 static void sftpfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
-	(void)rdev;
 	BEGIN_CHANGE(parent);
 	if (S_ISFIFO(mode) || S_ISSOCK(mode)) {
 		sftpfs_mknod_x(req, r, n, name, mode);
 		return;
 	}
+	if (S_ISCHR(mode) || S_ISBLK(mode)) {
+		sftpfs_mknod_dev(req, r, n, name, mode, rdev);
+		return;
+	}
 	if (!S_ISREG(mode))
-		FAIL(-EPERM); /* SFTP carries no device nodes; the agent has no CAP_MKNOD */
+		FAIL(-EINVAL);
 	char *p = node_path(n, name, &rc);
 	if (!p)
 		FAIL(rc);
 	struct sftp_attrs a = {.flags = SFTP_ATTR_PERMISSIONS, .perm = mode & 07777};
 	struct sftp_handle *h = NULL;
-	rc = sftp_open(r->cli, p, SFTP_WRITE | SFTP_CREAT | SFTP_EXCL, &a, &h);
+	int64_t args[2] = {(int64_t)mode, 0};
+	rc = as_caller(r, req, AS_FIRST, "mknod", p, NULL, args, 2, &a);
+	int as = rc != -ENOTSUP;
+	if (!as) {
+		rc = sftp_open(r->cli, p, SFTP_WRITE | SFTP_CREAT | SFTP_EXCL, &a, &h);
+		rc = refine_failure(r, p, NULL, 1, 1, rc);
+		int xr = rc < 0 ? as_caller(r, req, rc, "mknod", p, NULL, args, 2, &a) : -ENOTSUP;
+		if (xr != -ENOTSUP) {
+			rc = xr;
+			as = 1;
+		}
+	}
 	dir_added(r, n, name);
-	rc = refine_failure(r, p, NULL, 1, 1, rc);
-	if (rc == 0) {
+	if (rc == 0 && !as) {
 		rc = sftp_fstat(r->cli, h, &a);
 		if (rc == 0)
 			fix_perm(r, p, h, &a, mode);
 		sftp_close(r->cli, h);
 	}
-	if (rc == 0)
+	if (rc == 0 && !as)
 		own_new(r, req, n, p, &a);
 	struct fuse_entry_param e;
 	if (rc == 0)
@@ -2068,6 +2206,8 @@ static void orphan_path(struct sftpfs *r, const char *p)
 {
 	pthread_mutex_lock(&r->mu);
 	struct snode *m = tab_find(r, p);
+	if (m && m->lpeer)
+		m->lpeer->a_valid = 0; /* its link count and ctime moved */
 	if (m && m->lpeer && !m->cf && !m->pending) {
 		/* The other name of a file we linked is its only one again
 		 * (git: link the temporary object to its name, unlink the
@@ -2087,15 +2227,21 @@ static void sftpfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	char *p = node_path(n, name, &rc);
 	if (!p)
 		FAIL(rc);
-	rc = sftp_remove(r->cli, p);
-	dir_changed(r, n, NULL);
-	if (rc == -EIO) {
-		/* FAILURE: most likely a directory */
-		struct sftp_attrs a;
-		if (sftp_lstat(r->cli, p, &a) == 0 && S_ISDIR(a.perm))
-			rc = -EISDIR;
+	rc = as_caller(r, req, AS_FIRST, "unlink", p, NULL, NULL, 0, NULL);
+	if (rc == -ENOTSUP) {
+		rc = sftp_remove(r->cli, p);
+		if (rc == -EIO) {
+			/* FAILURE: most likely a directory */
+			struct sftp_attrs a;
+			if (sftp_lstat(r->cli, p, &a) == 0 && S_ISDIR(a.perm))
+				rc = -EISDIR;
+		}
+		rc = refine_failure(r, p, NULL, 1, 0, rc);
+		int xr = rc < 0 ? as_caller(r, req, rc, "unlink", p, NULL, NULL, 0, NULL) : -ENOTSUP;
+		if (xr != -ENOTSUP)
+			rc = xr;
 	}
-	rc = refine_failure(r, p, NULL, 1, 0, rc);
+	dir_changed(r, n, NULL);
 	if (rc == 0) {
 		/* One name fewer: an open file whose last name went has 0
 		 * links (fstat of it; unlink/14 of pjdfstest). */
@@ -2119,18 +2265,24 @@ static void sftpfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	char *p = node_path(n, name, &rc);
 	if (!p)
 		FAIL(rc);
-	rc = sftp_rmdir(r->cli, p);
+	rc = as_caller(r, req, AS_FIRST, "rmdir", p, NULL, NULL, 0, NULL);
+	if (rc == -ENOTSUP) {
+		rc = sftp_rmdir(r->cli, p);
+		if (rc == -ENOTEMPTY) {
+			struct sftp_attrs a;
+			int s = sftp_lstat(r->cli, p, &a);
+			if (s == 0 && !S_ISDIR(a.perm))
+				rc = -ENOTDIR;
+		}
+		rc = refine_failure(r, p, NULL, 1, 0, rc);
+		int xr = rc < 0 ? as_caller(r, req, rc, "rmdir", p, NULL, NULL, 0, NULL) : -ENOTSUP;
+		if (xr != -ENOTSUP)
+			rc = xr;
+	}
 	dir_changed(r, n, NULL);
 	pthread_mutex_lock(&r->mu);
 	lc_drop_prefix(r, p);
 	pthread_mutex_unlock(&r->mu);
-	if (rc == -ENOTEMPTY) {
-		struct sftp_attrs a;
-		int s = sftp_lstat(r->cli, p, &a);
-		if (s == 0 && !S_ISDIR(a.perm))
-			rc = -ENOTDIR;
-	}
-	rc = refine_failure(r, p, NULL, 1, 0, rc);
 	if (rc == 0)
 		orphan_path(r, p);
 	free(p);
@@ -2146,15 +2298,24 @@ static void sftpfs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, 
 		FAIL(rc);
 	struct sftp_attrs a;
 	int lrc;
-	rc = sftp_symlink_lstat(r->cli, link, p, &a, &lrc);
+	rc = as_caller(r, req, AS_FIRST, "symlink", p, link, NULL, 0, &a);
+	int as = rc != -ENOTSUP;
+	if (!as) {
+		rc = sftp_symlink_lstat(r->cli, link, p, &a, &lrc);
+		if (rc < 0 && rc != -ENOENT && rc != -EACCES && lrc == 0)
+			rc = -EEXIST;
+		else if (rc < 0)
+			rc = refine_failure(r, p, NULL, 1, 1, rc);
+		else
+			rc = lrc;
+		int xr = rc < 0 ? as_caller(r, req, rc, "symlink", p, link, NULL, 0, &a) : -ENOTSUP;
+		if (xr != -ENOTSUP) {
+			rc = xr;
+			as = 1;
+		}
+	}
 	dir_added(r, n, name);
-	if (rc < 0 && rc != -ENOENT && rc != -EACCES && lrc == 0)
-		rc = -EEXIST;
-	else if (rc < 0)
-		rc = refine_failure(r, p, NULL, 1, 1, rc);
-	else
-		rc = lrc;
-	if (rc == 0)
+	if (rc == 0 && !as)
 		own_new(r, req, n, p, &a);
 	struct fuse_entry_param e;
 	if (rc == 0)
@@ -2178,14 +2339,24 @@ static void sftpfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, co
 		FAIL(rc);
 	}
 	struct sftp_attrs a;
-	int lrc;
-	rc = sftp_hardlink_lstat(r->cli, op, p, &a, &lrc);
+	int lrc = 0;
+	rc = as_caller(r, req, AS_FIRST, "link", op, p, NULL, 0, &a);
+	int as = rc != -ENOTSUP;
+	if (!as) {
+		rc = sftp_hardlink_lstat(r->cli, op, p, &a, &lrc);
+		rc = refine_failure(r, p, NULL, 1, 1, rc);
+		int xr = rc < 0 ? as_caller(r, req, rc, "link", op, p, NULL, 0, &a) : -ENOTSUP;
+		if (xr != -ENOTSUP) {
+			rc = xr;
+			lrc = 0;
+			as = 1;
+		}
+	}
 	dir_added(r, np, newname);
-	rc = refine_failure(r, p, NULL, 1, 1, rc);
 	dir_changed(r, NULL, op); /* the link count in its listing */
 	if (rc == 0)
 		rc = lrc;
-	if (rc == 0 && use_x(r)) {
+	if (rc == 0 && use_x(r) && !as) {
 		struct sftp_attrs xa;   /* its link count */
 		if (x_lstat(r, p, &xa) == 0)
 			a = xa;
@@ -2338,7 +2509,11 @@ static void sftpfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, f
 		FAIL(rc);
 	}
 	/* Writes still queued target a handle, not the path: no drain needed. */
-	if (flags & RENAME_NOREPLACE) {
+	int64_t fl = flags;
+	int xr = as_caller(r, req, AS_FIRST, "rename", from, to, &fl, 1, NULL);
+	if (xr != -ENOTSUP) {
+		rc = xr;
+	} else if (flags & RENAME_NOREPLACE) {
 		rc = sftp_rename(r->cli, from, to);
 		if (rc == -EEXIST) {
 			struct sftp_attrs a;
@@ -2362,9 +2537,14 @@ static void sftpfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, f
 			}
 		}
 	}
+	if (xr == -ENOTSUP) {
+		rc = refine_failure(r, from, NULL, 1, 0, rc);
+		xr = rc < 0 ? as_caller(r, req, rc, "rename", from, to, &fl, 1, NULL) : -ENOTSUP;
+		if (xr != -ENOTSUP)
+			rc = xr;
+	}
 	dir_changed(r, n, NULL);
 	dir_added(r, node_of(newparent), newname);
-	rc = refine_failure(r, from, NULL, 1, 0, rc);
 	if (rc == 0) {
 		pthread_mutex_lock(&r->mu);
 		rename_nodes(r, from, to);
@@ -2475,6 +2655,21 @@ static void sftpfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, m
 		rc = -EEXIST;
 	else
 		rc = refine_failure(r, p, NULL, 1, 1, rc);
+	if ((rc == -EACCES || rc == -EPERM) && !h) {
+		/* Refused to the SFTP server (the login, root without
+		 * capabilities) in another owner's directory: the file made by
+		 * the owners' agent as the caller (the host's kernel checks
+		 * the caller), given to the login so that the server opens
+		 * it, then given its mode and its caller's owner as above. */
+		int xr = as_caller(r, req, AS_REFUSED, "mkfile", p, NULL, NULL, 0, NULL);
+		if (xr == 0) {
+			made = 1;
+			rc = sftp_open_lstat(r->cli, p, open_flags(r, fi->flags), &a, &h, &a);
+			rc = refine_failure(r, p, NULL, 1, 0, rc);
+		} else if (xr != -ENOTSUP && !(xr == -EEXIST && !(fi->flags & O_EXCL))) {
+			rc = xr;
+		}
+	}
 	/* The lstat went by path: a symlink there (created without O_EXCL
 	 * over an existing link) is not the file the handle opened. */
 	if (rc == 0 && !S_ISREG(a.perm))

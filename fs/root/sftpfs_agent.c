@@ -78,14 +78,9 @@ static int64_t num(const char *s)
 	return strtoll(s, NULL, 10);
 }
 
-int sftpx_lstat(struct sandbox *sb, const char *path, struct sftp_attrs *a)
+/* A stat answer's fields into a. */
+static int stat_fields(char **f, int nf, struct sftp_attrs *a)
 {
-	char reply[512];
-	char *f[SFTPX_FIELDS];
-	int nf = 0;
-	int rc = call(sb, "stat", path, NULL, 0, reply, sizeof(reply), f, &nf);
-	if (rc < 0)
-		return rc;
 	if (nf < 13)
 		return -EIO;
 	/* nlink uid gid mode size blocks atime ans mtime mns ctime cns ino ... */
@@ -106,7 +101,72 @@ int sftpx_lstat(struct sandbox *sb, const char *path, struct sftp_attrs *a)
 	a->ctime_ns = (uint32_t)num(f[11]);
 	a->atime = (uint32_t)a->xatime;
 	a->mtime = (uint32_t)a->xmtime;
+	if (nf >= 15 && (S_ISCHR(a->perm) || S_ISBLK(a->perm))) {
+		a->rdev_major = (uint32_t)num(f[13]);
+		a->rdev_minor = (uint32_t)num(f[14]);
+	}
 	return 0;
+}
+
+int sftpx_lstat(struct sandbox *sb, const char *path, struct sftp_attrs *a)
+{
+	char reply[512];
+	char *f[SFTPX_FIELDS];
+	int nf = 0;
+	int rc = call(sb, "stat", path, NULL, 0, reply, sizeof(reply), f, &nf);
+	if (rc < 0)
+		return rc;
+	return stat_fields(f, nf, a);
+}
+
+int sftpx_as(struct sandbox *sb, const struct sftpx_caller *c, const char *op, const char *path, const char *str,
+	     const int64_t *args, int nargs, struct sftp_attrs *a)
+{
+	if (!sftpx_can(sb))
+		return -ENOTSUP;
+	size_t pl = strlen(path), sl = str ? strlen(str) : 0;
+	if (pl > PATH_MAX_SFTPX || sl > PATH_MAX_SFTPX)
+		return -ENAMETOOLONG;
+	if (c->ngroups < 0 || c->ngroups > SFTPX_GROUPS_MAX)
+		return -EINVAL;
+	size_t cap = 64 + (size_t)c->ngroups * 12 + strlen(op) + pl + sl + (size_t)nargs * 24;
+	char *req = malloc(cap);
+	if (!req)
+		return -ENOMEM;
+	size_t n = (size_t)snprintf(req, cap, "as%c%u%c%u%c", '\0', c->uid, '\0', c->gid, '\0');
+	for (int i = 0; i < c->ngroups; i++)
+		n += (size_t)snprintf(req + n, cap - n, "%s%u", i ? "," : "", (unsigned)c->groups[i]);
+	n += (size_t)snprintf(req + n, cap - n, "%c%s%c", '\0', op, '\0');
+	memcpy(req + n, path, pl);
+	n += pl;
+	if (str) {
+		req[n++] = '\0';
+		memcpy(req + n, str, sl);
+		n += sl;
+	}
+	for (int i = 0; i < nargs; i++)
+		n += (size_t)snprintf(req + n, cap - n, "%c%" PRId64, '\0', args[i]);
+	char reply[512];
+	size_t rl = 0;
+	int rc = sb->prov->fileop(sb, req, n, reply, sizeof(reply) - 1, &rl);
+	free(req);
+	if (rc < 0)
+		return rc;
+	reply[rl] = '\0';
+	char *f[SFTPX_FIELDS];
+	int k = 0;
+	char *p = reply, *end = reply + rl;
+	long e = strtol(p, NULL, 10);
+	p += strlen(p) + 1;
+	while (p < end && k < SFTPX_FIELDS) {
+		f[k++] = p;
+		p += strlen(p) + 1;
+	}
+	if (e < 0 || e > 4095)
+		return -EIO;
+	if (e)
+		return -(int)e;
+	return a ? stat_fields(f, k, a) : 0;
 }
 
 int sftpx_chown(struct sandbox *sb, const char *path, uint32_t uid, uint32_t gid, int root)

@@ -28,6 +28,25 @@ int sftpx_can(struct sandbox *sb);
 /* lstat of path: every field of a, the x ones (struct sftp_attrs) set. */
 int sftpx_lstat(struct sandbox *sb, const char *path, struct sftp_attrs *a);
 
+/* Who asked root/ for an operation (the FUSE request's context). */
+#define SFTPX_GROUPS_MAX 1024
+struct sftpx_caller {
+	uint32_t uid, gid;
+	int ngroups;
+	const gid_t *groups;   /* supplementary groups */
+};
+
+/* op on path made with c's credentials (fsuid, fsgid, groups) by the
+ * provider's owners' agent, so that the host's kernel checks it as the
+ * local provider's would (search and write permission, sticky
+ * directories). op: "mkdir" MODE, "mknod" MODE RDEV, "symlink" (str: the
+ * target), "link" (str: the new name's path), "unlink", "rmdir", "rename"
+ * FLAGS (str: the new path). For those that make a name, a (if not NULL)
+ * gets its attributes. -ENOTSUP where no owners' agent runs (root/ then
+ * stays on SFTP), -EINVAL for ids beyond the sandbox's (0 to 65535). */
+int sftpx_as(struct sandbox *sb, const struct sftpx_caller *c, const char *op, const char *path, const char *str,
+	     const int64_t *args, int nargs, struct sftp_attrs *a);
+
 /* fchownat(AT_SYMLINK_NOFOLLOW); (uint32_t)-1 leaves an id as it is. With
  * root (the caller is root), by the provider's owners' agent, which may give
  * a file to any of the sandbox's ids (0 to 65535, EINVAL beyond). */
@@ -38,7 +57,8 @@ int sftpx_chown(struct sandbox *sb, const char *path, uint32_t uid, uint32_t gid
 int sftpx_pchmod(struct sandbox *sb, const char *path, mode_t mode);
 
 /* A FIFO (mknodat) or a socket (bound at path) with mode's type and bits;
- * device nodes fail EPERM (the agent has no CAP_MKNOD). */
+ * device nodes fail EPERM (the sandbox's agent has no CAP_MKNOD; root's
+ * are made by sftpx_as). */
 int sftpx_mknod(struct sandbox *sb, const char *path, mode_t mode);
 
 /* utimensat(AT_SYMLINK_NOFOLLOW) with ts as the call takes it (UTIME_NOW,

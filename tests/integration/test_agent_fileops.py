@@ -25,7 +25,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 AGENT = REPO / "core" / "lib" / "agent_remote.pl"
-CALLS = ["openat", "statx", "fchownat", "mknodat", "utimensat", "utimensat_time64", "ftruncate", "fchdir", "fchmodat"]
+CALLS = ["openat", "statx", "fchownat", "mknodat", "utimensat", "utimensat_time64", "ftruncate", "fchdir", "fchmodat",
+         "mkdirat", "unlinkat", "renameat2", "linkat", "symlinkat", "setfsuid", "setfsgid", "setgroups"]
 UTIME_NOW = (1 << 30) - 1
 UTIME_OMIT = (1 << 30) - 2
 
@@ -55,8 +56,9 @@ class Agent:
     """The real agent text, started as seerfs starts it (perl -, the text on
     stdin up to __END__), speaking frames on its stdin and stdout."""
 
-    def __init__(self, numbers=None):
-        self.p = subprocess.Popen(["/usr/bin/perl", "-", "-1", numbers if numbers is not None else NUMBERS],
+    def __init__(self, numbers=None, files=False):
+        self.p = subprocess.Popen(["/usr/bin/perl", "-", "-1", numbers if numbers is not None else NUMBERS]
+                                  + (["files"] if files else []),
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.p.stdin.write(AGENT.read_bytes() + b"\n__END__\n")
         self.p.stdin.flush()
@@ -287,3 +289,180 @@ def test_without_system_call_numbers(tree):
         assert not os.path.lexists(inside / "p")
     finally:
         a.close()
+
+
+# ---- the owners' agent: operations as root/'s caller ---------------------------
+
+U1, U2 = 1234, 1235   # two of the sandbox's uids (and gids) other than root
+
+
+@pytest.fixture
+def shared():
+    """A tree other uids may reach (pytest's tmp_path is root's 0700):
+    st/ root's and sticky, od/ U1's with mode 0755, gd/ 0770 of group 5,
+    each with a file of its owner's."""
+    import shutil
+    import tempfile
+    top = Path(tempfile.mkdtemp(prefix="seerfs-as-", dir="/tmp"))
+    top.chmod(0o755)
+    (top / "st").mkdir()
+    (top / "st").chmod(0o1777)
+    (top / "st" / "rootf").write_text("r")
+    (top / "od").mkdir()
+    (top / "od" / "f").write_text("u1")
+    os.chown(top / "od" / "f", U1, U1)
+    os.chown(top / "od", U1, U1)
+    (top / "gd").mkdir()
+    os.chown(top / "gd", 0, 5)
+    (top / "gd").chmod(0o770)
+    yield top
+    shutil.rmtree(top)
+
+
+@pytest.fixture
+def owners():
+    a = Agent(files=True)
+    yield a
+    a.close()
+
+
+def _as(a, uid, groups, *op):
+    return a.op("as", uid, uid, ",".join(map(str, groups)), *op)
+
+
+def _fs_ids(pid):
+    """(fsuid, fsgid, groups) of a process, from /proc."""
+    st = {l.split(":")[0]: l.split(":")[1].split() for l in Path(f"/proc/{pid}/status").read_text().splitlines()}
+    return int(st["Uid"][3]), int(st["Gid"][3]), st["Groups"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the agent takes other uids' ids (CAP_SETUID, CAP_SETGID)")
+def test_owners_agent_acts_as_the_caller(owners, shared):
+    """Directory operations sent "as" a caller are the caller's: the host's
+    kernel checks its search and write permission, its groups and the
+    sticky bit, and what it makes is its own; root may all of it. After
+    each the agent has its own ids back."""
+    before = _fs_ids(owners.p.pid)
+    t = shared
+    # Another owner's 0755 directory: EACCES; its owner and root may.
+    assert _as(owners, U2, [], "mkdir", t / "od" / "x", 0o755)[0] == errno.EACCES
+    assert _as(owners, U2, [], "mkfile", t / "od" / "x")[0] == errno.EACCES
+    assert _as(owners, U2, [], "unlink", t / "od" / "f")[0] == errno.EACCES
+    assert _as(owners, U2, [], "symlink", t / "od" / "x", "t")[0] == errno.EACCES
+    e, s = _as(owners, U1, [], "mkdir", t / "od" / "x", 0o2750)
+    assert e == 0 and (int(s[1]), int(s[2]), int(s[3])) == (U1, U1, stat.S_IFDIR | 0o750)
+    assert (os.lstat(t / "od" / "x").st_uid, os.lstat(t / "od" / "x").st_gid) == (U1, U1)
+    assert _as(owners, 0, [], "mkdir", t / "od" / "r", 0o700)[0] == 0
+    assert os.lstat(t / "od" / "r").st_uid == 0
+    assert _as(owners, U2, [], "truncate", t / "od" / "f", 1)[0] == errno.EACCES
+    assert _as(owners, U1, [], "truncate", t / "od" / "f", 1)[0] == 0 and os.stat(t / "od" / "f").st_size == 1
+    assert _as(owners, U2, [], "utimens", t / "od" / "f", 0, UTIME_NOW, 0, UTIME_NOW)[0] == errno.EACCES
+    assert _as(owners, U2, [], "utimens", t / "od" / "f", 5, 0, 6, 0)[0] == errno.EPERM
+    assert _as(owners, U1, [], "utimens", t / "od" / "f", 5, 0, 6, 7)[0] == 0
+    assert os.stat(t / "od" / "f").st_mtime_ns == 6_000_000_007
+    # Groups: the caller's supplementary groups count, and only those.
+    assert _as(owners, U2, [], "mkdir", t / "gd" / "y", 0o755)[0] == errno.EACCES
+    e, s = _as(owners, U2, [5], "mkdir", t / "gd" / "y", 0o755)
+    assert e == 0 and int(s[1]) == U2
+    # The sticky directory: only one's own entries, or all for its owner.
+    assert _as(owners, U1, [], "mknod", t / "st" / "mine", stat.S_IFREG | 0o644, 0)[0] == 0
+    assert _as(owners, U2, [], "unlink", t / "st" / "rootf")[0] == errno.EPERM
+    assert _as(owners, U2, [], "rename", t / "st" / "rootf", t / "st" / "z", 0)[0] == errno.EPERM
+    assert _as(owners, U2, [], "unlink", t / "st" / "mine")[0] == errno.EPERM
+    assert _as(owners, U1, [], "rename", t / "st" / "mine", t / "st" / "mine2", 0)[0] == 0
+    assert _as(owners, U1, [], "link", t / "st" / "mine2", t / "st" / "hard")[0] == 0
+    assert _as(owners, U1, [], "unlink", t / "st" / "hard")[0] == 0
+    assert _as(owners, 0, [], "rename", t / "st" / "mine2", t / "st" / "rootf", 1)[0] == errno.EEXIST
+    assert _as(owners, 0, [], "unlink", t / "st" / "mine2")[0] == 0
+    # Device nodes: root's (CAP_MKNOD), nobody else's.
+    assert _as(owners, U1, [], "mknod", t / "od" / "null", stat.S_IFCHR | 0o600, os.makedev(1, 3))[0] == errno.EPERM
+    e, s = _as(owners, 0, [], "mknod", t / "st" / "null", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    assert e == 0 and os.lstat(t / "st" / "null").st_rdev == os.makedev(1, 3) and (int(s[13]), int(s[14])) == (1, 3)
+    # mkfile: the caller's new file, given to the agent's own uid to open.
+    assert _as(owners, U1, [], "mkfile", t / "od" / "nf")[0] == 0
+    st = os.lstat(t / "od" / "nf")
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (os.geteuid(), U1, 0o600)
+    assert _as(owners, U1, [], "mkfile", t / "od" / "nf")[0] == errno.EEXIST
+    # Ids beyond the sandbox's, nesting, other operations: refused.
+    assert _as(owners, 65536, [], "mkdir", t / "st" / "q", 0o755)[0] == errno.EINVAL
+    assert _as(owners, U1, [70000], "mkdir", t / "st" / "q", 0o755)[0] == errno.EINVAL
+    assert owners.op("as", U1, "x", "", "mkdir", t / "st" / "q", 0o755)[0] == errno.EINVAL
+    assert _as(owners, U1, [], "as", 0, 0, "", "mkdir", t / "st" / "q")[0] == errno.EINVAL
+    assert _as(owners, U1, [], "pchown", t / "st" / "rootf", U1, U1)[0] == errno.EINVAL
+    assert owners.op("mkdir", t / "st" / "q", 0o755)[0] == errno.ENOSYS
+    assert owners.op("unlink", t / "st" / "rootf")[0] == errno.ENOSYS
+    assert not os.path.lexists(t / "st" / "q")
+    assert _fs_ids(owners.p.pid) == before
+
+
+def test_sandbox_agent_never_acts_as_a_caller(agent, tree):
+    """The sandbox's own agent (no "files": it runs the sandbox's commands)
+    takes no "as" request and no directory operation."""
+    inside, _ = tree
+    assert agent.op("as", 0, 0, "", "mkdir", inside / "q", 0o755)[0] == errno.ENOSYS
+    assert agent.op("mkdir", inside / "q", 0o755)[0] == errno.ENOSYS
+    assert agent.op("unlink", inside / "d" / "f")[0] == errno.ENOSYS
+    assert not os.path.lexists(inside / "q") and os.path.exists(inside / "d" / "f")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the agent takes other uids' ids (CAP_SETUID, CAP_SETGID)")
+def test_callers_operations_never_follow_symlinks(owners, shared, tmp_path):
+    """A symlink on the path of a caller's operation, planted or swapped in
+    for a directory mid-operation (RENAME_EXCHANGE in a loop), is never
+    walked through: the host directory it points to, writable by all,
+    never changes, as root or as another uid."""
+    host = Path(str(shared) + ".host")
+    host.mkdir()
+    try:
+        host.chmod(0o777)
+        (host / "f").write_text("HOST\n")
+        os.chmod(host / "f", 0o666)
+        before = host_state(host)
+        d = shared / "st" / "d"
+        d.mkdir()
+        d.chmod(0o777)
+        (d / "f").write_text("IN")
+        (shared / "st" / "sw").symlink_to(host)
+        for uid in (0, U1):
+            for args in (("mkdir", shared / "st" / "sw" / "x", 0o777), ("mkfile", shared / "st" / "sw" / "x"),
+                         ("mknod", shared / "st" / "sw" / "p", stat.S_IFIFO | 0o666, 0),
+                         ("symlink", shared / "st" / "sw" / "s", "t"), ("unlink", shared / "st" / "sw" / "f"),
+                         ("rename", shared / "st" / "sw" / "f", d / "g", 0),
+                         ("rename", d / "f", shared / "st" / "sw" / "g", 0),
+                         ("link", d / "f", shared / "st" / "sw" / "h"), ("rmdir", shared / "st" / "sw" / "x")):
+                assert _as(owners, uid, [], *args)[0] in (errno.ENOTDIR, errno.ELOOP), (uid, args)
+        assert host_state(host) == before
+        libc = ctypes.CDLL(None, use_errno=True)
+        stop = time.time() + 2.0
+        swaps = [0]
+
+        def swapper():
+            a, b = str(d).encode(), str(shared / "st" / "sw").encode()
+            while time.time() < stop:
+                if libc.renameat2(-100, a, -100, b, 2) == 0:
+                    swaps[0] += 1
+
+        t = threading.Thread(target=swapper)
+        t.start()
+        seen = set()
+        n = 0
+        try:
+            while time.time() < stop:
+                uid = (0, U1)[n % 2]
+                for name in ("d", "sw"):
+                    base = shared / "st" / name
+                    for args in (("mkdir", base / f"m{n}", 0o777), ("mkfile", base / f"k{n}"),
+                                 ("symlink", base / f"s{n}", "t"), ("rename", base / f"m{n}", base / f"n{n}", 0),
+                                 ("link", base / f"k{n}", base / f"l{n}"), ("unlink", base / "f"),
+                                 ("rmdir", base / f"n{n}")):
+                        seen.add(_as(owners, uid, [], *args)[0])
+                    n += 1
+        finally:
+            t.join()
+        assert swaps[0] > 10
+        assert 0 in seen
+        assert seen <= {0, errno.ENOTDIR, errno.ELOOP, errno.ENOENT, errno.EEXIST}
+        assert host_state(host) == before
+    finally:
+        import shutil
+        shutil.rmtree(host)

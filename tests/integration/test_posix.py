@@ -485,15 +485,19 @@ def test_fifo_and_device_nodes(posix_root, sandbox_run):
     t.join(10)
     assert got == [b"through the fifo"]
     expect_errno(errno.EEXIST, os.mkfifo, p, 0o600)
-    if os.geteuid() == 0 and not HARNESS and LOCAL:
+    if os.geteuid() == 0 and not HARNESS and PROVIDER in ("local", "ssh"):
         # Host root may, as on the host; the sandbox's mounts are nodev
         # (test_owners.py checks that such a node is inert inside). The
-        # harness's passmount has no CAP_MKNOD: EPERM from the kernel.
+        # harness's passmount has no CAP_MKNOD: EPERM from the kernel. On
+        # ssh the owners' agent makes it as root, with CAP_MKNOD.
         os.mknod(posix_root / "null", stat.S_IFCHR | 0o600, os.makedev(1, 3))
         assert os.lstat(posix_root / "null").st_rdev == os.makedev(1, 3)
+        os.mknod(posix_root / "blk", stat.S_IFBLK | 0o640, os.makedev(7, 300))
+        st = os.lstat(posix_root / "blk")
+        assert stat.S_ISBLK(st.st_mode) and st.st_rdev == os.makedev(7, 300) and stat.S_IMODE(st.st_mode) == 0o640
+        assert must(sandbox_run("stat -c '%t:%T %a' blk")).strip() == "7:12c 640"
     else:
-        # On ssh the agent has no CAP_MKNOD (docs/ssh.md), as the sandbox's
-        # own root has none.
+        # docker-remote's SFTP carries no device nodes; not root: EPERM.
         expect_errno(errno.EPERM, os.mknod, posix_root / "null", stat.S_IFCHR | 0o600, os.makedev(1, 3))
     os.mknod(posix_root / "plain", stat.S_IFREG | 0o600)
     assert stat.S_ISREG(os.stat(posix_root / "plain").st_mode)
@@ -733,6 +737,186 @@ for op in ops:
     assert Path(f).read_text() == "HOST\n" and sorted(os.listdir(hd)) == ["f"]
 
 
+OTHER2 = 1235    # a second such uid and gid
+
+
+def _as_uid(uid, code, *args):
+    """Runs python code as uid and gid uid, no supplementary groups; its
+    stdout. The code prints what it wants checked."""
+    def drop():
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+    r = subprocess.run(["/usr/bin/python3", "-c", code, *map(str, args)], preexec_fn=drop,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+# Tries each op (name, path, ...) in argv and prints "name errno-name" each.
+_TRY_OPS = """
+import errno, os, socket, sys
+def run(op, *a):
+    try:
+        if op == 'unlink': os.unlink(a[0])
+        elif op == 'rmdir': os.rmdir(a[0])
+        elif op == 'rename': os.rename(a[0], a[1])
+        elif op == 'create': os.close(os.open(a[0], os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        elif op == 'mkdir': os.mkdir(a[0], 0o755)
+        elif op == 'mkfifo': os.mkfifo(a[0], 0o644)
+        elif op == 'symlink': os.symlink('t', a[0])
+        elif op == 'link': os.link(a[0], a[1])
+        elif op == 'mknod': os.mknod(a[0], 0o600)
+        return 'ok'
+    except OSError as e:
+        return errno.errorcode[e.errno]
+for spec in sys.argv[1:]:
+    print(spec.split(':')[0], run(*spec.split(':')))
+"""
+
+
+def _try(uid, *specs):
+    """{spec: "ok" or the errno's name} for ops tried as uid, in order."""
+    out = _as_uid(uid, _TRY_OPS, *specs)
+    return dict(zip(specs, (line.split()[1] for line in out.splitlines())))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: other uids, and a mount with allow_other")
+@pytest.mark.skipif(HARNESS, reason="needs the seerfs daemon")
+@pytest.mark.skipif(PROVIDER == "docker-remote", reason=REMOTE_OWNERS)
+def test_sticky_directory_other_uids(seerfs_factory):
+    """In a sticky directory a uid may remove or rename only entries it
+    owns, or all of them where it owns the directory: EPERM otherwise, as
+    on ext4 (on ssh the owners' agent makes each such operation with the
+    caller's own ids, so the host's kernel decides as it does locally)."""
+    _, d, run = _shared_mount(seerfs_factory)
+    st = d / "st"                        # root's, sticky, anyone may write
+    os.mkdir(st)
+    os.chmod(st, 0o1777)
+    (st / "rootf").write_text("r")
+    os.mkdir(st / "rootd")
+    _as_uid(OTHER, "import os, sys; d = sys.argv[1]; open(d + '/mine', 'w').close(); os.mkdir(d + '/mined')", st)
+    _as_uid(OTHER2, "import sys; open(sys.argv[1] + '/his', 'w').close()", st)
+    assert (os.stat(st / "mine").st_uid, os.stat(st / "his").st_uid) == (OTHER, OTHER2)
+    got = _try(OTHER, f"unlink:{st}/rootf", f"rename:{st}/rootf:{st}/x", f"rmdir:{st}/rootd",
+               f"rename:{st}/rootd:{st}/y", f"unlink:{st}/his", f"rename:{st}/mine:{st}/his",
+               f"rename:{st}/mine:{st}/mine2", f"rmdir:{st}/mined", f"unlink:{st}/mine2")
+    assert list(got.values()) == ["EPERM"] * 6 + ["ok"] * 3, got
+    assert sorted(os.listdir(st)) == ["his", "rootd", "rootf"]
+    # A sticky directory the caller owns: everyone's entries are its to remove.
+    _as_uid(OTHER, "import os, sys; os.mkdir(sys.argv[1], 0o755); os.chmod(sys.argv[1], 0o1777)", d / "own")
+    (d / "own" / "rootf").write_text("r")
+    _as_uid(OTHER2, "import sys; open(sys.argv[1] + '/his', 'w').close()", d / "own")
+    got = _try(OTHER, f"rename:{d}/own/rootf:{d}/own/r2", f"unlink:{d}/own/his", f"unlink:{d}/own/r2")
+    assert list(got.values()) == ["ok"] * 3, got
+    assert os.listdir(d / "own") == []
+    # What the sandbox sees agrees.
+    assert run("ls st").split() == ["his", "rootd", "rootf"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: other uids, and a mount with allow_other")
+@pytest.mark.skipif(HARNESS, reason="needs the seerfs daemon")
+@pytest.mark.skipif(PROVIDER == "docker-remote", reason=REMOTE_OWNERS)
+def test_other_owners_0755_directory(seerfs_factory):
+    """In a 0755 directory of another owner a uid may make, remove or
+    rename nothing (EACCES); root may do all of it, and its entries are
+    root's (on ssh the SFTP server, root without capabilities, may not:
+    the owners' agent makes them as root)."""
+    _, d, run = _shared_mount(seerfs_factory)
+    od = d / "od"
+    _as_uid(OTHER, "import os, sys; os.mkdir(sys.argv[1], 0o755); open(sys.argv[1] + '/f', 'w').close()", od)
+    assert os.stat(od).st_uid == OTHER
+    specs = [f"create:{od}/a", f"mkdir:{od}/b", f"mkfifo:{od}/c", f"symlink:{od}/e", f"mknod:{od}/g",
+             f"unlink:{od}/f", f"rename:{od}/f:{od}/h", f"link:{od}/f:{od}/i"]
+    got = _try(OTHER2, *specs)
+    # A hard link to another's file: EPERM first (fs.protected_hardlinks).
+    assert list(got.values()) == ["EACCES"] * 7 + ["EPERM"], got
+    assert os.listdir(od) == ["f"]
+    got = _try(0, *specs[:5], f"link:{od}/f:{od}/i", f"rename:{od}/f:{od}/h", f"unlink:{od}/i")
+    assert set(got.values()) == {"ok"}, got
+    assert sorted(os.listdir(od)) == ["a", "b", "c", "e", "g", "h"]
+    for n in ("a", "b", "c", "e", "g"):
+        assert (os.lstat(od / n).st_uid, os.lstat(od / n).st_gid) == (0, 0), n
+    assert os.lstat(od / "h").st_uid == OTHER
+    assert stat.S_ISDIR(os.lstat(od / "b").st_mode) and stat.S_IMODE(os.lstat(od / "b").st_mode) == 0o755
+    assert stat.S_ISFIFO(os.lstat(od / "c").st_mode) and os.readlink(od / "e") == "t"
+    with open(od / "a", "w") as f:        # root's new file, open for writing
+        f.write("x")
+    assert (od / "a").read_text() == "x"
+    assert run("stat -c '%n %u' od/a od/b od/h").split() == ["od/a", "0", "od/b", "0", "od/h", str(OTHER)]
+    # The owner itself may.
+    got = _try(OTHER, f"unlink:{od}/a", f"rmdir:{od}/b", f"mkdir:{od}/j")
+    assert set(got.values()) == {"ok"}, got
+    assert os.stat(od / "j").st_uid == OTHER
+    # Its new file, written through the handle its create gave, then
+    # truncated by name (on ssh the login may not write it: the owners'
+    # agent truncates it as the caller).
+    _as_uid(OTHER, "import os, sys\nwith open(sys.argv[1], 'w') as f: f.write('abc')\nos.truncate(sys.argv[1], 123)",
+            od / "k")
+    st = os.stat(od / "k")
+    assert (st.st_uid, st.st_gid, st.st_size, stat.S_IMODE(st.st_mode)) == (OTHER, OTHER, 123, 0o644)
+    assert (od / "k").read_bytes()[:3] == b"abc"
+    out = _as_uid(OTHER2, "import errno, os, sys\ntry:\n    os.truncate(sys.argv[1], 1)\nexcept OSError as e:\n"
+                          "    print(errno.errorcode[e.errno])", od / "k")
+    assert out.strip() == "EACCES" and os.stat(od / "k").st_size == 123
+    # Times of another's file: root may set them, its owner too (on ssh
+    # the login may not: the owners' agent sets them as the caller).
+    os.utime(od / "k", ns=(5_000_000_123, 6_000_000_456))
+    assert os.stat(od / "k").st_mtime_ns == 6_000_000_456
+    _as_uid(OTHER, "import os, sys; os.utime(sys.argv[1], ns=(7_000_000_000, 8_000_000_789))", od / "k")
+    assert os.stat(od / "k").st_mtime_ns == 8_000_000_789
+    assert run("stat -c %Y od/k").strip() == "8"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: other uids, and a mount with allow_other")
+@pytest.mark.skipif(HARNESS, reason="needs the seerfs daemon")
+@pytest.mark.skipif(PROVIDER == "docker-remote", reason=REMOTE_OWNERS)
+def test_callers_directory_ops_never_follow_a_swapped_symlink(seerfs_factory, host_marker):
+    """While the sandbox swaps directories for symlinks (RENAME_EXCHANGE in
+    a loop), one to another directory it has and one to a host directory,
+    another uid makes, renames, links and removes names beneath them
+    through root/ (on ssh by the owners' agent as that uid, walking by
+    descriptor without following symlinks): the host directory never
+    changes."""
+    _, hd = host_marker
+    before = _host_state(hd)
+    _, d, run = _shared_mount(seerfs_factory)
+    run(f"mkdir -m 777 real outside && ln -s outside sw && ln -s {hd} hw && mkdir -m 777 real2")
+    run("chmod 777 real outside real2")
+    run(py_inside(
+        "import ctypes, time\nlibc = ctypes.CDLL(None, use_errno=True)\nend = time.time() + 3\n"
+        "while time.time() < end:\n    libc.renameat2(-100, b'real', -100, b'sw', 2)\n"
+        "    libc.renameat2(-100, b'real2', -100, b'hw', 2)")
+        + " >/dev/null 2>&1 & sleep 0.1")
+    _as_uid(OTHER, """
+import os, sys, time
+d = sys.argv[1]
+end = time.time() + 2.5
+i = 0
+while time.time() < end:
+    for b in ('sw', 'hw'):
+        base = d + '/' + b
+        for op in (lambda: os.mkdir(base + '/m%d' % i),
+                   lambda: os.mkfifo(base + '/p%d' % i),
+                   lambda: os.symlink('t', base + '/s%d' % i),
+                   lambda: os.rename(base + '/m%d' % i, base + '/n%d' % i),
+                   lambda: os.link(base + '/s%d' % i, base + '/l%d' % i),
+                   lambda: os.unlink(base + '/l%d' % i),
+                   lambda: os.rmdir(base + '/n%d' % i)):
+            try:
+                op()
+            except OSError:
+                pass
+    i += 1
+""", d)
+    time.sleep(0.6)
+    # (A name made while sw was the symlink lands in outside: the kernel
+    # follows a symlink in the caller's own path, on ext4 too.)
+    assert _host_state(hd) == before
+    assert sorted(os.listdir(hd)) == ["f"]
+
+
+@pytest.mark.skipif(PROVIDER == "docker-remote", reason="docker-remote: root/ is SFTP to the container's sftp-server with no agent beside it: SFTP v3 has no ctime (the ssh provider reads it through its agent) (docs/docker.md)")
 def test_ctime(posix_root, sandbox_run):
     """st_ctime is the inode's change time, not the mtime: setting the
     times to the past leaves ctime now, and a chmod moves it."""

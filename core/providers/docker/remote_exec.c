@@ -79,7 +79,7 @@ struct dkr_jobs {
 	pthread_mutex_t alock;
 	struct agent_remote *agent;
 	int users;
-	char agent_args[300];       /* agent_remote_args for the image's machine */
+	char agent_args[AGENT_ARGS_MAX]; /* agent_remote_args for the image's machine */
 	int agent_off;              /* no perl: one exec per command */
 	int holds;                  /* dkr_hold: freeing waits for 0 (under mu) */
 };
@@ -261,8 +261,8 @@ static int agent_stream_open(void *arg, const struct bytestream_cbs *cbs, void *
 			     size_t n)
 {
 	struct dkr_jobs *o = arg;
-	char nr[16], calls[300];
-	if (sscanf(o->agent_args, "%15s %299s", nr, calls) != 2)
+	char nr[16], calls[AGENT_ARGS_MAX];
+	if (sscanf(o->agent_args, "%15s %639s", nr, calls) != 2)
 		snprintf(calls, sizeof(calls), "-");
 	const char *argv[] = {"/bin/sh", "-c",
 			      "command -v perl >/dev/null 2>&1 || { echo 'no perl in the image' >&2; exit 125; }; "

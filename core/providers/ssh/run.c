@@ -591,9 +591,15 @@ static void fagent_exit(void *ud, int pid, int status, const char *why)
  * a command or a signal) in a bubblewrap of its own with the sandbox's
  * binds, filter and masks, its own pid namespace (out of the sandbox's
  * processes' sight and reach), no network, and CAP_CHOWN, CAP_FOWNER and
- * CAP_FSETID alone (chmod of an entry the login does not own, keeping set-id
- * bits); it walks paths without following symlinks as the other does, and
- * takes the sandbox's ids only (0 to 65535). fs/root/sftpfs.c asks it only
+ * CAP_FSETID (chmod of an entry the login does not own, keeping set-id
+ * bits), plus CAP_SETUID and CAP_SETGID: root/'s callers' directory
+ * operations (mkdir, mknod, symlink, link, unlink, rmdir, rename) are made
+ * with the caller's fsuid, fsgid and groups, which takes every file
+ * capability out of the effective set for a caller other than root; for
+ * root (host root on a root seerfs) CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+ * and CAP_MKNOD make them as the local provider would. It walks paths
+ * without following symlinks as the other does, and takes the sandbox's
+ * ids only (0 to 65535). fs/root/sftpfs.c asks it only
  * under a root seerfs, where the caller is root or the kernel checked the
  * change (default_permissions). 0 with it in *out and agent_lock held (the caller
  * unlocks); -ENOTSUP where it cannot run (a login that is not root: bwrap
@@ -624,7 +630,8 @@ int fagent_acquire(struct sandbox *sb, struct ssh_sb *s, struct agent_remote **o
 		struct sbuf sh = {0}, cmd = {0};
 		pthread_mutex_lock(&s->lock);
 		sbuf_printf(&cmd, "/usr/bin/perl - %s files", s->agent_args);
-		ssh_bwrap_command(s, "/", 0, 0, " --cap-add CAP_CHOWN --cap-add CAP_FOWNER --cap-add CAP_FSETID", cmd.data, &sh);
+		ssh_bwrap_command(s, "/", 0, 0, " --cap-add CAP_CHOWN --cap-add CAP_FOWNER --cap-add CAP_FSETID --cap-add CAP_DAC_OVERRIDE"
+				  " --cap-add CAP_DAC_READ_SEARCH --cap-add CAP_MKNOD --cap-add CAP_SETUID --cap-add CAP_SETGID", cmd.data, &sh);
 		pthread_mutex_unlock(&s->lock);
 		sbuf_free(&cmd);
 		char e2[SSH_ERRMSG_LEN + 400] = "";
@@ -636,7 +643,7 @@ int fagent_acquire(struct sandbox *sb, struct ssh_sb *s, struct agent_remote **o
 				    sb->name, e->host, e2);
 			r = -ENOTSUP;
 		} else if (r == 0) {
-			sandbox_log(sb, "sandbox %s: root/ gives files to the sandbox's other owners on %s through an agent with CAP_CHOWN, CAP_FOWNER and CAP_FSETID alone (bubblewrap pid %d there)",
+			sandbox_log(sb, "sandbox %s: root/ gives files to the sandbox's other owners on %s, and makes its callers' directory operations with their own ids, through an agent with CAP_CHOWN, CAP_FOWNER, CAP_FSETID, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_MKNOD, CAP_SETUID and CAP_SETGID alone (bubblewrap pid %d there)",
 				    sb->name, e->host, agent_remote_host_pid(s->fagent));
 		}
 	}

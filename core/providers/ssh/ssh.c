@@ -524,10 +524,16 @@ static int ssh_fileop(struct sandbox *sb, const void *req, size_t len, char *rep
 	char err[SSH_ERRMSG_LEN + 400];
 	/* chown and chmod the kernel allowed (a root seerfs: the caller is root,
 	 * or -o allow_other's default_permissions checked it): the owners'
-	 * agent, with CAP_CHOWN, CAP_FOWNER and CAP_FSETID; where it
+	 * agent, with CAP_CHOWN, CAP_FOWNER and CAP_FSETID (fagent_acquire); where it
 	 * cannot run, the sandbox's own (the kernel then says EPERM). */
-	int r = len > 7 && (!memcmp(req, "pchown", 7) || !memcmp(req, "pchmod", 7)) ? fagent_acquire(sb, s, &a) : -ENOTSUP;
-	if (r == -ENOTSUP)
+	int owners = len > 7 && (!memcmp(req, "pchown", 7) || !memcmp(req, "pchmod", 7));
+	/* "as UID GID GROUPS OP ...": a directory operation of root/'s caller,
+	 * made with the caller's credentials by the owners' agent alone
+	 * (agent_remote.pl: as_caller); where it cannot run, -ENOTSUP and root/
+	 * makes it over SFTP. */
+	int as = len > 3 && !memcmp(req, "as", 3);
+	int r = owners || as ? fagent_acquire(sb, s, &a) : -ENOTSUP;
+	if (r == -ENOTSUP && !as)
 		r = agent_acquire(sb, s, &a, err, sizeof(err));
 	if (r < 0)
 		return r;

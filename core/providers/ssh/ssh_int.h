@@ -115,7 +115,7 @@ struct ssh_sb {
 	char iso[2048];              /* with it: WORKDIR/ISO_DIR on the host (filter, empty mask files) */
 	char machine[64];            /* the host's `uname -m` */
 	int pid1;                    /* its bwrap takes --as-pid-1 */
-	char agent_args[300];        /* the agent's arguments there (agent_remote_args): prctl's and its file operations' system call numbers */
+	char agent_args[AGENT_ARGS_MAX];        /* the agent's arguments there (agent_remote_args): prctl's and its file operations' system call numbers */
 	int agent_warned;            /* the agent's warning was logged */
 	int network;
 	int gpu;
