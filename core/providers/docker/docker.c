@@ -534,6 +534,23 @@ static int container_post(struct docker_entry *e, const char *id, const char *wh
 
 /* What the container's binds depend on besides the image (the models),
  * as a label: a container made with others is made again. */
+/* Starts container id where it is not running, and unpauses it where it is
+ * paused (a seerfs that ended mid-snapshot). 0 or -errno, err said. */
+static int container_run(struct docker_entry *e, const char *id, char *err, size_t n)
+{
+	struct json_object *ci = NULL;
+	int r = inspect(e, id, &ci, err, n);
+	struct json_object *running = dk_get(ci, "State.Running");
+	int is_running = r == 0 && running && json_object_get_boolean(running);
+	struct json_object *paused = dk_get(ci, "State.Paused");
+	if (r == 0 && paused && json_object_get_boolean(paused))
+		container_post(e, id, "unpause", err, n);
+	json_object_put(ci);
+	if (r == 0 && !is_running)
+		r = container_post(e, id, "start", err, n);
+	return r;
+}
+
 static void binds_key(const struct docker_entry *e, const struct seer_start *in, char *out, size_t n)
 {
 	struct sha256_ctx c;
@@ -747,16 +764,7 @@ static int remote_connect(struct sandbox *sb, struct docker_entry *e, const char
 {
 	struct docker_sb *d = priv_of(sb);
 	char e2[512];
-	struct json_object *ci = NULL;
-	int r = inspect(e, id, &ci, e2, sizeof(e2));
-	struct json_object *running = dk_get(ci, "State.Running");
-	int is_running = r == 0 && running && json_object_get_boolean(running);
-	struct json_object *paused = dk_get(ci, "State.Paused");
-	if (r == 0 && paused && json_object_get_boolean(paused))
-		container_post(e, id, "unpause", e2, sizeof(e2));
-	json_object_put(ci);
-	if (r == 0 && !is_running)
-		r = container_post(e, id, "start", e2, sizeof(e2));
+	int r = container_run(e, id, e2, sizeof(e2));
 	if (r < 0) {
 		snprintf(err, n, "sandbox %s: cannot start its container %.12s on %s: %s", sb->name, id, e->endpoint, e2);
 		return r;
@@ -952,16 +960,7 @@ static int docker_start(struct sandbox *sb, const struct seer_config *cfg, const
 			return r;
 		}
 	}
-	r = inspect(e, id, &ci, e2, sizeof(e2));
-	struct json_object *running = dk_get(ci, "State.Running");
-	int is_running = r == 0 && running && json_object_get_boolean(running);
-	struct json_object *paused = dk_get(ci, "State.Paused");
-	if (r == 0 && paused && json_object_get_boolean(paused))
-		container_post(e, id, "unpause", e2, sizeof(e2));
-	json_object_put(ci);
-	ci = NULL;
-	if (r == 0 && !is_running)
-		r = container_post(e, id, "start", e2, sizeof(e2));
+	r = container_run(e, id, e2, sizeof(e2));
 	if (r == 0)
 		r = inspect(e, id, &ci, e2, sizeof(e2));
 	pid_t pid = r == 0 && dk_get(ci, "State.Pid") ? (pid_t)json_object_get_int(dk_get(ci, "State.Pid")) : 0;
@@ -1120,15 +1119,35 @@ static int docker_destroy(struct sandbox *sb)
 
 static int revive(struct sandbox *sb, char *err, size_t n);
 
+/* A remote engine's SFTP session that failed marks the connection dead:
+ * the next revive connects again. */
+static void sftp_check(struct docker_sb *d)
+{
+	pthread_mutex_lock(&d->ac.lock);
+	if (d->sftp && sftp_client_error(d->sftp, NULL, 0) != 0)
+		d->ac.dead = 1;   /* the engine or the container went away: connect again */
+	pthread_mutex_unlock(&d->ac.lock);
+}
+
+/* A remote engine's commands (remote_exec.c), held for the caller
+ * (dkr_unhold), or NULL where there are none; with live, NULL too while the
+ * connection is dead. */
+static struct dkr_jobs *hold_rjobs(struct docker_sb *d, int live)
+{
+	pthread_mutex_lock(&d->ac.lock);
+	struct dkr_jobs *rj = live && d->ac.dead ? NULL : d->rjobs;
+	if (rj)
+		dkr_hold(rj);
+	pthread_mutex_unlock(&d->ac.lock);
+	return rj;
+}
+
 static int docker_root(struct sandbox *sb, struct seer_root *out)
 {
 	struct docker_sb *d = priv_of(sb);
 	if (d->remote) {
 		char err[512];
-		pthread_mutex_lock(&d->ac.lock);
-		if (d->sftp && sftp_client_error(d->sftp, NULL, 0) != 0)
-			d->ac.dead = 1;   /* the engine or the container went away: connect again */
-		pthread_mutex_unlock(&d->ac.lock);
+		sftp_check(d);
 		int r = revive(sb, err, sizeof(err));
 		if (r < 0) {
 			sandbox_log(sb, "%s", err);
@@ -1258,21 +1277,13 @@ static int revive_locked(struct sandbox *sb, char *err, size_t n)
 static int docker_spawn(struct sandbox *sb, const struct seer_spawn *req, int *pid, char *err, size_t n)
 {
 	struct docker_sb *d = priv_of(sb);
-	if (d->remote) {
-		pthread_mutex_lock(&d->ac.lock);
-		if (d->sftp && sftp_client_error(d->sftp, NULL, 0) != 0)
-			d->ac.dead = 1;   /* the engine or the container went away: connect again */
-		pthread_mutex_unlock(&d->ac.lock);
-	}
+	if (d->remote)
+		sftp_check(d);
 	int r = revive(sb, err, n);
 	if (r < 0)
 		return r;
 	if (d->remote) {
-		pthread_mutex_lock(&d->ac.lock);
-		struct dkr_jobs *rj = d->ac.dead ? NULL : d->rjobs;
-		if (rj)
-			dkr_hold(rj);
-		pthread_mutex_unlock(&d->ac.lock);
+		struct dkr_jobs *rj = hold_rjobs(d, 1);
 		if (!rj) {
 			snprintf(err, n, "sandbox %s: its container is not reachable", sb->name);
 			return -ENOTCONN;
@@ -1288,11 +1299,7 @@ static int docker_signal(struct sandbox *sb, int pid, int sig, int tree)
 {
 	struct docker_sb *d = priv_of(sb);
 	if (d->remote) {
-		pthread_mutex_lock(&d->ac.lock);
-		struct dkr_jobs *rj = d->rjobs;
-		if (rj)
-			dkr_hold(rj);
-		pthread_mutex_unlock(&d->ac.lock);
+		struct dkr_jobs *rj = hold_rjobs(d, 0);
 		if (!rj)
 			return -ENOTCONN;
 		int r = dkr_signal(rj, pid, sig, tree);
@@ -1476,11 +1483,7 @@ static int docker_fileop(struct sandbox *sb, const void *req, size_t len, char *
 	struct docker_sb *d = priv_of(sb);
 	if (!d->remote)
 		return -ENOTSUP;
-pthread_mutex_lock(&d->ac.lock);
-	struct dkr_jobs *rj = d->ac.dead ? NULL : d->rjobs;
-	if (rj)
-		dkr_hold(rj);
-	pthread_mutex_unlock(&d->ac.lock);
+	struct dkr_jobs *rj = hold_rjobs(d, 1);
 	if (!rj)
 		return -ENOTCONN;
 	int r = dkr_fileop(rj, req, len, reply, cap, rlen);
@@ -1494,11 +1497,7 @@ static int docker_busy(struct sandbox *sb)
 	if (d->ac.paused)
 		return 1;
 	if (d->remote) {
-		pthread_mutex_lock(&d->ac.lock);
-		struct dkr_jobs *rj = d->rjobs;
-		if (rj)
-			dkr_hold(rj);
-		pthread_mutex_unlock(&d->ac.lock);
+		struct dkr_jobs *rj = hold_rjobs(d, 0);
 		if (!rj)
 			return 0;
 		int busy = dkr_busy(rj);
