@@ -9,6 +9,7 @@
 #include "core/lib/util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -82,4 +83,20 @@ int agentjobs_busy(struct agent_conn *c)
 	struct agent_msg m = {.type = AG_COUNT}, rep;
 	int r = agentconn_rpc(c, &m, NULL, 0, NULL, 0, &rep);
 	return r < 0 ? r : rep.val1 > 0;
+}
+
+int agentjobs_root(struct agent_conn *c, const int *rootfd, struct seer_root *out)
+{
+	pthread_mutex_lock(&c->lock);
+	int ok = *rootfd >= 0 && !c->dead;
+	int fd = ok ? fcntl(*rootfd, F_DUPFD_CLOEXEC, 3) : -1;
+	int e = ok ? -errno : -ENOTCONN;
+	pthread_mutex_unlock(&c->lock);
+	if (fd < 0)
+		return e;
+	out->fd = fd;
+	out->sftp = NULL;
+	out->path[0] = '\0';
+	out->readonly = 0;
+	return 0;
 }

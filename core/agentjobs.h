@@ -9,6 +9,7 @@
 
 #include "core/lib/agentconn.h"
 #include "core/provider.h"
+#include "core/root.h"
 
 #include <stddef.h>
 
@@ -29,6 +30,11 @@ int agentjobs_spawn(struct sandbox *sb, struct agent_conn *c, const char *who, c
 
 /* Signals pid (its process tree with tree): the agent's answer, or -errno. */
 int agentjobs_signal(struct agent_conn *c, int pid, int sig, int tree);
+
+/* root/ of a sandbox whose "/" is the O_PATH fd *rootfd (read under c's
+ * lock), there while the agent is: a duplicate of it in out (no SFTP,
+ * writable; the other fields left as they are). 0, -ENOTCONN or -errno. */
+int agentjobs_root(struct agent_conn *c, const int *rootfd, struct seer_root *out);
 
 /* 1 when the agent runs commands, 0 when none, or -errno. */
 int agentjobs_busy(struct agent_conn *c);

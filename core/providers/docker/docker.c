@@ -1167,18 +1167,12 @@ static int docker_root(struct sandbox *sb, struct seer_root *out)
 		out->host_ids = 0;
 		return 0;
 	}
+	int r = agentjobs_root(&d->ac, &d->rootfd, out);
+	if (r < 0)
+		return r;
 	pthread_mutex_lock(&d->ac.lock);
-	int ok = d->rootfd >= 0 && !d->ac.dead;
-	int fd = ok ? fcntl(d->rootfd, F_DUPFD_CLOEXEC, 3) : -1;
-	int e = ok ? -errno : -ENOTCONN;
-	struct seer_idmap ids = d->ids;
+	struct seer_idmap ids = d->ids;   /* the container's for good: a revive keeps them */
 	pthread_mutex_unlock(&d->ac.lock);
-	if (fd < 0)
-		return e;
-	out->fd = fd;
-	out->sftp = NULL;
-	out->path[0] = '\0';
-	out->readonly = 0;
 	/* No user namespace: the container's root is host root; in one
 	 * (userns-remap), its range. */
 	out->host_ids = ids.count == 0;
@@ -1521,9 +1515,7 @@ static void docker_release(struct sandbox *sb)
 
 static void docker_isolation(struct sandbox *sb, char *buf, size_t len)
 {
-	pthread_mutex_lock(&sb->lock);
-	int network = sb->cfg.network;
-	pthread_mutex_unlock(&sb->lock);
+	int network = sandbox_network(sb);
 	struct docker_entry *e = entry_of(sb);
 	struct docker_sb *d = priv_of(sb);
 	snprintf(buf, len,

@@ -910,17 +910,7 @@ static int local_destroy(struct sandbox *sb)
 static int local_root(struct sandbox *sb, struct seer_root *out)
 {
 	struct local_sb *l = priv_of(sb);
-	pthread_mutex_lock(&l->ac.lock);
-	int fd = l->rootfd >= 0 && !l->ac.dead ? fcntl(l->rootfd, F_DUPFD_CLOEXEC, 3) : -1;
-	int e = l->rootfd >= 0 && !l->ac.dead ? -errno : -ENOTCONN;
-	pthread_mutex_unlock(&l->ac.lock);
-	if (fd < 0)
-		return e;
-	out->fd = fd;
-	out->sftp = NULL;
-	out->path[0] = '\0';
-	out->readonly = 0;
-	return 0;
+	return agentjobs_root(&l->ac, &l->rootfd, out);
 }
 
 /* Its roots are fds: the core copies into them itself. */
@@ -989,9 +979,7 @@ static void local_release(struct sandbox *sb)
 
 static void local_isolation(struct sandbox *sb, char *buf, size_t len)
 {
-	pthread_mutex_lock(&sb->lock);
-	int network = sb->cfg.network;
-	pthread_mutex_unlock(&sb->lock);
+	int network = sandbox_network(sb);
 	const struct seer_idmap *ids = &sb->ctx->ids;
 	if (ids->count > 1)
 		snprintf(buf, len, "bubblewrap (user namespace: ids 0-%u are host ids %u-%u; mount, pid, ipc, uts namespaces%s; "
