@@ -99,6 +99,14 @@ struct sandbox *sandbox_get_serial(struct seer_ctx *ctx, uint32_t serial)
 	return sb;
 }
 
+int sandbox_network(struct sandbox *sb)
+{
+	pthread_mutex_lock(&sb->lock);
+	int network = sb->cfg.network;
+	pthread_mutex_unlock(&sb->lock);
+	return network;
+}
+
 void sandbox_changed(struct sandbox *sb)
 {
 	pthread_mutex_lock(&sb->lock);

@@ -106,6 +106,9 @@ int sandbox_settling(struct sandbox *sb);
 /* Tells fs/ that something visible changed (status, log, jobs...). */
 void sandbox_changed(struct sandbox *sb);
 
+/* Whether its config gives it the network (cfg.network, read under its lock). */
+int sandbox_network(struct sandbox *sb);
+
 /* Environment for a process in the sandbox: config env, secrets, basics.
  * NULL-terminated; free with strv_free. */
 char **sandbox_environ(struct sandbox *sb);

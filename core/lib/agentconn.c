@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -110,4 +111,60 @@ int agentconn_serve(struct agent_conn *c, void (*on_exit)(void *arg, const struc
 	pthread_cond_broadcast(&c->cond);
 	pthread_mutex_unlock(&c->lock);
 	return expected;
+}
+
+void agentconn_init(struct agent_conn *c)
+{
+	c->sock = -1;
+	c->dead = 1;
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->cond, NULL);
+}
+
+void agentconn_destroy(struct agent_conn *c)
+{
+	pthread_mutex_destroy(&c->lock);
+	pthread_cond_destroy(&c->cond);
+}
+
+int agentconn_start(struct agent_conn *c, int sock, void *(*body)(void *))
+{
+	pthread_mutex_lock(&c->lock);
+	c->sock = sock;
+	c->dead = 0;
+	c->stopping = 0;
+	c->paused = 0;
+	pthread_mutex_unlock(&c->lock);
+	if (pthread_create(&c->reader, NULL, body, c) != 0)
+		return -EAGAIN;
+	c->reader_started = 1;
+	return 0;
+}
+
+void agentconn_end(struct agent_conn *c)
+{
+	pthread_mutex_lock(&c->lock);
+	c->stopping = 1;
+	int sock = c->sock;
+	pthread_mutex_unlock(&c->lock);
+	if (sock >= 0)
+		shutdown(sock, SHUT_RDWR);
+	if (c->reader_started) {
+		pthread_join(c->reader, NULL);
+		c->reader_started = 0;
+	}
+	pthread_mutex_lock(&c->lock);
+	if (c->sock >= 0)
+		close(c->sock);
+	c->sock = -1;
+	c->dead = 1;
+	pthread_mutex_unlock(&c->lock);
+}
+
+void agentconn_set_paused(struct agent_conn *c, int paused)
+{
+	pthread_mutex_lock(&c->lock);
+	c->paused = paused;
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
 }

@@ -18,31 +18,38 @@
 
 struct agent_wait;
 
-/* The members, under the lock unless said otherwise. */
-#define AGENT_CONN_MEMBERS                                                                                   \
-	int sock;                   /* to the agent; set before the reader starts */                        \
-	pthread_mutex_t lock;       /* sock writes, waits, seq */                                           \
-	pthread_cond_t cond;                                                                                \
-	uint32_t seq;                                                                                       \
-	struct agent_wait *waits;                                                                           \
-	int dead;                   /* the agent went away */                                               \
-	int stopping;               /* an end is expected (the owner is stopping the sandbox) */            \
-	int paused;                 /* the agent cannot answer (frozen, paused): requests wait, then EBUSY */
-
 struct agent_conn {
-	AGENT_CONN_MEMBERS
+	/* under the lock */
+	int sock;                   /* to the agent; set before the reader starts */
+	pthread_mutex_t lock;       /* sock writes, waits, seq */
+	pthread_cond_t cond;
+	uint32_t seq;
+	struct agent_wait *waits;
+	int dead;                   /* the agent went away */
+	int stopping;               /* an end is expected (the owner is stopping the sandbox) */
+	int paused;                 /* the agent cannot answer (frozen, paused): requests wait, then EBUSY */
+	/* the owner's thread only */
+	pthread_t reader;
+	int reader_started;
+	void *owner;                /* for the reader's body: whose connection (agentjobs.c: the sandbox) */
+	const char *gone;           /* for the reader's body: what to say when the agent goes away */
 };
 
-/* The members in a provider's own struct, named directly there (d->sock)
- * and handed to the functions below as one (&d->NAME): a union of the same
- * members as an anonymous struct and as struct agent_conn. */
-#define AGENT_CONN_GROUP(NAME)                                                                               \
-	union {                                                                                             \
-		struct {                                                                                    \
-			AGENT_CONN_MEMBERS                                                                  \
-		};                                                                                          \
-		struct agent_conn NAME;                                                                     \
-	}
+/* No agent yet: sock -1, dead; the lock and cond made. */
+void agentconn_init(struct agent_conn *c);
+void agentconn_destroy(struct agent_conn *c);
+
+/* Takes sock (it is the connection's from now on, closed by
+ * agentconn_end), marks the connection live and not paused, and starts the
+ * reader thread, body(c). 0 or -EAGAIN (no thread: sock is still kept). */
+int agentconn_start(struct agent_conn *c, int sock, void *(*body)(void *));
+
+/* An expected end: shuts the socket down (the agent kills its processes),
+ * waits for the reader, closes the socket and marks the connection dead. */
+void agentconn_end(struct agent_conn *c);
+
+/* Sets paused and wakes the requests that wait on it. */
+void agentconn_set_paused(struct agent_conn *c, int paused);
 
 /* Sends one message with len bytes of payload and up to 3 fds (SCM_RIGHTS);
  * the caller holds the lock. 0 or -errno. */

@@ -3,10 +3,14 @@
 run on one mount: root/ (create, stat, read, delete N small files from the
 host through root/workspace), exec round trip (write exec, read exit),
 `docker exec` of the CLI on the same container, and the start of a sandbox
-from an image the engine has. Starts a dockerd of its own
+from an image the engine has. Beside each root/ row, the same files done
+natively, not through FUSE, in the same run: on the local sandbox's
+workspace directory in the state directory (fs/upper/workspace), and on the
+container's own root through /proc/PID/root/workspace (the engine's
+overlayfs): seerfs/native says what seerfs itself adds on each provider. Starts a dockerd of its own
 (tests/integration/engines.py; root). Not a test: it asserts nothing.
 usage: tests/bench/bench_docker.py [BUILD] [FILES] [ROUNDS]"""
-import json, os, pathlib, shutil, statistics, subprocess, sys, tempfile, time
+import json, os, pathlib, re, shutil, statistics, subprocess, sys, tempfile, time
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
@@ -14,6 +18,7 @@ BUILD = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else REPO / "build").resol
 FILES = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
 ROUNDS = int(sys.argv[3]) if len(sys.argv) > 3 else 3
 import engines  # noqa: E402
+from dockerhelp import file_rows  # noqa: E402
 
 
 def wait_running(sb):
@@ -27,28 +32,26 @@ def run(sb, cmd):
     return (sb / "jobs" / "latest" / "exit").read_text().strip()
 
 
-def files_rows(sb):
-    d = sb / "root" / "workspace" / f"b{time.monotonic_ns()}"
+def files_rows(top):
+    d = top / f"b{time.monotonic_ns()}"
     d.mkdir()
-    out = {}
-    t0 = time.monotonic()
-    for i in range(FILES):
-        (d / f"f{i}").write_bytes(b"x" * 100)
-    out["create"] = time.monotonic() - t0
-    t0 = time.monotonic()
-    for i in range(FILES):
-        os.stat(d / f"f{i}")
-    out["stat"] = time.monotonic() - t0
-    t0 = time.monotonic()
-    for i in range(FILES):
-        (d / f"f{i}").read_bytes()
-    out["read"] = time.monotonic() - t0
-    t0 = time.monotonic()
-    for i in range(FILES):
-        os.unlink(d / f"f{i}")
-    out["delete"] = time.monotonic() - t0
+    out = file_rows(d, FILES)
     d.rmdir()
     return out
+
+
+def native_dirs(e, st, local_sb):
+    """Where each sandbox's /workspace lies on the host, reached without
+    seerfs: the local sandbox's tree in the state directory, the same tree
+    through /proc/INIT/root (the path seerfs's root/ takes: a magic link's
+    lookup each time), and the container's root as its init sees it (the
+    engine's overlayfs)."""
+    cid = json.loads(e.request("GET", "/containers/json")[1])[0]["Id"]
+    pid = json.loads(e.request("GET", f"/containers/{cid}/json")[1])["State"]["Pid"]
+    lpid = re.search(r"init pid (\d+)", (local_sb / "log").read_text()).group(1)
+    return {"local": st / "sandboxes" / "local" / "fs" / "upper" / "workspace",
+            "local /proc": pathlib.Path(f"/proc/{lpid}/root/workspace"),
+            "docker": pathlib.Path(f"/proc/{pid}/root/workspace")}, cid
 
 
 def main():
@@ -74,16 +77,19 @@ def main():
             (sb / "config.json").write_text(json.dumps(cfg))
             wait_running(sb)
             sbs[name] = (sb, time.monotonic() - t0)
+        native, cid = native_dirs(e, st, sbs["local"][0])
         rows = {}
         for r in range(ROUNDS):
             for name, (sb, _) in (sorted(sbs.items()) if r % 2 else sorted(sbs.items(), reverse=True)):
-                for k, v in files_rows(sb).items():
+                for k, v in files_rows(sb / "root" / "workspace").items():
                     rows.setdefault((k, name), []).append(v)
+                for nat in (name, "local /proc") if name == "local" else (name,):
+                    for k, v in files_rows(native[nat]).items():
+                        rows.setdefault((k, nat + " native"), []).append(v)
                 t0 = time.monotonic()
                 for _ in range(50):
                     run(sb, "true")
                 rows.setdefault(("exec round trip", name), []).append((time.monotonic() - t0) / 50)
-        cid = json.loads(e.request("GET", "/containers/json")[1])[0]["Id"]
         env = dict(os.environ, DOCKER_HOST=e.endpoint)
         t0 = time.monotonic()
         for _ in range(10):
@@ -94,6 +100,13 @@ def main():
             lo, dk = statistics.median(rows[(k, "local")]), statistics.median(rows[(k, "docker")])
             unit, f = ("ms", 1000) if k == "exec round trip" else ("s", 1)
             print(f"{k:<18} {lo * f:>8.2f}{unit:>2} {dk * f:>8.2f}{unit:>2} {dk / lo:>6.2f}")
+        print(f"\nnative (no FUSE)   {'local':>9} {'local/proc':>10} {'docker':>9} {'ratio':>6}"
+              f"   seerfs/native: {'local':>6} {'local/proc':>10} {'docker':>6}")
+        for k in ("create", "stat", "read", "delete"):
+            lo, lp, dk = (statistics.median(rows[(k, n + " native")]) for n in ("local", "local /proc", "docker"))
+            slo, sdk = statistics.median(rows[(k, "local")]), statistics.median(rows[(k, "docker")])
+            print(f"{k:<18} {lo * 1000:>7.1f}ms {lp * 1000:>8.1f}ms {dk * 1000:>7.1f}ms {dk / lp:>6.2f}"
+                  f"   {'':>14} {slo / lo:>6.2f} {slo / lp:>10.2f} {sdk / dk:>6.2f}")
         print(f"{'docker exec (CLI)':<18} {'':>10} {cli * 1000:>8.2f}ms")
         print(f"{'start':<18} {sbs['local'][1]:>8.2f} s {sbs['docker'][1]:>8.2f} s   (docker: image present)")
         print(f"({FILES} files of 100 bytes per row, median of {ROUNDS} rounds; engine {e.kind})")

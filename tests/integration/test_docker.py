@@ -20,27 +20,24 @@ import os
 import pathlib
 import subprocess
 import time
-import uuid
 
 import pytest
 
 from conftest import (build_wheel, ctl, ctl_errno, docker_entry, error_text, log_text, read_text, sandbox_run, state,
                       status_text, wait_settled, write_config)
+import dockerhelp
+from dockerhelp import host_secret, hub, hub_model  # noqa: F401 (hub: a fixture)
 
 NAME = "dk"
 
 
 def mount(factory, tmp_path, engine, env=None, state_dir=None, **kw):
     """A seerfs whose providers file names `engine` "dk" (kw: entry fields)."""
-    pfile = tmp_path / f"providers-{uuid.uuid4().hex[:6]}.json"
-    pfile.write_text(json.dumps({NAME: docker_entry(engine, **kw)}))
-    return factory(args=("-o", f"providers={pfile}"), env=env, state=state_dir)
+    return dockerhelp.mount(factory, tmp_path, {NAME: docker_entry(engine, **kw)}, env=env, state_dir=state_dir)
 
 
 def start(m, name, config=None, want="running"):
-    cfg = dict(config or {})
-    cfg.setdefault("provider", NAME)
-    return m.sandbox(name, json.dumps(cfg), want=want)
+    return dockerhelp.start(m, name, NAME, config, want)
 
 
 def must(sb, cmd, timeout=120):
@@ -170,24 +167,9 @@ def test_local_files_land_as_root_inside(seerfs_factory, tmp_path, docker_engine
     must(a, "echo more >> /workspace/in.txt")
 
 
-@pytest.fixture(scope="module")
-def hub():
-    import threading
-    import hf_server
-    srv = hf_server.make_server(token="hf_DOCKtoken_0a1b")
-    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    t.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-
-
 def test_models_bound_read_only(seerfs_factory, tmp_path, docker_engine, hub):
     import hashlib
-    import hf_server
-    repo = hf_server.build_repos()["seer/tiny-model"]
-    env = dict(os.environ, HF_ENDPOINT=f"http://127.0.0.1:{hub.server_address[1]}")
-    env.pop("HF_TOKEN", None)
+    repo, env = hub_model(hub)
     m = mount(seerfs_factory, tmp_path, docker_engine, env=env)
     a = start(m, "md1", {"models": ["seer/tiny-model"]})
     out = must(a, "sha256sum /models/seer--tiny-model/model.safetensors")
@@ -330,9 +312,7 @@ def test_engine_killed_mid_job(seerfs_factory, tmp_path, docker_engine):
 
 
 def test_escapes(seerfs_factory, tmp_path, docker_engine):
-    secret = pathlib.Path("/tmp") / f"seerfs-host-secret-{uuid.uuid4().hex}"
-    secret.write_text("host-only")
-    try:
+    with host_secret() as secret:
         m = mount(seerfs_factory, tmp_path, docker_engine)
         a = start(m, "e1")
         # the host's root is not the container's
@@ -361,8 +341,6 @@ def test_escapes(seerfs_factory, tmp_path, docker_engine):
         # the agent and its socket's directory are read-only inside
         code, _ = sandbox_run(a, "echo x > /.seerfs/agent || rm /.seerfs/run/agent.sock")
         assert code != 0
-    finally:
-        secret.unlink()
 
 
 # ---- speed ------------------------------------------------------------------------------
@@ -642,10 +620,7 @@ def test_userns_remap_models(seerfs_factory, tmp_path, remap_engine, hub):
     """Models on a remapped engine: the bind of the host's cache is readable
     by the container's root, /models and its links are the container's."""
     import hashlib
-    import hf_server
-    repo = hf_server.build_repos()["seer/tiny-model"]
-    env = dict(os.environ, HF_ENDPOINT=f"http://127.0.0.1:{hub.server_address[1]}")
-    env.pop("HF_TOKEN", None)
+    repo, env = hub_model(hub)
     m = mount(seerfs_factory, tmp_path, remap_engine, env=env)
     a = start(m, "um1", {"network": False, "models": ["seer/tiny-model"]})
     out = must(a, "sha256sum /models/seer--tiny-model/model.safetensors")

@@ -22,23 +22,26 @@ import pytest
 
 from conftest import ctl, docker_entry, error_text, log_text, poll, read_text, sandbox_run, state, wait_settled
 from conftest import start_job
+import dockerhelp
+from dockerhelp import file_rows, host_secret, hub, hub_model  # noqa: F401 (hub: a fixture)
 
 NAME = "dkr"
 
 
-def mount(factory, tmp_path, engine, state_dir=None, **kw):
+def remote_entry(engine, **kw):
+    """`engine` as a remote one: its TLS endpoint, "local": false."""
     e = engine
     fields = dict(endpoint=e.tls_endpoint, ca=e.ca, cert=e.cert, key=e.key, local=False)
     fields.update(kw)
-    pfile = tmp_path / f"providers-{uuid.uuid4().hex[:6]}.json"
-    pfile.write_text(json.dumps({NAME: docker_entry(engine, **fields)}))
-    return factory(args=("-o", f"providers={pfile}"), state=state_dir)
+    return docker_entry(e, **fields)
+
+
+def mount(factory, tmp_path, engine, state_dir=None, env=None, **kw):
+    return dockerhelp.mount(factory, tmp_path, {NAME: remote_entry(engine, **kw)}, env=env, state_dir=state_dir)
 
 
 def start(m, name, config=None, want="running"):
-    cfg = dict(config or {})
-    cfg.setdefault("provider", NAME)
-    return m.sandbox(name, json.dumps(cfg), want=want)
+    return dockerhelp.start(m, name, NAME, config, want)
 
 
 def container_of(engine, name):
@@ -120,9 +123,7 @@ def test_remote_root_read_write_rename_symlink(seerfs_factory, tmp_path, engine)
 
 
 def test_remote_escape_symlinks_stay_inside(seerfs_factory, tmp_path, engine):
-    secret = pathlib.Path("/tmp") / f"seerfs-host-secret-{uuid.uuid4().hex}"
-    secret.write_text("host-only")
-    try:
+    with host_secret() as secret:
         m = mount(seerfs_factory, tmp_path, engine)
         a = start(m, "e1")
         root = a / "root"
@@ -141,8 +142,6 @@ def test_remote_escape_symlinks_stay_inside(seerfs_factory, tmp_path, engine):
         (root / "workspace" / "top" / "tmp" / "planted").write_text("x")
         assert not pathlib.Path("/tmp/planted").exists() or pathlib.Path("/tmp/planted").read_text() != "x"
         assert file_in_container(engine, container_of(engine, "e1")["Id"], "/tmp/planted") == b"x"
-    finally:
-        secret.unlink()
 
 
 def test_remote_local_files_through_the_archive_endpoint(seerfs_factory, tmp_path, engine):
@@ -285,39 +284,14 @@ def test_remote_root_and_exec_speed_beside_local_engine(seerfs_factory, tmp_path
     """One mount, the same dockerd as a local and as a remote engine: the
     rows of docs/docker.md's remote table (printed; the assertions are on
     the files)."""
-    e = engine
-    pfile = tmp_path / "providers-both.json"
-    pfile.write_text(json.dumps({
-        "loc": docker_entry(e),
-        NAME: docker_entry(e, endpoint=e.tls_endpoint, ca=e.ca, cert=e.cert, key=e.key, local=False)}))
-    m = seerfs_factory(args=("-o", f"providers={pfile}"))
-    boxes = {"local": m.sandbox("sl", json.dumps({"provider": "loc"}), want="running"),
-             "remote": m.sandbox("sr", json.dumps({"provider": NAME}), want="running")}
+    m = dockerhelp.mount(seerfs_factory, tmp_path, {"loc": docker_entry(engine), NAME: remote_entry(engine)})
+    boxes = {"local": dockerhelp.start(m, "sl", "loc"), "remote": start(m, "sr")}
     n = 200
     rows = {}
     for kind, sb in boxes.items():
         d = sb / "root" / "workspace" / "bench"
         d.mkdir(parents=True)
-        t = {}
-        t0 = time.monotonic()
-        for i in range(n):
-            (d / f"f{i}").write_bytes(b"x" * 100)
-        t["create"] = time.monotonic() - t0
-        t0 = time.monotonic()
-        for i in range(n):
-            assert (d / f"f{i}").stat().st_size == 100
-        t["stat"] = time.monotonic() - t0
-        t0 = time.monotonic()
-        for i in range(n):
-            assert (d / f"f{i}").read_bytes() == b"x" * 100
-        t["read"] = time.monotonic() - t0
-        t0 = time.monotonic()
-        assert len(os.listdir(d)) == n
-        t["readdir"] = time.monotonic() - t0
-        t0 = time.monotonic()
-        for i in range(n):
-            os.unlink(d / f"f{i}")
-        t["delete"] = time.monotonic() - t0
+        t = file_rows(d, n, readdir=True)
         big = os.urandom(16 << 20)
         t0 = time.monotonic()
         (d / "big").write_bytes(big)
@@ -336,29 +310,11 @@ def test_remote_root_and_exec_speed_beside_local_engine(seerfs_factory, tmp_path
         print(f"| {label} | {rows['local'][k] * 1000:.1f} ms | {rows['remote'][k] * 1000:.1f} ms |")
 
 
-@pytest.fixture(scope="module")
-def hub():
-    import threading
-    import hf_server
-    srv = hf_server.make_server(token="hf_DOCKtoken_0a1b")
-    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    t.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-
-
 def test_remote_model_volume_filled_once(seerfs_factory, tmp_path, engine, hub):
     import hashlib
-    import hf_server
-    repo = hf_server.build_repos()["seer/tiny-model"]
-    env = dict(os.environ, HF_ENDPOINT=f"http://127.0.0.1:{hub.server_address[1]}")
-    env.pop("HF_TOKEN", None)
+    repo, env = hub_model(hub)
     e = engine
-    pfile = tmp_path / "providers-models.json"
-    pfile.write_text(json.dumps({NAME: docker_entry(e, endpoint=e.tls_endpoint, ca=e.ca, cert=e.cert, key=e.key,
-                                                    local=False)}))
-    m = seerfs_factory(args=("-o", f"providers={pfile}"), env=env)
+    m = mount(seerfs_factory, tmp_path, e, env=env)
     a = start(m, "md1", {"models": ["seer/tiny-model"]})
     assert "filled in" in log_text(a), log_text(a)
     want = hashlib.sha256(repo.files["model.safetensors"]).hexdigest()
@@ -483,9 +439,7 @@ def test_remote_snapshot_browse_read_only_and_removed(seerfs_factory, tmp_path, 
 
 
 def test_remote_snapshot_symlinks_stay_in_the_viewer(seerfs_factory, tmp_path, engine):
-    secret = pathlib.Path("/tmp") / f"seerfs-host-secret-{uuid.uuid4().hex}"
-    secret.write_text("host-only")
-    try:
+    with host_secret() as secret:
         m = mount(seerfs_factory, tmp_path, engine)
         a = start(m, "rs2")
         ws = a / "root" / "workspace"
@@ -515,8 +469,6 @@ def test_remote_snapshot_symlinks_stay_in_the_viewer(seerfs_factory, tmp_path, e
         assert not pathlib.Path("/tmp/planted").exists() or pathlib.Path("/tmp/planted").read_text() != "x"
         os.rmdir(m.path / "snapshots" / "s2")
         assert viewers_of(engine, "s2") == []
-    finally:
-        secret.unlink()
 
 
 def test_remote_snapshot_viewer_adopted_after_remount(seerfs_factory, tmp_path, engine):

@@ -41,9 +41,8 @@
 #include "core/providers/docker/image.h"
 #include "core/providers/docker/remote_exec.h"
 #include "core/providers/docker/snapview.h"
-#include "core/lib/agentconn.h"
+#include "core/agentjobs.h"
 #include "core/config.h"
-#include "core/jobs.h"
 #include "core/lib/bytestream.h"
 #include "core/lib/engine.h"
 #include "core/lib/sftp.h"
@@ -75,12 +74,10 @@ struct docker_sb {
 	char id[80];                /* the container's id */
 	char image[160];            /* the image id it runs */
 	pid_t pid;                  /* its init (the agent), host pid */
-	AGENT_CONN_GROUP(ac);       /* to the agent; paused by the engine (snapshot's commit) */
+	struct agent_conn ac;       /* to the agent; paused by the engine (snapshot's commit) */
 	int rootfd;                 /* O_PATH on /proc/PID/root */
 	struct seer_idmap ids;      /* count > 0: its user namespace's range (userns-remap); 0: host ids */
 	int no_commit;              /* in Podman's user namespace ("userns": "auto"): no snapshot */
-	pthread_t reader;
-	int reader_started;
 	pthread_mutex_t revive_lock; /* one revive at a time */
 	int terminated;             /* stop ran: no revive until the next start */
 	int remote;                 /* on a remote engine: root/ is sftp, no agent socket */
@@ -98,11 +95,9 @@ static struct docker_sb *priv_of(struct sandbox *sb)
 {
 	if (!sb->priv) {
 		struct docker_sb *d = xcalloc(1, sizeof(*d));
-		d->sock = d->rootfd = -1;
-		d->dead = 1;
-		pthread_mutex_init(&d->lock, NULL);
+		d->rootfd = -1;
+		agentconn_init(&d->ac);
 		pthread_mutex_init(&d->revive_lock, NULL);
-		pthread_cond_init(&d->cond, NULL);
 		sb->priv = d;
 	}
 	return sb->priv;
@@ -159,29 +154,8 @@ static int write_agent(struct seer_ctx *ctx, char *err, size_t n)
 	return r;
 }
 
-static int rpc(struct docker_sb *d, struct agent_msg *m, const void *payload, size_t len, const int *fds, int nfds,
-	       struct agent_msg *out)
-{
-	return agentconn_rpc(&d->ac, m, payload, len, fds, nfds, out);
-}
-
-static void agent_exited(void *arg, const struct agent_msg *m)
-{
-	struct seer_exit e = {.cookie = (uint64_t)m->pid, .status = m->arg, .utime_us = (uint64_t)m->val1,
-			      .stime_us = (uint64_t)m->val2};
-	jobs_on_exit(arg, &e);
-}
-
-static void *reader_main(void *arg)
-{
-	struct sandbox *sb = arg;
-	struct docker_sb *d = sb->priv;
-	if (!agentconn_serve(&d->ac, agent_exited, sb)) {
-		sandbox_log(sb, "the container's init (the agent) went away: its processes are gone (was the container stopped, or the engine restarted?); the next command starts the container again");
-		jobs_sandbox_stopping(sb);
-	}
-	return NULL;
-}
+#define AGENT_GONE                                                                                             \
+	"the container's init (the agent) went away: its processes are gone (was the container stopped, or the engine restarted?); the next command starts the container again"
 
 /* The listening socket STATE/sandboxes/NAME/docker/agent.sock, bound
  * through its directory's fd (the path may be longer than sun_path). */
@@ -560,6 +534,23 @@ static int container_post(struct docker_entry *e, const char *id, const char *wh
 
 /* What the container's binds depend on besides the image (the models),
  * as a label: a container made with others is made again. */
+/* Starts container id where it is not running, and unpauses it where it is
+ * paused (a seerfs that ended mid-snapshot). 0 or -errno, err said. */
+static int container_run(struct docker_entry *e, const char *id, char *err, size_t n)
+{
+	struct json_object *ci = NULL;
+	int r = inspect(e, id, &ci, err, n);
+	struct json_object *running = dk_get(ci, "State.Running");
+	int is_running = r == 0 && running && json_object_get_boolean(running);
+	struct json_object *paused = dk_get(ci, "State.Paused");
+	if (r == 0 && paused && json_object_get_boolean(paused))
+		container_post(e, id, "unpause", err, n);
+	json_object_put(ci);
+	if (r == 0 && !is_running)
+		r = container_post(e, id, "start", err, n);
+	return r;
+}
+
 static void binds_key(const struct docker_entry *e, const struct seer_start *in, char *out, size_t n)
 {
 	struct sha256_ctx c;
@@ -773,16 +764,7 @@ static int remote_connect(struct sandbox *sb, struct docker_entry *e, const char
 {
 	struct docker_sb *d = priv_of(sb);
 	char e2[512];
-	struct json_object *ci = NULL;
-	int r = inspect(e, id, &ci, e2, sizeof(e2));
-	struct json_object *running = dk_get(ci, "State.Running");
-	int is_running = r == 0 && running && json_object_get_boolean(running);
-	struct json_object *paused = dk_get(ci, "State.Paused");
-	if (r == 0 && paused && json_object_get_boolean(paused))
-		container_post(e, id, "unpause", e2, sizeof(e2));
-	json_object_put(ci);
-	if (r == 0 && !is_running)
-		r = container_post(e, id, "start", e2, sizeof(e2));
+	int r = container_run(e, id, e2, sizeof(e2));
 	if (r < 0) {
 		snprintf(err, n, "sandbox %s: cannot start its container %.12s on %s: %s", sb->name, id, e->endpoint, e2);
 		return r;
@@ -799,7 +781,7 @@ static int remote_connect(struct sandbox *sb, struct docker_entry *e, const char
 	char e3[1024];
 	if (dkr_agent_start(rj, image, named, e3, sizeof(e3)) < 0)
 		sandbox_log(sb, "docker: %s", e3);
-	pthread_mutex_lock(&d->lock);
+	pthread_mutex_lock(&d->ac.lock);
 	struct sftp_client *old = d->sftp;
 	struct dkr_jobs *oldj = d->rjobs;
 	d->rjobs = rj;
@@ -808,11 +790,11 @@ static int remote_connect(struct sandbox *sb, struct docker_entry *e, const char
 	d->remote = 1;
 	d->sftp = c;
 	d->pid = 0;
-	d->dead = 0;
-	d->stopping = 0;
-	d->paused = 0;
+	d->ac.dead = 0;
+	d->ac.stopping = 0;
+	d->ac.paused = 0;
 	d->terminated = 0;
-	pthread_mutex_unlock(&d->lock);
+	pthread_mutex_unlock(&d->ac.lock);
 	if (old) {
 		sftp_client_shutdown(old, "replaced by a new SFTP session");
 		sftp_client_unref(old);
@@ -978,16 +960,7 @@ static int docker_start(struct sandbox *sb, const struct seer_config *cfg, const
 			return r;
 		}
 	}
-	r = inspect(e, id, &ci, e2, sizeof(e2));
-	struct json_object *running = dk_get(ci, "State.Running");
-	int is_running = r == 0 && running && json_object_get_boolean(running);
-	struct json_object *paused = dk_get(ci, "State.Paused");
-	if (r == 0 && paused && json_object_get_boolean(paused))
-		container_post(e, id, "unpause", e2, sizeof(e2));
-	json_object_put(ci);
-	ci = NULL;
-	if (r == 0 && !is_running)
-		r = container_post(e, id, "start", e2, sizeof(e2));
+	r = container_run(e, id, e2, sizeof(e2));
 	if (r == 0)
 		r = inspect(e, id, &ci, e2, sizeof(e2));
 	pid_t pid = r == 0 && dk_get(ci, "State.Pid") ? (pid_t)json_object_get_int(dk_get(ci, "State.Pid")) : 0;
@@ -1023,26 +996,21 @@ static int docker_start(struct sandbox *sb, const struct seer_config *cfg, const
 		close(rfd);
 		return r;
 	}
-	pthread_mutex_lock(&d->lock);
+	pthread_mutex_lock(&d->ac.lock);
 	snprintf(d->id, sizeof(d->id), "%s", id);
 	snprintf(d->image, sizeof(d->image), "%s", img);
 	d->pid = pid;
-	d->sock = sock;
 	d->rootfd = rfd;
 	d->ids = ids;
 	d->no_commit = ids.count > 0 && e->userns_auto && dk_podman(e);
-	d->dead = 0;
-	d->stopping = 0;
-	d->paused = 0;
 	d->terminated = 0;
-	pthread_mutex_unlock(&d->lock);
-	if (pthread_create(&d->reader, NULL, reader_main, sb) != 0) {
+	pthread_mutex_unlock(&d->ac.lock);
+	if (agentjobs_start(sb, &d->ac, sock, AGENT_GONE) < 0) {
 		snprintf(err, n, "sandbox %s: cannot start the agent reader thread", sb->name);
 		return -EAGAIN;
 	}
-	d->reader_started = 1;
 	struct agent_msg m = {.type = AG_PING}, rep;
-	r = rpc(d, &m, NULL, 0, NULL, 0, &rep);
+	r = agentconn_rpc(&d->ac, &m, NULL, 0, NULL, 0, &rep);
 	if (r < 0) {
 		snprintf(err, n, "sandbox %s: the container's init did not answer: %s", sb->name, strerror(-r));
 		return r;
@@ -1056,32 +1024,21 @@ static int docker_start(struct sandbox *sb, const struct seer_config *cfg, const
  * for the next seerfs. */
 static void drop_agent(struct docker_sb *d)
 {
-	pthread_mutex_lock(&d->lock);
-	d->stopping = 1;
-	int sock = d->sock, rootfd = d->rootfd;
+	pthread_mutex_lock(&d->ac.lock);
+	d->ac.stopping = 1;
+	int rootfd = d->rootfd;
 	struct sftp_client *c = d->sftp;
 	struct dkr_jobs *rj = d->rjobs;
 	d->rootfd = -1;
 	d->sftp = NULL;
 	d->rjobs = NULL;
-	pthread_mutex_unlock(&d->lock);
+	pthread_mutex_unlock(&d->ac.lock);
 	dkr_jobs_free(rj, 0);
 	if (c) {
 		sftp_client_shutdown(c, "the sandbox stopped");
 		sftp_client_unref(c);
 	}
-	if (sock >= 0)
-		shutdown(sock, SHUT_RDWR);
-	if (d->reader_started) {
-		pthread_join(d->reader, NULL);
-		d->reader_started = 0;
-	}
-	pthread_mutex_lock(&d->lock);
-	if (d->sock >= 0)
-		close(d->sock);
-	d->sock = -1;
-	d->dead = 1;
-	pthread_mutex_unlock(&d->lock);
+	agentconn_end(&d->ac);
 	if (rootfd >= 0)
 		close(rootfd);
 }
@@ -1093,12 +1050,12 @@ static int docker_stop(struct sandbox *sb)
 	pthread_mutex_lock(&sb->ctx->lock);
 	int unmounting = sb->ctx->stopping;
 	pthread_mutex_unlock(&sb->ctx->lock);
-	if (d->paused && e && d->id[0]) {
+	if (d->ac.paused && e && d->id[0]) {
 		char e2[256];
 		container_post(e, d->id, "unpause", e2, sizeof(e2));
-		d->paused = 0;
+		d->ac.paused = 0;
 	}
-	pthread_mutex_lock(&d->lock);
+	pthread_mutex_lock(&d->ac.lock);
 	d->terminated = 1;
 	struct dkr_jobs *rj = NULL;
 	if (d->remote && !unmounting && e && d->id[0]) {
@@ -1107,7 +1064,7 @@ static int docker_stop(struct sandbox *sb)
 		rj = d->rjobs;
 		d->rjobs = NULL;
 	}
-	pthread_mutex_unlock(&d->lock);
+	pthread_mutex_unlock(&d->ac.lock);
 	if (rj) {
 		char e2[512];
 		dkr_agent_stop(rj);   /* it kills its commands: they end as killed */
@@ -1162,25 +1119,45 @@ static int docker_destroy(struct sandbox *sb)
 
 static int revive(struct sandbox *sb, char *err, size_t n);
 
+/* A remote engine's SFTP session that failed marks the connection dead:
+ * the next revive connects again. */
+static void sftp_check(struct docker_sb *d)
+{
+	pthread_mutex_lock(&d->ac.lock);
+	if (d->sftp && sftp_client_error(d->sftp, NULL, 0) != 0)
+		d->ac.dead = 1;   /* the engine or the container went away: connect again */
+	pthread_mutex_unlock(&d->ac.lock);
+}
+
+/* A remote engine's commands (remote_exec.c), held for the caller
+ * (dkr_unhold), or NULL where there are none; with live, NULL too while the
+ * connection is dead. */
+static struct dkr_jobs *hold_rjobs(struct docker_sb *d, int live)
+{
+	pthread_mutex_lock(&d->ac.lock);
+	struct dkr_jobs *rj = live && d->ac.dead ? NULL : d->rjobs;
+	if (rj)
+		dkr_hold(rj);
+	pthread_mutex_unlock(&d->ac.lock);
+	return rj;
+}
+
 static int docker_root(struct sandbox *sb, struct seer_root *out)
 {
 	struct docker_sb *d = priv_of(sb);
 	if (d->remote) {
 		char err[512];
-		pthread_mutex_lock(&d->lock);
-		if (d->sftp && sftp_client_error(d->sftp, NULL, 0) != 0)
-			d->dead = 1;   /* the engine or the container went away: connect again */
-		pthread_mutex_unlock(&d->lock);
+		sftp_check(d);
 		int r = revive(sb, err, sizeof(err));
 		if (r < 0) {
 			sandbox_log(sb, "%s", err);
 			return -ENOTCONN;
 		}
-		pthread_mutex_lock(&d->lock);
-		struct sftp_client *c = d->dead ? NULL : d->sftp;
+		pthread_mutex_lock(&d->ac.lock);
+		struct sftp_client *c = d->ac.dead ? NULL : d->sftp;
 		if (c)
 			sftp_client_ref(c);
-		pthread_mutex_unlock(&d->lock);
+		pthread_mutex_unlock(&d->ac.lock);
 		if (!c)
 			return -ENOTCONN;
 		out->fd = -1;
@@ -1190,18 +1167,12 @@ static int docker_root(struct sandbox *sb, struct seer_root *out)
 		out->host_ids = 0;
 		return 0;
 	}
-	pthread_mutex_lock(&d->lock);
-	int ok = d->rootfd >= 0 && !d->dead;
-	int fd = ok ? fcntl(d->rootfd, F_DUPFD_CLOEXEC, 3) : -1;
-	int e = ok ? -errno : -ENOTCONN;
-	struct seer_idmap ids = d->ids;
-	pthread_mutex_unlock(&d->lock);
-	if (fd < 0)
-		return e;
-	out->fd = fd;
-	out->sftp = NULL;
-	out->path[0] = '\0';
-	out->readonly = 0;
+	int r = agentjobs_root(&d->ac, &d->rootfd, out);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&d->ac.lock);
+	struct seer_idmap ids = d->ids;   /* the container's for good: a revive keeps them */
+	pthread_mutex_unlock(&d->ac.lock);
 	/* No user namespace: the container's root is host root; in one
 	 * (userns-remap), its range. */
 	out->host_ids = ids.count == 0;
@@ -1226,9 +1197,9 @@ static int revive(struct sandbox *sb, char *err, size_t n)
 {
 	struct docker_sb *d = priv_of(sb);
 	pthread_mutex_lock(&d->revive_lock);
-	pthread_mutex_lock(&d->lock);
-	int need = d->dead && d->id[0] && !d->terminated;
-	pthread_mutex_unlock(&d->lock);
+	pthread_mutex_lock(&d->ac.lock);
+	int need = d->ac.dead && d->id[0] && !d->terminated;
+	pthread_mutex_unlock(&d->ac.lock);
 	int r = need ? revive_locked(sb, err, n) : 0;
 	pthread_mutex_unlock(&d->revive_lock);
 	return r;
@@ -1286,17 +1257,13 @@ static int revive_locked(struct sandbox *sb, char *err, size_t n)
 		close(sock);
 		return -EOPNOTSUPP;
 	}
-	pthread_mutex_lock(&d->lock);
+	pthread_mutex_lock(&d->ac.lock);
 	d->pid = pid;
-	d->sock = sock;
 	d->rootfd = rfd;
 	d->ids = ids;
-	d->dead = 0;
-	d->stopping = 0;
-	pthread_mutex_unlock(&d->lock);
-	if (pthread_create(&d->reader, NULL, reader_main, sb) != 0)
+	pthread_mutex_unlock(&d->ac.lock);
+	if (agentjobs_start(sb, &d->ac, sock, AGENT_GONE) < 0)
 		return -EAGAIN;
-	d->reader_started = 1;
 	sandbox_log(sb, "docker: container %.12s started again, init pid %d", d->id, (int)pid);
 	return 0;
 }
@@ -1304,21 +1271,13 @@ static int revive_locked(struct sandbox *sb, char *err, size_t n)
 static int docker_spawn(struct sandbox *sb, const struct seer_spawn *req, int *pid, char *err, size_t n)
 {
 	struct docker_sb *d = priv_of(sb);
-	if (d->remote) {
-		pthread_mutex_lock(&d->lock);
-		if (d->sftp && sftp_client_error(d->sftp, NULL, 0) != 0)
-			d->dead = 1;   /* the engine or the container went away: connect again */
-		pthread_mutex_unlock(&d->lock);
-	}
+	if (d->remote)
+		sftp_check(d);
 	int r = revive(sb, err, n);
 	if (r < 0)
 		return r;
 	if (d->remote) {
-		pthread_mutex_lock(&d->lock);
-		struct dkr_jobs *rj = d->dead ? NULL : d->rjobs;
-		if (rj)
-			dkr_hold(rj);
-		pthread_mutex_unlock(&d->lock);
+		struct dkr_jobs *rj = hold_rjobs(d, 1);
 		if (!rj) {
 			snprintf(err, n, "sandbox %s: its container is not reachable", sb->name);
 			return -ENOTCONN;
@@ -1327,54 +1286,21 @@ static int docker_spawn(struct sandbox *sb, const struct seer_spawn *req, int *p
 		dkr_unhold(rj);
 		return r;
 	}
-	struct sbuf p = {0};
-	int argc = 0, envc = 0;
-	const char *cwd = req->cwd ? req->cwd : "/workspace";
-	sbuf_append(&p, cwd, strlen(cwd) + 1);
-	for (; req->argv[argc]; argc++)
-		sbuf_append(&p, req->argv[argc], strlen(req->argv[argc]) + 1);
-	for (; req->envp && req->envp[envc]; envc++)
-		sbuf_append(&p, req->envp[envc], strlen(req->envp[envc]) + 1);
-	if (p.len > AGENT_MAX_PAYLOAD) {
-		snprintf(err, n, "sandbox %s: the command and its environment are %zu bytes, over the limit of %d", sb->name,
-			 p.len, AGENT_MAX_PAYLOAD);
-		sbuf_free(&p);
-		return -E2BIG;
-	}
-	int fds[3] = {req->fd_in, req->fd_out, req->fd_err};
-	struct agent_msg m = {.type = AG_SPAWN, .arg = argc, .val1 = envc}, rep;
-	r = rpc(d, &m, p.data, p.len, fds, 3, &rep);
-	sbuf_free(&p);
-	if (r < 0) {
-		snprintf(err, n, "sandbox %s: its container's init did not take the command: %s", sb->name, strerror(-r));
-		return r;
-	}
-	if (rep.pid < 0) {
-		snprintf(err, n, "sandbox %s: cannot start %s: %s", sb->name, req->argv[0], strerror(-rep.pid));
-		return rep.pid;
-	}
-	*pid = rep.pid;
-	return 0;
+	return agentjobs_spawn(sb, &d->ac, "its container's init", req, pid, err, n);
 }
 
 static int docker_signal(struct sandbox *sb, int pid, int sig, int tree)
 {
 	struct docker_sb *d = priv_of(sb);
 	if (d->remote) {
-		pthread_mutex_lock(&d->lock);
-		struct dkr_jobs *rj = d->rjobs;
-		if (rj)
-			dkr_hold(rj);
-		pthread_mutex_unlock(&d->lock);
+		struct dkr_jobs *rj = hold_rjobs(d, 0);
 		if (!rj)
 			return -ENOTCONN;
 		int r = dkr_signal(rj, pid, sig, tree);
 		dkr_unhold(rj);
 		return r;
 	}
-	struct agent_msg m = {.type = AG_SIGNAL, .pid = pid, .arg = sig, .val1 = tree}, rep;
-	int r = rpc(priv_of(sb), &m, NULL, 0, NULL, 0, &rep);
-	return r < 0 ? r : rep.arg;
+	return agentjobs_signal(&d->ac, pid, sig, tree);
 }
 
 /* The engine's pause (the cgroup freezer): the agent stops with the rest,
@@ -1384,17 +1310,13 @@ static int docker_freeze(struct sandbox *sb, int freeze)
 	struct docker_sb *d = priv_of(sb);
 	struct docker_entry *e = entry_of(sb);
 	char e2[512];
-	if (!d->id[0] || d->dead)
+	if (!d->id[0] || d->ac.dead)
 		return -ENOTCONN;
 	int r = container_post(e, d->id, freeze ? "pause" : "unpause", e2, sizeof(e2));
-	if (r == 0) {
-		pthread_mutex_lock(&d->lock);
-		d->paused = freeze;
-		pthread_cond_broadcast(&d->cond);
-		pthread_mutex_unlock(&d->lock);
-	} else {
+	if (r == 0)
+		agentconn_set_paused(&d->ac, freeze);
+	else
 		sandbox_log(sb, "docker: %s: %s", freeze ? "pause" : "unpause", e2);
-	}
 	return r;
 }
 
@@ -1414,7 +1336,7 @@ static int docker_snap_take(struct sandbox *sb, const char *snap, const char *la
 	(void)layer;
 	struct docker_sb *d = priv_of(sb);
 	struct docker_entry *e = entry_of(sb);
-	if (!d->id[0] || d->dead) {
+	if (!d->id[0] || d->ac.dead) {
 		snprintf(err, n, "sandbox %s: its container is not running: no snapshot", sb->name);
 		return -ENOTCONN;
 	}
@@ -1555,11 +1477,7 @@ static int docker_fileop(struct sandbox *sb, const void *req, size_t len, char *
 	struct docker_sb *d = priv_of(sb);
 	if (!d->remote)
 		return -ENOTSUP;
-	pthread_mutex_lock(&d->lock);
-	struct dkr_jobs *rj = d->dead ? NULL : d->rjobs;
-	if (rj)
-		dkr_hold(rj);
-	pthread_mutex_unlock(&d->lock);
+	struct dkr_jobs *rj = hold_rjobs(d, 1);
 	if (!rj)
 		return -ENOTCONN;
 	int r = dkr_fileop(rj, req, len, reply, cap, rlen);
@@ -1570,23 +1488,17 @@ static int docker_fileop(struct sandbox *sb, const void *req, size_t len, char *
 static int docker_busy(struct sandbox *sb)
 {
 	struct docker_sb *d = priv_of(sb);
-	if (d->paused)
+	if (d->ac.paused)
 		return 1;
 	if (d->remote) {
-		pthread_mutex_lock(&d->lock);
-		struct dkr_jobs *rj = d->rjobs;
-		if (rj)
-			dkr_hold(rj);
-		pthread_mutex_unlock(&d->lock);
+		struct dkr_jobs *rj = hold_rjobs(d, 0);
 		if (!rj)
 			return 0;
 		int busy = dkr_busy(rj);
 		dkr_unhold(rj);
 		return busy;
 	}
-	struct agent_msg m = {.type = AG_COUNT}, rep;
-	int r = rpc(d, &m, NULL, 0, NULL, 0, &rep);
-	return r < 0 ? r : rep.val1 > 0;
+	return agentjobs_busy(&d->ac);
 }
 
 static void docker_release(struct sandbox *sb)
@@ -1595,18 +1507,15 @@ static void docker_release(struct sandbox *sb)
 	if (!d)
 		return;
 	drop_agent(d);
-	pthread_mutex_destroy(&d->lock);
+	agentconn_destroy(&d->ac);
 	pthread_mutex_destroy(&d->revive_lock);
-	pthread_cond_destroy(&d->cond);
 	free(d);
 	sb->priv = NULL;
 }
 
 static void docker_isolation(struct sandbox *sb, char *buf, size_t len)
 {
-	pthread_mutex_lock(&sb->lock);
-	int network = sb->cfg.network;
-	pthread_mutex_unlock(&sb->lock);
+	int network = sandbox_network(sb);
 	struct docker_entry *e = entry_of(sb);
 	struct docker_sb *d = priv_of(sb);
 	snprintf(buf, len,

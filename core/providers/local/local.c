@@ -21,8 +21,7 @@
 #include "core/providers/local/snap.h"
 #include "core/root.h"
 #include "core/lib/walk.h"
-#include "core/lib/agentconn.h"
-#include "core/jobs.h"
+#include "core/agentjobs.h"
 #include "core/sandbox.h"
 #include "core/providers/local/gpu.h"
 #include "core/lib/seccomp_filter.h"
@@ -50,10 +49,8 @@
 struct local_sb {
 	pid_t holder;               /* our child: bubblewrap */
 	pid_t agent;                /* the agent (PID 1 inside), host pid */
-	AGENT_CONN_GROUP(ac);       /* to the agent; paused while fz has it frozen */
+	struct agent_conn ac;       /* to the agent; paused while fz has it frozen */
 	int rootfd;                 /* O_PATH on /proc/AGENT/root */
-	pthread_t reader;
-	int reader_started;
 	struct seer_freezer fz;     /* its cgroup, where the host lets us make one */
 };
 
@@ -61,10 +58,8 @@ static struct local_sb *priv_of(struct sandbox *sb)
 {
 	if (!sb->priv) {
 		struct local_sb *l = xcalloc(1, sizeof(*l));
-		l->sock = l->rootfd = -1;
-		l->dead = 1;
-		pthread_mutex_init(&l->lock, NULL);
-		pthread_cond_init(&l->cond, NULL);
+		l->rootfd = -1;
+		agentconn_init(&l->ac);
 		sb->priv = l;
 	}
 	return sb->priv;
@@ -104,33 +99,6 @@ static int local_check(struct sandbox *sb, const struct seer_config *cfg, char *
 	if (cfg->gpu)
 		return gpu_check(cfg->gpu, cfg->gpu_count, sb->name, err, n);
 	return 0;
-}
-
-/* ---- talking to the agent ------------------------------------------------ */
-
-/* Sends a request and waits for its reply (the reader thread delivers it). */
-static int rpc(struct local_sb *l, struct agent_msg *m, const void *payload, size_t len, const int *fds, int nfds,
-	       struct agent_msg *out)
-{
-	return agentconn_rpc(&l->ac, m, payload, len, fds, nfds, out);
-}
-
-static void agent_exited(void *arg, const struct agent_msg *m)
-{
-	struct seer_exit e = {.cookie = (uint64_t)m->pid, .status = m->arg, .utime_us = (uint64_t)m->val1,
-			      .stime_us = (uint64_t)m->val2};
-	jobs_on_exit(arg, &e);
-}
-
-static void *reader_main(void *arg)
-{
-	struct sandbox *sb = arg;
-	struct local_sb *l = sb->priv;
-	if (!agentconn_serve(&l->ac, agent_exited, sb)) {
-		sandbox_log(sb, "the sandbox's init process ended unexpectedly; its processes are gone");
-		jobs_sandbox_stopping(sb);
-	}
-	return NULL;
 }
 
 /* ---- the sandbox's tree ----------------------------------------------------- */
@@ -835,22 +803,18 @@ static int local_start(struct sandbox *sb, const struct seer_config *cfg, const 
 		goto out;
 	}
 	sbuf_free(&ib);
-	pthread_mutex_lock(&l->lock);
+	pthread_mutex_lock(&l->ac.lock);
 	l->holder = pid;
 	l->agent = agent;
-	l->sock = sv[0];
+	pthread_mutex_unlock(&l->ac.lock);
+	r = agentjobs_start(sb, &l->ac, sv[0], "the sandbox's init process ended unexpectedly; its processes are gone");
 	sv[0] = -1;
-	l->dead = 0;
-	l->stopping = 0;
-	pthread_mutex_unlock(&l->lock);
-	if (pthread_create(&l->reader, NULL, reader_main, sb) != 0) {
-		r = -EAGAIN;
+	if (r < 0) {
 		snprintf(err, n, "sandbox %s: cannot start the agent reader thread", sb->name);
 		goto out;
 	}
-	l->reader_started = 1;
 	struct agent_msg m = {.type = AG_PING}, rep;
-	r = rpc(l, &m, NULL, 0, NULL, 0, &rep);
+	r = agentconn_rpc(&l->ac, &m, NULL, 0, NULL, 0, &rep);
 	if (r < 0) {
 		char *why = bwrap_said(errpath);
 		snprintf(err, n, "sandbox %s: the sandbox's init did not answer: %s%s%s", sb->name, strerror(-r),
@@ -866,9 +830,9 @@ static int local_start(struct sandbox *sb, const struct seer_config *cfg, const 
 		snprintf(err, n, "sandbox %s: cannot reach the sandbox's files at %s: %s", sb->name, rp, strerror(-r));
 		goto out;
 	}
-	pthread_mutex_lock(&l->lock);
+	pthread_mutex_lock(&l->ac.lock);
 	l->rootfd = rfd;
-	pthread_mutex_unlock(&l->lock);
+	pthread_mutex_unlock(&l->ac.lock);
 	sandbox_log(sb, "sandbox started: bubblewrap pid %d, init pid %d", (int)pid, (int)agent);
 	r = 0;
 out:
@@ -897,24 +861,18 @@ out:
 static int local_stop(struct sandbox *sb)
 {
 	struct local_sb *l = priv_of(sb);
-	pthread_mutex_lock(&l->lock);
-	l->stopping = 1;
-	if (l->paused) {
+	pthread_mutex_lock(&l->ac.lock);
+	l->ac.stopping = 1;
+	if (l->ac.paused) {
 		freezer_set(&l->fz, 0, 0);
-		l->paused = 0;
-		pthread_cond_broadcast(&l->cond);
+		l->ac.paused = 0;
+		pthread_cond_broadcast(&l->ac.cond);
 	}
-	int sock = l->sock;
 	pid_t holder = l->holder, agent = l->agent;
 	int rootfd = l->rootfd;
 	l->rootfd = -1;
-	pthread_mutex_unlock(&l->lock);
-	if (sock >= 0)
-		shutdown(sock, SHUT_RDWR);   /* the agent kills everything and exits */
-	if (l->reader_started) {
-		pthread_join(l->reader, NULL);
-		l->reader_started = 0;
-	}
+	pthread_mutex_unlock(&l->ac.lock);
+	agentconn_end(&l->ac);   /* the agent kills everything and exits */
 	if (holder > 0) {
 		for (int i = 0; i < 200; i++) {
 			if (waitpid(holder, NULL, WNOHANG) == holder) {
@@ -931,13 +889,9 @@ static int local_stop(struct sandbox *sb)
 			waitpid(holder, NULL, 0);
 		}
 	}
-	pthread_mutex_lock(&l->lock);
-	if (l->sock >= 0)
-		close(l->sock);
-	l->sock = -1;
+	pthread_mutex_lock(&l->ac.lock);
 	l->holder = l->agent = 0;
-	l->dead = 1;
-	pthread_mutex_unlock(&l->lock);
+	pthread_mutex_unlock(&l->ac.lock);
 	if (rootfd >= 0)
 		close(rootfd);
 	freezer_remove(&l->fz);
@@ -956,17 +910,7 @@ static int local_destroy(struct sandbox *sb)
 static int local_root(struct sandbox *sb, struct seer_root *out)
 {
 	struct local_sb *l = priv_of(sb);
-	pthread_mutex_lock(&l->lock);
-	int fd = l->rootfd >= 0 && !l->dead ? fcntl(l->rootfd, F_DUPFD_CLOEXEC, 3) : -1;
-	int e = l->rootfd >= 0 && !l->dead ? -errno : -ENOTCONN;
-	pthread_mutex_unlock(&l->lock);
-	if (fd < 0)
-		return e;
-	out->fd = fd;
-	out->sftp = NULL;
-	out->path[0] = '\0';
-	out->readonly = 0;
-	return 0;
+	return agentjobs_root(&l->ac, &l->rootfd, out);
 }
 
 /* Its roots are fds: the core copies into them itself. */
@@ -986,41 +930,12 @@ static int local_snap_remove(struct seer_ctx *ctx, const void *settings, const c
 
 static int local_spawn(struct sandbox *sb, const struct seer_spawn *req, int *pid, char *err, size_t n)
 {
-	struct local_sb *l = priv_of(sb);
-	struct sbuf p = {0};
-	int argc = 0, envc = 0;
-	sbuf_append(&p, req->cwd ? req->cwd : "/workspace", strlen(req->cwd ? req->cwd : "/workspace") + 1);
-	for (; req->argv[argc]; argc++)
-		sbuf_append(&p, req->argv[argc], strlen(req->argv[argc]) + 1);
-	for (; req->envp && req->envp[envc]; envc++)
-		sbuf_append(&p, req->envp[envc], strlen(req->envp[envc]) + 1);
-	if (p.len > AGENT_MAX_PAYLOAD) {
-		snprintf(err, n, "sandbox %s: the command and its environment are %zu bytes, over the limit of %d", sb->name,
-			 p.len, AGENT_MAX_PAYLOAD);
-		sbuf_free(&p);
-		return -E2BIG;
-	}
-	int fds[3] = {req->fd_in, req->fd_out, req->fd_err};
-	struct agent_msg m = {.type = AG_SPAWN, .arg = argc, .val1 = envc}, rep;
-	int r = rpc(l, &m, p.data, p.len, fds, 3, &rep);
-	sbuf_free(&p);
-	if (r < 0) {
-		snprintf(err, n, "sandbox %s: its init did not take the command: %s", sb->name, strerror(-r));
-		return r;
-	}
-	if (rep.pid < 0) {
-		snprintf(err, n, "sandbox %s: cannot start %s: %s", sb->name, req->argv[0], strerror(-rep.pid));
-		return rep.pid;
-	}
-	*pid = rep.pid;
-	return 0;
+	return agentjobs_spawn(sb, &priv_of(sb)->ac, "its init", req, pid, err, n);
 }
 
 static int local_signal(struct sandbox *sb, int pid, int sig, int tree)
 {
-	struct agent_msg m = {.type = AG_SIGNAL, .pid = pid, .arg = sig, .val1 = tree}, rep;
-	int r = rpc(priv_of(sb), &m, NULL, 0, NULL, 0, &rep);
-	return r < 0 ? r : rep.arg;
+	return agentjobs_signal(&priv_of(sb)->ac, pid, sig, tree);
 }
 
 /* By the cgroup freezer where there is one, else by the agent's SIGSTOP
@@ -1030,26 +945,24 @@ static int local_freeze(struct sandbox *sb, int freeze)
 {
 	struct local_sb *l = priv_of(sb);
 	if (l->fz.dir) {
-		pthread_mutex_lock(&l->lock);
-		int r = l->dead ? -ENOTCONN : freezer_set(&l->fz, freeze, 10.0);
+		pthread_mutex_lock(&l->ac.lock);
+		int r = l->ac.dead ? -ENOTCONN : freezer_set(&l->fz, freeze, 10.0);
 		if (r == 0)
-			l->paused = freeze;
-		pthread_cond_broadcast(&l->cond);
-		pthread_mutex_unlock(&l->lock);
+			l->ac.paused = freeze;
+		pthread_cond_broadcast(&l->ac.cond);
+		pthread_mutex_unlock(&l->ac.lock);
 		return r;
 	}
 	struct agent_msg m = {.type = AG_FREEZE, .arg = freeze}, rep;
-	int r = rpc(l, &m, NULL, 0, NULL, 0, &rep);
+	int r = agentconn_rpc(&l->ac, &m, NULL, 0, NULL, 0, &rep);
 	return r < 0 ? r : rep.arg;
 }
 
 static int local_busy(struct sandbox *sb)
 {
-	if (priv_of(sb)->paused)
+	if (priv_of(sb)->ac.paused)
 		return 1;   /* nothing runs, but a snapshot is under way: cache nothing */
-	struct agent_msg m = {.type = AG_COUNT}, rep;
-	int r = rpc(priv_of(sb), &m, NULL, 0, NULL, 0, &rep);
-	return r < 0 ? r : rep.val1 > 0;
+	return agentjobs_busy(&priv_of(sb)->ac);
 }
 
 static void local_release(struct sandbox *sb)
@@ -1057,19 +970,16 @@ static void local_release(struct sandbox *sb)
 	struct local_sb *l = sb->priv;
 	if (!l)
 		return;
-	if (l->sock >= 0 || l->holder > 0)
+	if (l->ac.sock >= 0 || l->holder > 0)
 		local_stop(sb);
-	pthread_mutex_destroy(&l->lock);
-	pthread_cond_destroy(&l->cond);
+	agentconn_destroy(&l->ac);
 	free(l);
 	sb->priv = NULL;
 }
 
 static void local_isolation(struct sandbox *sb, char *buf, size_t len)
 {
-	pthread_mutex_lock(&sb->lock);
-	int network = sb->cfg.network;
-	pthread_mutex_unlock(&sb->lock);
+	int network = sandbox_network(sb);
 	const struct seer_idmap *ids = &sb->ctx->ids;
 	if (ids->count > 1)
 		snprintf(buf, len, "bubblewrap (user namespace: ids 0-%u are host ids %u-%u; mount, pid, ipc, uts namespaces%s; "
