@@ -485,7 +485,7 @@ def test_fifo_and_device_nodes(posix_root, sandbox_run):
     t.join(10)
     assert got == [b"through the fifo"]
     expect_errno(errno.EEXIST, os.mkfifo, p, 0o600)
-    if os.geteuid() == 0 and not HARNESS and PROVIDER in ("local", "ssh"):
+    if os.geteuid() == 0 and not HARNESS and PROVIDER != "docker-remote":
         # Host root may, as on the host; the sandbox's mounts are nodev
         # (test_owners.py checks that such a node is inert inside). The
         # harness's passmount has no CAP_MKNOD: EPERM from the kernel. On
@@ -916,7 +916,6 @@ while time.time() < end:
     assert sorted(os.listdir(hd)) == ["f"]
 
 
-@pytest.mark.skipif(PROVIDER == "docker-remote", reason="docker-remote: root/ is SFTP to the container's sftp-server with no agent beside it: SFTP v3 has no ctime (the ssh provider reads it through its agent) (docs/docker.md)")
 def test_ctime(posix_root, sandbox_run):
     """st_ctime is the inode's change time, not the mtime: setting the
     times to the past leaves ctime now, and a chmod moves it."""
