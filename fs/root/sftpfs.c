@@ -1468,6 +1468,21 @@ static int as_caller(struct sftpfs *r, fuse_req_t req, int when, const char *op,
 	return rc;
 }
 
+/* After SFTP answered rc for op: a refusal goes to the owners' agent as
+ * the caller (as_caller with when = rc), whose answer then stands, and
+ * *as (when not NULL) says the agent made the entry; rc as it was where
+ * that does not apply. */
+static int as_caller_after(struct sftpfs *r, fuse_req_t req, int rc, const char *op, const char *path,
+			   const char *str, const int64_t *args, int nargs, struct sftp_attrs *a, int *as)
+{
+	int xr = rc < 0 ? as_caller(r, req, rc, op, path, str, args, nargs, a) : -ENOTSUP;
+	if (xr == -ENOTSUP)
+		return rc;
+	if (as)
+		*as = 1;
+	return xr;
+}
+
 /* Under r->mu: directory n's attributes are not to be answered from what
  * we last saw (its mtime and link count moved with a change in it). */
 static void dir_attrs_stale(struct snode *n)
@@ -2029,6 +2044,21 @@ static void fix_perm(struct sftpfs *r, const char *p, struct sftp_handle *h, str
 		a->perm = (a->perm & S_IFMT) | (mode & 07777);
 }
 
+/* The end of an op that made path p (freed here) with attributes a: its
+ * entry to the kernel, or rc's error. */
+static void reply_made(fuse_req_t req, struct sftpfs *r, char *p, const struct sftp_attrs *a, int rc)
+{
+	struct fuse_entry_param e;
+	if (rc == 0)
+		rc = make_entry(r, p, a, &e);
+	free(p);
+	if (rc < 0)
+		FAIL(rc);
+	op_exit(r);
+	if (fuse_reply_entry(req, &e) < 0)
+		forget_entry(r, e.ino);
+}
+
 static void sftpfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
 	BEGIN_CHANGE(parent);
@@ -2050,11 +2080,7 @@ static void sftpfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 			rc = refine_failure(r, p, NULL, 1, 1, rc);
 		else
 			rc = lrc;
-		int xr = rc < 0 ? as_caller(r, req, rc, "mkdir", p, NULL, &am, 1, &a) : -ENOTSUP;
-		if (xr != -ENOTSUP) {
-			rc = xr;
-			as = 1;
-		}
+		rc = as_caller_after(r, req, rc, "mkdir", p, NULL, &am, 1, &a, &as);
 	}
 	dir_added(r, n, name);
 	/* A directory made in a setgid one is setgid too (the server's
@@ -2069,15 +2095,7 @@ static void sftpfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 		lc_seed_empty(r, p);
 		pthread_mutex_unlock(&r->mu);
 	}
-	struct fuse_entry_param e;
-	if (rc == 0)
-		rc = make_entry(r, p, &a, &e);
-	free(p);
-	if (rc < 0)
-		FAIL(rc);
-	op_exit(r);
-	if (fuse_reply_entry(req, &e) < 0)
-		forget_entry(r, e.ino);
+	reply_made(req, r, p, &a, rc);
 }
 
 /* A FIFO or a socket: made by the sandbox's agent (SFTP has neither);
@@ -2098,26 +2116,14 @@ static void sftpfs_mknod_x(fuse_req_t req, struct sftpfs *r, struct snode *n, co
 		rc = sftpx_mknod(r->sb, p, mode);
 		if (x_fallback(r, rc))
 			rc = -EPERM;
-		int xr = rc < 0 ? as_caller(r, req, rc, "mknod", p, NULL, args, 2, &a) : -ENOTSUP;
-		if (xr != -ENOTSUP) {
-			rc = xr;
-			as = 1;
-		}
+		rc = as_caller_after(r, req, rc, "mknod", p, NULL, args, 2, &a, &as);
 	}
 	dir_added(r, n, name);
 	if (rc == 0 && !as)
 		rc = x_lstat(r, p, &a);
 	if (rc == 0 && !as)
 		own_new(r, req, n, p, &a);
-	struct fuse_entry_param e;
-	if (rc == 0)
-		rc = make_entry(r, p, &a, &e);
-	free(p);
-	if (rc < 0)
-		FAIL(rc);
-	op_exit(r);
-	if (fuse_reply_entry(req, &e) < 0)
-		forget_entry(r, e.ino);
+	reply_made(req, r, p, &a, rc);
 }
 
 /* A device node: as on the local provider, only root (host root through a
@@ -2140,15 +2146,7 @@ static void sftpfs_mknod_dev(fuse_req_t req, struct sftpfs *r, struct snode *n, 
 	if (rc == -ENOTSUP)
 		rc = -EPERM; /* SFTP carries no device nodes */
 	dir_added(r, n, name);
-	struct fuse_entry_param e;
-	if (rc == 0)
-		rc = make_entry(r, p, &a, &e);
-	free(p);
-	if (rc < 0)
-		FAIL(rc);
-	op_exit(r);
-	if (fuse_reply_entry(req, &e) < 0)
-		forget_entry(r, e.ino);
+	reply_made(req, r, p, &a, rc);
 }
 
 static void sftpfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
@@ -2175,11 +2173,7 @@ static void sftpfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 	if (!as) {
 		rc = sftp_open(r->cli, p, SFTP_WRITE | SFTP_CREAT | SFTP_EXCL, &a, &h);
 		rc = refine_failure(r, p, NULL, 1, 1, rc);
-		int xr = rc < 0 ? as_caller(r, req, rc, "mknod", p, NULL, args, 2, &a) : -ENOTSUP;
-		if (xr != -ENOTSUP) {
-			rc = xr;
-			as = 1;
-		}
+		rc = as_caller_after(r, req, rc, "mknod", p, NULL, args, 2, &a, &as);
 	}
 	dir_added(r, n, name);
 	if (rc == 0 && !as) {
@@ -2190,15 +2184,7 @@ static void sftpfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 	}
 	if (rc == 0 && !as)
 		own_new(r, req, n, p, &a);
-	struct fuse_entry_param e;
-	if (rc == 0)
-		rc = make_entry(r, p, &a, &e);
-	free(p);
-	if (rc < 0)
-		FAIL(rc);
-	op_exit(r);
-	if (fuse_reply_entry(req, &e) < 0)
-		forget_entry(r, e.ino);
+	reply_made(req, r, p, &a, rc);
 }
 
 /* After unlink/rmdir: the node that had path names nothing now. */
@@ -2237,9 +2223,7 @@ static void sftpfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 				rc = -EISDIR;
 		}
 		rc = refine_failure(r, p, NULL, 1, 0, rc);
-		int xr = rc < 0 ? as_caller(r, req, rc, "unlink", p, NULL, NULL, 0, NULL) : -ENOTSUP;
-		if (xr != -ENOTSUP)
-			rc = xr;
+		rc = as_caller_after(r, req, rc, "unlink", p, NULL, NULL, 0, NULL, NULL);
 	}
 	dir_changed(r, n, NULL);
 	if (rc == 0) {
@@ -2275,9 +2259,7 @@ static void sftpfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 				rc = -ENOTDIR;
 		}
 		rc = refine_failure(r, p, NULL, 1, 0, rc);
-		int xr = rc < 0 ? as_caller(r, req, rc, "rmdir", p, NULL, NULL, 0, NULL) : -ENOTSUP;
-		if (xr != -ENOTSUP)
-			rc = xr;
+		rc = as_caller_after(r, req, rc, "rmdir", p, NULL, NULL, 0, NULL, NULL);
 	}
 	dir_changed(r, n, NULL);
 	pthread_mutex_lock(&r->mu);
@@ -2308,24 +2290,12 @@ static void sftpfs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, 
 			rc = refine_failure(r, p, NULL, 1, 1, rc);
 		else
 			rc = lrc;
-		int xr = rc < 0 ? as_caller(r, req, rc, "symlink", p, link, NULL, 0, &a) : -ENOTSUP;
-		if (xr != -ENOTSUP) {
-			rc = xr;
-			as = 1;
-		}
+		rc = as_caller_after(r, req, rc, "symlink", p, link, NULL, 0, &a, &as);
 	}
 	dir_added(r, n, name);
 	if (rc == 0 && !as)
 		own_new(r, req, n, p, &a);
-	struct fuse_entry_param e;
-	if (rc == 0)
-		rc = make_entry(r, p, &a, &e);
-	free(p);
-	if (rc < 0)
-		FAIL(rc);
-	op_exit(r);
-	if (fuse_reply_entry(req, &e) < 0)
-		forget_entry(r, e.ino);
+	reply_made(req, r, p, &a, rc);
 }
 
 static void sftpfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
@@ -2345,12 +2315,9 @@ static void sftpfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, co
 	if (!as) {
 		rc = sftp_hardlink_lstat(r->cli, op, p, &a, &lrc);
 		rc = refine_failure(r, p, NULL, 1, 1, rc);
-		int xr = rc < 0 ? as_caller(r, req, rc, "link", op, p, NULL, 0, &a) : -ENOTSUP;
-		if (xr != -ENOTSUP) {
-			rc = xr;
+		rc = as_caller_after(r, req, rc, "link", op, p, NULL, 0, &a, &as);
+		if (as)
 			lrc = 0;
-			as = 1;
-		}
 	}
 	dir_added(r, np, newname);
 	dir_changed(r, NULL, op); /* the link count in its listing */
