@@ -1377,12 +1377,43 @@ static int list_append(struct sftp_listing *l, struct sftp_dirent *more, size_t 
 #define LIST_AHEAD 2u
 #define LIST_MAX 16u
 
-int sftp_list_dirs(struct sftp_client *s, struct sftp_listing *ls, size_t k)
-{
+/* What sftp_list_dirs and sftp_read_files share: k items of `per`
+ * requests each, a handle and a "sent" mark per item, one waiter for all. */
+struct batch {
 	struct sftp_req *rq;
 	struct sftp_handle **h;
 	unsigned char *sent;
 	struct sftp_waiter w;
+};
+
+static int batch_init(struct batch *b, size_t k, size_t per)
+{
+	b->rq = calloc(k * per + 1, sizeof(*b->rq));
+	b->h = calloc(k + 1, sizeof(*b->h));
+	b->sent = calloc(k + 1, 1);
+	if (!b->rq || !b->h || !b->sent) {
+		free(b->rq);
+		free(b->h);
+		free(b->sent);
+		return -ENOMEM;
+	}
+	waiter_init(&b->w);
+	for (size_t i = 0; i < k * per; i++)
+		req_init(&b->rq[i], &b->w);
+	return 0;
+}
+
+static void batch_free(struct batch *b)
+{
+	pthread_cond_destroy(&b->w.cv);
+	free(b->rq);
+	free(b->h);
+	free(b->sent);
+}
+
+int sftp_list_dirs(struct sftp_client *s, struct sftp_listing *ls, size_t k)
+{
+	struct batch bt;
 	size_t i, j, live;
 	int rc, broken = 0;
 
@@ -1392,20 +1423,14 @@ int sftp_list_dirs(struct sftp_client *s, struct sftp_listing *ls, size_t k)
 		ls[i].n = 0;
 	}
 	unsigned ahead = LIST_AHEAD;
-	rq = calloc(k * LIST_MAX + 1, sizeof *rq);
-	h = calloc(k + 1, sizeof *h);
-	sent = calloc(k + 1, 1);
-	if (!rq || !h || !sent) {
-		free(rq);
-		free(h);
-		free(sent);
+	if (batch_init(&bt, k, LIST_MAX) < 0) {
 		for (i = 0; i < k; i++)
 			ls[i].rc = -ENOMEM;
 		return -ENOMEM;
 	}
-	waiter_init(&w);
-	for (i = 0; i < k * LIST_MAX; i++)
-		req_init(&rq[i], &w);
+	struct sftp_req *rq = bt.rq;
+	struct sftp_handle **h = bt.h;
+	unsigned char *sent = bt.sent;
 
 	/* Every OPENDIR at once, then their handles. */
 	for (i = 0; i < k; i++) {
@@ -1492,19 +1517,13 @@ int sftp_list_dirs(struct sftp_client *s, struct sftp_listing *ls, size_t k)
 	}
 	for (i = 0; i < k * LIST_MAX; i++)
 		cancel_req(s, &rq[i]);
-	pthread_cond_destroy(&w.cv);
-	free(rq);
-	free(h);
-	free(sent);
+	batch_free(&bt);
 	return 0;
 }
 
 int sftp_read_files(struct sftp_client *s, struct sftp_fileread *fr, size_t k)
 {
-	struct sftp_req *rq;
-	struct sftp_handle **h;
-	unsigned char *sent;
-	struct sftp_waiter w;
+	struct batch bt;
 	size_t i;
 	int rc, broken = 0;
 
@@ -1513,20 +1532,14 @@ int sftp_read_files(struct sftp_client *s, struct sftp_fileread *fr, size_t k)
 		fr[i].data = NULL;
 		fr[i].got = 0;
 	}
-	rq = calloc(k + 1, sizeof *rq);
-	h = calloc(k + 1, sizeof *h);
-	sent = calloc(k + 1, 1);
-	if (!rq || !h || !sent) {
-		free(rq);
-		free(h);
-		free(sent);
+	if (batch_init(&bt, k, 1) < 0) {
 		for (i = 0; i < k; i++)
 			fr[i].rc = -ENOMEM;
 		return -ENOMEM;
 	}
-	waiter_init(&w);
-	for (i = 0; i < k; i++)
-		req_init(&rq[i], &w);
+	struct sftp_req *rq = bt.rq;
+	struct sftp_handle **h = bt.h;
+	unsigned char *sent = bt.sent;
 
 	/* Every OPEN at once, then their handles. */
 	for (i = 0; i < k; i++) {
@@ -1601,10 +1614,7 @@ int sftp_read_files(struct sftp_client *s, struct sftp_fileread *fr, size_t k)
 			fr[i].got = 0;
 		}
 	}
-	pthread_cond_destroy(&w.cv);
-	free(rq);
-	free(h);
-	free(sent);
+	batch_free(&bt);
 	return 0;
 }
 
