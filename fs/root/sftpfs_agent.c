@@ -78,14 +78,9 @@ static int64_t num(const char *s)
 	return strtoll(s, NULL, 10);
 }
 
-int sftpx_lstat(struct sandbox *sb, const char *path, struct sftp_attrs *a)
+/* stat's answer (fop_stat: nf fields in f) into a. */
+static int attrs_from(char **f, int nf, struct sftp_attrs *a)
 {
-	char reply[512];
-	char *f[SFTPX_FIELDS];
-	int nf = 0;
-	int rc = call(sb, "stat", path, NULL, 0, reply, sizeof(reply), f, &nf);
-	if (rc < 0)
-		return rc;
 	if (nf < 13)
 		return -EIO;
 	/* nlink uid gid mode size blocks atime ans mtime mns ctime cns ino ... */
@@ -107,6 +102,63 @@ int sftpx_lstat(struct sandbox *sb, const char *path, struct sftp_attrs *a)
 	a->atime = (uint32_t)a->xatime;
 	a->mtime = (uint32_t)a->xmtime;
 	return 0;
+}
+
+int sftpx_lstat(struct sandbox *sb, const char *path, struct sftp_attrs *a)
+{
+	char reply[512];
+	char *f[SFTPX_FIELDS];
+	int nf = 0;
+	int rc = call(sb, "stat", path, NULL, 0, reply, sizeof(reply), f, &nf);
+	return rc < 0 ? rc : attrs_from(f, nf, a);
+}
+
+int sftpx_create(struct sandbox *sb, const char *path, int excl, int trunc, mode_t mode, int chmod_mode,
+		 const struct timespec *ts, const void *data, size_t len, struct sftp_attrs *a)
+{
+	if (!sftpx_can(sb))
+		return -ENOTSUP;
+	size_t pl = strlen(path);
+	if (pl > PATH_MAX_SFTPX)
+		return -ENAMETOOLONG;
+	if (len > SFTPX_CREATE_MAX)
+		return -EFBIG;
+	size_t cap = pl + 256 + len;
+	char *req = malloc(cap);
+	if (!req)
+		return -ENOMEM;
+	size_t n = (size_t)snprintf(req, cap, "create") + 1;
+	memcpy(req + n, path, pl);
+	n += pl;
+	int64_t args[8] = {excl ? 1 : 0, trunc ? 1 : 0, (int64_t)(mode & 07777), chmod_mode < 0 ? -1 : (chmod_mode & 07777),
+			   ts ? (int64_t)ts[0].tv_sec : -1, ts ? ts[0].tv_nsec : 0, ts ? (int64_t)ts[1].tv_sec : 0,
+			   ts ? ts[1].tv_nsec : 0};
+	for (int i = 0; i < 8; i++)
+		n += (size_t)snprintf(req + n, cap - n, "%c%" PRId64, '\0', args[i]);
+	req[n++] = '\0';
+	memcpy(req + n, data, len);
+	n += len;
+	char reply[512];
+	size_t rl = 0;
+	int rc = sb->prov->fileop(sb, req, n, reply, sizeof(reply) - 1, &rl);
+	free(req);
+	if (rc < 0)
+		return rc;
+	reply[rl] = '\0';
+	char *f[SFTPX_FIELDS];
+	int k = 0;
+	char *p = reply, *end = reply + rl;
+	long e = strtol(p, NULL, 10);
+	p += strlen(p) + 1;
+	while (p < end && k < SFTPX_FIELDS) {
+		f[k++] = p;
+		p += strlen(p) + 1;
+	}
+	if (e < 0 || e > 4095)
+		return -EIO;
+	if (e)
+		return -(int)e;
+	return attrs_from(f, k, a);
 }
 
 int sftpx_chown(struct sandbox *sb, const char *path, uint32_t uid, uint32_t gid, int root)

@@ -21,7 +21,9 @@
 #   answers f "ERRNO\0FIELDS..." (ERRNO 0: done). OPs: stat (statx: link
 #   count, ctime, nanoseconds, 64-bit times), chown UID GID, mknod MODE
 #   (FIFOs and sockets: a socket is bound at the path), utimens AS ANS MS
-#   MNS [MODE] (the mode first, when given), truncate SIZE; pchown is
+#   MNS [MODE] (the mode first, when given), truncate SIZE, create EXCL
+#   TRUNC MODE CHMOD AS ANS MS MNS DATA (a small file made, written and
+#   closed in one request; answered with stat's fields); pchown is
 #   chown sent to the owners' agent, pchmod MODE (the name itself, never a
 #   symlink's target) sent there too (a third argument "files": file
 #   operations only, in a bubblewrap of its own with CAP_CHOWN). Owners are
@@ -414,6 +416,40 @@ sub fileop {
 			$r = -($! + 0) if sc($nr{ftruncate}, $f + 0, $a[0] + 0) < 0;
 			POSIX::close($f);
 		}
+	} elsif ($op eq 'create') {
+		# create EXCL TRUNC MODE CHMOD AS ANS MS MNS DATA: a small file
+		# made whole in one request (fs/root/sftpfs.c: deferred create):
+		# opened with O_NOFOLLOW (a symlink planted at the name fails it,
+		# EEXIST or ELOOP), O_EXCL first (the mode then exact, umask 0),
+		# without it only when EXCL is 0 and the name exists (open(2)'s
+		# rules: its mode stays); DATA written from offset 0; then CHMOD
+		# (-1: none) and the times (AS -1: none) on the descriptor; the
+		# answer is stat's. DATA is the rest of the request, NULs and all.
+		my ($excl, $trunc, $mode, $chmod, @t) = splice(@a, 0, 8);
+		my $data = join("\0", @a);
+		my $fl = Fcntl::O_WRONLY() | Fcntl::O_CREAT() | Fcntl::O_NOFOLLOW() | O_CLOEXEC_ | ($trunc ? Fcntl::O_TRUNC() : 0);
+		my $old = umask(0);
+		my $f = sc($nr{openat}, $fd + 0, $name, $fl | Fcntl::O_EXCL(), ($mode // 0) & 07777);
+		$f = sc($nr{openat}, $fd + 0, $name, $fl, 0) if $f < 0 && $! == POSIX::EEXIST() && !$excl;
+		$r = -($! + 0) if $f < 0;
+		umask($old);
+		my $via = "/proc/self/fd/$f";
+		for (my $off = 0; !$r && $off < length $data;) {
+			my $k = POSIX::write($f, substr($data, $off), length($data) - $off);
+			if (!defined $k) {
+				$r = -($! + 0) unless $! == EINTR;
+			} else {
+				$off += $k;
+			}
+		}
+		$r = -($! + 0) if !$r && defined $chmod && $chmod >= 0 && sc($nr{fchmodat}, AT_FDCWD, $via, $chmod & 07777, 0) < 0;
+		if (!$r && defined $t[0] && $t[0] >= 0) {
+			my $ts = pack('q q q q', map { $_ + 0 } @t[0 .. 3]);
+			$r = -($! + 0) if sc($nr{utimensat_time64} // $nr{utimensat}, AT_FDCWD, $via, $ts, 0) < 0;
+		}
+		$r = fop_stat($fd, $name) unless $r;
+		# close's own errors (NFS) are the write's
+		$r = -($! + 0) if $f >= 0 && !defined POSIX::close($f) && !($r =~ /^-\d+$/ && $r < 0);
 	} else {
 		$r = -POSIX::ENOSYS();
 	}
