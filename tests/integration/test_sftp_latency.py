@@ -434,9 +434,18 @@ def agent_sandbox(tmp_path, via, seerfs_factory, workdir=None):
     return AgentSandbox(m, sb, workdir / "s")
 
 
+def stop_clean(a):
+    """Unmounts a's seerfs; its log has no sanitizer report (build-asan)."""
+    a.m.stop()
+    log = a.m.stderr()
+    assert "ERROR: AddressSanitizer" not in log and "runtime error:" not in log and "LeakSanitizer" not in log, log
+
+
 @pytest.fixture
 def asb(tmp_path, sshd_delayed, seerfs_factory):
-    return agent_sandbox(tmp_path, sshd_delayed[0], seerfs_factory)
+    a = agent_sandbox(tmp_path, sshd_delayed[0], seerfs_factory)
+    yield a
+    stop_clean(a)
 
 
 def deferred_log(a):
@@ -615,7 +624,7 @@ def test_deferred_create_disk_full(tmp_path, sshd_delayed, seerfs_factory):
         os.unlink(a.H("filler"))
         assert close_errno(a.M("d", "g")) == 0
         assert open(a.H("d", "g")).read() == "data\n"
-        a.m.stop()
+        stop_clean(a)
     finally:
         subprocess.run(["umount", "-l", str(workdir)], capture_output=True)
 
