@@ -2623,15 +2623,23 @@ static int dc_materialize(struct sftpfs *r, struct sfile *f)
 
 /* f's deferred create, sent with its content and held-back mode and times
  * in one request to the agent, answered. Returns 1 when f had none (it is
- * an ordinary handle), else 0 or the error (sticky on f, logged). */
-static int dc_commit(struct sftpfs *r, struct sfile *f)
+ * an ordinary handle), else 0 or the error (sticky on f, logged).
+ * At a flush (at_flush) of a handle nothing was written through yet, it
+ * waits for a later flush or the release: a shell's `echo x > f` opens f,
+ * dup2s it to 1 and closes the first descriptor (a flush) before it
+ * writes; sending it there would cost a second round trip to open it again. */
+static int dc_commit(struct sftpfs *r, struct sfile *f, int at_flush)
 {
 	struct snode *n = f->n;
 	pthread_mutex_lock(&r->mu);
 	struct sdefer *d = dc_take(r, f);
-	if (!d) {
+	if (!d || (at_flush && !f->written)) {
+		if (d) {
+			f->dc_busy = 0;
+			pthread_cond_broadcast(&r->done_cv);
+		}
 		pthread_mutex_unlock(&r->mu);
-		return 1;
+		return d ? 0 : 1;
 	}
 	/* The held-back changes go with it; later ones go by path. */
 	struct sftp_attrs pend = {0};
@@ -2734,10 +2742,12 @@ static void dc_flush_all(struct sftpfs *r, struct snode *except)
 	for (;;) {
 		pthread_mutex_lock(&r->mu);
 		struct sfile *f = r->dcs;
-		while (f && (f->n == except || f->dc_busy))
-			f = f->dc_next;
-		int busy = !f && r->dcs && r->dcs->n != except;
-		if (busy) /* one being sent: wait for it, then look again */
+		int busy = 0;
+		for (; f && (f->n == except || f->dc_busy); f = f->dc_next)
+			busy |= f->n != except;
+		if (f)
+			busy = 0;
+		else if (busy) /* one being sent: wait for it, then look again */
 			pthread_cond_wait(&r->done_cv, &r->mu);
 		if (f)
 			f->pending++;
@@ -2816,7 +2826,10 @@ static int dc_try_create(fuse_req_t req, struct sftpfs *r, struct snode *n, cons
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	double t = cur_timeout(r);
-	if (t <= 0 || !ctx || !use_x(r) || (mode & 07000) || (fi->flags & O_ACCMODE) != O_WRONLY || (fi->flags & O_APPEND))
+	/* O_RDWR too (git's objects and locks): a read through the handle
+	 * makes the file on the server first. */
+	int acc = fi->flags & O_ACCMODE;
+	if (t <= 0 || !ctx || !use_x(r) || (mode & 07000) || (acc != O_WRONLY && acc != O_RDWR) || (fi->flags & O_APPEND))
 		return 0;
 	int rc = 0;
 	char *p = node_path(n, name, &rc);
@@ -3350,7 +3363,7 @@ static void sftpfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 	 * kernel) before close returns, or close reports why not; so are the
 	 * deferred mode and time changes; a deferred create is made with
 	 * them, in one request. */
-	int dcr = dc_commit(r, f);
+	int dcr = dc_commit(r, f, 1);
 	rc = dcr == 1 ? settle_file(r, n, f) : dcr;
 	if (f->written) {
 		pthread_mutex_lock(&r->mu);
@@ -3390,7 +3403,7 @@ static void sftpfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info
 	if (op_enter(r) == 0) {
 		/* A create still deferred (no flush came: the flush made it)
 		 * is made now; a failure is logged. */
-		dc_commit(r, f);
+		dc_commit(r, f, 0);
 		/* Changes still deferred go through this handle before it closes
 		 * (a flush normally sent them already). */
 		apply_pend(r, n);
