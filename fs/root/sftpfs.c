@@ -2585,6 +2585,8 @@ static int dc_materialize(struct sftpfs *r, struct sfile *f)
 		rc = sftp_fstat(r->cli, h, &a);
 	if (rc == 0)
 		fix_perm(r, p, h, &a, d->mode);
+	if (rc == 0 && (d->uid != (uint32_t)-1 || d->gid != (uint32_t)-1))
+		(void)sftpx_chown(r->sb, p, d->uid, d->gid, 1); /* as own_new; the login's where it cannot */
 	struct wjob *j = NULL;
 	if (rc == 0 && d->len && !(j = calloc(1, sizeof(*j) + d->len)))
 		rc = -ENOMEM;
@@ -2662,8 +2664,15 @@ static int dc_commit(struct sftpfs *r, struct sfile *f, int at_flush)
 	struct sftp_attrs a;
 	int rc = p ? sftpx_create(r->sb, p, !!(d->flags & O_EXCL), !!(d->flags & O_TRUNC), d->mode,
 				  (pend.flags & SFTP_ATTR_PERMISSIONS) ? (int)(pend.perm & 07777) : -1, times ? ts : NULL,
-				  d->buf, d->len, &a)
+				  d->uid, d->gid, d->buf, d->len, &a)
 		   : -ENOENT;
+	if (rc == 0 && ((d->uid != (uint32_t)-1 && a.uid != d->uid) || (d->gid != (uint32_t)-1 && a.gid != d->gid)) &&
+	    !__atomic_exchange_n(&r->own_off, 1, __ATOMIC_RELAXED))
+		/* the owners' agent could not give it away (own_new's case) */
+		fprintf(stderr,
+			"seerfs: sandbox %s: %s made by uid %u stays owned by %u:%u: the owners' agent cannot chown; new "
+			"entries of other users keep the SSH login's owner (docs/ssh.md: owners)\n",
+			r->sb ? r->sb->name : "?", p, d->uid, a.uid, a.gid);
 	if (rc == -ENOTSUP || rc == -ENOSYS) {
 		/* No agent for it after all: over SFTP, as before. */
 		x_fallback(r, rc);
@@ -2845,15 +2854,29 @@ static int dc_try_create(fuse_req_t req, struct sftpfs *r, struct snode *n, cons
 		ok = strcmp(l->added[i], name) != 0;
 	int sgid = ok && (n->a.perm & S_ISGID);
 	uint32_t uid = r->new_uid, gid = sgid ? n->a.gid : r->new_gid;
-	/* own_new would give it to its creator: not from here. */
-	if (ok && own && (ctx->uid != uid || (!sgid && ctx->gid != gid)))
-		ok = 0;
+	/* Given to its creator as own_new would (the owners' agent, in the
+	 * same request: pcreate); beyond the sandbox's ids own_new leaves it. */
+	uint32_t cu = (uint32_t)-1, cg = (uint32_t)-1;
+	if (ok && own) {
+		if (ctx->uid != uid)
+			cu = ctx->uid;
+		if (!sgid && ctx->gid != gid)
+			cg = ctx->gid;
+		if ((cu != (uint32_t)-1 && cu > 65535) || (cg != (uint32_t)-1 && cg > 65535))
+			cu = cg = (uint32_t)-1;
+	}
 	pthread_mutex_unlock(&r->mu);
 	struct sdefer *d = ok ? sdefer_new(fi->flags, mode & 07777) : NULL;
 	if (!d) {
 		free(p);
 		return 0;
 	}
+	d->uid = cu;
+	d->gid = cg;
+	if (cu != (uint32_t)-1)
+		uid = cu;
+	if (cg != (uint32_t)-1)
+		gid = cg;
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);
 	struct sftp_attrs a;

@@ -114,7 +114,7 @@ int sftpx_lstat(struct sandbox *sb, const char *path, struct sftp_attrs *a)
 }
 
 int sftpx_create(struct sandbox *sb, const char *path, int excl, int trunc, mode_t mode, int chmod_mode,
-		 const struct timespec *ts, const void *data, size_t len, struct sftp_attrs *a)
+		 const struct timespec *ts, uint32_t uid, uint32_t gid, const void *data, size_t len, struct sftp_attrs *a)
 {
 	if (!sftpx_can(sb))
 		return -ENOTSUP;
@@ -127,13 +127,15 @@ int sftpx_create(struct sandbox *sb, const char *path, int excl, int trunc, mode
 	char *req = malloc(cap);
 	if (!req)
 		return -ENOMEM;
-	size_t n = (size_t)snprintf(req, cap, "create") + 1;
+	int owner = uid != (uint32_t)-1 || gid != (uint32_t)-1;
+	size_t n = (size_t)snprintf(req, cap, "%s", owner ? "pcreate" : "create") + 1;
 	memcpy(req + n, path, pl);
 	n += pl;
-	int64_t args[8] = {excl ? 1 : 0, trunc ? 1 : 0, (int64_t)(mode & 07777), chmod_mode < 0 ? -1 : (chmod_mode & 07777),
-			   ts ? (int64_t)ts[0].tv_sec : -1, ts ? ts[0].tv_nsec : 0, ts ? (int64_t)ts[1].tv_sec : 0,
-			   ts ? ts[1].tv_nsec : 0};
-	for (int i = 0; i < 8; i++)
+	int64_t args[10] = {excl ? 1 : 0, trunc ? 1 : 0, (int64_t)(mode & 07777), chmod_mode < 0 ? -1 : (chmod_mode & 07777),
+			    ts ? (int64_t)ts[0].tv_sec : -1, ts ? ts[0].tv_nsec : 0, ts ? (int64_t)ts[1].tv_sec : 0,
+			    ts ? ts[1].tv_nsec : 0, uid == (uint32_t)-1 ? -1 : (int64_t)uid,
+			    gid == (uint32_t)-1 ? -1 : (int64_t)gid};
+	for (int i = 0; i < 10; i++)
 		n += (size_t)snprintf(req + n, cap - n, "%c%" PRId64, '\0', args[i]);
 	req[n++] = '\0';
 	memcpy(req + n, data, len);

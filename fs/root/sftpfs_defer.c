@@ -15,6 +15,7 @@ struct sdefer *sdefer_new(int flags, mode_t mode)
 	if (d) {
 		d->flags = flags;
 		d->mode = mode;
+		d->uid = d->gid = (uint32_t)-1;
 	}
 	return d;
 }

@@ -15,6 +15,7 @@
 struct sdefer {
 	int flags;            /* open(2)'s flags of the create */
 	mode_t mode;          /* its mode */
+	uint32_t uid, gid;    /* the owner to give it ((uint32_t)-1: the login's) */
 	char *buf;            /* the file's content from offset 0 */
 	size_t len, cap;
 };

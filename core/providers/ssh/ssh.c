@@ -532,10 +532,12 @@ static int ssh_fileop(struct sandbox *sb, const void *req, size_t len, char *rep
 	struct ssh_agent *a;
 	char err[SSH_ERRMSG_LEN + 400];
 	/* chown and chmod the kernel allowed (a root seerfs: the caller is root,
-	 * or -o allow_other's default_permissions checked it): the owners'
+	 * or -o allow_other's default_permissions checked it), and a deferred
+	 * create given to its creator (pcreate): the owners'
 	 * agent, with CAP_CHOWN, CAP_FOWNER and CAP_FSETID; where it
 	 * cannot run, the sandbox's own (the kernel then says EPERM). */
-	int r = len > 7 && (!memcmp(req, "pchown", 7) || !memcmp(req, "pchmod", 7)) ? fagent_acquire(sb, s, &a) : -ENOTSUP;
+	int r = len > 7 && (!memcmp(req, "pchown", 7) || !memcmp(req, "pchmod", 7) || (len > 8 && !memcmp(req, "pcreate", 8)))
+			? fagent_acquire(sb, s, &a) : -ENOTSUP;
 	if (r == -ENOTSUP)
 		r = agent_acquire(sb, s, &a, err, sizeof(err));
 	if (r < 0)

@@ -22,8 +22,9 @@
 #   count, ctime, nanoseconds, 64-bit times), chown UID GID, mknod MODE
 #   (FIFOs and sockets: a socket is bound at the path), utimens AS ANS MS
 #   MNS [MODE] (the mode first, when given), truncate SIZE, create EXCL
-#   TRUNC MODE CHMOD AS ANS MS MNS DATA (a small file made, written and
-#   closed in one request; answered with stat's fields); pchown is
+#   TRUNC MODE CHMOD AS ANS MS MNS UID GID DATA (a small file made,
+#   written and closed in one request; answered with stat's fields;
+#   pcreate: the same, sent to the owners' agent); pchown is
 #   chown sent to the owners' agent, pchmod MODE (the name itself, never a
 #   symlink's target) sent there too (a third argument "files": file
 #   operations only, in a bubblewrap of its own with CAP_CHOWN). Owners are
@@ -416,16 +417,20 @@ sub fileop {
 			$r = -($! + 0) if sc($nr{ftruncate}, $f + 0, $a[0] + 0) < 0;
 			POSIX::close($f);
 		}
-	} elsif ($op eq 'create') {
-		# create EXCL TRUNC MODE CHMOD AS ANS MS MNS DATA: a small file
-		# made whole in one request (fs/root/sftpfs.c: deferred create):
-		# opened with O_NOFOLLOW (a symlink planted at the name fails it,
-		# EEXIST or ELOOP), O_EXCL first (the mode then exact, umask 0),
-		# without it only when EXCL is 0 and the name exists (open(2)'s
-		# rules: its mode stays); DATA written from offset 0; then CHMOD
-		# (-1: none) and the times (AS -1: none) on the descriptor; the
-		# answer is stat's. DATA is the rest of the request, NULs and all.
+	} elsif ($op eq 'create' || $op eq 'pcreate') {
+		# create EXCL TRUNC MODE CHMOD AS ANS MS MNS UID GID DATA: a small
+		# file made whole in one request (fs/root/sftpfs.c: deferred
+		# create): opened with O_NOFOLLOW (a symlink planted at the name
+		# fails it, EEXIST or ELOOP), O_EXCL first (the mode then exact,
+		# umask 0), without it only when EXCL is 0 and the name exists
+		# (open(2)'s rules: its mode stays); DATA written from offset 0;
+		# then the owner (UID GID, -1: none; the sandbox's ids only; a
+		# refusal leaves it, the answer shows it), CHMOD (-1: none) and
+		# the times (AS -1: none) on the descriptor; the answer is stat's.
+		# DATA is the rest of the request, NULs and all. pcreate is
+		# create sent to the owners' agent (an owner given: CAP_CHOWN).
 		my ($excl, $trunc, $mode, $chmod, @t) = splice(@a, 0, 8);
+		my ($uid, $gid) = splice(@a, 0, 2);
 		my $data = join("\0", @a);
 		my $fl = Fcntl::O_WRONLY() | Fcntl::O_CREAT() | Fcntl::O_NOFOLLOW() | O_CLOEXEC_ | ($trunc ? Fcntl::O_TRUNC() : 0);
 		my $old = umask(0);
@@ -441,6 +446,11 @@ sub fileop {
 			} else {
 				$off += $k;
 			}
+		}
+		if (!$r && grep({ defined($_) && /^\d+$/ && $_ <= 65535 } $uid, $gid)) {
+			my @ids = map { defined($_) && /^\d+$/ && $_ <= 65535 ? $_ + 0 : -1 } $uid, $gid;
+			my $empty = '';   # syscall takes a string it may write: not a constant
+			sc($nr{fchownat}, $f + 0, $empty, @ids, 0x1000);   # AT_EMPTY_PATH
 		}
 		$r = -($! + 0) if !$r && defined $chmod && $chmod >= 0 && sc($nr{fchmodat}, AT_FDCWD, $via, $chmod & 07777, 0) < 0;
 		if (!$r && defined $t[0] && $t[0] >= 0) {
