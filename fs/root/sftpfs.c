@@ -247,6 +247,10 @@ struct sftpfs {
 	int dead, stop;
 	int x_off;                /* the sandbox's agent cannot make file operations (sftpfs_agent.c) */
 	int own_off;              /* the owners' agent cannot give new entries their creator's owner (own_new) */
+	/* The last owner it could not give (EINVAL: an id the sandbox cannot
+	 * map): not asked again for each new entry (under mu). */
+	int own_bad;
+	uint32_t own_bad_uid, own_bad_gid;
 	unsigned active;          /* requests using cli right now */
 	struct wjob *jobs, **jtail;
 	size_t qbytes;
@@ -1410,7 +1414,19 @@ static void own_new(struct sftpfs *r, fuse_req_t req, struct snode *parent, cons
 		return;
 	if ((uid != (uint32_t)-1 && uid > 65535) || (gid != (uint32_t)-1 && gid > 65535))
 		return; /* beyond the sandbox's ids (EINVAL there): stays the login's */
+	pthread_mutex_lock(&r->mu);
+	int bad = r->own_bad && r->own_bad_uid == uid && r->own_bad_gid == gid;
+	pthread_mutex_unlock(&r->mu);
+	if (bad)
+		return; /* refused before (logged then): stays the login's */
 	int rc = sftpx_chown(r->sb, p, uid, gid, 1);
+	if (rc == -EINVAL) {
+		pthread_mutex_lock(&r->mu);
+		r->own_bad = 1;
+		r->own_bad_uid = uid;
+		r->own_bad_gid = gid;
+		pthread_mutex_unlock(&r->mu);
+	}
 	if (rc < 0) {
 		if (x_fallback(r, rc) || rc == -EPERM) {
 			if (!__atomic_exchange_n(&r->own_off, 1, __ATOMIC_RELAXED))
@@ -2662,17 +2678,29 @@ static int dc_commit(struct sftpfs *r, struct sfile *f, int at_flush)
 		ts[1] = (struct timespec){.tv_sec = pend.mtime};
 	}
 	struct sftp_attrs a;
+	int cherr = 0;
 	int rc = p ? sftpx_create(r->sb, p, !!(d->flags & O_EXCL), !!(d->flags & O_TRUNC), d->mode,
 				  (pend.flags & SFTP_ATTR_PERMISSIONS) ? (int)(pend.perm & 07777) : -1, times ? ts : NULL,
-				  d->uid, d->gid, d->buf, d->len, &a)
+				  d->uid, d->gid, d->buf, d->len, &a, &cherr)
 		   : -ENOENT;
-	if (rc == 0 && ((d->uid != (uint32_t)-1 && a.uid != d->uid) || (d->gid != (uint32_t)-1 && a.gid != d->gid)) &&
-	    !__atomic_exchange_n(&r->own_off, 1, __ATOMIC_RELAXED))
+	if (rc == 0 && cherr == -EINVAL) {
+		/* an owner the sandbox cannot map: own_new's case, remembered */
+		pthread_mutex_lock(&r->mu);
+		int again = r->own_bad && r->own_bad_uid == d->uid && r->own_bad_gid == d->gid;
+		r->own_bad = 1;
+		r->own_bad_uid = d->uid;
+		r->own_bad_gid = d->gid;
+		pthread_mutex_unlock(&r->mu);
+		if (!again)
+			fprintf(stderr, "seerfs: sandbox %s: %s made by uid %u stays owned by %u:%u: chown failed: %s\n",
+				r->sb ? r->sb->name : "?", p, d->uid, a.uid, a.gid, strerror(-cherr));
+	} else if (rc == 0 && cherr && !__atomic_exchange_n(&r->own_off, 1, __ATOMIC_RELAXED)) {
 		/* the owners' agent could not give it away (own_new's case) */
 		fprintf(stderr,
-			"seerfs: sandbox %s: %s made by uid %u stays owned by %u:%u: the owners' agent cannot chown; new "
-			"entries of other users keep the SSH login's owner (docs/ssh.md: owners)\n",
-			r->sb ? r->sb->name : "?", p, d->uid, a.uid, a.gid);
+			"seerfs: sandbox %s: %s made by uid %u stays owned by %u:%u: the owners' agent cannot chown (%s); "
+			"new entries of other users keep the SSH login's owner (docs/ssh.md: owners)\n",
+			r->sb ? r->sb->name : "?", p, d->uid, a.uid, a.gid, strerror(-cherr));
+	}
 	if (rc == -ENOTSUP || rc == -ENOSYS) {
 		/* No agent for it after all: over SFTP, as before. */
 		x_fallback(r, rc);
@@ -2862,8 +2890,9 @@ static int dc_try_create(fuse_req_t req, struct sftpfs *r, struct snode *n, cons
 			cu = ctx->uid;
 		if (!sgid && ctx->gid != gid)
 			cg = ctx->gid;
-		if ((cu != (uint32_t)-1 && cu > 65535) || (cg != (uint32_t)-1 && cg > 65535))
-			cu = cg = (uint32_t)-1;
+		if ((cu != (uint32_t)-1 && cu > 65535) || (cg != (uint32_t)-1 && cg > 65535) ||
+		    (r->own_bad && r->own_bad_uid == cu && r->own_bad_gid == cg))
+			cu = cg = (uint32_t)-1; /* own_new would leave it the login's */
 	}
 	pthread_mutex_unlock(&r->mu);
 	struct sdefer *d = ok ? sdefer_new(fi->flags, mode & 07777) : NULL;

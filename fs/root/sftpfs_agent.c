@@ -114,8 +114,10 @@ int sftpx_lstat(struct sandbox *sb, const char *path, struct sftp_attrs *a)
 }
 
 int sftpx_create(struct sandbox *sb, const char *path, int excl, int trunc, mode_t mode, int chmod_mode,
-		 const struct timespec *ts, uint32_t uid, uint32_t gid, const void *data, size_t len, struct sftp_attrs *a)
+		 const struct timespec *ts, uint32_t uid, uint32_t gid, const void *data, size_t len, struct sftp_attrs *a,
+		 int *chown_err)
 {
+	*chown_err = 0;
 	if (!sftpx_can(sb))
 		return -ENOTSUP;
 	size_t pl = strlen(path);
@@ -160,6 +162,8 @@ int sftpx_create(struct sandbox *sb, const char *path, int excl, int trunc, mode
 		return -EIO;
 	if (e)
 		return -(int)e;
+	if (k > 15)   /* after stat's 15 fields */
+		*chown_err = -(int)strtol(f[15], NULL, 10);
 	return attrs_from(f, k, a);
 }
 

@@ -210,9 +210,9 @@ def test_create(agent, tree):
     st = os.lstat(g)
     assert (int(s[1]), int(s[2])) == (st.st_uid, st.st_gid)
     if os.geteuid() == 0:
-        assert (st.st_uid, st.st_gid) == (1234, 4321)
+        assert (st.st_uid, st.st_gid) == (1234, 4321) and int(s[15]) == 0
     else:
-        assert (st.st_uid, st.st_gid) == (os.geteuid(), os.getegid())
+        assert (st.st_uid, st.st_gid) == (os.geteuid(), os.getegid()) and int(s[15]) == errno.EPERM
     e, s = agent.op("pcreate", inside / "d" / "big-id", 1, 0, 0o644, -1, -1, 0, 0, 0, 70000, -1, b"o")
     assert e == 0 and os.lstat(inside / "d" / "big-id").st_uid == os.geteuid()   # beyond the sandbox's ids
 

@@ -425,12 +425,14 @@ sub fileop {
 		# umask 0), without it only when EXCL is 0 and the name exists
 		# (open(2)'s rules: its mode stays); DATA written from offset 0;
 		# then the owner (UID GID, -1: none; the sandbox's ids only; a
-		# refusal leaves it, the answer shows it), CHMOD (-1: none) and
-		# the times (AS -1: none) on the descriptor; the answer is stat's.
+		# refusal leaves it: its errno follows stat's fields in the
+		# answer), CHMOD (-1: none) and the times (AS -1: none) on the
+		# descriptor; the answer is stat's.
 		# DATA is the rest of the request, NULs and all. pcreate is
 		# create sent to the owners' agent (an owner given: CAP_CHOWN).
 		my ($excl, $trunc, $mode, $chmod, @t) = splice(@a, 0, 8);
 		my ($uid, $gid) = splice(@a, 0, 2);
+		my $cherr = 0;
 		my $data = join("\0", @a);
 		my $fl = Fcntl::O_WRONLY() | Fcntl::O_CREAT() | Fcntl::O_NOFOLLOW() | O_CLOEXEC_ | ($trunc ? Fcntl::O_TRUNC() : 0);
 		my $old = umask(0);
@@ -450,14 +452,17 @@ sub fileop {
 		if (!$r && grep({ defined($_) && /^\d+$/ && $_ <= 65535 } $uid, $gid)) {
 			my @ids = map { defined($_) && /^\d+$/ && $_ <= 65535 ? $_ + 0 : -1 } $uid, $gid;
 			my $empty = '';   # syscall takes a string it may write: not a constant
-			sc($nr{fchownat}, $f + 0, $empty, @ids, 0x1000);   # AT_EMPTY_PATH
+			$cherr = $! + 0 if sc($nr{fchownat}, $f + 0, $empty, @ids, 0x1000) < 0;   # AT_EMPTY_PATH
 		}
 		$r = -($! + 0) if !$r && defined $chmod && $chmod >= 0 && sc($nr{fchmodat}, AT_FDCWD, $via, $chmod & 07777, 0) < 0;
 		if (!$r && defined $t[0] && $t[0] >= 0) {
 			my $ts = pack('q q q q', map { $_ + 0 } @t[0 .. 3]);
 			$r = -($! + 0) if sc($nr{utimensat_time64} // $nr{utimensat}, AT_FDCWD, $via, $ts, 0) < 0;
 		}
-		$r = fop_stat($fd, $name) unless $r;
+		unless ($r) {   # stat's fields, then the owner change's errno
+			$r = fop_stat($fd, $name);
+			$r .= "\0$cherr" unless $r =~ /^-?\d+$/;
+		}
 		# close's own errors (NFS) are the write's
 		$r = -($! + 0) if $f >= 0 && !defined POSIX::close($f) && !($r =~ /^-\d+$/ && $r < 0);
 	} else {
