@@ -33,7 +33,10 @@
  *    getattr/lookup/read/truncate of a node first wait for its pending
  *    writes, so no stale size can shrink the kernel's i_size;
  *  - reads use sftp_pread_range (32 x 64 KiB in flight) per FUSE read; the
- *    kernel's async readahead keeps two such reads going.
+ *    kernel's async readahead keeps two such reads going;
+ *  - with the sandbox's agent, a create whose outcome the cached listing
+ *    decides is answered here and its small content kept; its close makes
+ *    it with one agent request (see "deferred creates" below).
  *
  * Symlinks are never followed by us (lstat, lsetstat@openssh.com for
  * times); readlink rewrites absolute targets, relative ones that climb
