@@ -23,7 +23,10 @@
 #   answers f "ERRNO\0FIELDS..." (ERRNO 0: done). OPs: stat (statx: link
 #   count, ctime, nanoseconds, 64-bit times), chown UID GID, mknod MODE
 #   (FIFOs and sockets: a socket is bound at the path), utimens AS ANS MS
-#   MNS [MODE] (the mode first, when given), truncate SIZE; pchown is
+#   MNS [MODE] (the mode first, when given), truncate SIZE, create EXCL
+#   TRUNC MODE CHMOD AS ANS MS MNS UID GID DATA (a small file made,
+#   written and closed in one request; answered with stat's fields;
+#   pcreate: the same, sent to the owners' agent); pchown is
 #   chown sent to the owners' agent, pchmod MODE (the name itself, never a
 #   symlink's target) sent there too (a third argument "files": file
 #   operations only, in a bubblewrap of its own with CAP_CHOWN). There
@@ -426,7 +429,10 @@ sub fileop {
 	return POSIX::EINVAL() unless defined $path;
 	# The owners' agent (it holds capabilities) makes owners and modes
 	# by itself, everything else only as a caller (as_caller).
-	return POSIX::ENOSYS() if $files_only && !$acting && $op ne 'pchown' && $op ne 'pchmod' && $op ne 'stat';
+	# pcreate: root's deferred create given to root (fs/root/sftpfs.c:
+	# dc_try_create sends no other); any other owner goes "as" the caller.
+	return POSIX::ENOSYS() if $files_only && !$acting && $op ne 'pchown' && $op ne 'pchmod' && $op ne 'stat' &&
+		!($op eq 'pcreate' && ($a[8] // '') =~ /^(0|-1)$/);
 	return POSIX::ENOSYS() if $only_as{$op} && !$acting;
 	my ($fd, $name) = walk($path);
 	return -$fd if $fd < 0;
@@ -536,6 +542,54 @@ sub fileop {
 			$r = -($! + 0) if sc($nr{ftruncate}, $f + 0, $a[0] + 0) < 0;
 			POSIX::close($f);
 		}
+	} elsif ($op eq 'create' || $op eq 'pcreate') {
+		# create EXCL TRUNC MODE CHMOD AS ANS MS MNS UID GID DATA: a small
+		# file made whole in one request (fs/root/sftpfs.c: deferred
+		# create): opened with O_NOFOLLOW (a symlink planted at the name
+		# fails it, EEXIST or ELOOP), O_EXCL first (the mode then exact,
+		# umask 0), without it only when EXCL is 0 and the name exists
+		# (open(2)'s rules: its mode stays); DATA written from offset 0;
+		# then the owner (UID GID, -1: none; the sandbox's ids only; a
+		# refusal leaves it: its errno follows stat's fields in the
+		# answer), CHMOD (-1: none) and the times (AS -1: none) on the
+		# descriptor; the answer is stat's.
+		# DATA is the rest of the request, NULs and all. pcreate is
+		# create sent to the owners' agent (an owner given: CAP_CHOWN).
+		my ($excl, $trunc, $mode, $chmod, @t) = splice(@a, 0, 8);
+		my ($uid, $gid) = splice(@a, 0, 2);
+		my $cherr = 0;
+		my $data = join("\0", @a);
+		my $fl = Fcntl::O_WRONLY() | Fcntl::O_CREAT() | Fcntl::O_NOFOLLOW() | O_CLOEXEC_ | ($trunc ? Fcntl::O_TRUNC() : 0);
+		my $old = umask(0);
+		my $f = sc($nr{openat}, $fd + 0, $name, $fl | Fcntl::O_EXCL(), ($mode // 0) & 07777);
+		$f = sc($nr{openat}, $fd + 0, $name, $fl, 0) if $f < 0 && $! == POSIX::EEXIST() && !$excl;
+		$r = -($! + 0) if $f < 0;
+		umask($old);
+		my $via = "/proc/self/fd/$f";
+		for (my $off = 0; !$r && $off < length $data;) {
+			my $k = POSIX::write($f, substr($data, $off), length($data) - $off);
+			if (!defined $k) {
+				$r = -($! + 0) unless $! == EINTR;
+			} else {
+				$off += $k;
+			}
+		}
+		if (!$r && grep({ defined($_) && /^\d+$/ && $_ <= 65535 } $uid, $gid)) {
+			my @ids = map { defined($_) && /^\d+$/ && $_ <= 65535 ? $_ + 0 : -1 } $uid, $gid;
+			my $empty = '';   # syscall takes a string it may write: not a constant
+			$cherr = $! + 0 if sc($nr{fchownat}, $f + 0, $empty, @ids, 0x1000) < 0;   # AT_EMPTY_PATH
+		}
+		$r = -($! + 0) if !$r && defined $chmod && $chmod >= 0 && sc($nr{fchmodat}, AT_FDCWD, $via, $chmod & 07777, 0) < 0;
+		if (!$r && defined $t[0] && $t[0] >= 0) {
+			my $ts = pack('q q q q', map { $_ + 0 } @t[0 .. 3]);
+			$r = -($! + 0) if sc($nr{utimensat_time64} // $nr{utimensat}, AT_FDCWD, $via, $ts, 0) < 0;
+		}
+		unless ($r) {   # stat's fields, then the owner change's errno
+			$r = fop_stat($fd, $name);
+			$r .= "\0$cherr" unless $r =~ /^-?\d+$/;
+		}
+		# close's own errors (NFS) are the write's
+		$r = -($! + 0) if $f >= 0 && !defined POSIX::close($f) && !($r =~ /^-\d+$/ && $r < 0);
 	} else {
 		$r = -POSIX::ENOSYS();
 	}

@@ -33,7 +33,10 @@
  *    getattr/lookup/read/truncate of a node first wait for its pending
  *    writes, so no stale size can shrink the kernel's i_size;
  *  - reads use sftp_pread_range (32 x 64 KiB in flight) per FUSE read; the
- *    kernel's async readahead keeps two such reads going.
+ *    kernel's async readahead keeps two such reads going;
+ *  - with the sandbox's agent, a create whose outcome the cached listing
+ *    decides is answered here and its small content kept; its close makes
+ *    it with one agent request (see "deferred creates" below).
  *
  * Symlinks are never followed by us (lstat, lsetstat@openssh.com for
  * times); readlink rewrites absolute targets, relative ones that climb
@@ -62,6 +65,7 @@
 #include "fs/root/cache.h"
 #include "fs/root/link.h"
 #include "fs/root/sftpfs_agent.h"
+#include "fs/root/sftpfs_defer.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -158,6 +162,14 @@ struct sfile {
 	uint64_t ra_off, ra_wgen, ra_next;
 	size_t ra_len, ra_win;
 	int ra_eof;           /* the window ended at end of file */
+	int flags;            /* open(2)'s flags */
+	/* A create answered without the server (dc_try_create): its content
+	 * until the close sends it (dc_commit) or something needs the file on
+	 * the server first (dc_materialize); dc_busy while one of them sends
+	 * it; on r->dcs through dc_next. */
+	struct sdefer *dc;
+	int dc_busy;
+	struct sfile *dc_next;
 };
 
 struct wjob {
@@ -240,6 +252,10 @@ struct sftpfs {
 	int x_off;                /* the sandbox's agent cannot make file operations (sftpfs_agent.c) */
 	int own_off;              /* the owners' agent cannot give new entries their creator's owner (own_new) */
 	int as_off;               /* the owners' agent cannot make callers' operations as them (as_caller) */
+	/* The last owner it could not give (EINVAL: an id the sandbox cannot
+	 * map): not asked again for each new entry (under mu). */
+	int own_bad;
+	uint32_t own_bad_uid, own_bad_gid;
 	unsigned active;          /* requests using cli right now */
 	struct wjob *jobs, **jtail;
 	size_t qbytes;
@@ -270,6 +286,12 @@ struct sftpfs {
 	char *pfq[SFTPFS_PF_QUEUE];
 	size_t pfn;
 	uint64_t lgen;            /* bumped when listings are dropped */
+	struct sfile *dcs;        /* handles with a deferred create (struct sfile: dc) */
+	unsigned ndc;
+	/* The owner the server gives a new entry (the login's, as the sandbox
+	 * sees it), learnt from the first one made: a deferred create tells it. */
+	int ids_known;
+	uint32_t new_uid, new_gid;
 };
 
 static int get_list(struct sftpfs *r, struct snode *n, struct sdir **out);
@@ -280,6 +302,9 @@ static void wait_loading(struct sftpfs *r, const char *path);
 static int sdent_cmp(const void *a, const void *b);
 static void sdir_put(struct sdir *d);
 static void drop_parent_list(struct sftpfs *r, const char *path);
+static void dc_settle_node(struct sftpfs *r, struct snode *n);
+static void dc_flush_all(struct sftpfs *r, struct snode *except);
+static void learn_ids(struct sftpfs *r, struct snode *n, const struct sftp_attrs *a);
 
 static struct snode *node_of(fuse_ino_t ino)
 {
@@ -745,6 +770,7 @@ static int x_fallback(struct sftpfs *r, int rc);
  * close reports it. */
 static int apply_pend(struct sftpfs *r, struct snode *n)
 {
+	dc_settle_node(r, n);
 	pthread_mutex_lock(&r->mu);
 	int any = (n->pend.flags && n->cf) || n->pend_busy;
 	pthread_mutex_unlock(&r->mu);
@@ -806,6 +832,7 @@ static int send_pend(struct sftpfs *r, struct snode *n)
  * there. */
 static int settle_node(struct sftpfs *r, struct snode *n)
 {
+	dc_settle_node(r, n);
 	drain_node(n);
 	return apply_pend(r, n);
 }
@@ -1206,6 +1233,11 @@ void sftpfs_invalidate(struct sftpfs *r)
 {
 	if (!r || !r->fs || !r->fs->se)
 		return;
+	/* A job starts: what was created through root/ is there for it. */
+	if (op_enter(r) == 0) {
+		dc_flush_all(r, NULL);
+		op_exit(r);
+	}
 	/* Collect under the lock, notify without it: the kernel may have to
 	 * wait for a request that itself waits for r->mu. */
 	pthread_mutex_lock(&r->mu);
@@ -1389,7 +1421,19 @@ static void own_new(struct sftpfs *r, fuse_req_t req, struct snode *parent, cons
 		return;
 	if ((uid != (uint32_t)-1 && uid > 65535) || (gid != (uint32_t)-1 && gid > 65535))
 		return; /* beyond the sandbox's ids (EINVAL there): stays the login's */
+	pthread_mutex_lock(&r->mu);
+	int bad = r->own_bad && r->own_bad_uid == uid && r->own_bad_gid == gid;
+	pthread_mutex_unlock(&r->mu);
+	if (bad)
+		return; /* refused before (logged then): stays the login's */
 	int rc = sftpx_chown(r->sb, p, uid, gid, 1);
+	if (rc == -EINVAL) {
+		pthread_mutex_lock(&r->mu);
+		r->own_bad = 1;
+		r->own_bad_uid = uid;
+		r->own_bad_gid = gid;
+		pthread_mutex_unlock(&r->mu);
+	}
 	if (rc < 0) {
 		if (x_fallback(r, rc) || rc == -EPERM) {
 			if (!__atomic_exchange_n(&r->own_off, 1, __ATOMIC_RELAXED))
@@ -1668,6 +1712,7 @@ static void sftpfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 static int node_stat(struct sftpfs *r, struct snode *n, struct sftp_attrs *a)
 {
 	int rc;
+	dc_settle_node(r, n);
 	char *p = node_path(n, NULL, &rc);
 	if (!p)
 		return rc;
@@ -1837,6 +1882,9 @@ static int defer_attrs(struct sftpfs *r, struct snode *n, const struct sftp_attr
 static void sftpfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
 {
 	BEGIN_CHANGE(ino);
+	/* Another file's deferred create is not to see this change (a
+	 * directory made read-only); this one's may take it (defer_attrs). */
+	dc_flush_all(r, n);
 	struct sfile *f = fi && fi->fh && !S_ISDIR(n->mode) ? (struct sfile *)(uintptr_t)fi->fh : NULL;
 	if (f && !f->h)
 		f = NULL; /* opened without the server (sftpfs_open): ask by path */
@@ -2068,6 +2116,7 @@ static void sftpfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 	struct sftp_attrs a;
 	int lrc;
 	int64_t am = mode & 07777;
+	dc_flush_all(r, NULL);
 	rc = as_caller(r, req, AS_FIRST, "mkdir", p, NULL, &am, 1, &a);
 	int as = rc != -ENOTSUP;
 	if (!as) {
@@ -2083,6 +2132,11 @@ static void sftpfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 		rc = as_caller_after(r, req, rc, "mkdir", p, NULL, &am, 1, &a, &as);
 	}
 	dir_added(r, n, name);
+	if (rc == 0 && !as) {
+		pthread_mutex_lock(&r->mu);
+		learn_ids(r, n, &a);
+		pthread_mutex_unlock(&r->mu);
+	}
 	/* A directory made in a setgid one is setgid too (the server's
 	 * kernel made it so): kept, as the kernel keeps it. The owners'
 	 * agent made it with the caller's ids and the exact mode. */
@@ -2108,6 +2162,7 @@ static void sftpfs_mknod_x(fuse_req_t req, struct sftpfs *r, struct snode *n, co
 	char *p = node_path(n, name, &rc);
 	if (!p)
 		FAIL(rc);
+	dc_flush_all(r, NULL);
 	struct sftp_attrs a;
 	int64_t args[2] = {(int64_t)mode, 0};
 	rc = as_caller(r, req, AS_FIRST, "mknod", p, NULL, args, 2, &a);
@@ -2168,6 +2223,7 @@ static void sftpfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 	struct sftp_attrs a = {.flags = SFTP_ATTR_PERMISSIONS, .perm = mode & 07777};
 	struct sftp_handle *h = NULL;
 	int64_t args[2] = {(int64_t)mode, 0};
+	dc_flush_all(r, NULL);
 	rc = as_caller(r, req, AS_FIRST, "mknod", p, NULL, args, 2, &a);
 	int as = rc != -ENOTSUP;
 	if (!as) {
@@ -2213,6 +2269,7 @@ static void sftpfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	char *p = node_path(n, name, &rc);
 	if (!p)
 		FAIL(rc);
+	dc_flush_all(r, NULL);
 	rc = as_caller(r, req, AS_FIRST, "unlink", p, NULL, NULL, 0, NULL);
 	if (rc == -ENOTSUP) {
 		rc = sftp_remove(r->cli, p);
@@ -2249,6 +2306,7 @@ static void sftpfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	char *p = node_path(n, name, &rc);
 	if (!p)
 		FAIL(rc);
+	dc_flush_all(r, NULL);
 	rc = as_caller(r, req, AS_FIRST, "rmdir", p, NULL, NULL, 0, NULL);
 	if (rc == -ENOTSUP) {
 		rc = sftp_rmdir(r->cli, p);
@@ -2280,6 +2338,7 @@ static void sftpfs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, 
 		FAIL(rc);
 	struct sftp_attrs a;
 	int lrc;
+	dc_flush_all(r, NULL);
 	rc = as_caller(r, req, AS_FIRST, "symlink", p, link, NULL, 0, &a);
 	int as = rc != -ENOTSUP;
 	if (!as) {
@@ -2310,6 +2369,7 @@ static void sftpfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, co
 	}
 	struct sftp_attrs a;
 	int lrc = 0;
+	dc_flush_all(r, NULL);
 	rc = as_caller(r, req, AS_FIRST, "link", op, p, NULL, 0, &a);
 	int as = rc != -ENOTSUP;
 	if (!as) {
@@ -2477,6 +2537,7 @@ static void sftpfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, f
 	}
 	/* Writes still queued target a handle, not the path: no drain needed. */
 	int64_t fl = flags;
+	dc_flush_all(r, NULL);
 	int xr = as_caller(r, req, AS_FIRST, "rename", from, to, &fl, 1, NULL);
 	if (xr != -ENOTSUP) {
 		rc = xr;
@@ -2586,15 +2647,490 @@ static struct sfile *file_new(struct snode *n, struct sftp_handle *h, int flags)
 		f->n = n;
 		f->h = h;
 		f->append = !!(flags & O_APPEND);
+		f->flags = flags;
 		pthread_mutex_init(&f->ra_mu, NULL);
 		pthread_cond_init(&f->ra_cv, NULL);
 	}
 	return f;
 }
 
+/* ---- deferred creates -------------------------------------------------- */
+
+/*
+ * A create whose outcome the cache already knows - the parent's listing is
+ * current and the name is nowhere in it nor among the names made there
+ * since - is answered without the server, with the attributes the server
+ * would give (its owner learnt from the entries made before: ids_known).
+ * Its writes up to SFTPX_CREATE_MAX are kept (struct sdefer), and its
+ * close sends create, content, mode, times and close as one request to
+ * the sandbox's agent (sftpx_create: no symlink followed on the way) and
+ * waits for it: one round trip per small file where SFTP needs two (OPEN,
+ * then the WRITE acknowledged). An error reaches that close, and the log
+ * names the file, as a deferred write's does. Whatever needs the file on
+ * the server before - another open of it, a stat or change of it that is
+ * not answered here, a bigger write, a read, any change of the tree or
+ * listing read from the server, a job's start - makes it there first over
+ * SFTP (dc_materialize: the create as it would have been, the kept bytes
+ * queued as its first write), so every later operation finds it.
+ */
+
+/* Under r->mu: f off r->dcs. */
+static void dc_unlist(struct sftpfs *r, struct sfile *f)
+{
+	for (struct sfile **pp = &r->dcs; *pp; pp = &(*pp)->dc_next) {
+		if (*pp == f) {
+			*pp = f->dc_next;
+			f->dc_next = NULL;
+			r->ndc--;
+			return;
+		}
+	}
+}
+
+/* Under r->mu: f's deferred create, taken for sending (dc_busy), or NULL
+ * when it has none (any more). */
+static struct sdefer *dc_take(struct sftpfs *r, struct sfile *f)
+{
+	while (f->dc_busy)
+		pthread_cond_wait(&r->done_cv, &r->mu);
+	if (f->dc)
+		f->dc_busy = 1;
+	return f->dc;
+}
+
+/* Under r->mu: f's deferred create is sent, or failed: gone. */
+static void dc_done(struct sftpfs *r, struct sfile *f)
+{
+	sdefer_free(f->dc);
+	f->dc = NULL;
+	f->dc_busy = 0;
+	dc_unlist(r, f);
+	pthread_cond_broadcast(&r->done_cv);
+}
+
+static void dc_log(struct sftpfs *r, const char *p, int rc)
+{
+	fprintf(stderr, "seerfs: sandbox %s: the deferred create of %s failed: %s; the close of that file reports it, "
+			"write the file again\n",
+		r->sb ? r->sb->name : "?", p ? p : "(removed file)", strerror(-rc));
+}
+
+/* Under r->mu: n's create failed: nothing we told of it stands. */
+static void dc_failed(struct sftpfs *r, struct sfile *f, int rc)
+{
+	struct snode *n = f->n;
+	if (!f->werr)
+		f->werr = rc;
+	n->a_valid = 0;
+	cdata_drop(r, n);
+	if (n->path)
+		drop_parent_list(r, n->path);
+}
+
+/* Makes f's deferred create on the server over SFTP, as sftpfs_create would
+ * have, its kept content queued as its first write; f goes on as any open
+ * file. Returns 0 (nothing deferred, or made) or the error, which also
+ * sticks to f (its close reports it). */
+static int dc_materialize(struct sftpfs *r, struct sfile *f)
+{
+	struct snode *n = f->n;
+	pthread_mutex_lock(&r->mu);
+	struct sdefer *d = dc_take(r, f);
+	char *p = d && n->path ? strdup(n->path) : NULL;
+	pthread_mutex_unlock(&r->mu);
+	if (!d)
+		return 0;
+	struct sftp_attrs a = {.flags = SFTP_ATTR_PERMISSIONS, .perm = d->mode & 07777};
+	struct sftp_handle *h = NULL;
+	int rc = p ? sftp_open_lstat(r->cli, p, open_flags(r, d->flags) | SFTP_CREAT | ((d->flags & O_EXCL) ? SFTP_EXCL : 0),
+				     &a, &h, &a)
+		   : -ENOENT;
+	if (rc < 0 && p)
+		rc = refine_failure(r, p, NULL, 1, 1, rc);
+	if (rc == 0 && !S_ISREG(a.perm))
+		rc = sftp_fstat(r->cli, h, &a);
+	if (rc == 0)
+		fix_perm(r, p, h, &a, d->mode);
+	if (rc == 0 && (d->uid != (uint32_t)-1 || d->gid != (uint32_t)-1))
+		(void)sftpx_chown(r->sb, p, d->uid, d->gid, 1); /* as own_new; the login's where it cannot */
+	struct wjob *j = NULL;
+	if (rc == 0 && d->len && !(j = calloc(1, sizeof(*j) + d->len)))
+		rc = -ENOMEM;
+	pthread_mutex_lock(&r->mu);
+	if (rc == 0 && r->dead)
+		rc = -ENOTCONN;
+	if (rc == 0) {
+		f->h = h;
+		h = NULL;
+		if (j) {
+			j->f = f;
+			j->len = d->len;
+			memcpy(j->data, d->buf, d->len);
+			*r->jtail = j;
+			r->jtail = &j->next;
+			r->qbytes += j->len;
+			f->pending++;
+			n->pending++;
+			n->unsent++;
+			j = NULL;
+			pthread_cond_signal(&r->work_cv);
+		}
+	} else {
+		dc_failed(r, f, rc);
+	}
+	dc_done(r, f);
+	pthread_mutex_unlock(&r->mu);
+	free(j);
+	if (h)
+		sftp_close(r->cli, h);
+	if (rc < 0)
+		dc_log(r, p, rc);
+	free(p);
+	return rc;
+}
+
+/* f's deferred create, sent with its content and held-back mode and times
+ * in one request to the agent, answered. Returns 1 when f had none (it is
+ * an ordinary handle), else 0 or the error (sticky on f, logged).
+ * At a flush (at_flush) of a handle nothing was written through yet, it
+ * waits for a later flush or the release: a shell's `echo x > f` opens f,
+ * dup2s it to 1 and closes the first descriptor (a flush) before it
+ * writes; sending it there would cost a second round trip to open it again. */
+static int dc_commit(struct sftpfs *r, struct sfile *f, int at_flush)
+{
+	struct snode *n = f->n;
+	pthread_mutex_lock(&r->mu);
+	struct sdefer *d = dc_take(r, f);
+	if (!d || (at_flush && !f->written)) {
+		if (d) {
+			f->dc_busy = 0;
+			pthread_cond_broadcast(&r->done_cv);
+		}
+		pthread_mutex_unlock(&r->mu);
+		return d ? 0 : 1;
+	}
+	/* The held-back changes go with it; later ones go by path. */
+	struct sftp_attrs pend = {0};
+	if (n->cf == f) {
+		pend = n->pend;
+		n->pend.flags = 0;
+		n->cf = NULL;
+	}
+	char *p = n->path ? strdup(n->path) : NULL;
+	pthread_mutex_unlock(&r->mu);
+	struct timespec ts[2];
+	int times = !!(pend.flags & SFTP_ATTR_ACMODTIME);
+	if (times && (pend.x & SFTPX_TIMES)) {
+		ts[0] = (struct timespec){.tv_sec = (time_t)pend.xatime, .tv_nsec = pend.atime_ns};
+		ts[1] = (struct timespec){.tv_sec = (time_t)pend.xmtime, .tv_nsec = pend.mtime_ns};
+	} else if (times) {
+		ts[0] = (struct timespec){.tv_sec = pend.atime};
+		ts[1] = (struct timespec){.tv_sec = pend.mtime};
+	}
+	struct sftp_attrs a;
+	int cherr = 0;
+	int rc = p ? sftpx_create(r->sb, p, !!(d->flags & O_EXCL), !!(d->flags & O_TRUNC), d->mode,
+				  (pend.flags & SFTP_ATTR_PERMISSIONS) ? (int)(pend.perm & 07777) : -1, times ? ts : NULL,
+				  d->uid, d->gid, d->buf, d->len, &a, &cherr)
+		   : -ENOENT;
+	if (rc == 0 && cherr == -EINVAL) {
+		/* an owner the sandbox cannot map: own_new's case, remembered */
+		pthread_mutex_lock(&r->mu);
+		int again = r->own_bad && r->own_bad_uid == d->uid && r->own_bad_gid == d->gid;
+		r->own_bad = 1;
+		r->own_bad_uid = d->uid;
+		r->own_bad_gid = d->gid;
+		pthread_mutex_unlock(&r->mu);
+		if (!again)
+			fprintf(stderr, "seerfs: sandbox %s: %s made by uid %u stays owned by %u:%u: chown failed: %s\n",
+				r->sb ? r->sb->name : "?", p, d->uid, a.uid, a.gid, strerror(-cherr));
+	} else if (rc == 0 && cherr && !__atomic_exchange_n(&r->own_off, 1, __ATOMIC_RELAXED)) {
+		/* the owners' agent could not give it away (own_new's case) */
+		fprintf(stderr,
+			"seerfs: sandbox %s: %s made by uid %u stays owned by %u:%u: the owners' agent cannot chown (%s); "
+			"new entries of other users keep the SSH login's owner (docs/ssh.md: owners)\n",
+			r->sb ? r->sb->name : "?", p, d->uid, a.uid, a.gid, strerror(-cherr));
+	}
+	if (rc == -ENOTSUP || rc == -ENOSYS) {
+		/* No agent for it after all: over SFTP, as before. */
+		x_fallback(r, rc);
+		pthread_mutex_lock(&r->mu);
+		if (pend.flags && !n->cf) {
+			n->cf = f;
+			n->pend = pend;
+		}
+		f->dc_busy = 0;
+		pthread_cond_broadcast(&r->done_cv);
+		pthread_mutex_unlock(&r->mu);
+		free(p);
+		rc = dc_materialize(r, f);
+		return rc < 0 ? rc : settle_file(r, n, f);
+	}
+	pthread_mutex_lock(&r->mu);
+	if (rc == 0) {
+		n->a = a;
+		n->a_wgen = n->wgen;
+		n->a_valid = !idle_gate_busy(&r->gate);
+		n->a_ms = now_ms();
+	} else {
+		dc_failed(r, f, rc);
+	}
+	dc_done(r, f);
+	pthread_mutex_unlock(&r->mu);
+	if (rc < 0)
+		dc_log(r, p, rc);
+	free(p);
+	return rc;
+}
+
+/* After n's deferred create failed at its close (replied): the kernel
+ * forgets what it was told of it (the entry, its attributes). */
+static void dc_forget(struct sftpfs *r, struct snode *n, fuse_ino_t ino)
+{
+	if (!r->fs || !r->fs->se)
+		return;
+	fuse_ino_t parent = 0;
+	char *name = NULL;
+	pthread_mutex_lock(&r->mu);
+	const char *slash = n->path ? strrchr(n->path, '/') : NULL;
+	char *dir = slash ? strndup(n->path, slash == n->path ? 1 : (size_t)(slash - n->path)) : NULL;
+	struct snode *pn = dir ? tab_find(r, dir) : NULL;
+	if (pn && (name = strdup(slash + 1)))
+		parent = pn == r->rootn && r->root_alias ? r->root_alias : ino_of(pn);
+	pthread_mutex_unlock(&r->mu);
+	free(dir);
+	fuse_lowlevel_notify_inval_inode(r->fs->se, ino, 0, 0);
+	if (name)
+		fuse_lowlevel_notify_inval_entry(r->fs->se, parent, name, strlen(name));
+	free(name);
+}
+
+/* Before the server is asked about n: its deferred create is there. */
+static void dc_settle_node(struct sftpfs *r, struct snode *n)
+{
+	pthread_mutex_lock(&r->mu);
+	struct sfile *f = n->cf && n->cf->dc ? n->cf : NULL;
+	if (f)
+		f->pending++; /* keeps f until we are done (sftpfs_release drains it) */
+	pthread_mutex_unlock(&r->mu);
+	if (!f)
+		return;
+	dc_materialize(r, f);
+	pthread_mutex_lock(&r->mu);
+	f->pending--;
+	pthread_cond_broadcast(&r->done_cv);
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* Before a change of the tree or a listing read from the server: every
+ * deferred create (but except's) is there. */
+static void dc_flush_all(struct sftpfs *r, struct snode *except)
+{
+	for (;;) {
+		pthread_mutex_lock(&r->mu);
+		struct sfile *f = r->dcs;
+		int busy = 0;
+		for (; f && (f->n == except || f->dc_busy); f = f->dc_next)
+			busy |= f->n != except;
+		if (f)
+			busy = 0;
+		else if (busy) /* one being sent: wait for it, then look again */
+			pthread_cond_wait(&r->done_cv, &r->mu);
+		if (f)
+			f->pending++;
+		pthread_mutex_unlock(&r->mu);
+		if (busy)
+			continue;
+		if (!f)
+			return;
+		dc_materialize(r, f);
+		pthread_mutex_lock(&r->mu);
+		f->pending--;
+		pthread_cond_broadcast(&r->done_cv);
+		pthread_mutex_unlock(&r->mu);
+	}
+}
+
+/* A write to f while its create is deferred: kept (0), or f's create made
+ * on the server first and the write left to the caller (1). */
+static int dc_write(struct sftpfs *r, struct sfile *f, const char *buf, size_t size, off_t off)
+{
+	struct snode *n = f->n;
+	int cached = cur_timeout(r) > 0;
+	pthread_mutex_lock(&r->mu);
+	while (f->dc_busy)
+		pthread_cond_wait(&r->done_cv, &r->mu);
+	int rc = 1;
+	/* Times or a mode set before this write must not be sent after it. */
+	if (f->dc && cached && !n->pend.flags && sdefer_write(f->dc, (uint64_t)off, buf, size, SFTPX_CREATE_MAX) == 0) {
+		if (!f->written && n->path)
+			drop_parent_list(r, n->path);
+		int track = n->a_valid && n->a_wgen == n->wgen;
+		uint64_t wgen0 = n->wgen;
+		n->wgen++;
+		cdata_write(r, n, wgen0, (uint64_t)off, buf, size, 1);
+		if (track) {
+			if (n->a.size < (uint64_t)off + size)
+				n->a.size = (uint64_t)off + size;
+			n->a.mtime = (uint32_t)time(NULL);
+			n->a_wgen = n->wgen;
+		}
+		f->written = 1;
+		rc = 0;
+	}
+	pthread_mutex_unlock(&r->mu);
+	if (rc == 1)
+		dc_materialize(r, f);
+	return rc;
+}
+
+/* A handle whose create was sent at a close (dc_commit) has none on the
+ * server: a later write through it (a dup'd descriptor) opens one. */
+static int dc_reopen(struct sftpfs *r, struct sfile *f)
+{
+	int rc = 0;
+	pthread_mutex_lock(&f->ra_mu);
+	if (!f->h) {
+		char *p = node_path(f->n, NULL, &rc);
+		struct sftp_handle *h = NULL;
+		if (p)
+			rc = sftp_open(r->cli, p, open_flags(r, f->flags & ~O_TRUNC), NULL, &h);
+		if (rc < 0 && p)
+			rc = refine_failure(r, p, NULL, 0, 0, rc);
+		free(p);
+		if (rc == 0)
+			f->h = h;
+	}
+	pthread_mutex_unlock(&f->ra_mu);
+	return rc;
+}
+
+/* Answers a create without the server where the cache knows its outcome
+ * (see above). Returns 1 when it replied (the op ended), 0 to create on
+ * the server. */
+static int dc_try_create(fuse_req_t req, struct sftpfs *r, struct snode *n, const char *name, mode_t mode,
+			 struct fuse_file_info *fi)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	double t = cur_timeout(r);
+	/* O_RDWR too (git's objects and locks): a read through the handle
+	 * makes the file on the server first. */
+	int acc = fi->flags & O_ACCMODE;
+	if (t <= 0 || !ctx || !use_x(r) || (mode & 07000) || (acc != O_WRONLY && acc != O_RDWR) || (fi->flags & O_APPEND))
+		return 0;
+	int rc = 0;
+	char *p = node_path(n, name, &rc);
+	if (!p)
+		return 0;
+	int own = own_may(r);
+	/* A caller other than root under the owners' agent: its entries are
+	 * made as it (as_caller), with the host's kernel checking its rights;
+	 * pcreate (the owners' agent's own capabilities) is for root alone. */
+	if (own && ctx->uid != 0 && !__atomic_load_n(&r->as_off, __ATOMIC_RELAXED)) {
+		free(p);
+		return 0;
+	}
+	pthread_mutex_lock(&r->mu);
+	int ok = n->path && r->ids_known && (n->a.flags & SFTP_ATTR_PERMISSIONS) && (n->a.flags & SFTP_ATTR_UIDGID) &&
+		 !tab_find(r, p);
+	struct lent *l = ok ? lc_get(r, n->path, 0) : NULL;
+	ok = l && l->d && !l->loading && now_ms() - l->ms <= (int64_t)(t * 1000) && !sdir_find(l->d, name);
+	for (size_t i = 0; ok && i < l->nadded; i++)
+		ok = strcmp(l->added[i], name) != 0;
+	int sgid = ok && (n->a.perm & S_ISGID);
+	uint32_t uid = r->new_uid, gid = sgid ? n->a.gid : r->new_gid;
+	/* Given to its creator as own_new would (the owners' agent, in the
+	 * same request: pcreate); beyond the sandbox's ids own_new leaves it. */
+	uint32_t cu = (uint32_t)-1, cg = (uint32_t)-1;
+	if (ok && own) {
+		if (ctx->uid != uid)
+			cu = ctx->uid;
+		if (!sgid && ctx->gid != gid)
+			cg = ctx->gid;
+		if ((cu != (uint32_t)-1 && cu > 65535) || (cg != (uint32_t)-1 && cg > 65535) ||
+		    (r->own_bad && r->own_bad_uid == cu && r->own_bad_gid == cg))
+			cu = cg = (uint32_t)-1; /* own_new would leave it the login's */
+	}
+	pthread_mutex_unlock(&r->mu);
+	struct sdefer *d = ok ? sdefer_new(fi->flags, mode & 07777) : NULL;
+	if (!d) {
+		free(p);
+		return 0;
+	}
+	d->uid = cu;
+	d->gid = cg;
+	if (cu != (uint32_t)-1)
+		uid = cu;
+	if (cg != (uint32_t)-1)
+		gid = cg;
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	struct sftp_attrs a;
+	memset(&a, 0, sizeof(a));
+	a.flags = SFTP_ATTR_SIZE | SFTP_ATTR_UIDGID | SFTP_ATTR_PERMISSIONS | SFTP_ATTR_ACMODTIME;
+	a.perm = S_IFREG | (mode & 0777);
+	a.uid = uid;
+	a.gid = gid;
+	a.atime = a.mtime = (uint32_t)now.tv_sec;
+	a.x = SFTPX_NLINK | SFTPX_TIMES;
+	a.nlink = 1;
+	a.xatime = a.xmtime = a.xctime = now.tv_sec;
+	a.atime_ns = a.mtime_ns = a.ctime_ns = (uint32_t)now.tv_nsec;
+	struct fuse_entry_param e;
+	rc = make_entry(r, p, &a, &e);
+	struct sfile *f = rc == 0 ? file_new(node_of(e.ino), NULL, fi->flags) : NULL;
+	if (!f) {
+		if (rc == 0)
+			forget_entry(r, e.ino);
+		sdefer_free(d);
+		free(p);
+		return 0;
+	}
+	dir_added(r, n, name);
+	pthread_mutex_lock(&r->mu);
+	f->dc = d;
+	f->dc_next = r->dcs;
+	r->dcs = f;
+	r->ndc++;
+	f->n->cf = f;
+	f->n->pend.flags = 0;
+	cdata_drop(r, f->n);
+	f->n->cvalid = 1; /* empty, and ours */
+	f->n->cgen = f->n->wgen;
+	pthread_mutex_unlock(&r->mu);
+	free(p);
+	op_exit(r);
+	fi->fh = (uintptr_t)f;
+	fi->keep_cache = 1;
+	if (fuse_reply_create(req, &e, fi) < 0) {
+		pthread_mutex_lock(&r->mu);
+		if (f->n->cf == f)
+			f->n->cf = NULL;
+		dc_done(r, f);
+		pthread_mutex_unlock(&r->mu);
+		forget_entry(r, e.ino);
+		file_free(f);
+	}
+	return 1;
+}
+
+/* Under r->mu: a is what the server gave an entry just made in directory
+ * n, before any chown: the owner a deferred create is given. */
+static void learn_ids(struct sftpfs *r, struct snode *n, const struct sftp_attrs *a)
+{
+	if (r->ids_known || !(a->flags & SFTP_ATTR_UIDGID) || !(n->a.flags & SFTP_ATTR_PERMISSIONS) ||
+	    (n->a.perm & S_ISGID))
+		return;
+	r->new_uid = a->uid;
+	r->new_gid = a->gid;
+	r->ids_known = 1;
+}
+
 static void sftpfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
 {
 	BEGIN_CHANGE(parent);
+	if (dc_try_create(req, r, n, name, mode, fi))
+		return;
 	char *p = node_path(n, name, &rc);
 	if (!p)
 		FAIL(rc);
@@ -2641,6 +3177,11 @@ static void sftpfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, m
 	 * over an existing link) is not the file the handle opened. */
 	if (rc == 0 && !S_ISREG(a.perm))
 		rc = sftp_fstat(r->cli, h, &a);
+	if (rc == 0 && made && (tried || (fi->flags & O_EXCL))) {
+		pthread_mutex_lock(&r->mu);
+		learn_ids(r, n, &a);
+		pthread_mutex_unlock(&r->mu);
+	}
 	if (rc == 0)
 		fix_perm(r, p, h, &a, mode);
 	if (rc == 0 && made)
@@ -2891,6 +3432,8 @@ static void sftpfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, 
 {
 	BEGIN(ino);
 	struct sfile *f = (struct sfile *)(uintptr_t)fi->fh;
+	if (f->dc)
+		dc_materialize(r, f);
 	drain_node(n); /* read-your-writes */
 	if (!f->h) {
 		rc = read_kept(r, n, f, size, off, req);
@@ -2971,6 +3514,16 @@ static void sftpfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t
 {
 	BEGIN(ino);
 	struct sfile *f = (struct sfile *)(uintptr_t)fi->fh;
+	if (f->dc && dc_write(r, f, buf, size, off) == 0) {
+		op_exit(r);
+		fuse_reply_write(req, size);
+		return;
+	}
+	if (!f->h && !f->dc) {
+		rc = dc_reopen(r, f);
+		if (rc < 0)
+			FAIL(rc);
+	}
 	struct wjob *j = malloc(sizeof(*j) + size);
 	if (!j)
 		FAIL(-ENOMEM);
@@ -3032,8 +3585,10 @@ static void sftpfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 	struct sfile *f = (struct sfile *)(uintptr_t)fi->fh;
 	/* close(2): every byte written is acknowledged by the server (in its
 	 * kernel) before close returns, or close reports why not; so are the
-	 * deferred mode and time changes. */
-	rc = settle_file(r, n, f);
+	 * deferred mode and time changes; a deferred create is made with
+	 * them, in one request. */
+	int dcr = dc_commit(r, f, 1);
+	rc = dcr == 1 ? settle_file(r, n, f) : dcr;
 	if (f->written) {
 		pthread_mutex_lock(&r->mu);
 		if (n->path)
@@ -3042,6 +3597,8 @@ static void sftpfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 	}
 	op_exit(r);
 	fuse_reply_err(req, -rc);
+	if (dcr < 0)
+		dc_forget(r, n, ino);
 }
 
 static void sftpfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
@@ -3050,6 +3607,8 @@ static void sftpfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fu
 	BEGIN(ino);
 	(void)n;
 	struct sfile *f = (struct sfile *)(uintptr_t)fi->fh;
+	if (f->dc)
+		dc_materialize(r, f); /* its own handle's fsync below */
 	rc = settle_file(r, n, f);
 	if (rc == 0 && f->h) {
 		rc = sftp_fsync(r->cli, f->h);
@@ -3066,6 +3625,9 @@ static void sftpfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info
 	struct sftpfs *r = n->r;
 	struct sfile *f = (struct sfile *)(uintptr_t)fi->fh;
 	if (op_enter(r) == 0) {
+		/* A create still deferred (no flush came: the flush made it)
+		 * is made now; a failure is logged. */
+		dc_commit(r, f, 0);
 		/* Changes still deferred go through this handle before it closes
 		 * (a flush normally sent them already). */
 		apply_pend(r, n);
@@ -3094,6 +3656,12 @@ static void sftpfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info
 		op_exit(r);
 	} else {
 		/* the client is gone; the channel's close released the handle */
+		pthread_mutex_lock(&r->mu);
+		if (f->dc) {
+			dc_log(r, n->path, -ENOTCONN);
+			dc_done(r, f);
+		}
+		pthread_mutex_unlock(&r->mu);
 		drain_file(r, f);
 	}
 	file_free(f);
@@ -3207,7 +3775,10 @@ static void *prefetcher(void *arg)
 		r->pfn -= k;
 		uint64_t gen = r->lgen;
 		int64_t start = now_ms();
+		int dcs = r->ndc > 0;
 		pthread_mutex_unlock(&r->mu);
+		if (dcs)
+			dc_flush_all(r, NULL);
 		/* Read while a job runs, a listing may miss what it does next. */
 		int on0 = cur_timeout(r) > 0;
 		struct sftp_listing ls[SFTPFS_PF_BATCH];
@@ -3277,6 +3848,7 @@ static int get_list(struct sftpfs *r, struct snode *n, struct sdir **out)
 		return -ENOENT;
 	if (!p)
 		return -ENOMEM;
+	dc_flush_all(r, NULL); /* a listing that misses them would stay */
 	int rc = fetch_list(r, p, &d);
 	if (rc < 0) {
 		free(p);

@@ -37,22 +37,11 @@ int sftpx_can(struct sandbox *sb)
 	return sb && sb->prov && sb->prov->fileop;
 }
 
-/* Sends op on path with nargs numbers; the answer's fields after ERRNO in
- * f (up to SFTPX_FIELDS, NUL-terminated in reply). */
-static int call(struct sandbox *sb, const char *op, const char *path, const int64_t *args, int nargs, char *reply,
-		size_t cap, char **f, int *nf)
+/* Sends req (n bytes) and splits the answer: 0 and its fields after ERRNO
+ * in f (*nf of them when nf is not NULL, NUL-terminated in reply), or
+ * -ERRNO. */
+static int exchange(struct sandbox *sb, const char *req, size_t n, char *reply, size_t cap, char **f, int *nf)
 {
-	if (!sftpx_can(sb))
-		return -ENOTSUP;
-	size_t pl = strlen(path);
-	if (pl > PATH_MAX_SFTPX)
-		return -ENAMETOOLONG;
-	char req[SFTPX_REQ_MAX];
-	size_t n = (size_t)snprintf(req, sizeof(req), "%s", op) + 1;
-	memcpy(req + n, path, pl);
-	n += pl;
-	for (int i = 0; i < nargs; i++)
-		n += (size_t)snprintf(req + n, sizeof(req) - n, "%c%" PRId64, '\0', args[i]);
 	size_t rl = 0;
 	int rc = sb->prov->fileop(sb, req, n, reply, cap - 1, &rl);
 	if (rc < 0)
@@ -71,6 +60,25 @@ static int call(struct sandbox *sb, const char *op, const char *path, const int6
 	if (e < 0 || e > 4095)
 		return -EIO;
 	return -(int)e;
+}
+
+/* Sends op on path with nargs numbers; the answer's fields after ERRNO in
+ * f (up to SFTPX_FIELDS, NUL-terminated in reply). */
+static int call(struct sandbox *sb, const char *op, const char *path, const int64_t *args, int nargs, char *reply,
+		size_t cap, char **f, int *nf)
+{
+	if (!sftpx_can(sb))
+		return -ENOTSUP;
+	size_t pl = strlen(path);
+	if (pl > PATH_MAX_SFTPX)
+		return -ENAMETOOLONG;
+	char req[SFTPX_REQ_MAX];
+	size_t n = (size_t)snprintf(req, sizeof(req), "%s", op) + 1;
+	memcpy(req + n, path, pl);
+	n += pl;
+	for (int i = 0; i < nargs; i++)
+		n += (size_t)snprintf(req + n, sizeof(req) - n, "%c%" PRId64, '\0', args[i]);
+	return exchange(sb, req, n, reply, cap, f, nf);
 }
 
 static int64_t num(const char *s)
@@ -114,9 +122,7 @@ int sftpx_lstat(struct sandbox *sb, const char *path, struct sftp_attrs *a)
 	char *f[SFTPX_FIELDS];
 	int nf = 0;
 	int rc = call(sb, "stat", path, NULL, 0, reply, sizeof(reply), f, &nf);
-	if (rc < 0)
-		return rc;
-	return stat_fields(f, nf, a);
+	return rc < 0 ? rc : stat_fields(f, nf, a);
 }
 
 int sftpx_as(struct sandbox *sb, const struct sftpx_caller *c, const char *op, const char *path, const char *str,
@@ -147,26 +153,54 @@ int sftpx_as(struct sandbox *sb, const struct sftpx_caller *c, const char *op, c
 	for (int i = 0; i < nargs; i++)
 		n += (size_t)snprintf(req + n, cap - n, "%c%" PRId64, '\0', args[i]);
 	char reply[512];
-	size_t rl = 0;
-	int rc = sb->prov->fileop(sb, req, n, reply, sizeof(reply) - 1, &rl);
+	char *f[SFTPX_FIELDS];
+	int k = 0;
+	int rc = exchange(sb, req, n, reply, sizeof(reply), f, &k);
 	free(req);
 	if (rc < 0)
 		return rc;
-	reply[rl] = '\0';
+	return a ? stat_fields(f, k, a) : 0;
+}
+
+int sftpx_create(struct sandbox *sb, const char *path, int excl, int trunc, mode_t mode, int chmod_mode,
+		 const struct timespec *ts, uint32_t uid, uint32_t gid, const void *data, size_t len, struct sftp_attrs *a,
+		 int *chown_err)
+{
+	*chown_err = 0;
+	if (!sftpx_can(sb))
+		return -ENOTSUP;
+	size_t pl = strlen(path);
+	if (pl > PATH_MAX_SFTPX)
+		return -ENAMETOOLONG;
+	if (len > SFTPX_CREATE_MAX)
+		return -EFBIG;
+	size_t cap = pl + 256 + len;
+	char *req = malloc(cap);
+	if (!req)
+		return -ENOMEM;
+	int owner = uid != (uint32_t)-1 || gid != (uint32_t)-1;
+	size_t n = (size_t)snprintf(req, cap, "%s", owner ? "pcreate" : "create") + 1;
+	memcpy(req + n, path, pl);
+	n += pl;
+	int64_t args[10] = {excl ? 1 : 0, trunc ? 1 : 0, (int64_t)(mode & 07777), chmod_mode < 0 ? -1 : (chmod_mode & 07777),
+			    ts ? (int64_t)ts[0].tv_sec : -1, ts ? ts[0].tv_nsec : 0, ts ? (int64_t)ts[1].tv_sec : 0,
+			    ts ? ts[1].tv_nsec : 0, uid == (uint32_t)-1 ? -1 : (int64_t)uid,
+			    gid == (uint32_t)-1 ? -1 : (int64_t)gid};
+	for (int i = 0; i < 10; i++)
+		n += (size_t)snprintf(req + n, cap - n, "%c%" PRId64, '\0', args[i]);
+	req[n++] = '\0';
+	memcpy(req + n, data, len);
+	n += len;
+	char reply[512];
 	char *f[SFTPX_FIELDS];
 	int k = 0;
-	char *p = reply, *end = reply + rl;
-	long e = strtol(p, NULL, 10);
-	p += strlen(p) + 1;
-	while (p < end && k < SFTPX_FIELDS) {
-		f[k++] = p;
-		p += strlen(p) + 1;
-	}
-	if (e < 0 || e > 4095)
-		return -EIO;
-	if (e)
-		return -(int)e;
-	return a ? stat_fields(f, k, a) : 0;
+	int rc = exchange(sb, req, n, reply, sizeof(reply), f, &k);
+	free(req);
+	if (rc < 0)
+		return rc;
+	if (k > 15)   /* after stat's 15 fields */
+		*chown_err = -(int)strtol(f[15], NULL, 10);
+	return stat_fields(f, k, a);
 }
 
 int sftpx_chown(struct sandbox *sb, const char *path, uint32_t uid, uint32_t gid, int root)

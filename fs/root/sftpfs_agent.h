@@ -66,6 +66,22 @@ int sftpx_mknod(struct sandbox *sb, const char *path, mode_t mode);
  * changes in one round trip). */
 int sftpx_setattr(struct sandbox *sb, const char *path, int mode_set, mode_t mode, const struct timespec ts[2]);
 
+/* The most data sftpx_create carries (fs/root/sftpfs.c defers creates of
+ * files up to this size). */
+#define SFTPX_CREATE_MAX (64u << 10)
+
+/* A regular file made whole in one request (a deferred create): opened
+ * with O_CREAT|O_NOFOLLOW, O_EXCL first (mode exact, the umask 0), without
+ * it when !excl and the name exists; O_TRUNC with trunc; data written from
+ * offset 0; then the owner uid, gid ((uint32_t)-1: none; by the owners'
+ * agent, as pchown; where it cannot, the file stays the login's and
+ * *chown_err says why), chmod_mode (< 0: none) and the times ts (NULL: none) on the
+ * descriptor; closed. Its attributes after, as sftpx_lstat's, in a. The
+ * path is walked as every operation's (no symlink followed). */
+int sftpx_create(struct sandbox *sb, const char *path, int excl, int trunc, mode_t mode, int chmod_mode,
+		 const struct timespec *ts, uint32_t uid, uint32_t gid, const void *data, size_t len,
+		 struct sftp_attrs *a, int *chown_err);
+
 /* truncate without following a symlink: the kernel's errno (EFBIG). */
 int sftpx_truncate(struct sandbox *sb, const char *path, uint64_t size);
 

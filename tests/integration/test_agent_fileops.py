@@ -172,6 +172,71 @@ def test_operations(agent, tree):
     assert e == 0 and stat.S_ISFIFO(int(s[3]))
 
 
+def test_create(agent, tree):
+    """create (a deferred create of root/, fs/root/sftpfs.c): made, written,
+    its mode (exact: umask 0), a later chmod and the times in one request,
+    answered with stat's fields; O_EXCL and O_TRUNC as open(2) has them."""
+    inside, _ = tree
+    f = inside / "d" / "new"
+    data = b"a\0b\0\0c" * 1000
+    old = os.umask(0o077)
+    try:
+        e, s = agent.op("create", f, 1, 0, 0o664, -1, -1, 0, 0, 0, -1, -1, data)
+    finally:
+        os.umask(old)
+    assert e == 0, e
+    st = os.lstat(f)
+    assert f.read_bytes() == data and stat.S_IMODE(st.st_mode) == 0o664
+    assert int(s[3]) == st.st_mode and int(s[4]) == len(data) and int(s[0]) == 1
+    # exclusive: the name exists now
+    assert agent.op("create", f, 1, 0, 0o600, -1, -1, 0, 0, 0, -1, -1, b"x")[0] == errno.EEXIST
+    assert f.read_bytes() == data
+    # not exclusive, truncating: open(2)'s rules, its mode stays; then the
+    # held-back chmod and times
+    e, s = agent.op("create", f, 0, 1, 0o600, 0o640, 5, 6, 1 << 32, 7, -1, -1, b"xy")
+    assert e == 0
+    st = os.lstat(f)
+    assert f.read_bytes() == b"xy" and stat.S_IMODE(st.st_mode) == 0o640
+    assert st.st_mtime_ns == (1 << 32) * 10**9 + 7 and st.st_atime_ns == 5 * 10**9 + 6
+    assert (int(s[8]), int(s[9])) == (1 << 32, 7)
+    # an empty file; a missing directory; a file on the way
+    assert agent.op("create", inside / "d" / "empty", 1, 1, 0o644, -1, -1, 0, 0, 0, -1, -1, b"")[0] == 0
+    assert (inside / "d" / "empty").read_bytes() == b""
+    assert agent.op("create", inside / "nodir" / "f", 1, 1, 0o644, -1, -1, 0, 0, 0, -1, -1, b"x")[0] == errno.ENOENT
+    assert agent.op("create", f / "x", 1, 1, 0o644, -1, -1, 0, 0, 0, -1, -1, b"x")[0] == errno.ENOTDIR
+    # an owner (pcreate: the owners' agent, with CAP_CHOWN): given where
+    # allowed; refused, the file stays its maker's and the answer says so
+    g = inside / "d" / "owned"
+    e, s = agent.op("pcreate", g, 1, 0, 0o644, -1, -1, 0, 0, 0, 1234, 4321, b"o")
+    assert e == 0 and g.read_bytes() == b"o"
+    st = os.lstat(g)
+    assert (int(s[1]), int(s[2])) == (st.st_uid, st.st_gid)
+    if os.geteuid() == 0:
+        assert (st.st_uid, st.st_gid) == (1234, 4321) and int(s[15]) == 0
+    else:
+        assert (st.st_uid, st.st_gid) == (os.geteuid(), os.getegid()) and int(s[15]) == errno.EPERM
+    e, s = agent.op("pcreate", inside / "d" / "big-id", 1, 0, 0o644, -1, -1, 0, 0, 0, 70000, -1, b"o")
+    assert e == 0 and os.lstat(inside / "d" / "big-id").st_uid == os.geteuid()   # beyond the sandbox's ids
+
+
+def test_create_never_follows_a_symlink(agent, tree):
+    """A symlink planted at the name, or a directory of the path swapped
+    for one (to a host directory): create fails, nothing lands on the
+    host."""
+    inside, host = tree
+    before = host_state(host)
+    (inside / "evil").symlink_to(host / "f")
+    (inside / "dangling").symlink_to(host / "new")
+    (inside / "sw").symlink_to(host)
+    for name, excl in (("evil", 1), ("evil", 0), ("dangling", 1), ("dangling", 0)):
+        e = agent.op("create", inside / name, excl, 1, 0o644, -1, -1, 0, 0, 0, -1, -1, b"EVIL")[0]
+        assert e in (errno.EEXIST, errno.ELOOP), (name, excl, e)
+    assert agent.op("create", inside / "sw" / "f", 0, 1, 0o644, -1, -1, 0, 0, 0, -1, -1, b"EVIL")[0] in (errno.ENOTDIR, errno.ELOOP)
+    assert agent.op("create", inside / "sw" / "g", 1, 0, 0o644, -1, -1, 0, 0, 0, -1, -1, b"EVIL")[0] in (errno.ENOTDIR, errno.ELOOP)
+    assert host_state(host) == before
+    assert not os.path.lexists(host / "new") and not os.path.lexists(host / "g")
+
+
 def test_final_symlink_never_followed(agent, tree):
     """A symlink planted where root/ names a file: chown, utimens (and the
     mode with it), truncate and mknod act on the link or fail; the host
@@ -239,6 +304,8 @@ def test_directory_swapped_mid_walk(agent, tree):
                 seen.add(agent.op("chown", base / "f", os.geteuid(), os.getegid())[0])
                 seen.add(agent.op("mknod", base / f"p{n}", stat.S_IFIFO | 0o600)[0])
                 seen.add(agent.op("truncate", base / "f", 1)[0])
+                seen.add(agent.op("create", base / f"c{n}", 0, 1, 0o600, -1, -1, 0, 0, 0, -1, -1, b"EVIL")[0])
+                seen.add(agent.op("create", base / "f", 0, 1, 0o600, -1, -1, 0, 0, 0, -1, -1, b"EVIL")[0])
                 n += 1
     finally:
         t.join()

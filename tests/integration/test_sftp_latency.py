@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import sshd_fixture  # noqa: E402
 from sshd_fixture import SshdFixture  # noqa: E402
 from test_sftpfs import Mount, errno_of  # noqa: E402
+from conftest import sandbox_run  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
 from proxy_client import DelayProxy  # noqa: E402
@@ -378,3 +379,279 @@ def test_dead_link_mid_pipeline():
             assert f.read() == safe
     finally:
         s.close()
+
+
+# ---- deferred creates: a full seerfs, an ssh sandbox and its agent ----------
+#
+# root/ of a sandbox of the ssh provider, whose resident agent makes a small
+# file created through root/ in one request at its close (fs/root/sftpfs.c:
+# dc_try_create, dc_commit; ssh_agent.pl: create), through the same 20 ms
+# proxy. The sandbox's files are WORKDIR/NAME/... on this machine (host mode).
+
+AGENT_MARKS = [
+    pytest.mark.skipif(not os.path.exists("/usr/sbin/sshd"), reason="needs openssh-server (/usr/sbin/sshd)"),
+    pytest.mark.skipif(shutil.which("bwrap") is None, reason="the agent runs inside bubblewrap: needs bwrap"),
+    pytest.mark.skipif(not os.path.exists("/usr/bin/perl"), reason="the agent is perl: needs /usr/bin/perl"),
+]
+
+
+def needs_agent(f):
+    for m in AGENT_MARKS:
+        f = m(f)
+    return f
+
+
+@pytest.fixture(scope="module")
+def sshd_delayed(tmp_path_factory):
+    base = str(tmp_path_factory.mktemp("dcproxy"))
+    with SshdFixture() as sshd:
+        proxy = Proxy(base, sshd.port)
+        try:
+            yield Via(sshd, proxy, base), proxy
+        finally:
+            proxy.kill()
+
+
+class AgentSandbox:
+    def __init__(self, m, sb, home):
+        self.m, self.sb, self.home = m, sb, home
+
+    def M(self, *p):  # through root/
+        return os.path.join(str(self.sb), "root", "workspace", *p)
+
+    def H(self, *p):  # the same file on the host
+        return os.path.join(str(self.home), "workspace", *p)
+
+
+def agent_sandbox(tmp_path, via, seerfs_factory, workdir=None):
+    import json
+    from conftest import ssh_entry
+    workdir = workdir or tmp_path / "remote-work"
+    pfile = tmp_path / "providers-dc.json"
+    pfile.write_text(json.dumps({"dc": ssh_entry(via, workdir)}))
+    m = seerfs_factory(args=("-o", f"providers={pfile}"))
+    sb = m.sandbox("s", json.dumps({"provider": "dc"}))
+    return AgentSandbox(m, sb, workdir / "s")
+
+
+def stop_clean(a):
+    """Unmounts a's seerfs; its log has no sanitizer report (build-asan)."""
+    a.m.stop()
+    log = a.m.stderr()
+    assert "ERROR: AddressSanitizer" not in log and "runtime error:" not in log and "LeakSanitizer" not in log, log
+
+
+@pytest.fixture
+def asb(tmp_path, sshd_delayed, seerfs_factory):
+    a = agent_sandbox(tmp_path, sshd_delayed[0], seerfs_factory)
+    yield a
+    stop_clean(a)
+
+
+def deferred_log(a):
+    return [line for line in a.m.stderr().splitlines() if "the deferred create of" in line]
+
+
+@needs_agent
+def test_deferred_create_one_round_trip_coherent(asb, sshd_delayed):
+    """Small files created through root/ cost about one round trip each
+    (SFTP needs two); what was written is there on the host at close, seen
+    through root/ (stat, read) and by a command in the sandbox; a file
+    still open is seen whole through root/ as well."""
+    a, proxy = asb, sshd_delayed[1]
+    os.mkdir(a.M("d"))
+    with open(a.M("d", "warm"), "w") as f:   # learns the new entries' owner, if not yet
+        f.write("w\n")
+    n = 40
+    before = proxy.bursts()
+    for i in range(n):
+        with open(a.M("d", f"f{i}"), "w") as f:
+            f.write(f"file {i}\n")
+    rts = proxy.bursts() - before
+    # SFTP needs two per file; bursts split by load (client think time
+    # past half the one-way delay) leave some slack above one
+    assert rts <= n * 1.5 + 4, f"{rts} round trips for {n} files created"
+    # a shell's redirection: open, dup2 to 1, close (a flush before any
+    # write), write, close: still one request
+    before = proxy.bursts()
+    subprocess.run(["sh", "-c", "for i in $(seq 20); do echo x > s$i; done"], cwd=a.M("d"), check=True)
+    rts = proxy.bursts() - before
+    assert rts <= 20 * 1.5 + 4, f"{rts} round trips for 20 files created by sh"
+    assert all(open(a.H("d", f"s{i}")).read() == "x\n" for i in range(1, 21))
+    for i in range(n):
+        assert open(a.H("d", f"f{i}")).read() == f"file {i}\n"
+        assert os.stat(a.M("d", f"f{i}")).st_size == len(f"file {i}\n")
+        assert open(a.M("d", f"f{i}")).read() == f"file {i}\n"
+    # mode and owner as the host has them
+    fd = os.open(a.M("d", "m"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    os.write(fd, b"m\0m")
+    st_open = os.fstat(fd)
+    assert st_open.st_size == 3
+    # still open: a stat and a read through root/ see it (it is made first)
+    assert open(a.M("d", "m"), "rb").read() == b"m\0m"
+    os.write(fd, b"more")
+    os.close(fd)
+    host, mine = os.stat(a.H("d", "m")), os.stat(a.M("d", "m"))
+    assert open(a.H("d", "m"), "rb").read() == b"m\0mmore"
+    assert (mine.st_mode, mine.st_size) == (host.st_mode, host.st_size) and host.st_mode & 0o7777 == 0o640
+    assert sorted(os.listdir(a.M("d"))) == sorted(os.listdir(a.H("d")))
+    # a command in the sandbox sees them, and root/ sees what it writes
+    code, out = sandbox_run(a.sb, "cat /workspace/d/f7 /workspace/d/m; echo job > /workspace/d/j")
+    assert (code, out) == (0, b"file 7\nm\0mmore"), out
+    assert open(a.M("d", "j")).read() == "job\n"
+    # tar's order: data, then mode and times, one request at close
+    with open(a.M("d", "stamped"), "w") as f:
+        f.write("s" * 5000)
+        f.flush()
+        os.utime(f.fileno(), (1000000000, 1000000000))
+        os.fchmod(f.fileno(), 0o600)
+    st = os.stat(a.H("d", "stamped"))
+    assert (st.st_mtime, st.st_mode & 0o777, st.st_size) == (1000000000, 0o600, 5000)
+    # bigger than one request carries: over SFTP, as before
+    big = os.urandom(300 << 10)
+    with open(a.M("d", "big"), "wb") as f:
+        f.write(big)
+    assert open(a.H("d", "big"), "rb").read() == big
+    assert deferred_log(a) == []
+
+
+@needs_agent
+def test_deferred_create_order_rename_over_and_unlink(asb):
+    """A create answered here stays in order with the path operations after
+    it: rename over an existing name (after close, and while still open),
+    unlink (after close, and while open), made again after an unlink."""
+    a = asb
+    os.mkdir(a.M("o"))
+    with open(a.M("o", "target"), "w") as f:
+        f.write("old target\n")
+    with open(a.M("o", "new"), "w") as f:
+        f.write("new content\n")
+    os.rename(a.M("o", "new"), a.M("o", "target"))
+    assert open(a.H("o", "target")).read() == "new content\n"
+    assert not os.path.exists(a.H("o", "new"))
+    # renamed while still open, then written and closed
+    fd = os.open(a.M("o", "open"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, b"head ")
+    os.rename(a.M("o", "open"), a.M("o", "target"))
+    os.write(fd, b"tail")
+    os.close(fd)
+    assert open(a.H("o", "target"), "rb").read() == b"head tail"
+    assert open(a.M("o", "target"), "rb").read() == b"head tail"
+    # unlink after close, and while open
+    with open(a.M("o", "gone"), "w") as f:
+        f.write("x")
+    os.unlink(a.M("o", "gone"))
+    assert not os.path.exists(a.H("o", "gone")) and not os.path.exists(a.M("o", "gone"))
+    fd = os.open(a.M("o", "gone2"), os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, b"y" * 1000)
+    os.unlink(a.M("o", "gone2"))
+    os.write(fd, b"z")
+    os.close(fd)
+    assert not os.path.exists(a.H("o", "gone2")) and not os.path.exists(a.M("o", "gone2"))
+    for i in range(4):
+        with open(a.M("o", "again"), "w") as f:
+            f.write(f"version {i}\n")
+        if i < 3:
+            os.unlink(a.M("o", "again"))
+    assert open(a.H("o", "again")).read() == "version 3\n"
+    # a listing read while a create is pending shows it
+    fd = os.open(a.M("o", "listed"), os.O_WRONLY | os.O_CREAT, 0o644)
+    assert "listed" in os.listdir(a.M("o"))
+    assert os.path.exists(a.H("o", "listed"))
+    os.close(fd)
+    assert deferred_log(a) == []
+
+
+def close_errno(path, data=b"data\n"):
+    """(errno of the close, or 0) of a file created through root/ at path."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, data)
+    return errno_of(os.close, fd)
+
+
+@needs_agent
+def test_deferred_create_errors_reach_close(asb):
+    """The host refuses a create answered here: its close fails with the
+    host's errno, the log names the file, and nothing of it stays in
+    root/: its directory removed on the host, a directory that refuses new
+    names (immutable for root, read-only for others)."""
+    a = asb
+    os.mkdir(a.M("gone"))
+    os.mkdir(a.M("locked"))
+    os.listdir(a.M("gone"))
+    os.rmdir(a.H("gone"))
+    assert close_errno(a.M("gone", "f")) == errno.ENOENT
+    log = deferred_log(a)
+    assert any("/workspace/gone/f" in line and "No such file" in line for line in log), a.m.stderr()
+    assert not os.path.exists(a.M("gone", "f"))
+    # refused by the host's kernel
+    if os.geteuid() == 0:
+        r = subprocess.run(["chattr", "+i", a.H("locked")], capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"chattr +i: {r.stderr.strip()} (root passes permission checks; an immutable directory is the refusal)")
+        want = errno.EPERM
+    else:
+        os.chmod(a.H("locked"), 0o555)
+        want = errno.EACCES
+    try:
+        assert close_errno(a.M("locked", "f")) == want
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", a.H("locked")], check=True)
+        else:
+            os.chmod(a.H("locked"), 0o755)
+    assert any("/workspace/locked/f" in line for line in deferred_log(a)), a.m.stderr()
+    assert not os.path.exists(a.H("locked", "f")) and not os.path.exists(a.M("locked", "f"))
+    # the name can be made again
+    with open(a.M("locked", "f"), "w") as f:
+        f.write("ok\n")
+    assert open(a.H("locked", "f")).read() == "ok\n"
+
+
+@needs_agent
+def test_deferred_create_disk_full(tmp_path, sshd_delayed, seerfs_factory):
+    """The host's disk is full when the create arrives: close fails ENOSPC
+    and the log names the file."""
+    if os.geteuid() != 0:
+        pytest.skip("a small tmpfs (a full remote disk) needs root")
+    workdir = tmp_path / "small"
+    workdir.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(workdir)], check=True)
+    try:
+        a = agent_sandbox(tmp_path, sshd_delayed[0], seerfs_factory, workdir=workdir)
+        os.mkdir(a.M("d"))
+        os.listdir(a.M("d"))
+        with open(a.H("filler"), "wb", buffering=0) as f:
+            try:
+                while True:
+                    f.write(b"\1" * (64 << 10))
+            except OSError as e:
+                assert e.errno == errno.ENOSPC
+        rc = close_errno(a.M("d", "f"), b"q" * 20000)
+        assert rc == errno.ENOSPC, rc
+        assert any("/workspace/d/f" in line and "No space" in line for line in deferred_log(a)), a.m.stderr()
+        os.unlink(a.H("filler"))
+        assert close_errno(a.M("d", "g")) == 0
+        assert open(a.H("d", "g")).read() == "data\n"
+        stop_clean(a)
+    finally:
+        subprocess.run(["umount", "-l", str(workdir)], capture_output=True)
+
+
+@needs_agent
+def test_deferred_create_not_redirected_by_a_planted_symlink(asb):
+    """Escape: the sandbox swaps a directory for a symlink to elsewhere
+    (here, the sandbox's own /tmp) after root/ listed it: the create that
+    root/ answered fails at close (the agent's walk follows no symlink),
+    and nothing lands where the link points."""
+    a = asb
+    os.mkdir(a.M("d"))
+    assert os.listdir(a.M("d")) == []
+    elsewhere = os.path.join(str(a.home), "tmp", "elsewhere")
+    os.makedirs(elsewhere)
+    os.rename(a.H("d"), a.H("d.moved"))
+    os.symlink("/tmp/elsewhere", a.H("d"))
+    rc = close_errno(a.M("d", "f"), b"EVIL\n")
+    assert rc in (errno.ENOTDIR, errno.ELOOP), rc
+    assert os.listdir(elsewhere) == [] and os.listdir(a.H("d.moved")) == []
+    assert any("/workspace/d/f" in line for line in deferred_log(a)), a.m.stderr()

@@ -523,10 +523,12 @@ static int ssh_fileop(struct sandbox *sb, const void *req, size_t len, char *rep
 	struct agent_remote *a;
 	char err[SSH_ERRMSG_LEN + 400];
 	/* chown and chmod the kernel allowed (a root seerfs: the caller is root,
-	 * or -o allow_other's default_permissions checked it): the owners'
-	 * agent, with CAP_CHOWN, CAP_FOWNER and CAP_FSETID (fagent_acquire); where it
-	 * cannot run, the sandbox's own (the kernel then says EPERM). */
-	int owners = len > 7 && (!memcmp(req, "pchown", 7) || !memcmp(req, "pchmod", 7));
+	 * or -o allow_other's default_permissions checked it), and root's
+	 * deferred create given to root (pcreate): the owners' agent
+	 * (fagent_acquire); where it cannot run, the sandbox's own (the kernel
+	 * then says EPERM). */
+	int owners = len > 7 && (!memcmp(req, "pchown", 7) || !memcmp(req, "pchmod", 7) ||
+				 (len > 8 && !memcmp(req, "pcreate", 8)));
 	/* "as UID GID GROUPS OP ...": a directory operation of root/'s caller,
 	 * made with the caller's credentials by the owners' agent alone
 	 * (agent_remote.pl: as_caller); where it cannot run, -ENOTSUP and root/
