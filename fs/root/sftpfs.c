@@ -2909,6 +2909,16 @@ static void dc_forget(struct sftpfs *r, struct snode *n, fuse_ino_t ino)
 static void dc_settle_node(struct sftpfs *r, struct snode *n)
 {
 	pthread_mutex_lock(&r->mu);
+	/* One being sent (a release's dc_commit, which took it off n->cf):
+	 * the server has it once that is answered, not before. */
+	for (;;) {
+		struct sfile *g = r->dcs;
+		while (g && !(g->n == n && g->dc_busy))
+			g = g->dc_next;
+		if (!g)
+			break;
+		pthread_cond_wait(&r->done_cv, &r->mu);
+	}
 	struct sfile *f = n->cf && n->cf->dc ? n->cf : NULL;
 	if (f)
 		f->pending++; /* keeps f until we are done (sftpfs_release drains it) */
@@ -3008,6 +3018,15 @@ static int dc_reopen(struct sftpfs *r, struct sfile *f)
 /* Answers a create without the server where the cache knows its outcome
  * (see above). Returns 1 when it replied (the op ended), 0 to create on
  * the server. */
+/* Whether a directory of attributes pa lets uid:gid (no capabilities, no
+ * supplementary groups known) add a name: write and search permission. */
+static int login_may_write(const struct sftp_attrs *pa, uint32_t uid, uint32_t gid)
+{
+	uint32_t m = pa->perm;
+	uint32_t bits = pa->uid == uid ? m >> 6 : pa->gid == gid ? m >> 3 : m;
+	return (bits & 3) == 3;
+}
+
 static int dc_try_create(fuse_req_t req, struct sftpfs *r, struct snode *n, const char *name, mode_t mode,
 			 struct fuse_file_info *fi)
 {
@@ -3033,6 +3052,10 @@ static int dc_try_create(fuse_req_t req, struct sftpfs *r, struct snode *n, cons
 	pthread_mutex_lock(&r->mu);
 	int ok = n->path && r->ids_known && (n->a.flags & SFTP_ATTR_PERMISSIONS) && (n->a.flags & SFTP_ATTR_UIDGID) &&
 		 !tab_find(r, p);
+	/* The login must be able to make it there (its ids are those new
+	 * entries get): where it cannot, the create goes the way that asks
+	 * the owners' agent after SFTP's refusal (sftpfs_create). */
+	ok = ok && login_may_write(&n->a, r->new_uid, r->new_gid);
 	struct lent *l = ok ? lc_get(r, n->path, 0) : NULL;
 	ok = l && l->d && !l->loading && now_ms() - l->ms <= (int64_t)(t * 1000) && !sdir_find(l->d, name);
 	for (size_t i = 0; ok && i < l->nadded; i++)
