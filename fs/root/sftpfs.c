@@ -591,13 +591,27 @@ static void lc_seed_empty(struct sftpfs *r, const char *path)
 	l->ms = now_ms();
 }
 
+/* The path of the directory holding path (malloc'd), or NULL: none (no
+ * "/" in it) or no memory. */
+static char *parent_path(const char *path)
+{
+	const char *slash = path ? strrchr(path, '/') : NULL;
+	return slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : NULL;
+}
+
+/* Under r->mu: the node of the directory holding path, or NULL. */
+static struct snode *parent_node(struct sftpfs *r, const char *path)
+{
+	char *dir = parent_path(path);
+	struct snode *pn = dir ? tab_find(r, dir) : NULL;
+	free(dir);
+	return pn;
+}
+
 /* Under r->mu: the listing of the directory holding path changed. */
 static void drop_parent_list(struct sftpfs *r, const char *path)
 {
-	const char *slash = strrchr(path, '/');
-	if (!slash)
-		return;
-	char *dir = strndup(path, slash == path ? 1 : (size_t)(slash - path));
+	char *dir = parent_path(path);
 	if (dir)
 		lc_changed(r, dir, NULL);
 	free(dir);
@@ -1261,11 +1275,8 @@ void sftpfs_invalidate(struct sftpfs *r)
 			v[k].dir = S_ISDIR(n->mode);
 			n->opened = 0;
 			if (n != r->rootn) {
-				char *slash = strrchr(n->path, '/');
-				char *dir = strndup(n->path, slash == n->path ? 1 : (size_t)(slash - n->path));
-				struct snode *p = dir ? tab_find(r, dir) : NULL;
-				free(dir);
-				if (p && (v[k].name = strdup(slash + 1)))
+				struct snode *p = parent_node(r, n->path);
+				if (p && (v[k].name = strdup(strrchr(n->path, '/') + 1)))
 					v[k].parent = ino_of(p);
 			}
 			k++;
@@ -1538,13 +1549,7 @@ static void dir_attrs_stale(struct snode *n)
 /* Under r->mu: the directory holding path, as dir_attrs_stale. */
 static void parent_attrs_stale(struct sftpfs *r, const char *path)
 {
-	const char *slash = strrchr(path, '/');
-	if (!slash)
-		return;
-	char *dir = strndup(path, slash == path ? 1 : (size_t)(slash - path));
-	if (dir)
-		dir_attrs_stale(tab_find(r, dir));
-	free(dir);
+	dir_attrs_stale(parent_node(r, path));
 }
 
 /* Something in directory n (or, n NULL, the one holding path) changed
@@ -2892,13 +2897,10 @@ static void dc_forget(struct sftpfs *r, struct snode *n, fuse_ino_t ino)
 	fuse_ino_t parent = 0;
 	char *name = NULL;
 	pthread_mutex_lock(&r->mu);
-	const char *slash = n->path ? strrchr(n->path, '/') : NULL;
-	char *dir = slash ? strndup(n->path, slash == n->path ? 1 : (size_t)(slash - n->path)) : NULL;
-	struct snode *pn = dir ? tab_find(r, dir) : NULL;
-	if (pn && (name = strdup(slash + 1)))
+	struct snode *pn = parent_node(r, n->path);
+	if (pn && (name = strdup(strrchr(n->path, '/') + 1)))
 		parent = pn == r->rootn && r->root_alias ? r->root_alias : ino_of(pn);
 	pthread_mutex_unlock(&r->mu);
-	free(dir);
 	fuse_lowlevel_notify_inval_inode(r->fs->se, ino, 0, 0);
 	if (name)
 		fuse_lowlevel_notify_inval_entry(r->fs->se, parent, name, strlen(name));
@@ -3037,18 +3039,16 @@ static int dc_try_create(fuse_req_t req, struct sftpfs *r, struct snode *n, cons
 	int acc = fi->flags & O_ACCMODE;
 	if (t <= 0 || !ctx || !use_x(r) || (mode & 07000) || (acc != O_WRONLY && acc != O_RDWR) || (fi->flags & O_APPEND))
 		return 0;
-	int rc = 0;
-	char *p = node_path(n, name, &rc);
-	if (!p)
-		return 0;
 	int own = own_may(r);
 	/* A caller other than root under the owners' agent: its entries are
 	 * made as it (as_caller), with the host's kernel checking its rights;
 	 * pcreate (the owners' agent's own capabilities) is for root alone. */
-	if (own && ctx->uid != 0 && !__atomic_load_n(&r->as_off, __ATOMIC_RELAXED)) {
-		free(p);
+	if (own && ctx->uid != 0 && !__atomic_load_n(&r->as_off, __ATOMIC_RELAXED))
 		return 0;
-	}
+	int rc = 0;
+	char *p = node_path(n, name, &rc);
+	if (!p)
+		return 0;
 	pthread_mutex_lock(&r->mu);
 	int ok = n->path && r->ids_known && (n->a.flags & SFTP_ATTR_PERMISSIONS) && (n->a.flags & SFTP_ATTR_UIDGID) &&
 		 !tab_find(r, p);
@@ -3286,7 +3286,7 @@ static int read_ahead_files(struct sftpfs *r, struct snode *n)
 		return 0;
 	}
 	char *slash = strrchr(n->path, '/');
-	char *dir = strndup(n->path, slash == n->path ? 1 : (size_t)(slash - n->path));
+	char *dir = parent_path(n->path);
 	struct lent *l = dir ? lc_get(r, dir, 0) : NULL;
 	struct sdir *d = l ? l->d : NULL; /* even if dirty: names to try only */
 	char *np = strdup(n->path);
