@@ -10,6 +10,7 @@ the operations end to end).
 Needs /usr/bin/perl and libseccomp (for this machine's system call numbers,
 as seerfs finds them for the host)."""
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -274,6 +275,30 @@ def test_symlink_in_the_middle_never_followed(agent, tree):
     assert host_state(host) == before
 
 
+@contextlib.contextmanager
+def exchanging(a, b, seconds=2.0):
+    """The sandbox's side of a swap race: a thread exchanges a and b
+    (RENAME_EXCHANGE) as fast as it can for `seconds`. Yields a function
+    that says whether it still runs; at the end, checks it swapped often."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    stop = time.time() + seconds
+    swaps = [0]
+
+    def swapper():
+        x, y = str(a).encode(), str(b).encode()
+        while time.time() < stop:
+            if libc.renameat2(-100, x, -100, y, 2) == 0:
+                swaps[0] += 1
+
+    t = threading.Thread(target=swapper)
+    t.start()
+    try:
+        yield lambda: time.time() < stop
+    finally:
+        t.join()
+    assert swaps[0] > 10
+
+
 def test_directory_swapped_mid_walk(agent, tree):
     """The sandbox swaps a directory of the path for a symlink to a host
     directory (RENAME_EXCHANGE, as fast as it can) while the agent works on
@@ -282,22 +307,10 @@ def test_directory_swapped_mid_walk(agent, tree):
     inside, host = tree
     before = host_state(host)
     (inside / "sw").symlink_to(host)
-    libc = ctypes.CDLL(None, use_errno=True)
-    stop = time.time() + 2.0
-    swaps = [0]
-
-    def swapper():
-        a, b = str(inside / "d").encode(), str(inside / "sw").encode()
-        while time.time() < stop:
-            if libc.renameat2(-100, a, -100, b, 2) == 0:
-                swaps[0] += 1
-
-    t = threading.Thread(target=swapper)
-    t.start()
     seen = set()
     n = 0
-    try:
-        while time.time() < stop:
+    with exchanging(inside / "d", inside / "sw") as running:
+        while running():
             for name in ("d", "sw"):
                 base = inside / name
                 seen.add(agent.op("utimens", base / "f", 5, 0, 6, 0)[0])
@@ -307,9 +320,6 @@ def test_directory_swapped_mid_walk(agent, tree):
                 seen.add(agent.op("create", base / f"c{n}", 0, 1, 0o600, -1, -1, 0, 0, 0, -1, -1, b"EVIL")[0])
                 seen.add(agent.op("create", base / "f", 0, 1, 0o600, -1, -1, 0, 0, 0, -1, -1, b"EVIL")[0])
                 n += 1
-    finally:
-        t.join()
-    assert swaps[0] > 10
     assert 0 in seen
     assert seen <= {0, errno.ENOTDIR, errno.ELOOP, errno.ENOENT, errno.EEXIST}
     assert host_state(host) == before
@@ -499,22 +509,10 @@ def test_callers_operations_never_follow_symlinks(owners, shared, tmp_path):
                          ("link", d / "f", shared / "st" / "sw" / "h"), ("rmdir", shared / "st" / "sw" / "x")):
                 assert _as(owners, uid, [], *args)[0] in (errno.ENOTDIR, errno.ELOOP), (uid, args)
         assert host_state(host) == before
-        libc = ctypes.CDLL(None, use_errno=True)
-        stop = time.time() + 2.0
-        swaps = [0]
-
-        def swapper():
-            a, b = str(d).encode(), str(shared / "st" / "sw").encode()
-            while time.time() < stop:
-                if libc.renameat2(-100, a, -100, b, 2) == 0:
-                    swaps[0] += 1
-
-        t = threading.Thread(target=swapper)
-        t.start()
         seen = set()
         n = 0
-        try:
-            while time.time() < stop:
+        with exchanging(d, shared / "st" / "sw") as running:
+            while running():
                 uid = (0, U1)[n % 2]
                 for name in ("d", "sw"):
                     base = shared / "st" / name
@@ -524,9 +522,6 @@ def test_callers_operations_never_follow_symlinks(owners, shared, tmp_path):
                                  ("rmdir", base / f"n{n}")):
                         seen.add(_as(owners, uid, [], *args)[0])
                     n += 1
-        finally:
-            t.join()
-        assert swaps[0] > 10
         assert 0 in seen
         assert seen <= {0, errno.ENOTDIR, errno.ELOOP, errno.ENOENT, errno.EEXIST}
         assert host_state(host) == before

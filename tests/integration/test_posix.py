@@ -640,14 +640,7 @@ def _shared_mount(seerfs_factory):
 def _as_other(code, *args):
     """Runs python code as uid and gid OTHER, no supplementary groups (as
     `setpriv --reuid --regid --clear-groups` would); args in sys.argv."""
-    def drop():
-        os.setgroups([])
-        os.setresgid(OTHER, OTHER, OTHER)
-        os.setresuid(OTHER, OTHER, OTHER)
-    r = subprocess.run(["/usr/bin/python3", "-c", code, *map(str, args)], preexec_fn=drop,
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    return r.stdout
+    return _as_uid(OTHER, code, *args)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root: other uids, and a mount with allow_other")
