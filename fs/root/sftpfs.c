@@ -1111,7 +1111,8 @@ static void *worker(void *arg)
 		j->running = 1;
 		pthread_mutex_unlock(&r->mu);
 		struct sent_note note = {r, j};
-		int rc = sftp_pwrite_range_notify(r->cli, j->f->h, j->off, j->data, j->len, 0, 0, job_sent, &note);
+		int rc = sftp_pwrite_range_notify(r->cli, j->f->h, j->off, j->data, j->len, 0, sftp_max_write(r->cli),
+						  job_sent, &note);
 		if (rc == -EIO)
 			rc = refine_failure(r, NULL, j->f->h, 0, j->len, rc);
 		pthread_mutex_lock(&r->mu);
@@ -3502,7 +3503,8 @@ static void sftpfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, 
 		pthread_mutex_unlock(&f->ra_mu);
 		char *nb = malloc(win);
 		size_t ngot = 0;
-		rc = nb ? sftp_pread_range_eof(r->cli, f->h, o, nb, win, &ngot, 0, 0, eof_at) : -ENOMEM;
+		rc = nb ? sftp_pread_range_eof(r->cli, f->h, o, nb, win, &ngot, 0, sftp_max_read(r->cli), eof_at)
+			: -ENOMEM;
 		pthread_mutex_lock(&f->ra_mu);
 		if (rc == 0) {
 			free(f->ra_buf);
@@ -3632,12 +3634,17 @@ static void sftpfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fu
 	struct sfile *f = (struct sfile *)(uintptr_t)fi->fh;
 	if (f->dc)
 		dc_materialize(r, f); /* its own handle's fsync below */
-	rc = settle_file(r, n, f);
-	if (rc == 0 && f->h) {
-		rc = sftp_fsync(r->cli, f->h);
-		if (rc == -ENOTSUP)
-			rc = 0; /* nothing better the protocol offers */
-	}
+	/* One wait for everything: send_pend returns once every write of n
+	 * is on the wire, so the FSYNC goes right behind them (the server
+	 * handles a handle's requests in order) and its answer comes after
+	 * theirs; a failed write is reported before the FSYNC's answer. */
+	int prc = send_pend(r, n);
+	int frc = f->h ? sftp_fsync(r->cli, f->h) : 0;
+	if (frc == -ENOTSUP)
+		frc = 0; /* nothing better the protocol offers */
+	rc = drain_file(r, f);
+	if (rc == 0)
+		rc = prc ? prc : frc;
 	op_exit(r);
 	fuse_reply_err(req, -rc);
 }
