@@ -323,6 +323,53 @@ def test_deferred_write_failure_reaches_close_file_size_limit():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def test_fsync_behind_big_write_lands_it_whole(lat):
+    """fsync sends FSYNC right behind the file's WRITEs and waits once for
+    all their answers: when it returns, every byte is on the host."""
+    data = bytes(range(256)) * (4 << 12)  # 4 MiB, not one repeated byte
+    fd = os.open(lat.M("bulk"), os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        for i in range(0, len(data), 1 << 20):
+            os.write(fd, data[i:i + (1 << 20)])
+        os.fsync(fd)
+        with open(lat.R("bulk"), "rb") as f:
+            assert f.read() == data
+    finally:
+        os.close(fd)
+
+
+def test_fsync_behind_big_write_reports_its_failure():
+    """The host refuses a big write after it was answered here (ulimit -f,
+    64 KiB files): the FSYNC sent behind it succeeds on the host, but fsync
+    reports the write's error (EFBIG arrives as SFTP FAILURE: EIO), as does
+    the close after it, and the log names the file."""
+    tmp = tempfile.mkdtemp(prefix="sftplat-wrap-")
+    wrapper = os.path.join(tmp, "sftp-server-limited")
+    with open(wrapper, "w") as f:
+        f.write("#!/bin/sh\nulimit -f 128\ntrap '' XFSZ\nexec %s \"$@\"\n" % sshd_fixture.SFTP_SERVER)
+    os.chmod(wrapper, 0o755)
+    os.chmod(tmp, 0o755)
+    s = Setup(sftp_server=wrapper)
+    try:
+        fd = os.open(s.M("bulk"), os.O_WRONLY | os.O_CREAT, 0o644)
+        early = 0
+        try:
+            for _ in range(4):
+                os.write(fd, b"w" * (1 << 20))
+        except OSError as e:
+            early = e.errno  # a later write may already see the error
+        rc = errno_of(os.fsync, fd)
+        close_rc = errno_of(os.close, fd)
+        assert early in (0, errno.EIO, errno.EFBIG), early
+        assert rc in (errno.EIO, errno.EFBIG), (early, rc)
+        assert close_rc in (errno.EIO, errno.EFBIG), close_rc
+        assert "deferred write of" in s.m.log_text() and "bulk" in s.m.log_text()
+        assert os.path.getsize(s.R("bulk")) <= 64 << 10
+    finally:
+        s.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def test_dead_link_mid_pipeline():
     """The link dies (the proxy is killed) while writes, a listing and reads
     are in flight: every pending operation ends with an error within the
