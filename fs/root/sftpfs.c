@@ -24,7 +24,8 @@
  *    (the idle/busy gate and that set are fs/root/cache.c's);
  *  - writes are write-behind: the data is copied, the write is answered at
  *    once and a pool of worker threads sends it (each 1 MiB FUSE write as
- *    16 x 64 KiB requests in flight, several writes at once).  Writes that
+ *    WRITEs of the server's largest size, 255 KiB for OpenSSH, all in
+ *    flight, several writes at once).  Writes that
  *    overlap an earlier unfinished one (or any write of an O_APPEND file)
  *    wait for it, so the order of overlapping data is kept.  An error is
  *    sticky on the open file, logged with its file, and reported by the
@@ -33,7 +34,8 @@
  *    getattr/lookup/read/truncate of a node first wait for its pending
  *    writes, so no stale size can shrink the kernel's i_size;
  *  - reads use sftp_pread_range (32 x 64 KiB in flight) per FUSE read; the
- *    kernel's async readahead keeps two such reads going;
+ *    kernel's async readahead keeps two such reads going; sequential ones
+ *    a growing window, read with READs of the server's largest size;
  *  - with the sandbox's agent, a create whose outcome the cached listing
  *    decides is answered here and its small content kept; its close makes
  *    it with one agent request (see "deferred creates" below).
