@@ -103,8 +103,29 @@
 #define SFTPFS_RD_FILE_MAX (64u << 10)
 #define SFTPFS_RD_BATCH 32
 #define SFTPFS_RD_BYTES (1u << 20)
+/* A batch goes on with the files a walk reads next in other directories
+ * whose listings we hold: entering this many levels below a listing, and
+ * going up this many levels from the file's directory. What no node names
+ * yet is kept by path (struct spare), at most this many files. */
+#define SFTPFS_RD_DEPTH 2
+#define SFTPFS_RD_UP 2
+#define SFTPFS_SPARES 128
 
 struct sftpfs;
+
+/* Content of a small file read ahead before the kernel looked it up (a
+ * walk's next directories, read_ahead_files): kept by path until an open
+ * takes it, if nothing changed through us since (mgen), no listing was
+ * dropped (lgen: a job started) and the size and mtime are still those the
+ * listing told. */
+struct spare {
+	char *path;
+	char *data;
+	size_t len;
+	uint32_t mtime;
+	uint64_t lgen, mgen;
+	int64_t ms;
+};
 
 struct snode {
 	struct sftpfs *r;
@@ -259,7 +280,10 @@ struct sftpfs {
 	unsigned active;          /* requests using cli right now */
 	struct wjob *jobs, **jtail;
 	size_t qbytes;
-	size_t cbytes;        /* held in snode.cdata, all nodes */
+	size_t cbytes;        /* held in snode.cdata, all nodes, and spares */
+	struct spare spares[SFTPFS_SPARES];
+	unsigned spare_hand;
+	uint64_t mgen;            /* bumped by every change through us: a name, a file's content */
 	struct neg_set negs;      /* negative entries given a long timeout */
 	struct lent *lists[SFTPFS_LISTS_BUCKETS];
 	size_t nlists;
@@ -440,6 +464,10 @@ static void sftpfs_free(struct sftpfs *r)
 		free(r->cont[i].path);
 		sdir_put(r->cont[i].d);
 	}
+	for (int i = 0; i < SFTPFS_SPARES; i++) {
+		free(r->spares[i].path);
+		free(r->spares[i].data);
+	}
 	neg_set_destroy(&r->negs);
 	free(r->tab);
 	free(r->root);
@@ -551,6 +579,7 @@ static void lc_drop_prefix(struct sftpfs *r, const char *path)
  * create. */
 static void lc_changed(struct sftpfs *r, const char *path, const char *name)
 {
+	r->mgen++;
 	struct lent *l = lc_get(r, path, 1);
 	if (!l)
 		return;
@@ -626,6 +655,13 @@ static void cdata_drop(struct sftpfs *r, struct snode *n)
 	n->cdata = NULL;
 	n->clen = 0;
 	n->cvalid = 0;
+}
+
+/* Under r->mu: n's size or content changes through us. */
+static void wgen_bump(struct sftpfs *r, struct snode *n)
+{
+	n->wgen++;
+	r->mgen++;
 }
 
 /* Under r->mu, after a write through us bumped n->wgen from wgen0: the
@@ -1914,7 +1950,7 @@ static void sftpfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, in
 		dir_changed(r, NULL, p);
 	if (to_set & FUSE_SET_ATTR_SIZE) {
 		pthread_mutex_lock(&r->mu);
-		n->wgen++;
+		wgen_bump(r, n);
 		pthread_mutex_unlock(&r->mu);
 	}
 	rc = 0;
@@ -2979,7 +3015,7 @@ static int dc_write(struct sftpfs *r, struct sfile *f, const char *buf, size_t s
 			drop_parent_list(r, n->path);
 		int track = n->a_valid && n->a_wgen == n->wgen;
 		uint64_t wgen0 = n->wgen;
-		n->wgen++;
+		wgen_bump(r, n);
 		cdata_write(r, n, wgen0, (uint64_t)off, buf, size, 1);
 		if (track) {
 			if (n->a.size < (uint64_t)off + size)
@@ -3249,92 +3285,237 @@ static void sftpfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, m
 	}
 }
 
-/* Under r->mu: m is a small file whose content read_ahead_files may keep:
- * regular, non-empty, readable by all (the lazy open in sftpfs_open checks
- * no permission on the server), attributes current, nothing of ours
- * pending, content not kept yet. */
-static int rd_candidate(struct sftpfs *r, struct snode *m)
+/* The largest file read whole: one READ's worth, less the byte asked
+ * beyond it to see growth. */
+static size_t rd_max(struct sftpfs *r)
 {
 	size_t max = sftp_max_read(r->cli) - 1;
-	if (max > SFTPFS_RD_FILE_MAX)
-		max = SFTPFS_RD_FILE_MAX;
+	return max > SFTPFS_RD_FILE_MAX ? SFTPFS_RD_FILE_MAX : max;
+}
+
+/* A listed regular file read_ahead_files may read whole: non-empty, small,
+ * readable by all (the lazy open in sftpfs_open checks no permission on the
+ * server). */
+static int rd_small(struct sftpfs *r, const struct sftp_attrs *a)
+{
+	return (a->flags & SFTP_ATTR_SIZE) && (a->flags & SFTP_ATTR_PERMISSIONS) && S_ISREG(a->perm) &&
+	       (a->perm & 0444) == 0444 && a->size > 0 && a->size <= rd_max(r);
+}
+
+/* Under r->mu: m is a small file whose content read_ahead_files may keep:
+ * attributes current, nothing of ours pending, content not kept yet. */
+static int rd_candidate(struct sftpfs *r, struct snode *m)
+{
 	return m->path && m->a_valid && m->a_wgen == m->wgen && !m->pending && !m->linked && !m->cf &&
-	       (m->a.flags & SFTP_ATTR_SIZE) && (m->a.flags & SFTP_ATTR_PERMISSIONS) && S_ISREG(m->a.perm) &&
-	       (m->a.perm & 0444) == 0444 && m->a.size > 0 && m->a.size <= max && !cdata_ok(m);
+	       rd_small(r, &m->a) && !cdata_ok(m);
+}
+
+/* Under r->mu. */
+static void spare_free(struct sftpfs *r, struct spare *s)
+{
+	r->cbytes -= s->len;
+	free(s->path);
+	free(s->data);
+	memset(s, 0, sizeof(*s));
+}
+
+/* Under r->mu: keeps data (taking it and path) for path's next open. */
+static void spare_put(struct sftpfs *r, char *path, char *data, size_t len, uint32_t mtime, uint64_t mgen)
+{
+	struct spare *s = &r->spares[r->spare_hand++ % SFTPFS_SPARES];
+	spare_free(r, s);
+	*s = (struct spare){.path = path, .data = data, .len = len, .mtime = mtime, .lgen = r->lgen, .mgen = mgen,
+			    .ms = now_ms()};
+	r->cbytes += len;
+}
+
+/* Under r->mu: n's content from a spare read ahead for its path, if still
+ * good (struct spare). Returns 1 when n's content is kept now. */
+static int spare_take(struct sftpfs *r, struct snode *n, double t)
+{
+	for (int i = 0; i < SFTPFS_SPARES; i++) {
+		struct spare *s = &r->spares[i];
+		if (!s->path || strcmp(s->path, n->path))
+			continue;
+		int good = s->lgen == r->lgen && s->mgen == r->mgen && now_ms() - s->ms <= (int64_t)(t * 1000) &&
+			   n->a.size == s->len && n->a.mtime == s->mtime;
+		if (good) {
+			cdata_drop(r, n);
+			n->cdata = s->data;
+			n->clen = s->len;
+			n->cgen = n->wgen;
+			n->cvalid = 1;
+			r->cbytes += s->len;
+			s->data = NULL;
+		}
+		spare_free(r, s);
+		return good;
+	}
+	return 0;
+}
+
+/* Under r->mu: path's listing, if we hold it unchanged and fresh. */
+static const struct sdir *fresh_list(struct sftpfs *r, const char *path, double t)
+{
+	struct lent *l = lc_get(r, path, 0);
+	return l && l->d && !l->dirty && !l->loading && now_ms() - l->ms <= (int64_t)(t * 1000) ? l->d : NULL;
+}
+
+/* The small files one read-ahead batch reads (read_ahead_files). */
+struct rdbatch {
+	struct sftp_fileread fr[SFTPFS_RD_BATCH];
+	uint64_t wg[SFTPFS_RD_BATCH];   /* the node's wgen when asked */
+	uint32_t mt[SFTPFS_RD_BATCH];   /* a spare's mtime in the listing */
+	char spare[SFTPFS_RD_BATCH];    /* no node names it: kept as a spare */
+	size_t k, bytes;
+	double t;
+};
+
+static int rd_full(const struct rdbatch *b)
+{
+	return b->k >= SFTPFS_RD_BATCH || b->bytes >= SFTPFS_RD_BYTES;
+}
+
+/* Adds path (taken) to b, or frees it if its size does not fit. */
+static void rd_add(struct rdbatch *b, char *path, uint64_t size, uint64_t wgen, int spare, uint32_t mtime)
+{
+	if (b->bytes + size > SFTPFS_RD_BYTES) {
+		free(path);
+		return;
+	}
+	b->fr[b->k].path = path;
+	b->fr[b->k].want = size + 1;
+	b->wg[b->k] = wgen;
+	b->mt[b->k] = mtime;
+	b->spare[b->k++] = (char)spare;
+	b->bytes += size;
+}
+
+/* Under r->mu: into b, the small files a walk (`grep -r`: depth first, in
+ * the listings' order, which is readdir's) reads after entry `from` of
+ * dir's listing d, entering subdirectories whose fresh listing we hold,
+ * depth levels deep. A file no node names is taken only from a clean
+ * listing (its attributes are the server's). */
+static void rd_walk(struct sftpfs *r, struct rdbatch *b, const char *dir, const struct sdir *d, size_t from, int depth,
+		    int clean)
+{
+	for (size_t i = from; i < d->n && !rd_full(b); i++) {
+		const struct sdent *e = &d->e[i];
+		char *cp = join(dir, e->name);
+		if (!cp)
+			return;
+		struct snode *m = tab_find(r, cp);
+		const struct sdir *cd = NULL;
+		if ((e->a.flags & SFTP_ATTR_PERMISSIONS) && S_ISDIR(e->a.perm)) {
+			if (depth > 0 && (cd = fresh_list(r, cp, b->t)))
+				rd_walk(r, b, cp, cd, 0, depth - 1, 1);
+			free(cp);
+		} else if (m ? rd_candidate(r, m) : clean && rd_small(r, &e->a)) {
+			rd_add(b, cp, m ? m->a.size : e->a.size, m ? m->wgen : 0, !m, e->a.mtime);
+		} else {
+			free(cp);
+		}
+	}
+}
+
+/* Under r->mu: the walk of rd_walk from n on: the rest of n's directory,
+ * then of the directories above it, SFTPFS_RD_UP levels, within the root. */
+static void rd_collect(struct sftpfs *r, struct rdbatch *b, struct snode *n)
+{
+	char *dir = parent_path(n->path);
+	struct lent *l = dir ? lc_get(r, dir, 0) : NULL;
+	const struct sdir *d = l ? l->d : NULL; /* even if dirty: nodes only */
+	const struct sdent *at = d ? sdir_find(d, strrchr(n->path, '/') + 1) : NULL;
+	if (at)
+		rd_walk(r, b, dir, d, (size_t)(at - d->e) + 1, SFTPFS_RD_DEPTH, fresh_list(r, dir, b->t) != NULL);
+	for (int up = 0; at && dir && up < SFTPFS_RD_UP && !rd_full(b); up++) {
+		if (strlen(dir) <= r->rootlen || !strcmp(dir, "/"))
+			break;
+		char *pd = parent_path(dir);
+		const struct sdir *pdd = pd ? fresh_list(r, pd, b->t) : NULL;
+		const struct sdent *me = pdd ? sdir_find(pdd, strrchr(dir, '/') + 1) : NULL;
+		if (me)
+			rd_walk(r, b, pd, pdd, (size_t)(me - pdd->e) + 1, SFTPFS_RD_DEPTH, 1);
+		free(dir);
+		dir = pd;
+		at = me;
+	}
+	free(dir);
+}
+
+/* Under r->mu: what one read of b brought is kept: a node's content, or a
+ * spare. */
+static void rd_keep(struct sftpfs *r, struct rdbatch *b, size_t i, uint64_t mgen)
+{
+	struct sftp_fileread *fr = &b->fr[i];
+	if (r->cbytes + fr->got > SFTPFS_CDATA_TOTAL)
+		return;
+	struct snode *m = tab_find(r, fr->path);
+	if (b->spare[i]) {
+		if (!m && mgen == r->mgen) {
+			spare_put(r, (char *)fr->path, (char *)fr->data, fr->got, b->mt[i], mgen);
+			fr->path = NULL;
+			fr->data = NULL;
+		}
+		return;
+	}
+	if (m && m->wgen == b->wg[i] && rd_candidate(r, m)) {
+		cdata_drop(r, m);
+		m->cdata = (char *)fr->data;
+		fr->data = NULL;
+		m->clen = fr->got;
+		m->cgen = m->wgen;
+		m->cvalid = 1;
+		r->cbytes += m->clen;
+	}
 }
 
 /*
  * A read-only open of a small file (grep -r, git status, a compiler's
- * headers): instead of OPEN, then READ, it and the small files after it in
- * its directory's listing (kernel-known nodes only, sorted as a walk reads
- * them) are read whole in one batch, two round trips for all
- * (sftp_read_files), and kept as their content (struct snode: cdata), so
- * their opens need no server. Kept only if the size read is the size the
- * listing told (one byte more is asked, to see growth), the file did not
- * change through us and the caches were not dropped meanwhile (a job
- * started). Returns 1 when n's content is kept now.
+ * headers): instead of OPEN, then READ, it and the small files a walk reads
+ * after it (the rest of its directory's listing, then the next directories
+ * whose listings we hold: rd_collect) are read whole in one batch, two
+ * round trips for all (sftp_read_files), and kept as their content (struct
+ * snode: cdata, or struct spare where no node names the file yet), so their
+ * opens need no server. Kept only if the size read is the size the listing
+ * told (one byte more is asked, to see growth), the file did not change
+ * through us and the caches were not dropped meanwhile (a job started).
+ * Returns 1 when n's content is kept now.
  */
 static int read_ahead_files(struct sftpfs *r, struct snode *n)
 {
-	struct sftp_fileread fr[SFTPFS_RD_BATCH];
-	uint64_t wg[SFTPFS_RD_BATCH];
-	size_t k = 0, bytes = 0;
-	memset(fr, 0, sizeof(fr));
+	struct rdbatch *b = calloc(1, sizeof(*b));
+	if (!b)
+		return 0;
+	b->t = cur_timeout(r);
 	pthread_mutex_lock(&r->mu);
-	if (!rd_candidate(r, n)) {
+	if (!rd_candidate(r, n) || spare_take(r, n, b->t)) {
+		int ok = cdata_ok(n);
 		pthread_mutex_unlock(&r->mu);
-		return 0;
+		free(b);
+		return ok;
 	}
-	char *slash = strrchr(n->path, '/');
-	char *dir = parent_path(n->path);
-	struct lent *l = dir ? lc_get(r, dir, 0) : NULL;
-	struct sdir *d = l ? l->d : NULL; /* even if dirty: names to try only */
 	char *np = strdup(n->path);
-	if (np) {
-		fr[k].path = np;
-		fr[k].want = n->a.size + 1;
-		wg[k++] = n->wgen;
-		bytes += n->a.size;
-	}
-	struct sdent *at = d && np ? sdir_find(d, slash + 1) : NULL;
-	for (size_t i = at ? (size_t)(at - d->e) + 1 : 0; at && i < d->n && k < SFTPFS_RD_BATCH && bytes < SFTPFS_RD_BYTES; i++) {
-		char *cp = join(dir, d->e[i].name);
-		struct snode *m = cp ? tab_find(r, cp) : NULL;
-		if (!m || !rd_candidate(r, m) || bytes + m->a.size > SFTPFS_RD_BYTES) {
-			free(cp);
-			continue;
-		}
-		fr[k].path = cp;
-		fr[k].want = m->a.size + 1;
-		wg[k++] = m->wgen;
-		bytes += m->a.size;
-	}
-	uint64_t gen = r->lgen;
+	if (np)
+		rd_add(b, np, n->a.size, n->wgen, 0, 0);
+	if (np && b->t > 0)
+		rd_collect(r, b, n);
+	uint64_t gen = r->lgen, mgen = r->mgen;
 	pthread_mutex_unlock(&r->mu);
-	free(dir);
-	if (!k)
-		return 0;
-	int on = cur_timeout(r) > 0;
-	(void)sftp_read_files(r->cli, fr, k); /* each fr[i].rc says how it went */
+	int on = b->t > 0;
+	if (b->k)
+		(void)sftp_read_files(r->cli, b->fr, b->k); /* each fr[i].rc says how it went */
 	on = on && cur_timeout(r) > 0;
 	pthread_mutex_lock(&r->mu);
-	for (size_t i = 0; i < k; i++) {
-		struct snode *m = fr[i].rc == 0 && on && gen == r->lgen ? tab_find(r, fr[i].path) : NULL;
-		if (m && m->wgen == wg[i] && rd_candidate(r, m) && fr[i].got + 1 == fr[i].want &&
-		    r->cbytes + fr[i].got <= SFTPFS_CDATA_TOTAL) {
-			cdata_drop(r, m);
-			m->cdata = (char *)fr[i].data;
-			fr[i].data = NULL;
-			m->clen = fr[i].got;
-			m->cgen = m->wgen;
-			m->cvalid = 1;
-			r->cbytes += m->clen;
-		}
-		free(fr[i].data);
-		free((char *)fr[i].path);
+	for (size_t i = 0; i < b->k; i++) {
+		if (b->fr[i].rc == 0 && on && gen == r->lgen && b->fr[i].got + 1 == b->fr[i].want)
+			rd_keep(r, b, i, mgen);
+		free(b->fr[i].data);
+		free((char *)b->fr[i].path);
 	}
 	int ok = cdata_ok(n);
 	pthread_mutex_unlock(&r->mu);
+	free(b);
 	return ok;
 }
 
@@ -3350,7 +3531,7 @@ static void sftpfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 		drain_node(n);
 		dir_changed(r, NULL, p);
 		pthread_mutex_lock(&r->mu);
-		n->wgen++; /* its size and content change */
+		wgen_bump(r, n); /* its size and content change */
 		cdata_drop(r, n);
 		pthread_mutex_unlock(&r->mu);
 	}
@@ -3574,7 +3755,7 @@ static void sftpfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t
 		 * write leaves (setattr answers from it instead of asking). */
 		int track = n->a_valid && n->a_wgen == n->wgen && !f->append && cached;
 		uint64_t wgen0 = n->wgen;
-		n->wgen++;
+		wgen_bump(r, n);
 		cdata_write(r, n, wgen0, (uint64_t)off, buf, size, !f->append && cached);
 		if (track) {
 			if (n->a.size < (uint64_t)off + size)

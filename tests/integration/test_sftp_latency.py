@@ -161,6 +161,67 @@ def test_walk_and_read_in_few_round_trips(lat):
     assert read <= 80, read
 
 
+def test_read_ahead_crosses_directories(lat):
+    """A walk reading every small file (`grep -r`, depth first in listing
+    order) has the files of the next directories read in the same batch
+    as the first one's: a git object store's 256 fan-out directories of
+    one or two files each cost 2 round trips per 32 files, not 2 per
+    directory; what is read is what the host has, and a file changed
+    through the mount after the batch is read as changed."""
+    make_tree(lat.R("x"), 30, 3)
+    lat.m.invalidate()
+    assert walk_count(lat.M("x")) == 30 * 2 + 30 * 3
+    b0 = lat.proxy.bursts()
+    for i in range(30):
+        for j in range(3):
+            if (i, j) == (20, 1):
+                # after the batch that read it: a write through the mount
+                with open(lat.M("x", "d20", "sub", "f1.txt"), "w") as f:
+                    f.write("rewritten\n")
+                assert open(lat.M("x", "d20", "sub", "f1.txt")).read() == "rewritten\n"
+                continue
+            with open(lat.M("x", f"d{i:02d}", "sub", f"f{j}.txt")) as f:
+                assert f.read() == f"dir {i} file {j}\n" * (j + 1), (i, j)
+    read = lat.proxy.bursts() - b0
+    # 90 files in 3 batches of 32 (2 round trips each), plus the write's
+    # create; 60 when each directory's files were read apart
+    assert read <= 24, read
+    assert open(lat.R("x", "d20", "sub", "f1.txt")).read() == "rewritten\n"
+
+
+def test_read_ahead_of_other_directories_follows_changes(lat):
+    """Files read ahead before the kernel looked them up are not served
+    once the tree changed through the mount (a rename over one of them by
+    a file of the same size and mtime) or a job started (a change on the
+    host)."""
+    for d in ("a", "b", "c"):
+        os.makedirs(lat.R("y", d))
+        for name in ("f0", "f1"):
+            with open(lat.R("y", d, name), "w") as f:
+                f.write(f"{d}/{name}\n")
+            os.utime(lat.R("y", d, name), (1700000000, 1700000000))
+    lat.m.invalidate()
+    assert walk_count(lat.M("y")) == 3 + 6
+    # reads a's files and, ahead, b's and c's (no node names them yet)
+    assert open(lat.M("y", "a", "f0")).read() == "a/f0\n"
+    os.rename(lat.M("y", "b", "f1"), lat.M("y", "b", "f0"))
+    assert open(lat.M("y", "b", "f0")).read() == "b/f1\n"
+    assert not os.path.exists(lat.M("y", "b", "f1"))
+    # rewritten in place through the mount, same size, times put back
+    with open(lat.M("y", "c", "f0"), "r+") as f:
+        f.write("C/F0\n")
+    os.utime(lat.M("y", "c", "f0"), (1700000000, 1700000000))
+    assert open(lat.M("y", "c", "f0")).read() == "C/F0\n"
+    # read ahead again, then changed on the host and a job starts
+    lat.m.invalidate()
+    assert open(lat.M("y", "a", "f1")).read() == "a/f1\n"
+    with open(lat.R("y", "c", "f1"), "w") as f:
+        f.write("on the host\n")
+    lat.m.invalidate()
+    assert open(lat.M("y", "c", "f1")).read() == "on the host\n"
+    assert open(lat.M("y", "c", "f0")).read() == "C/F0\n"
+
+
 def test_big_directory_listed_whole(lat):
     """A directory of 2,500 names (25 READDIR answers of OpenSSH's 100)
     is listed whole, in rounds of more READDIRs at once, not one round
