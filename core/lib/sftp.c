@@ -1678,6 +1678,51 @@ int sftp_remove(struct sftp_client *s, const char *path)
 	return path_op(s, FXP_REMOVE, path, -EIO);
 }
 
+struct sftp_later {
+	struct sftp_req r;
+	struct sftp_waiter w;
+};
+
+int sftp_remove_later(struct sftp_client *s, const char *path, struct sftp_later **out)
+{
+	struct sftp_later *l = calloc(1, sizeof(*l));
+	struct sbuf b;
+	int rc;
+	if (!l)
+		return -ENOMEM;
+	sb_start(&b, FXP_REMOVE);
+	sb_str(&b, path);
+	waiter_init(&l->w);
+	req_init(&l->r, &l->w);
+	rc = send_req(s, &l->r, &b, NULL, 0);
+	sb_free(&b);
+	if (rc) {
+		call_done(&l->r, &l->w);
+		free(l);
+		return rc;
+	}
+	*out = l;
+	return 0;
+}
+
+int sftp_later_done(struct sftp_client *s, struct sftp_later *l)
+{
+	pthread_mutex_lock(&s->mu);
+	int done = l->r.done;
+	pthread_mutex_unlock(&s->mu);
+	return done;
+}
+
+int sftp_later_wait(struct sftp_client *s, struct sftp_later *l)
+{
+	int rc = wait_req(s, &l->r);
+	if (rc == 0)
+		rc = expect_status(&l->r, -EIO);
+	call_done(&l->r, &l->w);
+	free(l);
+	return rc;
+}
+
 int sftp_rename(struct sftp_client *s, const char *oldpath, const char *newpath)
 {
 	/* OpenSSH's plain rename refuses an existing target with FAILURE */

@@ -110,6 +110,8 @@
 #define SFTPFS_RD_DEPTH 2
 #define SFTPFS_RD_UP 2
 #define SFTPFS_SPARES 128
+/* Unlinks sent without waiting for their answer (unl_later), at most. */
+#define SFTPFS_UNL_MAX 64
 
 struct sftpfs;
 
@@ -284,6 +286,14 @@ struct sftpfs {
 	struct spare spares[SFTPFS_SPARES];
 	unsigned spare_hand;
 	uint64_t mgen;            /* bumped by every change through us: a name, a file's content */
+	/* Unlinks sent, answers not taken yet (unl_later), and the first
+	 * failure among them not yet reported by a directory's fsync. */
+	struct {
+		char *path;
+		struct sftp_later *l;
+	} unl[SFTPFS_UNL_MAX];
+	unsigned nunl;
+	int unl_err;
 	struct neg_set negs;      /* negative entries given a long timeout */
 	struct lent *lists[SFTPFS_LISTS_BUCKETS];
 	size_t nlists;
@@ -328,6 +338,9 @@ static void sdir_put(struct sdir *d);
 static void drop_parent_list(struct sftpfs *r, const char *path);
 static void dc_settle_node(struct sftpfs *r, struct snode *n);
 static void dc_flush_all(struct sftpfs *r, struct snode *except);
+static void unl_settle(struct sftpfs *r);
+static struct sandbox *xsb(struct sftpfs *r);
+static int login_may_write(const struct sftp_attrs *pa, uint32_t uid, uint32_t gid);
 static void learn_ids(struct sftpfs *r, struct snode *n, const struct sftp_attrs *a);
 
 static struct snode *node_of(fuse_ino_t ino)
@@ -861,7 +874,7 @@ static int send_pend(struct sftpfs *r, struct snode *n)
 		drain_node(n);
 		struct timespec ts[2] = {{.tv_sec = (time_t)a.xatime, .tv_nsec = a.atime_ns},
 					 {.tv_sec = (time_t)a.xmtime, .tv_nsec = a.mtime_ns}};
-		rc = sftpx_setattr(r->sb, xp, !!(a.flags & SFTP_ATTR_PERMISSIONS), a.perm, ts);
+		rc = sftpx_setattr(xsb(r), xp, !!(a.flags & SFTP_ATTR_PERMISSIONS), a.perm, ts);
 		if (x_fallback(r, rc))
 			rc = 1;
 		free(xp);
@@ -1242,6 +1255,9 @@ void sftpfs_kill(struct sftpfs *r)
 	pthread_mutex_lock(&r->mu);
 	while (r->active)
 		pthread_cond_wait(&r->done_cv, &r->mu);
+	pthread_mutex_unlock(&r->mu);
+	unl_settle(r);
+	pthread_mutex_lock(&r->mu);
 	r->cli = NULL;
 	int last = --r->refs == 0;
 	pthread_mutex_unlock(&r->mu);
@@ -1286,6 +1302,7 @@ void sftpfs_invalidate(struct sftpfs *r)
 	/* A job starts: what was created through root/ is there for it. */
 	if (op_enter(r) == 0) {
 		dc_flush_all(r, NULL);
+		unl_settle(r);
 		op_exit(r);
 	}
 	/* Collect under the lock, notify without it: the kernel may have to
@@ -1394,6 +1411,62 @@ static int known_attrs(struct sftpfs *r, struct snode *n, struct sftp_attrs *a)
 	return ok;
 }
 
+/* ---- unlinks not waited for ------------------------------------------- */
+
+/* A failed unlink sent without waiting: logged with the file's name, and
+ * the next fsync of a directory reports it. ENOENT is no failure: the
+ * name is gone, as asked. */
+static void unl_fail(struct sftpfs *r, const char *p, int rc)
+{
+	if (rc == 0 || rc == -ENOENT)
+		return;
+	fprintf(stderr, "seerfs: sandbox %s: the unlink of %s failed on the host: %s; the name is there again, and "
+			"the next fsync of a directory reports it\n",
+		r->sb ? r->sb->name : "?", p, strerror(-rc));
+	pthread_mutex_lock(&r->mu);
+	if (!r->unl_err)
+		r->unl_err = rc;
+	drop_parent_list(r, p);
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* Takes the answers of unlinks sent without waiting: every one (all), or
+ * those already here. Not under r->mu. */
+static void unl_take(struct sftpfs *r, int all)
+{
+	for (;;) {
+		pthread_mutex_lock(&r->mu);
+		unsigned i = 0;
+		while (i < r->nunl && !all && !sftp_later_done(r->cli, r->unl[i].l))
+			i++;
+		if (i >= r->nunl) {
+			pthread_mutex_unlock(&r->mu);
+			return;
+		}
+		char *p = r->unl[i].path;
+		struct sftp_later *l = r->unl[i].l;
+		r->unl[i] = r->unl[--r->nunl];
+		pthread_mutex_unlock(&r->mu);
+		unl_fail(r, p, sftp_later_wait(r->cli, l));
+		free(p);
+	}
+}
+
+/* Every unlink sent is answered: before a request on the agent's channel
+ * (it could overtake them there), a job's start and the unmount. */
+static void unl_settle(struct sftpfs *r)
+{
+	unl_take(r, 1);
+}
+
+/* r->sb for a request to the sandbox's agent (fs/root/sftpfs_agent.c),
+ * once the unlinks sent on root/'s SFTP channel are answered. */
+static struct sandbox *xsb(struct sftpfs *r)
+{
+	unl_settle(r);
+	return r->sb;
+}
+
 /* Whether root/ may ask the sandbox's agent (fs/root/sftpfs_agent.c):
  * root/'s "/" is the sandbox's own (its confined SFTP server: the agent
  * sees the same tree) and the provider has an agent there. */
@@ -1416,7 +1489,7 @@ static int x_fallback(struct sftpfs *r, int rc)
 static int x_lstat(struct sftpfs *r, const char *p, struct sftp_attrs *a)
 {
 	if (use_x(r)) {
-		int rc = sftpx_lstat(r->sb, p, a);
+		int rc = sftpx_lstat(xsb(r), p, a);
 		if (!x_fallback(r, rc))
 			return rc;
 	}
@@ -1473,7 +1546,7 @@ static void own_new(struct sftpfs *r, fuse_req_t req, struct snode *parent, cons
 	pthread_mutex_unlock(&r->mu);
 	if (bad)
 		return; /* refused before (logged then): stays the login's */
-	int rc = sftpx_chown(r->sb, p, uid, gid, 1);
+	int rc = sftpx_chown(xsb(r), p, uid, gid, 1);
 	if (rc == -EINVAL) {
 		pthread_mutex_lock(&r->mu);
 		r->own_bad = 1;
@@ -1547,7 +1620,7 @@ static int as_caller(struct sftpfs *r, fuse_req_t req, int when, const char *op,
 		if (all[i] <= 65535)
 			g[k++] = all[i];
 	struct sftpx_caller c = {.uid = ctx->uid, .gid = ctx->gid, .ngroups = k, .groups = g};
-	int rc = sftpx_as(r->sb, &c, op, path, str, args, nargs, a);
+	int rc = sftpx_as(xsb(r), &c, op, path, str, args, nargs, a);
 	if (rc == -ENOTSUP || rc == -ENOSYS) {
 		if (!__atomic_exchange_n(&r->as_off, 1, __ATOMIC_RELAXED) && rc == -ENOSYS)
 			fprintf(stderr,
@@ -1964,7 +2037,7 @@ static void sftpfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, in
 		 * the kernel allowed (a root seerfs: a root caller, or the
 		 * owner under -o allow_other's default_permissions). */
 		if ((rc == -EACCES || rc == -EPERM) && p && geteuid() == 0 && use_x(r)) {
-			int xr = sftpx_pchmod(r->sb, p, attr->st_mode & 07777);
+			int xr = sftpx_pchmod(xsb(r), p, attr->st_mode & 07777);
 			if (!x_fallback(r, xr))
 				rc = xr;
 		}
@@ -1978,7 +2051,7 @@ static void sftpfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, in
 		 * what the caller may do (another owner, as root may; a group
 		 * of the owner's) */
 		const struct fuse_ctx *ctx = fuse_req_ctx(req);
-		rc = sftpx_chown(r->sb, p, (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : (uint32_t)-1,
+		rc = sftpx_chown(xsb(r), p, (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : (uint32_t)-1,
 				 (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : (uint32_t)-1,
 				 (ctx && ctx->uid == 0) || geteuid() == 0);
 		x_owner = x_fallback(r, rc);
@@ -2017,7 +2090,7 @@ static void sftpfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, in
 		 * apart (EFBIG past the file system's largest file): ask the
 		 * agent to make it, which answers with the kernel's errno. */
 		if (rc < 0 && rc != -ENOTCONN && p && use_x(r)) {
-			int xr = sftpx_truncate(r->sb, p, (uint64_t)attr->st_size);
+			int xr = sftpx_truncate(xsb(r), p, (uint64_t)attr->st_size);
 			if (!x_fallback(r, xr))
 				rc = xr;
 		}
@@ -2039,7 +2112,7 @@ static void sftpfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, in
 			ts[0] = (to_set & FUSE_SET_ATTR_ATIME_NOW) ? (struct timespec){.tv_nsec = UTIME_NOW} : attr->st_atim;
 		if (to_set & FUSE_SET_ATTR_MTIME)
 			ts[1] = (to_set & FUSE_SET_ATTR_MTIME_NOW) ? (struct timespec){.tv_nsec = UTIME_NOW} : attr->st_mtim;
-		rc = sftpx_setattr(r->sb, p, 0, 0, ts);
+		rc = sftpx_setattr(xsb(r), p, 0, 0, ts);
 		/* Times the login may not set and the caller may (its own
 		 * file's, root's, "now" by one who may write it; the kernel
 		 * checked the caller): set by the owners' agent as the caller. */
@@ -2209,7 +2282,7 @@ static void sftpfs_mknod_x(fuse_req_t req, struct sftpfs *r, struct snode *n, co
 	rc = as_caller(r, req, AS_FIRST, "mknod", p, NULL, args, 2, &a);
 	int as = rc != -ENOTSUP;
 	if (!as) {
-		rc = sftpx_mknod(r->sb, p, mode);
+		rc = sftpx_mknod(xsb(r), p, mode);
 		if (x_fallback(r, rc))
 			rc = -EPERM;
 		rc = as_caller_after(r, req, rc, "mknod", p, NULL, args, 2, &a, &as);
@@ -2304,6 +2377,47 @@ static void orphan_path(struct sftpfs *r, const char *p)
 	pthread_mutex_unlock(&r->mu);
 }
 
+/*
+ * An unlink whose outcome we know is sent without waiting for its answer
+ * (unl_take takes it later): the other name of a file we linked through
+ * root/ (git: the temporary object, once linked to its name), a regular
+ * file nothing has open or pending, in a directory the login may change
+ * (not sticky, or the file is the login's), while the cache is on. Only a
+ * host-side failure (I/O, a change made meanwhile outside root/) can fail
+ * it: logged, and reported by the next fsync of a directory.
+ */
+static int unl_later(struct sftpfs *r, struct snode *n, const char *p)
+{
+	if (cur_timeout(r) <= 0)
+		return -1;
+	unl_take(r, 0);
+	pthread_mutex_lock(&r->mu);
+	struct snode *m = tab_find(r, p);
+	int ok = m && m->lpeer && !m->cf && !m->pending && S_ISREG(m->mode) && r->ids_known &&
+		 (n->a.flags & SFTP_ATTR_PERMISSIONS) && (n->a.flags & SFTP_ATTR_UIDGID) &&
+		 login_may_write(&n->a, r->new_uid, r->new_gid) &&
+		 (!(n->a.perm & S_ISVTX) || (m->a_valid && m->a.uid == r->new_uid)) && r->nunl < SFTPFS_UNL_MAX;
+	char *dup = ok ? strdup(p) : NULL;
+	pthread_mutex_unlock(&r->mu);
+	struct sftp_later *l = NULL;
+	if (!dup || sftp_remove_later(r->cli, p, &l) < 0) {
+		free(dup);
+		return -1;
+	}
+	pthread_mutex_lock(&r->mu);
+	if (r->nunl < SFTPFS_UNL_MAX) {
+		r->unl[r->nunl].path = dup;
+		r->unl[r->nunl++].l = l;
+		dup = NULL;
+	}
+	pthread_mutex_unlock(&r->mu);
+	if (dup) {   /* full meanwhile: this one is waited for here */
+		unl_fail(r, dup, sftp_later_wait(r->cli, l));
+		free(dup);
+	}
+	return 0;
+}
+
 static void sftpfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	BEGIN_CHANGE(parent);
@@ -2312,7 +2426,9 @@ static void sftpfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		FAIL(rc);
 	dc_flush_all(r, NULL);
 	rc = as_caller(r, req, AS_FIRST, "unlink", p, NULL, NULL, 0, NULL);
-	if (rc == -ENOTSUP) {
+	if (rc == -ENOTSUP && unl_later(r, n, p) == 0) {
+		rc = 0;
+	} else if (rc == -ENOTSUP) {
 		rc = sftp_remove(r->cli, p);
 		if (rc == -EIO) {
 			/* FAILURE: most likely a directory */
@@ -2413,18 +2529,25 @@ static void sftpfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, co
 	dc_flush_all(r, NULL);
 	rc = as_caller(r, req, AS_FIRST, "link", op, p, NULL, 0, &a);
 	int as = rc != -ENOTSUP;
-	if (!as) {
+	/* Through the agent, the link count comes in the same answer (SFTP's
+	 * LSTAT has none: one round trip more per link, git's every object). */
+	int x = !as && use_x(r);
+	if (x && x_fallback(r, rc = sftpx_link(xsb(r), op, p, &a)))
+		x = 0;
+	if (!as && !x) {
 		rc = sftp_hardlink_lstat(r->cli, op, p, &a, &lrc);
 		rc = refine_failure(r, p, NULL, 1, 1, rc);
 		rc = as_caller_after(r, req, rc, "link", op, p, NULL, 0, &a, &as);
 		if (as)
 			lrc = 0;
 	}
+	if (x && rc < 0)
+		rc = as_caller_after(r, req, rc, "link", op, p, NULL, 0, &a, &as);
 	dir_added(r, np, newname);
 	dir_changed(r, NULL, op); /* the link count in its listing */
 	if (rc == 0)
 		rc = lrc;
-	if (rc == 0 && use_x(r) && !as) {
+	if (rc == 0 && use_x(r) && !as && !x) {
 		struct sftp_attrs xa;   /* its link count */
 		if (x_lstat(r, p, &xa) == 0)
 			a = xa;
@@ -2793,7 +2916,7 @@ static int dc_materialize(struct sftpfs *r, struct sfile *f)
 	if (rc == 0)
 		fix_perm(r, p, h, &a, d->mode);
 	if (rc == 0 && (d->uid != (uint32_t)-1 || d->gid != (uint32_t)-1))
-		(void)sftpx_chown(r->sb, p, d->uid, d->gid, 1); /* as own_new; the login's where it cannot */
+		(void)sftpx_chown(xsb(r), p, d->uid, d->gid, 1); /* as own_new; the login's where it cannot */
 	struct wjob *j = NULL;
 	if (rc == 0 && d->len && !(j = calloc(1, sizeof(*j) + d->len)))
 		rc = -ENOMEM;
@@ -2870,7 +2993,7 @@ static int dc_commit(struct sftpfs *r, struct sfile *f, int at_flush)
 	}
 	struct sftp_attrs a;
 	int cherr = 0;
-	int rc = p ? sftpx_create(r->sb, p, !!(d->flags & O_EXCL), !!(d->flags & O_TRUNC), d->mode,
+	int rc = p ? sftpx_create(xsb(r), p, !!(d->flags & O_EXCL), !!(d->flags & O_TRUNC), d->mode,
 				  (pend.flags & SFTP_ATTR_PERMISSIONS) ? (int)(pend.perm & 07777) : -1, times ? ts : NULL,
 				  d->uid, d->gid, d->buf, d->len, &a, &cherr)
 		   : -ENOENT;
@@ -4240,10 +4363,18 @@ static void sftpfs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_i
 
 static void sftpfs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-	(void)ino;
 	(void)datasync;
 	(void)fi;
-	fuse_reply_err(req, 0); /* SFTP has no directory fsync; the server's metadata ops are synchronous enough */
+	/* SFTP has no directory fsync and its other changes are answered when
+	 * made; unlinks sent without waiting are answered now. */
+	BEGIN(ino);
+	unl_settle(r);
+	pthread_mutex_lock(&r->mu);
+	rc = r->unl_err;
+	r->unl_err = 0;
+	pthread_mutex_unlock(&r->mu);
+	op_exit(r);
+	fuse_reply_err(req, -rc);
 }
 
 static void sftpfs_statfs(fuse_req_t req, fuse_ino_t ino)

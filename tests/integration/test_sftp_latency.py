@@ -716,3 +716,86 @@ def test_deferred_create_not_redirected_by_a_planted_symlink(asb):
     assert rc in (errno.ENOTDIR, errno.ELOOP), rc
     assert os.listdir(elsewhere) == [] and os.listdir(a.H("d.moved")) == []
     assert any("/workspace/d/f" in line for line in deferred_log(a)), a.m.stderr()
+
+
+# ---- git's object writes: link through the agent, unlink not waited for ----
+
+def git_object_write(a, d, name, data):
+    """What git does for each object: an exclusive create of a temporary
+    name, its content, link to the object's name, unlink of the temporary.
+    Returns how long the unlink took, in seconds."""
+    tmp = a.M(d, "tmp_obj_" + name)
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o444)
+    os.write(fd, data)
+    os.close(fd)
+    os.link(tmp, a.M(d, name))
+    t0 = time.monotonic()
+    os.unlink(tmp)
+    return time.monotonic() - t0
+
+
+@needs_agent
+def test_object_writes_link_and_unlink_round_trips(asb, sshd_delayed):
+    """A link through root/ is one round trip with its link count (the
+    agent's link answers with the new name's stat; SFTP needed two), and
+    unlinking the temporary name of a file just linked costs none: it is
+    sent without waiting. The host has every object and no temporary name
+    once a command starts in the sandbox (a job's start takes the answers),
+    and the link counts are right through root/ and on the host."""
+    a, proxy = asb, sshd_delayed[1]
+    os.mkdir(a.M("objs"))
+    os.listdir(a.M("objs"))
+    b0 = proxy.bursts()
+    unlinks = 0.0
+    for i in range(20):
+        unlinks += git_object_write(a, "objs", f"o{i:02d}", b"blob %d\n" % i)
+    took = proxy.bursts() - b0
+    # create 1 + link 1 per object, and the unlink's REMOVE sent (was 1 +
+    # 2 + 1, each waited for)
+    assert took <= 20 * 3 + 6, took
+    # no unlink waited for its answer: 20 of them in less than 10 of the
+    # proxy's 20 ms round trips
+    assert unlinks < 0.2, unlinks
+    assert sorted(os.listdir(a.M("objs"))) == [f"o{i:02d}" for i in range(20)]
+    code, out = sandbox_run(a.sb, "ls /workspace/objs | wc -l; cat /workspace/objs/o07; stat -c %h /workspace/objs/o07")
+    assert code == 0 and out.split() == [b"20", b"blob", b"7", b"1"], out
+    assert sorted(os.listdir(a.H("objs"))) == [f"o{i:02d}" for i in range(20)]
+    assert os.stat(a.M("objs", "o07")).st_nlink == 1
+    # the directory's fsync takes any answer still out, and reports none
+    fd = os.open(a.M("objs"), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@needs_agent
+def test_unlink_not_waited_for_failure_reported(asb):
+    """An unlink answered without waiting that the host then refuses (the
+    name became a directory there meanwhile, unseen by root/'s cache): the
+    log names the file, the next fsync of a directory fails with EIO, the
+    one after succeeds, and the name is listed again; nothing else went."""
+    a = asb
+    os.mkdir(a.M("u"))
+    os.listdir(a.M("u"))
+    tmp = a.M("u", "tmp_x")
+    with open(tmp, "w") as f:
+        f.write("keep\n")
+    os.link(tmp, a.M("u", "obj"))
+    # on the host, outside root/: the temporary name is now a directory
+    os.unlink(a.H("u", "tmp_x"))
+    os.mkdir(a.H("u", "tmp_x"))
+    os.unlink(tmp)  # answered from what root/ knows
+    fd = os.open(a.M("u"), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(OSError) as e:
+            os.fsync(fd)
+        assert e.value.errno == errno.EIO
+        os.fsync(fd)  # reported once
+    finally:
+        os.close(fd)
+    log = [line for line in a.m.stderr().splitlines() if "the unlink of" in line]
+    assert any("/workspace/u/tmp_x" in line for line in log), a.m.stderr()
+    assert sorted(os.listdir(a.M("u"))) == ["obj", "tmp_x"]
+    assert os.path.isdir(a.H("u", "tmp_x"))
+    assert open(a.M("u", "obj")).read() == "keep\n"
