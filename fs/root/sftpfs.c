@@ -110,8 +110,8 @@
 #define SFTPFS_RD_DEPTH 2
 #define SFTPFS_RD_UP 2
 #define SFTPFS_SPARES 128
-/* Unlinks sent without waiting for their answer (unl_later), at most. */
-#define SFTPFS_UNL_MAX 64
+/* Changes sent without waiting for their answer (out_add), at most. */
+#define SFTPFS_OUT_MAX 64
 
 struct sftpfs;
 
@@ -286,14 +286,15 @@ struct sftpfs {
 	struct spare spares[SFTPFS_SPARES];
 	unsigned spare_hand;
 	uint64_t mgen;            /* bumped by every change through us: a name, a file's content */
-	/* Unlinks sent, answers not taken yet (unl_later), and the first
+	/* Changes sent, answers not taken yet (out_add), and the first
 	 * failure among them not yet reported by a directory's fsync. */
 	struct {
 		char *path;
 		struct sftp_later *l;
-	} unl[SFTPFS_UNL_MAX];
-	unsigned nunl;
-	int unl_err;
+		int kind;             /* OUT_UNLINK, ... */
+	} outq[SFTPFS_OUT_MAX];
+	unsigned nout;
+	int out_err;
 	struct neg_set negs;      /* negative entries given a long timeout */
 	struct lent *lists[SFTPFS_LISTS_BUCKETS];
 	size_t nlists;
@@ -338,7 +339,7 @@ static void sdir_put(struct sdir *d);
 static void drop_parent_list(struct sftpfs *r, const char *path);
 static void dc_settle_node(struct sftpfs *r, struct snode *n);
 static void dc_flush_all(struct sftpfs *r, struct snode *except);
-static void unl_settle(struct sftpfs *r);
+static void out_settle(struct sftpfs *r);
 static struct sandbox *xsb(struct sftpfs *r);
 static int login_may_write(const struct sftp_attrs *pa, uint32_t uid, uint32_t gid);
 static void learn_ids(struct sftpfs *r, struct snode *n, const struct sftp_attrs *a);
@@ -1256,7 +1257,7 @@ void sftpfs_kill(struct sftpfs *r)
 	while (r->active)
 		pthread_cond_wait(&r->done_cv, &r->mu);
 	pthread_mutex_unlock(&r->mu);
-	unl_settle(r);
+	out_settle(r);
 	pthread_mutex_lock(&r->mu);
 	r->cli = NULL;
 	int last = --r->refs == 0;
@@ -1302,7 +1303,7 @@ void sftpfs_invalidate(struct sftpfs *r)
 	/* A job starts: what was created through root/ is there for it. */
 	if (op_enter(r) == 0) {
 		dc_flush_all(r, NULL);
-		unl_settle(r);
+		out_settle(r);
 		op_exit(r);
 	}
 	/* Collect under the lock, notify without it: the kernel may have to
@@ -1411,59 +1412,91 @@ static int known_attrs(struct sftpfs *r, struct snode *n, struct sftp_attrs *a)
 	return ok;
 }
 
-/* ---- unlinks not waited for ------------------------------------------- */
+/* ---- changes not waited for ------------------------------------------ */
 
-/* A failed unlink sent without waiting: logged with the file's name, and
- * the next fsync of a directory reports it. ENOENT is no failure: the
- * name is gone, as asked. */
-static void unl_fail(struct sftpfs *r, const char *p, int rc)
+/* What a change sent without waiting was (r->outq). */
+#define OUT_UNLINK 0
+#define OUT_MKDIR 1
+#define OUT_CHMOD 2   /* the exact mode of a directory made so */
+
+/* A change sent without waiting that the host refused: logged with the
+ * file's name, what we told of it dropped, and the next fsync of a
+ * directory reports it. An unlink's ENOENT is no failure: the name is gone,
+ * as asked; a mode after a failed mkdir says nothing more. */
+static void out_fail(struct sftpfs *r, const char *p, int kind, int rc)
 {
-	if (rc == 0 || rc == -ENOENT)
+	if (rc == 0 || (kind != OUT_MKDIR && rc == -ENOENT))
 		return;
-	fprintf(stderr, "seerfs: sandbox %s: the unlink of %s failed on the host: %s; the name is there again, and "
-			"the next fsync of a directory reports it\n",
-		r->sb ? r->sb->name : "?", p, strerror(-rc));
+	static const char *const what[] = {"unlink", "mkdir", "mode change"};
+	static const char *const now[] = {"the name is there again", "the directory is not there",
+					  "its mode is the host's"};
+	fprintf(stderr, "seerfs: sandbox %s: the %s of %s failed on the host: %s; %s, and the next fsync of a "
+			"directory reports it\n",
+		r->sb ? r->sb->name : "?", what[kind], p, strerror(-rc), now[kind]);
 	pthread_mutex_lock(&r->mu);
-	if (!r->unl_err)
-		r->unl_err = rc;
+	if (!r->out_err)
+		r->out_err = rc;
 	drop_parent_list(r, p);
+	struct snode *m = tab_find(r, p);
+	if (m)
+		m->a_valid = 0;
+	if (kind == OUT_MKDIR)
+		lc_drop_prefix(r, p);
 	pthread_mutex_unlock(&r->mu);
 }
 
-/* Takes the answers of unlinks sent without waiting: every one (all), or
- * those already here. Not under r->mu. */
-static void unl_take(struct sftpfs *r, int all)
+/* Takes the answers of changes sent without waiting: every one (all), or
+ * those already here, in the order sent. Not under r->mu. */
+static void out_take(struct sftpfs *r, int all)
 {
 	for (;;) {
 		pthread_mutex_lock(&r->mu);
-		unsigned i = 0;
-		while (i < r->nunl && !all && !sftp_later_done(r->cli, r->unl[i].l))
-			i++;
-		if (i >= r->nunl) {
+		if (!r->nout || (!all && !sftp_later_done(r->cli, r->outq[0].l))) {
 			pthread_mutex_unlock(&r->mu);
 			return;
 		}
-		char *p = r->unl[i].path;
-		struct sftp_later *l = r->unl[i].l;
-		r->unl[i] = r->unl[--r->nunl];
+		char *p = r->outq[0].path;
+		struct sftp_later *l = r->outq[0].l;
+		int kind = r->outq[0].kind;
+		memmove(&r->outq[0], &r->outq[1], (r->nout - 1) * sizeof(r->outq[0]));
+		r->nout--;
 		pthread_mutex_unlock(&r->mu);
-		unl_fail(r, p, sftp_later_wait(r->cli, l));
+		out_fail(r, p, kind, sftp_later_wait(r->cli, l));
 		free(p);
 	}
 }
 
-/* Every unlink sent is answered: before a request on the agent's channel
- * (it could overtake them there), a job's start and the unmount. */
-static void unl_settle(struct sftpfs *r)
+/* Records a change just sent (l) on path; where the list is full, its
+ * answer is waited for here. */
+static void out_add(struct sftpfs *r, const char *p, int kind, struct sftp_later *l)
 {
-	unl_take(r, 1);
+	char *dup = strdup(p);
+	pthread_mutex_lock(&r->mu);
+	if (dup && r->nout < SFTPFS_OUT_MAX) {
+		r->outq[r->nout].path = dup;
+		r->outq[r->nout].kind = kind;
+		r->outq[r->nout++].l = l;
+		l = NULL;
+	}
+	pthread_mutex_unlock(&r->mu);
+	if (l) {
+		out_fail(r, p, kind, sftp_later_wait(r->cli, l));
+		free(dup);
+	}
+}
+
+/* Every change sent is answered: before a request on the agent's channel
+ * (it could overtake them there), a job's start and the unmount. */
+static void out_settle(struct sftpfs *r)
+{
+	out_take(r, 1);
 }
 
 /* r->sb for a request to the sandbox's agent (fs/root/sftpfs_agent.c),
  * once the unlinks sent on root/'s SFTP channel are answered. */
 static struct sandbox *xsb(struct sftpfs *r)
 {
-	unl_settle(r);
+	out_settle(r);
 	return r->sb;
 }
 
@@ -2357,13 +2390,36 @@ static void sftpfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 	reply_made(req, r, p, &a, rc);
 }
 
+/* Under r->mu: the file of node n lost another name through us: one link
+ * fewer, and its ctime moved (to now, never back: the host's clock may be
+ * ahead), known without asking the server - git stats every object it
+ * linked and unlinked the temporary name of. Where the link count is not
+ * known, the attributes are asked for again. */
+static void one_link_less(struct snode *n)
+{
+	if (!n->a_valid || !(n->a.x & SFTPX_NLINK) || !(n->a.x & SFTPX_TIMES) || n->a.nlink < 2) {
+		n->a_valid = 0;
+		return;
+	}
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	n->a.nlink--;
+	if (now.tv_sec > n->a.xctime || (now.tv_sec == n->a.xctime && (uint32_t)now.tv_nsec > n->a.ctime_ns)) {
+		n->a.xctime = now.tv_sec;
+		n->a.ctime_ns = (uint32_t)now.tv_nsec;
+	} else if (++n->a.ctime_ns >= 1000000000u) {
+		n->a.ctime_ns = 0;
+		n->a.xctime++;
+	}
+}
+
 /* After unlink/rmdir: the node that had path names nothing now. */
 static void orphan_path(struct sftpfs *r, const char *p)
 {
 	pthread_mutex_lock(&r->mu);
 	struct snode *m = tab_find(r, p);
 	if (m && m->lpeer)
-		m->lpeer->a_valid = 0; /* its link count and ctime moved */
+		one_link_less(m->lpeer);
 	if (m && m->lpeer && !m->cf && !m->pending) {
 		/* The other name of a file we linked is its only one again
 		 * (git: link the temporary object to its name, unlink the
@@ -2379,7 +2435,7 @@ static void orphan_path(struct sftpfs *r, const char *p)
 
 /*
  * An unlink whose outcome we know is sent without waiting for its answer
- * (unl_take takes it later): the other name of a file we linked through
+ * (out_take takes it later): the other name of a file we linked through
  * root/ (git: the temporary object, once linked to its name), a regular
  * file nothing has open or pending, in a directory the login may change
  * (not sticky, or the file is the login's), while the cache is on. Only a
@@ -2390,31 +2446,18 @@ static int unl_later(struct sftpfs *r, struct snode *n, const char *p)
 {
 	if (cur_timeout(r) <= 0)
 		return -1;
-	unl_take(r, 0);
+	out_take(r, 0);
 	pthread_mutex_lock(&r->mu);
 	struct snode *m = tab_find(r, p);
 	int ok = m && m->lpeer && !m->cf && !m->pending && S_ISREG(m->mode) && r->ids_known &&
 		 (n->a.flags & SFTP_ATTR_PERMISSIONS) && (n->a.flags & SFTP_ATTR_UIDGID) &&
 		 login_may_write(&n->a, r->new_uid, r->new_gid) &&
-		 (!(n->a.perm & S_ISVTX) || (m->a_valid && m->a.uid == r->new_uid)) && r->nunl < SFTPFS_UNL_MAX;
-	char *dup = ok ? strdup(p) : NULL;
+		 (!(n->a.perm & S_ISVTX) || (m->a_valid && m->a.uid == r->new_uid));
 	pthread_mutex_unlock(&r->mu);
 	struct sftp_later *l = NULL;
-	if (!dup || sftp_remove_later(r->cli, p, &l) < 0) {
-		free(dup);
+	if (!ok || sftp_remove_later(r->cli, p, &l) < 0)
 		return -1;
-	}
-	pthread_mutex_lock(&r->mu);
-	if (r->nunl < SFTPFS_UNL_MAX) {
-		r->unl[r->nunl].path = dup;
-		r->unl[r->nunl++].l = l;
-		dup = NULL;
-	}
-	pthread_mutex_unlock(&r->mu);
-	if (dup) {   /* full meanwhile: this one is waited for here */
-		unl_fail(r, dup, sftp_later_wait(r->cli, l));
-		free(dup);
-	}
+	out_add(r, p, OUT_UNLINK, l);
 	return 0;
 }
 
@@ -4368,10 +4411,10 @@ static void sftpfs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct
 	/* SFTP has no directory fsync and its other changes are answered when
 	 * made; unlinks sent without waiting are answered now. */
 	BEGIN(ino);
-	unl_settle(r);
+	out_settle(r);
 	pthread_mutex_lock(&r->mu);
-	rc = r->unl_err;
-	r->unl_err = 0;
+	rc = r->out_err;
+	r->out_err = 0;
 	pthread_mutex_unlock(&r->mu);
 	op_exit(r);
 	fuse_reply_err(req, -rc);

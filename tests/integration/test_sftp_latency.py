@@ -756,6 +756,12 @@ def test_object_writes_link_and_unlink_round_trips(asb, sshd_delayed):
     # no unlink waited for its answer: 20 of them in less than 10 of the
     # proxy's 20 ms round trips
     assert unlinks < 0.2, unlinks
+    # git stats each object after: its link count (one fewer) and ctime
+    # are known without asking the server
+    b0 = proxy.bursts()
+    sts = [os.lstat(a.M("objs", f"o{i:02d}")) for i in range(20)]
+    assert proxy.bursts() - b0 <= 4, proxy.bursts() - b0
+    assert all(st.st_nlink == 1 and st.st_size == len(b"blob %d\n" % i) for i, st in enumerate(sts))
     assert sorted(os.listdir(a.M("objs"))) == [f"o{i:02d}" for i in range(20)]
     code, out = sandbox_run(a.sb, "ls /workspace/objs | wc -l; cat /workspace/objs/o07; stat -c %h /workspace/objs/o07")
     assert code == 0 and out.split() == [b"20", b"blob", b"7", b"1"], out
