@@ -433,7 +433,10 @@ sub fileop {
 	# dc_try_create sends no other); any other owner goes "as" the caller.
 	return POSIX::ENOSYS() if $files_only && !$acting && $op ne 'pchown' && $op ne 'pchmod' && $op ne 'stat' &&
 		!($op eq 'pcreate' && ($a[8] // '') =~ /^(0|-1)$/);
-	return POSIX::ENOSYS() if $only_as{$op} && !$acting;
+	# link: also the login's own agent (no capability: what SFTP's
+	# hardlink@openssh.com does, with the new name's stat in the same
+	# answer, one round trip where SFTP needs two for the link count).
+	return POSIX::ENOSYS() if $only_as{$op} && !$acting && !($op eq 'link' && !$files_only);
 	my ($fd, $name) = walk($path);
 	return -$fd if $fd < 0;
 	my $r = 0;

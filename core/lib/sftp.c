@@ -1678,6 +1678,75 @@ int sftp_remove(struct sftp_client *s, const char *path)
 	return path_op(s, FXP_REMOVE, path, -EIO);
 }
 
+struct sftp_later {
+	struct sftp_req r;
+	struct sftp_waiter w;
+	int failure_guess;
+};
+
+/* Sends b (freed) and registers its answer for sftp_later_wait. */
+static int later_send(struct sftp_client *s, struct sbuf *b, int failure_guess, struct sftp_later **out)
+{
+	struct sftp_later *l = calloc(1, sizeof(*l));
+	int rc = l ? 0 : -ENOMEM;
+	if (l) {
+		waiter_init(&l->w);
+		req_init(&l->r, &l->w);
+		l->failure_guess = failure_guess;
+		rc = send_req(s, &l->r, b, NULL, 0);
+		if (rc) {
+			call_done(&l->r, &l->w);
+			free(l);
+		} else {
+			*out = l;
+		}
+	}
+	sb_free(b);
+	return rc;
+}
+
+int sftp_remove_later(struct sftp_client *s, const char *path, struct sftp_later **out)
+{
+	struct sbuf b;
+	sb_start(&b, FXP_REMOVE);
+	sb_str(&b, path);
+	return later_send(s, &b, -EIO, out);
+}
+
+int sftp_mkdir_later(struct sftp_client *s, const char *path, uint32_t mode, struct sftp_later **out)
+{
+	struct sbuf b;
+	sb_mkdir(&b, path, mode);
+	return later_send(s, &b, -EEXIST, out);
+}
+
+int sftp_setstat_later(struct sftp_client *s, const char *path, const struct sftp_attrs *a, struct sftp_later **out)
+{
+	struct sbuf b;
+	sb_start(&b, FXP_SETSTAT);
+	sb_str(&b, path);
+	sb_attrs(&b, a);
+	return later_send(s, &b, -EPERM, out);
+}
+
+int sftp_later_done(struct sftp_client *s, struct sftp_later *l)
+{
+	pthread_mutex_lock(&s->mu);
+	int done = l->r.done;
+	pthread_mutex_unlock(&s->mu);
+	return done;
+}
+
+int sftp_later_wait(struct sftp_client *s, struct sftp_later *l)
+{
+	int rc = wait_req(s, &l->r);
+	if (rc == 0)
+		rc = expect_status(&l->r, l->failure_guess);
+	call_done(&l->r, &l->w);
+	free(l);
+	return rc;
+}
+
 int sftp_rename(struct sftp_client *s, const char *oldpath, const char *newpath)
 {
 	/* OpenSSH's plain rename refuses an existing target with FAILURE */

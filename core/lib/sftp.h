@@ -203,6 +203,17 @@ int sftp_mkdir_lstat(struct sftp_client *s, const char *path, uint32_t mode,
 					 struct sftp_attrs *a, int *lrc);
 int sftp_rmdir(struct sftp_client *s, const char *path);
 int sftp_remove(struct sftp_client *s, const char *path);
+/* REMOVE, MKDIR or SETSTAT sent now, its answer taken later, by any
+ * thread, with sftp_later_wait (which frees *out; 0 or -errno, as
+ * sftp_remove's, sftp_mkdir's, sftp_setstat's); sftp_later_done says,
+ * without waiting, whether it has come. Requests sent after it on the same
+ * client are handled after it by the server. */
+struct sftp_later;
+int sftp_remove_later(struct sftp_client *s, const char *path, struct sftp_later **out);
+int sftp_mkdir_later(struct sftp_client *s, const char *path, uint32_t mode, struct sftp_later **out);
+int sftp_setstat_later(struct sftp_client *s, const char *path, const struct sftp_attrs *a, struct sftp_later **out);
+int sftp_later_done(struct sftp_client *s, struct sftp_later *l);
+int sftp_later_wait(struct sftp_client *s, struct sftp_later *l);
 /* Plain SFTP rename: fails if newpath exists (on OpenSSH). */
 int sftp_rename(struct sftp_client *s, const char *oldpath, const char *newpath);
 /* rename(2) semantics, replacing newpath (posix-rename@openssh.com). */

@@ -105,8 +105,31 @@
 #define SFTPFS_RD_FILE_MAX (64u << 10)
 #define SFTPFS_RD_BATCH 32
 #define SFTPFS_RD_BYTES (1u << 20)
+/* A batch goes on with the files a walk reads next in other directories
+ * whose listings we hold: entering this many levels below a listing, and
+ * going up this many levels from the file's directory. What no node names
+ * yet is kept by path (struct spare), at most this many files. */
+#define SFTPFS_RD_DEPTH 2
+#define SFTPFS_RD_UP 2
+#define SFTPFS_SPARES 128
+/* Changes sent without waiting for their answer (out_add), at most. */
+#define SFTPFS_OUT_MAX 64
 
 struct sftpfs;
+
+/* Content of a small file read ahead before the kernel looked it up (a
+ * walk's next directories, read_ahead_files): kept by path until an open
+ * takes it, if nothing changed through us since (mgen), no listing was
+ * dropped (lgen: a job started) and the size and mtime are still those the
+ * listing told. */
+struct spare {
+	char *path;
+	char *data;
+	size_t len;
+	uint32_t mtime;
+	uint64_t lgen, mgen;
+	int64_t ms;
+};
 
 struct snode {
 	struct sftpfs *r;
@@ -261,7 +284,19 @@ struct sftpfs {
 	unsigned active;          /* requests using cli right now */
 	struct wjob *jobs, **jtail;
 	size_t qbytes;
-	size_t cbytes;        /* held in snode.cdata, all nodes */
+	size_t cbytes;        /* held in snode.cdata, all nodes, and spares */
+	struct spare spares[SFTPFS_SPARES];
+	unsigned spare_hand;
+	uint64_t mgen;            /* bumped by every change through us: a name, a file's content */
+	/* Changes sent, answers not taken yet (out_add), and the first
+	 * failure among them not yet reported by a directory's fsync. */
+	struct {
+		char *path;
+		struct sftp_later *l;
+		int kind;             /* OUT_UNLINK, ... */
+	} outq[SFTPFS_OUT_MAX];
+	unsigned nout;
+	int out_err;
 	struct neg_set negs;      /* negative entries given a long timeout */
 	struct lent *lists[SFTPFS_LISTS_BUCKETS];
 	size_t nlists;
@@ -306,6 +341,9 @@ static void sdir_put(struct sdir *d);
 static void drop_parent_list(struct sftpfs *r, const char *path);
 static void dc_settle_node(struct sftpfs *r, struct snode *n);
 static void dc_flush_all(struct sftpfs *r, struct snode *except);
+static void out_settle(struct sftpfs *r);
+static struct sandbox *xsb(struct sftpfs *r);
+static int login_may_write(const struct sftp_attrs *pa, uint32_t uid, uint32_t gid);
 static void learn_ids(struct sftpfs *r, struct snode *n, const struct sftp_attrs *a);
 
 static struct snode *node_of(fuse_ino_t ino)
@@ -442,6 +480,10 @@ static void sftpfs_free(struct sftpfs *r)
 		free(r->cont[i].path);
 		sdir_put(r->cont[i].d);
 	}
+	for (int i = 0; i < SFTPFS_SPARES; i++) {
+		free(r->spares[i].path);
+		free(r->spares[i].data);
+	}
 	neg_set_destroy(&r->negs);
 	free(r->tab);
 	free(r->root);
@@ -553,6 +595,7 @@ static void lc_drop_prefix(struct sftpfs *r, const char *path)
  * create. */
 static void lc_changed(struct sftpfs *r, const char *path, const char *name)
 {
+	r->mgen++;
 	struct lent *l = lc_get(r, path, 1);
 	if (!l)
 		return;
@@ -628,6 +671,13 @@ static void cdata_drop(struct sftpfs *r, struct snode *n)
 	n->cdata = NULL;
 	n->clen = 0;
 	n->cvalid = 0;
+}
+
+/* Under r->mu: n's size or content changes through us. */
+static void wgen_bump(struct sftpfs *r, struct snode *n)
+{
+	n->wgen++;
+	r->mgen++;
 }
 
 /* Under r->mu, after a write through us bumped n->wgen from wgen0: the
@@ -827,7 +877,7 @@ static int send_pend(struct sftpfs *r, struct snode *n)
 		drain_node(n);
 		struct timespec ts[2] = {{.tv_sec = (time_t)a.xatime, .tv_nsec = a.atime_ns},
 					 {.tv_sec = (time_t)a.xmtime, .tv_nsec = a.mtime_ns}};
-		rc = sftpx_setattr(r->sb, xp, !!(a.flags & SFTP_ATTR_PERMISSIONS), a.perm, ts);
+		rc = sftpx_setattr(xsb(r), xp, !!(a.flags & SFTP_ATTR_PERMISSIONS), a.perm, ts);
 		if (x_fallback(r, rc))
 			rc = 1;
 		free(xp);
@@ -1209,6 +1259,9 @@ void sftpfs_kill(struct sftpfs *r)
 	pthread_mutex_lock(&r->mu);
 	while (r->active)
 		pthread_cond_wait(&r->done_cv, &r->mu);
+	pthread_mutex_unlock(&r->mu);
+	out_settle(r);
+	pthread_mutex_lock(&r->mu);
 	r->cli = NULL;
 	int last = --r->refs == 0;
 	pthread_mutex_unlock(&r->mu);
@@ -1253,6 +1306,7 @@ void sftpfs_invalidate(struct sftpfs *r)
 	/* A job starts: what was created through root/ is there for it. */
 	if (op_enter(r) == 0) {
 		dc_flush_all(r, NULL);
+		out_settle(r);
 		op_exit(r);
 	}
 	/* Collect under the lock, notify without it: the kernel may have to
@@ -1361,6 +1415,94 @@ static int known_attrs(struct sftpfs *r, struct snode *n, struct sftp_attrs *a)
 	return ok;
 }
 
+/* ---- changes not waited for ------------------------------------------ */
+
+/* What a change sent without waiting was (r->outq). */
+#define OUT_UNLINK 0
+#define OUT_MKDIR 1
+#define OUT_CHMOD 2   /* the exact mode of a directory made so */
+
+/* A change sent without waiting that the host refused: logged with the
+ * file's name, what we told of it dropped, and the next fsync of a
+ * directory reports it. An unlink's ENOENT is no failure: the name is gone,
+ * as asked; a mode after a failed mkdir says nothing more. */
+static void out_fail(struct sftpfs *r, const char *p, int kind, int rc)
+{
+	if (rc == 0 || (kind != OUT_MKDIR && rc == -ENOENT))
+		return;
+	static const char *const what[] = {"unlink", "mkdir", "mode change"};
+	static const char *const now[] = {"the name is there again", "the directory is not there",
+					  "its mode is the host's"};
+	fprintf(stderr, "seerfs: sandbox %s: the %s of %s failed on the host: %s; %s, and the next fsync of a "
+			"directory reports it\n",
+		r->sb ? r->sb->name : "?", what[kind], p, strerror(-rc), now[kind]);
+	pthread_mutex_lock(&r->mu);
+	if (!r->out_err)
+		r->out_err = rc;
+	drop_parent_list(r, p);
+	struct snode *m = tab_find(r, p);
+	if (m)
+		m->a_valid = 0;
+	if (kind == OUT_MKDIR)
+		lc_drop_prefix(r, p);
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* Takes the answers of changes sent without waiting: every one (all), or
+ * those already here, in the order sent. Not under r->mu. */
+static void out_take(struct sftpfs *r, int all)
+{
+	for (;;) {
+		pthread_mutex_lock(&r->mu);
+		if (!r->nout || (!all && !sftp_later_done(r->cli, r->outq[0].l))) {
+			pthread_mutex_unlock(&r->mu);
+			return;
+		}
+		char *p = r->outq[0].path;
+		struct sftp_later *l = r->outq[0].l;
+		int kind = r->outq[0].kind;
+		memmove(&r->outq[0], &r->outq[1], (r->nout - 1) * sizeof(r->outq[0]));
+		r->nout--;
+		pthread_mutex_unlock(&r->mu);
+		out_fail(r, p, kind, sftp_later_wait(r->cli, l));
+		free(p);
+	}
+}
+
+/* Records a change just sent (l) on path; where the list is full, its
+ * answer is waited for here. */
+static void out_add(struct sftpfs *r, const char *p, int kind, struct sftp_later *l)
+{
+	char *dup = strdup(p);
+	pthread_mutex_lock(&r->mu);
+	if (dup && r->nout < SFTPFS_OUT_MAX) {
+		r->outq[r->nout].path = dup;
+		r->outq[r->nout].kind = kind;
+		r->outq[r->nout++].l = l;
+		l = NULL;
+	}
+	pthread_mutex_unlock(&r->mu);
+	if (l) {
+		out_fail(r, p, kind, sftp_later_wait(r->cli, l));
+		free(dup);
+	}
+}
+
+/* Every change sent is answered: before a request on the agent's channel
+ * (it could overtake them there), a job's start and the unmount. */
+static void out_settle(struct sftpfs *r)
+{
+	out_take(r, 1);
+}
+
+/* r->sb for a request to the sandbox's agent (fs/root/sftpfs_agent.c),
+ * once the unlinks sent on root/'s SFTP channel are answered. */
+static struct sandbox *xsb(struct sftpfs *r)
+{
+	out_settle(r);
+	return r->sb;
+}
+
 /* Whether root/ may ask the sandbox's agent (fs/root/sftpfs_agent.c):
  * root/'s "/" is the sandbox's own (its confined SFTP server: the agent
  * sees the same tree) and the provider has an agent there. */
@@ -1383,7 +1525,7 @@ static int x_fallback(struct sftpfs *r, int rc)
 static int x_lstat(struct sftpfs *r, const char *p, struct sftp_attrs *a)
 {
 	if (use_x(r)) {
-		int rc = sftpx_lstat(r->sb, p, a);
+		int rc = sftpx_lstat(xsb(r), p, a);
 		if (!x_fallback(r, rc))
 			return rc;
 	}
@@ -1440,7 +1582,7 @@ static void own_new(struct sftpfs *r, fuse_req_t req, struct snode *parent, cons
 	pthread_mutex_unlock(&r->mu);
 	if (bad)
 		return; /* refused before (logged then): stays the login's */
-	int rc = sftpx_chown(r->sb, p, uid, gid, 1);
+	int rc = sftpx_chown(xsb(r), p, uid, gid, 1);
 	if (rc == -EINVAL) {
 		pthread_mutex_lock(&r->mu);
 		r->own_bad = 1;
@@ -1514,7 +1656,7 @@ static int as_caller(struct sftpfs *r, fuse_req_t req, int when, const char *op,
 		if (all[i] <= 65535)
 			g[k++] = all[i];
 	struct sftpx_caller c = {.uid = ctx->uid, .gid = ctx->gid, .ngroups = k, .groups = g};
-	int rc = sftpx_as(r->sb, &c, op, path, str, args, nargs, a);
+	int rc = sftpx_as(xsb(r), &c, op, path, str, args, nargs, a);
 	if (rc == -ENOTSUP || rc == -ENOSYS) {
 		if (!__atomic_exchange_n(&r->as_off, 1, __ATOMIC_RELAXED) && rc == -ENOSYS)
 			fprintf(stderr,
@@ -1917,7 +2059,7 @@ static void sftpfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, in
 		dir_changed(r, NULL, p);
 	if (to_set & FUSE_SET_ATTR_SIZE) {
 		pthread_mutex_lock(&r->mu);
-		n->wgen++;
+		wgen_bump(r, n);
 		pthread_mutex_unlock(&r->mu);
 	}
 	rc = 0;
@@ -1931,7 +2073,7 @@ static void sftpfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, in
 		 * the kernel allowed (a root seerfs: a root caller, or the
 		 * owner under -o allow_other's default_permissions). */
 		if ((rc == -EACCES || rc == -EPERM) && p && geteuid() == 0 && use_x(r)) {
-			int xr = sftpx_pchmod(r->sb, p, attr->st_mode & 07777);
+			int xr = sftpx_pchmod(xsb(r), p, attr->st_mode & 07777);
 			if (!x_fallback(r, xr))
 				rc = xr;
 		}
@@ -1945,7 +2087,7 @@ static void sftpfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, in
 		 * what the caller may do (another owner, as root may; a group
 		 * of the owner's) */
 		const struct fuse_ctx *ctx = fuse_req_ctx(req);
-		rc = sftpx_chown(r->sb, p, (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : (uint32_t)-1,
+		rc = sftpx_chown(xsb(r), p, (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : (uint32_t)-1,
 				 (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : (uint32_t)-1,
 				 (ctx && ctx->uid == 0) || geteuid() == 0);
 		x_owner = x_fallback(r, rc);
@@ -1984,7 +2126,7 @@ static void sftpfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, in
 		 * apart (EFBIG past the file system's largest file): ask the
 		 * agent to make it, which answers with the kernel's errno. */
 		if (rc < 0 && rc != -ENOTCONN && p && use_x(r)) {
-			int xr = sftpx_truncate(r->sb, p, (uint64_t)attr->st_size);
+			int xr = sftpx_truncate(xsb(r), p, (uint64_t)attr->st_size);
 			if (!x_fallback(r, xr))
 				rc = xr;
 		}
@@ -2006,7 +2148,7 @@ static void sftpfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, in
 			ts[0] = (to_set & FUSE_SET_ATTR_ATIME_NOW) ? (struct timespec){.tv_nsec = UTIME_NOW} : attr->st_atim;
 		if (to_set & FUSE_SET_ATTR_MTIME)
 			ts[1] = (to_set & FUSE_SET_ATTR_MTIME_NOW) ? (struct timespec){.tv_nsec = UTIME_NOW} : attr->st_mtim;
-		rc = sftpx_setattr(r->sb, p, 0, 0, ts);
+		rc = sftpx_setattr(xsb(r), p, 0, 0, ts);
 		/* Times the login may not set and the caller may (its own
 		 * file's, root's, "now" by one who may write it; the kernel
 		 * checked the caller): set by the owners' agent as the caller. */
@@ -2176,7 +2318,7 @@ static void sftpfs_mknod_x(fuse_req_t req, struct sftpfs *r, struct snode *n, co
 	rc = as_caller(r, req, AS_FIRST, "mknod", p, NULL, args, 2, &a);
 	int as = rc != -ENOTSUP;
 	if (!as) {
-		rc = sftpx_mknod(r->sb, p, mode);
+		rc = sftpx_mknod(xsb(r), p, mode);
 		if (x_fallback(r, rc))
 			rc = -EPERM;
 		rc = as_caller_after(r, req, rc, "mknod", p, NULL, args, 2, &a, &as);
@@ -2251,13 +2393,36 @@ static void sftpfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 	reply_made(req, r, p, &a, rc);
 }
 
+/* Under r->mu: the file of node n lost another name through us: one link
+ * fewer, and its ctime moved (to now, never back: the host's clock may be
+ * ahead), known without asking the server - git stats every object it
+ * linked and unlinked the temporary name of. Where the link count is not
+ * known, the attributes are asked for again. */
+static void one_link_less(struct snode *n)
+{
+	if (!n->a_valid || !(n->a.x & SFTPX_NLINK) || !(n->a.x & SFTPX_TIMES) || n->a.nlink < 2) {
+		n->a_valid = 0;
+		return;
+	}
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	n->a.nlink--;
+	if (now.tv_sec > n->a.xctime || (now.tv_sec == n->a.xctime && (uint32_t)now.tv_nsec > n->a.ctime_ns)) {
+		n->a.xctime = now.tv_sec;
+		n->a.ctime_ns = (uint32_t)now.tv_nsec;
+	} else if (++n->a.ctime_ns >= 1000000000u) {
+		n->a.ctime_ns = 0;
+		n->a.xctime++;
+	}
+}
+
 /* After unlink/rmdir: the node that had path names nothing now. */
 static void orphan_path(struct sftpfs *r, const char *p)
 {
 	pthread_mutex_lock(&r->mu);
 	struct snode *m = tab_find(r, p);
 	if (m && m->lpeer)
-		m->lpeer->a_valid = 0; /* its link count and ctime moved */
+		one_link_less(m->lpeer);
 	if (m && m->lpeer && !m->cf && !m->pending) {
 		/* The other name of a file we linked is its only one again
 		 * (git: link the temporary object to its name, unlink the
@@ -2271,6 +2436,34 @@ static void orphan_path(struct sftpfs *r, const char *p)
 	pthread_mutex_unlock(&r->mu);
 }
 
+/*
+ * An unlink whose outcome we know is sent without waiting for its answer
+ * (out_take takes it later): the other name of a file we linked through
+ * root/ (git: the temporary object, once linked to its name), a regular
+ * file nothing has open or pending, in a directory the login may change
+ * (not sticky, or the file is the login's), while the cache is on. Only a
+ * host-side failure (I/O, a change made meanwhile outside root/) can fail
+ * it: logged, and reported by the next fsync of a directory.
+ */
+static int unl_later(struct sftpfs *r, struct snode *n, const char *p)
+{
+	if (cur_timeout(r) <= 0)
+		return -1;
+	out_take(r, 0);
+	pthread_mutex_lock(&r->mu);
+	struct snode *m = tab_find(r, p);
+	int ok = m && m->lpeer && !m->cf && !m->pending && S_ISREG(m->mode) && r->ids_known &&
+		 (n->a.flags & SFTP_ATTR_PERMISSIONS) && (n->a.flags & SFTP_ATTR_UIDGID) &&
+		 login_may_write(&n->a, r->new_uid, r->new_gid) &&
+		 (!(n->a.perm & S_ISVTX) || (m->a_valid && m->a.uid == r->new_uid));
+	pthread_mutex_unlock(&r->mu);
+	struct sftp_later *l = NULL;
+	if (!ok || sftp_remove_later(r->cli, p, &l) < 0)
+		return -1;
+	out_add(r, p, OUT_UNLINK, l);
+	return 0;
+}
+
 static void sftpfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	BEGIN_CHANGE(parent);
@@ -2279,7 +2472,9 @@ static void sftpfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		FAIL(rc);
 	dc_flush_all(r, NULL);
 	rc = as_caller(r, req, AS_FIRST, "unlink", p, NULL, NULL, 0, NULL);
-	if (rc == -ENOTSUP) {
+	if (rc == -ENOTSUP && unl_later(r, n, p) == 0) {
+		rc = 0;
+	} else if (rc == -ENOTSUP) {
 		rc = sftp_remove(r->cli, p);
 		if (rc == -EIO) {
 			/* FAILURE: most likely a directory */
@@ -2380,18 +2575,25 @@ static void sftpfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, co
 	dc_flush_all(r, NULL);
 	rc = as_caller(r, req, AS_FIRST, "link", op, p, NULL, 0, &a);
 	int as = rc != -ENOTSUP;
-	if (!as) {
+	/* Through the agent, the link count comes in the same answer (SFTP's
+	 * LSTAT has none: one round trip more per link, git's every object). */
+	int x = !as && use_x(r);
+	if (x && x_fallback(r, rc = sftpx_link(xsb(r), op, p, &a)))
+		x = 0;
+	if (!as && !x) {
 		rc = sftp_hardlink_lstat(r->cli, op, p, &a, &lrc);
 		rc = refine_failure(r, p, NULL, 1, 1, rc);
 		rc = as_caller_after(r, req, rc, "link", op, p, NULL, 0, &a, &as);
 		if (as)
 			lrc = 0;
 	}
+	if (x && rc < 0)
+		rc = as_caller_after(r, req, rc, "link", op, p, NULL, 0, &a, &as);
 	dir_added(r, np, newname);
 	dir_changed(r, NULL, op); /* the link count in its listing */
 	if (rc == 0)
 		rc = lrc;
-	if (rc == 0 && use_x(r) && !as) {
+	if (rc == 0 && use_x(r) && !as && !x) {
 		struct sftp_attrs xa;   /* its link count */
 		if (x_lstat(r, p, &xa) == 0)
 			a = xa;
@@ -2760,7 +2962,7 @@ static int dc_materialize(struct sftpfs *r, struct sfile *f)
 	if (rc == 0)
 		fix_perm(r, p, h, &a, d->mode);
 	if (rc == 0 && (d->uid != (uint32_t)-1 || d->gid != (uint32_t)-1))
-		(void)sftpx_chown(r->sb, p, d->uid, d->gid, 1); /* as own_new; the login's where it cannot */
+		(void)sftpx_chown(xsb(r), p, d->uid, d->gid, 1); /* as own_new; the login's where it cannot */
 	struct wjob *j = NULL;
 	if (rc == 0 && d->len && !(j = calloc(1, sizeof(*j) + d->len)))
 		rc = -ENOMEM;
@@ -2837,7 +3039,7 @@ static int dc_commit(struct sftpfs *r, struct sfile *f, int at_flush)
 	}
 	struct sftp_attrs a;
 	int cherr = 0;
-	int rc = p ? sftpx_create(r->sb, p, !!(d->flags & O_EXCL), !!(d->flags & O_TRUNC), d->mode,
+	int rc = p ? sftpx_create(xsb(r), p, !!(d->flags & O_EXCL), !!(d->flags & O_TRUNC), d->mode,
 				  (pend.flags & SFTP_ATTR_PERMISSIONS) ? (int)(pend.perm & 07777) : -1, times ? ts : NULL,
 				  d->uid, d->gid, d->buf, d->len, &a, &cherr)
 		   : -ENOENT;
@@ -2982,7 +3184,7 @@ static int dc_write(struct sftpfs *r, struct sfile *f, const char *buf, size_t s
 			drop_parent_list(r, n->path);
 		int track = n->a_valid && n->a_wgen == n->wgen;
 		uint64_t wgen0 = n->wgen;
-		n->wgen++;
+		wgen_bump(r, n);
 		cdata_write(r, n, wgen0, (uint64_t)off, buf, size, 1);
 		if (track) {
 			if (n->a.size < (uint64_t)off + size)
@@ -3252,92 +3454,237 @@ static void sftpfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, m
 	}
 }
 
-/* Under r->mu: m is a small file whose content read_ahead_files may keep:
- * regular, non-empty, readable by all (the lazy open in sftpfs_open checks
- * no permission on the server), attributes current, nothing of ours
- * pending, content not kept yet. */
-static int rd_candidate(struct sftpfs *r, struct snode *m)
+/* The largest file read whole: one READ's worth, less the byte asked
+ * beyond it to see growth. */
+static size_t rd_max(struct sftpfs *r)
 {
 	size_t max = sftp_max_read(r->cli) - 1;
-	if (max > SFTPFS_RD_FILE_MAX)
-		max = SFTPFS_RD_FILE_MAX;
+	return max > SFTPFS_RD_FILE_MAX ? SFTPFS_RD_FILE_MAX : max;
+}
+
+/* A listed regular file read_ahead_files may read whole: non-empty, small,
+ * readable by all (the lazy open in sftpfs_open checks no permission on the
+ * server). */
+static int rd_small(struct sftpfs *r, const struct sftp_attrs *a)
+{
+	return (a->flags & SFTP_ATTR_SIZE) && (a->flags & SFTP_ATTR_PERMISSIONS) && S_ISREG(a->perm) &&
+	       (a->perm & 0444) == 0444 && a->size > 0 && a->size <= rd_max(r);
+}
+
+/* Under r->mu: m is a small file whose content read_ahead_files may keep:
+ * attributes current, nothing of ours pending, content not kept yet. */
+static int rd_candidate(struct sftpfs *r, struct snode *m)
+{
 	return m->path && m->a_valid && m->a_wgen == m->wgen && !m->pending && !m->linked && !m->cf &&
-	       (m->a.flags & SFTP_ATTR_SIZE) && (m->a.flags & SFTP_ATTR_PERMISSIONS) && S_ISREG(m->a.perm) &&
-	       (m->a.perm & 0444) == 0444 && m->a.size > 0 && m->a.size <= max && !cdata_ok(m);
+	       rd_small(r, &m->a) && !cdata_ok(m);
+}
+
+/* Under r->mu. */
+static void spare_free(struct sftpfs *r, struct spare *s)
+{
+	r->cbytes -= s->len;
+	free(s->path);
+	free(s->data);
+	memset(s, 0, sizeof(*s));
+}
+
+/* Under r->mu: keeps data (taking it and path) for path's next open. */
+static void spare_put(struct sftpfs *r, char *path, char *data, size_t len, uint32_t mtime, uint64_t mgen)
+{
+	struct spare *s = &r->spares[r->spare_hand++ % SFTPFS_SPARES];
+	spare_free(r, s);
+	*s = (struct spare){.path = path, .data = data, .len = len, .mtime = mtime, .lgen = r->lgen, .mgen = mgen,
+			    .ms = now_ms()};
+	r->cbytes += len;
+}
+
+/* Under r->mu: n's content from a spare read ahead for its path, if still
+ * good (struct spare). Returns 1 when n's content is kept now. */
+static int spare_take(struct sftpfs *r, struct snode *n, double t)
+{
+	for (int i = 0; i < SFTPFS_SPARES; i++) {
+		struct spare *s = &r->spares[i];
+		if (!s->path || strcmp(s->path, n->path))
+			continue;
+		int good = s->lgen == r->lgen && s->mgen == r->mgen && now_ms() - s->ms <= (int64_t)(t * 1000) &&
+			   n->a.size == s->len && n->a.mtime == s->mtime;
+		if (good) {
+			cdata_drop(r, n);
+			n->cdata = s->data;
+			n->clen = s->len;
+			n->cgen = n->wgen;
+			n->cvalid = 1;
+			r->cbytes += s->len;
+			s->data = NULL;
+		}
+		spare_free(r, s);
+		return good;
+	}
+	return 0;
+}
+
+/* Under r->mu: path's listing, if we hold it unchanged and fresh. */
+static const struct sdir *fresh_list(struct sftpfs *r, const char *path, double t)
+{
+	struct lent *l = lc_get(r, path, 0);
+	return l && l->d && !l->dirty && !l->loading && now_ms() - l->ms <= (int64_t)(t * 1000) ? l->d : NULL;
+}
+
+/* The small files one read-ahead batch reads (read_ahead_files). */
+struct rdbatch {
+	struct sftp_fileread fr[SFTPFS_RD_BATCH];
+	uint64_t wg[SFTPFS_RD_BATCH];   /* the node's wgen when asked */
+	uint32_t mt[SFTPFS_RD_BATCH];   /* a spare's mtime in the listing */
+	char spare[SFTPFS_RD_BATCH];    /* no node names it: kept as a spare */
+	size_t k, bytes;
+	double t;
+};
+
+static int rd_full(const struct rdbatch *b)
+{
+	return b->k >= SFTPFS_RD_BATCH || b->bytes >= SFTPFS_RD_BYTES;
+}
+
+/* Adds path (taken) to b, or frees it if its size does not fit. */
+static void rd_add(struct rdbatch *b, char *path, uint64_t size, uint64_t wgen, int spare, uint32_t mtime)
+{
+	if (b->bytes + size > SFTPFS_RD_BYTES) {
+		free(path);
+		return;
+	}
+	b->fr[b->k].path = path;
+	b->fr[b->k].want = size + 1;
+	b->wg[b->k] = wgen;
+	b->mt[b->k] = mtime;
+	b->spare[b->k++] = (char)spare;
+	b->bytes += size;
+}
+
+/* Under r->mu: into b, the small files a walk (`grep -r`: depth first, in
+ * the listings' order, which is readdir's) reads after entry `from` of
+ * dir's listing d, entering subdirectories whose fresh listing we hold,
+ * depth levels deep. A file no node names is taken only from a clean
+ * listing (its attributes are the server's). */
+static void rd_walk(struct sftpfs *r, struct rdbatch *b, const char *dir, const struct sdir *d, size_t from, int depth,
+		    int clean)
+{
+	for (size_t i = from; i < d->n && !rd_full(b); i++) {
+		const struct sdent *e = &d->e[i];
+		char *cp = join(dir, e->name);
+		if (!cp)
+			return;
+		struct snode *m = tab_find(r, cp);
+		const struct sdir *cd = NULL;
+		if ((e->a.flags & SFTP_ATTR_PERMISSIONS) && S_ISDIR(e->a.perm)) {
+			if (depth > 0 && (cd = fresh_list(r, cp, b->t)))
+				rd_walk(r, b, cp, cd, 0, depth - 1, 1);
+			free(cp);
+		} else if (m ? rd_candidate(r, m) : clean && rd_small(r, &e->a)) {
+			rd_add(b, cp, m ? m->a.size : e->a.size, m ? m->wgen : 0, !m, e->a.mtime);
+		} else {
+			free(cp);
+		}
+	}
+}
+
+/* Under r->mu: the walk of rd_walk from n on: the rest of n's directory,
+ * then of the directories above it, SFTPFS_RD_UP levels, within the root. */
+static void rd_collect(struct sftpfs *r, struct rdbatch *b, struct snode *n)
+{
+	char *dir = parent_path(n->path);
+	struct lent *l = dir ? lc_get(r, dir, 0) : NULL;
+	const struct sdir *d = l ? l->d : NULL; /* even if dirty: nodes only */
+	const struct sdent *at = d ? sdir_find(d, strrchr(n->path, '/') + 1) : NULL;
+	if (at)
+		rd_walk(r, b, dir, d, (size_t)(at - d->e) + 1, SFTPFS_RD_DEPTH, fresh_list(r, dir, b->t) != NULL);
+	for (int up = 0; at && dir && up < SFTPFS_RD_UP && !rd_full(b); up++) {
+		if (strlen(dir) <= r->rootlen || !strcmp(dir, "/"))
+			break;
+		char *pd = parent_path(dir);
+		const struct sdir *pdd = pd ? fresh_list(r, pd, b->t) : NULL;
+		const struct sdent *me = pdd ? sdir_find(pdd, strrchr(dir, '/') + 1) : NULL;
+		if (me)
+			rd_walk(r, b, pd, pdd, (size_t)(me - pdd->e) + 1, SFTPFS_RD_DEPTH, 1);
+		free(dir);
+		dir = pd;
+		at = me;
+	}
+	free(dir);
+}
+
+/* Under r->mu: what one read of b brought is kept: a node's content, or a
+ * spare. */
+static void rd_keep(struct sftpfs *r, struct rdbatch *b, size_t i, uint64_t mgen)
+{
+	struct sftp_fileread *fr = &b->fr[i];
+	if (r->cbytes + fr->got > SFTPFS_CDATA_TOTAL)
+		return;
+	struct snode *m = tab_find(r, fr->path);
+	if (b->spare[i]) {
+		if (!m && mgen == r->mgen) {
+			spare_put(r, (char *)fr->path, (char *)fr->data, fr->got, b->mt[i], mgen);
+			fr->path = NULL;
+			fr->data = NULL;
+		}
+		return;
+	}
+	if (m && m->wgen == b->wg[i] && rd_candidate(r, m)) {
+		cdata_drop(r, m);
+		m->cdata = (char *)fr->data;
+		fr->data = NULL;
+		m->clen = fr->got;
+		m->cgen = m->wgen;
+		m->cvalid = 1;
+		r->cbytes += m->clen;
+	}
 }
 
 /*
  * A read-only open of a small file (grep -r, git status, a compiler's
- * headers): instead of OPEN, then READ, it and the small files after it in
- * its directory's listing (kernel-known nodes only, sorted as a walk reads
- * them) are read whole in one batch, two round trips for all
- * (sftp_read_files), and kept as their content (struct snode: cdata), so
- * their opens need no server. Kept only if the size read is the size the
- * listing told (one byte more is asked, to see growth), the file did not
- * change through us and the caches were not dropped meanwhile (a job
- * started). Returns 1 when n's content is kept now.
+ * headers): instead of OPEN, then READ, it and the small files a walk reads
+ * after it (the rest of its directory's listing, then the next directories
+ * whose listings we hold: rd_collect) are read whole in one batch, two
+ * round trips for all (sftp_read_files), and kept as their content (struct
+ * snode: cdata, or struct spare where no node names the file yet), so their
+ * opens need no server. Kept only if the size read is the size the listing
+ * told (one byte more is asked, to see growth), the file did not change
+ * through us and the caches were not dropped meanwhile (a job started).
+ * Returns 1 when n's content is kept now.
  */
 static int read_ahead_files(struct sftpfs *r, struct snode *n)
 {
-	struct sftp_fileread fr[SFTPFS_RD_BATCH];
-	uint64_t wg[SFTPFS_RD_BATCH];
-	size_t k = 0, bytes = 0;
-	memset(fr, 0, sizeof(fr));
+	struct rdbatch *b = calloc(1, sizeof(*b));
+	if (!b)
+		return 0;
+	b->t = cur_timeout(r);
 	pthread_mutex_lock(&r->mu);
-	if (!rd_candidate(r, n)) {
+	if (!rd_candidate(r, n) || spare_take(r, n, b->t)) {
+		int ok = cdata_ok(n);
 		pthread_mutex_unlock(&r->mu);
-		return 0;
+		free(b);
+		return ok;
 	}
-	char *slash = strrchr(n->path, '/');
-	char *dir = parent_path(n->path);
-	struct lent *l = dir ? lc_get(r, dir, 0) : NULL;
-	struct sdir *d = l ? l->d : NULL; /* even if dirty: names to try only */
 	char *np = strdup(n->path);
-	if (np) {
-		fr[k].path = np;
-		fr[k].want = n->a.size + 1;
-		wg[k++] = n->wgen;
-		bytes += n->a.size;
-	}
-	struct sdent *at = d && np ? sdir_find(d, slash + 1) : NULL;
-	for (size_t i = at ? (size_t)(at - d->e) + 1 : 0; at && i < d->n && k < SFTPFS_RD_BATCH && bytes < SFTPFS_RD_BYTES; i++) {
-		char *cp = join(dir, d->e[i].name);
-		struct snode *m = cp ? tab_find(r, cp) : NULL;
-		if (!m || !rd_candidate(r, m) || bytes + m->a.size > SFTPFS_RD_BYTES) {
-			free(cp);
-			continue;
-		}
-		fr[k].path = cp;
-		fr[k].want = m->a.size + 1;
-		wg[k++] = m->wgen;
-		bytes += m->a.size;
-	}
-	uint64_t gen = r->lgen;
+	if (np)
+		rd_add(b, np, n->a.size, n->wgen, 0, 0);
+	if (np && b->t > 0)
+		rd_collect(r, b, n);
+	uint64_t gen = r->lgen, mgen = r->mgen;
 	pthread_mutex_unlock(&r->mu);
-	free(dir);
-	if (!k)
-		return 0;
-	int on = cur_timeout(r) > 0;
-	(void)sftp_read_files(r->cli, fr, k); /* each fr[i].rc says how it went */
+	int on = b->t > 0;
+	if (b->k)
+		(void)sftp_read_files(r->cli, b->fr, b->k); /* each fr[i].rc says how it went */
 	on = on && cur_timeout(r) > 0;
 	pthread_mutex_lock(&r->mu);
-	for (size_t i = 0; i < k; i++) {
-		struct snode *m = fr[i].rc == 0 && on && gen == r->lgen ? tab_find(r, fr[i].path) : NULL;
-		if (m && m->wgen == wg[i] && rd_candidate(r, m) && fr[i].got + 1 == fr[i].want &&
-		    r->cbytes + fr[i].got <= SFTPFS_CDATA_TOTAL) {
-			cdata_drop(r, m);
-			m->cdata = (char *)fr[i].data;
-			fr[i].data = NULL;
-			m->clen = fr[i].got;
-			m->cgen = m->wgen;
-			m->cvalid = 1;
-			r->cbytes += m->clen;
-		}
-		free(fr[i].data);
-		free((char *)fr[i].path);
+	for (size_t i = 0; i < b->k; i++) {
+		if (b->fr[i].rc == 0 && on && gen == r->lgen && b->fr[i].got + 1 == b->fr[i].want)
+			rd_keep(r, b, i, mgen);
+		free(b->fr[i].data);
+		free((char *)b->fr[i].path);
 	}
 	int ok = cdata_ok(n);
 	pthread_mutex_unlock(&r->mu);
+	free(b);
 	return ok;
 }
 
@@ -3353,7 +3700,7 @@ static void sftpfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 		drain_node(n);
 		dir_changed(r, NULL, p);
 		pthread_mutex_lock(&r->mu);
-		n->wgen++; /* its size and content change */
+		wgen_bump(r, n); /* its size and content change */
 		cdata_drop(r, n);
 		pthread_mutex_unlock(&r->mu);
 	}
@@ -3578,7 +3925,7 @@ static void sftpfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t
 		 * write leaves (setattr answers from it instead of asking). */
 		int track = n->a_valid && n->a_wgen == n->wgen && !f->append && cached;
 		uint64_t wgen0 = n->wgen;
-		n->wgen++;
+		wgen_bump(r, n);
 		cdata_write(r, n, wgen0, (uint64_t)off, buf, size, !f->append && cached);
 		if (track) {
 			if (n->a.size < (uint64_t)off + size)
@@ -4068,10 +4415,18 @@ static void sftpfs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_i
 
 static void sftpfs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-	(void)ino;
 	(void)datasync;
 	(void)fi;
-	fuse_reply_err(req, 0); /* SFTP has no directory fsync; the server's metadata ops are synchronous enough */
+	/* SFTP has no directory fsync and its other changes are answered when
+	 * made; unlinks sent without waiting are answered now. */
+	BEGIN(ino);
+	out_settle(r);
+	pthread_mutex_lock(&r->mu);
+	rc = r->out_err;
+	r->out_err = 0;
+	pthread_mutex_unlock(&r->mu);
+	op_exit(r);
+	fuse_reply_err(req, -rc);
 }
 
 static void sftpfs_statfs(fuse_req_t req, fuse_ino_t ino)

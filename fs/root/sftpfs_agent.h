@@ -28,6 +28,10 @@ int sftpx_can(struct sandbox *sb);
 /* lstat of path: every field of a, the x ones (struct sftp_attrs) set. */
 int sftpx_lstat(struct sandbox *sb, const char *path, struct sftp_attrs *a);
 
+/* link(2) of from as to, as the login (no symlink followed on either
+ * path); the new name's lstat in a, as sftpx_lstat's. */
+int sftpx_link(struct sandbox *sb, const char *from, const char *to, struct sftp_attrs *a);
+
 /* Who asked root/ for an operation (the FUSE request's context). */
 #define SFTPX_GROUPS_MAX 1024
 struct sftpx_caller {

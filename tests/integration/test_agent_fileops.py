@@ -482,6 +482,36 @@ def test_sandbox_agent_never_acts_as_a_caller(agent, tree):
     assert not os.path.lexists(inside / "q") and os.path.exists(inside / "d" / "f")
 
 
+def test_link(agent, tree):
+    """link (root/'s link, one round trip with the new name's stat): the
+    sandbox's agent makes it with its own rights, as SFTP's hardlink would;
+    neither path is walked through a symlink, a symlink at the old name is
+    linked itself (not its target), and the owners' agent takes it only
+    "as" a caller."""
+    inside, host = tree
+    before = host_state(host)
+    f = inside / "d" / "f"
+    e, s = agent.op("link", f, inside / "d" / "g")
+    assert e == 0 and int(s[0]) == 2 == os.stat(f).st_nlink
+    assert os.path.samefile(f, inside / "d" / "g")
+    assert agent.op("link", f, inside / "d" / "g")[0] == errno.EEXIST
+    assert agent.op("link", inside / "d" / "missing", inside / "d" / "h")[0] == errno.ENOENT
+    (inside / "sw").symlink_to(host)
+    assert agent.op("link", inside / "sw" / "f", inside / "d" / "stolen")[0] in (errno.ENOTDIR, errno.ELOOP)
+    assert agent.op("link", f, inside / "sw" / "planted")[0] in (errno.ENOTDIR, errno.ELOOP)
+    (inside / "evil").symlink_to(host / "f")
+    e, s = agent.op("link", inside / "evil", inside / "evil2")
+    assert e == 0 and stat.S_ISLNK(int(s[3])) and os.readlink(inside / "evil2") == str(host / "f")
+    assert host_state(host) == before
+    assert not os.path.lexists(inside / "d" / "stolen") and not os.path.lexists(host / "planted")
+    owners = Agent(files=True)
+    try:
+        assert owners.op("link", f, inside / "d" / "o")[0] == errno.ENOSYS
+        assert not os.path.lexists(inside / "d" / "o")
+    finally:
+        owners.close()
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the agent takes other uids' ids (CAP_SETUID, CAP_SETGID)")
 def test_callers_operations_never_follow_symlinks(owners, shared, tmp_path):
     """A symlink on the path of a caller's operation, planted or swapped in

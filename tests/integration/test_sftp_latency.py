@@ -161,6 +161,67 @@ def test_walk_and_read_in_few_round_trips(lat):
     assert read <= 80, read
 
 
+def test_read_ahead_crosses_directories(lat):
+    """A walk reading every small file (`grep -r`, depth first in listing
+    order) has the files of the next directories read in the same batch
+    as the first one's: a git object store's 256 fan-out directories of
+    one or two files each cost 2 round trips per 32 files, not 2 per
+    directory; what is read is what the host has, and a file changed
+    through the mount after the batch is read as changed."""
+    make_tree(lat.R("x"), 30, 3)
+    lat.m.invalidate()
+    assert walk_count(lat.M("x")) == 30 * 2 + 30 * 3
+    b0 = lat.proxy.bursts()
+    for i in range(30):
+        for j in range(3):
+            if (i, j) == (20, 1):
+                # after the batch that read it: a write through the mount
+                with open(lat.M("x", "d20", "sub", "f1.txt"), "w") as f:
+                    f.write("rewritten\n")
+                assert open(lat.M("x", "d20", "sub", "f1.txt")).read() == "rewritten\n"
+                continue
+            with open(lat.M("x", f"d{i:02d}", "sub", f"f{j}.txt")) as f:
+                assert f.read() == f"dir {i} file {j}\n" * (j + 1), (i, j)
+    read = lat.proxy.bursts() - b0
+    # 90 files in 3 batches of 32 (2 round trips each), plus the write's
+    # create; 60 when each directory's files were read apart
+    assert read <= 24, read
+    assert open(lat.R("x", "d20", "sub", "f1.txt")).read() == "rewritten\n"
+
+
+def test_read_ahead_of_other_directories_follows_changes(lat):
+    """Files read ahead before the kernel looked them up are not served
+    once the tree changed through the mount (a rename over one of them by
+    a file of the same size and mtime) or a job started (a change on the
+    host)."""
+    for d in ("a", "b", "c"):
+        os.makedirs(lat.R("y", d))
+        for name in ("f0", "f1"):
+            with open(lat.R("y", d, name), "w") as f:
+                f.write(f"{d}/{name}\n")
+            os.utime(lat.R("y", d, name), (1700000000, 1700000000))
+    lat.m.invalidate()
+    assert walk_count(lat.M("y")) == 3 + 6
+    # reads a's files and, ahead, b's and c's (no node names them yet)
+    assert open(lat.M("y", "a", "f0")).read() == "a/f0\n"
+    os.rename(lat.M("y", "b", "f1"), lat.M("y", "b", "f0"))
+    assert open(lat.M("y", "b", "f0")).read() == "b/f1\n"
+    assert not os.path.exists(lat.M("y", "b", "f1"))
+    # rewritten in place through the mount, same size, times put back
+    with open(lat.M("y", "c", "f0"), "r+") as f:
+        f.write("C/F0\n")
+    os.utime(lat.M("y", "c", "f0"), (1700000000, 1700000000))
+    assert open(lat.M("y", "c", "f0")).read() == "C/F0\n"
+    # read ahead again, then changed on the host and a job starts
+    lat.m.invalidate()
+    assert open(lat.M("y", "a", "f1")).read() == "a/f1\n"
+    with open(lat.R("y", "c", "f1"), "w") as f:
+        f.write("on the host\n")
+    lat.m.invalidate()
+    assert open(lat.M("y", "c", "f1")).read() == "on the host\n"
+    assert open(lat.M("y", "c", "f0")).read() == "C/F0\n"
+
+
 def test_big_directory_listed_whole(lat):
     """A directory of 2,500 names (25 READDIR answers of OpenSSH's 100)
     is listed whole, in rounds of more READDIRs at once, not one round
@@ -702,3 +763,92 @@ def test_deferred_create_not_redirected_by_a_planted_symlink(asb):
     assert rc in (errno.ENOTDIR, errno.ELOOP), rc
     assert os.listdir(elsewhere) == [] and os.listdir(a.H("d.moved")) == []
     assert any("/workspace/d/f" in line for line in deferred_log(a)), a.m.stderr()
+
+
+# ---- git's object writes: link through the agent, unlink not waited for ----
+
+def git_object_write(a, d, name, data):
+    """What git does for each object: an exclusive create of a temporary
+    name, its content, link to the object's name, unlink of the temporary.
+    Returns how long the unlink took, in seconds."""
+    tmp = a.M(d, "tmp_obj_" + name)
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o444)
+    os.write(fd, data)
+    os.close(fd)
+    os.link(tmp, a.M(d, name))
+    t0 = time.monotonic()
+    os.unlink(tmp)
+    return time.monotonic() - t0
+
+
+@needs_agent
+def test_object_writes_link_and_unlink_round_trips(asb, sshd_delayed):
+    """A link through root/ is one round trip with its link count (the
+    agent's link answers with the new name's stat; SFTP needed two), and
+    unlinking the temporary name of a file just linked costs none: it is
+    sent without waiting. The host has every object and no temporary name
+    once a command starts in the sandbox (a job's start takes the answers),
+    and the link counts are right through root/ and on the host."""
+    a, proxy = asb, sshd_delayed[1]
+    os.mkdir(a.M("objs"))
+    os.listdir(a.M("objs"))
+    b0 = proxy.bursts()
+    unlinks = 0.0
+    for i in range(20):
+        unlinks += git_object_write(a, "objs", f"o{i:02d}", b"blob %d\n" % i)
+    took = proxy.bursts() - b0
+    # create 1 + link 1 per object, and the unlink's REMOVE sent (was 1 +
+    # 2 + 1, each waited for)
+    assert took <= 20 * 3 + 6, took
+    # no unlink waited for its answer: 20 of them in less than 10 of the
+    # proxy's 20 ms round trips
+    assert unlinks < 0.2, unlinks
+    # git stats each object after: its link count (one fewer) and ctime
+    # are known without asking the server
+    b0 = proxy.bursts()
+    sts = [os.lstat(a.M("objs", f"o{i:02d}")) for i in range(20)]
+    assert proxy.bursts() - b0 <= 4, proxy.bursts() - b0
+    assert all(st.st_nlink == 1 and st.st_size == len(b"blob %d\n" % i) for i, st in enumerate(sts))
+    assert sorted(os.listdir(a.M("objs"))) == [f"o{i:02d}" for i in range(20)]
+    code, out = sandbox_run(a.sb, "ls /workspace/objs | wc -l; cat /workspace/objs/o07; stat -c %h /workspace/objs/o07")
+    assert code == 0 and out.split() == [b"20", b"blob", b"7", b"1"], out
+    assert sorted(os.listdir(a.H("objs"))) == [f"o{i:02d}" for i in range(20)]
+    assert os.stat(a.M("objs", "o07")).st_nlink == 1
+    # the directory's fsync takes any answer still out, and reports none
+    fd = os.open(a.M("objs"), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@needs_agent
+def test_unlink_not_waited_for_failure_reported(asb):
+    """An unlink answered without waiting that the host then refuses (the
+    name became a directory there meanwhile, unseen by root/'s cache): the
+    log names the file, the next fsync of a directory fails with EIO, the
+    one after succeeds, and the name is listed again; nothing else went."""
+    a = asb
+    os.mkdir(a.M("u"))
+    os.listdir(a.M("u"))
+    tmp = a.M("u", "tmp_x")
+    with open(tmp, "w") as f:
+        f.write("keep\n")
+    os.link(tmp, a.M("u", "obj"))
+    # on the host, outside root/: the temporary name is now a directory
+    os.unlink(a.H("u", "tmp_x"))
+    os.mkdir(a.H("u", "tmp_x"))
+    os.unlink(tmp)  # answered from what root/ knows
+    fd = os.open(a.M("u"), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(OSError) as e:
+            os.fsync(fd)
+        assert e.value.errno == errno.EIO
+        os.fsync(fd)  # reported once
+    finally:
+        os.close(fd)
+    log = [line for line in a.m.stderr().splitlines() if "the unlink of" in line]
+    assert any("/workspace/u/tmp_x" in line for line in log), a.m.stderr()
+    assert sorted(os.listdir(a.M("u"))) == ["obj", "tmp_x"]
+    assert os.path.isdir(a.H("u", "tmp_x"))
+    assert open(a.M("u", "obj")).read() == "keep\n"
