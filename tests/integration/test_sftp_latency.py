@@ -11,6 +11,7 @@ the build, build-asan/ the sanitized one).  Round trips are the proxy's
 client-to-server bursts.  Needs root (tmpfs for a full disk), sshd.
 """
 
+import contextlib
 import errno
 import os
 import shutil
@@ -355,10 +356,10 @@ def test_deferred_write_failure_reaches_close_disk_full():
         s.close()
 
 
-def test_deferred_write_failure_reaches_close_file_size_limit():
-    """The host's sftp-server limited to 64 KiB files (ulimit -f): a write
-    past it fails on the host after it was answered here; close says so
-    (EFBIG arrives as SFTP FAILURE: EIO)."""
+@contextlib.contextmanager
+def size_limited_server():
+    """A Setup whose host sftp-server may write files of 64 KiB at most
+    (ulimit -f; SIGXFSZ ignored, so a write past it fails with EFBIG)."""
     tmp = tempfile.mkdtemp(prefix="sftplat-wrap-")
     wrapper = os.path.join(tmp, "sftp-server-limited")
     with open(wrapper, "w") as f:
@@ -367,6 +368,17 @@ def test_deferred_write_failure_reaches_close_file_size_limit():
     os.chmod(tmp, 0o755)
     s = Setup(sftp_server=wrapper)
     try:
+        yield s
+    finally:
+        s.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_deferred_write_failure_reaches_close_file_size_limit():
+    """The host's sftp-server limited to 64 KiB files (ulimit -f): a write
+    past it fails on the host after it was answered here; close says so
+    (EFBIG arrives as SFTP FAILURE: EIO)."""
+    with size_limited_server() as s:
         with open(s.M("small"), "w") as f:
             f.write("fits\n")
         assert open(s.R("small")).read() == "fits\n"
@@ -379,9 +391,6 @@ def test_deferred_write_failure_reaches_close_file_size_limit():
         rc = errno_of(os.close, fd) or rc
         assert rc in (errno.EIO, errno.EFBIG), rc
         assert "toolarge" in s.m.log_text()
-    finally:
-        s.close()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_fsync_behind_big_write_lands_it_whole(lat):
@@ -404,14 +413,7 @@ def test_fsync_behind_big_write_reports_its_failure():
     64 KiB files): the FSYNC sent behind it succeeds on the host, but fsync
     reports the write's error (EFBIG arrives as SFTP FAILURE: EIO), as does
     the close after it, and the log names the file."""
-    tmp = tempfile.mkdtemp(prefix="sftplat-wrap-")
-    wrapper = os.path.join(tmp, "sftp-server-limited")
-    with open(wrapper, "w") as f:
-        f.write("#!/bin/sh\nulimit -f 128\ntrap '' XFSZ\nexec %s \"$@\"\n" % sshd_fixture.SFTP_SERVER)
-    os.chmod(wrapper, 0o755)
-    os.chmod(tmp, 0o755)
-    s = Setup(sftp_server=wrapper)
-    try:
+    with size_limited_server() as s:
         fd = os.open(s.M("bulk"), os.O_WRONLY | os.O_CREAT, 0o644)
         early = 0
         try:
@@ -426,9 +428,6 @@ def test_fsync_behind_big_write_reports_its_failure():
         assert close_rc in (errno.EIO, errno.EFBIG), close_rc
         assert "deferred write of" in s.m.log_text() and "bulk" in s.m.log_text()
         assert os.path.getsize(s.R("bulk")) <= 64 << 10
-    finally:
-        s.close()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_dead_link_mid_pipeline():
