@@ -2022,6 +2022,33 @@ static int xattr_hidden(const char *name)
 	return !strncmp(name, "trusted.", 8) || !strncmp(name, "security.", 9);
 }
 
+/* The answer to a write of a hidden attribute: root/ has no such
+ * namespace, and the kernel answers that as it does for a file system
+ * without one: EPERM for an immutable or append-only file (its own check
+ * comes first, and a FUSE inode does not carry those flags, so the
+ * backing file's are asked), else EOPNOTSUPP (which tools that copy
+ * attributes, and xfstests, take as "not kept here"). Callers the kernel
+ * does not let write trusted.* or security.* get its EPERM before this. */
+static int xattr_refusal(struct pass_fs *p, struct pnode *n)
+{
+	if (n->type != S_IFREG && n->type != S_IFDIR)
+		return EOPNOTSUPP;
+	int nfd = node_fd(p, n);
+	if (nfd < 0)
+		return -nfd;
+	char path[64];
+	proc_path(path, sizeof(path), nfd);
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC | (n->type == S_IFDIR ? O_DIRECTORY : 0));
+	node_unpin(n);
+	int flags = 0;
+	if (fd >= 0) {
+		if (ioctl(fd, FS_IOC_GETFLAGS, &flags) < 0)
+			flags = 0;
+		close(fd);
+	}
+	return flags & (FS_IMMUTABLE_FL | FS_APPEND_FL) ? EPERM : EOPNOTSUPP;
+}
+
 /* Path for the *xattr calls: the magic link of our fd. Symlinks answer
  * without a syscall (user.* is not allowed on them anyway). */
 static int xattr_begin(fuse_req_t req, struct pass_fs *p, struct pnode *n, char *path, size_t len, int *fd)
@@ -2127,7 +2154,7 @@ static void pass_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, cons
 	char path[64];
 	int fd;
 	if (xattr_hidden(name) || S_ISLNK(n->type)) {
-		fuse_reply_err(req, EPERM);
+		fuse_reply_err(req, xattr_refusal(p, n));
 		goto done;
 	}
 	if (xattr_begin(req, p, n, path, sizeof(path), &fd) < 0)
@@ -2146,7 +2173,7 @@ static void pass_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	char path[64];
 	int fd;
 	if (xattr_hidden(name) || S_ISLNK(n->type)) {
-		fuse_reply_err(req, EPERM);
+		fuse_reply_err(req, xattr_refusal(p, n));
 		goto done;
 	}
 	if (xattr_begin(req, p, n, path, sizeof(path), &fd) < 0)

@@ -309,3 +309,45 @@ def test_chattr_lsattr_pass_through(seerfs_factory):
     finally:
         os.close(fd)
     assert projid(hp / "dir") != 4242
+
+
+def test_hidden_xattr_write_answers_as_a_missing_namespace(seerfs_factory):
+    # xfstests' t_immutable (generic/079) sets trusted.* as root and takes
+    # EOPNOTSUPP as "this file system has none", and on an immutable or
+    # append-only file wants EPERM for every attribute write, which the
+    # kernel gives before it asks a file system (a FUSE inode does not
+    # carry those flags, so root/ asks the backing file).
+    import shutil
+    import subprocess
+    if os.geteuid() != 0:
+        pytest.skip("trusted.* reaches root/ only from root (else the kernel answers EPERM)")
+    if not shutil.which("chattr"):
+        pytest.skip("needs chattr (e2fsprogs)")
+    m = seerfs_factory(args=["-o", "xattr"])
+    d = m.sandbox("sb", "{}")
+    ws, hp = d / "root" / "workspace", host_path(m, d)
+    (ws / "f").write_text("x")
+    (ws / "dir").mkdir()
+    for t in (ws / "f", ws / "dir"):
+        for name in ("trusted.k", "security.k"):
+            with pytest.raises(OSError) as ei:
+                os.setxattr(t, name, b"v")
+            assert ei.value.errno == errno.EOPNOTSUPP, (t, name, ei.value)
+            with pytest.raises(OSError) as ei:
+                os.removexattr(t, name)
+            assert ei.value.errno == errno.EOPNOTSUPP, (t, name, ei.value)
+        os.setxattr(t, "user.k", b"v")
+    if subprocess.run(["chattr", "+i", str(hp / "f")], capture_output=True).returncode != 0:
+        pytest.skip("the backing file system has no immutable flag")
+    subprocess.run(["chattr", "+a", str(hp / "dir")], check=True)
+    try:
+        for t in (ws / "f", ws / "dir"):
+            for name in ("trusted.k", "security.k", "user.k", "user.new"):
+                with pytest.raises(OSError) as ei:
+                    os.setxattr(t, name, b"w")
+                assert ei.value.errno == errno.EPERM, (t, name, ei.value)
+            assert os.getxattr(t, "user.k") == b"v"
+    finally:
+        subprocess.run(["chattr", "-i", str(hp / "f")], capture_output=True)
+        subprocess.run(["chattr", "-a", str(hp / "dir")], capture_output=True)
+    assert not [n for n in os.listxattr(hp / "f") if n.startswith(("trusted.", "security."))]
