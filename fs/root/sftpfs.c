@@ -1507,6 +1507,15 @@ static int long_path(const char *p)
 	return p && strlen(p) >= PATH_MAX;
 }
 
+/* Listings SFTP may give short: OpenSSH's sftp-server stats each entry by
+ * its whole path (PATH_MAX at most, cut beyond) and leaves out those it
+ * cannot, so a directory where a name of NAME_MAX would pass PATH_MAX is
+ * listed by the agent (fetch_list_x). */
+static int long_list(const char *p)
+{
+	return p && strlen(p) + 1 + NAME_MAX >= PATH_MAX;
+}
+
 /* Whether as_caller applies to req at when (see above): 0 with the
  * caller's ids in c (its groups in g, SFTPX_GROUPS_MAX of room), or
  * -ENOTSUP. */
@@ -4001,8 +4010,10 @@ static int fetch_list_x(struct sftpfs *r, const char *path, struct sdir **out)
 
 static int fetch_list(struct sftpfs *r, const char *path, struct sdir **out)
 {
-	if (long_path(path))
+	if (long_list(path) && use_x(r))
 		return fetch_list_x(r, path, out);
+	if (long_path(path))
+		return -ENAMETOOLONG;
 	struct sftp_listing ls = {.path = path};
 	int rc = sftp_list_dirs(r->cli, &ls, 1);
 	return rc < 0 ? rc : sdir_from(&ls, out);
@@ -4026,7 +4037,7 @@ static void queue_kids(struct sftpfs *r, struct lent *l, const struct sdir *d, i
 		    !strcmp(e->name, ".."))
 			continue;
 		char *cp = join(path, e->name);
-		struct lent *c = cp ? lc_get(r, cp, 1) : NULL;
+		struct lent *c = cp && !long_list(cp) ? lc_get(r, cp, 1) : NULL;   /* not SFTP's: get_list */
 		if (!c || c->d || c->loading) {
 			free(cp);
 			continue;

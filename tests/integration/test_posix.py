@@ -1689,6 +1689,122 @@ def test_cached_file_overwritten_inside(posix_root, sandbox_run):
     assert f.read_text() == "b" * 4096 + "x"
 
 
+def test_long_paths(posix_root, sandbox_run):
+    """A relative path of under PATH_MAX whose whole form inside the sandbox
+    passes it (pjdfstest's */03.t) works as on ext4: a file made, written,
+    read, stat'ed, chmod'ed, truncated, renamed, linked and removed there, a
+    symlink read, a directory listed; a name of 256 bytes is ENAMETOOLONG,
+    one of 255 is made. On ssh SFTP cannot carry such paths: the sandbox's
+    agents walk them one name at a time."""
+    top = os.open(posix_root, os.O_DIRECTORY)
+    dirs = ["%03d" % i + "d" * 124 for i in range(31)]
+    reldir = "/".join(dirs)
+    leaf = "l" * (4090 - len(reldir) - 1)
+    rel = reldir + "/" + leaf
+    assert len(rel) == 4090 and len(str(posix_root)) + len(rel) > 4096
+    old_umask = os.umask(0)   # as pjdfstest's fstest
+    try:
+        for i in range(len(dirs)):
+            os.mkdir("/".join(dirs[:i + 1]), 0o755, dir_fd=top)
+        fd = os.open(rel, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o642, dir_fd=top)
+        assert os.write(fd, b"long") == 4 and os.fstat(fd).st_size == 4
+        os.close(fd)
+        st = os.stat(rel, dir_fd=top, follow_symlinks=False)
+        assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o642 and st.st_size == 4
+        fd = os.open(rel, os.O_RDONLY, dir_fd=top)
+        assert os.read(fd, 100) == b"long"
+        os.close(fd)
+        os.chmod(rel, 0o600, dir_fd=top)
+        assert stat.S_IMODE(os.stat(rel, dir_fd=top).st_mode) == 0o600
+        fd = os.open(rel, os.O_WRONLY | os.O_TRUNC, dir_fd=top)
+        os.ftruncate(fd, 123)
+        os.close(fd)
+        assert os.stat(rel, dir_fd=top).st_size == 123
+        os.rename(rel, "short", src_dir_fd=top, dst_dir_fd=top)
+        assert os.stat("short", dir_fd=top).st_size == 123
+        expect_errno(errno.ENOENT, os.stat, rel, dir_fd=top)
+        os.rename("short", rel, src_dir_fd=top, dst_dir_fd=top)
+        os.link(rel, "hard", src_dir_fd=top, dst_dir_fd=top)
+        assert os.stat(rel, dir_fd=top).st_nlink == 2
+        os.unlink("hard", dir_fd=top)
+        assert os.stat(rel, dir_fd=top).st_nlink == 1
+        os.symlink("target", rel + "s", dir_fd=top)
+        assert os.readlink(rel + "s", dir_fd=top) == "target"
+        dfd = os.open(reldir, os.O_DIRECTORY, dir_fd=top)
+        try:
+            os.mkdir("m" * 255, dir_fd=dfd)
+            expect_errno(errno.ENAMETOOLONG, os.mkdir, "n" * 256, dir_fd=dfd)
+            expect_errno(errno.ENAMETOOLONG, os.open, "n" * 256, os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=dfd)
+        finally:
+            os.close(dfd)
+        # listed (on ssh by the agent: SFTP's server leaves out names
+        # whose whole path passes PATH_MAX)
+        dfd = os.open(reldir, os.O_DIRECTORY, dir_fd=top)
+        try:
+            assert sorted(os.listdir(dfd)) == sorted([leaf, leaf + "s", "m" * 255])
+            os.rmdir("m" * 255, dir_fd=dfd)
+        finally:
+            os.close(dfd)
+        # the sandbox sees the file: one of 123 bytes below here
+        assert must(sandbox_run("find . -type f -size 123c | wc -l")).strip() == "1"
+        expect_errno(errno.ENAMETOOLONG, os.mkdir, rel + "xxxxxx", dir_fd=top)
+        expect_errno(errno.ENAMETOOLONG, os.mkdir, posix_root / ("n" * 256))
+        os.unlink(rel + "s", dir_fd=top)
+        os.unlink(rel, dir_fd=top)
+        expect_errno(errno.ENOENT, os.stat, rel, dir_fd=top)
+        for i in reversed(range(len(dirs))):
+            os.rmdir("/".join(dirs[:i + 1]), dir_fd=top)
+        assert os.listdir(posix_root) == []
+    finally:
+        os.umask(old_umask)
+        os.close(top)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: other uids, and a mount with allow_other")
+@pytest.mark.skipif(HARNESS, reason="needs the seerfs daemon")
+@pytest.mark.skipif(PROVIDER == "docker-remote", reason=REMOTE_OWNERS)
+def test_other_uid_opens_its_own_0600_file(seerfs_factory):
+    """A file 0600 of another uid: its owner opens it for reading and
+    writing (pread, pwrite, ftruncate, fstat, fsync, append) and root may,
+    as on ext4; a third uid may not (EACCES). On ssh the SSH login may not
+    open it: the owners' agent opens it as the caller (pjdfstest open/06,
+    open/07)."""
+    _, d, run = _shared_mount(seerfs_factory)
+    (d / "f").write_text("secret")
+    os.chown(d / "f", OTHER, OTHER)
+    os.chmod(d / "f", 0o600)
+    out = _as_other("""
+import os, sys
+p = sys.argv[1] + '/f'
+fd = os.open(p, os.O_RDWR)
+print(os.read(fd, 100).decode())
+os.pwrite(fd, b'SECRET', 0)
+os.ftruncate(fd, 10)
+print(os.fstat(fd).st_size, os.fstat(fd).st_uid)
+os.fsync(fd)
+os.close(fd)
+fd = os.open(p, os.O_WRONLY | os.O_APPEND)
+os.write(fd, b'++')
+os.close(fd)
+print(repr(open(p, 'rb').read()))
+""", d)
+    assert out.split("\n")[:3] == ["secret", f"10 {OTHER}", repr(b"SECRET\0\0\0\0++")]
+    assert (d / "f").read_bytes() == b"SECRET\0\0\0\0++"     # root
+    assert run("stat -c '%s %u %a' f").strip() == f"12 {OTHER} 600"
+    out = _as_uid(OTHER2, """
+import errno, os, sys
+for fl in (os.O_RDONLY, os.O_WRONLY, os.O_RDWR):
+    try:
+        os.close(os.open(sys.argv[1] + '/f', fl))
+        print('ok')
+    except OSError as e:
+        print(errno.errorcode[e.errno])
+""", d)
+    assert out.split() == ["EACCES"] * 3
+    st = os.stat(d / "f")
+    assert (st.st_uid, stat.S_IMODE(st.st_mode), st.st_size) == (OTHER, 0o600, 12)
+
+
 def test_mount_writes_seen_inside(posix_root, sandbox_run):
     f = posix_root / "w"
     for i in range(5):
