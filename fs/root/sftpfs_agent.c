@@ -190,7 +190,8 @@ int sftpx_create(struct sandbox *sb, const char *path, int excl, int trunc, mode
 	for (int i = 0; i < 10; i++)
 		n += (size_t)snprintf(req + n, cap - n, "%c%" PRId64, '\0', args[i]);
 	req[n++] = '\0';
-	memcpy(req + n, data, len);
+	if (len)   /* an empty file's data may be NULL */
+		memcpy(req + n, data, len);
 	n += len;
 	char reply[512];
 	char *f[SFTPX_FIELDS];
