@@ -2639,12 +2639,42 @@ static void rename_nodes(struct sftpfs *r, const char *from, const char *to)
 	free(mv);
 }
 
+/* Under r->mu: the table after a and b were exchanged (RENAME_EXCHANGE):
+ * each node, and everything below it, takes the other's path. */
+static void exchange_nodes(struct sftpfs *r, const char *a, const char *b)
+{
+	static const char tmp[] = "\001exchange"; /* never a path: they start with "/" */
+	rename_nodes(r, a, tmp);
+	rename_nodes(r, b, a);
+	rename_nodes(r, tmp, b);
+}
+
+/* RENAME_EXCHANGE, which SFTP has not: renameat2 by the owners' agent as
+ * the caller, else by the sandbox's agent as the login; EINVAL without an
+ * agent (docs/ssh.md). */
+static int exchange_x(struct sftpfs *r, fuse_req_t req, const char *from, const char *to)
+{
+	int64_t fl = RENAME_EXCHANGE;
+	if (!use_x(r))
+		return -EINVAL;
+	int rc = as_caller(r, req, AS_ALWAYS, "rename", from, to, &fl, 1, NULL);
+	if (rc == -ENOTSUP) {
+		rc = sftpx_op(r->sb, "rename", from, to, &fl, 1);
+		if (x_fallback(r, rc))
+			rc = -EINVAL;
+	}
+	return rc;
+}
+
 static void sftpfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent, const char *newname,
 		     unsigned int flags)
 {
 	BEGIN_CHANGE(parent);
-	if (flags & ~RENAME_NOREPLACE)
-		FAIL(-EINVAL); /* RENAME_EXCHANGE/WHITEOUT: SFTP has no such thing */
+	/* RENAME_WHITEOUT: nothing makes whiteouts here (EINVAL); the
+	 * exchange through an agent (exchange_x). */
+	if ((flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) ||
+	    ((flags & RENAME_EXCHANGE) && (flags & RENAME_NOREPLACE)))
+		FAIL(-EINVAL);
 	char *from = node_path(n, name, &rc);
 	char *to = from ? node_path(node_of(newparent), newname, &rc) : NULL;
 	if (!to) {
@@ -2654,7 +2684,8 @@ static void sftpfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, f
 	/* Writes still queued target a handle, not the path: no drain needed. */
 	int64_t fl = flags;
 	dc_flush_all(r, NULL);
-	int xr = as_caller(r, req, AS_FIRST, "rename", from, to, &fl, 1, NULL);
+	int xr = flags & RENAME_EXCHANGE ? exchange_x(r, req, from, to)
+					 : as_caller(r, req, AS_FIRST, "rename", from, to, &fl, 1, NULL);
 	if (xr != -ENOTSUP) {
 		rc = xr;
 	} else if (flags & RENAME_NOREPLACE) {
@@ -2691,7 +2722,10 @@ static void sftpfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, f
 	dir_added(r, node_of(newparent), newname);
 	if (rc == 0) {
 		pthread_mutex_lock(&r->mu);
-		rename_nodes(r, from, to);
+		if (flags & RENAME_EXCHANGE)
+			exchange_nodes(r, from, to);
+		else
+			rename_nodes(r, from, to);
 		pthread_mutex_unlock(&r->mu);
 	}
 	free(from);

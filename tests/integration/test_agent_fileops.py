@@ -749,3 +749,20 @@ def _at(top, rel, flags):
         return os.open(parts[-1], flags | os.O_NOFOLLOW, 0o644, dir_fd=fd)
     finally:
         os.close(fd)
+
+
+def test_exchange_never_follows_a_symlink(agent, tree):
+    """rename with RENAME_EXCHANGE (root/'s renameat2 on ssh) swaps two
+    names inside; through a symlink to a host directory on either path it
+    fails, and the host directory is untouched."""
+    inside, host = tree
+    before = host_state(host)
+    (inside / "a").write_text("A")
+    (inside / "sw").symlink_to(host)
+    assert agent.op("rename", inside / "a", inside / "d", 2)[0] == 0
+    assert (inside / "a" / "f").read_text() == "INSIDE\n" and (inside / "d").read_text() == "A"
+    assert agent.op("rename", inside / "d", inside / "sw" / "f", 2)[0] in (errno.ENOTDIR, errno.ELOOP)
+    assert agent.op("rename", inside / "sw" / "f", inside / "d", 2)[0] in (errno.ENOTDIR, errno.ELOOP)
+    assert agent.op("rename", inside / "d", inside / "sw", 2)[0] == 0   # the link itself, never its target
+    assert os.readlink(inside / "d") == str(host) and (inside / "sw").read_text() == "A"
+    assert host_state(host) == before

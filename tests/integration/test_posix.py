@@ -347,16 +347,12 @@ def test_mkdir_rmdir_unlink(posix_root):
 
 
 def exchange(x, y):
-    """renameat2(RENAME_EXCHANGE); over SFTP, which has no atomic exchange
-    (EINVAL, docs/sftpfs.md), that refusal and then three plain renames."""
-    if LOCAL:
-        renameat2(x, y, RENAME_EXCHANGE)
-        return
-    expect_errno(errno.EINVAL, renameat2, x, y, RENAME_EXCHANGE)
-    tmp = x.parent / ("xchg-" + uuid.uuid4().hex[:8])
-    os.rename(x, tmp)
-    os.rename(y, x)
-    os.rename(tmp, y)
+    """renameat2(RENAME_EXCHANGE) (on ssh by the sandbox's agent: SFTP has
+    no atomic exchange); RENAME_EXCHANGE with RENAME_NOREPLACE is EINVAL,
+    and a missing side ENOENT, as the kernel says."""
+    expect_errno(errno.EINVAL, renameat2, x, y, RENAME_EXCHANGE | RENAME_NOREPLACE)
+    expect_errno(errno.ENOENT, renameat2, x, x.parent / "no-such-name", RENAME_EXCHANGE)
+    renameat2(x, y, RENAME_EXCHANGE)
 
 
 def test_rename(posix_root, sandbox_run):
@@ -379,8 +375,12 @@ def test_rename(posix_root, sandbox_run):
     expect_errno(errno.EISDIR, os.rename, a, d1)
     expect_errno(errno.ENOTDIR, os.rename, d1, a)
     expect_errno(errno.EINVAL, os.rename, d2, d2 / "sub")
+    (d1 / "in").write_text("in d1")
     exchange(d1, a)                                     # a dir and a file swap places
     assert stat.S_ISDIR(os.stat(a).st_mode) and d1.read_text() == "new A"
+    assert (a / "in").read_text() == "in d1"
+    assert must(sandbox_run("cat a/in d1")) == "in d1new A"
+    os.unlink(a / "in")
     os.rename(d2, posix_root / "d3")
     assert (posix_root / "d3" / "x").read_text() == "x"
     assert sorted(must(sandbox_run("ls")).split()) == ["a", "b", "d1", "d3"]
