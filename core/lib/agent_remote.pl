@@ -34,8 +34,15 @@
 #   root/'s caller's ids (as_caller, below): mkdir MODE, mknod MODE RDEV
 #   (files, FIFOs, sockets, device nodes), mkfile (a new file, then the
 #   agent's own uid's), symlink TARGET, link NEWPATH, unlink, rmdir, rename
-#   NEWPATH FLAGS, truncate SIZE, utimens AS ANS MS MNS; those that make a name answer with its
-#   stat. Owners are
+#   NEWPATH FLAGS, truncate SIZE, utimens AS ANS MS MNS, chmod MODE, open
+#   FLAGS MODE; those that make a name answer with its stat. The sandbox's
+#   agent makes mkdir, mknod, symlink, link, unlink, rmdir, rename, chmod
+#   and open without "as", as itself (the SSH login, what root/'s SFTP
+#   server would make: for paths SFTP cannot carry, PATH_MAX and beyond);
+#   both answer readlink (the target) and list (every name with its stat).
+#   open keeps the file open and answers with a handle after its stat;
+#   hread H OFF LEN, hwrite H OFF DATA, htrunc H SIZE, hstat H, hsync H and
+#   hclose H then act on that descriptor (handle_op, below). Owners are
 #   the sandbox's ids, 0 to 65535 (EINVAL beyond, as on the local provider). PATH is resolved from "/" one name at a time by
 #   descriptor (openat with O_NOFOLLOW), so no symlink is followed in any
 #   component: a directory the sandbox swaps for a symlink fails the

@@ -12,7 +12,10 @@
  * the agent resolves PATH from "/" one name at a time by descriptor with
  * O_NOFOLLOW and acts on the last name with the *at call's no-follow flag,
  * so a directory the sandbox swaps for a symlink fails the operation
- * instead of redirecting it. The provider carries the text
+ * instead of redirecting it. Paths SFTP cannot carry (PATH_MAX and beyond)
+ * and files its server may not open are opened by the agent, which keeps
+ * the descriptor and answers a handle (sftpx_open, sftpx_h*); readlink and
+ * listings of such paths too (sftpx_readlink, sftpx_list). The provider carries the text
  * (struct seer_provider: fileop); where it cannot (no agent there), every
  * function here answers -ENOTSUP and fs/root/sftpfs.c stays on SFTP.
  */
