@@ -1064,6 +1064,8 @@ static int refine_failure(struct sftpfs *r, const char *p, struct sftp_handle *h
 {
 	if (rc != -EIO && rc != -EEXIST && rc != -EPERM && rc != -ENOTEMPTY)
 		return rc;
+	if (p && strlen(p) >= PATH_MAX)
+		return rc; /* the agents' answer (long_path): the kernel's errno already */
 	struct sftp_attrs a;
 	if (rc == -EEXIST && p && sftp_lstat(r->cli, p, &a) == 0)
 		return rc;
