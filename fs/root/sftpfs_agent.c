@@ -325,13 +325,11 @@ static void xr_as(struct xreq *q, const struct sftpx_caller *c)
 	xr_num(q, c->uid);
 	xr_num(q, c->gid);
 	char g[16];
-	size_t start = q->n;
-	xr_add(q, "", 0, 1);
+	xr_add(q, "", 0, 1);   /* GROUPS: comma-separated, maybe empty */
 	for (int i = 0; i < c->ngroups; i++) {
 		int l = snprintf(g, sizeof(g), "%s%u", i ? "," : "", (unsigned)c->groups[i]);
 		xr_add(q, g, (size_t)l, 0);
 	}
-	(void)start;
 }
 
 /* Sends q (freed here); the answer's data after ERRNO in reply (its
@@ -409,21 +407,26 @@ int sftpx_open(struct sandbox *sb, const struct sftpx_caller *c, const char *pat
 	return 0;
 }
 
-/* A handle's operation op with its numbers and, after them, data. */
+/* "[as UID GID] OP H" for h: a handle opened as a caller is used as the
+ * same uid and gid (the agent then acts with the ids it opened it with). */
+static void xr_handle(struct xreq *q, const struct sftpx_fh *h, const char *op)
+{
+	struct sftpx_caller c = {.uid = h->uid, .gid = h->gid, .ngroups = 0, .groups = NULL};
+	xr_as(q, h->as ? &c : NULL);
+	xr_str(q, op);
+	xr_str(q, h->id);
+}
+
+/* A handle's operation op with its numbers. */
 static int hcall(struct sandbox *sb, const struct sftpx_fh *h, const char *op, const int64_t *args, int nargs,
-		 const void *data, size_t len, char *reply, size_t cap, char **out, size_t *ol)
+		 char *reply, size_t cap, char **out, size_t *ol)
 {
 	if (!sftpx_can(sb))
 		return -ENOTSUP;
 	struct xreq q = {0};
-	struct sftpx_caller c = {.uid = h->uid, .gid = h->gid, .ngroups = 0, .groups = NULL};
-	xr_as(&q, h->as ? &c : NULL);   /* the agent acts with the ids it opened it with */
-	xr_str(&q, op);
-	xr_str(&q, h->id);
+	xr_handle(&q, h, op);
 	for (int i = 0; i < nargs; i++)
 		xr_num(&q, args[i]);
-	if (data)
-		xr_add(&q, data, len, 1);
 	return xr_send(sb, &q, reply, cap, out, ol);
 }
 
@@ -438,7 +441,7 @@ int sftpx_hread(struct sandbox *sb, const struct sftpx_fh *h, uint64_t off, void
 		return -ENOMEM;
 	size_t dl;
 	int64_t args[2] = {(int64_t)off, (int64_t)len};
-	int rc = hcall(sb, h, "hread", args, 2, NULL, 0, reply, len + 64, &data, &dl);
+	int rc = hcall(sb, h, "hread", args, 2, reply, len + 64, &data, &dl);
 	if (rc == 0) {
 		if (dl > len)
 			dl = len;
@@ -455,20 +458,14 @@ int sftpx_hwrite(struct sandbox *sb, const struct sftpx_fh *h, uint64_t off, con
 		len = SFTPX_XFER_MAX;
 	if (off > (uint64_t)INT64_MAX)
 		return -EFBIG;
-	char reply[64], *data;
-	size_t dl;
-	int64_t args[1] = {(int64_t)off};
-	/* xr_add with sep puts one NUL between OFF and the data: DATA is
-	 * the rest of the request (agent_remote.pl: hwrite). */
-	struct xreq q = {0};
-	struct sftpx_caller c = {.uid = h->uid, .gid = h->gid};
 	if (!sftpx_can(sb))
 		return -ENOTSUP;
-	xr_as(&q, h->as ? &c : NULL);
-	xr_str(&q, "hwrite");
-	xr_str(&q, h->id);
-	xr_num(&q, args[0]);
-	xr_add(&q, buf, len, 1);
+	char reply[64], *data;
+	size_t dl;
+	struct xreq q = {0};
+	xr_handle(&q, h, "hwrite");
+	xr_num(&q, (int64_t)off);
+	xr_add(&q, buf, len, 1);   /* DATA: the rest of the request (agent_remote.pl: hwrite) */
 	int rc = xr_send(sb, &q, reply, sizeof(reply), &data, &dl);
 	if (rc == 0) {
 		long long k = strtoll(data, NULL, 10);
@@ -484,14 +481,14 @@ int sftpx_htrunc(struct sandbox *sb, const struct sftpx_fh *h, uint64_t size)
 	char reply[64], *data;
 	size_t dl;
 	int64_t args[1] = {(int64_t)size};
-	return hcall(sb, h, "htrunc", args, 1, NULL, 0, reply, sizeof(reply), &data, &dl);
+	return hcall(sb, h, "htrunc", args, 1, reply, sizeof(reply), &data, &dl);
 }
 
 int sftpx_hstat(struct sandbox *sb, const struct sftpx_fh *h, struct sftp_attrs *a)
 {
 	char reply[512], *data, *f[SFTPX_FIELDS];
 	size_t dl;
-	int rc = hcall(sb, h, "hstat", NULL, 0, NULL, 0, reply, sizeof(reply), &data, &dl);
+	int rc = hcall(sb, h, "hstat", NULL, 0, reply, sizeof(reply), &data, &dl);
 	return rc < 0 ? rc : stat_fields(f, split(data, dl, f, SFTPX_FIELDS), a);
 }
 
@@ -499,7 +496,7 @@ int sftpx_hsync(struct sandbox *sb, const struct sftpx_fh *h)
 {
 	char reply[64], *data;
 	size_t dl;
-	return hcall(sb, h, "hsync", NULL, 0, NULL, 0, reply, sizeof(reply), &data, &dl);
+	return hcall(sb, h, "hsync", NULL, 0, reply, sizeof(reply), &data, &dl);
 }
 
 int sftpx_hclose(struct sandbox *sb, struct sftpx_fh *h)
@@ -508,7 +505,7 @@ int sftpx_hclose(struct sandbox *sb, struct sftpx_fh *h)
 		return 0;
 	char reply[64], *data;
 	size_t dl;
-	int rc = hcall(sb, h, "hclose", NULL, 0, NULL, 0, reply, sizeof(reply), &data, &dl);
+	int rc = hcall(sb, h, "hclose", NULL, 0, reply, sizeof(reply), &data, &dl);
 	free(h);
 	return rc;
 }
