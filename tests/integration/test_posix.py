@@ -1653,6 +1653,107 @@ def test_directory_swap_race_never_changes_host(posix_root, sandbox_run, host_ma
     assert (d / "f").read_text() == "HOST\n"
 
 
+def _deep_at(top_fd, rel):
+    """The directories of rel (relative, under PATH_MAX) made below top_fd,
+    one name at a time."""
+    parts = rel.split("/")
+    for i in range(len(parts)):
+        os.mkdir("/".join(parts[:i + 1]), 0o777, dir_fd=top_fd)
+
+
+def test_long_path_swap_race_never_changes_host(posix_root, sandbox_run, host_marker):
+    """While the sandbox swaps the first directory of a path longer than
+    PATH_MAX (inside the sandbox) for a symlink to a host directory holding
+    the same names, root/ opens, writes, truncates, chmods, makes and
+    removes names at the end of that path (on ssh through the agents, which
+    walk it one name at a time): they land inside or fail, and the host's
+    copy never changes."""
+    _, d = host_marker
+    rel = "/".join("%03d" % i + "r" * 124 for i in range(31))
+    top = os.open(posix_root, os.O_DIRECTORY)
+    hfd = os.open(d, os.O_DIRECTORY)
+    try:
+        _deep_at(top, "real/" + rel)
+        os.close(os.open("real/" + rel + "/f", os.O_CREAT | os.O_WRONLY, 0o666, dir_fd=top))
+        _deep_at(hfd, rel)
+        fd = os.open(rel + "/f", os.O_CREAT | os.O_WRONLY, 0o666, dir_fd=hfd)
+        os.write(fd, b"HOST\n")
+        os.close(fd)
+        hst = os.stat(rel + "/f", dir_fd=hfd)
+        before = _host_state(d)
+        must(sandbox_run("ln -s " + str(d) + " sw"))
+        # the swaps as a running command: root/ caches nothing meanwhile,
+        # every name of the path is looked up (on ssh walked) afresh
+        swapper = threading.Thread(target=lambda: must(sandbox_run(py_inside(
+            "import ctypes, time\nlibc = ctypes.CDLL(None, use_errno=True)\nend = time.time() + 2.5\n"
+            "while time.time() < end:\n    libc.renameat2(-100, b'real', -100, b'sw', 2)"))))
+        swapper.start()
+        time.sleep(0.3)
+        stop = time.time() + 2
+        landed = [0]
+
+        def worker(k):
+            i = 0
+            while time.time() < stop:
+                for name in ("sw", "real"):
+                    f = name + "/" + rel + "/f"
+
+                    def write():
+                        fd = os.open(f, os.O_WRONLY | os.O_TRUNC, dir_fd=top)
+                        os.write(fd, b"EVIL")
+                        os.close(fd)
+                    for op in (write,
+                               lambda: os.chmod(f, 0o600 if i % 2 else 0o666, dir_fd=top),
+                               lambda: os.utime(f, ns=(5_000_000_000 + i, 6_000_000_000), dir_fd=top),
+                               lambda: os.mkdir(f"{name}/{rel}/m{k}-{i}", dir_fd=top),
+                               lambda: os.rename(f, f"{name}/{rel}/g{k}", src_dir_fd=top, dst_dir_fd=top),
+                               lambda: os.unlink(f"{name}/{rel}/g{k}", dir_fd=top)):
+                        try:
+                            op()
+                            landed[0] += 1
+                        except OSError:
+                            pass
+                    i += 1
+
+        ths = [threading.Thread(target=worker, args=(k,)) for k in range(3)]
+        for t in ths:
+            t.start()
+        for t in ths:
+            t.join()
+        swapper.join()
+        # (on ssh each of the path's 32 names is looked up afresh by a walk
+        # from "/" while the command runs: an operation lands only if all
+        # of them miss the swaps, and during the race none does)
+        assert landed[0] > 0 or not LOCAL
+        # after it (a command's start drops root/'s caches: the swaps came
+        # from one left running in the background), the path works through
+        # whichever name is the directory
+        must(sandbox_run("true"))
+        ok = 0
+        for name in ("real", "sw"):
+            try:
+                fd = os.open(name + "/" + rel + "/after", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=top)
+            except OSError:
+                continue
+            os.write(fd, b"AFTER")
+            os.close(fd)
+            ok += 1
+        assert ok == 1
+        assert _host_state(d) == before
+        st = os.stat(rel + "/f", dir_fd=hfd)
+        assert (st.st_mtime_ns, st.st_ctime_ns, stat.S_IMODE(st.st_mode), st.st_size) == \
+            (hst.st_mtime_ns, hst.st_ctime_ns, stat.S_IMODE(hst.st_mode), 5)
+        fd = os.open(rel + "/f", os.O_RDONLY, dir_fd=hfd)
+        assert os.read(fd, 100) == b"HOST\n"
+        os.close(fd)
+        hd = os.open(rel, os.O_RDONLY | os.O_DIRECTORY, dir_fd=hfd)
+        assert os.listdir(hd) == ["f"]
+        os.close(hd)
+    finally:
+        os.close(top)
+        os.close(hfd)
+
+
 def test_hard_link_to_host_file_refused(posix_root, host_marker):
     f, _ = host_marker
     expect_errno(errno.EXDEV, os.link, f, posix_root / "stolen")
