@@ -735,7 +735,9 @@ void agent_remote_args(const char *machine, char *buf, size_t n)
 					    "utimensat_time64", "ftruncate", "fchdir", "fchmodat",
 					    /* the owners' agent's operations as root/'s caller */
 					    "mkdirat", "unlinkat", "renameat2", "linkat", "symlinkat",
-					    "setfsuid", "setfsgid", "setgroups", NULL};
+					    "setfsuid", "setfsgid", "setgroups",
+					    /* open files (handles), links and listings */
+					    "pread64", "pwrite64", "fsync", "readlinkat", NULL};
 	int l = snprintf(buf, n, "%d ", machine ? seer_syscall_nr(machine, "prctl") : -1);
 	size_t start = (size_t)l;
 	for (int i = 0; machine && calls[i] && (size_t)l < n; i++) {

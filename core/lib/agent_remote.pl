@@ -34,8 +34,15 @@
 #   root/'s caller's ids (as_caller, below): mkdir MODE, mknod MODE RDEV
 #   (files, FIFOs, sockets, device nodes), mkfile (a new file, then the
 #   agent's own uid's), symlink TARGET, link NEWPATH, unlink, rmdir, rename
-#   NEWPATH FLAGS, truncate SIZE, utimens AS ANS MS MNS; those that make a name answer with its
-#   stat. Owners are
+#   NEWPATH FLAGS, truncate SIZE, utimens AS ANS MS MNS, chmod MODE, open
+#   FLAGS MODE; those that make a name answer with its stat. The sandbox's
+#   agent makes mkdir, mknod, symlink, link, unlink, rmdir, rename, chmod
+#   and open without "as", as itself (the SSH login, what root/'s SFTP
+#   server would make: for paths SFTP cannot carry, PATH_MAX and beyond);
+#   both answer readlink (the target) and list (every name with its stat).
+#   open keeps the file open and answers with a handle after its stat;
+#   hread H OFF LEN, hwrite H OFF DATA, htrunc H SIZE, hstat H, hsync H and
+#   hclose H then act on that descriptor (handle_op, below). Owners are
 #   the sandbox's ids, 0 to 65535 (EINVAL beyond, as on the local provider). PATH is resolved from "/" one name at a time by
 #   descriptor (openat with O_NOFOLLOW), so no symlink is followed in any
 #   component: a directory the sandbox swaps for a symlink fails the
@@ -305,6 +312,7 @@ use constant {
 	AT_FDCWD => -100, AT_SYMLINK_NOFOLLOW => 0x100, O_PATH_ => 010000000, O_CLOEXEC_ => 02000000,
 	STATX_BASIC => 0x7ff, S_IFIFO_ => 0010000, S_IFSOCK_ => 0140000, S_IFREG_ => 0100000,
 	S_IFCHR_ => 0020000, S_IFBLK_ => 0060000, AT_REMOVEDIR => 0x200, AT_EMPTY_PATH => 0x1000,
+	S_IFDIR_ => 0040000, O_NONBLOCK_ => 04000, FH_MAX => 256, XFER_MAX => 1 << 20, LIST_MAX => 8 << 20,
 };
 
 sub sc { my $n = shift; return defined $n ? syscall($n + 0, @_) : do { $! = POSIX::ENOSYS(); -1 } }
@@ -334,10 +342,17 @@ sub walk {
 	return ($fd, $last);
 }
 
+# statx of NAME in directory FD without following it; FD itself when NAME
+# is undefined.
 sub fop_stat {
 	my ($fd, $name) = @_;
 	my $buf = "\0" x 256;
-	return -($! + 0) if sc($nr{statx}, $fd + 0, $name, AT_SYMLINK_NOFOLLOW, STATX_BASIC, $buf) < 0;
+	my $fl = AT_SYMLINK_NOFOLLOW;
+	if (!defined $name) {
+		$name = '';   # syscall may write a string: not a constant
+		$fl |= AT_EMPTY_PATH;
+	}
+	return -($! + 0) if sc($nr{statx}, $fd + 0, $name, $fl, STATX_BASIC, $buf) < 0;
 	my ($mask, $blksize, undef, $nlink, $uid, $gid, $mode, undef, $ino, $size, $blocks) = unpack('L L Q L L L S S Q Q Q', $buf);
 	my ($as, $ans) = unpack('q L', substr($buf, 64, 12));
 	my ($cs, $cns) = unpack('q L', substr($buf, 96, 12));
@@ -359,10 +374,90 @@ sub fop_stat {
 # seerfs) acts with the agent's capabilities. Ids are the sandbox's, 0 to
 # 65535; anything else is EINVAL. Should the agent fail to get its own
 # credentials back, it exits (seerfs starts a new one) rather than act on.
-my %caller_op = map { $_ => 1 } qw(mkdir mknod mkfile symlink link unlink rmdir rename truncate utimens);
-my %only_as = map { $_ => 1 } qw(mkdir mkfile symlink link unlink rmdir rename);   # never without "as"
+my %caller_op = map { $_ => 1 } qw(mkdir mknod mkfile symlink link unlink rmdir rename truncate utimens chmod open
+	hread hwrite htrunc hstat hsync hclose);
+# mkfile only "as" (it gives the file to the agent's own uid); the others
+# the sandbox's agent also makes as itself, the SSH login, what root/'s
+# SFTP server would (paths SFTP cannot carry: PATH_MAX and beyond); the
+# owners' agent never without "as" (fileop).
+my %only_as = map { $_ => 1 } qw(mkfile);
 my ($own_fsuid, $own_fsgid, @own_groups);
 our $acting = 0;   # within as_caller
+our @as_ids;       # within as_caller: the ids it acts with (uid, gid, groups)
+
+# ---- open files ---------------------------------------------------------------
+# "open PATH FLAGS MODE" (the owners' agent: "as ... open", with the
+# caller's ids) keeps the file open here and answers with its stat and a
+# handle; "hread H OFF LEN", "hwrite H OFF DATA", "htrunc H SIZE",
+# "hstat H", "hsync H", "hclose H" then act on that descriptor, never on
+# a path again. A handle opened "as" a caller is used only "as" the same
+# uid and gid, and acts with the ids it was opened with (a write as that
+# caller clears set-id bits as the kernel would); one opened without "as"
+# only without. At most FH_MAX at once (EMFILE); they end with the agent
+# (its stdin's end: seerfs let go, or the link died). A handle names one
+# agent's file only: a random prefix per agent, so that a handle of an
+# agent that ended never names a file of the next.
+my %fh;   # handle => [fd, uid, gid, [groups]] (uid undef: opened without "as")
+my $fh_seq = 0;
+my $fh_salt = do {
+	my $s = '';
+	if (open(my $u, '<', '/dev/urandom')) {
+		sysread($u, $s, 8);
+		close $u;
+	}
+	length($s) == 8 ? unpack('H16', $s) : sprintf('%x%x', time, $$);
+};
+my %hop = map { $_ => 1 } qw(hread hwrite htrunc hstat hsync hclose);
+
+sub uint_ok { my $v = shift; return defined $v && $v =~ /^\d{1,18}$/ }
+
+sub handle_op {
+	my ($op, $id, @a) = @_;
+	my $h = $fh{$id // ''};
+	return POSIX::EBADF() unless $h && (defined($h->[1]) ? $acting : !$acting);
+	my $fd = $h->[0];
+	if ($op eq 'hclose') {
+		delete $fh{$id};
+		return defined POSIX::close($fd) ? 0 : $! + 0;
+	}
+	if ($op eq 'hstat') {
+		my $r = fop_stat($fd, undef);
+		return $r =~ /^-\d+$/ ? -$r : $r;
+	}
+	if ($op eq 'hread') {
+		my ($off, $len) = @a;
+		return POSIX::EINVAL() unless uint_ok($off) && uint_ok($len) && $len <= XFER_MAX;
+		my $buf = "\0" x ($len + 1);
+		my $k = sc($nr{pread64}, $fd + 0, $buf, $len + 0, $off + 0);
+		return $! + 0 if $k < 0;
+		return "0\0" . substr($buf, 0, $k);
+	}
+	if ($op eq 'hwrite') {
+		my $off = shift @a;
+		return POSIX::EINVAL() unless uint_ok($off);
+		my $data = join("\0", @a);   # the rest of the request, NULs and all
+		my $done = 0;
+		while ($done < length $data) {
+			my $chunk = substr($data, $done);
+			my $k = sc($nr{pwrite64}, $fd + 0, $chunk, length($chunk), $off + $done);
+			if ($k < 0) {
+				next if $! == EINTR;
+				return $done ? "0\0$done" : $! + 0;
+			}
+			last if $k == 0;
+			$done += $k;
+		}
+		return "0\0$done";
+	}
+	if ($op eq 'htrunc') {
+		return POSIX::EINVAL() unless uint_ok($a[0]);
+		return sc($nr{ftruncate}, $fd + 0, $a[0] + 0) < 0 ? $! + 0 : 0;
+	}
+	if ($op eq 'hsync') {
+		return sc($nr{fsync}, $fd + 0) < 0 ? $! + 0 : 0;
+	}
+	return POSIX::ENOSYS();
+}
 my $made_fd;       # mkfile's new file
 sub id_ok { my $v = shift; return defined $v && $v =~ /^\d{1,5}$/ && $v <= 65535 }
 
@@ -383,6 +478,13 @@ sub as_caller {
 	my @g = grep { length } split /,/, ($groups // ''), -1;
 	return POSIX::EINVAL() if grep { !id_ok($_) } ($uid, $gid, @g);
 	return POSIX::EINVAL() if @g > 1024 || !@rest || !$caller_op{$rest[0]};
+	if ($hop{$rest[0]}) {
+		# a handle's operation: only as the uid and gid that opened
+		# it, and with the ids it was opened with
+		my $h = $fh{$rest[1] // ''};
+		return POSIX::EBADF() unless $h && defined $h->[1] && $h->[1] == $uid && $h->[2] == $gid;
+		@g = @{$h->[3]};
+	}
 	unless (defined $own_fsuid) {
 		$own_fsuid = sc($nr{setfsuid32} // $nr{setfsuid}, -1);
 		$own_fsgid = sc($nr{setfsgid32} // $nr{setfsgid}, -1);
@@ -395,6 +497,7 @@ sub as_caller {
 	my $r = set_ids($uid, $gid, @g);
 	if ($r == 0) {
 		local $acting = 1;
+		local @as_ids = ($uid + 0, $gid + 0, @g);
 		$r = eval { fileop(@rest) };
 		$r = POSIX::EIO() unless defined $r;
 	} else {
@@ -433,10 +536,8 @@ sub fileop {
 	# dc_try_create sends no other); any other owner goes "as" the caller.
 	return POSIX::ENOSYS() if $files_only && !$acting && $op ne 'pchown' && $op ne 'pchmod' && $op ne 'stat' &&
 		!($op eq 'pcreate' && ($a[8] // '') =~ /^(0|-1)$/);
-	# link: also the login's own agent (no capability: what SFTP's
-	# hardlink@openssh.com does, with the new name's stat in the same
-	# answer, one round trip where SFTP needs two for the link count).
-	return POSIX::ENOSYS() if $only_as{$op} && !$acting && !($op eq 'link' && !$files_only);
+	return POSIX::ENOSYS() if $only_as{$op} && !$acting;
+	return handle_op($op, $path, @a) if $hop{$op};
 	my ($fd, $name) = walk($path);
 	return -$fd if $fd < 0;
 	my $r = 0;
@@ -449,7 +550,7 @@ sub fileop {
 		} elsif (sc($nr{fchownat}, $fd + 0, $name, $a[0] + 0, $a[1] + 0, AT_SYMLINK_NOFOLLOW) < 0) {
 			$r = -($! + 0);
 		}
-	} elsif ($op eq 'pchmod') {
+	} elsif ($op eq 'pchmod' || $op eq 'chmod') {
 		# chmod of the name itself (a symlink: EOPNOTSUPP, as lchmod),
 		# by an O_PATH descriptor through /proc; with CAP_FOWNER and
 		# CAP_FSETID in the owners' agent, what the kernel let the
@@ -504,7 +605,72 @@ sub fileop {
 			$made_fd = $f;
 		}
 	} elsif ($op eq 'mkdir') {
+		my $old = umask(0);   # the mode as the kernel gave it to root/
 		$r = made(sc($nr{mkdirat}, $fd + 0, $name, ($a[0] // 0) & 07777) < 0 ? -($! + 0) : 0, $fd, $name);
+		umask($old);
+	} elsif ($op eq 'open') {
+		# open FLAGS MODE: a regular file kept open (handle_op); FLAGS
+		# are open(2)'s access mode, O_CREAT, O_EXCL, O_TRUNC and
+		# O_APPEND, never through a symlink (O_NOFOLLOW), and never
+		# blocking on a FIFO swapped in (O_NONBLOCK, then refused)
+		my ($fl, $mode) = @a;
+		my $keep = Fcntl::O_ACCMODE() | Fcntl::O_CREAT() | Fcntl::O_EXCL() | Fcntl::O_TRUNC() | Fcntl::O_APPEND();
+		if (!uint_ok($fl) || !uint_ok($mode // 0)) {
+			$r = -POSIX::EINVAL();
+		} elsif (keys(%fh) >= FH_MAX) {
+			$r = -POSIX::EMFILE();
+		} else {
+			my $old = umask(0);
+			my $f = sc($nr{openat}, $fd + 0, $name, ($fl & $keep) | Fcntl::O_NOFOLLOW() | O_CLOEXEC_ | O_NONBLOCK_,
+				   ($mode // 0) & 07777);
+			umask($old);
+			if ($f < 0) {
+				$r = -($! + 0);
+			} else {
+				my $st = fop_stat($f, undef);
+				my $type = $st =~ /^-/ ? 0 : (split /\0/, $st)[4] & 0170000;
+				if ($type == S_IFREG_) {
+					my $id = sprintf('%s.%d', $fh_salt, ++$fh_seq);
+					$fh{$id} = $acting ? [$f, @as_ids[0, 1], [@as_ids[2 .. $#as_ids]]] : [$f];
+					$r = "$st\0$id";
+				} else {
+					POSIX::close($f);
+					$r = $st =~ /^-/ ? $st : $type == S_IFDIR_ ? -POSIX::EISDIR() : -POSIX::ENXIO();
+				}
+			}
+		}
+	} elsif ($op eq 'readlink') {
+		my $buf = "\0" x 4097;
+		my $k = sc($nr{readlinkat}, $fd + 0, $name, $buf, 4096);
+		$r = $k < 0 ? -($! + 0) : "0\0" . substr($buf, 0, $k);
+	} elsif ($op eq 'list') {
+		# a directory's names with their stat, opened by descriptor
+		# (never a symlink) and read through that descriptor:
+		# "0 N NAME STAT... NAME STAT..." (stat's 15 fields each)
+		my $d = sc($nr{openat}, $fd + 0, $name, Fcntl::O_RDONLY() | Fcntl::O_DIRECTORY() | Fcntl::O_NOFOLLOW() | O_CLOEXEC_, 0);
+		if ($d < 0) {
+			$r = -($! + 0);
+		} elsif (!opendir(my $dh, "/proc/self/fd/$d")) {
+			$r = -($! + 0);
+			POSIX::close($d);
+		} else {
+			my ($n, $out, $len) = (0, '', 0);
+			while (defined(my $e = readdir $dh)) {
+				next if $e eq '.' || $e eq '..';
+				my $st = fop_stat($d, $e);
+				next if $st =~ /^-/;   # gone meanwhile
+				$st =~ s/^0\0//;
+				$out .= "\0$e\0$st";
+				$n++;
+				if (length($out) > LIST_MAX) {
+					$r = -POSIX::E2BIG();
+					last;
+				}
+			}
+			closedir $dh;
+			POSIX::close($d);
+			$r = "0\0$n$out" unless $r;
+		}
 	} elsif ($op eq 'symlink') {
 		my $t = $a[0] // '';
 		$r = made(sc($nr{symlinkat}, $t, $fd + 0, $name) < 0 ? -($! + 0) : 0, $fd, $name);

@@ -173,6 +173,11 @@ struct snode {
 struct sfile {
 	struct snode *n;
 	struct sftp_handle *h;
+	/* Or a file the sandbox's agents keep open (x_open): a path SFTP
+	 * cannot carry, or a file the login may not open and the caller may;
+	 * read, written, truncated and synced through the agent, no
+	 * write-behind (h is NULL then). */
+	struct sftpx_fh *xh;
 	int append;
 	int written;
 	unsigned pending;
@@ -752,6 +757,8 @@ static char *join(const char *dir, const char *name)
 	return p;
 }
 
+static int use_x(struct sftpfs *r);
+
 /* A copy of n's path (name == NULL) or of its child's; NULL with *err. */
 static char *node_path(struct snode *n, const char *name, int *err)
 {
@@ -775,9 +782,10 @@ static char *node_path(struct snode *n, const char *name, int *err)
 		*err = -ENOMEM;
 	pthread_mutex_unlock(&r->mu);
 	/* The server takes whole paths, which its kernel refuses from
-	 * PATH_MAX on (SFTP says FAILURE, EINVAL here): the errno the kernel
-	 * gives for such a path. */
-	if (p && strlen(p) >= PATH_MAX) {
+	 * PATH_MAX on (SFTP says FAILURE, EINVAL here): the sandbox's agents
+	 * take them (long_path), else the errno the kernel gives for such a
+	 * path. */
+	if (p && strlen(p) >= PATH_MAX && (!use_x(r) || strlen(p) > SFTPX_PATH_MAX)) {
 		free(p);
 		p = NULL;
 		*err = -ENAMETOOLONG;
@@ -828,7 +836,6 @@ static int drain_file(struct sftpfs *r, struct sfile *f)
 	return e;
 }
 
-static int use_x(struct sftpfs *r);
 static int x_fallback(struct sftpfs *r, int rc);
 
 /* Sends n's deferred mode/time changes (struct snode: cf, pend) after every
@@ -1109,6 +1116,8 @@ static int refine_failure(struct sftpfs *r, const char *p, struct sftp_handle *h
 {
 	if (rc != -EIO && rc != -EEXIST && rc != -EPERM && rc != -ENOTEMPTY)
 		return rc;
+	if (p && strlen(p) >= PATH_MAX)
+		return rc; /* the agents' answer (long_path): the kernel's errno already */
 	struct sftp_attrs a;
 	if (rc == -EEXIST && p && sftp_lstat(r->cli, p, &a) == 0)
 		return rc;
@@ -1529,7 +1538,7 @@ static int x_lstat(struct sftpfs *r, const char *p, struct sftp_attrs *a)
 		if (!x_fallback(r, rc))
 			return rc;
 	}
-	return sftp_lstat(r->cli, p, a);
+	return strlen(p) >= PATH_MAX ? -ENAMETOOLONG : sftp_lstat(r->cli, p, a);
 }
 
 /* Whether new entries may get their creator's owner (own_new): only a
@@ -1636,8 +1645,28 @@ static void own_new(struct sftpfs *r, fuse_req_t req, struct snode *parent, cons
 #define AS_FIRST 0
 #define AS_ALWAYS 1
 #define AS_REFUSED 2 /* any caller, SFTP having refused (EACCES, EPERM) */
-static int as_caller(struct sftpfs *r, fuse_req_t req, int when, const char *op, const char *path, const char *str,
-		     const int64_t *args, int nargs, struct sftp_attrs *a)
+
+/* Paths root/'s SFTP server cannot take: its kernel refuses a whole path
+ * from PATH_MAX on. The agents walk them one name at a time instead
+ * (docs/ssh.md: long paths). */
+static int long_path(const char *p)
+{
+	return p && strlen(p) >= PATH_MAX;
+}
+
+/* Listings SFTP may give short: OpenSSH's sftp-server stats each entry by
+ * its whole path (PATH_MAX at most, cut beyond) and leaves out those it
+ * cannot, so a directory where a name of NAME_MAX would pass PATH_MAX is
+ * listed by the agent (fetch_list_x). */
+static int long_list(const char *p)
+{
+	return p && strlen(p) + 1 + NAME_MAX >= PATH_MAX;
+}
+
+/* Whether as_caller applies to req at when (see above): 0 with the
+ * caller's ids in c (its groups in g, SFTPX_GROUPS_MAX of room), or
+ * -ENOTSUP. */
+static int as_ids(struct sftpfs *r, fuse_req_t req, int when, struct sftpx_caller *c, gid_t *g)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	if (!ctx || !own_may(r) || __atomic_load_n(&r->as_off, __ATOMIC_RELAXED))
@@ -1647,7 +1676,7 @@ static int as_caller(struct sftpfs *r, fuse_req_t req, int when, const char *op,
 		return -ENOTSUP;
 	if (ctx->uid > 65535 || ctx->gid > 65535)
 		return -ENOTSUP;
-	gid_t all[SFTPX_GROUPS_MAX], g[SFTPX_GROUPS_MAX];
+	gid_t all[SFTPX_GROUPS_MAX];
 	int ng = fuse_req_getgroups(req, SFTPX_GROUPS_MAX, all), k = 0;
 	if (ng > SFTPX_GROUPS_MAX)
 		return -ENOTSUP; /* more groups than it takes: SFTP, as before */
@@ -1655,16 +1684,50 @@ static int as_caller(struct sftpfs *r, fuse_req_t req, int when, const char *op,
 	for (int i = 0; i < ng; i++)
 		if (all[i] <= 65535)
 			g[k++] = all[i];
-	struct sftpx_caller c = {.uid = ctx->uid, .gid = ctx->gid, .ngroups = k, .groups = g};
-	int rc = sftpx_as(xsb(r), &c, op, path, str, args, nargs, a);
-	if (rc == -ENOTSUP || rc == -ENOSYS) {
-		if (!__atomic_exchange_n(&r->as_off, 1, __ATOMIC_RELAXED) && rc == -ENOSYS)
-			fprintf(stderr,
-				"seerfs: sandbox %s: %s by uid %u: the owners' agent cannot act as root/'s callers (%s); "
-				"their directory operations go over SFTP as the SSH login (docs/ssh.md: owners)\n",
-				r->sb ? r->sb->name : "?", path, ctx->uid, strerror(-rc));
-		return -ENOTSUP;
-	}
+	*c = (struct sftpx_caller){.uid = ctx->uid, .gid = ctx->gid, .ngroups = k, .groups = g};
+	return 0;
+}
+
+/* An answer of the owners' agent that means it cannot act as callers at
+ * all: as_off, logged once; -ENOTSUP then, else rc. */
+static int as_gone(struct sftpfs *r, const struct sftpx_caller *c, const char *path, int rc)
+{
+	if (rc != -ENOTSUP && rc != -ENOSYS)
+		return rc;
+	if (!__atomic_exchange_n(&r->as_off, 1, __ATOMIC_RELAXED) && rc == -ENOSYS)
+		fprintf(stderr,
+			"seerfs: sandbox %s: %s by uid %u: the owners' agent cannot act as root/'s callers (%s); "
+			"their directory operations go over SFTP as the SSH login (docs/ssh.md: owners)\n",
+			r->sb ? r->sb->name : "?", path, c->uid, strerror(-rc));
+	return -ENOTSUP;
+}
+
+static int x_lstat(struct sftpfs *r, const char *p, struct sftp_attrs *a);
+
+static int as_caller(struct sftpfs *r, fuse_req_t req, int when, const char *op, const char *path, const char *str,
+		     const int64_t *args, int nargs, struct sftp_attrs *a)
+{
+	/* A path SFTP cannot carry goes to an agent whoever the caller is:
+	 * the owners' agent as the caller, else the sandbox's as the login
+	 * (what SFTP would have made), else ENAMETOOLONG. */
+	int two = !strcmp(op, "link") || !strcmp(op, "rename");
+	int lp = long_path(path) || (two && long_path(str));
+	if (lp)
+		when = AS_ALWAYS;
+	struct sftpx_caller c;
+	gid_t g[SFTPX_GROUPS_MAX];
+	int rc = as_ids(r, req, when, &c, g);
+	if (rc == 0)
+		rc = as_gone(r, &c, path, sftpx_as(xsb(r), &c, op, path, str, args, nargs, a));
+	if (rc != -ENOTSUP || !lp)
+		return rc;
+	if (!use_x(r) || !strcmp(op, "mkfile"))
+		return -ENAMETOOLONG;
+	rc = sftpx_op(xsb(r), op, path, str, args, nargs);
+	if (x_fallback(r, rc))
+		return -ENAMETOOLONG;
+	if (rc == 0 && a)
+		rc = x_lstat(r, two ? str : path, a);
 	return rc;
 }
 
@@ -1681,6 +1744,41 @@ static int as_caller_after(struct sftpfs *r, fuse_req_t req, int rc, const char 
 	if (as)
 		*as = 1;
 	return xr;
+}
+
+/* Opens p through the sandbox's agents (struct sfile: xh) where SFTP
+ * cannot: a path it cannot carry (long_path: the owners' agent as the
+ * caller, else the sandbox's as the login, else ENAMETOOLONG), or (when,
+ * as as_caller takes it) a file SFTP refused to the login that the caller
+ * may open, by the owners' agent as the caller (the host's kernel checks
+ * the caller's rights, and the file stays open with them alone).
+ * -ENOTSUP where neither applies. With the writeback cache, as
+ * open_flags, a write-only open reads too where the caller may. */
+static int x_open(struct sftpfs *r, fuse_req_t req, int when, const char *p, int flags, mode_t mode,
+		  struct sftpx_fh **h, struct sftp_attrs *a)
+{
+	int lp = long_path(p);
+	if (lp)
+		when = AS_ALWAYS;
+	if (!use_x(r))
+		return lp ? -ENAMETOOLONG : -ENOTSUP;
+	int wb = r->fs && r->fs->writeback && (flags & O_ACCMODE) == O_WRONLY;
+	int fl = wb ? (flags & ~O_ACCMODE) | O_RDWR : flags;
+	struct sftpx_caller c;
+	gid_t g[SFTPX_GROUPS_MAX];
+	int rc = as_ids(r, req, when, &c, g);
+	if (rc == 0) {
+		rc = sftpx_open(xsb(r), &c, p, fl, mode, h, a);
+		if (wb && rc == -EACCES)
+			rc = sftpx_open(xsb(r), &c, p, flags, mode, h, a);
+		rc = as_gone(r, &c, p, rc);
+	}
+	if (rc != -ENOTSUP || !lp)
+		return rc;
+	rc = sftpx_open(xsb(r), NULL, p, fl, mode, h, a);
+	if (wb && rc == -EACCES)
+		rc = sftpx_open(xsb(r), NULL, p, flags, mode, h, a);
+	return x_fallback(r, rc) ? -ENAMETOOLONG : rc;
 }
 
 /* Under r->mu: directory n's attributes are not to be answered from what
@@ -1891,6 +1989,7 @@ static void sftpfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info
 	if (!mine)
 		settle_node(r, n);
 	struct sfile *f = fi && fi->fh && !S_ISDIR(n->mode) ? (struct sfile *)(uintptr_t)fi->fh : NULL;
+	struct sftpx_fh *xh = f ? f->xh : NULL;
 	if (f && !f->h)
 		f = NULL; /* opened without the server (sftpfs_open): ask by path */
 	/* An open file with a name: by that name where the agent gives link
@@ -1913,6 +2012,10 @@ static void sftpfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info
 		}
 	} else if (!f) {
 		rc = node_stat(r, n, &a);
+		/* the agent's open file, deleted or moved: by its descriptor
+		 * (its link count 0 once its last name went) */
+		if (xh && (rc == -ENOENT || rc == -ENOTDIR || rc == -ELOOP) && sftpx_hstat(xsb(r), xh, &a) == 0)
+			rc = 0;
 		/* Deleted while open without a server handle (content we
 		 * keep): what we last knew, with its link count. */
 		pthread_mutex_lock(&r->mu);
@@ -2036,10 +2139,11 @@ static void sftpfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, in
 	 * directory made read-only); this one's may take it (defer_attrs). */
 	dc_flush_all(r, n);
 	struct sfile *f = fi && fi->fh && !S_ISDIR(n->mode) ? (struct sfile *)(uintptr_t)fi->fh : NULL;
+	struct sftpx_fh *xh = f ? f->xh : NULL;   /* ftruncate through the agent's file */
 	if (f && !f->h)
 		f = NULL; /* opened without the server (sftpfs_open): ask by path */
 	char *p = node_path(n, NULL, &rc);
-	if (!p && !f)
+	if (!p && !f && !xh)
 		FAIL(rc);
 	struct sftp_attrs a, cur, known;
 	/* Mode, owner and times changes are answered from the attributes we
@@ -2067,7 +2171,11 @@ static void sftpfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, in
 		memset(&a, 0, sizeof(a));
 		a.flags = SFTP_ATTR_PERMISSIONS;
 		a.perm = attr->st_mode & 07777;
-		rc = f ? sftp_fsetstat(r->cli, f->h, &a) : sftp_setstat(r->cli, p, &a);
+		int64_t m = attr->st_mode & 07777;
+		if (!f && long_path(p))
+			rc = as_caller(r, req, AS_ALWAYS, "chmod", p, NULL, &m, 1, NULL);
+		else
+			rc = f ? sftp_fsetstat(r->cli, f->h, &a) : sftp_setstat(r->cli, p, &a);
 		/* An entry the login does not own (another owner's, root/
 		 * gave it): the owners' agent, with CAP_FOWNER, for a change
 		 * the kernel allowed (a root seerfs: a root caller, or the
@@ -2121,11 +2229,16 @@ static void sftpfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, in
 		memset(&a, 0, sizeof(a));
 		a.flags = SFTP_ATTR_SIZE;
 		a.size = (uint64_t)attr->st_size;
-		rc = f ? sftp_fsetstat(r->cli, f->h, &a) : sftp_setstat(r->cli, p, &a);
+		if (xh)
+			rc = sftpx_htrunc(xsb(r), xh, (uint64_t)attr->st_size);
+		else if (!f && long_path(p))
+			rc = -ENAMETOOLONG;   /* the agent's truncate below */
+		else
+			rc = f ? sftp_fsetstat(r->cli, f->h, &a) : sftp_setstat(r->cli, p, &a);
 		/* SFTP says FAILURE (EPERM here) for what the kernel tells
 		 * apart (EFBIG past the file system's largest file): ask the
 		 * agent to make it, which answers with the kernel's errno. */
-		if (rc < 0 && rc != -ENOTCONN && p && use_x(r)) {
+		if (rc < 0 && rc != -ENOTCONN && !xh && p && use_x(r)) {
 			int xr = sftpx_truncate(xsb(r), p, (uint64_t)attr->st_size);
 			if (!x_fallback(r, xr))
 				rc = xr;
@@ -2133,7 +2246,7 @@ static void sftpfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, in
 		/* A file the login may not write and the caller may (its
 		 * owner's; the kernel checked the caller): truncated by the
 		 * owners' agent as the caller (as_caller). */
-		if ((rc == -EACCES || rc == -EPERM) && p) {
+		if ((rc == -EACCES || rc == -EPERM) && p && !xh) {
 			int64_t sz = (int64_t)attr->st_size;
 			int xr = as_caller(r, req, AS_REFUSED, "truncate", p, NULL, &sz, 1, NULL);
 			if (xr != -ENOTSUP)
@@ -2733,12 +2846,42 @@ static void rename_nodes(struct sftpfs *r, const char *from, const char *to)
 	free(mv);
 }
 
+/* Under r->mu: the table after a and b were exchanged (RENAME_EXCHANGE):
+ * each node, and everything below it, takes the other's path. */
+static void exchange_nodes(struct sftpfs *r, const char *a, const char *b)
+{
+	static const char tmp[] = "\001exchange"; /* never a path: they start with "/" */
+	rename_nodes(r, a, tmp);
+	rename_nodes(r, b, a);
+	rename_nodes(r, tmp, b);
+}
+
+/* RENAME_EXCHANGE, which SFTP has not: renameat2 by the owners' agent as
+ * the caller, else by the sandbox's agent as the login; EINVAL without an
+ * agent (docs/ssh.md). */
+static int exchange_x(struct sftpfs *r, fuse_req_t req, const char *from, const char *to)
+{
+	int64_t fl = RENAME_EXCHANGE;
+	if (!use_x(r))
+		return -EINVAL;
+	int rc = as_caller(r, req, AS_ALWAYS, "rename", from, to, &fl, 1, NULL);
+	if (rc == -ENOTSUP) {
+		rc = sftpx_op(xsb(r), "rename", from, to, &fl, 1);
+		if (x_fallback(r, rc))
+			rc = -EINVAL;
+	}
+	return rc;
+}
+
 static void sftpfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent, const char *newname,
 		     unsigned int flags)
 {
 	BEGIN_CHANGE(parent);
-	if (flags & ~RENAME_NOREPLACE)
-		FAIL(-EINVAL); /* RENAME_EXCHANGE/WHITEOUT: SFTP has no such thing */
+	/* RENAME_WHITEOUT: nothing makes whiteouts here (EINVAL); the
+	 * exchange through an agent (exchange_x). */
+	if ((flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) ||
+	    ((flags & RENAME_EXCHANGE) && (flags & RENAME_NOREPLACE)))
+		FAIL(-EINVAL);
 	char *from = node_path(n, name, &rc);
 	char *to = from ? node_path(node_of(newparent), newname, &rc) : NULL;
 	if (!to) {
@@ -2748,7 +2891,8 @@ static void sftpfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, f
 	/* Writes still queued target a handle, not the path: no drain needed. */
 	int64_t fl = flags;
 	dc_flush_all(r, NULL);
-	int xr = as_caller(r, req, AS_FIRST, "rename", from, to, &fl, 1, NULL);
+	int xr = flags & RENAME_EXCHANGE ? exchange_x(r, req, from, to)
+					 : as_caller(r, req, AS_FIRST, "rename", from, to, &fl, 1, NULL);
 	if (xr != -ENOTSUP) {
 		rc = xr;
 	} else if (flags & RENAME_NOREPLACE) {
@@ -2785,7 +2929,10 @@ static void sftpfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, f
 	dir_added(r, node_of(newparent), newname);
 	if (rc == 0) {
 		pthread_mutex_lock(&r->mu);
-		rename_nodes(r, from, to);
+		if (flags & RENAME_EXCHANGE)
+			exchange_nodes(r, from, to);
+		else
+			rename_nodes(r, from, to);
 		pthread_mutex_unlock(&r->mu);
 	}
 	free(from);
@@ -2817,7 +2964,9 @@ static void sftpfs_readlink(fuse_req_t req, fuse_ino_t ino)
 	if (!p)
 		FAIL(rc);
 	char *t = NULL;
-	rc = sftp_readlink(r->cli, p, &t);
+	rc = long_path(p) ? sftpx_readlink(xsb(r), p, &t) : sftp_readlink(r->cli, p, &t);
+	if (long_path(p) && x_fallback(r, rc))
+		rc = -ENAMETOOLONG;
 	char out[PATH_MAX];
 	if (rc == 0)
 		rc = rewrite_link(r, p, t, out, sizeof(out));
@@ -3254,6 +3403,10 @@ static int dc_try_create(fuse_req_t req, struct sftpfs *r, struct snode *n, cons
 	char *p = node_path(n, name, &rc);
 	if (!p)
 		return 0;
+	if (long_path(p)) {   /* its later steps go over SFTP: x_create */
+		free(p);
+		return 0;
+	}
 	pthread_mutex_lock(&r->mu);
 	int ok = n->path && r->ids_known && (n->a.flags & SFTP_ATTR_PERMISSIONS) && (n->a.flags & SFTP_ATTR_UIDGID) &&
 		 !tab_find(r, p);
@@ -3354,6 +3507,42 @@ static void learn_ids(struct sftpfs *r, struct snode *n, const struct sftp_attrs
 	r->ids_known = 1;
 }
 
+/* sftpfs_create's end for a file the agent opened (x_open: xh, its
+ * attributes a): its entry and handle to the kernel. p is freed. */
+static void create_reply_x(fuse_req_t req, struct sftpfs *r, struct snode *n, char *p, struct sftpx_fh *xh,
+			   struct sftp_attrs *a, struct fuse_file_info *fi)
+{
+	/* Made by the sandbox's agent (as the login): its creator's owner,
+	 * as own_new gives it; one the owners' agent made is the caller's. */
+	if (!xh->as && (fi->flags & O_EXCL))
+		own_new(r, req, n, p, a);
+	struct fuse_entry_param e;
+	int rc = make_entry(r, p, a, &e);
+	free(p);
+	struct sfile *f = NULL;
+	if (rc == 0 && !(f = file_new(node_of(e.ino), NULL, fi->flags))) {
+		forget_entry(r, e.ino);
+		rc = -ENOMEM;
+	}
+	if (rc < 0) {
+		sftpx_hclose(xsb(r), xh);
+		FAIL(rc);
+	}
+	f->xh = xh;
+	op_exit(r);
+	fi->fh = (uintptr_t)f;
+	if (fuse_reply_create(req, &e, fi) < 0) {
+		forget_entry(r, e.ino);
+		if (op_enter(r) == 0) {
+			sftpx_hclose(xsb(r), xh);
+			op_exit(r);
+		} else {
+			free(xh);
+		}
+		file_free(f);
+	}
+}
+
 static void sftpfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
 {
 	BEGIN_CHANGE(parent);
@@ -3362,6 +3551,20 @@ static void sftpfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, m
 	char *p = node_path(n, name, &rc);
 	if (!p)
 		FAIL(rc);
+	struct sftpx_fh *xh = NULL;
+	struct sftp_attrs xa;
+	if (long_path(p)) {
+		/* a path SFTP cannot carry: the agents make and open it */
+		dc_flush_all(r, NULL);
+		rc = x_open(r, req, AS_ALWAYS, p, fi->flags | O_CREAT, mode & 07777, &xh, &xa);
+		dir_added(r, n, name);
+		if (rc < 0) {
+			free(p);
+			FAIL(rc);
+		}
+		create_reply_x(req, r, n, p, xh, &xa, fi);
+		return;
+	}
 	struct sftp_attrs a = {.flags = SFTP_ATTR_PERMISSIONS, .perm = mode & 07777};
 	struct sftp_handle *h = NULL;
 	/* Where the entry may get its creator's owner (own_new), made with
@@ -3400,6 +3603,17 @@ static void sftpfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, m
 		} else if (xr != -ENOTSUP && !(xr == -EEXIST && !(fi->flags & O_EXCL))) {
 			rc = xr;
 		}
+	}
+	if ((rc == -EACCES || rc == -EPERM) && !h) {
+		/* A file that was there, which the login may not open and
+		 * the caller may: the owners' agent opens it as the caller. */
+		int xr = x_open(r, req, AS_REFUSED, p, fi->flags | O_CREAT, mode & 07777, &xh, &xa);
+		if (xr == 0) {
+			create_reply_x(req, r, n, p, xh, &xa, fi);
+			return;
+		}
+		if (xr != -ENOTSUP)
+			rc = xr;
 	}
 	/* The lstat went by path: a symlink there (created without O_EXCL
 	 * over an existing link) is not the file the handle opened. */
@@ -3719,12 +3933,28 @@ static void sftpfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 		if (!lazy)
 			lazy = read_ahead_files(r, n);
 	}
-	rc = lazy ? 0 : sftp_open(r->cli, p, open_flags(r, fi->flags), NULL, &h);
-	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
-		rc = refine_failure(r, p, NULL, 0, 0, rc);
+	struct sftpx_fh *xh = NULL;
+	struct sftp_attrs xa;
+	if (long_path(p)) {
+		lazy = 0;
+		rc = x_open(r, req, AS_ALWAYS, p, fi->flags & ~(O_CREAT | O_EXCL), 0, &xh, &xa);
+	} else {
+		rc = lazy ? 0 : sftp_open(r->cli, p, open_flags(r, fi->flags), NULL, &h);
+		if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
+			rc = refine_failure(r, p, NULL, 0, 0, rc);
+		/* The login may not open it (root without capabilities, or
+		 * another uid): the caller may (the host's kernel decides). */
+		if (rc == -EACCES || rc == -EPERM) {
+			int xr = x_open(r, req, AS_REFUSED, p, fi->flags & ~(O_CREAT | O_EXCL), 0, &xh, &xa);
+			if (xr != -ENOTSUP)
+				rc = xr;
+		}
+	}
 	free(p);
 	if (rc < 0)
 		FAIL(rc);
+	if (xh)
+		note_attrs(r, n, &xa);
 	if ((fi->flags & O_TRUNC) && !(fi->flags & O_APPEND) && cur_timeout(r) > 0) {
 		pthread_mutex_lock(&r->mu);
 		n->cvalid = 1; /* empty now, and what we write next */
@@ -3735,16 +3965,20 @@ static void sftpfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 	if (!f) {
 		if (h)
 			sftp_close(r->cli, h);
+		sftpx_hclose(xsb(r), xh);
 		FAIL(-ENOMEM);
 	}
+	f->xh = xh;
 	op_exit(r);
 	fi->fh = (uintptr_t)f;
 	/* Cached pages stay until sftpfs_invalidate() or a changed mtime/size
 	 * (AUTO_INVAL_DATA); while a job runs they are dropped at open. */
 	fi->keep_cache = node_timeout(r, n) > 0;
 	if (fuse_reply_open(req, fi) < 0) {
-		if (h && op_enter(r) == 0) {
-			sftp_close(r->cli, h);
+		if ((h || xh) && op_enter(r) == 0) {
+			if (h)
+				sftp_close(r->cli, h);
+			sftpx_hclose(xsb(r), xh);
 			op_exit(r);
 		}
 		file_free(f);
@@ -3805,6 +4039,17 @@ static void sftpfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, 
 {
 	BEGIN(ino);
 	struct sfile *f = (struct sfile *)(uintptr_t)fi->fh;
+	if (f->xh) {
+		char *xb = malloc(size ? size : 1);
+		rc = xb ? sftpx_hread(xsb(r), f->xh, (uint64_t)off, xb, size) : -ENOMEM;
+		op_exit(r);
+		if (rc < 0)
+			fuse_reply_err(req, -rc);
+		else
+			fuse_reply_buf(req, xb, (size_t)rc);
+		free(xb);
+		return;
+	}
 	if (f->dc)
 		dc_materialize(r, f);
 	drain_node(n); /* read-your-writes */
@@ -3888,6 +4133,33 @@ static void sftpfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t
 {
 	BEGIN(ino);
 	struct sfile *f = (struct sfile *)(uintptr_t)fi->fh;
+	if (f->xh) {
+		/* Through the agent's file, answered when written (no
+		 * write-behind: it is another channel than SFTP's). */
+		size_t done = 0;
+		rc = 0;
+		while (done < size) {
+			int k = sftpx_hwrite(xsb(r), f->xh, (uint64_t)off + done, buf + done, size - done);
+			if (k <= 0) {
+				rc = k < 0 ? k : -EIO;
+				break;
+			}
+			done += (size_t)k;
+		}
+		pthread_mutex_lock(&r->mu);
+		n->wgen++;
+		n->a_valid = 0;
+		cdata_drop(r, n);
+		if (n->path)
+			drop_parent_list(r, n->path);
+		pthread_mutex_unlock(&r->mu);
+		op_exit(r);
+		if (done == 0 && rc < 0)
+			fuse_reply_err(req, -rc);
+		else
+			fuse_reply_write(req, done);
+		return;
+	}
 	if (f->dc && dc_write(r, f, buf, size, off) == 0) {
 		op_exit(r);
 		fuse_reply_write(req, size);
@@ -3994,6 +4266,8 @@ static void sftpfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fu
 	rc = drain_file(r, f);
 	if (rc == 0)
 		rc = prc ? prc : frc;
+	if (rc == 0 && f->xh)
+		rc = sftpx_hsync(xsb(r), f->xh);
 	op_exit(r);
 	fuse_reply_err(req, -rc);
 }
@@ -4026,7 +4300,9 @@ static void sftpfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info
 		/* Nothing is left to report: the flush did (writes acknowledged,
 		 * changes applied); the server's answer to CLOSE is not waited
 		 * for. After an error, wait, so the handle is surely gone. */
-		if (!f->h)
+		if (f->xh)
+			sftpx_hclose(xsb(r), f->xh); /* the agent's file */
+		else if (!f->h)
 			; /* opened without the server */
 		else if (err)
 			sftp_close(r->cli, f->h);
@@ -4042,6 +4318,7 @@ static void sftpfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info
 		}
 		pthread_mutex_unlock(&r->mu);
 		drain_file(r, f);
+		free(f->xh); /* the agent closes it when it ends */
 	}
 	file_free(f);
 	fuse_reply_err(req, 0);
@@ -4087,8 +4364,48 @@ static int sdir_from(struct sftp_listing *ls, struct sdir **out)
 
 /* Reads the whole listing of path (READDIR brings every entry's lstat):
  * OPENDIR, then two READDIRs at once, the CLOSE not waited for. */
+static int list_add(void *ud, const char *name, const struct sftp_attrs *a)
+{
+	struct sdir *d = ud;
+	if (!(d->n & (d->n + 1)) || !d->e) {   /* grows at 1, 3, 7, ... entries */
+		struct sdent *ne = realloc(d->e, sizeof(*d->e) * (d->n + 1) * 2);
+		if (!ne)
+			return -ENOMEM;
+		d->e = ne;
+	}
+	if (!(d->e[d->n].name = strdup(name)))
+		return -ENOMEM;
+	d->e[d->n++].a = *a;
+	return 0;
+}
+
+/* A listing of a path SFTP cannot carry (long_path), by the sandbox's agent. */
+static int fetch_list_x(struct sftpfs *r, const char *path, struct sdir **out)
+{
+	*out = NULL;
+	struct sdir *d = calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	d->refs = 1;
+	int rc = use_x(r) ? sftpx_list(xsb(r), path, list_add, d) : -ENAMETOOLONG;
+	if (x_fallback(r, rc))
+		rc = -ENAMETOOLONG;
+	if (rc < 0) {
+		sdir_free(d);
+		return rc;
+	}
+	if (d->n > 1)
+		qsort(d->e, d->n, sizeof(*d->e), sdent_cmp);
+	*out = d;
+	return 0;
+}
+
 static int fetch_list(struct sftpfs *r, const char *path, struct sdir **out)
 {
+	if (long_list(path) && use_x(r))
+		return fetch_list_x(r, path, out);
+	if (long_path(path))
+		return -ENAMETOOLONG;
 	struct sftp_listing ls = {.path = path};
 	int rc = sftp_list_dirs(r->cli, &ls, 1);
 	return rc < 0 ? rc : sdir_from(&ls, out);
@@ -4112,7 +4429,7 @@ static void queue_kids(struct sftpfs *r, struct lent *l, const struct sdir *d, i
 		    !strcmp(e->name, ".."))
 			continue;
 		char *cp = join(path, e->name);
-		struct lent *c = cp ? lc_get(r, cp, 1) : NULL;
+		struct lent *c = cp && !long_list(cp) ? lc_get(r, cp, 1) : NULL;   /* not SFTP's: get_list */
 		if (!c || c->d || c->loading) {
 			free(cp);
 			continue;

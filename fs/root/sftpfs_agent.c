@@ -12,7 +12,10 @@
  * the agent resolves PATH from "/" one name at a time by descriptor with
  * O_NOFOLLOW and acts on the last name with the *at call's no-follow flag,
  * so a directory the sandbox swaps for a symlink fails the operation
- * instead of redirecting it. The provider carries the text
+ * instead of redirecting it. Paths SFTP cannot carry (PATH_MAX and beyond)
+ * and files its server may not open are opened by the agent, which keeps
+ * the descriptor and answers a handle (sftpx_open, sftpx_h*); readlink and
+ * listings of such paths too (sftpx_readlink, sftpx_list). The provider carries the text
  * (struct seer_provider: fileop); where it cannot (no agent there), every
  * function here answers -ENOTSUP and fs/root/sftpfs.c stays on SFTP.
  */
@@ -22,6 +25,7 @@
 #include "core/sandbox.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +33,7 @@
 #include <sys/stat.h>
 
 #define SFTPX_REQ_MAX (PATH_MAX_SFTPX + 256)
-#define PATH_MAX_SFTPX 16384
+#define PATH_MAX_SFTPX SFTPX_PATH_MAX
 #define SFTPX_FIELDS 20
 
 int sftpx_can(struct sandbox *sb)
@@ -291,4 +295,313 @@ void sftpx_longname_nlink(struct sftp_attrs *a, const char *l)
 		return;
 	a->nlink = (uint32_t)n;
 	a->x |= SFTPX_NLINK;
+}
+
+/* ---- requests beyond a path and numbers: open files, links, listings ---- */
+
+/* A request being built: NUL-separated strings; err once out of memory. */
+struct xreq {
+	char *b;
+	size_t n, cap;
+	int err;
+};
+
+static void xr_add(struct xreq *q, const void *s, size_t l, int sep)
+{
+	if (q->err)
+		return;
+	if (q->n + l + 2 > q->cap) {
+		size_t c = (q->cap ? q->cap * 2 : 256) + l;
+		char *nb = realloc(q->b, c);
+		if (!nb) {
+			q->err = -ENOMEM;
+			return;
+		}
+		q->b = nb;
+		q->cap = c;
+	}
+	if (sep && q->n)
+		q->b[q->n++] = '\0';
+	memcpy(q->b + q->n, s, l);
+	q->n += l;
+}
+
+static void xr_str(struct xreq *q, const char *s)
+{
+	xr_add(q, s, strlen(s), 1);
+}
+
+static void xr_num(struct xreq *q, int64_t v)
+{
+	char t[32];
+	xr_add(q, t, (size_t)snprintf(t, sizeof(t), "%" PRId64, v), 1);
+}
+
+/* "as UID GID GROUPS " for c (NULL: nothing, the sandbox's own agent). */
+static void xr_as(struct xreq *q, const struct sftpx_caller *c)
+{
+	if (!c)
+		return;
+	xr_str(q, "as");
+	xr_num(q, c->uid);
+	xr_num(q, c->gid);
+	char g[16];
+	xr_add(q, "", 0, 1);   /* GROUPS: comma-separated, maybe empty */
+	for (int i = 0; i < c->ngroups; i++) {
+		int l = snprintf(g, sizeof(g), "%s%u", i ? "," : "", (unsigned)c->groups[i]);
+		xr_add(q, g, (size_t)l, 0);
+	}
+}
+
+/* Sends q (freed here); the answer's data after ERRNO in reply (its
+ * length in *dl, from *data), or -ERRNO. */
+static int xr_send(struct sandbox *sb, struct xreq *q, char *reply, size_t cap, char **data, size_t *dl)
+{
+	int rc = q->err;
+	size_t rl = 0;
+	if (rc == 0)
+		rc = sb->prov->fileop(sb, q->b, q->n, reply, cap - 1, &rl);
+	free(q->b);
+	q->b = NULL;
+	if (rc < 0)
+		return rc;
+	reply[rl] = '\0';
+	long e = strtol(reply, NULL, 10);
+	size_t el = strlen(reply);
+	*data = reply + (el < rl ? el + 1 : rl);
+	*dl = el < rl ? rl - el - 1 : 0;
+	if (e < 0 || e > 4095)
+		return -EIO;
+	return -(int)e;
+}
+
+/* Splits NUL-separated data into up to max fields. */
+static int split(char *data, size_t dl, char **f, int max)
+{
+	int k = 0;
+	char *p = data, *end = data + dl;
+	while (p < end && k < max) {
+		f[k++] = p;
+		p += strlen(p) + 1;
+	}
+	return k;
+}
+
+int sftpx_open(struct sandbox *sb, const struct sftpx_caller *c, const char *path, int flags, mode_t mode,
+	       struct sftpx_fh **out, struct sftp_attrs *a)
+{
+	*out = NULL;
+	if (!sftpx_can(sb))
+		return -ENOTSUP;
+	if (strlen(path) > PATH_MAX_SFTPX)
+		return -ENAMETOOLONG;
+	if (c && (c->ngroups < 0 || c->ngroups > SFTPX_GROUPS_MAX))
+		return -EINVAL;
+	struct sftpx_fh *h = calloc(1, sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	struct xreq q = {0};
+	xr_as(&q, c);
+	xr_str(&q, "open");
+	xr_str(&q, path);
+	xr_num(&q, flags & (O_ACCMODE | O_CREAT | O_EXCL | O_TRUNC | O_APPEND));
+	xr_num(&q, mode & 07777);
+	char reply[512], *data, *f[SFTPX_FIELDS];
+	size_t dl;
+	int rc = xr_send(sb, &q, reply, sizeof(reply), &data, &dl);
+	int k = rc == 0 ? split(data, dl, f, SFTPX_FIELDS) : 0;
+	if (rc == 0 && (k < 16 || strlen(f[15]) >= sizeof(h->id)))
+		rc = -EIO;
+	if (rc == 0)
+		rc = stat_fields(f, k, a);
+	if (rc < 0) {
+		free(h);
+		return rc;
+	}
+	snprintf(h->id, sizeof(h->id), "%s", f[15]);
+	h->as = c != NULL;
+	if (c) {
+		h->uid = c->uid;
+		h->gid = c->gid;
+	}
+	*out = h;
+	return 0;
+}
+
+/* "[as UID GID] OP H" for h: a handle opened as a caller is used as the
+ * same uid and gid (the agent then acts with the ids it opened it with). */
+static void xr_handle(struct xreq *q, const struct sftpx_fh *h, const char *op)
+{
+	struct sftpx_caller c = {.uid = h->uid, .gid = h->gid, .ngroups = 0, .groups = NULL};
+	xr_as(q, h->as ? &c : NULL);
+	xr_str(q, op);
+	xr_str(q, h->id);
+}
+
+/* A handle's operation op with its numbers. */
+static int hcall(struct sandbox *sb, const struct sftpx_fh *h, const char *op, const int64_t *args, int nargs,
+		 char *reply, size_t cap, char **out, size_t *ol)
+{
+	if (!sftpx_can(sb))
+		return -ENOTSUP;
+	struct xreq q = {0};
+	xr_handle(&q, h, op);
+	for (int i = 0; i < nargs; i++)
+		xr_num(&q, args[i]);
+	return xr_send(sb, &q, reply, cap, out, ol);
+}
+
+int sftpx_hread(struct sandbox *sb, const struct sftpx_fh *h, uint64_t off, void *buf, size_t len)
+{
+	if (len > SFTPX_XFER_MAX)
+		len = SFTPX_XFER_MAX;
+	if (off > (uint64_t)INT64_MAX)
+		return -EINVAL;
+	char *reply = malloc(len + 64), *data;
+	if (!reply)
+		return -ENOMEM;
+	size_t dl;
+	int64_t args[2] = {(int64_t)off, (int64_t)len};
+	int rc = hcall(sb, h, "hread", args, 2, reply, len + 64, &data, &dl);
+	if (rc == 0) {
+		if (dl > len)
+			dl = len;
+		memcpy(buf, data, dl);
+		rc = (int)dl;
+	}
+	free(reply);
+	return rc;
+}
+
+int sftpx_hwrite(struct sandbox *sb, const struct sftpx_fh *h, uint64_t off, const void *buf, size_t len)
+{
+	if (len > SFTPX_XFER_MAX)
+		len = SFTPX_XFER_MAX;
+	if (off > (uint64_t)INT64_MAX)
+		return -EFBIG;
+	if (!sftpx_can(sb))
+		return -ENOTSUP;
+	char reply[64], *data;
+	size_t dl;
+	struct xreq q = {0};
+	xr_handle(&q, h, "hwrite");
+	xr_num(&q, (int64_t)off);
+	xr_add(&q, buf, len, 1);   /* DATA: the rest of the request (agent_remote.pl: hwrite) */
+	int rc = xr_send(sb, &q, reply, sizeof(reply), &data, &dl);
+	if (rc == 0) {
+		long long k = strtoll(data, NULL, 10);
+		rc = k < 0 || (size_t)k > len ? -EIO : (int)k;
+	}
+	return rc;
+}
+
+int sftpx_htrunc(struct sandbox *sb, const struct sftpx_fh *h, uint64_t size)
+{
+	if (size > (uint64_t)INT64_MAX)
+		return -EFBIG;
+	char reply[64], *data;
+	size_t dl;
+	int64_t args[1] = {(int64_t)size};
+	return hcall(sb, h, "htrunc", args, 1, reply, sizeof(reply), &data, &dl);
+}
+
+int sftpx_hstat(struct sandbox *sb, const struct sftpx_fh *h, struct sftp_attrs *a)
+{
+	char reply[512], *data, *f[SFTPX_FIELDS];
+	size_t dl;
+	int rc = hcall(sb, h, "hstat", NULL, 0, reply, sizeof(reply), &data, &dl);
+	return rc < 0 ? rc : stat_fields(f, split(data, dl, f, SFTPX_FIELDS), a);
+}
+
+int sftpx_hsync(struct sandbox *sb, const struct sftpx_fh *h)
+{
+	char reply[64], *data;
+	size_t dl;
+	return hcall(sb, h, "hsync", NULL, 0, reply, sizeof(reply), &data, &dl);
+}
+
+int sftpx_hclose(struct sandbox *sb, struct sftpx_fh *h)
+{
+	if (!h)
+		return 0;
+	char reply[64], *data;
+	size_t dl;
+	int rc = hcall(sb, h, "hclose", NULL, 0, reply, sizeof(reply), &data, &dl);
+	free(h);
+	return rc;
+}
+
+int sftpx_op(struct sandbox *sb, const char *op, const char *path, const char *str, const int64_t *args, int nargs)
+{
+	if (!sftpx_can(sb))
+		return -ENOTSUP;
+	if (strlen(path) > PATH_MAX_SFTPX || (str && strlen(str) > PATH_MAX_SFTPX))
+		return -ENAMETOOLONG;
+	struct xreq q = {0};
+	xr_str(&q, op);
+	xr_str(&q, path);
+	if (str)
+		xr_str(&q, str);
+	for (int i = 0; i < nargs; i++)
+		xr_num(&q, args[i]);
+	char reply[512], *data;
+	size_t dl;
+	return xr_send(sb, &q, reply, sizeof(reply), &data, &dl);
+}
+
+int sftpx_readlink(struct sandbox *sb, const char *path, char **out)
+{
+	*out = NULL;
+	if (!sftpx_can(sb))
+		return -ENOTSUP;
+	if (strlen(path) > PATH_MAX_SFTPX)
+		return -ENAMETOOLONG;
+	struct xreq q = {0};
+	xr_str(&q, "readlink");
+	xr_str(&q, path);
+	char reply[4200], *data;
+	size_t dl;
+	int rc = xr_send(sb, &q, reply, sizeof(reply), &data, &dl);
+	if (rc == 0 && !(*out = strndup(data, dl)))
+		rc = -ENOMEM;
+	return rc;
+}
+
+int sftpx_list(struct sandbox *sb, const char *path, int (*fn)(void *ud, const char *name, const struct sftp_attrs *a),
+	       void *ud)
+{
+	if (!sftpx_can(sb))
+		return -ENOTSUP;
+	if (strlen(path) > PATH_MAX_SFTPX)
+		return -ENAMETOOLONG;
+	struct xreq q = {0};
+	xr_str(&q, "list");
+	xr_str(&q, path);
+	size_t cap = SFTPX_LIST_MAX + 8192;
+	char *reply = malloc(cap), *data;
+	if (!reply) {
+		free(q.b);
+		return -ENOMEM;
+	}
+	size_t dl;
+	int rc = xr_send(sb, &q, reply, cap, &data, &dl);
+	/* N, then per entry its name and stat's 15 fields */
+	char *p = data, *end = data + dl;
+	long n = rc == 0 ? strtol(p, NULL, 10) : 0;
+	if (rc == 0)
+		p += strlen(p) + 1;
+	for (long i = 0; rc == 0 && i < n; i++) {
+		char *f[16];
+		int k = 0;
+		while (p < end && k < 16) {
+			f[k++] = p;
+			p += strlen(p) + 1;
+		}
+		struct sftp_attrs a;
+		rc = k == 16 ? stat_fields(f + 1, 15, &a) : -EIO;
+		if (rc == 0)
+			rc = fn(ud, f[0], &a);
+	}
+	free(reply);
+	return rc;
 }

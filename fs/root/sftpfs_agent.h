@@ -22,6 +22,10 @@ struct sandbox;
 #define SFTPX_NLINK 1     /* nlink */
 #define SFTPX_TIMES 2     /* xatime, xmtime, xctime, their ns, xsize, blocks */
 
+/* The longest path the agents take (they walk it one name at a time; the
+ * kernel there would refuse it whole from PATH_MAX on). */
+#define SFTPX_PATH_MAX 16384
+
 /* Whether sb's provider can make file operations at all. */
 int sftpx_can(struct sandbox *sb);
 
@@ -88,6 +92,51 @@ int sftpx_create(struct sandbox *sb, const char *path, int excl, int trunc, mode
 
 /* truncate without following a symlink: the kernel's errno (EFBIG). */
 int sftpx_truncate(struct sandbox *sb, const char *path, uint64_t size);
+
+/* A file the agent keeps open for root/ (sftpx_open): what SFTP's OPEN
+ * cannot reach, a path of PATH_MAX or more, or a file the SSH login may not
+ * open and root/'s caller may. */
+struct sftpx_fh {
+	char id[48];     /* the agent's handle */
+	int as;          /* opened by the owners' agent as a caller: used as it */
+	uint32_t uid, gid;
+};
+
+/* The most bytes one sftpx_hread or sftpx_hwrite moves, and the largest
+ * listing sftpx_list takes (E2BIG beyond). */
+#define SFTPX_XFER_MAX (1u << 20)
+#define SFTPX_LIST_MAX (8u << 20)
+
+/* Opens path (never through a symlink, a regular file only: EISDIR, ENXIO)
+ * with open(2)'s flags (access mode, O_CREAT, O_EXCL, O_TRUNC, O_APPEND)
+ * and mode (exact, no umask), with c's credentials by the owners' agent,
+ * or (c NULL) as the SSH login by the sandbox's agent: *out its handle
+ * (freed by sftpx_hclose), a its attributes. EMFILE when the agent keeps
+ * too many. */
+int sftpx_open(struct sandbox *sb, const struct sftpx_caller *c, const char *path, int flags, mode_t mode,
+	       struct sftpx_fh **out, struct sftp_attrs *a);
+/* pread (bytes read, up to SFTPX_XFER_MAX), pwrite (bytes written),
+ * ftruncate, fstat, fsync of h; sftpx_hclose closes it and frees h. */
+int sftpx_hread(struct sandbox *sb, const struct sftpx_fh *h, uint64_t off, void *buf, size_t len);
+int sftpx_hwrite(struct sandbox *sb, const struct sftpx_fh *h, uint64_t off, const void *buf, size_t len);
+int sftpx_htrunc(struct sandbox *sb, const struct sftpx_fh *h, uint64_t size);
+int sftpx_hstat(struct sandbox *sb, const struct sftpx_fh *h, struct sftp_attrs *a);
+int sftpx_hsync(struct sandbox *sb, const struct sftpx_fh *h);
+int sftpx_hclose(struct sandbox *sb, struct sftpx_fh *h);
+
+/* op on path as the SSH login by the sandbox's agent (what root/'s SFTP
+ * server would make, for paths it cannot carry): "mkdir" MODE, "unlink",
+ * "rmdir", "symlink" (str: the target), "link" and "rename" FLAGS (str:
+ * the new path), "chmod" MODE, "mknod" MODE. */
+int sftpx_op(struct sandbox *sb, const char *op, const char *path, const char *str, const int64_t *args, int nargs);
+
+/* readlink of path itself: *out the target (malloc'd). */
+int sftpx_readlink(struct sandbox *sb, const char *path, char **out);
+
+/* Every entry of directory path (but . and ..) with its lstat, to fn
+ * (which stops the listing with a negative errno). */
+int sftpx_list(struct sandbox *sb, const char *path, int (*fn)(void *ud, const char *name, const struct sftp_attrs *a),
+	       void *ud);
 
 /* The link count in a READDIR entry's "ls -l" line (OpenSSH's
  * sftp-server: "drwxr-xr-x    3 user group ..."), into a's nlink, when

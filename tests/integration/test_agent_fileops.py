@@ -27,7 +27,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 AGENT = REPO / "core" / "lib" / "agent_remote.pl"
 CALLS = ["openat", "statx", "fchownat", "mknodat", "utimensat", "utimensat_time64", "ftruncate", "fchdir", "fchmodat",
-         "mkdirat", "unlinkat", "renameat2", "linkat", "symlinkat", "setfsuid", "setfsgid", "setgroups"]
+         "mkdirat", "unlinkat", "renameat2", "linkat", "symlinkat", "setfsuid", "setfsgid", "setgroups",
+         "pread64", "pwrite64", "fsync", "readlinkat"]
 UTIME_NOW = (1 << 30) - 1
 UTIME_OMIT = (1 << 30) - 2
 
@@ -474,12 +475,17 @@ def test_owners_agent_acts_as_the_caller(owners, shared):
 
 def test_sandbox_agent_never_acts_as_a_caller(agent, tree):
     """The sandbox's own agent (no "files": it runs the sandbox's commands)
-    takes no "as" request and no directory operation."""
+    takes no "as" request and no mkfile; its directory operations (for
+    paths SFTP cannot carry) are its own, the SSH login's, as SFTP's."""
     inside, _ = tree
     assert agent.op("as", 0, 0, "", "mkdir", inside / "q", 0o755)[0] == errno.ENOSYS
-    assert agent.op("mkdir", inside / "q", 0o755)[0] == errno.ENOSYS
-    assert agent.op("unlink", inside / "d" / "f")[0] == errno.ENOSYS
-    assert not os.path.lexists(inside / "q") and os.path.exists(inside / "d" / "f")
+    assert agent.op("as", 0, 0, "", "open", inside / "d" / "f", os.O_RDONLY, 0)[0] == errno.ENOSYS
+    assert agent.op("mkfile", inside / "q")[0] == errno.ENOSYS
+    assert not os.path.lexists(inside / "q")
+    e, st = agent.op("mkdir", inside / "q", 0o750)
+    assert e == 0 and int(st[1]) == os.geteuid() and int(st[3]) == stat.S_IFDIR | 0o750
+    assert agent.op("unlink", inside / "d" / "f")[0] == 0
+    assert not os.path.exists(inside / "d" / "f")
 
 
 def test_link(agent, tree):
@@ -558,3 +564,235 @@ def test_callers_operations_never_follow_symlinks(owners, shared, tmp_path):
     finally:
         import shutil
         shutil.rmtree(host)
+
+
+# ---- open files (handles) and long paths ----------------------------------------
+
+def _deep(top, total):
+    """A chain of 100-byte directories under top whose absolute path passes
+    `total` bytes (made by descriptor: the kernel refuses such whole
+    paths); its path."""
+    fd = os.open(top, os.O_DIRECTORY)
+    p = str(top)
+    try:
+        i = 0
+        while len(p) < total:
+            name = f"{i:03d}" + "d" * 97
+            os.mkdir(name, dir_fd=fd)
+            nfd = os.open(name, os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+            p += "/" + name
+            i += 1
+    finally:
+        os.close(fd)
+    return Path(p)
+
+
+def test_long_paths(agent, tree):
+    """Paths of PATH_MAX and more (which SFTP cannot carry) are walked one
+    name at a time: mkdir, open, stat, list, symlink, readlink, rename,
+    link, chmod, unlink and rmdir work there; a name of 256 bytes is
+    ENAMETOOLONG, as the kernel says."""
+    inside, _ = tree
+    deep = _deep(inside, 4200)
+    assert len(str(deep)) >= 4096
+    e, st = agent.op("mkdir", deep / "sub", 0o705)
+    assert e == 0 and int(st[3]) == stat.S_IFDIR | 0o705
+    e, st = agent.op("open", deep / "f", os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o642)
+    assert e == 0 and int(st[3]) == stat.S_IFREG | 0o642
+    h = st[15]
+    assert agent.op("hwrite", h, 0, b"LONG\0PATH")[0] == 0
+    e, got = agent.op("hread", h, 0, 100)
+    assert e == 0 and b"\0".join(got) == b"LONG\0PATH"
+    assert agent.op("hclose", h)[0] == 0
+    assert agent.op("symlink", deep / "l", "f")[0] == 0
+    e, t = agent.op("readlink", deep / "l")
+    assert (e, t) == (0, [b"f"])
+    assert agent.op("link", deep / "f", deep / "g")[0] == 0
+    e, st = agent.op("stat", deep / "g")
+    assert e == 0 and int(st[0]) == 2 and int(st[4]) == 9
+    assert agent.op("rename", deep / "g", deep / "sub" / "g", 0)[0] == 0
+    assert agent.op("chmod", deep / "f", 0o600)[0] == 0
+    e, ls = agent.op("list", deep)
+    assert e == 0 and int(ls[0]) == 3
+    names = {ls[1 + 16 * i].decode(): ls[2 + 16 * i:17 + 16 * i] for i in range(3)}
+    assert set(names) == {"f", "l", "sub"}
+    assert int(names["f"][3]) == stat.S_IFREG | 0o600 and int(names["l"][3]) & 0o170000 == stat.S_IFLNK
+    assert agent.op("mkdir", deep / ("n" * 256), 0o755)[0] == errno.ENAMETOOLONG
+    assert agent.op("open", deep / ("n" * 256), os.O_CREAT | os.O_WRONLY, 0o644)[0] == errno.ENAMETOOLONG
+    for args in (("unlink", deep / "sub" / "g"), ("unlink", deep / "l"), ("unlink", deep / "f"), ("rmdir", deep / "sub")):
+        assert agent.op(*args)[0] == 0, args
+    assert agent.op("stat", deep / "f")[0] == errno.ENOENT
+    assert agent.op("list", deep) == (0, [b"0"])
+
+
+def _fds(pid):
+    return set(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_handles(agent, tree):
+    """open keeps a regular file open (never through a symlink, never a
+    FIFO or a directory) and its handle reads, writes, truncates, syncs and
+    stats that descriptor alone; a closed or unknown handle is EBADF; at
+    most 256 are open (EMFILE); they go when the agent ends."""
+    inside, host = tree
+    fds0 = _fds(agent.p.pid)
+    e, st = agent.op("open", inside / "d" / "f", os.O_RDWR, 0)
+    assert e == 0 and int(st[4]) == 7
+    h = st[15]
+    assert len(_fds(agent.p.pid)) == len(fds0) + 1
+    assert agent.op("hread", h, 0, 3) == (0, [b"INS"])
+    assert agent.op("hwrite", h, 7, b"MORE") == (0, [b"4"])
+    assert agent.op("htrunc", h, 9)[0] == 0
+    assert agent.op("hsync", h)[0] == 0
+    e, st = agent.op("hstat", h)
+    assert e == 0 and int(st[4]) == 9
+    # renamed away: the descriptor still names it
+    os.rename(inside / "d" / "f", inside / "d" / "moved")
+    assert agent.op("hread", h, 0, 100) == (0, [b"INSIDE\nMO"])
+    assert agent.op("hclose", h)[0] == 0
+    assert agent.op("hread", h, 0, 1)[0] == errno.EBADF
+    assert agent.op("hclose", h)[0] == errno.EBADF
+    assert agent.op("hread", "nosuch", 0, 1)[0] == errno.EBADF
+    assert _fds(agent.p.pid) == fds0
+    # never through a symlink, never a FIFO (it would block), a directory
+    (inside / "l").symlink_to(host / "f")
+    assert agent.op("open", inside / "l", os.O_RDONLY, 0)[0] == errno.ELOOP
+    assert agent.op("open", inside / "l", os.O_WRONLY | os.O_TRUNC, 0)[0] == errno.ELOOP
+    os.mkfifo(inside / "p")
+    assert agent.op("open", inside / "p", os.O_RDONLY, 0)[0] == errno.ENXIO
+    assert agent.op("open", inside / "d", os.O_RDONLY, 0)[0] == errno.EISDIR
+    # the access mode is the kernel's: a read-only handle does not write
+    e, st = agent.op("open", inside / "d" / "moved", os.O_RDONLY, 0)
+    assert agent.op("hwrite", st[15], 0, b"X")[0] == errno.EBADF
+    # bounded
+    hs = [st[15]]
+    while True:
+        e, st = agent.op("open", inside / "d" / "moved", os.O_RDONLY, 0)
+        if e:
+            break
+        hs.append(st[15])
+    assert e == errno.EMFILE and len(hs) == 256
+    assert agent.op("hclose", hs.pop())[0] == 0
+    assert agent.op("open", inside / "d" / "moved", os.O_RDONLY, 0)[0] == 0
+    assert (host / "f").read_text() == "HOST\n"
+    pid = agent.p.pid
+    agent.close()
+    assert not os.path.exists(f"/proc/{pid}")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the agent takes other uids' ids (CAP_SETUID, CAP_SETGID)")
+def test_handles_as_the_caller(owners, shared):
+    """The owners' agent opens "as" a caller with the caller's rights (its
+    own 0600 file: yes; another's: EACCES); the handle then serves that uid
+    and gid alone (EBADF for any other, ENOSYS without "as"), with the
+    rights it was opened with, so it never reads what its opener cannot."""
+    t = shared
+    f = t / "od" / "secret"
+    f.write_text("U1 ONLY")
+    os.chown(f, U1, U1)
+    f.chmod(0o600)
+    assert _as(owners, U2, [], "open", f, os.O_RDONLY, 0)[0] == errno.EACCES
+    assert _as(owners, U2, [U1], "open", f, os.O_RDONLY, 0)[0] == errno.EACCES
+    e, st = _as(owners, U1, [], "open", f, os.O_RDWR, 0)
+    assert e == 0
+    h = st[15]
+    assert _as(owners, U1, [], "hread", h, 0, 100) == (0, [b"U1 ONLY"])
+    assert _as(owners, U2, [], "hread", h, 0, 100)[0] == errno.EBADF
+    assert owners.op("as", U1, U2, "", "hread", h, 0, 100)[0] == errno.EBADF
+    assert _as(owners, 0, [], "hread", h, 0, 100)[0] == errno.EBADF
+    assert owners.op("hread", h, 0, 100)[0] == errno.ENOSYS
+    assert owners.op("open", f, os.O_RDONLY, 0)[0] == errno.ENOSYS
+    assert _as(owners, U1, [], "hwrite", h, 0, b"u1")[0] == 0
+    assert f.read_text() == "u1 ONLY"
+    # a write as U1 clears the set-uid bit, as the kernel does for a caller
+    # without CAP_FSETID (the agent has it)
+    f.chmod(0o4700)
+    assert _as(owners, U1, [], "hwrite", h, 0, b"U1")[0] == 0
+    assert not os.stat(f).st_mode & stat.S_ISUID
+    # created as the caller: its owner, the exact mode
+    e, st = _as(owners, U1, [], "open", t / "od" / "new", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o640)
+    assert e == 0 and (int(st[1]), int(st[2]), int(st[3])) == (U1, U1, stat.S_IFREG | 0o640)
+    assert _as(owners, U2, [], "open", t / "od" / "new2", os.O_CREAT | os.O_WRONLY, 0o640)[0] == errno.EACCES
+    assert _as(owners, U1, [], "hclose", h)[0] == 0
+    assert _as(owners, U1, [], "hread", h, 0, 1)[0] == errno.EBADF
+
+
+def test_open_and_list_never_follow_a_swapped_directory(agent, tree):
+    """A directory of a long path swapped for a symlink to a host directory
+    while the agent opens, lists and makes names beneath it: every
+    operation lands inside or fails, the host directory never changes."""
+    inside, host = tree
+    before = host_state(host)
+    deep = _deep(inside / "d", 4200)
+    e, st = agent.op("open", deep / "f", os.O_CREAT | os.O_WRONLY, 0o644)
+    assert e == 0 and agent.op("hclose", st[15])[0] == 0
+    rel = deep.relative_to(inside / "d")
+    # the same long path in the host directory, with a file a followed
+    # symlink would reach
+    hdeep = _deep(host, 4200 - len(str(inside / "d")) + len(str(host)))
+    assert hdeep.relative_to(host) == rel
+    hf = _at(host, rel / "f", os.O_CREAT | os.O_WRONLY)
+    os.write(hf, b"HOST")
+    os.close(hf)
+    before = host_state(host)
+    (inside / "sw").symlink_to(host)
+    seen = set()
+    n = 0
+    with exchanging(inside / "d", inside / "sw") as running:
+        while running():
+            for name in ("d", "sw"):
+                base = inside / name
+                for path, fl in ((base / rel / "f", os.O_WRONLY | os.O_TRUNC), (base / "f", os.O_WRONLY | os.O_TRUNC),
+                                 (base / f"o{n}", os.O_WRONLY | os.O_CREAT)):
+                    e, st = agent.op("open", path, fl, 0o644)
+                    seen.add(e)
+                    if e == 0:
+                        assert agent.op("hwrite", st[15], 0, b"EVIL")[0] == 0
+                        assert agent.op("hclose", st[15])[0] == 0
+                seen.add(agent.op("list", base)[0])
+                seen.add(agent.op("mkdir", base / rel / f"m{n}", 0o755)[0])
+                seen.add(agent.op("unlink", base / "f")[0])
+                n += 1
+    assert 0 in seen
+    assert seen <= {0, errno.ENOTDIR, errno.ELOOP, errno.ENOENT, errno.EEXIST, errno.EBADF}
+    assert host_state(host) == before
+    hf = _at(host, rel / "f", os.O_RDONLY)
+    assert os.read(hf, 100) == b"HOST"
+    os.close(hf)
+    hd = _at(host, rel, os.O_RDONLY | os.O_DIRECTORY)
+    assert os.listdir(hd) == ["f"]
+    os.close(hd)
+
+
+def _at(top, rel, flags):
+    """os.open of top/rel one name at a time (a whole path past PATH_MAX
+    is refused)."""
+    fd = os.open(top, os.O_DIRECTORY)
+    parts = rel.parts
+    for c in parts[:-1]:
+        nfd = os.open(c, os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+        os.close(fd)
+        fd = nfd
+    try:
+        return os.open(parts[-1], flags | os.O_NOFOLLOW, 0o644, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def test_exchange_never_follows_a_symlink(agent, tree):
+    """rename with RENAME_EXCHANGE (root/'s renameat2 on ssh) swaps two
+    names inside; through a symlink to a host directory on either path it
+    fails, and the host directory is untouched."""
+    inside, host = tree
+    before = host_state(host)
+    (inside / "a").write_text("A")
+    (inside / "sw").symlink_to(host)
+    assert agent.op("rename", inside / "a", inside / "d", 2)[0] == 0
+    assert (inside / "a" / "f").read_text() == "INSIDE\n" and (inside / "d").read_text() == "A"
+    assert agent.op("rename", inside / "d", inside / "sw" / "f", 2)[0] in (errno.ENOTDIR, errno.ELOOP)
+    assert agent.op("rename", inside / "sw" / "f", inside / "d", 2)[0] in (errno.ENOTDIR, errno.ELOOP)
+    assert agent.op("rename", inside / "d", inside / "sw", 2)[0] == 0   # the link itself, never its target
+    assert os.readlink(inside / "d") == str(host) and (inside / "sw").read_text() == "A"
+    assert host_state(host) == before

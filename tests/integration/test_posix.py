@@ -347,16 +347,12 @@ def test_mkdir_rmdir_unlink(posix_root):
 
 
 def exchange(x, y):
-    """renameat2(RENAME_EXCHANGE); over SFTP, which has no atomic exchange
-    (EINVAL, docs/sftpfs.md), that refusal and then three plain renames."""
-    if LOCAL:
-        renameat2(x, y, RENAME_EXCHANGE)
-        return
-    expect_errno(errno.EINVAL, renameat2, x, y, RENAME_EXCHANGE)
-    tmp = x.parent / ("xchg-" + uuid.uuid4().hex[:8])
-    os.rename(x, tmp)
-    os.rename(y, x)
-    os.rename(tmp, y)
+    """renameat2(RENAME_EXCHANGE) (on ssh by the sandbox's agent: SFTP has
+    no atomic exchange); RENAME_EXCHANGE with RENAME_NOREPLACE is EINVAL,
+    and a missing side ENOENT, as the kernel says."""
+    expect_errno(errno.EINVAL, renameat2, x, y, RENAME_EXCHANGE | RENAME_NOREPLACE)
+    expect_errno(errno.ENOENT, renameat2, x, x.parent / "no-such-name", RENAME_EXCHANGE)
+    renameat2(x, y, RENAME_EXCHANGE)
 
 
 def test_rename(posix_root, sandbox_run):
@@ -379,8 +375,12 @@ def test_rename(posix_root, sandbox_run):
     expect_errno(errno.EISDIR, os.rename, a, d1)
     expect_errno(errno.ENOTDIR, os.rename, d1, a)
     expect_errno(errno.EINVAL, os.rename, d2, d2 / "sub")
+    (d1 / "in").write_text("in d1")
     exchange(d1, a)                                     # a dir and a file swap places
     assert stat.S_ISDIR(os.stat(a).st_mode) and d1.read_text() == "new A"
+    assert (a / "in").read_text() == "in d1"
+    assert must(sandbox_run("cat a/in d1")) == "in d1new A"
+    os.unlink(a / "in")
     os.rename(d2, posix_root / "d3")
     assert (posix_root / "d3" / "x").read_text() == "x"
     assert sorted(must(sandbox_run("ls")).split()) == ["a", "b", "d1", "d3"]
@@ -1658,6 +1658,107 @@ def test_directory_swap_race_never_changes_host(posix_root, sandbox_run, host_ma
     assert (d / "f").read_text() == "HOST\n"
 
 
+def _deep_at(top_fd, rel):
+    """The directories of rel (relative, under PATH_MAX) made below top_fd,
+    one name at a time."""
+    parts = rel.split("/")
+    for i in range(len(parts)):
+        os.mkdir("/".join(parts[:i + 1]), 0o777, dir_fd=top_fd)
+
+
+def test_long_path_swap_race_never_changes_host(posix_root, sandbox_run, host_marker):
+    """While the sandbox swaps the first directory of a path longer than
+    PATH_MAX (inside the sandbox) for a symlink to a host directory holding
+    the same names, root/ opens, writes, truncates, chmods, makes and
+    removes names at the end of that path (on ssh through the agents, which
+    walk it one name at a time): they land inside or fail, and the host's
+    copy never changes."""
+    _, d = host_marker
+    rel = "/".join("%03d" % i + "r" * 124 for i in range(31))
+    top = os.open(posix_root, os.O_DIRECTORY)
+    hfd = os.open(d, os.O_DIRECTORY)
+    try:
+        _deep_at(top, "real/" + rel)
+        os.close(os.open("real/" + rel + "/f", os.O_CREAT | os.O_WRONLY, 0o666, dir_fd=top))
+        _deep_at(hfd, rel)
+        fd = os.open(rel + "/f", os.O_CREAT | os.O_WRONLY, 0o666, dir_fd=hfd)
+        os.write(fd, b"HOST\n")
+        os.close(fd)
+        hst = os.stat(rel + "/f", dir_fd=hfd)
+        before = _host_state(d)
+        must(sandbox_run("ln -s " + str(d) + " sw"))
+        # the swaps as a running command: root/ caches nothing meanwhile,
+        # every name of the path is looked up (on ssh walked) afresh
+        swapper = threading.Thread(target=lambda: must(sandbox_run(py_inside(
+            "import ctypes, time\nlibc = ctypes.CDLL(None, use_errno=True)\nend = time.time() + 2.5\n"
+            "while time.time() < end:\n    libc.renameat2(-100, b'real', -100, b'sw', 2)"))))
+        swapper.start()
+        time.sleep(0.3)
+        stop = time.time() + 2
+        landed = [0]
+
+        def worker(k):
+            i = 0
+            while time.time() < stop:
+                for name in ("sw", "real"):
+                    f = name + "/" + rel + "/f"
+
+                    def write():
+                        fd = os.open(f, os.O_WRONLY | os.O_TRUNC, dir_fd=top)
+                        os.write(fd, b"EVIL")
+                        os.close(fd)
+                    for op in (write,
+                               lambda: os.chmod(f, 0o600 if i % 2 else 0o666, dir_fd=top),
+                               lambda: os.utime(f, ns=(5_000_000_000 + i, 6_000_000_000), dir_fd=top),
+                               lambda: os.mkdir(f"{name}/{rel}/m{k}-{i}", dir_fd=top),
+                               lambda: os.rename(f, f"{name}/{rel}/g{k}", src_dir_fd=top, dst_dir_fd=top),
+                               lambda: os.unlink(f"{name}/{rel}/g{k}", dir_fd=top)):
+                        try:
+                            op()
+                            landed[0] += 1
+                        except OSError:
+                            pass
+                    i += 1
+
+        ths = [threading.Thread(target=worker, args=(k,)) for k in range(3)]
+        for t in ths:
+            t.start()
+        for t in ths:
+            t.join()
+        swapper.join()
+        # (on ssh each of the path's 32 names is looked up afresh by a walk
+        # from "/" while the command runs: an operation lands only if all
+        # of them miss the swaps, and during the race none does)
+        assert landed[0] > 0 or not LOCAL
+        # after it (a command's start drops root/'s caches: the swaps came
+        # from one left running in the background), the path works through
+        # whichever name is the directory
+        must(sandbox_run("true"))
+        ok = 0
+        for name in ("real", "sw"):
+            try:
+                fd = os.open(name + "/" + rel + "/after", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=top)
+            except OSError:
+                continue
+            os.write(fd, b"AFTER")
+            os.close(fd)
+            ok += 1
+        assert ok == 1
+        assert _host_state(d) == before
+        st = os.stat(rel + "/f", dir_fd=hfd)
+        assert (st.st_mtime_ns, st.st_ctime_ns, stat.S_IMODE(st.st_mode), st.st_size) == \
+            (hst.st_mtime_ns, hst.st_ctime_ns, stat.S_IMODE(hst.st_mode), 5)
+        fd = os.open(rel + "/f", os.O_RDONLY, dir_fd=hfd)
+        assert os.read(fd, 100) == b"HOST\n"
+        os.close(fd)
+        hd = os.open(rel, os.O_RDONLY | os.O_DIRECTORY, dir_fd=hfd)
+        assert os.listdir(hd) == ["f"]
+        os.close(hd)
+    finally:
+        os.close(top)
+        os.close(hfd)
+
+
 def test_hard_link_to_host_file_refused(posix_root, host_marker):
     f, _ = host_marker
     expect_errno(errno.EXDEV, os.link, f, posix_root / "stolen")
@@ -1692,6 +1793,122 @@ def test_cached_file_overwritten_inside(posix_root, sandbox_run):
     must(sandbox_run("printf x >> c"))
     assert os.stat(f).st_size == st.st_size + 1
     assert f.read_text() == "b" * 4096 + "x"
+
+
+def test_long_paths(posix_root, sandbox_run):
+    """A relative path of under PATH_MAX whose whole form inside the sandbox
+    passes it (pjdfstest's */03.t) works as on ext4: a file made, written,
+    read, stat'ed, chmod'ed, truncated, renamed, linked and removed there, a
+    symlink read, a directory listed; a name of 256 bytes is ENAMETOOLONG,
+    one of 255 is made. On ssh SFTP cannot carry such paths: the sandbox's
+    agents walk them one name at a time."""
+    top = os.open(posix_root, os.O_DIRECTORY)
+    dirs = ["%03d" % i + "d" * 124 for i in range(31)]
+    reldir = "/".join(dirs)
+    leaf = "l" * (4090 - len(reldir) - 1)
+    rel = reldir + "/" + leaf
+    assert len(rel) == 4090 and len(str(posix_root)) + len(rel) > 4096
+    old_umask = os.umask(0)   # as pjdfstest's fstest
+    try:
+        for i in range(len(dirs)):
+            os.mkdir("/".join(dirs[:i + 1]), 0o755, dir_fd=top)
+        fd = os.open(rel, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o642, dir_fd=top)
+        assert os.write(fd, b"long") == 4 and os.fstat(fd).st_size == 4
+        os.close(fd)
+        st = os.stat(rel, dir_fd=top, follow_symlinks=False)
+        assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o642 and st.st_size == 4
+        fd = os.open(rel, os.O_RDONLY, dir_fd=top)
+        assert os.read(fd, 100) == b"long"
+        os.close(fd)
+        os.chmod(rel, 0o600, dir_fd=top)
+        assert stat.S_IMODE(os.stat(rel, dir_fd=top).st_mode) == 0o600
+        fd = os.open(rel, os.O_WRONLY | os.O_TRUNC, dir_fd=top)
+        os.ftruncate(fd, 123)
+        os.close(fd)
+        assert os.stat(rel, dir_fd=top).st_size == 123
+        os.rename(rel, "short", src_dir_fd=top, dst_dir_fd=top)
+        assert os.stat("short", dir_fd=top).st_size == 123
+        expect_errno(errno.ENOENT, os.stat, rel, dir_fd=top)
+        os.rename("short", rel, src_dir_fd=top, dst_dir_fd=top)
+        os.link(rel, "hard", src_dir_fd=top, dst_dir_fd=top)
+        assert os.stat(rel, dir_fd=top).st_nlink == 2
+        os.unlink("hard", dir_fd=top)
+        assert os.stat(rel, dir_fd=top).st_nlink == 1
+        os.symlink("target", rel + "s", dir_fd=top)
+        assert os.readlink(rel + "s", dir_fd=top) == "target"
+        dfd = os.open(reldir, os.O_DIRECTORY, dir_fd=top)
+        try:
+            os.mkdir("m" * 255, dir_fd=dfd)
+            expect_errno(errno.ENAMETOOLONG, os.mkdir, "n" * 256, dir_fd=dfd)
+            expect_errno(errno.ENAMETOOLONG, os.open, "n" * 256, os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=dfd)
+        finally:
+            os.close(dfd)
+        # listed (on ssh by the agent: SFTP's server leaves out names
+        # whose whole path passes PATH_MAX)
+        dfd = os.open(reldir, os.O_DIRECTORY, dir_fd=top)
+        try:
+            assert sorted(os.listdir(dfd)) == sorted([leaf, leaf + "s", "m" * 255])
+            os.rmdir("m" * 255, dir_fd=dfd)
+        finally:
+            os.close(dfd)
+        # the sandbox sees the file: one of 123 bytes below here
+        assert must(sandbox_run("find . -type f -size 123c | wc -l")).strip() == "1"
+        expect_errno(errno.ENAMETOOLONG, os.mkdir, rel + "xxxxxx", dir_fd=top)
+        expect_errno(errno.ENAMETOOLONG, os.mkdir, posix_root / ("n" * 256))
+        os.unlink(rel + "s", dir_fd=top)
+        os.unlink(rel, dir_fd=top)
+        expect_errno(errno.ENOENT, os.stat, rel, dir_fd=top)
+        for i in reversed(range(len(dirs))):
+            os.rmdir("/".join(dirs[:i + 1]), dir_fd=top)
+        assert os.listdir(posix_root) == []
+    finally:
+        os.umask(old_umask)
+        os.close(top)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: other uids, and a mount with allow_other")
+@pytest.mark.skipif(HARNESS, reason="needs the seerfs daemon")
+@pytest.mark.skipif(PROVIDER == "docker-remote", reason=REMOTE_OWNERS)
+def test_other_uid_opens_its_own_0600_file(seerfs_factory):
+    """A file 0600 of another uid: its owner opens it for reading and
+    writing (pread, pwrite, ftruncate, fstat, fsync, append) and root may,
+    as on ext4; a third uid may not (EACCES). On ssh the SSH login may not
+    open it: the owners' agent opens it as the caller (pjdfstest open/06,
+    open/07)."""
+    _, d, run = _shared_mount(seerfs_factory)
+    (d / "f").write_text("secret")
+    os.chown(d / "f", OTHER, OTHER)
+    os.chmod(d / "f", 0o600)
+    out = _as_other("""
+import os, sys
+p = sys.argv[1] + '/f'
+fd = os.open(p, os.O_RDWR)
+print(os.read(fd, 100).decode())
+os.pwrite(fd, b'SECRET', 0)
+os.ftruncate(fd, 10)
+print(os.fstat(fd).st_size, os.fstat(fd).st_uid)
+os.fsync(fd)
+os.close(fd)
+fd = os.open(p, os.O_WRONLY | os.O_APPEND)
+os.write(fd, b'++')
+os.close(fd)
+print(repr(open(p, 'rb').read()))
+""", d)
+    assert out.split("\n")[:3] == ["secret", f"10 {OTHER}", repr(b"SECRET\0\0\0\0++")]
+    assert (d / "f").read_bytes() == b"SECRET\0\0\0\0++"     # root
+    assert run("stat -c '%s %u %a' f").strip() == f"12 {OTHER} 600"
+    out = _as_uid(OTHER2, """
+import errno, os, sys
+for fl in (os.O_RDONLY, os.O_WRONLY, os.O_RDWR):
+    try:
+        os.close(os.open(sys.argv[1] + '/f', fl))
+        print('ok')
+    except OSError as e:
+        print(errno.errorcode[e.errno])
+""", d)
+    assert out.split() == ["EACCES"] * 3
+    st = os.stat(d / "f")
+    assert (st.st_uid, stat.S_IMODE(st.st_mode), st.st_size) == (OTHER, 0o600, 12)
 
 
 def test_mount_writes_seen_inside(posix_root, sandbox_run):
