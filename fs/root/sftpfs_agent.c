@@ -166,27 +166,6 @@ int sftpx_as(struct sandbox *sb, const struct sftpx_caller *c, const char *op, c
 	return a ? stat_fields(f, k, a) : 0;
 }
 
-int sftpx_link(struct sandbox *sb, const char *from, const char *to, struct sftp_attrs *a)
-{
-	if (!sftpx_can(sb))
-		return -ENOTSUP;
-	size_t fl = strlen(from), tl = strlen(to);
-	if (fl > PATH_MAX_SFTPX || tl > PATH_MAX_SFTPX)
-		return -ENAMETOOLONG;
-	char *req = malloc(fl + tl + 7);
-	if (!req)
-		return -ENOMEM;
-	memcpy(req, "link", 5);
-	memcpy(req + 5, from, fl + 1);
-	memcpy(req + 6 + fl, to, tl);
-	char reply[512];
-	char *f[SFTPX_FIELDS];
-	int k = 0;
-	int rc = exchange(sb, req, fl + tl + 6, reply, sizeof(reply), f, &k);
-	free(req);
-	return rc < 0 ? rc : stat_fields(f, k, a);
-}
-
 int sftpx_create(struct sandbox *sb, const char *path, int excl, int trunc, mode_t mode, int chmod_mode,
 		 const struct timespec *ts, uint32_t uid, uint32_t gid, const void *data, size_t len, struct sftp_attrs *a,
 		 int *chown_err)
@@ -385,6 +364,22 @@ static int split(char *data, size_t dl, char **f, int max)
 		p += strlen(p) + 1;
 	}
 	return k;
+}
+
+int sftpx_link(struct sandbox *sb, const char *from, const char *to, struct sftp_attrs *a)
+{
+	if (!sftpx_can(sb))
+		return -ENOTSUP;
+	if (strlen(from) > PATH_MAX_SFTPX || strlen(to) > PATH_MAX_SFTPX)
+		return -ENAMETOOLONG;
+	struct xreq q = {0};
+	xr_str(&q, "link");
+	xr_str(&q, from);
+	xr_str(&q, to);
+	char reply[512], *data, *f[SFTPX_FIELDS];
+	size_t dl;
+	int rc = xr_send(sb, &q, reply, sizeof(reply), &data, &dl);
+	return rc < 0 ? rc : stat_fields(f, split(data, dl, f, SFTPX_FIELDS), a);
 }
 
 int sftpx_open(struct sandbox *sb, const struct sftpx_caller *c, const char *path, int flags, mode_t mode,
