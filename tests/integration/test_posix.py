@@ -1429,6 +1429,16 @@ def test_tar_cp_diff(posix_root, sandbox_run):
     must(sandbox_run("diff -r /usr/include/linux y/linux"))
 
 
+def in_threads(worker, k):
+    """worker(0) ... worker(k - 1) at once, each in a thread; returns when
+    all have ended."""
+    ths = [threading.Thread(target=worker, args=(i,)) for i in range(k)]
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join()
+
+
 def _fsx_binary():
     build = Path(os.environ.get("SEERFS_BUILD", "build"))
     build = build if build.is_absolute() else REPO / build
@@ -1648,11 +1658,7 @@ def test_directory_swap_race_never_changes_host(posix_root, sandbox_run, host_ma
                         pass
                 i += 1
 
-    ths = [threading.Thread(target=worker, args=(k,)) for k in range(3)]
-    for t in ths:
-        t.start()
-    for t in ths:
-        t.join()
+    in_threads(worker, 3)
     time.sleep(0.6)
     assert _host_state(d) == before and _host_state(d / "f") == before_f
     assert (d / "f").read_text() == "HOST\n"
@@ -1720,11 +1726,7 @@ def test_long_path_swap_race_never_changes_host(posix_root, sandbox_run, host_ma
                             pass
                     i += 1
 
-        ths = [threading.Thread(target=worker, args=(k,)) for k in range(3)]
-        for t in ths:
-            t.start()
-        for t in ths:
-            t.join()
+        in_threads(worker, 3)
         swapper.join()
         # (on ssh each of the path's 32 names is looked up afresh by a walk
         # from "/" while the command runs: an operation lands only if all
