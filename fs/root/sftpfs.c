@@ -3261,6 +3261,17 @@ static void dc_forget(struct sftpfs *r, struct snode *n, fuse_ino_t ino)
 	free(name);
 }
 
+/* dc_materialize of f, which the caller kept with f->pending++ (under
+ * r->mu), then let go. */
+static void dc_materialize_held(struct sftpfs *r, struct sfile *f)
+{
+	dc_materialize(r, f);
+	pthread_mutex_lock(&r->mu);
+	f->pending--;
+	pthread_cond_broadcast(&r->done_cv);
+	pthread_mutex_unlock(&r->mu);
+}
+
 /* Before the server is asked about n: its deferred create is there. */
 static void dc_settle_node(struct sftpfs *r, struct snode *n)
 {
@@ -3279,13 +3290,8 @@ static void dc_settle_node(struct sftpfs *r, struct snode *n)
 	if (f)
 		f->pending++; /* keeps f until we are done (sftpfs_release drains it) */
 	pthread_mutex_unlock(&r->mu);
-	if (!f)
-		return;
-	dc_materialize(r, f);
-	pthread_mutex_lock(&r->mu);
-	f->pending--;
-	pthread_cond_broadcast(&r->done_cv);
-	pthread_mutex_unlock(&r->mu);
+	if (f)
+		dc_materialize_held(r, f);
 }
 
 /* Before a change of the tree or a listing read from the server: every
@@ -3309,11 +3315,7 @@ static void dc_flush_all(struct sftpfs *r, struct snode *except)
 			continue;
 		if (!f)
 			return;
-		dc_materialize(r, f);
-		pthread_mutex_lock(&r->mu);
-		f->pending--;
-		pthread_cond_broadcast(&r->done_cv);
-		pthread_mutex_unlock(&r->mu);
+		dc_materialize_held(r, f);
 	}
 }
 
